@@ -1,0 +1,189 @@
+//! What every fake shares: starting a server on port 0, a request log, fault
+//! injection on command, and a rolling-window rate limiter.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A fake vendor server running in the background; dropped, it stops.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    handle: JoinHandle<()>,
+}
+
+impl FakeServer {
+    /// Serves `router` on `listen` (use `127.0.0.1:0` in tests).
+    pub async fn start(router: Router, listen: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let handle = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "fake server stopped");
+            }
+        });
+        Ok(Self { addr, handle })
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// A failure a test asks a fake to produce.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and body (JSON or text) instead of handling the request.
+    Status { status: u16, body: String, headers: Vec<(String, String)> },
+    /// Wait this long before handling the request (to trip client timeouts).
+    Delay(Duration),
+    /// Drop the connection without answering.
+    Reset,
+}
+
+/// A queue of injected failures: each request takes the next one, if any.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    queue: Arc<Mutex<VecDeque<Fault>>>,
+}
+
+impl Faults {
+    /// Makes the next `times` requests fail with `fault`.
+    pub fn push(&self, fault: Fault, times: usize) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..times {
+            q.push_back(fault.clone());
+        }
+    }
+
+    pub fn clear(&self) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub fn next(&self) -> Option<Fault> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    /// Applies the next fault, if any: `Some(response)` to send instead of
+    /// handling the request. `Reset` is answered by panicking the handler task,
+    /// which makes hyper close the connection without a response.
+    pub async fn apply(&self) -> Option<Response<Body>> {
+        match self.next()? {
+            Fault::Status { status, body, headers } => {
+                let mut b = Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+                let json = body.trim_start().starts_with('{') || body.trim_start().starts_with('[');
+                b = b.header("content-type", if json { "application/json" } else { "text/plain" });
+                for (k, v) in headers {
+                    b = b.header(k, v);
+                }
+                Some(b.body(Body::from(body)).unwrap_or_default())
+            }
+            Fault::Delay(d) => {
+                tokio::time::sleep(d).await;
+                None
+            }
+            Fault::Reset => std::panic::resume_unwind(Box::new("fake: connection reset on command")),
+        }
+    }
+}
+
+/// A rolling-window limiter: at most `limit` requests in any `window`.
+#[derive(Debug, Clone)]
+pub struct RollingWindow {
+    limit: usize,
+    window: Duration,
+    hits: Arc<Mutex<VecDeque<Instant>>>,
+}
+
+impl RollingWindow {
+    pub fn new(limit: usize, window: Duration) -> Self {
+        Self { limit, window, hits: Arc::new(Mutex::new(VecDeque::new())) }
+    }
+
+    /// Records a request. `Ok(remaining)` if it is within the limit, else
+    /// `Err(wait)` with the time until a slot frees up.
+    pub fn hit(&self) -> Result<usize, Duration> {
+        let now = Instant::now();
+        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        while hits.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+            hits.pop_front();
+        }
+        if hits.len() >= self.limit {
+            let oldest = *hits.front().expect("non-empty when at limit");
+            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+        }
+        hits.push_back(now);
+        Ok(self.limit - hits.len())
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+/// One request as a fake saw it, for tests to assert on.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// The requests a fake has answered, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog {
+    entries: Arc<Mutex<Vec<LoggedRequest>>>,
+}
+
+impl RequestLog {
+    pub fn record(&self, method: &str, path: &str, status: u16) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).push(LoggedRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            at: Instant::now(),
+        });
+    }
+
+    pub fn entries(&self) -> Vec<LoggedRequest> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rolling_window_limits() {
+        let w = RollingWindow::new(3, Duration::from_millis(200));
+        assert_eq!(w.hit(), Ok(2));
+        assert_eq!(w.hit(), Ok(1));
+        assert_eq!(w.hit(), Ok(0));
+        assert!(w.hit().is_err());
+        std::thread::sleep(Duration::from_millis(210));
+        assert!(w.hit().is_ok());
+    }
+}

@@ -1,0 +1,12 @@
+//! Fake SaaS vendors for tests, benchmarks and for trying leadrelay without
+//! vendor accounts (`leadrelay fake <vendor>`).
+//!
+//! Each fake is written from the vendor's public API reference and enforces
+//! what the real service enforces: authentication, paths and methods,
+//! required fields, batch sizes, rate limits with the vendor's own 429 bodies
+//! and headers, and its error shapes. A connector that passes against a fake
+//! should therefore work against the real service. Each fake keeps the
+//! records written to it so tests can assert the resulting vendor state, and
+//! [`common::Faults`] lets a test inject failures on command.
+
+pub mod common;
