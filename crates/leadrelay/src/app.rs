@@ -1,0 +1,130 @@
+//! Wiring: from a validated configuration to a running server and engine,
+//! and an orderly shutdown. `leadrelay serve` and the integration tests
+//! both start leadrelay through here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::delivery::{self, Engine, EngineSettings};
+use crate::http::{self, AppState, client::IpThrottle};
+use crate::ingest::Ingestor;
+use crate::metrics::Metrics;
+use crate::routing::RouteTable;
+use crate::store::{self, OpenOptions, Store};
+
+/// What runs in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Accept submissions only.
+    Api,
+    /// Deliver only.
+    Worker,
+    /// Both (the default).
+    #[default]
+    All,
+}
+
+pub struct Running {
+    pub addr: Option<SocketAddr>,
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    throttle_pruner: Option<JoinHandle<()>>,
+}
+
+/// Opens the store named by the configuration and applies migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let options = OpenOptions {
+        sqlite_full_sync: config.storage.sqlite_synchronous == crate::config::SqliteSynchronous::Full,
+        group_commit_max: config.storage.group_commit_max,
+        ..Default::default()
+    };
+    Ok(store::open(&config.storage.url, &options).await?)
+}
+
+/// Starts leadrelay: the engine (unless `role` is `api`) and, given a
+/// listener, the HTTP server (unless `role` is `worker`).
+pub async fn start(
+    config: Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    listener: Option<TcpListener>,
+    role: Role,
+) -> anyhow::Result<Running> {
+    crate::init_crypto();
+    let config = Arc::new(config);
+    let store = open_store(&config).await?;
+    let metrics = Metrics::new();
+    let enabled = delivery::enabled_destinations(&config, env);
+    let destinations = delivery::build_destinations(&config, env).map_err(|ps| {
+        anyhow::anyhow!(ps.iter().map(|p| p.render("config")).collect::<Vec<_>>().join("\n"))
+    })?;
+    let engine = Engine::new(
+        store.clone(),
+        destinations,
+        EngineSettings {
+            poll_interval: config.delivery.poll_interval.get(),
+            shutdown_grace: config.server.shutdown_grace.get(),
+            alerts: config.alerts.clone(),
+            retention: config.privacy.retention.clone(),
+        },
+        enabled.clone(),
+        metrics.clone(),
+    );
+    let routes = RouteTable::compile(&config.routes, enabled)
+        .map_err(|ps| anyhow::anyhow!(ps.into_iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("\n")))?;
+    let ingestor = Arc::new(Ingestor::new(store.clone(), config.clone(), routes, env).await?);
+
+    let shutdown = CancellationToken::new();
+    if role != Role::Api {
+        engine.start();
+    }
+    let mut addr = None;
+    let mut server = None;
+    let mut throttle_pruner = None;
+    if let (Some(listener), true) = (listener, role != Role::Worker) {
+        addr = Some(listener.local_addr()?);
+        let throttle = config.server.per_ip_limit.rate().and_then(IpThrottle::new);
+        if let Some(t) = throttle.clone() {
+            let stop = shutdown.clone();
+            throttle_pruner = Some(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => t.prune(),
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }));
+        }
+        let state = AppState { ingestor, store: store.clone(), config: config.clone(), throttle, metrics: metrics.clone() };
+        let app = http::router(state);
+        server = Some(tokio::spawn(http::serve(listener, app, shutdown.clone())));
+    }
+    Ok(Running { addr, store, engine, metrics, shutdown, server, throttle_pruner })
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, lets deliveries in
+    /// flight finish (or releases their leases), and flushes the store.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            match s.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "server task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Some(p) = self.throttle_pruner.take() {
+            p.abort();
+        }
+        self.engine.shutdown().await;
+        self.store.close().await;
+    }
+}

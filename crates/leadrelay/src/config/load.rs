@@ -1,0 +1,227 @@
+//! Loading a configuration: parse, collect every unknown key, validate, and
+//! report each problem with the line and column it comes from.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::Config;
+use super::location::{LineCol, Locator, line_col};
+use super::validate;
+
+/// The configuration used when no file is given.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// How serious a problem is: errors stop `serve` and fail `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    /// The key path, e.g. `forms.contact.fields.email.type` or `routes[0].when`.
+    pub path: String,
+    pub location: Option<LineCol>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn error(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Error, path: path.into(), location: None, message: message.into() }
+    }
+
+    pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Warning, path: path.into(), location: None, message: message.into() }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// `file:line:col: error: path: message`
+    pub fn render(&self, source_name: &str) -> String {
+        let loc = self.location.map(|l| format!("{l}:")).unwrap_or_default();
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let path = if self.path.is_empty() { String::new() } else { format!("{}: ", self.path) };
+        format!("{source_name}:{loc} {sev}: {path}{}", self.message)
+    }
+}
+
+/// A configuration that could not be used, with every problem found.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let errors = self.problems.iter().filter(|p| p.is_error()).count();
+        writeln!(f, "{} has {errors} error(s):", self.source_name)?;
+        for p in &self.problems {
+            writeln!(f, "  {}", p.render(&self.source_name))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A configuration that parsed and validated, with any warnings.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The file name, or `<embedded default>`.
+    pub source_name: String,
+    pub warnings: Vec<Problem>,
+}
+
+/// Reads and validates a configuration file.
+pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        source_name: name.clone(),
+        problems: vec![Problem::error("", format!("cannot read the configuration file: {e}"))],
+    })?;
+    load_str(&text, &name, env)
+}
+
+/// Parses and validates configuration text. `env` resolves environment
+/// variables (secrets and `enabled = "auto"` switches).
+pub fn load_str(text: &str, source_name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedConfig, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError { source_name: source_name.to_string(), problems };
+    let locator = Locator::new(text);
+
+    let mut unknown: Vec<String> = Vec::new();
+    let parsed: Result<Config, toml::de::Error> = toml::Deserializer::parse(text).and_then(|de| {
+        serde_ignored::deserialize(de, |path| unknown.push(format_path(&path)))
+    });
+    let mut problems: Vec<Problem> = unknown
+        .into_iter()
+        .map(|path| {
+            let mut p = Problem::error(path.clone(), "unknown key");
+            p.location = locator.locate(&path);
+            p
+        })
+        .collect();
+
+    let config = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            let mut p = Problem::error("", e.message().trim().to_string());
+            p.location = e.span().map(|s| line_col(text, s.start));
+            problems.push(p);
+            return Err(fail(problems));
+        }
+    };
+
+    for mut p in validate::validate(&config, env) {
+        if p.location.is_none() {
+            p.location = locator.locate(&p.path);
+        }
+        problems.push(p);
+    }
+
+    if problems.iter().any(Problem::is_error) {
+        return Err(fail(problems));
+    }
+    Ok(LoadedConfig { config, source_name: source_name.to_string(), warnings: problems })
+}
+
+/// Renders a serde_ignored path as `a.b[2].c`.
+fn format_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", format_path(parent)),
+        Path::Map { parent, key } => {
+            let p = format_path(parent);
+            if p.is_empty() { key.clone() } else { format!("{p}.{key}") }
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => format_path(parent),
+    }
+}
+
+/// Deserializes a connector's or source's own settings table into `T`,
+/// reporting every unknown key and the first type error by key path
+/// (relative to the table).
+pub fn parse_settings<T: for<'de> Deserialize<'de>>(table: &toml::Table) -> Result<T, Vec<Problem>> {
+    let mut unknown = Vec::new();
+    let value = toml::Value::Table(table.clone());
+    let result: Result<T, _> = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |path| {
+        unknown.push(format_path(&path))
+    }));
+    let mut problems: Vec<Problem> = unknown.into_iter().map(|k| Problem::error(k, "unknown key")).collect();
+    match result {
+        Ok(v) if problems.is_empty() => Ok(v),
+        Ok(_) => Err(problems),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            problems.push(Problem::error(path, e.into_inner().to_string()));
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let loaded = load_str(DEFAULT_CONFIG, "<embedded default>", &no_env).unwrap();
+        assert!(loaded.config.forms.contains_key("contact"));
+        assert_eq!(loaded.config.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_keys_are_all_reported_with_positions() {
+        let text = "[server]\nlisten = \"127.0.0.1:9\"\nlisen = 1\n\n[storage]\nurll = \"x\"\n";
+        let err = load_str(text, "t.toml", &no_env).unwrap_err();
+        let rendered: Vec<String> = err.problems.iter().map(|p| p.render("t.toml")).collect();
+        assert!(rendered.contains(&"t.toml:3:1: error: server.lisen: unknown key".to_string()), "{rendered:?}");
+        assert!(rendered.contains(&"t.toml:6:1: error: storage.urll: unknown key".to_string()), "{rendered:?}");
+    }
+
+    #[test]
+    fn type_errors_have_positions() {
+        let err = load_str("[server]\nmax_body_bytes = \"lots\"\n", "t.toml", &no_env).unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!(p.location.map(|l| l.line), Some(2));
+        assert!(p.message.contains("invalid size"), "{}", p.message);
+    }
+
+    #[test]
+    fn settings_tables_report_unknown_keys_and_types() {
+        #[derive(Deserialize, Debug)]
+        struct S {
+            #[allow(dead_code)]
+            path: String,
+            #[allow(dead_code)]
+            #[serde(default)]
+            n: u32,
+        }
+        let t: toml::Table = toml::from_str("path = \"x\"\nextra = 1").unwrap();
+        let errs = parse_settings::<S>(&t).unwrap_err();
+        assert_eq!(errs[0].path, "extra");
+        let t: toml::Table = toml::from_str("path = \"x\"\nn = \"seven\"").unwrap();
+        let errs = parse_settings::<S>(&t).unwrap_err();
+        assert_eq!(errs[0].path, "n");
+        let t: toml::Table = toml::from_str("n = 1").unwrap();
+        let errs = parse_settings::<S>(&t).unwrap_err();
+        assert!(errs[0].message.contains("missing field `path`"), "{errs:?}");
+    }
+}

@@ -1,0 +1,212 @@
+//! Small value types used in the configuration: durations ("10s", "72h"),
+//! rates ("100/10s"), byte sizes ("64KiB") and "enabled" switches.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A duration written the human way: `"500ms"`, `"10s"`, `"15m"`, `"72h"`, `"30d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+    pub const fn millis(ms: u64) -> Self {
+        Self(Duration::from_millis(ms))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"10s\", \"15m\", \"72h\"")))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// A request rate: `count` per `period`, written `"100/10s"` or `"60/1m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (count, period) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("invalid rate {s:?}: write COUNT/PERIOD, e.g. \"100/10s\""))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid rate {s:?}: {count:?} is not a whole number"))?;
+        if count == 0 {
+            return Err(format!("invalid rate {s:?}: the count must be at least 1"));
+        }
+        let period_str = period.trim();
+        // Allow "100/s" and "60/m" as shorthand for one unit.
+        let period_str = match period_str {
+            "s" | "m" | "h" => format!("1{period_str}"),
+            other => other.to_string(),
+        };
+        let period = humantime::parse_duration(&period_str)
+            .map_err(|e| format!("invalid rate {s:?}: bad period {period:?} ({e})"))?;
+        if period.is_zero() {
+            return Err(format!("invalid rate {s:?}: the period must be longer than zero"));
+        }
+        Ok(Self { count, period })
+    }
+
+    /// The time between two requests at an even pace.
+    pub fn interval(&self) -> Duration {
+        self.period / self.count
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, humantime::format_duration(self.period))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Rate::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A rate limit that may be switched off with `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    Off,
+    Limit(Rate),
+}
+
+impl RateLimit {
+    pub fn rate(&self) -> Option<Rate> {
+        match self {
+            RateLimit::Off => None,
+            RateLimit::Limit(r) => Some(*r),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(RateLimit::Off);
+        }
+        Rate::parse(&s).map(RateLimit::Limit).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size in bytes: a number, or a string such as `"64KiB"`, `"1MiB"`, `"100MB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: write e.g. 65536, \"64KiB\" or \"1MiB\""))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "kib" | "k" => 1_024,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1_048_576,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1_073_741_824,
+            other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("invalid size {s:?}: too large"))
+    }
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Whether a destination is on: `true`, `false`, or `"auto"` — on exactly
+/// when every environment variable its settings name (`*_env`) is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Enabled {
+    #[default]
+    On,
+    Off,
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for Enabled {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Enabled::On),
+            Raw::Bool(false) => Ok(Enabled::Off),
+            Raw::Str(s) if s == "auto" => Ok(Enabled::Auto),
+            Raw::Str(s) => Err(serde::de::Error::custom(format!("invalid value {s:?}: expected true, false or \"auto\""))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        let r = Rate::parse("100/10s").unwrap();
+        assert_eq!((r.count, r.period), (100, Duration::from_secs(10)));
+        assert_eq!(r.interval(), Duration::from_millis(100));
+        assert_eq!(Rate::parse("60/m").unwrap().period, Duration::from_secs(60));
+        for bad in ["", "100", "x/10s", "0/1s", "10/0s", "10/fortnight"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("64KiB").unwrap().bytes(), 65_536);
+        assert_eq!(ByteSize::parse("1MB").unwrap().bytes(), 1_000_000);
+        assert_eq!(ByteSize::parse("512").unwrap().bytes(), 512);
+        assert!(ByteSize::parse("12 parsecs").is_err());
+        assert!(ByteSize::parse("99999999999999999999").is_err());
+    }
+}

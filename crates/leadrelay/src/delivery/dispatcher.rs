@@ -1,0 +1,392 @@
+//! One destination's dispatcher: claim due deliveries just in time (one
+//! free concurrency slot and one rate-limit cell per batch), send each batch
+//! in its own task, record the outcome.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use governor::{Quota, RateLimiter};
+use leadrelay_model::new_id;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::circuit::{CircuitBreaker, CircuitState, Permit};
+use super::{AlertMonitor, Destination, consent, policy};
+use crate::connectors::{AttemptReport, DeliveryJob, ErrorClass, JobResult, Outcome, payload};
+use crate::store::{Attempt, ClaimedDelivery, Completion, Store, Transition};
+
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub shutdown: CancellationToken,
+    pub poll: Duration,
+    pub grace: Duration,
+    pub alerts: Arc<AlertMonitor>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+type Limiter = RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, governor::clock::DefaultClock>;
+
+/// Deliveries being sent right now, so shutdown can release their leases.
+type InFlight = Arc<Mutex<HashMap<Uuid, Uuid>>>;
+
+pub async fn run(dest: Arc<Destination>, ctx: Context) {
+    let ctx = Arc::new(ctx);
+    let notify = ctx.store.wake_hub().notifier(&dest.name);
+    let slots = Arc::new(Semaphore::new(dest.concurrency));
+    // An even pace (burst of one): a "100/10s" destination gets 100 per window.
+    let limiter: Option<Limiter> = dest.rate.and_then(|r| {
+        Quota::with_period(r.interval()).map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)))
+    });
+    let circuit = Arc::new(Mutex::new(CircuitBreaker::new(dest.circuit.clone())));
+    let tracker = TaskTracker::new();
+    let in_flight: InFlight = Arc::default();
+
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            break;
+        }
+        let state = match ctx.store.destination_state(&dest.name).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(destination = %dest.name, error = %e, "cannot read destination state");
+                sleep_or_stop(&ctx, ctx.poll).await;
+                continue;
+            }
+        };
+        let now = Utc::now();
+        if state.disabled {
+            wait_for_work(&ctx, &notify, Duration::from_secs(5)).await;
+            continue;
+        }
+        if let Some(until) = state.paused_until.filter(|u| *u > now) {
+            let wait = (until - now).to_std().unwrap_or_default().min(Duration::from_secs(60));
+            sleep_or_stop(&ctx, wait).await;
+            continue;
+        }
+
+        let permit = lock(&circuit).permit(Instant::now());
+        let max_batches = match permit {
+            Permit::Send => dest.concurrency,
+            Permit::Probe => 1,
+            Permit::Wait(at) => {
+                sleep_or_stop(&ctx, at.saturating_duration_since(Instant::now()).min(ctx.poll.max(Duration::from_millis(200)))).await;
+                continue;
+            }
+        };
+        let probe = permit == Permit::Probe;
+
+        // One free slot per batch: wait for the first, take what else is free.
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        let mut batch_slots = vec![first];
+        while batch_slots.len() < max_batches {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => batch_slots.push(p),
+                Err(_) => break,
+            }
+        }
+        // One rate-limit cell per request: wait for one, take more only if free.
+        if let Some(l) = &limiter {
+            let waited = Instant::now();
+            tokio::select! {
+                _ = l.until_ready() => {}
+                _ = ctx.shutdown.cancelled() => break,
+            }
+            ctx.metrics.rate_limit_wait(&dest.name, waited.elapsed());
+            let mut granted = 1;
+            while granted < batch_slots.len() && l.check().is_ok() {
+                granted += 1;
+            }
+            batch_slots.truncate(granted);
+        }
+
+        let want = batch_slots.len() * dest.batch_size;
+        let claimed = match ctx.store.claim(&dest.name, want, dest.lease).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(destination = %dest.name, error = %e, "claim failed");
+                if probe {
+                    lock(&circuit).on_neutral(Instant::now());
+                }
+                drop(batch_slots);
+                sleep_or_stop(&ctx, ctx.poll).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            if probe {
+                lock(&circuit).on_neutral(Instant::now());
+            }
+            drop(batch_slots);
+            let wait = match ctx.store.next_due(&dest.name).await {
+                Ok(Some(t)) => (t - Utc::now()).to_std().unwrap_or(Duration::from_millis(20)).min(ctx.poll),
+                _ => ctx.poll,
+            };
+            wait_for_work(&ctx, &notify, wait.max(Duration::from_millis(5))).await;
+            continue;
+        }
+
+        let mut claimed = claimed.into_iter();
+        for slot in batch_slots {
+            let batch: Vec<ClaimedDelivery> = claimed.by_ref().take(dest.batch_size).collect();
+            if batch.is_empty() {
+                break;
+            }
+            {
+                let mut f = lock(&in_flight);
+                for c in &batch {
+                    if let Some(lease) = c.delivery.lease_id {
+                        f.insert(c.delivery.id, lease);
+                    }
+                }
+            }
+            tracker.spawn(send_batch(dest.clone(), ctx.clone(), batch, slot, circuit.clone(), in_flight.clone(), probe));
+        }
+    }
+
+    // Shutdown: let in-flight sends finish within the grace period; release
+    // the leases of any that do not, so another worker takes them at once.
+    tracker.close();
+    if tokio::time::timeout(ctx.grace, tracker.wait()).await.is_err() {
+        let leftover: Vec<(Uuid, Uuid)> = lock(&in_flight).drain().collect();
+        tracing::warn!(destination = %dest.name, count = leftover.len(), "shutdown grace over; releasing leases");
+        let completions = leftover
+            .into_iter()
+            .map(|(delivery_id, lease_id)| Completion { delivery_id, lease_id, attempt: None, transition: Transition::Released })
+            .collect();
+        if let Err(e) = ctx.store.complete(completions).await {
+            tracing::warn!(destination = %dest.name, error = %e, "releasing leases failed; they will expire");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn sleep_or_stop(ctx: &Context, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = ctx.shutdown.cancelled() => {}
+    }
+}
+
+async fn wait_for_work(ctx: &Context, notify: &tokio::sync::Notify, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = notify.notified() => {}
+        _ = ctx.shutdown.cancelled() => {}
+    }
+}
+
+fn attempt_record(dest: &str, job_delivery: &crate::store::Delivery, report: &AttemptReport, outcome: &Outcome, transition: &Transition) -> Attempt {
+    let (error_class, message) = match outcome {
+        Outcome::Delivered { .. } => (None, None),
+        Outcome::Retry { class, message, .. } | Outcome::Permanent { class, message } => (Some(class.as_str()), Some(message.clone())),
+        Outcome::Throttled { message, .. } => (Some(ErrorClass::Throttled.as_str()), Some(message.clone())),
+        Outcome::CredentialsRejected { message } | Outcome::Gone { message } => (Some(ErrorClass::Auth.as_str()), Some(message.clone())),
+    };
+    let next_attempt_at = match transition {
+        Transition::Scheduled { at, .. } => Some(*at),
+        _ => None,
+    };
+    Attempt {
+        id: new_id(),
+        delivery_id: job_delivery.id,
+        destination: dest.to_string(),
+        number: job_delivery.attempts + 1,
+        started_at: report.started_at.unwrap_or_else(Utc::now),
+        duration_ms: report.duration.as_millis() as u64,
+        method: report.method.clone(),
+        url: report.url.clone(),
+        request_bytes: report.request_bytes,
+        request_sha256: report.request_sha256.clone(),
+        status: report.status,
+        response_excerpt: report.response_excerpt.clone(),
+        error_class: error_class.map(String::from),
+        outcome: policy::attempt_outcome(transition).to_string(),
+        message: message.map(|m| crate::redact::excerpt(&m, 1000)),
+        next_attempt_at,
+    }
+}
+
+/// A delivery decided without sending (consent, bad override): logged as an attempt.
+fn local_completion(dest: &str, c: &ClaimedDelivery, class: ErrorClass, transition: Transition) -> Completion {
+    let message = match &transition {
+        Transition::Skipped { reason } | Transition::Dead { reason, .. } => reason.clone(),
+        _ => String::new(),
+    };
+    let attempt = Attempt {
+        id: new_id(),
+        delivery_id: c.delivery.id,
+        destination: dest.to_string(),
+        number: c.delivery.attempts + 1,
+        started_at: Utc::now(),
+        duration_ms: 0,
+        method: None,
+        url: None,
+        request_bytes: None,
+        request_sha256: None,
+        status: None,
+        response_excerpt: None,
+        error_class: Some(class.as_str().into()),
+        outcome: policy::attempt_outcome(&transition).to_string(),
+        message: Some(message),
+        next_attempt_at: None,
+    };
+    Completion {
+        delivery_id: c.delivery.id,
+        lease_id: c.delivery.lease_id.unwrap_or_default(),
+        attempt: Some(attempt),
+        transition,
+    }
+}
+
+async fn send_batch(
+    dest: Arc<Destination>,
+    ctx: Arc<Context>,
+    batch: Vec<ClaimedDelivery>,
+    _slot: OwnedSemaphorePermit,
+    circuit: Arc<Mutex<CircuitBreaker>>,
+    in_flight: InFlight,
+    probe: bool,
+) {
+    let ids: Vec<Uuid> = batch.iter().map(|c| c.delivery.id).collect();
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut jobs: Vec<DeliveryJob> = Vec::with_capacity(batch.len());
+    for c in batch {
+        let mut event = c.event.clone();
+        if let Some(o) = &c.delivery.overrides {
+            if let Err(m) = payload::apply_overrides(&mut event, o) {
+                completions.push(local_completion(&dest.name, &c, ErrorClass::Mapping, Transition::Dead { status: None, reason: m }));
+                continue;
+            }
+        }
+        if let Err(reason) = consent::check(dest.legal_basis, &dest.purposes, &event, c.contact.as_ref()) {
+            let t = Transition::Skipped { reason: format!("consent: {reason}") };
+            completions.push(local_completion(&dest.name, &c, ErrorClass::Consent, t));
+            continue;
+        }
+        jobs.push(DeliveryJob { delivery: c.delivery, event, contact: c.contact, remote_ids: Vec::new() });
+    }
+
+    if !jobs.is_empty() {
+        let keys: Vec<String> = jobs.iter().map(|j| j.delivery.contact_key.clone()).collect();
+        if let Ok(ids) = ctx.store.remote_ids(&dest.name, &keys).await {
+            for job in &mut jobs {
+                job.remote_ids = ids.iter().filter(|r| r.key == job.delivery.contact_key).cloned().collect();
+            }
+        }
+        // Connectors time out each request; this bounds a whole batch.
+        let deadline = dest.timeout * 6 + Duration::from_secs(5);
+        let results: Vec<JobResult> = match tokio::time::timeout(deadline, dest.connector.deliver(&jobs)).await {
+            Ok(r) if r.len() == jobs.len() => r,
+            Ok(r) => {
+                tracing::error!(destination = %dest.name, expected = jobs.len(), got = r.len(), "connector returned the wrong number of results");
+                jobs.iter().map(|_| JobResult { outcome: Outcome::retry(ErrorClass::Vendor, "connector returned no result"), report: Default::default() }).collect()
+            }
+            Err(_) => jobs
+                .iter()
+                .map(|_| JobResult { outcome: Outcome::retry(ErrorClass::Timeout, "the batch timed out"), report: Default::default() })
+                .collect(),
+        };
+
+        let now = Utc::now();
+        let (mut any_ok, mut any_transient) = (false, false);
+        let mut throttle: Option<(Duration, String)> = None;
+        let mut gone: Option<String> = None;
+        for (job, result) in jobs.iter().zip(results) {
+            let transition = policy::transition(&dest.retry, &job.delivery, &result.outcome, result.report.status, now);
+            match &result.outcome {
+                Outcome::Delivered { .. } => any_ok = true,
+                Outcome::Retry { .. } => any_transient = true,
+                Outcome::Throttled { retry_after, message } => {
+                    let wait = retry_after.unwrap_or(policy::DEFAULT_THROTTLE_WAIT);
+                    if throttle.as_ref().is_none_or(|(w, _)| wait > *w) {
+                        throttle = Some((wait, message.clone()));
+                    }
+                }
+                Outcome::Gone { message } => gone = Some(message.clone()),
+                _ => {}
+            }
+            let attempt = attempt_record(&dest.name, &job.delivery, &result.report, &result.outcome, &transition);
+            log_outcome(&dest.name, job, &attempt);
+            ctx.metrics.attempt(&dest.name, &attempt.outcome, result.report.duration);
+            completions.push(Completion {
+                delivery_id: job.delivery.id,
+                lease_id: job.delivery.lease_id.unwrap_or_default(),
+                attempt: Some(attempt),
+                transition,
+            });
+        }
+
+        let change = {
+            let mut cb = lock(&circuit);
+            let before = cb.state();
+            if any_ok {
+                cb.on_success();
+            } else if any_transient {
+                cb.on_failure(Instant::now());
+            } else if probe {
+                cb.on_neutral(Instant::now());
+            }
+            let after = cb.state();
+            (std::mem::discriminant(&before) != std::mem::discriminant(&after)).then_some(after)
+        };
+        if let Some(state) = change {
+            if matches!(state, CircuitState::Open { .. } | CircuitState::Closed) {
+                tracing::warn!(destination = %dest.name, circuit = state.label(), "circuit breaker changed state");
+                let _ = ctx.store.set_circuit_state(&dest.name, state.label()).await;
+            }
+        }
+        if let Some((wait, message)) = throttle {
+            let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+            tracing::warn!(destination = %dest.name, seconds = wait.as_secs(), "destination throttled us; pausing it");
+            if let Err(e) = ctx.store.pause_destination(&dest.name, until, &format!("throttled: {message}")).await {
+                tracing::warn!(destination = %dest.name, error = %e, "recording the pause failed");
+            }
+        }
+        if let Some(message) = gone {
+            tracing::error!(destination = %dest.name, "destination answered 410 Gone; disabling it");
+            let reason = format!("410 Gone: {message}");
+            if let Err(e) = ctx.store.set_destination_disabled(&dest.name, true, Some(&reason)).await {
+                tracing::warn!(destination = %dest.name, error = %e, "disabling the destination failed");
+            }
+            ctx.alerts.destination_disabled(&dest.name, &reason).await;
+        }
+    }
+
+    // Recording the outcome must not be lost to a passing storage error: if
+    // it keeps failing, the lease expires and the delivery is tried again
+    // (at-least-once, same delivery id).
+    let mut wait = Duration::from_millis(100);
+    for attempt in 0..6 {
+        match ctx.store.complete(completions.clone()).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(destination = %dest.name, error = %e, attempt, "recording delivery outcomes failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let mut f = lock(&in_flight);
+    for id in ids {
+        f.remove(&id);
+    }
+}
+
+fn log_outcome(dest: &str, job: &DeliveryJob, a: &Attempt) {
+    match a.outcome.as_str() {
+        "delivered" => tracing::debug!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, ms = a.duration_ms, "delivered"),
+        "dead" => tracing::warn!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, "dead-lettered"),
+        other => tracing::info!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, outcome = other, "attempt failed"),
+    }
+}

@@ -1,0 +1,69 @@
+//! The HTTP server: public endpoints (forms), operations (`/healthz`,
+//! `/readyz`, `/metrics`). Listeners are injected so tests bind port 0.
+
+pub mod client;
+mod forms;
+mod html;
+mod ops;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::ingest::Ingestor;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use client::IpThrottle;
+
+pub use forms::wants_html;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingestor: Arc<Ingestor>,
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub throttle: Option<IpThrottle>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Requests that take longer than this (slow clients included) get 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/forms/{form}", post(forms::submit).options(forms::preflight))
+        .route("/v1/forms/{form}/thanks", get(forms::thanks))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+}
+
+/// Serves until `shutdown` fires, then stops accepting and finishes the
+/// requests in flight.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,175 @@
+//! Ingest: from an HTTP submission to a stored event with its outbox rows.
+//!
+//! parse the body → reject files → honeypot → validate every field →
+//! enrich (attribution, hashed IP, consent) → route → ONE store transaction.
+//! Nothing here calls a third party: a form never waits on a CRM.
+
+pub mod body;
+pub mod enrich;
+pub mod form;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use chrono::Utc;
+use leadrelay_model::{Event, EventType, Origin, RawPayload, new_id};
+use uuid::Uuid;
+
+use crate::config::{Config, FormConfig};
+use crate::error::ApiError;
+use crate::routing::RouteTable;
+use crate::store::{IdempotencyKey, IngestItem, IngestOutcome, Store};
+use enrich::{IpHasher, RequestContext};
+
+/// The kv key under which a generated IP-hash key is kept.
+const IP_KEY_KV: &str = "privacy.ip_hash_key";
+
+/// A form submission as the HTTP layer hands it over.
+pub struct FormSubmission<'a> {
+    pub form: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: Bytes,
+    pub idempotency_header: Option<&'a str>,
+    pub client_ip: Option<IpAddr>,
+    pub context: RequestContext<'a>,
+}
+
+/// A stored (or already stored) submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: Uuid,
+    /// An earlier submission with the same idempotency key.
+    pub duplicate: bool,
+    pub spam: bool,
+}
+
+pub struct Ingestor {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    routes: RouteTable,
+    ip_hasher: IpHasher,
+}
+
+impl Ingestor {
+    /// `env` resolves the IP-hash key variable; without it, a key is
+    /// generated once and kept in the store.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+        routes: RouteTable,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, crate::store::StoreError> {
+        let key = match env(&config.privacy.ip_hash_key_env).filter(|k| !k.trim().is_empty()) {
+            Some(k) => k.into_bytes(),
+            None => {
+                let mut fresh = [0u8; 32];
+                rand::fill(&mut fresh);
+                store.kv_get_or_insert(IP_KEY_KV, &hex::encode(fresh)).await?.into_bytes()
+            }
+        };
+        Ok(Self { store, config, routes, ip_hasher: IpHasher::new(&key) })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    pub fn form(&self, name: &str) -> Option<&FormConfig> {
+        self.config.forms.get(name)
+    }
+
+    /// Validates, enriches and stores a form submission. Resolves only after
+    /// the event and its outbox rows are committed.
+    pub async fn submit_form(&self, sub: FormSubmission<'_>) -> Result<Accepted, ApiError> {
+        let item = self.form_item(sub).await?;
+        let spam = item.event.spam;
+        let outcome = self.store.ingest(vec![item]).await?;
+        match outcome.first() {
+            Some(IngestOutcome::Stored(id)) => Ok(Accepted { id: *id, duplicate: false, spam }),
+            Some(IngestOutcome::Duplicate(id)) => Ok(Accepted { id: *id, duplicate: true, spam }),
+            None => Err(ApiError::unavailable("the store returned no result")),
+        }
+    }
+
+    /// Builds the event and its routing without storing it (also used by
+    /// `simulate`).
+    pub async fn form_item(&self, sub: FormSubmission<'_>) -> Result<IngestItem, ApiError> {
+        let form_cfg = self
+            .form(sub.form)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("there is no form named {:?}", sub.form)))?;
+        let (kind, boundary) = body::kind_of(sub.content_type)?;
+        let raw_body = String::from_utf8_lossy(&sub.body).into_owned();
+        let submission = body::parse(kind, boundary, sub.body.clone()).await?;
+        body::reject_files(&submission)?;
+
+        let header_key = match sub.idempotency_header {
+            Some(k) => Some(check_idempotency_key(k)?),
+            None => None,
+        };
+        let field_key = form_cfg
+            .idempotency_field
+            .as_ref()
+            .and_then(|f| submission.get(f))
+            .and_then(body::FieldValue::as_text)
+            .filter(|k| !k.trim().is_empty());
+        let idempotency_key = match (header_key, field_key) {
+            (Some(k), _) => Some(k),
+            (None, Some(k)) => Some(check_idempotency_key(&k)?),
+            (None, None) => None,
+        };
+
+        let now = Utc::now();
+        let spam = form::honeypot_hit(form_cfg, &submission);
+        let valid = match form::validate(form_cfg, &submission, now) {
+            Ok(v) => v,
+            // A bot that filled the honeypot is told it succeeded either way.
+            Err(_) if spam => form::ValidForm::default(),
+            Err(errors) => return Err(ApiError::validation(errors)),
+        };
+        let event_type = EventType::parse(&form_cfg.event_type).unwrap_or(EventType::LeadCreated);
+        let event = Event {
+            id: new_id(),
+            event_type,
+            origin: Origin::form(sub.form),
+            received_at: now,
+            occurred_at: now,
+            contact: valid.contact,
+            contact_id: None,
+            data: valid.data,
+            attribution: enrich::attribution(&submission, &sub.context),
+            consent: valid.consent,
+            ip_hash: sub.client_ip.map(|ip| self.ip_hasher.hash(ip)),
+            raw: RawPayload { content_type: sub.content_type.unwrap_or_default().to_string(), body: raw_body },
+            spam,
+            idempotency_key: idempotency_key.clone(),
+            external_id: None,
+            vendor_refs: vec![],
+            changes: vec![],
+        };
+        let destinations = if spam { Vec::new() } else { self.routes.destinations_for(&event) };
+        Ok(IngestItem {
+            event,
+            destinations,
+            idempotency: idempotency_key.map(|key| IdempotencyKey { scope: format!("form:{}", sub.form), key }),
+        })
+    }
+}
+
+/// 1–255 visible ASCII characters.
+fn check_idempotency_key(k: &str) -> Result<String, ApiError> {
+    let k = k.trim();
+    if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "an idempotency key is 1-255 visible ASCII characters",
+        ));
+    }
+    Ok(k.to_string())
+}

@@ -1,0 +1,153 @@
+//! Storage: one [`Store`] trait, implemented for SQLite (the embedded
+//! default) and PostgreSQL (for several nodes), with one test suite run
+//! against both.
+//!
+//! The store is also the queue. Ingest writes an event and one outbox row
+//! (a *delivery*) per matching destination in one transaction; workers claim
+//! due deliveries with a lease (claim id + expiry), send without holding any
+//! transaction open, and record the outcome. A lease that expires makes its
+//! delivery due again, so a crashed worker loses nothing.
+
+pub mod sqlite;
+mod types;
+mod wake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use leadrelay_model::{Contact, Event};
+use uuid::Uuid;
+
+pub use types::*;
+pub use wake::WakeHub;
+
+/// Storage failures. `Unavailable` answers 503 with `Retry-After`; nothing
+/// is ever acknowledged that was not committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything leadrelay keeps, behind one interface.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Wakes delivery workers when new deliveries are committed.
+    fn wake_hub(&self) -> Arc<WakeHub>;
+
+    /// Storage reachable and the schema current.
+    async fn ready(&self) -> StoreResult<()>;
+
+    /// The schema version applied.
+    async fn schema_version(&self) -> StoreResult<u32>;
+
+    /// Stores events with their outbox rows, all in one transaction (a batch
+    /// from one vendor request is atomic). Returns, per item, the new event id
+    /// or the id of the event an idempotency key or external id already names.
+    async fn ingest(&self, items: Vec<IngestItem>) -> StoreResult<Vec<IngestOutcome>>;
+
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>>;
+
+    /// Newest first; `before` is the cursor (an event id).
+    async fn list_events(&self, filter: &EventFilter, before: Option<Uuid>, limit: usize) -> StoreResult<Vec<Event>>;
+
+    async fn get_contact(&self, id: Uuid) -> StoreResult<Option<Contact>>;
+
+    async fn find_contact_by_email(&self, email: &str) -> StoreResult<Option<Contact>>;
+
+    /// Claims up to `limit` due deliveries for `destination` under a new
+    /// lease. Only the oldest unfinished delivery per contact is claimable,
+    /// so deliveries about the same person go out in order.
+    async fn claim(&self, destination: &str, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>>;
+
+    /// When the next delivery for `destination` falls due (None: nothing pending).
+    async fn next_due(&self, destination: &str) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Records attempts and moves deliveries to their next state. A
+    /// completion whose lease is no longer current records its attempt but
+    /// leaves the delivery's state to the lease holder.
+    async fn complete(&self, completions: Vec<Completion>) -> StoreResult<()>;
+
+    async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
+
+    /// Newest first; `before` is the cursor (a delivery id).
+    async fn list_deliveries(&self, filter: &DeliveryFilter, before: Option<Uuid>, limit: usize) -> StoreResult<Vec<Delivery>>;
+
+    async fn deliveries_for_event(&self, event_id: Uuid) -> StoreResult<Vec<Delivery>>;
+
+    /// Every attempt of a delivery, oldest first.
+    async fn attempts(&self, delivery_id: Uuid) -> StoreResult<Vec<Attempt>>;
+
+    /// Replays dead (or discarded) deliveries: each gets a new pending
+    /// delivery (optionally with field overrides) linked to the old one,
+    /// whose history is kept. Returns (old id, new id) pairs.
+    async fn replay(&self, ids: Vec<Uuid>, overrides: Option<serde_json::Map<String, serde_json::Value>>) -> StoreResult<Vec<(Uuid, Uuid)>>;
+
+    /// Marks dead deliveries as discarded (kept, never retried).
+    async fn discard(&self, ids: Vec<Uuid>) -> StoreResult<usize>;
+
+    async fn destination_states(&self) -> StoreResult<Vec<DestinationState>>;
+
+    async fn destination_state(&self, name: &str) -> StoreResult<DestinationState>;
+
+    /// Pauses a destination until `until` (throttling, operator pause); every
+    /// worker on every node honours it.
+    async fn pause_destination(&self, name: &str, until: DateTime<Utc>, reason: &str) -> StoreResult<()>;
+
+    async fn resume_destination(&self, name: &str) -> StoreResult<()>;
+
+    /// Disables (410 Gone, operator) or re-enables a destination.
+    async fn set_destination_disabled(&self, name: &str, disabled: bool, reason: Option<&str>) -> StoreResult<()>;
+
+    /// Records the circuit-breaker state for display.
+    async fn set_circuit_state(&self, name: &str, state: &str) -> StoreResult<()>;
+
+    /// Remote ids a destination gave records with these keys (every object kind).
+    async fn remote_ids(&self, destination: &str, keys: &[String]) -> StoreResult<Vec<RemoteId>>;
+
+    async fn kv_get(&self, key: &str) -> StoreResult<Option<String>>;
+
+    async fn kv_set(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Inserts `value` unless the key exists; returns the stored value.
+    async fn kv_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    /// Per-destination counts and attempt statistics since `since`.
+    async fn destination_stats(&self, since: DateTime<Utc>) -> StoreResult<Vec<DestinationStats>>;
+
+    /// Deletes data older than the retention policy.
+    async fn purge(&self, policy: &PurgePolicy) -> StoreResult<PurgeReport>;
+
+    /// Flushes pending writes and stops background threads.
+    async fn close(&self);
+}
+
+/// Opens the store named by a storage URL (`sqlite://PATH`, `postgres://…`)
+/// and applies migrations.
+pub async fn open(url: &str, options: &OpenOptions) -> StoreResult<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let store = sqlite::SqliteStore::open(path, options).await?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Config(
+            "PostgreSQL storage is not available in this build yet; use sqlite://PATH".into(),
+        ));
+    }
+    Err(StoreError::Config(format!("unsupported storage URL {url:?}: expected sqlite://PATH or postgres://…")))
+}

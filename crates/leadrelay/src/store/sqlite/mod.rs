@@ -1,0 +1,981 @@
+//! The SQLite store: the embedded default.
+//!
+//! All writes go through one writer thread that owns the only write
+//! connection and commits *groups* of write jobs in one transaction (group
+//! commit): many concurrent form posts share one fsync, so durability does
+//! not cost throughput. Each job runs inside its own savepoint, so one bad
+//! job never takes the others down with it, and every caller hears back only
+//! after the COMMIT that made its write durable. Reads use a small pool of
+//! read-only connections (WAL lets them run beside the writer).
+
+mod rows;
+mod schema;
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use leadrelay_model::{Contact, Event, new_id};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::*;
+use crate::contacts;
+use rows::*;
+
+pub use schema::current_version;
+
+type JobResult = Result<Box<dyn Any + Send>, StoreError>;
+
+struct Job {
+    run: Box<dyn FnOnce(&Connection) -> JobResult + Send>,
+    reply: oneshot::Sender<JobResult>,
+}
+
+/// SQLite behind the [`Store`] trait.
+pub struct SqliteStore {
+    writer: RwLock<Option<mpsc::Sender<Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<ReadPool>,
+    hub: Arc<WakeHub>,
+}
+
+struct ReadPool {
+    conns: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations
+    /// and starts the writer thread.
+    pub async fn open(path: &str, options: &OpenOptions) -> StoreResult<Self> {
+        let path = PathBuf::from(path);
+        let opts = options.clone();
+        let (conn, readers) = tokio::task::spawn_blocking(move || open_connections(&path, &opts))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the database failed: {e}")))??;
+
+        let (tx, rx) = mpsc::channel::<Job>(8192);
+        let max = options.group_commit_max.max(1);
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, max))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        let n = readers.len();
+        Ok(Self {
+            writer: RwLock::new(Some(tx)),
+            writer_thread: Mutex::new(Some(handle)),
+            readers: Arc::new(ReadPool { conns: Mutex::new(readers), permits: Arc::new(Semaphore::new(n)) }),
+            hub: Arc::new(WakeHub::default()),
+        })
+    }
+
+    /// Runs `f` inside the next group commit; resolves after COMMIT.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let sender = self
+            .writer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+        let (reply, rx) = oneshot::channel();
+        let job = Job { run: Box::new(move |c| f(c).map(|v| Box::new(v) as Box<dyn Any + Send>)), reply };
+        sender
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the storage writer has stopped".into()))?;
+        let out = rx.await.map_err(|_| StoreError::Unavailable("the storage writer has stopped".into()))??;
+        out.downcast::<T>().map(|b| *b).map_err(|_| StoreError::Corrupt("writer returned an unexpected type".into()))
+    }
+
+    /// Runs `f` on a read connection in the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let permit = self
+            .readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = pool
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+                .ok_or_else(|| StoreError::Unavailable("no read connection available".into()))?;
+            let result = f(&conn);
+            pool.conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_connections(path: &Path, options: &OpenOptions) -> StoreResult<(Connection, Vec<Connection>)> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let conn = Connection::open(path).map_err(map_err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(map_err)?;
+    conn.pragma_update(None, "synchronous", if options.sqlite_full_sync { "FULL" } else { "NORMAL" })
+        .map_err(map_err)?;
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(map_err)?;
+    conn.pragma_update(None, "cache_size", -16_000).map_err(map_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&conn)?;
+
+    let mut readers = Vec::new();
+    for _ in 0..options.read_pool.max(1) {
+        let r = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(map_err)?;
+        r.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+        r.set_prepared_statement_cache_capacity(64);
+        readers.push(r);
+    }
+    Ok((conn, readers))
+}
+
+/// Applies pending migrations, each in its own transaction.
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(map_err)?;
+    let applied: u32 = conn
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+        .map_err(map_err)?;
+    if applied > schema::current_version() {
+        return Err(StoreError::Config(format!(
+            "the database schema (version {applied}) is newer than this leadrelay (version {}); upgrade leadrelay",
+            schema::current_version()
+        )));
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let version = i as u32 + 1;
+        let batch = format!(
+            "BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_migrations (version, applied_at) VALUES ({version}, {});\nCOMMIT;",
+            Utc::now().timestamp_millis()
+        );
+        if let Err(e) = conn.execute_batch(&batch) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(StoreError::Unavailable(format!("migration {version} failed: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// The group-commit loop: take every job waiting (up to `max`), run each in
+/// a savepoint of one transaction, commit once, then answer every caller.
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = map_err(e);
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+            continue;
+        }
+        let mut results: Vec<(oneshot::Sender<JobResult>, JobResult)> = Vec::with_capacity(batch.len());
+        let mut broken: Option<StoreError> = None;
+        for job in batch.drain(..) {
+            if let Some(err) = &broken {
+                let _ = job.reply.send(Err(err.clone()));
+                continue;
+            }
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                broken = Some(map_err(e));
+                let _ = job.reply.send(Err(broken.clone().unwrap_or_else(|| StoreError::Unavailable("savepoint".into()))));
+                continue;
+            }
+            let result = (job.run)(&conn);
+            let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            if let Err(e) = conn.execute_batch(end) {
+                broken = Some(map_err(e));
+            }
+            results.push((job.reply, result));
+        }
+        let commit = match broken {
+            Some(e) => Err(e),
+            None => conn.execute_batch("COMMIT").map_err(map_err),
+        };
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for (reply, result) in results {
+            let answer = match &commit {
+                Ok(()) => result,
+                Err(e) => Err(e.clone()),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+    // Channel closed: every queued job has been committed. Checkpoint so the
+    // WAL does not linger.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn wake_hub(&self) -> Arc<WakeHub> {
+        self.hub.clone()
+    }
+
+    async fn ready(&self) -> StoreResult<()> {
+        let v = self.schema_version().await?;
+        if v != schema::current_version() {
+            return Err(StoreError::Unavailable(format!(
+                "schema version {v}, expected {}",
+                schema::current_version()
+            )));
+        }
+        // A write round-trip proves the writer thread is alive.
+        self.write(|_| Ok(())).await
+    }
+
+    async fn schema_version(&self) -> StoreResult<u32> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn ingest(&self, items: Vec<IngestItem>) -> StoreResult<Vec<IngestOutcome>> {
+        let destinations: Vec<String> = items
+            .iter()
+            .filter(|i| !i.event.spam)
+            .flat_map(|i| i.destinations.iter().cloned())
+            .collect();
+        let outcomes = self.write(move |c| ingest_tx(c, items, Utc::now())).await?;
+        for d in destinations {
+            self.hub.wake(&d);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>> {
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"))
+                .map_err(map_err)?
+                .query_row([id.to_string()], event_from_row)
+                .optional()
+                .map_err(map_err)?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_events(&self, filter: &EventFilter, before: Option<Uuid>, limit: usize) -> StoreResult<Vec<Event>> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let mut q = QueryBuilder::new(&format!("SELECT {EVENT_COLS} FROM events WHERE 1=1"));
+            if let Some(t) = &filter.event_type {
+                q.and("type = ?", t.as_str().to_string());
+            }
+            if let Some(k) = filter.origin_kind {
+                q.and("origin_kind = ?", k.as_str().to_string());
+            }
+            if let Some(n) = &filter.origin_name {
+                q.and("origin_name = ?", n.clone());
+            }
+            if let Some(s) = filter.since {
+                q.and("received_at >= ?", s.timestamp_millis());
+            }
+            if let Some(u) = filter.until {
+                q.and("received_at < ?", u.timestamp_millis());
+            }
+            if let Some(spam) = filter.spam {
+                q.and("spam = ?", spam as i64);
+            }
+            if let Some(cid) = filter.contact_id {
+                q.and("contact_id = ?", cid.to_string());
+            }
+            if let Some(term) = filter.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                let like = format!("%{}%", escape_like(&term.to_lowercase()));
+                q.and2("(email LIKE ? ESCAPE '\\' OR lower(doc) LIKE ? ESCAPE '\\')", like.clone(), like);
+            }
+            if let Some(b) = before {
+                q.and("id < ?", b.to_string());
+            }
+            q.push(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 1000)));
+            q.query(c, event_from_row)?.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn get_contact(&self, id: Uuid) -> StoreResult<Option<Contact>> {
+        self.read(move |c| contact_by(c, "id", &id.to_string())).await
+    }
+
+    async fn find_contact_by_email(&self, email: &str) -> StoreResult<Option<Contact>> {
+        let email = email.trim().to_lowercase();
+        self.read(move |c| contact_by(c, "email", &email)).await
+    }
+
+    async fn claim(&self, destination: &str, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>> {
+        let destination = destination.to_string();
+        self.write(move |c| claim_tx(c, &destination, limit, lease, Utc::now())).await
+    }
+
+    async fn next_due(&self, destination: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        let destination = destination.to_string();
+        self.read(move |c| {
+            let ms: Option<i64> = c
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_at) FROM deliveries \
+                     WHERE destination = ?1 AND state IN ('pending', 'scheduled', 'in_flight')",
+                )
+                .map_err(map_err)?
+                .query_row([destination], |r| r.get(0))
+                .map_err(map_err)?;
+            Ok(ms.map(from_ms))
+        })
+        .await
+    }
+
+    async fn complete(&self, completions: Vec<Completion>) -> StoreResult<()> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| complete_tx(c, completions, Utc::now())).await
+    }
+
+    async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>> {
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1"))
+                .map_err(map_err)?
+                .query_row([id.to_string()], delivery_from_row)
+                .optional()
+                .map_err(map_err)?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter, before: Option<Uuid>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let mut q = QueryBuilder::new(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE 1=1"));
+            if let Some(s) = filter.state {
+                q.and("state = ?", s.as_str().to_string());
+            }
+            if let Some(d) = &filter.destination {
+                q.and("destination = ?", d.clone());
+            }
+            if let Some(e) = filter.event_id {
+                q.and("event_id = ?", e.to_string());
+            }
+            if let Some(s) = filter.since {
+                q.and("created_at >= ?", s.timestamp_millis());
+            }
+            if let Some(b) = before {
+                q.and("id < ?", b.to_string());
+            }
+            q.push(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 10_000)));
+            q.query(c, delivery_from_row)?.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn deliveries_for_event(&self, event_id: Uuid) -> StoreResult<Vec<Delivery>> {
+        let filter = DeliveryFilter { event_id: Some(event_id), ..Default::default() };
+        let mut list = self.list_deliveries(&filter, None, 10_000).await?;
+        list.reverse();
+        Ok(list)
+    }
+
+    async fn attempts(&self, delivery_id: Uuid) -> StoreResult<Vec<Attempt>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at"))
+                .map_err(map_err)?;
+            let rows = stmt.query_map([delivery_id.to_string()], attempt_from_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err).and_then(|x| x)).collect()
+        })
+        .await
+    }
+
+    async fn replay(&self, ids: Vec<Uuid>, overrides: Option<Map<String, Value>>) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let (pairs, destinations) = self.write(move |c| replay_tx(c, &ids, overrides.as_ref(), Utc::now())).await?;
+        for d in destinations {
+            self.hub.wake(&d);
+        }
+        Ok(pairs)
+    }
+
+    async fn discard(&self, ids: Vec<Uuid>) -> StoreResult<usize> {
+        self.write(move |c| {
+            let now = Utc::now().timestamp_millis();
+            let mut n = 0;
+            let mut stmt = c
+                .prepare_cached("UPDATE deliveries SET state = 'discarded', updated_at = ?2 WHERE id = ?1 AND state = 'dead'")
+                .map_err(map_err)?;
+            for id in ids {
+                n += stmt.execute(params![id.to_string(), now]).map_err(map_err)?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn destination_states(&self) -> StoreResult<Vec<DestinationState>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {DEST_COLS} FROM destination_state ORDER BY name"))
+                .map_err(map_err)?;
+            let rows = stmt.query_map([], dest_state_from_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    async fn destination_state(&self, name: &str) -> StoreResult<DestinationState> {
+        let name = name.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {DEST_COLS} FROM destination_state WHERE name = ?1"))
+                .map_err(map_err)?
+                .query_row([&name], dest_state_from_row)
+                .optional()
+                .map_err(map_err)?
+                .unwrap_or_else(|| DestinationState::new(&name)))
+        })
+        .await
+    }
+
+    async fn pause_destination(&self, name: &str, until: DateTime<Utc>, reason: &str) -> StoreResult<()> {
+        let (name, reason) = (name.to_string(), reason.to_string());
+        self.write(move |c| {
+            // Never shorten a longer pause another worker already recorded.
+            upsert_dest(
+                c,
+                &name,
+                "paused_until = MAX(COALESCE(paused_until, 0), ?2), pause_reason = ?3",
+                &[&until.timestamp_millis(), &reason],
+            )
+        })
+        .await
+    }
+
+    async fn resume_destination(&self, name: &str) -> StoreResult<()> {
+        let owned = name.to_string();
+        self.write(move |c| upsert_dest(c, &owned, "paused_until = NULL, pause_reason = NULL", &[])).await?;
+        self.hub.wake(name);
+        Ok(())
+    }
+
+    async fn set_destination_disabled(&self, name: &str, disabled: bool, reason: Option<&str>) -> StoreResult<()> {
+        let (name, reason) = (name.to_string(), reason.map(String::from));
+        self.write(move |c| upsert_dest(c, &name, "disabled = ?2, disabled_reason = ?3", &[&(disabled as i64), &reason])).await
+    }
+
+    async fn set_circuit_state(&self, name: &str, state: &str) -> StoreResult<()> {
+        let (name, state) = (name.to_string(), state.to_string());
+        self.write(move |c| upsert_dest(c, &name, "circuit = ?2", &[&state])).await
+    }
+
+    async fn remote_ids(&self, destination: &str, keys: &[String]) -> StoreResult<Vec<RemoteId>> {
+        let destination = destination.to_string();
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT object, key, remote_id FROM remote_ids WHERE destination = ?1 AND key = ?2")
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for key in keys {
+                let rows = stmt
+                    .query_map(params![destination, key], |r| {
+                        Ok(RemoteId { object: r.get(0)?, key: r.get(1)?, id: r.get(2)? })
+                    })
+                    .map_err(map_err)?;
+                for r in rows {
+                    out.push(r.map_err(map_err)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn kv_get(&self, key: &str) -> StoreResult<Option<String>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT value FROM kv WHERE key = ?1")
+                .map_err(map_err)?
+                .query_row([key], |r| r.get(0))
+                .optional()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn kv_set(&self, key: &str, value: &str) -> StoreResult<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .map_err(map_err)?
+            .execute(params![key, value, Utc::now().timestamp_millis()])
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kv_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |c| {
+            c.prepare_cached("INSERT OR IGNORE INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3)")
+                .map_err(map_err)?
+                .execute(params![key, value, Utc::now().timestamp_millis()])
+                .map_err(map_err)?;
+            c.prepare_cached("SELECT value FROM kv WHERE key = ?1")
+                .map_err(map_err)?
+                .query_row([key], |r| r.get(0))
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn destination_stats(&self, since: DateTime<Utc>) -> StoreResult<Vec<DestinationStats>> {
+        self.read(move |c| stats(c, since)).await
+    }
+
+    async fn purge(&self, policy: &PurgePolicy) -> StoreResult<PurgeReport> {
+        let mut report = PurgeReport::default();
+        // Small chunks, each its own write job, so ingest never waits long.
+        let steps: [(&str, i64); 4] = [
+            (
+                "UPDATE events SET raw_body = NULL WHERE id IN \
+                 (SELECT id FROM events WHERE received_at < ?1 AND raw_body IS NOT NULL LIMIT 2000)",
+                policy.raw_payloads_before.timestamp_millis(),
+            ),
+            (
+                "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE started_at < ?1 LIMIT 2000)",
+                policy.attempts_before.timestamp_millis(),
+            ),
+            (
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE state IN \
+                 ('delivered', 'skipped', 'discarded') AND finished_at < ?1 LIMIT 2000)",
+                policy.finished_deliveries_before.timestamp_millis(),
+            ),
+            (
+                "DELETE FROM idempotency_keys WHERE rowid IN \
+                 (SELECT rowid FROM idempotency_keys WHERE created_at < ?1 LIMIT 2000)",
+                policy.idempotency_before.timestamp_millis(),
+            ),
+        ];
+        for (i, (sql, cutoff)) in steps.into_iter().enumerate() {
+            loop {
+                let n = self
+                    .write(move |c| c.prepare_cached(sql).map_err(map_err)?.execute([cutoff]).map_err(map_err))
+                    .await? as u64;
+                match i {
+                    0 => report.raw_payloads += n,
+                    1 => report.attempts += n,
+                    2 => report.deliveries += n,
+                    _ => report.idempotency_keys += n,
+                }
+                if n < 2000 {
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn close(&self) {
+        let sender = self.writer.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(sender);
+        let handle = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+fn ingest_tx(c: &Connection, items: Vec<IngestItem>, now: DateTime<Utc>) -> StoreResult<Vec<IngestOutcome>> {
+    let now_ms = now.timestamp_millis();
+    let idem_cutoff = now_ms - IDEMPOTENCY_WINDOW_HOURS * 3_600_000;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let IngestItem { mut event, destinations, idempotency } = item;
+        if let Some(k) = &idempotency {
+            let found: Option<(String, i64)> = c
+                .prepare_cached("SELECT event_id, created_at FROM idempotency_keys WHERE scope = ?1 AND key = ?2")
+                .map_err(map_err)?
+                .query_row(params![k.scope, k.key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(map_err)?;
+            match found {
+                Some((id, created)) if created >= idem_cutoff => {
+                    outcomes.push(IngestOutcome::Duplicate(parse_uuid(&id)?));
+                    continue;
+                }
+                Some(_) => {
+                    c.prepare_cached("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2")
+                        .map_err(map_err)?
+                        .execute(params![k.scope, k.key])
+                        .map_err(map_err)?;
+                }
+                None => {}
+            }
+        }
+        if let Some(x) = &event.external_id {
+            let found: Option<String> = c
+                .prepare_cached("SELECT id FROM events WHERE origin_kind = ?1 AND origin_name = ?2 AND external_id = ?3")
+                .map_err(map_err)?
+                .query_row(params![event.origin.kind.as_str(), event.origin.name, x], |r| r.get(0))
+                .optional()
+                .map_err(map_err)?;
+            if let Some(id) = found {
+                outcomes.push(IngestOutcome::Duplicate(parse_uuid(&id)?));
+                continue;
+            }
+        }
+        if !event.spam {
+            if let Some(email) = event.contact.email.as_ref().map(|e| e.as_str().to_string()) {
+                let existing = contact_by(c, "email", &email)?;
+                if let Some(merged) = contacts::merge(existing, &event, now) {
+                    upsert_contact(c, &merged)?;
+                    event.contact_id = Some(merged.id);
+                }
+            }
+        }
+        insert_event(c, &mut event)?;
+        if let Some(k) = &idempotency {
+            c.prepare_cached("INSERT INTO idempotency_keys (scope, key, event_id, created_at) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(map_err)?
+                .execute(params![k.scope, k.key, event.id.to_string(), now_ms])
+                .map_err(map_err)?;
+        }
+        if !event.spam {
+            let contact_key = event.contact_key();
+            let mut stmt = c
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, event_id, destination, contact_key, state, created_at, updated_at, next_attempt_at) \
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)",
+                )
+                .map_err(map_err)?;
+            for d in &destinations {
+                stmt.execute(params![new_id().to_string(), event.id.to_string(), d, contact_key, now_ms])
+                    .map_err(map_err)?;
+            }
+        }
+        outcomes.push(IngestOutcome::Stored(event.id));
+    }
+    Ok(outcomes)
+}
+
+fn claim_tx(c: &Connection, destination: &str, limit: usize, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<ClaimedDelivery>> {
+    let lease_id = new_id();
+    let now_ms = now.timestamp_millis();
+    let expires = now_ms + lease.as_millis() as i64;
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET state = 'in_flight', lease_id = ?1, next_attempt_at = ?2, updated_at = ?3 \
+             WHERE id IN ( \
+               SELECT d.id FROM deliveries d \
+               WHERE d.destination = ?4 AND d.state IN ('pending', 'scheduled', 'in_flight') AND d.next_attempt_at <= ?3 \
+                 AND NOT EXISTS ( \
+                   SELECT 1 FROM deliveries p \
+                   WHERE p.destination = d.destination AND p.contact_key = d.contact_key \
+                     AND p.state IN ('pending', 'scheduled', 'in_flight') AND p.id < d.id) \
+               ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
+             RETURNING {DELIVERY_COLS}"
+        ))
+        .map_err(map_err)?;
+    let deliveries: Vec<Delivery> = stmt
+        .query_map(params![lease_id.to_string(), expires, now_ms, destination, limit as i64], delivery_from_row)
+        .map_err(map_err)?
+        .map(|r| r.map_err(map_err).and_then(|x| x))
+        .collect::<StoreResult<_>>()?;
+    let mut out = Vec::with_capacity(deliveries.len());
+    let mut ev = c.prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1")).map_err(map_err)?;
+    for d in deliveries {
+        match ev.query_row([d.event_id.to_string()], event_from_row).optional().map_err(map_err)? {
+            Some(event) => {
+                let event = event?;
+                let contact = match event.contact_id {
+                    Some(id) => contact_by(c, "id", &id.to_string())?,
+                    None => None,
+                };
+                out.push(ClaimedDelivery { event, contact, delivery: d })
+            }
+            None => {
+                // The event is gone (erased): the delivery can never be sent.
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = 'skipped', reason = 'event erased', lease_id = NULL, \
+                     next_attempt_at = NULL, finished_at = ?2 WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![d.id.to_string(), now_ms])
+                .map_err(map_err)?;
+            }
+        }
+    }
+    out.sort_by_key(|c| c.delivery.id);
+    Ok(out)
+}
+
+fn complete_tx(c: &Connection, completions: Vec<Completion>, now: DateTime<Utc>) -> StoreResult<()> {
+    let now_ms = now.timestamp_millis();
+    for comp in completions {
+        if let Some(a) = &comp.attempt {
+            insert_attempt(c, a)?;
+        }
+        let current: Option<(String, Option<String>, String)> = c
+            .prepare_cached("SELECT state, lease_id, destination FROM deliveries WHERE id = ?1")
+            .map_err(map_err)?
+            .query_row([comp.delivery_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(map_err)?;
+        let Some((state, lease, destination)) = current else { continue };
+        if state != "in_flight" || lease.as_deref() != Some(comp.lease_id.to_string().as_str()) {
+            // Our lease expired and someone else holds the delivery now.
+            continue;
+        }
+        let tried = comp.attempt.is_some() as i64;
+        let id = comp.delivery_id.to_string();
+        match comp.transition {
+            Transition::Delivered { remote_ids } => {
+                let status = comp.attempt.as_ref().and_then(|a| a.status).map(i64::from);
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + ?2, last_status = ?3, \
+                     last_error = NULL, lease_id = NULL, next_attempt_at = NULL, finished_at = ?4, updated_at = ?4 \
+                     WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![id, tried, status, now_ms])
+                .map_err(map_err)?;
+                let mut up = c
+                    .prepare_cached(
+                        "INSERT INTO remote_ids (destination, object, key, remote_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                         ON CONFLICT(destination, key, object) DO UPDATE SET remote_id = excluded.remote_id, updated_at = excluded.updated_at",
+                    )
+                    .map_err(map_err)?;
+                for r in remote_ids {
+                    up.execute(params![destination, r.object, r.key, r.id, now_ms]).map_err(map_err)?;
+                }
+            }
+            Transition::Scheduled { at, failed, status, error } => {
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = 'scheduled', attempts = attempts + ?2, failures = failures + ?3, \
+                     last_status = ?4, last_error = ?5, lease_id = NULL, next_attempt_at = ?6, updated_at = ?7 WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![id, tried, failed as i64, status.map(i64::from), error, at.timestamp_millis(), now_ms])
+                .map_err(map_err)?;
+            }
+            Transition::Dead { status, reason } => {
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = 'dead', attempts = attempts + ?2, failures = failures + ?2, \
+                     last_status = ?3, last_error = ?4, reason = ?4, lease_id = NULL, next_attempt_at = NULL, \
+                     finished_at = ?5, updated_at = ?5 WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![id, tried, status.map(i64::from), reason, now_ms])
+                .map_err(map_err)?;
+            }
+            Transition::Skipped { reason } => {
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = 'skipped', reason = ?2, lease_id = NULL, next_attempt_at = NULL, \
+                     finished_at = ?3, updated_at = ?3 WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![id, reason, now_ms])
+                .map_err(map_err)?;
+            }
+            Transition::Released => {
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'scheduled' END, \
+                     lease_id = NULL, next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .execute(params![id, now_ms])
+                .map_err(map_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+type ReplayResult = (Vec<(Uuid, Uuid)>, Vec<String>);
+
+fn replay_tx(c: &Connection, ids: &[Uuid], overrides: Option<&Map<String, Value>>, now: DateTime<Utc>) -> StoreResult<ReplayResult> {
+    let now_ms = now.timestamp_millis();
+    let overrides_json = overrides.map(|o| Value::Object(o.clone()).to_string());
+    let mut pairs = Vec::new();
+    let mut dests = Vec::new();
+    for id in ids {
+        let row: Option<(String, String, String, Option<String>)> = c
+            .prepare_cached(
+                "SELECT event_id, destination, contact_key, overrides FROM deliveries \
+                 WHERE id = ?1 AND state IN ('dead', 'discarded', 'skipped') AND replayed_by IS NULL",
+            )
+            .map_err(map_err)?
+            .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()
+            .map_err(map_err)?;
+        let Some((event_id, destination, contact_key, old_overrides)) = row else { continue };
+        let new = new_id();
+        // A replay of a replay keeps earlier overrides unless replaced.
+        let merged = match (old_overrides.as_deref().map(serde_json::from_str::<Map<String, Value>>), &overrides_json) {
+            (Some(Ok(mut old)), Some(_)) => {
+                if let Some(o) = overrides {
+                    old.extend(o.clone());
+                }
+                Some(Value::Object(old).to_string())
+            }
+            (Some(Ok(old)), None) => Some(Value::Object(old).to_string()),
+            (_, o) => o.clone(),
+        };
+        c.prepare_cached(
+            "INSERT INTO deliveries (id, event_id, destination, contact_key, state, created_at, updated_at, next_attempt_at, replay_of, overrides) \
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5, ?6, ?7)",
+        )
+        .map_err(map_err)?
+        .execute(params![new.to_string(), event_id, destination, contact_key, now_ms, id.to_string(), merged])
+        .map_err(map_err)?;
+        c.prepare_cached("UPDATE deliveries SET replayed_by = ?2, updated_at = ?3 WHERE id = ?1")
+            .map_err(map_err)?
+            .execute(params![id.to_string(), new.to_string(), now_ms])
+            .map_err(map_err)?;
+        pairs.push((*id, new));
+        dests.push(destination);
+    }
+    Ok((pairs, dests))
+}
+
+/// Updates a destination's state row (creating it first). `set` uses ?2, ?3 …
+/// for `extra`; `updated_at` is set too.
+fn upsert_dest(c: &Connection, name: &str, set: &str, extra: &[&dyn rusqlite::ToSql]) -> StoreResult<()> {
+    let now = Utc::now().timestamp_millis();
+    c.prepare_cached("INSERT OR IGNORE INTO destination_state (name, updated_at) VALUES (?1, ?2)")
+        .map_err(map_err)?
+        .execute(params![name, now])
+        .map_err(map_err)?;
+    let sql = format!("UPDATE destination_state SET {set}, updated_at = ?{} WHERE name = ?1", extra.len() + 2);
+    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&name];
+    all.extend_from_slice(extra);
+    all.push(&now);
+    c.prepare_cached(&sql).map_err(map_err)?.execute(all.as_slice()).map_err(map_err)?;
+    Ok(())
+}
+
+fn stats(c: &Connection, since: DateTime<Utc>) -> StoreResult<Vec<DestinationStats>> {
+    use std::collections::BTreeMap;
+    let since_ms = since.timestamp_millis();
+    let mut by: BTreeMap<String, DestinationStats> = BTreeMap::new();
+    {
+        let mut stmt = c
+            .prepare_cached("SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(map_err)?;
+        for row in rows {
+            let (d, state, n) = row.map_err(map_err)?;
+            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats { destination: d, ..Default::default() });
+            let n = n as u64;
+            match DeliveryState::parse(&state) {
+                Some(DeliveryState::Pending) => s.pending += n,
+                Some(DeliveryState::InFlight) => s.in_flight += n,
+                Some(DeliveryState::Scheduled) => s.scheduled += n,
+                Some(DeliveryState::Delivered) => s.delivered += n,
+                Some(DeliveryState::Dead) => s.dead += n,
+                Some(DeliveryState::Skipped) => s.skipped += n,
+                Some(DeliveryState::Discarded) => s.discarded += n,
+                None => {}
+            }
+        }
+    }
+    {
+        let mut stmt = c
+            .prepare_cached("SELECT destination, outcome, COUNT(*) FROM attempts WHERE started_at >= ?1 GROUP BY destination, outcome")
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map([since_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(map_err)?;
+        for row in rows {
+            let (d, outcome, n) = row.map_err(map_err)?;
+            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats { destination: d, ..Default::default() });
+            let n = n as u64;
+            s.window_attempts += n;
+            match outcome.as_str() {
+                "delivered" => s.window_succeeded += n,
+                "retry" | "dead" => s.window_failed += n,
+                _ => {}
+            }
+        }
+    }
+    {
+        let mut stmt = c
+            .prepare_cached(
+                "SELECT destination, COUNT(*) FROM deliveries WHERE state IN ('dead', 'discarded') AND finished_at >= ?1 GROUP BY destination",
+            )
+            .map_err(map_err)?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(map_err)?;
+        for row in rows {
+            let (d, n) = row.map_err(map_err)?;
+            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats { destination: d, ..Default::default() });
+            s.window_dead = n as u64;
+        }
+    }
+    for s in by.values_mut() {
+        let mut stmt = c
+            .prepare_cached(
+                "SELECT duration_ms FROM attempts WHERE destination = ?1 AND started_at >= ?2 AND outcome = 'delivered' \
+                 ORDER BY started_at DESC LIMIT 20000",
+            )
+            .map_err(map_err)?;
+        let mut lat: Vec<u64> = stmt
+            .query_map(params![s.destination, since_ms], |r| r.get::<_, i64>(0))
+            .map_err(map_err)?
+            .filter_map(|r| r.ok())
+            .map(|v| v.max(0) as u64)
+            .collect();
+        lat.sort_unstable();
+        s.latency_p50_ms = percentile(&lat, 0.50);
+        s.latency_p99_ms = percentile(&lat, 0.99);
+    }
+    Ok(by.into_values().collect())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(idx).copied()
+}

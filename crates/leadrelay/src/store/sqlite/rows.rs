@@ -1,0 +1,269 @@
+//! Row mapping and small SQL helpers for the SQLite store.
+
+use chrono::{DateTime, TimeZone, Utc};
+use leadrelay_model::{Contact, Event, RawPayload};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use crate::store::{Attempt, Delivery, DeliveryState, DestinationState, StoreError, StoreResult};
+
+pub const EVENT_COLS: &str = "id, doc, raw_content_type, raw_body";
+pub const DELIVERY_COLS: &str = "id, event_id, destination, contact_key, state, attempts, failures, created_at, updated_at, \
+     next_attempt_at, lease_id, last_status, last_error, reason, finished_at, replay_of, replayed_by, overrides";
+pub const ATTEMPT_COLS: &str = "id, delivery_id, destination, number, started_at, duration_ms, method, url, request_bytes, \
+     request_sha256, status, response_excerpt, error_class, outcome, message, next_attempt_at";
+pub const DEST_COLS: &str = "name, paused_until, pause_reason, disabled, disabled_reason, circuit";
+
+/// Maps SQLite errors: constraint violations are conflicts; everything
+/// else means the store cannot take the write right now.
+pub fn map_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Conflict(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub fn parse_uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad id {s:?}: {e}")))
+}
+
+fn opt_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
+    s.as_deref().map(parse_uuid).transpose()
+}
+
+pub fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
+    let id: String = r.get(0)?;
+    let doc: String = r.get(1)?;
+    let content_type: Option<String> = r.get(2)?;
+    let body: Option<String> = r.get(3)?;
+    Ok(serde_json::from_str::<Event>(&doc)
+        .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))
+        .map(|mut ev| {
+            ev.raw = RawPayload { content_type: content_type.unwrap_or_default(), body: body.unwrap_or_default() };
+            ev
+        }))
+}
+
+pub fn insert_event(c: &Connection, event: &mut Event) -> StoreResult<()> {
+    // The raw body lives in its own column so retention can drop it alone.
+    let raw = std::mem::take(&mut event.raw);
+    let doc = serde_json::to_string(&*event);
+    event.raw = raw;
+    let doc = doc.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    c.prepare_cached(
+        "INSERT INTO events (id, type, origin_kind, origin_name, received_at, occurred_at, contact_id, email, spam, \
+         idempotency_key, external_id, doc, raw_content_type, raw_body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )
+    .map_err(map_err)?
+    .execute(params![
+        event.id.to_string(),
+        event.event_type.as_str(),
+        event.origin.kind.as_str(),
+        event.origin.name,
+        event.received_at.timestamp_millis(),
+        event.occurred_at.timestamp_millis(),
+        event.contact_id.map(|c| c.to_string()),
+        event.contact.email.as_ref().map(|e| e.as_str()),
+        event.spam as i64,
+        event.idempotency_key,
+        event.external_id,
+        doc,
+        event.raw.content_type,
+        event.raw.body,
+    ])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn contact_by(c: &Connection, column: &str, value: &str) -> StoreResult<Option<Contact>> {
+    let sql = match column {
+        "id" => "SELECT doc FROM contacts WHERE id = ?1",
+        _ => "SELECT doc FROM contacts WHERE email = ?1",
+    };
+    let doc: Option<String> = c
+        .prepare_cached(sql)
+        .map_err(map_err)?
+        .query_row([value], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    doc.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("contact: {e}")))).transpose()
+}
+
+pub fn upsert_contact(c: &Connection, contact: &Contact) -> StoreResult<()> {
+    let doc = serde_json::to_string(contact).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    c.prepare_cached(
+        "INSERT INTO contacts (id, email, phone, domain, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT(id) DO UPDATE SET email = excluded.email, phone = excluded.phone, domain = excluded.domain, \
+         doc = excluded.doc, updated_at = excluded.updated_at",
+    )
+    .map_err(map_err)?
+    .execute(params![
+        contact.id.to_string(),
+        contact.data.email.as_ref().map(|e| e.as_str()),
+        contact.data.phone.as_ref().map(|p| p.as_str()),
+        contact.data.domain,
+        doc,
+        contact.created_at.timestamp_millis(),
+        contact.updated_at.timestamp_millis(),
+    ])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Delivery>> {
+    let id: String = r.get(0)?;
+    let event_id: String = r.get(1)?;
+    let state: String = r.get(4)?;
+    let overrides: Option<String> = r.get(17)?;
+    let build = || -> StoreResult<Delivery> {
+        Ok(Delivery {
+            id: parse_uuid(&id)?,
+            event_id: parse_uuid(&event_id)?,
+            destination: r.get(2).map_err(map_err)?,
+            contact_key: r.get(3).map_err(map_err)?,
+            state: DeliveryState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("delivery {id}: unknown state {state:?}")))?,
+            attempts: r.get::<_, i64>(5).map_err(map_err)? as u32,
+            failures: r.get::<_, i64>(6).map_err(map_err)? as u32,
+            created_at: from_ms(r.get(7).map_err(map_err)?),
+            updated_at: from_ms(r.get(8).map_err(map_err)?),
+            next_attempt_at: r.get::<_, Option<i64>>(9).map_err(map_err)?.map(from_ms),
+            lease_id: opt_uuid(r.get(10).map_err(map_err)?)?,
+            last_status: r.get::<_, Option<i64>>(11).map_err(map_err)?.map(|s| s as u16),
+            last_error: r.get(12).map_err(map_err)?,
+            reason: r.get(13).map_err(map_err)?,
+            finished_at: r.get::<_, Option<i64>>(14).map_err(map_err)?.map(from_ms),
+            replay_of: opt_uuid(r.get(15).map_err(map_err)?)?,
+            replayed_by: opt_uuid(r.get(16).map_err(map_err)?)?,
+            overrides: overrides
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("delivery {id} overrides: {e}")))?,
+        })
+    };
+    Ok(build())
+}
+
+pub fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Attempt>> {
+    let id: String = r.get(0)?;
+    let delivery_id: String = r.get(1)?;
+    let attempt = Attempt {
+        id: Uuid::nil(),
+        delivery_id: Uuid::nil(),
+        destination: r.get(2)?,
+        number: r.get::<_, i64>(3)? as u32,
+        started_at: from_ms(r.get(4)?),
+        duration_ms: r.get::<_, i64>(5)?.max(0) as u64,
+        method: r.get(6)?,
+        url: r.get(7)?,
+        request_bytes: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
+        request_sha256: r.get(9)?,
+        status: r.get::<_, Option<i64>>(10)?.map(|s| s as u16),
+        response_excerpt: r.get(11)?,
+        error_class: r.get(12)?,
+        outcome: r.get(13)?,
+        message: r.get(14)?,
+        next_attempt_at: r.get::<_, Option<i64>>(15)?.map(from_ms),
+    };
+    Ok((|| Ok(Attempt { id: parse_uuid(&id)?, delivery_id: parse_uuid(&delivery_id)?, ..attempt }))())
+}
+
+pub fn insert_attempt(c: &Connection, a: &Attempt) -> StoreResult<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))
+    .map_err(map_err)?
+    .execute(params![
+        a.id.to_string(),
+        a.delivery_id.to_string(),
+        a.destination,
+        a.number as i64,
+        a.started_at.timestamp_millis(),
+        a.duration_ms as i64,
+        a.method,
+        a.url,
+        a.request_bytes.map(|v| v as i64),
+        a.request_sha256,
+        a.status.map(i64::from),
+        a.response_excerpt,
+        a.error_class,
+        a.outcome,
+        a.message,
+        a.next_attempt_at.map(|t| t.timestamp_millis()),
+    ])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn dest_state_from_row(r: &Row<'_>) -> rusqlite::Result<DestinationState> {
+    Ok(DestinationState {
+        name: r.get(0)?,
+        paused_until: r.get::<_, Option<i64>>(1)?.map(from_ms),
+        pause_reason: r.get(2)?,
+        disabled: r.get::<_, i64>(3)? != 0,
+        disabled_reason: r.get(4)?,
+        circuit: r.get(5)?,
+    })
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
+pub fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Builds a SELECT with optional conditions and positional parameters.
+pub struct QueryBuilder {
+    sql: String,
+    params: Vec<SqlValue>,
+}
+
+impl QueryBuilder {
+    pub fn new(base: &str) -> Self {
+        Self { sql: base.to_string(), params: Vec::new() }
+    }
+
+    /// Appends ` AND {cond}` where `cond` has one `?`.
+    pub fn and(&mut self, cond: &str, value: impl Into<SqlValue>) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(cond);
+        self.params.push(value.into());
+    }
+
+    /// Appends ` AND {cond}` where `cond` has two `?`.
+    pub fn and2(&mut self, cond: &str, a: impl Into<SqlValue>, b: impl Into<SqlValue>) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(cond);
+        self.params.push(a.into());
+        self.params.push(b.into());
+    }
+
+    pub fn push(&mut self, sql: &str) {
+        self.sql.push_str(sql);
+    }
+
+    pub fn query<T>(
+        self,
+        c: &Connection,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut stmt = c.prepare_cached(&self.sql).map_err(map_err)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(self.params), map).map_err(map_err)?;
+        rows.map(|r| r.map_err(map_err)).collect()
+    }
+}

@@ -1,0 +1,133 @@
+//! SQLite schema migrations, applied in order at start-up and by
+//! `leadrelay migrate`. Times are milliseconds since the Unix epoch; ids are
+//! UUIDv7 text (they sort by creation time).
+
+/// Each entry is one migration; its index + 1 is its version.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: events, contacts, the outbox (deliveries), attempts, destination state.
+    r#"
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    origin_name TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    contact_id TEXT,
+    email TEXT,
+    spam INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    external_id TEXT,
+    doc TEXT NOT NULL,
+    raw_content_type TEXT,
+    raw_body TEXT
+);
+CREATE INDEX events_received ON events(received_at);
+CREATE INDEX events_email ON events(email);
+CREATE INDEX events_contact ON events(contact_id);
+CREATE INDEX events_type ON events(type, id);
+CREATE UNIQUE INDEX events_external ON events(origin_kind, origin_name, external_id) WHERE external_id IS NOT NULL;
+
+CREATE TABLE idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+
+CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    email TEXT UNIQUE,
+    phone TEXT,
+    domain TEXT,
+    doc TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX contacts_phone ON contacts(phone);
+CREATE INDEX contacts_domain ON contacts(domain);
+
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    contact_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    lease_id TEXT,
+    last_status INTEGER,
+    last_error TEXT,
+    reason TEXT,
+    finished_at INTEGER,
+    replay_of TEXT,
+    replayed_by TEXT,
+    overrides TEXT
+);
+-- Due work: active deliveries by destination and time. An in-flight row's
+-- next_attempt_at is its lease expiry, so an expired lease is simply due.
+CREATE INDEX deliveries_due ON deliveries(destination, next_attempt_at)
+    WHERE state IN ('pending', 'scheduled', 'in_flight');
+-- Per-contact ordering: the oldest active delivery per contact goes first.
+CREATE INDEX deliveries_contact ON deliveries(destination, contact_key, id)
+    WHERE state IN ('pending', 'scheduled', 'in_flight');
+CREATE INDEX deliveries_event ON deliveries(event_id);
+CREATE INDEX deliveries_state ON deliveries(state, destination, id);
+CREATE INDEX deliveries_finished ON deliveries(finished_at);
+
+CREATE TABLE attempts (
+    id TEXT PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    method TEXT,
+    url TEXT,
+    request_bytes INTEGER,
+    request_sha256 TEXT,
+    status INTEGER,
+    response_excerpt TEXT,
+    error_class TEXT,
+    outcome TEXT NOT NULL,
+    message TEXT,
+    next_attempt_at INTEGER
+);
+CREATE INDEX attempts_delivery ON attempts(delivery_id, number);
+CREATE INDEX attempts_window ON attempts(destination, started_at);
+
+CREATE TABLE destination_state (
+    name TEXT PRIMARY KEY,
+    paused_until INTEGER,
+    pause_reason TEXT,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    disabled_reason TEXT,
+    circuit TEXT NOT NULL DEFAULT 'closed',
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE remote_ids (
+    destination TEXT NOT NULL,
+    object TEXT NOT NULL,
+    key TEXT NOT NULL,
+    remote_id TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (destination, key, object)
+);
+
+CREATE TABLE kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"#,
+];
+
+/// The schema version a fully migrated database has.
+pub fn current_version() -> u32 {
+    MIGRATIONS.len() as u32
+}
