@@ -47,7 +47,11 @@ impl Drop for FakeServer {
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// Answer with this status and body (JSON or text) instead of handling the request.
-    Status { status: u16, body: String, headers: Vec<(String, String)> },
+    Status {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
     /// Wait this long before handling the request (to trip client timeouts).
     Delay(Duration),
     /// Drop the connection without answering.
@@ -74,7 +78,10 @@ impl Faults {
     }
 
     pub fn next(&self) -> Option<Fault> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 
     /// Applies the next fault, if any: `Some(response)` to send instead of
@@ -82,10 +89,23 @@ impl Faults {
     /// which makes hyper close the connection without a response.
     pub async fn apply(&self) -> Option<Response<Body>> {
         match self.next()? {
-            Fault::Status { status, body, headers } => {
-                let mut b = Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+            Fault::Status {
+                status,
+                body,
+                headers,
+            } => {
+                let mut b = Response::builder().status(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                );
                 let json = body.trim_start().starts_with('{') || body.trim_start().starts_with('[');
-                b = b.header("content-type", if json { "application/json" } else { "text/plain" });
+                b = b.header(
+                    "content-type",
+                    if json {
+                        "application/json"
+                    } else {
+                        "text/plain"
+                    },
+                );
                 for (k, v) in headers {
                     b = b.header(k, v);
                 }
@@ -95,7 +115,9 @@ impl Faults {
                 tokio::time::sleep(d).await;
                 None
             }
-            Fault::Reset => std::panic::resume_unwind(Box::new("fake: connection reset on command")),
+            Fault::Reset => {
+                std::panic::resume_unwind(Box::new("fake: connection reset on command"))
+            }
         }
     }
 }
@@ -110,7 +132,11 @@ pub struct RollingWindow {
 
 impl RollingWindow {
     pub fn new(limit: usize, window: Duration) -> Self {
-        Self { limit, window, hits: Arc::new(Mutex::new(VecDeque::new())) }
+        Self {
+            limit,
+            window,
+            hits: Arc::new(Mutex::new(VecDeque::new())),
+        }
     }
 
     /// Records a request. `Ok(remaining)` if it is within the limit, else
@@ -118,7 +144,10 @@ impl RollingWindow {
     pub fn hit(&self) -> Result<usize, Duration> {
         let now = Instant::now();
         let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        while hits.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while hits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
             hits.pop_front();
         }
         if hits.len() >= self.limit {
@@ -155,16 +184,22 @@ pub struct RequestLog {
 
 impl RequestLog {
     pub fn record(&self, method: &str, path: &str, status: u16) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).push(LoggedRequest {
-            method: method.to_string(),
-            path: path.to_string(),
-            status,
-            at: Instant::now(),
-        });
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(LoggedRequest {
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                at: Instant::now(),
+            });
     }
 
     pub fn entries(&self) -> Vec<LoggedRequest> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn count(&self) -> usize {

@@ -42,7 +42,8 @@ pub struct Running {
 /// Opens the store named by the configuration and applies migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let options = OpenOptions {
-        sqlite_full_sync: config.storage.sqlite_synchronous == crate::config::SqliteSynchronous::Full,
+        sqlite_full_sync: config.storage.sqlite_synchronous
+            == crate::config::SqliteSynchronous::Full,
         group_commit_max: config.storage.group_commit_max,
         ..Default::default()
     };
@@ -63,7 +64,12 @@ pub async fn start(
     let metrics = Metrics::new();
     let enabled = delivery::enabled_destinations(&config, env);
     let destinations = delivery::build_destinations(&config, env).map_err(|ps| {
-        anyhow::anyhow!(ps.iter().map(|p| p.render("config")).collect::<Vec<_>>().join("\n"))
+        anyhow::anyhow!(
+            ps.iter()
+                .map(|p| p.render("config"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })?;
     let engine = Engine::new(
         store.clone(),
@@ -77,8 +83,14 @@ pub async fn start(
         enabled.clone(),
         metrics.clone(),
     );
-    let routes = RouteTable::compile(&config.routes, enabled)
-        .map_err(|ps| anyhow::anyhow!(ps.into_iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("\n")))?;
+    let routes = RouteTable::compile(&config.routes, enabled).map_err(|ps| {
+        anyhow::anyhow!(
+            ps.into_iter()
+                .map(|(p, m)| format!("{p}: {m}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
     let ingestor = Arc::new(Ingestor::new(store.clone(), config.clone(), routes, env).await?);
 
     let shutdown = CancellationToken::new();
@@ -102,11 +114,25 @@ pub async fn start(
                 }
             }));
         }
-        let state = AppState { ingestor, store: store.clone(), config: config.clone(), throttle, metrics: metrics.clone() };
+        let state = AppState {
+            ingestor,
+            store: store.clone(),
+            config: config.clone(),
+            throttle,
+            metrics: metrics.clone(),
+        };
         let app = http::router(state);
         server = Some(tokio::spawn(http::serve(listener, app, shutdown.clone())));
     }
-    Ok(Running { addr, store, engine, metrics, shutdown, server, throttle_pruner })
+    Ok(Running {
+        addr,
+        store,
+        engine,
+        metrics,
+        shutdown,
+        server,
+        throttle_pruner,
+    })
 }
 
 impl Running {

@@ -15,7 +15,10 @@ pub fn merge(existing: Option<Contact>, event: &Event, now: DateTime<Utc>) -> Op
     let email = event.contact.email.clone()?;
     let mut contact = existing.unwrap_or_else(|| Contact {
         id: leadrelay_model::new_id(),
-        data: ContactData { email: Some(email.clone()), ..Default::default() },
+        data: ContactData {
+            email: Some(email.clone()),
+            ..Default::default()
+        },
         provenance: Default::default(),
         consent: Default::default(),
         created_at: now,
@@ -35,7 +38,10 @@ pub fn merge(existing: Option<Contact>, event: &Event, now: DateTime<Utc>) -> Op
         }
         // An older event (vendor backfill, delayed webhook) never overwrites
         // a value set by a newer one.
-        let newer = contact.provenance.get(&field).is_none_or(|p| p.at <= provenance.at);
+        let newer = contact
+            .provenance
+            .get(&field)
+            .is_none_or(|p| p.at <= provenance.at);
         if newer && current.get(&field) != Some(&value) {
             current.insert(field.clone(), value);
         }
@@ -52,7 +58,9 @@ pub fn merge(existing: Option<Contact>, event: &Event, now: DateTime<Utc>) -> Op
             .get(record.purpose.as_str())
             .is_none_or(|c| c.recorded_at <= record.recorded_at);
         if newer {
-            contact.consent.insert(record.purpose.as_str().to_string(), record.clone());
+            contact
+                .consent
+                .insert(record.purpose.as_str().to_string(), record.clone());
         }
     }
     contact.updated_at = now;
@@ -95,7 +103,9 @@ mod tests {
             company: company.map(String::from),
             ..Default::default()
         };
-        contact.custom.insert("industry".into(), Value::String("SaaS".into()));
+        contact
+            .custom
+            .insert("industry".into(), Value::String("SaaS".into()));
         Event {
             id: leadrelay_model::new_id(),
             event_type: EventType::LeadCreated,
@@ -130,7 +140,11 @@ mod tests {
         let c2 = merge(Some(c.clone()), &event("Janet", None, t1), t1).unwrap();
         assert_eq!(c2.id, c.id);
         assert_eq!(c2.data.first_name.as_deref(), Some("Janet"));
-        assert_eq!(c2.data.company.as_deref(), Some("Acme"), "an empty value never erases");
+        assert_eq!(
+            c2.data.company.as_deref(),
+            Some("Acme"),
+            "an empty value never erases"
+        );
         assert_eq!(c2.data.custom["industry"], "SaaS");
         assert_eq!(c2.provenance["first_name"].at, t1);
         assert_eq!(c2.provenance["company"].at, t0);

@@ -18,7 +18,9 @@ type Labels = Vec<(String, String)>;
 type HistFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 pub struct Metrics {
@@ -42,32 +44,77 @@ impl std::fmt::Debug for Metrics {
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("leadrelay");
         let ingest_total = Family::<Labels, Counter>::default();
-        registry.register("ingest", "Submissions received, by form or source and outcome", ingest_total.clone());
-        let ingest_seconds: HistFamily = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("ingest_seconds", "Time to acknowledge a submission (durably stored)", ingest_seconds.clone());
+        registry.register(
+            "ingest",
+            "Submissions received, by form or source and outcome",
+            ingest_total.clone(),
+        );
+        let ingest_seconds: HistFamily =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "ingest_seconds",
+            "Time to acknowledge a submission (durably stored)",
+            ingest_seconds.clone(),
+        );
         let deliveries_total = Family::<Labels, Counter>::default();
-        registry.register("deliveries", "Delivery attempts by destination and outcome", deliveries_total.clone());
-        let attempt_seconds: HistFamily = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("attempt_seconds", "Latency of delivery attempts", attempt_seconds.clone());
+        registry.register(
+            "deliveries",
+            "Delivery attempts by destination and outcome",
+            deliveries_total.clone(),
+        );
+        let attempt_seconds: HistFamily =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "attempt_seconds",
+            "Latency of delivery attempts",
+            attempt_seconds.clone(),
+        );
         let rate_limit_wait_seconds = Family::<Labels, Counter<f64, AtomicU64>>::default();
-        registry.register("rate_limit_wait_seconds", "Time spent waiting for a destination's rate limit", rate_limit_wait_seconds.clone());
+        registry.register(
+            "rate_limit_wait_seconds",
+            "Time spent waiting for a destination's rate limit",
+            rate_limit_wait_seconds.clone(),
+        );
         let backlog = Family::<Labels, Gauge>::default();
-        registry.register("backlog", "Deliveries not yet finished, by destination", backlog.clone());
+        registry.register(
+            "backlog",
+            "Deliveries not yet finished, by destination",
+            backlog.clone(),
+        );
         let dead_letters = Family::<Labels, Gauge>::default();
-        registry.register("dead_letters", "Dead letters waiting for a person, by destination", dead_letters.clone());
+        registry.register(
+            "dead_letters",
+            "Dead letters waiting for a person, by destination",
+            dead_letters.clone(),
+        );
         let circuit_open = Family::<Labels, Gauge>::default();
-        registry.register("circuit_open", "1 when a destination's circuit breaker is open", circuit_open.clone());
+        registry.register(
+            "circuit_open",
+            "1 when a destination's circuit breaker is open",
+            circuit_open.clone(),
+        );
         let paused = Family::<Labels, Gauge>::default();
-        registry.register("destination_paused", "1 when a destination is paused (throttled or by an operator)", paused.clone());
+        registry.register(
+            "destination_paused",
+            "1 when a destination is paused (throttled or by an operator)",
+            paused.clone(),
+        );
         let hook_auth_failures = Family::<Labels, Counter>::default();
-        registry.register("hook_auth_failures", "Inbound webhooks refused for bad authentication", hook_auth_failures.clone());
+        registry.register(
+            "hook_auth_failures",
+            "Inbound webhooks refused for bad authentication",
+            hook_auth_failures.clone(),
+        );
         Arc::new(Self {
             registry,
             ingest_total,
@@ -86,28 +133,49 @@ impl Metrics {
     /// One submission answered: `outcome` is `accepted`, `spam`, `duplicate`
     /// or the error code.
     pub fn ingest(&self, origin: &str, outcome: &str, elapsed: Duration) {
-        self.ingest_total.get_or_create(&l(&[("origin", origin), ("outcome", outcome)])).inc();
-        self.ingest_seconds.get_or_create(&l(&[("origin", origin)])).observe(elapsed.as_secs_f64());
+        self.ingest_total
+            .get_or_create(&l(&[("origin", origin), ("outcome", outcome)]))
+            .inc();
+        self.ingest_seconds
+            .get_or_create(&l(&[("origin", origin)]))
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn attempt(&self, destination: &str, outcome: &str, elapsed: Duration) {
-        self.deliveries_total.get_or_create(&l(&[("destination", destination), ("outcome", outcome)])).inc();
-        self.attempt_seconds.get_or_create(&l(&[("destination", destination)])).observe(elapsed.as_secs_f64());
+        self.deliveries_total
+            .get_or_create(&l(&[("destination", destination), ("outcome", outcome)]))
+            .inc();
+        self.attempt_seconds
+            .get_or_create(&l(&[("destination", destination)]))
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn rate_limit_wait(&self, destination: &str, waited: Duration) {
-        self.rate_limit_wait_seconds.get_or_create(&l(&[("destination", destination)])).inc_by(waited.as_secs_f64());
+        self.rate_limit_wait_seconds
+            .get_or_create(&l(&[("destination", destination)]))
+            .inc_by(waited.as_secs_f64());
     }
 
     pub fn hook_auth_failure(&self, source: &str) {
-        self.hook_auth_failures.get_or_create(&l(&[("source", source)])).inc();
+        self.hook_auth_failures
+            .get_or_create(&l(&[("source", source)]))
+            .inc();
     }
 
-    pub fn set_destination(&self, destination: &str, backlog: u64, dead: u64, circuit_open: bool, paused: bool) {
+    pub fn set_destination(
+        &self,
+        destination: &str,
+        backlog: u64,
+        dead: u64,
+        circuit_open: bool,
+        paused: bool,
+    ) {
         let labels = l(&[("destination", destination)]);
         self.backlog.get_or_create(&labels).set(backlog as i64);
         self.dead_letters.get_or_create(&labels).set(dead as i64);
-        self.circuit_open.get_or_create(&labels).set(circuit_open as i64);
+        self.circuit_open
+            .get_or_create(&labels)
+            .set(circuit_open as i64);
         self.paused.get_or_create(&labels).set(paused as i64);
     }
 

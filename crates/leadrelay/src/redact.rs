@@ -71,12 +71,16 @@ fn mask_digit_runs(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        if chars[i].is_ascii_digit() || (chars[i] == '+' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit())) {
+        if chars[i].is_ascii_digit()
+            || (chars[i] == '+' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()))
+        {
             // A run of digits with phone/IP separators.
             let mut end = i;
             let mut digits = 0;
             let mut dots = 0;
-            while end < chars.len() && (chars[end].is_ascii_digit() || " -().+".contains(chars[end])) {
+            while end < chars.len()
+                && (chars[end].is_ascii_digit() || " -().+".contains(chars[end]))
+            {
                 if chars[end].is_ascii_digit() {
                     digits += 1;
                 }
@@ -92,7 +96,7 @@ fn mask_digit_runs(text: &str) -> String {
                 }
                 end -= 1;
             }
-            let is_ipv4 = dots == 3 && digits >= 4 && digits <= 12;
+            let is_ipv4 = dots == 3 && (4..=12).contains(&digits);
             if digits >= 7 || is_ipv4 {
                 out.push_str(if is_ipv4 { "[ip]" } else { "[number]" });
                 i = end;
@@ -125,7 +129,10 @@ mod tests {
 
     #[test]
     fn leaves_plain_text_alone() {
-        assert_eq!(redact_text("status 500: upstream @ capacity"), "status 500: upstream @ capacity");
+        assert_eq!(
+            redact_text("status 500: upstream @ capacity"),
+            "status 500: upstream @ capacity"
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub struct RouteTable {
 
 impl std::fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteTable").field("routes", &self.routes).field("enabled", &self.enabled).finish()
+        f.debug_struct("RouteTable")
+            .field("routes", &self.routes)
+            .field("enabled", &self.enabled)
+            .finish()
     }
 }
 
@@ -87,18 +90,23 @@ fn condition_env() -> Environment<'static> {
 }
 
 fn condition_template(expr: &str) -> String {
-    format!("{{% if ({expr}) %}}1{{% endif %}}")
+    format!("{{% if {expr} %}}1{{% endif %}}")
 }
 
 /// Checks that a route condition compiles.
 pub fn check_condition(expr: &str) -> Result<(), String> {
     let env = condition_env();
-    env.template_from_str(&condition_template(expr)).map(|_| ()).map_err(|e| e.to_string())
+    env.template_from_str(&condition_template(expr))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 impl RouteTable {
     /// Compiles `routes`. Only destinations in `enabled` receive deliveries.
-    pub fn compile(routes: &[RouteConfig], enabled: BTreeSet<String>) -> Result<Self, Vec<(String, String)>> {
+    pub fn compile(
+        routes: &[RouteConfig],
+        enabled: BTreeSet<String>,
+    ) -> Result<Self, Vec<(String, String)>> {
         let mut env = condition_env();
         let mut out = Vec::new();
         let mut problems = Vec::new();
@@ -116,7 +124,10 @@ impl RouteTable {
                     match env.add_template_owned(name.clone(), condition_template(expr)) {
                         Ok(()) => Some(name),
                         Err(e) => {
-                            problems.push((format!("routes[{i}].when"), format!("invalid condition: {e}")));
+                            problems.push((
+                                format!("routes[{i}].when"),
+                                format!("invalid condition: {e}"),
+                            ));
                             None
                         }
                     }
@@ -133,13 +144,26 @@ impl RouteTable {
                 destinations: r.destinations.clone(),
             });
         }
-        if problems.is_empty() { Ok(Self { routes: out, env, enabled }) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(Self {
+                routes: out,
+                env,
+                enabled,
+            })
+        } else {
+            Err(problems)
+        }
     }
 
     /// The enabled destinations `event` goes to, each once, in route order.
     pub fn destinations_for(&self, event: &Event) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for d in self.decide(event).into_iter().filter(|d| d.matched).flat_map(|d| d.destinations) {
+        for d in self
+            .decide(event)
+            .into_iter()
+            .filter(|d| d.matched)
+            .flat_map(|d| d.destinations)
+        {
             if !out.contains(&d) {
                 out.push(d);
             }
@@ -154,32 +178,59 @@ impl RouteTable {
             .iter()
             .map(|r| {
                 let (matched, reason) = self.route_matches(r, event, &mut context);
-                let destinations = r.destinations.iter().filter(|d| self.enabled.contains(*d)).cloned().collect();
-                RouteDecision { route: r.name.clone(), matched, reason, destinations }
+                let destinations = r
+                    .destinations
+                    .iter()
+                    .filter(|d| self.enabled.contains(*d))
+                    .cloned()
+                    .collect();
+                RouteDecision {
+                    route: r.name.clone(),
+                    matched,
+                    reason,
+                    destinations,
+                }
             })
             .collect()
     }
 
-    fn route_matches(&self, r: &CompiledRoute, event: &Event, context: &mut Option<Value>) -> (bool, String) {
+    fn route_matches(
+        &self,
+        r: &CompiledRoute,
+        event: &Event,
+        context: &mut Option<Value>,
+    ) -> (bool, String) {
         let t = event.event_type.as_str();
         if !r.events.iter().any(|p| p.matches(t)) {
             return (false, format!("event type {t} not in the route's events"));
         }
         let origin = &event.origin;
-        if !r.forms.is_empty() && !(origin.kind == OriginKind::Form && r.forms.contains(&origin.name)) {
+        let from = |kind: OriginKind, names: &[String]| {
+            names.is_empty() || (origin.kind == kind && names.contains(&origin.name))
+        };
+        if !from(OriginKind::Form, &r.forms) {
             return (false, "not from one of the route's forms".into());
         }
-        if !r.sources.is_empty() && !(origin.kind == OriginKind::Source && r.sources.contains(&origin.name)) {
+        if !from(OriginKind::Source, &r.sources) {
             return (false, "not from one of the route's sources".into());
         }
         let Some(name) = &r.condition else {
             return (true, "type and origin match".into());
         };
         let ctx = context.get_or_insert_with(|| condition_context(event));
-        let rendered = self.env.get_template(name).and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&*ctx))));
+        let rendered = self
+            .env
+            .get_template(name)
+            .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&*ctx))));
         match rendered {
-            Ok(s) if s == "1" => (true, format!("condition true: {}", r.when.as_deref().unwrap_or(""))),
-            Ok(_) => (false, format!("condition false: {}", r.when.as_deref().unwrap_or(""))),
+            Ok(s) if s == "1" => (
+                true,
+                format!("condition true: {}", r.when.as_deref().unwrap_or("")),
+            ),
+            Ok(_) => (
+                false,
+                format!("condition false: {}", r.when.as_deref().unwrap_or("")),
+            ),
             Err(e) => {
                 tracing::warn!(route = %r.name, event_id = %event.id, error = %e, "route condition failed to evaluate; route not taken");
                 (false, format!("condition error: {e}"))
@@ -194,8 +245,11 @@ pub fn condition_context(event: &Event) -> Value {
     if let Some(full) = event.contact.full_name() {
         contact.insert("full_name".into(), Value::String(full));
     }
-    let consent: serde_json::Map<String, Value> =
-        event.consent.iter().map(|c| (c.purpose.as_str().to_string(), Value::Bool(c.granted))).collect();
+    let consent: serde_json::Map<String, Value> = event
+        .consent
+        .iter()
+        .map(|c| (c.purpose.as_str().to_string(), Value::Bool(c.granted)))
+        .collect();
     let form = (event.origin.kind == OriginKind::Form).then(|| event.origin.name.clone());
     let source = (event.origin.kind == OriginKind::Source).then(|| event.origin.name.clone());
     json!({
@@ -270,14 +324,28 @@ mod tests {
         let routes = vec![
             route("all", &["*"], None, &["backup"]),
             route("email", &["email.*"], None, &["slack"]),
-            route("de", &["lead.created"], Some("contact.country == 'DE' and data.budget > 1000"), &["crm", "backup"]),
+            route(
+                "de",
+                &["lead.created"],
+                Some("contact.country == 'DE' and data.budget > 1000"),
+                &["crm", "backup"],
+            ),
             route("off", &["*"], None, &["disabled"]),
         ];
         let table = RouteTable::compile(&routes, enabled(&["backup", "slack", "crm"])).unwrap();
-        let e = event("lead.created", Origin::form("contact"), Some("DE"), Some(5000));
+        let e = event(
+            "lead.created",
+            Origin::form("contact"),
+            Some("DE"),
+            Some(5000),
+        );
         assert_eq!(table.destinations_for(&e), vec!["backup", "crm"]);
         let e = event("lead.created", Origin::form("contact"), Some("DE"), None);
-        assert_eq!(table.destinations_for(&e), vec!["backup"], "missing budget makes the condition false");
+        assert_eq!(
+            table.destinations_for(&e),
+            vec!["backup"],
+            "missing budget makes the condition false"
+        );
         let e = event("email.opened", Origin::source("mailshake"), None, None);
         assert_eq!(table.destinations_for(&e), vec!["backup", "slack"]);
     }
@@ -287,14 +355,35 @@ mod tests {
         let mut r = route("forms", &["*"], None, &["crm"]);
         r.forms = vec!["contact".into()];
         let table = RouteTable::compile(&[r], enabled(&["crm"])).unwrap();
-        assert_eq!(table.destinations_for(&event("lead.created", Origin::form("contact"), None, None)), vec!["crm"]);
-        assert!(table.destinations_for(&event("lead.created", Origin::form("other"), None, None)).is_empty());
-        assert!(table.destinations_for(&event("lead.created", Origin::source("contact"), None, None)).is_empty());
+        assert_eq!(
+            table.destinations_for(&event("lead.created", Origin::form("contact"), None, None)),
+            vec!["crm"]
+        );
+        assert!(
+            table
+                .destinations_for(&event("lead.created", Origin::form("other"), None, None))
+                .is_empty()
+        );
+        assert!(
+            table
+                .destinations_for(&event(
+                    "lead.created",
+                    Origin::source("contact"),
+                    None,
+                    None
+                ))
+                .is_empty()
+        );
     }
 
     #[test]
     fn bad_conditions_and_patterns_are_reported() {
-        let routes = vec![route("x", &["not a type"], Some("contact.email =="), &["a"])];
+        let routes = vec![route(
+            "x",
+            &["not a type"],
+            Some("contact.email =="),
+            &["a"],
+        )];
         let errs = RouteTable::compile(&routes, enabled(&["a"])).unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, vec!["routes[0].events[0]", "routes[0].when"]);

@@ -11,8 +11,18 @@ use crate::{ConsentRecord, EmailAddress, PhoneE164};
 
 /// The standard contact fields a form field or vendor field can fill.
 pub const CONTACT_FIELDS: [&str; 12] = [
-    "email", "phone", "first_name", "last_name", "company", "domain", "title", "website", "country",
-    "region", "city", "full_name",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "company",
+    "domain",
+    "title",
+    "website",
+    "country",
+    "region",
+    "city",
+    "full_name",
 ];
 
 /// A person as one event describes them. Every field is optional: a vendor
@@ -60,7 +70,11 @@ impl ContactData {
             .flatten()
             .filter(|s| !s.is_empty())
             .collect();
-        if parts.is_empty() { None } else { Some(parts.join(" ")) }
+        if parts.is_empty() {
+            None
+        } else {
+            Some(parts.join(" "))
+        }
     }
 
     /// Sets a standard text field by name; false if `name` is not one (email
@@ -115,8 +129,15 @@ impl ContactData {
             return;
         }
         if let Some(w) = &self.website {
-            let host = w.trim().trim_start_matches("https://").trim_start_matches("http://");
-            let host = host.split(['/', '?', '#']).next().unwrap_or("").trim_start_matches("www.");
+            let host = w
+                .trim()
+                .trim_start_matches("https://")
+                .trim_start_matches("http://");
+            let host = host
+                .split(['/', '?', '#'])
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("www.");
             if host.contains('.') {
                 self.domain = Some(host.to_lowercase());
                 return;
@@ -133,8 +154,22 @@ impl ContactData {
 
 /// Consumer mail providers: their domain says nothing about a company.
 const FREE_MAIL_DOMAINS: [&str; 16] = [
-    "gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com", "icloud.com",
-    "me.com", "aol.com", "proton.me", "protonmail.com", "gmx.de", "gmx.net", "web.de", "yandex.ru", "mail.ru",
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "live.com",
+    "icloud.com",
+    "me.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "yandex.ru",
+    "mail.ru",
 ];
 
 /// Splits "Jane van Doe" into ("Jane", Some("van Doe")).
@@ -186,21 +221,31 @@ mod tests {
 
     #[test]
     fn domain_derivation_skips_free_mail() {
-        let mut c = ContactData { email: Some(EmailAddress::parse("a@gmail.com").unwrap()), ..Default::default() };
+        let mut c = ContactData {
+            email: Some(EmailAddress::parse("a@gmail.com").unwrap()),
+            ..Default::default()
+        };
         c.derive_domain();
         assert_eq!(c.domain, None);
         c.website = Some("https://www.Acme.io/about".into());
         c.derive_domain();
         assert_eq!(c.domain.as_deref(), Some("acme.io"));
-        let mut c = ContactData { email: Some(EmailAddress::parse("a@acme.io").unwrap()), ..Default::default() };
+        let mut c = ContactData {
+            email: Some(EmailAddress::parse("a@acme.io").unwrap()),
+            ..Default::default()
+        };
         c.derive_domain();
         assert_eq!(c.domain.as_deref(), Some("acme.io"));
     }
 
     #[test]
     fn flat_map_includes_custom() {
-        let mut c = ContactData { first_name: Some("Jane".into()), ..Default::default() };
-        c.custom.insert("industry".into(), Value::String("SaaS".into()));
+        let mut c = ContactData {
+            first_name: Some("Jane".into()),
+            ..Default::default()
+        };
+        c.custom
+            .insert("industry".into(), Value::String("SaaS".into()));
         let m = c.to_flat_map();
         assert_eq!(m["first_name"], "Jane");
         assert_eq!(m["industry"], "SaaS");

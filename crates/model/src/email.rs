@@ -103,10 +103,25 @@ mod tests {
 
     #[test]
     fn rejects_bad_addresses() {
-        for bad in ["", "   ", "jane", "jane@", "@example.com", "jane@localhost", "Jane <j@x.com>", "a b@c.com"] {
-            assert!(EmailAddress::parse(bad).is_err(), "{bad} should be rejected");
+        for bad in [
+            "",
+            "   ",
+            "jane",
+            "jane@",
+            "@example.com",
+            "jane@localhost",
+            "Jane <j@x.com>",
+            "a b@c.com",
+        ] {
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad} should be rejected"
+            );
         }
-        assert_eq!(EmailAddress::parse(&format!("{}@x.com", "a".repeat(260))), Err(EmailError::TooLong));
+        assert_eq!(
+            EmailAddress::parse(&format!("{}@x.com", "a".repeat(260))),
+            Err(EmailError::TooLong)
+        );
     }
 
     #[test]

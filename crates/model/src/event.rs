@@ -10,7 +10,13 @@ use uuid::Uuid;
 use crate::{ConsentPurpose, ContactData};
 
 /// The five UTM parameters kept with every event.
-pub const UTM_FIELDS: [&str; 5] = ["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"];
+pub const UTM_FIELDS: [&str; 5] = [
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+];
 /// Ad-platform click identifiers kept with every event.
 pub const CLICK_ID_FIELDS: [&str; 5] = ["gclid", "fbclid", "msclkid", "ttclid", "li_fat_id"];
 
@@ -67,14 +73,23 @@ impl EventType {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".:_-".contains(c));
-        if ok { Ok(EventType::Custom(s.to_string())) } else { Err(EventTypeError(s.to_string())) }
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".:_-".contains(c));
+        if ok {
+            Ok(EventType::Custom(s.to_string()))
+        } else {
+            Err(EventTypeError(s.to_string()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
         match self {
             EventType::Custom(s) => s,
-            known => KNOWN_TYPES.iter().find(|(_, t)| t == known).map(|(n, _)| *n).unwrap_or("custom"),
+            known => KNOWN_TYPES
+                .iter()
+                .find(|(_, t)| t == known)
+                .map(|(n, _)| *n)
+                .unwrap_or("custom"),
         }
     }
 
@@ -157,16 +172,28 @@ pub struct Origin {
 
 impl Origin {
     pub fn form(name: &str) -> Self {
-        Self { kind: OriginKind::Form, name: name.to_string() }
+        Self {
+            kind: OriginKind::Form,
+            name: name.to_string(),
+        }
     }
     pub fn source(name: &str) -> Self {
-        Self { kind: OriginKind::Source, name: name.to_string() }
+        Self {
+            kind: OriginKind::Source,
+            name: name.to_string(),
+        }
     }
     pub fn api(name: &str) -> Self {
-        Self { kind: OriginKind::Api, name: name.to_string() }
+        Self {
+            kind: OriginKind::Api,
+            name: name.to_string(),
+        }
     }
     pub fn system(name: &str) -> Self {
-        Self { kind: OriginKind::System, name: name.to_string() }
+        Self {
+            kind: OriginKind::System,
+            name: name.to_string(),
+        }
     }
 }
 

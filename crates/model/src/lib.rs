@@ -15,11 +15,11 @@ mod event;
 mod phone;
 mod purpose;
 
-pub use contact::{split_full_name, Contact, ContactData, FieldProvenance, CONTACT_FIELDS};
-pub use email::{mask_email, EmailAddress, EmailError};
+pub use contact::{CONTACT_FIELDS, Contact, ContactData, FieldProvenance, split_full_name};
+pub use email::{EmailAddress, EmailError, mask_email};
 pub use event::{
-    Attribution, ConsentRecord, Event, EventType, FieldChange, Origin, OriginKind, RawPayload,
-    VendorRef, CLICK_ID_FIELDS, UTM_FIELDS,
+    Attribution, CLICK_ID_FIELDS, ConsentRecord, Event, EventType, FieldChange, Origin, OriginKind,
+    RawPayload, UTM_FIELDS, VendorRef,
 };
 pub use phone::{PhoneE164, PhoneError};
 pub use purpose::{ConsentPurpose, PurposeError};

@@ -99,9 +99,22 @@ mod tests {
 
     #[test]
     fn national_numbers_use_default_region() {
-        assert_eq!(PhoneE164::parse("(415) 555-2671", Some("US")).unwrap().as_str(), "+14155552671");
-        assert_eq!(PhoneE164::parse("030 901820", Some("de")).unwrap().as_str(), "+4930901820");
-        assert_eq!(PhoneE164::parse("+44 20 7946 0958", Some("US")).unwrap().as_str(), "+442079460958");
+        assert_eq!(
+            PhoneE164::parse("(415) 555-2671", Some("US"))
+                .unwrap()
+                .as_str(),
+            "+14155552671"
+        );
+        assert_eq!(
+            PhoneE164::parse("030 901820", Some("de")).unwrap().as_str(),
+            "+4930901820"
+        );
+        assert_eq!(
+            PhoneE164::parse("+44 20 7946 0958", Some("US"))
+                .unwrap()
+                .as_str(),
+            "+442079460958"
+        );
     }
 
     #[test]
@@ -109,7 +122,10 @@ mod tests {
         assert_eq!(PhoneE164::parse("", Some("US")), Err(PhoneError::Empty));
         assert!(PhoneE164::parse("hello", Some("US")).is_err());
         assert!(PhoneE164::parse("123", Some("US")).is_err());
-        assert!(matches!(PhoneE164::parse("4155552671", Some("XX")), Err(PhoneError::UnknownRegion(_))));
+        assert!(matches!(
+            PhoneE164::parse("4155552671", Some("XX")),
+            Err(PhoneError::UnknownRegion(_))
+        ));
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid consent purpose {0:?}: use 1-64 lowercase letters, digits or underscores, starting with a letter")]
+#[error(
+    "invalid consent purpose {0:?}: use 1-64 lowercase letters, digits or underscores, starting with a letter"
+)]
 pub struct PurposeError(pub String);
 
 /// A consent purpose name such as `crm`, `marketing_email`, `sms` or `analytics`.
@@ -17,8 +19,13 @@ impl ConsentPurpose {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.starts_with(|c: char| c.is_ascii_lowercase())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if ok { Ok(Self(s.to_string())) } else { Err(PurposeError(s.to_string())) }
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(PurposeError(s.to_string()))
+        }
     }
 
     pub fn as_str(&self) -> &str {

@@ -29,13 +29,19 @@ pub struct InboundRequest<'a> {
 impl InboundRequest<'_> {
     /// The first value of a header, by lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of a query parameter of the called URL.
     pub fn query_param(&self, name: &str) -> Option<String> {
         let parsed = url::Url::parse(self.url).ok()?;
-        parsed.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
     }
 }
 
@@ -79,7 +85,11 @@ pub struct HookResponse {
 
 impl HookResponse {
     pub fn json_ok(body: &str) -> Self {
-        Self { status: 200, content_type: "application/json", body: body.to_string() }
+        Self {
+            status: 200,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
     }
 }
 

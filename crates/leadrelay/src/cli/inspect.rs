@@ -136,7 +136,10 @@ pub struct DiscardArgs {
     pub storage: StorageArgs,
 }
 
-async fn open(config_path: Option<&PathBuf>, storage: &StorageArgs) -> Result<Arc<dyn Store>, ExitCode> {
+async fn open(
+    config_path: Option<&PathBuf>,
+    storage: &StorageArgs,
+) -> Result<Arc<dyn Store>, ExitCode> {
     let loaded = load_config(config_path)?;
     let mut config = loaded.config;
     if let Some(u) = &storage.storage_url {
@@ -166,12 +169,14 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_style(UTF8_FULL_CONDENSED).set_header(headers.to_vec());
+    t.load_style(UTF8_FULL_CONDENSED)
+        .set_header(headers.to_vec());
     t
 }
 
 fn short(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -188,7 +193,11 @@ pub async fn events(config: Option<&PathBuf>, cmd: EventsCommand) -> ExitCode {
                 Ok(s) => s,
                 Err(c) => return c,
             };
-            let mut filter = EventFilter { search: a.search.clone(), spam: a.spam, ..Default::default() };
+            let mut filter = EventFilter {
+                search: a.search.clone(),
+                spam: a.spam,
+                ..Default::default()
+            };
             if let Some(t) = &a.event_type {
                 match EventType::parse(t) {
                     Ok(t) => filter.event_type = Some(t),
@@ -225,7 +234,11 @@ pub async fn events(config: Option<&PathBuf>, cmd: EventsCommand) -> ExitCode {
                     short(Some(e.received_at)),
                     e.event_type.to_string(),
                     format!("{}:{}", e.origin.kind.as_str(), e.origin.name),
-                    e.contact.email.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    e.contact
+                        .email
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
                     if e.spam { "spam".into() } else { String::new() },
                 ]);
             }
@@ -249,7 +262,14 @@ pub async fn events(config: Option<&PathBuf>, cmd: EventsCommand) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             print_json(&event);
-            let mut t = table(&["delivery", "destination", "state", "attempts", "last status", "reason / error"]);
+            let mut t = table(&[
+                "delivery",
+                "destination",
+                "state",
+                "attempts",
+                "last status",
+                "reason / error",
+            ]);
             for d in &deliveries {
                 t.add_row(vec![
                     d.id.to_string(),
@@ -257,7 +277,10 @@ pub async fn events(config: Option<&PathBuf>, cmd: EventsCommand) -> ExitCode {
                     d.state.as_str().to_string(),
                     d.attempts.to_string(),
                     d.last_status.map(|s| s.to_string()).unwrap_or_default(),
-                    d.reason.clone().or_else(|| d.last_error.clone()).unwrap_or_default(),
+                    d.reason
+                        .clone()
+                        .or_else(|| d.last_error.clone())
+                        .unwrap_or_default(),
                 ]);
             }
             println!("{t}");
@@ -267,7 +290,15 @@ pub async fn events(config: Option<&PathBuf>, cmd: EventsCommand) -> ExitCode {
 }
 
 fn delivery_table(list: &[crate::store::Delivery]) -> Table {
-    let mut t = table(&["id", "created", "destination", "state", "attempts", "next attempt", "reason / last error"]);
+    let mut t = table(&[
+        "id",
+        "created",
+        "destination",
+        "state",
+        "attempts",
+        "next attempt",
+        "reason / last error",
+    ]);
     for d in list {
         t.add_row(vec![
             d.id.to_string(),
@@ -276,7 +307,10 @@ fn delivery_table(list: &[crate::store::Delivery]) -> Table {
             d.state.as_str().to_string(),
             d.attempts.to_string(),
             short(d.next_attempt_at),
-            d.reason.clone().or_else(|| d.last_error.clone()).unwrap_or_default(),
+            d.reason
+                .clone()
+                .or_else(|| d.last_error.clone())
+                .unwrap_or_default(),
         ]);
     }
     t
@@ -294,17 +328,33 @@ async fn show_delivery(store: &Arc<dyn Store>, id: Uuid, as_json: bool) -> ExitC
         return ExitCode::SUCCESS;
     }
     println!("{}", delivery_table(std::slice::from_ref(&d)));
-    let mut t = table(&["#", "started", "ms", "request", "status", "outcome", "class", "response / message"]);
+    let mut t = table(&[
+        "#",
+        "started",
+        "ms",
+        "request",
+        "status",
+        "outcome",
+        "class",
+        "response / message",
+    ]);
     for a in &attempts {
         t.add_row(vec![
             a.number.to_string(),
             short(Some(a.started_at)),
             a.duration_ms.to_string(),
-            format!("{} {}", a.method.clone().unwrap_or_default(), a.url.clone().unwrap_or_default()),
+            format!(
+                "{} {}",
+                a.method.clone().unwrap_or_default(),
+                a.url.clone().unwrap_or_default()
+            ),
             a.status.map(|s| s.to_string()).unwrap_or_default(),
             a.outcome.clone(),
             a.error_class.clone().unwrap_or_default(),
-            a.message.clone().or_else(|| a.response_excerpt.clone()).unwrap_or_default(),
+            a.message
+                .clone()
+                .or_else(|| a.response_excerpt.clone())
+                .unwrap_or_default(),
         ]);
     }
     println!("{t}");
@@ -323,7 +373,12 @@ pub async fn deliveries(config: Option<&PathBuf>, cmd: DeliveriesCommand) -> Exi
                 Some(Ok(s)) => Some(s),
                 None => None,
             };
-            let filter = DeliveryFilter { destination: a.destination.clone(), state, event_id: a.event, since: None };
+            let filter = DeliveryFilter {
+                destination: a.destination.clone(),
+                state,
+                event_id: a.event,
+                since: None,
+            };
             let list = match store.list_deliveries(&filter, None, a.limit).await {
                 Ok(l) => l,
                 Err(e) => return fail(e),
@@ -356,12 +411,17 @@ pub fn parse_overrides(sets: &[String]) -> Result<Option<Map<String, Value>>, St
     }
     let mut m = Map::new();
     for s in sets {
-        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set {s:?}: write FIELD=VALUE"))?;
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--set {s:?}: write FIELD=VALUE"))?;
         let k = k.trim();
         if k.is_empty() {
             return Err(format!("--set {s:?}: the field name is empty"));
         }
-        let value = serde_json::from_str::<Value>(v).ok().filter(|v| !v.is_object() && !v.is_array()).unwrap_or_else(|| Value::String(v.to_string()));
+        let value = serde_json::from_str::<Value>(v)
+            .ok()
+            .filter(|v| !v.is_object() && !v.is_array())
+            .unwrap_or_else(|| Value::String(v.to_string()));
         m.insert(k.to_string(), value);
     }
     Ok(Some(m))
@@ -374,7 +434,11 @@ pub async fn dlq(config: Option<&PathBuf>, cmd: DlqCommand) -> ExitCode {
                 Ok(s) => s,
                 Err(c) => return c,
             };
-            let filter = DeliveryFilter { destination: a.destination.clone(), state: Some(DeliveryState::Dead), ..Default::default() };
+            let filter = DeliveryFilter {
+                destination: a.destination.clone(),
+                state: Some(DeliveryState::Dead),
+                ..Default::default()
+            };
             let list = match store.list_deliveries(&filter, None, a.limit).await {
                 Ok(l) => l,
                 Err(e) => return fail(e),
@@ -420,9 +484,12 @@ pub async fn dlq(config: Option<&PathBuf>, cmd: DlqCommand) -> ExitCode {
 }
 
 async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
-    let selectors = usize::from(!a.ids.is_empty()) + usize::from(a.destination.is_some()) + usize::from(a.all);
+    let selectors =
+        usize::from(!a.ids.is_empty()) + usize::from(a.destination.is_some()) + usize::from(a.all);
     if selectors != 1 {
-        return fail("replay takes dead-letter ids, or --destination NAME, or --all (exactly one of them)");
+        return fail(
+            "replay takes dead-letter ids, or --destination NAME, or --all (exactly one of them)",
+        );
     }
     let overrides = match parse_overrides(&a.set) {
         Ok(o) => o,
@@ -439,7 +506,12 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
     let ids: Vec<Uuid> = if !a.ids.is_empty() {
         a.ids.clone()
     } else {
-        let filter = DeliveryFilter { destination: a.destination.clone(), state: Some(DeliveryState::Dead), event_id: None, since };
+        let filter = DeliveryFilter {
+            destination: a.destination.clone(),
+            state: Some(DeliveryState::Dead),
+            event_id: None,
+            since,
+        };
         let mut all = Vec::new();
         let mut cursor = None;
         loop {
@@ -449,7 +521,11 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
             };
             let Some(last) = page.last() else { break };
             cursor = Some(last.id);
-            all.extend(page.iter().filter(|d| d.replayed_by.is_none()).map(|d| d.id));
+            all.extend(
+                page.iter()
+                    .filter(|d| d.replayed_by.is_none())
+                    .map(|d| d.id),
+            );
         }
         all
     };
@@ -475,11 +551,14 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
     bar.finish_and_clear();
     store.close().await;
     let skipped = ids.len() - replayed;
-    println!("replayed {replayed} dead letter(s) as new deliveries{}", if skipped > 0 {
-        format!("; {skipped} skipped (not dead, unknown, or already replayed)")
-    } else {
-        String::new()
-    });
+    println!(
+        "replayed {replayed} dead letter(s) as new deliveries{}",
+        if skipped > 0 {
+            format!("; {skipped} skipped (not dead, unknown, or already replayed)")
+        } else {
+            String::new()
+        }
+    );
     ExitCode::SUCCESS
 }
 
@@ -489,7 +568,14 @@ mod tests {
 
     #[test]
     fn overrides_keep_types() {
-        let m = parse_overrides(&["first_name=Jane".into(), "data.seats=12".into(), "ok=true".into(), "q=\"7\"".into()]).unwrap().unwrap();
+        let m = parse_overrides(&[
+            "first_name=Jane".into(),
+            "data.seats=12".into(),
+            "ok=true".into(),
+            "q=\"7\"".into(),
+        ])
+        .unwrap()
+        .unwrap();
         assert_eq!(m["first_name"], json!("Jane"));
         assert_eq!(m["data.seats"], json!(12));
         assert_eq!(m["ok"], json!(true));

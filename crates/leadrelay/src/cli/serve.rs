@@ -10,7 +10,9 @@ use crate::app;
 use crate::delivery;
 
 pub async fn serve(config_path: Option<&PathBuf>, args: ServeArgs) -> ExitCode {
-    let Ok(loaded) = load_config(config_path) else { return ExitCode::FAILURE };
+    let Ok(loaded) = load_config(config_path) else {
+        return ExitCode::FAILURE;
+    };
     let mut config = loaded.config;
     if let Some(l) = args.listen {
         config.server.listen = l;
@@ -39,7 +41,10 @@ pub async fn serve(config_path: Option<&PathBuf>, args: ServeArgs) -> ExitCode {
     if let Some(addr) = running.addr {
         tracing::info!(%addr, storage = running.store.backend(), source = %loaded.source_name, "leadrelay is listening");
     } else {
-        tracing::info!(storage = running.store.backend(), "leadrelay worker started");
+        tracing::info!(
+            storage = running.store.backend(),
+            "leadrelay worker started"
+        );
     }
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests and deliveries in flight");
@@ -71,7 +76,9 @@ async fn wait_for_signal() {
 }
 
 pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
-    let Ok(loaded) = load_config(config_path) else { return ExitCode::FAILURE };
+    let Ok(loaded) = load_config(config_path) else {
+        return ExitCode::FAILURE;
+    };
     println!("{}: configuration is valid", loaded.source_name);
     if args.offline {
         return ExitCode::SUCCESS;
@@ -89,14 +96,23 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
     for d in &destinations {
         let report = d.connector.check().await;
         let mark = if report.ok { "ok  " } else { "FAIL" };
-        println!("{mark} {} ({}): {}", d.name, d.connector_kind, report.message);
+        println!(
+            "{mark} {} ({}): {}",
+            d.name, d.connector_kind, report.message
+        );
         failed |= !report.ok;
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 pub async fn migrate(config_path: Option<&PathBuf>, args: StorageArgs) -> ExitCode {
-    let Ok(loaded) = load_config(config_path) else { return ExitCode::FAILURE };
+    let Ok(loaded) = load_config(config_path) else {
+        return ExitCode::FAILURE;
+    };
     let mut config = loaded.config;
     if let Some(u) = args.storage_url {
         config.storage.url = u;

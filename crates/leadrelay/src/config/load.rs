@@ -32,11 +32,21 @@ pub struct Problem {
 
 impl Problem {
     pub fn error(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, path: path.into(), location: None, message: message.into() }
+        Self {
+            severity: Severity::Error,
+            path: path.into(),
+            location: None,
+            message: message.into(),
+        }
     }
 
     pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, path: path.into(), location: None, message: message.into() }
+        Self {
+            severity: Severity::Warning,
+            path: path.into(),
+            location: None,
+            message: message.into(),
+        }
     }
 
     pub fn is_error(&self) -> bool {
@@ -50,7 +60,11 @@ impl Problem {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let path = if self.path.is_empty() { String::new() } else { format!("{}: ", self.path) };
+        let path = if self.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", self.path)
+        };
         format!("{source_name}:{loc} {sev}: {path}{}", self.message)
     }
 }
@@ -85,25 +99,37 @@ pub struct LoadedConfig {
 }
 
 /// Reads and validates a configuration file.
-pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedConfig, ConfigError> {
+pub fn load_file(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedConfig, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         source_name: name.clone(),
-        problems: vec![Problem::error("", format!("cannot read the configuration file: {e}"))],
+        problems: vec![Problem::error(
+            "",
+            format!("cannot read the configuration file: {e}"),
+        )],
     })?;
     load_str(&text, &name, env)
 }
 
 /// Parses and validates configuration text. `env` resolves environment
 /// variables (secrets and `enabled = "auto"` switches).
-pub fn load_str(text: &str, source_name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedConfig, ConfigError> {
-    let fail = |problems: Vec<Problem>| ConfigError { source_name: source_name.to_string(), problems };
+pub fn load_str(
+    text: &str,
+    source_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedConfig, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
+        source_name: source_name.to_string(),
+        problems,
+    };
     let locator = Locator::new(text);
 
     let mut unknown: Vec<String> = Vec::new();
-    let parsed: Result<Config, toml::de::Error> = toml::Deserializer::parse(text).and_then(|de| {
-        serde_ignored::deserialize(de, |path| unknown.push(format_path(&path)))
-    });
+    let parsed: Result<Config, toml::de::Error> = toml::Deserializer::parse(text)
+        .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(format_path(&path))));
     let mut problems: Vec<Problem> = unknown
         .into_iter()
         .map(|path| {
@@ -130,10 +156,20 @@ pub fn load_str(text: &str, source_name: &str, env: &dyn Fn(&str) -> Option<Stri
         problems.push(p);
     }
 
+    // Report in file order; problems without a position last.
+    problems.sort_by_key(|p| {
+        p.location
+            .map(|l| (l.line, l.col))
+            .unwrap_or((usize::MAX, 0))
+    });
     if problems.iter().any(Problem::is_error) {
         return Err(fail(problems));
     }
-    Ok(LoadedConfig { config, source_name: source_name.to_string(), warnings: problems })
+    Ok(LoadedConfig {
+        config,
+        source_name: source_name.to_string(),
+        warnings: problems,
+    })
 }
 
 /// Renders a serde_ignored path as `a.b[2].c`.
@@ -144,22 +180,34 @@ fn format_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Seq { parent, index } => format!("{}[{index}]", format_path(parent)),
         Path::Map { parent, key } => {
             let p = format_path(parent);
-            if p.is_empty() { key.clone() } else { format!("{p}.{key}") }
+            if p.is_empty() {
+                key.clone()
+            } else {
+                format!("{p}.{key}")
+            }
         }
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => format_path(parent),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => format_path(parent),
     }
 }
 
 /// Deserializes a connector's or source's own settings table into `T`,
 /// reporting every unknown key and the first type error by key path
 /// (relative to the table).
-pub fn parse_settings<T: for<'de> Deserialize<'de>>(table: &toml::Table) -> Result<T, Vec<Problem>> {
+pub fn parse_settings<T: for<'de> Deserialize<'de>>(
+    table: &toml::Table,
+) -> Result<T, Vec<Problem>> {
     let mut unknown = Vec::new();
     let value = toml::Value::Table(table.clone());
-    let result: Result<T, _> = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |path| {
-        unknown.push(format_path(&path))
-    }));
-    let mut problems: Vec<Problem> = unknown.into_iter().map(|k| Problem::error(k, "unknown key")).collect();
+    let result: Result<T, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |path| {
+            unknown.push(format_path(&path))
+        }));
+    let mut problems: Vec<Problem> = unknown
+        .into_iter()
+        .map(|k| Problem::error(k, "unknown key"))
+        .collect();
     match result {
         Ok(v) if problems.is_empty() => Ok(v),
         Ok(_) => Err(problems),
@@ -192,8 +240,14 @@ mod tests {
         let text = "[server]\nlisten = \"127.0.0.1:9\"\nlisen = 1\n\n[storage]\nurll = \"x\"\n";
         let err = load_str(text, "t.toml", &no_env).unwrap_err();
         let rendered: Vec<String> = err.problems.iter().map(|p| p.render("t.toml")).collect();
-        assert!(rendered.contains(&"t.toml:3:1: error: server.lisen: unknown key".to_string()), "{rendered:?}");
-        assert!(rendered.contains(&"t.toml:6:1: error: storage.urll: unknown key".to_string()), "{rendered:?}");
+        assert!(
+            rendered.contains(&"t.toml:3:1: error: server.lisen: unknown key".to_string()),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered.contains(&"t.toml:6:1: error: storage.urll: unknown key".to_string()),
+            "{rendered:?}"
+        );
     }
 
     #[test]

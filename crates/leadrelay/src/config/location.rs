@@ -22,7 +22,10 @@ pub fn line_col(text: &str, offset: usize) -> LineCol {
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    LineCol { line, col: before[line_start..].chars().count() + 1 }
+    LineCol {
+        line,
+        col: before[line_start..].chars().count() + 1,
+    }
 }
 
 /// A parsed document that can locate key paths.
@@ -47,7 +50,8 @@ impl<'a> Locator<'a> {
         for seg in split_path(path) {
             match (seg, current) {
                 (Seg::Key(k), Current::Table(t)) => {
-                    let Some((key, value)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k) else {
+                    let Some((key, value)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k)
+                    else {
                         break;
                     };
                     best = Some(key.span().start);
@@ -116,11 +120,24 @@ mod tests {
     fn locates_nested_keys_and_array_items() {
         let text = "[server]\nlisten = \"127.0.0.1:1\"\n\n[forms.contact.fields.email]\ntype = \"email\"\n\n[[routes]]\nname = \"a\"\n\n[[routes]]\nname = \"b\"\nwhen = \"x\"\n";
         let loc = Locator::new(text);
-        assert_eq!(loc.locate("server.listen"), Some(LineCol { line: 2, col: 1 }));
-        assert_eq!(loc.locate("forms.contact.fields.email.type"), Some(LineCol { line: 5, col: 1 }));
-        assert_eq!(loc.locate("routes[1].when"), Some(LineCol { line: 12, col: 1 }));
+        assert_eq!(
+            loc.locate("server.listen"),
+            Some(LineCol { line: 2, col: 1 })
+        );
+        assert_eq!(
+            loc.locate("forms.contact.fields.email.type"),
+            Some(LineCol { line: 5, col: 1 })
+        );
+        assert_eq!(
+            loc.locate("routes[1].when"),
+            Some(LineCol { line: 12, col: 1 })
+        );
         // A missing leaf falls back to its deepest existing parent.
-        assert_eq!(loc.locate("forms.contact.fields.email.nope").map(|l| l.line), Some(4));
+        assert_eq!(
+            loc.locate("forms.contact.fields.email.nope")
+                .map(|l| l.line),
+            Some(4)
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ use std::net::{IpAddr, SocketAddr};
 use leadrelay_model::ConsentPurpose;
 use serde::Deserialize;
 
-pub use load::{ConfigError, DEFAULT_CONFIG, LoadedConfig, Problem, Severity, load_file, load_str, parse_settings};
+pub use load::{
+    ConfigError, DEFAULT_CONFIG, LoadedConfig, Problem, Severity, load_file, load_str,
+    parse_settings,
+};
 pub use units::{ByteSize, Enabled, HumanDuration, Rate, RateLimit};
 
 /// The whole configuration file.
@@ -74,7 +77,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             max_body_bytes: ByteSize(64 * 1024),
-            per_ip_limit: RateLimit::Limit(Rate { count: 60, period: std::time::Duration::from_secs(60) }),
+            per_ip_limit: RateLimit::Limit(Rate {
+                count: 60,
+                period: std::time::Duration::from_secs(60),
+            }),
             trusted_proxies: Vec::new(),
             shutdown_grace: HumanDuration::secs(15),
         }
@@ -134,7 +140,10 @@ pub struct PrivacyConfig {
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        Self { ip_hash_key_env: "LEADRELAY_IP_HASH_KEY".into(), retention: RetentionConfig::default() }
+        Self {
+            ip_hash_key_env: "LEADRELAY_IP_HASH_KEY".into(),
+            retention: RetentionConfig::default(),
+        }
     }
 }
 

@@ -27,7 +27,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"10s\", \"15m\", \"72h\"")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write e.g. \"10s\", \"15m\", \"72h\""
+                ))
+            })
     }
 }
 
@@ -66,7 +70,9 @@ impl Rate {
         let period = humantime::parse_duration(&period_str)
             .map_err(|e| format!("invalid rate {s:?}: bad period {period:?} ({e})"))?;
         if period.is_zero() {
-            return Err(format!("invalid rate {s:?}: the period must be longer than zero"));
+            return Err(format!(
+                "invalid rate {s:?}: the period must be longer than zero"
+            ));
         }
         Ok(Self { count, period })
     }
@@ -79,7 +85,12 @@ impl Rate {
 
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.count, humantime::format_duration(self.period))
+        write!(
+            f,
+            "{}/{}",
+            self.count,
+            humantime::format_duration(self.period)
+        )
     }
 }
 
@@ -112,7 +123,9 @@ impl<'de> Deserialize<'de> for RateLimit {
         if s.trim().eq_ignore_ascii_case("off") {
             return Ok(RateLimit::Off);
         }
-        Rate::parse(&s).map(RateLimit::Limit).map_err(serde::de::Error::custom)
+        Rate::parse(&s)
+            .map(RateLimit::Limit)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -125,7 +138,9 @@ impl ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: write e.g. 65536, \"64KiB\" or \"1MiB\""))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: write e.g. 65536, \"64KiB\" or \"1MiB\""))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1_000,
@@ -136,7 +151,9 @@ impl ByteSize {
             "gib" | "g" => 1_073_741_824,
             other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("invalid size {s:?}: too large"))
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size {s:?}: too large"))
     }
 
     pub fn bytes(self) -> u64 {
@@ -181,7 +198,9 @@ impl<'de> Deserialize<'de> for Enabled {
             Raw::Bool(true) => Ok(Enabled::On),
             Raw::Bool(false) => Ok(Enabled::Off),
             Raw::Str(s) if s == "auto" => Ok(Enabled::Auto),
-            Raw::Str(s) => Err(serde::de::Error::custom(format!("invalid value {s:?}: expected true, false or \"auto\""))),
+            Raw::Str(s) => Err(serde::de::Error::custom(format!(
+                "invalid value {s:?}: expected true, false or \"auto\""
+            ))),
         }
     }
 }

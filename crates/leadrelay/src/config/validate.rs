@@ -13,7 +13,8 @@ use crate::routing;
 fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 fn is_http_url(s: &str) -> bool {
@@ -23,26 +24,47 @@ fn is_http_url(s: &str) -> bool {
 pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
     let mut p = Vec::new();
 
-    if let Some(u) = &config.server.public_url {
-        if !is_http_url(u) {
-            p.push(Problem::error("server.public_url", "must be an http:// or https:// URL"));
-        }
+    if let Some(u) = &config.server.public_url
+        && !is_http_url(u)
+    {
+        p.push(Problem::error(
+            "server.public_url",
+            "must be an http:// or https:// URL",
+        ));
     }
     if config.server.max_body_bytes.bytes() < 1024 {
-        p.push(Problem::error("server.max_body_bytes", "must be at least 1KiB"));
+        p.push(Problem::error(
+            "server.max_body_bytes",
+            "must be at least 1KiB",
+        ));
     }
     let url = config.storage.url.as_str();
-    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        p.push(Problem::error("storage.url", "expected sqlite://PATH or postgres://…"));
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        p.push(Problem::error(
+            "storage.url",
+            "expected sqlite://PATH or postgres://…",
+        ));
     }
     if config.storage.group_commit_max == 0 {
-        p.push(Problem::error("storage.group_commit_max", "must be at least 1"));
+        p.push(Problem::error(
+            "storage.group_commit_max",
+            "must be at least 1",
+        ));
     }
     if !(0.0..=1.0).contains(&config.alerts.failure_rate) {
-        p.push(Problem::error("alerts.failure_rate", "must be between 0 and 1"));
+        p.push(Problem::error(
+            "alerts.failure_rate",
+            "must be between 0 and 1",
+        ));
     }
     if config.privacy.ip_hash_key_env.trim().is_empty() {
-        p.push(Problem::error("privacy.ip_hash_key_env", "must name an environment variable"));
+        p.push(Problem::error(
+            "privacy.ip_hash_key_env",
+            "must name an environment variable",
+        ));
     }
 
     for (name, form) in &config.forms {
@@ -51,28 +73,43 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
 
     for (name, source) in &config.sources {
         if !is_slug(name) {
-            p.push(Problem::error(format!("sources.{name}"), "source names use a-z, 0-9, '_' and '-'"));
+            p.push(Problem::error(
+                format!("sources.{name}"),
+                "source names use a-z, 0-9, '_' and '-'",
+            ));
         }
         p.push(Problem::error(
             format!("sources.{name}.kind"),
-            format!("inbound sources are not available in this build yet (kind {:?})", source.kind),
+            format!(
+                "inbound sources are not available in this build yet (kind {:?})",
+                source.kind
+            ),
         ));
     }
 
     let enabled = delivery::enabled_destinations(config, env);
     for (name, d) in &config.destinations {
         if !is_slug(name) {
-            p.push(Problem::error(format!("destinations.{name}"), "destination names use a-z, 0-9, '_' and '-'"));
+            p.push(Problem::error(
+                format!("destinations.{name}"),
+                "destination names use a-z, 0-9, '_' and '-'",
+            ));
         }
         if !enabled.contains(name) {
             let why = match d.enabled {
                 super::Enabled::Off => "enabled = false".to_string(),
                 _ => {
                     let vars = crate::connectors::referenced_env_vars(&d.settings);
-                    format!("enabled = \"auto\" and not all of {} are set", vars.join(", "))
+                    format!(
+                        "enabled = \"auto\" and not all of {} are set",
+                        vars.join(", ")
+                    )
                 }
             };
-            p.push(Problem::warning(format!("destinations.{name}"), format!("switched off ({why})")));
+            p.push(Problem::warning(
+                format!("destinations.{name}"),
+                format!("switched off ({why})"),
+            ));
         }
     }
     if let Err(problems) = delivery::build_destinations(config, env) {
@@ -84,25 +121,40 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
     for (i, r) in config.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
         if !route_names.insert(r.name.as_str()) {
-            p.push(Problem::error(format!("{path}.name"), format!("duplicate route name {:?}", r.name)));
+            p.push(Problem::error(
+                format!("{path}.name"),
+                format!("duplicate route name {:?}", r.name),
+            ));
         }
         if r.destinations.is_empty() {
-            p.push(Problem::error(format!("{path}.destinations"), "a route needs at least one destination"));
+            p.push(Problem::error(
+                format!("{path}.destinations"),
+                "a route needs at least one destination",
+            ));
         }
         for (j, d) in r.destinations.iter().enumerate() {
             if !config.destinations.contains_key(d) {
-                p.push(Problem::error(format!("{path}.destinations[{j}]"), format!("no destination named {d:?}")));
+                p.push(Problem::error(
+                    format!("{path}.destinations[{j}]"),
+                    format!("no destination named {d:?}"),
+                ));
             }
             routed.insert(d.as_str());
         }
         for (j, f) in r.forms.iter().enumerate() {
             if !config.forms.contains_key(f) {
-                p.push(Problem::error(format!("{path}.forms[{j}]"), format!("no form named {f:?}")));
+                p.push(Problem::error(
+                    format!("{path}.forms[{j}]"),
+                    format!("no form named {f:?}"),
+                ));
             }
         }
         for (j, s) in r.sources.iter().enumerate() {
             if !config.sources.contains_key(s) {
-                p.push(Problem::error(format!("{path}.sources[{j}]"), format!("no source named {s:?}")));
+                p.push(Problem::error(
+                    format!("{path}.sources[{j}]"),
+                    format!("no source named {s:?}"),
+                ));
             }
         }
     }
@@ -113,12 +165,18 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
     }
     for (j, n) in config.alerts.notify.iter().enumerate() {
         if !config.destinations.contains_key(n) {
-            p.push(Problem::error(format!("alerts.notify[{j}]"), format!("no destination named {n:?}")));
+            p.push(Problem::error(
+                format!("alerts.notify[{j}]"),
+                format!("no destination named {n:?}"),
+            ));
         }
     }
     for name in config.destinations.keys() {
         if !routed.contains(name.as_str()) && !config.alerts.notify.contains(name) {
-            p.push(Problem::warning(format!("destinations.{name}"), "no route sends anything here"));
+            p.push(Problem::warning(
+                format!("destinations.{name}"),
+                "no route sends anything here",
+            ));
         }
     }
     p
@@ -127,55 +185,96 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
 fn validate_form(name: &str, form: &FormConfig, p: &mut Vec<Problem>) {
     let base = format!("forms.{name}");
     if !is_slug(name) {
-        p.push(Problem::error(&base, "form names use a-z, 0-9, '_' and '-'"));
+        p.push(Problem::error(
+            &base,
+            "form names use a-z, 0-9, '_' and '-'",
+        ));
     }
     if form.fields.is_empty() {
-        p.push(Problem::error(format!("{base}.fields"), "a form needs at least one field"));
+        p.push(Problem::error(
+            format!("{base}.fields"),
+            "a form needs at least one field",
+        ));
     }
     if let Err(e) = EventType::parse(&form.event_type) {
         p.push(Problem::error(format!("{base}.event_type"), e.to_string()));
     }
-    if let Some(r) = &form.default_region {
-        if let Err(e) = PhoneE164::check_region(r) {
-            p.push(Problem::error(format!("{base}.default_region"), e.to_string()));
-        }
+    if let Some(r) = &form.default_region
+        && let Err(e) = PhoneE164::check_region(r)
+    {
+        p.push(Problem::error(
+            format!("{base}.default_region"),
+            e.to_string(),
+        ));
     }
     let mut contact_targets = BTreeSet::new();
     for (fname, f) in &form.fields {
         let fp = format!("{base}.fields.{fname}");
-        if fname.is_empty() || fname.len() > 64 || !fname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            p.push(Problem::error(&fp, "field names use letters, digits, '_' and '-' (at most 64)"));
+        if fname.is_empty()
+            || fname.len() > 64
+            || !fname
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            p.push(Problem::error(
+                &fp,
+                "field names use letters, digits, '_' and '-' (at most 64)",
+            ));
         }
         if f.field_type == FieldType::Picklist && f.options.is_empty() {
-            p.push(Problem::error(format!("{fp}.options"), "a picklist needs options"));
+            p.push(Problem::error(
+                format!("{fp}.options"),
+                "a picklist needs options",
+            ));
         }
         if f.field_type != FieldType::Picklist && !f.options.is_empty() {
-            p.push(Problem::error(format!("{fp}.options"), "only picklists have options"));
+            p.push(Problem::error(
+                format!("{fp}.options"),
+                "only picklists have options",
+            ));
         }
         if f.default_region.is_some() && f.field_type != FieldType::Phone {
-            p.push(Problem::error(format!("{fp}.default_region"), "only phone fields have a default region"));
+            p.push(Problem::error(
+                format!("{fp}.default_region"),
+                "only phone fields have a default region",
+            ));
         }
-        if let Some(r) = &f.default_region {
-            if let Err(e) = PhoneE164::check_region(r) {
-                p.push(Problem::error(format!("{fp}.default_region"), e.to_string()));
-            }
+        if let Some(r) = &f.default_region
+            && let Err(e) = PhoneE164::check_region(r)
+        {
+            p.push(Problem::error(
+                format!("{fp}.default_region"),
+                e.to_string(),
+            ));
         }
         if f.max_length == Some(0) {
-            p.push(Problem::error(format!("{fp}.max_length"), "must be at least 1"));
+            p.push(Problem::error(
+                format!("{fp}.max_length"),
+                "must be at least 1",
+            ));
         }
-        if let (Some(lo), Some(hi)) = (f.min, f.max) {
-            if lo > hi {
-                p.push(Problem::error(format!("{fp}.min"), "min is greater than max"));
-            }
+        if let (Some(lo), Some(hi)) = (f.min, f.max)
+            && lo > hi
+        {
+            p.push(Problem::error(
+                format!("{fp}.min"),
+                "min is greater than max",
+            ));
         }
         if (f.min.is_some() || f.max.is_some()) && f.field_type != FieldType::Number {
-            p.push(Problem::error(format!("{fp}.min"), "only number fields have min/max"));
+            p.push(Problem::error(
+                format!("{fp}.min"),
+                "only number fields have min/max",
+            ));
         }
         if let Some(target) = &f.contact {
             if !CONTACT_FIELDS.contains(&target.as_str()) {
                 p.push(Problem::error(
                     format!("{fp}.contact"),
-                    format!("unknown contact field {target:?} (known: {})", CONTACT_FIELDS.join(", ")),
+                    format!(
+                        "unknown contact field {target:?} (known: {})",
+                        CONTACT_FIELDS.join(", ")
+                    ),
                 ));
             }
             let expected = match target.as_str() {
@@ -184,17 +283,26 @@ fn validate_form(name: &str, form: &FormConfig, p: &mut Vec<Problem>) {
                 _ => None,
             };
             if expected.is_some_and(|t| t != f.field_type) {
-                p.push(Problem::error(format!("{fp}.contact"), format!("contact.{target} must come from a field of type {target}")));
+                p.push(Problem::error(
+                    format!("{fp}.contact"),
+                    format!("contact.{target} must come from a field of type {target}"),
+                ));
             }
             if !contact_targets.insert(target.clone()) {
-                p.push(Problem::error(format!("{fp}.contact"), format!("two fields fill contact.{target}")));
+                p.push(Problem::error(
+                    format!("{fp}.contact"),
+                    format!("two fields fill contact.{target}"),
+                ));
             }
         }
     }
-    if let Some(h) = &form.honeypot {
-        if form.fields.contains_key(h) {
-            p.push(Problem::error(format!("{base}.honeypot"), "the honeypot must not be a declared field"));
-        }
+    if let Some(h) = &form.honeypot
+        && form.fields.contains_key(h)
+    {
+        p.push(Problem::error(
+            format!("{base}.honeypot"),
+            "the honeypot must not be a declared field",
+        ));
     }
     for (purpose, c) in &form.consent {
         let cp = format!("{base}.consent.{purpose}");
@@ -202,32 +310,49 @@ fn validate_form(name: &str, form: &FormConfig, p: &mut Vec<Problem>) {
             p.push(Problem::error(&cp, e.to_string()));
         }
         if c.version.trim().is_empty() {
-            p.push(Problem::error(format!("{cp}.version"), "the consent text version must not be empty"));
+            p.push(Problem::error(
+                format!("{cp}.version"),
+                "the consent text version must not be empty",
+            ));
         }
         if form.fields.contains_key(&c.field) {
-            p.push(Problem::error(format!("{cp}.field"), "consent checkboxes are declared here, not under fields"));
+            p.push(Problem::error(
+                format!("{cp}.field"),
+                "consent checkboxes are declared here, not under fields",
+            ));
         }
     }
     for (i, o) in form.allowed_origins.iter().enumerate() {
         let ok = o == "*"
             || url::Url::parse(o).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && !o.ends_with('/')
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && !o.ends_with('/')
             });
         if !ok {
             p.push(Problem::error(
                 format!("{base}.allowed_origins[{i}]"),
-                format!("{o:?} is not an origin: write scheme://host[:port] without a path, or \"*\""),
+                format!(
+                    "{o:?} is not an origin: write scheme://host[:port] without a path, or \"*\""
+                ),
             ));
         }
     }
-    if let Some(r) = &form.redirect_url {
-        if !is_http_url(r) {
-            p.push(Problem::error(format!("{base}.redirect_url"), "must be an http:// or https:// URL"));
-        }
+    if let Some(r) = &form.redirect_url
+        && !is_http_url(r)
+    {
+        p.push(Problem::error(
+            format!("{base}.redirect_url"),
+            "must be an http:// or https:// URL",
+        ));
     }
-    if let Some(m) = form.max_body_bytes {
-        if m.bytes() < 1024 {
-            p.push(Problem::error(format!("{base}.max_body_bytes"), "must be at least 1KiB"));
-        }
+    if let Some(m) = form.max_body_bytes
+        && m.bytes() < 1024
+    {
+        p.push(Problem::error(
+            format!("{base}.max_body_bytes"),
+            "must be at least 1KiB",
+        ));
     }
 }

@@ -40,8 +40,12 @@ impl SendError {
     /// The default verdict for a request that got no answer.
     pub fn outcome(&self) -> Outcome {
         match self {
-            SendError::Timeout => Outcome::retry(ErrorClass::Timeout, "timed out waiting for the destination"),
-            SendError::Connect(m) => Outcome::retry(ErrorClass::Connect, format!("connection failed: {m}")),
+            SendError::Timeout => {
+                Outcome::retry(ErrorClass::Timeout, "timed out waiting for the destination")
+            }
+            SendError::Connect(m) => {
+                Outcome::retry(ErrorClass::Connect, format!("connection failed: {m}"))
+            }
             SendError::Blocked(m) => Outcome::permanent(ErrorClass::Blocked, m.clone()),
             SendError::Other(m) => Outcome::retry(ErrorClass::Connect, m.clone()),
         }
@@ -61,7 +65,8 @@ pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client,
     if !allow_private {
         b = b.dns_resolver(Arc::new(PublicOnlyResolver));
     }
-    b.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+    b.build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// Sends `request` and records the attempt. `display_url` is what the
@@ -72,7 +77,11 @@ pub async fn send(
     display_url: &str,
     allow_private: bool,
 ) -> (Result<HttpResponse, SendError>, AttemptReport) {
-    let body_bytes = request.body().and_then(|b| b.as_bytes()).map(<[u8]>::to_vec).unwrap_or_default();
+    let body_bytes = request
+        .body()
+        .and_then(|b| b.as_bytes())
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
     let mut report = AttemptReport {
         started_at: Some(Utc::now()),
         method: Some(request.method().to_string()),
@@ -81,10 +90,8 @@ pub async fn send(
         request_sha256: Some(hex::encode(Sha256::digest(&body_bytes))),
         ..Default::default()
     };
-    if !allow_private {
-        if let Some(reason) = literal_private_host(request.url()) {
-            return (Err(SendError::Blocked(reason)), report);
-        }
+    if !allow_private && let Some(reason) = literal_private_host(request.url()) {
+        return (Err(SendError::Blocked(reason)), report);
     }
     let start = Instant::now();
     let result = client.execute(request).await;
@@ -94,8 +101,13 @@ pub async fn send(
             let headers = resp.headers().clone();
             let body = read_capped(resp).await;
             report.status = Some(status);
-            report.response_excerpt = Some(redact::excerpt(&body, EXCERPT_BYTES)).filter(|s| !s.is_empty());
-            Ok(HttpResponse { status, headers, body })
+            report.response_excerpt =
+                Some(redact::excerpt(&body, EXCERPT_BYTES)).filter(|s| !s.is_empty());
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
+            })
         }
         Err(e) => Err(classify_reqwest_error(&e)),
     };
@@ -103,7 +115,9 @@ pub async fn send(
     if let Err(e) = &result {
         report.response_excerpt = Some(match e {
             SendError::Timeout => "timeout".into(),
-            SendError::Connect(m) | SendError::Blocked(m) | SendError::Other(m) => redact::excerpt(m, EXCERPT_BYTES),
+            SendError::Connect(m) | SendError::Blocked(m) | SendError::Other(m) => {
+                redact::excerpt(m, EXCERPT_BYTES)
+            }
         });
     }
     (result, report)
@@ -147,7 +161,11 @@ fn classify_reqwest_error(e: &reqwest::Error) -> SendError {
 pub fn classify(resp: &HttpResponse) -> Outcome {
     let retry_after = parse_retry_after(&resp.headers);
     let excerpt = redact::excerpt(&resp.body, 200);
-    let detail = if excerpt.is_empty() { String::new() } else { format!(": {excerpt}") };
+    let detail = if excerpt.is_empty() {
+        String::new()
+    } else {
+        format!(": {excerpt}")
+    };
     match resp.status {
         200..=299 => Outcome::delivered(),
         408 | 425 => Outcome::Retry {
@@ -155,22 +173,38 @@ pub fn classify(resp: &HttpResponse) -> Outcome {
             message: format!("HTTP {}{detail}", resp.status),
             retry_after,
         },
-        429 => Outcome::Throttled { message: format!("HTTP 429{detail}"), retry_after },
-        401 => Outcome::CredentialsRejected { message: format!("HTTP 401{detail}") },
-        410 => Outcome::Gone { message: format!("HTTP 410{detail}") },
-        400..=499 => Outcome::permanent(ErrorClass::Http4xx, format!("HTTP {}{detail}", resp.status)),
+        429 => Outcome::Throttled {
+            message: format!("HTTP 429{detail}"),
+            retry_after,
+        },
+        401 => Outcome::CredentialsRejected {
+            message: format!("HTTP 401{detail}"),
+        },
+        410 => Outcome::Gone {
+            message: format!("HTTP 410{detail}"),
+        },
+        400..=499 => {
+            Outcome::permanent(ErrorClass::Http4xx, format!("HTTP {}{detail}", resp.status))
+        }
         500..=599 => Outcome::Retry {
             class: ErrorClass::Http5xx,
             message: format!("HTTP {}{detail}", resp.status),
             retry_after,
         },
-        _ => Outcome::permanent(ErrorClass::Http4xx, format!("unexpected HTTP {}{detail}", resp.status)),
+        _ => Outcome::permanent(
+            ErrorClass::Http4xx,
+            format!("unexpected HTTP {}{detail}", resp.status),
+        ),
     }
 }
 
 /// `Retry-After` in seconds or as an HTTP date; capped at one day.
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let d = if let Ok(secs) = v.parse::<f64>() {
         if !secs.is_finite() || secs < 0.0 {
             return None;
@@ -178,7 +212,8 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
         Duration::from_secs_f64(secs.min(86_400.0))
     } else {
         let when = httpdate::parse_http_date(v).ok()?;
-        when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
     };
     Some(d.min(Duration::from_secs(86_400)))
 }
@@ -231,8 +266,13 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = addrs.iter().copied().filter(|a| is_public_ip(a.ip())).collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| is_public_ip(a.ip()))
+                .collect();
             if public.is_empty() {
                 let msg = format!(
                     "blocked: {host} resolves only to private network addresses (set allow_private_networks = true to allow it)"
@@ -252,44 +292,95 @@ mod tests {
     fn resp(status: u16, retry_after: Option<&str>) -> HttpResponse {
         let mut headers = HeaderMap::new();
         if let Some(r) = retry_after {
-            headers.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_str(r).unwrap());
+            headers.insert(
+                reqwest::header::RETRY_AFTER,
+                HeaderValue::from_str(r).unwrap(),
+            );
         }
-        HttpResponse { status, headers, body: "{\"error\":\"x\"}".into() }
+        HttpResponse {
+            status,
+            headers,
+            body: "{\"error\":\"x\"}".into(),
+        }
     }
 
     #[test]
     fn default_classification() {
-        assert!(matches!(classify(&resp(200, None)), Outcome::Delivered { .. }));
-        assert!(matches!(classify(&resp(204, None)), Outcome::Delivered { .. }));
+        assert!(matches!(
+            classify(&resp(200, None)),
+            Outcome::Delivered { .. }
+        ));
+        assert!(matches!(
+            classify(&resp(204, None)),
+            Outcome::Delivered { .. }
+        ));
         for s in [408, 425, 500, 502, 503, 504] {
-            assert!(matches!(classify(&resp(s, None)), Outcome::Retry { .. }), "{s}");
+            assert!(
+                matches!(classify(&resp(s, None)), Outcome::Retry { .. }),
+                "{s}"
+            );
         }
-        assert!(matches!(classify(&resp(429, Some("7"))), Outcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
-        assert!(matches!(classify(&resp(401, None)), Outcome::CredentialsRejected { .. }));
+        assert!(
+            matches!(classify(&resp(429, Some("7"))), Outcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(7))
+        );
+        assert!(matches!(
+            classify(&resp(401, None)),
+            Outcome::CredentialsRejected { .. }
+        ));
         assert!(matches!(classify(&resp(410, None)), Outcome::Gone { .. }));
         for s in [400, 403, 404, 409, 422] {
-            assert!(matches!(classify(&resp(s, None)), Outcome::Permanent { .. }), "{s}");
+            assert!(
+                matches!(classify(&resp(s, None)), Outcome::Permanent { .. }),
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn retry_after_forms() {
         let mut h = HeaderMap::new();
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("120"));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("120"),
+        );
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(120)));
         let future = std::time::SystemTime::now() + Duration::from_secs(30);
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(future)).unwrap());
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(future)).unwrap(),
+        );
         let d = parse_retry_after(&h).unwrap();
-        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("soon"),
+        );
         assert_eq!(parse_retry_after(&h), None);
-        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("99999999"));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("99999999"),
+        );
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(86_400)));
     }
 
     #[test]
     fn private_addresses() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!is_public_ip(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {

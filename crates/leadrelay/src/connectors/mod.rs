@@ -75,30 +75,55 @@ impl ErrorClass {
 /// A connector's verdict on one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Delivered { remote_ids: Vec<RemoteId> },
+    Delivered {
+        remote_ids: Vec<RemoteId>,
+    },
     /// Transient: try again after backoff (at least `retry_after`).
-    Retry { class: ErrorClass, message: String, retry_after: Option<Duration> },
+    Retry {
+        class: ErrorClass,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The destination asked us to slow down: pause the whole destination.
-    Throttled { message: String, retry_after: Option<Duration> },
+    Throttled {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Will never succeed as is: dead-letter.
-    Permanent { class: ErrorClass, message: String },
+    Permanent {
+        class: ErrorClass,
+        message: String,
+    },
     /// 401 that a credential refresh did not cure.
-    CredentialsRejected { message: String },
+    CredentialsRejected {
+        message: String,
+    },
     /// 410: the endpoint is gone; dead-letter and disable the destination.
-    Gone { message: String },
+    Gone {
+        message: String,
+    },
 }
 
 impl Outcome {
     pub fn retry(class: ErrorClass, message: impl Into<String>) -> Self {
-        Outcome::Retry { class, message: message.into(), retry_after: None }
+        Outcome::Retry {
+            class,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn permanent(class: ErrorClass, message: impl Into<String>) -> Self {
-        Outcome::Permanent { class, message: message.into() }
+        Outcome::Permanent {
+            class,
+            message: message.into(),
+        }
     }
 
     pub fn delivered() -> Self {
-        Outcome::Delivered { remote_ids: Vec::new() }
+        Outcome::Delivered {
+            remote_ids: Vec::new(),
+        }
     }
 
     /// A failure the circuit breaker should count (the destination looks down).
@@ -138,10 +163,16 @@ pub struct CheckReport {
 
 impl CheckReport {
     pub fn ok(message: impl Into<String>) -> Self {
-        Self { ok: true, message: message.into() }
+        Self {
+            ok: true,
+            message: message.into(),
+        }
     }
     pub fn failed(message: impl Into<String>) -> Self {
-        Self { ok: false, message: message.into() }
+        Self {
+            ok: false,
+            message: message.into(),
+        }
     }
 }
 
@@ -183,7 +214,10 @@ impl BuildContext<'_> {
     pub fn secret(&self, setting: &str, var: &str) -> Result<String, Problem> {
         match (self.env)(var) {
             Some(v) if !v.trim().is_empty() => Ok(v),
-            _ => Err(Problem::error(setting, format!("environment variable {var} is not set"))),
+            _ => Err(Problem::error(
+                setting,
+                format!("environment variable {var} is not set"),
+            )),
         }
     }
 }

@@ -37,7 +37,10 @@ pub fn flat(job: &DeliveryJob) -> Value {
     m.insert("delivery_id".into(), json!(job.delivery.id.to_string()));
     m.insert("event_id".into(), json!(e.id.to_string()));
     m.insert("event_type".into(), json!(e.event_type.as_str()));
-    m.insert("origin".into(), json!(format!("{}:{}", e.origin.kind.as_str(), e.origin.name)));
+    m.insert(
+        "origin".into(),
+        json!(format!("{}:{}", e.origin.kind.as_str(), e.origin.name)),
+    );
     m.insert("received_at".into(), json!(e.received_at.to_rfc3339()));
     m.insert("occurred_at".into(), json!(e.occurred_at.to_rfc3339()));
     for (k, v) in e.data.iter() {
@@ -66,7 +69,9 @@ pub fn apply_overrides(event: &mut Event, overrides: &Map<String, Value>) -> Res
         let (target, name) = match key.split_once('.') {
             Some(("contact", n)) => ("contact", n),
             Some(("data", n)) => ("data", n),
-            _ if leadrelay_model::CONTACT_FIELDS.contains(&key.as_str()) => ("contact", key.as_str()),
+            _ if leadrelay_model::CONTACT_FIELDS.contains(&key.as_str()) => {
+                ("contact", key.as_str())
+            }
             _ => ("data", key.as_str()),
         };
         if target == "data" {
@@ -90,12 +95,18 @@ pub fn apply_overrides(event: &mut Event, overrides: &Map<String, Value>) -> Res
                 event.contact.phone = if text.is_empty() {
                     None
                 } else {
-                    Some(PhoneE164::parse(&text, None).map_err(|e| format!("override phone: {e}"))?)
+                    Some(
+                        PhoneE164::parse(&text, None)
+                            .map_err(|e| format!("override phone: {e}"))?,
+                    )
                 }
             }
             other => {
                 if !event.contact.set_text(other, text.clone()) {
-                    event.contact.custom.insert(other.to_string(), value.clone());
+                    event
+                        .contact
+                        .custom
+                        .insert(other.to_string(), value.clone());
                 }
             }
         }

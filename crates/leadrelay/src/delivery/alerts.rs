@@ -37,8 +37,18 @@ pub struct AlertMonitor {
 }
 
 impl AlertMonitor {
-    pub fn new(store: Arc<dyn Store>, config: AlertsConfig, destinations: Vec<String>, enabled: BTreeSet<String>) -> Self {
-        Self { store, config, destinations, enabled }
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: AlertsConfig,
+        destinations: Vec<String>,
+        enabled: BTreeSet<String>,
+    ) -> Self {
+        Self {
+            store,
+            config,
+            destinations,
+            enabled,
+        }
     }
 
     pub async fn run(&self, shutdown: CancellationToken) {
@@ -55,23 +65,32 @@ impl AlertMonitor {
 
     /// Checks every destination once.
     pub async fn evaluate(&self) -> Result<(), crate::store::StoreError> {
-        let window = chrono::Duration::from_std(self.config.window.get()).unwrap_or(chrono::Duration::minutes(15));
+        let window = chrono::Duration::from_std(self.config.window.get())
+            .unwrap_or(chrono::Duration::minutes(15));
         let stats = self.store.destination_stats(Utc::now() - window).await?;
         for name in &self.destinations {
-            let s = stats.iter().find(|s| &s.destination == name).cloned().unwrap_or_else(|| DestinationStats {
-                destination: name.clone(),
-                ..Default::default()
-            });
+            let s = stats
+                .iter()
+                .find(|s| &s.destination == name)
+                .cloned()
+                .unwrap_or_else(|| DestinationStats {
+                    destination: name.clone(),
+                    ..Default::default()
+                });
             self.check_failure_rate(&s).await?;
             self.check_dead_letters(&s).await?;
         }
         Ok(())
     }
 
-    async fn check_failure_rate(&self, s: &DestinationStats) -> Result<(), crate::store::StoreError> {
+    async fn check_failure_rate(
+        &self,
+        s: &DestinationStats,
+    ) -> Result<(), crate::store::StoreError> {
         let judged = s.window_succeeded + s.window_failed;
         let rate = s.success_rate().map(|r| 1.0 - r);
-        let firing = judged >= u64::from(self.config.min_attempts) && rate.is_some_and(|r| r > self.config.failure_rate);
+        let firing = judged >= u64::from(self.config.min_attempts)
+            && rate.is_some_and(|r| r > self.config.failure_rate);
         let cleared = rate.is_some_and(|r| r <= self.config.failure_rate);
         let message = format!(
             "{}: {:.0}% of {judged} attempts failed in the last {} (threshold {:.0}%)",
@@ -80,15 +99,25 @@ impl AlertMonitor {
             humantime::format_duration(self.config.window.get()),
             self.config.failure_rate * 100.0
         );
-        self.transition(&s.destination, "failure_rate", firing, cleared, &message, json!({
-            "failure_rate": rate,
-            "attempts": judged,
-            "backlog": s.backlog(),
-        }))
+        self.transition(
+            &s.destination,
+            "failure_rate",
+            firing,
+            cleared,
+            &message,
+            json!({
+                "failure_rate": rate,
+                "attempts": judged,
+                "backlog": s.backlog(),
+            }),
+        )
         .await
     }
 
-    async fn check_dead_letters(&self, s: &DestinationStats) -> Result<(), crate::store::StoreError> {
+    async fn check_dead_letters(
+        &self,
+        s: &DestinationStats,
+    ) -> Result<(), crate::store::StoreError> {
         let threshold = u64::from(self.config.dead_letters.max(1));
         let firing = s.window_dead >= threshold;
         let message = format!(
@@ -98,10 +127,17 @@ impl AlertMonitor {
             humantime::format_duration(self.config.window.get()),
             s.dead
         );
-        self.transition(&s.destination, "dead_letters", firing, !firing, &message, json!({
-            "dead_letters_in_window": s.window_dead,
-            "dead_letters_total": s.dead,
-        }))
+        self.transition(
+            &s.destination,
+            "dead_letters",
+            firing,
+            !firing,
+            &message,
+            json!({
+                "dead_letters_in_window": s.window_dead,
+                "dead_letters_total": s.dead,
+            }),
+        )
         .await
     }
 
@@ -116,19 +152,33 @@ impl AlertMonitor {
         details: serde_json::Value,
     ) -> Result<(), crate::store::StoreError> {
         let key = format!("alert:{destination}:{kind}");
-        let open: Option<Incident> = self.store.kv_get(&key).await?.and_then(|v| serde_json::from_str(&v).ok());
+        let open: Option<Incident> = self
+            .store
+            .kv_get(&key)
+            .await?
+            .and_then(|v| serde_json::from_str(&v).ok());
         match (open, firing, cleared) {
             (None, true, _) => {
-                let incident = Incident { since: Utc::now(), message: message.to_string() };
-                self.store.kv_set(&key, &serde_json::to_string(&incident).unwrap_or_default()).await?;
+                let incident = Incident {
+                    since: Utc::now(),
+                    message: message.to_string(),
+                };
+                self.store
+                    .kv_set(&key, &serde_json::to_string(&incident).unwrap_or_default())
+                    .await?;
                 tracing::error!(destination, kind, "alert: {message}");
-                self.send(destination, kind, "firing", message, details).await
+                self.send(destination, kind, "firing", message, details)
+                    .await
             }
             (Some(incident), false, true) => {
                 self.store.kv_set(&key, "null").await?;
-                let msg = format!("recovered: {destination} ({kind}) since {}", incident.since.to_rfc3339());
+                let msg = format!(
+                    "recovered: {destination} ({kind}) since {}",
+                    incident.since.to_rfc3339()
+                );
                 tracing::warn!(destination, kind, "alert resolved");
-                self.send(destination, kind, "resolved", &msg, details).await
+                self.send(destination, kind, "resolved", &msg, details)
+                    .await
             }
             _ => Ok(()),
         }
@@ -136,14 +186,32 @@ impl AlertMonitor {
 
     /// Raised by the dispatcher when a destination answers 410 Gone.
     pub async fn destination_disabled(&self, destination: &str, reason: &str) {
-        let message = format!("{destination} was disabled: {reason}. Fix the endpoint, re-enable it, then replay its dead letters.");
-        if let Err(e) = self.send(destination, "disabled", "firing", &message, json!({})).await {
+        let message = format!(
+            "{destination} was disabled: {reason}. Fix the endpoint, re-enable it, then replay its dead letters."
+        );
+        if let Err(e) = self
+            .send(destination, "disabled", "firing", &message, json!({}))
+            .await
+        {
             tracing::warn!(error = %e, "sending the alert failed");
         }
     }
 
-    async fn send(&self, destination: &str, kind: &str, status: &str, message: &str, details: serde_json::Value) -> Result<(), crate::store::StoreError> {
-        let targets: Vec<String> = self.config.notify.iter().filter(|n| self.enabled.contains(*n)).cloned().collect();
+    async fn send(
+        &self,
+        destination: &str,
+        kind: &str,
+        status: &str,
+        message: &str,
+        details: serde_json::Value,
+    ) -> Result<(), crate::store::StoreError> {
+        let targets: Vec<String> = self
+            .config
+            .notify
+            .iter()
+            .filter(|n| self.enabled.contains(*n))
+            .cloned()
+            .collect();
         if targets.is_empty() {
             return Ok(());
         }
@@ -173,6 +241,13 @@ impl AlertMonitor {
             vendor_refs: vec![],
             changes: vec![],
         };
-        self.store.ingest(vec![IngestItem { event, destinations: targets, idempotency: None }]).await.map(|_| ())
+        self.store
+            .ingest(vec![IngestItem {
+                event,
+                destinations: targets,
+                idempotency: None,
+            }])
+            .await
+            .map(|_| ())
     }
 }

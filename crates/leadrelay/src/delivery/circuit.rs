@@ -10,7 +10,9 @@ use crate::config::CircuitConfig;
 pub enum CircuitState {
     Closed,
     /// No sends until `probe_at`.
-    Open { probe_at: Instant },
+    Open {
+        probe_at: Instant,
+    },
     /// One probe is in flight.
     HalfOpen,
 }
@@ -47,7 +49,12 @@ pub struct CircuitBreaker {
 impl CircuitBreaker {
     pub fn new(config: CircuitConfig) -> Self {
         let interval = config.probe_interval.get();
-        Self { config, state: CircuitState::Closed, consecutive_failures: 0, interval }
+        Self {
+            config,
+            state: CircuitState::Closed,
+            consecutive_failures: 0,
+            interval,
+        }
     }
 
     pub fn state(&self) -> CircuitState {
@@ -81,11 +88,17 @@ impl CircuitBreaker {
         match self.state {
             CircuitState::HalfOpen => {
                 self.interval = (self.interval * 2).min(self.config.max_probe_interval.get());
-                self.state = CircuitState::Open { probe_at: now + self.interval };
+                self.state = CircuitState::Open {
+                    probe_at: now + self.interval,
+                };
                 false
             }
-            CircuitState::Closed if self.consecutive_failures >= self.config.failure_threshold.max(1) => {
-                self.state = CircuitState::Open { probe_at: now + self.interval };
+            CircuitState::Closed
+                if self.consecutive_failures >= self.config.failure_threshold.max(1) =>
+            {
+                self.state = CircuitState::Open {
+                    probe_at: now + self.interval,
+                };
                 true
             }
             _ => false,
@@ -107,7 +120,11 @@ mod tests {
     use crate::config::HumanDuration;
 
     fn cfg() -> CircuitConfig {
-        CircuitConfig { failure_threshold: 3, probe_interval: HumanDuration::secs(10), max_probe_interval: HumanDuration::secs(40) }
+        CircuitConfig {
+            failure_threshold: 3,
+            probe_interval: HumanDuration::secs(10),
+            max_probe_interval: HumanDuration::secs(40),
+        }
     }
 
     #[test]
@@ -121,9 +138,16 @@ mod tests {
         assert_eq!(cb.permit(t0), Permit::Wait(t0 + Duration::from_secs(10)));
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(cb.permit(t1), Permit::Probe);
-        assert!(matches!(cb.permit(t1), Permit::Wait(_)), "one probe at a time");
+        assert!(
+            matches!(cb.permit(t1), Permit::Wait(_)),
+            "one probe at a time"
+        );
         cb.on_failure(t1);
-        assert_eq!(cb.permit(t1), Permit::Wait(t1 + Duration::from_secs(20)), "interval doubles");
+        assert_eq!(
+            cb.permit(t1),
+            Permit::Wait(t1 + Duration::from_secs(20)),
+            "interval doubles"
+        );
         let t2 = t1 + Duration::from_secs(20);
         assert_eq!(cb.permit(t2), Permit::Probe);
         assert!(cb.on_success());
@@ -138,7 +162,9 @@ mod tests {
             cb.on_failure(t);
         }
         for _ in 0..10 {
-            let Permit::Wait(at) = cb.permit(t) else { panic!() };
+            let Permit::Wait(at) = cb.permit(t) else {
+                panic!()
+            };
             assert!(at - t <= Duration::from_secs(40));
             t = at;
             assert_eq!(cb.permit(t), Permit::Probe);

@@ -29,7 +29,11 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-type Limiter = RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, governor::clock::DefaultClock>;
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+>;
 
 /// Deliveries being sent right now, so shutdown can release their leases.
 type InFlight = Arc<Mutex<HashMap<Uuid, Uuid>>>;
@@ -40,7 +44,8 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
     let slots = Arc::new(Semaphore::new(dest.concurrency));
     // An even pace (burst of one): a "100/10s" destination gets 100 per window.
     let limiter: Option<Limiter> = dest.rate.and_then(|r| {
-        Quota::with_period(r.interval()).map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)))
+        Quota::with_period(r.interval())
+            .map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)))
     });
     let circuit = Arc::new(Mutex::new(CircuitBreaker::new(dest.circuit.clone())));
     let tracker = TaskTracker::new();
@@ -64,7 +69,10 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             continue;
         }
         if let Some(until) = state.paused_until.filter(|u| *u > now) {
-            let wait = (until - now).to_std().unwrap_or_default().min(Duration::from_secs(60));
+            let wait = (until - now)
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(60));
             sleep_or_stop(&ctx, wait).await;
             continue;
         }
@@ -74,7 +82,12 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             Permit::Send => dest.concurrency,
             Permit::Probe => 1,
             Permit::Wait(at) => {
-                sleep_or_stop(&ctx, at.saturating_duration_since(Instant::now()).min(ctx.poll.max(Duration::from_millis(200)))).await;
+                sleep_or_stop(
+                    &ctx,
+                    at.saturating_duration_since(Instant::now())
+                        .min(ctx.poll.max(Duration::from_millis(200))),
+                )
+                .await;
                 continue;
             }
         };
@@ -126,7 +139,10 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             }
             drop(batch_slots);
             let wait = match ctx.store.next_due(&dest.name).await {
-                Ok(Some(t)) => (t - Utc::now()).to_std().unwrap_or(Duration::from_millis(20)).min(ctx.poll),
+                Ok(Some(t)) => (t - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::from_millis(20))
+                    .min(ctx.poll),
                 _ => ctx.poll,
             };
             wait_for_work(&ctx, &notify, wait.max(Duration::from_millis(5))).await;
@@ -147,19 +163,35 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
                     }
                 }
             }
-            tracker.spawn(send_batch(dest.clone(), ctx.clone(), batch, slot, circuit.clone(), in_flight.clone(), probe));
+            tracker.spawn(send_batch(
+                dest.clone(),
+                ctx.clone(),
+                batch,
+                slot,
+                circuit.clone(),
+                in_flight.clone(),
+                probe,
+            ));
         }
     }
 
     // Shutdown: let in-flight sends finish within the grace period; release
     // the leases of any that do not, so another worker takes them at once.
     tracker.close();
-    if tokio::time::timeout(ctx.grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(ctx.grace, tracker.wait())
+        .await
+        .is_err()
+    {
         let leftover: Vec<(Uuid, Uuid)> = lock(&in_flight).drain().collect();
         tracing::warn!(destination = %dest.name, count = leftover.len(), "shutdown grace over; releasing leases");
         let completions = leftover
             .into_iter()
-            .map(|(delivery_id, lease_id)| Completion { delivery_id, lease_id, attempt: None, transition: Transition::Released })
+            .map(|(delivery_id, lease_id)| Completion {
+                delivery_id,
+                lease_id,
+                attempt: None,
+                transition: Transition::Released,
+            })
             .collect();
         if let Err(e) = ctx.store.complete(completions).await {
             tracing::warn!(destination = %dest.name, error = %e, "releasing leases failed; they will expire");
@@ -186,12 +218,24 @@ async fn wait_for_work(ctx: &Context, notify: &tokio::sync::Notify, d: Duration)
     }
 }
 
-fn attempt_record(dest: &str, job_delivery: &crate::store::Delivery, report: &AttemptReport, outcome: &Outcome, transition: &Transition) -> Attempt {
+fn attempt_record(
+    dest: &str,
+    job_delivery: &crate::store::Delivery,
+    report: &AttemptReport,
+    outcome: &Outcome,
+    transition: &Transition,
+) -> Attempt {
     let (error_class, message) = match outcome {
         Outcome::Delivered { .. } => (None, None),
-        Outcome::Retry { class, message, .. } | Outcome::Permanent { class, message } => (Some(class.as_str()), Some(message.clone())),
-        Outcome::Throttled { message, .. } => (Some(ErrorClass::Throttled.as_str()), Some(message.clone())),
-        Outcome::CredentialsRejected { message } | Outcome::Gone { message } => (Some(ErrorClass::Auth.as_str()), Some(message.clone())),
+        Outcome::Retry { class, message, .. } | Outcome::Permanent { class, message } => {
+            (Some(class.as_str()), Some(message.clone()))
+        }
+        Outcome::Throttled { message, .. } => {
+            (Some(ErrorClass::Throttled.as_str()), Some(message.clone()))
+        }
+        Outcome::CredentialsRejected { message } | Outcome::Gone { message } => {
+            (Some(ErrorClass::Auth.as_str()), Some(message.clone()))
+        }
     };
     let next_attempt_at = match transition {
         Transition::Scheduled { at, .. } => Some(*at),
@@ -218,7 +262,12 @@ fn attempt_record(dest: &str, job_delivery: &crate::store::Delivery, report: &At
 }
 
 /// A delivery decided without sending (consent, bad override): logged as an attempt.
-fn local_completion(dest: &str, c: &ClaimedDelivery, class: ErrorClass, transition: Transition) -> Completion {
+fn local_completion(
+    dest: &str,
+    c: &ClaimedDelivery,
+    class: ErrorClass,
+    transition: Transition,
+) -> Completion {
     let message = match &transition {
         Transition::Skipped { reason } | Transition::Dead { reason, .. } => reason.clone(),
         _ => String::new(),
@@ -263,38 +312,75 @@ async fn send_batch(
     let mut jobs: Vec<DeliveryJob> = Vec::with_capacity(batch.len());
     for c in batch {
         let mut event = c.event.clone();
-        if let Some(o) = &c.delivery.overrides {
-            if let Err(m) = payload::apply_overrides(&mut event, o) {
-                completions.push(local_completion(&dest.name, &c, ErrorClass::Mapping, Transition::Dead { status: None, reason: m }));
-                continue;
-            }
+        if let Some(o) = &c.delivery.overrides
+            && let Err(m) = payload::apply_overrides(&mut event, o)
+        {
+            completions.push(local_completion(
+                &dest.name,
+                &c,
+                ErrorClass::Mapping,
+                Transition::Dead {
+                    status: None,
+                    reason: m,
+                },
+            ));
+            continue;
         }
-        if let Err(reason) = consent::check(dest.legal_basis, &dest.purposes, &event, c.contact.as_ref()) {
-            let t = Transition::Skipped { reason: format!("consent: {reason}") };
+        if let Err(reason) =
+            consent::check(dest.legal_basis, &dest.purposes, &event, c.contact.as_ref())
+        {
+            let t = Transition::Skipped {
+                reason: format!("consent: {reason}"),
+            };
             completions.push(local_completion(&dest.name, &c, ErrorClass::Consent, t));
             continue;
         }
-        jobs.push(DeliveryJob { delivery: c.delivery, event, contact: c.contact, remote_ids: Vec::new() });
+        jobs.push(DeliveryJob {
+            delivery: c.delivery,
+            event,
+            contact: c.contact,
+            remote_ids: Vec::new(),
+        });
     }
 
     if !jobs.is_empty() {
-        let keys: Vec<String> = jobs.iter().map(|j| j.delivery.contact_key.clone()).collect();
+        let keys: Vec<String> = jobs
+            .iter()
+            .map(|j| j.delivery.contact_key.clone())
+            .collect();
         if let Ok(ids) = ctx.store.remote_ids(&dest.name, &keys).await {
             for job in &mut jobs {
-                job.remote_ids = ids.iter().filter(|r| r.key == job.delivery.contact_key).cloned().collect();
+                job.remote_ids = ids
+                    .iter()
+                    .filter(|r| r.key == job.delivery.contact_key)
+                    .cloned()
+                    .collect();
             }
         }
         // Connectors time out each request; this bounds a whole batch.
         let deadline = dest.timeout * 6 + Duration::from_secs(5);
-        let results: Vec<JobResult> = match tokio::time::timeout(deadline, dest.connector.deliver(&jobs)).await {
+        let results: Vec<JobResult> = match tokio::time::timeout(
+            deadline,
+            dest.connector.deliver(&jobs),
+        )
+        .await
+        {
             Ok(r) if r.len() == jobs.len() => r,
             Ok(r) => {
                 tracing::error!(destination = %dest.name, expected = jobs.len(), got = r.len(), "connector returned the wrong number of results");
-                jobs.iter().map(|_| JobResult { outcome: Outcome::retry(ErrorClass::Vendor, "connector returned no result"), report: Default::default() }).collect()
+                jobs.iter()
+                    .map(|_| JobResult {
+                        outcome: Outcome::retry(ErrorClass::Vendor, "connector returned no result"),
+                        report: Default::default(),
+                    })
+                    .collect()
             }
             Err(_) => jobs
                 .iter()
-                .map(|_| JobResult { outcome: Outcome::retry(ErrorClass::Timeout, "the batch timed out"), report: Default::default() })
+                .map(|_| JobResult {
+                    outcome: Outcome::retry(ErrorClass::Timeout, "the batch timed out"),
+                    report: Default::default(),
+                })
                 .collect(),
         };
 
@@ -303,11 +389,20 @@ async fn send_batch(
         let mut throttle: Option<(Duration, String)> = None;
         let mut gone: Option<String> = None;
         for (job, result) in jobs.iter().zip(results) {
-            let transition = policy::transition(&dest.retry, &job.delivery, &result.outcome, result.report.status, now);
+            let transition = policy::transition(
+                &dest.retry,
+                &job.delivery,
+                &result.outcome,
+                result.report.status,
+                now,
+            );
             match &result.outcome {
                 Outcome::Delivered { .. } => any_ok = true,
                 Outcome::Retry { .. } => any_transient = true,
-                Outcome::Throttled { retry_after, message } => {
+                Outcome::Throttled {
+                    retry_after,
+                    message,
+                } => {
                     let wait = retry_after.unwrap_or(policy::DEFAULT_THROTTLE_WAIT);
                     if throttle.as_ref().is_none_or(|(w, _)| wait > *w) {
                         throttle = Some((wait, message.clone()));
@@ -316,9 +411,16 @@ async fn send_batch(
                 Outcome::Gone { message } => gone = Some(message.clone()),
                 _ => {}
             }
-            let attempt = attempt_record(&dest.name, &job.delivery, &result.report, &result.outcome, &transition);
+            let attempt = attempt_record(
+                &dest.name,
+                &job.delivery,
+                &result.report,
+                &result.outcome,
+                &transition,
+            );
             log_outcome(&dest.name, job, &attempt);
-            ctx.metrics.attempt(&dest.name, &attempt.outcome, result.report.duration);
+            ctx.metrics
+                .attempt(&dest.name, &attempt.outcome, result.report.duration);
             completions.push(Completion {
                 delivery_id: job.delivery.id,
                 lease_id: job.delivery.lease_id.unwrap_or_default(),
@@ -340,23 +442,31 @@ async fn send_batch(
             let after = cb.state();
             (std::mem::discriminant(&before) != std::mem::discriminant(&after)).then_some(after)
         };
-        if let Some(state) = change {
-            if matches!(state, CircuitState::Open { .. } | CircuitState::Closed) {
-                tracing::warn!(destination = %dest.name, circuit = state.label(), "circuit breaker changed state");
-                let _ = ctx.store.set_circuit_state(&dest.name, state.label()).await;
-            }
+        if let Some(state) = change
+            && matches!(state, CircuitState::Open { .. } | CircuitState::Closed)
+        {
+            tracing::warn!(destination = %dest.name, circuit = state.label(), "circuit breaker changed state");
+            let _ = ctx.store.set_circuit_state(&dest.name, state.label()).await;
         }
         if let Some((wait, message)) = throttle {
             let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
             tracing::warn!(destination = %dest.name, seconds = wait.as_secs(), "destination throttled us; pausing it");
-            if let Err(e) = ctx.store.pause_destination(&dest.name, until, &format!("throttled: {message}")).await {
+            if let Err(e) = ctx
+                .store
+                .pause_destination(&dest.name, until, &format!("throttled: {message}"))
+                .await
+            {
                 tracing::warn!(destination = %dest.name, error = %e, "recording the pause failed");
             }
         }
         if let Some(message) = gone {
             tracing::error!(destination = %dest.name, "destination answered 410 Gone; disabling it");
             let reason = format!("410 Gone: {message}");
-            if let Err(e) = ctx.store.set_destination_disabled(&dest.name, true, Some(&reason)).await {
+            if let Err(e) = ctx
+                .store
+                .set_destination_disabled(&dest.name, true, Some(&reason))
+                .await
+            {
                 tracing::warn!(destination = %dest.name, error = %e, "disabling the destination failed");
             }
             ctx.alerts.destination_disabled(&dest.name, &reason).await;
@@ -385,8 +495,14 @@ async fn send_batch(
 
 fn log_outcome(dest: &str, job: &DeliveryJob, a: &Attempt) {
     match a.outcome.as_str() {
-        "delivered" => tracing::debug!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, ms = a.duration_ms, "delivered"),
-        "dead" => tracing::warn!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, "dead-lettered"),
-        other => tracing::info!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, outcome = other, "attempt failed"),
+        "delivered" => {
+            tracing::debug!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, ms = a.duration_ms, "delivered")
+        }
+        "dead" => {
+            tracing::warn!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, "dead-lettered")
+        }
+        other => {
+            tracing::info!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, outcome = other, "attempt failed")
+        }
     }
 }

@@ -23,7 +23,10 @@ use leadrelay_model::ConsentPurpose;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AlertsConfig, CircuitConfig, Config, Enabled, LegalBasis, Problem, Rate, RetentionConfig, RetryConfig};
+use crate::config::{
+    AlertsConfig, CircuitConfig, Config, Enabled, LegalBasis, Problem, Rate, RetentionConfig,
+    RetryConfig,
+};
 use crate::connectors::{self, BuildContext, Connector};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -49,7 +52,10 @@ pub struct Destination {
 
 /// The destinations that are switched on: `enabled = true`, or `"auto"`
 /// with every env var their settings name set.
-pub fn enabled_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> BTreeSet<String> {
+pub fn enabled_destinations(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> BTreeSet<String> {
     config
         .destinations
         .iter()
@@ -58,7 +64,10 @@ pub fn enabled_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String
             Enabled::Off => false,
             Enabled::Auto => {
                 let vars = connectors::referenced_env_vars(&d.settings);
-                !vars.is_empty() && vars.iter().all(|v| env(v).is_some_and(|x| !x.trim().is_empty()))
+                !vars.is_empty()
+                    && vars
+                        .iter()
+                        .all(|v| env(v).is_some_and(|x| !x.trim().is_empty()))
             }
         })
         .map(|(n, _)| n.clone())
@@ -67,7 +76,10 @@ pub fn enabled_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String
 
 /// Builds every enabled destination's connector. Problems carry paths
 /// relative to the file (`destinations.NAME.KEY`).
-pub fn build_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Destination>, Vec<Problem>> {
+pub fn build_destinations(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Destination>, Vec<Problem>> {
     let enabled = enabled_destinations(config, env);
     let mut out = Vec::new();
     let mut problems = Vec::new();
@@ -80,7 +92,11 @@ pub fn build_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String>)
             let known: Vec<&str> = connectors::kinds().iter().map(|k| k.name).collect();
             problems.push(Problem::error(
                 format!("{prefix}.connector"),
-                format!("unknown connector {:?} (known: {})", d.connector, known.join(", ")),
+                format!(
+                    "unknown connector {:?} (known: {})",
+                    d.connector,
+                    known.join(", ")
+                ),
             ));
             continue;
         };
@@ -96,13 +112,20 @@ pub fn build_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String>)
             Ok(c) => c,
             Err(ps) => {
                 for mut p in ps {
-                    p.path = if p.path.is_empty() { prefix.clone() } else { format!("{prefix}.{}", p.path) };
+                    p.path = if p.path.is_empty() {
+                        prefix.clone()
+                    } else {
+                        format!("{prefix}.{}", p.path)
+                    };
                     problems.push(p);
                 }
                 continue;
             }
         };
-        if kind.personal_data && d.purposes.is_empty() && d.legal_basis != Some(LegalBasis::LegitimateInterest) {
+        if kind.personal_data
+            && d.purposes.is_empty()
+            && d.legal_basis != Some(LegalBasis::LegitimateInterest)
+        {
             problems.push(Problem::error(
                 format!("{prefix}.purposes"),
                 "this destination receives personal data: declare the consent purposes it needs \
@@ -113,12 +136,18 @@ pub fn build_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String>)
         if batch_size == 0 || batch_size > kind.defaults.max_batch_size {
             problems.push(Problem::error(
                 format!("{prefix}.batch_size"),
-                format!("must be between 1 and {} for {}", kind.defaults.max_batch_size, kind.name),
+                format!(
+                    "must be between 1 and {} for {}",
+                    kind.defaults.max_batch_size, kind.name
+                ),
             ));
         }
         let concurrency = d.concurrency.unwrap_or(kind.defaults.concurrency);
         if concurrency == 0 || concurrency > 256 {
-            problems.push(Problem::error(format!("{prefix}.concurrency"), "must be between 1 and 256"));
+            problems.push(Problem::error(
+                format!("{prefix}.concurrency"),
+                "must be between 1 and 256",
+            ));
         }
         let rate = match d.rate_limit {
             Some(r) => r.rate(),
@@ -130,8 +159,14 @@ pub fn build_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String>)
             name: name.clone(),
             connector_kind: kind.name,
             connector,
-            retry: d.retry.clone().unwrap_or_else(|| config.delivery.retry.clone()),
-            circuit: d.circuit.clone().unwrap_or_else(|| config.delivery.circuit.clone()),
+            retry: d
+                .retry
+                .clone()
+                .unwrap_or_else(|| config.delivery.retry.clone()),
+            circuit: d
+                .circuit
+                .clone()
+                .unwrap_or_else(|| config.delivery.circuit.clone()),
             concurrency: concurrency.clamp(1, 256),
             batch_size: batch_size.clamp(1, kind.defaults.max_batch_size),
             rate,
@@ -141,7 +176,11 @@ pub fn build_destinations(config: &Config, env: &dyn Fn(&str) -> Option<String>)
             legal_basis: d.legal_basis,
         });
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Settings shared by every dispatcher.
@@ -174,7 +213,12 @@ impl Engine {
     ) -> Arc<Self> {
         let destinations: Vec<Arc<Destination>> = destinations.into_iter().map(Arc::new).collect();
         let names = destinations.iter().map(|d| d.name.clone()).collect();
-        let alerts = Arc::new(AlertMonitor::new(store.clone(), settings.alerts.clone(), names, enabled));
+        let alerts = Arc::new(AlertMonitor::new(
+            store.clone(),
+            settings.alerts.clone(),
+            names,
+            enabled,
+        ));
         Arc::new(Self {
             store,
             destinations,
@@ -211,14 +255,17 @@ impl Engine {
         let store = self.store.clone();
         let retention = self.settings.retention.clone();
         let shutdown = self.shutdown.clone();
-        tasks.push(tokio::spawn(async move { retention_job(store, retention, shutdown).await }));
+        tasks.push(tokio::spawn(async move {
+            retention_job(store, retention, shutdown).await
+        }));
     }
 
     /// Stops claiming; in-flight sends finish within the grace period or
     /// their leases are released. Nothing is marked delivered that was not.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
         }
@@ -226,16 +273,22 @@ impl Engine {
 }
 
 /// Purges data past its retention, hourly.
-async fn retention_job(store: Arc<dyn Store>, retention: RetentionConfig, shutdown: CancellationToken) {
+async fn retention_job(
+    store: Arc<dyn Store>,
+    retention: RetentionConfig,
+    shutdown: CancellationToken,
+) {
     let every = Duration::from_secs(3600);
     loop {
         let now = chrono::Utc::now();
-        let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX / 2);
+        let ago =
+            |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX / 2);
         let policy = crate::store::PurgePolicy {
             raw_payloads_before: ago(retention.raw_payloads.get()),
             attempts_before: ago(retention.attempts.get()),
             finished_deliveries_before: ago(retention.deliveries.get()),
-            idempotency_before: now - chrono::Duration::hours(crate::store::IDEMPOTENCY_WINDOW_HOURS),
+            idempotency_before: now
+                - chrono::Duration::hours(crate::store::IDEMPOTENCY_WINDOW_HOURS),
         };
         match store.purge(&policy).await {
             Ok(r) if r != Default::default() => tracing::info!(?r, "retention purge"),

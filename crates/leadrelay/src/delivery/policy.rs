@@ -38,18 +38,33 @@ pub fn attempt_outcome(t: &Transition) -> &'static str {
 }
 
 /// Decides the delivery's next state from a connector's verdict.
-pub fn transition(policy: &RetryConfig, delivery: &Delivery, outcome: &Outcome, status: Option<u16>, now: DateTime<Utc>) -> Transition {
-    let deadline = delivery.created_at + chrono::Duration::from_std(policy.max_age.get()).unwrap_or(chrono::Duration::MAX);
+pub fn transition(
+    policy: &RetryConfig,
+    delivery: &Delivery,
+    outcome: &Outcome,
+    status: Option<u16>,
+    now: DateTime<Utc>,
+) -> Transition {
+    let deadline = delivery.created_at
+        + chrono::Duration::from_std(policy.max_age.get()).unwrap_or(chrono::Duration::MAX);
     match outcome {
-        Outcome::Delivered { remote_ids } => Transition::Delivered { remote_ids: remote_ids.clone() },
-        Outcome::Retry { message, retry_after, .. } => {
+        Outcome::Delivered { remote_ids } => Transition::Delivered {
+            remote_ids: remote_ids.clone(),
+        },
+        Outcome::Retry {
+            message,
+            retry_after,
+            ..
+        } => {
             let failures = delivery.failures + 1;
             let wait = backoff(policy, failures).max(retry_after.unwrap_or_default());
             let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
             if policy.max_attempts.is_some_and(|max| failures >= max) {
                 return Transition::Dead {
                     status,
-                    reason: format!("gave up after {failures} failed attempts; last error: {message}"),
+                    reason: format!(
+                        "gave up after {failures} failed attempts; last error: {message}"
+                    ),
                 };
             }
             if at > deadline {
@@ -61,26 +76,46 @@ pub fn transition(policy: &RetryConfig, delivery: &Delivery, outcome: &Outcome, 
                     ),
                 };
             }
-            Transition::Scheduled { at, failed: true, status, error: message.clone() }
+            Transition::Scheduled {
+                at,
+                failed: true,
+                status,
+                error: message.clone(),
+            }
         }
-        Outcome::Throttled { message, retry_after } => {
+        Outcome::Throttled {
+            message,
+            retry_after,
+        } => {
             let wait = retry_after.unwrap_or(DEFAULT_THROTTLE_WAIT);
             let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
             if at > deadline {
                 return Transition::Dead {
                     status,
-                    reason: format!("gave up: throttled past the maximum age; last answer: {message}"),
+                    reason: format!(
+                        "gave up: throttled past the maximum age; last answer: {message}"
+                    ),
                 };
             }
-            Transition::Scheduled { at, failed: false, status, error: message.clone() }
+            Transition::Scheduled {
+                at,
+                failed: false,
+                status,
+                error: message.clone(),
+            }
         }
-        Outcome::Permanent { message, .. } => Transition::Dead { status, reason: message.clone() },
-        Outcome::CredentialsRejected { message } => {
-            Transition::Dead { status, reason: format!("credentials rejected: {message}") }
-        }
-        Outcome::Gone { message } => {
-            Transition::Dead { status, reason: format!("destination gone (disabled): {message}") }
-        }
+        Outcome::Permanent { message, .. } => Transition::Dead {
+            status,
+            reason: message.clone(),
+        },
+        Outcome::CredentialsRejected { message } => Transition::Dead {
+            status,
+            reason: format!("credentials rejected: {message}"),
+        },
+        Outcome::Gone { message } => Transition::Dead {
+            status,
+            reason: format!("destination gone (disabled): {message}"),
+        },
     }
 }
 
@@ -122,14 +157,18 @@ mod tests {
             let ceiling = Duration::from_secs(1 << (failures - 1));
             for _ in 0..200 {
                 let d = backoff(&p, failures);
-                assert!(d <= ceiling && d >= Duration::from_millis(250), "{failures}: {d:?}");
+                assert!(
+                    d <= ceiling && d >= Duration::from_millis(250),
+                    "{failures}: {d:?}"
+                );
             }
         }
         for _ in 0..100 {
             assert!(backoff(&p, 40) <= Duration::from_secs(3600));
         }
         // Full jitter spreads values: not all retries land on the ceiling.
-        let spread: std::collections::BTreeSet<u128> = (0..50).map(|_| backoff(&p, 4).as_millis()).collect();
+        let spread: std::collections::BTreeSet<u128> =
+            (0..50).map(|_| backoff(&p, 4).as_millis()).collect();
         assert!(spread.len() > 10);
     }
 
@@ -137,24 +176,41 @@ mod tests {
     fn retry_after_is_a_floor() {
         let p = RetryConfig::default();
         let now = Utc::now();
-        let out = Outcome::Retry { class: ErrorClass::Http5xx, message: "503".into(), retry_after: Some(Duration::from_secs(120)) };
+        let out = Outcome::Retry {
+            class: ErrorClass::Http5xx,
+            message: "503".into(),
+            retry_after: Some(Duration::from_secs(120)),
+        };
         match transition(&p, &delivery(0, 0), &out, Some(503), now) {
-            Transition::Scheduled { at, failed: true, .. } => assert!(at >= now + chrono::Duration::seconds(120)),
+            Transition::Scheduled {
+                at, failed: true, ..
+            } => assert!(at >= now + chrono::Duration::seconds(120)),
             t => panic!("{t:?}"),
         }
     }
 
     #[test]
     fn gives_up_by_age_and_by_attempts() {
-        let mut p = RetryConfig { max_age: HumanDuration::secs(60), ..Default::default() };
+        let mut p = RetryConfig {
+            max_age: HumanDuration::secs(60),
+            ..Default::default()
+        };
         let out = Outcome::retry(ErrorClass::Http5xx, "HTTP 500");
         let now = Utc::now();
-        assert!(matches!(transition(&p, &delivery(3600, 0), &out, Some(500), now), Transition::Dead { .. }));
+        assert!(matches!(
+            transition(&p, &delivery(3600, 0), &out, Some(500), now),
+            Transition::Dead { .. }
+        ));
         p.max_age = HumanDuration::secs(86_400);
         p.max_attempts = Some(3);
-        assert!(matches!(transition(&p, &delivery(0, 1), &out, Some(500), now), Transition::Scheduled { .. }));
+        assert!(matches!(
+            transition(&p, &delivery(0, 1), &out, Some(500), now),
+            Transition::Scheduled { .. }
+        ));
         match transition(&p, &delivery(0, 2), &out, Some(500), now) {
-            Transition::Dead { reason, .. } => assert!(reason.contains("3 failed attempts"), "{reason}"),
+            Transition::Dead { reason, .. } => {
+                assert!(reason.contains("3 failed attempts"), "{reason}")
+            }
             t => panic!("{t:?}"),
         }
     }
@@ -162,7 +218,10 @@ mod tests {
     #[test]
     fn throttling_does_not_count_as_failure() {
         let p = RetryConfig::default();
-        let out = Outcome::Throttled { message: "429".into(), retry_after: None };
+        let out = Outcome::Throttled {
+            message: "429".into(),
+            retry_after: None,
+        };
         match transition(&p, &delivery(0, 0), &out, Some(429), Utc::now()) {
             Transition::Scheduled { failed: false, .. } => {}
             t => panic!("{t:?}"),
@@ -174,9 +233,22 @@ mod tests {
         let p = RetryConfig::default();
         let now = Utc::now();
         let cases = [
-            (Outcome::permanent(ErrorClass::Http4xx, "HTTP 400: bad"), "HTTP 400: bad"),
-            (Outcome::CredentialsRejected { message: "HTTP 401".into() }, "credentials rejected"),
-            (Outcome::Gone { message: "HTTP 410".into() }, "destination gone"),
+            (
+                Outcome::permanent(ErrorClass::Http4xx, "HTTP 400: bad"),
+                "HTTP 400: bad",
+            ),
+            (
+                Outcome::CredentialsRejected {
+                    message: "HTTP 401".into(),
+                },
+                "credentials rejected",
+            ),
+            (
+                Outcome::Gone {
+                    message: "HTTP 410".into(),
+                },
+                "destination gone",
+            ),
         ];
         for (out, want) in cases {
             match transition(&p, &delivery(0, 0), &out, None, now) {

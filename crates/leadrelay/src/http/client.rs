@@ -26,7 +26,11 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> I
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    forwarded.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer_ip)
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer_ip)
 }
 
 /// Per-IP throttle for public endpoints.
@@ -39,7 +43,9 @@ impl IpThrottle {
     pub fn new(rate: Rate) -> Option<Self> {
         let burst = NonZeroU32::new(rate.count)?;
         let quota = Quota::with_period(rate.interval())?.allow_burst(burst);
-        Some(Self { limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)) })
+        Some(Self {
+            limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)),
+        })
     }
 
     /// `Err(seconds)` to wait when `ip` is over its limit.
@@ -66,11 +72,21 @@ mod tests {
     fn forwarded_for_only_from_trusted_proxies() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 203.0.113.5, 10.0.0.1"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 203.0.113.5, 10.0.0.1"),
+        );
         let from_proxy = SocketAddr::new(proxy, 1);
-        assert_eq!(client_ip(from_proxy, &h, &[proxy]), "203.0.113.5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(from_proxy, &h, &[proxy]),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
         let direct = SocketAddr::new("198.51.100.7".parse().unwrap(), 1);
-        assert_eq!(client_ip(direct, &h, &[proxy]), "198.51.100.7".parse::<IpAddr>().unwrap(), "spoofed header ignored");
+        assert_eq!(
+            client_ip(direct, &h, &[proxy]),
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "spoofed header ignored"
+        );
         assert_eq!(client_ip(from_proxy, &HeaderMap::new(), &[proxy]), proxy);
     }
 

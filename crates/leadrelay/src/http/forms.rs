@@ -14,12 +14,15 @@ use super::client::client_ip;
 use super::html;
 use crate::config::FormConfig;
 use crate::error::ApiError;
-use crate::ingest::{Accepted, FormSubmission};
 use crate::ingest::enrich::RequestContext;
+use crate::ingest::{Accepted, FormSubmission};
 
 /// True when the client prefers HTML (a plain browser form post).
 pub fn wants_html(headers: &HeaderMap) -> bool {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let html = accept.find("text/html");
     let json = accept.find("application/json");
     match (html, json) {
@@ -29,21 +32,31 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The origin to echo in CORS headers, if this form allows it.
 fn allowed_origin(form: &FormConfig, headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(None) };
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(None);
+    };
     if form.allowed_origins.is_empty() {
         return Ok(None);
     }
     let o = origin.to_str().unwrap_or("");
-    if form.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o)) {
+    if form
+        .allowed_origins
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
+    {
         Ok(Some(origin.clone()))
     } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", format!("origin {o:?} may not post to this form")))
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!("origin {o:?} may not post to this form"),
+        ))
     }
 }
 
@@ -52,17 +65,20 @@ fn add_cors(resp: &mut Response, origin: Option<HeaderValue>) {
         let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Retry-After, Idempotent-Replayed"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After, Idempotent-Replayed"),
+        );
     }
 }
 
 fn error_response(err: ApiError, html_client: bool) -> Response {
     if html_client {
         let mut resp = (err.status, Html(html::error(&err))).into_response();
-        if let Some(s) = err.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(s) = err.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     } else {
@@ -81,7 +97,11 @@ pub async fn submit(
     let started = std::time::Instant::now();
     let html_client = wants_html(&headers);
     let Some(form) = app.ingestor.form(&form_name).cloned() else {
-        let err = ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("there is no form named {form_name:?}"));
+        let err = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_form",
+            format!("there is no form named {form_name:?}"),
+        );
         return error_response(err, html_client);
     };
     let origin = match allowed_origin(&form, &headers) {
@@ -95,21 +115,30 @@ pub async fn submit(
         Ok(_) => "accepted",
         Err(e) => e.code,
     };
-    app.metrics.ingest(&format!("form:{form_name}"), outcome, started.elapsed());
+    app.metrics
+        .ingest(&format!("form:{form_name}"), outcome, started.elapsed());
     let mut resp = match result {
         Ok(Accepted { id, duplicate, .. }) => {
             let mut resp = if html_client {
-                let target = form.redirect_url.clone().unwrap_or_else(|| format!("/v1/forms/{form_name}/thanks"));
+                let target = form
+                    .redirect_url
+                    .clone()
+                    .unwrap_or_else(|| format!("/v1/forms/{form_name}/thanks"));
                 let mut r = StatusCode::SEE_OTHER.into_response();
                 if let Ok(v) = HeaderValue::from_str(&target) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
                 r
             } else {
-                (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"id": id.to_string(), "status": "accepted"}))).into_response()
+                (
+                    StatusCode::ACCEPTED,
+                    axum::Json(serde_json::json!({"id": id.to_string(), "status": "accepted"})),
+                )
+                    .into_response()
             };
             if duplicate {
-                resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                resp.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
             }
             resp
         }
@@ -132,27 +161,42 @@ async fn submit_inner(
     if let Some(t) = &app.throttle {
         t.check(ip).map_err(ApiError::throttled)?;
     }
-    let limit = form.max_body_bytes.unwrap_or(app.config.server.max_body_bytes).bytes() as usize;
+    let limit = form
+        .max_body_bytes
+        .unwrap_or(app.config.server.max_body_bytes)
+        .bytes() as usize;
     let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
     };
-    if let Some(len) = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok()) {
-        if len > limit {
-            return Err(too_large());
-        }
+    if let Some(len) =
+        header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large());
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let is_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some())
-            || e.to_string().contains("length limit");
-        if is_limit { too_large() } else { ApiError::bad_request(format!("could not read the body: {e}")) }
+        let is_limit = std::error::Error::source(&e).is_some_and(|s| {
+            s.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+        }) || e.to_string().contains("length limit");
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("could not read the body: {e}"))
+        }
     })?;
     app.ingestor
         .submit_form(FormSubmission {
             form: form_name,
             content_type: header_str(headers, header::CONTENT_TYPE),
             body: bytes,
-            idempotency_header: headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}")),
+            idempotency_header: headers
+                .get("idempotency-key")
+                .map(|v| v.to_str().unwrap_or("\u{0}")),
             client_ip: Some(ip),
             context: RequestContext {
                 query: uri.query(),
@@ -164,22 +208,45 @@ async fn submit_inner(
 }
 
 /// CORS preflight for a form.
-pub async fn preflight(State(app): State<AppState>, Path(form_name): Path<String>, headers: HeaderMap) -> Response {
+pub async fn preflight(
+    State(app): State<AppState>,
+    Path(form_name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let Some(form) = app.ingestor.form(&form_name) else {
-        return ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("there is no form named {form_name:?}")).into_response();
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_form",
+            format!("there is no form named {form_name:?}"),
+        )
+        .into_response();
     };
     let requested = header_str(&headers, header::ACCESS_CONTROL_REQUEST_METHOD).unwrap_or("POST");
     if !requested.eq_ignore_ascii_case(Method::POST.as_str()) {
-        return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "forms accept POST only").into_response();
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "forms accept POST only",
+        )
+        .into_response();
     }
     match allowed_origin(form, &headers) {
         Ok(Some(origin)) => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
             add_cors(&mut resp, Some(origin));
             let h = resp.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
-            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Idempotency-Key, Accept"));
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("POST, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Content-Type, Idempotency-Key, Accept"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
             resp
         }
         Ok(None) => ApiError::new(
@@ -196,6 +263,11 @@ pub async fn preflight(State(app): State<AppState>, Path(form_name): Path<String
 pub async fn thanks(State(app): State<AppState>, Path(form_name): Path<String>) -> Response {
     match app.ingestor.form(&form_name) {
         Some(f) => Html(html::thanks(f.title.as_deref().unwrap_or(&form_name))).into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("there is no form named {form_name:?}")).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_form",
+            format!("there is no form named {form_name:?}"),
+        )
+        .into_response(),
     }
 }

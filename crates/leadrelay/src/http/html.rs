@@ -43,9 +43,19 @@ pub fn error(err: &ApiError) -> String {
     let items: String = err
         .fields
         .iter()
-        .map(|f| format!("<li><strong>{}</strong>: {}</li>", escape(&f.field), escape(&f.message)))
+        .map(|f| {
+            format!(
+                "<li><strong>{}</strong>: {}</li>",
+                escape(&f.field),
+                escape(&f.message)
+            )
+        })
         .collect();
-    let list = if items.is_empty() { String::new() } else { format!("<ul>{items}</ul>") };
+    let list = if items.is_empty() {
+        String::new()
+    } else {
+        format!("<ul>{items}</ul>")
+    };
     page(
         "Please check your submission",
         &format!(

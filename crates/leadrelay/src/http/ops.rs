@@ -29,15 +29,25 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     // Store-derived gauges are refreshed at scrape time.
     let now = Utc::now();
     if let (Ok(stats), Ok(states)) = (
-        app.store.destination_stats(now - chrono::Duration::minutes(15)).await,
+        app.store
+            .destination_stats(now - chrono::Duration::minutes(15))
+            .await,
         app.store.destination_states().await,
     ) {
         for s in &stats {
             let st = states.iter().find(|d| d.name == s.destination);
             let open = st.is_some_and(|d| d.circuit == "open");
             let paused = st.is_some_and(|d| d.paused_at(now) || d.disabled);
-            app.metrics.set_destination(&s.destination, s.backlog(), s.dead, open, paused);
+            app.metrics
+                .set_destination(&s.destination, s.backlog(), s.dead, open, paused);
         }
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }

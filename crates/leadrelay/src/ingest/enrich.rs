@@ -37,7 +37,8 @@ impl IpHasher {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC accepts keys of any length");
         mac.update(ip.to_string().as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -64,7 +65,9 @@ fn clean(v: &str) -> Option<String> {
 }
 
 fn field_text(s: &Submission, name: &str) -> Option<String> {
-    s.get(name).and_then(FieldValue::as_text).and_then(|v| clean(&v))
+    s.get(name)
+        .and_then(FieldValue::as_text)
+        .and_then(|v| clean(&v))
 }
 
 fn query_pairs(url_or_query: &str) -> Vec<(String, String)> {
@@ -72,26 +75,47 @@ fn query_pairs(url_or_query: &str) -> Vec<(String, String)> {
         Ok(u) => u.query().unwrap_or("").to_string(),
         Err(_) => url_or_query.trim_start_matches('?').to_string(),
     };
-    url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// Attribution from, in order of precedence: the submitted fields, the
 /// POST URL's query string, then the landing page URL's query string.
 pub fn attribution(s: &Submission, ctx: &RequestContext<'_>) -> Attribution {
     let mut a = Attribution {
-        referrer: field_text(s, "referrer").or_else(|| field_text(s, "referer")).or_else(|| ctx.referer_header.and_then(clean)),
+        referrer: field_text(s, "referrer")
+            .or_else(|| field_text(s, "referer"))
+            .or_else(|| ctx.referer_header.and_then(clean)),
         landing_page: field_text(s, "landing_page")
             .or_else(|| field_text(s, "page_url"))
             .or_else(|| ctx.referer_header.and_then(clean)),
-        user_agent: ctx.user_agent.and_then(clean).map(|ua| ua.chars().take(512).collect()),
+        user_agent: ctx
+            .user_agent
+            .and_then(clean)
+            .map(|ua| ua.chars().take(512).collect()),
         ..Default::default()
     };
     let from_query = ctx.query.map(query_pairs).unwrap_or_default();
-    let from_landing = a.landing_page.as_deref().map(query_pairs).unwrap_or_default();
+    let from_landing = a
+        .landing_page
+        .as_deref()
+        .map(query_pairs)
+        .unwrap_or_default();
     for name in UTM_FIELDS.iter().chain(CLICK_ID_FIELDS.iter()) {
         let value = field_text(s, name)
-            .or_else(|| from_query.iter().find(|(k, _)| k == name).and_then(|(_, v)| clean(v)))
-            .or_else(|| from_landing.iter().find(|(k, _)| k == name).and_then(|(_, v)| clean(v)));
+            .or_else(|| {
+                from_query
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| clean(v))
+            })
+            .or_else(|| {
+                from_landing
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| clean(v))
+            });
         if let Some(v) = value {
             a.set_param(name, v);
         }
@@ -120,10 +144,19 @@ mod tests {
         let s = Submission {
             fields: vec![
                 ("utm_source".into(), FieldValue::Text("newsletter".into())),
-                ("landing_page".into(), FieldValue::Text("https://x.io/p?utm_campaign=spring&gclid=G1&utm_source=ignored".into())),
+                (
+                    "landing_page".into(),
+                    FieldValue::Text(
+                        "https://x.io/p?utm_campaign=spring&gclid=G1&utm_source=ignored".into(),
+                    ),
+                ),
             ],
         };
-        let ctx = RequestContext { query: Some("utm_medium=email&utm_source=also-ignored"), referer_header: Some("https://google.com/"), user_agent: Some("UA/1") };
+        let ctx = RequestContext {
+            query: Some("utm_medium=email&utm_source=also-ignored"),
+            referer_header: Some("https://google.com/"),
+            user_agent: Some("UA/1"),
+        };
         let a = attribution(&s, &ctx);
         assert_eq!(a.utm_source.as_deref(), Some("newsletter"));
         assert_eq!(a.utm_medium.as_deref(), Some("email"));

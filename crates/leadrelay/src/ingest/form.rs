@@ -3,7 +3,10 @@
 //! typed), consent recorded per purpose with its text version.
 
 use chrono::{DateTime, Utc};
-use leadrelay_model::{CONTACT_FIELDS, CLICK_ID_FIELDS, ConsentPurpose, ConsentRecord, ContactData, EmailAddress, PhoneE164, UTM_FIELDS};
+use leadrelay_model::{
+    CLICK_ID_FIELDS, CONTACT_FIELDS, ConsentPurpose, ConsentRecord, ContactData, EmailAddress,
+    PhoneE164, UTM_FIELDS,
+};
 use serde_json::{Map, Value, json};
 
 use super::body::{FieldValue, Submission};
@@ -34,7 +37,11 @@ pub fn honeypot_hit(form: &FormConfig, s: &Submission) -> bool {
 }
 
 /// Validates `s` against `form`, reporting every failing field.
-pub fn validate(form: &FormConfig, s: &Submission, now: DateTime<Utc>) -> Result<ValidForm, Vec<FieldError>> {
+pub fn validate(
+    form: &FormConfig,
+    s: &Submission,
+    now: DateTime<Utc>,
+) -> Result<ValidForm, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut out = ValidForm::default();
 
@@ -43,11 +50,19 @@ pub fn validate(form: &FormConfig, s: &Submission, now: DateTime<Utc>) -> Result
         let text = match raw {
             None | Some(FieldValue::Null) => None,
             Some(FieldValue::Nested) => {
-                errors.push(FieldError::new(name, "invalid_type", "expected a single value, not an object or nested list"));
+                errors.push(FieldError::new(
+                    name,
+                    "invalid_type",
+                    "expected a single value, not an object or nested list",
+                ));
                 continue;
             }
             Some(FieldValue::File { .. }) => {
-                errors.push(FieldError::new(name, "file_not_accepted", "file uploads are not accepted"));
+                errors.push(FieldError::new(
+                    name,
+                    "file_not_accepted",
+                    "file uploads are not accepted",
+                ));
                 continue;
             }
             Some(v) => v.as_text(),
@@ -58,7 +73,11 @@ pub fn validate(form: &FormConfig, s: &Submission, now: DateTime<Utc>) -> Result
             if field.field_type == FieldType::Boolean && !field.required {
                 out.data.insert(name.clone(), Value::Bool(false));
             } else if field.required {
-                errors.push(FieldError::new(name, "required", format!("{} is required", label(name, field))));
+                errors.push(FieldError::new(
+                    name,
+                    "required",
+                    format!("{} is required", label(name, field)),
+                ));
             }
             continue;
         };
@@ -72,19 +91,35 @@ pub fn validate(form: &FormConfig, s: &Submission, now: DateTime<Utc>) -> Result
     }
 
     for (purpose, c) in &form.consent {
-        let granted = s.get(&c.field).and_then(FieldValue::as_text).is_some_and(|v| truthy(&v) == Some(true));
+        let granted = s
+            .get(&c.field)
+            .and_then(FieldValue::as_text)
+            .is_some_and(|v| truthy(&v) == Some(true));
         if c.required && !granted {
-            errors.push(FieldError::new(&c.field, "consent_required", format!("consent for {purpose} is required")));
+            errors.push(FieldError::new(
+                &c.field,
+                "consent_required",
+                format!("consent for {purpose} is required"),
+            ));
         }
         if let Ok(p) = ConsentPurpose::parse(purpose) {
-            out.consent.push(ConsentRecord { purpose: p, granted, text_version: Some(c.version.clone()), recorded_at: now });
+            out.consent.push(ConsentRecord {
+                purpose: p,
+                granted,
+                text_version: Some(c.version.clone()),
+                recorded_at: now,
+            });
         }
     }
 
     if form.reject_unknown_fields {
         for (k, _) in &s.fields {
             if !is_known(form, k) {
-                errors.push(FieldError::new(k, "unknown_field", format!("{k} is not a field of this form")));
+                errors.push(FieldError::new(
+                    k,
+                    "unknown_field",
+                    format!("{k} is not a field of this form"),
+                ));
             }
         }
     }
@@ -121,7 +156,9 @@ fn contact_target<'a>(name: &'a str, f: &'a FieldConfig) -> Option<&'a str> {
 }
 
 fn fill_contact(contact: &mut ContactData, name: &str, f: &FieldConfig, value: &Value) {
-    let Some(target) = contact_target(name, f) else { return };
+    let Some(target) = contact_target(name, f) else {
+        return;
+    };
     let Some(text) = value.as_str() else { return };
     match (target, f.field_type) {
         ("email", FieldType::Email) => contact.email = EmailAddress::parse(text).ok(),
@@ -141,24 +178,44 @@ pub fn truthy(v: &str) -> Option<bool> {
     }
 }
 
-fn normalise(name: &str, f: &FieldConfig, text: &str, form_region: Option<&str>) -> Result<Value, FieldError> {
+fn normalise(
+    name: &str,
+    f: &FieldConfig,
+    text: &str,
+    form_region: Option<&str>,
+) -> Result<Value, FieldError> {
     let max = f.max_length.unwrap_or(DEFAULT_MAX_LENGTH);
     match f.field_type {
         FieldType::Email => EmailAddress::parse(text)
             .map(|e| json!(e.as_str()))
-            .map_err(|e| FieldError::new(name, "invalid_email", format!("{}: {e}", label(name, f)))),
+            .map_err(|e| {
+                FieldError::new(name, "invalid_email", format!("{}: {e}", label(name, f)))
+            }),
         FieldType::Phone => {
             let region = f.default_region.as_deref().or(form_region);
             PhoneE164::parse(text, region)
                 .map(|p| json!(p.as_str()))
-                .map_err(|e| FieldError::new(name, "invalid_phone", format!("{}: {e}", label(name, f))))
+                .map_err(|e| {
+                    FieldError::new(name, "invalid_phone", format!("{}: {e}", label(name, f)))
+                })
         }
         FieldType::Text | FieldType::Hidden => {
             if text.chars().count() > max {
-                return Err(FieldError::new(name, "too_long", format!("{} is longer than {max} characters", label(name, f))));
+                return Err(FieldError::new(
+                    name,
+                    "too_long",
+                    format!("{} is longer than {max} characters", label(name, f)),
+                ));
             }
-            if text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-                return Err(FieldError::new(name, "invalid_characters", format!("{} contains control characters", label(name, f))));
+            if text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+            {
+                return Err(FieldError::new(
+                    name,
+                    "invalid_characters",
+                    format!("{} contains control characters", label(name, f)),
+                ));
             }
             Ok(json!(text))
         }
@@ -169,27 +226,51 @@ fn normalise(name: &str, f: &FieldConfig, text: &str, form_region: Option<&str>)
                 Err(FieldError::new(
                     name,
                     "invalid_option",
-                    format!("{} must be one of: {}", label(name, f), f.options.join(", ")),
+                    format!(
+                        "{} must be one of: {}",
+                        label(name, f),
+                        f.options.join(", ")
+                    ),
                 ))
             }
         }
         FieldType::Url => match url::Url::parse(text) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && text.len() <= 2048 => Ok(json!(u.as_str())),
-            _ => Err(FieldError::new(name, "invalid_url", format!("{} must be an http(s) URL", label(name, f)))),
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && text.len() <= 2048 =>
+            {
+                Ok(json!(u.as_str()))
+            }
+            _ => Err(FieldError::new(
+                name,
+                "invalid_url",
+                format!("{} must be an http(s) URL", label(name, f)),
+            )),
         },
         FieldType::Number => {
             let n: f64 = text
                 .parse()
                 .ok()
                 .filter(|n: &f64| n.is_finite())
-                .ok_or_else(|| FieldError::new(name, "invalid_number", format!("{} must be a number", label(name, f))))?;
+                .ok_or_else(|| {
+                    FieldError::new(
+                        name,
+                        "invalid_number",
+                        format!("{} must be a number", label(name, f)),
+                    )
+                })?;
             if f.min.is_some_and(|lo| n < lo) || f.max.is_some_and(|hi| n > hi) {
                 let range = format!(
                     "{}..{}",
                     f.min.map(|v| v.to_string()).unwrap_or_default(),
                     f.max.map(|v| v.to_string()).unwrap_or_default()
                 );
-                return Err(FieldError::new(name, "out_of_range", format!("{} must be within {range}", label(name, f))));
+                return Err(FieldError::new(
+                    name,
+                    "out_of_range",
+                    format!("{} must be within {range}", label(name, f)),
+                ));
             }
             if n.fract() == 0.0 && n.abs() < 9.0e15 {
                 Ok(json!(n as i64))
@@ -197,9 +278,13 @@ fn normalise(name: &str, f: &FieldConfig, text: &str, form_region: Option<&str>)
                 Ok(json!(n))
             }
         }
-        FieldType::Boolean => truthy(text)
-            .map(Value::Bool)
-            .ok_or_else(|| FieldError::new(name, "invalid_boolean", format!("{} must be true or false", label(name, f)))),
+        FieldType::Boolean => truthy(text).map(Value::Bool).ok_or_else(|| {
+            FieldError::new(
+                name,
+                "invalid_boolean",
+                format!("{} must be true or false", label(name, f)),
+            )
+        }),
     }
 }
 
@@ -236,16 +321,35 @@ type = "url"
 field = "optin"
 version = "2024-05"
 "#;
-        load_str(text, "t", &|_| None).unwrap().config.forms.remove("f").unwrap()
+        load_str(text, "t", &|_| None)
+            .unwrap()
+            .config
+            .forms
+            .remove("f")
+            .unwrap()
     }
 
     fn sub(pairs: &[(&str, &str)]) -> Submission {
-        Submission { fields: pairs.iter().map(|(k, v)| (k.to_string(), FieldValue::Text(v.to_string()))).collect() }
+        Submission {
+            fields: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), FieldValue::Text(v.to_string())))
+                .collect(),
+        }
     }
 
     #[test]
     fn valid_submission_is_normalised() {
-        let s = sub(&[("email", " Jane@Acme.IO "), ("phone", "030 901820"), ("first_name", "Jane"), ("plan", "pro"), ("seats", "12"), ("newsletter", "on"), ("site", "https://acme.io"), ("optin", "1")]);
+        let s = sub(&[
+            ("email", " Jane@Acme.IO "),
+            ("phone", "030 901820"),
+            ("first_name", "Jane"),
+            ("plan", "pro"),
+            ("seats", "12"),
+            ("newsletter", "on"),
+            ("site", "https://acme.io"),
+            ("optin", "1"),
+        ]);
         let v = validate(&form(), &s, Utc::now()).unwrap();
         assert_eq!(v.contact.email.unwrap().as_str(), "jane@acme.io");
         assert_eq!(v.contact.phone.unwrap().as_str(), "+4930901820");
@@ -259,9 +363,19 @@ version = "2024-05"
 
     #[test]
     fn every_failing_field_is_reported() {
-        let s = sub(&[("phone", "12"), ("first_name", "Jonathan"), ("plan", "gold"), ("seats", "0"), ("newsletter", "maybe"), ("site", "ftp://x")]);
+        let s = sub(&[
+            ("phone", "12"),
+            ("first_name", "Jonathan"),
+            ("plan", "gold"),
+            ("seats", "0"),
+            ("newsletter", "maybe"),
+            ("site", "ftp://x"),
+        ]);
         let errs = validate(&form(), &s, Utc::now()).unwrap_err();
-        let codes: Vec<(&str, &str)> = errs.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
+        let codes: Vec<(&str, &str)> = errs
+            .iter()
+            .map(|e| (e.field.as_str(), e.code.as_str()))
+            .collect();
         for want in [
             ("email", "required"),
             ("phone", "invalid_phone"),

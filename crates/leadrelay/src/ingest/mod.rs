@@ -66,10 +66,18 @@ impl Ingestor {
             None => {
                 let mut fresh = [0u8; 32];
                 rand::fill(&mut fresh);
-                store.kv_get_or_insert(IP_KEY_KV, &hex::encode(fresh)).await?.into_bytes()
+                store
+                    .kv_get_or_insert(IP_KEY_KV, &hex::encode(fresh))
+                    .await?
+                    .into_bytes()
             }
         };
-        Ok(Self { store, config, routes, ip_hasher: IpHasher::new(&key) })
+        Ok(Self {
+            store,
+            config,
+            routes,
+            ip_hasher: IpHasher::new(&key),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -91,8 +99,16 @@ impl Ingestor {
         let spam = item.event.spam;
         let outcome = self.store.ingest(vec![item]).await?;
         match outcome.first() {
-            Some(IngestOutcome::Stored(id)) => Ok(Accepted { id: *id, duplicate: false, spam }),
-            Some(IngestOutcome::Duplicate(id)) => Ok(Accepted { id: *id, duplicate: true, spam }),
+            Some(IngestOutcome::Stored(id)) => Ok(Accepted {
+                id: *id,
+                duplicate: false,
+                spam,
+            }),
+            Some(IngestOutcome::Duplicate(id)) => Ok(Accepted {
+                id: *id,
+                duplicate: true,
+                spam,
+            }),
             None => Err(ApiError::unavailable("the store returned no result")),
         }
     }
@@ -100,9 +116,13 @@ impl Ingestor {
     /// Builds the event and its routing without storing it (also used by
     /// `simulate`).
     pub async fn form_item(&self, sub: FormSubmission<'_>) -> Result<IngestItem, ApiError> {
-        let form_cfg = self
-            .form(sub.form)
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_form", format!("there is no form named {:?}", sub.form)))?;
+        let form_cfg = self.form(sub.form).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_form",
+                format!("there is no form named {:?}", sub.form),
+            )
+        })?;
         let (kind, boundary) = body::kind_of(sub.content_type)?;
         let raw_body = String::from_utf8_lossy(&sub.body).into_owned();
         let submission = body::parse(kind, boundary, sub.body.clone()).await?;
@@ -145,18 +165,28 @@ impl Ingestor {
             attribution: enrich::attribution(&submission, &sub.context),
             consent: valid.consent,
             ip_hash: sub.client_ip.map(|ip| self.ip_hasher.hash(ip)),
-            raw: RawPayload { content_type: sub.content_type.unwrap_or_default().to_string(), body: raw_body },
+            raw: RawPayload {
+                content_type: sub.content_type.unwrap_or_default().to_string(),
+                body: raw_body,
+            },
             spam,
             idempotency_key: idempotency_key.clone(),
             external_id: None,
             vendor_refs: vec![],
             changes: vec![],
         };
-        let destinations = if spam { Vec::new() } else { self.routes.destinations_for(&event) };
+        let destinations = if spam {
+            Vec::new()
+        } else {
+            self.routes.destinations_for(&event)
+        };
         Ok(IngestItem {
             event,
             destinations,
-            idempotency: idempotency_key.map(|key| IdempotencyKey { scope: format!("form:{}", sub.form), key }),
+            idempotency: idempotency_key.map(|key| IdempotencyKey {
+                scope: format!("form:{}", sub.form),
+                key,
+            }),
         })
     }
 }

@@ -64,7 +64,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>>;
 
     /// Newest first; `before` is the cursor (an event id).
-    async fn list_events(&self, filter: &EventFilter, before: Option<Uuid>, limit: usize) -> StoreResult<Vec<Event>>;
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
 
     async fn get_contact(&self, id: Uuid) -> StoreResult<Option<Contact>>;
 
@@ -73,7 +78,12 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` due deliveries for `destination` under a new
     /// lease. Only the oldest unfinished delivery per contact is claimable,
     /// so deliveries about the same person go out in order.
-    async fn claim(&self, destination: &str, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>>;
+    async fn claim(
+        &self,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
 
     /// When the next delivery for `destination` falls due (None: nothing pending).
     async fn next_due(&self, destination: &str) -> StoreResult<Option<DateTime<Utc>>>;
@@ -86,7 +96,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
 
     /// Newest first; `before` is the cursor (a delivery id).
-    async fn list_deliveries(&self, filter: &DeliveryFilter, before: Option<Uuid>, limit: usize) -> StoreResult<Vec<Delivery>>;
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>>;
 
     async fn deliveries_for_event(&self, event_id: Uuid) -> StoreResult<Vec<Delivery>>;
 
@@ -96,7 +111,11 @@ pub trait Store: Send + Sync + 'static {
     /// Replays dead (or discarded) deliveries: each gets a new pending
     /// delivery (optionally with field overrides) linked to the old one,
     /// whose history is kept. Returns (old id, new id) pairs.
-    async fn replay(&self, ids: Vec<Uuid>, overrides: Option<serde_json::Map<String, serde_json::Value>>) -> StoreResult<Vec<(Uuid, Uuid)>>;
+    async fn replay(
+        &self,
+        ids: Vec<Uuid>,
+        overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> StoreResult<Vec<(Uuid, Uuid)>>;
 
     /// Marks dead deliveries as discarded (kept, never retried).
     async fn discard(&self, ids: Vec<Uuid>) -> StoreResult<usize>;
@@ -107,12 +126,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Pauses a destination until `until` (throttling, operator pause); every
     /// worker on every node honours it.
-    async fn pause_destination(&self, name: &str, until: DateTime<Utc>, reason: &str) -> StoreResult<()>;
+    async fn pause_destination(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<()>;
 
     async fn resume_destination(&self, name: &str) -> StoreResult<()>;
 
     /// Disables (410 Gone, operator) or re-enables a destination.
-    async fn set_destination_disabled(&self, name: &str, disabled: bool, reason: Option<&str>) -> StoreResult<()>;
+    async fn set_destination_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<()>;
 
     /// Records the circuit-breaker state for display.
     async fn set_circuit_state(&self, name: &str, state: &str) -> StoreResult<()>;
@@ -140,7 +169,10 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by a storage URL (`sqlite://PATH`, `postgres://…`)
 /// and applies migrations.
 pub async fn open(url: &str, options: &OpenOptions) -> StoreResult<Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let store = sqlite::SqliteStore::open(path, options).await?;
         return Ok(Arc::new(store));
     }
@@ -149,5 +181,7 @@ pub async fn open(url: &str, options: &OpenOptions) -> StoreResult<Arc<dyn Store
             "PostgreSQL storage is not available in this build yet; use sqlite://PATH".into(),
         ));
     }
-    Err(StoreError::Config(format!("unsupported storage URL {url:?}: expected sqlite://PATH or postgres://…")))
+    Err(StoreError::Config(format!(
+        "unsupported storage URL {url:?}: expected sqlite://PATH or postgres://…"
+    )))
 }

@@ -91,7 +91,10 @@ impl DeliveryState {
 
     /// Still to be sent (pending, in flight or scheduled).
     pub fn is_active(self) -> bool {
-        matches!(self, DeliveryState::Pending | DeliveryState::InFlight | DeliveryState::Scheduled)
+        matches!(
+            self,
+            DeliveryState::Pending | DeliveryState::InFlight | DeliveryState::Scheduled
+        )
     }
 }
 
@@ -185,11 +188,23 @@ pub struct Completion {
 /// The state a delivery moves to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
-    Delivered { remote_ids: Vec<RemoteId> },
+    Delivered {
+        remote_ids: Vec<RemoteId>,
+    },
     /// Try again at `at`; `failed` counts it toward `max_attempts`.
-    Scheduled { at: DateTime<Utc>, failed: bool, status: Option<u16>, error: String },
-    Dead { status: Option<u16>, reason: String },
-    Skipped { reason: String },
+    Scheduled {
+        at: DateTime<Utc>,
+        failed: bool,
+        status: Option<u16>,
+        error: String,
+    },
+    Dead {
+        status: Option<u16>,
+        reason: String,
+    },
+    Skipped {
+        reason: String,
+    },
     /// Give the lease back untried (shutdown): due again immediately.
     Released,
 }
@@ -313,6 +328,10 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { sqlite_full_sync: true, group_commit_max: 512, read_pool: 4 }
+        Self {
+            sqlite_full_sync: true,
+            group_commit_max: 512,
+            read_pool: 4,
+        }
     }
 }

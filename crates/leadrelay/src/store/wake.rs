@@ -14,7 +14,10 @@ pub struct WakeHub {
 impl WakeHub {
     /// The notifier a destination's worker waits on.
     pub fn notifier(&self, destination: &str) -> Arc<Notify> {
-        let mut map = self.by_destination.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .by_destination
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         map.entry(destination.to_string()).or_default().clone()
     }
 

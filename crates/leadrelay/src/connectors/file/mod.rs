@@ -19,7 +19,10 @@ use chrono::{NaiveDate, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob, ErrorClass, JobResult, Outcome, payload};
+use super::{
+    AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
+    ErrorClass, JobResult, Outcome, payload,
+};
 use crate::config::{ByteSize, Problem, parse_settings};
 
 #[derive(Debug, Deserialize)]
@@ -47,7 +50,12 @@ pub fn kind() -> ConnectorKind {
     ConnectorKind {
         name: "file",
         summary: "JSON Lines backup on local disk, rotated by day and size, fsynced per batch",
-        defaults: Defaults { rate_limit: None, concurrency: 1, batch_size: 200, max_batch_size: 1000 },
+        defaults: Defaults {
+            rate_limit: None,
+            concurrency: 1,
+            batch_size: 200,
+            max_batch_size: 1000,
+        },
         personal_data: true,
         build,
     }
@@ -56,12 +64,23 @@ pub fn kind() -> ConnectorKind {
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let s: Settings = parse_settings(ctx.settings)?;
     if s.prefix.is_empty() || s.prefix.contains(['/', '\\']) {
-        return Err(vec![Problem::error("prefix", "must be a plain file-name prefix")]);
+        return Err(vec![Problem::error(
+            "prefix",
+            "must be a plain file-name prefix",
+        )]);
     }
     if s.rotate_bytes.bytes() < 1024 {
-        return Err(vec![Problem::error("rotate_bytes", "must be at least 1KiB")]);
+        return Err(vec![Problem::error(
+            "rotate_bytes",
+            "must be at least 1KiB",
+        )]);
     }
-    Ok(Arc::new(FileConnector { inner: Arc::new(BackupFile { settings: s, state: Mutex::new(None) }) }))
+    Ok(Arc::new(FileConnector {
+        inner: Arc::new(BackupFile {
+            settings: s,
+            state: Mutex::new(None),
+        }),
+    }))
 }
 
 struct OpenFile {
@@ -87,7 +106,11 @@ impl BackupFile {
         let name = if index == 0 {
             format!("{}-{}.jsonl", self.settings.prefix, day.format("%Y-%m-%d"))
         } else {
-            format!("{}-{}.{index}.jsonl", self.settings.prefix, day.format("%Y-%m-%d"))
+            format!(
+                "{}-{}.{index}.jsonl",
+                self.settings.prefix,
+                day.format("%Y-%m-%d")
+            )
         };
         self.settings.path.join(name)
     }
@@ -98,7 +121,9 @@ impl BackupFile {
         let today = Utc::now().date_naive();
         let needs_new = match guard.as_ref() {
             None => true,
-            Some(f) => f.day != today || f.size + lines.len() as u64 > self.settings.rotate_bytes.bytes(),
+            Some(f) => {
+                f.day != today || f.size + lines.len() as u64 > self.settings.rotate_bytes.bytes()
+            }
         };
         if needs_new {
             std::fs::create_dir_all(&self.settings.path)?;
@@ -112,13 +137,21 @@ impl BackupFile {
                 let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                 if size + lines.len() as u64 <= self.settings.rotate_bytes.bytes() || size == 0 {
                     let file = OpenOptions::new().create(true).append(true).open(&p)?;
-                    *guard = Some(OpenFile { day: today, index, path: p, file, size });
+                    *guard = Some(OpenFile {
+                        day: today,
+                        index,
+                        path: p,
+                        file,
+                        size,
+                    });
                     break;
                 }
                 index += 1;
             }
         }
-        let f = guard.as_mut().ok_or_else(|| std::io::Error::other("no open file"))?;
+        let f = guard
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no open file"))?;
         f.file.write_all(lines)?;
         if self.settings.fsync {
             f.file.sync_data()?;
@@ -136,7 +169,8 @@ impl Connector for FileConnector {
         let mut buf = Vec::with_capacity(jobs.len() * 1024);
         for job in jobs {
             // Serializing a Value cannot fail; fall back to an empty object regardless.
-            let line = serde_json::to_vec(&payload::envelope(job)).unwrap_or_else(|_| b"{}".to_vec());
+            let line =
+                serde_json::to_vec(&payload::envelope(job)).unwrap_or_else(|_| b"{}".to_vec());
             buf.extend_from_slice(&line);
             buf.push(b'\n');
         }
@@ -159,14 +193,28 @@ impl Connector for FileConnector {
         };
         match result {
             Ok(path) => {
-                let r = report(format!("{} line(s) written", jobs.len()), Some(path.display().to_string()));
-                jobs.iter().map(|_| JobResult { outcome: Outcome::delivered(), report: r.clone() }).collect()
+                let r = report(
+                    format!("{} line(s) written", jobs.len()),
+                    Some(path.display().to_string()),
+                );
+                jobs.iter()
+                    .map(|_| JobResult {
+                        outcome: Outcome::delivered(),
+                        report: r.clone(),
+                    })
+                    .collect()
             }
             Err(e) => {
                 let msg = format!("writing the backup failed: {e}");
-                let r = report(msg.clone(), Some(self.inner.settings.path.display().to_string()));
+                let r = report(
+                    msg.clone(),
+                    Some(self.inner.settings.path.display().to_string()),
+                );
                 jobs.iter()
-                    .map(|_| JobResult { outcome: Outcome::retry(ErrorClass::Io, msg.clone()), report: r.clone() })
+                    .map(|_| JobResult {
+                        outcome: Outcome::retry(ErrorClass::Io, msg.clone()),
+                        report: r.clone(),
+                    })
                     .collect()
             }
         }

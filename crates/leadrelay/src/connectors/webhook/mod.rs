@@ -31,7 +31,10 @@ use minijinja::Environment;
 use serde::Deserialize;
 
 use super::http::{self as shared, HttpResponse, SendError};
-use super::{BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob, ErrorClass, JobResult, Outcome, payload};
+use super::{
+    BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob, ErrorClass,
+    JobResult, Outcome, payload,
+};
 use crate::config::{Problem, parse_settings};
 use crate::routing::condition_context;
 
@@ -84,7 +87,12 @@ pub fn kind() -> ConnectorKind {
     ConnectorKind {
         name: "webhook",
         summary: "POST JSON to any URL (your CRM, Zapier, Make), signed per Standard Webhooks",
-        defaults: Defaults { rate_limit: None, concurrency: 8, batch_size: 1, max_batch_size: 1 },
+        defaults: Defaults {
+            rate_limit: None,
+            concurrency: 8,
+            batch_size: 1,
+            max_batch_size: 1,
+        },
         personal_data: true,
         build,
     }
@@ -132,13 +140,21 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         }
     };
     let url = raw_url.and_then(|u| match reqwest::Url::parse(u.trim()) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => Some(parsed),
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
+            Some(parsed)
+        }
         Ok(_) => {
-            problems.push(Problem::error(if from_env { "url_env" } else { "url" }, "the URL must be http:// or https:// with a host"));
+            problems.push(Problem::error(
+                if from_env { "url_env" } else { "url" },
+                "the URL must be http:// or https:// with a host",
+            ));
             None
         }
         Err(e) => {
-            problems.push(Problem::error(if from_env { "url_env" } else { "url" }, format!("not a valid URL: {e}")));
+            problems.push(Problem::error(
+                if from_env { "url_env" } else { "url" },
+                format!("not a valid URL: {e}"),
+            ));
             None
         }
     });
@@ -148,7 +164,10 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         Some("PUT") => reqwest::Method::PUT,
         Some("PATCH") => reqwest::Method::PATCH,
         Some(other) => {
-            problems.push(Problem::error("method", format!("{other} is not allowed: webhooks use POST, PUT or PATCH, never GET")));
+            problems.push(Problem::error(
+                "method",
+                format!("{other} is not allowed: webhooks use POST, PUT or PATCH, never GET"),
+            ));
             reqwest::Method::POST
         }
     };
@@ -159,7 +178,11 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         .iter()
         .map(|(h, var)| (h.clone(), ctx.secret(&format!("secret_headers.{h}"), var)))
         .collect();
-    let all_headers = s.headers.iter().map(|(h, v)| (h.clone(), Ok::<String, Problem>(v.clone()))).chain(secret_values);
+    let all_headers = s
+        .headers
+        .iter()
+        .map(|(h, v)| (h.clone(), Ok::<String, Problem>(v.clone())))
+        .chain(secret_values);
     for (name, value) in all_headers {
         let value = match value {
             Ok(v) => v,
@@ -169,25 +192,45 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
             }
         };
         let lower = name.to_ascii_lowercase();
-        if lower.starts_with("webhook-") || lower == "content-type" || lower == "content-length" || lower == "host" {
-            problems.push(Problem::error(format!("headers.{name}"), "this header is set by leadrelay"));
+        if lower.starts_with("webhook-")
+            || lower == "content-type"
+            || lower == "content-length"
+            || lower == "host"
+        {
+            problems.push(Problem::error(
+                format!("headers.{name}"),
+                "this header is set by leadrelay",
+            ));
             continue;
         }
-        match (reqwest::header::HeaderName::from_bytes(name.as_bytes()), reqwest::header::HeaderValue::from_str(&value)) {
+        match (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(&value),
+        ) {
             (Ok(n), Ok(mut v)) => {
                 if s.secret_headers.contains_key(&name) {
                     v.set_sensitive(true);
                 }
                 headers.push((n, v));
             }
-            _ => problems.push(Problem::error(format!("headers.{name}"), "not a valid HTTP header")),
+            _ => problems.push(Problem::error(
+                format!("headers.{name}"),
+                "not a valid HTTP header",
+            )),
         }
     }
 
     let mut secrets = Vec::new();
-    let secret_vars = s.secret_env.iter().map(|v| ("secret_env".to_string(), v.as_str())).chain(
-        s.previous_secret_envs.iter().enumerate().map(|(i, v)| (format!("previous_secret_envs[{i}]"), v.as_str())),
-    );
+    let secret_vars = s
+        .secret_env
+        .iter()
+        .map(|v| ("secret_env".to_string(), v.as_str()))
+        .chain(
+            s.previous_secret_envs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("previous_secret_envs[{i}]"), v.as_str())),
+        );
     for (setting, var) in secret_vars {
         match ctx.secret(&setting, var) {
             Ok(secret) => secrets.push(secret),
@@ -213,7 +256,10 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
             match env.add_template_owned("body", src.clone()) {
                 Ok(()) => Some(env),
                 Err(e) => {
-                    problems.push(Problem::error("body_template", format!("template error: {e}")));
+                    problems.push(Problem::error(
+                        "body_template",
+                        format!("template error: {e}"),
+                    ));
                     None
                 }
             }
@@ -262,10 +308,16 @@ impl WebhookConnector {
         if let Some(env) = &self.template {
             let mut ctx = condition_context(&job.event);
             if let Some(obj) = ctx.as_object_mut() {
-                obj.insert("delivery".into(), serde_json::json!({"id": job.delivery.id.to_string()}));
+                obj.insert(
+                    "delivery".into(),
+                    serde_json::json!({"id": job.delivery.id.to_string()}),
+                );
             }
             let t = env.get_template("body").map_err(|e| e.to_string())?;
-            return t.render(minijinja::Value::from(minijinja::value::Serde(&ctx))).map(String::into_bytes).map_err(|e| format!("body template failed: {e}"));
+            return t
+                .render(minijinja::Value::from(minijinja::value::Serde(&ctx)))
+                .map(String::into_bytes)
+                .map_err(|e| format!("body template failed: {e}"));
         }
         let value = match self.format {
             Format::Envelope => payload::envelope(job),
@@ -278,7 +330,10 @@ impl WebhookConnector {
         let body = match self.body(job) {
             Ok(b) => b,
             Err(m) => {
-                return JobResult { outcome: Outcome::permanent(ErrorClass::Mapping, m), report: Default::default() };
+                return JobResult {
+                    outcome: Outcome::permanent(ErrorClass::Mapping, m),
+                    report: Default::default(),
+                };
             }
         };
         let msg_id = job.delivery.id.to_string();
@@ -290,7 +345,10 @@ impl WebhookConnector {
             .header("webhook-id", &msg_id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(signer) = &self.signer {
-            req = req.header("webhook-signature", signer.header(&msg_id, timestamp, &body));
+            req = req.header(
+                "webhook-signature",
+                signer.header(&msg_id, timestamp, &body),
+            );
         }
         for (n, v) in &self.headers {
             req = req.header(n.clone(), v.clone());
@@ -299,12 +357,16 @@ impl WebhookConnector {
             Ok(r) => r,
             Err(e) => {
                 return JobResult {
-                    outcome: Outcome::permanent(ErrorClass::Mapping, format!("cannot build the request: {e}")),
+                    outcome: Outcome::permanent(
+                        ErrorClass::Mapping,
+                        format!("cannot build the request: {e}"),
+                    ),
                     report: Default::default(),
                 };
             }
         };
-        let (result, report) = shared::send(&self.client, request, &self.display_url, self.allow_private).await;
+        let (result, report) =
+            shared::send(&self.client, request, &self.display_url, self.allow_private).await;
         let outcome = match &result {
             Ok(resp) => shared::classify(resp),
             Err(e) => e.outcome(),
@@ -329,13 +391,18 @@ impl Connector for WebhookConnector {
             Ok(r) => r,
             Err(e) => return CheckReport::failed(format!("cannot build a request: {e}")),
         };
-        let (result, _) = shared::send(&self.client, req, &self.display_url, self.allow_private).await;
+        let (result, _) =
+            shared::send(&self.client, req, &self.display_url, self.allow_private).await;
         match result {
             Ok(HttpResponse { status, .. }) if status < 500 => {
                 CheckReport::ok(format!("{} answered HTTP {status}", self.display_url))
             }
-            Ok(HttpResponse { status, .. }) => CheckReport::failed(format!("{} answered HTTP {status}", self.display_url)),
-            Err(SendError::Timeout) => CheckReport::failed(format!("{} timed out", self.display_url)),
+            Ok(HttpResponse { status, .. }) => {
+                CheckReport::failed(format!("{} answered HTTP {status}", self.display_url))
+            }
+            Err(SendError::Timeout) => {
+                CheckReport::failed(format!("{} timed out", self.display_url))
+            }
             Err(SendError::Connect(m) | SendError::Blocked(m) | SendError::Other(m)) => {
                 CheckReport::failed(format!("{}: {m}", self.display_url))
             }

@@ -24,8 +24,13 @@ impl Signer {
         let keys = secrets
             .iter()
             .map(|s| {
-                let b64 = s.trim().strip_prefix("whsec_").ok_or("signing secrets start with whsec_")?;
-                let key = STANDARD.decode(b64).map_err(|_| "the part after whsec_ must be base64")?;
+                let b64 = s
+                    .trim()
+                    .strip_prefix("whsec_")
+                    .ok_or("signing secrets start with whsec_")?;
+                let key = STANDARD
+                    .decode(b64)
+                    .map_err(|_| "the part after whsec_ must be base64")?;
                 if key.len() < 16 {
                     return Err("signing secrets must hold at least 16 bytes");
                 }
@@ -38,13 +43,18 @@ impl Signer {
 
     /// The `webhook-signature` header value: one `v1,<sig>` per key.
     pub fn header(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-        self.keys.iter().map(|k| format!("v1,{}", sign(k, msg_id, timestamp, body))).collect::<Vec<_>>().join(" ")
+        self.keys
+            .iter()
+            .map(|k| format!("v1,{}", sign(k, msg_id, timestamp, body)))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
 /// base64(HMAC-SHA256(key, "{msg_id}.{timestamp}.{body}")).
 pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(msg_id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());

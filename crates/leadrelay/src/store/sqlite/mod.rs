@@ -70,7 +70,10 @@ impl SqliteStore {
         Ok(Self {
             writer: RwLock::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
-            readers: Arc::new(ReadPool { conns: Mutex::new(readers), permits: Arc::new(Semaphore::new(n)) }),
+            readers: Arc::new(ReadPool {
+                conns: Mutex::new(readers),
+                permits: Arc::new(Semaphore::new(n)),
+            }),
             hub: Arc::new(WakeHub::default()),
         })
     }
@@ -87,13 +90,20 @@ impl SqliteStore {
             .clone()
             .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
         let (reply, rx) = oneshot::channel();
-        let job = Job { run: Box::new(move |c| f(c).map(|v| Box::new(v) as Box<dyn Any + Send>)), reply };
+        let job = Job {
+            run: Box::new(move |c| f(c).map(|v| Box::new(v) as Box<dyn Any + Send>)),
+            reply,
+        };
         sender
             .send(job)
             .await
             .map_err(|_| StoreError::Unavailable("the storage writer has stopped".into()))?;
-        let out = rx.await.map_err(|_| StoreError::Unavailable("the storage writer has stopped".into()))??;
-        out.downcast::<T>().map(|b| *b).map_err(|_| StoreError::Corrupt("writer returned an unexpected type".into()))
+        let out = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("the storage writer has stopped".into()))??;
+        out.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StoreError::Corrupt("writer returned an unexpected type".into()))
     }
 
     /// Runs `f` on a read connection in the blocking pool.
@@ -118,7 +128,10 @@ impl SqliteStore {
                 .pop()
                 .ok_or_else(|| StoreError::Unavailable("no read connection available".into()))?;
             let result = f(&conn);
-            pool.conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            pool.conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
             result
         })
         .await
@@ -126,25 +139,43 @@ impl SqliteStore {
     }
 }
 
-fn open_connections(path: &Path, options: &OpenOptions) -> StoreResult<(Connection, Vec<Connection>)> {
+fn open_connections(
+    path: &Path,
+    options: &OpenOptions,
+) -> StoreResult<(Connection, Vec<Connection>)> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+        })?;
     }
     let conn = Connection::open(path).map_err(map_err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(map_err)?;
-    conn.pragma_update(None, "synchronous", if options.sqlite_full_sync { "FULL" } else { "NORMAL" })
+    conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(map_err)?;
-    conn.pragma_update(None, "foreign_keys", "OFF").map_err(map_err)?;
-    conn.pragma_update(None, "cache_size", -16_000).map_err(map_err)?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if options.sqlite_full_sync {
+            "FULL"
+        } else {
+            "NORMAL"
+        },
+    )
+    .map_err(map_err)?;
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(map_err)?;
+    conn.pragma_update(None, "cache_size", -16_000)
+        .map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn)?;
 
     let mut readers = Vec::new();
     for _ in 0..options.read_pool.max(1) {
-        let r = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(map_err)?;
+        let r = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map_err)?;
         r.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
         r.set_prepared_statement_cache_capacity(64);
         readers.push(r);
@@ -159,7 +190,11 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     )
     .map_err(map_err)?;
     let applied: u32 = conn
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
         .map_err(map_err)?;
     if applied > schema::current_version() {
         return Err(StoreError::Config(format!(
@@ -175,7 +210,9 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
         );
         if let Err(e) = conn.execute_batch(&batch) {
             let _ = conn.execute_batch("ROLLBACK");
-            return Err(StoreError::Unavailable(format!("migration {version} failed: {e}")));
+            return Err(StoreError::Unavailable(format!(
+                "migration {version} failed: {e}"
+            )));
         }
     }
     Ok(())
@@ -200,7 +237,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max: usize) {
             }
             continue;
         }
-        let mut results: Vec<(oneshot::Sender<JobResult>, JobResult)> = Vec::with_capacity(batch.len());
+        let mut results: Vec<(oneshot::Sender<JobResult>, JobResult)> =
+            Vec::with_capacity(batch.len());
         let mut broken: Option<StoreError> = None;
         for job in batch.drain(..) {
             if let Some(err) = &broken {
@@ -209,11 +247,17 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max: usize) {
             }
             if let Err(e) = conn.execute_batch("SAVEPOINT job") {
                 broken = Some(map_err(e));
-                let _ = job.reply.send(Err(broken.clone().unwrap_or_else(|| StoreError::Unavailable("savepoint".into()))));
+                let _ = job.reply.send(Err(broken
+                    .clone()
+                    .unwrap_or_else(|| StoreError::Unavailable("savepoint".into()))));
                 continue;
             }
             let result = (job.run)(&conn);
-            let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            let end = if result.is_ok() {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
             if let Err(e) = conn.execute_batch(end) {
                 broken = Some(map_err(e));
             }
@@ -263,8 +307,12 @@ impl Store for SqliteStore {
 
     async fn schema_version(&self) -> StoreResult<u32> {
         self.read(|c| {
-            c.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
-                .map_err(map_err)
+            c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(map_err)
         })
         .await
     }
@@ -294,7 +342,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_events(&self, filter: &EventFilter, before: Option<Uuid>, limit: usize) -> StoreResult<Vec<Event>> {
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
         let filter = filter.clone();
         self.read(move |c| {
             let mut q = QueryBuilder::new(&format!("SELECT {EVENT_COLS} FROM events WHERE 1=1"));
@@ -319,9 +372,18 @@ impl Store for SqliteStore {
             if let Some(cid) = filter.contact_id {
                 q.and("contact_id = ?", cid.to_string());
             }
-            if let Some(term) = filter.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            if let Some(term) = filter
+                .search
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+            {
                 let like = format!("%{}%", escape_like(&term.to_lowercase()));
-                q.and2("(email LIKE ? ESCAPE '\\' OR lower(doc) LIKE ? ESCAPE '\\')", like.clone(), like);
+                q.and2(
+                    "(email LIKE ? ESCAPE '\\' OR lower(doc) LIKE ? ESCAPE '\\')",
+                    like.clone(),
+                    like,
+                );
             }
             if let Some(b) = before {
                 q.and("id < ?", b.to_string());
@@ -333,7 +395,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_contact(&self, id: Uuid) -> StoreResult<Option<Contact>> {
-        self.read(move |c| contact_by(c, "id", &id.to_string())).await
+        self.read(move |c| contact_by(c, "id", &id.to_string()))
+            .await
     }
 
     async fn find_contact_by_email(&self, email: &str) -> StoreResult<Option<Contact>> {
@@ -341,9 +404,15 @@ impl Store for SqliteStore {
         self.read(move |c| contact_by(c, "email", &email)).await
     }
 
-    async fn claim(&self, destination: &str, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>> {
+    async fn claim(
+        &self,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
         let destination = destination.to_string();
-        self.write(move |c| claim_tx(c, &destination, limit, lease, Utc::now())).await
+        self.write(move |c| claim_tx(c, &destination, limit, lease, Utc::now()))
+            .await
     }
 
     async fn next_due(&self, destination: &str) -> StoreResult<Option<DateTime<Utc>>> {
@@ -366,25 +435,34 @@ impl Store for SqliteStore {
         if completions.is_empty() {
             return Ok(());
         }
-        self.write(move |c| complete_tx(c, completions, Utc::now())).await
+        self.write(move |c| complete_tx(c, completions, Utc::now()))
+            .await
     }
 
     async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>> {
         self.read(move |c| {
-            c.prepare_cached(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1"))
-                .map_err(map_err)?
-                .query_row([id.to_string()], delivery_from_row)
-                .optional()
-                .map_err(map_err)?
-                .transpose()
+            c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1"
+            ))
+            .map_err(map_err)?
+            .query_row([id.to_string()], delivery_from_row)
+            .optional()
+            .map_err(map_err)?
+            .transpose()
         })
         .await
     }
 
-    async fn list_deliveries(&self, filter: &DeliveryFilter, before: Option<Uuid>, limit: usize) -> StoreResult<Vec<Delivery>> {
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
         let filter = filter.clone();
         self.read(move |c| {
-            let mut q = QueryBuilder::new(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE 1=1"));
+            let mut q =
+                QueryBuilder::new(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE 1=1"));
             if let Some(s) = filter.state {
                 q.and("state = ?", s.as_str().to_string());
             }
@@ -400,14 +478,20 @@ impl Store for SqliteStore {
             if let Some(b) = before {
                 q.and("id < ?", b.to_string());
             }
-            q.push(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 10_000)));
+            q.push(&format!(
+                " ORDER BY id DESC LIMIT {}",
+                limit.clamp(1, 10_000)
+            ));
             q.query(c, delivery_from_row)?.into_iter().collect()
         })
         .await
     }
 
     async fn deliveries_for_event(&self, event_id: Uuid) -> StoreResult<Vec<Delivery>> {
-        let filter = DeliveryFilter { event_id: Some(event_id), ..Default::default() };
+        let filter = DeliveryFilter {
+            event_id: Some(event_id),
+            ..Default::default()
+        };
         let mut list = self.list_deliveries(&filter, None, 10_000).await?;
         list.reverse();
         Ok(list)
@@ -424,8 +508,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn replay(&self, ids: Vec<Uuid>, overrides: Option<Map<String, Value>>) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        let (pairs, destinations) = self.write(move |c| replay_tx(c, &ids, overrides.as_ref(), Utc::now())).await?;
+    async fn replay(
+        &self,
+        ids: Vec<Uuid>,
+        overrides: Option<Map<String, Value>>,
+    ) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let (pairs, destinations) = self
+            .write(move |c| replay_tx(c, &ids, overrides.as_ref(), Utc::now()))
+            .await?;
         for d in destinations {
             self.hub.wake(&d);
         }
@@ -450,7 +540,9 @@ impl Store for SqliteStore {
     async fn destination_states(&self) -> StoreResult<Vec<DestinationState>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare_cached(&format!("SELECT {DEST_COLS} FROM destination_state ORDER BY name"))
+                .prepare_cached(&format!(
+                    "SELECT {DEST_COLS} FROM destination_state ORDER BY name"
+                ))
                 .map_err(map_err)?;
             let rows = stmt.query_map([], dest_state_from_row).map_err(map_err)?;
             rows.map(|r| r.map_err(map_err)).collect()
@@ -461,17 +553,24 @@ impl Store for SqliteStore {
     async fn destination_state(&self, name: &str) -> StoreResult<DestinationState> {
         let name = name.to_string();
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {DEST_COLS} FROM destination_state WHERE name = ?1"))
-                .map_err(map_err)?
-                .query_row([&name], dest_state_from_row)
-                .optional()
-                .map_err(map_err)?
-                .unwrap_or_else(|| DestinationState::new(&name)))
+            Ok(c.prepare_cached(&format!(
+                "SELECT {DEST_COLS} FROM destination_state WHERE name = ?1"
+            ))
+            .map_err(map_err)?
+            .query_row([&name], dest_state_from_row)
+            .optional()
+            .map_err(map_err)?
+            .unwrap_or_else(|| DestinationState::new(&name)))
         })
         .await
     }
 
-    async fn pause_destination(&self, name: &str, until: DateTime<Utc>, reason: &str) -> StoreResult<()> {
+    async fn pause_destination(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<()> {
         let (name, reason) = (name.to_string(), reason.to_string());
         self.write(move |c| {
             // Never shorten a longer pause another worker already recorded.
@@ -487,19 +586,36 @@ impl Store for SqliteStore {
 
     async fn resume_destination(&self, name: &str) -> StoreResult<()> {
         let owned = name.to_string();
-        self.write(move |c| upsert_dest(c, &owned, "paused_until = NULL, pause_reason = NULL", &[])).await?;
+        self.write(move |c| {
+            upsert_dest(c, &owned, "paused_until = NULL, pause_reason = NULL", &[])
+        })
+        .await?;
         self.hub.wake(name);
         Ok(())
     }
 
-    async fn set_destination_disabled(&self, name: &str, disabled: bool, reason: Option<&str>) -> StoreResult<()> {
+    async fn set_destination_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
         let (name, reason) = (name.to_string(), reason.map(String::from));
-        self.write(move |c| upsert_dest(c, &name, "disabled = ?2, disabled_reason = ?3", &[&(disabled as i64), &reason])).await
+        self.write(move |c| {
+            upsert_dest(
+                c,
+                &name,
+                "disabled = ?2, disabled_reason = ?3",
+                &[&(disabled as i64), &reason],
+            )
+        })
+        .await
     }
 
     async fn set_circuit_state(&self, name: &str, state: &str) -> StoreResult<()> {
         let (name, state) = (name.to_string(), state.to_string());
-        self.write(move |c| upsert_dest(c, &name, "circuit = ?2", &[&state])).await
+        self.write(move |c| upsert_dest(c, &name, "circuit = ?2", &[&state]))
+            .await
     }
 
     async fn remote_ids(&self, destination: &str, keys: &[String]) -> StoreResult<Vec<RemoteId>> {
@@ -555,10 +671,12 @@ impl Store for SqliteStore {
     async fn kv_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
         let (key, value) = (key.to_string(), value.to_string());
         self.write(move |c| {
-            c.prepare_cached("INSERT OR IGNORE INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3)")
-                .map_err(map_err)?
-                .execute(params![key, value, Utc::now().timestamp_millis()])
-                .map_err(map_err)?;
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(map_err)?
+            .execute(params![key, value, Utc::now().timestamp_millis()])
+            .map_err(map_err)?;
             c.prepare_cached("SELECT value FROM kv WHERE key = ?1")
                 .map_err(map_err)?
                 .query_row([key], |r| r.get(0))
@@ -598,7 +716,12 @@ impl Store for SqliteStore {
         for (i, (sql, cutoff)) in steps.into_iter().enumerate() {
             loop {
                 let n = self
-                    .write(move |c| c.prepare_cached(sql).map_err(map_err)?.execute([cutoff]).map_err(map_err))
+                    .write(move |c| {
+                        c.prepare_cached(sql)
+                            .map_err(map_err)?
+                            .execute([cutoff])
+                            .map_err(map_err)
+                    })
                     .await? as u64;
                 match i {
                     0 => report.raw_payloads += n,
@@ -615,21 +738,37 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        let sender = self.writer.write().unwrap_or_else(|p| p.into_inner()).take();
+        let sender = self
+            .writer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         drop(sender);
-        let handle = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
 }
 
-fn ingest_tx(c: &Connection, items: Vec<IngestItem>, now: DateTime<Utc>) -> StoreResult<Vec<IngestOutcome>> {
+fn ingest_tx(
+    c: &Connection,
+    items: Vec<IngestItem>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<IngestOutcome>> {
     let now_ms = now.timestamp_millis();
     let idem_cutoff = now_ms - IDEMPOTENCY_WINDOW_HOURS * 3_600_000;
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
-        let IngestItem { mut event, destinations, idempotency } = item;
+        let IngestItem {
+            mut event,
+            destinations,
+            idempotency,
+        } = item;
         if let Some(k) = &idempotency {
             let found: Option<(String, i64)> = c
                 .prepare_cached("SELECT event_id, created_at FROM idempotency_keys WHERE scope = ?1 AND key = ?2")
@@ -663,13 +802,13 @@ fn ingest_tx(c: &Connection, items: Vec<IngestItem>, now: DateTime<Utc>) -> Stor
                 continue;
             }
         }
-        if !event.spam {
-            if let Some(email) = event.contact.email.as_ref().map(|e| e.as_str().to_string()) {
-                let existing = contact_by(c, "email", &email)?;
-                if let Some(merged) = contacts::merge(existing, &event, now) {
-                    upsert_contact(c, &merged)?;
-                    event.contact_id = Some(merged.id);
-                }
+        if !event.spam
+            && let Some(email) = event.contact.email.as_ref().map(|e| e.as_str().to_string())
+        {
+            let existing = contact_by(c, "email", &email)?;
+            if let Some(merged) = contacts::merge(existing, &event, now) {
+                upsert_contact(c, &merged)?;
+                event.contact_id = Some(merged.id);
             }
         }
         insert_event(c, &mut event)?;
@@ -688,8 +827,14 @@ fn ingest_tx(c: &Connection, items: Vec<IngestItem>, now: DateTime<Utc>) -> Stor
                 )
                 .map_err(map_err)?;
             for d in &destinations {
-                stmt.execute(params![new_id().to_string(), event.id.to_string(), d, contact_key, now_ms])
-                    .map_err(map_err)?;
+                stmt.execute(params![
+                    new_id().to_string(),
+                    event.id.to_string(),
+                    d,
+                    contact_key,
+                    now_ms
+                ])
+                .map_err(map_err)?;
             }
         }
         outcomes.push(IngestOutcome::Stored(event.id));
@@ -697,7 +842,13 @@ fn ingest_tx(c: &Connection, items: Vec<IngestItem>, now: DateTime<Utc>) -> Stor
     Ok(outcomes)
 }
 
-fn claim_tx(c: &Connection, destination: &str, limit: usize, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<ClaimedDelivery>> {
+fn claim_tx(
+    c: &Connection,
+    destination: &str,
+    limit: usize,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
     let lease_id = new_id();
     let now_ms = now.timestamp_millis();
     let expires = now_ms + lease.as_millis() as i64;
@@ -716,21 +867,40 @@ fn claim_tx(c: &Connection, destination: &str, limit: usize, lease: Duration, no
         ))
         .map_err(map_err)?;
     let deliveries: Vec<Delivery> = stmt
-        .query_map(params![lease_id.to_string(), expires, now_ms, destination, limit as i64], delivery_from_row)
+        .query_map(
+            params![
+                lease_id.to_string(),
+                expires,
+                now_ms,
+                destination,
+                limit as i64
+            ],
+            delivery_from_row,
+        )
         .map_err(map_err)?
         .map(|r| r.map_err(map_err).and_then(|x| x))
         .collect::<StoreResult<_>>()?;
     let mut out = Vec::with_capacity(deliveries.len());
-    let mut ev = c.prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1")).map_err(map_err)?;
+    let mut ev = c
+        .prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"))
+        .map_err(map_err)?;
     for d in deliveries {
-        match ev.query_row([d.event_id.to_string()], event_from_row).optional().map_err(map_err)? {
+        match ev
+            .query_row([d.event_id.to_string()], event_from_row)
+            .optional()
+            .map_err(map_err)?
+        {
             Some(event) => {
                 let event = event?;
                 let contact = match event.contact_id {
                     Some(id) => contact_by(c, "id", &id.to_string())?,
                     None => None,
                 };
-                out.push(ClaimedDelivery { event, contact, delivery: d })
+                out.push(ClaimedDelivery {
+                    event,
+                    contact,
+                    delivery: d,
+                })
             }
             None => {
                 // The event is gone (erased): the delivery can never be sent.
@@ -748,7 +918,11 @@ fn claim_tx(c: &Connection, destination: &str, limit: usize, lease: Duration, no
     Ok(out)
 }
 
-fn complete_tx(c: &Connection, completions: Vec<Completion>, now: DateTime<Utc>) -> StoreResult<()> {
+fn complete_tx(
+    c: &Connection,
+    completions: Vec<Completion>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     let now_ms = now.timestamp_millis();
     for comp in completions {
         if let Some(a) = &comp.attempt {
@@ -757,10 +931,14 @@ fn complete_tx(c: &Connection, completions: Vec<Completion>, now: DateTime<Utc>)
         let current: Option<(String, Option<String>, String)> = c
             .prepare_cached("SELECT state, lease_id, destination FROM deliveries WHERE id = ?1")
             .map_err(map_err)?
-            .query_row([comp.delivery_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([comp.delivery_id.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()
             .map_err(map_err)?;
-        let Some((state, lease, destination)) = current else { continue };
+        let Some((state, lease, destination)) = current else {
+            continue;
+        };
         if state != "in_flight" || lease.as_deref() != Some(comp.lease_id.to_string().as_str()) {
             // Our lease expired and someone else holds the delivery now.
             continue;
@@ -785,10 +963,16 @@ fn complete_tx(c: &Connection, completions: Vec<Completion>, now: DateTime<Utc>)
                     )
                     .map_err(map_err)?;
                 for r in remote_ids {
-                    up.execute(params![destination, r.object, r.key, r.id, now_ms]).map_err(map_err)?;
+                    up.execute(params![destination, r.object, r.key, r.id, now_ms])
+                        .map_err(map_err)?;
                 }
             }
-            Transition::Scheduled { at, failed, status, error } => {
+            Transition::Scheduled {
+                at,
+                failed,
+                status,
+                error,
+            } => {
                 c.prepare_cached(
                     "UPDATE deliveries SET state = 'scheduled', attempts = attempts + ?2, failures = failures + ?3, \
                      last_status = ?4, last_error = ?5, lease_id = NULL, next_attempt_at = ?6, updated_at = ?7 WHERE id = ?1",
@@ -832,7 +1016,12 @@ fn complete_tx(c: &Connection, completions: Vec<Completion>, now: DateTime<Utc>)
 
 type ReplayResult = (Vec<(Uuid, Uuid)>, Vec<String>);
 
-fn replay_tx(c: &Connection, ids: &[Uuid], overrides: Option<&Map<String, Value>>, now: DateTime<Utc>) -> StoreResult<ReplayResult> {
+fn replay_tx(
+    c: &Connection,
+    ids: &[Uuid],
+    overrides: Option<&Map<String, Value>>,
+    now: DateTime<Utc>,
+) -> StoreResult<ReplayResult> {
     let now_ms = now.timestamp_millis();
     let overrides_json = overrides.map(|o| Value::Object(o.clone()).to_string());
     let mut pairs = Vec::new();
@@ -847,10 +1036,17 @@ fn replay_tx(c: &Connection, ids: &[Uuid], overrides: Option<&Map<String, Value>
             .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()
             .map_err(map_err)?;
-        let Some((event_id, destination, contact_key, old_overrides)) = row else { continue };
+        let Some((event_id, destination, contact_key, old_overrides)) = row else {
+            continue;
+        };
         let new = new_id();
         // A replay of a replay keeps earlier overrides unless replaced.
-        let merged = match (old_overrides.as_deref().map(serde_json::from_str::<Map<String, Value>>), &overrides_json) {
+        let merged = match (
+            old_overrides
+                .as_deref()
+                .map(serde_json::from_str::<Map<String, Value>>),
+            &overrides_json,
+        ) {
             (Some(Ok(mut old)), Some(_)) => {
                 if let Some(o) = overrides {
                     old.extend(o.clone());
@@ -879,17 +1075,28 @@ fn replay_tx(c: &Connection, ids: &[Uuid], overrides: Option<&Map<String, Value>
 
 /// Updates a destination's state row (creating it first). `set` uses ?2, ?3 …
 /// for `extra`; `updated_at` is set too.
-fn upsert_dest(c: &Connection, name: &str, set: &str, extra: &[&dyn rusqlite::ToSql]) -> StoreResult<()> {
+fn upsert_dest(
+    c: &Connection,
+    name: &str,
+    set: &str,
+    extra: &[&dyn rusqlite::ToSql],
+) -> StoreResult<()> {
     let now = Utc::now().timestamp_millis();
     c.prepare_cached("INSERT OR IGNORE INTO destination_state (name, updated_at) VALUES (?1, ?2)")
         .map_err(map_err)?
         .execute(params![name, now])
         .map_err(map_err)?;
-    let sql = format!("UPDATE destination_state SET {set}, updated_at = ?{} WHERE name = ?1", extra.len() + 2);
+    let sql = format!(
+        "UPDATE destination_state SET {set}, updated_at = ?{} WHERE name = ?1",
+        extra.len() + 2
+    );
     let mut all: Vec<&dyn rusqlite::ToSql> = vec![&name];
     all.extend_from_slice(extra);
     all.push(&now);
-    c.prepare_cached(&sql).map_err(map_err)?.execute(all.as_slice()).map_err(map_err)?;
+    c.prepare_cached(&sql)
+        .map_err(map_err)?
+        .execute(all.as_slice())
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -899,14 +1106,25 @@ fn stats(c: &Connection, since: DateTime<Utc>) -> StoreResult<Vec<DestinationSta
     let mut by: BTreeMap<String, DestinationStats> = BTreeMap::new();
     {
         let mut stmt = c
-            .prepare_cached("SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state")
+            .prepare_cached(
+                "SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state",
+            )
             .map_err(map_err)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
             .map_err(map_err)?;
         for row in rows {
             let (d, state, n) = row.map_err(map_err)?;
-            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats { destination: d, ..Default::default() });
+            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats {
+                destination: d,
+                ..Default::default()
+            });
             let n = n as u64;
             match DeliveryState::parse(&state) {
                 Some(DeliveryState::Pending) => s.pending += n,
@@ -925,11 +1143,20 @@ fn stats(c: &Connection, since: DateTime<Utc>) -> StoreResult<Vec<DestinationSta
             .prepare_cached("SELECT destination, outcome, COUNT(*) FROM attempts WHERE started_at >= ?1 GROUP BY destination, outcome")
             .map_err(map_err)?;
         let rows = stmt
-            .query_map([since_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .query_map([since_ms], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
             .map_err(map_err)?;
         for row in rows {
             let (d, outcome, n) = row.map_err(map_err)?;
-            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats { destination: d, ..Default::default() });
+            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats {
+                destination: d,
+                ..Default::default()
+            });
             let n = n as u64;
             s.window_attempts += n;
             match outcome.as_str() {
@@ -945,10 +1172,17 @@ fn stats(c: &Connection, since: DateTime<Utc>) -> StoreResult<Vec<DestinationSta
                 "SELECT destination, COUNT(*) FROM deliveries WHERE state IN ('dead', 'discarded') AND finished_at >= ?1 GROUP BY destination",
             )
             .map_err(map_err)?;
-        let rows = stmt.query_map([since_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(map_err)?;
+        let rows = stmt
+            .query_map([since_ms], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(map_err)?;
         for row in rows {
             let (d, n) = row.map_err(map_err)?;
-            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats { destination: d, ..Default::default() });
+            let s = by.entry(d.clone()).or_insert_with(|| DestinationStats {
+                destination: d,
+                ..Default::default()
+            });
             s.window_dead = n as u64;
         }
     }

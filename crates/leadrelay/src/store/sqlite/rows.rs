@@ -19,7 +19,9 @@ pub const DEST_COLS: &str = "name, paused_until, pause_reason, disabled, disable
 /// else means the store cannot take the write right now.
 pub fn map_err(e: rusqlite::Error) -> StoreError {
     match &e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
             StoreError::Conflict(e.to_string())
         }
         _ => StoreError::Unavailable(e.to_string()),
@@ -46,7 +48,10 @@ pub fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
     Ok(serde_json::from_str::<Event>(&doc)
         .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))
         .map(|mut ev| {
-            ev.raw = RawPayload { content_type: content_type.unwrap_or_default(), body: body.unwrap_or_default() };
+            ev.raw = RawPayload {
+                content_type: content_type.unwrap_or_default(),
+                body: body.unwrap_or_default(),
+            };
             ev
         }))
 }
@@ -94,7 +99,8 @@ pub fn contact_by(c: &Connection, column: &str, value: &str) -> StoreResult<Opti
         .query_row([value], |r| r.get(0))
         .optional()
         .map_err(map_err)?;
-    doc.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("contact: {e}")))).transpose()
+    doc.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("contact: {e}"))))
+        .transpose()
 }
 
 pub fn upsert_contact(c: &Connection, contact: &Contact) -> StoreResult<()> {
@@ -129,15 +135,19 @@ pub fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Delivery>>
             event_id: parse_uuid(&event_id)?,
             destination: r.get(2).map_err(map_err)?,
             contact_key: r.get(3).map_err(map_err)?,
-            state: DeliveryState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("delivery {id}: unknown state {state:?}")))?,
+            state: DeliveryState::parse(&state).ok_or_else(|| {
+                StoreError::Corrupt(format!("delivery {id}: unknown state {state:?}"))
+            })?,
             attempts: r.get::<_, i64>(5).map_err(map_err)? as u32,
             failures: r.get::<_, i64>(6).map_err(map_err)? as u32,
             created_at: from_ms(r.get(7).map_err(map_err)?),
             updated_at: from_ms(r.get(8).map_err(map_err)?),
             next_attempt_at: r.get::<_, Option<i64>>(9).map_err(map_err)?.map(from_ms),
             lease_id: opt_uuid(r.get(10).map_err(map_err)?)?,
-            last_status: r.get::<_, Option<i64>>(11).map_err(map_err)?.map(|s| s as u16),
+            last_status: r
+                .get::<_, Option<i64>>(11)
+                .map_err(map_err)?
+                .map(|s| s as u16),
             last_error: r.get(12).map_err(map_err)?,
             reason: r.get(13).map_err(map_err)?,
             finished_at: r.get::<_, Option<i64>>(14).map_err(map_err)?.map(from_ms),
@@ -174,7 +184,13 @@ pub fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Attempt>> {
         message: r.get(14)?,
         next_attempt_at: r.get::<_, Option<i64>>(15)?.map(from_ms),
     };
-    Ok((|| Ok(Attempt { id: parse_uuid(&id)?, delivery_id: parse_uuid(&delivery_id)?, ..attempt }))())
+    Ok((|| {
+        Ok(Attempt {
+            id: parse_uuid(&id)?,
+            delivery_id: parse_uuid(&delivery_id)?,
+            ..attempt
+        })
+    })())
 }
 
 pub fn insert_attempt(c: &Connection, a: &Attempt) -> StoreResult<()> {
@@ -235,7 +251,10 @@ pub struct QueryBuilder {
 
 impl QueryBuilder {
     pub fn new(base: &str) -> Self {
-        Self { sql: base.to_string(), params: Vec::new() }
+        Self {
+            sql: base.to_string(),
+            params: Vec::new(),
+        }
     }
 
     /// Appends ` AND {cond}` where `cond` has one `?`.
@@ -263,7 +282,9 @@ impl QueryBuilder {
         map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> StoreResult<Vec<T>> {
         let mut stmt = c.prepare_cached(&self.sql).map_err(map_err)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(self.params), map).map_err(map_err)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(self.params), map)
+            .map_err(map_err)?;
         rows.map(|r| r.map_err(map_err)).collect()
     }
 }
