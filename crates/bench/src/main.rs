@@ -1,1 +1,467 @@
-fn main() {}
+//! leadrelay benchmarks. Run them all with `scripts/bench` (which builds the
+//! release binaries first); each scenario prints a table.
+//!
+//! - ingest: durable leads/s and acknowledgement latency against the
+//!   release binary on SQLite, beside a bare handler that answers 202
+//!   without storing (the ceiling), plus RSS idle and under load.
+//! - delivery: end-to-end deliveries/s to a local sink, draining a backlog,
+//!   rate-limit accuracy, and ingest p99 with a destination up vs down.
+//!
+//! Figures are measured, not asserted: CI never runs this.
+
+mod load;
+mod procs;
+mod sink;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use load::{LoadResult, closed_loop, open_loop};
+use sink::Sink;
+
+#[derive(Parser)]
+#[command(name = "leadrelay-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// The leadrelay binary to measure.
+    #[arg(long, global = true, default_value = "target/release/leadrelay")]
+    bin: PathBuf,
+    /// Length of each throughput run.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime_secs)]
+    duration: Duration,
+    /// Concurrent client connections for throughput runs.
+    #[arg(long, global = true, default_value_t = 64)]
+    connections: usize,
+}
+
+fn humantime_secs(s: &str) -> Result<Duration, String> {
+    let n: u64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s}: write seconds, e.g. 10s"))?;
+    Ok(Duration::from_secs(n))
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every scenario.
+    All,
+    /// Ingest throughput, latency and memory.
+    Ingest,
+    /// Delivery throughput, backlog drain, rate-limit accuracy, ingest with a destination down.
+    Delivery,
+    /// (internal) the bare 202 handler used as the ceiling.
+    BareServer {
+        #[arg(long)]
+        listen: String,
+    },
+}
+
+fn table(headers: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED)
+        .set_header(headers.to_vec());
+    t
+}
+
+fn base_config(dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+per_ip_limit = "off"
+
+[storage]
+url = "sqlite://{db}/leadrelay.db"
+
+[forms.contact]
+[forms.contact.fields.email]
+type = "email"
+required = true
+[forms.contact.fields.first_name]
+type = "text"
+[forms.contact.fields.last_name]
+type = "text"
+[forms.contact.fields.company]
+type = "text"
+[forms.contact.fields.phone]
+type = "phone"
+default_region = "US"
+[forms.contact.fields.message]
+type = "text"
+max_length = 5000
+[forms.contact.consent.crm]
+field = "consent"
+version = "v1"
+{extra}
+"#,
+        db = dir.display()
+    )
+}
+
+fn backup_destination(dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[destinations.backup]
+connector = "file"
+path = "{}/backup"
+legal_basis = "legitimate_interest"
+
+[[routes]]
+name = "all"
+destinations = ["backup"]
+"#,
+        dir.display()
+    )
+}
+
+fn webhook_destination(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[delivery]
+poll_interval = "200ms"
+
+[destinations.sink]
+connector = "webhook"
+url = "{url}"
+allow_private_networks = true
+purposes = ["crm"]
+{extra}
+
+[[routes]]
+name = "all"
+destinations = ["sink"]
+"#
+    )
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.2} ms")
+}
+
+fn row(t: &mut Table, name: &str, r: &LoadResult, extra: &[String]) {
+    let mut cells = vec![
+        name.to_string(),
+        format!("{:.0}", r.rate()),
+        ms(r.p(0.50)),
+        ms(r.p(0.99)),
+        ms(r.p(0.999)),
+        r.errors.to_string(),
+    ];
+    cells.extend_from_slice(extra);
+    t.add_row(cells);
+}
+
+async fn ingest(cli: &Cli) -> anyhow::Result<()> {
+    println!(
+        "\n## Ingest ({} connections, {:?} per run, ~600-byte JSON form posts)\n",
+        cli.connections, cli.duration
+    );
+    let mut t = table(&[
+        "server",
+        "leads/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "errors",
+        "RSS idle",
+        "RSS peak",
+        "vs ceiling",
+    ]);
+
+    let bare = procs::bare_server().await?;
+    let ceiling = closed_loop(
+        &bare.addr,
+        "/v1/forms/contact",
+        cli.connections,
+        cli.duration,
+        None,
+        0,
+    )
+    .await;
+    let bare_rss = bare.rss_mib();
+    row(
+        &mut t,
+        "bare 202 handler (ceiling)",
+        &ceiling,
+        &["".into(), format!("{bare_rss:.1} MiB"), "1.00".into()],
+    );
+    bare.stop();
+
+    let dir = tempfile::tempdir()?;
+    let config = base_config(dir.path(), &backup_destination(dir.path()));
+    let lr = procs::leadrelay(&cli.bin, dir.path(), &config, "all").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = lr.rss_mib();
+    // Peak RSS, sampled every 100 ms while the load runs.
+    let peak_kib = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let pid = lr.child.id();
+        let peak_kib = peak_kib.clone();
+        tokio::spawn(async move {
+            loop {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kb) = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    peak_kib.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // Latency at a steady 1,000 req/s first (nothing queued behind it),
+    // then throughput flat out.
+    let steady = open_loop(
+        &lr.addr,
+        "/v1/forms/contact",
+        1000,
+        16,
+        cli.duration,
+        5_000_000,
+    )
+    .await;
+    let durable = closed_loop(
+        &lr.addr,
+        "/v1/forms/contact",
+        cli.connections,
+        cli.duration,
+        None,
+        1_000_000,
+    )
+    .await;
+    sampler.abort();
+    let peak = lr
+        .rss_mib()
+        .max(peak_kib.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0);
+    let ratio = durable.rate() / ceiling.rate();
+    row(
+        &mut t,
+        "leadrelay, SQLite, durable",
+        &durable,
+        &[
+            format!("{idle:.1} MiB"),
+            format!("{peak:.1} MiB"),
+            format!("{ratio:.2}"),
+        ],
+    );
+    row(
+        &mut t,
+        "leadrelay at 1,000 req/s",
+        &steady,
+        &["".into(), "".into(), "".into()],
+    );
+    lr.stop();
+    println!("{t}");
+    println!(
+        "targets: >= 15,000 durable leads/s (got {:.0}); p99 < 5 ms at 1,000 req/s (got {:.2} ms); idle RSS < 50 MB (got {idle:.1} MiB)",
+        durable.rate(),
+        steady.p(0.99)
+    );
+    Ok(())
+}
+
+async fn wait_count(sink: &Sink, n: usize, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if sink.count() >= n {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+async fn delivery(cli: &Cli) -> anyhow::Result<()> {
+    println!("\n## Delivery (webhook connector to a local sink)\n");
+    let sink = Sink::start().await?;
+    let mut t = table(&["scenario", "deliveries", "time", "deliveries/s", "note"]);
+
+    // 1. End to end: ingest as fast as possible while delivering.
+    let n = 20_000;
+    let dir = tempfile::tempdir()?;
+    let config = base_config(
+        dir.path(),
+        &webhook_destination(&sink.url(), "concurrency = 32"),
+    );
+    let lr = procs::leadrelay(&cli.bin, dir.path(), &config, "all").await?;
+    let start = Instant::now();
+    let ing = closed_loop(
+        &lr.addr,
+        "/v1/forms/contact",
+        32,
+        Duration::from_secs(600),
+        Some(n),
+        0,
+    )
+    .await;
+    let done = wait_count(&sink, ing.ok as usize, Duration::from_secs(600)).await;
+    let total = start.elapsed();
+    t.add_row(vec![
+        "end to end (ingest + deliver)".into(),
+        sink.count().to_string(),
+        format!("{:.1} s", total.as_secs_f64()),
+        format!("{:.0}", sink.count() as f64 / total.as_secs_f64()),
+        if done.is_some() {
+            format!("ingest ran at {:.0} leads/s", ing.rate())
+        } else {
+            "did not finish".into()
+        },
+    ]);
+    lr.stop();
+
+    // 2. Drain a backlog of 100,000: ingest with no workers, then time the workers.
+    sink.reset();
+    let backlog = 100_000u64;
+    let dir = tempfile::tempdir()?;
+    let config = base_config(
+        dir.path(),
+        &webhook_destination(&sink.url(), "concurrency = 32"),
+    );
+    let api = procs::leadrelay(&cli.bin, dir.path(), &config, "api").await?;
+    let filled = closed_loop(
+        &api.addr,
+        "/v1/forms/contact",
+        32,
+        Duration::from_secs(900),
+        Some(backlog),
+        0,
+    )
+    .await;
+    api.stop();
+    let worker = procs::leadrelay(&cli.bin, dir.path(), &config, "worker").await?;
+    let start = Instant::now();
+    let drained = wait_count(&sink, filled.ok as usize, Duration::from_secs(1800)).await;
+    let total = start.elapsed();
+    t.add_row(vec![
+        format!("drain a backlog of {}", filled.ok),
+        sink.count().to_string(),
+        format!("{:.1} s", total.as_secs_f64()),
+        format!("{:.0}", sink.count() as f64 / total.as_secs_f64()),
+        if drained.is_some() {
+            "worker started after the backlog was stored".into()
+        } else {
+            "did not finish".into()
+        },
+    ]);
+    worker.stop();
+    println!("{t}");
+
+    // 3. Rate-limit accuracy: "100/10s" over three windows.
+    sink.reset();
+    let dir = tempfile::tempdir()?;
+    let config = base_config(
+        dir.path(),
+        &webhook_destination(&sink.url(), "rate_limit = \"100/10s\"\nconcurrency = 4"),
+    );
+    let lr = procs::leadrelay(&cli.bin, dir.path(), &config, "all").await?;
+    closed_loop(
+        &lr.addr,
+        "/v1/forms/contact",
+        8,
+        Duration::from_secs(60),
+        Some(400),
+        0,
+    )
+    .await;
+    wait_count(&sink, 1, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let arrivals = sink.arrivals();
+    lr.stop();
+    let mut rt = table(&["rate limit \"100/10s\"", "window 1", "window 2", "window 3"]);
+    if let Some(first) = arrivals.first().copied() {
+        let count = |w: u32| {
+            arrivals
+                .iter()
+                .filter(|a| {
+                    let d = a.duration_since(first);
+                    d >= Duration::from_secs(10) * w && d < Duration::from_secs(10) * (w + 1)
+                })
+                .count()
+                .to_string()
+        };
+        rt.add_row(vec![
+            "deliveries per 10 s window".to_string(),
+            count(0),
+            count(1),
+            count(2),
+        ]);
+    }
+    println!("{rt}");
+
+    // 4. Ingest p99 at 1,000 req/s with the destination up, then down.
+    sink.reset();
+    let dir = tempfile::tempdir()?;
+    let config = base_config(
+        dir.path(),
+        &webhook_destination(&sink.url(), "concurrency = 16"),
+    );
+    let lr = procs::leadrelay(&cli.bin, dir.path(), &config, "all").await?;
+    let up = open_loop(&lr.addr, "/v1/forms/contact", 1000, 16, cli.duration, 0).await;
+    sink.set_down(true);
+    let down = open_loop(
+        &lr.addr,
+        "/v1/forms/contact",
+        1000,
+        16,
+        cli.duration,
+        10_000_000,
+    )
+    .await;
+    sink.set_down(false);
+    lr.stop();
+    let mut it = table(&[
+        "ingest at 1,000 req/s",
+        "leads/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "errors",
+    ]);
+    row(&mut it, "destination up", &up, &[]);
+    row(&mut it, "destination down (503)", &down, &[]);
+    println!("{it}");
+    println!("p99 down / up = {:.2}", down.p(0.99) / up.p(0.99));
+    Ok(())
+}
+
+async fn bare_server(listen: &str) -> anyhow::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    // Reads the body like leadrelay does, then answers 202 without storing.
+    async fn accept(_body: bytes::Bytes) -> (StatusCode, &'static str) {
+        (
+            StatusCode::ACCEPTED,
+            r#"{"id":"00000000-0000-7000-8000-000000000000","status":"accepted"}"#,
+        )
+    }
+    let app = axum::Router::new().route("/v1/forms/{form}", post(accept));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match &cli.command {
+            Some(Cmd::BareServer { listen }) => bare_server(listen).await,
+            Some(Cmd::Ingest) => ingest(&cli).await,
+            Some(Cmd::Delivery) => delivery(&cli).await,
+            Some(Cmd::All) | None => {
+                ingest(&cli).await?;
+                delivery(&cli).await
+            }
+        }
+    })
+}

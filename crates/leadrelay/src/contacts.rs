@@ -6,7 +6,7 @@
 //! answer per purpose. The merge is pure so both stores share it.
 
 use chrono::{DateTime, Utc};
-use leadrelay_model::{CONTACT_FIELDS, Contact, ContactData, Event, FieldProvenance};
+use leadrelay_model::{Contact, ContactData, Event, FieldProvenance};
 use serde_json::Value;
 
 /// Merges `event`'s contact data into `existing` (or starts a new record).
@@ -30,27 +30,47 @@ pub fn merge(existing: Option<Contact>, event: &Event, now: DateTime<Utc>) -> Op
         at: event.occurred_at,
     };
 
-    let incoming = event.contact.to_flat_map();
-    let mut current = contact.data.to_flat_map();
-    for (field, value) in incoming {
-        if is_empty(&value) {
-            continue;
-        }
+    let at = provenance.at;
+    let mut take = |field: &str| {
         // An older event (vendor backfill, delayed webhook) never overwrites
         // a value set by a newer one.
-        let newer = contact
-            .provenance
-            .get(&field)
-            .is_none_or(|p| p.at <= provenance.at);
-        if newer && current.get(&field) != Some(&value) {
-            current.insert(field.clone(), value);
-        }
+        let newer = contact.provenance.get(field).is_none_or(|p| p.at <= at);
         if newer {
-            contact.provenance.insert(field, provenance.clone());
+            contact
+                .provenance
+                .insert(field.to_string(), provenance.clone());
+        }
+        newer
+    };
+    let incoming = &event.contact;
+    let data = &mut contact.data;
+    if let Some(p) = &incoming.phone
+        && take("phone")
+    {
+        data.phone = Some(p.clone());
+    }
+    let text_fields: [(&str, &Option<String>, &mut Option<String>); 9] = [
+        ("first_name", &incoming.first_name, &mut data.first_name),
+        ("last_name", &incoming.last_name, &mut data.last_name),
+        ("company", &incoming.company, &mut data.company),
+        ("domain", &incoming.domain, &mut data.domain),
+        ("title", &incoming.title, &mut data.title),
+        ("website", &incoming.website, &mut data.website),
+        ("country", &incoming.country, &mut data.country),
+        ("region", &incoming.region, &mut data.region),
+        ("city", &incoming.city, &mut data.city),
+    ];
+    for (field, value, slot) in text_fields {
+        if let Some(v) = value.as_ref().filter(|v| !v.trim().is_empty())
+            && take(field)
+        {
+            *slot = Some(v.clone());
         }
     }
-    if let Ok(data) = rebuild(current) {
-        contact.data = data;
+    for (field, value) in &incoming.custom {
+        if !is_empty(value) && take(field) {
+            data.custom.insert(field.clone(), value.clone());
+        }
     }
     for record in &event.consent {
         let newer = contact
@@ -73,22 +93,6 @@ fn is_empty(v: &Value) -> bool {
         Value::String(s) => s.trim().is_empty(),
         _ => false,
     }
-}
-
-/// Turns a flat map back into `ContactData`: standard names into their
-/// fields, the rest into `custom`.
-fn rebuild(flat: serde_json::Map<String, Value>) -> Result<ContactData, serde_json::Error> {
-    let mut standard = serde_json::Map::new();
-    let mut custom = serde_json::Map::new();
-    for (k, v) in flat {
-        if CONTACT_FIELDS.contains(&k.as_str()) && k != "full_name" {
-            standard.insert(k, v);
-        } else {
-            custom.insert(k, v);
-        }
-    }
-    standard.insert("custom".into(), Value::Object(custom));
-    serde_json::from_value(Value::Object(standard))
 }
 
 #[cfg(test)]

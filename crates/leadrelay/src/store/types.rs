@@ -242,14 +242,11 @@ impl DestinationState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStats {
     pub destination: String,
-    /// Deliveries by state (all time, within retention).
+    /// Unfinished deliveries by state, and dead letters waiting for a person.
     pub pending: u64,
     pub in_flight: u64,
     pub scheduled: u64,
-    pub delivered: u64,
     pub dead: u64,
-    pub skipped: u64,
-    pub discarded: u64,
     /// Attempts since the window start, and how many succeeded / failed
     /// (throttled attempts count as neither).
     pub window_attempts: u64,

@@ -54,6 +54,12 @@ impl Server {
             .spawn()
             .expect("spawn leadrelay");
         let base = format!("http://127.0.0.1:{port}");
+        // Owned before waiting, so a failed start still kills the child.
+        let server = Server {
+            child,
+            base: base.clone(),
+            log,
+        };
         let client = http_client();
         let url = format!("{base}/readyz");
         eventually("the binary is ready", Duration::from_secs(30), || {
@@ -70,7 +76,7 @@ impl Server {
             }
         })
         .await;
-        Server { child, base, log }
+        server
     }
 
     fn kill9(&mut self) {

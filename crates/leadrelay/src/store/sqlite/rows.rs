@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::store::{Attempt, Delivery, DeliveryState, DestinationState, StoreError, StoreResult};
 
-pub const EVENT_COLS: &str = "id, doc, raw_content_type, raw_body";
+pub const EVENT_COLS: &str = "id, doc, raw_content_type, raw_body, contact_id";
 pub const DELIVERY_COLS: &str = "id, event_id, destination, contact_key, state, attempts, failures, created_at, updated_at, \
      next_attempt_at, lease_id, last_status, last_error, reason, finished_at, replay_of, replayed_by, overrides";
 pub const ATTEMPT_COLS: &str = "id, delivery_id, destination, number, started_at, duration_ms, method, url, request_bytes, \
@@ -36,7 +36,7 @@ pub fn parse_uuid(s: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad id {s:?}: {e}")))
 }
 
-fn opt_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
+pub fn opt_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
     s.as_deref().map(parse_uuid).transpose()
 }
 
@@ -45,23 +45,39 @@ pub fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
     let doc: String = r.get(1)?;
     let content_type: Option<String> = r.get(2)?;
     let body: Option<String> = r.get(3)?;
-    Ok(serde_json::from_str::<Event>(&doc)
-        .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))
-        .map(|mut ev| {
-            ev.raw = RawPayload {
-                content_type: content_type.unwrap_or_default(),
-                body: body.unwrap_or_default(),
-            };
-            ev
-        }))
+    let contact_id: Option<String> = r.get(4)?;
+    let build = || -> StoreResult<Event> {
+        let mut ev = serde_json::from_str::<Event>(&doc)
+            .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?;
+        ev.raw = RawPayload {
+            content_type: content_type.unwrap_or_default(),
+            body: body.unwrap_or_default(),
+        };
+        ev.contact_id = opt_uuid(contact_id)?;
+        Ok(ev)
+    };
+    Ok(build())
 }
 
-pub fn insert_event(c: &Connection, event: &mut Event) -> StoreResult<()> {
-    // The raw body lives in its own column so retention can drop it alone.
+/// The stored JSON of an event: everything but the raw payload and the
+/// contact id, which have columns of their own (retention drops the raw
+/// body; the contact id is decided inside the transaction). Computed before
+/// the write transaction, off the writer thread.
+pub fn event_doc(event: &mut Event) -> StoreResult<String> {
     let raw = std::mem::take(&mut event.raw);
+    let contact_id = event.contact_id.take();
     let doc = serde_json::to_string(&*event);
     event.raw = raw;
-    let doc = doc.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    event.contact_id = contact_id;
+    doc.map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub fn insert_event(
+    c: &Connection,
+    event: &Event,
+    doc: &str,
+    contact_id: Option<Uuid>,
+) -> StoreResult<()> {
     c.prepare_cached(
         "INSERT INTO events (id, type, origin_kind, origin_name, received_at, occurred_at, contact_id, email, spam, \
          idempotency_key, external_id, doc, raw_content_type, raw_body) \
@@ -75,7 +91,7 @@ pub fn insert_event(c: &Connection, event: &mut Event) -> StoreResult<()> {
         event.origin.name,
         event.received_at.timestamp_millis(),
         event.occurred_at.timestamp_millis(),
-        event.contact_id.map(|c| c.to_string()),
+        contact_id.map(|c| c.to_string()),
         event.contact.email.as_ref().map(|e| e.as_str()),
         event.spam as i64,
         event.idempotency_key,
@@ -229,6 +245,13 @@ pub fn dest_state_from_row(r: &Row<'_>) -> rusqlite::Result<DestinationState> {
         disabled_reason: r.get(4)?,
         circuit: r.get(5)?,
     })
+}
+
+/// The smallest UUIDv7 (as text) created at or after `t`.
+pub fn uuid_v7_floor(t: DateTime<Utc>) -> String {
+    let ms = t.timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
+    let hex = format!("{ms:012x}");
+    format!("{}-{}-7000-8000-000000000000", &hex[..8], &hex[8..])
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.

@@ -1,6 +1,8 @@
 //! SQLite schema migrations, applied in order at start-up and by
 //! `leadrelay migrate`. Times are milliseconds since the Unix epoch; ids are
-//! UUIDv7 text (they sort by creation time).
+//! UUIDv7 text, which sort by creation time — time windows (listing,
+//! statistics, retention) are id ranges, so they need no time indexes.
+//! Every index costs writes on the ingest path: keep only those a query needs.
 
 /// Each entry is one migration; its index + 1 is its version.
 pub const MIGRATIONS: &[&str] = &[
@@ -22,8 +24,6 @@ CREATE TABLE events (
     raw_content_type TEXT,
     raw_body TEXT
 );
-CREATE INDEX events_received ON events(received_at);
-CREATE INDEX events_email ON events(email);
 CREATE INDEX events_contact ON events(contact_id);
 CREATE INDEX events_type ON events(type, id);
 CREATE UNIQUE INDEX events_external ON events(origin_kind, origin_name, external_id) WHERE external_id IS NOT NULL;
@@ -35,6 +35,7 @@ CREATE TABLE idempotency_keys (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (scope, key)
 );
+CREATE INDEX idempotency_created ON idempotency_keys(created_at);
 
 CREATE TABLE contacts (
     id TEXT PRIMARY KEY,
@@ -45,7 +46,6 @@ CREATE TABLE contacts (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX contacts_phone ON contacts(phone);
 CREATE INDEX contacts_domain ON contacts(domain);
 
 CREATE TABLE deliveries (
@@ -76,8 +76,8 @@ CREATE INDEX deliveries_due ON deliveries(destination, next_attempt_at)
 CREATE INDEX deliveries_contact ON deliveries(destination, contact_key, id)
     WHERE state IN ('pending', 'scheduled', 'in_flight');
 CREATE INDEX deliveries_event ON deliveries(event_id);
-CREATE INDEX deliveries_state ON deliveries(state, destination, id);
-CREATE INDEX deliveries_finished ON deliveries(finished_at);
+-- The dead-letter queue, per destination.
+CREATE INDEX deliveries_dead ON deliveries(destination, id) WHERE state = 'dead';
 
 CREATE TABLE attempts (
     id TEXT PRIMARY KEY,
@@ -98,7 +98,6 @@ CREATE TABLE attempts (
     next_attempt_at INTEGER
 );
 CREATE INDEX attempts_delivery ON attempts(delivery_id, number);
-CREATE INDEX attempts_window ON attempts(destination, started_at);
 
 CREATE TABLE destination_state (
     name TEXT PRIMARY KEY,

@@ -1,0 +1,104 @@
+//! Child processes under test: the leadrelay release binary and the bare
+//! ceiling server, with their resident memory sampled from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// A running child process listening on `addr`.
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Proc {
+    /// Resident set size in MiB (VmRSS).
+    pub fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_listening(addr: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("nothing listens on {addr} after 30 s")
+}
+
+/// Starts `leadrelay serve` with `config` (written to `dir`).
+pub async fn leadrelay(bin: &Path, dir: &Path, config: &str, role: &str) -> anyhow::Result<Proc> {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, config)?;
+    let log = std::fs::File::create(dir.join(format!("leadrelay-{role}-{port}.log")))?;
+    let child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--listen", &addr, "--role", role])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let p = Proc { child, addr };
+    if role != "worker" {
+        wait_listening(&p.addr).await?;
+    } else {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(p)
+}
+
+/// Starts this benchmark binary as the bare 202 server (the ceiling).
+pub async fn bare_server() -> anyhow::Result<Proc> {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let me: PathBuf = std::env::current_exe()?;
+    let child = Command::new(me)
+        .args(["bare-server", "--listen", &addr])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let p = Proc { child, addr };
+    wait_listening(&p.addr).await?;
+    Ok(p)
+}
