@@ -8,9 +8,55 @@
 //! stores what comes back in one transaction, and only then answers the
 //! vendor — a source never calls out before acknowledging.
 
+//!
+//! Conventions every kind follows (see `SOURCES.md` for the per-vendor detail):
+//! - every event carries `data.vendor` (the kind) and `data.vendor_event` (the
+//!   vendor's own name for what happened);
+//! - a vendor event with no canonical meaning becomes type [`CUSTOM_EVENT_TYPE`]
+//!   (`custom`) rather than being rejected: routes select it with a condition
+//!   on `data.vendor_event`;
+//! - `external_id` is the vendor's event id, or `sha256:<hex>` over the fields
+//!   that identify the event when the vendor sends none, so retries dedupe;
+//! - an email the vendor sends that does not parse is kept as
+//!   `data.invalid_email` and `contact.email` stays empty (the vendor is
+//!   authoritative about what happened, not about address syntax).
+
 use chrono::{DateTime, Utc};
 use leadrelay_model::{ContactData, EventType, FieldChange, VendorRef};
 use serde_json::{Map, Value};
+
+pub mod connect;
+
+mod auth;
+mod config;
+mod event;
+mod json;
+mod token_source;
+mod xml;
+
+mod apollo;
+mod calendly;
+mod generic;
+mod groove;
+mod hubspot;
+mod lemlist;
+mod mailshake;
+mod mixmax;
+mod pipedrive;
+mod qwilr;
+mod replyio;
+mod salesforce_outbound_message;
+mod salesloft;
+mod smartlead;
+mod typeform;
+mod woodpecker;
+
+#[cfg(test)]
+mod testutil;
+
+/// The event type of vendor events that have no canonical meaning; the
+/// vendor's own name is in `data.vendor_event`.
+pub const CUSTOM_EVENT_TYPE: &str = "custom";
 
 /// The request as received, before anything is stored.
 #[derive(Debug, Clone, Copy)]
@@ -155,5 +201,217 @@ pub trait SourceKind: Send + Sync {
     /// The answer once the parsed events are durably stored (or for a ping).
     fn acknowledge(&self, _parsed: &HookParse) -> HookResponse {
         HookResponse::json_ok(r#"{"status":"accepted"}"#)
+    }
+}
+
+/// How one kind is set up, for `leadrelay sources list` and the docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// The `kind` value in the configuration.
+    pub name: &'static str,
+    /// The vendor and product, for people.
+    pub title: &'static str,
+    /// How requests are authenticated.
+    pub auth: &'static str,
+    /// What to do on the vendor's side, in one paragraph.
+    pub setup: &'static str,
+}
+
+type Builder = fn(
+    &Value,
+    &dyn Fn(&str) -> Option<String>,
+) -> Result<Box<dyn SourceKind>, Vec<SourceConfigError>>;
+
+/// Every kind, in the order they are documented.
+const KINDS: [(&KindInfo, Builder); 16] = [
+    (&mailshake::INFO, mailshake::build),
+    (&apollo::INFO, apollo::build),
+    (&salesloft::INFO, salesloft::build),
+    (&smartlead::INFO, smartlead::build),
+    (&lemlist::INFO, lemlist::build),
+    (&mixmax::INFO, mixmax::build),
+    (&groove::INFO, groove::build),
+    (&replyio::INFO, replyio::build),
+    (&woodpecker::INFO, woodpecker::build),
+    (&qwilr::INFO, qwilr::build),
+    (&calendly::INFO, calendly::build),
+    (&typeform::INFO, typeform::build),
+    (&hubspot::INFO, hubspot::build),
+    (&pipedrive::INFO, pipedrive::build),
+    (
+        &salesforce_outbound_message::INFO,
+        salesforce_outbound_message::build,
+    ),
+    (&generic::INFO, generic::build),
+];
+
+const KIND_NAMES: [&str; 16] = [
+    "mailshake",
+    "apollo",
+    "salesloft",
+    "smartlead",
+    "lemlist",
+    "mixmax",
+    "groove",
+    "replyio",
+    "woodpecker",
+    "qwilr",
+    "calendly",
+    "typeform",
+    "hubspot",
+    "pipedrive",
+    "salesforce_outbound_message",
+    "generic",
+];
+
+/// The `kind` names this build knows.
+pub fn kinds() -> &'static [&'static str] {
+    &KIND_NAMES
+}
+
+/// Setup notes for every kind, in [`kinds`] order.
+pub fn kind_infos() -> impl Iterator<Item = &'static KindInfo> {
+    KINDS.iter().map(|(info, _)| *info)
+}
+
+/// Setup notes for one kind.
+pub fn describe(kind: &str) -> Option<&'static KindInfo> {
+    kind_infos().find(|info| info.name == kind)
+}
+
+/// Builds the source of `kind` from its settings (the source's config table
+/// as JSON, without the `kind` key). Secrets are named by env var in the
+/// settings and resolved through `env`. Every problem found is reported, each
+/// with the settings key at fault.
+pub fn build(
+    kind: &str,
+    settings: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Box<dyn SourceKind>, Vec<SourceConfigError>> {
+    match KINDS.iter().find(|(info, _)| info.name == kind) {
+        Some((_, build)) => build(settings, env),
+        None => Err(vec![SourceConfigError {
+            field: "kind".into(),
+            message: format!(
+                "unknown source kind {kind:?}; known kinds: {}",
+                KIND_NAMES.join(", ")
+            ),
+        }]),
+    }
+}
+
+#[cfg(test)]
+mod lib_tests {
+    use super::*;
+
+    #[test]
+    fn kind_tables_agree() {
+        let names: Vec<&str> = kind_infos().map(|i| i.name).collect();
+        assert_eq!(names, kinds());
+        for info in kind_infos() {
+            assert!(
+                !info.setup.is_empty() && !info.auth.is_empty() && !info.title.is_empty(),
+                "{}",
+                info.name
+            );
+        }
+        assert_eq!(describe("hubspot").map(|i| i.name), Some("hubspot"));
+        assert!(describe("yesware").is_none());
+    }
+
+    #[test]
+    fn unknown_kind_is_reported_on_the_kind_key() {
+        let Err(errors) = build("yesware", &Value::Null, &|_| None) else {
+            panic!("yesware has no webhooks")
+        };
+        assert_eq!(errors[0].field, "kind");
+        assert!(errors[0].message.contains("generic"));
+    }
+
+    #[test]
+    fn every_kind_reports_unknown_keys_and_missing_secrets() {
+        let settings = serde_json::json!({"no_such_key": 1});
+        for kind in kinds() {
+            let Err(errors) = build(kind, &settings, &|_| None) else {
+                panic!("{kind} accepted an unknown key")
+            };
+            assert!(
+                errors.iter().any(|e| e.field == "no_such_key"),
+                "{kind}: {errors:?}"
+            );
+        }
+    }
+
+    /// Minimal valid settings for every kind (all secrets read from `X`).
+    fn minimal(kind: &str) -> Value {
+        match kind {
+            "hubspot" => serde_json::json!({"client_secret_env": "X"}),
+            "calendly" => serde_json::json!({"signing_key_env": "X"}),
+            "typeform" => serde_json::json!({"secret_env": "X"}),
+            "salesloft" => serde_json::json!({"callback_token_env": "X"}),
+            "pipedrive" => {
+                serde_json::json!({"http_auth_user": "u", "http_auth_password_env": "X"})
+            }
+            "salesforce_outbound_message" => {
+                serde_json::json!({"organization_id": "00D000000000062"})
+            }
+            "generic" => {
+                serde_json::json!({"token_env": "X", "event_type_pointer": "/e", "events_pointer": "/a"})
+            }
+            _ => serde_json::json!({"token_env": "X"}),
+        }
+    }
+
+    #[test]
+    fn no_input_makes_any_kind_panic() {
+        let env = |_: &str| Some("secret".to_string());
+        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+        let bodies: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"null".to_vec(),
+            b"[]".to_vec(),
+            b"[1, \"x\", null, {}]".to_vec(),
+            b"{}".to_vec(),
+            br#"{"meta": 1, "data": [], "previous": "x", "event": 5, "payload": [], "form_response": 1, "a": 2, "e": {}}"#.to_vec(),
+            br#"{"event": {"id": []}, "contact_fields": 1, "prospect": [], "recipient": 7, "resource_url": {}}"#.to_vec(),
+            br#"[{"prospect": {"email": 1e400}}, {"subscriptionType": null, "objectId": {"x": 1}}]"#.to_vec(),
+            br#"{"a": [{"e": "\u0000\ud83d\ude00", "email": "\u00e9@\u00e9.\u00e9"}]}"#.to_vec(),
+            deep.into_bytes(),
+            vec![0xff, 0xfe, 0x00, 0x7b],
+            b"<Envelope><Body><notifications><Notification><sObject/></Notification></notifications></Body></Envelope>".to_vec(),
+            b"<?xml version='1.0'?><a>&#0;</a>".to_vec(),
+            b"event=%ZZ&&=&x".to_vec(),
+        ];
+        let types = [
+            "application/json",
+            "text/xml",
+            "application/x-www-form-urlencoded",
+            "image/png",
+        ];
+        for kind in kinds() {
+            let source = match build(kind, &minimal(kind), &env) {
+                Ok(s) => s,
+                Err(e) => panic!("{kind}: {e:?}"),
+            };
+            for body in &bodies {
+                for ct in types {
+                    let headers = vec![
+                        ("content-type".to_string(), ct.to_string()),
+                        ("x-salesloft-event".to_string(), "email_updated".to_string()),
+                    ];
+                    let req = InboundRequest {
+                        method: "POST",
+                        url: "https://x.test/v1/hooks/s?event=Replied&token=secret",
+                        headers: &headers,
+                        body,
+                        received_at: Utc::now(),
+                    };
+                    let _ = source.authenticate(&req);
+                    if let Ok(parsed) = source.parse(&req) {
+                        let _ = source.acknowledge(&parsed);
+                    }
+                }
+            }
+        }
     }
 }
