@@ -59,6 +59,8 @@ enum Cmd {
         #[arg(long)]
         listen: String,
     },
+    /// A standalone webhook sink on 127.0.0.1 (prints its URL and a count each second).
+    Sink,
 }
 
 fn table(headers: &[&str]) -> Table {
@@ -456,6 +458,14 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match &cli.command {
             Some(Cmd::BareServer { listen }) => bare_server(listen).await,
+            Some(Cmd::Sink) => {
+                let sink = Sink::start().await?;
+                println!("{}", sink.url());
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    eprintln!("{} delivered", sink.count());
+                }
+            }
             Some(Cmd::Ingest) => ingest(&cli).await,
             Some(Cmd::Delivery) => delivery(&cli).await,
             Some(Cmd::All) | None => {

@@ -10,9 +10,9 @@
 //! [`common::Faults`] lets a test inject failures on command.
 
 pub mod common;
-pub mod slack;
-pub mod twilio;
 pub mod google;
 pub mod hubspot;
 pub mod pipedrive;
 pub mod salesforce;
+pub mod slack;
+pub mod twilio;
