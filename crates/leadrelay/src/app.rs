@@ -45,6 +45,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         sqlite_full_sync: config.storage.sqlite_synchronous
             == crate::config::SqliteSynchronous::Full,
         group_commit_max: config.storage.group_commit_max,
+        pool_size: config.storage.pool_size,
+        statement_timeout: config.storage.statement_timeout.get(),
+        tls_verify: config.storage.tls_verify,
         ..Default::default()
     };
     Ok(store::open(&config.storage.url, &options).await?)

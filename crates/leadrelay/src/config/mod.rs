@@ -108,6 +108,15 @@ pub struct StorageConfig {
     pub sqlite_synchronous: SqliteSynchronous,
     /// Most ingest requests committed together in one transaction.
     pub group_commit_max: usize,
+    /// PostgreSQL: connections per node.
+    pub pool_size: usize,
+    /// PostgreSQL: longest a single statement may run.
+    pub statement_timeout: HumanDuration,
+    /// PostgreSQL: require the server's TLS certificate to chain to the
+    /// Mozilla roots and match the host. Off: like libpq's default, TLS is
+    /// used when the server offers it, unverified (`sslmode=disable` in the
+    /// URL turns TLS off).
+    pub tls_verify: bool,
 }
 
 impl Default for StorageConfig {
@@ -116,6 +125,9 @@ impl Default for StorageConfig {
             url: "sqlite://./leadrelay.db".into(),
             sqlite_synchronous: SqliteSynchronous::Full,
             group_commit_max: 512,
+            pool_size: 16,
+            statement_timeout: HumanDuration::secs(10),
+            tls_verify: false,
         }
     }
 }

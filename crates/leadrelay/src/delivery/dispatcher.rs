@@ -42,11 +42,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
     let ctx = Arc::new(ctx);
     let notify = ctx.store.wake_hub().notifier(&dest.name);
     let slots = Arc::new(Semaphore::new(dest.concurrency));
-    // An even pace (burst of one): a "100/10s" destination gets 100 per window.
-    let limiter: Option<Limiter> = dest.rate.and_then(|r| {
-        Quota::with_period(r.interval())
-            .map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)))
-    });
+    let gate = RateGate::new(&dest, ctx.store.shared_rate_limits());
     let circuit = Arc::new(Mutex::new(CircuitBreaker::new(dest.circuit.clone())));
     let tracker = TaskTracker::new();
     let in_flight: InFlight = Arc::default();
@@ -106,15 +102,14 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             }
         }
         // One rate-limit cell per request: wait for one, take more only if free.
-        if let Some(l) = &limiter {
+        if !gate.is_open() {
             let waited = Instant::now();
-            tokio::select! {
-                _ = l.until_ready() => {}
-                _ = ctx.shutdown.cancelled() => break,
+            if !gate.acquire(&ctx, &dest.name).await {
+                break;
             }
             ctx.metrics.rate_limit_wait(&dest.name, waited.elapsed());
             let mut granted = 1;
-            while granted < batch_slots.len() && l.check().is_ok() {
+            while granted < batch_slots.len() && gate.try_acquire(&ctx, &dest.name).await {
                 granted += 1;
             }
             batch_slots.truncate(granted);
@@ -195,6 +190,67 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             .collect();
         if let Err(e) = ctx.store.complete(completions).await {
             tracing::warn!(destination = %dest.name, error = %e, "releasing leases failed; they will expire");
+        }
+    }
+}
+
+/// A destination's rate limit: none, in process (one node), or shared by
+/// every node through the store. Either way an even pace with a burst of
+/// one, so a "100/10s" destination gets 100 per window.
+enum RateGate {
+    Open,
+    Local(Limiter),
+    Shared(Duration),
+}
+
+impl RateGate {
+    fn new(dest: &Destination, shared: bool) -> Self {
+        match dest.rate {
+            None => RateGate::Open,
+            Some(r) if shared => RateGate::Shared(r.interval()),
+            Some(r) => Quota::with_period(r.interval())
+                .map(|q| RateGate::Local(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))))
+                .unwrap_or(RateGate::Open),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(self, RateGate::Open)
+    }
+
+    /// Waits for a slot; false if shutting down.
+    async fn acquire(&self, ctx: &Context, name: &str) -> bool {
+        match self {
+            RateGate::Open => true,
+            RateGate::Local(l) => tokio::select! {
+                _ = l.until_ready() => true,
+                _ = ctx.shutdown.cancelled() => false,
+            },
+            RateGate::Shared(interval) => loop {
+                let wait = match ctx.store.rate_acquire(name, *interval).await {
+                    Ok(None) => return true,
+                    Ok(Some(wait)) => wait.min(Duration::from_secs(1)),
+                    Err(e) => {
+                        tracing::warn!(destination = name, error = %e, "shared rate limit unavailable");
+                        Duration::from_millis(200)
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.shutdown.cancelled() => return false,
+                }
+            },
+        }
+    }
+
+    /// Takes a slot only if one is free now.
+    async fn try_acquire(&self, ctx: &Context, name: &str) -> bool {
+        match self {
+            RateGate::Open => true,
+            RateGate::Local(l) => l.check().is_ok(),
+            RateGate::Shared(interval) => {
+                matches!(ctx.store.rate_acquire(name, *interval).await, Ok(None))
+            }
         }
     }
 }

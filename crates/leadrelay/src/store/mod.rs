@@ -8,6 +8,8 @@
 //! transaction open, and record the outcome. A lease that expires makes its
 //! delivery due again, so a crashed worker loses nothing.
 
+mod common;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 mod wake;
@@ -156,6 +158,31 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts `value` unless the key exists; returns the stored value.
     async fn kv_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
 
+    /// Sets `key` to `value` only if it currently holds `expected` (`None`:
+    /// absent). True if this call made the change — of several nodes racing,
+    /// exactly one wins (alert incidents use this).
+    async fn kv_compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> StoreResult<bool>;
+
+    /// Whether rate-limit budgets must be shared through the store (several
+    /// nodes on one database) rather than kept in process.
+    fn shared_rate_limits(&self) -> bool {
+        false
+    }
+
+    /// Takes one request slot of a destination limited to one request per
+    /// `interval` (GCRA, burst of one), shared by every node: `None` when
+    /// granted, else how long until the next slot.
+    async fn rate_acquire(
+        &self,
+        destination: &str,
+        interval: Duration,
+    ) -> StoreResult<Option<Duration>>;
+
     /// Per-destination counts and attempt statistics since `since`.
     async fn destination_stats(&self, since: DateTime<Utc>) -> StoreResult<Vec<DestinationStats>>;
 
@@ -177,9 +204,8 @@ pub async fn open(url: &str, options: &OpenOptions) -> StoreResult<Arc<dyn Store
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Config(
-            "PostgreSQL storage is not available in this build yet; use sqlite://PATH".into(),
-        ));
+        let store = postgres::PostgresStore::open(url, options).await?;
+        return Ok(Arc::new(store));
     }
     Err(StoreError::Config(format!(
         "unsupported storage URL {url:?}: expected sqlite://PATH or postgres://…"

@@ -319,8 +319,14 @@ pub struct OpenOptions {
     pub sqlite_full_sync: bool,
     /// Most write jobs committed together.
     pub group_commit_max: usize,
-    /// Read connections.
+    /// SQLite: read connections.
     pub read_pool: usize,
+    /// PostgreSQL: connections in the pool.
+    pub pool_size: usize,
+    /// PostgreSQL: longest a statement may run.
+    pub statement_timeout: std::time::Duration,
+    /// PostgreSQL: verify the server's TLS certificate (else encrypt only).
+    pub tls_verify: bool,
 }
 
 impl Default for OpenOptions {
@@ -329,6 +335,9 @@ impl Default for OpenOptions {
             sqlite_full_sync: true,
             group_commit_max: 512,
             read_pool: 4,
+            pool_size: 16,
+            statement_timeout: std::time::Duration::from_secs(10),
+            tls_verify: false,
         }
     }
 }

@@ -13,18 +13,18 @@ use leadrelay_fakes::common::Fault;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::{Receiver, eventually, lead};
+use crate::support::{Receiver, TestDb, eventually, lead};
 
-fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_leadrelay"))
 }
 
-fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     leadrelay::init_crypto();
     reqwest::Client::new()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,14 +32,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: PathBuf,
 }
 
 impl Server {
-    async fn start(config: &Path, dir: &Path) -> Server {
+    pub(crate) async fn start(config: &Path, dir: &Path) -> Server {
         let port = free_port();
         let log = dir.join(format!("serve-{port}.log"));
         let child = Command::new(bin())
@@ -79,12 +79,12 @@ impl Server {
         server
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");
         let _ = self.child.wait();
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -109,26 +109,23 @@ impl Drop for Server {
     }
 }
 
-async fn open_store(dir: &Path) -> Arc<dyn Store> {
-    leadrelay::store::open(
-        &format!("sqlite://{}/leadrelay.db", dir.display()),
-        &OpenOptions::default(),
-    )
-    .await
-    .unwrap()
+pub(crate) async fn open_store(db: &TestDb) -> Arc<dyn Store> {
+    leadrelay::store::open(&db.url, &OpenOptions::default())
+        .await
+        .unwrap()
 }
 
-fn write_config(dir: &Path, body: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, db: &TestDb, body: &str) -> PathBuf {
     let path = dir.join("leadrelay.toml");
     let text = format!(
-        "[storage]\nurl = \"sqlite://{}/leadrelay.db\"\n[server]\nper_ip_limit = \"off\"\ntrusted_proxies = [\"127.0.0.1\"]\n{body}",
-        dir.display()
+        "[storage]\nurl = \"{}\"\n[server]\nper_ip_limit = \"off\"\ntrusted_proxies = [\"127.0.0.1\"]\n{body}",
+        db.url
     );
     std::fs::write(&path, text).unwrap();
     path
 }
 
-const FORM: &str = r#"
+pub(crate) const FORM: &str = r#"
 [forms.contact]
 [forms.contact.fields.email]
 type = "email"
@@ -143,7 +140,8 @@ version = "v1"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_lead_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), FORM);
+    let db = TestDb::create(dir.path()).await;
+    let config = write_config(dir.path(), &db, FORM);
     let mut server = Server::start(&config, dir.path()).await;
     let acked: Arc<Mutex<Vec<Uuid>>> = Arc::default();
     let test_ip = "198.51.100.23";
@@ -201,7 +199,7 @@ async fn every_acknowledged_lead_survives_kill_9() {
     // A restart recovers the database and serves again.
     let mut again = Server::start(&config, dir.path()).await;
     again.terminate();
-    let store = open_store(dir.path()).await;
+    let store = open_store(&db).await;
     let mut missing = 0;
     for id in &acked {
         if store.get_event(*id).await.unwrap().is_none() {
@@ -214,11 +212,8 @@ async fn every_acknowledged_lead_survives_kill_9() {
         "{missing} of {} acknowledged leads were lost",
         acked.len()
     );
-    let db = std::fs::read(dir.path().join("leadrelay.db")).unwrap();
-    assert!(
-        !db.windows(test_ip.len()).any(|w| w == test_ip.as_bytes()),
-        "the raw IP is in the database"
-    );
+    store.close().await;
+    assert!(!db.contains(test_ip), "the raw IP is in the database");
     store.close().await;
 }
 
@@ -248,7 +243,8 @@ destinations = ["hook"]
 "#,
         receiver.url()
     );
-    let config = write_config(dir.path(), &body);
+    let db = TestDb::create(dir.path()).await;
+    let config = write_config(dir.path(), &db, &body);
     let mut server = Server::start(&config, dir.path()).await;
     let client = http_client();
     let total = 400;
@@ -273,7 +269,7 @@ destinations = ["hook"]
     );
 
     let mut again = Server::start(&config, dir.path()).await;
-    let store = open_store(dir.path()).await;
+    let store = open_store(&db).await;
     let filter = DeliveryFilter {
         destination: Some("hook".into()),
         ..Default::default()
@@ -337,7 +333,8 @@ destinations = ["hook"]
 "#,
         receiver.url()
     );
-    let config = write_config(dir.path(), &body);
+    let db = TestDb::create(dir.path()).await;
+    let config = write_config(dir.path(), &db, &body);
     let mut server = Server::start(&config, dir.path()).await;
     let client = http_client();
     for i in 0..200 {
@@ -354,7 +351,7 @@ destinations = ["hook"]
     .await;
     let status = server.terminate();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
-    let store = open_store(dir.path()).await;
+    let store = open_store(&db).await;
     let filter = DeliveryFilter {
         destination: Some("hook".into()),
         state: Some(DeliveryState::Delivered),
@@ -506,7 +503,8 @@ destinations = ["hook"]
 "#,
         receiver.url()
     );
-    let config = write_config(dir.path(), &body);
+    let db = TestDb::create(dir.path()).await;
+    let config = write_config(dir.path(), &db, &body);
     let cfg = config.to_str().unwrap();
     receiver.fail_next(400, "rejected", 2);
     let mut server = Server::start(&config, dir.path()).await;
@@ -519,7 +517,7 @@ destinations = ["hook"]
             .await
             .unwrap();
     }
-    let store = open_store(dir.path()).await;
+    let store = open_store(&db).await;
     let dead_filter = DeliveryFilter {
         state: Some(DeliveryState::Dead),
         ..Default::default()

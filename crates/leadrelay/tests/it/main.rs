@@ -4,4 +4,6 @@
 mod binary;
 mod delivery;
 mod ingest;
+mod multinode;
+mod store;
 mod support;

@@ -19,12 +19,143 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
+/// Which store the tests run against: `LEADRELAY_TEST_BACKEND=postgres`
+/// runs every test on its own fresh PostgreSQL database
+/// (`LEADRELAY_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432`);
+/// anything else, SQLite files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("LEADRELAY_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        _ => Backend::Sqlite,
+    }
+}
+
+pub fn pg_base_url() -> String {
+    std::env::var("LEADRELAY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database for one test: a SQLite file in the test's directory, or a
+/// PostgreSQL database created for the test and dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    sqlite_dir: Option<std::path::PathBuf>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn create(dir: &std::path::Path) -> TestDb {
+        match backend() {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}/leadrelay.db", dir.display()),
+                sqlite_dir: Some(dir.to_path_buf()),
+                pg_name: None,
+            },
+            Backend::Postgres => Self::create_postgres().await,
+        }
+    }
+
+    /// A fresh PostgreSQL database whatever the backend (multi-node tests).
+    pub async fn create_postgres() -> TestDb {
+        let name = format!("lr_test_{}", uuid::Uuid::now_v7().simple());
+        let base = pg_base_url();
+        pg_admin(&base, &format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is needed for these tests: {e}"));
+        TestDb {
+            url: format!("{base}/{name}"),
+            sqlite_dir: None,
+            pg_name: Some(name),
+        }
+    }
+
+    /// Whether anything stored contains `needle` (the SQLite files' bytes,
+    /// or a `pg_dump` of the PostgreSQL database).
+    pub fn contains(&self, needle: &str) -> bool {
+        if let Some(dir) = &self.sqlite_dir {
+            let mut all = Vec::new();
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let p = entry.unwrap().path();
+                if p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("leadrelay.db")
+                {
+                    all.extend(std::fs::read(&p).unwrap());
+                }
+            }
+            return all.windows(needle.len()).any(|w| w == needle.as_bytes());
+        }
+        let out = std::process::Command::new("pg_dump")
+            .arg("--data-only")
+            .arg(&self.url)
+            .output()
+            .expect("pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Dropping needs async I/O; do it on a thread with its own runtime.
+        let base = pg_base_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let _ = pg_admin(
+                    &base,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await;
+            })
+        })
+        .join();
+    }
+}
+
+/// Runs one statement on the server's `postgres` database.
+async fn pg_admin(base: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let result = client.batch_execute(sql).await;
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub dir: TempDir,
+    pub db: TestDb,
     running: Option<Running>,
+}
+
+/// A stopped app's data, to start again on the same database.
+pub struct Stopped {
+    dir: TempDir,
+    db: TestDb,
 }
 
 /// Builds a test app from configuration text.
@@ -32,7 +163,7 @@ pub struct Builder {
     toml: String,
     env: HashMap<String, String>,
     keep_throttle: bool,
-    dir: Option<TempDir>,
+    resume: Option<Stopped>,
 }
 
 impl Builder {
@@ -47,23 +178,28 @@ impl Builder {
         self
     }
 
-    /// Reuse a data directory (to restart on the same database).
-    pub fn dir(mut self, dir: TempDir) -> Self {
-        self.dir = Some(dir);
+    /// Start again on a stopped app's database.
+    pub fn resume(mut self, stopped: Stopped) -> Self {
+        self.resume = Some(stopped);
         self
     }
 
     pub async fn start(self) -> TestApp {
         leadrelay::init_crypto();
-        let dir = self
-            .dir
-            .unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+        let (dir, db) = match self.resume {
+            Some(s) => (s.dir, s.db),
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let db = TestDb::create(dir.path()).await;
+                (dir, db)
+            }
+        };
         let env = self.env.clone();
         let lookup = move |k: &str| env.get(k).cloned();
         let loaded =
             config::load_str(&self.toml, "test.toml", &lookup).unwrap_or_else(|e| panic!("{e}"));
         let mut cfg = loaded.config;
-        cfg.storage.url = format!("sqlite://{}/leadrelay.db", dir.path().display());
+        cfg.storage.url = db.url.clone();
         if !self.keep_throttle {
             cfg.server.per_ip_limit = RateLimit::Off;
         }
@@ -80,6 +216,7 @@ impl Builder {
                 .expect("client"),
             store: running.store.clone(),
             dir,
+            db,
             running: Some(running),
         }
     }
@@ -91,7 +228,7 @@ impl TestApp {
             toml: toml.to_string(),
             env: HashMap::new(),
             keep_throttle: false,
-            dir: None,
+            resume: None,
         }
     }
 
@@ -112,12 +249,15 @@ impl TestApp {
             .expect("request")
     }
 
-    /// Stops the app and returns its data directory (for a restart).
-    pub async fn stop(mut self) -> TempDir {
+    /// Stops the app and returns its data (for a restart).
+    pub async fn stop(mut self) -> Stopped {
         if let Some(r) = self.running.take() {
             r.stop().await;
         }
-        self.dir
+        Stopped {
+            dir: self.dir,
+            db: self.db,
+        }
     }
 
     pub async fn deliveries(&self, destination: &str) -> Vec<Delivery> {

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
+use super::common::{merge_overrides, percentile};
 use super::*;
 use crate::contacts;
 use rows::*;
@@ -816,6 +817,72 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn kv_compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> StoreResult<bool> {
+        let (key, expected, value) = (
+            key.to_string(),
+            expected.map(String::from),
+            value.to_string(),
+        );
+        self.write(move |c| {
+            let now = Utc::now().timestamp_millis();
+            let n = match &expected {
+                None => c
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(map_err)?
+                    .execute(params![key, value, now]),
+                Some(old) => c
+                    .prepare_cached(
+                        "UPDATE kv SET value = ?2, updated_at = ?3 WHERE key = ?1 AND value = ?4",
+                    )
+                    .map_err(map_err)?
+                    .execute(params![key, value, now, old]),
+            }
+            .map_err(map_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn rate_acquire(
+        &self,
+        destination: &str,
+        interval: Duration,
+    ) -> StoreResult<Option<Duration>> {
+        let destination = destination.to_string();
+        self.write(move |c| {
+            let now = Utc::now().timestamp_millis();
+            let step = interval.as_millis().max(1) as i64;
+            let tat: Option<i64> = c
+                .prepare_cached("SELECT tat FROM rate_limits WHERE destination = ?1")
+                .map_err(map_err)?
+                .query_row([&destination], |r| r.get(0))
+                .optional()
+                .map_err(map_err)?;
+            match tat {
+                Some(t) if t > now => Ok(Some(Duration::from_millis((t - now) as u64))),
+                _ => {
+                    let next = tat.unwrap_or(now).max(now) + step;
+                    c.prepare_cached(
+                        "INSERT INTO rate_limits (destination, tat) VALUES (?1, ?2) \
+                         ON CONFLICT(destination) DO UPDATE SET tat = excluded.tat",
+                    )
+                    .map_err(map_err)?
+                    .execute(params![destination, next])
+                    .map_err(map_err)?;
+                    Ok(None)
+                }
+            }
+        })
+        .await
+    }
+
     async fn destination_stats(&self, since: DateTime<Utc>) -> StoreResult<Vec<DestinationStats>> {
         self.read(move |c| stats(c, since)).await
     }
@@ -1130,7 +1197,6 @@ fn replay_tx(
     now: DateTime<Utc>,
 ) -> StoreResult<ReplayResult> {
     let now_ms = now.timestamp_millis();
-    let overrides_json = overrides.map(|o| Value::Object(o.clone()).to_string());
     let mut pairs = Vec::new();
     let mut dests = Vec::new();
     for id in ids {
@@ -1147,22 +1213,7 @@ fn replay_tx(
             continue;
         };
         let new = new_id();
-        // A replay of a replay keeps earlier overrides unless replaced.
-        let merged = match (
-            old_overrides
-                .as_deref()
-                .map(serde_json::from_str::<Map<String, Value>>),
-            &overrides_json,
-        ) {
-            (Some(Ok(mut old)), Some(_)) => {
-                if let Some(o) = overrides {
-                    old.extend(o.clone());
-                }
-                Some(Value::Object(old).to_string())
-            }
-            (Some(Ok(old)), None) => Some(Value::Object(old).to_string()),
-            (_, o) => o.clone(),
-        };
+        let merged = merge_overrides(old_overrides.as_deref(), overrides);
         c.prepare_cached(
             "INSERT INTO deliveries (id, event_id, destination, contact_key, state, created_at, updated_at, next_attempt_at, replay_of, overrides) \
              VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5, ?6, ?7)",
@@ -1310,12 +1361,4 @@ fn stats(c: &Connection, since: DateTime<Utc>) -> StoreResult<Vec<DestinationSta
         s.latency_p99_ms = percentile(&lat, 0.99);
     }
     Ok(by.into_values().collect())
-}
-
-fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(idx).copied()
 }

@@ -1,11 +1,11 @@
 //! Row mapping and small SQL helpers for the SQLite store.
 
-use chrono::{DateTime, TimeZone, Utc};
 use leadrelay_model::{Contact, Event, RawPayload};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
+pub use crate::store::common::{escape_like, event_doc, from_ms, uuid_v7_floor};
 use crate::store::{Attempt, Delivery, DeliveryState, DestinationState, StoreError, StoreResult};
 
 pub const EVENT_COLS: &str = "id, doc, raw_content_type, raw_body, contact_id";
@@ -26,10 +26,6 @@ pub fn map_err(e: rusqlite::Error) -> StoreError {
         }
         _ => StoreError::Unavailable(e.to_string()),
     }
-}
-
-pub fn from_ms(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 pub fn parse_uuid(s: &str) -> StoreResult<Uuid> {
@@ -57,19 +53,6 @@ pub fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
         Ok(ev)
     };
     Ok(build())
-}
-
-/// The stored JSON of an event: everything but the raw payload and the
-/// contact id, which have columns of their own (retention drops the raw
-/// body; the contact id is decided inside the transaction). Computed before
-/// the write transaction, off the writer thread.
-pub fn event_doc(event: &mut Event) -> StoreResult<String> {
-    let raw = std::mem::take(&mut event.raw);
-    let contact_id = event.contact_id.take();
-    let doc = serde_json::to_string(&*event);
-    event.raw = raw;
-    event.contact_id = contact_id;
-    doc.map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub fn insert_event(
@@ -245,25 +228,6 @@ pub fn dest_state_from_row(r: &Row<'_>) -> rusqlite::Result<DestinationState> {
         disabled_reason: r.get(4)?,
         circuit: r.get(5)?,
     })
-}
-
-/// The smallest UUIDv7 (as text) created at or after `t`.
-pub fn uuid_v7_floor(t: DateTime<Utc>) -> String {
-    let ms = t.timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
-    let hex = format!("{ms:012x}");
-    format!("{}-{}-7000-8000-000000000000", &hex[..8], &hex[8..])
-}
-
-/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
-pub fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        if matches!(ch, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 /// Builds a SELECT with optional conditions and positional parameters.

@@ -123,6 +123,12 @@ CREATE TABLE kv (
     value TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
+
+-- GCRA state per rate-limited destination (used when budgets are shared).
+CREATE TABLE rate_limits (
+    destination TEXT PRIMARY KEY,
+    tat INTEGER NOT NULL
+);
 "#,
 ];
 

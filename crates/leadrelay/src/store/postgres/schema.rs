@@ -1,0 +1,139 @@
+//! PostgreSQL schema migrations, applied at start-up (under an advisory lock,
+//! so several nodes starting at once apply each migration once) and by
+//! `leadrelay migrate`. The tables mirror the SQLite schema: times are
+//! milliseconds since the Unix epoch, ids are UUIDv7 (time-ordered), so
+//! time windows are id ranges.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: events, contacts, the outbox (deliveries), attempts, destination
+    // state, remote ids, kv, shared rate-limit state.
+    r#"
+CREATE TABLE events (
+    id UUID PRIMARY KEY,
+    type TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    origin_name TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    occurred_at BIGINT NOT NULL,
+    contact_id UUID,
+    email TEXT,
+    spam BOOLEAN NOT NULL DEFAULT FALSE,
+    idempotency_key TEXT,
+    external_id TEXT,
+    doc TEXT NOT NULL,
+    raw_content_type TEXT,
+    raw_body TEXT
+);
+CREATE INDEX events_contact ON events(contact_id);
+CREATE INDEX events_type ON events(type, id);
+CREATE UNIQUE INDEX events_external ON events(origin_kind, origin_name, external_id) WHERE external_id IS NOT NULL;
+
+CREATE TABLE idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_id UUID NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_created ON idempotency_keys(created_at);
+
+CREATE TABLE contacts (
+    id UUID PRIMARY KEY,
+    email TEXT UNIQUE,
+    phone TEXT,
+    domain TEXT,
+    doc TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX contacts_domain ON contacts(domain);
+
+CREATE TABLE deliveries (
+    id UUID PRIMARY KEY,
+    event_id UUID NOT NULL,
+    destination TEXT NOT NULL,
+    contact_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    next_attempt_at BIGINT,
+    lease_id UUID,
+    last_status INTEGER,
+    last_error TEXT,
+    reason TEXT,
+    finished_at BIGINT,
+    replay_of UUID,
+    replayed_by UUID,
+    overrides TEXT
+);
+CREATE INDEX deliveries_due ON deliveries(destination, next_attempt_at)
+    WHERE state IN ('pending', 'scheduled', 'in_flight');
+CREATE INDEX deliveries_contact ON deliveries(destination, contact_key, id)
+    WHERE state IN ('pending', 'scheduled', 'in_flight');
+CREATE INDEX deliveries_event ON deliveries(event_id);
+CREATE INDEX deliveries_dead ON deliveries(destination, id) WHERE state = 'dead';
+-- The outbox churns: keep its statistics and dead tuples in check.
+ALTER TABLE deliveries SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_scale_factor = 0.05);
+
+CREATE TABLE attempts (
+    id UUID PRIMARY KEY,
+    delivery_id UUID NOT NULL,
+    destination TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    started_at BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    method TEXT,
+    url TEXT,
+    request_bytes BIGINT,
+    request_sha256 TEXT,
+    status INTEGER,
+    response_excerpt TEXT,
+    error_class TEXT,
+    outcome TEXT NOT NULL,
+    message TEXT,
+    next_attempt_at BIGINT
+);
+CREATE INDEX attempts_delivery ON attempts(delivery_id, number);
+
+CREATE TABLE destination_state (
+    name TEXT PRIMARY KEY,
+    paused_until BIGINT,
+    pause_reason TEXT,
+    disabled BOOLEAN NOT NULL DEFAULT FALSE,
+    disabled_reason TEXT,
+    circuit TEXT NOT NULL DEFAULT 'closed',
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE remote_ids (
+    destination TEXT NOT NULL,
+    key TEXT NOT NULL,
+    object TEXT NOT NULL,
+    remote_id TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (destination, key, object)
+);
+
+CREATE TABLE kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+-- GCRA state per rate-limited destination: the theoretical arrival time of
+-- the next request, shared by every node.
+CREATE TABLE rate_limits (
+    destination TEXT PRIMARY KEY,
+    tat BIGINT NOT NULL
+);
+"#,
+];
+
+pub fn current_version() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+/// The advisory lock key held while migrating ("leadrelay" in ASCII, folded).
+pub const MIGRATION_LOCK: i64 = 0x6c65_6164_7265_6c61;

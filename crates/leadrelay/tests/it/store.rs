@@ -1,0 +1,422 @@
+//! The `Store` contract, exercised directly. Runs against SQLite, and
+//! against PostgreSQL with `LEADRELAY_TEST_BACKEND=postgres` (the test
+//! command runs both).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use leadrelay::store::{
+    Completion, DeliveryFilter, DeliveryState, IdempotencyKey, IngestItem, IngestOutcome,
+    OpenOptions, PurgePolicy, RemoteId, Store, Transition,
+};
+use leadrelay_model::{ContactData, EmailAddress, Event, EventType, Origin, new_id};
+use tempfile::TempDir;
+
+use crate::support::TestDb;
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    _db: TestDb,
+    _dir: TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(dir.path()).await;
+    let store = leadrelay::store::open(&db.url, &OpenOptions::default())
+        .await
+        .unwrap();
+    Fixture {
+        store,
+        _db: db,
+        _dir: dir,
+    }
+}
+
+fn event(email: Option<&str>) -> Event {
+    let now = Utc::now();
+    Event {
+        id: new_id(),
+        event_type: EventType::LeadCreated,
+        origin: Origin::form("contact"),
+        received_at: now,
+        occurred_at: now,
+        contact: ContactData {
+            email: email.map(|e| EmailAddress::parse(e).unwrap()),
+            ..Default::default()
+        },
+        contact_id: None,
+        data: Default::default(),
+        attribution: Default::default(),
+        consent: vec![],
+        ip_hash: None,
+        raw: Default::default(),
+        spam: false,
+        idempotency_key: None,
+        external_id: None,
+        vendor_refs: vec![],
+        changes: vec![],
+    }
+}
+
+fn item(e: Event, dests: &[&str]) -> IngestItem {
+    IngestItem {
+        event: e,
+        destinations: dests.iter().map(|d| d.to_string()).collect(),
+        idempotency: None,
+    }
+}
+
+fn done(c: &leadrelay::store::ClaimedDelivery) -> Completion {
+    Completion {
+        delivery_id: c.delivery.id,
+        lease_id: c.delivery.lease_id.unwrap(),
+        attempt: None,
+        transition: Transition::Delivered { remote_ids: vec![] },
+    }
+}
+
+#[tokio::test]
+async fn claims_take_only_the_oldest_delivery_per_contact() {
+    let f = fixture().await;
+    let s = &f.store;
+    for email in ["a@x.io", "a@x.io", "b@x.io", "a@x.io"] {
+        s.ingest(vec![item(event(Some(email)), &["d"])])
+            .await
+            .unwrap();
+    }
+    let first = s.claim("d", 10, Duration::from_secs(60)).await.unwrap();
+    let keys: Vec<&str> = first
+        .iter()
+        .map(|c| c.delivery.contact_key.as_str())
+        .collect();
+    assert_eq!(keys.len(), 2, "one per contact: {keys:?}");
+    assert!(
+        s.claim("d", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the rest wait behind their contact's head"
+    );
+    s.complete(first.iter().map(done).collect()).await.unwrap();
+    let second = s.claim("d", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].delivery.contact_key, "email:a@x.io");
+    // The claimed event comes with its golden contact.
+    assert!(second[0].contact.is_some());
+}
+
+#[tokio::test]
+async fn expired_leases_are_claimed_again_and_stale_completions_ignored() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.ingest(vec![item(event(Some("l@x.io")), &["d"])])
+        .await
+        .unwrap();
+    let first = s.claim("d", 1, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = s.claim("d", 1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "an expired lease makes the delivery due again"
+    );
+    assert_eq!(again[0].delivery.id, first[0].delivery.id);
+    // The first worker finishes late: its completion must not win.
+    s.complete(vec![Completion {
+        delivery_id: first[0].delivery.id,
+        lease_id: first[0].delivery.lease_id.unwrap(),
+        attempt: None,
+        transition: Transition::Dead {
+            status: Some(400),
+            reason: "late".into(),
+        },
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_delivery(first[0].delivery.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DeliveryState::InFlight
+    );
+    s.complete(vec![done(&again[0])]).await.unwrap();
+    assert_eq!(
+        s.get_delivery(first[0].delivery.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DeliveryState::Delivered
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_external_ids_store_once() {
+    let f = fixture().await;
+    let s = &f.store;
+    let key = IdempotencyKey {
+        scope: "form:contact".into(),
+        key: "k1".into(),
+    };
+    let a = IngestItem {
+        idempotency: Some(key.clone()),
+        ..item(event(Some("i@x.io")), &["d"])
+    };
+    let b = IngestItem {
+        idempotency: Some(key),
+        ..item(event(Some("i@x.io")), &["d"])
+    };
+    let first = s.ingest(vec![a]).await.unwrap()[0];
+    let second = s.ingest(vec![b]).await.unwrap()[0];
+    assert!(matches!(first, IngestOutcome::Stored(_)));
+    assert_eq!(second, IngestOutcome::Duplicate(first.event_id()));
+
+    // The same vendor event id twice in one batch, and again later.
+    let mut x1 = event(None);
+    x1.origin = Origin::source("hubspot");
+    x1.external_id = Some("evt-1".into());
+    let mut x2 = x1.clone();
+    x2.id = new_id();
+    let out = s
+        .ingest(vec![item(x1.clone(), &["d"]), item(x2, &["d"])])
+        .await
+        .unwrap();
+    assert_eq!(out[1], IngestOutcome::Duplicate(out[0].event_id()));
+    let mut x3 = x1.clone();
+    x3.id = new_id();
+    assert_eq!(
+        s.ingest(vec![item(x3, &["d"])]).await.unwrap()[0],
+        IngestOutcome::Duplicate(x1.id)
+    );
+    let deliveries = s
+        .list_deliveries(&DeliveryFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 2, "no outbox rows for duplicates");
+}
+
+#[tokio::test]
+async fn contacts_merge_across_events_in_one_batch() {
+    let f = fixture().await;
+    let s = &f.store;
+    let mut a = event(Some("g@x.io"));
+    a.contact.first_name = Some("Gil".into());
+    let mut b = event(Some("g@x.io"));
+    b.contact.company = Some("Acme".into());
+    let out = s.ingest(vec![item(a, &[]), item(b, &[])]).await.unwrap();
+    let c = s.find_contact_by_email("g@x.io").await.unwrap().unwrap();
+    assert_eq!(c.data.first_name.as_deref(), Some("Gil"));
+    assert_eq!(c.data.company.as_deref(), Some("Acme"));
+    for o in out {
+        assert_eq!(
+            s.get_event(o.event_id()).await.unwrap().unwrap().contact_id,
+            Some(c.id)
+        );
+    }
+}
+
+#[tokio::test]
+async fn replay_chains_keep_history_and_overrides() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.ingest(vec![item(event(Some("r@x.io")), &["d"])])
+        .await
+        .unwrap();
+    let c = s.claim("d", 1, Duration::from_secs(60)).await.unwrap();
+    s.complete(vec![Completion {
+        delivery_id: c[0].delivery.id,
+        lease_id: c[0].delivery.lease_id.unwrap(),
+        attempt: None,
+        transition: Transition::Dead {
+            status: Some(422),
+            reason: "bad".into(),
+        },
+    }])
+    .await
+    .unwrap();
+    let mut o = serde_json::Map::new();
+    o.insert("first_name".into(), "A".into());
+    let pairs = s.replay(vec![c[0].delivery.id], Some(o)).await.unwrap();
+    assert_eq!(pairs.len(), 1);
+    let new = s.get_delivery(pairs[0].1).await.unwrap().unwrap();
+    assert_eq!(new.replay_of, Some(c[0].delivery.id));
+    assert_eq!(new.overrides.unwrap()["first_name"], "A");
+    assert!(
+        s.replay(vec![c[0].delivery.id], None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a replayed dead letter is not replayed twice"
+    );
+    assert_eq!(
+        s.discard(vec![pairs[0].1]).await.unwrap(),
+        0,
+        "only dead letters can be discarded"
+    );
+}
+
+#[tokio::test]
+async fn remote_ids_are_kept_per_destination_and_key() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.ingest(vec![item(event(Some("rid@x.io")), &["crm"])])
+        .await
+        .unwrap();
+    let c = s.claim("crm", 1, Duration::from_secs(60)).await.unwrap();
+    let key = c[0].delivery.contact_key.clone();
+    s.complete(vec![Completion {
+        transition: Transition::Delivered {
+            remote_ids: vec![RemoteId {
+                object: "contact".into(),
+                key: key.clone(),
+                id: "123".into(),
+            }],
+        },
+        ..done(&c[0])
+    }])
+    .await
+    .unwrap();
+    let ids = s
+        .remote_ids("crm", std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids,
+        vec![RemoteId {
+            object: "contact".into(),
+            key: key.clone(),
+            id: "123".into()
+        }]
+    );
+    assert!(s.remote_ids("other", &[key]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn kv_compare_and_set_lets_exactly_one_writer_win() {
+    let f = fixture().await;
+    let s = &f.store;
+    assert!(s.kv_compare_and_set("k", None, "a").await.unwrap());
+    assert!(
+        !s.kv_compare_and_set("k", None, "b").await.unwrap(),
+        "already exists"
+    );
+    assert!(
+        !s.kv_compare_and_set("k", Some("x"), "b").await.unwrap(),
+        "wrong expectation"
+    );
+    assert!(s.kv_compare_and_set("k", Some("a"), "b").await.unwrap());
+    assert_eq!(s.kv_get("k").await.unwrap().as_deref(), Some("b"));
+    // Racing writers: one wins.
+    let results = futures::future::join_all((0..8).map(|i| {
+        let s = s.clone();
+        async move {
+            s.kv_compare_and_set("race", None, &i.to_string())
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(results.iter().filter(|w| **w).count(), 1);
+}
+
+#[tokio::test]
+async fn shared_rate_budget_grants_one_slot_per_interval() {
+    let f = fixture().await;
+    let s = &f.store;
+    let interval = Duration::from_secs(10);
+    assert_eq!(
+        s.rate_acquire("d", interval).await.unwrap(),
+        None,
+        "the first slot is free"
+    );
+    let wait = s
+        .rate_acquire("d", interval)
+        .await
+        .unwrap()
+        .expect("the next slot waits");
+    assert!(
+        wait > Duration::from_secs(8) && wait <= interval,
+        "{wait:?}"
+    );
+    assert_eq!(
+        s.rate_acquire("other", interval).await.unwrap(),
+        None,
+        "budgets are per destination"
+    );
+}
+
+#[tokio::test]
+async fn pauses_never_shrink_and_resume_clears_them() {
+    let f = fixture().await;
+    let s = &f.store;
+    let long = Utc::now() + chrono::Duration::seconds(60);
+    let short = Utc::now() + chrono::Duration::seconds(5);
+    s.pause_destination("d", long, "daily limit").await.unwrap();
+    s.pause_destination("d", short, "throttled").await.unwrap();
+    let st = s.destination_state("d").await.unwrap();
+    assert_eq!(
+        st.paused_until.unwrap().timestamp_millis(),
+        long.timestamp_millis()
+    );
+    s.resume_destination("d").await.unwrap();
+    assert!(
+        s.destination_state("d")
+            .await
+            .unwrap()
+            .paused_until
+            .is_none()
+    );
+    s.set_destination_disabled("d", true, Some("410"))
+        .await
+        .unwrap();
+    assert!(s.destination_state("d").await.unwrap().disabled);
+}
+
+#[tokio::test]
+async fn purge_drops_old_finished_data_and_keeps_dead_letters() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.ingest(vec![
+        item(event(Some("p1@x.io")), &["d"]),
+        item(event(Some("p2@x.io")), &["d"]),
+    ])
+    .await
+    .unwrap();
+    let c = s.claim("d", 2, Duration::from_secs(60)).await.unwrap();
+    s.complete(vec![
+        done(&c[0]),
+        Completion {
+            delivery_id: c[1].delivery.id,
+            lease_id: c[1].delivery.lease_id.unwrap(),
+            attempt: None,
+            transition: Transition::Dead {
+                status: None,
+                reason: "x".into(),
+            },
+        },
+    ])
+    .await
+    .unwrap();
+    let future = Utc::now() + chrono::Duration::seconds(5);
+    let report = s
+        .purge(&PurgePolicy {
+            raw_payloads_before: future,
+            attempts_before: future,
+            finished_deliveries_before: future,
+            idempotency_before: future,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.deliveries, 1, "{report:?}");
+    let left = s
+        .list_deliveries(&DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, DeliveryState::Dead);
+}
