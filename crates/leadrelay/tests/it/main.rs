@@ -3,5 +3,6 @@
 
 mod binary;
 mod delivery;
+mod hooks;
 mod ingest;
 mod support;
