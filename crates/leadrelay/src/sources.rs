@@ -129,13 +129,13 @@ mod tests {
     #[test]
     fn problems_carry_the_source_key_path() {
         let c = config(
-            "[sources.cal]\nkind = \"calendly\"\nsigning_key_env = \"CAL_KEY\"\ncolour = 1\n[sources.old]\nkind = \"yesware\"\n",
+            "[sources.cal]\nkind = \"calendly\"\nsigning_key_env = \"CAL_KEY\"\n[sources.typo]\nkind = \"calendly\"\nsigning_key_env = \"CAL_KEY\"\ncolour = 1\n[sources.old]\nkind = \"yesware\"\n",
         );
         let Err(problems) = build_all(&c, &|_| None) else {
             panic!("built without secrets")
         };
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert!(paths.contains(&"sources.cal.colour"), "{problems:?}");
+        assert!(paths.contains(&"sources.typo.colour"), "{problems:?}");
         assert!(
             paths.contains(&"sources.cal.signing_key_env"),
             "{problems:?}"

@@ -212,12 +212,18 @@ async fn list(config_path: Option<&PathBuf>, args: &ListArgs) -> ExitCode {
     let mut rows = Vec::new();
     for (name, source) in &config.sources {
         let info = leadrelay_sources::describe(&source.kind);
+        // Kinds without a subscription API (and Mailshake, which cannot list)
+        // answer without a request, saying where their webhooks are made.
+        let asks_vendor = CONNECTABLE.contains(&source.kind.as_str()) && source.kind != "mailshake";
         let remote: Value = if args.offline {
             Value::Null
-        } else if !CONNECTABLE.contains(&source.kind.as_str()) {
-            json!({"note": "webhooks for this kind are set up in the vendor's own UI (see `leadrelay sources kinds`)"})
-        } else if !has_api_credentials(source) {
-            json!({"note": "set api_key_env (Calendly: api_token_env) to list and register the vendor's webhooks"})
+        } else if asks_vendor && !has_api_credentials(source) {
+            let needs = if source.kind == "calendly" {
+                "api_token_env and organization"
+            } else {
+                "api_key_env"
+            };
+            json!({"note": format!("set {needs} to list and register the vendor's webhooks")})
         } else {
             match connect::list(&source.kind, &settings_json(source), &process_env).await {
                 Ok(hooks) => Value::Array(
@@ -387,20 +393,22 @@ async fn connect_source(config_path: Option<&PathBuf>, args: &ConnectArgs) -> Ex
     }
 }
 
+const SECRET_HELP: &str = "\
+A fresh random token (256 bits). Secrets live in environment variables, never in the
+configuration file:
+  1. set it in leadrelay's environment under the name your source's token_env names,
+     e.g. MAILSHAKE_PUSH_TOKEN=<token> in the service's environment file;
+  2. give it to the vendor in the webhook URL, .../v1/hooks/<source>?token=<token>, or as
+     the X-Leadrelay-Token header (`leadrelay sources list --show-secrets` prints the URL).
+It also suits the secrets you choose yourself: Calendly's signing_key_env, Salesloft's
+callback_token_env, lemlist's secret_env, a generic source's signature_secret_env.
+";
+
 fn secret() -> ExitCode {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     println!("{}", hex::encode(bytes));
-    eprintln!(
-        "A fresh random token (256 bits). Secrets live in environment variables, never in the \
-configuration file:\n\
-  1. set it in the environment of leadrelay, under the name your source's token_env names,\n\
-     e.g. MAILSHAKE_PUSH_TOKEN=<token> in the service's environment file;\n\
-  2. give it to the vendor in the webhook URL, …/v1/hooks/<source>?token=<token>, or as the\n\
-     X-Leadrelay-Token header (`leadrelay sources list --show-secrets` prints the full URL).\n\
-It also suits secrets you choose yourself: Calendly's signing_key_env, Salesloft's\n\
-callback_token_env, lemlist's secret_env, a generic source's signature_secret_env."
-    );
+    eprint!("{SECRET_HELP}");
     ExitCode::SUCCESS
 }
 

@@ -858,6 +858,12 @@ async fn salesloft_people_and_email_updates() {
     assert!(has_ref(&events[0], "salesloft", "person", "1"));
     assert_eq!(events[1].event_type.as_str(), "reply.received");
     assert!(has_ref(&events[1], "salesloft", "email", "2"));
+    // Digests of what identifies each event: the retry above matched it.
+    assert!(events.iter().all(|e| {
+        e.external_id
+            .as_deref()
+            .is_some_and(|x| x.starts_with("sha256:"))
+    }));
     for e in &events {
         h.assert_routed(e).await;
     }
@@ -1103,6 +1109,8 @@ async fn smartlead_replies_with_signature_body_secret_and_token() {
     assert_eq!(email(e), Some("david.carroll@client.com"));
     assert!(has_ref(e, "smartlead", "lead", "2077") && has_ref(e, "smartlead", "campaign", "111"));
     assert_eq!(data_str(e, "reply_text"), "Yes, let's talk");
+    // Smartlead's X-Request-Id is the event's id.
+    assert_eq!(e.external_id.as_deref(), Some("req-7d1c"));
     assert!(!e.data.contains_key("secret_key"));
     h.assert_routed(e).await;
 
@@ -1197,6 +1205,11 @@ async fn mailshake_pushes_name_their_event_in_the_url() {
         data_str(e, "resource_url"),
         "https://api.mailshake.com/2017-04-01/push/resolve?id=c0f8e6b2"
     );
+    assert!(e.external_id.as_deref().unwrap().starts_with("sha256:"));
+    assert!(
+        e.contact.is_empty(),
+        "pushes carry no contact until resolved"
+    );
     h.assert_routed(e).await;
 
     // The token as a header works too; a wrong one does not.
@@ -1282,6 +1295,8 @@ async fn woodpecker_arrays_become_one_event_per_prospect() {
     assert_eq!(events[0].event_type.as_str(), "reply.received");
     assert_eq!(email(&events[0]), Some("ola@firma.pl"));
     assert!(has_ref(&events[0], "woodpecker", "prospect", "301"));
+    assert!(events[0].external_id.is_some());
+    assert_ne!(events[0].external_id, events[1].external_id);
     // Each event keeps its own element of the array.
     let raw: Value = serde_json::from_str(&events[1].raw.body).unwrap();
     assert_eq!(raw["prospect"]["id"], 302);
@@ -1348,6 +1363,7 @@ async fn mixmax_rule_webhooks() {
     assert_eq!(e.event_type.as_str(), "reply.received");
     assert_eq!(email(e), Some("lee@buyer.co"));
     assert!(has_ref(e, "mixmax", "message", "msg_8f2"));
+    assert!(e.external_id.is_some());
     h.assert_routed(e).await;
     let a = h
         .post(
@@ -1378,6 +1394,7 @@ async fn groove_sales_are_custom_events_from_form_posts() {
     assert_eq!(data_str(e, "vendor_event"), "sale");
     assert_eq!(email(e), Some("kim@shop.io"));
     assert!(has_ref(e, "groove", "transaction", "GS-99812"));
+    assert!(e.external_id.is_some());
     assert_eq!(e.raw.content_type, "application/x-www-form-urlencoded");
     h.assert_routed(e).await;
     let a = h
@@ -1407,6 +1424,7 @@ async fn qwilr_accepted_pages_are_proposals() {
     assert_eq!(e.event_type.as_str(), "proposal.accepted");
     assert_eq!(email(e), Some("dana@acme.com"));
     assert!(has_ref(e, "qwilr", "page", "65f1c0d2e3"));
+    assert!(e.external_id.is_some());
     h.assert_routed(e).await;
     let a = h.post("/v1/hooks/qwilr?token=qw", &[], body.as_str()).await;
     assert_refused(&h, &a, 401, "unauthorized", 1).await;
@@ -1565,4 +1583,404 @@ fn a_missing_secret_is_a_configuration_error_with_its_line() {
             .starts_with("t.toml:6:1: error: sources.old.kind: unknown source kind \"yesware\"")),
         "{rendered:?}"
     );
+
+    // HubSpot signs the URL it calls: without server.public_url, check warns.
+    let text = "[sources.hs]\nkind = \"hubspot\"\nclient_secret_env = \"HS\"\n";
+    let loaded =
+        leadrelay::config::load_str(text, "t.toml", &|k| (k == "HS").then(|| "s".to_string()))
+            .unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.path == "sources.hs" && w.message.contains("server.public_url")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+// --- `leadrelay sources …` through the real binary ---
+
+/// Runs the binary with exactly these env vars added.
+fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadrelay"))
+        .args(args)
+        .env_remove("LEADRELAY_CONFIG")
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run leadrelay");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+async fn run_cli_async(args: Vec<String>, env: Vec<(String, String)>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_cli(&args, &env)
+    })
+    .await
+    .expect("cli task")
+}
+
+#[test]
+fn sources_kinds_describes_every_kind() {
+    let (code, out, err) = run_cli(&["sources", "kinds"], &[]);
+    assert_eq!(code, 0, "{err}");
+    for kind in leadrelay_sources::kinds() {
+        assert!(
+            out.contains(&format!("{kind} — ")),
+            "{kind} missing:\n{out}"
+        );
+    }
+    assert!(out.contains("X-HubSpot-Signature-v3"), "{out}");
+    assert!(out.contains("yesware — no webhooks"), "{out}");
+    assert!(out.contains("salesforce_outbound_message"), "{out}");
+
+    let (code, out, _) = run_cli(&["sources", "kinds", "--json"], &[]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let kinds = v["kinds"].as_array().unwrap();
+    assert_eq!(kinds.len(), 16);
+    let calendly = kinds.iter().find(|k| k["kind"] == "calendly").unwrap();
+    assert_eq!(calendly["connect"], true);
+    assert!(calendly["setup"].as_str().unwrap().contains("signing"));
+    assert_eq!(v["without_webhooks"][0]["vendor"], "yesware");
+}
+
+#[test]
+fn sources_secret_prints_a_fresh_token_and_where_it_goes() {
+    let (code, first, err) = run_cli(&["sources", "secret"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let token = first.trim();
+    assert_eq!(token.len(), 64, "{token}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(
+        err.contains("token_env") && err.contains("environment"),
+        "{err}"
+    );
+    let (_, second, _) = run_cli(&["sources", "secret"], &[]);
+    assert_ne!(first, second);
+}
+
+const CLI_SOURCES: &str = r#"
+[server]
+public_url = "https://leads.example.com/"
+
+[sources.hubspot]
+kind = "hubspot"
+client_secret_env = "HUBSPOT_CLIENT_SECRET"
+
+[sources.mailshake]
+kind = "mailshake"
+token_env = "MAILSHAKE_PUSH_TOKEN"
+
+[sources.salesforce]
+kind = "salesforce_outbound_message"
+organization_id = "00D000000000062"
+token_env = "SF_OM_TOKEN"
+"#;
+
+#[test]
+fn sources_list_gives_the_url_to_paste_into_each_vendor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leadrelay.toml");
+    std::fs::write(&path, CLI_SOURCES).unwrap();
+    let cfg = path.to_str().unwrap();
+    let env = [
+        ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
+        ("MAILSHAKE_PUSH_TOKEN", "ms-secret"),
+        ("SF_OM_TOKEN", "sf-token-1"),
+    ];
+    let (code, out, err) = run_cli(&["sources", "list", "--config", cfg], &env);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "https://leads.example.com/v1/hooks/hubspot",
+        "https://leads.example.com/v1/hooks/mailshake?token=${MAILSHAKE_PUSH_TOKEN}",
+        "https://leads.example.com/v1/hooks/salesforce?token=${SF_OM_TOKEN}",
+        "developer",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains("ms-secret") && !out.contains("sf-token-1"),
+        "{out}"
+    );
+
+    let (code, out, err) = run_cli(
+        &[
+            "sources",
+            "list",
+            "--json",
+            "--offline",
+            "--show-secrets",
+            "--public-url",
+            "https://hooks.other.example",
+            "--config",
+            cfg,
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let mailshake = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "mailshake")
+        .unwrap();
+    assert_eq!(
+        mailshake["url"],
+        "https://hooks.other.example/v1/hooks/mailshake?token=ms-secret"
+    );
+    assert_eq!(mailshake["kind"], "mailshake");
+    assert!(mailshake["remote"].is_null());
+
+    // Without the secrets, the configuration does not load: every missing one is named.
+    let (code, _, err) = run_cli(&["sources", "list", "--config", cfg], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("sources.hubspot.client_secret_env")
+            && err.contains("HUBSPOT_CLIENT_SECRET is not set")
+            && err.contains("sources.mailshake.token_env"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(
+        &[
+            "sources",
+            "list",
+            "--public-url",
+            "ftp://x",
+            "--config",
+            cfg,
+        ],
+        &env,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("not an http(s) URL"), "{err}");
+}
+
+/// A local lemlist `/api/hooks` that enforces lemlist's auth (HTTP Basic
+/// with an empty user and the API key as password) and required fields.
+mod fake_lemlist {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use leadrelay_fakes::common::FakeServer;
+    use serde_json::{Value, json};
+
+    pub const API_KEY: &str = "lemlist-api-key";
+
+    #[derive(Clone, Default)]
+    pub struct Hooks(pub Arc<Mutex<Vec<Value>>>);
+
+    fn authorized(headers: &HeaderMap) -> bool {
+        let expected = format!("Basic {}", STANDARD.encode(format!(":{API_KEY}")));
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == expected)
+    }
+
+    fn unauthorized() -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"message": "Invalid API key"})),
+        )
+            .into_response()
+    }
+
+    async fn create(State(hooks): State<Hooks>, headers: HeaderMap, body: String) -> Response {
+        if !authorized(&headers) {
+            return unauthorized();
+        }
+        let Ok(mut hook) = serde_json::from_str::<Value>(&body) else {
+            return (StatusCode::BAD_REQUEST, "invalid JSON").into_response();
+        };
+        if !hook["targetUrl"].is_string() {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"message": "targetUrl is required"})),
+            )
+                .into_response();
+        }
+        let mut all = hooks.0.lock().unwrap();
+        hook["_id"] = json!(format!("hoo_{}", all.len() + 1));
+        hook["createdAt"] = json!("2024-06-10T06:13:20.000Z");
+        all.push(hook.clone());
+        axum::Json(hook).into_response()
+    }
+
+    async fn list(State(hooks): State<Hooks>, headers: HeaderMap) -> Response {
+        if !authorized(&headers) {
+            return unauthorized();
+        }
+        let all = hooks.0.lock().unwrap().clone();
+        // lemlist lists hooks without their secrets.
+        let listed: Vec<Value> = all
+            .into_iter()
+            .map(|mut h| {
+                if let Some(o) = h.as_object_mut() {
+                    o.remove("secret");
+                }
+                h
+            })
+            .collect();
+        axum::Json(Value::Array(listed)).into_response()
+    }
+
+    pub async fn start() -> (FakeServer, Hooks) {
+        let hooks = Hooks::default();
+        let router = Router::new()
+            .route("/api/hooks", get(list).post(create))
+            .with_state(hooks.clone());
+        let server = FakeServer::start(router, "127.0.0.1:0")
+            .await
+            .expect("fake lemlist");
+        (server, hooks)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_connect_registers_our_webhook_through_the_vendor_api() {
+    let (server, hooks) = fake_lemlist::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leadrelay.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{CLI_SOURCES}
+[sources.lemlist]
+kind = "lemlist"
+token_env = "LEMLIST_TOKEN"
+secret_env = "LEMLIST_SECRET"
+api_key_env = "LEMLIST_API_KEY"
+api_base_url = "{}/api"
+"#,
+            server.base_url()
+        ),
+    )
+    .unwrap();
+    let cfg = path.to_str().unwrap().to_string();
+    let env = |api_key: &str| -> Vec<(String, String)> {
+        [
+            ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
+            ("MAILSHAKE_PUSH_TOKEN", "ms-secret"),
+            ("SF_OM_TOKEN", "sf-token-1"),
+            ("LEMLIST_TOKEN", "lem-token"),
+            ("LEMLIST_SECRET", "hook-secret"),
+            ("LEMLIST_API_KEY", api_key),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["sources"]
+            .iter()
+            .chain(extra)
+            .chain(["--config", cfg.as_str()].iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+
+    let (code, out, err) = run_cli_async(
+        args(&[
+            "connect",
+            "lemlist",
+            "--public-url",
+            "https://leads.example.com",
+        ]),
+        env(fake_lemlist::API_KEY),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("registered 1 webhook(s) for lemlist (lemlist)")
+            && out.contains("hoo_1")
+            && out.contains("token=***"),
+        "{out}"
+    );
+    assert!(!out.contains("lem-token"), "the token was printed: {out}");
+    let registered = hooks.0.lock().unwrap().clone();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(
+        registered[0]["targetUrl"],
+        "https://leads.example.com/v1/hooks/lemlist?token=lem-token"
+    );
+    assert_eq!(registered[0]["secret"], "hook-secret");
+
+    // `list` shows it, as lemlist reports it.
+    let (code, out, err) =
+        run_cli_async(args(&["list", "--json"]), env(fake_lemlist::API_KEY)).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let lemlist = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "lemlist")
+        .unwrap();
+    assert_eq!(lemlist["remote"][0]["id"], "hoo_1");
+    assert_eq!(
+        lemlist["remote"][0]["url"],
+        "https://leads.example.com/v1/hooks/lemlist?token=***"
+    );
+    let (code, out, _) = run_cli_async(args(&["list"]), env(fake_lemlist::API_KEY)).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("lemlist (lemlist): 1 webhook(s) registered at the vendor"),
+        "{out}"
+    );
+
+    // The vendor's refusal is reported, and nothing is registered.
+    let (code, _, err) = run_cli_async(
+        args(&[
+            "connect",
+            "lemlist",
+            "--public-url",
+            "https://leads.example.com",
+        ]),
+        env("wrong-key"),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert_eq!(hooks.0.lock().unwrap().len(), 1);
+
+    // Kinds without a subscription API say where their webhooks are made.
+    let (code, _, err) = run_cli_async(
+        args(&[
+            "connect",
+            "hubspot",
+            "--public-url",
+            "https://leads.example.com",
+        ]),
+        env(fake_lemlist::API_KEY),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("developer portal"), "{err}");
+    let (code, _, err) = run_cli_async(
+        args(&[
+            "connect",
+            "nope",
+            "--public-url",
+            "https://leads.example.com",
+        ]),
+        env(fake_lemlist::API_KEY),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no source named \"nope\""), "{err}");
 }
