@@ -20,7 +20,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use leadrelay_sources::{HookError, HookParse, HookResponse, InboundRequest};
+use leadrelay_sources::{HookError, HookParse, HookResponse, InboundRequest, SourceKind};
 
 use super::AppState;
 use super::client::client_ip;
@@ -48,15 +48,15 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    if !app.sources.contains_key(&name) {
+    let Some(source) = app.sources.get(&name) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_source",
             format!("there is no source named {name:?}"),
         )
         .into_response();
-    }
-    let outcome = receive_inner(&app, &name, peer, &uri, &headers, body).await;
+    };
+    let outcome = receive_inner(&app, &name, source.as_ref(), peer, &uri, &headers, body).await;
     let label = match &outcome {
         Outcome::Answered { outcome, .. } => outcome,
         Outcome::Refused(e) => e.code,
@@ -72,16 +72,12 @@ pub async fn receive(
 async fn receive_inner(
     app: &AppState,
     name: &str,
+    source: &dyn SourceKind,
     peer: SocketAddr,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
 ) -> Outcome {
-    let Some(source) = app.sources.get(name) else {
-        return Outcome::Refused(ApiError::not_found(format!(
-            "there is no source named {name:?}"
-        )));
-    };
     let limit = app
         .config
         .sources

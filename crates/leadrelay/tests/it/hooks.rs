@@ -264,6 +264,7 @@ struct Hooks {
 struct Answer {
     status: u16,
     content_type: String,
+    retry_after: Option<String>,
     body: String,
 }
 
@@ -323,6 +324,11 @@ impl Hooks {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),
+            retry_after: resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
             body: resp.text().await.unwrap_or_default(),
         }
     }
@@ -1546,6 +1552,40 @@ async fn unknown_sources_oversized_bodies_and_other_methods() {
         metrics.contains(r#"leadrelay_ingest_total{origin="source:replyio",outcome="ping"} 1"#),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_of_one_event_store_it_once() {
+    let h = Hooks::start().await;
+    let body = fixture("typeform_form_response.json");
+    let headers = vec![("typeform-signature".to_string(), typeform_signature(&body))];
+    let posts =
+        (0..8).map(|_| h.post_owned("/v1/hooks/typeform", &headers, body.clone().into_bytes()));
+    for a in futures::future::join_all(posts).await {
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    assert_eq!(h.events("typeform").await.len(), 1);
+    let metrics = h.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"leadrelay_ingest_total{origin="source:typeform",outcome="duplicate"} 7"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_storage_failure_answers_503_so_the_vendor_retries() {
+    let h = Hooks::start().await;
+    // Stop the store's writer: nothing can be committed any more.
+    h.app.store.close().await;
+    let a = post_hubspot(&h, HUBSPOT_DOC_BODY, now_ms()).await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.error_code(), "storage_unavailable");
+    assert!(a.retry_after.is_some());
+    // Salesforce gets no Ack, so it keeps the message and resends it.
+    let a = post_soap(&h, SF_PATH, &fixture("salesforce_outbound_contact.xml")).await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(!a.body.contains("<Ack>"));
 }
 
 #[tokio::test]
