@@ -94,6 +94,14 @@ pub async fn start(
                 .join("\n")
         )
     })?;
+    let sources = crate::sources::build_all(&config, env).map_err(|ps| {
+        anyhow::anyhow!(
+            ps.iter()
+                .map(|p| p.render("config"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
     let ingestor = Arc::new(Ingestor::new(store.clone(), config.clone(), routes, env).await?);
 
     let shutdown = CancellationToken::new();
@@ -123,6 +131,7 @@ pub async fn start(
             config: config.clone(),
             throttle,
             metrics: metrics.clone(),
+            sources: Arc::new(sources),
         };
         let app = http::router(state);
         server = Some(tokio::spawn(http::serve(listener, app, shutdown.clone())));

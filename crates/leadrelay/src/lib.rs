@@ -12,6 +12,8 @@
 //!   rate-limit, send through a [`connectors`] connector, classify the result,
 //!   and retry, dead-letter or record success; alerts watch failure rates.
 //! - [`connectors`]: one folder per destination kind.
+//! - [`sources`]: the configured vendor webhooks (`/v1/hooks/{source}`),
+//!   built by the `leadrelay-sources` library.
 //! - [`config`], [`cli`], [`telemetry`]: the edges.
 
 pub mod app;
@@ -26,6 +28,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod redact;
 pub mod routing;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 

@@ -204,7 +204,7 @@ pub trait SourceKind: Send + Sync {
     }
 }
 
-/// How one kind is set up, for `leadrelay sources list` and the docs.
+/// How one kind is set up, for `leadrelay sources kinds` and the docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindInfo {
     /// The `kind` value in the configuration.

@@ -1,8 +1,9 @@
 //! The command line: `leadrelay serve | check | migrate | events |
-//! deliveries | dlq | config | version`.
+//! deliveries | dlq | sources | config | version`.
 
 mod inspect;
 mod serve;
+mod sources;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Dead letters: list, show, replay, discard.
     #[command(subcommand)]
     Dlq(inspect::DlqCommand),
+    /// Inbound vendor webhooks: kinds, configured sources, vendor registration, tokens.
+    #[command(subcommand)]
+    Sources(sources::SourcesCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -141,5 +145,6 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Events(cmd) => inspect::events(cli.config.as_ref(), cmd).await,
         Command::Deliveries(cmd) => inspect::deliveries(cli.config.as_ref(), cmd).await,
         Command::Dlq(cmd) => inspect::dlq(cli.config.as_ref(), cmd).await,
+        Command::Sources(cmd) => sources::sources(cli.config.as_ref(), cmd).await,
     }
 }

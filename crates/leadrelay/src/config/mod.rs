@@ -401,7 +401,12 @@ pub struct ConsentFieldConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct SourceConfig {
     /// The vendor format: `mailshake`, `hubspot`, `calendly`, `generic` …
+    /// (`leadrelay sources kinds` lists them all).
     pub kind: String,
+    /// Per-source body size limit (default: `server.max_body_bytes`), e.g.
+    /// for Salesforce outbound messages carrying up to 100 notifications.
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
     /// Kind-specific settings (secrets by env-var name, e.g. `secret_env`).
     #[serde(flatten)]
     pub settings: toml::Table,

@@ -78,13 +78,33 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
                 "source names use a-z, 0-9, '_' and '-'",
             ));
         }
-        p.push(Problem::error(
-            format!("sources.{name}.kind"),
-            format!(
-                "inbound sources are not available in this build yet (kind {:?})",
-                source.kind
-            ),
-        ));
+        if let Err(problems) = crate::sources::build_source(name, source, env) {
+            p.extend(problems);
+        }
+        if let Some(m) = source.max_body_bytes
+            && m.bytes() < 1024
+        {
+            p.push(Problem::error(
+                format!("sources.{name}.max_body_bytes"),
+                "must be at least 1KiB",
+            ));
+        }
+        if source.kind == "hubspot" && config.server.public_url.is_none() {
+            p.push(Problem::warning(
+                format!("sources.{name}"),
+                "HubSpot signs the exact URL it calls: set server.public_url to the public URL vendors use",
+            ));
+        }
+        let routed = config
+            .routes
+            .iter()
+            .any(|r| r.forms.is_empty() && (r.sources.is_empty() || r.sources.contains(name)));
+        if !routed {
+            p.push(Problem::warning(
+                format!("sources.{name}"),
+                "no route takes events from this source (they are stored, never delivered)",
+            ));
+        }
     }
 
     let enabled = delivery::enabled_destinations(config, env);

@@ -165,30 +165,7 @@ async fn submit_inner(
         .max_body_bytes
         .unwrap_or(app.config.server.max_body_bytes)
         .bytes() as usize;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
-    if let Some(len) =
-        header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok())
-        && len > limit
-    {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let is_limit = std::error::Error::source(&e).is_some_and(|s| {
-            s.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-        }) || e.to_string().contains("length limit");
-        if is_limit {
-            too_large()
-        } else {
-            ApiError::bad_request(format!("could not read the body: {e}"))
-        }
-    })?;
+    let bytes = read_body(headers, body, limit).await?;
     app.ingestor
         .submit_form(FormSubmission {
             form: form_name,
@@ -205,6 +182,39 @@ async fn submit_inner(
             },
         })
         .await
+}
+
+/// Reads a request body of at most `limit` bytes: 413 beyond it (refused
+/// from `Content-Length` before reading when the client declares it).
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    if let Some(len) =
+        header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let is_limit = std::error::Error::source(&e).is_some_and(|s| {
+            s.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+        }) || e.to_string().contains("length limit");
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("could not read the body: {e}"))
+        }
+    })
 }
 
 /// CORS preflight for a form.

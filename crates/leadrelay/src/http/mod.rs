@@ -1,8 +1,9 @@
-//! The HTTP server: public endpoints (forms), operations (`/healthz`,
+//! The HTTP server: public endpoints (forms, vendor hooks), operations (`/healthz`,
 //! `/readyz`, `/metrics`). Listeners are injected so tests bind port 0.
 
 pub mod client;
 mod forms;
+mod hooks;
 mod html;
 mod ops;
 
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
+use crate::sources::Sources;
 use crate::store::Store;
 use client::IpThrottle;
 
@@ -34,6 +36,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub throttle: Option<IpThrottle>,
     pub metrics: Arc<Metrics>,
+    /// The configured vendor webhooks, built once at start-up.
+    pub sources: Arc<Sources>,
 }
 
 /// Requests that take longer than this (slow clients included) get 408.
@@ -46,6 +50,7 @@ pub fn router(state: AppState) -> Router {
             post(forms::submit).options(forms::preflight),
         )
         .route("/v1/forms/{form}/thanks", get(forms::thanks))
+        .route("/v1/hooks/{source}", post(hooks::receive))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -123,6 +123,31 @@ pub fn attribution(s: &Submission, ctx: &RequestContext<'_>) -> Attribution {
     a
 }
 
+/// Attribution a vendor reported with an event: UTM parameters and click ids
+/// at the top of the event's data or in its `tracking` (Calendly), `hidden`
+/// (Typeform hidden fields) or `utm` object. The first value found wins.
+pub fn vendor_attribution(data: &serde_json::Map<String, serde_json::Value>) -> Attribution {
+    let mut a = Attribution::default();
+    let nested = ["tracking", "hidden", "utm"]
+        .iter()
+        .filter_map(|k| data.get(*k).and_then(serde_json::Value::as_object));
+    for obj in std::iter::once(data).chain(nested) {
+        for name in UTM_FIELDS.iter().chain(CLICK_ID_FIELDS.iter()) {
+            if a.param(name).is_some() {
+                continue;
+            }
+            if let Some(v) = obj
+                .get(*name)
+                .and_then(serde_json::Value::as_str)
+                .and_then(clean)
+            {
+                a.set_param(name, v);
+            }
+        }
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +189,19 @@ mod tests {
         assert_eq!(a.gclid.as_deref(), Some("G1"));
         assert_eq!(a.referrer.as_deref(), Some("https://google.com/"));
         assert_eq!(a.user_agent.as_deref(), Some("UA/1"));
+    }
+
+    #[test]
+    fn vendor_attribution_reads_tracking_and_hidden_fields() {
+        let data = serde_json::json!({
+            "utm_campaign": "top",
+            "tracking": {"utm_source": "linkedin", "utm_campaign": "nested", "salesforce_uuid": null},
+            "hidden": {"gclid": " G2 ", "utm_medium": 5},
+        });
+        let a = vendor_attribution(data.as_object().unwrap());
+        assert_eq!(a.utm_campaign.as_deref(), Some("top"));
+        assert_eq!(a.utm_source.as_deref(), Some("linkedin"));
+        assert_eq!(a.gclid.as_deref(), Some("G2"));
+        assert_eq!(a.utm_medium, None);
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! parse the body → reject files → honeypot → validate every field →
 //! enrich (attribution, hashed IP, consent) → route → ONE store transaction.
+//! Vendor webhooks (`hook`) take the same path from routing on, with events
+//! a source has already verified and mapped.
 //! Nothing here calls a third party: a form never waits on a CRM.
 
 pub mod body;
 pub mod enrich;
 pub mod form;
+pub mod hook;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use crate::error::ApiError;
 use crate::routing::RouteTable;
 use crate::store::{IdempotencyKey, IngestItem, IngestOutcome, Store};
 use enrich::{IpHasher, RequestContext};
+pub use hook::HookRequest;
 
 /// The kv key under which a generated IP-hash key is kept.
 const IP_KEY_KV: &str = "privacy.ip_hash_key";

@@ -3,6 +3,7 @@
 
 mod binary;
 mod delivery;
+mod hooks;
 mod ingest;
 mod multinode;
 mod store;

@@ -124,7 +124,7 @@ fn unsupported(kind: &str) -> ConnectError {
         }
         k if crate::kinds().contains(&k) => {
             format!(
-                "{k} webhooks are created in the vendor's own settings; see `leadrelay sources list`"
+                "{k} webhooks are created in the vendor's own settings; see `leadrelay sources kinds`"
             )
         }
         k => format!("unknown source kind {k:?}"),
