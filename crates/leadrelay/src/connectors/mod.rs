@@ -11,6 +11,8 @@ pub mod file;
 pub mod http;
 pub mod notify;
 pub mod payload;
+pub mod slack;
+pub mod sms;
 pub mod webhook;
 
 use std::sync::Arc;
