@@ -11,6 +11,7 @@ pub mod file;
 pub mod http;
 pub mod notify;
 pub mod payload;
+pub mod sheets;
 pub mod slack;
 pub mod sms;
 pub mod webhook;
