@@ -6,6 +6,8 @@
 //! *When* to retry is not its business: the shared scheduler in
 //! [`crate::delivery`] decides that from the classification.
 
+pub mod columns;
+pub mod csv;
 pub mod email;
 pub mod file;
 pub mod http;
@@ -251,7 +253,17 @@ pub struct ConnectorKind {
 /// Every connector this build has.
 pub fn kinds() -> &'static [ConnectorKind] {
     static KINDS: std::sync::OnceLock<Vec<ConnectorKind>> = std::sync::OnceLock::new();
-    KINDS.get_or_init(|| vec![file::kind(), webhook::kind(), email::kind()])
+    KINDS.get_or_init(|| {
+        vec![
+            file::kind(),
+            webhook::kind(),
+            email::kind(),
+            slack::kind(),
+            sms::kind(),
+            sheets::kind(),
+            csv::kind(),
+        ]
+    })
 }
 
 pub fn kind(name: &str) -> Option<&'static ConnectorKind> {
@@ -278,5 +290,9 @@ pub fn referenced_env_vars(settings: &toml::Table) -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(settings, &mut out);
+    // A webhook preset names its URL's env var by itself.
+    if let Some(var) = webhook::implied_env_var(settings) {
+        out.push(var.to_string());
+    }
     out
 }

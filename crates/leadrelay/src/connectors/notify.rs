@@ -79,8 +79,11 @@ pub fn dashboard_url(public_url: &str, event_id: &uuid::Uuid) -> String {
     format!("{}/ui/leads/{event_id}", public_url.trim_end_matches('/'))
 }
 
-/// "first_name" → "First name".
+/// "first_name" → "First name", "utm_source" → "UTM source".
 pub fn label(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix("utm_") {
+        return format!("UTM {}", rest.replace('_', " "));
+    }
     let spaced = name.replace(['_', '-'], " ");
     let mut chars = spaced.chars();
     match chars.next() {
@@ -173,6 +176,13 @@ pub fn context(job: &DeliveryJob, public_url: &str) -> Value {
         MessageKind::Alert => Map::new(),
         MessageKind::Event => job.event.data.clone(),
     };
+    // Form fields that fill the contact are listed with the contact.
+    let fields: Map<String, Value> = fields
+        .into_iter()
+        .filter(|(k, _)| {
+            !leadrelay_model::CONTACT_FIELDS.contains(&k.as_str()) && !contact.contains_key(k)
+        })
+        .collect();
     obj.insert("fields".into(), Value::Array(entries(&fields, &[])));
     let attribution = match serde_json::to_value(&job.event.attribution) {
         Ok(Value::Object(m)) => {

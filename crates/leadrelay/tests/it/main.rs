@@ -3,5 +3,7 @@
 
 mod binary;
 mod delivery;
+mod email;
 mod ingest;
+mod notify_support;
 mod support;

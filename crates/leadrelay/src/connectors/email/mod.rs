@@ -550,7 +550,7 @@ mod tests {
                     "{subject}"
                 );
                 assert!(text.contains("Email: jane@example.com"), "{text}");
-                assert!(text.contains("Utm source: google"), "{text}");
+                assert!(text.contains("UTM source: google"), "{text}");
                 assert!(text.contains(&ctx["dashboard_url"].as_str().unwrap().to_string()));
                 assert!(html.contains("<td>jane@example.com</td>"), "{html}");
                 let alert = notify::context(&notify::sample_alert_job(), "http://x");

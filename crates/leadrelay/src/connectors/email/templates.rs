@@ -71,7 +71,7 @@ const NOTIFICATION_HTML: &str = "\
 <tr><th align=\"left\">{{ f.label }}</th><td>{{ f.value }}</td></tr>
 {% endfor %}
 </table>
-<p><a href=\"{{ dashboard_url }}\">Open in leadrelay</a></p>
+<p><a href=\"{{ dashboard_url|safe }}\">Open in leadrelay</a></p>
 {% endif %}
 </body></html>
 ";

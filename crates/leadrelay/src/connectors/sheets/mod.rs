@@ -30,7 +30,6 @@
 //! token and retries once with a new one.
 
 mod auth;
-mod columns;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,8 +47,8 @@ use super::{
 use crate::config::{HumanDuration, Problem, Rate, parse_settings};
 use crate::redact;
 
+use super::columns::{Columns, ColumnsSetting};
 pub use auth::{ServiceAccountKey, TokenSource};
-use columns::{Columns, ColumnsSetting};
 
 /// The OAuth scope for reading and writing spreadsheets.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets";

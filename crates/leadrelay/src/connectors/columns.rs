@@ -1,7 +1,7 @@
-//! The column mapping of a sheet: headers and one minijinja expression per
-//! column, evaluated over the notification context (see
-//! [`crate::connectors::notify`]). The order is the order written, so the
-//! sheet's columns stay stable; add new columns at the end.
+//! Column mappings for tabular destinations (`sheets`, `csv`): headers and
+//! one minijinja expression per column, evaluated over the notification
+//! context (see [`crate::connectors::notify`]). The order is the order
+//! written, so columns stay stable; add new columns at the end.
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
