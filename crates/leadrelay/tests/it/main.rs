@@ -2,8 +2,12 @@
 //! real SQLite files, a real receiver, and the real `leadrelay` binary.
 
 mod binary;
+mod csv;
 mod delivery;
 mod email;
 mod ingest;
 mod notify_support;
+mod sheets;
+mod slack;
+mod sms;
 mod support;
