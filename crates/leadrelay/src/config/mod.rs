@@ -196,6 +196,12 @@ pub struct DeliveryConfig {
     pub poll_interval: HumanDuration,
     /// Circuit breaker.
     pub circuit: CircuitConfig,
+    /// Destinations that receive a copy of every dead letter (e.g. a
+    /// "failed" Google Sheet): an event `delivery.dead_lettered` carrying the
+    /// original event, the destination and the reason, stored in the same
+    /// transaction that marks the delivery dead. A destination never receives
+    /// copies of its own dead letters, and copies are never copied.
+    pub dead_letter_copies: Vec<String>,
 }
 
 impl Default for DeliveryConfig {
@@ -206,6 +212,7 @@ impl Default for DeliveryConfig {
             lease: HumanDuration::secs(60),
             poll_interval: HumanDuration::secs(1),
             circuit: CircuitConfig::default(),
+            dead_letter_copies: Vec::new(),
         }
     }
 }
@@ -455,6 +462,10 @@ pub struct DestinationConfig {
     /// Circuit breaker overrides (default `delivery.circuit`).
     #[serde(default)]
     pub circuit: Option<CircuitConfig>,
+    /// Where this destination's dead letters are copied (default
+    /// `delivery.dead_letter_copies`; `[]` for nowhere).
+    #[serde(default)]
+    pub dead_letter_copies: Option<Vec<String>>,
     /// Connector-specific settings (`path`, `url_env`, `token_env` …).
     #[serde(flatten)]
     pub settings: toml::Table,

@@ -191,8 +191,37 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
             ));
         }
     }
+    let mut copy_lists: Vec<(String, &Vec<String>)> = vec![(
+        "delivery.dead_letter_copies".to_string(),
+        &config.delivery.dead_letter_copies,
+    )];
+    for (name, d) in &config.destinations {
+        if let Some(list) = &d.dead_letter_copies {
+            copy_lists.push((format!("destinations.{name}.dead_letter_copies"), list));
+        }
+    }
+    let mut copy_targets = BTreeSet::new();
+    for (path, list) in copy_lists {
+        for (j, n) in list.iter().enumerate() {
+            if !config.destinations.contains_key(n) {
+                p.push(Problem::error(
+                    format!("{path}[{j}]"),
+                    format!("no destination named {n:?}"),
+                ));
+            } else if !enabled.contains(n) {
+                p.push(Problem::warning(
+                    format!("{path}[{j}]"),
+                    format!("{n:?} is switched off: dead letters are not copied there"),
+                ));
+            }
+            copy_targets.insert(n.as_str());
+        }
+    }
     for name in config.destinations.keys() {
-        if !routed.contains(name.as_str()) && !config.alerts.notify.contains(name) {
+        if !routed.contains(name.as_str())
+            && !config.alerts.notify.contains(name)
+            && !copy_targets.contains(name.as_str())
+        {
             p.push(Problem::warning(
                 format!("destinations.{name}"),
                 "no route sends anything here",

@@ -6,9 +6,16 @@
 //! *When* to retry is not its business: the shared scheduler in
 //! [`crate::delivery`] decides that from the classification.
 
+pub mod columns;
+pub mod csv;
+pub mod email;
 pub mod file;
 pub mod http;
+pub mod notify;
 pub mod payload;
+pub mod sheets;
+pub mod slack;
+pub mod sms;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -183,6 +190,14 @@ pub trait Connector: Send + Sync {
     /// result per job, in order.
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult>;
 
+    /// Why this delivery is not for this destination at all (e.g. a lead
+    /// confirmation for a form that does not enable it, an SMS to a person
+    /// without a phone number): the delivery ends `skipped` with the reason,
+    /// without an attempt on the network. `None` (the default): send it.
+    fn skip_reason(&self, _job: &DeliveryJob) -> Option<String> {
+        None
+    }
+
     /// Verifies credentials and reachability without sending any lead data.
     async fn check(&self) -> CheckReport {
         CheckReport::ok("nothing to verify for this connector")
@@ -238,7 +253,17 @@ pub struct ConnectorKind {
 /// Every connector this build has.
 pub fn kinds() -> &'static [ConnectorKind] {
     static KINDS: std::sync::OnceLock<Vec<ConnectorKind>> = std::sync::OnceLock::new();
-    KINDS.get_or_init(|| vec![file::kind(), webhook::kind()])
+    KINDS.get_or_init(|| {
+        vec![
+            file::kind(),
+            webhook::kind(),
+            email::kind(),
+            slack::kind(),
+            sms::kind(),
+            sheets::kind(),
+            csv::kind(),
+        ]
+    })
 }
 
 pub fn kind(name: &str) -> Option<&'static ConnectorKind> {
@@ -265,5 +290,9 @@ pub fn referenced_env_vars(settings: &toml::Table) -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(settings, &mut out);
+    // A webhook preset names its URL's env var by itself.
+    if let Some(var) = webhook::implied_env_var(settings) {
+        out.push(var.to_string());
+    }
     out
 }

@@ -186,6 +186,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
                 lease_id,
                 attempt: None,
                 transition: Transition::Released,
+                follow_up: None,
             })
             .collect();
         if let Err(e) = ctx.store.complete(completions).await {
@@ -317,11 +318,12 @@ fn attempt_record(
     }
 }
 
-/// A delivery decided without sending (consent, bad override): logged as an attempt.
+/// A delivery decided without sending (consent, not applicable, bad
+/// override): logged as an attempt.
 fn local_completion(
     dest: &str,
     c: &ClaimedDelivery,
-    class: ErrorClass,
+    class: Option<ErrorClass>,
     transition: Transition,
 ) -> Completion {
     let message = match &transition {
@@ -341,7 +343,7 @@ fn local_completion(
         request_sha256: None,
         status: None,
         response_excerpt: None,
-        error_class: Some(class.as_str().into()),
+        error_class: class.map(|c| c.as_str().into()),
         outcome: policy::attempt_outcome(&transition).to_string(),
         message: Some(message),
         next_attempt_at: None,
@@ -351,7 +353,80 @@ fn local_completion(
         lease_id: c.delivery.lease_id.unwrap_or_default(),
         attempt: Some(attempt),
         transition,
+        follow_up: None,
     }
+}
+
+/// The event type of dead-letter copies.
+pub const DEAD_LETTER_EVENT_TYPE: &str = "delivery.dead_lettered";
+
+/// A copy of a dead letter for the destination's `dead_letter_copies`: an
+/// event `delivery.dead_lettered` about the same person, carrying the
+/// original event, the destination and the reason. None when there is
+/// nowhere to copy to, or when the dead letter is itself a copy.
+pub fn dead_letter_copy(
+    dest: &Destination,
+    delivery: &crate::store::Delivery,
+    original: &leadrelay_model::Event,
+    transition: &Transition,
+) -> Option<crate::store::IngestItem> {
+    let Transition::Dead { status, reason } = transition else {
+        return None;
+    };
+    if dest.dead_letter_copies.is_empty() || original.event_type.as_str() == DEAD_LETTER_EVENT_TYPE
+    {
+        return None;
+    }
+    let now = Utc::now();
+    let mut data = serde_json::Map::new();
+    data.insert(
+        "dead_letter".into(),
+        serde_json::json!({
+            "destination": dest.name,
+            "connector": dest.connector_kind,
+            "delivery_id": delivery.id.to_string(),
+            "reason": reason,
+            "status": status,
+            "attempts": delivery.attempts + 1,
+            "first_queued_at": delivery.created_at.to_rfc3339(),
+            "dead_at": now.to_rfc3339(),
+        }),
+    );
+    data.insert(
+        "original".into(),
+        serde_json::json!({
+            "event_id": original.id.to_string(),
+            "type": original.event_type.as_str(),
+            "origin": format!("{}:{}", original.origin.kind.as_str(), original.origin.name),
+            "received_at": original.received_at.to_rfc3339(),
+            "fields": original.data,
+        }),
+    );
+    let event = leadrelay_model::Event {
+        id: new_id(),
+        event_type: leadrelay_model::EventType::Custom(DEAD_LETTER_EVENT_TYPE.into()),
+        origin: leadrelay_model::Origin::system("dead_letters"),
+        received_at: now,
+        occurred_at: now,
+        contact: original.contact.clone(),
+        contact_id: original.contact_id,
+        data,
+        attribution: original.attribution.clone(),
+        consent: original.consent.clone(),
+        ip_hash: None,
+        raw: Default::default(),
+        spam: false,
+        idempotency_key: None,
+        // One copy per dead delivery, even if the completion were replayed.
+        external_id: Some(delivery.id.to_string()),
+        vendor_refs: original.vendor_refs.clone(),
+        changes: vec![],
+    };
+    Some(crate::store::IngestItem {
+        event,
+        destinations: dest.dead_letter_copies.clone(),
+        idempotency: None,
+    })
 }
 
 async fn send_batch(
@@ -371,15 +446,14 @@ async fn send_batch(
         if let Some(o) = &c.delivery.overrides
             && let Err(m) = payload::apply_overrides(&mut event, o)
         {
-            completions.push(local_completion(
-                &dest.name,
-                &c,
-                ErrorClass::Mapping,
-                Transition::Dead {
-                    status: None,
-                    reason: m,
-                },
-            ));
+            let t = Transition::Dead {
+                status: None,
+                reason: m,
+            };
+            let copy = dead_letter_copy(&dest, &c.delivery, &c.event, &t);
+            let mut done = local_completion(&dest.name, &c, Some(ErrorClass::Mapping), t);
+            done.follow_up = copy;
+            completions.push(done);
             continue;
         }
         if let Err(reason) =
@@ -388,15 +462,26 @@ async fn send_batch(
             let t = Transition::Skipped {
                 reason: format!("consent: {reason}"),
             };
-            completions.push(local_completion(&dest.name, &c, ErrorClass::Consent, t));
+            completions.push(local_completion(
+                &dest.name,
+                &c,
+                Some(ErrorClass::Consent),
+                t,
+            ));
             continue;
         }
-        jobs.push(DeliveryJob {
-            delivery: c.delivery,
+        let job = DeliveryJob {
+            delivery: c.delivery.clone(),
             event,
-            contact: c.contact,
+            contact: c.contact.clone(),
             remote_ids: Vec::new(),
-        });
+        };
+        if let Some(reason) = dest.connector.skip_reason(&job) {
+            let t = Transition::Skipped { reason };
+            completions.push(local_completion(&dest.name, &c, None, t));
+            continue;
+        }
+        jobs.push(job);
     }
 
     if !jobs.is_empty() {
@@ -477,11 +562,13 @@ async fn send_batch(
             log_outcome(&dest.name, job, &attempt);
             ctx.metrics
                 .attempt(&dest.name, &attempt.outcome, result.report.duration);
+            let follow_up = dead_letter_copy(&dest, &job.delivery, &job.event, &transition);
             completions.push(Completion {
                 delivery_id: job.delivery.id,
                 lease_id: job.delivery.lease_id.unwrap_or_default(),
                 attempt: Some(attempt),
                 transition,
+                follow_up,
             });
         }
 

@@ -33,6 +33,7 @@ use crate::store::Store;
 
 pub use alerts::{ALERT_EVENT_TYPE, AlertMonitor};
 pub use circuit::{CircuitBreaker, CircuitState};
+pub use dispatcher::DEAD_LETTER_EVENT_TYPE;
 
 /// A destination ready to deliver to.
 pub struct Destination {
@@ -48,6 +49,8 @@ pub struct Destination {
     pub lease: Duration,
     pub purposes: Vec<ConsentPurpose>,
     pub legal_basis: Option<LegalBasis>,
+    /// Enabled destinations that receive a copy of each dead letter.
+    pub dead_letter_copies: Vec<String>,
 }
 
 /// The destinations that are switched on: `enabled = true`, or `"auto"`
@@ -174,6 +177,14 @@ pub fn build_destinations(
             lease,
             purposes: d.purposes.clone(),
             legal_basis: d.legal_basis,
+            dead_letter_copies: d
+                .dead_letter_copies
+                .as_ref()
+                .unwrap_or(&config.delivery.dead_letter_copies)
+                .iter()
+                .filter(|n| *n != name && enabled.contains(*n))
+                .cloned()
+                .collect(),
         });
     }
     if problems.is_empty() {

@@ -183,6 +183,11 @@ pub struct Completion {
     /// The attempt to log (None when a lease is released without sending).
     pub attempt: Option<Attempt>,
     pub transition: Transition,
+    /// An event stored (with one outbox row per destination) in the same
+    /// transaction — if and only if `transition` is applied, i.e. the lease
+    /// is still current. Used to copy dead letters to the destinations in
+    /// `dead_letter_copies` so that a copy can never be lost or doubled.
+    pub follow_up: Option<IngestItem>,
 }
 
 /// The state a delivery moves to.

@@ -2,9 +2,15 @@
 //! real SQLite files, a real receiver, and the real `leadrelay` binary.
 
 mod binary;
+mod csv;
 mod delivery;
+mod email;
 mod hooks;
 mod ingest;
 mod multinode;
+mod notify_support;
+mod sheets;
+mod slack;
+mod sms;
 mod store;
 mod support;

@@ -74,6 +74,7 @@ fn done(c: &leadrelay::store::ClaimedDelivery) -> Completion {
         lease_id: c.delivery.lease_id.unwrap(),
         attempt: None,
         transition: Transition::Delivered { remote_ids: vec![] },
+        follow_up: None,
     }
 }
 
@@ -133,6 +134,7 @@ async fn expired_leases_are_claimed_again_and_stale_completions_ignored() {
             status: Some(400),
             reason: "late".into(),
         },
+        follow_up: None,
     }])
     .await
     .unwrap();
@@ -236,6 +238,7 @@ async fn replay_chains_keep_history_and_overrides() {
             status: Some(422),
             reason: "bad".into(),
         },
+        follow_up: None,
     }])
     .await
     .unwrap();
@@ -398,6 +401,7 @@ async fn purge_drops_old_finished_data_and_keeps_dead_letters() {
                 status: None,
                 reason: "x".into(),
             },
+            follow_up: None,
         },
     ])
     .await

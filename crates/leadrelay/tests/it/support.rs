@@ -164,6 +164,7 @@ pub struct Builder {
     env: HashMap<String, String>,
     keep_throttle: bool,
     resume: Option<Stopped>,
+    dir: Option<TempDir>,
 }
 
 impl Builder {
@@ -178,6 +179,12 @@ impl Builder {
         self
     }
 
+    /// Use this data directory (the test keeps files of its own there).
+    pub fn dir(mut self, dir: TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
     /// Start again on a stopped app's database.
     pub fn resume(mut self, stopped: Stopped) -> Self {
         self.resume = Some(stopped);
@@ -189,7 +196,10 @@ impl Builder {
         let (dir, db) = match self.resume {
             Some(s) => (s.dir, s.db),
             None => {
-                let dir = tempfile::tempdir().expect("tempdir");
+                let dir = match self.dir {
+                    Some(d) => d,
+                    None => tempfile::tempdir().expect("tempdir"),
+                };
                 let db = TestDb::create(dir.path()).await;
                 (dir, db)
             }
@@ -229,6 +239,7 @@ impl TestApp {
             env: HashMap::new(),
             keep_throttle: false,
             resume: None,
+            dir: None,
         }
     }
 

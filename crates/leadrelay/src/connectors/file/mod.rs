@@ -8,14 +8,14 @@
 //! - `rotate_bytes` (default `"100MiB"`): start a new file beyond this size.
 //! - `fsync` (default `true`): flush to disk before acknowledging.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+pub mod rotate;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -24,6 +24,7 @@ use super::{
     ErrorClass, JobResult, Outcome, payload,
 };
 use crate::config::{ByteSize, Problem, parse_settings};
+use rotate::RotatingFile;
 
 #[derive(Debug, Deserialize)]
 struct Settings {
@@ -76,89 +77,19 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         )]);
     }
     Ok(Arc::new(FileConnector {
-        inner: Arc::new(BackupFile {
-            settings: s,
-            state: Mutex::new(None),
-        }),
+        inner: Arc::new(RotatingFile::new(
+            s.path,
+            s.prefix,
+            "jsonl",
+            s.rotate_bytes.bytes(),
+            s.fsync,
+            None,
+        )),
     }))
 }
 
-struct OpenFile {
-    day: NaiveDate,
-    index: u32,
-    path: PathBuf,
-    file: File,
-    size: u64,
-}
-
 struct FileConnector {
-    inner: Arc<BackupFile>,
-}
-
-/// The current file, shared with the blocking writer task.
-struct BackupFile {
-    settings: Settings,
-    state: Mutex<Option<OpenFile>>,
-}
-
-impl BackupFile {
-    fn file_path(&self, day: NaiveDate, index: u32) -> PathBuf {
-        let name = if index == 0 {
-            format!("{}-{}.jsonl", self.settings.prefix, day.format("%Y-%m-%d"))
-        } else {
-            format!(
-                "{}-{}.{index}.jsonl",
-                self.settings.prefix,
-                day.format("%Y-%m-%d")
-            )
-        };
-        self.settings.path.join(name)
-    }
-
-    /// Appends `lines` as one write, rotating first if needed; fsyncs.
-    fn append(&self, lines: &[u8]) -> std::io::Result<PathBuf> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let today = Utc::now().date_naive();
-        let needs_new = match guard.as_ref() {
-            None => true,
-            Some(f) => {
-                f.day != today || f.size + lines.len() as u64 > self.settings.rotate_bytes.bytes()
-            }
-        };
-        if needs_new {
-            std::fs::create_dir_all(&self.settings.path)?;
-            let mut index = match guard.as_ref() {
-                Some(f) if f.day == today => f.index + 1,
-                _ => 0,
-            };
-            // Skip files that are already full (e.g. after a restart).
-            loop {
-                let p = self.file_path(today, index);
-                let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                if size + lines.len() as u64 <= self.settings.rotate_bytes.bytes() || size == 0 {
-                    let file = OpenOptions::new().create(true).append(true).open(&p)?;
-                    *guard = Some(OpenFile {
-                        day: today,
-                        index,
-                        path: p,
-                        file,
-                        size,
-                    });
-                    break;
-                }
-                index += 1;
-            }
-        }
-        let f = guard
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("no open file"))?;
-        f.file.write_all(lines)?;
-        if self.settings.fsync {
-            f.file.sync_data()?;
-        }
-        f.size += lines.len() as u64;
-        Ok(f.path.clone())
-    }
+    inner: Arc<RotatingFile>,
 }
 
 #[async_trait]
@@ -206,10 +137,7 @@ impl Connector for FileConnector {
             }
             Err(e) => {
                 let msg = format!("writing the backup failed: {e}");
-                let r = report(
-                    msg.clone(),
-                    Some(self.inner.settings.path.display().to_string()),
-                );
+                let r = report(msg.clone(), Some(self.inner.dir().display().to_string()));
                 jobs.iter()
                     .map(|_| JobResult {
                         outcome: Outcome::retry(ErrorClass::Io, msg.clone()),
@@ -221,7 +149,7 @@ impl Connector for FileConnector {
     }
 
     async fn check(&self) -> CheckReport {
-        let dir = self.inner.settings.path.clone();
+        let dir = self.inner.dir().clone();
         match std::fs::create_dir_all(&dir).and_then(|_| {
             let probe = dir.join(".leadrelay-write-test");
             std::fs::write(&probe, b"ok")?;

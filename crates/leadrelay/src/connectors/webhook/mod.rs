@@ -12,6 +12,9 @@
 //! - `url` or `url_env` (the env var holding the URL; Zapier/Make URLs are secrets).
 //! - `preset`: `zapier` (url_env `ZAPIER_WEBHOOK_URL`, flat body), `make`
 //!   (url_env `MAKE_WEBHOOK_URL`, flat body), `crm` (url_env `CRM_WEBHOOK_URL`).
+//!   With `enabled = "auto"`, a preset is on when its env var is set. Zapier
+//!   and Make URLs are never called by `leadrelay check` (any request, even
+//!   HEAD, would start a Zap or scenario).
 //! - `format`: `envelope` (default) or `flat`.
 //! - `method`: `POST` (default), `PUT` or `PATCH`.
 //! - `headers`: static headers; `secret_headers`: header name → env var.
@@ -46,6 +49,33 @@ enum Preset {
     Zapier,
     Make,
     Crm,
+}
+
+impl Preset {
+    /// The env var the preset reads its URL from.
+    fn url_env(self) -> &'static str {
+        match self {
+            Preset::Zapier => "ZAPIER_WEBHOOK_URL",
+            Preset::Make => "MAKE_WEBHOOK_URL",
+            Preset::Crm => "CRM_WEBHOOK_URL",
+        }
+    }
+
+    /// Zapier catch hooks and Make custom webhooks start a run on any
+    /// request (GET and HEAD included), so `check` must not call them.
+    fn triggers_on_any_request(self) -> bool {
+        matches!(self, Preset::Zapier | Preset::Make)
+    }
+}
+
+/// The env var a `preset` implies when the settings name no `url_env`
+/// (so `enabled = "auto"` switches a preset on by itself).
+pub fn implied_env_var(settings: &toml::Table) -> Option<&'static str> {
+    if settings.contains_key("url_env") || settings.contains_key("url") {
+        return None;
+    }
+    let preset: Preset = settings.get("preset")?.clone().try_into().ok()?;
+    Some(preset.url_env())
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -109,18 +139,17 @@ struct WebhookConnector {
     template: Option<Environment<'static>>,
     content_type: String,
     allow_private: bool,
+    preset: Option<Preset>,
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let s: Settings = parse_settings(ctx.settings)?;
     let mut problems = Vec::new();
 
-    let url_env = s.url_env.clone().or_else(|| match s.preset {
-        Some(Preset::Zapier) => Some("ZAPIER_WEBHOOK_URL".into()),
-        Some(Preset::Make) => Some("MAKE_WEBHOOK_URL".into()),
-        Some(Preset::Crm) => Some("CRM_WEBHOOK_URL".into()),
-        None => None,
-    });
+    let url_env = s
+        .url_env
+        .clone()
+        .or_else(|| s.preset.map(|p| p.url_env().to_string()));
     let (raw_url, from_env) = match (&s.url, &url_env) {
         (Some(_), Some(_)) if s.url_env.is_some() => {
             problems.push(Problem::error("url", "set either url or url_env, not both"));
@@ -300,6 +329,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         template,
         content_type: s.content_type.unwrap_or_else(|| "application/json".into()),
         allow_private: s.allow_private_networks,
+        preset: s.preset,
     }))
 }
 
@@ -386,6 +416,12 @@ impl Connector for WebhookConnector {
     }
 
     async fn check(&self) -> CheckReport {
+        if let Some(p) = self.preset.filter(|p| p.triggers_on_any_request()) {
+            return CheckReport::ok(format!(
+                "{} is set ({p:?} URL; not called, since any request would start a run)",
+                self.display_url
+            ));
+        }
         // A HEAD request shows the host answers without sending lead data.
         let req = match self.client.head(self.url.clone()).build() {
             Ok(r) => r,

@@ -857,7 +857,34 @@ async fn complete_batch(pool: &PgPool, all: &[&Completion]) -> Result<(), BatchE
     if !at.id.is_empty() {
         at.insert(&tx).await?;
     }
-    up.apply(&tx, now_ms).await?;
+    let applied: std::collections::HashSet<Uuid> = up.apply(&tx, now_ms).await?.into_iter().collect();
+    // Follow-up events (dead-letter copies) only where the transition
+    // applied; an external id already stored is not stored twice.
+    let mut woken: BTreeSet<String> = BTreeSet::new();
+    for c in all {
+        let Some(item) = &c.follow_up else { continue };
+        if !applied.contains(&c.delivery_id) || item.destinations.is_empty() || item.event.spam {
+            continue;
+        }
+        let mut e = item.event.clone();
+        let doc = event_doc(&mut e)?;
+        let mut ev = EventColumns::default();
+        ev.push(&item.event, &doc, item.event.contact_id);
+        if ev.insert(&tx).await? == 0 {
+            continue;
+        }
+        let mut dl = DeliveryColumns::default();
+        let key = item.event.contact_key();
+        for d in &item.destinations {
+            dl.push(new_id(), item.event.id, d, &key, now_ms);
+            woken.insert(d.clone());
+        }
+        dl.insert(&tx).await?;
+    }
+    if !woken.is_empty() {
+        let payload = woken.into_iter().collect::<Vec<_>>().join(",");
+        exec(&tx, "SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload]).await?;
+    }
     if !rid.0.is_empty() {
         // The destination comes from each delivery's own row.
         exec(
@@ -1122,6 +1149,7 @@ impl Store for PostgresStore {
                     transition: Transition::Skipped {
                         reason: "event erased".into(),
                     },
+                    follow_up: None,
                 }),
             }
         }

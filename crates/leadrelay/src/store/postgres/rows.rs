@@ -6,7 +6,7 @@ use leadrelay_model::{Contact, Event, RawPayload};
 use tokio_postgres::Row as PgRow;
 use uuid::Uuid;
 
-use super::exec;
+use super::{exec, query};
 use crate::store::common::from_ms;
 use crate::store::{
     Attempt, Completion, Delivery, DeliveryState, DestinationState, StoreError, StoreResult,
@@ -419,11 +419,12 @@ impl UpdateColumns {
         self.finished.push(finished);
     }
 
-    pub async fn apply(&self, tx: &Transaction<'_>, now: i64) -> Result<(), tokio_postgres::Error> {
+    /// Applies the changes; returns the ids whose lease was still current.
+    pub async fn apply(&self, tx: &Transaction<'_>, now: i64) -> Result<Vec<Uuid>, tokio_postgres::Error> {
         if self.id.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        exec(
+        let rows = query(
             tx,
             "UPDATE deliveries d SET \
                state = CASE WHEN u.state = 'released' THEN (CASE WHEN d.attempts = 0 THEN 'pending' ELSE 'scheduled' END) ELSE u.state END, \
@@ -439,7 +440,8 @@ impl UpdateColumns {
              FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::int[], $7::int[], $8::bool[], $9::text[], $10::bool[], \
                $11::text[], $12::bigint[], $13::bool[]) \
                AS u(id, lease, state, tried, failed, status, set_status, error, set_error, reason, next_at, finished) \
-             WHERE d.id = u.id AND d.state = 'in_flight' AND d.lease_id = u.lease",
+             WHERE d.id = u.id AND d.state = 'in_flight' AND d.lease_id = u.lease \
+             RETURNING d.id",
             &[
                 &now,
                 &self.id,
@@ -457,6 +459,6 @@ impl UpdateColumns {
             ],
         )
         .await?;
-        Ok(())
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

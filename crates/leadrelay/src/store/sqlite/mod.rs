@@ -540,6 +540,7 @@ impl Store for SqliteStore {
                     transition: Transition::Skipped {
                         reason: "event erased".into(),
                     },
+                    follow_up: None,
                 })
                 .collect();
             self.complete(completions).await?;
@@ -567,8 +568,13 @@ impl Store for SqliteStore {
         if completions.is_empty() {
             return Ok(());
         }
-        self.write(move |c| complete_tx(c, &completions, Utc::now()))
-            .await
+        let woken = self
+            .write(move |c| complete_tx(c, &completions, Utc::now()))
+            .await?;
+        for d in woken {
+            self.hub.wake(&d);
+        }
+        Ok(())
     }
 
     async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>> {
@@ -1096,8 +1102,15 @@ fn claim_tx(
     Ok(deliveries)
 }
 
-fn complete_tx(c: &Connection, completions: &[Completion], now: DateTime<Utc>) -> StoreResult<()> {
+/// Applies completions; returns the destinations that got new deliveries
+/// from follow-up events (to wake their workers after COMMIT).
+fn complete_tx(
+    c: &Connection,
+    completions: &[Completion],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<String>> {
     let now_ms = now.timestamp_millis();
+    let mut woken = Vec::new();
     for comp in completions {
         if let Some(a) = &comp.attempt {
             insert_attempt(c, a)?;
@@ -1184,8 +1197,53 @@ fn complete_tx(c: &Connection, completions: &[Completion], now: DateTime<Utc>) -
                 .map_err(map_err)?;
             }
         }
+        if let Some(item) = &comp.follow_up {
+            woken.extend(insert_follow_up(c, item, now_ms)?);
+        }
     }
-    Ok(())
+    Ok(woken)
+}
+
+/// Stores a follow-up event as it is (no contact merge: it is about a person
+/// already on record) with one pending delivery per destination. An event
+/// with the same origin and external id already stored is not stored twice.
+fn insert_follow_up(c: &Connection, item: &IngestItem, now_ms: i64) -> StoreResult<Vec<String>> {
+    let event = &item.event;
+    if item.destinations.is_empty() || event.spam {
+        return Ok(Vec::new());
+    }
+    if let Some(x) = &event.external_id {
+        let exists: Option<String> = c
+            .prepare_cached("SELECT id FROM events WHERE origin_kind = ?1 AND origin_name = ?2 AND external_id = ?3")
+            .map_err(map_err)?
+            .query_row(params![event.origin.kind.as_str(), event.origin.name, x], |r| r.get(0))
+            .optional()
+            .map_err(map_err)?;
+        if exists.is_some() {
+            return Ok(Vec::new());
+        }
+    }
+    let mut doc_event = event.clone();
+    let doc = event_doc(&mut doc_event)?;
+    insert_event(c, event, &doc, event.contact_id)?;
+    let contact_key = event.contact_key();
+    let mut stmt = c
+        .prepare_cached(
+            "INSERT INTO deliveries (id, event_id, destination, contact_key, state, created_at, updated_at, next_attempt_at) \
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)",
+        )
+        .map_err(map_err)?;
+    for d in &item.destinations {
+        stmt.execute(params![
+            new_id().to_string(),
+            event.id.to_string(),
+            d,
+            contact_key,
+            now_ms
+        ])
+        .map_err(map_err)?;
+    }
+    Ok(item.destinations.clone())
 }
 
 type ReplayResult = (Vec<(Uuid, Uuid)>, Vec<String>);

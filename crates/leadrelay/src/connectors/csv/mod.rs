@@ -1,0 +1,274 @@
+//! `csv`: a CSV backup on local disk beside the JSON Lines one — one row
+//! per delivery in a stable column order, a header row at the top of every
+//! file, rotated by day and size like `file` (it shares its rotation code),
+//! fsynced per batch.
+//!
+//! Settings:
+//! - `path` (required), `prefix` (default `"leads"`): files are
+//!   `{path}/{prefix}-{YYYY-MM-DD}.csv`, then `.1.csv`, `.2.csv` …
+//! - `rotate_bytes` (default `"100MiB"`), `fsync` (default `true`).
+//! - `columns`: `"leads"` (default), `"dead_letters"`, or a list — the same
+//!   mapping as the `sheets` connector.
+//! - `escape_formulas` (default `true`): a cell starting with `=`, `@`, a
+//!   tab, or `+`/`-` not followed by a digit gets a leading `'`, so a
+//!   spreadsheet opening the file never runs a lead's text as a formula
+//!   (phone numbers such as `+14155550123` stay as they are).
+//!
+//! Quoting follows RFC 4180: a field with a comma, a quote, CR or LF, or
+//! leading/trailing spaces is quoted, quotes are doubled; lines end CRLF.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::columns::{Columns, ColumnsSetting};
+use super::file::rotate::RotatingFile;
+use super::{
+    AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
+    ErrorClass, JobResult, Outcome, notify,
+};
+use crate::config::{ByteSize, Problem, parse_settings};
+
+#[derive(Debug, Deserialize)]
+struct Settings {
+    path: PathBuf,
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    #[serde(default = "default_rotate")]
+    rotate_bytes: ByteSize,
+    #[serde(default = "default_true")]
+    fsync: bool,
+    #[serde(default)]
+    columns: Option<ColumnsSetting>,
+    #[serde(default = "default_true")]
+    escape_formulas: bool,
+}
+
+fn default_prefix() -> String {
+    "leads".into()
+}
+fn default_rotate() -> ByteSize {
+    ByteSize(100 * 1024 * 1024)
+}
+fn default_true() -> bool {
+    true
+}
+
+pub fn kind() -> ConnectorKind {
+    ConnectorKind {
+        name: "csv",
+        summary: "CSV backup on local disk, stable columns, rotated by day and size, fsynced per batch",
+        defaults: Defaults {
+            rate_limit: None,
+            concurrency: 1,
+            batch_size: 200,
+            max_batch_size: 1000,
+        },
+        personal_data: true,
+        build,
+    }
+}
+
+struct CsvConnector {
+    file: Arc<RotatingFile>,
+    columns: Columns,
+    escape_formulas: bool,
+    public_url: String,
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
+    let s: Settings = parse_settings(ctx.settings)?;
+    let mut problems = Vec::new();
+    if s.prefix.is_empty() || s.prefix.contains(['/', '\\']) {
+        problems.push(Problem::error("prefix", "must be a plain file-name prefix"));
+    }
+    if s.rotate_bytes.bytes() < 1024 {
+        problems.push(Problem::error("rotate_bytes", "must be at least 1KiB"));
+    }
+    let columns = Columns::compile(s.columns.as_ref())
+        .map_err(|ps| problems.extend(ps))
+        .ok();
+    let (Some(columns), true) = (columns, problems.is_empty()) else {
+        return Err(problems);
+    };
+    let header = line(
+        &columns
+            .headers()
+            .iter()
+            .map(|h| Value::String(h.clone()))
+            .collect::<Vec<_>>(),
+        false,
+    );
+    Ok(Arc::new(CsvConnector {
+        file: Arc::new(RotatingFile::new(
+            s.path,
+            s.prefix,
+            "csv",
+            s.rotate_bytes.bytes(),
+            s.fsync,
+            Some(header.into_bytes()),
+        )),
+        columns,
+        escape_formulas: s.escape_formulas,
+        public_url: ctx.public_url.to_string(),
+    }))
+}
+
+/// One field, quoted when needed (RFC 4180).
+pub fn field(text: &str, escape_formulas: bool) -> String {
+    let mut t = text.to_string();
+    if escape_formulas && is_formula(&t) {
+        t.insert(0, '\'');
+    }
+    let needs_quotes = t.contains([',', '"', '\r', '\n'])
+        || t.starts_with(' ')
+        || t.ends_with(' ')
+        || t.starts_with('\t');
+    if needs_quotes {
+        format!("\"{}\"", t.replace('"', "\"\""))
+    } else {
+        t
+    }
+}
+
+/// Text a spreadsheet would evaluate as a formula.
+fn is_formula(t: &str) -> bool {
+    let mut chars = t.chars();
+    match chars.next() {
+        Some('=' | '@' | '\t' | '\r') => true,
+        Some('+' | '-') => !chars.next().is_some_and(|c| c.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+/// A CSV line (CRLF-terminated).
+fn line(cells: &[Value], escape_formulas: bool) -> String {
+    let mut out = cells
+        .iter()
+        .map(|c| field(&notify::text_of(c), escape_formulas))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push_str("\r\n");
+    out
+}
+
+#[async_trait]
+impl Connector for CsvConnector {
+    async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
+        let started = Utc::now();
+        let clock = Instant::now();
+        let mut buf = String::new();
+        let mut results: Vec<Option<JobResult>> = vec![None; jobs.len()];
+        let mut written = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            let ctx = notify::context(job, &self.public_url);
+            match self.columns.row(&ctx) {
+                Ok(cells) => {
+                    buf.push_str(&line(&cells, self.escape_formulas));
+                    written.push(i);
+                }
+                Err(m) => {
+                    results[i] = Some(JobResult {
+                        outcome: Outcome::permanent(ErrorClass::Mapping, m),
+                        report: Default::default(),
+                    })
+                }
+            }
+        }
+        if !written.is_empty() {
+            let bytes = buf.into_bytes();
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let size = bytes.len() as u64;
+            let file = self.file.clone();
+            // File I/O and fsync block: keep them off the async workers.
+            let result = tokio::task::spawn_blocking(move || file.append(&bytes))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(format!("writer task failed: {e}"))));
+            let (outcome, excerpt, path) = match result {
+                Ok(p) => (
+                    Outcome::delivered(),
+                    format!("{} row(s) written", written.len()),
+                    p.display().to_string(),
+                ),
+                Err(e) => {
+                    let m = format!("writing the CSV backup failed: {e}");
+                    (
+                        Outcome::retry(ErrorClass::Io, m.clone()),
+                        m,
+                        self.file.dir().display().to_string(),
+                    )
+                }
+            };
+            let report = AttemptReport {
+                started_at: Some(started),
+                duration: clock.elapsed(),
+                method: Some("APPEND".into()),
+                url: Some(path),
+                request_bytes: Some(size),
+                request_sha256: Some(sha),
+                status: None,
+                response_excerpt: Some(excerpt),
+            };
+            for i in written {
+                results[i] = Some(JobResult {
+                    outcome: outcome.clone(),
+                    report: report.clone(),
+                });
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| JobResult {
+                    outcome: Outcome::retry(ErrorClass::Io, "no result"),
+                    report: Default::default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn check(&self) -> CheckReport {
+        let dir = self.file.dir().clone();
+        match std::fs::create_dir_all(&dir).and_then(|_| {
+            let probe = dir.join(".leadrelay-write-test");
+            std::fs::write(&probe, b"ok")?;
+            std::fs::remove_file(probe)
+        }) {
+            Ok(()) => CheckReport::ok(format!("{} is writable", dir.display())),
+            Err(e) => CheckReport::failed(format!("{} is not writable: {e}", dir.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(field("plain", true), "plain");
+        assert_eq!(field("a,b", true), "\"a,b\"");
+        assert_eq!(field("say \"hi\"", true), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("two\nlines", true), "\"two\nlines\"");
+        assert_eq!(field(" padded", true), "\" padded\"");
+        assert_eq!(
+            field("=HYPERLINK(\"x\")", true),
+            "\"'=HYPERLINK(\"\"x\"\")\""
+        );
+        assert_eq!(field("@SUM(A1)", true), "'@SUM(A1)");
+        assert_eq!(field("+14155550123", true), "+14155550123");
+        assert_eq!(field("-5", true), "-5");
+        assert_eq!(field("=1+1", false), "=1+1");
+        assert_eq!(
+            line(&[json!("a"), json!(2), json!(""), json!(true)], true),
+            "a,2,,yes\r\n"
+        );
+    }
+}
