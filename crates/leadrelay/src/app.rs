@@ -83,6 +83,11 @@ pub async fn start(
         enabled.clone(),
         metrics.clone(),
     );
+    let admin = Arc::new(http::admin::AdminContext::new(
+        store.clone(),
+        &config,
+        &enabled,
+    ));
     let routes = RouteTable::compile(&config.routes, enabled).map_err(|ps| {
         anyhow::anyhow!(
             ps.into_iter()
@@ -120,6 +125,7 @@ pub async fn start(
             config: config.clone(),
             throttle,
             metrics: metrics.clone(),
+            admin,
         };
         let app = http::router(state);
         server = Some(tokio::spawn(http::serve(listener, app, shutdown.clone())));

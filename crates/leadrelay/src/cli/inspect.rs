@@ -377,7 +377,7 @@ pub async fn deliveries(config: Option<&PathBuf>, cmd: DeliveriesCommand) -> Exi
                 destination: a.destination.clone(),
                 state,
                 event_id: a.event,
-                since: None,
+                ..Default::default()
             };
             let list = match store.list_deliveries(&filter, None, a.limit).await {
                 Ok(l) => l,
@@ -437,6 +437,7 @@ pub async fn dlq(config: Option<&PathBuf>, cmd: DlqCommand) -> ExitCode {
             let filter = DeliveryFilter {
                 destination: a.destination.clone(),
                 state: Some(DeliveryState::Dead),
+                exclude_replayed: true,
                 ..Default::default()
             };
             let list = match store.list_deliveries(&filter, None, a.limit).await {
@@ -506,28 +507,10 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
     let ids: Vec<Uuid> = if !a.ids.is_empty() {
         a.ids.clone()
     } else {
-        let filter = DeliveryFilter {
-            destination: a.destination.clone(),
-            state: Some(DeliveryState::Dead),
-            event_id: None,
-            since,
-        };
-        let mut all = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = match store.list_deliveries(&filter, cursor, 1000).await {
-                Ok(p) => p,
-                Err(e) => return fail(e),
-            };
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.id);
-            all.extend(
-                page.iter()
-                    .filter(|d| d.replayed_by.is_none())
-                    .map(|d| d.id),
-            );
+        match crate::store::dead_letter_ids(store.as_ref(), a.destination.clone(), since).await {
+            Ok(ids) => ids,
+            Err(e) => return fail(e),
         }
-        all
     };
     let bar = ProgressBar::new(ids.len() as u64);
     bar.set_style(

@@ -1,6 +1,9 @@
-//! The HTTP server: public endpoints (forms), operations (`/healthz`,
-//! `/readyz`, `/metrics`). Listeners are injected so tests bind port 0.
+//! The HTTP server: public endpoints (forms), the admin API (`/api`), the
+//! dashboard (`/ui`), operations (`/healthz`, `/readyz`, `/metrics`).
+//! Listeners are injected so tests bind port 0.
 
+pub mod admin;
+pub mod api;
 pub mod client;
 mod forms;
 mod html;
@@ -34,6 +37,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub throttle: Option<IpThrottle>,
     pub metrics: Arc<Metrics>,
+    /// Admin API and dashboard: keys, privacy, destinations, replay jobs.
+    pub admin: Arc<admin::AdminContext>,
 }
 
 /// Requests that take longer than this (slow clients included) get 408.
@@ -49,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(api::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
