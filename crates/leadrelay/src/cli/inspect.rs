@@ -136,7 +136,7 @@ pub struct DiscardArgs {
     pub storage: StorageArgs,
 }
 
-async fn open(
+pub(super) async fn open(
     config_path: Option<&PathBuf>,
     storage: &StorageArgs,
 ) -> Result<Arc<dyn Store>, ExitCode> {
@@ -162,24 +162,24 @@ pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
         .map(|d| Utc::now() - d)
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("{msg}");
     ExitCode::FAILURE
 }
 
-fn table(headers: &[&str]) -> Table {
+pub(super) fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED)
         .set_header(headers.to_vec());
     t
 }
 
-fn short(t: Option<DateTime<Utc>>) -> String {
+pub(super) fn short(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
 }
 
-fn print_json(v: &impl serde::Serialize) {
+pub(super) fn print_json(v: &impl serde::Serialize) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("cannot render JSON: {e}"),

@@ -1,7 +1,8 @@
 //! The command line: `leadrelay serve | check | migrate | events |
-//! deliveries | dlq | config | version`.
+//! deliveries | dlq | keys | privacy | config | version`.
 
 mod inspect;
+mod keys;
 mod serve;
 
 use std::path::PathBuf;
@@ -43,6 +44,12 @@ pub enum Command {
     /// Dead letters: list, show, replay, discard.
     #[command(subcommand)]
     Dlq(inspect::DlqCommand),
+    /// API keys for the admin API and the dashboard: create, list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Export or erase everything held about a person.
+    #[command(subcommand)]
+    Privacy(keys::PrivacyCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -141,5 +148,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Events(cmd) => inspect::events(cli.config.as_ref(), cmd).await,
         Command::Deliveries(cmd) => inspect::deliveries(cli.config.as_ref(), cmd).await,
         Command::Dlq(cmd) => inspect::dlq(cli.config.as_ref(), cmd).await,
+        Command::Keys(cmd) => keys::keys(cli.config.as_ref(), cmd).await,
+        Command::Privacy(cmd) => keys::privacy(cli.config.as_ref(), cmd).await,
     }
 }

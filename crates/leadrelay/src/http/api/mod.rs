@@ -6,9 +6,9 @@
 //! route is in `/api/openapi.json` with the types its handler really
 //! returns — the document is generated from the code, not written beside it.
 
-mod deliveries;
-mod destinations;
-mod events;
+pub mod deliveries;
+pub mod destinations;
+pub mod events;
 pub mod extract;
 mod privacy;
 mod review;
