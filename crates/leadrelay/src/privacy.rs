@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
-use leadrelay_model::EmailAddress;
 use sha2::Sha256;
 use tokio::sync::OnceCell;
 
@@ -33,11 +32,19 @@ impl Privacy {
         }
     }
 
-    /// The normalised address, or why it is not one.
+    /// The lookup key for an address: lower-cased, one `@` with text on
+    /// both sides, at most 254 characters. Not a full address check: a
+    /// privacy request looks up what is stored, valid or not.
     pub fn normalise(email: &str) -> Result<String, String> {
-        EmailAddress::parse(email)
-            .map(|e| e.as_str().to_string())
-            .map_err(|e| e.to_string())
+        let n = email.chars().count();
+        let parts: Vec<&str> = email.split('@').collect();
+        if n == 0 || n > 254 {
+            return Err("the email must be 1 to 254 characters".into());
+        }
+        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err("the email must have one @ with text on both sides".into());
+        }
+        Ok(email.to_lowercase())
     }
 
     /// Keyed hash (HMAC-SHA256) of a normalised email, under a key generated

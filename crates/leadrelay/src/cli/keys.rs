@@ -170,7 +170,7 @@ pub async fn privacy(config: Option<&PathBuf>, cmd: PrivacyCommand) -> ExitCode 
             (e.request, true)
         }
     };
-    let email = match Privacy::normalise(&args.email) {
+    let email = match Privacy::normalise(args.email.trim()) {
         Ok(e) => e,
         Err(m) => return fail(format!("{:?}: {m}", args.email)),
     };

@@ -193,7 +193,7 @@ pub async fn replay_dead_letter(
     Ok(Json(replay_ids(&app, vec![id], body.overrides).await?))
 }
 
-/// Replays many dead letters: by `ids`, every one of a `destination`, or `all`.
+/// Replays many dead letters: by `ids`, or every one of a `destination` (`"*"`: all).
 #[utoipa::path(post, path = "/api/v1/dead-letters/replay", tag = "dead letters",
     request_body = BulkReplayRequest,
     responses((status = 200, body = ReplayResult), WriteErrors))]
@@ -203,29 +203,30 @@ pub async fn replay_dead_letters(
     ApiJson(body): ApiJson<BulkReplayRequest>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     auth.require_admin()?;
-    let all = body.all.unwrap_or(false);
-    let selectors = usize::from(body.ids.is_some())
-        + usize::from(body.destination.is_some())
-        + usize::from(all);
-    if selectors != 1 {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "ids",
-            "one_selector",
-            "name the dead letters with exactly one of: ids, destination, all = true",
-        )]));
-    }
-    let ids = match body.ids {
-        Some(ids) if ids.len() > MAX_IDS => {
+    let (ids, overrides) = match body {
+        BulkReplayRequest::Ids(b) if b.ids.len() > MAX_IDS => {
             return Err(ApiError::validation(vec![FieldError::new(
                 "ids",
                 "too_many",
-                format!("at most {MAX_IDS} ids per request; use destination or all for more"),
+                format!("at most {MAX_IDS} ids per request; name a destination for more"),
             )]));
         }
-        Some(ids) => ids,
-        None => dead_letter_ids(app.store.as_ref(), body.destination, body.since).await?,
+        BulkReplayRequest::Ids(b) => (b.ids, b.overrides),
+        BulkReplayRequest::Destination(b) => {
+            let n = b.destination.chars().count();
+            if n == 0 || n > 100 {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "destination",
+                    "length",
+                    "a destination name of 1 to 100 characters, or \"*\" for all",
+                )]));
+            }
+            let destination = (b.destination != "*").then_some(b.destination);
+            let ids = dead_letter_ids(app.store.as_ref(), destination, b.since).await?;
+            (ids, b.overrides)
+        }
     };
-    Ok(Json(replay_ids(&app, ids, body.overrides).await?))
+    Ok(Json(replay_ids(&app, ids, overrides).await?))
 }
 
 fn not_discardable(d: &Delivery) -> ApiError {

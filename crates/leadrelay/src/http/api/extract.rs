@@ -130,7 +130,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Reads the body; None when it is empty.
+/// Reads the body; None when it is empty or JSON `null`.
 async fn read_json<T: DeserializeOwned>(req: Request) -> Result<Option<T>, ApiError> {
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
@@ -140,7 +140,7 @@ async fn read_json<T: DeserializeOwned>(req: Request) -> Result<Option<T>, ApiEr
             format!("the body is larger than {MAX_BODY} bytes, or could not be read"),
         )
     })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) && !is_json(&parts.headers) {
+    if bytes.is_empty() {
         return Ok(None);
     }
     if !is_json(&parts.headers) {
@@ -150,19 +150,30 @@ async fn read_json<T: DeserializeOwned>(req: Request) -> Result<Option<T>, ApiEr
             "send the body as Content-Type: application/json",
         ));
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+    let invalid = |e: String| {
+        let mut err = ApiError::validation(vec![FieldError::new("body", "invalid", e.clone())]);
+        err.message = format!("the body does not fit: {e}");
+        err
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    match value {
+        // `null` is an absent body.
+        serde_json::Value::Null => Ok(None),
+        // Only objects: serde would otherwise read a struct from an array.
+        serde_json::Value::Object(_) => serde_json::from_value::<T>(value)
+            .map(Some)
+            .map_err(|e| invalid(e.to_string())),
+        other => Err(invalid(format!(
+            "expected a JSON object, got {}",
+            match other {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
     }
-    serde_json::from_slice::<T>(&bytes).map(Some).map_err(|e| {
-        if e.is_data() {
-            let mut err =
-                ApiError::validation(vec![FieldError::new("body", "invalid", e.to_string())]);
-            err.message = format!("the body does not fit: {e}");
-            err
-        } else {
-            ApiError::bad_request(format!("the body is not valid JSON: {e}"))
-        }
-    })
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {

@@ -120,6 +120,7 @@ impl Modify for BearerAuth {
         title = "leadrelay admin API",
         description = "Events, contacts, deliveries and their attempts, dead letters, destinations and their health, the review queue, and privacy export/erase. Lists are newest first with cursor pagination: pass `next_cursor` as `cursor`. Errors are `{\"error\": {\"code\", \"message\", \"fields\"}}`. Viewer keys read with emails and phone numbers masked; admin keys also act."
     ),
+    components(schemas(ErrorBody, views::ErrorDetail, views::FieldErrorView)),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     tags(

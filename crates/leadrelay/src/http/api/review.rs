@@ -76,13 +76,6 @@ pub async fn resolve_review_item(
     ApiJson(body): ApiJson<ResolveRequest>,
 ) -> Result<Json<ReviewItemView>, ApiError> {
     let who = auth.require_admin()?;
-    if body.status == ReviewStatus::Open {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "status",
-            "invalid",
-            "close an item as resolved or dismissed",
-        )]));
-    }
     if body.resolution.as_deref().is_some_and(|r| r.chars().count() > 2000) {
         return Err(ApiError::validation(vec![FieldError::new(
             "resolution",
@@ -92,7 +85,7 @@ pub async fn resolve_review_item(
     }
     let item = app
         .store
-        .resolve_review_item(id, body.status, body.resolution, &who.actor())
+        .resolve_review_item(id, body.status.into(), body.resolution, &who.actor())
         .await?;
     Ok(Json(ReviewItemView::new(&item, false)))
 }

@@ -719,16 +719,35 @@ pub struct ReplayRequest {
     pub overrides: Option<Map<String, Value>>,
 }
 
-/// Which dead letters to replay: `ids`, or `destination`, or `all` (exactly one).
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+/// Which dead letters to replay: named by id, or every one of a destination
+/// (`"*"`: of every destination).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum BulkReplayRequest {
+    Ids(ReplayByIds),
+    Destination(ReplayByDestination),
+}
+
+/// Dead letters named by id.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BulkReplayRequest {
+pub struct ReplayByIds {
     #[schema(max_items = 1000)]
-    pub ids: Option<Vec<Uuid>>,
-    pub destination: Option<String>,
-    pub all: Option<bool>,
-    /// With `destination` or `all`: only dead letters created since.
+    pub ids: Vec<Uuid>,
+    /// Field overrides for the replays.
+    #[schema(value_type = Option<Object>)]
+    pub overrides: Option<Map<String, Value>>,
+}
+
+/// Every dead letter of a destination (`"*"`: of every destination).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayByDestination {
+    #[schema(min_length = 1, max_length = 100)]
+    pub destination: String,
+    /// Only dead letters created since.
     pub since: Option<DateTime<Utc>>,
+    /// Field overrides for the replays.
     #[schema(value_type = Option<Object>)]
     pub overrides: Option<Map<String, Value>>,
 }
@@ -777,12 +796,28 @@ pub struct PauseRequest {
     pub reason: Option<String>,
 }
 
+/// How a review item is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewDecision {
+    Resolved,
+    Dismissed,
+}
+
+impl From<ReviewDecision> for ReviewStatus {
+    fn from(d: ReviewDecision) -> Self {
+        match d {
+            ReviewDecision::Resolved => ReviewStatus::Resolved,
+            ReviewDecision::Dismissed => ReviewStatus::Dismissed,
+        }
+    }
+}
+
 /// Closing a review item.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
-    /// `resolved` or `dismissed`.
-    pub status: ReviewStatus,
+    pub status: ReviewDecision,
     #[schema(max_length = 2000)]
     pub resolution: Option<String>,
 }
@@ -791,7 +826,8 @@ pub struct ResolveRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyRequestBody {
-    #[schema(max_length = 254)]
+    /// The address as stored (compared without regard to case).
+    #[schema(max_length = 254, pattern = "^[^@]+@[^@]+$")]
     pub email: String,
     /// Why (kept in the audit log).
     #[schema(max_length = 500)]

@@ -54,6 +54,7 @@ pub fn leads_per_day(
         let n = days.len().max(1);
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(30)
             .y_label_area_size(44)
             .build_cartesian_2d(0..(n as i32 - 1).max(1), 0u64..(max + max / 5 + 1))
@@ -120,6 +121,7 @@ pub fn success_rate(
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(30)
             .y_label_area_size(44)
             .build_cartesian_2d(0..(hours as i32 - 1).max(1), 0f64..100f64)

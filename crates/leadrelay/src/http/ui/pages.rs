@@ -413,7 +413,10 @@ pub async fn lead(
             context! {
                 me => ser(&me), csrf => session.csrf.clone(), nav => "leads", notice => notice(q.notice.as_deref()),
                 detail => ser(&detail), name => detail.event.contact.display_name(),
-                data => detail.event.data.iter().map(|(k, v)| (k.clone(), match v {
+                // Form answers that are not already shown as contact fields.
+                data => detail.event.data.iter()
+                    .filter(|(k, _)| !leadrelay_model::CONTACT_FIELDS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), match v {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 })).collect::<Vec<_>>(),
