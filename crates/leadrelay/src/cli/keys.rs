@@ -92,7 +92,15 @@ pub async fn keys(config: Option<&PathBuf>, cmd: KeysCommand) -> ExitCode {
                 print_json(&keys);
                 return ExitCode::SUCCESS;
             }
-            let mut t = table(&["id", "name", "role", "key", "created", "last used", "revoked"]);
+            let mut t = table(&[
+                "id",
+                "name",
+                "role",
+                "key",
+                "created",
+                "last used",
+                "revoked",
+            ]);
             for k in &keys {
                 t.add_row(vec![
                     k.id.to_string(),

@@ -232,8 +232,11 @@ pub trait Store: Send + Sync + 'static {
     async fn privacy_erase(&self, request: &PrivacyRequest) -> StoreResult<EraseReport>;
 
     /// The privacy audit log, newest first; `before` is the cursor.
-    async fn privacy_audit(&self, before: Option<Uuid>, limit: usize)
-    -> StoreResult<Vec<AuditRecord>>;
+    async fn privacy_audit(
+        &self,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>>;
 
     /// Leads (non-spam events of the [`LEAD_EVENT_TYPES`]) received since
     /// `since`, per origin and bucket of `bucket_secs`.

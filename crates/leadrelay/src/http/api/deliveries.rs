@@ -186,7 +186,11 @@ pub async fn replay_dead_letter(
             format!(
                 "delivery {id} is {}{}; only dead, discarded or skipped deliveries not yet replayed can be replayed",
                 d.state.as_str(),
-                if d.replayed_by.is_some() { " and already replayed" } else { "" }
+                if d.replayed_by.is_some() {
+                    " and already replayed"
+                } else {
+                    ""
+                }
             ),
         ));
     }

@@ -56,7 +56,11 @@ pub async fn pause_destination(
     one_destination_health(&app, &name).await?;
     // A time already past pauses nothing (and never shortens a longer pause).
     let until = body.until.unwrap_or_else(indefinitely);
-    if body.reason.as_deref().is_some_and(|r| r.chars().count() > 500) {
+    if body
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > 500)
+    {
         return Err(ApiError::validation(vec![FieldError::new(
             "reason",
             "too_long",

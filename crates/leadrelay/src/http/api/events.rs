@@ -170,7 +170,10 @@ pub async fn list_contacts(
     let limit = page_limit(q.limit)?;
     check_len("q", q.q.as_deref(), 200)?;
     let filter = ContactFilter { search: q.q };
-    let rows = app.store.list_contacts(&filter, q.cursor, limit + 1).await?;
+    let rows = app
+        .store
+        .list_contacts(&filter, q.cursor, limit + 1)
+        .await?;
     let (rows, next_cursor) = paginate(rows, limit, |c| c.id);
     let mask = auth.mask();
     Ok(Json(ContactPage {

@@ -209,7 +209,11 @@ pub fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
 
 /// Cuts a page fetched with `limit + 1` rows to `limit`; the cursor is the
 /// id of the last row kept when more rows follow.
-pub fn paginate<T>(mut rows: Vec<T>, limit: usize, id: impl Fn(&T) -> Uuid) -> (Vec<T>, Option<Uuid>) {
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: usize,
+    id: impl Fn(&T) -> Uuid,
+) -> (Vec<T>, Option<Uuid>) {
     if rows.len() > limit {
         rows.truncate(limit);
         let next = rows.last().map(id);

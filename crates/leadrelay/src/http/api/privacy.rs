@@ -6,9 +6,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::WriteErrors;
 use super::extract::{ApiJson, ApiQuery, Auth, page_limit, paginate};
 use super::views::*;
-use super::WriteErrors;
 use crate::error::{ApiError, FieldError};
 use crate::http::AppState;
 use crate::privacy::Privacy;
@@ -16,7 +16,11 @@ use crate::privacy::Privacy;
 fn check(body: &PrivacyRequestBody) -> Result<String, ApiError> {
     let email = Privacy::normalise(&body.email)
         .map_err(|m| ApiError::validation(vec![FieldError::new("email", "invalid_email", m)]))?;
-    if body.reason.as_deref().is_some_and(|r| r.chars().count() > 500) {
+    if body
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > 500)
+    {
         return Err(ApiError::validation(vec![FieldError::new(
             "reason",
             "too_long",

@@ -76,7 +76,11 @@ pub async fn resolve_review_item(
     ApiJson(body): ApiJson<ResolveRequest>,
 ) -> Result<Json<ReviewItemView>, ApiError> {
     let who = auth.require_admin()?;
-    if body.resolution.as_deref().is_some_and(|r| r.chars().count() > 2000) {
+    if body
+        .resolution
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > 2000)
+    {
         return Err(ApiError::validation(vec![FieldError::new(
             "resolution",
             "too_long",

@@ -599,7 +599,11 @@ impl From<&PrivacyExport> for PrivacyExportView {
                 .iter()
                 .map(|a| AttemptView::new(a, false))
                 .collect(),
-            remote_records: x.remote_records.iter().map(RemoteRecordView::from).collect(),
+            remote_records: x
+                .remote_records
+                .iter()
+                .map(RemoteRecordView::from)
+                .collect(),
         }
     }
 }
@@ -624,7 +628,11 @@ impl From<&EraseReport> for EraseReportView {
             event_ids: r.event_ids.clone(),
             deliveries_stopped: r.deliveries_stopped,
             overrides_cleared: r.overrides_cleared,
-            remote_records: r.remote_records.iter().map(RemoteRecordView::from).collect(),
+            remote_records: r
+                .remote_records
+                .iter()
+                .map(RemoteRecordView::from)
+                .collect(),
         }
     }
 }
@@ -705,10 +713,26 @@ macro_rules! page {
 }
 
 page!(EventPage, EventSummary, "A page of events, newest first.");
-page!(ContactPage, ContactView, "A page of contacts, newest first.");
-page!(DeliveryPage, DeliveryView, "A page of deliveries, newest first.");
-page!(ReviewPage, ReviewItemView, "A page of review items, newest first.");
-page!(AuditPage, AuditRecordView, "A page of audit records, newest first.");
+page!(
+    ContactPage,
+    ContactView,
+    "A page of contacts, newest first."
+);
+page!(
+    DeliveryPage,
+    DeliveryView,
+    "A page of deliveries, newest first."
+);
+page!(
+    ReviewPage,
+    ReviewItemView,
+    "A page of review items, newest first."
+);
+page!(
+    AuditPage,
+    AuditRecordView,
+    "A page of audit records, newest first."
+);
 
 /// Body of a single replay (optional).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]

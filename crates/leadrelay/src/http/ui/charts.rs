@@ -182,7 +182,11 @@ mod tests {
         s.insert("form:contact".to_string(), vec![1, 2, 0, 5, 3, 2, 9]);
         s.insert("source:hubspot".to_string(), vec![0, 0, 1, 1, 0, 2, 1]);
         let svg = leads_per_day(&days, &s).unwrap();
-        assert!(svg.starts_with("<svg class=\"chart\" role=\"img\""), "{}", &svg[..200]);
+        assert!(
+            svg.starts_with("<svg class=\"chart\" role=\"img\""),
+            "{}",
+            &svg[..200]
+        );
         assert!(svg.contains("viewBox"));
         assert!(svg.contains("form:contact"));
         let svg = success_rate(now, 24, &[Some(1.0), None, Some(0.5), Some(0.75)]).unwrap();

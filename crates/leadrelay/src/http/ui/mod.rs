@@ -46,9 +46,15 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("overview.html", include_str!("templates/overview.html")),
         ("leads.html", include_str!("templates/leads.html")),
         ("lead.html", include_str!("templates/lead.html")),
-        ("dead_letters.html", include_str!("templates/dead_letters.html")),
+        (
+            "dead_letters.html",
+            include_str!("templates/dead_letters.html"),
+        ),
         ("job.html", include_str!("templates/job.html")),
-        ("destinations.html", include_str!("templates/destinations.html")),
+        (
+            "destinations.html",
+            include_str!("templates/destinations.html"),
+        ),
         (
             "destination_table.html",
             include_str!("templates/destination_table.html"),
@@ -70,7 +76,11 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 /// `2026-01-02T03:04:05.678Z` → `2026-01-02 03:04:05 UTC`.
 fn format_time(value: String) -> String {
     chrono::DateTime::parse_from_rfc3339(&value)
-        .map(|t| t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
         .unwrap_or(value)
 }
 
@@ -189,7 +199,9 @@ async fn load_session(app: &AppState, headers: &HeaderMap) -> Result<Option<UiSe
     };
     let token_hash = hash_secret(token);
     match app.store.session(&token_hash, Utc::now()).await {
-        Ok(Some(Session { key, csrf_token, .. })) => Ok(Some(UiSession {
+        Ok(Some(Session {
+            key, csrf_token, ..
+        })) => Ok(Some(UiSession {
             principal: Principal::from_key(&key),
             csrf: csrf_token,
             token_hash,
@@ -286,7 +298,8 @@ async fn csrf_guard(State(app): State<AppState>, req: Request, next: Next) -> Re
         }
         parts.extensions.insert(session);
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Headers on every dashboard answer: no caching of pages with personal

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::{
-    ser, LOGIN_CSRF_COOKIE, Me, SESSION_COOKIE, SESSION_HOURS, UiSession, charts, message, render,
+    LOGIN_CSRF_COOKIE, Me, SESSION_COOKIE, SESSION_HOURS, UiSession, charts, message, render, ser,
     set_cookie,
 };
 use crate::auth::{hash_secret, random_token};
@@ -123,7 +123,13 @@ fn login_form(
 
 pub async fn login_page(State(app): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
     let next = safe_next(q.next.as_deref());
-    login_form(&app, &next, None, notice(q.notice.as_deref()), StatusCode::OK)
+    login_form(
+        &app,
+        &next,
+        None,
+        notice(q.notice.as_deref()),
+        StatusCode::OK,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,12 +171,15 @@ pub async fn login(State(app): State<AppState>, UiForm(f): UiForm<LoginForm>) ->
         expires_at: now + Duration::hours(SESSION_HOURS),
     };
     if let Err(e) = app.store.create_session(session).await {
-        return failed(e.into(), &Me {
-            name: key.name,
-            role: key.role.as_str(),
-            admin: false,
-            csrf: String::new(),
-        });
+        return failed(
+            e.into(),
+            &Me {
+                name: key.name,
+                role: key.role.as_str(),
+                admin: false,
+                csrf: String::new(),
+            },
+        );
     }
     tracing::info!(key = %key.name, "dashboard sign-in");
     let mut resp = Redirect::to(&next).into_response();
@@ -187,7 +196,13 @@ pub async fn login(State(app): State<AppState>, UiForm(f): UiForm<LoginForm>) ->
     );
     h.append(
         header::SET_COOKIE,
-        set_cookie(LOGIN_CSRF_COOKIE, "", "/ui/login", 0, app.admin.secure_cookies),
+        set_cookie(
+            LOGIN_CSRF_COOKIE,
+            "",
+            "/ui/login",
+            0,
+            app.admin.secure_cookies,
+        ),
     );
     resp
 }
@@ -266,7 +281,8 @@ async fn overview_inner(
     let health = destination_health(app).await?;
     let succeeded: u64 = health.iter().map(|h| h.succeeded).sum();
     let failed_n: u64 = health.iter().map(|h| h.failed).sum();
-    let success_rate = (succeeded + failed_n > 0).then(|| succeeded as f64 / (succeeded + failed_n) as f64);
+    let success_rate =
+        (succeeded + failed_n > 0).then(|| succeeded as f64 / (succeeded + failed_n) as f64);
     let me = session.me();
     Ok(render(
         "overview.html",
@@ -334,7 +350,11 @@ pub async fn leads(
                 filter.origin_kind = Some(k);
                 filter.origin_name = Some(name.to_string());
             }
-            None => return bad(format!("unknown origin kind {kind:?}: use form:NAME or source:NAME")),
+            None => {
+                return bad(format!(
+                    "unknown origin kind {kind:?}: use form:NAME or source:NAME"
+                ));
+            }
         }
     }
     filter.since = match blank(&q.since) {
@@ -528,7 +548,11 @@ pub async fn replay_one(
     match replay_ids(&app, vec![id], None).await {
         Ok(r) => {
             tracing::info!(delivery = %id, actor = %session.principal.actor(), "dead letter replayed");
-            let code = if r.replayed.is_empty() { "not_replayed" } else { "replayed" };
+            let code = if r.replayed.is_empty() {
+                "not_replayed"
+            } else {
+                "replayed"
+            };
             back_to(f.back.as_deref(), d.event_id, code)
         }
         Err(e) => failed(e, &me),
@@ -589,7 +613,10 @@ pub async fn job(
     Path(id): Path<String>,
 ) -> Response {
     let me = session.me();
-    let Some(job) = Uuid::parse_str(&id).ok().and_then(|id| app.admin.jobs.get(id)) else {
+    let Some(job) = Uuid::parse_str(&id)
+        .ok()
+        .and_then(|id| app.admin.jobs.get(id))
+    else {
         return message(
             StatusCode::NOT_FOUND,
             "Not found",

@@ -213,7 +213,10 @@ fn erase_tx(
     let contact = contact_by(c, "email", &req.email)?;
     // Events merged into the contact since the read phase are caught here.
     let mut ids = found_ids.clone();
-    ids.extend(person_event_ids_by_contact(c, contact.as_ref().map(|c| c.id))?);
+    ids.extend(person_event_ids_by_contact(
+        c,
+        contact.as_ref().map(|c| c.id),
+    )?);
     let mut event_ids = Vec::with_capacity(ids.len());
     let mut deliveries_stopped = 0u64;
     let mut overrides_cleared = 0u64;
@@ -448,7 +451,9 @@ impl SqliteStore {
     pub(super) async fn api_keys_impl(&self) -> StoreResult<Vec<ApiKey>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys ORDER BY created_at, id"))
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLS} FROM api_keys ORDER BY created_at, id"
+                ))
                 .map_err(map_err)?;
             let rows: Vec<StoreResult<ApiKey>> = stmt
                 .query_map([], key_from_row)
@@ -607,7 +612,8 @@ impl SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<ReviewItem>> {
         self.read(move |c| {
-            let mut q = QueryBuilder::new(&format!("SELECT {REVIEW_COLS} FROM review_items WHERE 1=1"));
+            let mut q =
+                QueryBuilder::new(&format!("SELECT {REVIEW_COLS} FROM review_items WHERE 1=1"));
             if let Some(s) = status {
                 q.and("status = ?", s.as_str().to_string());
             }
@@ -689,7 +695,10 @@ impl SqliteStore {
         Ok(export)
     }
 
-    pub(super) async fn privacy_erase_impl(&self, req: &PrivacyRequest) -> StoreResult<EraseReport> {
+    pub(super) async fn privacy_erase_impl(
+        &self,
+        req: &PrivacyRequest,
+    ) -> StoreResult<EraseReport> {
         // Finding events by email scans the table: do it on a read
         // connection, so the writer (and ingest) never waits on the scan.
         let email = req.email.clone();
@@ -710,7 +719,8 @@ impl SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<AuditRecord>> {
         self.read(move |c| {
-            let mut q = QueryBuilder::new(&format!("SELECT {AUDIT_COLS} FROM privacy_audit WHERE 1=1"));
+            let mut q =
+                QueryBuilder::new(&format!("SELECT {AUDIT_COLS} FROM privacy_audit WHERE 1=1"));
             if let Some(b) = before {
                 q.and("id < ?", b.to_string());
             }
@@ -738,7 +748,11 @@ impl SqliteStore {
             for t in LEAD_EVENT_TYPES {
                 let rows = stmt
                     .query_map(params![t, since_id], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
                     })
                     .map_err(map_err)?;
                 for row in rows {
@@ -791,10 +805,12 @@ impl SqliteStore {
 }
 
 fn review_by_id(c: &Connection, id: Uuid) -> StoreResult<Option<ReviewItem>> {
-    c.prepare_cached(&format!("SELECT {REVIEW_COLS} FROM review_items WHERE id = ?1"))
-        .map_err(map_err)?
-        .query_row([id.to_string()], review_from_row)
-        .optional()
-        .map_err(map_err)?
-        .transpose()
+    c.prepare_cached(&format!(
+        "SELECT {REVIEW_COLS} FROM review_items WHERE id = ?1"
+    ))
+    .map_err(map_err)?
+    .query_row([id.to_string()], review_from_row)
+    .optional()
+    .map_err(map_err)?
+    .transpose()
 }
