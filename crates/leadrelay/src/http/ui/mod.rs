@@ -158,18 +158,16 @@ impl UiSession {
         self.principal.masks_personal_data()
     }
 
-    /// 403 page unless an admin is signed in.
-    pub fn require_admin(&self) -> Result<(), Response> {
-        if self.principal.is_admin() {
-            Ok(())
-        } else {
-            Err(message(
+    /// The 403 page, unless an admin is signed in.
+    pub fn refuse_unless_admin(&self) -> Option<Response> {
+        (!self.principal.is_admin()).then(|| {
+            message(
                 StatusCode::FORBIDDEN,
                 "Not allowed",
                 "This action needs an admin key. Viewer keys can look but not change anything.",
                 Some(&self.me()),
-            ))
-        }
+            )
+        })
     }
 }
 

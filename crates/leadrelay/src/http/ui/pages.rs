@@ -536,7 +536,7 @@ pub async fn replay_one(
     Path(id): Path<Uuid>,
     UiForm(f): UiForm<ReturnForm>,
 ) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Some(r) = session.refuse_unless_admin() {
         return r;
     }
     let me = session.me();
@@ -565,7 +565,7 @@ pub async fn discard_one(
     Path(id): Path<Uuid>,
     UiForm(f): UiForm<ReturnForm>,
 ) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Some(r) = session.refuse_unless_admin() {
         return r;
     }
     let me = session.me();
@@ -591,7 +591,7 @@ pub async fn replay_bulk(
     session: UiSession,
     UiForm(f): UiForm<BulkReplayForm>,
 ) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Some(r) = session.refuse_unless_admin() {
         return r;
     }
     let me = session.me();
@@ -660,7 +660,7 @@ pub async fn pause(
     Path(name): Path<String>,
     UiForm(f): UiForm<PauseForm>,
 ) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Some(r) = session.refuse_unless_admin() {
         return r;
     }
     let me = session.me();
@@ -684,7 +684,7 @@ pub async fn resume(
     session: UiSession,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Some(r) = session.refuse_unless_admin() {
         return r;
     }
     match resume_destination(&app, &name).await {
