@@ -259,7 +259,7 @@ async fn lists_page_with_cursors_and_filters() {
 
 #[tokio::test]
 async fn events_contacts_deliveries_and_destinations() {
-    let (r, app, event, dead) = app_with_dead_letter().await;
+    let (_r, app, event, dead) = app_with_dead_letter().await;
     let admin = key(&app, "ops", Role::Admin).await;
 
     let (s, detail) = get(&app, &admin, &format!("/api/v1/events/{event}")).await;
@@ -317,12 +317,11 @@ async fn events_contacts_deliveries_and_destinations() {
     assert_eq!(hook["circuit"], "closed");
     let (s, _) = get(&app, &admin, "/api/v1/destinations/nope").await;
     assert_eq!(s, 404);
-    drop(r);
 }
 
 #[tokio::test]
 async fn replay_discard_pause_and_resume() {
-    let (r, app, event, dead) = app_with_dead_letter().await;
+    let (r, app, _event, dead) = app_with_dead_letter().await;
     let admin = key(&app, "ops", Role::Admin).await;
 
     // Pause: nothing is sent while paused.
@@ -435,7 +434,6 @@ async fn replay_discard_pause_and_resume() {
     )
     .await;
     assert_eq!(s, 422, "ids and destination together: {b}");
-    let _ = event;
 }
 
 #[tokio::test]
@@ -498,8 +496,6 @@ async fn privacy_export_and_erase_are_audited() {
     // Someone else is untouched.
     let kept = app.store.get_event(other).await.unwrap().unwrap();
     assert_eq!(kept.contact.email.unwrap().as_str(), "keep@example.com");
-    let db = std::fs::read(app.dir.path().join("leadrelay.db")).unwrap();
-    drop(db);
 
     // The audit log says who, when and what, never the address.
     let (s, audit) = get(&app, &admin, "/api/v1/privacy/audit").await;
@@ -627,7 +623,37 @@ async fn openapi_document_describes_every_route() {
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }
 
-/// Signs in through the dashboard's form; returns the session cookie line.
+/// The `lr_session=…` pair a sign-in answer sets.
+fn session_cookie(resp: &reqwest::Response) -> String {
+    session_set_cookie(resp)
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The whole `Set-Cookie` value of the session cookie.
+fn session_set_cookie(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("lr_session="))
+        .expect("a session cookie")
+}
+
+/// The CSRF token embedded in a page's forms.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .expect("a form with a CSRF token")
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Signs in through the dashboard's form.
 async fn sign_in(app: &TestApp, key: &str) -> reqwest::Response {
     let page = app.client.get(app.url("/ui/login")).send().await.unwrap();
     let cookie = page
@@ -641,14 +667,7 @@ async fn sign_in(app: &TestApp, key: &str) -> reqwest::Response {
         .unwrap()
         .to_string();
     let html = page.text().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = csrf_of(&html);
     app.client
         .post(app.url("/ui/login"))
         .header("cookie", cookie)
@@ -688,13 +707,7 @@ async fn dashboard_sessions_and_csrf() {
     let resp = sign_in(&app, &admin).await;
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/ui/leads");
-    let set = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("lr_session="))
-        .unwrap();
+    let set = session_set_cookie(&resp);
     assert!(set.contains("HttpOnly"), "{set}");
     assert!(set.contains("SameSite=Strict"), "{set}");
     assert!(set.contains("Path=/ui"), "{set}");
@@ -720,14 +733,7 @@ async fn dashboard_sessions_and_csrf() {
     assert!(csp.contains("default-src 'none'"));
     let html = page.text().await.unwrap();
     assert!(html.contains("sam.stone@example.com"));
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = csrf_of(&html);
 
     // A POST without the token, or with a wrong one, is refused.
     for form in [
@@ -770,17 +776,7 @@ async fn dashboard_sessions_and_csrf() {
 
     // Viewers see masked data and cannot act.
     let resp = sign_in(&app, &viewer).await;
-    let vsession = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("lr_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let vsession = session_cookie(&resp);
     let html = app
         .client
         .get(app.url("/ui/leads"))
@@ -792,14 +788,7 @@ async fn dashboard_sessions_and_csrf() {
         .await
         .unwrap();
     assert!(html.contains("s***@example.com") && !html.contains("sam.stone"));
-    let vcsrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let vcsrf = csrf_of(&html);
     let resp = app
         .client
         .post(app.url("/ui/destinations/hook/resume"))
@@ -849,13 +838,7 @@ async fn session_cookie_is_secure_behind_https() {
     let app = TestApp::spawn(&toml).await;
     let admin = key(&app, "ops", Role::Admin).await;
     let resp = sign_in(&app, &admin).await;
-    let set = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("lr_session="))
-        .unwrap();
+    let set = session_set_cookie(&resp);
     assert!(set.contains("; Secure"), "{set}");
 }
 
@@ -864,17 +847,7 @@ async fn dashboard_pages_render_and_bulk_replay_reports_progress() {
     let (r, app, event, _dead) = app_with_dead_letter().await;
     let admin = key(&app, "ops", Role::Admin).await;
     let resp = sign_in(&app, &admin).await;
-    let session = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("lr_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let session = session_cookie(&resp);
     let page = |path: String| {
         let client = app.client.clone();
         let url = app.url(&path);
@@ -901,14 +874,7 @@ async fn dashboard_pages_render_and_bulk_replay_reports_progress() {
     let (s, html) = page("/ui/dead-letters".into()).await;
     assert_eq!(s, 200);
     assert!(html.contains("Replay all 1"));
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = csrf_of(&html);
     let (s, _) = page("/ui/destinations".into()).await;
     assert_eq!(s, 200);
 
