@@ -74,7 +74,8 @@ pub async fn list_deliveries(
     ))
 }
 
-async fn find(app: &AppState, id: Uuid) -> Result<Delivery, ApiError> {
+/// The delivery with this id, or 404.
+pub async fn find(app: &AppState, id: Uuid) -> Result<Delivery, ApiError> {
     app.store
         .get_delivery(id)
         .await?

@@ -22,7 +22,7 @@ use crate::auth::{hash_secret, random_token};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::admin::{destination_health, one_destination_health};
-use crate::http::api::deliveries::replay_ids;
+use crate::http::api::deliveries::{find as find_delivery, replay_ids};
 use crate::http::api::destinations::{indefinitely, resume as resume_destination};
 use crate::http::api::events::event_detail;
 use crate::http::api::views::{DeliveryView, EventSummary};
@@ -540,10 +540,9 @@ pub async fn replay_one(
         return r;
     }
     let me = session.me();
-    let d = match app.store.get_delivery(id).await {
-        Ok(Some(d)) => d,
-        Ok(None) => return failed(ApiError::not_found(format!("no delivery {id}")), &me),
-        Err(e) => return failed(e.into(), &me),
+    let d = match find_delivery(&app, id).await {
+        Ok(d) => d,
+        Err(e) => return failed(e, &me),
     };
     match replay_ids(&app, vec![id], None).await {
         Ok(r) => {
@@ -569,10 +568,9 @@ pub async fn discard_one(
         return r;
     }
     let me = session.me();
-    let d = match app.store.get_delivery(id).await {
-        Ok(Some(d)) => d,
-        Ok(None) => return failed(ApiError::not_found(format!("no delivery {id}")), &me),
-        Err(e) => return failed(e.into(), &me),
+    let d = match find_delivery(&app, id).await {
+        Ok(d) => d,
+        Err(e) => return failed(e, &me),
     };
     match app.store.discard(vec![id]).await {
         Ok(_) => back_to(f.back.as_deref(), d.event_id, "discarded"),

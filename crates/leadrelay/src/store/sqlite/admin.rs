@@ -392,19 +392,7 @@ impl SqliteStore {
         let filter = filter.clone();
         self.read(move |c| {
             let mut q = QueryBuilder::new("SELECT doc FROM contacts WHERE 1=1");
-            if let Some(term) = filter
-                .search
-                .as_deref()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-            {
-                let like = format!("%{}%", escape_like(&term.to_lowercase()));
-                q.and2(
-                    "(email LIKE ? ESCAPE '\\' OR lower(doc) LIKE ? ESCAPE '\\')",
-                    like.clone(),
-                    like,
-                );
-            }
+            q.and_text_search(filter.search.as_deref());
             if let Some(b) = before {
                 q.and("id < ?", b.to_string());
             }

@@ -450,19 +450,7 @@ impl Store for SqliteStore {
             if let Some(cid) = filter.contact_id {
                 q.and("contact_id = ?", cid.to_string());
             }
-            if let Some(term) = filter
-                .search
-                .as_deref()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-            {
-                let like = format!("%{}%", escape_like(&term.to_lowercase()));
-                q.and2(
-                    "(email LIKE ? ESCAPE '\\' OR lower(doc) LIKE ? ESCAPE '\\')",
-                    like.clone(),
-                    like,
-                );
-            }
+            q.and_text_search(filter.search.as_deref());
             if let Some(b) = before {
                 q.and("id < ?", b.to_string());
             }
