@@ -86,6 +86,11 @@ pub async fn start(
         enabled.clone(),
         metrics.clone(),
     );
+    let admin = Arc::new(http::admin::AdminContext::new(
+        store.clone(),
+        &config,
+        &enabled,
+    ));
     let routes = RouteTable::compile(&config.routes, enabled).map_err(|ps| {
         anyhow::anyhow!(
             ps.into_iter()
@@ -132,6 +137,7 @@ pub async fn start(
             throttle,
             metrics: metrics.clone(),
             sources: Arc::new(sources),
+            admin,
         };
         let app = http::router(state);
         server = Some(tokio::spawn(http::serve(listener, app, shutdown.clone())));

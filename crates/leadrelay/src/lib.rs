@@ -17,6 +17,7 @@
 //! - [`config`], [`cli`], [`telemetry`]: the edges.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connectors;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod privacy;
 pub mod redact;
 pub mod routing;
 pub mod sources;

@@ -30,6 +30,8 @@ pub struct Metrics {
     deliveries_total: Family<Labels, Counter>,
     attempt_seconds: HistFamily,
     rate_limit_wait_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    rate_limit_waits: Family<Labels, Counter>,
+    circuit_state: Family<Labels, Gauge>,
     backlog: Family<Labels, Gauge>,
     dead_letters: Family<Labels, Gauge>,
     circuit_open: Family<Labels, Gauge>,
@@ -85,6 +87,18 @@ impl Metrics {
             "Time spent waiting for a destination's rate limit",
             rate_limit_wait_seconds.clone(),
         );
+        let rate_limit_waits = Family::<Labels, Counter>::default();
+        registry.register(
+            "rate_limit_waits",
+            "Sends that had to wait for a destination's rate limit",
+            rate_limit_waits.clone(),
+        );
+        let circuit_state = Family::<Labels, Gauge>::default();
+        registry.register(
+            "circuit_state",
+            "Circuit breaker state per destination: 1 for the current state (closed, open, half_open), 0 for the others",
+            circuit_state.clone(),
+        );
         let backlog = Family::<Labels, Gauge>::default();
         registry.register(
             "backlog",
@@ -122,6 +136,8 @@ impl Metrics {
             deliveries_total,
             attempt_seconds,
             rate_limit_wait_seconds,
+            rate_limit_waits,
+            circuit_state,
             backlog,
             dead_letters,
             circuit_open,
@@ -151,9 +167,22 @@ impl Metrics {
     }
 
     pub fn rate_limit_wait(&self, destination: &str, waited: Duration) {
+        let labels = l(&[("destination", destination)]);
         self.rate_limit_wait_seconds
-            .get_or_create(&l(&[("destination", destination)]))
+            .get_or_create(&labels)
             .inc_by(waited.as_secs_f64());
+        if waited >= Duration::from_millis(1) {
+            self.rate_limit_waits.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Sets the circuit state of a destination (`closed`, `open`, `half_open`).
+    pub fn set_circuit_state(&self, destination: &str, state: &str) {
+        for s in ["closed", "open", "half_open"] {
+            self.circuit_state
+                .get_or_create(&l(&[("destination", destination), ("state", s)]))
+                .set(i64::from(s == state));
+        }
     }
 
     pub fn hook_auth_failure(&self, source: &str) {

@@ -136,7 +136,7 @@ pub struct DiscardArgs {
     pub storage: StorageArgs,
 }
 
-async fn open(
+pub(super) async fn open(
     config_path: Option<&PathBuf>,
     storage: &StorageArgs,
 ) -> Result<Arc<dyn Store>, ExitCode> {
@@ -162,24 +162,24 @@ pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
         .map(|d| Utc::now() - d)
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("{msg}");
     ExitCode::FAILURE
 }
 
-fn table(headers: &[&str]) -> Table {
+pub(super) fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED)
         .set_header(headers.to_vec());
     t
 }
 
-fn short(t: Option<DateTime<Utc>>) -> String {
+pub(super) fn short(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
 }
 
-fn print_json(v: &impl serde::Serialize) {
+pub(super) fn print_json(v: &impl serde::Serialize) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("cannot render JSON: {e}"),
@@ -377,7 +377,7 @@ pub async fn deliveries(config: Option<&PathBuf>, cmd: DeliveriesCommand) -> Exi
                 destination: a.destination.clone(),
                 state,
                 event_id: a.event,
-                since: None,
+                ..Default::default()
             };
             let list = match store.list_deliveries(&filter, None, a.limit).await {
                 Ok(l) => l,
@@ -437,6 +437,7 @@ pub async fn dlq(config: Option<&PathBuf>, cmd: DlqCommand) -> ExitCode {
             let filter = DeliveryFilter {
                 destination: a.destination.clone(),
                 state: Some(DeliveryState::Dead),
+                exclude_replayed: true,
                 ..Default::default()
             };
             let list = match store.list_deliveries(&filter, None, a.limit).await {
@@ -506,28 +507,10 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
     let ids: Vec<Uuid> = if !a.ids.is_empty() {
         a.ids.clone()
     } else {
-        let filter = DeliveryFilter {
-            destination: a.destination.clone(),
-            state: Some(DeliveryState::Dead),
-            event_id: None,
-            since,
-        };
-        let mut all = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = match store.list_deliveries(&filter, cursor, 1000).await {
-                Ok(p) => p,
-                Err(e) => return fail(e),
-            };
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.id);
-            all.extend(
-                page.iter()
-                    .filter(|d| d.replayed_by.is_none())
-                    .map(|d| d.id),
-            );
+        match crate::store::dead_letter_ids(store.as_ref(), a.destination.clone(), since).await {
+            Ok(ids) => ids,
+            Err(e) => return fail(e),
         }
-        all
     };
     let bar = ProgressBar::new(ids.len() as u64);
     bar.set_style(

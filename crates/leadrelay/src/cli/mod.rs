@@ -1,7 +1,8 @@
 //! The command line: `leadrelay serve | check | migrate | events |
-//! deliveries | dlq | sources | config | version`.
+//! deliveries | dlq | sources | keys | privacy | config | version`.
 
 mod inspect;
+mod keys;
 mod serve;
 mod sources;
 
@@ -47,6 +48,12 @@ pub enum Command {
     /// Inbound vendor webhooks: kinds, configured sources, vendor registration, tokens.
     #[command(subcommand)]
     Sources(sources::SourcesCommand),
+    /// API keys for the admin API and the dashboard: create, list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Export or erase everything held about a person.
+    #[command(subcommand)]
+    Privacy(keys::PrivacyCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -146,5 +153,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Deliveries(cmd) => inspect::deliveries(cli.config.as_ref(), cmd).await,
         Command::Dlq(cmd) => inspect::dlq(cli.config.as_ref(), cmd).await,
         Command::Sources(cmd) => sources::sources(cli.config.as_ref(), cmd).await,
+        Command::Keys(cmd) => keys::keys(cli.config.as_ref(), cmd).await,
+        Command::Privacy(cmd) => keys::privacy(cli.config.as_ref(), cmd).await,
     }
 }

@@ -65,10 +65,12 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             continue;
         }
         if let Some(until) = state.paused_until.filter(|u| *u > now) {
+            // Re-read the pause every poll interval, so a resume (from any
+            // node) takes effect within one interval.
             let wait = (until - now)
                 .to_std()
                 .unwrap_or_default()
-                .min(Duration::from_secs(60));
+                .min(ctx.poll.max(Duration::from_millis(100)));
             sleep_or_stop(&ctx, wait).await;
             continue;
         }

@@ -1,11 +1,15 @@
-//! The HTTP server: public endpoints (forms, vendor hooks), operations (`/healthz`,
-//! `/readyz`, `/metrics`). Listeners are injected so tests bind port 0.
+//! The HTTP server: public endpoints (forms, vendor hooks), the admin API
+//! (`/api`), the dashboard (`/ui`), operations (`/healthz`, `/readyz`,
+//! `/metrics`). Listeners are injected so tests bind port 0.
 
+pub mod admin;
+pub mod api;
 pub mod client;
 mod forms;
 mod hooks;
 mod html;
 mod ops;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The configured vendor webhooks, built once at start-up.
     pub sources: Arc<Sources>,
+    /// Admin API and dashboard: keys, privacy, destinations, replay jobs.
+    pub admin: Arc<admin::AdminContext>,
 }
 
 /// Requests that take longer than this (slow clients included) get 408.
@@ -54,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(api::router())
+        .merge(ui::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -34,12 +34,28 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             .await,
         app.store.destination_states().await,
     ) {
-        for s in &stats {
-            let st = states.iter().find(|d| d.name == s.destination);
-            let open = st.is_some_and(|d| d.circuit == "open");
+        // Every configured destination gets its gauges, so a backlog that
+        // drained to nothing reads 0 rather than its last value.
+        let mut names: std::collections::BTreeSet<&str> = app
+            .admin
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        names.extend(stats.iter().map(|s| s.destination.as_str()));
+        for name in names {
+            let s = stats.iter().find(|s| s.destination == name);
+            let st = states.iter().find(|d| d.name == name);
+            let circuit = st.map_or("closed", |d| d.circuit.as_str());
             let paused = st.is_some_and(|d| d.paused_at(now) || d.disabled);
-            app.metrics
-                .set_destination(&s.destination, s.backlog(), s.dead, open, paused);
+            app.metrics.set_destination(
+                name,
+                s.map_or(0, |s| s.backlog()),
+                s.map_or(0, |s| s.dead),
+                circuit == "open",
+                paused,
+            );
+            app.metrics.set_circuit_state(name, circuit);
         }
     }
     (

@@ -2,11 +2,11 @@
 //! escaping, percentiles and replay overrides.
 
 use chrono::{DateTime, TimeZone, Utc};
-use leadrelay_model::Event;
-use serde_json::{Map, Value};
+use leadrelay_model::{Contact, ContactData, Event, new_id};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{StoreError, StoreResult};
+use super::{AuditRecord, EraseReport, PrivacyExport, PrivacyRequest, StoreError, StoreResult};
 
 /// The stored JSON of an event: everything but the raw payload and the
 /// contact id, which have columns of their own (retention drops the raw
@@ -71,6 +71,79 @@ pub fn merge_overrides(old: Option<&str>, new: Option<&Map<String, Value>>) -> O
         merged.extend(n.clone());
     }
     (!merged.is_empty()).then(|| Value::Object(merged).to_string())
+}
+
+/// Why erased deliveries end: they can never be sent.
+pub const ERASED_REASON: &str = "personal data erased";
+
+/// The remote-id keys a person can be known by.
+pub fn person_keys(email: &str, contact: Option<&Contact>) -> Vec<String> {
+    let mut keys = vec![format!("email:{email}")];
+    if let Some(p) = contact.and_then(|c| c.data.phone.as_ref()) {
+        keys.push(format!("phone:{}", p.as_str()));
+    }
+    keys
+}
+
+/// An event with everything personal removed: what happened, when, from
+/// where, and campaign attribution stay; who, what they wrote, their
+/// consent answers, browser and hashed IP go.
+pub fn scrub(mut ev: Event) -> Event {
+    ev.contact = ContactData::default();
+    ev.contact_id = None;
+    ev.data = Default::default();
+    ev.consent.clear();
+    ev.ip_hash = None;
+    ev.attribution.user_agent = None;
+    ev.attribution.referrer = None;
+    ev.attribution.landing_page = None;
+    ev.idempotency_key = None;
+    ev.vendor_refs.clear();
+    ev.changes.clear();
+    ev.raw = Default::default();
+    ev
+}
+
+/// Bucket start (ms) of `ms` for buckets of `bucket_ms`.
+pub fn bucket(ms: i64, bucket_ms: i64) -> i64 {
+    ms.div_euclid(bucket_ms) * bucket_ms
+}
+
+/// The audit record of an erase: ids and counts, never personal data.
+pub fn erase_audit(req: &PrivacyRequest, report: &EraseReport, at: DateTime<Utc>) -> AuditRecord {
+    AuditRecord {
+        id: report.audit_id,
+        action: "erase".into(),
+        actor: req.actor.clone(),
+        subject_hash: req.subject_hash.clone(),
+        at,
+        reason: req.reason.clone(),
+        details: json!({
+            "contact_id": report.contact_id,
+            "event_ids": report.event_ids,
+            "deliveries_stopped": report.deliveries_stopped,
+            "overrides_cleared": report.overrides_cleared,
+            "remote_records": report.remote_records.len(),
+        }),
+    }
+}
+
+/// The audit record of an export: counts, never personal data.
+pub fn export_audit(req: &PrivacyRequest, export: &PrivacyExport) -> AuditRecord {
+    AuditRecord {
+        id: new_id(),
+        action: "export".into(),
+        actor: req.actor.clone(),
+        subject_hash: req.subject_hash.clone(),
+        at: Utc::now(),
+        reason: req.reason.clone(),
+        details: json!({
+            "contact_id": export.contact.as_ref().map(|c| c.id),
+            "events": export.events.len(),
+            "deliveries": export.deliveries.len(),
+            "attempts": export.attempts.len(),
+        }),
+    }
 }
 
 #[cfg(test)]

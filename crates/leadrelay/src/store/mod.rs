@@ -8,6 +8,7 @@
 //! transaction open, and record the outcome. A lease that expires makes its
 //! delivery due again, so a crashed worker loses nothing.
 
+mod admin;
 mod common;
 pub mod postgres;
 pub mod sqlite;
@@ -22,6 +23,7 @@ use chrono::{DateTime, Utc};
 use leadrelay_model::{Contact, Event};
 use uuid::Uuid;
 
+pub use admin::*;
 pub use types::*;
 pub use wake::WakeHub;
 
@@ -189,8 +191,123 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes data older than the retention policy.
     async fn purge(&self, policy: &PurgePolicy) -> StoreResult<PurgeReport>;
 
+    // --- Admin API and dashboard -------------------------------------
+
+    /// Newest first; `before` is the cursor (a contact id).
+    async fn list_contacts(
+        &self,
+        filter: &ContactFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Contact>>;
+
+    /// Stores a new API key. Conflict when an active key has the same name.
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
+
+    /// Every key, active and revoked, oldest first.
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+
+    /// The key whose secret hashes to `hash` (revoked ones included).
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
+
+    /// Revokes the active key with this name or id; its sessions end with it.
+    async fn revoke_api_key(&self, name_or_id: &str) -> StoreResult<ApiKey>;
+
+    /// Records that a key was used.
+    async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Stores a dashboard session (and drops expired ones).
+    async fn create_session(&self, session: NewSession) -> StoreResult<()>;
+
+    /// The live session whose token hashes to `token_hash`: not expired, its
+    /// key not revoked.
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Session>>;
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+
+    /// Adds an item to the review queue (sync conflicts).
+    async fn add_review_item(&self, item: ReviewItem) -> StoreResult<()>;
+
+    /// Newest first; `before` is the cursor (an item id).
+    async fn list_review_items(
+        &self,
+        status: Option<ReviewStatus>,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<ReviewItem>>;
+
+    async fn get_review_item(&self, id: Uuid) -> StoreResult<Option<ReviewItem>>;
+
+    /// Closes an open item as resolved or dismissed. NotFound / Conflict
+    /// (already closed).
+    async fn resolve_review_item(
+        &self,
+        id: Uuid,
+        status: ReviewStatus,
+        resolution: Option<String>,
+        actor: &str,
+    ) -> StoreResult<ReviewItem>;
+
+    /// Everything held about the person with this email, recorded in the
+    /// audit log.
+    async fn privacy_export(&self, request: &PrivacyRequest) -> StoreResult<PrivacyExport>;
+
+    /// Erases a person: deletes the contact, removes the personal data and
+    /// raw payloads of their events, stops their unsent deliveries, clears
+    /// replay overrides, forgets destinations' record ids — in one
+    /// transaction with its audit record.
+    async fn privacy_erase(&self, request: &PrivacyRequest) -> StoreResult<EraseReport>;
+
+    /// The privacy audit log, newest first; `before` is the cursor.
+    async fn privacy_audit(
+        &self,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Leads (non-spam events of the [`LEAD_EVENT_TYPES`]) received since
+    /// `since`, per origin and bucket of `bucket_secs`.
+    async fn lead_counts(
+        &self,
+        since: DateTime<Utc>,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<LeadCount>>;
+
+    /// Delivery attempts since `since` per bucket: succeeded and failed
+    /// (throttled and skipped count as neither).
+    async fn attempt_buckets(
+        &self,
+        since: DateTime<Utc>,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<AttemptBucket>>;
+
     /// Flushes pending writes and stops background threads.
     async fn close(&self);
+}
+
+/// Ids of the dead letters still waiting for a person (not replayed),
+/// optionally of one destination and created since a time, newest first.
+pub async fn dead_letter_ids(
+    store: &dyn Store,
+    destination: Option<String>,
+    since: Option<DateTime<Utc>>,
+) -> StoreResult<Vec<Uuid>> {
+    let filter = DeliveryFilter {
+        destination,
+        state: Some(DeliveryState::Dead),
+        since,
+        exclude_replayed: true,
+        ..Default::default()
+    };
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_deliveries(&filter, cursor, 1000).await?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        all.extend(page.iter().map(|d| d.id));
+    }
+    Ok(all)
 }
 
 /// Opens the store named by a storage URL (`sqlite://PATH`, `postgres://…`)

@@ -44,7 +44,7 @@ impl IngestOutcome {
 }
 
 /// Where a delivery is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Waiting for its first attempt.
@@ -247,7 +247,8 @@ impl DestinationState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStats {
     pub destination: String,
-    /// Unfinished deliveries by state, and dead letters waiting for a person.
+    /// Unfinished deliveries by state, and dead letters waiting for a person
+    /// (not yet replayed).
     pub pending: u64,
     pub in_flight: u64,
     pub scheduled: u64,
@@ -298,6 +299,9 @@ pub struct DeliveryFilter {
     pub event_id: Option<Uuid>,
     /// Created at or after.
     pub since: Option<DateTime<Utc>>,
+    /// Leave out dead letters that were already replayed (the dead-letter
+    /// queue proper: what still waits for a person).
+    pub exclude_replayed: bool,
 }
 
 /// What retention deletes: data older than each cut-off.

@@ -160,7 +160,7 @@ async fn three_nodes_one_killed_nothing_lost_duplicates_only_in_flight() {
     let expected = acked.len() * 5;
     let finals = eventually(
         "every delivery ends delivered or dead",
-        Duration::from_secs(300),
+        Duration::from_secs(900),
         || async {
             let mut all = Vec::new();
             for d in 0..5 {

@@ -14,6 +14,7 @@
 //! - Concurrent writers on different nodes may collide (same new contact,
 //!   same vendor event id); such a batch is rolled back and run again.
 
+mod admin;
 mod rows;
 mod schema;
 
@@ -857,7 +858,8 @@ async fn complete_batch(pool: &PgPool, all: &[&Completion]) -> Result<(), BatchE
     if !at.id.is_empty() {
         at.insert(&tx).await?;
     }
-    let applied: std::collections::HashSet<Uuid> = up.apply(&tx, now_ms).await?.into_iter().collect();
+    let applied: std::collections::HashSet<Uuid> =
+        up.apply(&tx, now_ms).await?.into_iter().collect();
     // Follow-up events (dead-letter copies) only where the transition
     // applied; an external id already stored is not stored twice.
     let mut woken: BTreeSet<String> = BTreeSet::new();
@@ -1020,13 +1022,7 @@ impl Store for PostgresStore {
             .map(str::trim)
             .filter(|t| !t.is_empty())
         {
-            let like = format!("%{}%", escape_like(&term.to_lowercase()));
-            b.n += 1;
-            let i = b.n;
-            b.sql.push_str(&format!(
-                " AND (email LIKE ${i} ESCAPE '\\' OR lower(doc) LIKE ${i} ESCAPE '\\')"
-            ));
-            b.params.push(Box::new(like));
+            b.push_text_search(&format!("%{}%", escape_like(&term.to_lowercase())));
         }
         if let Some(bf) = before {
             b.push("id < ", Box::new(bf));
@@ -1221,6 +1217,9 @@ impl Store for PostgresStore {
         }
         if let Some(s) = filter.since {
             b.push("id >= ", Box::new(uuid_v7_floor_id(s)));
+        }
+        if filter.exclude_replayed {
+            b.sql.push_str(" AND replayed_by IS NULL");
         }
         if let Some(bf) = before {
             b.push("id < ", Box::new(bf));
@@ -1651,6 +1650,107 @@ impl Store for PostgresStore {
         Ok(report)
     }
 
+    async fn list_contacts(
+        &self,
+        filter: &ContactFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Contact>> {
+        self.list_contacts_impl(filter, before, limit).await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey> {
+        self.create_api_key_impl(key).await
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        self.api_keys_impl().await
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+        self.api_key_by_hash_impl(hash).await
+    }
+
+    async fn revoke_api_key(&self, name_or_id: &str) -> StoreResult<ApiKey> {
+        self.revoke_api_key_impl(name_or_id).await
+    }
+
+    async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        self.touch_api_key_impl(id, at).await
+    }
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<()> {
+        self.create_session_impl(session).await
+    }
+
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Session>> {
+        self.session_impl(token_hash, now).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        self.delete_session_impl(token_hash).await
+    }
+
+    async fn add_review_item(&self, item: ReviewItem) -> StoreResult<()> {
+        self.add_review_item_impl(item).await
+    }
+
+    async fn list_review_items(
+        &self,
+        status: Option<ReviewStatus>,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<ReviewItem>> {
+        self.list_review_items_impl(status, before, limit).await
+    }
+
+    async fn get_review_item(&self, id: Uuid) -> StoreResult<Option<ReviewItem>> {
+        self.get_review_item_impl(id).await
+    }
+
+    async fn resolve_review_item(
+        &self,
+        id: Uuid,
+        status: ReviewStatus,
+        resolution: Option<String>,
+        actor: &str,
+    ) -> StoreResult<ReviewItem> {
+        self.resolve_review_item_impl(id, status, resolution, actor)
+            .await
+    }
+
+    async fn privacy_export(&self, request: &PrivacyRequest) -> StoreResult<PrivacyExport> {
+        self.privacy_export_impl(request).await
+    }
+
+    async fn privacy_erase(&self, request: &PrivacyRequest) -> StoreResult<EraseReport> {
+        self.privacy_erase_impl(request).await
+    }
+
+    async fn privacy_audit(
+        &self,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        self.privacy_audit_impl(before, limit).await
+    }
+
+    async fn lead_counts(
+        &self,
+        since: DateTime<Utc>,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<LeadCount>> {
+        self.lead_counts_impl(since, bucket_secs).await
+    }
+
+    async fn attempt_buckets(
+        &self,
+        since: DateTime<Utc>,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<AttemptBucket>> {
+        self.attempt_buckets_impl(since, bucket_secs).await
+    }
+
     async fn close(&self) {
         drop(
             self.ingest_tx
@@ -1716,6 +1816,16 @@ impl PgFilter {
         self.n += 1;
         self.sql.push_str(&format!(" AND {cond}${}", self.n));
         self.params.push(value);
+    }
+
+    /// Matches a LIKE pattern against the email or anywhere in the document.
+    fn push_text_search(&mut self, like: &str) {
+        self.n += 1;
+        let i = self.n;
+        self.sql.push_str(&format!(
+            " AND (email LIKE ${i} ESCAPE '\\' OR lower(doc) LIKE ${i} ESCAPE '\\')"
+        ));
+        self.params.push(Box::new(like.to_string()));
     }
 
     async fn fetch<C: GenericClient + Sync>(self, c: &C) -> StoreResult<Vec<Row>> {

@@ -420,7 +420,11 @@ impl UpdateColumns {
     }
 
     /// Applies the changes; returns the ids whose lease was still current.
-    pub async fn apply(&self, tx: &Transaction<'_>, now: i64) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    pub async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        now: i64,
+    ) -> Result<Vec<Uuid>, tokio_postgres::Error> {
         if self.id.is_empty() {
             return Ok(Vec::new());
         }

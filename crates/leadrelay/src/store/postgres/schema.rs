@@ -129,6 +129,57 @@ CREATE TABLE rate_limits (
     tat BIGINT NOT NULL
 );
 "#,
+    // 2: the admin API and dashboard: API keys and sessions (hashes only),
+    // the review queue, the privacy audit log.
+    r#"
+CREATE TABLE api_keys (
+    id UUID PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT,
+    revoked_at BIGINT
+);
+-- A name names one active key; revoked keys keep theirs for the record.
+CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL;
+
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    key_id UUID NOT NULL,
+    csrf_token TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_expiry ON sessions(expires_at);
+
+CREATE TABLE review_items (
+    id UUID PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    contact_id UUID,
+    destination TEXT,
+    details TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    resolved_at BIGINT,
+    resolved_by TEXT,
+    resolution TEXT
+);
+CREATE INDEX review_items_status ON review_items(status, id);
+
+CREATE TABLE privacy_audit (
+    id UUID PRIMARY KEY,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject_hash TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    reason TEXT,
+    details TEXT NOT NULL
+);
+CREATE INDEX privacy_audit_subject ON privacy_audit(subject_hash);
+"#,
 ];
 
 pub fn current_version() -> u32 {

@@ -8,6 +8,7 @@
 //! after the COMMIT that made its write durable. Reads use a small pool of
 //! read-only connections (WAL lets them run beside the writer).
 
+mod admin;
 mod rows;
 mod schema;
 
@@ -450,19 +451,7 @@ impl Store for SqliteStore {
             if let Some(cid) = filter.contact_id {
                 q.and("contact_id = ?", cid.to_string());
             }
-            if let Some(term) = filter
-                .search
-                .as_deref()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-            {
-                let like = format!("%{}%", escape_like(&term.to_lowercase()));
-                q.and2(
-                    "(email LIKE ? ESCAPE '\\' OR lower(doc) LIKE ? ESCAPE '\\')",
-                    like.clone(),
-                    like,
-                );
-            }
+            q.and_text_search(filter.search.as_deref());
             if let Some(b) = before {
                 q.and("id < ?", b.to_string());
             }
@@ -612,6 +601,9 @@ impl Store for SqliteStore {
             }
             if let Some(s) = filter.since {
                 q.and("id >= ?", uuid_v7_floor(s));
+            }
+            if filter.exclude_replayed {
+                q.push(" AND replayed_by IS NULL");
             }
             if let Some(b) = before {
                 q.and("id < ?", b.to_string());
@@ -942,6 +934,107 @@ impl Store for SqliteStore {
             }
         }
         Ok(report)
+    }
+
+    async fn list_contacts(
+        &self,
+        filter: &ContactFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Contact>> {
+        self.list_contacts_impl(filter, before, limit).await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey> {
+        self.create_api_key_impl(key).await
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        self.api_keys_impl().await
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+        self.api_key_by_hash_impl(hash).await
+    }
+
+    async fn revoke_api_key(&self, name_or_id: &str) -> StoreResult<ApiKey> {
+        self.revoke_api_key_impl(name_or_id).await
+    }
+
+    async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        self.touch_api_key_impl(id, at).await
+    }
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<()> {
+        self.create_session_impl(session).await
+    }
+
+    async fn session(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Session>> {
+        self.session_impl(token_hash, now).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        self.delete_session_impl(token_hash).await
+    }
+
+    async fn add_review_item(&self, item: ReviewItem) -> StoreResult<()> {
+        self.add_review_item_impl(item).await
+    }
+
+    async fn list_review_items(
+        &self,
+        status: Option<ReviewStatus>,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<ReviewItem>> {
+        self.list_review_items_impl(status, before, limit).await
+    }
+
+    async fn get_review_item(&self, id: Uuid) -> StoreResult<Option<ReviewItem>> {
+        self.get_review_item_impl(id).await
+    }
+
+    async fn resolve_review_item(
+        &self,
+        id: Uuid,
+        status: ReviewStatus,
+        resolution: Option<String>,
+        actor: &str,
+    ) -> StoreResult<ReviewItem> {
+        self.resolve_review_item_impl(id, status, resolution, actor)
+            .await
+    }
+
+    async fn privacy_export(&self, request: &PrivacyRequest) -> StoreResult<PrivacyExport> {
+        self.privacy_export_impl(request).await
+    }
+
+    async fn privacy_erase(&self, request: &PrivacyRequest) -> StoreResult<EraseReport> {
+        self.privacy_erase_impl(request).await
+    }
+
+    async fn privacy_audit(
+        &self,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        self.privacy_audit_impl(before, limit).await
+    }
+
+    async fn lead_counts(
+        &self,
+        since: DateTime<Utc>,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<LeadCount>> {
+        self.lead_counts_impl(since, bucket_secs).await
+    }
+
+    async fn attempt_buckets(
+        &self,
+        since: DateTime<Utc>,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<AttemptBucket>> {
+        self.attempt_buckets_impl(since, bucket_secs).await
     }
 
     async fn close(&self) {
@@ -1325,7 +1418,8 @@ fn stats(c: &Connection, since: DateTime<Utc>) -> StoreResult<Vec<DestinationSta
         let mut stmt = c
             .prepare_cached(
                 "SELECT destination, state, COUNT(*) FROM deliveries \
-                 WHERE state IN ('pending', 'scheduled', 'in_flight', 'dead') GROUP BY destination, state",
+                 WHERE state IN ('pending', 'scheduled', 'in_flight') OR (state = 'dead' AND replayed_by IS NULL) \
+                 GROUP BY destination, state",
             )
             .map_err(map_err)?;
         let rows = stmt

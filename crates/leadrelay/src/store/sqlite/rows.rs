@@ -259,6 +259,19 @@ impl QueryBuilder {
         self.params.push(b.into());
     }
 
+    /// Matches `search` (case-insensitive) in the `email` column or anywhere
+    /// in the `doc` JSON; nothing when it is empty.
+    pub fn and_text_search(&mut self, search: Option<&str>) {
+        if let Some(term) = search.map(str::trim).filter(|t| !t.is_empty()) {
+            let like = format!("%{}%", escape_like(&term.to_lowercase()));
+            self.and2(
+                "(email LIKE ? ESCAPE '\\' OR lower(doc) LIKE ? ESCAPE '\\')",
+                like.clone(),
+                like,
+            );
+        }
+    }
+
     pub fn push(&mut self, sql: &str) {
         self.sql.push_str(sql);
     }

@@ -1,0 +1,209 @@
+//! `keys` (API keys for the admin API and the dashboard) and `privacy`
+//! (export or erase a person).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::StorageArgs;
+use super::inspect::{fail, open, print_json, short, table};
+use crate::auth::{generate_key, validate_key_name};
+use crate::privacy::Privacy;
+use crate::store::Role;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its secret is printed once, on stdout.
+    Create(CreateKeyArgs),
+    /// List keys (never their secrets).
+    List(ListKeysArgs),
+    /// Revoke a key by name or id; its dashboard sessions end with it.
+    Revoke(RevokeKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateKeyArgs {
+    /// A name to recognise the key by (who or what uses it).
+    #[arg(long)]
+    pub name: String,
+    /// admin (acts) or viewer (reads, personal data masked).
+    #[arg(long, value_enum)]
+    pub role: Role,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListKeysArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeKeyArgs {
+    /// The key's name or id.
+    pub key: String,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+pub async fn keys(config: Option<&PathBuf>, cmd: KeysCommand) -> ExitCode {
+    match cmd {
+        KeysCommand::Create(a) => {
+            if let Err(e) = validate_key_name(&a.name) {
+                return fail(e);
+            }
+            let store = match open(config, &a.storage).await {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            let (secret, record) = generate_key(a.name.trim(), a.role);
+            let created = store.create_api_key(record).await;
+            store.close().await;
+            match created {
+                Ok(k) => {
+                    eprintln!(
+                        "created {} key {:?} ({}); store the key now, it is not shown again:",
+                        k.role.as_str(),
+                        k.name,
+                        k.id
+                    );
+                    println!("{secret}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        KeysCommand::List(a) => {
+            let store = match open(config, &a.storage).await {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            let keys = store.api_keys().await;
+            store.close().await;
+            let keys = match keys {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            };
+            if a.json {
+                print_json(&keys);
+                return ExitCode::SUCCESS;
+            }
+            let mut t = table(&[
+                "id",
+                "name",
+                "role",
+                "key",
+                "created",
+                "last used",
+                "revoked",
+            ]);
+            for k in &keys {
+                t.add_row(vec![
+                    k.id.to_string(),
+                    k.name.clone(),
+                    k.role.as_str().to_string(),
+                    format!("{}…", k.prefix),
+                    short(Some(k.created_at)),
+                    short(k.last_used_at),
+                    short(k.revoked_at),
+                ]);
+            }
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        KeysCommand::Revoke(a) => {
+            let store = match open(config, &a.storage).await {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            let revoked = store.revoke_api_key(a.key.trim()).await;
+            store.close().await;
+            match revoked {
+                Ok(k) => {
+                    println!("revoked key {:?} ({})", k.name, k.id);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Print everything held about a person as JSON (audited).
+    Export(PrivacyArgs),
+    /// Erase a person: their contact, the personal data and raw payloads of
+    /// their events, unsent deliveries (audited).
+    Erase(EraseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PrivacyArgs {
+    pub email: String,
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub request: PrivacyArgs,
+    /// Confirm: erasing cannot be undone.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+pub async fn privacy(config: Option<&PathBuf>, cmd: PrivacyCommand) -> ExitCode {
+    let (args, erase) = match cmd {
+        PrivacyCommand::Export(a) => (a, false),
+        PrivacyCommand::Erase(e) => {
+            if !e.yes {
+                return fail("erasing cannot be undone: add --yes to confirm");
+            }
+            (e.request, true)
+        }
+    };
+    let email = match Privacy::normalise(args.email.trim()) {
+        Ok(e) => e,
+        Err(m) => return fail(format!("{:?}: {m}", args.email)),
+    };
+    let store = match open(config, &args.storage).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let privacy = Privacy::new(store.clone());
+    let code = if erase {
+        match privacy.erase(&email, &cli_actor(), args.reason).await {
+            Ok(r) => {
+                print_json(&r);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        }
+    } else {
+        match privacy.export(&email, &cli_actor(), args.reason).await {
+            Ok(x) => {
+                print_json(&x);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        }
+    };
+    store.close().await;
+    code
+}

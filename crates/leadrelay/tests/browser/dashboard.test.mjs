@@ -1,0 +1,291 @@
+// End-to-end dashboard test in real headless Chromium (Debian's `chromium`,
+// driven by playwright-core; no browser is downloaded).
+//
+// It starts the real leadrelay binary on a free port with a webhook
+// destination pointing at a receiver run here (which can be told to fail),
+// then, as a person would: signs in with an API key, submits a lead through
+// the public form endpoint from an HTML page, sees it on the overview and
+// in the list, opens its timeline, watches the failing destination turn the
+// delivery into a dead letter, lets the destination recover, replays the
+// dead letter from the dashboard and sees it delivered. Screenshots (desktop
+// and phone width) go to $ARTIFACTS (default target/test-artifacts/browser).
+//
+// Env: LEADRELAY_BIN (the binary), ARTIFACTS, CHROMIUM (default /usr/bin/chromium).
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const root = path.resolve(here, '../../../..');
+const BIN = process.env.LEADRELAY_BIN || path.join(root, 'target/debug/leadrelay');
+const ARTIFACTS = process.env.ARTIFACTS || path.join(root, 'target/test-artifacts/browser');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const EMAIL = 'dana.lopez@example.com';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+async function eventually(what, fn, timeoutMs = 20000) {
+  const start = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The webhook destination: answers 500 while `failing`, else 200. */
+function startReceiver(port, leadrelayPort) {
+  const state = { failing: false, delivered: [], refused: 0 };
+  const form = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Contact us</title></head>
+<body><h1>Contact us</h1>
+<form method="post" action="http://127.0.0.1:${leadrelayPort}/v1/forms/contact?utm_source=e2e">
+<label>Email <input type="email" name="email" required></label>
+<label>First name <input name="first_name"></label>
+<label>Last name <input name="last_name"></label>
+<label>Company <input name="company"></label>
+<label>Phone <input type="tel" name="phone"></label>
+<label><input type="checkbox" name="consent" value="on"> I agree that my details are passed to sales.</label>
+<button>Send</button></form></body></html>`;
+  const server = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/form.html') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(form);
+      return;
+    }
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (state.failing) {
+        state.refused += 1;
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('CRM is down for maintenance');
+      } else {
+        state.delivered.push(body);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"ok":true}');
+      }
+    });
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, state })));
+}
+
+test('dashboard: sign in, see a lead, replay its dead letter, see it delivered', async (t) => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'leadrelay-e2e-'));
+  const port = await freePort();
+  const rport = await freePort();
+  const { server: receiver, state } = await startReceiver(rport, port);
+  const config = path.join(dir, 'leadrelay.toml');
+  fs.writeFileSync(
+    config,
+    `[server]
+per_ip_limit = "off"
+
+[forms.contact]
+title = "Contact"
+[forms.contact.fields.email]
+type = "email"
+required = true
+[forms.contact.fields.first_name]
+type = "text"
+[forms.contact.fields.last_name]
+type = "text"
+[forms.contact.fields.company]
+type = "text"
+[forms.contact.fields.phone]
+type = "phone"
+default_region = "US"
+[forms.contact.consent.crm]
+field = "consent"
+version = "v1"
+
+[delivery]
+poll_interval = "100ms"
+[delivery.retry]
+base = "50ms"
+cap = "200ms"
+max_attempts = 2
+
+[destinations.crm]
+connector = "webhook"
+url = "http://127.0.0.1:${rport}/hook"
+allow_private_networks = true
+purposes = ["crm"]
+timeout = "2s"
+
+[destinations.backup]
+connector = "file"
+path = "${dir}/backup"
+legal_basis = "legitimate_interest"
+
+[[routes]]
+name = "all"
+destinations = ["crm", "backup"]
+`,
+  );
+  const storage = `sqlite://${dir}/leadrelay.db`;
+  const env = { ...process.env, LEADRELAY_CONFIG: config, DATABASE_URL: storage, RUST_LOG: 'warn' };
+  const key = execFileSync(BIN, ['keys', 'create', '--name', 'e2e-admin', '--role', 'admin'], {
+    env,
+    encoding: 'utf8',
+  }).trim();
+  assert.match(key, /^lr_/);
+
+  const log = fs.openSync(path.join(ARTIFACTS, 'leadrelay.log'), 'w');
+  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', log, log] });
+  const base = `http://127.0.0.1:${port}`;
+  let browser;
+  t.after(async () => {
+    if (browser) await browser.close();
+    proc.kill('SIGTERM');
+    receiver.close();
+  });
+  await eventually('leadrelay is ready', async () => {
+    try {
+      return (await fetch(`${base}/readyz`)).ok;
+    } catch {
+      return false;
+    }
+  });
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+      '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync',
+    ],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const shot = (name) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
+
+  await t.test('every dashboard page needs a session', async () => {
+    await page.goto(`${base}/ui/leads`);
+    assert.match(page.url(), /\/ui\/login\?next=/);
+  });
+
+  await t.test('sign in with an API key', async () => {
+    await page.goto(`${base}/ui/login`);
+    await shot('01-sign-in');
+    // Every visible field has a label (accessibility).
+    assert.equal(await page.getByLabel('API key').count(), 1);
+    await page.getByLabel('API key').fill('lr_wrong');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('That key is not valid').waitFor();
+    await page.getByLabel('API key').fill(key);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(`${base}/ui/`);
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    const cookies = await context.cookies(`${base}/ui/`);
+    const session = cookies.find((c) => c.name === 'lr_session');
+    assert.ok(session, 'session cookie set');
+    assert.equal(session.httpOnly, true);
+    assert.equal(session.sameSite, 'Strict');
+    assert.ok(!(await page.content()).includes(key), 'the key never appears in a page');
+  });
+
+  let eventId;
+  await t.test('submit a lead through the public form endpoint while the CRM fails', async () => {
+    state.failing = true;
+    const visitor = await context.newPage();
+    await visitor.goto(`http://127.0.0.1:${rport}/form.html`);
+    await visitor.getByLabel('Email').fill(EMAIL);
+    await visitor.getByLabel('First name').fill('Dana');
+    await visitor.getByLabel('Last name').fill('Lopez');
+    await visitor.getByLabel('Company').fill('Acme Rockets');
+    await visitor.getByLabel('Phone').fill('+1 415 555 2671');
+    await visitor.getByLabel('I agree').check();
+    await visitor.getByRole('button', { name: 'Send' }).click();
+    await visitor.getByRole('heading', { name: 'Thank you' }).waitFor();
+    await visitor.screenshot({ path: path.join(ARTIFACTS, '02-form-thanks.png') });
+    await visitor.close();
+  });
+
+  await t.test('see it on the overview', async () => {
+    await page.goto(`${base}/ui/`);
+    assert.equal((await page.locator('#leads-today').textContent()).trim(), '1');
+    await page.getByRole('link', { name: 'form:contact' }).waitFor();
+    assert.equal(await page.locator('svg.chart').count(), 2, 'two charts');
+    await shot('03-overview');
+  });
+
+  await t.test('see it in the list and open its timeline', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Leads' }).click();
+    await page.getByLabel('Search').fill('dana.lopez');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    const row = page.locator('#leads tbody tr', { hasText: EMAIL });
+    await row.waitFor();
+    assert.match(await row.textContent(), /Acme Rockets/);
+    await shot('04-leads');
+    await row.getByRole('link').click();
+    await page.waitForURL(/\/ui\/leads\/[0-9a-f-]{36}$/);
+    eventId = page.url().split('/').pop();
+    await page.getByRole('heading', { name: 'Dana Lopez' }).waitFor();
+    await page.getByRole('heading', { name: /^To crm/ }).waitFor();
+  });
+
+  await t.test('the failing destination turns the delivery into a dead letter', async () => {
+    await eventually('the crm delivery is dead', async () => {
+      await page.goto(`${base}/ui/leads/${eventId}`);
+      return (await page.locator('.state-dead').count()) === 1;
+    });
+    await page.getByText('CRM is down for maintenance').first().waitFor();
+    assert.ok(state.refused >= 2, `the receiver refused ${state.refused} attempts`);
+    await shot('05-timeline-dead');
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Dead letters' }).click();
+    await page.locator('#dead-letters tbody tr', { hasText: 'crm' }).waitFor();
+    await shot('06-dead-letters');
+  });
+
+  await t.test('replay the dead letter after the destination recovers, see it delivered', async () => {
+    state.failing = false;
+    const row = page.locator('#dead-letters tbody tr', { hasText: 'crm' });
+    await row.getByRole('button', { name: /^Replay/ }).click();
+    await page.getByText('Replayed: a new delivery is on its way.').waitFor();
+    await eventually('the replay is delivered', async () => {
+      await page.goto(`${base}/ui/leads/${eventId}`);
+      return (await page.locator('.delivery.state-delivered', { hasText: 'To crm' }).count()) === 1;
+    });
+    await page.getByText('Replays dead letter').waitFor();
+    assert.equal(state.delivered.filter((b) => b.includes(EMAIL)).length, 1, 'the CRM received the lead once');
+    await shot('07-timeline-delivered');
+    await page.goto(`${base}/ui/dead-letters`);
+    await page.getByText('No dead letters').waitFor();
+  });
+
+  await t.test('destinations page and phone width', async () => {
+    await page.goto(`${base}/ui/destinations`);
+    await page.getByRole('row', { name: /crm/ }).waitFor();
+    await shot('08-destinations');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${base}/ui/`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, `no horizontal page scroll at phone width (overflow ${overflow}px)`);
+    await shot('09-overview-phone');
+    await page.goto(`${base}/ui/leads/${eventId}`);
+    await shot('10-timeline-phone');
+  });
+
+  await t.test('a form without its CSRF token is refused', async () => {
+    const res = await page.request.post(`${base}/ui/destinations/crm/pause`, { form: { hours: '1' } });
+    assert.equal(res.status(), 403);
+  });
+});
