@@ -6,9 +6,14 @@
 //! *When* to retry is not its business: the shared scheduler in
 //! [`crate::delivery`] decides that from the classification.
 
+pub mod crm;
 pub mod file;
 pub mod http;
+pub mod hubspot;
+pub mod pace;
 pub mod payload;
+//TMP pub mod pipedrive;
+//TMP pub mod salesforce;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -187,6 +192,22 @@ pub trait Connector: Send + Sync {
     async fn check(&self) -> CheckReport {
         CheckReport::ok("nothing to verify for this connector")
     }
+
+    /// The keys whose stored remote ids a job needs (fetched into
+    /// [`DeliveryJob::remote_ids`] before `deliver`): by default the
+    /// contact key; CRMs add e.g. `domain:acme.io` for companies and
+    /// `event:ID` for records written once per event.
+    fn lookup_keys(&self, job: &DeliveryJob) -> Vec<String> {
+        vec![job.delivery.contact_key.clone()]
+    }
+
+    /// Remote ids learned since the last call, including those of
+    /// deliveries that then failed (a person created before the note for
+    /// them failed). The dispatcher stores them at once, so a retry reuses
+    /// the record instead of creating it twice.
+    fn learned_remote_ids(&self) -> Vec<RemoteId> {
+        Vec::new()
+    }
 }
 
 /// Per-connector defaults, from the vendors' documented limits.
@@ -238,7 +259,15 @@ pub struct ConnectorKind {
 /// Every connector this build has.
 pub fn kinds() -> &'static [ConnectorKind] {
     static KINDS: std::sync::OnceLock<Vec<ConnectorKind>> = std::sync::OnceLock::new();
-    KINDS.get_or_init(|| vec![file::kind(), webhook::kind()])
+    KINDS.get_or_init(|| {
+        vec![
+            file::kind(),
+            webhook::kind(),
+            hubspot::kind(),
+            //TMP            pipedrive::kind(),
+            //TMP            salesforce::kind(),
+        ]
+    })
 }
 
 pub fn kind(name: &str) -> Option<&'static ConnectorKind> {

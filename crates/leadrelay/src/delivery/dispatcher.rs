@@ -2,13 +2,11 @@
 //! free concurrency slot and one rate-limit cell per batch), send each batch
 //! in its own task, record the outcome.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use governor::{Quota, RateLimiter};
 use leadrelay_model::new_id;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +15,7 @@ use uuid::Uuid;
 
 use super::circuit::{CircuitBreaker, CircuitState, Permit};
 use super::{AlertMonitor, Destination, consent, policy};
+use crate::connectors::pace::{self, Limiter, Pacer};
 use crate::connectors::{AttemptReport, DeliveryJob, ErrorClass, JobResult, Outcome, payload};
 use crate::store::{Attempt, ClaimedDelivery, Completion, Store, Transition};
 
@@ -29,12 +28,6 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
->;
-
 /// Deliveries being sent right now, so shutdown can release their leases.
 type InFlight = Arc<Mutex<HashMap<Uuid, Uuid>>>;
 
@@ -43,10 +36,9 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
     let notify = ctx.store.wake_hub().notifier(&dest.name);
     let slots = Arc::new(Semaphore::new(dest.concurrency));
     // An even pace (burst of one): a "100/10s" destination gets 100 per window.
-    let limiter: Option<Limiter> = dest.rate.and_then(|r| {
-        Quota::with_period(r.interval())
-            .map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)))
-    });
+    // One cell is taken per batch here; further requests of the same batch
+    // wait inside the connector (see `connectors::pace`).
+    let limiter: Option<Arc<Limiter>> = dest.rate.and_then(pace::limiter).map(Arc::new);
     let circuit = Arc::new(Mutex::new(CircuitBreaker::new(dest.circuit.clone())));
     let tracker = TaskTracker::new();
     let in_flight: InFlight = Arc::default();
@@ -171,6 +163,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
                 circuit.clone(),
                 in_flight.clone(),
                 probe,
+                limiter.clone().map(Pacer::prepaid),
             ));
         }
     }
@@ -306,6 +299,7 @@ async fn send_batch(
     circuit: Arc<Mutex<CircuitBreaker>>,
     in_flight: InFlight,
     probe: bool,
+    pacer: Option<Pacer>,
 ) {
     let ids: Vec<Uuid> = batch.iter().map(|c| c.delivery.id).collect();
     let mut completions = Vec::with_capacity(batch.len());
@@ -344,27 +338,37 @@ async fn send_batch(
     }
 
     if !jobs.is_empty() {
-        let keys: Vec<String> = jobs
+        let job_keys: Vec<Vec<String>> =
+            jobs.iter().map(|j| dest.connector.lookup_keys(j)).collect();
+        let keys: Vec<String> = job_keys
             .iter()
-            .map(|j| j.delivery.contact_key.clone())
+            .flatten()
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
             .collect();
         if let Ok(ids) = ctx.store.remote_ids(&dest.name, &keys).await {
-            for job in &mut jobs {
+            for (job, wanted) in jobs.iter_mut().zip(&job_keys) {
                 job.remote_ids = ids
                     .iter()
-                    .filter(|r| r.key == job.delivery.contact_key)
+                    .filter(|r| wanted.contains(&r.key))
                     .cloned()
                     .collect();
             }
         }
         // Connectors time out each request; this bounds a whole batch.
         let deadline = dest.timeout * 6 + Duration::from_secs(5);
-        let results: Vec<JobResult> = match tokio::time::timeout(
-            deadline,
-            dest.connector.deliver(&jobs),
-        )
-        .await
+        let sent =
+            tokio::time::timeout(deadline, pace::scope(pacer, dest.connector.deliver(&jobs))).await;
+        // Ids learned on the way (also by deliveries that then failed) are
+        // kept before the outcome is recorded, so a retry finds them.
+        let learned = dest.connector.learned_remote_ids();
+        if !learned.is_empty()
+            && let Err(e) = ctx.store.save_remote_ids(&dest.name, &learned).await
         {
+            tracing::warn!(destination = %dest.name, error = %e, "keeping learned remote ids failed");
+        }
+        let results: Vec<JobResult> = match sent {
             Ok(r) if r.len() == jobs.len() => r,
             Ok(r) => {
                 tracing::error!(destination = %dest.name, expected = jobs.len(), got = r.len(), "connector returned the wrong number of results");

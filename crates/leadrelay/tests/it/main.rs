@@ -2,6 +2,7 @@
 //! real SQLite files, a real receiver, and the real `leadrelay` binary.
 
 mod binary;
+mod crm_hubspot;
 mod delivery;
 mod ingest;
 mod support;
