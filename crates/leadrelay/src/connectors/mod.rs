@@ -12,7 +12,7 @@ pub mod http;
 pub mod hubspot;
 pub mod pace;
 pub mod payload;
-//TMP pub mod pipedrive;
+pub mod pipedrive;
 //TMP pub mod salesforce;
 pub mod webhook;
 
@@ -264,7 +264,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             file::kind(),
             webhook::kind(),
             hubspot::kind(),
-            //TMP            pipedrive::kind(),
+            pipedrive::kind(),
             //TMP            salesforce::kind(),
         ]
     })

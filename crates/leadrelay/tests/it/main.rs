@@ -3,6 +3,7 @@
 
 mod binary;
 mod crm_hubspot;
+mod crm_pipedrive;
 mod delivery;
 mod ingest;
 mod support;

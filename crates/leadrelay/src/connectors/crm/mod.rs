@@ -536,5 +536,18 @@ impl IdCache {
     }
 }
 
+/// An outcome's message (for `check` reports).
+pub fn outcome_text(o: &super::Outcome) -> String {
+    use super::Outcome;
+    match o {
+        Outcome::Delivered { .. } => "ok".into(),
+        Outcome::Retry { message, .. }
+        | Outcome::Permanent { message, .. }
+        | Outcome::Throttled { message, .. }
+        | Outcome::CredentialsRejected { message }
+        | Outcome::Gone { message } => message.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1129,7 +1129,7 @@ impl HubSpot {
             .await
         {
             (Ok(v), _) => v,
-            (Err(f), _) => return CheckReport::failed(outcome_text(&f.outcome)),
+            (Err(f), _) => return CheckReport::failed(crm::outcome_text(&f.outcome)),
         };
         self.api.set_utc_offset(&details);
         let portal = mapping::as_text(&details["portalId"]).unwrap_or_else(|| "?".into());
@@ -1163,7 +1163,7 @@ impl HubSpot {
                 (Err(f), _) => {
                     return CheckReport::failed(format!(
                         "portal {portal}: reading the {object_type} properties failed: {}",
-                        outcome_text(&f.outcome)
+                        crm::outcome_text(&f.outcome)
                     ));
                 }
             };
@@ -1224,7 +1224,7 @@ impl HubSpot {
                 }
                 (Err(f), _) => notes.push(format!(
                     "reading pipelines failed: {}",
-                    outcome_text(&f.outcome)
+                    crm::outcome_text(&f.outcome)
                 )),
             }
         }
@@ -1244,17 +1244,5 @@ impl HubSpot {
                 unknown.join(", ")
             ))
         }
-    }
-}
-
-/// An outcome's message.
-pub(crate) fn outcome_text(o: &Outcome) -> String {
-    match o {
-        Outcome::Delivered { .. } => "ok".into(),
-        Outcome::Retry { message, .. }
-        | Outcome::Permanent { message, .. }
-        | Outcome::Throttled { message, .. }
-        | Outcome::CredentialsRejected { message }
-        | Outcome::Gone { message } => message.clone(),
     }
 }
