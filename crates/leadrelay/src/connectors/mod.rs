@@ -13,7 +13,7 @@ pub mod hubspot;
 pub mod pace;
 pub mod payload;
 pub mod pipedrive;
-//TMP pub mod salesforce;
+pub mod salesforce;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -265,7 +265,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             webhook::kind(),
             hubspot::kind(),
             pipedrive::kind(),
-            //TMP            salesforce::kind(),
+            salesforce::kind(),
         ]
     })
 }

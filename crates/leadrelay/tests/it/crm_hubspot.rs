@@ -382,7 +382,11 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_contacts_through_5x
         },
         3,
     );
-    let app = start(&fake, "").await;
+    let app = start(
+        &fake,
+        "[destinations.hubspot.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
+    )
+    .await;
     let mut posts = Vec::new();
     for i in 0..1000 {
         let client = app.client.clone();

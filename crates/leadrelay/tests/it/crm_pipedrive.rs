@@ -280,7 +280,7 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_persons_through_5xx
     fake.faults().push(Fault::Reset, 5);
     let app = start(
         &fake,
-        "rate_limit = \"off\"\nconcurrency = 8\n[destinations.pipedrive.circuit]\nprobe_interval = \"200ms\"",
+        "rate_limit = \"off\"\nconcurrency = 8\n[destinations.pipedrive.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
     )
     .await;
     let mut posts = Vec::new();

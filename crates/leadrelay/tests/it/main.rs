@@ -4,6 +4,7 @@
 mod binary;
 mod crm_hubspot;
 mod crm_pipedrive;
+mod crm_salesforce;
 mod delivery;
 mod ingest;
 mod support;

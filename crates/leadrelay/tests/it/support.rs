@@ -441,3 +441,19 @@ impl TestApp {
         .await
     }
 }
+
+impl TestApp {
+    /// The delivery to `destination` of the newest event about `email`.
+    pub async fn delivery_for(&self, destination: &str, email: &str) -> Delivery {
+        for d in self.deliveries(destination).await {
+            let event = self.store.get_event(d.event_id).await.expect("event");
+            if event
+                .and_then(|e| e.contact.email)
+                .is_some_and(|m| m.as_str() == email)
+            {
+                return d;
+            }
+        }
+        panic!("no delivery to {destination} for {email}");
+    }
+}
