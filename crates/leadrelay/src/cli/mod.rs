@@ -1,6 +1,7 @@
 //! The command line: `leadrelay serve | check | migrate | events |
-//! deliveries | dlq | config | version`.
+//! deliveries | dlq | config | fake | version`.
 
+mod fake;
 mod inspect;
 mod serve;
 
@@ -46,6 +47,9 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Serve a local fake of a vendor (hubspot, pipedrive, salesforce, slack,
+    /// twilio, google) and print how to point leadrelay at it.
+    Fake(fake::FakeArgs),
     /// Print the version.
     Version,
 }
@@ -141,5 +145,6 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Events(cmd) => inspect::events(cli.config.as_ref(), cmd).await,
         Command::Deliveries(cmd) => inspect::deliveries(cli.config.as_ref(), cmd).await,
         Command::Dlq(cmd) => inspect::dlq(cli.config.as_ref(), cmd).await,
+        Command::Fake(args) => fake::fake(args).await,
     }
 }

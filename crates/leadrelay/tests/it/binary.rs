@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use crate::support::{Receiver, eventually, lead};
 
-fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_leadrelay"))
 }
 
-fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     leadrelay::init_crypto();
     reqwest::Client::new()
 }
@@ -32,20 +32,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: PathBuf,
 }
 
 impl Server {
-    async fn start(config: &Path, dir: &Path) -> Server {
+    pub(crate) async fn start(config: &Path, dir: &Path) -> Server {
+        Self::start_with_env(config, dir, &[]).await
+    }
+
+    /// Starts the binary with extra environment variables (credentials).
+    pub(crate) async fn start_with_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = dir.join(format!("serve-{port}.log"));
         let child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .env_remove("LEADRELAY_CONFIG")
             .env_remove("DATABASE_URL")
@@ -79,12 +85,12 @@ impl Server {
         server
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");
         let _ = self.child.wait();
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -93,7 +99,7 @@ impl Server {
         self.child.wait().expect("wait")
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
             let _ = f.read_to_string(&mut s);
@@ -109,7 +115,7 @@ impl Drop for Server {
     }
 }
 
-async fn open_store(dir: &Path) -> Arc<dyn Store> {
+pub(crate) async fn open_store(dir: &Path) -> Arc<dyn Store> {
     leadrelay::store::open(
         &format!("sqlite://{}/leadrelay.db", dir.display()),
         &OpenOptions::default(),
@@ -118,7 +124,7 @@ async fn open_store(dir: &Path) -> Arc<dyn Store> {
     .unwrap()
 }
 
-fn write_config(dir: &Path, body: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("leadrelay.toml");
     let text = format!(
         "[storage]\nurl = \"sqlite://{}/leadrelay.db\"\n[server]\nper_ip_limit = \"off\"\ntrusted_proxies = [\"127.0.0.1\"]\n{body}",
@@ -391,7 +397,7 @@ destinations = ["hook"]
     store.close().await;
 }
 
-fn run(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
         .args(args)
         .env_remove("LEADRELAY_CONFIG")

@@ -2,6 +2,7 @@
 //! real SQLite files, a real receiver, and the real `leadrelay` binary.
 
 mod binary;
+mod crm_binary;
 mod crm_hubspot;
 mod crm_pipedrive;
 mod crm_salesforce;

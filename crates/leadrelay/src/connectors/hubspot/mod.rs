@@ -518,8 +518,13 @@ impl HubSpot {
                         .collect()
                 })
                 .unwrap_or_default();
+            let errors = batch_errors(body);
             for &i in members {
                 let email = items[i].email.clone().unwrap_or_default().to_lowercase();
+                if let Some(o) = error_for(&errors, &email) {
+                    items[i].fail(o);
+                    continue;
+                }
                 match by_email.get(&email) {
                     Some(id) => {
                         let key = items[i].key().to_string();
@@ -847,8 +852,13 @@ impl HubSpot {
                         .collect()
                 })
                 .unwrap_or_default();
+            let errors = batch_errors(body);
             for &i in members {
                 let trace = items[i].job.delivery.id.to_string();
+                if let Some(o) = error_for(&errors, &trace) {
+                    items[i].fail(o);
+                    continue;
+                }
                 let Some(id) = by_trace.get(&trace).cloned() else {
                     items[i].fail(Outcome::retry(
                         ErrorClass::Vendor,
@@ -1046,6 +1056,45 @@ impl HubSpot {
             self.api.set_utc_offset(&v);
         }
     }
+}
+
+/// A 2xx/207 batch answer's per-input `errors`: (the ids their `context`
+/// names, the failure). HubSpot's multi-status answers name inputs by id.
+fn batch_errors(body: &Value) -> Vec<(BTreeSet<String>, Outcome)> {
+    body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let ids: BTreeSet<String> = e["context"]
+                .as_object()
+                .into_iter()
+                .flat_map(|c| c.values())
+                .flat_map(|v| match v {
+                    Value::Array(a) => a.iter().filter_map(mapping::as_text).collect::<Vec<_>>(),
+                    other => mapping::as_text(other).into_iter().collect(),
+                })
+                .map(|s| s.to_lowercase())
+                .collect();
+            let category = e["category"].as_str().unwrap_or("error");
+            let message = crate::redact::redact_text(e["message"].as_str().unwrap_or_default());
+            let outcome = if category == "OBJECT_NOT_FOUND" || category == "RATE_LIMITS" {
+                Outcome::retry(ErrorClass::Vendor, format!("HubSpot {category}: {message}"))
+            } else {
+                Outcome::permanent(ErrorClass::Vendor, format!("HubSpot {category}: {message}"))
+            };
+            (ids, outcome)
+        })
+        .collect()
+}
+
+/// The failure a batch answer reports for the input known by `id`, if any.
+fn error_for(errors: &[(BTreeSet<String>, Outcome)], id: &str) -> Option<Outcome> {
+    let id = id.to_lowercase();
+    errors
+        .iter()
+        .find(|(ids, _)| ids.contains(&id))
+        .map(|(_, o)| o.clone())
 }
 
 /// Splits a rejected chunk into the inputs a property error is about

@@ -152,8 +152,8 @@ impl Auth {
                     iss: client_id,
                     sub: username,
                     aud: audience,
-                    // Salesforce accepts assertions valid for at most a few minutes.
-                    exp: now + 180,
+                    // Salesforce wants the expiry within three minutes.
+                    exp: now + 120,
                 };
                 let assertion = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, key)
                     .map_err(|e| Outcome::CredentialsRejected {
