@@ -94,40 +94,45 @@ destinations = ["hubspot"]
         )
         .await;
         api.stop();
+        // Timed from the worker's start to the vendor's last answer.
+        let start = Instant::now();
         let worker =
             procs::leadrelay_with_env(&cli.bin, dir.path(), &config, "worker", &env).await?;
-        let start = Instant::now();
-        let mut last_count = 0;
-        let mut last_change = Instant::now();
-        let mut done_at = None;
+        let mut quiet_since = Instant::now();
+        let mut seen = 0;
         while start.elapsed() < Duration::from_secs(600) {
-            let n = fake.records("contacts").len();
-            if n != last_count {
-                last_count = n;
-                last_change = Instant::now();
+            let n = fake.requests().count();
+            if n != seen {
+                seen = n;
+                quiet_since = Instant::now();
             }
-            if n as u64 >= filled.ok {
-                done_at = Some(start.elapsed());
-                break;
-            }
-            if last_change.elapsed() > Duration::from_secs(60) {
+            let written = fake.count("contacts") as u64 >= filled.ok;
+            // Done when every contact is there and the vendor has heard nothing for 2 s.
+            if (written && quiet_since.elapsed() > Duration::from_secs(2))
+                || quiet_since.elapsed() > Duration::from_secs(60)
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         worker.stop();
+        let contacts = fake.count("contacts");
         let reqs = fake.requests().entries();
         let throttled = reqs.iter().filter(|r| r.status == 429).count();
+        let done_at = reqs
+            .last()
+            .map(|r| r.at.duration_since(start))
+            .filter(|_| contacts as u64 >= filled.ok);
         let (time, rate) = match done_at {
             Some(d) => (
                 format!("{:.1} s", d.as_secs_f64()),
-                last_count as f64 / d.as_secs_f64(),
+                contacts as f64 / d.as_secs_f64(),
             ),
             None => ("did not finish".into(), 0.0),
         };
         t.add_row(vec![
             run.name.to_string(),
-            format!("{last_count} / {}", filled.ok),
+            format!("{contacts} / {}", filled.ok),
             time,
             format!("{rate:.0}"),
             format!("{:.0} %", rate / CEILING * 100.0),

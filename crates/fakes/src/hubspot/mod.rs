@@ -479,6 +479,14 @@ impl HubSpotState {
             .collect()
     }
 
+    /// How many records of a type there are (cheap: no copies).
+    pub fn count(&self, object_type: &str) -> usize {
+        let Some(canonical) = self.inner.schema.resolve(object_type) else {
+            return 0;
+        };
+        self.store().of_type(&canonical).count()
+    }
+
     pub fn contacts(&self) -> Vec<HubSpotRecord> {
         self.records("contacts")
     }

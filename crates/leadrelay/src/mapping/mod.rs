@@ -17,6 +17,8 @@
 //! lead_tier = { from = "data.tier", map = { A = "gold", B = "silver" }, fallback = "bronze" }
 //! hs_lead_status = { from = "data.status", picklist = ["NEW", "OPEN"], unmapped = "drop" }
 //! email = { from = ["contact.email", "data.work_email"], required = true, transform = ["trim", "lower"] }
+//! LastName = { from = "contact.last_name", create_default = "[not provided]" }
+//! LeadSource = { value = "Web", on = "create" }
 //! ```
 //!
 //! At send time the rule reads its source from the *mapping context* (see
@@ -97,21 +99,24 @@ impl ObjectMapping {
         self.fields.iter().any(|(n, _)| n == field)
     }
 
-    /// Maps one record. Keys with dots (`custom_fields.abc`) become nested objects.
+    /// Maps one record (`creating`: it is new, so `on = "create"` fields and
+    /// `create_default`s apply). Keys with dots (`custom_fields.abc`) become
+    /// nested objects.
     pub fn apply(
         &self,
         templates: &Templates,
         ctx: &Value,
+        creating: bool,
     ) -> Result<Map<String, Value>, MappingError> {
         let mut out = Map::new();
         for (field, rule) in &self.fields {
-            let value = rule
-                .evaluate(templates, ctx)
-                .map_err(|message| MappingError {
-                    object: self.name.clone(),
-                    field: field.clone(),
-                    message,
-                })?;
+            let value =
+                rule.evaluate(templates, ctx, creating)
+                    .map_err(|message| MappingError {
+                        object: self.name.clone(),
+                        field: field.clone(),
+                        message,
+                    })?;
             if let Some(v) = value {
                 insert_dotted(&mut out, field, v);
             }
@@ -266,10 +271,30 @@ impl Mapping {
         self.objects.values()
     }
 
-    /// Maps `object` for one record; an object without rules maps to nothing.
+    /// Maps `object` for a record being created (or upserted); an object
+    /// without rules maps to nothing.
     pub fn apply(&self, object: &str, ctx: &Value) -> Result<Map<String, Value>, MappingError> {
+        self.apply_as(object, ctx, true)
+    }
+
+    /// Maps `object` for an update of an existing record: `on = "create"`
+    /// fields and `create_default`s are left out.
+    pub fn apply_update(
+        &self,
+        object: &str,
+        ctx: &Value,
+    ) -> Result<Map<String, Value>, MappingError> {
+        self.apply_as(object, ctx, false)
+    }
+
+    fn apply_as(
+        &self,
+        object: &str,
+        ctx: &Value,
+        creating: bool,
+    ) -> Result<Map<String, Value>, MappingError> {
         match self.objects.get(object) {
-            Some(m) => m.apply(&self.templates, ctx),
+            Some(m) => m.apply(&self.templates, ctx, creating),
             None => Ok(Map::new()),
         }
     }

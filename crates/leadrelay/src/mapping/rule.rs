@@ -33,6 +33,11 @@ enum Unmapped {
 pub struct FieldRule {
     source: Source,
     default: Option<Value>,
+    /// Used like `default`, but only when the record is being created
+    /// (Salesforce's `[not provided]` for a required `LastName`).
+    create_default: Option<Value>,
+    /// Written only when the record is being created (an original source).
+    create_only: bool,
     required: bool,
     transforms: Vec<Transform>,
     map: Option<Vec<(String, Value)>>,
@@ -84,6 +89,8 @@ impl FieldRule {
         Self {
             source,
             default: None,
+            create_default: None,
+            create_only: false,
             required: false,
             transforms: Vec::new(),
             map: None,
@@ -136,11 +143,13 @@ impl FieldRule {
         let Some(table) = value.as_table() else {
             return Err(vec![(String::new(), "not a valid rule".into())]);
         };
-        const KEYS: [&str; 10] = [
+        const KEYS: [&str; 12] = [
             "from",
             "value",
             "template",
             "default",
+            "create_default",
+            "on",
             "required",
             "transform",
             "map",
@@ -205,6 +214,19 @@ impl FieldRule {
             match scalar(d) {
                 Some(v) => rule.default = Some(v),
                 None => errs.push(("default".into(), "a constant".into())),
+            }
+        }
+        if let Some(d) = table.get("create_default") {
+            match scalar(d) {
+                Some(v) => rule.create_default = Some(v),
+                None => errs.push(("create_default".into(), "a constant".into())),
+            }
+        }
+        if let Some(on) = table.get("on") {
+            match on.as_str() {
+                Some("create") => rule.create_only = true,
+                Some("always") => rule.create_only = false,
+                _ => errs.push(("on".into(), "\"create\" or \"always\"".into())),
             }
         }
         if let Some(r) = table.get("required") {
@@ -317,11 +339,16 @@ impl FieldRule {
     }
 
     /// Computes the value for one record: `Ok(None)` leaves the field out.
+    /// `creating`: the record is new (`on = "create"` and `create_default` apply).
     pub(super) fn evaluate(
         &self,
         templates: &Templates,
         ctx: &Value,
+        creating: bool,
     ) -> Result<Option<Value>, String> {
+        if self.create_only && !creating {
+            return Ok(None);
+        }
         let mut value = match &self.source {
             Source::Paths(paths) => paths
                 .iter()
@@ -343,6 +370,12 @@ impl FieldRule {
         }
         if is_empty(&value)
             && let Some(d) = &self.default
+        {
+            value = d.clone();
+        }
+        if is_empty(&value)
+            && creating
+            && let Some(d) = &self.create_default
         {
             value = d.clone();
         }

@@ -204,3 +204,37 @@ fn transform_failures_are_mapping_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn create_only_fields_and_create_defaults() {
+    let m = Mapping::compile(
+        "",
+        Some(&user(
+            r#"
+[lead]
+LastName = { from = "contact.last_name", create_default = "[not provided]" }
+LeadSource = { value = "Web", on = "create" }
+FirstName = "contact.first_name"
+"#,
+        )),
+        &["lead"],
+    )
+    .unwrap();
+    let created = m.apply("lead", &ctx()).unwrap();
+    assert_eq!(created["LastName"], "[not provided]");
+    assert_eq!(created["LeadSource"], "Web");
+    let updated = m.apply_update("lead", &ctx()).unwrap();
+    assert!(
+        !updated.contains_key("LastName"),
+        "no placeholder over a real name"
+    );
+    assert!(!updated.contains_key("LeadSource"));
+    assert_eq!(updated["FirstName"], "Jane");
+    let errs = Mapping::compile(
+        "",
+        Some(&user("[lead]\nX = { value = 1, on = \"later\" }")),
+        &["lead"],
+    )
+    .unwrap_err();
+    assert!(errs[0].path.ends_with("X.on"), "{errs:?}");
+}

@@ -451,7 +451,12 @@ impl HubSpot {
         if let Some(id) = item.deal_id.clone() {
             item.id_ctx("deal", &id);
         }
-        match self.mapping.apply("contact", &item.ctx) {
+        let mapped = if known {
+            self.mapping.apply_update("contact", &item.ctx)
+        } else {
+            self.mapping.apply("contact", &item.ctx)
+        };
+        match mapped {
             Ok(mut props) => {
                 if let Some(e) = &item.email {
                     props.entry("email").or_insert_with(|| json!(e));

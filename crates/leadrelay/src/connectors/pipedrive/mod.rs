@@ -389,18 +389,36 @@ impl Pipedrive {
             .mapping
             .apply("person", &run.ctx)
             .map_err(mapping_stop)?;
+        let mut update = self
+            .mapping
+            .apply_update("person", &run.ctx)
+            .map_err(mapping_stop)?;
         let email = body.remove("email").and_then(|v| mapping::as_text(&v));
         let phone = body.remove("phone").and_then(|v| mapping::as_text(&v));
+        update.remove("email");
+        update.remove("phone");
+        // Without a known name the mapping falls back to the email: fine for
+        // a new person, but never rename an existing one to their address.
+        let named =
+            mapping::lookup(&run.ctx, "contact.full_name").is_some_and(|v| !mapping::is_empty(v));
+        if !named {
+            update.remove("name");
+        }
         if let Some(org) = run.org {
             body.insert("org_id".into(), json!(org));
+            update.insert("org_id".into(), json!(org));
         }
         ids_as_numbers(&mut body);
+        ids_as_numbers(&mut update);
         let key = run.job.delivery.contact_key.clone();
         let mut existing = self
             .known(run.job, &key, "person")
             .or_else(|| crm::vendor_ref(run.job, "pipedrive", "person").map(str::to_string));
         if let Some(id) = existing.clone() {
-            match self.update_person(run, &id, &body, phone.as_deref()).await {
+            match self
+                .update_person(run, &id, &update, phone.as_deref())
+                .await
+            {
                 Ok(()) => {}
                 // Deleted in Pipedrive since: find or create it again.
                 Err((f, _)) if f.status == Some(404) => {
@@ -435,7 +453,7 @@ impl Pipedrive {
                 .map_err(|(f, r)| Self::fail(f, r))?;
             match found["items"].get(0).and_then(|i| id_of(&i["item"])) {
                 Some(id) => {
-                    self.update_person(run, &id, &body, phone.as_deref())
+                    self.update_person(run, &id, &update, phone.as_deref())
                         .await
                         .map_err(|(f, r)| Self::fail(f, r))?;
                     existing = Some(id);

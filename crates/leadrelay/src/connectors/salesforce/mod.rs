@@ -694,10 +694,11 @@ impl Salesforce {
             )
         };
         let mut ctx = run.ctx.clone();
-        let mut fields = self
-            .mapping
-            .apply(object.key(), &ctx)
-            .map_err(mapping_fail)?;
+        let mut fields = match person {
+            PersonWrite::Update(_) => self.mapping.apply_update(object.key(), &ctx),
+            _ => self.mapping.apply(object.key(), &ctx),
+        }
+        .map_err(mapping_fail)?;
         let person_ref = match person {
             PersonWrite::Update(id) => id.clone(),
             _ => "@{person.id}".to_string(),
