@@ -155,15 +155,18 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
                     }
                 }
             }
+            let ticket = Ticket {
+                _slot: slot,
+                pacer: limiter.clone().map(Pacer::prepaid),
+            };
             tracker.spawn(send_batch(
                 dest.clone(),
                 ctx.clone(),
                 batch,
-                slot,
+                ticket,
                 circuit.clone(),
                 in_flight.clone(),
                 probe,
-                limiter.clone().map(Pacer::prepaid),
             ));
         }
     }
@@ -291,15 +294,21 @@ fn local_completion(
     }
 }
 
+/// What a batch holds while it is sent: its concurrency slot and, under a
+/// rate limit, the pacing of its requests (the first one already paid for).
+struct Ticket {
+    _slot: OwnedSemaphorePermit,
+    pacer: Option<Pacer>,
+}
+
 async fn send_batch(
     dest: Arc<Destination>,
     ctx: Arc<Context>,
     batch: Vec<ClaimedDelivery>,
-    _slot: OwnedSemaphorePermit,
+    ticket: Ticket,
     circuit: Arc<Mutex<CircuitBreaker>>,
     in_flight: InFlight,
     probe: bool,
-    pacer: Option<Pacer>,
 ) {
     let ids: Vec<Uuid> = batch.iter().map(|c| c.delivery.id).collect();
     let mut completions = Vec::with_capacity(batch.len());
@@ -358,8 +367,11 @@ async fn send_batch(
         }
         // Connectors time out each request; this bounds a whole batch.
         let deadline = dest.timeout * 6 + Duration::from_secs(5);
-        let sent =
-            tokio::time::timeout(deadline, pace::scope(pacer, dest.connector.deliver(&jobs))).await;
+        let sent = tokio::time::timeout(
+            deadline,
+            pace::scope(ticket.pacer.clone(), dest.connector.deliver(&jobs)),
+        )
+        .await;
         // Ids learned on the way (also by deliveries that then failed) are
         // kept before the outcome is recorded, so a retry finds them.
         let learned = dest.connector.learned_remote_ids();
