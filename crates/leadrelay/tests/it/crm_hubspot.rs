@@ -284,6 +284,18 @@ favourite_colour = "data.colour"
     assert!(fake.contact_by_email("plain1@x.io").is_some());
     assert!(fake.contact_by_email("plain2@x.io").is_some());
     assert!(fake.contact_by_email("red@x.io").is_none());
+    let upserts: Vec<u16> = fake
+        .requests()
+        .entries()
+        .iter()
+        .filter(|r| r.path.ends_with("/contacts/batch/upsert"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        upserts,
+        vec![400, 200],
+        "one batch; the other two inputs sent again"
+    );
     app.stop().await;
 }
 
@@ -418,5 +430,54 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_contacts_through_5x
         .collect();
     assert_eq!(emails.len(), 200);
     assert_eq!(fake.companies().len(), 7, "one company per domain");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn custom_objects_are_upserted_by_their_unique_property_and_linked() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let app = start(
+        &fake,
+        r#"notes = false
+[[destinations.hubspot.custom_objects]]
+object = "p_projects"
+id_property = "project_code"
+[destinations.hubspot.custom_objects.mapping]
+project_name = "{{ contact.company }} onboarding"
+project_code = { from = "contact.email", transform = "lower" }
+project_status = { value = "Planned", picklist = ["planned", "active", "done"] }
+"#,
+    )
+    .await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("ann@gamma.io", "Ann", "Lee", "Gamma", ""),
+    )
+    .await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("ann@gamma.io", "Ann", "Lee", "Gamma Two", ""),
+    )
+    .await;
+    let d = app.settled("hubspot", 2, WAIT).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+    let projects = fake.records("p_projects");
+    assert_eq!(projects.len(), 1, "upserted by project_code");
+    let p = &projects[0];
+    assert_eq!(p.get("project_code"), Some("ann@gamma.io"));
+    assert_eq!(
+        p.get("project_status"),
+        Some("planned"),
+        "picklist spelling"
+    );
+    assert_eq!(p.get("project_name"), Some("Gamma Two onboarding"));
+    let contact = fake.contact_by_email("ann@gamma.io").unwrap();
+    assert_eq!(
+        fake.associated_ids("p_projects", &p.id, "contacts"),
+        vec![contact.id]
+    );
     app.stop().await;
 }

@@ -486,6 +486,7 @@ impl HubSpot {
 
     async fn contacts(&self, items: &mut [Item<'_>]) {
         let mut inputs = Vec::new();
+        let mut by_id = Vec::new();
         for (i, it) in items.iter_mut().enumerate() {
             if !it.ok() {
                 continue;
@@ -495,11 +496,36 @@ impl HubSpot {
                     item: i,
                     body: json!({"idProperty": "email", "id": email, "properties": it.contact_props}),
                 }),
-                None if it.contact_id.is_some() => {}
+                // No email, but the contact is known: update it by id.
+                None if it.contact_id.is_some() => {
+                    let mut props = it.contact_props.clone();
+                    props.remove("email");
+                    if !props.is_empty() {
+                        by_id.push(Input {
+                            item: i,
+                            body: json!({"id": it.contact_id, "properties": props, "objectWriteTraceId": it.job.delivery.id.to_string()}),
+                        });
+                    }
+                }
                 None => it.fail(Outcome::permanent(
                     ErrorClass::Mapping,
                     "HubSpot contacts are keyed by email and this event has none",
                 )),
+            }
+        }
+        if !by_id.is_empty() {
+            let out = self
+                .batch("/crm/v3/objects/contacts/batch/update", by_id)
+                .await;
+            Self::apply_reports(items, &out);
+            for (members, body) in &out.ok {
+                let errors = batch_errors(body);
+                for &i in members {
+                    let id = items[i].contact_id.clone().unwrap_or_default();
+                    if let Some(o) = error_for(&errors, &id) {
+                        items[i].fail(o);
+                    }
+                }
             }
         }
         if inputs.is_empty() {
@@ -1083,7 +1109,7 @@ fn batch_errors(body: &Value) -> Vec<(BTreeSet<String>, Outcome)> {
                 .collect();
             let category = e["category"].as_str().unwrap_or("error");
             let message = crate::redact::redact_text(e["message"].as_str().unwrap_or_default());
-            let outcome = if category == "OBJECT_NOT_FOUND" || category == "RATE_LIMITS" {
+            let outcome = if category == "RATE_LIMITS" {
                 Outcome::retry(ErrorClass::Vendor, format!("HubSpot {category}: {message}"))
             } else {
                 Outcome::permanent(ErrorClass::Vendor, format!("HubSpot {category}: {message}"))
