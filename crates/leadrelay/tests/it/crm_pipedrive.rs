@@ -324,3 +324,38 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_persons_through_5xx
     assert_eq!(fake.leads().len(), 200, "one lead per person");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn long_emails_are_matched_exactly_not_by_substring() {
+    let fake = FakePipedrive::start(PipedriveConfig::default())
+        .await
+        .unwrap();
+    let long = "longer.prefix.jane.doe@example-company.io";
+    let shorter = "prefix.jane.doe@example-company.io";
+    let seeded = fake.seed_person("Someone", Some(long));
+    let app = start(&fake, "companies = false\nleads = false").await;
+    app.post_json("/v1/forms/contact", &full_lead(long, "Jane", "Doe", "", ""))
+        .await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead(shorter, "Jan", "Doe", "", ""),
+    )
+    .await;
+    let d = app.settled("pipedrive", 2, WAIT).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+    let persons = fake.persons();
+    assert_eq!(persons.len(), 2, "{persons:?}");
+    let first = persons.iter().find(|p| p.id == seeded).unwrap();
+    assert_eq!(
+        first.name, "Jane Doe",
+        "the existing person was found and updated"
+    );
+    assert!(
+        persons.iter().any(|p| p.primary_email() == Some(shorter)),
+        "a substring match is not the same person"
+    );
+    app.stop().await;
+}

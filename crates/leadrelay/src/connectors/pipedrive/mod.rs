@@ -9,7 +9,9 @@
 //!    name search, else created — under a per-name lock, so concurrent
 //!    deliveries never create it twice;
 //! 2. person: the kept id (PATCH), else an exact-match email search (PATCH
-//!    the hit), else created. Deliveries about one person never run
+//!    the hit; a hit counts only if one of its emails equals ours — terms
+//!    over 30 characters, which Pipedrive cannot match exactly, are searched
+//!    loosely and compared here), else created. Deliveries about one person never run
 //!    concurrently (the store hands out only the oldest per contact), and
 //!    the id is kept as soon as Pipedrive returns it — also when a later
 //!    step fails — so neither concurrency nor retries make duplicates;
@@ -209,6 +211,37 @@ fn id_of(v: &Value) -> Option<String> {
     mapping::as_text(&v["id"]).filter(|s| !s.is_empty())
 }
 
+/// Pipedrive's exact matching only works for terms of up to 30 characters;
+/// longer ones are searched loosely and matched exactly here.
+fn exact_param(term: &str) -> &'static str {
+    if term.chars().count() <= 30 {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// The id of the first search hit whose values (`values_of`) equal `term`,
+/// ignoring case: a loose search's partial matches never count.
+fn exact_hit(
+    found: &Value,
+    term: &str,
+    values_of: impl Fn(&Value) -> Vec<String>,
+) -> Option<String> {
+    found["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|i| {
+            let item = &i["item"];
+            values_of(item)
+                .iter()
+                .any(|v| v.trim().eq_ignore_ascii_case(term.trim()))
+                .then(|| id_of(item))
+                .flatten()
+        })
+}
+
 fn org_key(name: &str) -> String {
     format!("org:{}", name.trim().to_lowercase())
 }
@@ -343,14 +376,21 @@ impl Pipedrive {
                                 &[
                                     ("term", name.trim()),
                                     ("fields", "name"),
-                                    ("exact_match", "true"),
-                                    ("limit", "1"),
+                                    ("exact_match", exact_param(name.trim())),
+                                    ("limit", "20"),
                                 ],
                                 None,
                             )
                             .await
                             .map_err(|(f, r)| Self::fail(f, r))?;
-                        match found["items"].get(0).and_then(|i| id_of(&i["item"])) {
+                        let hit = exact_hit(&found, name.trim(), |item| {
+                            item["name"]
+                                .as_str()
+                                .map(str::to_string)
+                                .into_iter()
+                                .collect()
+                        });
+                        match hit {
                             Some(id) => id,
                             None => {
                                 ids_as_numbers(&mut body);
@@ -444,14 +484,24 @@ impl Pipedrive {
                     &[
                         ("term", email.as_str()),
                         ("fields", "email"),
-                        ("exact_match", "true"),
-                        ("limit", "1"),
+                        ("exact_match", exact_param(&email)),
+                        ("limit", "20"),
                     ],
                     None,
                 )
                 .await
                 .map_err(|(f, r)| Self::fail(f, r))?;
-            match found["items"].get(0).and_then(|i| id_of(&i["item"])) {
+            let hit = exact_hit(&found, &email, |item| {
+                item["emails"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(std::iter::once(&item["primary_email"]))
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            });
+            match hit {
                 Some(id) => {
                     self.update_person(run, &id, &update, phone.as_deref())
                         .await
