@@ -6,9 +6,12 @@
 //!   without storing (the ceiling), plus RSS idle and under load.
 //! - delivery: end-to-end deliveries/s to a local sink, draining a backlog,
 //!   rate-limit accuracy, and ingest p99 with a destination up vs down.
+//! - crm: 10,000 leads into the fake HubSpot at 100 requests / 10 s, against
+//!   the 1,000 contacts/s that batches of 100 allow.
 //!
 //! Figures are measured, not asserted: CI never runs this.
 
+mod crm;
 mod load;
 mod procs;
 mod sink;
@@ -24,12 +27,12 @@ use sink::Sink;
 
 #[derive(Parser)]
 #[command(name = "leadrelay-bench")]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
     /// The leadrelay binary to measure.
     #[arg(long, global = true, default_value = "target/release/leadrelay")]
-    bin: PathBuf,
+    pub(crate) bin: PathBuf,
     /// Length of each throughput run.
     #[arg(long, global = true, default_value = "10s", value_parser = humantime_secs)]
     duration: Duration,
@@ -54,6 +57,8 @@ enum Cmd {
     Ingest,
     /// Delivery throughput, backlog drain, rate-limit accuracy, ingest with a destination down.
     Delivery,
+    /// 10,000 leads into the fake HubSpot held to 100 requests / 10 s.
+    Crm,
     /// (internal) the bare 202 handler used as the ceiling.
     BareServer {
         #[arg(long)]
@@ -63,14 +68,14 @@ enum Cmd {
     Sink,
 }
 
-fn table(headers: &[&str]) -> Table {
+pub(crate) fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED)
         .set_header(headers.to_vec());
     t
 }
 
-fn base_config(dir: &std::path::Path, extra: &str) -> String {
+pub(crate) fn base_config(dir: &std::path::Path, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -468,9 +473,11 @@ fn main() -> anyhow::Result<()> {
             }
             Some(Cmd::Ingest) => ingest(&cli).await,
             Some(Cmd::Delivery) => delivery(&cli).await,
+            Some(Cmd::Crm) => crm::crm(&cli).await,
             Some(Cmd::All) | None => {
                 ingest(&cli).await?;
-                delivery(&cli).await
+                delivery(&cli).await?;
+                crm::crm(&cli).await
             }
         }
     })

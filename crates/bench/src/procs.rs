@@ -67,6 +67,17 @@ async fn wait_listening(addr: &str) -> anyhow::Result<()> {
 
 /// Starts `leadrelay serve` with `config` (written to `dir`).
 pub async fn leadrelay(bin: &Path, dir: &Path, config: &str, role: &str) -> anyhow::Result<Proc> {
+    leadrelay_with_env(bin, dir, config, role, &[]).await
+}
+
+/// Like [`leadrelay`], with extra environment variables (credentials).
+pub async fn leadrelay_with_env(
+    bin: &Path,
+    dir: &Path,
+    config: &str,
+    role: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Proc> {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let path = dir.join("bench.toml");
@@ -76,6 +87,7 @@ pub async fn leadrelay(bin: &Path, dir: &Path, config: &str, role: &str) -> anyh
         .args(["serve", "--config"])
         .arg(&path)
         .args(["--listen", &addr, "--role", role])
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)

@@ -11,7 +11,8 @@
 //! - [`delivery`]: workers claim due deliveries under a lease, check consent,
 //!   rate-limit, send through a [`connectors`] connector, classify the result,
 //!   and retry, dead-letter or record success; alerts watch failure rates.
-//! - [`connectors`]: one folder per destination kind.
+//! - [`connectors`]: one folder per destination kind; [`mapping`] turns an
+//!   event and its golden contact into a vendor's fields for the CRM ones.
 //! - [`sources`]: the configured vendor webhooks (`/v1/hooks/{source}`),
 //!   built by the `leadrelay-sources` library.
 //! - [`config`], [`cli`], [`telemetry`]: the edges.
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod mapping;
 pub mod metrics;
 pub mod privacy;
 pub mod redact;

@@ -6,6 +6,9 @@
 //! - developers.hubspot.com API reference: "Contacts" (create, update, read by
 //!   `idProperty`, `batch/upsert`, `search`, `gdpr-delete`), "Companies",
 //!   "Deals", "Notes", "Tasks", "Custom objects", "Properties", "Pipelines",
+//!   batch `create` (inputs with `properties`, inline `associations` and
+//!   `objectWriteTraceId`, echoed in the results) and batch `update` (by id or
+//!   `idProperty`; missing records reported in `errors` with 207),
 //!   "Search" (filterGroups/operators, `total`/`paging.next.after`),
 //!   "Associations v4" (default associations, `batch/associate/default`,
 //!   inline `associations` with `associationCategory`/`associationTypeId`) and
@@ -476,6 +479,14 @@ impl HubSpotState {
             .collect()
     }
 
+    /// How many records of a type there are (cheap: no copies).
+    pub fn count(&self, object_type: &str) -> usize {
+        let Some(canonical) = self.inner.schema.resolve(object_type) else {
+            return 0;
+        };
+        self.store().of_type(&canonical).count()
+    }
+
     pub fn contacts(&self) -> Vec<HubSpotRecord> {
         self.records("contacts")
     }
@@ -757,6 +768,14 @@ pub fn router(state: HubSpotState) -> Router {
         .route(
             "/crm/v3/objects/{object_type}/batch/upsert",
             post(objects::batch_upsert),
+        )
+        .route(
+            "/crm/v3/objects/{object_type}/batch/create",
+            post(objects::batch_create),
+        )
+        .route(
+            "/crm/v3/objects/{object_type}/batch/update",
+            post(objects::batch_update),
         )
         .route(
             "/crm/v3/objects/{object_type}/gdpr-delete",

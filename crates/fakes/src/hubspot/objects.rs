@@ -988,6 +988,219 @@ fn batch_upsert_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsRes
     .into_response())
 }
 
+/// `POST /crm/v3/objects/{objectType}/batch/create`: every input is
+/// validated first and the batch is applied entirely or not at all; results
+/// echo each input's `objectWriteTraceId`.
+pub(crate) async fn batch_create(
+    State(state): State<HubSpotState>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> Response {
+    finish(batch_create_inner(&state, &object_type, &body))
+}
+
+fn trace_id(input: &Value) -> Option<String> {
+    input
+        .get("objectWriteTraceId")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn batch_create_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsResult {
+    let started = Utc::now();
+    let object_type = resolve(state, segment)?;
+    let batch: BatchInput = parse_json(body)?;
+    let max = state.inner.config.batch_limit;
+    if batch.inputs.len() > max {
+        return Err(errors::validation(format!(
+            "The maximum number of inputs supported in a batch request is {max}. Please reduce the number of items and try again"
+        )));
+    }
+    let mut planned = Vec::new();
+    let mut problems = Vec::new();
+    let mut store = state.store();
+    let mut emails = HashSet::new();
+    for input in &batch.inputs {
+        if !input.is_object() {
+            return Err(errors::validation(
+                "Invalid input JSON: every input must be an object",
+            ));
+        }
+        let raw = properties_object(input)?;
+        match validate(state, &object_type, &raw, None) {
+            Ok(mut props) => {
+                email_conflict(&store, &object_type, &props, None)?;
+                if object_type == "contacts"
+                    && let Some(e) = props.get("email").filter(|e| !e.is_empty())
+                    && !emails.insert(e.to_lowercase())
+                {
+                    return Err(errors::validation(format!(
+                        "Duplicate IDs found in batch input: [{e}]. IDs must be unique"
+                    )));
+                }
+                let links =
+                    inline_associations(state, &store, &object_type, input.get("associations"))?;
+                if object_type == "deals"
+                    && !props.contains_key("pipeline")
+                    && let Some(p) = state.inner.schema.pipelines.first()
+                {
+                    props.insert("pipeline".into(), p.id.clone());
+                }
+                planned.push((props, links, trace_id(input)));
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(errors::property_errors(&problems));
+    }
+    let mut results = Vec::new();
+    for (props, links, trace) in planned {
+        let record = insert_record(&mut store, &object_type, props);
+        if let Some(stored) = store
+            .records
+            .get_mut(&(object_type.clone(), record.id.parse().unwrap_or_default()))
+        {
+            stored.indexed_at = index_time(state);
+        }
+        for (to_type, type_id, category, to_id) in links {
+            store_association(
+                state,
+                &mut store,
+                (&object_type, &record.id),
+                (&to_type, &to_id),
+                type_id,
+                category,
+            );
+        }
+        let mut v = record_json(&record, None);
+        if let Some(t) = trace {
+            v["objectWriteTraceId"] = json!(t);
+        }
+        results.push(v);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "status": "COMPLETE",
+            "results": results,
+            "requestedAt": iso(started),
+            "startedAt": iso(started),
+            "completedAt": iso(Utc::now()),
+        })),
+    )
+        .into_response())
+}
+
+/// `POST /crm/v3/objects/{objectType}/batch/update`: updates by id (or a
+/// unique `idProperty`); inputs whose record does not exist are reported in
+/// `errors` with 207, the others are applied.
+pub(crate) async fn batch_update(
+    State(state): State<HubSpotState>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> Response {
+    finish(batch_update_inner(&state, &object_type, &body))
+}
+
+fn batch_update_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsResult {
+    let started = Utc::now();
+    let object_type = resolve(state, segment)?;
+    let batch: BatchInput = parse_json(body)?;
+    let max = state.inner.config.batch_limit;
+    if batch.inputs.len() > max {
+        return Err(errors::validation(format!(
+            "The maximum number of inputs supported in a batch request is {max}. Please reduce the number of items and try again"
+        )));
+    }
+    let mut store = state.store();
+    let mut planned = Vec::new();
+    let mut missing = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    for input in &batch.inputs {
+        let Some(id) = input.get("id").and_then(id_text) else {
+            return Err(errors::validation(
+                "Invalid input JSON: every input needs an id",
+            ));
+        };
+        if !seen.insert(id.clone()) {
+            return Err(errors::validation(format!(
+                "Duplicate IDs found in batch input: [{id}]. IDs must be unique"
+            )));
+        }
+        let id_property = input
+            .get("idProperty")
+            .and_then(Value::as_str)
+            .unwrap_or("hs_object_id")
+            .to_string();
+        if id_property != "hs_object_id"
+            && !state
+                .inner
+                .schema
+                .property(&object_type, &id_property)
+                .is_some_and(|d| d.unique)
+        {
+            return Err(errors::validation(format!(
+                "{id_property} is not a unique identifier property for {object_type}"
+            )));
+        }
+        let Some(existing) = store
+            .find_by(&object_type, &id_property, &id)
+            .map(|s| s.record.clone())
+        else {
+            missing.push(id);
+            continue;
+        };
+        let raw = properties_object(input)?;
+        match validate(state, &object_type, &raw, Some(&existing)) {
+            Ok(props) => {
+                email_conflict(&store, &object_type, &props, Some(&existing.id))?;
+                planned.push((existing.id.clone(), props, trace_id(input)));
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(errors::property_errors(&problems));
+    }
+    let mut results = Vec::new();
+    for (id, props, trace) in planned {
+        let r = update_record(&mut store, &object_type, &id, props, index_time(state))
+            .ok_or_else(errors::not_found)?;
+        let mut v = record_json(&r, None);
+        if let Some(t) = trace {
+            v["objectWriteTraceId"] = json!(t);
+        }
+        results.push(v);
+    }
+    let mut out = json!({
+        "status": "COMPLETE",
+        "results": results,
+        "requestedAt": iso(started),
+        "startedAt": iso(started),
+        "completedAt": iso(Utc::now()),
+    });
+    if missing.is_empty() {
+        return Ok(Json(out).into_response());
+    }
+    out["numErrors"] = json!(missing.len());
+    out["errors"] = Value::Array(
+        missing
+            .iter()
+            .map(|id| {
+                json!({
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": format!("Could not get some {object_type} objects, they may be deleted or not exist. Check that ids are valid."),
+                    "context": {"ids": [id]},
+                })
+            })
+            .collect(),
+    );
+    Ok((StatusCode::MULTI_STATUS, Json(out)).into_response())
+}
+
 /// `POST /crm/v3/objects/contacts/gdpr-delete`
 pub(crate) async fn gdpr_delete(
     State(state): State<HubSpotState>,

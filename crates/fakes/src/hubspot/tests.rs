@@ -1038,3 +1038,113 @@ async fn search_index_delay_hides_fresh_records() {
     .await;
     assert_eq!(out["total"], 1);
 }
+
+#[tokio::test]
+async fn batch_create_echoes_trace_ids_associates_and_is_all_or_nothing() {
+    let (fake, client) = start(HubSpotConfig::default()).await;
+    let contact = fake.seed("contacts", &[("email", "jane@acme.io")]);
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/objects/notes/batch/create",
+            Some(json!({"inputs": [
+                {"objectWriteTraceId": "a", "properties": {"hs_timestamp": "2024-05-01T00:00:00Z", "hs_note_body": "hello"},
+                 "associations": [{"to": {"id": contact}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}]}]},
+                {"objectWriteTraceId": "b", "properties": {"hs_timestamp": "2024-05-01T00:00:00Z", "hs_note_body": "again"}},
+            ]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let a = results
+        .iter()
+        .find(|r| r["objectWriteTraceId"] == "a")
+        .unwrap();
+    let note_id = a["id"].as_str().unwrap();
+    assert_eq!(
+        fake.associated_ids("notes", note_id, "contacts"),
+        vec![contact.clone()]
+    );
+    assert_eq!(fake.notes().len(), 2);
+
+    // One invalid input fails the whole batch.
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/objects/notes/batch/create",
+            Some(json!({"inputs": [
+                {"properties": {"hs_timestamp": "2024-05-01T00:00:00Z", "hs_note_body": "ok"}},
+                {"properties": {"hs_note_body": "no timestamp", "nope": "x"}},
+            ]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let errs = property_errors(&body);
+    assert!(
+        errs.iter()
+            .any(|e| e["error"] == "PROPERTY_DOESNT_EXIST" && e["name"] == "nope"),
+        "{body}"
+    );
+    assert_eq!(fake.notes().len(), 2);
+}
+
+#[tokio::test]
+async fn batch_update_applies_found_records_and_reports_missing_ones() {
+    let (fake, client) = start(HubSpotConfig::default()).await;
+    let deal = fake.seed(
+        "deals",
+        &[
+            ("dealname", "D"),
+            ("pipeline", "default"),
+            ("dealstage", "appointmentscheduled"),
+        ],
+    );
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/objects/deals/batch/update",
+            Some(json!({"inputs": [
+                {"id": deal, "properties": {"dealstage": "qualifiedtobuy"}},
+                {"id": "999999", "properties": {"dealstage": "qualifiedtobuy"}},
+            ]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 207, "{body}");
+    assert_eq!(body["numErrors"], 1);
+    assert_eq!(body["errors"][0]["context"]["ids"][0], "999999");
+    assert_eq!(
+        fake.record("deals", &deal).unwrap().get("dealstage"),
+        Some("qualifiedtobuy")
+    );
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/objects/deals/batch/update",
+            Some(json!({"inputs": [{"id": deal, "properties": {"dealstage": "nowhere"}}]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        property_errors(&body)
+            .iter()
+            .any(|e| e["error"] == "INVALID_OPTION"),
+        "{body}"
+    );
+}

@@ -477,6 +477,31 @@ impl PipedriveState {
         id
     }
 
+    /// Creates an open lead for a person directly. Returns its id.
+    pub fn seed_lead(&self, person_id: u64, title: &str) -> String {
+        let mut store = self.store();
+        let now = Utc::now();
+        let id = uuid::Uuid::now_v7().to_string();
+        store.leads.push(PipedriveLead {
+            id: id.clone(),
+            title: title.into(),
+            owner_id: self.inner.config.user.id,
+            person_id: Some(person_id),
+            organization_id: None,
+            value: None,
+            expected_close_date: None,
+            label_ids: Vec::new(),
+            origin_id: None,
+            channel: None,
+            channel_id: None,
+            visible_to: None,
+            was_seen: false,
+            add_time: now,
+            update_time: now,
+        });
+        id
+    }
+
     /// Creates an organization directly. Returns its id.
     pub fn seed_organization(&self, name: &str) -> u64 {
         let mut store = self.store();
@@ -741,7 +766,7 @@ pub fn router(state: PipedriveState) -> Router {
         .route("/api/v2/activities/{id}", get(v2::get_activity))
         .route("/api/v2/pipelines", get(v2::list_pipelines))
         .route("/api/v2/stages", get(v2::list_stages))
-        .route("/api/v1/leads", post(v1::create_lead))
+        .route("/api/v1/leads", post(v1::create_lead).get(v1::list_leads))
         .route("/api/v1/leads/{id}", get(v1::get_lead))
         .route("/api/v1/notes", post(v1::create_note))
         .route("/api/v1/users/me", get(v1::users_me))

@@ -382,6 +382,38 @@ async fn leads_and_notes_on_v1() {
         assert_eq!(body["success"], false);
     }
     assert_eq!(fake.leads().len(), 1);
+    let (status, listed) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            &format!("/api/v1/leads?person_id={person}&archived_status=not_archived&limit=1"),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["data"][0]["id"], lead_id.as_str());
+    assert_eq!(
+        listed["additional_data"]["pagination"]["more_items_in_collection"],
+        false
+    );
+    let (_, none) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            "/api/v1/leads?person_id=424242",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(none["data"], json!([]));
+    let (status, bad) =
+        json_of(call(&fake, &client, Method::GET, "/api/v1/leads?limit=0", None).await).await;
+    assert_eq!(status, 400, "{bad}");
 
     let (status, note) = json_of(
         call(

@@ -2,7 +2,7 @@
 //! v1 accepts JSON and, for notes, form-encoded bodies.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
@@ -189,6 +189,73 @@ pub(crate) async fn create_lead(
         let out = lead_json(&lead);
         store.leads.push(lead);
         Ok(errors::ok(StatusCode::CREATED, out))
+    })())
+}
+
+/// `GET /api/v1/leads`: `limit` (1–500, default 100), `start`,
+/// `person_id`, `organization_id`, `owner_id`, `archived_status`
+/// (`archived`, `not_archived`, `all`; this fake's leads are never
+/// archived). Oldest first, with v1's pagination block.
+pub(crate) async fn list_leads(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    finish((|| -> PdResult {
+        let pairs: Vec<(String, String)> = query
+            .as_deref()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let number = |k: &str| -> Result<Option<u64>, PdError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|_| {
+                    errors::bad_request(format!("Validation failed: {k}: must be an integer"))
+                }),
+            }
+        };
+        let limit = number("limit")?.unwrap_or(100);
+        if !(1..=500).contains(&limit) {
+            return Err(errors::bad_request(
+                "Validation failed: limit: must be between 1 and 500",
+            ));
+        }
+        let start = number("start")?.unwrap_or(0) as usize;
+        let (person, org, owner) = (
+            number("person_id")?,
+            number("organization_id")?,
+            number("owner_id")?,
+        );
+        let archived = match get("archived_status").unwrap_or("all") {
+            "archived" => true,
+            "not_archived" | "all" => false,
+            other => {
+                return Err(errors::bad_request(format!(
+                    "Validation failed: archived_status: must be one of archived, not_archived, all (got '{other}')"
+                )));
+            }
+        };
+        let store = state.store();
+        let matching: Vec<&PipedriveLead> = store
+            .leads
+            .iter()
+            .filter(|_| !archived)
+            .filter(|l| person.is_none_or(|p| l.person_id == Some(p)))
+            .filter(|l| org.is_none_or(|o| l.organization_id == Some(o)))
+            .filter(|l| owner.is_none_or(|o| l.owner_id == o))
+            .collect();
+        let page: Vec<Value> = matching
+            .iter()
+            .skip(start)
+            .take(limit as usize)
+            .map(|l| lead_json(l))
+            .collect();
+        let more = matching.len() > start + page.len();
+        Ok(errors::ok_with(
+            StatusCode::OK,
+            Value::Array(page),
+            json!({"pagination": {"start": start, "limit": limit, "more_items_in_collection": more}}),
+        ))
     })())
 }
 

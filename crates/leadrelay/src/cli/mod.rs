@@ -1,6 +1,7 @@
 //! The command line: `leadrelay serve | check | migrate | events |
-//! deliveries | dlq | sources | keys | privacy | config | version`.
+//! deliveries | dlq | sources | keys | privacy | config | fake | version`.
 
+mod fake;
 mod inspect;
 mod keys;
 mod serve;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Serve a local fake of a vendor (hubspot, pipedrive, salesforce, slack,
+    /// twilio, google) and print how to point leadrelay at it.
+    Fake(fake::FakeArgs),
     /// Print the version.
     Version,
 }
@@ -155,5 +159,6 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Sources(cmd) => sources::sources(cli.config.as_ref(), cmd).await,
         Command::Keys(cmd) => keys::keys(cli.config.as_ref(), cmd).await,
         Command::Privacy(cmd) => keys::privacy(cli.config.as_ref(), cmd).await,
+        Command::Fake(args) => fake::fake(args).await,
     }
 }

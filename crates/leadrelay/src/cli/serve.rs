@@ -53,7 +53,7 @@ pub async fn serve(config_path: Option<&PathBuf>, args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

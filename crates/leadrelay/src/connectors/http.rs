@@ -93,6 +93,9 @@ pub async fn send(
     if !allow_private && let Some(reason) = literal_private_host(request.url()) {
         return (Err(SendError::Blocked(reason)), report);
     }
+    // The destination's rate limit counts every request (see `pace`).
+    super::pace::before_request().await;
+    report.started_at = Some(Utc::now());
     let start = Instant::now();
     let result = client.execute(request).await;
     let result = match result {

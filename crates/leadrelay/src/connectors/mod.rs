@@ -7,12 +7,17 @@
 //! [`crate::delivery`] decides that from the classification.
 
 pub mod columns;
+pub mod crm;
 pub mod csv;
 pub mod email;
 pub mod file;
 pub mod http;
+pub mod hubspot;
 pub mod notify;
+pub mod pace;
 pub mod payload;
+pub mod pipedrive;
+pub mod salesforce;
 pub mod sheets;
 pub mod slack;
 pub mod sms;
@@ -202,6 +207,22 @@ pub trait Connector: Send + Sync {
     async fn check(&self) -> CheckReport {
         CheckReport::ok("nothing to verify for this connector")
     }
+
+    /// The keys whose stored remote ids a job needs (fetched into
+    /// [`DeliveryJob::remote_ids`] before `deliver`): by default the
+    /// contact key; CRMs add e.g. `domain:acme.io` for companies and
+    /// `event:ID` for records written once per event.
+    fn lookup_keys(&self, job: &DeliveryJob) -> Vec<String> {
+        vec![job.delivery.contact_key.clone()]
+    }
+
+    /// Remote ids learned since the last call, including those of
+    /// deliveries that then failed (a person created before the note for
+    /// them failed). The dispatcher stores them at once, so a retry reuses
+    /// the record instead of creating it twice.
+    fn learned_remote_ids(&self) -> Vec<RemoteId> {
+        Vec::new()
+    }
 }
 
 /// Per-connector defaults, from the vendors' documented limits.
@@ -262,6 +283,9 @@ pub fn kinds() -> &'static [ConnectorKind] {
             sms::kind(),
             sheets::kind(),
             csv::kind(),
+            hubspot::kind(),
+            pipedrive::kind(),
+            salesforce::kind(),
         ]
     })
 }

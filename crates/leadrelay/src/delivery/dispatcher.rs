@@ -2,13 +2,11 @@
 //! free concurrency slot and one rate-limit cell per batch), send each batch
 //! in its own task, record the outcome.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use governor::{Quota, RateLimiter};
 use leadrelay_model::new_id;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +15,7 @@ use uuid::Uuid;
 
 use super::circuit::{CircuitBreaker, CircuitState, Permit};
 use super::{AlertMonitor, Destination, consent, policy};
+use crate::connectors::pace::{self, Pacer, RateGate};
 use crate::connectors::{AttemptReport, DeliveryJob, ErrorClass, JobResult, Outcome, payload};
 use crate::store::{Attempt, ClaimedDelivery, Completion, Store, Transition};
 
@@ -29,12 +28,6 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
->;
-
 /// Deliveries being sent right now, so shutdown can release their leases.
 type InFlight = Arc<Mutex<HashMap<Uuid, Uuid>>>;
 
@@ -42,7 +35,9 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
     let ctx = Arc::new(ctx);
     let notify = ctx.store.wake_hub().notifier(&dest.name);
     let slots = Arc::new(Semaphore::new(dest.concurrency));
-    let gate = RateGate::new(&dest, ctx.store.shared_rate_limits());
+    // One cell is taken per batch here; further requests of the same batch
+    // wait inside the connector (see `connectors::pace`).
+    let gate = Arc::new(RateGate::new(&dest.name, dest.rate, &ctx.store));
     let circuit = Arc::new(Mutex::new(CircuitBreaker::new(dest.circuit.clone())));
     let tracker = TaskTracker::new();
     let in_flight: InFlight = Arc::default();
@@ -106,12 +101,13 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
         // One rate-limit cell per request: wait for one, take more only if free.
         if !gate.is_open() {
             let waited = Instant::now();
-            if !gate.acquire(&ctx, &dest.name).await {
-                break;
+            tokio::select! {
+                _ = gate.acquire() => {}
+                _ = ctx.shutdown.cancelled() => break,
             }
             ctx.metrics.rate_limit_wait(&dest.name, waited.elapsed());
             let mut granted = 1;
-            while granted < batch_slots.len() && gate.try_acquire(&ctx, &dest.name).await {
+            while granted < batch_slots.len() && gate.try_acquire().await {
                 granted += 1;
             }
             batch_slots.truncate(granted);
@@ -160,11 +156,15 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
                     }
                 }
             }
+            let ticket = Ticket {
+                _slot: slot,
+                pacer: Pacer::prepaid(&gate),
+            };
             tracker.spawn(send_batch(
                 dest.clone(),
                 ctx.clone(),
                 batch,
-                slot,
+                ticket,
                 circuit.clone(),
                 in_flight.clone(),
                 probe,
@@ -193,67 +193,6 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             .collect();
         if let Err(e) = ctx.store.complete(completions).await {
             tracing::warn!(destination = %dest.name, error = %e, "releasing leases failed; they will expire");
-        }
-    }
-}
-
-/// A destination's rate limit: none, in process (one node), or shared by
-/// every node through the store. Either way an even pace with a burst of
-/// one, so a "100/10s" destination gets 100 per window.
-enum RateGate {
-    Open,
-    Local(Limiter),
-    Shared(Duration),
-}
-
-impl RateGate {
-    fn new(dest: &Destination, shared: bool) -> Self {
-        match dest.rate {
-            None => RateGate::Open,
-            Some(r) if shared => RateGate::Shared(r.interval()),
-            Some(r) => Quota::with_period(r.interval())
-                .map(|q| RateGate::Local(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))))
-                .unwrap_or(RateGate::Open),
-        }
-    }
-
-    fn is_open(&self) -> bool {
-        matches!(self, RateGate::Open)
-    }
-
-    /// Waits for a slot; false if shutting down.
-    async fn acquire(&self, ctx: &Context, name: &str) -> bool {
-        match self {
-            RateGate::Open => true,
-            RateGate::Local(l) => tokio::select! {
-                _ = l.until_ready() => true,
-                _ = ctx.shutdown.cancelled() => false,
-            },
-            RateGate::Shared(interval) => loop {
-                let wait = match ctx.store.rate_acquire(name, *interval).await {
-                    Ok(None) => return true,
-                    Ok(Some(wait)) => wait.min(Duration::from_secs(1)),
-                    Err(e) => {
-                        tracing::warn!(destination = name, error = %e, "shared rate limit unavailable");
-                        Duration::from_millis(200)
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = ctx.shutdown.cancelled() => return false,
-                }
-            },
-        }
-    }
-
-    /// Takes a slot only if one is free now.
-    async fn try_acquire(&self, ctx: &Context, name: &str) -> bool {
-        match self {
-            RateGate::Open => true,
-            RateGate::Local(l) => l.check().is_ok(),
-            RateGate::Shared(interval) => {
-                matches!(ctx.store.rate_acquire(name, *interval).await, Ok(None))
-            }
         }
     }
 }
@@ -431,11 +370,18 @@ pub fn dead_letter_copy(
     })
 }
 
+/// What a batch holds while it is sent: its concurrency slot and, under a
+/// rate limit, the pacing of its requests (the first one already paid for).
+struct Ticket {
+    _slot: OwnedSemaphorePermit,
+    pacer: Option<Pacer>,
+}
+
 async fn send_batch(
     dest: Arc<Destination>,
     ctx: Arc<Context>,
     batch: Vec<ClaimedDelivery>,
-    _slot: OwnedSemaphorePermit,
+    ticket: Ticket,
     circuit: Arc<Mutex<CircuitBreaker>>,
     in_flight: InFlight,
     probe: bool,
@@ -487,27 +433,40 @@ async fn send_batch(
     }
 
     if !jobs.is_empty() {
-        let keys: Vec<String> = jobs
+        let job_keys: Vec<Vec<String>> =
+            jobs.iter().map(|j| dest.connector.lookup_keys(j)).collect();
+        let keys: Vec<String> = job_keys
             .iter()
-            .map(|j| j.delivery.contact_key.clone())
+            .flatten()
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
             .collect();
         if let Ok(ids) = ctx.store.remote_ids(&dest.name, &keys).await {
-            for job in &mut jobs {
+            for (job, wanted) in jobs.iter_mut().zip(&job_keys) {
                 job.remote_ids = ids
                     .iter()
-                    .filter(|r| r.key == job.delivery.contact_key)
+                    .filter(|r| wanted.contains(&r.key))
                     .cloned()
                     .collect();
             }
         }
         // Connectors time out each request; this bounds a whole batch.
         let deadline = dest.timeout * 6 + Duration::from_secs(5);
-        let results: Vec<JobResult> = match tokio::time::timeout(
+        let sent = tokio::time::timeout(
             deadline,
-            dest.connector.deliver(&jobs),
+            pace::scope(ticket.pacer.clone(), dest.connector.deliver(&jobs)),
         )
-        .await
+        .await;
+        // Ids learned on the way (also by deliveries that then failed) are
+        // kept before the outcome is recorded, so a retry finds them.
+        let learned = dest.connector.learned_remote_ids();
+        if !learned.is_empty()
+            && let Err(e) = ctx.store.save_remote_ids(&dest.name, &learned).await
         {
+            tracing::warn!(destination = %dest.name, error = %e, "keeping learned remote ids failed");
+        }
+        let results: Vec<JobResult> = match sent {
             Ok(r) if r.len() == jobs.len() => r,
             Ok(r) => {
                 tracing::error!(destination = %dest.name, expected = jobs.len(), got = r.len(), "connector returned the wrong number of results");

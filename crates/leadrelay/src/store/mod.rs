@@ -153,6 +153,11 @@ pub trait Store: Send + Sync + 'static {
     /// Remote ids a destination gave records with these keys (every object kind).
     async fn remote_ids(&self, destination: &str, keys: &[String]) -> StoreResult<Vec<RemoteId>>;
 
+    /// Keeps remote ids learned outside a successful completion (a record a
+    /// CRM created before a later step of the same delivery failed), so a
+    /// retry reuses it. Same upsert as [`Transition::Delivered`]'s ids.
+    async fn save_remote_ids(&self, destination: &str, ids: &[RemoteId]) -> StoreResult<()>;
+
     async fn kv_get(&self, key: &str) -> StoreResult<Option<String>>;
 
     async fn kv_set(&self, key: &str, value: &str) -> StoreResult<()>;

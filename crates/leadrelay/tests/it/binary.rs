@@ -40,12 +40,18 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(config: &Path, dir: &Path) -> Server {
+        Self::start_with_env(config, dir, &[]).await
+    }
+
+    /// Starts the binary with extra environment variables (credentials).
+    pub(crate) async fn start_with_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = dir.join(format!("serve-{port}.log"));
         let child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .env_remove("LEADRELAY_CONFIG")
             .env_remove("DATABASE_URL")
@@ -93,7 +99,7 @@ impl Server {
         self.child.wait().expect("wait")
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
             let _ = f.read_to_string(&mut s);
@@ -388,7 +394,7 @@ destinations = ["hook"]
     store.close().await;
 }
 
-fn run(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
         .args(args)
         .env_remove("LEADRELAY_CONFIG")

@@ -3,6 +3,10 @@
 
 mod admin;
 mod binary;
+mod crm_binary;
+mod crm_hubspot;
+mod crm_pipedrive;
+mod crm_salesforce;
 mod csv;
 mod delivery;
 mod email;

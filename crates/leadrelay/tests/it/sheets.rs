@@ -135,7 +135,9 @@ async fn rows_under_a_managed_header_in_batches() {
 async fn the_write_quota_is_waited_out_and_an_expired_token_refreshed() {
     let google = FakeGoogle::start(GoogleConfig {
         write_requests_per_window: 1,
-        quota_window: Duration::from_secs(2),
+        // Long enough that the header write and the append (milliseconds
+        // apart) always share a window, even on a loaded machine.
+        quota_window: Duration::from_secs(5),
         ..google_config()
     })
     .await

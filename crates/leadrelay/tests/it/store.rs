@@ -300,6 +300,52 @@ async fn remote_ids_are_kept_per_destination_and_key() {
 }
 
 #[tokio::test]
+async fn one_company_learned_by_many_deliveries_of_a_batch_is_kept_once() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.ingest(vec![
+        item(event(Some("ann@acme.io")), &["crm"]),
+        item(event(Some("bob@acme.io")), &["crm"]),
+    ])
+    .await
+    .unwrap();
+    let c = s.claim("crm", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(c.len(), 2);
+    let company = |id: &str| RemoteId {
+        object: "company".into(),
+        key: "domain:acme.io".into(),
+        id: id.into(),
+    };
+    // Both people link to the same company; one completion batch.
+    s.complete(
+        c.iter()
+            .map(|d| Completion {
+                transition: Transition::Delivered {
+                    remote_ids: vec![company("77")],
+                },
+                ..done(d)
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let keys = ["domain:acme.io".to_string()];
+    assert_eq!(
+        s.remote_ids("crm", &keys).await.unwrap(),
+        vec![company("77")]
+    );
+    // Ids learned outside a completion: the last of duplicates wins.
+    s.save_remote_ids("crm", &[company("78"), company("79")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.remote_ids("crm", &keys).await.unwrap(),
+        vec![company("79")]
+    );
+    s.save_remote_ids("crm", &[]).await.unwrap();
+}
+
+#[tokio::test]
 async fn kv_compare_and_set_lets_exactly_one_writer_win() {
     let f = fixture().await;
     let s = &f.store;

@@ -483,3 +483,128 @@ destinations = ["hook"]
 pub fn lead(email: &str) -> Value {
     serde_json::json!({"email": email, "first_name": "Test", "consent": "yes"})
 }
+
+/// A form for CRM tests: names, company, phone, message and the `crm` consent.
+pub const CRM_FORM: &str = r#"
+[forms.contact]
+[forms.contact.fields.email]
+type = "email"
+required = true
+[forms.contact.fields.first_name]
+type = "text"
+[forms.contact.fields.last_name]
+type = "text"
+[forms.contact.fields.company]
+type = "text"
+[forms.contact.fields.phone]
+type = "phone"
+default_region = "US"
+[forms.contact.fields.message]
+type = "text"
+max_length = 5000
+[forms.contact.fields.colour]
+type = "text"
+[forms.contact.fields.tier]
+type = "text"
+[forms.contact.consent.crm]
+field = "consent"
+version = "v1"
+
+[delivery]
+poll_interval = "100ms"
+[delivery.retry]
+base = "50ms"
+cap = "200ms"
+"#;
+
+/// A full lead: names, company, phone, a message, consent for `crm`.
+pub fn full_lead(email: &str, first: &str, last: &str, company: &str, message: &str) -> Value {
+    serde_json::json!({
+        "email": email, "first_name": first, "last_name": last, "company": company,
+        "phone": "+1 415 555 2671", "message": message, "consent": "yes",
+    })
+}
+
+/// Stores an event directly (as a source endpoint would), routed to `destinations`.
+pub async fn ingest_event(
+    store: &Arc<dyn Store>,
+    event_type: &str,
+    email: &str,
+    data: Value,
+    destinations: &[&str],
+) -> uuid::Uuid {
+    use leadrelay_model::{ConsentPurpose, ConsentRecord, EmailAddress, Event, EventType, Origin};
+    let now = chrono::Utc::now();
+    let event = Event {
+        id: leadrelay_model::new_id(),
+        event_type: EventType::parse(event_type).expect("event type"),
+        origin: Origin::source("test"),
+        received_at: now,
+        occurred_at: now,
+        contact: leadrelay_model::ContactData {
+            email: Some(EmailAddress::parse(email).expect("email")),
+            ..Default::default()
+        },
+        contact_id: None,
+        data: data.as_object().cloned().unwrap_or_default(),
+        attribution: Default::default(),
+        consent: vec![ConsentRecord {
+            purpose: ConsentPurpose::parse("crm").expect("purpose"),
+            granted: true,
+            text_version: None,
+            recorded_at: now,
+        }],
+        ip_hash: None,
+        raw: Default::default(),
+        spam: false,
+        idempotency_key: None,
+        external_id: None,
+        vendor_refs: vec![],
+        changes: vec![],
+    };
+    let out = store
+        .ingest(vec![leadrelay::store::IngestItem {
+            event,
+            destinations: destinations.iter().map(|d| d.to_string()).collect(),
+            idempotency: None,
+        }])
+        .await
+        .expect("ingest");
+    out[0].event_id()
+}
+
+impl TestApp {
+    /// Waits until every delivery of `destination` is finished; returns them.
+    pub async fn settled(
+        &self,
+        destination: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<Delivery> {
+        eventually(
+            &format!("{count} deliveries to {destination} finish"),
+            timeout,
+            || async {
+                let all = self.deliveries(destination).await;
+                (all.len() >= count && all.iter().all(|d| !d.state.is_active())).then_some(all)
+            },
+        )
+        .await
+    }
+}
+
+impl TestApp {
+    /// The delivery to `destination` of the newest event about `email`.
+    pub async fn delivery_for(&self, destination: &str, email: &str) -> Delivery {
+        for d in self.deliveries(destination).await {
+            let event = self.store.get_event(d.event_id).await.expect("event");
+            if event
+                .and_then(|e| e.contact.email)
+                .is_some_and(|m| m.as_str() == email)
+            {
+                return d;
+            }
+        }
+        panic!("no delivery to {destination} for {email}");
+    }
+}

@@ -888,13 +888,17 @@ async fn complete_batch(pool: &PgPool, all: &[&Completion]) -> Result<(), BatchE
         exec(&tx, "SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload]).await?;
     }
     if !rid.0.is_empty() {
-        // The destination comes from each delivery's own row.
+        // The destination comes from each delivery's own row. Several
+        // deliveries of a batch can learn the same record (one company for
+        // many people): the last one wins, as one upsert can touch a row
+        // only once.
         exec(
             &tx,
             "INSERT INTO remote_ids (destination, key, object, remote_id, updated_at) \
-             SELECT d.destination, u.key, u.object, u.remote_id, $5 \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(delivery_id, key, object, remote_id) \
+             SELECT DISTINCT ON (d.destination, u.key, u.object) d.destination, u.key, u.object, u.remote_id, $5 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(delivery_id, key, object, remote_id, n) \
              JOIN deliveries d ON d.id = u.delivery_id \
+             ORDER BY d.destination, u.key, u.object, u.n DESC \
              ON CONFLICT (destination, key, object) DO UPDATE SET remote_id = EXCLUDED.remote_id, updated_at = EXCLUDED.updated_at",
             &[&rid.0, &rid.1, &rid.2, &rid.3, &now_ms],
         )
@@ -1437,6 +1441,35 @@ impl Store for PostgresStore {
                 id: r.get(2),
             })
             .collect())
+    }
+
+    async fn save_remote_ids(&self, destination: &str, ids: &[RemoteId]) -> StoreResult<()> {
+        // Last wins per (key, object): one upsert can touch a row only once.
+        let mut latest: HashMap<(&str, &str), &str> = HashMap::new();
+        for r in ids {
+            latest.insert((r.key.as_str(), r.object.as_str()), r.id.as_str());
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let (mut keys, mut objects, mut remote) = (Vec::new(), Vec::new(), Vec::new());
+        for ((k, o), id) in latest {
+            keys.push(k);
+            objects.push(o);
+            remote.push(id);
+        }
+        let c = self.conn().await?;
+        exec(
+            &c,
+            "INSERT INTO remote_ids (destination, key, object, remote_id, updated_at) \
+             SELECT $1, u.key, u.object, u.remote_id, $5 \
+             FROM UNNEST($2::text[], $3::text[], $4::text[]) AS u(key, object, remote_id) \
+             ON CONFLICT (destination, key, object) DO UPDATE SET remote_id = EXCLUDED.remote_id, updated_at = EXCLUDED.updated_at",
+            &[&destination, &keys, &objects, &remote, &Utc::now().timestamp_millis()],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 
     async fn kv_get(&self, key: &str) -> StoreResult<Option<String>> {

@@ -771,6 +771,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn save_remote_ids(&self, destination: &str, ids: &[RemoteId]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let destination = destination.to_string();
+        let ids = ids.to_vec();
+        self.write(move |c| {
+            let now_ms = Utc::now().timestamp_millis();
+            let mut up = c
+                .prepare_cached(
+                    "INSERT INTO remote_ids (destination, object, key, remote_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT(destination, key, object) DO UPDATE SET remote_id = excluded.remote_id, updated_at = excluded.updated_at",
+                )
+                .map_err(map_err)?;
+            for r in &ids {
+                up.execute(params![destination, r.object, r.key, r.id, now_ms])
+                    .map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn kv_get(&self, key: &str) -> StoreResult<Option<String>> {
         let key = key.to_string();
         self.read(move |c| {

@@ -1,0 +1,553 @@
+//! What the CRM connectors (HubSpot, Pipedrive, Salesforce) share: what
+//! each event type does ([`Plan`]), the text of the notes, tasks and
+//! meetings they log ([`Activity`]), the settings every CRM has
+//! ([`CommonSettings`]), the remote-id keys, and the bookkeeping that keeps
+//! records from being created twice ([`Learned`], [`KeyedLocks`]).
+//!
+//! Deduplication, for every vendor, rests on three things: the store hands a
+//! destination only the oldest unfinished delivery per contact (so one
+//! person's deliveries never race each other); every id a CRM gives us is
+//! kept (per destination, key and object) and reused; and records without a
+//! natural key of ours (companies by domain or name) are resolved under a
+//! per-key lock so two concurrent batches never create the same one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use leadrelay_model::{Event, EventType};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use super::DeliveryJob;
+use crate::config::{HumanDuration, Problem, parse_settings};
+use crate::mapping::{self, parse_datetime};
+use crate::store::RemoteId;
+
+/// What an event type asks a CRM to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// `lead.created`, `form.submitted`.
+    NewLead,
+    /// `reply.received`.
+    Reply,
+    /// `meeting.booked`.
+    Meeting,
+    /// `meeting.canceled`.
+    MeetingCanceled,
+    /// `deal.stage_changed`.
+    DealStage,
+    /// Anything else (`contact.updated`, custom types …): the person only.
+    Update,
+}
+
+impl EventKind {
+    pub fn of(t: &EventType) -> Self {
+        match t {
+            EventType::LeadCreated | EventType::FormSubmitted => EventKind::NewLead,
+            EventType::ReplyReceived => EventKind::Reply,
+            EventType::MeetingBooked => EventKind::Meeting,
+            EventType::MeetingCanceled => EventKind::MeetingCanceled,
+            EventType::DealStageChanged => EventKind::DealStage,
+            _ => EventKind::Update,
+        }
+    }
+}
+
+/// How an activity (reply, follow-up) is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogAs {
+    #[default]
+    Note,
+    Task,
+}
+
+/// Text, a number or nothing, read as text (ids and stages are either).
+fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        I(i64),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| match r {
+        Raw::S(s) => s,
+        Raw::I(i) => i.to_string(),
+    }))
+}
+
+fn stage_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw: BTreeMap<String, toml::Value> = BTreeMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => Ok((k, s)),
+            toml::Value::Integer(i) => Ok((k, i.to_string())),
+            _ => Err(serde::de::Error::custom(format!(
+                "stage_map.{k}: a stage id (text or number)"
+            ))),
+        })
+        .collect()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one_day() -> HumanDuration {
+    HumanDuration::secs(86_400)
+}
+
+/// Settings every CRM connector has (documented in the README's CRM section).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommonSettings {
+    /// The API's base URL (regional endpoints, proxies, `leadrelay fake`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Allow a base URL on a private network (the local fakes).
+    #[serde(default)]
+    pub allow_private_networks: bool,
+    /// Write the company (HubSpot company, Pipedrive organization,
+    /// Salesforce account) and link the person to it.
+    #[serde(default = "yes")]
+    pub companies: bool,
+    /// Open a deal for new leads (one open deal per person, reused).
+    #[serde(default)]
+    pub deals: bool,
+    /// Log the lead's message as a note.
+    #[serde(default = "yes")]
+    pub notes: bool,
+    /// Create a follow-up task for new leads.
+    #[serde(default)]
+    pub follow_up_task: bool,
+    /// When the follow-up task is due, after the lead arrived.
+    #[serde(default = "one_day")]
+    pub follow_up_due: HumanDuration,
+    /// How `reply.received` is logged: `note` or `task`.
+    #[serde(default)]
+    pub reply_as: LogAs,
+    /// The owner of the records leadrelay creates (vendor user id).
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub owner_id: Option<String>,
+    /// The stage of deals opened for new leads (vendor default otherwise).
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub deal_stage: Option<String>,
+    /// The stage a person's deal moves to on `meeting.booked`.
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub meeting_deal_stage: Option<String>,
+    /// `deal.stage_changed`: the event's stage (`data.stage`) → vendor stage id.
+    #[serde(default, deserialize_with = "stage_map")]
+    pub stage_map: BTreeMap<String, String>,
+    /// Field mapping overrides, per vendor object.
+    #[serde(default)]
+    pub mapping: toml::Table,
+}
+
+/// The keys of [`CommonSettings`].
+const COMMON_KEYS: [&str; 13] = [
+    "base_url",
+    "allow_private_networks",
+    "companies",
+    "deals",
+    "notes",
+    "follow_up_task",
+    "follow_up_due",
+    "reply_as",
+    "owner_id",
+    "deal_stage",
+    "meeting_deal_stage",
+    "stage_map",
+    "mapping",
+];
+
+/// Splits a connector's settings into the common ones and its own, and
+/// parses both (every unknown key and type error reported by path).
+pub fn parse_split<T: for<'de> Deserialize<'de>>(
+    settings: &toml::Table,
+) -> Result<(CommonSettings, T), Vec<Problem>> {
+    let mut common = toml::Table::new();
+    let mut own = toml::Table::new();
+    for (k, v) in settings {
+        if COMMON_KEYS.contains(&k.as_str()) {
+            common.insert(k.clone(), v.clone());
+        } else {
+            own.insert(k.clone(), v.clone());
+        }
+    }
+    let c = parse_settings::<CommonSettings>(&common);
+    let o = parse_settings::<T>(&own);
+    match (c, o) {
+        (Ok(c), Ok(o)) => Ok((c, o)),
+        (c, o) => {
+            let mut problems = c.err().unwrap_or_default();
+            problems.extend(o.err().unwrap_or_default());
+            Err(problems)
+        }
+    }
+}
+
+/// A base URL setting: http(s), a host, no trailing slash.
+pub fn base_url(raw: Option<&str>, default: &str) -> Result<String, Problem> {
+    let s = raw.unwrap_or(default).trim().trim_end_matches('/');
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(s.to_string()),
+        _ => Err(Problem::error(
+            "base_url",
+            format!("{s:?} is not an http:// or https:// URL"),
+        )),
+    }
+}
+
+/// Deal work for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DealStep {
+    None,
+    /// Make sure the person has a deal (create it at `stage` when missing).
+    Ensure {
+        stage: Option<String>,
+    },
+    /// Move the person's deal to `stage`; when there is none, create it
+    /// (`create`) or leave it (`!create`).
+    Move {
+        stage: String,
+        create: bool,
+    },
+}
+
+/// What one delivery does in a CRM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub kind: EventKind,
+    pub company: bool,
+    pub deal: DealStep,
+    /// Write [`Activity`] as a note.
+    pub note: bool,
+    /// Write [`Activity`] as a task.
+    pub task: bool,
+    /// Log [`Activity`] as a meeting (vendors without meetings log a note).
+    pub meeting: bool,
+}
+
+impl Plan {
+    /// The steps for `job` under `s`. Errors are permanent (e.g. a stage
+    /// change without a stage).
+    pub fn of(job: &DeliveryJob, s: &CommonSettings) -> Result<Plan, String> {
+        let kind = EventKind::of(&job.event.event_type);
+        let mut plan = Plan {
+            kind,
+            company: false,
+            deal: DealStep::None,
+            note: false,
+            task: false,
+            meeting: false,
+        };
+        match kind {
+            EventKind::NewLead => {
+                plan.company = s.companies;
+                if s.deals {
+                    plan.deal = DealStep::Ensure {
+                        stage: s.deal_stage.clone(),
+                    };
+                }
+                plan.note = s.notes && message(&job.event).is_some();
+                plan.task = s.follow_up_task;
+            }
+            EventKind::Reply => match s.reply_as {
+                LogAs::Note => plan.note = true,
+                LogAs::Task => plan.task = true,
+            },
+            EventKind::Meeting => {
+                plan.meeting = true;
+                if let Some(stage) = &s.meeting_deal_stage {
+                    plan.deal = DealStep::Move {
+                        stage: stage.clone(),
+                        create: s.deals,
+                    };
+                }
+            }
+            EventKind::MeetingCanceled => plan.note = true,
+            EventKind::DealStage => {
+                let raw = event_stage(&job.event)
+                    .ok_or("deal.stage_changed without a stage (data.stage)")?;
+                let stage = s
+                    .stage_map
+                    .get(&raw)
+                    .or_else(|| {
+                        s.stage_map
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(&raw))
+                            .map(|(_, v)| v)
+                    })
+                    .cloned()
+                    .unwrap_or(raw);
+                plan.deal = DealStep::Move {
+                    stage,
+                    create: true,
+                };
+            }
+            EventKind::Update => {}
+        }
+        Ok(plan)
+    }
+}
+
+fn data_text(event: &Event, keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .filter_map(|k| event.data.get(*k))
+        .filter_map(mapping::as_text)
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+}
+
+/// The message a lead left (`data.message`, or `comments`, `notes`).
+pub fn message(event: &Event) -> Option<String> {
+    data_text(event, &["message", "comments", "comment", "notes"])
+}
+
+/// The stage a `deal.stage_changed` names.
+pub fn event_stage(event: &Event) -> Option<String> {
+    data_text(
+        event,
+        &[
+            "stage",
+            "deal_stage",
+            "dealstage",
+            "stage_id",
+            "to_stage",
+            "new_stage",
+        ],
+    )
+}
+
+/// A note, task or meeting being written for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub subject: String,
+    pub body: String,
+    /// When a task is due.
+    pub due_at: DateTime<Utc>,
+    /// A meeting's start and end.
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
+}
+
+impl Activity {
+    /// The activity text for `job` (what notes, tasks and meetings say).
+    pub fn of(job: &DeliveryJob, s: &CommonSettings) -> Activity {
+        let e = &job.event;
+        let person = who(job);
+        let due_at = e.occurred_at.max(e.received_at)
+            + chrono::Duration::from_std(s.follow_up_due.get()).unwrap_or_default();
+        let mut a = Activity {
+            subject: String::new(),
+            body: String::new(),
+            due_at,
+            start_at: None,
+            end_at: None,
+        };
+        let from = match (&e.origin.kind, e.origin.name.as_str()) {
+            (_, "") => String::new(),
+            (k, n) => format!(" ({} {n})", k.as_str()),
+        };
+        match EventKind::of(&e.event_type) {
+            EventKind::NewLead => {
+                a.subject = format!("Follow up with {person}");
+                a.body = message(e).unwrap_or_default();
+            }
+            EventKind::Reply => {
+                a.subject = format!("Reply from {person}");
+                a.body = data_text(
+                    e,
+                    &["reply_text", "reply", "text", "body", "message", "snippet"],
+                )
+                .unwrap_or_else(|| format!("{person} replied{from}."));
+            }
+            EventKind::Meeting | EventKind::MeetingCanceled => {
+                let canceled = EventKind::of(&e.event_type) == EventKind::MeetingCanceled;
+                let name = data_text(e, &["meeting_name", "title", "name", "event_name"])
+                    .unwrap_or_else(|| "Meeting".into());
+                a.start_at = [
+                    "start_time",
+                    "start",
+                    "starts_at",
+                    "start_at",
+                    "scheduled_at",
+                ]
+                .iter()
+                .filter_map(|k| e.data.get(*k))
+                .find_map(parse_datetime);
+                a.end_at = ["end_time", "end", "ends_at", "end_at"]
+                    .iter()
+                    .filter_map(|k| e.data.get(*k))
+                    .find_map(parse_datetime);
+                let verb = if canceled { "canceled" } else { "booked" };
+                a.subject = format!("{name} {verb} with {person}");
+                let mut lines = vec![format!("{name} {verb}{from}.")];
+                if let Some(t) = a.start_at {
+                    lines.push(format!("Starts: {}", t.format("%Y-%m-%d %H:%M UTC")));
+                }
+                for (label, keys) in [
+                    ("Location", &["location", "join_url", "meeting_url"][..]),
+                    ("Reason", &["cancel_reason", "reason"][..]),
+                ] {
+                    if let Some(v) = data_text(e, keys) {
+                        lines.push(format!("{label}: {v}"));
+                    }
+                }
+                a.body = lines.join("\n");
+            }
+            EventKind::DealStage | EventKind::Update => {
+                a.subject = format!("{} for {person}", e.event_type.as_str());
+            }
+        }
+        a
+    }
+
+    /// Puts the activity into a mapping context under `activity`.
+    pub fn into_context(&self, ctx: &mut Value) {
+        let rfc = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        mapping::set(ctx, "activity", "subject", self.subject.clone());
+        mapping::set(ctx, "activity", "body", self.body.clone());
+        mapping::set(ctx, "activity", "due_at", rfc(self.due_at));
+        mapping::set(
+            ctx,
+            "activity",
+            "due_date",
+            self.due_at.format("%Y-%m-%d").to_string(),
+        );
+        if let Some(t) = self.start_at {
+            mapping::set(ctx, "activity", "start_at", rfc(t));
+        }
+        if let Some(t) = self.end_at {
+            mapping::set(ctx, "activity", "end_at", rfc(t));
+        }
+    }
+}
+
+/// How a person is named in activity subjects.
+fn who(job: &DeliveryJob) -> String {
+    let data = job
+        .contact
+        .as_ref()
+        .map(|c| &c.data)
+        .unwrap_or(&job.event.contact);
+    data.full_name()
+        .or_else(|| job.event.contact.full_name())
+        .or_else(|| data.email.as_ref().map(|e| e.as_str().to_string()))
+        .unwrap_or_else(|| "the contact".into())
+}
+
+/// `event:ID`: records written once per event (notes, tasks, meetings).
+pub fn event_key(job: &DeliveryJob) -> String {
+    format!("event:{}", job.event.id)
+}
+
+/// The id this destination gave `object` under `key` before, if any.
+pub fn stored<'a>(job: &'a DeliveryJob, key: &str, object: &str) -> Option<&'a str> {
+    job.remote_ids
+        .iter()
+        .find(|r| r.key == key && r.object == object)
+        .map(|r| r.id.as_str())
+}
+
+/// The person's own key (`email:…`) and a stored id under it.
+pub fn stored_for_person<'a>(job: &'a DeliveryJob, object: &str) -> Option<&'a str> {
+    stored(job, &job.delivery.contact_key, object)
+}
+
+/// A vendor id the event itself carries (`vendor_refs`), e.g. the HubSpot
+/// deal of a `deal.stage_changed` that came from HubSpot.
+pub fn vendor_ref<'a>(job: &'a DeliveryJob, system: &str, object: &str) -> Option<&'a str> {
+    job.event
+        .vendor_refs
+        .iter()
+        .find(|r| r.system == system && r.object == object)
+        .map(|r| r.id.as_str())
+}
+
+pub fn remote_id(object: &str, key: &str, id: impl Into<String>) -> RemoteId {
+    RemoteId {
+        object: object.to_string(),
+        key: key.to_string(),
+        id: id.into(),
+    }
+}
+
+/// Remote ids a connector learned, drained by the dispatcher after each batch.
+#[derive(Debug, Default)]
+pub struct Learned(Mutex<Vec<RemoteId>>);
+
+impl Learned {
+    pub fn push(&self, id: RemoteId) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+    }
+
+    pub fn drain(&self) -> Vec<RemoteId> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Async locks by key, so concurrent batches resolve one company (domain,
+/// name) one at a time instead of both creating it.
+#[derive(Debug, Default)]
+pub struct KeyedLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyedLocks {
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget locks nobody holds, so the map stays small.
+            if map.len() > 1024 {
+                map.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            map.entry(key.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+}
+
+/// A small id cache (key, object → id) that survives within the process:
+/// what search indexes have not caught up with yet.
+#[derive(Debug, Default)]
+pub struct IdCache(Mutex<HashMap<(String, String), String>>);
+
+impl IdCache {
+    pub fn get(&self, key: &str, object: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(key.to_string(), object.to_string()))
+            .cloned()
+    }
+
+    pub fn put(&self, key: &str, object: &str, id: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 50_000 {
+            m.clear();
+        }
+        m.insert((key.to_string(), object.to_string()), id.to_string());
+    }
+
+    pub fn forget(&self, key: &str, object: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(key.to_string(), object.to_string()));
+    }
+}
+
+/// An outcome's message (for `check` reports).
+pub fn outcome_text(o: &super::Outcome) -> String {
+    use super::Outcome;
+    match o {
+        Outcome::Delivered { .. } => "ok".into(),
+        Outcome::Retry { message, .. }
+        | Outcome::Permanent { message, .. }
+        | Outcome::Throttled { message, .. }
+        | Outcome::CredentialsRejected { message }
+        | Outcome::Gone { message } => message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

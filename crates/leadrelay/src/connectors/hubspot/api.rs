@@ -1,0 +1,323 @@
+//! HubSpot's HTTP API: one authenticated call, and the classification of
+//! HubSpot's answers into outcomes (what to retry is decided here, how to
+//! retry by the shared scheduler).
+//!
+//! - 429 bodies name their policy: `DAILY` pauses the destination until the
+//!   portal's midnight (the daily limit's reset) instead of burning retries;
+//!   `TEN_SECONDLY_ROLLING` and `SECONDLY` pause it briefly.
+//! - 400 `VALIDATION_ERROR` lists the failing properties (`Property values
+//!   were not valid: [...]`); they are parsed so a batch can tell which
+//!   inputs were bad, and the dead letter names the property.
+//! - 401 is a rejected token; 5xx, 408 and 425 are retried.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{Duration as ChronoDuration, Utc};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::connectors::http::{self as shared, HttpResponse};
+use crate::connectors::{AttemptReport, ErrorClass, Outcome};
+use crate::redact::redact_text;
+
+/// One property HubSpot refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyError {
+    pub name: String,
+    /// `PROPERTY_DOESNT_EXIST`, `INVALID_OPTION`, `READ_ONLY_VALUE`, …
+    pub error: String,
+    pub message: String,
+}
+
+impl PropertyError {
+    /// Errors about the property itself (every record that writes it fails),
+    /// as opposed to one record's value.
+    pub fn is_about_property(&self) -> bool {
+        matches!(
+            self.error.as_str(),
+            "PROPERTY_DOESNT_EXIST" | "READ_ONLY_VALUE" | "INVALID_PROPERTY"
+        )
+    }
+}
+
+/// A call that did not succeed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub category: Option<String>,
+    pub properties: Vec<PropertyError>,
+}
+
+impl Failure {
+    fn new(outcome: Outcome, status: Option<u16>) -> Self {
+        Self {
+            outcome,
+            status,
+            category: None,
+            properties: Vec::new(),
+        }
+    }
+}
+
+pub type CallResult = (Result<Value, Failure>, AttemptReport);
+
+/// An authenticated HubSpot client.
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    allow_private: bool,
+    /// The portal's UTC offset (its daily limit resets at its midnight).
+    utc_offset_ms: Mutex<Option<i64>>,
+}
+
+impl Api {
+    pub fn new(client: reqwest::Client, base: String, token: String, allow_private: bool) -> Self {
+        Self {
+            client,
+            base,
+            token,
+            allow_private,
+            utc_offset_ms: Mutex::new(None),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request; `path` starts with `/` and may carry a query.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> CallResult {
+        let url = format!("{}{path}", self.base);
+        let display = match url.split_once('?') {
+            Some((p, _)) => p.to_string(),
+            None => url.clone(),
+        };
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.token))
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer invalid"));
+        auth.set_sensitive(true);
+        let mut req = self
+            .client
+            .request(method, &url)
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let request = match req.build() {
+            Ok(r) => r,
+            Err(e) => {
+                let f = Failure::new(
+                    Outcome::permanent(
+                        ErrorClass::Mapping,
+                        format!("cannot build the request: {e}"),
+                    ),
+                    None,
+                );
+                return (Err(f), AttemptReport::default());
+            }
+        };
+        let (result, report) =
+            shared::send(&self.client, request, &display, self.allow_private).await;
+        let out = match result {
+            Ok(resp) => self.classify(&resp),
+            Err(e) => Err(Failure::new(e.outcome(), None)),
+        };
+        (out, report)
+    }
+
+    /// Remembers the portal's UTC offset from `/account-info/v3/details`.
+    pub fn set_utc_offset(&self, details: &Value) {
+        if let Some(ms) = details.get("utcOffsetMilliseconds").and_then(Value::as_i64) {
+            *self.utc_offset_ms.lock().unwrap_or_else(|p| p.into_inner()) = Some(ms);
+        }
+    }
+
+    /// Time until the portal's next midnight (UTC when unknown).
+    pub fn until_daily_reset(&self) -> Duration {
+        let offset = self
+            .utc_offset_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(0);
+        let now_local = Utc::now() + ChronoDuration::milliseconds(offset);
+        let next = (now_local.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .map(|m| m.and_utc());
+        let wait = next
+            .map(|m| m - now_local)
+            .unwrap_or_else(|| ChronoDuration::hours(1));
+        // A minute of slack: the reset is not to the millisecond.
+        (wait + ChronoDuration::seconds(60))
+            .to_std()
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
+    fn classify(&self, resp: &HttpResponse) -> Result<Value, Failure> {
+        let status = resp.status;
+        let body: Value = if resp.body.trim().is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_str(&resp.body) {
+                Ok(v) => v,
+                Err(_) if (200..300).contains(&status) => {
+                    return Err(Failure::new(
+                        Outcome::retry(
+                            ErrorClass::Vendor,
+                            format!("HubSpot answered {status} with a body that is not JSON"),
+                        ),
+                        Some(status),
+                    ));
+                }
+                Err(_) => Value::Null,
+            }
+        };
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let raw_message = body
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| crate::redact::excerpt(&resp.body, 300));
+        let message = redact_text(&raw_message);
+        let category = body
+            .get("category")
+            .or_else(|| body.get("errorType"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut failure = match status {
+            429 => {
+                let policy = body
+                    .get("policyName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("TEN_SECONDLY_ROLLING")
+                    .to_string();
+                let retry_after = match policy.as_str() {
+                    "DAILY" => self.until_daily_reset(),
+                    "SECONDLY" => Duration::from_secs(1),
+                    _ => shared::parse_retry_after(&resp.headers).unwrap_or(Duration::from_secs(1)),
+                };
+                Failure::new(
+                    Outcome::Throttled {
+                        message: format!("HubSpot rate limit {policy}: {message}"),
+                        retry_after: Some(retry_after),
+                    },
+                    Some(status),
+                )
+            }
+            401 => Failure::new(
+                Outcome::CredentialsRejected {
+                    message: format!("HubSpot rejected the private app token: {message}"),
+                },
+                Some(status),
+            ),
+            408 | 425 | 500..=599 => Failure::new(
+                Outcome::Retry {
+                    class: if status >= 500 {
+                        ErrorClass::Http5xx
+                    } else {
+                        ErrorClass::Http4xx
+                    },
+                    message: format!("HubSpot HTTP {status}: {message}"),
+                    retry_after: shared::parse_retry_after(&resp.headers),
+                },
+                Some(status),
+            ),
+            _ => {
+                let properties = property_errors(&raw_message);
+                let text = if properties.is_empty() {
+                    format!(
+                        "HubSpot HTTP {status} {}: {message}",
+                        category.as_deref().unwrap_or("error")
+                    )
+                } else {
+                    describe(&properties)
+                };
+                match shared::classify(resp) {
+                    Outcome::Gone { .. } => {
+                        Failure::new(Outcome::Gone { message: text }, Some(status))
+                    }
+                    _ => {
+                        let mut f = Failure::new(
+                            Outcome::permanent(ErrorClass::Http4xx, text),
+                            Some(status),
+                        );
+                        f.properties = properties;
+                        f
+                    }
+                }
+            }
+        };
+        failure.category = category;
+        Err(failure)
+    }
+}
+
+/// Parses `Property values were not valid: [{"isValid":false,...}]`.
+pub fn property_errors(message: &str) -> Vec<PropertyError> {
+    let Some(start) = message.find('[') else {
+        return Vec::new();
+    };
+    if !message[..start].contains("Property values were not valid") {
+        return Vec::new();
+    }
+    let list: Vec<Value> = serde_json::from_str(&message[start..]).unwrap_or_default();
+    list.iter()
+        .filter_map(|e| {
+            Some(PropertyError {
+                name: e.get("name")?.as_str()?.to_string(),
+                error: e
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("INVALID")
+                    .to_string(),
+                message: e
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            })
+        })
+        .collect()
+}
+
+/// "HubSpot rejected property "x": Property "x" does not exist (PROPERTY_DOESNT_EXIST)",
+/// with personal data in HubSpot's messages redacted.
+pub fn describe(errors: &[PropertyError]) -> String {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            format!(
+                "HubSpot rejected property \"{}\": {} ({})",
+                e.name,
+                redact_text(&e.message),
+                e.error
+            )
+        })
+        .collect();
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_property_errors() {
+        let msg = r#"Property values were not valid: [{"isValid":false,"message":"Property \"nope\" does not exist","error":"PROPERTY_DOESNT_EXIST","name":"nope"},{"isValid":false,"message":"x was not one of the allowed options: [a, b]","error":"INVALID_OPTION","name":"lead_tier"}]"#;
+        let errs = property_errors(msg);
+        assert_eq!(errs.len(), 2);
+        assert_eq!(errs[0].name, "nope");
+        assert!(errs[0].is_about_property());
+        assert!(!errs[1].is_about_property());
+        assert_eq!(
+            describe(&errs[..1]),
+            "HubSpot rejected property \"nope\": Property \"nope\" does not exist (PROPERTY_DOESNT_EXIST)"
+        );
+        assert!(property_errors("Something else [1]").is_empty());
+        assert!(property_errors("Property values were not valid: [garbage").is_empty());
+    }
+}

@@ -1,0 +1,178 @@
+//! Request pacing: a destination's `rate_limit` counts HTTP requests, also
+//! when one batch of deliveries takes several of them (a CRM upserts the
+//! contact, then the company, then writes a note …).
+//!
+//! The dispatcher takes one rate-limit cell before it sends a batch and runs
+//! the connector inside [`scope`] with that cell *prepaid*. Every request
+//! made through [`crate::connectors::http::send`] calls [`before_request`]:
+//! the first request of the batch uses the prepaid cell, every further one
+//! waits for a cell of its own. A connector that sends one request per
+//! batch (the webhook) therefore behaves exactly as before, and a CRM
+//! connector never exceeds the vendor's window however many calls a
+//! delivery needs.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use governor::{Quota, RateLimiter};
+
+use crate::config::Rate;
+use crate::store::Store;
+
+/// An even-paced limiter (burst of one).
+pub type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+>;
+
+/// A destination's rate limit: none, in process (one node), or shared by
+/// every node through the store. Either way an even pace with a burst of
+/// one: `"100/10s"` lets one request through every 100 ms, so every window
+/// gets exactly its count.
+pub enum RateGate {
+    Open,
+    Local(Limiter),
+    Shared {
+        store: Arc<dyn Store>,
+        destination: String,
+        interval: Duration,
+    },
+}
+
+impl RateGate {
+    /// The gate for `destination`'s rate: shared when the store keeps rate
+    /// state for every node (PostgreSQL), else in process.
+    pub fn new(destination: &str, rate: Option<Rate>, store: &Arc<dyn Store>) -> Self {
+        match rate {
+            None => RateGate::Open,
+            Some(r) if store.shared_rate_limits() => RateGate::Shared {
+                store: store.clone(),
+                destination: destination.to_string(),
+                interval: r.interval(),
+            },
+            Some(r) => Quota::with_period(r.interval())
+                .map(|q| RateGate::Local(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))))
+                .unwrap_or(RateGate::Open),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self, RateGate::Open)
+    }
+
+    /// Waits for a cell (cancel by dropping the future).
+    pub async fn acquire(&self) {
+        match self {
+            RateGate::Open => {}
+            RateGate::Local(l) => l.until_ready().await,
+            RateGate::Shared {
+                store,
+                destination,
+                interval,
+            } => loop {
+                let wait = match store.rate_acquire(destination, *interval).await {
+                    Ok(None) => return,
+                    Ok(Some(wait)) => wait.min(Duration::from_secs(1)),
+                    Err(e) => {
+                        tracing::warn!(destination = %destination, error = %e, "shared rate limit unavailable");
+                        Duration::from_millis(200)
+                    }
+                };
+                tokio::time::sleep(wait).await;
+            },
+        }
+    }
+
+    /// Takes a cell only if one is free now.
+    pub async fn try_acquire(&self) -> bool {
+        match self {
+            RateGate::Open => true,
+            RateGate::Local(l) => l.check().is_ok(),
+            RateGate::Shared {
+                store,
+                destination,
+                interval,
+            } => matches!(store.rate_acquire(destination, *interval).await, Ok(None)),
+        }
+    }
+}
+
+tokio::task_local! {
+    static PACER: Pacer;
+}
+
+/// One batch's view of its destination's rate gate.
+#[derive(Clone)]
+pub struct Pacer {
+    gate: Arc<RateGate>,
+    prepaid: Arc<AtomicBool>,
+}
+
+impl Pacer {
+    /// A pacer whose first request was already paid for by the dispatcher
+    /// (`None` for a destination without a rate limit).
+    pub fn prepaid(gate: &Arc<RateGate>) -> Option<Self> {
+        (!gate.is_open()).then(|| Self {
+            gate: gate.clone(),
+            prepaid: Arc::new(AtomicBool::new(true)),
+        })
+    }
+}
+
+/// Runs `f` with `pacer` governing its requests (or unpaced with `None`).
+pub async fn scope<F: Future>(pacer: Option<Pacer>, f: F) -> F::Output {
+    match pacer {
+        Some(p) => PACER.scope(p, f).await,
+        None => f.await,
+    }
+}
+
+/// Waits for the destination's rate limit before a request (a no-op
+/// outside a paced scope and for the batch's prepaid first request).
+pub async fn before_request() {
+    let Ok(p) = PACER.try_with(Pacer::clone) else {
+        return;
+    };
+    if p.prepaid.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    p.gate.acquire().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn first_request_is_prepaid_and_the_rest_wait_for_cells() {
+        let rate = Rate {
+            count: 1,
+            period: Duration::from_secs(3600),
+        };
+        let gate = Arc::new(
+            Quota::with_period(rate.interval())
+                .map(|q| RateGate::Local(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))))
+                .unwrap(),
+        );
+        // The dispatcher's cell: the limiter is now empty for an hour.
+        assert!(gate.try_acquire().await);
+        scope(Pacer::prepaid(&gate), async {
+            assert!(before_request().now_or_never().is_some(), "prepaid");
+            assert!(
+                before_request().now_or_never().is_none(),
+                "the second request waits for a cell"
+            );
+        })
+        .await;
+        // Outside a scope nothing waits.
+        assert!(before_request().now_or_never().is_some());
+    }
+}

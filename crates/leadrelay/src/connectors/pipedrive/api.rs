@@ -1,0 +1,363 @@
+//! Pipedrive's HTTP API: the `x-api-token` header, the `{success, data}`
+//! envelopes, and token-based rate limits read from the `x-ratelimit-*`
+//! headers so requests slow down *before* Pipedrive answers 429.
+//!
+//! Pipedrive limits each token in rolling 2-second windows (and by a daily
+//! token budget). Every answer says how many requests are left in the
+//! window (`x-ratelimit-remaining`) and when it resets
+//! (`x-ratelimit-reset`, seconds). When the remainder falls to a tenth of
+//! the limit, the next request waits for the reset (at most a few seconds);
+//! a 429 still arriving pauses the destination for its `Retry-After`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use crate::connectors::http::{self as shared, HttpResponse};
+use crate::connectors::{AttemptReport, ErrorClass, Outcome};
+use crate::redact::redact_text;
+
+/// Longest wait for a window to reset before a request.
+const MAX_SLOWDOWN: Duration = Duration::from_secs(3);
+
+/// What the last answers said about one rate-limit window.
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    limit: Option<u64>,
+    remaining: Option<u64>,
+    reset_at: Option<Instant>,
+}
+
+impl Window {
+    fn observe(&mut self, headers: &HeaderMap) {
+        let num = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        if let Some(l) = num("x-ratelimit-limit") {
+            self.limit = Some(l as u64);
+        }
+        if let Some(r) = num("x-ratelimit-remaining") {
+            self.remaining = Some(r.max(0.0) as u64);
+        }
+        if let Some(s) = num("x-ratelimit-reset") {
+            self.reset_at = Some(Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 60.0)));
+        }
+    }
+
+    /// How long to wait before the next request, if the window is nearly spent.
+    fn wait(&mut self, now: Instant) -> Option<Duration> {
+        let (Some(remaining), Some(reset_at)) = (self.remaining, self.reset_at) else {
+            return None;
+        };
+        let low = self.limit.map(|l| (l / 10).max(1)).unwrap_or(1);
+        if remaining > low || reset_at <= now {
+            return None;
+        }
+        // Assume a fresh window after the wait; the next answer corrects it.
+        self.remaining = None;
+        Some((reset_at - now).min(MAX_SLOWDOWN))
+    }
+}
+
+/// Rate-limit state per bucket (search requests have their own).
+#[derive(Debug, Default)]
+struct Budget {
+    general: Window,
+    search: Window,
+}
+
+/// A call that did not succeed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+}
+
+pub type CallResult = (Result<Value, Failure>, AttemptReport);
+
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    allow_private: bool,
+    budget: Mutex<Budget>,
+}
+
+fn is_search(path: &str) -> bool {
+    path.split('?').next().unwrap_or(path).ends_with("/search")
+}
+
+impl Api {
+    pub fn new(client: reqwest::Client, base: String, token: String, allow_private: bool) -> Self {
+        Self {
+            client,
+            base,
+            token,
+            allow_private,
+            budget: Mutex::new(Budget::default()),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn slowdown(&self, search: bool) -> Option<Duration> {
+        let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        let w = if search {
+            &mut b.search
+        } else {
+            &mut b.general
+        };
+        w.wait(Instant::now())
+    }
+
+    fn observe(&self, search: bool, headers: &HeaderMap) {
+        let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        let w = if search {
+            &mut b.search
+        } else {
+            &mut b.general
+        };
+        w.observe(headers);
+    }
+
+    /// One request: `path` starts with `/api/v…`; `query` pairs are encoded.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> CallResult {
+        let search = is_search(path);
+        if let Some(wait) = self.slowdown(search) {
+            tokio::time::sleep(wait).await;
+        }
+        let url = format!("{}{path}", self.base);
+        let mut token = match reqwest::header::HeaderValue::from_str(&self.token) {
+            Ok(v) => v,
+            Err(_) => {
+                let f = Failure {
+                    outcome: Outcome::CredentialsRejected {
+                        message: "the Pipedrive API token is not a valid header value".into(),
+                    },
+                    status: None,
+                };
+                return (Err(f), AttemptReport::default());
+            }
+        };
+        token.set_sensitive(true);
+        let mut req = self
+            .client
+            .request(method, &url)
+            .header("x-api-token", token)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let request = match req.build() {
+            Ok(r) => r,
+            Err(e) => {
+                let f = Failure {
+                    outcome: Outcome::permanent(
+                        ErrorClass::Mapping,
+                        format!("cannot build the request: {e}"),
+                    ),
+                    status: None,
+                };
+                return (Err(f), AttemptReport::default());
+            }
+        };
+        let (result, report) = shared::send(&self.client, request, &url, self.allow_private).await;
+        let out = match result {
+            Ok(resp) => {
+                self.observe(search, &resp.headers);
+                classify(&resp)
+            }
+            Err(e) => Err(Failure {
+                outcome: e.outcome(),
+                status: None,
+            }),
+        };
+        (out, report)
+    }
+}
+
+fn classify(resp: &HttpResponse) -> Result<Value, Failure> {
+    let status = resp.status;
+    let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
+    let error = body
+        .get("error")
+        .and_then(Value::as_str)
+        .map(redact_text)
+        .unwrap_or_else(|| crate::redact::excerpt(&resp.body, 300));
+    let fail = |outcome: Outcome| {
+        Err(Failure {
+            outcome,
+            status: Some(status),
+        })
+    };
+    match status {
+        200..=299 => {
+            if body.get("success").and_then(Value::as_bool) == Some(false) {
+                return fail(Outcome::permanent(
+                    ErrorClass::Vendor,
+                    format!("Pipedrive: {error}"),
+                ));
+            }
+            if body.is_null() {
+                return fail(Outcome::retry(
+                    ErrorClass::Vendor,
+                    format!("Pipedrive answered {status} with a body that is not JSON"),
+                ));
+            }
+            Ok(body.get("data").cloned().unwrap_or(Value::Null))
+        }
+        429 => {
+            let retry_after = shared::parse_retry_after(&resp.headers).or_else(|| {
+                resp.headers
+                    .get("x-ratelimit-reset")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map(|s| Duration::from_secs_f64(s.clamp(0.0, 86_400.0)))
+            });
+            fail(Outcome::Throttled {
+                message: format!("Pipedrive HTTP 429: {error}"),
+                retry_after: Some(retry_after.unwrap_or(Duration::from_secs(2))),
+            })
+        }
+        401 => fail(Outcome::CredentialsRejected {
+            message: format!("Pipedrive rejected the API token: {error}"),
+        }),
+        410 => fail(Outcome::Gone {
+            message: format!("Pipedrive HTTP 410: {error}"),
+        }),
+        408 | 425 | 500..=599 => fail(Outcome::Retry {
+            class: if status >= 500 {
+                ErrorClass::Http5xx
+            } else {
+                ErrorClass::Http4xx
+            },
+            message: format!("Pipedrive HTTP {status}: {error}"),
+            retry_after: shared::parse_retry_after(&resp.headers),
+        }),
+        _ => fail(Outcome::permanent(
+            ErrorClass::Http4xx,
+            format!("Pipedrive HTTP {status}: {error}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(limit: &str, remaining: &str, reset: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit", HeaderValue::from_str(limit).unwrap());
+        h.insert(
+            "x-ratelimit-remaining",
+            HeaderValue::from_str(remaining).unwrap(),
+        );
+        h.insert("x-ratelimit-reset", HeaderValue::from_str(reset).unwrap());
+        h
+    }
+
+    #[test]
+    fn slows_down_when_the_window_is_nearly_spent() {
+        let mut w = Window::default();
+        let now = Instant::now();
+        assert_eq!(w.wait(now), None, "nothing known yet");
+        w.observe(&headers("40", "20", "2"));
+        assert_eq!(w.wait(Instant::now()), None, "plenty left");
+        w.observe(&headers("40", "3", "2"));
+        let wait = w.wait(Instant::now()).expect("waits for the reset");
+        assert!(wait <= MAX_SLOWDOWN);
+        assert_eq!(w.wait(Instant::now()), None, "only once per observation");
+        w.observe(&headers("40", "0", "600"));
+        assert_eq!(w.wait(Instant::now()), Some(MAX_SLOWDOWN), "bounded");
+    }
+
+    #[test]
+    fn classifies_pipedrive_answers() {
+        let resp = |status: u16, body: &str, h: HeaderMap| HttpResponse {
+            status,
+            headers: h,
+            body: body.into(),
+        };
+        let ok = classify(&resp(
+            200,
+            r#"{"success":true,"data":{"id":5}}"#,
+            HeaderMap::new(),
+        ))
+        .unwrap();
+        assert_eq!(ok["id"], 5);
+        let mut h = headers("40", "0", "2");
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        match classify(&resp(
+            429,
+            r#"{"success":false,"error":"Rate limit has been exceeded"}"#,
+            h,
+        )) {
+            Err(Failure {
+                outcome:
+                    Outcome::Throttled {
+                        retry_after,
+                        message,
+                    },
+                ..
+            }) => {
+                assert_eq!(retry_after, Some(Duration::from_secs(2)));
+                assert!(message.contains("Rate limit"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match classify(&resp(
+            400,
+            r#"{"success":false,"error":"Validation failed: title: Parameter 'title' is required"}"#,
+            HeaderMap::new(),
+        )) {
+            Err(Failure {
+                outcome: Outcome::Permanent { message, .. },
+                ..
+            }) => assert!(message.contains("Parameter 'title' is required")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(&resp(
+                401,
+                r#"{"success":false,"error":"unauthorized access"}"#,
+                HeaderMap::new()
+            )),
+            Err(Failure {
+                outcome: Outcome::CredentialsRejected { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            classify(&resp(502, "<html>bad gateway</html>", HeaderMap::new())),
+            Err(Failure {
+                outcome: Outcome::Retry { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            classify(&resp(200, "not json", HeaderMap::new())),
+            Err(Failure {
+                outcome: Outcome::Retry { .. },
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,919 @@
+//! `pipedrive`: persons, organizations, leads, deals, notes and activities
+//! in Pipedrive, with the API token from `PIPEDRIVE_API_TOKEN` sent in the
+//! `x-api-token` header (never in the URL, so it never reaches a log).
+//!
+//! API v2 writes persons, organizations, deals and activities; v1 writes
+//! leads and notes, which v2 does not have. Per delivery:
+//!
+//! 1. organization (new leads with a company): the kept id, else an exact
+//!    name search, else created — under a per-name lock, so concurrent
+//!    deliveries never create it twice;
+//! 2. person: the kept id (PATCH), else an exact-match email search (PATCH
+//!    the hit; a hit counts only if one of its emails equals ours — terms
+//!    over 30 characters, which Pipedrive cannot match exactly, are searched
+//!    loosely and compared here), else created. Deliveries about one person never run
+//!    concurrently (the store hands out only the oldest per contact), and
+//!    the id is kept as soon as Pipedrive returns it — also when a later
+//!    step fails — so neither concurrency nor retries make duplicates;
+//! 3. lead (v1) for new leads, one per person, unless the person has a deal:
+//!    the kept id, else (for a person who existed before this attempt) the
+//!    person's open lead from `GET /v1/leads?person_id=`, else created — so
+//!    an attempt killed between creating the lead and keeping its id does
+//!    not make a second one;
+//! 4. deal: opened, or moved to another stage;
+//! 5. note (v1), task or meeting (v2 activities), once per event.
+
+mod api;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use self::api::{Api, Failure};
+use super::crm::{
+    self, Activity, CommonSettings, DealStep, EventKind, IdCache, KeyedLocks, Learned, Plan,
+    remote_id,
+};
+use super::http as shared;
+use super::{
+    AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
+    ErrorClass, JobResult, Outcome,
+};
+use crate::config::{Problem, Rate};
+use crate::mapping::{self, Mapping};
+use crate::store::RemoteId;
+
+/// The default field mapping (also shown in the README).
+pub const DEFAULT_MAPPING: &str = include_str!("defaults.toml");
+const OBJECTS: [&str; 7] = [
+    "person",
+    "organization",
+    "lead",
+    "deal",
+    "note",
+    "task",
+    "meeting",
+];
+const DEFAULT_BASE_URL: &str = "https://api.pipedrive.com";
+/// Fields Pipedrive wants as integers.
+const ID_FIELDS: [&str; 8] = [
+    "owner_id",
+    "org_id",
+    "person_id",
+    "pipeline_id",
+    "stage_id",
+    "visible_to",
+    "deal_id",
+    "organization_id",
+];
+
+fn default_token_env() -> String {
+    "PIPEDRIVE_API_TOKEN".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Pipedrive's own settings (besides [`CommonSettings`]).
+#[derive(Debug, Clone, Deserialize)]
+struct Settings {
+    /// The env var holding the API token.
+    #[serde(default = "default_token_env")]
+    token_env: String,
+    /// Create a Pipedrive lead (Leads Inbox) for new leads, once per person.
+    #[serde(default = "yes")]
+    leads: bool,
+    /// The pipeline of new deals (Pipedrive's first pipeline when unset).
+    #[serde(default)]
+    pipeline_id: Option<u64>,
+}
+
+pub fn kind() -> ConnectorKind {
+    ConnectorKind {
+        name: "pipedrive",
+        summary: "Pipedrive: persons (exact email match, no duplicates), organizations, leads, deals, notes, activities",
+        defaults: Defaults {
+            rate_limit: Some(Rate {
+                count: 20,
+                period: Duration::from_secs(2),
+            }),
+            concurrency: 4,
+            batch_size: 1,
+            max_batch_size: 10,
+        },
+        personal_data: true,
+        build,
+    }
+}
+
+struct Pipedrive {
+    api: Api,
+    common: CommonSettings,
+    s: Settings,
+    mapping: Mapping,
+    learned: Learned,
+    cache: IdCache,
+    org_locks: KeyedLocks,
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
+    let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
+    let mut problems = Vec::new();
+    let token = ctx
+        .secret("token_env", &s.token_env)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let base = crm::base_url(common.base_url.as_deref(), DEFAULT_BASE_URL)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let mapping = Mapping::compile(DEFAULT_MAPPING, Some(&common.mapping), &OBJECTS)
+        .map_err(|ps| problems.extend(ps))
+        .ok();
+    let stages = common
+        .deal_stage
+        .iter()
+        .map(|v| ("deal_stage".to_string(), v))
+        .chain(
+            common
+                .meeting_deal_stage
+                .iter()
+                .map(|v| ("meeting_deal_stage".to_string(), v)),
+        )
+        .chain(
+            common
+                .stage_map
+                .iter()
+                .map(|(k, v)| (format!("stage_map.{k}"), v)),
+        );
+    for (path, v) in stages {
+        if v.parse::<u64>().is_err() {
+            problems.push(Problem::error(
+                path,
+                format!("{v:?} is not a Pipedrive stage id (a number)"),
+            ));
+        }
+    }
+    if let Some(o) = &common.owner_id
+        && o.parse::<u64>().is_err()
+    {
+        problems.push(Problem::error("owner_id", "a Pipedrive user id (a number)"));
+    }
+    let client = shared::client(ctx.timeout, common.allow_private_networks)
+        .map_err(|m| problems.push(Problem::error("", m)))
+        .ok();
+    let (Some(token), Some(base), Some(mapping), Some(client), true) =
+        (token, base, mapping, client, problems.is_empty())
+    else {
+        return Err(problems);
+    };
+    Ok(Arc::new(Pipedrive {
+        api: Api::new(client, base, token, common.allow_private_networks),
+        common,
+        s,
+        mapping,
+        learned: Learned::default(),
+        cache: IdCache::default(),
+        org_locks: KeyedLocks::default(),
+    }))
+}
+
+/// One step's failure, with the report of the request that failed.
+struct Stop {
+    outcome: Outcome,
+    report: Option<AttemptReport>,
+}
+
+impl From<Outcome> for Stop {
+    fn from(outcome: Outcome) -> Self {
+        Stop {
+            outcome,
+            report: None,
+        }
+    }
+}
+
+fn mapping_stop(e: mapping::MappingError) -> Stop {
+    Outcome::permanent(ErrorClass::Mapping, e.to_string()).into()
+}
+
+/// Digit strings in id fields become numbers (v2 rejects `"7"` for an integer).
+fn ids_as_numbers(body: &mut Map<String, Value>) {
+    for k in ID_FIELDS {
+        if let Some(Value::String(s)) = body.get(k)
+            && let Ok(n) = s.trim().parse::<u64>()
+        {
+            body.insert(k.to_string(), json!(n));
+        }
+    }
+}
+
+fn id_of(v: &Value) -> Option<String> {
+    mapping::as_text(&v["id"]).filter(|s| !s.is_empty())
+}
+
+/// Pipedrive's exact matching only works for terms of up to 30 characters;
+/// longer ones are searched loosely and matched exactly here.
+fn exact_param(term: &str) -> &'static str {
+    if term.chars().count() <= 30 {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// The id of the first search hit whose values (`values_of`) equal `term`,
+/// ignoring case: a loose search's partial matches never count.
+fn exact_hit(
+    found: &Value,
+    term: &str,
+    values_of: impl Fn(&Value) -> Vec<String>,
+) -> Option<String> {
+    found["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|i| {
+            let item = &i["item"];
+            values_of(item)
+                .iter()
+                .any(|v| v.trim().eq_ignore_ascii_case(term.trim()))
+                .then(|| id_of(item))
+                .flatten()
+        })
+}
+
+fn org_key(name: &str) -> String {
+    format!("org:{}", name.trim().to_lowercase())
+}
+
+/// One delivery's progress.
+struct Run<'a> {
+    job: &'a DeliveryJob,
+    ctx: Value,
+    report: AttemptReport,
+    ids: Vec<RemoteId>,
+    person: Option<u64>,
+    /// The person was created by this attempt (so has no leads yet).
+    person_created: bool,
+    org: Option<u64>,
+    deal: Option<u64>,
+    lead: Option<String>,
+}
+
+impl Pipedrive {
+    async fn call(
+        &self,
+        run: &mut Run<'_>,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, (Failure, AttemptReport)> {
+        let (res, report) = self.api.call(method, path, query, body).await;
+        run.report = report.clone();
+        res.map_err(|f| (f, report))
+    }
+
+    fn learn(&self, run: &mut Run<'_>, object: &str, key: &str, id: &str) {
+        let r = remote_id(object, key, id);
+        self.learned.push(r.clone());
+        self.cache.put(key, object, id);
+        run.ids.push(r);
+    }
+
+    fn known(&self, job: &DeliveryJob, key: &str, object: &str) -> Option<String> {
+        crm::stored(job, key, object)
+            .map(str::to_string)
+            .or_else(|| self.cache.get(key, object))
+    }
+
+    async fn deliver_one(&self, job: &DeliveryJob) -> JobResult {
+        let mut run = Run {
+            job,
+            ctx: mapping::context(job),
+            report: AttemptReport::default(),
+            ids: Vec::new(),
+            person: None,
+            person_created: false,
+            org: None,
+            deal: None,
+            lead: None,
+        };
+        match self.steps(&mut run).await {
+            Ok(()) => JobResult {
+                outcome: Outcome::Delivered {
+                    remote_ids: run.ids,
+                },
+                report: run.report,
+            },
+            Err(stop) => JobResult {
+                outcome: stop.outcome,
+                report: stop.report.unwrap_or(run.report),
+            },
+        }
+    }
+
+    async fn steps(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        let job = run.job;
+        let plan = Plan::of(job, &self.common)
+            .map_err(|m| Stop::from(Outcome::permanent(ErrorClass::Mapping, m)))?;
+        Activity::of(job, &self.common).into_context(&mut run.ctx);
+        if let Some(o) = &self.common.owner_id {
+            mapping::set(&mut run.ctx, "crm", "owner_id", o.clone());
+        }
+        if let Some(p) = self.s.pipeline_id {
+            mapping::set(&mut run.ctx, "crm", "pipeline_id", p);
+        }
+        if plan.company {
+            self.organization(run).await?;
+        }
+        self.person(run).await?;
+        self.deal(run, &plan).await?;
+        if plan.kind == EventKind::NewLead && self.s.leads && run.deal.is_none() {
+            self.lead(run).await?;
+        }
+        if plan.note {
+            self.note(run).await?;
+        }
+        if plan.task {
+            self.activity(run, "task").await?;
+        }
+        if plan.meeting {
+            self.activity(run, "meeting").await?;
+        }
+        Ok(())
+    }
+
+    fn fail(f: Failure, report: AttemptReport) -> Stop {
+        Stop {
+            outcome: f.outcome,
+            report: Some(report),
+        }
+    }
+
+    async fn organization(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        let mut body = self
+            .mapping
+            .apply("organization", &run.ctx)
+            .map_err(mapping_stop)?;
+        let Some(name) = body
+            .get("name")
+            .and_then(mapping::as_text)
+            .filter(|n| !n.trim().is_empty())
+        else {
+            return Ok(());
+        };
+        let key = org_key(&name);
+        let id = match self.known(run.job, &key, "organization") {
+            Some(id) => id,
+            None => {
+                let _guard = self.org_locks.lock(&key).await;
+                match self.cache.get(&key, "organization") {
+                    Some(id) => id,
+                    None => {
+                        let found = self
+                            .call(
+                                run,
+                                Method::GET,
+                                "/api/v2/organizations/search",
+                                &[
+                                    ("term", name.trim()),
+                                    ("fields", "name"),
+                                    ("exact_match", exact_param(name.trim())),
+                                    ("limit", "20"),
+                                ],
+                                None,
+                            )
+                            .await
+                            .map_err(|(f, r)| Self::fail(f, r))?;
+                        let hit = exact_hit(&found, name.trim(), |item| {
+                            item["name"]
+                                .as_str()
+                                .map(str::to_string)
+                                .into_iter()
+                                .collect()
+                        });
+                        match hit {
+                            Some(id) => id,
+                            None => {
+                                ids_as_numbers(&mut body);
+                                let created = self
+                                    .call(
+                                        run,
+                                        Method::POST,
+                                        "/api/v2/organizations",
+                                        &[],
+                                        Some(&Value::Object(body)),
+                                    )
+                                    .await
+                                    .map_err(|(f, r)| Self::fail(f, r))?;
+                                id_of(&created).ok_or_else(|| {
+                                    Stop::from(Outcome::retry(
+                                        ErrorClass::Vendor,
+                                        "Pipedrive returned no organization id",
+                                    ))
+                                })?
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if crm::stored(run.job, &key, "organization") != Some(id.as_str()) {
+            self.learn(run, "organization", &key, &id);
+        }
+        run.org = id.parse().ok();
+        mapping::set(&mut run.ctx, "ids", "organization", id);
+        Ok(())
+    }
+
+    async fn person(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        let mut body = self
+            .mapping
+            .apply("person", &run.ctx)
+            .map_err(mapping_stop)?;
+        let mut update = self
+            .mapping
+            .apply_update("person", &run.ctx)
+            .map_err(mapping_stop)?;
+        let email = body.remove("email").and_then(|v| mapping::as_text(&v));
+        let phone = body.remove("phone").and_then(|v| mapping::as_text(&v));
+        update.remove("email");
+        update.remove("phone");
+        // Without a known name the mapping falls back to the email: fine for
+        // a new person, but never rename an existing one to their address.
+        let named =
+            mapping::lookup(&run.ctx, "contact.full_name").is_some_and(|v| !mapping::is_empty(v));
+        if !named {
+            update.remove("name");
+        }
+        if let Some(org) = run.org {
+            body.insert("org_id".into(), json!(org));
+            update.insert("org_id".into(), json!(org));
+        }
+        ids_as_numbers(&mut body);
+        ids_as_numbers(&mut update);
+        let key = run.job.delivery.contact_key.clone();
+        let mut existing = self
+            .known(run.job, &key, "person")
+            .or_else(|| crm::vendor_ref(run.job, "pipedrive", "person").map(str::to_string));
+        if let Some(id) = existing.clone() {
+            match self
+                .update_person(run, &id, &update, phone.as_deref())
+                .await
+            {
+                Ok(()) => {}
+                // Deleted in Pipedrive since: find or create it again.
+                Err((f, _)) if f.status == Some(404) => {
+                    self.cache.forget(&key, "person");
+                    existing = None;
+                }
+                Err((f, r)) => return Err(Self::fail(f, r)),
+            }
+        }
+        if existing.is_none() {
+            let Some(email) = email.clone() else {
+                return Err(Outcome::permanent(
+                    ErrorClass::Mapping,
+                    "Pipedrive persons are matched by email and this event has none",
+                )
+                .into());
+            };
+            let found = self
+                .call(
+                    run,
+                    Method::GET,
+                    "/api/v2/persons/search",
+                    &[
+                        ("term", email.as_str()),
+                        ("fields", "email"),
+                        ("exact_match", exact_param(&email)),
+                        ("limit", "20"),
+                    ],
+                    None,
+                )
+                .await
+                .map_err(|(f, r)| Self::fail(f, r))?;
+            let hit = exact_hit(&found, &email, |item| {
+                item["emails"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(std::iter::once(&item["primary_email"]))
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            });
+            match hit {
+                Some(id) => {
+                    self.update_person(run, &id, &update, phone.as_deref())
+                        .await
+                        .map_err(|(f, r)| Self::fail(f, r))?;
+                    existing = Some(id);
+                }
+                None => {
+                    body.insert(
+                        "emails".into(),
+                        json!([{"value": email, "primary": true, "label": "work"}]),
+                    );
+                    if let Some(p) = &phone {
+                        body.insert(
+                            "phones".into(),
+                            json!([{"value": p, "primary": true, "label": "work"}]),
+                        );
+                    }
+                    let created = self
+                        .call(
+                            run,
+                            Method::POST,
+                            "/api/v2/persons",
+                            &[],
+                            Some(&Value::Object(body)),
+                        )
+                        .await
+                        .map_err(|(f, r)| Self::fail(f, r))?;
+                    run.person_created = true;
+                    existing = Some(id_of(&created).ok_or_else(|| {
+                        Stop::from(Outcome::retry(
+                            ErrorClass::Vendor,
+                            "Pipedrive returned no person id",
+                        ))
+                    })?);
+                }
+            }
+        }
+        let id = existing.unwrap_or_default();
+        if crm::stored(run.job, &key, "person") != Some(id.as_str()) {
+            self.learn(run, "person", &key, &id);
+        }
+        run.person = id.parse().ok();
+        mapping::set(&mut run.ctx, "ids", "person", id);
+        Ok(())
+    }
+
+    /// PATCHes a person. Pipedrive replaces whole `phones` lists, so a new
+    /// phone is added to the person's current ones rather than replacing them.
+    async fn update_person(
+        &self,
+        run: &mut Run<'_>,
+        id: &str,
+        body: &Map<String, Value>,
+        phone: Option<&str>,
+    ) -> Result<(), (Failure, AttemptReport)> {
+        let path = format!("/api/v2/persons/{id}");
+        let mut body = body.clone();
+        if let Some(p) = phone {
+            let current = self.call(run, Method::GET, &path, &[], None).await?;
+            let mut phones: Vec<Value> = current["phones"].as_array().cloned().unwrap_or_default();
+            let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+            let have = phones
+                .iter()
+                .any(|x| x["value"].as_str().is_some_and(|v| digits(v) == digits(p)));
+            if !have {
+                let primary = phones.is_empty();
+                phones.push(json!({"value": p, "primary": primary, "label": "work"}));
+                body.insert("phones".into(), Value::Array(phones));
+            }
+        }
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.call(run, Method::PATCH, &path, &[], Some(&Value::Object(body)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn deal(&self, run: &mut Run<'_>, plan: &Plan) -> Result<(), Stop> {
+        let key = run.job.delivery.contact_key.clone();
+        let existing = self
+            .known(run.job, &key, "deal")
+            .or_else(|| crm::vendor_ref(run.job, "pipedrive", "deal").map(str::to_string));
+        run.deal = existing.as_deref().and_then(|d| d.parse().ok());
+        let (stage, create, update) = match &plan.deal {
+            DealStep::None => return Ok(()),
+            DealStep::Ensure { stage } => (stage.clone(), existing.is_none(), false),
+            DealStep::Move { stage, create } => (
+                Some(stage.clone()),
+                existing.is_none() && *create,
+                existing.is_some(),
+            ),
+        };
+        if let Some(st) = &stage {
+            let n: u64 = st.parse().map_err(|_| {
+                Stop::from(Outcome::permanent(
+                    ErrorClass::Mapping,
+                    format!("stage {st:?} is not a Pipedrive stage id; map it in stage_map"),
+                ))
+            })?;
+            mapping::set(&mut run.ctx, "crm", "stage_id", n);
+        }
+        if let Some(id) = &existing {
+            mapping::set(&mut run.ctx, "ids", "deal", id.clone());
+        }
+        if update {
+            let id = existing.clone().unwrap_or_default();
+            let mut body: Map<String, Value> = self
+                .mapping
+                .apply("deal", &run.ctx)
+                .map_err(mapping_stop)?
+                .into_iter()
+                .filter(|(k, _)| k == "stage_id" || k == "pipeline_id")
+                .collect();
+            ids_as_numbers(&mut body);
+            self.call(
+                run,
+                Method::PATCH,
+                &format!("/api/v2/deals/{id}"),
+                &[],
+                Some(&Value::Object(body)),
+            )
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+            return Ok(());
+        }
+        if !create {
+            return Ok(());
+        }
+        let mut body = self.mapping.apply("deal", &run.ctx).map_err(mapping_stop)?;
+        if let Some(p) = run.person {
+            body.insert("person_id".into(), json!(p));
+        }
+        if let Some(o) = run.org {
+            body.insert("org_id".into(), json!(o));
+        }
+        ids_as_numbers(&mut body);
+        let created = self
+            .call(
+                run,
+                Method::POST,
+                "/api/v2/deals",
+                &[],
+                Some(&Value::Object(body)),
+            )
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+        let id = id_of(&created).ok_or_else(|| {
+            Stop::from(Outcome::retry(
+                ErrorClass::Vendor,
+                "Pipedrive returned no deal id",
+            ))
+        })?;
+        self.learn(run, "deal", &key, &id);
+        run.deal = id.parse().ok();
+        mapping::set(&mut run.ctx, "ids", "deal", id);
+        Ok(())
+    }
+
+    async fn lead(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        let key = run.job.delivery.contact_key.clone();
+        if let Some(id) = self.known(run.job, &key, "lead") {
+            run.lead = Some(id.clone());
+            mapping::set(&mut run.ctx, "ids", "lead", id);
+            return Ok(());
+        }
+        // A person who existed before this attempt may have their lead
+        // already: made by an attempt that died before keeping its id.
+        if let Some(p) = run.person.filter(|_| !run.person_created) {
+            let person = p.to_string();
+            let listed = self
+                .call(
+                    run,
+                    Method::GET,
+                    "/api/v1/leads",
+                    &[
+                        ("person_id", person.as_str()),
+                        ("archived_status", "not_archived"),
+                        ("limit", "1"),
+                    ],
+                    None,
+                )
+                .await
+                .map_err(|(f, r)| Self::fail(f, r))?;
+            if let Some(id) = listed.as_array().and_then(|a| a.first()).and_then(id_of) {
+                self.learn(run, "lead", &key, &id);
+                run.lead = Some(id.clone());
+                mapping::set(&mut run.ctx, "ids", "lead", id);
+                return Ok(());
+            }
+        }
+        let mut body = self.mapping.apply("lead", &run.ctx).map_err(mapping_stop)?;
+        if let Some(p) = run.person {
+            body.insert("person_id".into(), json!(p));
+        }
+        if let Some(o) = run.org {
+            body.insert("organization_id".into(), json!(o));
+        }
+        if let Some(v) = body.remove("value").filter(|v| !mapping::is_empty(v)) {
+            body.insert("value".into(), json!({"amount": v, "currency": "USD"}));
+        }
+        ids_as_numbers(&mut body);
+        let created = self
+            .call(
+                run,
+                Method::POST,
+                "/api/v1/leads",
+                &[],
+                Some(&Value::Object(body)),
+            )
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+        let id = id_of(&created).ok_or_else(|| {
+            Stop::from(Outcome::retry(
+                ErrorClass::Vendor,
+                "Pipedrive returned no lead id",
+            ))
+        })?;
+        self.learn(run, "lead", &key, &id);
+        run.lead = Some(id.clone());
+        mapping::set(&mut run.ctx, "ids", "lead", id);
+        Ok(())
+    }
+
+    async fn note(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        let key = crm::event_key(run.job);
+        if self.known(run.job, &key, "note").is_some() {
+            return Ok(());
+        }
+        let mut body = self.mapping.apply("note", &run.ctx).map_err(mapping_stop)?;
+        if let Some(p) = run.person {
+            body.insert("person_id".into(), json!(p));
+        }
+        if let Some(d) = run.deal {
+            body.insert("deal_id".into(), json!(d));
+        } else if let Some(l) = &run.lead {
+            body.insert("lead_id".into(), json!(l));
+        }
+        if let Some(o) = run.org {
+            body.insert("org_id".into(), json!(o));
+        }
+        ids_as_numbers(&mut body);
+        let created = self
+            .call(
+                run,
+                Method::POST,
+                "/api/v1/notes",
+                &[],
+                Some(&Value::Object(body)),
+            )
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+        let id = id_of(&created).ok_or_else(|| {
+            Stop::from(Outcome::retry(
+                ErrorClass::Vendor,
+                "Pipedrive returned no note id",
+            ))
+        })?;
+        self.learn(run, "note", &key, &id);
+        Ok(())
+    }
+
+    /// A task or meeting (v2 activity), once per event.
+    async fn activity(&self, run: &mut Run<'_>, object: &str) -> Result<(), Stop> {
+        let key = crm::event_key(run.job);
+        if self.known(run.job, &key, object).is_some() {
+            return Ok(());
+        }
+        let mut body = self.mapping.apply(object, &run.ctx).map_err(mapping_stop)?;
+        if let Some(p) = run.person {
+            body.insert(
+                "participants".into(),
+                json!([{"person_id": p, "primary": true}]),
+            );
+        }
+        if let Some(d) = run.deal {
+            body.insert("deal_id".into(), json!(d));
+        } else if let Some(l) = &run.lead {
+            body.insert("lead_id".into(), json!(l));
+        }
+        if let Some(o) = run.org {
+            body.insert("org_id".into(), json!(o));
+        }
+        if object == "meeting"
+            && !body.contains_key("duration")
+            && let (Some(s), Some(e)) = (
+                mapping::lookup(&run.ctx, "activity.start_at").and_then(mapping::parse_datetime),
+                mapping::lookup(&run.ctx, "activity.end_at").and_then(mapping::parse_datetime),
+            )
+            && e > s
+        {
+            let mins = (e - s).num_minutes().min(23 * 60 + 59);
+            body.insert(
+                "duration".into(),
+                json!(format!("{:02}:{:02}", mins / 60, mins % 60)),
+            );
+        }
+        ids_as_numbers(&mut body);
+        let created = self
+            .call(
+                run,
+                Method::POST,
+                "/api/v2/activities",
+                &[],
+                Some(&Value::Object(body)),
+            )
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+        let id = id_of(&created).ok_or_else(|| {
+            Stop::from(Outcome::retry(
+                ErrorClass::Vendor,
+                "Pipedrive returned no activity id",
+            ))
+        })?;
+        self.learn(run, object, &key, &id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Connector for Pipedrive {
+    async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.deliver_one(job).await);
+        }
+        out
+    }
+
+    fn lookup_keys(&self, job: &DeliveryJob) -> Vec<String> {
+        let mut keys = vec![job.delivery.contact_key.clone(), crm::event_key(job)];
+        if self.common.companies && EventKind::of(&job.event.event_type) == EventKind::NewLead {
+            let ctx = mapping::context(job);
+            if let Ok(body) = self.mapping.apply("organization", &ctx)
+                && let Some(name) = body.get("name").and_then(mapping::as_text)
+                && !name.trim().is_empty()
+            {
+                keys.push(org_key(&name));
+            }
+        }
+        keys
+    }
+
+    fn learned_remote_ids(&self) -> Vec<RemoteId> {
+        self.learned.drain()
+    }
+
+    async fn check(&self) -> CheckReport {
+        let me = match self
+            .api
+            .call(Method::GET, "/api/v1/users/me", &[], None)
+            .await
+        {
+            (Ok(v), _) => v,
+            (Err(f), _) => return CheckReport::failed(crm::outcome_text(&f.outcome)),
+        };
+        let company = me["company_name"].as_str().unwrap_or("?");
+        let domain = me["company_domain"].as_str().unwrap_or("?");
+        let user = me["name"].as_str().unwrap_or("?");
+        let mut message = format!(
+            "company {company} ({domain}.pipedrive.com) at {}: token accepted for user {user}",
+            self.api.base()
+        );
+        let stages: Vec<&String> = self
+            .common
+            .deal_stage
+            .iter()
+            .chain(self.common.meeting_deal_stage.iter())
+            .chain(self.common.stage_map.values())
+            .collect();
+        if self.common.deals || !stages.is_empty() {
+            match self
+                .api
+                .call(Method::GET, "/api/v2/stages", &[], None)
+                .await
+            {
+                (Ok(v), _) => {
+                    let known: Vec<String> = v
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| mapping::as_text(&s["id"]))
+                        .collect();
+                    let missing: Vec<&str> = stages
+                        .iter()
+                        .filter(|s| !known.contains(s))
+                        .map(|s| s.as_str())
+                        .collect();
+                    if !missing.is_empty() {
+                        return CheckReport::failed(format!(
+                            "{message}; unknown stage ids: {} (known: {})",
+                            missing.join(", "),
+                            known.join(", ")
+                        ));
+                    }
+                    message.push_str(&format!("; stage ids {}", known.join(", ")));
+                }
+                (Err(f), _) => {
+                    return CheckReport::failed(format!(
+                        "{message}; reading stages failed: {}",
+                        crm::outcome_text(&f.outcome)
+                    ));
+                }
+            }
+        }
+        CheckReport::ok(message)
+    }
+}

@@ -1,0 +1,448 @@
+//! Salesforce's REST API: calls on the session's instance (refreshing the
+//! session once on 401 `INVALID_SESSION_ID`), SOQL, composite requests,
+//! and the classification of Salesforce's error arrays:
+//!
+//! - `REQUEST_LIMIT_EXCEEDED` (403) throttles: the destination pauses;
+//! - `UNABLE_TO_LOCK_ROW`, 5xx and `SERVER_UNAVAILABLE` are retried;
+//! - `DUPLICATES_DETECTED` carries the existing record's id (the caller
+//!   links to it instead of failing);
+//! - everything else — `FIELD_CUSTOM_VALIDATION_EXCEPTION`,
+//!   `REQUIRED_FIELD_MISSING`, `INVALID_FIELD` … — is permanent, with
+//!   Salesforce's message and the fields it names.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::auth::Auth;
+use crate::connectors::http as shared;
+use crate::connectors::{AttemptReport, ErrorClass, Outcome};
+use crate::redact::redact_text;
+
+/// How long the destination pauses when the org's API request limit is spent.
+pub const REQUEST_LIMIT_PAUSE: Duration = Duration::from_secs(15 * 60);
+
+/// One entry of a Salesforce error array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfError {
+    pub code: String,
+    pub message: String,
+    pub fields: Vec<String>,
+    /// `DUPLICATES_DETECTED`: the first matching record.
+    pub duplicate_id: Option<String>,
+}
+
+/// A call (or a composite subrequest) that did not succeed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub errors: Vec<SfError>,
+    /// The composite subrequest that failed.
+    pub reference_id: Option<String>,
+}
+
+impl Failure {
+    fn plain(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            status: None,
+            errors: Vec::new(),
+            reference_id: None,
+        }
+    }
+
+    /// The existing record a duplicate rule matched.
+    pub fn duplicate(&self) -> Option<&str> {
+        self.errors.iter().find_map(|e| e.duplicate_id.as_deref())
+    }
+}
+
+pub type CallResult = (Result<Value, Failure>, AttemptReport);
+
+/// Reads `[{"message","errorCode","fields","duplicateResult"}]`.
+pub fn parse_errors(body: &Value) -> Vec<SfError> {
+    let list = match body {
+        Value::Array(a) => a.clone(),
+        Value::Object(_) => vec![body.clone()],
+        _ => Vec::new(),
+    };
+    list.iter()
+        .filter_map(|e| {
+            let code = e
+                .get("errorCode")
+                .or_else(|| e.get("statusCode"))
+                .and_then(Value::as_str)?
+                .to_string();
+            let duplicate_id = e["duplicateResult"]["matchResults"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|m| m["matchRecords"].as_array().cloned().unwrap_or_default())
+                .find_map(|r| r["record"]["Id"].as_str().map(str::to_string));
+            Some(SfError {
+                code,
+                message: e["message"].as_str().unwrap_or_default().to_string(),
+                fields: e["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect(),
+                duplicate_id,
+            })
+        })
+        .collect()
+}
+
+/// "Salesforce REQUIRED_FIELD_MISSING: Required fields are missing: [LastName] (fields LastName)".
+pub fn describe(errors: &[SfError]) -> String {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let fields = if e.fields.is_empty() {
+                String::new()
+            } else {
+                format!(" (fields {})", e.fields.join(", "))
+            };
+            format!("Salesforce {}: {}{fields}", e.code, redact_text(&e.message))
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// The verdict on an error answer (direct or composite subrequest).
+pub fn error_outcome(status: u16, errors: &[SfError], retry_after: Option<Duration>) -> Outcome {
+    let text = if errors.is_empty() {
+        format!("Salesforce HTTP {status}")
+    } else {
+        describe(errors)
+    };
+    let has = |code: &str| errors.iter().any(|e| e.code == code);
+    if has("REQUEST_LIMIT_EXCEEDED") {
+        return Outcome::Throttled {
+            message: text,
+            retry_after: Some(retry_after.unwrap_or(REQUEST_LIMIT_PAUSE)),
+        };
+    }
+    if has("INVALID_SESSION_ID") || status == 401 {
+        return Outcome::CredentialsRejected { message: text };
+    }
+    if has("UNABLE_TO_LOCK_ROW")
+        || has("SERVER_UNAVAILABLE")
+        || matches!(status, 408 | 425 | 500..=599)
+    {
+        return Outcome::Retry {
+            class: if status >= 500 {
+                ErrorClass::Http5xx
+            } else {
+                ErrorClass::Vendor
+            },
+            message: text,
+            retry_after,
+        };
+    }
+    if status == 410 {
+        return Outcome::Gone { message: text };
+    }
+    Outcome::permanent(ErrorClass::Http4xx, text)
+}
+
+/// Escapes a value for a SOQL string literal.
+pub fn soql_quote(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('\'');
+    for c in v.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// One subrequest of a composite request.
+#[derive(Debug, Clone)]
+pub struct Sub {
+    pub method: &'static str,
+    /// After `/services/data/vXX.X`.
+    pub path: String,
+    pub reference_id: String,
+    pub body: Option<Value>,
+}
+
+/// The REST API on the session's instance.
+pub struct Rest {
+    client: reqwest::Client,
+    pub auth: Auth,
+    /// `v60.0`.
+    version: String,
+    allow_private: bool,
+}
+
+impl Rest {
+    pub fn new(client: reqwest::Client, auth: Auth, version: String, allow_private: bool) -> Self {
+        Self {
+            client,
+            auth,
+            version,
+            allow_private,
+        }
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// `/services/data/v60.0`
+    pub fn data_path(&self) -> String {
+        format!("/services/data/{}", self.version)
+    }
+
+    /// A request to `/services/data/vXX.X{path}`; a 401 refreshes the
+    /// session and tries once more.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> CallResult {
+        let mut session = match self.auth.session().await {
+            Ok(s) => s,
+            Err(o) => return (Err(Failure::plain(o)), AttemptReport::default()),
+        };
+        for attempt in 0..2 {
+            let url = format!("{}{}{path}", session.instance_url, self.data_path());
+            let mut auth = match reqwest::header::HeaderValue::from_str(&format!(
+                "Bearer {}",
+                session.access_token
+            )) {
+                Ok(v) => v,
+                Err(_) => {
+                    let o = Outcome::CredentialsRejected {
+                        message: "Salesforce returned an access token that is not a valid header"
+                            .into(),
+                    };
+                    return (Err(Failure::plain(o)), AttemptReport::default());
+                }
+            };
+            auth.set_sensitive(true);
+            let mut req = self
+                .client
+                .request(method.clone(), &url)
+                .header(reqwest::header::AUTHORIZATION, auth)
+                .header(reqwest::header::ACCEPT, "application/json");
+            if !query.is_empty() {
+                req = req.query(query);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let request = match req.build() {
+                Ok(r) => r,
+                Err(e) => {
+                    let o = Outcome::permanent(
+                        ErrorClass::Mapping,
+                        format!("cannot build the request: {e}"),
+                    );
+                    return (Err(Failure::plain(o)), AttemptReport::default());
+                }
+            };
+            let (result, report) =
+                shared::send(&self.client, request, &url, self.allow_private).await;
+            let resp = match result {
+                Ok(r) => r,
+                Err(e) => return (Err(Failure::plain(e.outcome())), report),
+            };
+            let parsed: Value = if resp.body.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&resp.body).unwrap_or(Value::Null)
+            };
+            if (200..300).contains(&resp.status) {
+                return (Ok(parsed), report);
+            }
+            let errors = parse_errors(&parsed);
+            let expired =
+                resp.status == 401 || errors.iter().any(|e| e.code == "INVALID_SESSION_ID");
+            if expired && attempt == 0 {
+                match self.auth.refresh(&session.access_token).await {
+                    Ok(s) => {
+                        session = s;
+                        continue;
+                    }
+                    Err(o) => return (Err(Failure::plain(o)), report),
+                }
+            }
+            let mut outcome = error_outcome(
+                resp.status,
+                &errors,
+                shared::parse_retry_after(&resp.headers),
+            );
+            if expired {
+                outcome = Outcome::CredentialsRejected {
+                    message: format!(
+                        "Salesforce rejected a fresh session ({}): {}",
+                        self.auth.flow_name(),
+                        describe(&errors)
+                    ),
+                };
+            } else if resp.status == 300 {
+                outcome = Outcome::permanent(
+                    ErrorClass::Vendor,
+                    "Salesforce: several records match the external id (HTTP 300)",
+                );
+            }
+            let f = Failure {
+                outcome,
+                status: Some(resp.status),
+                errors,
+                reference_id: None,
+            };
+            return (Err(f), report);
+        }
+        let o = Outcome::CredentialsRejected {
+            message: "Salesforce kept rejecting the session".into(),
+        };
+        (Err(Failure::plain(o)), AttemptReport::default())
+    }
+
+    /// Runs a SOQL query; returns its `records`.
+    pub async fn query(&self, soql: &str) -> (Result<Vec<Value>, Failure>, AttemptReport) {
+        let (res, report) = self.call(Method::GET, "/query", &[("q", soql)], None).await;
+        (
+            res.map(|v| v["records"].as_array().cloned().unwrap_or_default()),
+            report,
+        )
+    }
+
+    /// Sends subrequests in one all-or-none composite request. Ok: each
+    /// subrequest's body by reference id, in order.
+    pub async fn composite(
+        &self,
+        subs: &[Sub],
+    ) -> (Result<Vec<(String, Value)>, Failure>, AttemptReport) {
+        let data = self.data_path();
+        let requests: Vec<Value> = subs
+            .iter()
+            .map(|s| {
+                let mut r = json!({"method": s.method, "url": format!("{data}{}", s.path), "referenceId": s.reference_id});
+                if let Some(b) = &s.body {
+                    r["body"] = b.clone();
+                }
+                r
+            })
+            .collect();
+        let body = json!({"allOrNone": true, "compositeRequest": requests});
+        let (res, report) = self
+            .call(Method::POST, "/composite", &[], Some(&body))
+            .await;
+        let v = match res {
+            Ok(v) => v,
+            Err(f) => return (Err(f), report),
+        };
+        let mut out = Vec::new();
+        // (halted by another subrequest's failure, the failure)
+        let mut failures: Vec<(bool, Failure)> = Vec::new();
+        for r in v["compositeResponse"].as_array().into_iter().flatten() {
+            let status = r["httpStatusCode"].as_u64().unwrap_or(0) as u16;
+            let reference = r["referenceId"].as_str().unwrap_or_default().to_string();
+            if status < 400 {
+                out.push((reference, r["body"].clone()));
+                continue;
+            }
+            let errors = parse_errors(&r["body"]);
+            let halted = !errors.is_empty()
+                && errors.iter().all(|e| {
+                    e.code == "PROCESSING_HALTED" || e.code == "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+                });
+            failures.push((
+                halted,
+                Failure {
+                    outcome: error_outcome(status, &errors, None),
+                    status: Some(status),
+                    errors,
+                    reference_id: Some(reference),
+                },
+            ));
+        }
+        let failure = match failures.iter().position(|(halted, _)| !halted) {
+            Some(i) => Some(failures.swap_remove(i).1),
+            None => failures.into_iter().next().map(|(_, f)| f),
+        };
+        match failure {
+            Some(f) => (Err(f), report),
+            None if out.len() == subs.len() => (Ok(out), report),
+            None => (
+                Err(Failure::plain(Outcome::retry(
+                    ErrorClass::Vendor,
+                    "Salesforce's composite answer is missing subrequests",
+                ))),
+                report,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn classifies_salesforce_errors() {
+        let e = |code: &str| {
+            parse_errors(
+                &json!([{"message": format!("{code} message"), "errorCode": code, "fields": ["LastName"]}]),
+            )
+        };
+        assert!(matches!(
+            error_outcome(403, &e("REQUEST_LIMIT_EXCEEDED"), None),
+            Outcome::Throttled { retry_after: Some(d), .. } if d == REQUEST_LIMIT_PAUSE
+        ));
+        assert!(matches!(
+            error_outcome(400, &e("UNABLE_TO_LOCK_ROW"), None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            error_outcome(503, &e("SERVER_UNAVAILABLE"), None),
+            Outcome::Retry { .. }
+        ));
+        for code in [
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            "REQUIRED_FIELD_MISSING",
+            "INVALID_FIELD",
+        ] {
+            match error_outcome(400, &e(code), None) {
+                Outcome::Permanent { message, .. } => {
+                    assert_eq!(
+                        message,
+                        format!("Salesforce {code}: {code} message (fields LastName)")
+                    )
+                }
+                o => panic!("{code}: {o:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_the_duplicate_record_id() {
+        let body = json!([{"message": "Use one of these records?", "errorCode": "DUPLICATES_DETECTED",
+            "duplicateResult": {"matchResults": [{"matchRecords": [{"record": {"Id": "00Q000000000001AAA"}}]}]}}]);
+        let errs = parse_errors(&body);
+        assert_eq!(errs[0].duplicate_id.as_deref(), Some("00Q000000000001AAA"));
+    }
+
+    #[test]
+    fn quotes_soql() {
+        assert_eq!(soql_quote("o'neil@x.io"), "'o\\'neil@x.io'");
+        assert_eq!(soql_quote("a\\b"), "'a\\\\b'");
+    }
+}

@@ -1,0 +1,483 @@
+//! HubSpot end to end: form POST → leadrelay → the fake HubSpot's state.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use leadrelay::store::DeliveryState;
+use leadrelay_fakes::common::Fault;
+use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
+use serde_json::json;
+
+use crate::support::{CRM_FORM, TestApp, eventually, full_lead, ingest_event, lead};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(base: &str, extra: &str) -> String {
+    format!(
+        r#"{CRM_FORM}
+[destinations.hubspot]
+connector = "hubspot"
+base_url = "{base}"
+allow_private_networks = true
+token_env = "HUBSPOT_ACCESS_TOKEN"
+purposes = ["crm"]
+timeout = "2s"
+{extra}
+
+[[routes]]
+name = "crm"
+destinations = ["hubspot"]
+"#
+    )
+}
+
+async fn start(fake: &FakeHubSpot, extra: &str) -> TestApp {
+    TestApp::builder(&config(&fake.base_url(), extra))
+        .env("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN)
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn form_post_creates_contact_company_deal_note_and_task() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let app = start(
+        &fake,
+        "deals = true\nfollow_up_task = true\nowner_id = \"77\"",
+    )
+    .await;
+    let r = app
+        .post_json(
+            "/v1/forms/contact",
+            &full_lead(
+                "jane@acme.io",
+                "Jane",
+                "Doe",
+                "Acme Inc",
+                "Please call me about pricing.",
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let d = app.settled("hubspot", 1, WAIT).await;
+    assert_eq!(d[0].state, DeliveryState::Delivered, "{:?}", d[0]);
+
+    let c = fake.contact_by_email("jane@acme.io").expect("contact");
+    assert_eq!(c.get("firstname"), Some("Jane"));
+    assert_eq!(c.get("lastname"), Some("Doe"));
+    assert_eq!(c.get("company"), Some("Acme Inc"));
+    assert_eq!(c.get("phone"), Some("+14155552671"));
+    assert_eq!(c.get("lifecyclestage"), Some("lead"));
+    assert_eq!(c.get("hs_lead_status"), Some("NEW"));
+    assert_eq!(c.get("hubspot_owner_id"), Some("77"));
+
+    let companies = fake.companies();
+    assert_eq!(companies.len(), 1);
+    assert_eq!(companies[0].get("domain"), Some("acme.io"));
+    assert_eq!(companies[0].get("name"), Some("Acme Inc"));
+    assert_eq!(
+        fake.associated_ids("contacts", &c.id, "companies"),
+        vec![companies[0].id.clone()]
+    );
+
+    let deals = fake.deals();
+    assert_eq!(deals.len(), 1);
+    assert_eq!(deals[0].get("pipeline"), Some("default"));
+    assert_eq!(deals[0].get("dealstage"), Some("appointmentscheduled"));
+    assert_eq!(deals[0].get("dealname"), Some("Acme Inc (contact form)"));
+    assert_eq!(
+        fake.associated_ids("deals", &deals[0].id, "contacts"),
+        vec![c.id.clone()]
+    );
+
+    let notes = fake.notes();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        notes[0].get("hs_note_body"),
+        Some("Please call me about pricing.")
+    );
+    assert!(notes[0].get("hs_timestamp").is_some());
+    assert_eq!(
+        fake.associated_ids("notes", &notes[0].id, "contacts"),
+        vec![c.id.clone()]
+    );
+
+    let tasks = fake.tasks();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        tasks[0].get("hs_task_subject"),
+        Some("Follow up with Jane Doe")
+    );
+    assert_eq!(tasks[0].get("hs_task_status"), Some("NOT_STARTED"));
+    assert_eq!(tasks[0].get("hubspot_owner_id"), Some("77"));
+    assert!(tasks[0].get("hs_timestamp").is_some(), "due date");
+    assert_eq!(
+        fake.associated_ids("tasks", &tasks[0].id, "contacts"),
+        vec![c.id.clone()]
+    );
+
+    // The ids are kept and reused: a second lead updates, links nothing twice.
+    let searches_before = fake
+        .requests()
+        .entries()
+        .iter()
+        .filter(|r| r.path.ends_with("/search"))
+        .count();
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("jane@acme.io", "Janet", "Doe", "Acme Inc", ""),
+    )
+    .await;
+    app.settled("hubspot", 2, WAIT).await;
+    assert_eq!(fake.contacts().len(), 1);
+    assert_eq!(
+        fake.contact_by_email("jane@acme.io")
+            .unwrap()
+            .get("firstname"),
+        Some("Janet")
+    );
+    assert_eq!(fake.companies().len(), 1);
+    assert_eq!(fake.deals().len(), 1, "one open deal per person, reused");
+    let searches_after = fake
+        .requests()
+        .entries()
+        .iter()
+        .filter(|r| r.path.ends_with("/search"))
+        .count();
+    assert_eq!(
+        searches_before, searches_after,
+        "the stored company id was reused"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reply_meeting_and_deal_stage_events() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let app = start(
+        &fake,
+        r#"deals = true
+meeting_deal_stage = "qualifiedtobuy"
+reply_lead_status = "CONNECTED"
+[destinations.hubspot.stage_map]
+won = "closedwon"
+"#,
+    )
+    .await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("max@beta.io", "Max", "Power", "Beta", ""),
+    )
+    .await;
+    app.settled("hubspot", 1, WAIT).await;
+    let contact = fake.contact_by_email("max@beta.io").unwrap();
+    assert_eq!(
+        fake.deals()[0].get("dealstage"),
+        Some("appointmentscheduled")
+    );
+
+    ingest_event(
+        &app.store,
+        "reply.received",
+        "max@beta.io",
+        json!({"reply_text": "Sounds good, let's talk."}),
+        &["hubspot"],
+    )
+    .await;
+    app.settled("hubspot", 2, WAIT).await;
+    let notes = fake.notes();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        notes[0].get("hs_note_body"),
+        Some("Sounds good, let&#39;s talk.")
+    );
+    assert_eq!(
+        fake.associated_ids("notes", &notes[0].id, "contacts"),
+        vec![contact.id.clone()]
+    );
+    assert_eq!(
+        fake.contact_by_email("max@beta.io")
+            .unwrap()
+            .get("hs_lead_status"),
+        Some("CONNECTED")
+    );
+
+    ingest_event(
+        &app.store,
+        "meeting.booked",
+        "max@beta.io",
+        json!({"meeting_name": "Demo", "start_time": "2030-01-02T15:00:00Z"}),
+        &["hubspot"],
+    )
+    .await;
+    app.settled("hubspot", 3, WAIT).await;
+    let c = fake.contact_by_email("max@beta.io").unwrap();
+    assert_eq!(c.get("lifecyclestage"), Some("salesqualifiedlead"));
+    assert_eq!(fake.deals().len(), 1);
+    assert_eq!(fake.deals()[0].get("dealstage"), Some("qualifiedtobuy"));
+    let notes = fake.notes();
+    assert_eq!(notes.len(), 2);
+    assert!(
+        notes.iter().any(|n| n
+            .get("hs_note_body")
+            .is_some_and(|b| b.contains("Demo booked") && b.contains("2030-01-02 15:00"))),
+        "{notes:?}"
+    );
+
+    ingest_event(
+        &app.store,
+        "deal.stage_changed",
+        "max@beta.io",
+        json!({"stage": "won"}),
+        &["hubspot"],
+    )
+    .await;
+    app.settled("hubspot", 4, WAIT).await;
+    assert_eq!(fake.deals().len(), 1);
+    assert_eq!(fake.deals()[0].get("dealstage"), Some("closedwon"));
+    let all = app.deliveries("hubspot").await;
+    assert!(
+        all.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{all:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_property_is_a_dead_letter_naming_it_and_spares_the_batch() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let app = start(
+        &fake,
+        r#"[destinations.hubspot.mapping.contact]
+favourite_colour = "data.colour"
+"#,
+    )
+    .await;
+    // Hold deliveries until all three are due, so they share one batch.
+    app.store
+        .pause_destination(
+            "hubspot",
+            chrono::Utc::now() + chrono::Duration::milliseconds(1500),
+            "test",
+        )
+        .await
+        .unwrap();
+    let mut with_colour = lead("red@x.io");
+    with_colour["colour"] = json!("red");
+    app.post_json("/v1/forms/contact", &with_colour).await;
+    app.post_json("/v1/forms/contact", &lead("plain1@x.io"))
+        .await;
+    app.post_json("/v1/forms/contact", &lead("plain2@x.io"))
+        .await;
+    let d = app.settled("hubspot", 3, WAIT).await;
+    let dead: Vec<_> = d
+        .iter()
+        .filter(|d| d.state == DeliveryState::Dead)
+        .collect();
+    assert_eq!(dead.len(), 1, "{d:?}");
+    let reason = dead[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("HubSpot rejected property \"favourite_colour\"")
+            && reason.contains("does not exist"),
+        "{reason}"
+    );
+    assert!(fake.contact_by_email("plain1@x.io").is_some());
+    assert!(fake.contact_by_email("plain2@x.io").is_some());
+    assert!(fake.contact_by_email("red@x.io").is_none());
+    let upserts: Vec<u16> = fake
+        .requests()
+        .entries()
+        .iter()
+        .filter(|r| r.path.ends_with("/contacts/batch/upsert"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        upserts,
+        vec![400, 200],
+        "one batch; the other two inputs sent again"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn mapping_errors_and_invalid_options_dead_letter_with_the_reason() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let app = start(
+        &fake,
+        r#"[destinations.hubspot.mapping.contact]
+lead_tier = { from = "data.tier", map = { a = "gold", b = "platinum" } }
+"#,
+    )
+    .await;
+    let mut unmapped = lead("t1@x.io");
+    unmapped["tier"] = json!("c");
+    let mut bad_option = lead("t2@x.io");
+    bad_option["tier"] = json!("b");
+    app.post_json("/v1/forms/contact", &unmapped).await;
+    app.post_json("/v1/forms/contact", &bad_option).await;
+    let d = app.settled("hubspot", 2, WAIT).await;
+    assert!(d.iter().all(|d| d.state == DeliveryState::Dead), "{d:?}");
+    let reasons: Vec<String> = d
+        .iter()
+        .map(|d| d.reason.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("mapping contact.lead_tier: value \"c\" is not in the value map")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("\"lead_tier\"") && r.contains("INVALID_OPTION")),
+        "{reasons:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn daily_limit_pauses_the_destination_instead_of_burning_retries() {
+    let fake = FakeHubSpot::start(HubSpotConfig {
+        daily_limit: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    fake.set_daily_usage(3);
+    let app = start(&fake, "").await;
+    app.post_json("/v1/forms/contact", &lead("day@x.io")).await;
+    let paused = eventually("the destination is paused", WAIT, || async {
+        let s = app.store.destination_state("hubspot").await.ok()?;
+        s.paused_until.filter(|_| {
+            s.pause_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("DAILY"))
+        })
+    })
+    .await;
+    assert!(
+        paused > chrono::Utc::now() + chrono::Duration::minutes(1),
+        "paused until the daily reset: {paused}"
+    );
+    let d = app.deliveries("hubspot").await;
+    assert_eq!(d[0].failures, 0, "throttling is not a failure: {:?}", d[0]);
+    assert!(d[0].state.is_active());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_leads_for_200_emails_make_200_contacts_through_5xx_and_429_storms() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    // Storms: server errors, then HubSpot's own 429 bodies.
+    fake.faults().push(
+        Fault::Status {
+            status: 502,
+            body: "bad gateway".into(),
+            headers: vec![],
+        },
+        4,
+    );
+    fake.faults().push(
+        Fault::Status {
+            status: 429,
+            body: json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"}).to_string(),
+            headers: vec![],
+        },
+        4,
+    );
+    fake.faults().push(
+        Fault::Status {
+            status: 503,
+            body: "unavailable".into(),
+            headers: vec![],
+        },
+        3,
+    );
+    let app = start(
+        &fake,
+        "[destinations.hubspot.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
+    )
+    .await;
+    let mut posts = Vec::new();
+    for i in 0..1000 {
+        let client = app.client.clone();
+        let url = app.url("/v1/forms/contact");
+        let email = format!("p{}@corp{}.io", i % 200, (i % 200) % 7);
+        posts.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&full_lead(&email, "Pat", &format!("N{i}"), "Corp", ""))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for p in posts {
+        assert_eq!(p.await.unwrap().unwrap(), 202);
+    }
+    let d = app.settled("hubspot", 1000, Duration::from_secs(120)).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{:?}",
+        d.iter().find(|d| d.state != DeliveryState::Delivered)
+    );
+    let contacts = fake.contacts();
+    assert_eq!(contacts.len(), 200);
+    let emails: HashSet<String> = contacts
+        .iter()
+        .filter_map(|c| c.get("email").map(String::from))
+        .collect();
+    assert_eq!(emails.len(), 200);
+    assert_eq!(fake.companies().len(), 7, "one company per domain");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn custom_objects_are_upserted_by_their_unique_property_and_linked() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let app = start(
+        &fake,
+        r#"notes = false
+[[destinations.hubspot.custom_objects]]
+object = "p_projects"
+id_property = "project_code"
+[destinations.hubspot.custom_objects.mapping]
+project_name = "{{ contact.company }} onboarding"
+project_code = { from = "contact.email", transform = "lower" }
+project_status = { value = "Planned", picklist = ["planned", "active", "done"] }
+"#,
+    )
+    .await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("ann@gamma.io", "Ann", "Lee", "Gamma", ""),
+    )
+    .await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("ann@gamma.io", "Ann", "Lee", "Gamma Two", ""),
+    )
+    .await;
+    let d = app.settled("hubspot", 2, WAIT).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+    let projects = fake.records("p_projects");
+    assert_eq!(projects.len(), 1, "upserted by project_code");
+    let p = &projects[0];
+    assert_eq!(p.get("project_code"), Some("ann@gamma.io"));
+    assert_eq!(
+        p.get("project_status"),
+        Some("planned"),
+        "picklist spelling"
+    );
+    assert_eq!(p.get("project_name"), Some("Gamma Two onboarding"));
+    let contact = fake.contact_by_email("ann@gamma.io").unwrap();
+    assert_eq!(
+        fake.associated_ids("p_projects", &p.id, "contacts"),
+        vec![contact.id]
+    );
+    app.stop().await;
+}
