@@ -8,11 +8,14 @@
 //!   rate-limit accuracy, and ingest p99 with a destination up vs down.
 //! - crm: 10,000 leads into the fake HubSpot at 100 requests / 10 s, against
 //!   the 1,000 contacts/s that batches of 100 allow.
+//! - postgres: ingest on PostgreSQL, and a backlog drained by one worker
+//!   node and by two on the same database, in the same run.
 //!
 //! Figures are measured, not asserted: CI never runs this.
 
 mod crm;
 mod load;
+mod pg;
 mod procs;
 mod sink;
 
@@ -33,6 +36,15 @@ pub(crate) struct Cli {
     /// The leadrelay binary to measure.
     #[arg(long, global = true, default_value = "target/release/leadrelay")]
     pub(crate) bin: PathBuf,
+    /// PostgreSQL server for the `postgres` scenario (a database is created
+    /// and dropped on it per run).
+    #[arg(
+        long,
+        global = true,
+        env = "LEADRELAY_BENCH_PG",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pub(crate) pg_url: String,
     /// Length of each throughput run.
     #[arg(long, global = true, default_value = "10s", value_parser = humantime_secs)]
     duration: Duration,
@@ -59,6 +71,8 @@ enum Cmd {
     Delivery,
     /// 10,000 leads into the fake HubSpot held to 100 requests / 10 s.
     Crm,
+    /// Ingest on PostgreSQL, and a backlog drained by one node and by two.
+    Postgres,
     /// (internal) the bare 202 handler used as the ceiling.
     BareServer {
         #[arg(long)]
@@ -76,13 +90,22 @@ pub(crate) fn table(headers: &[&str]) -> Table {
 }
 
 pub(crate) fn base_config(dir: &std::path::Path, extra: &str) -> String {
+    form_config(
+        &format!("url = \"sqlite://{}/leadrelay.db\"", dir.display()),
+        extra,
+    )
+}
+
+/// The benchmark's `contact` form with `storage` as the `[storage]` table's
+/// body and `extra` appended (destinations, routes).
+pub(crate) fn form_config(storage: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
 per_ip_limit = "off"
 
 [storage]
-url = "sqlite://{db}/leadrelay.db"
+{storage}
 
 [forms.contact]
 [forms.contact.fields.email]
@@ -104,12 +127,11 @@ max_length = 5000
 field = "consent"
 version = "v1"
 {extra}
-"#,
-        db = dir.display()
+"#
     )
 }
 
-fn backup_destination(dir: &std::path::Path) -> String {
+pub(crate) fn backup_destination(dir: &std::path::Path) -> String {
     format!(
         r#"
 [destinations.backup]
@@ -125,7 +147,7 @@ destinations = ["backup"]
     )
 }
 
-fn webhook_destination(url: &str, extra: &str) -> String {
+pub(crate) fn webhook_destination(url: &str, extra: &str) -> String {
     format!(
         r#"
 [delivery]
@@ -149,7 +171,7 @@ fn ms(v: f64) -> String {
     format!("{v:.2} ms")
 }
 
-fn row(t: &mut Table, name: &str, r: &LoadResult, extra: &[String]) {
+pub(crate) fn row(t: &mut Table, name: &str, r: &LoadResult, extra: &[String]) {
     let mut cells = vec![
         name.to_string(),
         format!("{:.0}", r.rate()),
@@ -275,7 +297,7 @@ async fn ingest(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_count(sink: &Sink, n: usize, limit: Duration) -> Option<Duration> {
+pub(crate) async fn wait_count(sink: &Sink, n: usize, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if sink.count() >= n {
@@ -474,10 +496,12 @@ fn main() -> anyhow::Result<()> {
             Some(Cmd::Ingest) => ingest(&cli).await,
             Some(Cmd::Delivery) => delivery(&cli).await,
             Some(Cmd::Crm) => crm::crm(&cli).await,
+            Some(Cmd::Postgres) => pg::postgres(&cli).await,
             Some(Cmd::All) | None => {
                 ingest(&cli).await?;
                 delivery(&cli).await?;
-                crm::crm(&cli).await
+                crm::crm(&cli).await?;
+                pg::postgres(&cli).await
             }
         }
     })

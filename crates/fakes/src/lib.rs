@@ -12,6 +12,7 @@
 pub mod common;
 pub mod google;
 pub mod hubspot;
+pub mod lemlist;
 pub mod pipedrive;
 pub mod salesforce;
 pub mod slack;

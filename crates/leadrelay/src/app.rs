@@ -37,6 +37,8 @@ pub struct Running {
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
     throttle_pruner: Option<JoinHandle<()>>,
+    /// Fires handoff and SLA timers (`pipeline::handoff`).
+    timers: Option<JoinHandle<()>>,
 }
 
 /// Opens the store named by the configuration and applies migrations.
@@ -48,6 +50,17 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         pool_size: config.storage.pool_size,
         statement_timeout: config.storage.statement_timeout.get(),
         tls_verify: config.storage.tls_verify,
+        contact_rules: Arc::new(
+            crate::contacts::MergeRules::compile(&config.contacts).map_err(|ps| {
+                anyhow::anyhow!(
+                    ps.into_iter()
+                        .map(|(p, m)| format!("{p}: {m}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?,
+        ),
+        lead_hook: crate::pipeline::LeadHook::from_config(config).map(Arc::new),
         ..Default::default()
     };
     Ok(store::open(&config.storage.url, &options).await?)
@@ -74,6 +87,7 @@ pub async fn start(
                 .join("\n")
         )
     })?;
+    let privacy = Arc::new(crate::privacy::Privacy::new(store.clone(), config.clone()));
     let engine = Engine::new(
         store.clone(),
         destinations,
@@ -82,12 +96,14 @@ pub async fn start(
             shutdown_grace: config.server.shutdown_grace.get(),
             alerts: config.alerts.clone(),
             retention: config.privacy.retention.clone(),
+            privacy: privacy.clone(),
         },
         enabled.clone(),
         metrics.clone(),
     );
     let admin = Arc::new(http::admin::AdminContext::new(
         store.clone(),
+        privacy,
         &config,
         &enabled,
     ));
@@ -110,8 +126,15 @@ pub async fn start(
     let ingestor = Arc::new(Ingestor::new(store.clone(), config.clone(), routes, env).await?);
 
     let shutdown = CancellationToken::new();
+    let mut timers = None;
     if role != Role::Api {
         engine.start();
+        timers = crate::pipeline::handoff::HandoffJob::new(
+            store.clone(),
+            config.clone(),
+            ingestor.clone(),
+        )
+        .start(shutdown.clone());
     }
     let mut addr = None;
     let mut server = None;
@@ -150,6 +173,7 @@ pub async fn start(
         shutdown,
         server,
         throttle_pruner,
+        timers,
     })
 }
 
@@ -167,6 +191,11 @@ impl Running {
         }
         if let Some(p) = self.throttle_pruner.take() {
             p.abort();
+        }
+        if let Some(t) = self.timers.take() {
+            // Cancelled with the server; a timer cut short keeps its lease
+            // and falls due again after a restart.
+            let _ = t.await;
         }
         self.engine.shutdown().await;
         self.store.close().await;

@@ -201,6 +201,9 @@ pub struct Contact {
     /// The latest consent answer per purpose.
     #[serde(default)]
     pub consent: BTreeMap<String, ConsentRecord>,
+    /// Lead score, lifecycle stage, owner and handoff state.
+    #[serde(default, skip_serializing_if = "crate::LeadState::is_empty")]
+    pub lead: crate::LeadState,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

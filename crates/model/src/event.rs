@@ -347,6 +347,37 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event leadrelay raises itself (alerts, dead-letter copies, the
+    /// pipeline, privacy requests): a new id, received and occurred `now`,
+    /// no raw payload, attribution or consent of its own.
+    pub fn internal(
+        event_type: EventType,
+        origin: Origin,
+        contact: ContactData,
+        data: Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Event {
+        Event {
+            id: crate::new_id(),
+            event_type,
+            origin,
+            received_at: now,
+            occurred_at: now,
+            contact,
+            contact_id: None,
+            data,
+            attribution: Attribution::default(),
+            consent: Vec::new(),
+            ip_hash: None,
+            raw: RawPayload::default(),
+            spam: false,
+            idempotency_key: None,
+            external_id: None,
+            vendor_refs: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
     /// Whether the event's own consent records grant `purpose`.
     pub fn consent_for(&self, purpose: &ConsentPurpose) -> Option<&ConsentRecord> {
         self.consent.iter().rev().find(|c| &c.purpose == purpose)

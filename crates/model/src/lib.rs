@@ -12,6 +12,7 @@
 mod contact;
 mod email;
 mod event;
+mod lead;
 mod phone;
 mod purpose;
 
@@ -21,6 +22,7 @@ pub use event::{
     Attribution, CLICK_ID_FIELDS, ConsentRecord, Event, EventType, FieldChange, Origin, OriginKind,
     RawPayload, UTM_FIELDS, VendorRef,
 };
+pub use lead::{LeadState, OwnerAssignment, ScoreHit, Stage};
 pub use phone::{PhoneE164, PhoneError};
 pub use purpose::{ConsentPurpose, PurposeError};
 

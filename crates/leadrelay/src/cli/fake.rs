@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use leadrelay_fakes::{google, hubspot, pipedrive, salesforce, slack, twilio};
+use leadrelay_fakes::{google, hubspot, lemlist, pipedrive, salesforce, slack, twilio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Vendor {
@@ -15,6 +15,7 @@ pub enum Vendor {
     Slack,
     Twilio,
     Google,
+    Lemlist,
 }
 
 impl Vendor {
@@ -26,6 +27,7 @@ impl Vendor {
             Vendor::Slack => "127.0.0.1:8094",
             Vendor::Twilio => "127.0.0.1:8095",
             Vendor::Google => "127.0.0.1:8096",
+            Vendor::Lemlist => "127.0.0.1:8097",
         }
     }
 }
@@ -35,7 +37,7 @@ pub struct FakeArgs {
     /// Which vendor to fake.
     #[arg(value_enum)]
     pub vendor: Vendor,
-    /// Address to listen on (default: 127.0.0.1:8091 … 8096 by vendor; port 0 picks one).
+    /// Address to listen on (default: 127.0.0.1:8091 … 8097 by vendor; port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
 }
@@ -87,6 +89,14 @@ fn instructions(vendor: Vendor, base: &str) -> String {
                 ),
             ],
         ),
+        Vendor::Lemlist => crm(
+            "lemlist",
+            &format!(
+                "  base_url = \"{base}\"\n  campaign_id = \"{}\"\n",
+                lemlist::LemlistConfig::DEFAULT_CAMPAIGN
+            ),
+            &[("LEMLIST_API_KEY", lemlist::LemlistConfig::DEFAULT_API_KEY)],
+        ),
         Vendor::Slack | Vendor::Twilio | Vendor::Google => format!(
             "Point the connector's `base_url` at {base} (with allow_private_networks = true) and set its credentials env vars to the values above.\n"
         ),
@@ -98,67 +108,29 @@ pub async fn fake(args: FakeArgs) -> ExitCode {
         .listen
         .clone()
         .unwrap_or_else(|| args.vendor.default_listen().to_string());
+    // Each fake has its own type; all have `base_url` and `credentials_banner`.
+    macro_rules! start {
+        ($fake:ty) => {
+            <$fake>::start_on(Default::default(), &listen)
+                .await
+                .map(|f| {
+                    let base = f.base_url();
+                    (
+                        f.credentials_banner(&base),
+                        base,
+                        Box::new(f) as Box<dyn Send>,
+                    )
+                })
+        };
+    }
     let started = match args.vendor {
-        Vendor::Hubspot => hubspot::FakeHubSpot::start_on(Default::default(), &listen)
-            .await
-            .map(|f| {
-                let base = f.base_url();
-                (
-                    f.credentials_banner(&base),
-                    base,
-                    Box::new(f) as Box<dyn Send>,
-                )
-            }),
-        Vendor::Pipedrive => pipedrive::FakePipedrive::start_on(Default::default(), &listen)
-            .await
-            .map(|f| {
-                let base = f.base_url();
-                (
-                    f.credentials_banner(&base),
-                    base,
-                    Box::new(f) as Box<dyn Send>,
-                )
-            }),
-        Vendor::Salesforce => salesforce::FakeSalesforce::start_on(Default::default(), &listen)
-            .await
-            .map(|f| {
-                let base = f.base_url();
-                (
-                    f.credentials_banner(&base),
-                    base,
-                    Box::new(f) as Box<dyn Send>,
-                )
-            }),
-        Vendor::Slack => slack::FakeSlack::start_on(Default::default(), &listen)
-            .await
-            .map(|f| {
-                let base = f.base_url();
-                (
-                    f.credentials_banner(&base),
-                    base,
-                    Box::new(f) as Box<dyn Send>,
-                )
-            }),
-        Vendor::Twilio => twilio::FakeTwilio::start_on(Default::default(), &listen)
-            .await
-            .map(|f| {
-                let base = f.base_url();
-                (
-                    f.credentials_banner(&base),
-                    base,
-                    Box::new(f) as Box<dyn Send>,
-                )
-            }),
-        Vendor::Google => google::FakeGoogle::start_on(Default::default(), &listen)
-            .await
-            .map(|f| {
-                let base = f.base_url();
-                (
-                    f.credentials_banner(&base),
-                    base,
-                    Box::new(f) as Box<dyn Send>,
-                )
-            }),
+        Vendor::Hubspot => start!(hubspot::FakeHubSpot),
+        Vendor::Pipedrive => start!(pipedrive::FakePipedrive),
+        Vendor::Salesforce => start!(salesforce::FakeSalesforce),
+        Vendor::Slack => start!(slack::FakeSlack),
+        Vendor::Twilio => start!(twilio::FakeTwilio),
+        Vendor::Google => start!(google::FakeGoogle),
+        Vendor::Lemlist => start!(lemlist::FakeLemlist),
     };
     let (banner, base, server) = match started {
         Ok(s) => s,

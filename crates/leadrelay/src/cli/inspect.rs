@@ -140,15 +140,26 @@ pub(super) async fn open(
     config_path: Option<&PathBuf>,
     storage: &StorageArgs,
 ) -> Result<Arc<dyn Store>, ExitCode> {
+    open_with_config(config_path, storage)
+        .await
+        .map(|(store, _)| store)
+}
+
+/// The store and the configuration it was opened with.
+pub(super) async fn open_with_config(
+    config_path: Option<&PathBuf>,
+    storage: &StorageArgs,
+) -> Result<(Arc<dyn Store>, Arc<crate::config::Config>), ExitCode> {
     let loaded = load_config(config_path)?;
     let mut config = loaded.config;
     if let Some(u) = &storage.storage_url {
         config.storage.url = u.clone();
     }
-    app::open_store(&config).await.map_err(|e| {
+    let store = app::open_store(&config).await.map_err(|e| {
         eprintln!("cannot open the store: {e:#}");
         ExitCode::FAILURE
-    })
+    })?;
+    Ok((store, Arc::new(config)))
 }
 
 /// RFC 3339, or an age such as `24h` / `7d` before now.

@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::StorageArgs;
-use super::inspect::{fail, open, print_json, short, table};
+use super::inspect::{fail, open, open_with_config, print_json, short, table};
 use crate::auth::{generate_key, validate_key_name};
 use crate::privacy::Privacy;
 use crate::store::Role;
+use leadrelay_model::ConsentPurpose;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -140,6 +141,19 @@ pub enum PrivacyCommand {
     /// Erase a person: their contact, the personal data and raw payloads of
     /// their events, unsent deliveries (audited).
     Erase(EraseArgs),
+    /// Withdraw a person's consent for purposes (default: the configured
+    /// `privacy.unsubscribe_withdraws`); their waiting deliveries to
+    /// destinations needing them are skipped (audited).
+    Withdraw(WithdrawArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WithdrawArgs {
+    #[command(flatten)]
+    pub request: PrivacyArgs,
+    /// A purpose to withdraw (repeatable), e.g. --purpose marketing_email.
+    #[arg(long = "purpose")]
+    pub purposes: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +184,7 @@ fn cli_actor() -> String {
 
 pub async fn privacy(config: Option<&PathBuf>, cmd: PrivacyCommand) -> ExitCode {
     let (args, erase) = match cmd {
+        PrivacyCommand::Withdraw(w) => return withdraw(config, w).await,
         PrivacyCommand::Export(a) => (a, false),
         PrivacyCommand::Erase(e) => {
             if !e.yes {
@@ -182,11 +197,11 @@ pub async fn privacy(config: Option<&PathBuf>, cmd: PrivacyCommand) -> ExitCode 
         Ok(e) => e,
         Err(m) => return fail(format!("{:?}: {m}", args.email)),
     };
-    let store = match open(config, &args.storage).await {
+    let (store, cfg) = match open_with_config(config, &args.storage).await {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let privacy = Privacy::new(store.clone());
+    let privacy = Privacy::new(store.clone(), cfg);
     let code = if erase {
         match privacy.erase(&email, &cli_actor(), args.reason).await {
             Ok(r) => {
@@ -203,6 +218,39 @@ pub async fn privacy(config: Option<&PathBuf>, cmd: PrivacyCommand) -> ExitCode 
             }
             Err(e) => fail(e),
         }
+    };
+    store.close().await;
+    code
+}
+
+async fn withdraw(config: Option<&PathBuf>, w: WithdrawArgs) -> ExitCode {
+    let args = w.request;
+    let mut purposes: Vec<ConsentPurpose> = Vec::new();
+    for p in &w.purposes {
+        match ConsentPurpose::parse(p.trim()) {
+            Ok(p) if !purposes.contains(&p) => purposes.push(p),
+            Ok(_) => {}
+            Err(e) => return fail(format!("--purpose: {e}")),
+        }
+    }
+    let email = match Privacy::normalise(args.email.trim()) {
+        Ok(e) => e,
+        Err(m) => return fail(format!("{:?}: {m}", args.email)),
+    };
+    let (store, cfg) = match open_with_config(config, &args.storage).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let privacy = Privacy::new(store.clone(), cfg);
+    let code = match privacy
+        .withdraw(&email, &purposes, &cli_actor(), args.reason)
+        .await
+    {
+        Ok(r) => {
+            print_json(&r);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     };
     store.close().await;
     code

@@ -1,10 +1,11 @@
-//! The command line: `leadrelay serve | check | migrate | events |
+//! The command line: `leadrelay serve | check | migrate | simulate | events |
 //! deliveries | dlq | sources | keys | privacy | config | fake | version`.
 
 mod fake;
 mod inspect;
 mod keys;
 mod serve;
+mod simulate;
 mod sources;
 
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Apply database migrations and exit.
     Migrate(StorageArgs),
+    /// Show what leadrelay would do with one event (routes, consent, mapped
+    /// payloads, score, owner) without storing or sending anything.
+    Simulate(simulate::SimulateArgs),
     /// Inspect stored events.
     #[command(subcommand)]
     Events(inspect::EventsCommand),
@@ -153,6 +157,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::serve(cli.config.as_ref(), args).await,
         Command::Check(args) => serve::check(cli.config.as_ref(), args).await,
         Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args).await,
+        Command::Simulate(args) => simulate::simulate(cli.config.as_ref(), args).await,
         Command::Events(cmd) => inspect::events(cli.config.as_ref(), cmd).await,
         Command::Deliveries(cmd) => inspect::deliveries(cli.config.as_ref(), cmd).await,
         Command::Dlq(cmd) => inspect::dlq(cli.config.as_ref(), cmd).await,

@@ -251,6 +251,39 @@ mod tests {
     }
 
     #[test]
+    fn privacy_keys_parse_and_validate() {
+        let d = load_str("", "t.toml", &no_env).unwrap().config.privacy;
+        assert_eq!(
+            d.retention.contacts.map(|c| c.get().as_secs()),
+            Some(3 * 365 * 86_400)
+        );
+        let purposes: Vec<&str> = d.unsubscribe_withdraws.iter().map(|p| p.as_str()).collect();
+        assert_eq!(purposes, ["marketing_email", "sms"]);
+        let text = "[privacy]\nunsubscribe_withdraws = [\"sms\"]\n[privacy.retention]\ncontacts = \"off\"\ninterval = \"10m\"\n";
+        let p = load_str(text, "t.toml", &no_env).unwrap().config.privacy;
+        assert!(p.retention.contacts.is_none());
+        assert_eq!(p.retention.interval.get().as_secs(), 600);
+        assert_eq!(p.unsubscribe_withdraws.len(), 1);
+        let y = "[privacy.retention]\ncontacts = \"2y\"\n";
+        assert!(
+            load_str(y, "t.toml", &no_env)
+                .unwrap()
+                .config
+                .privacy
+                .retention
+                .contacts
+                .is_some()
+        );
+        for bad in [
+            "[privacy.retention]\ncontacts = \"never\"\n",
+            "[privacy.retention]\ninterval = \"1ms\"\n",
+            "[privacy]\nunsubscribe_withdraws = [\"Bad Name\"]\n",
+        ] {
+            assert!(load_str(bad, "t.toml", &no_env).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn type_errors_have_positions() {
         let err = load_str("[server]\nmax_body_bytes = \"lots\"\n", "t.toml", &no_env).unwrap_err();
         let p = &err.problems[0];

@@ -46,6 +46,42 @@ pub struct Config {
     pub destinations: BTreeMap<String, DestinationConfig>,
     /// Which events go to which destinations.
     pub routes: Vec<RouteConfig>,
+    /// Lead scoring rules and MQL/SQL thresholds.
+    pub scoring: crate::pipeline::ScoringConfig,
+    /// The people leads are assigned to.
+    pub owners: Vec<crate::pipeline::OwnerConfig>,
+    /// How an owner is chosen for a sales-qualified lead.
+    pub routing: crate::pipeline::RoutingConfig,
+    /// What happens when a contact becomes sales-qualified.
+    pub handoff: crate::pipeline::HandoffConfig,
+    /// The golden contact record: which source's value each field keeps.
+    pub contacts: ContactsConfig,
+}
+
+/// `[contacts]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct ContactsConfig {
+    /// Per contact field (`phone`, `company`, … or a custom field), how its
+    /// value is chosen when sources disagree. Fields without a rule keep the
+    /// latest non-empty value.
+    pub fields: BTreeMap<String, ContactFieldConfig>,
+}
+
+/// `[contacts.fields.NAME]`, e.g. `sources = ["source:hubspot", "form:*"]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct ContactFieldConfig {
+    /// `latest` (default without `sources`), `first`, `priority` (default
+    /// with `sources`) or `never_overwrite`.
+    pub strategy: Option<crate::contacts::Strategy>,
+    /// Sources allowed to change the value once set, most trusted first:
+    /// `form:NAME`, `source:NAME` (or just `NAME`), `api:NAME`, with `*`
+    /// for any name or kind. Unlisted sources only fill an empty field.
+    pub sources: Vec<String>,
+    /// The field is a custom one (not a standard contact field); required so
+    /// a misspelt standard field is reported rather than silently custom.
+    pub custom: bool,
 }
 
 /// `[server]`
@@ -148,6 +184,9 @@ pub struct PrivacyConfig {
     pub ip_hash_key_env: String,
     /// How long data is kept; older data is purged by a background job.
     pub retention: RetentionConfig,
+    /// The purposes an `unsubscribed` event withdraws when it names none
+    /// itself (its data's `purposes`): by default the marketing ones.
+    pub unsubscribe_withdraws: Vec<ConsentPurpose>,
 }
 
 impl Default for PrivacyConfig {
@@ -155,6 +194,10 @@ impl Default for PrivacyConfig {
         Self {
             ip_hash_key_env: "LEADRELAY_IP_HASH_KEY".into(),
             retention: RetentionConfig::default(),
+            unsubscribe_withdraws: ["marketing_email", "sms"]
+                .iter()
+                .filter_map(|p| ConsentPurpose::parse(p).ok())
+                .collect(),
         }
     }
 }
@@ -170,6 +213,13 @@ pub struct RetentionConfig {
     /// Finished deliveries (delivered or skipped; dead letters are kept until
     /// replayed or discarded).
     pub deliveries: HumanDuration,
+    /// Contacts with no event for this long are erased (their events
+    /// scrubbed, their unsent deliveries stopped, exactly like a privacy
+    /// erase, each audited); `"off"` keeps them.
+    #[serde(deserialize_with = "units::duration_or_off")]
+    pub contacts: Option<HumanDuration>,
+    /// How often the purge job runs.
+    pub interval: HumanDuration,
 }
 
 impl Default for RetentionConfig {
@@ -178,6 +228,8 @@ impl Default for RetentionConfig {
             raw_payloads: HumanDuration::secs(90 * 86_400),
             attempts: HumanDuration::secs(30 * 86_400),
             deliveries: HumanDuration::secs(90 * 86_400),
+            contacts: Some(HumanDuration::secs(3 * 365 * 86_400)),
+            interval: HumanDuration::secs(3600),
         }
     }
 }

@@ -35,6 +35,21 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A duration, or `"off"` (None).
+pub fn duration_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    humantime::parse_duration(s.trim())
+        .map(|d| Some(HumanDuration(d)))
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write e.g. \"30d\", \"3y\" or \"off\""
+            ))
+        })
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
@@ -80,6 +95,17 @@ impl Rate {
     /// The time between two requests at an even pace.
     pub fn interval(&self) -> Duration {
         self.period / self.count
+    }
+
+    /// The pace a destination is held to: 1% slower than [`Rate::interval`].
+    /// Vendors count requests in rolling windows at arrival; at exactly
+    /// `count` per `period`, a window can hold `count + 1` requests (its two
+    /// ends, or one request arriving a little late and the next on time),
+    /// and the vendor answers 429. With the margin, `count` intervals span
+    /// more than `period`, so no rolling window ever holds more than
+    /// `count` — while a window starting at a request still gets `count`.
+    pub fn paced_interval(&self) -> Duration {
+        self.interval() * 101 / 100
     }
 }
 
@@ -214,6 +240,11 @@ mod tests {
         let r = Rate::parse("100/10s").unwrap();
         assert_eq!((r.count, r.period), (100, Duration::from_secs(10)));
         assert_eq!(r.interval(), Duration::from_millis(100));
+        assert_eq!(r.paced_interval(), Duration::from_millis(101));
+        // count intervals at the paced rate outlast the period: no rolling
+        // window holds count + 1 requests; count of them fit in one.
+        assert!(r.paced_interval() * r.count > r.period);
+        assert!(r.paced_interval() * (r.count - 1) < r.period);
         assert_eq!(Rate::parse("60/m").unwrap().period, Duration::from_secs(60));
         for bad in ["", "100", "x/10s", "0/1s", "10/0s", "10/fortnight"] {
             assert!(Rate::parse(bad).is_err(), "{bad}");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use leadrelay_model::{CONTACT_FIELDS, ConsentPurpose, EventType, PhoneE164};
+use leadrelay_model::{CONTACT_FIELDS, ConsentPurpose, EventType, OriginKind, PhoneE164};
 
 use super::load::Problem;
 use super::{Config, FieldType, FormConfig};
@@ -64,6 +64,23 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
         p.push(Problem::error(
             "privacy.ip_hash_key_env",
             "must name an environment variable",
+        ));
+    }
+    if config.privacy.retention.interval.get() < std::time::Duration::from_millis(100) {
+        p.push(Problem::error(
+            "privacy.retention.interval",
+            "must be at least 100ms",
+        ));
+    }
+    if config
+        .privacy
+        .retention
+        .contacts
+        .is_some_and(|d| d.get() < std::time::Duration::from_secs(1))
+    {
+        p.push(Problem::error(
+            "privacy.retention.contacts",
+            "must be at least 1s, or \"off\"",
         ));
     }
 
@@ -183,6 +200,7 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
             p.push(Problem::error(path, msg));
         }
     }
+    validate_contacts(config, &mut p);
     for (j, n) in config.alerts.notify.iter().enumerate() {
         if !config.destinations.contains_key(n) {
             p.push(Problem::error(
@@ -228,7 +246,39 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
             ));
         }
     }
+    p.extend(crate::pipeline::validate(config));
     p
+}
+
+/// `[contacts.fields]`: field names, strategies and source patterns; a
+/// pattern naming a form or source that does not exist is a warning (it
+/// can never match).
+fn validate_contacts(config: &Config, p: &mut Vec<Problem>) {
+    if let Err(problems) = crate::contacts::MergeRules::compile(&config.contacts) {
+        for (path, msg) in problems {
+            p.push(Problem::error(path, msg));
+        }
+    }
+    for (field, rule) in &config.contacts.fields {
+        for (i, s) in rule.sources.iter().enumerate() {
+            let Ok(pattern) = crate::contacts::SourcePattern::parse(s) else {
+                continue;
+            };
+            let missing = match pattern.named() {
+                Some((OriginKind::Form, n)) => (!config.forms.contains_key(n)).then_some("form"),
+                Some((OriginKind::Source, n)) => {
+                    (!config.sources.contains_key(n)).then_some("source")
+                }
+                _ => None,
+            };
+            if let Some(kind) = missing {
+                p.push(Problem::warning(
+                    format!("contacts.fields.{field}.sources[{i}]"),
+                    format!("no {kind} named in {s:?} is configured: this pattern matches nothing"),
+                ));
+            }
+        }
+    }
 }
 
 fn validate_form(name: &str, form: &FormConfig, p: &mut Vec<Problem>) {

@@ -127,6 +127,12 @@ impl Columns {
         }
     }
 
+    /// One row with its headers, in column order (for `simulate`).
+    pub fn preview(&self, ctx: &Value) -> Result<Value, String> {
+        let row = self.row(ctx)?;
+        Ok(serde_json::json!({"columns": self.headers(), "row": row}))
+    }
+
     pub fn headers(&self) -> Vec<String> {
         self.columns.iter().map(|(h, _)| h.clone()).collect()
     }

@@ -13,6 +13,7 @@ pub mod email;
 pub mod file;
 pub mod http;
 pub mod hubspot;
+pub mod lemlist;
 pub mod notify;
 pub mod pace;
 pub mod payload;
@@ -203,6 +204,14 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// What this destination would send for `job`, computed without any
+    /// network call (for `leadrelay simulate`): the mapped payload, or the
+    /// mapping error naming the field. `None`: the connector has no payload
+    /// to show before it talks to the vendor.
+    fn preview(&self, _job: &DeliveryJob) -> Option<Result<serde_json::Value, String>> {
+        None
+    }
+
     /// Verifies credentials and reachability without sending any lead data.
     async fn check(&self) -> CheckReport {
         CheckReport::ok("nothing to verify for this connector")
@@ -286,6 +295,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             hubspot::kind(),
             pipedrive::kind(),
             salesforce::kind(),
+            lemlist::kind(),
         ]
     })
 }

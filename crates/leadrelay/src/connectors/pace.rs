@@ -31,8 +31,8 @@ pub type Limiter = RateLimiter<
 
 /// A destination's rate limit: none, in process (one node), or shared by
 /// every node through the store. Either way an even pace with a burst of
-/// one: `"100/10s"` lets one request through every 100 ms, so every window
-/// gets exactly its count.
+/// one, 1% under the limit (see [`Rate::paced_interval`]): `"100/10s"` lets
+/// one request through every 101 ms, so a 10 s window gets 100 at most.
 pub enum RateGate {
     Open,
     Local(Limiter),
@@ -52,9 +52,9 @@ impl RateGate {
             Some(r) if store.shared_rate_limits() => RateGate::Shared {
                 store: store.clone(),
                 destination: destination.to_string(),
-                interval: r.interval(),
+                interval: r.paced_interval(),
             },
-            Some(r) => Quota::with_period(r.interval())
+            Some(r) => Quota::with_period(r.paced_interval())
                 .map(|q| RateGate::Local(RateLimiter::direct(q.allow_burst(NonZeroU32::MIN))))
                 .unwrap_or(RateGate::Open),
         }

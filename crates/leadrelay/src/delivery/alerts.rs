@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::Utc;
-use leadrelay_model::{Event, EventType, Origin, new_id};
+use leadrelay_model::{Event, EventType, Origin};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -222,25 +222,13 @@ impl AlertMonitor {
         data.insert("status".into(), json!(status));
         data.insert("message".into(), json!(message));
         data.insert("details".into(), details);
-        let event = Event {
-            id: new_id(),
-            event_type: EventType::Custom(ALERT_EVENT_TYPE.into()),
-            origin: Origin::system("alerts"),
-            received_at: now,
-            occurred_at: now,
-            contact: Default::default(),
-            contact_id: None,
+        let event = Event::internal(
+            EventType::Custom(ALERT_EVENT_TYPE.into()),
+            Origin::system("alerts"),
+            Default::default(),
             data,
-            attribution: Default::default(),
-            consent: vec![],
-            ip_hash: None,
-            raw: Default::default(),
-            spam: false,
-            idempotency_key: None,
-            external_id: None,
-            vendor_refs: vec![],
-            changes: vec![],
-        };
+            now,
+        );
         self.store
             .ingest(vec![IngestItem {
                 event,

@@ -344,24 +344,19 @@ pub fn dead_letter_copy(
         }),
     );
     let event = leadrelay_model::Event {
-        id: new_id(),
-        event_type: leadrelay_model::EventType::Custom(DEAD_LETTER_EVENT_TYPE.into()),
-        origin: leadrelay_model::Origin::system("dead_letters"),
-        received_at: now,
-        occurred_at: now,
-        contact: original.contact.clone(),
         contact_id: original.contact_id,
-        data,
         attribution: original.attribution.clone(),
         consent: original.consent.clone(),
-        ip_hash: None,
-        raw: Default::default(),
-        spam: false,
-        idempotency_key: None,
         // One copy per dead delivery, even if the completion were replayed.
         external_id: Some(delivery.id.to_string()),
         vendor_refs: original.vendor_refs.clone(),
-        changes: vec![],
+        ..leadrelay_model::Event::internal(
+            leadrelay_model::EventType::Custom(DEAD_LETTER_EVENT_TYPE.into()),
+            leadrelay_model::Origin::system("dead_letters"),
+            original.contact.clone(),
+            data,
+            now,
+        )
     };
     Some(crate::store::IngestItem {
         event,

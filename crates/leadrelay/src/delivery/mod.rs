@@ -201,6 +201,8 @@ pub struct EngineSettings {
     pub shutdown_grace: Duration,
     pub alerts: AlertsConfig,
     pub retention: RetentionConfig,
+    /// Erases contacts past `retention.contacts`.
+    pub privacy: Arc<crate::privacy::Privacy>,
 }
 
 /// The running engine.
@@ -265,9 +267,10 @@ impl Engine {
         tasks.push(tokio::spawn(async move { alerts.run(shutdown).await }));
         let store = self.store.clone();
         let retention = self.settings.retention.clone();
+        let privacy = self.settings.privacy.clone();
         let shutdown = self.shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            retention_job(store, retention, shutdown).await
+            retention_job(store, privacy, retention, shutdown).await
         }));
     }
 
@@ -283,13 +286,16 @@ impl Engine {
     }
 }
 
-/// Purges data past its retention, hourly.
+/// Purges data past its retention, every `retention.interval` (hourly by
+/// default): raw payloads, attempts, finished deliveries, idempotency keys,
+/// and contacts with no event for `retention.contacts`.
 async fn retention_job(
     store: Arc<dyn Store>,
+    privacy: Arc<crate::privacy::Privacy>,
     retention: RetentionConfig,
     shutdown: CancellationToken,
 ) {
-    let every = Duration::from_secs(3600);
+    let every = retention.interval.get();
     loop {
         let now = chrono::Utc::now();
         let ago =
@@ -305,6 +311,13 @@ async fn retention_job(
             Ok(r) if r != Default::default() => tracing::info!(?r, "retention purge"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+        }
+        if let Some(keep) = retention.contacts {
+            match privacy.purge_stale_contacts(ago(keep.get())).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(contacts = n, "retention purge: idle contacts erased"),
+                Err(e) => tracing::warn!(error = %e, "retention purge of contacts failed"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -34,7 +34,7 @@ pub struct ConfiguredDestination {
 
 pub struct AdminContext {
     pub auth: Authenticator,
-    pub privacy: Privacy,
+    pub privacy: Arc<Privacy>,
     pub destinations: Vec<ConfiguredDestination>,
     /// Session cookies carry `Secure` (the public URL is https).
     pub secure_cookies: bool,
@@ -42,7 +42,12 @@ pub struct AdminContext {
 }
 
 impl AdminContext {
-    pub fn new(store: Arc<dyn Store>, config: &Config, enabled: &BTreeSet<String>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        privacy: Arc<Privacy>,
+        config: &Config,
+        enabled: &BTreeSet<String>,
+    ) -> Self {
         let destinations = config
             .destinations
             .iter()
@@ -53,8 +58,8 @@ impl AdminContext {
             })
             .collect();
         Self {
-            auth: Authenticator::new(store.clone()),
-            privacy: Privacy::new(store),
+            auth: Authenticator::new(store),
+            privacy,
             destinations,
             secure_cookies: config.server.public_url().starts_with("https://"),
             jobs: Arc::new(ReplayJobs::default()),

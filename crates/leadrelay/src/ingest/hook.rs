@@ -16,8 +16,8 @@ use leadrelay_model::{Event, Origin, RawPayload, new_id};
 use leadrelay_sources::InboundEvent;
 use serde_json::Value;
 
-use super::Ingestor;
 use super::enrich::vendor_attribution;
+use super::{Ingestor, withdraw};
 use crate::store::{IngestItem, IngestOutcome, StoreError};
 
 /// One authenticated vendor request, as the HTTP layer hands it over.
@@ -44,7 +44,7 @@ impl Ingestor {
             .map(|(inbound, raw_body)| {
                 let mut contact = inbound.contact;
                 contact.derive_domain();
-                let event = Event {
+                let mut event = Event {
                     id: new_id(),
                     event_type: inbound.event_type,
                     origin: Origin::source(req.source),
@@ -66,6 +66,7 @@ impl Ingestor {
                     vendor_refs: inbound.vendor_refs,
                     changes: inbound.changes,
                 };
+                withdraw::apply_lenient(&mut event, &self.config.privacy.unsubscribe_withdraws);
                 let destinations = self.routes.destinations_for(&event);
                 IngestItem {
                     event,

@@ -10,6 +10,7 @@ pub mod body;
 pub mod enrich;
 pub mod form;
 pub mod hook;
+pub mod withdraw;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -117,82 +118,99 @@ impl Ingestor {
         }
     }
 
-    /// Builds the event and its routing without storing it (also used by
-    /// `simulate`).
+    /// Builds the event and its routing without storing it.
     pub async fn form_item(&self, sub: FormSubmission<'_>) -> Result<IngestItem, ApiError> {
-        let form_cfg = self.form(sub.form).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_form",
-                format!("there is no form named {:?}", sub.form),
-            )
-        })?;
-        let (kind, boundary) = body::kind_of(sub.content_type)?;
-        let raw_body = String::from_utf8_lossy(&sub.body).into_owned();
-        let submission = body::parse(kind, boundary, sub.body.clone()).await?;
-        body::reject_files(&submission)?;
-
-        let header_key = match sub.idempotency_header {
-            Some(k) => Some(check_idempotency_key(k)?),
-            None => None,
-        };
-        let field_key = form_cfg
-            .idempotency_field
-            .as_ref()
-            .and_then(|f| submission.get(f))
-            .and_then(body::FieldValue::as_text)
-            .filter(|k| !k.trim().is_empty());
-        let idempotency_key = match (header_key, field_key) {
-            (Some(k), _) => Some(k),
-            (None, Some(k)) => Some(check_idempotency_key(&k)?),
-            (None, None) => None,
-        };
-
-        let now = Utc::now();
-        let spam = form::honeypot_hit(form_cfg, &submission);
-        let valid = match form::validate(form_cfg, &submission, now) {
-            Ok(v) => v,
-            // A bot that filled the honeypot is told it succeeded either way.
-            Err(_) if spam => form::ValidForm::default(),
-            Err(errors) => return Err(ApiError::validation(errors)),
-        };
-        let event_type = EventType::parse(&form_cfg.event_type).unwrap_or(EventType::LeadCreated);
-        let event = Event {
-            id: new_id(),
-            event_type,
-            origin: Origin::form(sub.form),
-            received_at: now,
-            occurred_at: now,
-            contact: valid.contact,
-            contact_id: None,
-            data: valid.data,
-            attribution: enrich::attribution(&submission, &sub.context),
-            consent: valid.consent,
-            ip_hash: sub.client_ip.map(|ip| self.ip_hasher.hash(ip)),
-            raw: RawPayload {
-                content_type: sub.content_type.unwrap_or_default().to_string(),
-                body: raw_body,
-            },
-            spam,
-            idempotency_key: idempotency_key.clone(),
-            external_id: None,
-            vendor_refs: vec![],
-            changes: vec![],
-        };
-        let destinations = if spam {
-            Vec::new()
-        } else {
-            self.routes.destinations_for(&event)
-        };
-        Ok(IngestItem {
-            event,
-            destinations,
-            idempotency: idempotency_key.map(|key| IdempotencyKey {
-                scope: format!("form:{}", sub.form),
-                key,
-            }),
-        })
+        build_form_item(&self.config, &self.routes, Some(&self.ip_hasher), sub).await
     }
+}
+
+/// Validates and enriches a form submission into the event and its routing,
+/// without a store (also used by `simulate`, which has no IP to hash).
+pub async fn build_form_item(
+    config: &Config,
+    routes: &RouteTable,
+    ip_hasher: Option<&IpHasher>,
+    sub: FormSubmission<'_>,
+) -> Result<IngestItem, ApiError> {
+    let form_cfg = config.forms.get(sub.form).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_form",
+            format!("there is no form named {:?}", sub.form),
+        )
+    })?;
+    let (kind, boundary) = body::kind_of(sub.content_type)?;
+    let raw_body = String::from_utf8_lossy(&sub.body).into_owned();
+    let submission = body::parse(kind, boundary, sub.body.clone()).await?;
+    body::reject_files(&submission)?;
+
+    let header_key = match sub.idempotency_header {
+        Some(k) => Some(check_idempotency_key(k)?),
+        None => None,
+    };
+    let field_key = form_cfg
+        .idempotency_field
+        .as_ref()
+        .and_then(|f| submission.get(f))
+        .and_then(body::FieldValue::as_text)
+        .filter(|k| !k.trim().is_empty());
+    let idempotency_key = match (header_key, field_key) {
+        (Some(k), _) => Some(k),
+        (None, Some(k)) => Some(check_idempotency_key(&k)?),
+        (None, None) => None,
+    };
+
+    let now = Utc::now();
+    let spam = form::honeypot_hit(form_cfg, &submission);
+    let valid = match form::validate(form_cfg, &submission, now) {
+        Ok(v) => v,
+        // A bot that filled the honeypot is told it succeeded either way.
+        Err(_) if spam => form::ValidForm::default(),
+        Err(errors) => return Err(ApiError::validation(errors)),
+    };
+    let event_type = EventType::parse(&form_cfg.event_type).unwrap_or(EventType::LeadCreated);
+    let mut event = Event {
+        id: new_id(),
+        event_type,
+        origin: Origin::form(sub.form),
+        received_at: now,
+        occurred_at: now,
+        contact: valid.contact,
+        contact_id: None,
+        data: valid.data,
+        attribution: enrich::attribution(&submission, &sub.context),
+        consent: valid.consent,
+        ip_hash: sub.client_ip.and_then(|ip| ip_hasher.map(|h| h.hash(ip))),
+        raw: RawPayload {
+            content_type: sub.content_type.unwrap_or_default().to_string(),
+            body: raw_body,
+        },
+        spam,
+        idempotency_key: idempotency_key.clone(),
+        external_id: None,
+        vendor_refs: vec![],
+        changes: vec![],
+    };
+    if let Err(m) = withdraw::apply(&mut event, &config.privacy.unsubscribe_withdraws) {
+        return Err(ApiError::validation(vec![crate::error::FieldError::new(
+            withdraw::PURPOSES_FIELD,
+            "invalid_purpose",
+            m,
+        )]));
+    }
+    let destinations = if spam {
+        Vec::new()
+    } else {
+        routes.destinations_for(&event)
+    };
+    Ok(IngestItem {
+        event,
+        destinations,
+        idempotency: idempotency_key.map(|key| IdempotencyKey {
+            scope: format!("form:{}", sub.form),
+            key,
+        }),
+    })
 }
 
 /// 1–255 visible ASCII characters.

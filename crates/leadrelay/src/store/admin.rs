@@ -190,6 +190,9 @@ pub struct PrivacyRequest {
     /// Keyed hash of the email: the audit log never holds the address.
     pub subject_hash: String,
     pub reason: Option<String>,
+    /// A retention erase: only if the contact had no event since then
+    /// (otherwise Conflict, nothing erased).
+    pub idle_before: Option<DateTime<Utc>>,
 }
 
 /// What an erase removed. `remote_records` is the seam for erasure in the
@@ -206,6 +209,46 @@ pub struct EraseReport {
     /// Deliveries whose replay overrides were removed.
     pub overrides_cleared: u64,
     pub remote_records: Vec<RemoteRecord>,
+    /// Local backup files (`file`, `csv` destinations) rewritten without
+    /// the person's lines (filled by [`crate::privacy::Privacy::erase`]).
+    #[serde(default)]
+    pub backups: Vec<BackupErasure>,
+    /// Erase requests queued to the CRMs holding the person (filled by
+    /// [`crate::privacy::Privacy::erase`]), delivered through the outbox.
+    #[serde(default)]
+    pub remote_erasures: Vec<RemoteErasure>,
+}
+
+/// An erase request queued to one CRM: an event of type `privacy.erase`
+/// routed to that destination alone, retried and dead-lettered like any
+/// delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteErasure {
+    pub destination: String,
+    pub event_id: Uuid,
+    pub delivery_id: Option<Uuid>,
+    /// The records the CRM is asked to delete (`object`, `id`).
+    pub records: Vec<RemoteRecordRef>,
+}
+
+/// A record in a destination, without the key we knew it by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRecordRef {
+    pub object: String,
+    pub id: String,
+}
+
+/// One local backup file an erase rewrote, or a backup it could not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupErasure {
+    /// The `file` or `csv` destination.
+    pub destination: String,
+    /// The file rewritten (or, on error, the backup directory).
+    pub file: String,
+    pub lines_removed: u64,
+    /// Why the backup could not be rewritten (the store erase stands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One entry of the privacy audit log.

@@ -109,6 +109,18 @@ pub fn bucket(ms: i64, bucket_ms: i64) -> i64 {
     ms.div_euclid(bucket_ms) * bucket_ms
 }
 
+/// A retention erase (`idle_before`) of a contact that had an event since
+/// the cut-off is refused (Conflict), so a person who just came back is not
+/// erased by a purge that listed them a moment earlier.
+pub fn check_idle(req: &PrivacyRequest, contact: Option<&Contact>) -> StoreResult<()> {
+    match (req.idle_before, contact) {
+        (Some(cutoff), Some(c)) if c.updated_at >= cutoff => Err(StoreError::Conflict(
+            "the contact had an event since the retention cut-off".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The audit record of an erase: ids and counts, never personal data.
 pub fn erase_audit(req: &PrivacyRequest, report: &EraseReport, at: DateTime<Utc>) -> AuditRecord {
     AuditRecord {

@@ -10,6 +10,7 @@
 
 mod admin;
 mod common;
+mod lead;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -24,6 +25,7 @@ use leadrelay_model::{Contact, Event};
 use uuid::Uuid;
 
 pub use admin::*;
+pub use lead::*;
 pub use types::*;
 pub use wake::WakeHub;
 
@@ -47,7 +49,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything leadrelay keeps, behind one interface.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: LeadStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
@@ -263,6 +265,16 @@ pub trait Store: Send + Sync + 'static {
     /// transaction with its audit record.
     async fn privacy_erase(&self, request: &PrivacyRequest) -> StoreResult<EraseReport>;
 
+    /// Adds a record to the privacy audit log (a consent withdrawal, the
+    /// erasure of file backups, erase requests queued to CRMs).
+    async fn add_privacy_audit(&self, record: &AuditRecord) -> StoreResult<()>;
+
+    /// Emails of contacts with no event since `before` (their golden record
+    /// last updated before it), oldest first: candidates for erasure under
+    /// `privacy.retention.contacts`.
+    async fn stale_contacts(&self, before: DateTime<Utc>, limit: usize)
+    -> StoreResult<Vec<String>>;
+
     /// The privacy audit log, newest first; `before` is the cursor.
     async fn privacy_audit(
         &self,
@@ -313,6 +325,72 @@ pub async fn dead_letter_ids(
         all.extend(page.iter().map(|d| d.id));
     }
     Ok(all)
+}
+
+/// Reads the golden contact with this (normalised) email without opening
+/// the store for writing: no file or database is created, nothing migrated
+/// or written. Used by `leadrelay simulate`.
+pub async fn peek_contact(
+    url: &str,
+    options: &OpenOptions,
+    email: &str,
+) -> StoreResult<Option<Contact>> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return sqlite::peek_contact(path, email).await;
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return postgres::peek_contact(url, options, email).await;
+    }
+    Err(StoreError::Config(format!(
+        "unsupported storage URL {url:?}: expected sqlite://PATH or postgres://…"
+    )))
+}
+
+/// The contacts of a company domain, read like [`peek_contact`] (for the
+/// secondary match in `simulate`).
+pub async fn peek_contacts_by_domain(
+    url: &str,
+    options: &OpenOptions,
+    domain: &str,
+) -> StoreResult<Vec<Contact>> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return sqlite::peek_contacts_by_domain(path, domain).await;
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return postgres::peek_contacts_by_domain(url, options, domain).await;
+    }
+    Err(StoreError::Config(format!(
+        "unsupported storage URL {url:?}: expected sqlite://PATH or postgres://…"
+    )))
+}
+
+/// Rows of a read-only query (text columns, text parameters `$1` …), read
+/// like [`peek_contact`]: nothing created, migrated or written. The SQL must
+/// be valid in both SQLite and PostgreSQL.
+pub async fn peek_rows(
+    url: &str,
+    options: &OpenOptions,
+    sql: &str,
+    params: Vec<String>,
+) -> StoreResult<Vec<Vec<Option<String>>>> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return sqlite::peek_rows(path, sql, params).await;
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return postgres::peek_rows(url, options, sql, params).await;
+    }
+    Err(StoreError::Config(format!(
+        "unsupported storage URL {url:?}: expected sqlite://PATH or postgres://…"
+    )))
 }
 
 /// Opens the store named by a storage URL (`sqlite://PATH`, `postgres://…`)

@@ -336,6 +336,11 @@ pub struct OpenOptions {
     pub statement_timeout: std::time::Duration,
     /// PostgreSQL: verify the server's TLS certificate (else encrypt only).
     pub tls_verify: bool,
+    /// How ingest merges events into golden contacts (`[contacts]`).
+    pub contact_rules: std::sync::Arc<crate::contacts::MergeRules>,
+    /// Scores and stages contacts as events are merged (`[scoring]`), in
+    /// the same transaction.
+    pub lead_hook: Option<std::sync::Arc<crate::pipeline::LeadHook>>,
 }
 
 impl Default for OpenOptions {
@@ -347,6 +352,8 @@ impl Default for OpenOptions {
             pool_size: 16,
             statement_timeout: std::time::Duration::from_secs(10),
             tls_verify: false,
+            contact_rules: Default::default(),
+            lead_hook: None,
         }
     }
 }

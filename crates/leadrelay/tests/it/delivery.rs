@@ -506,14 +506,12 @@ destinations = ["backup"]
     let mut want: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     want.sort();
     assert_eq!(seen, want);
+    // Besides `.leads.jsonl.lock` (the series lock), one file.
     let name = std::fs::read_dir(&path)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .to_string();
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .find(|n| !n.starts_with('.'))
+        .unwrap();
     assert!(
         name.starts_with("leads-") && name.ends_with(".jsonl"),
         "{name}"

@@ -3,6 +3,7 @@
 
 mod admin;
 mod binary;
+mod contacts;
 mod crm_binary;
 mod crm_hubspot;
 mod crm_pipedrive;
@@ -12,9 +13,13 @@ mod delivery;
 mod email;
 mod hooks;
 mod ingest;
+mod lemlist;
 mod multinode;
 mod notify_support;
+mod pipeline;
+mod privacy;
 mod sheets;
+mod simulate;
 mod slack;
 mod sms;
 mod store;

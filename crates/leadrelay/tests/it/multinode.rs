@@ -162,6 +162,8 @@ async fn three_nodes_one_killed_nothing_lost_duplicates_only_in_flight() {
         "every delivery ends delivered or dead",
         Duration::from_secs(900),
         || async {
+            // Reading 50,000 deliveries is work: leave the nodes the CPU.
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let mut all = Vec::new();
             for d in 0..5 {
                 let f = DeliveryFilter {
@@ -176,7 +178,10 @@ async fn three_nodes_one_killed_nothing_lost_duplicates_only_in_flight() {
                     all.extend(page);
                 }
             }
-            (all.len() == expected && all.iter().all(|d| !d.state.is_active())).then_some(all)
+            // At least the acknowledged leads' deliveries: a request in
+            // flight to the killed node may have been stored without its
+            // answer reaching the client (stored, not acknowledged).
+            (all.len() >= expected && all.iter().all(|d| !d.state.is_active())).then_some(all)
         },
     )
     .await;

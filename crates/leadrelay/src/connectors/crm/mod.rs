@@ -285,10 +285,51 @@ impl Plan {
                     create: true,
                 };
             }
-            EventKind::Update => {}
+            // The MQL → SQL handoff asks for the owner's follow-up task.
+            EventKind::Update => plan.task = handoff_task_due(&job.event).is_some(),
         }
         Ok(plan)
     }
+}
+
+/// The follow-up task's due time a `lead.qualified` event (the pipeline's
+/// handoff) carries in `data.task_due_at`.
+pub fn handoff_task_due(event: &Event) -> Option<DateTime<Utc>> {
+    if event.event_type.as_str() != crate::pipeline::handoff::QUALIFIED {
+        return None;
+    }
+    event.data.get("task_due_at").and_then(parse_datetime)
+}
+
+/// The lead's assigned owner's id in this CRM (`key`: `hubspot_owner_id`,
+/// `pipedrive_user_id`, `salesforce_user_id`) on pipeline events: the owner
+/// of `lead.qualified`, the manager of a `lead.sla_breached` that
+/// reassigned the lead. It takes the place of the destination's `owner_id`.
+pub fn assigned_owner(event: &Event, key: &str) -> Option<String> {
+    let who = match event.event_type.as_str() {
+        crate::pipeline::handoff::QUALIFIED => "owner",
+        crate::pipeline::handoff::SLA_BREACHED
+            if event.data.get("reassigned") == Some(&Value::Bool(true)) =>
+        {
+            "manager"
+        }
+        _ => return None,
+    };
+    event
+        .data
+        .get(who)?
+        .get(key)
+        .and_then(mapping::as_text)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The lifecycle stage a `lead.qualified` event asks for.
+pub fn handoff_lifecycle(event: &Event) -> Option<String> {
+    if event.event_type.as_str() != crate::pipeline::handoff::QUALIFIED {
+        return None;
+    }
+    data_text(event, &["lifecycle_stage"])
 }
 
 fn data_text(event: &Event, keys: &[&str]) -> Option<String> {
@@ -336,8 +377,10 @@ impl Activity {
     pub fn of(job: &DeliveryJob, s: &CommonSettings) -> Activity {
         let e = &job.event;
         let person = who(job);
-        let due_at = e.occurred_at.max(e.received_at)
-            + chrono::Duration::from_std(s.follow_up_due.get()).unwrap_or_default();
+        let due_at = handoff_task_due(e).unwrap_or_else(|| {
+            e.occurred_at.max(e.received_at)
+                + chrono::Duration::from_std(s.follow_up_due.get()).unwrap_or_default()
+        });
         let mut a = Activity {
             subject: String::new(),
             body: String::new(),
@@ -393,6 +436,17 @@ impl Activity {
                     if let Some(v) = data_text(e, keys) {
                         lines.push(format!("{label}: {v}"));
                     }
+                }
+                a.body = lines.join("\n");
+            }
+            EventKind::Update if handoff_task_due(e).is_some() => {
+                a.subject = format!("Follow up with {person} (sales-qualified lead)");
+                let mut lines = Vec::new();
+                if let Some(score) = e.data.get("score").and_then(Value::as_f64) {
+                    lines.push(format!("Lead score: {score}"));
+                }
+                if let Some(r) = data_text(e, &["reason"]) {
+                    lines.push(format!("Assigned: {r}"));
                 }
                 a.body = lines.join("\n");
             }
@@ -551,3 +605,118 @@ pub fn outcome_text(o: &super::Outcome) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A CRM's preview for `simulate`: `objects` (the person and company
+/// records) mapped as for a new record, with the activity text in the
+/// context; the first mapping error names its field.
+pub fn preview(
+    mapping: &mapping::Mapping,
+    job: &DeliveryJob,
+    s: &CommonSettings,
+    objects: &[&str],
+) -> Result<Value, String> {
+    let mut ctx = mapping::context(job);
+    Activity::of(job, s).into_context(&mut ctx);
+    let mut out = serde_json::Map::new();
+    for object in objects {
+        let fields = mapping.apply(object, &ctx).map_err(|e| e.to_string())?;
+        if !fields.is_empty() {
+            out.insert(object.to_string(), Value::Object(fields));
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// The event type of an erase request queued to a CRM by a privacy erase
+/// (see [`crate::privacy`]): its data's `records` name the records the CRM
+/// holds for the person (`[{"object": "contact", "id": "123"}]`); it carries
+/// no personal data, so the consent gate lets it through.
+pub const ERASE_EVENT_TYPE: &str = "privacy.erase";
+
+/// One record a CRM is asked to delete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct EraseTarget {
+    /// The object the connector stored the id under (`contact`, `person`, `Lead` …).
+    pub object: String,
+    pub id: String,
+}
+
+/// When `job` is an erase request, the records it asks to delete (`Err`:
+/// the request is malformed).
+pub fn erase_targets(job: &DeliveryJob) -> Option<Result<Vec<EraseTarget>, String>> {
+    if job.event.event_type.as_str() != ERASE_EVENT_TYPE {
+        return None;
+    }
+    let records = job
+        .event
+        .data
+        .get("records")
+        .cloned()
+        .unwrap_or(Value::Null);
+    Some(
+        serde_json::from_value::<Vec<EraseTarget>>(records)
+            .map_err(|e| format!("erase request without valid records: {e}")),
+    )
+}
+
+/// Runs `one` for every job that is an erase request and `rest` for the
+/// others (in one batch), and puts the results back in the jobs' order.
+pub async fn split_erasures<'a, F, Fut, G, GFut>(
+    jobs: &'a [DeliveryJob],
+    one: F,
+    rest: G,
+) -> Vec<super::JobResult>
+where
+    F: Fn(&'a DeliveryJob, Result<Vec<EraseTarget>, String>) -> Fut,
+    Fut: std::future::Future<Output = super::JobResult>,
+    G: FnOnce(Vec<DeliveryJob>) -> GFut,
+    GFut: std::future::Future<Output = Vec<super::JobResult>>,
+{
+    let mut slots: Vec<Option<super::JobResult>> = Vec::with_capacity(jobs.len());
+    let mut others = Vec::new();
+    for job in jobs {
+        match erase_targets(job) {
+            Some(targets) => slots.push(Some(one(job, targets).await)),
+            None => {
+                slots.push(None);
+                others.push(job.clone());
+            }
+        }
+    }
+    if others.is_empty() {
+        return slots.into_iter().flatten().collect();
+    }
+    let mut done = rest(others).await.into_iter();
+    slots
+        .into_iter()
+        .map(|s| {
+            s.or_else(|| done.next())
+                .unwrap_or_else(|| super::JobResult {
+                    outcome: super::Outcome::retry(
+                        super::ErrorClass::Vendor,
+                        "connector returned no result",
+                    ),
+                    report: Default::default(),
+                })
+        })
+        .collect()
+}
+
+/// Whether a privacy erase asks `connector` to delete its records of
+/// `object` (as stored in the remote ids): the person records — HubSpot
+/// contacts (GDPR delete), Pipedrive persons, Salesforce leads and contacts.
+/// Companies, deals and activities are the business's own records.
+pub fn erasable(connector: &str, object: &str) -> bool {
+    matches!(
+        (connector, object),
+        ("hubspot", "contact") | ("pipedrive", "person") | ("salesforce", "lead" | "contact")
+    )
+}
+
+/// A malformed erase request: dead-lettered, never retried.
+pub fn bad_erase(message: String) -> super::JobResult {
+    super::JobResult {
+        outcome: super::Outcome::permanent(super::ErrorClass::Mapping, message),
+        report: Default::default(),
+    }
+}

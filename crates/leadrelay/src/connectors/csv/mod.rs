@@ -233,6 +233,13 @@ impl Connector for CsvConnector {
             .collect()
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        Some(
+            self.columns
+                .preview(&notify::context(job, &self.public_url)),
+        )
+    }
+
     async fn check(&self) -> CheckReport {
         let dir = self.file.dir().clone();
         match std::fs::create_dir_all(&dir).and_then(|_| {

@@ -313,8 +313,8 @@ impl EmailConnector {
     }
 
     /// The message for one job, or why it cannot be made.
-    fn message(&self, job: &DeliveryJob) -> Result<Message, String> {
-        let form = notify::form_of(job);
+    /// The template context of one message.
+    fn context(&self, job: &DeliveryJob) -> serde_json::Value {
         let mut ctx = notify::context(job, &self.public_url);
         if let Some(obj) = ctx.as_object_mut() {
             obj.insert(
@@ -322,6 +322,18 @@ impl EmailConnector {
                 serde_json::json!(self.from.name.clone().unwrap_or_default()),
             );
         }
+        ctx
+    }
+
+    /// The plain-text body.
+    fn text(&self, job: &DeliveryJob) -> Result<String, String> {
+        self.templates
+            .render("text", notify::form_of(job), &self.context(job))
+    }
+
+    fn message(&self, job: &DeliveryJob) -> Result<Message, String> {
+        let form = notify::form_of(job);
+        let ctx = self.context(job);
         let subject = one_line(&self.templates.render("subject", form, &ctx)?);
         let text = self.templates.render("text", form, &ctx)?;
         let html = self.templates.render("html", form, &ctx)?;
@@ -458,6 +470,19 @@ impl Connector for EmailConnector {
         }
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<serde_json::Value, String>> {
+        Some(self.message(job).map(|m| {
+            let headers = m.headers();
+            let get = |name: &str| headers.get_raw(name).map(str::to_string);
+            serde_json::json!({
+                "to": get("To"),
+                "reply_to": get("Reply-To"),
+                "subject": get("Subject"),
+                "text": self.text(job).ok(),
+            })
+        }))
+    }
+
     async fn check(&self) -> CheckReport {
         match self.transport().test_connection().await {
             Ok(true) => CheckReport::ok(format!(
@@ -561,5 +586,27 @@ mod tests {
                 assert!(s.contains("Delivery to crm failed"), "{s}");
             }
         }
+    }
+
+    #[test]
+    fn preview_shows_the_message_without_sending() {
+        let c = build_with("to = [\"team@acme.test\"]").unwrap();
+        let p = c.preview(&notify::sample_lead_job()).unwrap().unwrap();
+        assert_eq!(p["to"], "team@acme.test");
+        assert!(p["subject"].as_str().unwrap().contains("Jane Doe"), "{p}");
+        assert!(
+            p["text"]
+                .as_str()
+                .unwrap()
+                .contains("Email: jane@example.com"),
+            "{p}"
+        );
+        // To the lead: an event without an email cannot be previewed.
+        let c = build_with("to = \"lead\"\n[forms.contact]\n").unwrap();
+        let mut job = notify::sample_lead_job();
+        job.event.contact.email = None;
+        job.contact = None;
+        let err = c.preview(&job).unwrap().unwrap_err();
+        assert!(err.contains("no valid email"), "{err}");
     }
 }

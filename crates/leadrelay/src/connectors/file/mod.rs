@@ -8,6 +8,7 @@
 //! - `rotate_bytes` (default `"100MiB"`): start a new file beyond this size.
 //! - `fsync` (default `true`): flush to disk before acknowledging.
 
+pub mod erase;
 pub mod rotate;
 
 use std::path::PathBuf;
@@ -146,6 +147,10 @@ impl Connector for FileConnector {
                     .collect()
             }
         }
+    }
+
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<serde_json::Value, String>> {
+        Some(Ok(payload::envelope(job)))
     }
 
     async fn check(&self) -> CheckReport {

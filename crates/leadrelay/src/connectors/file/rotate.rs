@@ -3,10 +3,18 @@
 //! `{dir}/{prefix}-{YYYY-MM-DD}.{ext}`, then `….1.{ext}`, `….2.{ext}` once a
 //! file would pass `rotate_bytes`. A new file may start with a header (the
 //! CSV header row). Each append is one write, fsynced when asked.
+//!
+//! A privacy erase rewrites these files without the person's lines (write a
+//! copy, rename it over the original), possibly from another process (the
+//! CLI). Appends and rewrites of one series hold an exclusive `flock` on its
+//! lock file (`{dir}/.{prefix}.{ext}.lock`), and an append first checks that
+//! its open file is still the one at its path, reopening it otherwise, so no
+//! line is ever written into a file that was just replaced.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use chrono::{NaiveDate, Utc};
@@ -55,6 +63,15 @@ impl RotatingFile {
         &self.dir
     }
 
+    /// Whether the open file is still the one at its path (not replaced by
+    /// an erase's rewrite).
+    fn still_current(f: &OpenFile) -> bool {
+        match (std::fs::metadata(&f.path), f.file.metadata()) {
+            (Ok(at_path), Ok(open)) => at_path.ino() == open.ino() && at_path.dev() == open.dev(),
+            _ => false,
+        }
+    }
+
     fn file_path(&self, day: NaiveDate, index: u32) -> PathBuf {
         let day = day.format("%Y-%m-%d");
         let name = if index == 0 {
@@ -69,6 +86,11 @@ impl RotatingFile {
     /// rotating first if needed; fsyncs when configured. Returns the path.
     pub fn append(&self, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        std::fs::create_dir_all(&self.dir)?;
+        let _lock = SeriesLock::acquire(&self.dir, &self.prefix, self.extension)?;
+        if guard.as_ref().is_some_and(|f| !Self::still_current(f)) {
+            *guard = None;
+        }
         let today = Utc::now().date_naive();
         let header_len = self.header.as_ref().map_or(0, |h| h.len() as u64);
         let needs_new = match guard.as_ref() {
@@ -119,6 +141,25 @@ impl RotatingFile {
         }
         f.size += bytes.len() as u64;
         Ok(f.path.clone())
+    }
+}
+
+/// An exclusive advisory lock (`flock` on Unix, through `File::lock`) on a
+/// file series, released when dropped (closing the descriptor releases it).
+pub struct SeriesLock {
+    _file: File,
+}
+
+impl SeriesLock {
+    /// Blocks until the series `{dir}/{prefix}-*.{ext}` is free.
+    pub fn acquire(dir: &Path, prefix: &str, ext: &str) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!(".{prefix}.{ext}.lock")))?;
+        file.lock()?;
+        Ok(Self { _file: file })
     }
 }
 

@@ -435,9 +435,16 @@ impl HubSpot {
             _ => ("", ""),
         };
         let crm_values = [
-            ("lifecycle_stage", non_empty(lifecycle)),
+            (
+                "lifecycle_stage",
+                crm::handoff_lifecycle(&job.event).or_else(|| non_empty(lifecycle)),
+            ),
             ("lead_status", non_empty(status)),
-            ("owner_id", self.common.owner_id.clone()),
+            (
+                "owner_id",
+                crm::assigned_owner(&job.event, "hubspot_owner_id")
+                    .or_else(|| self.common.owner_id.clone()),
+            ),
             ("pipeline", Some(self.s.deal_pipeline.clone())),
         ];
         for (k, v) in crm_values {
@@ -1160,6 +1167,79 @@ fn attribute(chunk: Vec<Input>, f: &Failure) -> (Vec<(usize, Outcome)>, Vec<Inpu
 #[async_trait]
 impl Connector for HubSpot {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
+        crm::split_erasures(
+            jobs,
+            |_, targets| self.erase(targets),
+            |rest| async move { self.deliver_batch(&rest).await },
+        )
+        .await
+    }
+
+    fn lookup_keys(&self, job: &DeliveryJob) -> Vec<String> {
+        self.keys_for(job)
+    }
+
+    fn learned_remote_ids(&self) -> Vec<RemoteId> {
+        self.learned.drain()
+    }
+
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        let objects: &[&str] = if self.common.companies {
+            &["contact", "company"]
+        } else {
+            &["contact"]
+        };
+        Some(crm::preview(&self.mapping, job, &self.common, objects))
+    }
+
+    async fn check(&self) -> CheckReport {
+        self.check_portal().await
+    }
+}
+
+impl HubSpot {
+    /// A privacy erase: each contact deleted with HubSpot's GDPR delete
+    /// (`POST /crm/v3/objects/contacts/gdpr-delete`, by record id), which
+    /// also blocks the address from being recreated. A contact HubSpot no
+    /// longer has (404) counts as erased.
+    async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
+        let targets = match targets {
+            Ok(t) => t,
+            Err(m) => return crm::bad_erase(m),
+        };
+        let mut report = AttemptReport::default();
+        for t in targets
+            .iter()
+            .filter(|t| crm::erasable("hubspot", &t.object))
+        {
+            let body = json!({ "objectId": t.id });
+            let (result, r) = self
+                .api
+                .call(
+                    Method::POST,
+                    "/crm/v3/objects/contacts/gdpr-delete",
+                    Some(&body),
+                )
+                .await;
+            report = r;
+            match result {
+                Ok(_) => {}
+                Err(f) if f.status == Some(404) => {}
+                Err(f) => {
+                    return JobResult {
+                        outcome: f.outcome,
+                        report,
+                    };
+                }
+            }
+        }
+        JobResult {
+            outcome: Outcome::delivered(),
+            report,
+        }
+    }
+
+    async fn deliver_batch(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
         self.fetch_details_once().await;
         let mut items: Vec<Item<'_>> = jobs.iter().map(|j| self.prepare(j)).collect();
         self.contacts(&mut items).await;
@@ -1179,7 +1259,7 @@ impl Connector for HubSpot {
             .collect()
     }
 
-    fn lookup_keys(&self, job: &DeliveryJob) -> Vec<String> {
+    fn keys_for(&self, job: &DeliveryJob) -> Vec<String> {
         let mut keys = vec![job.delivery.contact_key.clone(), crm::event_key(job)];
         if self.common.companies && EventKind::of(&job.event.event_type) == EventKind::NewLead {
             let ctx = mapping::context(job);
@@ -1190,14 +1270,6 @@ impl Connector for HubSpot {
             }
         }
         keys
-    }
-
-    fn learned_remote_ids(&self) -> Vec<RemoteId> {
-        self.learned.drain()
-    }
-
-    async fn check(&self) -> CheckReport {
-        self.check_portal().await
     }
 }
 

@@ -322,8 +322,10 @@ impl Pipedrive {
         let plan = Plan::of(job, &self.common)
             .map_err(|m| Stop::from(Outcome::permanent(ErrorClass::Mapping, m)))?;
         Activity::of(job, &self.common).into_context(&mut run.ctx);
-        if let Some(o) = &self.common.owner_id {
-            mapping::set(&mut run.ctx, "crm", "owner_id", o.clone());
+        if let Some(o) = crm::assigned_owner(&job.event, "pipedrive_user_id")
+            .or_else(|| self.common.owner_id.clone())
+        {
+            mapping::set(&mut run.ctx, "crm", "owner_id", o);
         }
         if let Some(p) = self.s.pipeline_id {
             mapping::set(&mut run.ctx, "crm", "pipeline_id", p);
@@ -828,12 +830,53 @@ impl Pipedrive {
     }
 }
 
+impl Pipedrive {
+    /// A privacy erase: each person deleted (`DELETE /api/v2/persons/{id}`;
+    /// Pipedrive keeps deleted persons for 30 days, then removes them for
+    /// good). A person Pipedrive no longer has (404) counts as erased.
+    async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
+        let targets = match targets {
+            Ok(t) => t,
+            Err(m) => return crm::bad_erase(m),
+        };
+        let mut report = AttemptReport::default();
+        for t in targets
+            .iter()
+            .filter(|t| crm::erasable("pipedrive", &t.object))
+        {
+            if t.id.is_empty() || !t.id.bytes().all(|b| b.is_ascii_digit()) {
+                return crm::bad_erase(format!("{:?} is not a Pipedrive person id", t.id));
+            }
+            let path = format!("/api/v2/persons/{}", t.id);
+            let (result, r) = self.api.call(Method::DELETE, &path, &[], None).await;
+            report = r;
+            match result {
+                Ok(_) => {}
+                Err(f) if f.status == Some(404) => {}
+                Err(f) => {
+                    return JobResult {
+                        outcome: f.outcome,
+                        report,
+                    };
+                }
+            }
+        }
+        JobResult {
+            outcome: Outcome::delivered(),
+            report,
+        }
+    }
+}
+
 #[async_trait]
 impl Connector for Pipedrive {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
-            out.push(self.deliver_one(job).await);
+            out.push(match crm::erase_targets(job) {
+                Some(targets) => self.erase(targets).await,
+                None => self.deliver_one(job).await,
+            });
         }
         out
     }
@@ -854,6 +897,15 @@ impl Connector for Pipedrive {
 
     fn learned_remote_ids(&self) -> Vec<RemoteId> {
         self.learned.drain()
+    }
+
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        let objects: &[&str] = if self.common.companies {
+            &["person", "organization"]
+        } else {
+            &["person"]
+        };
+        Some(crm::preview(&self.mapping, job, &self.common, objects))
     }
 
     async fn check(&self) -> CheckReport {

@@ -467,6 +467,49 @@ impl Salesforce {
             .or_else(|| self.cache.get(key, object))
     }
 
+    /// A privacy erase: each lead or contact deleted
+    /// (`DELETE /services/data/vXX.X/sobjects/{Lead|Contact}/{id}`; it goes
+    /// to the recycle bin, which Salesforce empties after 15 days). A record
+    /// Salesforce no longer has (404) counts as erased.
+    async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
+        let targets = match targets {
+            Ok(t) => t,
+            Err(m) => return crm::bad_erase(m),
+        };
+        let mut report = AttemptReport::default();
+        for t in targets
+            .iter()
+            .filter(|t| crm::erasable("salesforce", &t.object))
+        {
+            let object = if t.object == "lead" {
+                "Lead"
+            } else {
+                "Contact"
+            };
+            // Salesforce ids are 15 or 18 alphanumeric characters.
+            if !matches!(t.id.len(), 15 | 18) || !t.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return crm::bad_erase(format!("{:?} is not a Salesforce record id", t.id));
+            }
+            let path = format!("/sobjects/{object}/{}", t.id);
+            let (result, r) = self.rest.call(Method::DELETE, &path, &[], None).await;
+            report = r;
+            match result {
+                Ok(_) => {}
+                Err(f) if f.status == Some(404) => {}
+                Err(f) => {
+                    return JobResult {
+                        outcome: f.outcome,
+                        report,
+                    };
+                }
+            }
+        }
+        JobResult {
+            outcome: Outcome::delivered(),
+            report,
+        }
+    }
+
     async fn deliver_one(&self, job: &DeliveryJob) -> JobResult {
         let plan = match Plan::of(job, &self.common) {
             Ok(p) => p,
@@ -517,8 +560,10 @@ impl Salesforce {
             "close_date",
             close.format("%Y-%m-%d").to_string(),
         );
-        if let Some(o) = &self.common.owner_id {
-            mapping::set(&mut run.ctx, "crm", "owner_id", o.clone());
+        if let Some(o) = crm::assigned_owner(&job.event, "salesforce_user_id")
+            .or_else(|| self.common.owner_id.clone())
+        {
+            mapping::set(&mut run.ctx, "crm", "owner_id", o);
         }
         let object = self.s.person_object;
         let key = job.delivery.contact_key.clone();
@@ -949,7 +994,10 @@ impl Connector for Salesforce {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
-            out.push(self.deliver_one(job).await);
+            out.push(match crm::erase_targets(job) {
+                Some(targets) => self.erase(targets).await,
+                None => self.deliver_one(job).await,
+            });
         }
         out
     }
@@ -973,6 +1021,17 @@ impl Connector for Salesforce {
 
     fn learned_remote_ids(&self) -> Vec<RemoteId> {
         self.learned.drain()
+    }
+
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        let person = self.s.person_object.key();
+        let objects: Vec<&str> =
+            if self.s.person_object == PersonObject::Contact && self.common.companies {
+                vec![person, "account"]
+            } else {
+                vec![person]
+            };
+        Some(crm::preview(&self.mapping, job, &self.common, &objects))
     }
 
     async fn check(&self) -> CheckReport {

@@ -503,6 +503,13 @@ impl Connector for SheetsConnector {
             .collect()
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        Some(
+            self.columns
+                .preview(&super::notify::context(job, &self.public_url)),
+        )
+    }
+
     async fn check(&self) -> CheckReport {
         let url = match self.spreadsheet_url("") {
             Ok(u) => u,

@@ -415,6 +415,10 @@ impl Connector for SlackConnector {
             .then(|| format!("switched off for form {form}"))
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        Some(self.payload(job))
+    }
+
     async fn check(&self) -> CheckReport {
         match &self.target {
             // A webhook cannot be tested without posting a message.

@@ -334,11 +334,11 @@ impl SmsConnector {
         }
     }
 
-    async fn send_one(&self, job: &DeliveryJob) -> JobResult {
+    /// The message body and the numbers it goes to.
+    fn prepare(&self, job: &DeliveryJob) -> Result<(String, Vec<String>), String> {
         let form = notify::form_of(job);
         let ctx = notify::context(job, &self.public_url);
-        let prepared = self
-            .templates
+        self.templates
             .render("body", form, &ctx)
             .map(|b| cut(b.trim()))
             .and_then(|b| {
@@ -348,7 +348,11 @@ impl SmsConnector {
                     Ok(b)
                 }
             })
-            .and_then(|b| self.numbers(job).map(|n| (b, n)));
+            .and_then(|b| self.numbers(job).map(|n| (b, n)))
+    }
+
+    async fn send_one(&self, job: &DeliveryJob) -> JobResult {
+        let prepared = self.prepare(job);
         let (body, numbers) = match prepared {
             Ok(x) => x,
             Err(m) => {
@@ -467,6 +471,13 @@ impl Connector for SmsConnector {
         (!granted).then(|| format!("consent: no {purpose} consent to text the lead"))
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        Some(
+            self.prepare(job)
+                .map(|(body, to)| serde_json::json!({"to": to, "body": body})),
+        )
+    }
+
     async fn check(&self) -> CheckReport {
         let req = match self
             .client
@@ -526,5 +537,23 @@ mod tests {
         ));
         assert!(matches!(classify(&resp(503, "")), Outcome::Retry { .. }));
         assert_eq!(cut(&"x".repeat(2000)).chars().count(), 1600);
+    }
+
+    #[test]
+    fn preview_shows_the_text_and_numbers_without_sending() {
+        let table: toml::Table =
+            toml::from_str("from = \"+14155550100\"\nto = [\"+14155552671\"]\n").unwrap();
+        let env = |k: &str| Some(format!("{k}-value"));
+        let c = build(&BuildContext {
+            destination: "text",
+            settings: &table,
+            env: &env,
+            timeout: std::time::Duration::from_secs(2),
+            public_url: "http://leads.test",
+        })
+        .unwrap();
+        let p = c.preview(&notify::sample_lead_job()).unwrap().unwrap();
+        assert_eq!(p["to"], serde_json::json!(["+14155552671"]));
+        assert!(p["body"].as_str().unwrap().contains("Jane"), "{p}");
     }
 }

@@ -415,6 +415,13 @@ impl Connector for WebhookConnector {
         out
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<serde_json::Value, String>> {
+        Some(self.body(job).map(|b| {
+            serde_json::from_slice(&b)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&b).into()))
+        }))
+    }
+
     async fn check(&self) -> CheckReport {
         if let Some(p) = self.preset.filter(|p| p.triggers_on_any_request()) {
             return CheckReport::ok(format!(

@@ -196,5 +196,7 @@ pub async fn get_contact(
         .get_contact(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no contact {id}")))?;
-    Ok(Json(ContactView::new(&c, auth.mask())))
+    let mut view = ContactView::new(&c, auth.mask());
+    view.timers = Some(super::pipeline::contact_timers(&app, id).await?);
+    Ok(Json(view))
 }

@@ -10,6 +10,7 @@ pub mod deliveries;
 pub mod destinations;
 pub mod events;
 pub mod extract;
+pub mod pipeline;
 mod privacy;
 mod review;
 pub mod views;
@@ -130,7 +131,7 @@ impl Modify for BearerAuth {
         (name = "dead letters", description = "Deliveries waiting for a person: replay or discard"),
         (name = "destinations", description = "Destination health; pause and resume"),
         (name = "review", description = "Decisions for a person (sync conflicts)"),
-        (name = "privacy", description = "Export and erase a person, with the audit log"),
+        (name = "privacy", description = "Export and erase a person, withdraw their consent, with the audit log"),
     )
 )]
 struct ApiDoc;
@@ -143,6 +144,9 @@ pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::get_event))
         .routes(routes!(events::list_contacts))
         .routes(routes!(events::get_contact))
+        .routes(routes!(pipeline::list_timers))
+        .routes(routes!(pipeline::accept_lead))
+        .routes(routes!(pipeline::disqualify_lead))
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::get_delivery))
         .routes(routes!(deliveries::list_dead_letters))
@@ -159,6 +163,7 @@ pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(review::resolve_review_item))
         .routes(routes!(privacy::export))
         .routes(routes!(privacy::erase))
+        .routes(routes!(privacy::withdraw))
         .routes(routes!(privacy::audit))
         .split_for_parts()
 }

@@ -1,4 +1,5 @@
-//! Privacy export and erase (admin keys only), and their audit log.
+//! Privacy export, erase and consent withdrawal (admin keys only), and
+//! their audit log.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,7 +12,8 @@ use super::extract::{ApiJson, ApiQuery, Auth, page_limit, paginate};
 use super::views::*;
 use crate::error::{ApiError, FieldError};
 use crate::http::AppState;
-use crate::privacy::Privacy;
+use crate::privacy::{Privacy, WithdrawError};
+use leadrelay_model::ConsentPurpose;
 
 fn check(body: &PrivacyRequestBody) -> Result<String, ApiError> {
     let email = Privacy::normalise(&body.email)
@@ -69,6 +71,59 @@ pub async fn erase(
         .erase(&email, &who.actor(), body.reason)
         .await?;
     Ok(Json(EraseReportView::from(&report)))
+}
+
+/// Withdraws a person's consent for purposes (default: the configured
+/// `privacy.unsubscribe_withdraws`): stored as an `unsubscribed` event whose
+/// answers become the contact's latest, so deliveries still waiting for the
+/// person to destinations needing a withdrawn purpose end `skipped`
+/// (consent) at their next send attempt. Recorded in the audit log.
+#[utoipa::path(post, path = "/api/v1/privacy/withdraw", tag = "privacy",
+    request_body = WithdrawRequestBody,
+    responses((status = 200, body = WithdrawReportView), WriteErrors))]
+pub async fn withdraw(
+    State(app): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<WithdrawRequestBody>,
+) -> Result<Json<WithdrawReportView>, ApiError> {
+    let who = auth.require_admin()?;
+    let email = check(&PrivacyRequestBody {
+        email: body.email.clone(),
+        reason: body.reason.clone(),
+    })?;
+    let names = body.purposes.unwrap_or_default();
+    if names.len() > 32 {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "purposes",
+            "too_many",
+            "at most 32 purposes",
+        )]));
+    }
+    let mut purposes: Vec<ConsentPurpose> = Vec::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        let p = ConsentPurpose::parse(&n.0).map_err(|e| {
+            ApiError::validation(vec![FieldError::new(
+                &format!("purposes[{i}]"),
+                "invalid_purpose",
+                e.to_string(),
+            )])
+        })?;
+        if !purposes.contains(&p) {
+            purposes.push(p);
+        }
+    }
+    let report = app
+        .admin
+        .privacy
+        .withdraw(&email, &purposes, &who.actor(), body.reason)
+        .await
+        .map_err(|e| match e {
+            WithdrawError::Invalid { field, message } => {
+                ApiError::validation(vec![FieldError::new(field, "invalid", message)])
+            }
+            WithdrawError::Store(s) => s.into(),
+        })?;
+    Ok(Json(WithdrawReportView::from(&report)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

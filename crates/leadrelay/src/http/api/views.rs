@@ -409,6 +409,12 @@ pub struct ContactView {
     pub provenance: BTreeMap<String, ProvenanceView>,
     /// The latest answer per consent purpose.
     pub consent: BTreeMap<String, ConsentView>,
+    /// Score, stage, owner and handoff times (absent before any scoring).
+    pub lead: Option<super::pipeline::LeadView>,
+    /// The contact's handoff and SLA timers, newest first (single-contact
+    /// answers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timers: Option<Vec<crate::store::Timer>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -437,6 +443,8 @@ impl ContactView {
                 .iter()
                 .map(|(k, r)| (k.clone(), ConsentView::from(r)))
                 .collect(),
+            lead: (!c.lead.is_empty()).then(|| super::pipeline::LeadView::from(&c.lead)),
+            timers: None,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -618,6 +626,35 @@ pub struct EraseReportView {
     pub deliveries_stopped: u64,
     pub overrides_cleared: u64,
     pub remote_records: Vec<RemoteRecordView>,
+    /// Local backup files rewritten without the person's lines.
+    pub backups: Vec<BackupErasureView>,
+    /// Erase requests queued to the CRMs that hold the person.
+    pub remote_erasures: Vec<RemoteErasureView>,
+}
+
+/// An erase request queued to a CRM (follow it as a delivery).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RemoteErasureView {
+    pub destination: String,
+    pub event_id: Uuid,
+    pub delivery_id: Option<Uuid>,
+    pub records: Vec<RemoteRecordRefView>,
+}
+
+/// A record in a destination.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RemoteRecordRefView {
+    pub object: String,
+    pub id: String,
+}
+
+/// A local backup file an erase rewrote (or could not).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BackupErasureView {
+    pub destination: String,
+    pub file: String,
+    pub lines_removed: u64,
+    pub error: Option<String>,
 }
 
 impl From<&EraseReport> for EraseReportView {
@@ -632,6 +669,33 @@ impl From<&EraseReport> for EraseReportView {
                 .remote_records
                 .iter()
                 .map(RemoteRecordView::from)
+                .collect(),
+            backups: r
+                .backups
+                .iter()
+                .map(|b| BackupErasureView {
+                    destination: b.destination.clone(),
+                    file: b.file.clone(),
+                    lines_removed: b.lines_removed,
+                    error: b.error.clone(),
+                })
+                .collect(),
+            remote_erasures: r
+                .remote_erasures
+                .iter()
+                .map(|e| RemoteErasureView {
+                    destination: e.destination.clone(),
+                    event_id: e.event_id,
+                    delivery_id: e.delivery_id,
+                    records: e
+                        .records
+                        .iter()
+                        .map(|x| RemoteRecordRefView {
+                            object: x.object.clone(),
+                            id: x.id.clone(),
+                        })
+                        .collect(),
+                })
                 .collect(),
         }
     }
@@ -856,4 +920,51 @@ pub struct PrivacyRequestBody {
     /// Why (kept in the audit log).
     #[schema(max_length = 500)]
     pub reason: Option<String>,
+}
+
+/// Whose consent is withdrawn, for which purposes.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawRequestBody {
+    /// The person's address.
+    #[schema(max_length = 254, pattern = "^[^@]+@[^@]+$")]
+    pub email: String,
+    /// Purposes to withdraw, e.g. `["marketing_email"]`; absent or empty:
+    /// the configured `privacy.unsubscribe_withdraws`.
+    #[schema(max_items = 32)]
+    pub purposes: Option<Vec<PurposeName>>,
+    /// Why (kept in the audit log).
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
+/// A consent purpose: 1-64 lowercase letters, digits or underscores,
+/// starting with a letter (`crm`, `marketing_email`, `sms` …).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(value_type = String, pattern = "^[a-z][a-z0-9_]{0,63}$")]
+pub struct PurposeName(pub String);
+
+/// What a withdrawal recorded.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WithdrawReportView {
+    /// The audit record.
+    pub audit_id: Uuid,
+    /// The stored `unsubscribed` event carrying the withdrawal (null: the
+    /// address is not a valid email, so no contact can have it; audited only).
+    pub event_id: Option<Uuid>,
+    /// The contact now holding it.
+    pub contact_id: Option<Uuid>,
+    /// The purposes withdrawn.
+    pub purposes: Vec<String>,
+}
+
+impl From<&crate::privacy::WithdrawReport> for WithdrawReportView {
+    fn from(r: &crate::privacy::WithdrawReport) -> Self {
+        Self {
+            audit_id: r.audit_id,
+            event_id: r.event_id,
+            contact_id: r.contact_id,
+            purposes: r.purposes.iter().map(|p| p.as_str().to_string()).collect(),
+        }
+    }
 }

@@ -428,20 +428,25 @@ pub async fn lead(
         );
     };
     match event_detail(&app, id, session.mask()).await {
-        Ok(detail) => render(
-            "lead.html",
-            context! {
-                me => ser(&me), csrf => session.csrf.clone(), nav => "leads", notice => notice(q.notice.as_deref()),
-                detail => ser(&detail), name => detail.event.contact.display_name(),
-                // Form answers that are not already shown as contact fields.
-                data => detail.event.data.iter()
-                    .filter(|(k, _)| !leadrelay_model::CONTACT_FIELDS.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })).collect::<Vec<_>>(),
-            },
-        ),
+        Ok(detail) => {
+            let (lead, timers) =
+                crate::http::api::pipeline::lead_of(&app, detail.event.contact_id).await;
+            render(
+                "lead.html",
+                context! {
+                    me => ser(&me), csrf => session.csrf.clone(), nav => "leads", notice => notice(q.notice.as_deref()),
+                    lead => ser(&lead), timers => ser(&timers),
+                    detail => ser(&detail), name => detail.event.contact.display_name(),
+                    // Form answers that are not already shown as contact fields.
+                    data => detail.event.data.iter()
+                        .filter(|(k, _)| !leadrelay_model::CONTACT_FIELDS.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })).collect::<Vec<_>>(),
+                },
+            )
+        }
         Err(e) => failed(e, &me),
     }
 }

@@ -11,10 +11,10 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::rows::*;
-use super::{PgFilter, PostgresStore, contact_from_doc, exec, map_err, query, query_opt};
+use super::{PgError, PgFilter, PostgresStore, contact_from_doc, exec, map_err, query, query_opt};
 use crate::store::common::{
-    ERASED_REASON, bucket, erase_audit, escape_like, event_doc, export_audit, from_ms, person_keys,
-    scrub, uuid_v7_floor_id,
+    ERASED_REASON, bucket, check_idle, erase_audit, escape_like, event_doc, export_audit, from_ms,
+    person_keys, scrub, uuid_v7_floor_id,
 };
 use crate::store::*;
 
@@ -381,28 +381,7 @@ impl PostgresStore {
 
     pub(super) async fn add_review_item_impl(&self, item: ReviewItem) -> StoreResult<()> {
         let c = self.conn().await?;
-        exec(
-            &c,
-            &format!(
-                "INSERT INTO review_items ({REVIEW_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ),
-            &[
-                &item.id,
-                &item.kind,
-                &item.status.as_str(),
-                &item.summary,
-                &item.contact_id,
-                &item.destination,
-                &item.details.to_string(),
-                &item.created_at.timestamp_millis(),
-                &item.resolved_at.map(|t| t.timestamp_millis()),
-                &item.resolved_by,
-                &item.resolution,
-            ],
-        )
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        insert_review_item(&c, &item).await.map_err(map_err)
     }
 
     pub(super) async fn list_review_items_impl(
@@ -557,6 +536,7 @@ impl PostgresStore {
         .map_err(map_err)?
         .map(|r| contact_from_doc(r.get(0)))
         .transpose()?;
+        check_idle(req, contact.as_ref())?;
         let ids: Vec<Uuid> = person_event_ids(&tx, &req.email, contact.as_ref().map(|c| c.id))
             .await?
             .into_iter()
@@ -618,6 +598,7 @@ impl PostgresStore {
             exec(&tx, "DELETE FROM contacts WHERE id = $1", &[&ct.id])
                 .await
                 .map_err(map_err)?;
+            super::lead::forget(&tx, ct.id).await.map_err(map_err)?;
         }
         let report = EraseReport {
             audit_id: new_id(),
@@ -626,10 +607,38 @@ impl PostgresStore {
             deliveries_stopped,
             overrides_cleared,
             remote_records: remote,
+            backups: Vec::new(),
+            remote_erasures: Vec::new(),
         };
         insert_audit(&tx, &erase_audit(req, &report, now)).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(report)
+    }
+
+    pub(super) async fn stale_contacts_impl(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let before_ms = before.timestamp_millis();
+        let limit = limit.clamp(1, 10_000) as i64;
+        let c = self.conn().await?;
+        let rows = query(
+            &c,
+            "SELECT email FROM contacts WHERE updated_at < $1 AND email IS NOT NULL \
+             ORDER BY updated_at LIMIT $2",
+            &[&before_ms, &limit],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) async fn add_privacy_audit_impl(&self, record: &AuditRecord) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(map_err)?;
+        insert_audit(&tx, record).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     pub(super) async fn privacy_audit_impl(
@@ -706,4 +715,32 @@ impl PostgresStore {
             })
             .collect())
     }
+}
+
+/// Inserts a review item (also inside the ingest transaction).
+pub(super) async fn insert_review_item<C: GenericClient + Sync>(
+    c: &C,
+    item: &ReviewItem,
+) -> Result<(), PgError> {
+    exec(
+        c,
+        &format!(
+            "INSERT INTO review_items ({REVIEW_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ),
+        &[
+            &item.id,
+            &item.kind,
+            &item.status.as_str(),
+            &item.summary,
+            &item.contact_id,
+            &item.destination,
+            &item.details.to_string(),
+            &item.created_at.timestamp_millis(),
+            &item.resolved_at.map(|t| t.timestamp_millis()),
+            &item.resolved_by,
+            &item.resolution,
+        ],
+    )
+    .await?;
+    Ok(())
 }

@@ -15,6 +15,7 @@
 //!   same vendor event id); such a batch is rolled back and run again.
 
 mod admin;
+mod lead;
 mod rows;
 mod schema;
 
@@ -215,6 +216,8 @@ impl PostgresStore {
                 ingest_rx.clone(),
                 max,
                 analyzer.clone(),
+                options.contact_rules.clone(),
+                options.lead_hook.clone(),
             )));
         }
         tasks.push(tokio::spawn(complete_loop(pool.clone(), complete_rx, max)));
@@ -447,6 +450,8 @@ async fn ingest_loop(
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestJob>>>,
     max: usize,
     analyzer: Arc<Analyzer>,
+    rules: Arc<contacts::MergeRules>,
+    hook: Option<Arc<crate::pipeline::LeadHook>>,
 ) {
     loop {
         let mut jobs = Vec::new();
@@ -465,7 +470,7 @@ async fn ingest_loop(
                 }
             }
         }
-        match ingest_with_retries(&pool, &jobs).await {
+        match ingest_with_retries(&pool, &rules, &jobs, hook.as_deref()).await {
             Ok(outcomes) => {
                 let added: u64 = jobs
                     .iter()
@@ -481,9 +486,14 @@ async fn ingest_loop(
                 // One job may be at fault: run each alone so the others succeed.
                 tracing::debug!(error = %e, "ingest batch failed; retrying its jobs one by one");
                 for job in jobs {
-                    let result = ingest_with_retries(&pool, std::slice::from_ref(&job))
-                        .await
-                        .map(|mut v| v.remove(0));
+                    let result = ingest_with_retries(
+                        &pool,
+                        &rules,
+                        std::slice::from_ref(&job),
+                        hook.as_deref(),
+                    )
+                    .await
+                    .map(|mut v| v.remove(0));
                     let _ = job.reply.send(result);
                 }
             }
@@ -498,10 +508,12 @@ async fn ingest_loop(
 
 async fn ingest_with_retries(
     pool: &PgPool,
+    rules: &contacts::MergeRules,
     jobs: &[IngestJob],
+    hook: Option<&crate::pipeline::LeadHook>,
 ) -> StoreResult<Vec<Vec<IngestOutcome>>> {
     for attempt in 0..CONFLICT_RETRIES {
-        match ingest_batch(pool, jobs).await {
+        match ingest_batch(pool, rules, jobs, hook).await {
             Ok(v) => return Ok(v),
             Err(BatchError::Collision) => {
                 tokio::time::sleep(Duration::from_millis(5 * (attempt as u64 + 1))).await;
@@ -517,12 +529,18 @@ async fn ingest_with_retries(
 /// What one item of a batch becomes.
 enum Plan {
     Duplicate(Uuid),
-    Store { contact_email: Option<String> },
+    Store {
+        contact_email: Option<String>,
+        /// Without an email: the company domain + name to match by.
+        secondary: Option<contacts::SecondaryKey>,
+    },
 }
 
 async fn ingest_batch(
     pool: &PgPool,
+    rules: &contacts::MergeRules,
     jobs: &[IngestJob],
+    hook: Option<&crate::pipeline::LeadHook>,
 ) -> Result<Vec<Vec<IngestOutcome>>, BatchError> {
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
@@ -619,29 +637,45 @@ async fn ingest_batch(
         let email = (!e.spam)
             .then(|| e.contact.email.as_ref().map(|m| m.as_str().to_string()))
             .flatten();
+        let secondary = (!e.spam && email.is_none())
+            .then(|| contacts::secondary_key(&e.contact))
+            .flatten();
         plans.push(Plan::Store {
             contact_email: email,
+            secondary,
         });
     }
 
     // Golden contacts: lock the existing ones in a fixed order (no
     // deadlocks between nodes), merge in item order.
-    let emails: BTreeSet<String> = plans
-        .iter()
-        .filter_map(|p| match p {
+    // Events matched by company domain + name lock that domain's contacts
+    // in the same statement (one lock order).
+    let mut emails: BTreeSet<String> = BTreeSet::new();
+    let mut domains: BTreeSet<String> = BTreeSet::new();
+    for p in &plans {
+        match p {
             Plan::Store {
                 contact_email: Some(e),
-            } => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
+                ..
+            } => {
+                emails.insert(e.clone());
+            }
+            Plan::Store {
+                secondary: Some(k), ..
+            } => {
+                domains.insert(k.domain.clone());
+            }
+            _ => {}
+        }
+    }
     let mut contacts_by_email: HashMap<String, (Contact, bool)> = HashMap::new();
-    if !emails.is_empty() {
+    if !emails.is_empty() || !domains.is_empty() {
         let list: Vec<String> = emails.iter().cloned().collect();
+        let domain_list: Vec<String> = domains.iter().cloned().collect();
         let rows = query(
             &tx,
-            "SELECT email, doc FROM contacts WHERE email = ANY($1) ORDER BY email FOR UPDATE",
-            &[&list],
+            "SELECT email, doc FROM contacts WHERE email = ANY($1) OR domain = ANY($2) ORDER BY email FOR UPDATE",
+            &[&list, &domain_list],
         )
         .await?;
         for r in rows {
@@ -653,19 +687,63 @@ async fn ingest_batch(
         }
     }
     let mut event_contact: Vec<Option<Uuid>> = Vec::with_capacity(items.len());
+    // Per item, the email of the contact it was merged into.
+    let mut event_email: Vec<Option<String>> = Vec::with_capacity(items.len());
+    let mut reviews = Vec::new();
+    let mut merged_emails: BTreeSet<String> = BTreeSet::new();
+    let mut lead_effects = Vec::new();
     for ((item, _), plan) in items.iter().zip(&plans) {
-        let Plan::Store {
-            contact_email: Some(email),
-        } = plan
-        else {
+        let email = match plan {
+            Plan::Store {
+                contact_email: Some(email),
+                ..
+            } => Some(email.clone()),
+            Plan::Store {
+                secondary: Some(key),
+                ..
+            } => {
+                // Candidates include contacts created earlier in this batch.
+                let mut candidates: Vec<&Contact> = contacts_by_email
+                    .values()
+                    .map(|(c, _)| c)
+                    .filter(|c| c.data.domain.as_deref() == Some(key.domain.as_str()))
+                    .collect();
+                candidates.sort_by_key(|c| c.id);
+                let owned: Vec<Contact> = candidates.into_iter().cloned().collect();
+                match contacts::secondary_match(key, &item.event.contact, &owned) {
+                    contacts::SecondaryMatch::Unique(i) => {
+                        owned[i].data.email.as_ref().map(|e| e.as_str().to_string())
+                    }
+                    contacts::SecondaryMatch::Ambiguous(ids) => {
+                        reviews.push(contacts::ambiguous_match_review(
+                            &item.event,
+                            key,
+                            &ids,
+                            now,
+                        ));
+                        None
+                    }
+                    contacts::SecondaryMatch::None => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(email) = email else {
             event_contact.push(None);
+            event_email.push(None);
             continue;
         };
+        event_email.push(Some(email.clone()));
+        let email = &email;
         let existing = contacts_by_email.remove(email);
         let was_new = existing.as_ref().is_none_or(|(_, new)| *new);
-        match contacts::merge(existing.map(|(c, _)| c), &item.event, now) {
-            Some(merged) => {
+        match contacts::merge_with(rules, existing.map(|(c, _)| c), &item.event, now) {
+            Some(mut merged) => {
+                if let Some(h) = hook {
+                    lead_effects.push((merged.id, h.on_merge(&mut merged, &item.event, now)));
+                }
                 event_contact.push(Some(merged.id));
+                merged_emails.insert(email.clone());
                 contacts_by_email.insert(email.clone(), (merged, was_new));
             }
             None => event_contact.push(None),
@@ -684,7 +762,11 @@ async fn ingest_batch(
     }
     let mut new_contacts = Vec::new();
     let mut old_contacts = Vec::new();
-    for (c, is_new) in contacts_by_email.values() {
+    // Contacts locked only as secondary-match candidates stay as they are.
+    for (email, (c, is_new)) in &contacts_by_email {
+        if !merged_emails.contains(email) {
+            continue;
+        }
         if *is_new {
             new_contacts.push(c)
         } else {
@@ -718,6 +800,11 @@ async fn ingest_batch(
         .await?;
     }
 
+    for item in &reviews {
+        admin::insert_review_item(&tx, item).await?;
+    }
+    lead::write_effects(&tx, &lead_effects, now_ms).await?;
+
     let mut ev = EventColumns::default();
     let mut dl = DeliveryColumns::default();
     let mut idem = (
@@ -726,7 +813,12 @@ async fn ingest_batch(
         Vec::<Uuid>::new(),
     );
     let mut woken: BTreeSet<String> = BTreeSet::new();
-    for (((item, doc), plan), contact_id) in items.iter().zip(&plans).zip(&event_contact) {
+    for ((((item, doc), plan), contact_id), contact_email) in items
+        .iter()
+        .zip(&plans)
+        .zip(&event_contact)
+        .zip(&event_email)
+    {
         if matches!(plan, Plan::Duplicate(_)) {
             continue;
         }
@@ -738,7 +830,10 @@ async fn ingest_batch(
             idem.2.push(e.id);
         }
         if !e.spam {
-            let key = e.contact_key();
+            let key = match contact_email {
+                Some(email) => format!("email:{email}"),
+                None => e.contact_key(),
+            };
             for d in &item.destinations {
                 dl.push(new_id(), e.id, d, &key, now_ms);
                 woken.insert(d.clone());
@@ -906,6 +1001,100 @@ async fn complete_batch(pool: &PgPool, all: &[&Completion]) -> Result<(), BatchE
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Reads one golden contact by email over a single connection in a
+/// read-only transaction: no pool, no migrations, no background tasks (for
+/// `leadrelay simulate`, which must never write).
+pub async fn peek_contact(
+    url: &str,
+    options: &OpenOptions,
+    email: &str,
+) -> StoreResult<Option<Contact>> {
+    let docs = peek_docs(
+        url,
+        options,
+        "SELECT doc FROM contacts WHERE email = $1",
+        email,
+    )
+    .await?;
+    docs.first().map(|d| contact_from_doc(d)).transpose()
+}
+
+/// The contacts of a company domain, read like [`peek_contact`].
+pub async fn peek_contacts_by_domain(
+    url: &str,
+    options: &OpenOptions,
+    domain: &str,
+) -> StoreResult<Vec<Contact>> {
+    let docs = peek_docs(
+        url,
+        options,
+        "SELECT doc FROM contacts WHERE domain = $1 ORDER BY id",
+        domain,
+    )
+    .await?;
+    docs.iter().map(|d| contact_from_doc(d)).collect()
+}
+
+/// Runs one query with one text parameter returning `doc` rows, in a
+/// read-only transaction on a connection of its own.
+async fn peek_docs(
+    url: &str,
+    options: &OpenOptions,
+    sql: &str,
+    param: &str,
+) -> StoreResult<Vec<String>> {
+    let rows = peek_rows(url, options, sql, vec![param.to_string()]).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|mut r| r.drain(..).next().flatten())
+        .collect())
+}
+
+/// Rows of a query whose columns are all text (or NULL), with text
+/// parameters, in a read-only transaction on a connection of its own.
+pub async fn peek_rows(
+    url: &str,
+    options: &OpenOptions,
+    sql: &str,
+    params: Vec<String>,
+) -> StoreResult<Vec<Vec<Option<String>>>> {
+    crate::init_crypto();
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+    config
+        .application_name("leadrelay-simulate")
+        .connect_timeout(Duration::from_secs(5));
+    let (mut client, connection) = config
+        .connect(tls_connector(options.tls_verify))
+        .await
+        .map_err(map_err)?;
+    let driver = tokio::spawn(connection);
+    let result = async {
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(map_err)?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = tx.query(sql, &refs).await.map_err(map_err)?;
+        tx.rollback().await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.try_get::<_, Option<String>>(i).map_err(map_err))
+                    .collect()
+            })
+            .collect()
+    }
+    .await;
+    drop(client);
+    let _ = driver.await;
+    result
 }
 
 fn contact_from_doc(doc: &str) -> StoreResult<Contact> {
@@ -1758,6 +1947,18 @@ impl Store for PostgresStore {
 
     async fn privacy_erase(&self, request: &PrivacyRequest) -> StoreResult<EraseReport> {
         self.privacy_erase_impl(request).await
+    }
+
+    async fn stale_contacts(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        self.stale_contacts_impl(before, limit).await
+    }
+
+    async fn add_privacy_audit(&self, record: &AuditRecord) -> StoreResult<()> {
+        self.add_privacy_audit_impl(record).await
     }
 
     async fn privacy_audit(

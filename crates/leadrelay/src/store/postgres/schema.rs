@@ -180,6 +180,36 @@ CREATE TABLE privacy_audit (
 );
 CREATE INDEX privacy_audit_subject ON privacy_audit(subject_hash);
 "#,
+    // 3: the sales pipeline: durable timers (handoff, SLA) claimed under a
+    // lease like deliveries, and owner assignments (capacity, account owners).
+    r#"
+CREATE TABLE timers (
+    id UUID PRIMARY KEY,
+    kind TEXT NOT NULL,
+    contact_id UUID NOT NULL,
+    due_at BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    lease_id UUID,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    fired_at BIGINT,
+    outcome TEXT,
+    data TEXT NOT NULL
+);
+-- Due work. A claimed timer's due_at is its lease expiry.
+CREATE INDEX timers_due ON timers(due_at) WHERE state = 'pending';
+CREATE INDEX timers_contact ON timers(contact_id, id);
+
+CREATE TABLE lead_owners (
+    contact_id UUID PRIMARY KEY,
+    owner TEXT NOT NULL,
+    domain TEXT,
+    open BOOLEAN NOT NULL,
+    assigned_at BIGINT NOT NULL
+);
+CREATE INDEX lead_owners_open ON lead_owners(owner) WHERE open;
+CREATE INDEX lead_owners_domain ON lead_owners(domain, assigned_at);
+"#,
 ];
 
 pub fn current_version() -> u32 {

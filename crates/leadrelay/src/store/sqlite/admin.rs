@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::rows::*;
-use crate::store::common::{ERASED_REASON, bucket, erase_audit, export_audit, person_keys, scrub};
+use crate::store::common::{
+    ERASED_REASON, bucket, check_idle, erase_audit, export_audit, person_keys, scrub,
+};
 use crate::store::*;
 
 const KEY_COLS: &str = "id, name, role, prefix, created_at, last_used_at, revoked_at";
@@ -181,6 +183,7 @@ fn erase_tx(
 ) -> StoreResult<EraseReport> {
     let now_ms = now.timestamp_millis();
     let contact = contact_by(c, "email", &req.email)?;
+    check_idle(req, contact.as_ref())?;
     // Events merged into the contact since the read phase are caught here.
     let mut ids = found_ids.clone();
     ids.extend(person_event_ids_by_contact(
@@ -245,6 +248,7 @@ fn erase_tx(
             .map_err(map_err)?
             .execute([ct.id.to_string()])
             .map_err(map_err)?;
+        super::lead::forget(c, ct.id)?;
     }
     let report = EraseReport {
         audit_id: new_id(),
@@ -253,6 +257,8 @@ fn erase_tx(
         deliveries_stopped,
         overrides_cleared,
         remote_records: remote,
+        backups: Vec::new(),
+        remote_erasures: Vec::new(),
     };
     insert_audit(c, &erase_audit(req, &report, now))?;
     Ok(report)
@@ -517,28 +523,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn add_review_item_impl(&self, item: ReviewItem) -> StoreResult<()> {
-        self.write(move |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO review_items ({REVIEW_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-            ))
-            .map_err(map_err)?
-            .execute(params![
-                item.id.to_string(),
-                item.kind,
-                item.status.as_str(),
-                item.summary,
-                item.contact_id.map(|u| u.to_string()),
-                item.destination,
-                item.details.to_string(),
-                item.created_at.timestamp_millis(),
-                item.resolved_at.map(|t| t.timestamp_millis()),
-                item.resolved_by,
-                item.resolution,
-            ])
-            .map_err(map_err)?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| insert_review_item(c, &item)).await
     }
 
     pub(super) async fn list_review_items_impl(
@@ -634,6 +619,33 @@ impl SqliteStore {
         let req = req.clone();
         self.write(move |c| erase_tx(c, &req, &found, Utc::now()))
             .await
+    }
+
+    pub(super) async fn stale_contacts_impl(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let before_ms = before.timestamp_millis();
+        let limit = limit.clamp(1, 10_000) as i64;
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT email FROM contacts WHERE updated_at < ?1 AND email IS NOT NULL \
+                     ORDER BY updated_at LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![before_ms, limit], |r| r.get::<_, String>(0))
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    pub(super) async fn add_privacy_audit_impl(&self, record: &AuditRecord) -> StoreResult<()> {
+        let record = record.clone();
+        self.write(move |c| insert_audit(c, &record)).await
     }
 
     pub(super) async fn privacy_audit_impl(
@@ -736,4 +748,27 @@ fn review_by_id(c: &Connection, id: Uuid) -> StoreResult<Option<ReviewItem>> {
     .optional()
     .map_err(map_err)?
     .transpose()
+}
+
+/// Inserts a review item (also inside the ingest transaction).
+pub(super) fn insert_review_item(c: &Connection, item: &ReviewItem) -> StoreResult<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO review_items ({REVIEW_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))
+    .map_err(map_err)?
+    .execute(params![
+        item.id.to_string(),
+        item.kind,
+        item.status.as_str(),
+        item.summary,
+        item.contact_id.map(|u| u.to_string()),
+        item.destination,
+        item.details.to_string(),
+        item.created_at.timestamp_millis(),
+        item.resolved_at.map(|t| t.timestamp_millis()),
+        item.resolved_by,
+        item.resolution,
+    ])
+    .map_err(map_err)?;
+    Ok(())
 }

@@ -9,6 +9,7 @@
 //! read-only connections (WAL lets them run beside the writer).
 
 mod admin;
+mod lead;
 mod rows;
 mod schema;
 
@@ -54,6 +55,8 @@ pub struct SqliteStore {
     >,
     readers: Arc<ReadPool>,
     hub: Arc<WakeHub>,
+    contact_rules: Arc<contacts::MergeRules>,
+    lead_hook: Option<Arc<crate::pipeline::LeadHook>>,
 }
 
 struct ReadPool {
@@ -97,6 +100,8 @@ impl SqliteStore {
                 permits: Arc::new(Semaphore::new(n)),
             }),
             hub: Arc::new(WakeHub::default()),
+            contact_rules: options.contact_rules.clone(),
+            lead_hook: options.lead_hook.clone(),
         })
     }
 
@@ -159,6 +164,68 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
     }
+}
+
+/// Reads one golden contact by email through a read-only connection: the
+/// file is never created, migrated or written (for `leadrelay simulate`).
+/// None when there is no database file yet.
+pub async fn peek_contact(path: &str, email: &str) -> StoreResult<Option<Contact>> {
+    let email = email.to_string();
+    peek(path, move |c| contact_by(c, "email", &email), None).await
+}
+
+/// The contacts of a company domain, read like [`peek_contact`].
+pub async fn peek_contacts_by_domain(path: &str, domain: &str) -> StoreResult<Vec<Contact>> {
+    let domain = domain.to_string();
+    peek(path, move |c| contacts_by_domain(c, &domain), Vec::new()).await
+}
+
+/// Rows of a read-only query whose columns are all text (or NULL), with
+/// text parameters `$1`, `$2` …; no rows when there is no file.
+pub async fn peek_rows(
+    path: &str,
+    sql: &str,
+    params: Vec<String>,
+) -> StoreResult<Vec<Vec<Option<String>>>> {
+    let sql = sql.to_string();
+    peek(
+        path,
+        move |c| {
+            let mut stmt = c.prepare(&sql).map_err(map_err)?;
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                    (0..n).map(|i| r.get::<_, Option<String>>(i)).collect()
+                })
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        },
+        Vec::new(),
+    )
+    .await
+}
+
+/// Runs `f` on a read-only connection; `missing` when there is no file.
+async fn peek<T: Send + 'static>(
+    path: &str,
+    f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    missing: T,
+) -> StoreResult<T> {
+    let path = PathBuf::from(path);
+    tokio::task::spawn_blocking(move || {
+        if !path.exists() {
+            return Ok(missing);
+        }
+        let c = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map_err)?;
+        c.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+        f(&c)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
 }
 
 fn open_connections(
@@ -399,8 +466,10 @@ impl Store for SqliteStore {
             .iter_mut()
             .map(|i| event_doc(&mut i.event))
             .collect::<StoreResult<Vec<String>>>()?;
+        let rules = self.contact_rules.clone();
+        let hook = self.lead_hook.clone();
         let outcomes = self
-            .write(move |c| ingest_tx(c, &items, &docs, Utc::now()))
+            .write(move |c| ingest_tx(c, &rules, &items, &docs, Utc::now(), hook.as_deref()))
             .await?;
         for d in destinations {
             self.hub.wake(&d);
@@ -1036,6 +1105,18 @@ impl Store for SqliteStore {
         self.privacy_erase_impl(request).await
     }
 
+    async fn stale_contacts(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        self.stale_contacts_impl(before, limit).await
+    }
+
+    async fn add_privacy_audit(&self, record: &AuditRecord) -> StoreResult<()> {
+        self.add_privacy_audit_impl(record).await
+    }
+
     async fn privacy_audit(
         &self,
         before: Option<Uuid>,
@@ -1090,9 +1171,11 @@ impl Store for SqliteStore {
 
 fn ingest_tx(
     c: &Connection,
+    rules: &contacts::MergeRules,
     items: &[IngestItem],
     docs: &[String],
     now: DateTime<Utc>,
+    hook: Option<&crate::pipeline::LeadHook>,
 ) -> StoreResult<Vec<IngestOutcome>> {
     let now_ms = now.timestamp_millis();
     let idem_cutoff = now_ms - IDEMPOTENCY_WINDOW_HOURS * 3_600_000;
@@ -1137,13 +1220,19 @@ fn ingest_tx(
                 continue;
             }
         }
-        if !event.spam
-            && let Some(email) = event.contact.email.as_ref().map(|e| e.as_str().to_string())
-        {
-            let existing = contact_by(c, "email", &email)?;
-            if let Some(merged) = contacts::merge(existing, event, now) {
+        let mut contact_key = event.contact_key();
+        if !event.spam {
+            let existing = find_contact(c, event, now)?;
+            if let Some(mut merged) = contacts::merge_with(rules, existing, event, now) {
+                let effects = hook.map(|h| h.on_merge(&mut merged, event, now));
                 upsert_contact(c, &merged)?;
+                if let Some(e) = effects {
+                    lead::write_effects(c, merged.id, &e, now_ms)?;
+                }
                 contact_id = Some(merged.id);
+                if let Some(e) = &merged.data.email {
+                    contact_key = format!("email:{}", e.as_str());
+                }
             }
         }
         insert_event(c, event, doc, contact_id)?;
@@ -1154,7 +1243,6 @@ fn ingest_tx(
                 .map_err(map_err)?;
         }
         if !event.spam {
-            let contact_key = event.contact_key();
             let mut stmt = c
                 .prepare_cached(
                     "INSERT INTO deliveries (id, event_id, destination, contact_key, state, created_at, updated_at, next_attempt_at) \
@@ -1175,6 +1263,27 @@ fn ingest_tx(
         outcomes.push(IngestOutcome::Stored(event.id));
     }
     Ok(outcomes)
+}
+
+/// The golden contact an event is about: by email, else by the secondary
+/// match (company domain + name; an ambiguous match is recorded for review).
+fn find_contact(c: &Connection, event: &Event, now: DateTime<Utc>) -> StoreResult<Option<Contact>> {
+    if let Some(email) = &event.contact.email {
+        return contact_by(c, "email", email.as_str());
+    }
+    let Some(key) = contacts::secondary_key(&event.contact) else {
+        return Ok(None);
+    };
+    let mut candidates = contacts_by_domain(c, &key.domain)?;
+    match contacts::secondary_match(&key, &event.contact, &candidates) {
+        contacts::SecondaryMatch::Unique(i) => Ok(Some(candidates.swap_remove(i))),
+        contacts::SecondaryMatch::Ambiguous(ids) => {
+            let item = contacts::ambiguous_match_review(event, &key, &ids, now);
+            admin::insert_review_item(c, &item)?;
+            Ok(None)
+        }
+        contacts::SecondaryMatch::None => Ok(None),
+    }
 }
 
 fn claim_tx(

@@ -102,6 +102,21 @@ pub fn contact_by(c: &Connection, column: &str, value: &str) -> StoreResult<Opti
         .transpose()
 }
 
+/// Every contact whose (normalised) company domain is `domain`.
+pub fn contacts_by_domain(c: &Connection, domain: &str) -> StoreResult<Vec<Contact>> {
+    let mut stmt = c
+        .prepare_cached("SELECT doc FROM contacts WHERE domain = ?1 ORDER BY id")
+        .map_err(map_err)?;
+    let docs = stmt
+        .query_map([domain], |r| r.get::<_, String>(0))
+        .map_err(map_err)?
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(map_err)?;
+    docs.iter()
+        .map(|d| serde_json::from_str(d).map_err(|e| StoreError::Corrupt(format!("contact: {e}"))))
+        .collect()
+}
+
 pub fn upsert_contact(c: &Connection, contact: &Contact) -> StoreResult<()> {
     let doc = serde_json::to_string(contact).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     c.prepare_cached(

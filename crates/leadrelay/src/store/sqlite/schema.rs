@@ -181,6 +181,36 @@ CREATE TABLE privacy_audit (
 );
 CREATE INDEX privacy_audit_subject ON privacy_audit(subject_hash);
 "#,
+    // 3: the sales pipeline: durable timers (handoff, SLA) claimed under a
+    // lease like deliveries, and owner assignments (capacity, account owners).
+    r#"
+CREATE TABLE timers (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    lease_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    fired_at INTEGER,
+    outcome TEXT,
+    data TEXT NOT NULL
+);
+-- Due work. A claimed timer's due_at is its lease expiry.
+CREATE INDEX timers_due ON timers(due_at) WHERE state = 'pending';
+CREATE INDEX timers_contact ON timers(contact_id, id);
+
+CREATE TABLE lead_owners (
+    contact_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    domain TEXT,
+    open INTEGER NOT NULL,
+    assigned_at INTEGER NOT NULL
+);
+CREATE INDEX lead_owners_open ON lead_owners(owner) WHERE open = 1;
+CREATE INDEX lead_owners_domain ON lead_owners(domain, assigned_at);
+"#,
 ];
 
 /// The schema version a fully migrated database has.

@@ -1,0 +1,417 @@
+//! `lemlist`: enrolls people in a lemlist campaign (a sequence) — for
+//! example every contact that becomes sales-qualified (`lead.qualified`,
+//! see the handoff), or every lead of a webinar form.
+//!
+//! Settings:
+//! - `api_key_env` (default `LEMLIST_API_KEY`): HTTP Basic with an empty
+//!   user and the key as password, as lemlist documents.
+//! - `campaign_id` (`cam_…`, required).
+//! - `deduplicate` (default true): lemlist refuses a person who is already
+//!   in another campaign of the team, so nobody gets two sequences at once.
+//! - `[destinations.NAME.mapping.lead]`: the lead's variables through the
+//!   shared mapping engine (defaults in `defaults.toml`; `email` required).
+//! - `base_url` (default `https://api.lemlist.com`), `allow_private_networks`.
+//!
+//! Classification: 200 delivered (lemlist's lead id kept); 409 — the person
+//! is already in this campaign (a retry after a lost answer) or, with
+//! `deduplicate`, in another one — counts as delivered: the enrollment the
+//! delivery asked for exists, and enrolling again would spam them; 404 is a
+//! permanent "campaign not found"; 429 throttles the destination until
+//! `Retry-After`; otherwise the shared HTTP classification. lemlist allows
+//! 20 requests per 2 seconds per key: that is the default rate limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::crm;
+use super::http::{self as shared, HttpResponse};
+use super::{
+    BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob, ErrorClass,
+    JobResult, Outcome,
+};
+use crate::config::{Problem, Rate, parse_settings};
+use crate::mapping::{self, Mapping};
+use crate::store::RemoteId;
+
+/// The default field mapping (also shown in the README).
+pub const DEFAULT_MAPPING: &str = include_str!("defaults.toml");
+const OBJECTS: [&str; 1] = ["lead"];
+const DEFAULT_BASE_URL: &str = "https://api.lemlist.com";
+
+fn default_key_env() -> String {
+    "LEMLIST_API_KEY".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+struct Settings {
+    #[serde(default = "default_key_env")]
+    api_key_env: String,
+    campaign_id: String,
+    #[serde(default = "yes")]
+    deduplicate: bool,
+    #[serde(default)]
+    mapping: toml::Table,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    allow_private_networks: bool,
+}
+
+pub fn kind() -> ConnectorKind {
+    ConnectorKind {
+        name: "lemlist",
+        summary: "lemlist: enroll people in a campaign (sequence), once",
+        defaults: Defaults {
+            rate_limit: Some(Rate {
+                count: 20,
+                period: Duration::from_secs(2),
+            }),
+            concurrency: 2,
+            batch_size: 1,
+            max_batch_size: 1,
+        },
+        personal_data: true,
+        build,
+    }
+}
+
+struct Lemlist {
+    client: reqwest::Client,
+    base: String,
+    api_key: String,
+    campaign_id: String,
+    deduplicate: bool,
+    mapping: Mapping,
+    allow_private: bool,
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
+    let s: Settings = parse_settings(ctx.settings)?;
+    let mut problems = Vec::new();
+    let api_key = ctx
+        .secret("api_key_env", &s.api_key_env)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let campaign = s.campaign_id.trim();
+    if campaign.is_empty()
+        || !campaign
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        problems.push(Problem::error(
+            "campaign_id",
+            "a lemlist campaign id such as cam_A1b2C3d4E5f6G7h8i (letters, digits, _ and -)",
+        ));
+    }
+    let base = crm::base_url(s.base_url.as_deref(), DEFAULT_BASE_URL)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let mapping = Mapping::compile(DEFAULT_MAPPING, Some(&s.mapping), &OBJECTS)
+        .map_err(|ps| problems.extend(ps))
+        .ok();
+    let client = shared::client(ctx.timeout, s.allow_private_networks)
+        .map_err(|m| problems.push(Problem::error("", m)))
+        .ok();
+    let (Some(api_key), Some(base), Some(mapping), Some(client), true) =
+        (api_key, base, mapping, client, problems.is_empty())
+    else {
+        return Err(problems);
+    };
+    Ok(Arc::new(Lemlist {
+        client,
+        base,
+        api_key,
+        campaign_id: campaign.to_string(),
+        deduplicate: s.deduplicate,
+        mapping,
+        allow_private: s.allow_private_networks,
+    }))
+}
+
+/// lemlist's verdict on an enrollment request.
+fn classify(resp: &HttpResponse) -> Outcome {
+    match resp.status {
+        200 | 201 => Outcome::delivered(),
+        // Already enrolled (here, or elsewhere with `deduplicate`): done.
+        409 => Outcome::delivered(),
+        404 => Outcome::permanent(
+            ErrorClass::Http4xx,
+            format!(
+                "lemlist: campaign not found ({})",
+                crate::redact::excerpt(&resp.body, 200)
+            ),
+        ),
+        _ => shared::classify(resp),
+    }
+}
+
+/// lemlist variables are text, numbers or booleans: anything else the
+/// mapping produced is a mapping error naming the variable.
+fn check_variables(body: &serde_json::Map<String, Value>) -> Result<(), String> {
+    match body
+        .iter()
+        .find(|(_, v)| !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)))
+    {
+        Some((k, _)) => Err(format!(
+            "mapping lead.{k}: lemlist variables must be text, a number or a boolean"
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Lemlist {
+    fn leads_url(&self) -> String {
+        format!(
+            "{}/api/campaigns/{}/leads/{}",
+            self.base,
+            self.campaign_id,
+            if self.deduplicate {
+                "?deduplicate=true"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// The lead's variables as lemlist will receive them.
+    fn body(&self, job: &DeliveryJob) -> Result<serde_json::Map<String, Value>, String> {
+        let body = self
+            .mapping
+            .apply("lead", &mapping::context(job))
+            .map_err(|e| e.to_string())?;
+        check_variables(&body)?;
+        Ok(body)
+    }
+
+    async fn enroll(&self, job: &DeliveryJob) -> JobResult {
+        let failed = |outcome| JobResult {
+            outcome,
+            report: Default::default(),
+        };
+        let body = match self.body(job) {
+            Ok(b) => b,
+            Err(m) => return failed(Outcome::permanent(ErrorClass::Mapping, m)),
+        };
+        let url = self.leads_url();
+        let req = match self
+            .client
+            .post(&url)
+            .basic_auth("", Some(&self.api_key))
+            .json(&body)
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return failed(Outcome::permanent(
+                    ErrorClass::Mapping,
+                    format!("cannot build the request: {e}"),
+                ));
+            }
+        };
+        let (result, report) = shared::send(&self.client, req, &url, self.allow_private).await;
+        let outcome = match result {
+            Err(e) => e.outcome(),
+            Ok(resp) => match classify(&resp) {
+                Outcome::Delivered { .. } => Outcome::Delivered {
+                    remote_ids: serde_json::from_str::<Value>(&resp.body)
+                        .ok()
+                        .and_then(|v| mapping::as_text(&v["_id"]))
+                        .filter(|id| !id.is_empty())
+                        .map(|id| RemoteId {
+                            object: format!("lemlist_lead:{}", self.campaign_id),
+                            key: job.delivery.contact_key.clone(),
+                            id,
+                        })
+                        .into_iter()
+                        .collect(),
+                },
+                other => other,
+            },
+        };
+        JobResult { outcome, report }
+    }
+
+    async fn get_ok(&self, path: &str) -> Result<(), String> {
+        let url = format!("{}{path}", self.base);
+        let req = self
+            .client
+            .get(&url)
+            .basic_auth("", Some(&self.api_key))
+            .build()
+            .map_err(|e| format!("cannot build a request: {e}"))?;
+        match shared::send(&self.client, req, &url, self.allow_private).await {
+            (Ok(r), _) if r.status == 200 => Ok(()),
+            (Ok(r), _) if r.status == 401 => Err("lemlist rejected the API key".into()),
+            (Ok(r), _) if r.status == 404 => Err(format!(
+                "lemlist has no campaign {} for this key",
+                self.campaign_id
+            )),
+            (Ok(r), _) => Err(format!(
+                "lemlist answered HTTP {}: {}",
+                r.status,
+                crate::redact::excerpt(&r.body, 200)
+            )),
+            (Err(e), _) => Err(format!("{:?}", e.outcome())),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for Lemlist {
+    async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.enroll(job).await);
+        }
+        out
+    }
+
+    fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
+        let has_email = job
+            .contact
+            .as_ref()
+            .and_then(|c| c.data.email.as_ref())
+            .or(job.event.contact.email.as_ref())
+            .is_some();
+        (!has_email).then(|| "no email address to enroll".to_string())
+    }
+
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        Some(self.body(job).map(|lead| {
+            serde_json::json!({
+                "url": self.leads_url(),
+                "lead": lead,
+            })
+        }))
+    }
+
+    async fn check(&self) -> CheckReport {
+        let result = async {
+            self.get_ok("/api/team").await?;
+            self.get_ok(&format!("/api/campaigns/{}", self.campaign_id))
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => CheckReport::ok(format!(
+                "lemlist accepted the API key; campaign {} exists",
+                self.campaign_id
+            )),
+            Err(m) => CheckReport::failed(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderMap;
+    use serde_json::json;
+
+    fn resp(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: HeaderMap::new(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn already_enrolled_is_done_and_a_missing_campaign_is_permanent() {
+        assert!(matches!(
+            classify(&resp(409, r#"{"error":"Lead already in the campaign"}"#)),
+            Outcome::Delivered { .. }
+        ));
+        assert!(matches!(
+            classify(&resp(404, "Campaign not found")),
+            Outcome::Permanent {
+                class: ErrorClass::Http4xx,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&resp(429, "")),
+            Outcome::Throttled { .. }
+        ));
+        assert!(matches!(
+            classify(&resp(401, "")),
+            Outcome::CredentialsRejected { .. }
+        ));
+        assert!(matches!(classify(&resp(502, "")), Outcome::Retry { .. }));
+        assert!(matches!(
+            classify(&resp(400, "Invalid email")),
+            Outcome::Permanent { .. }
+        ));
+    }
+
+    #[test]
+    fn variables_must_be_scalars() {
+        let ok = json!({"email": "a@b.co", "seats": 3, "vip": true});
+        assert!(check_variables(ok.as_object().unwrap()).is_ok());
+        let bad = json!({"email": "a@b.co", "tags": ["x"]});
+        let err = check_variables(bad.as_object().unwrap()).unwrap_err();
+        assert!(err.contains("lead.tags"), "{err}");
+    }
+
+    #[test]
+    fn settings_problems_name_their_keys() {
+        let settings: toml::Table = toml::from_str(
+            "campaign_id = \"cam x\"\nbase_url = \"ftp://x\"\n[mapping.lead]\nemail = { from = \"contact.nope\" }",
+        )
+        .unwrap();
+        let ctx = BuildContext {
+            destination: "seq",
+            settings: &settings,
+            env: &|_| None,
+            timeout: Duration::from_secs(5),
+            public_url: "http://localhost",
+        };
+        let problems = match build(&ctx) {
+            Err(p) => p,
+            Ok(_) => panic!("settings with problems were accepted"),
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in ["api_key_env", "campaign_id", "base_url"] {
+            assert!(paths.contains(&expected), "{expected} missing in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn preview_shows_the_mapped_lead_without_sending() {
+        let table: toml::Table = toml::from_str(
+            "campaign_id = \"cam_A1b2\"\n[mapping.lead]\nplan = { value = \"pro\" }\n",
+        )
+        .unwrap();
+        let env = |k: &str| Some(format!("{k}-value"));
+        let c = build(&BuildContext {
+            destination: "sequence",
+            settings: &table,
+            env: &env,
+            timeout: Duration::from_secs(2),
+            public_url: "http://leads.test",
+        })
+        .unwrap();
+        let job = crate::connectors::notify::sample_lead_job();
+        let p = c.preview(&job).unwrap().unwrap();
+        assert!(
+            p["url"]
+                .as_str()
+                .unwrap()
+                .ends_with("/api/campaigns/cam_A1b2/leads/?deduplicate=true"),
+            "{p}"
+        );
+        assert_eq!(p["lead"]["plan"], "pro");
+        assert_eq!(
+            p["lead"]["email"].as_str(),
+            job.event.contact.email.as_ref().map(|e| e.as_str())
+        );
+        assert_eq!(p["lead"]["firstName"], "Jane");
+    }
+}
