@@ -90,6 +90,17 @@ impl Principal {
         self.role == Role::Admin
     }
 
+    /// Admin and viewer keys read the admin API and sign in to the
+    /// dashboard; ingest keys only send events.
+    pub fn can_read(&self) -> bool {
+        self.role != Role::Ingest
+    }
+
+    /// May send events to `POST /v1/events` (admin and ingest keys).
+    pub fn can_send_events(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Ingest)
+    }
+
     /// Viewers see emails and phone numbers masked.
     pub fn masks_personal_data(&self) -> bool {
         self.role != Role::Admin

@@ -12,22 +12,17 @@
 //!
 //! [`Connector::preview`]: crate::connectors::Connector::preview
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use leadrelay_model::{
-    Attribution, ConsentPurpose, ConsentRecord, Contact, ContactData, EmailAddress, Event,
-    EventType, Origin, PhoneE164, RawPayload, new_id,
-};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use leadrelay_model::{Contact, Event, new_id};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::config::{Config, LegalBasis};
 use crate::connectors::DeliveryJob;
 use crate::contacts::{self, MergeRules};
 use crate::delivery::{self, Destination, consent};
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::ingest::{self, FormSubmission, enrich::RequestContext};
 use crate::pipeline::owners::{self, RoutingView};
 use crate::pipeline::{LeadHook, score};
@@ -169,7 +164,10 @@ pub async fn build_event(
                 .map_err(SimError::Rejected)?;
             Ok(item.event)
         }
-        Input::Event(bytes) => parse_event_file(config, bytes, now).map_err(SimError::Rejected),
+        Input::Event(bytes) => {
+            ingest::api::parse_one(config, bytes, ingest::api::OriginRule::Declared, now)
+                .map_err(SimError::Rejected)
+        }
     }
 }
 
@@ -424,168 +422,4 @@ fn consent_decision(
             reason,
         },
     }
-}
-
-/// An event file: the event's type and origin, the person, the data, the
-/// attribution and the consent answers.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventFile {
-    /// Default `lead.created`.
-    #[serde(rename = "type", default)]
-    event_type: Option<String>,
-    /// The form it came from (its routes apply) …
-    #[serde(default)]
-    form: Option<String>,
-    /// … or the webhook source; neither: the API (`api:cli`).
-    #[serde(default)]
-    source: Option<String>,
-    #[serde(default)]
-    occurred_at: Option<DateTime<Utc>>,
-    /// Standard contact fields by name; others are custom fields.
-    #[serde(default)]
-    contact: Map<String, Value>,
-    #[serde(default)]
-    data: Map<String, Value>,
-    #[serde(default)]
-    attribution: Attribution,
-    /// Purpose → granted.
-    #[serde(default)]
-    consent: BTreeMap<String, bool>,
-}
-
-/// Parses an event file, reporting every bad field as the API would (422).
-pub fn parse_event_file(
-    config: &Config,
-    bytes: &[u8],
-    now: DateTime<Utc>,
-) -> Result<Event, ApiError> {
-    let file: EventFile = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the event file is not a valid event: {e}")))?;
-    let mut errors = Vec::new();
-    let event_type = match &file.event_type {
-        None => EventType::LeadCreated,
-        Some(t) => EventType::parse(t).unwrap_or_else(|e| {
-            errors.push(FieldError::new("type", "invalid_event_type", e.to_string()));
-            EventType::LeadCreated
-        }),
-    };
-    let origin = match (&file.form, &file.source) {
-        (Some(_), Some(_)) => {
-            errors.push(FieldError::new(
-                "source",
-                "conflicting_origin",
-                "give form or source, not both",
-            ));
-            Origin::api("cli")
-        }
-        (Some(f), None) => {
-            if !config.forms.contains_key(f) {
-                errors.push(FieldError::new(
-                    "form",
-                    "unknown_form",
-                    format!("there is no form named {f:?}"),
-                ));
-            }
-            Origin::form(f)
-        }
-        (None, Some(s)) => {
-            if !config.sources.contains_key(s) {
-                errors.push(FieldError::new(
-                    "source",
-                    "unknown_source",
-                    format!("there is no source named {s:?}"),
-                ));
-            }
-            Origin::source(s)
-        }
-        (None, None) => Origin::api("cli"),
-    };
-    let contact = contact_data(&file.contact, &mut errors);
-    let mut consent = Vec::new();
-    for (purpose, granted) in &file.consent {
-        match ConsentPurpose::parse(purpose) {
-            Ok(p) => consent.push(ConsentRecord {
-                purpose: p,
-                granted: *granted,
-                text_version: None,
-                recorded_at: now,
-            }),
-            Err(e) => errors.push(FieldError::new(
-                &format!("consent.{purpose}"),
-                "invalid_purpose",
-                e.to_string(),
-            )),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    Ok(Event {
-        id: new_id(),
-        event_type,
-        origin,
-        received_at: now,
-        occurred_at: file.occurred_at.unwrap_or(now),
-        contact,
-        contact_id: None,
-        data: file.data,
-        attribution: file.attribution,
-        consent,
-        ip_hash: None,
-        raw: RawPayload {
-            content_type: "application/json".into(),
-            body: String::from_utf8_lossy(bytes).into_owned(),
-        },
-        spam: false,
-        idempotency_key: None,
-        external_id: None,
-        vendor_refs: vec![],
-        changes: vec![],
-    })
-}
-
-/// The person of an event file: emails and phones checked and normalised
-/// like a form's, other standard fields as text, the rest custom.
-fn contact_data(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> ContactData {
-    let mut c = ContactData::default();
-    for (name, value) in fields {
-        let path = format!("contact.{name}");
-        if value.is_null() {
-            continue;
-        }
-        let text = match value {
-            Value::String(s) => Some(s.trim().to_string()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        };
-        match (name.as_str(), text) {
-            ("email", Some(t)) => match EmailAddress::parse(&t) {
-                Ok(e) => c.email = Some(e),
-                Err(e) => errors.push(FieldError::new(&path, "invalid_email", e.to_string())),
-            },
-            ("phone", Some(t)) => match PhoneE164::parse(&t, None) {
-                Ok(p) => c.phone = Some(p),
-                Err(e) => errors.push(FieldError::new(&path, "invalid_phone", e.to_string())),
-            },
-            (n, Some(t)) if leadrelay_model::CONTACT_FIELDS.contains(&n) => {
-                if !t.is_empty() {
-                    c.set_text(n, t);
-                }
-            }
-            (n, None) if leadrelay_model::CONTACT_FIELDS.contains(&n) => {
-                errors.push(FieldError::new(
-                    &path,
-                    "invalid_type",
-                    "expected a single value, not an object or list",
-                ));
-            }
-            (n, _) => {
-                c.custom.insert(n.to_string(), value.clone());
-            }
-        }
-    }
-    c.derive_domain();
-    c
 }

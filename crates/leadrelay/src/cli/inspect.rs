@@ -54,6 +54,9 @@ pub struct EventListArgs {
     pub form: Option<String>,
     #[arg(long)]
     pub source: Option<String>,
+    /// Only events sent to POST /v1/events with this API key (its name).
+    #[arg(long, conflicts_with_all = ["form", "source"])]
+    pub api: Option<String>,
     /// Text to find (email or any value).
     #[arg(long)]
     pub search: Option<String>,
@@ -222,6 +225,10 @@ pub async fn events(config: Option<&PathBuf>, cmd: EventsCommand) -> ExitCode {
             if let Some(s) = &a.source {
                 filter.origin_kind = Some(OriginKind::Source);
                 filter.origin_name = Some(s.clone());
+            }
+            if let Some(k) = &a.api {
+                filter.origin_kind = Some(OriginKind::Api);
+                filter.origin_name = Some(k.clone());
             }
             if let Some(s) = &a.since {
                 match parse_since(s) {

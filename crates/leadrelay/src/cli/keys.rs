@@ -28,7 +28,8 @@ pub struct CreateKeyArgs {
     /// A name to recognise the key by (who or what uses it).
     #[arg(long)]
     pub name: String,
-    /// admin (acts) or viewer (reads, personal data masked).
+    /// admin (acts), viewer (reads, personal data masked) or ingest (only
+    /// sends events to POST /v1/events).
     #[arg(long, value_enum)]
     pub role: Role,
     #[command(flatten)]

@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Largest request body accepted on public endpoints (413 beyond).
     pub max_body_bytes: ByteSize,
+    /// Largest body of `POST /v1/events` (one event or an array of up to
+    /// 100; 413 beyond).
+    pub max_events_body_bytes: ByteSize,
     /// Submissions allowed per client IP on public endpoints, e.g. `"60/1m"`,
     /// or `"off"`. Beyond it: 429 with `Retry-After`.
     pub per_ip_limit: RateLimit,
@@ -113,6 +116,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             max_body_bytes: ByteSize(64 * 1024),
+            max_events_body_bytes: ByteSize(1024 * 1024),
             per_ip_limit: RateLimit::Limit(Rate {
                 count: 60,
                 period: std::time::Duration::from_secs(60),

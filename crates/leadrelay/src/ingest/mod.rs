@@ -6,6 +6,7 @@
 //! a source has already verified and mapped.
 //! Nothing here calls a third party: a form never waits on a CRM.
 
+pub mod api;
 pub mod body;
 pub mod enrich;
 pub mod form;

@@ -31,6 +31,8 @@ pub enum Role {
     Admin,
     /// Reads, with emails and phone numbers masked.
     Viewer,
+    /// Only sends events (`POST /v1/events`); reads nothing.
+    Ingest,
 }
 
 impl Role {
@@ -38,6 +40,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Viewer => "viewer",
+            Role::Ingest => "ingest",
         }
     }
 
@@ -45,6 +48,7 @@ impl Role {
         match s {
             "admin" => Some(Role::Admin),
             "viewer" => Some(Role::Viewer),
+            "ingest" => Some(Role::Ingest),
             _ => None,
         }
     }

@@ -19,7 +19,7 @@ use crate::support::{Receiver, TestApp, eventually, lead, webhook_config};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn key(app: &TestApp, name: &str, role: Role) -> String {
+pub(crate) async fn key(app: &TestApp, name: &str, role: Role) -> String {
     let (secret, record) = generate_key(name, role);
     app.store.create_api_key(record).await.unwrap();
     secret
@@ -653,7 +653,7 @@ fn csrf_of(html: &str) -> String {
 }
 
 /// Signs in through the dashboard's form.
-async fn sign_in(app: &TestApp, key: &str) -> reqwest::Response {
+pub(crate) async fn sign_in(app: &TestApp, key: &str) -> reqwest::Response {
     let page = app.client.get(app.url("/ui/login")).send().await.unwrap();
     let cookie = page
         .headers()

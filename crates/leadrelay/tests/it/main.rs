@@ -2,6 +2,7 @@
 //! real SQLite files, a real receiver, and the real `leadrelay` binary.
 
 mod admin;
+mod api_events;
 mod binary;
 mod contacts;
 mod crm_binary;

@@ -39,6 +39,9 @@ pub struct EventQuery {
     /// Only events from this source (vendor webhook).
     #[param(max_length = 100)]
     pub source: Option<String>,
+    /// Only events sent to `POST /v1/events` with this API key (its name).
+    #[param(max_length = 100)]
+    pub api: Option<String>,
     /// Received at or after (RFC 3339).
     pub since: Option<DateTime<Utc>>,
     /// Received before (RFC 3339).
@@ -57,7 +60,8 @@ pub struct EventQuery {
     pub limit: Option<u32>,
 }
 
-/// Events, newest first, filtered by type, form, source, time and text.
+/// Events, newest first, filtered by type, origin (form, source or API
+/// key), time and text.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),
     responses((status = 200, body = EventPage), ReadErrors))]
 pub async fn list_events(
@@ -68,6 +72,7 @@ pub async fn list_events(
     let limit = page_limit(q.limit)?;
     check_len("form", q.form.as_deref(), 100)?;
     check_len("source", q.source.as_deref(), 100)?;
+    check_len("api", q.api.as_deref(), 100)?;
     check_len("q", q.q.as_deref(), 200)?;
     let mut filter = EventFilter {
         search: q.q.clone(),
@@ -86,23 +91,24 @@ pub async fn list_events(
             )
         })?);
     }
-    match (&q.form, &q.source) {
-        // No event comes from both a form and a source.
-        (Some(_), Some(_)) => {
+    let origins = [
+        (OriginKind::Form, &q.form),
+        (OriginKind::Source, &q.source),
+        (OriginKind::Api, &q.api),
+    ];
+    let mut given = origins
+        .iter()
+        .filter_map(|(k, n)| n.as_ref().map(|n| (*k, n)));
+    if let Some((kind, name)) = given.next() {
+        // No event has two origins.
+        if given.next().is_some() {
             return Ok(Json(EventPage {
                 items: Vec::new(),
                 next_cursor: None,
             }));
         }
-        (Some(f), None) => {
-            filter.origin_kind = Some(OriginKind::Form);
-            filter.origin_name = Some(f.clone());
-        }
-        (None, Some(s)) => {
-            filter.origin_kind = Some(OriginKind::Source);
-            filter.origin_name = Some(s.clone());
-        }
-        (None, None) => {}
+        filter.origin_kind = Some(kind);
+        filter.origin_name = Some(name.clone());
     }
     let rows = app.store.list_events(&filter, q.cursor, limit + 1).await?;
     let (rows, next_cursor) = paginate(rows, limit, |e| e.id);

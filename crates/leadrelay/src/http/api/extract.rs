@@ -76,12 +76,21 @@ impl FromRequestParts<AppState> for Auth {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("\u{0}"));
-        app.admin
+        let principal = app
+            .admin
             .auth
             .verify_header(header)
             .await
-            .map(Auth)
-            .map_err(|e| unauthorized(e.into()))
+            .map_err(|e| unauthorized(e.into()))?;
+        if !principal.can_read() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this is an ingest key: it only sends events to POST /v1/events",
+            )
+            .into_response());
+        }
+        Ok(Auth(principal))
     }
 }
 

@@ -161,6 +161,17 @@ pub async fn login(State(app): State<AppState>, UiForm(f): UiForm<LoginForm>) ->
             );
         }
     };
+    if key.role == crate::store::Role::Ingest {
+        return login_form(
+            &app,
+            &next,
+            Some(
+                "That is an ingest key: it only sends events. Sign in with an admin or viewer key.",
+            ),
+            None,
+            StatusCode::FORBIDDEN,
+        );
+    }
     let token = random_token(32);
     let now = Utc::now();
     let session = NewSession {
@@ -352,7 +363,7 @@ pub async fn leads(
             }
             None => {
                 return bad(format!(
-                    "unknown origin kind {kind:?}: use form:NAME or source:NAME"
+                    "unknown origin kind {kind:?}: use form:NAME, source:NAME or api:KEY"
                 ));
             }
         }
