@@ -104,7 +104,8 @@ pub(crate) fn expect_object<'v>(
     })
 }
 
-pub(crate) fn kind_of(v: &Value) -> &'static str {
+/// How a JSON value is named in error messages: "a string", "null" …
+pub fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -31,6 +31,7 @@ mod auth;
 mod config;
 mod event;
 mod json;
+pub use json::kind_of as json_kind;
 mod token_source;
 mod xml;
 

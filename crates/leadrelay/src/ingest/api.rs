@@ -28,6 +28,7 @@ use leadrelay_model::{
     Attribution, ConsentPurpose, ConsentRecord, ContactData, EmailAddress, Event, EventType,
     Origin, PhoneE164, RawPayload, new_id,
 };
+use leadrelay_sources::json_kind;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -298,17 +299,6 @@ pub fn parse_one(
         )]));
     }
     Ok(body.events.remove(0).event)
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Checks one event, adding its errors (paths under `prefix`) to `errors`.

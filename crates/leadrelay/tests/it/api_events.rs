@@ -48,11 +48,17 @@ async fn event_count(app: &TestApp) -> usize {
         .len()
 }
 
-#[tokio::test]
-async fn an_event_is_stored_with_its_key_as_origin_and_delivered() {
+/// A receiver, an app delivering every event to it, and an ingest key.
+async fn start(key_name: &str) -> (Receiver, TestApp, String) {
     let receiver = Receiver::start().await;
     let app = TestApp::spawn(&webhook_config(&receiver.url(), "")).await;
-    let k = key(&app, "backend", Role::Ingest).await;
+    let k = key(&app, key_name, Role::Ingest).await;
+    (receiver, app, k)
+}
+
+#[tokio::test]
+async fn an_event_is_stored_with_its_key_as_origin_and_delivered() {
+    let (receiver, app, k) = start("backend").await;
     let (status, body) = send(
         &app,
         Some(&k),
@@ -255,9 +261,7 @@ async fn keys_and_roles() {
 
 #[tokio::test]
 async fn bad_input_is_refused_with_its_field_and_nothing_is_stored() {
-    let receiver = Receiver::start().await;
-    let app = TestApp::spawn(&webhook_config(&receiver.url(), "")).await;
-    let k = key(&app, "backend", Role::Ingest).await;
+    let (receiver, app, k) = start("backend").await;
     let raw = |body: &'static str, content_type: &'static str| {
         let req = app
             .client
@@ -371,9 +375,7 @@ async fn bad_input_is_refused_with_its_field_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn batches_are_stored_whole_and_idempotency_keys_store_once() {
-    let receiver = Receiver::start().await;
-    let app = TestApp::spawn(&webhook_config(&receiver.url(), "")).await;
-    let k = key(&app, "backfill", Role::Ingest).await;
+    let (receiver, app, k) = start("backfill").await;
     let batch = json!([
         {"contact": {"email": "one@corp.example"}, "consent": {"crm": true}, "idempotency_key": "row-1"},
         {"type": "meeting.booked", "contact": {"email": "two@corp.example"}, "consent": {"crm": true}, "idempotency_key": "row-2"},
@@ -471,9 +473,7 @@ async fn batches_are_stored_whole_and_idempotency_keys_store_once() {
 
 #[tokio::test]
 async fn consent_is_checked_at_send_time_for_api_events() {
-    let receiver = Receiver::start().await;
-    let app = TestApp::spawn(&webhook_config(&receiver.url(), "")).await;
-    let k = key(&app, "backend", Role::Ingest).await;
+    let (receiver, app, k) = start("backend").await;
     // No answer for `crm`, which the webhook destination needs: skipped.
     let (status, body) = send(
         &app,
