@@ -447,6 +447,51 @@ interval = "200ms"
 }
 
 #[tokio::test]
+async fn erase_leaves_no_trace_of_the_person_in_the_database_files() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn(&crate::support::webhook_config(&receiver.url(), "")).await;
+    let key = admin_key(&app).await;
+    // The person writes three times (the contact and its indexes are
+    // rewritten each time, leaving older versions behind); a neighbour once.
+    let person = "quinn.zephyr@erase.example";
+    for name in ["Quinnzephyr", "Quinnzephyra", "Quinnzephyrb"] {
+        submit(
+            &app,
+            "contact",
+            json!({"email": person, "first_name": name, "consent": "yes"}),
+        )
+        .await;
+    }
+    let neighbour = "noor.vantablack@keep.example";
+    submit(
+        &app,
+        "contact",
+        json!({"email": neighbour, "first_name": "Noor", "consent": "yes"}),
+    )
+    .await;
+    app.settled("hook", 4, WAIT).await;
+    assert!(app.db.contains(person) && app.db.contains("Quinnzephyr"));
+
+    let (s, report) = api(
+        &app,
+        &key,
+        "/api/v1/privacy/erase",
+        Some(json!({"email": person, "reason": "erasure request"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["event_ids"].as_array().unwrap().len(), 3, "{report}");
+    // Not only unreachable through queries: the bytes are gone from the
+    // database file and its write-ahead log (SQLite), or from every table
+    // (PostgreSQL, as pg_dump sees it).
+    eventually("no trace of the person is left", WAIT, || async {
+        (!app.db.contains(person) && !app.db.contains("Quinnzephyr")).then_some(())
+    })
+    .await;
+    assert!(app.db.contains(neighbour), "other people are kept");
+}
+
+#[tokio::test]
 async fn erase_rewrites_the_file_and_csv_backups_without_the_person() {
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path().join("backups");

@@ -617,8 +617,21 @@ impl SqliteStore {
             })
             .await?;
         let req = req.clone();
-        self.write(move |c| erase_tx(c, &req, &found, Utc::now()))
-            .await
+        let report = self
+            .write(move |c| {
+                // Zero every byte the erase frees, also where that costs I/O
+                // (overflow pages of large payloads), then go back to FAST.
+                c.pragma_update(None, "secure_delete", "ON")
+                    .map_err(map_err)?;
+                let report = erase_tx(c, &req, &found, Utc::now());
+                let _ = c.pragma_update(None, "secure_delete", "FAST");
+                report
+            })
+            .await?;
+        // The log still holds the pages as they were before the erase.
+        self.truncate_wal
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(report)
     }
 
     pub(super) async fn stale_contacts_impl(

@@ -54,6 +54,9 @@ pub struct SqliteStore {
         )>,
     >,
     readers: Arc<ReadPool>,
+    /// Asks the checkpoint thread to empty the write-ahead log (after an
+    /// erase, so the person's older page versions leave the disk too).
+    truncate_wal: Arc<std::sync::atomic::AtomicBool>,
     hub: Arc<WakeHub>,
     contact_rules: Arc<contacts::MergeRules>,
     lead_hook: Option<Arc<crate::pipeline::LeadHook>>,
@@ -84,9 +87,11 @@ impl SqliteStore {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let checkpoint_conn = Connection::open(&checkpoint_path).map_err(map_err)?;
         let stop_flag = stop.clone();
+        let truncate_wal = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let truncate_flag = truncate_wal.clone();
         let checkpointer = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, stop_flag))
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop_flag, truncate_flag))
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}"))
             })?;
@@ -99,6 +104,7 @@ impl SqliteStore {
                 conns: Mutex::new(readers),
                 permits: Arc::new(Semaphore::new(n)),
             }),
+            truncate_wal,
             hub: Arc::new(WakeHub::default()),
             contact_rules: options.contact_rules.clone(),
             lead_hook: options.lead_hook.clone(),
@@ -257,6 +263,11 @@ fn open_connections(
         .map_err(map_err)?;
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(map_err)?;
+    // Deleted and rewritten row content is zeroed wherever that costs no
+    // extra I/O (the page is written anyway); an erase switches to full
+    // zeroing for its own transaction (`privacy_erase_impl`).
+    conn.pragma_update(None, "secure_delete", "FAST")
+        .map_err(map_err)?;
     // Checkpoints run on their own thread (see `checkpoint_loop`), never
     // inside a commit on the writer.
     conn.pragma_update(None, "wal_autocheckpoint", 0)
@@ -407,10 +418,27 @@ fn run_batch(conn: &Connection, jobs: &[Job]) -> Result<Vec<Box<dyn Any + Send>>
 /// Copies committed WAL frames into the database in the background
 /// (PASSIVE: never blocks the writer or readers), so the WAL stays small
 /// without checkpoint pauses in the ingest path.
-fn checkpoint_loop(conn: Connection, stop: Arc<std::sync::atomic::AtomicBool>) {
+///
+/// When `truncate` is set, a TRUNCATE checkpoint copies everything and
+/// empties the log instead (retried every tick while readers hold it up).
+fn checkpoint_loop(
+    conn: Connection,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    truncate: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
     let _ = conn.busy_timeout(Duration::from_millis(100));
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
+        if truncate.swap(false, Ordering::AcqRel) {
+            // (busy, log frames, checkpointed frames); busy = 1: not done.
+            match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+                Ok(0) => continue,
+                Ok(_) => tracing::debug!("truncating checkpoint busy; retrying"),
+                Err(e) => tracing::debug!(error = %e, "truncating checkpoint failed; retrying"),
+            }
+            truncate.store(true, Ordering::Release);
+        }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::debug!(error = %e, "background checkpoint skipped");
         }
