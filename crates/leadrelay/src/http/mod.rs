@@ -5,7 +5,7 @@
 pub mod admin;
 pub mod api;
 pub mod client;
-mod events;
+pub mod events;
 mod forms;
 mod hooks;
 mod html;
@@ -58,7 +58,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/forms/{form}/thanks", get(forms::thanks))
         .route("/v1/hooks/{source}", post(hooks::receive))
-        .route("/v1/events", post(events::submit))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -21,7 +21,7 @@
 //! (whose requests were signed), so `form` and `source` are refused there.
 //! An event file for `simulate` may name either, to test those routes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use leadrelay_model::{
@@ -71,15 +71,15 @@ struct EventBody {
     occurred_at: Option<DateTime<Utc>>,
     /// Standard contact fields by name; others are custom fields.
     #[serde(default)]
-    contact: Map<String, Value>,
+    contact: Option<Map<String, Value>>,
     #[serde(default)]
-    data: Map<String, Value>,
+    data: Option<Map<String, Value>>,
     /// UTM parameters, click ids, `referrer`, `landing_page`, `user_agent`.
     #[serde(default)]
-    attribution: Map<String, Value>,
+    attribution: Option<Map<String, Value>>,
     /// Purpose → granted.
     #[serde(default)]
-    consent: BTreeMap<String, bool>,
+    consent: Option<BTreeMap<String, bool>>,
     /// Stores the event once: a second event with the same key gets the
     /// first one's id (24 h).
     #[serde(default)]
@@ -151,31 +151,47 @@ impl Ingestor {
             one.event.idempotency_key = Some(k.clone());
             one.idempotency_key = Some(k);
         }
-        let items: Vec<IngestItem> = body
-            .events
-            .into_iter()
-            .map(|p| IngestItem {
+        // An event whose key an earlier event of the same batch has is
+        // answered as that event's duplicate, as a retry would be.
+        let batch = body.batch;
+        let mut first_with_key: HashMap<String, usize> = HashMap::new();
+        let mut slots = Vec::with_capacity(body.events.len());
+        let mut items: Vec<IngestItem> = Vec::with_capacity(body.events.len());
+        for p in body.events {
+            if let Some(k) = &p.idempotency_key {
+                if let Some(&first) = first_with_key.get(k) {
+                    slots.push((first, true));
+                    continue;
+                }
+                first_with_key.insert(k.clone(), items.len());
+            }
+            slots.push((items.len(), false));
+            items.push(IngestItem {
                 destinations: self.routes.destinations_for(&p.event),
                 event: p.event,
                 idempotency: p.idempotency_key.map(|key| IdempotencyKey {
                     scope: IDEMPOTENCY_SCOPE.to_string(),
                     key,
                 }),
-            })
-            .collect();
+            });
+        }
         let n = items.len();
-        let outcomes = self.store.ingest(items).await?;
+        let outcomes = if items.is_empty() {
+            Vec::new()
+        } else {
+            self.store.ingest(items).await?
+        };
         if outcomes.len() != n {
             return Err(ApiError::unavailable(
                 "the store did not answer for every event",
             ));
         }
-        let events = outcomes
+        let events = slots
             .into_iter()
-            .map(|o| match o {
+            .map(|(i, repeat)| match outcomes[i] {
                 IngestOutcome::Stored(id) => Accepted {
                     id,
-                    duplicate: false,
+                    duplicate: repeat,
                     spam: false,
                 },
                 IngestOutcome::Duplicate(id) => Accepted {
@@ -185,10 +201,7 @@ impl Ingestor {
                 },
             })
             .collect();
-        Ok(EventsAccepted {
-            batch: body.batch,
-            events,
-        })
+        Ok(EventsAccepted { batch, events })
     }
 }
 
@@ -215,13 +228,6 @@ pub fn parse_body(
             false,
         ),
         Value::Array(items) => {
-            if items.is_empty() {
-                return Err(ApiError::validation(vec![FieldError::new(
-                    "body",
-                    "empty_batch",
-                    "the array holds no events",
-                )]));
-            }
             if items.len() > MAX_BATCH {
                 return Err(ApiError::validation(vec![FieldError::new(
                     "body",
@@ -258,23 +264,6 @@ pub fn parse_body(
         };
         if let Some(e) = parse_event(config, value, raw, origin, now, &prefix, &mut errors) {
             events.push(e);
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    // Two events of one batch with the same key: the second would be
-    // answered as a duplicate of a sibling that is not stored yet.
-    let mut seen = std::collections::HashSet::new();
-    for (i, e) in events.iter().enumerate() {
-        if let Some(k) = &e.idempotency_key
-            && !seen.insert(k.as_str())
-        {
-            errors.push(FieldError::new(
-                &format!("[{i}].idempotency_key"),
-                "duplicate_key",
-                "another event of this request has the same idempotency key",
-            ));
         }
     }
     if !errors.is_empty() {
@@ -367,10 +356,10 @@ fn parse_event(
         }),
     };
     let origin = origin_of(config, &body, origin_rule, &at, errors);
-    let contact = contact_data(&body.contact, &at, errors);
-    let attribution = attribution(&body.attribution, &at, errors);
+    let contact = contact_data(&body.contact.unwrap_or_default(), &at, errors);
+    let attribution = attribution(&body.attribution.unwrap_or_default(), &at, errors);
     let mut consent = Vec::new();
-    for (purpose, granted) in &body.consent {
+    for (purpose, granted) in &body.consent.unwrap_or_default() {
         match ConsentPurpose::parse(purpose) {
             Ok(p) => consent.push(ConsentRecord {
                 purpose: p,
@@ -407,7 +396,7 @@ fn parse_event(
         occurred_at: body.occurred_at.unwrap_or(now),
         contact,
         contact_id: None,
-        data: body.data,
+        data: body.data.unwrap_or_default(),
         attribution,
         consent,
         ip_hash: None,
@@ -551,8 +540,6 @@ fn contact_data(
         }
         let text = match value {
             Value::String(s) => Some(s.trim().to_string()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
             _ => None,
         };
         match (name.as_str(), text) {
@@ -573,7 +560,7 @@ fn contact_data(
                 errors.push(FieldError::new(
                     &path,
                     "invalid_type",
-                    "expected a single value, not an object or list",
+                    format!("expected a string, not {}", json_kind(value)),
                 ));
             }
             (n, _) => {

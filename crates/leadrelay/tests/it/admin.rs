@@ -615,6 +615,7 @@ async fn openapi_document_describes_every_route() {
         "/api/v1/destinations/{name}/pause",
         "/api/v1/review",
         "/api/v1/privacy/erase",
+        "/v1/events",
     ] {
         assert!(paths.contains_key(p), "{p} is documented");
     }

@@ -291,12 +291,10 @@ async fn bad_input_is_refused_with_its_field_and_nothing_is_stored() {
         fields(&body),
         [("body".to_string(), "invalid_type".to_string())]
     );
+    // An empty array stores nothing and says so.
     let (status, body) = raw("[]", "application/json").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        fields(&body),
-        [("body".to_string(), "empty_batch".to_string())]
-    );
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body, json!({"events": []}));
 
     // Every failing field of every event at once, with its path.
     let (status, body) = send(
@@ -304,7 +302,7 @@ async fn bad_input_is_refused_with_its_field_and_nothing_is_stored() {
         Some(&k),
         &json!([
             {"contact": {"email": "fine@corp.example"}},
-            {"contact": {"email": "not an email", "phone": "12", "company": {"name": "x"}}},
+            {"contact": {"email": "not an email", "phone": "12", "company": {"name": "x"}, "website": false}},
             {"type": "Not A Type", "form": "contact", "consent": {"Bad Purpose": true}},
             {"attribution": {"utm_sauce": "x", "gclid": 5}, "idempotency_key": ""},
             {"colour": "blue"},
@@ -321,6 +319,7 @@ async fn bad_input_is_refused_with_its_field_and_nothing_is_stored() {
         ("[1].contact.company", "invalid_type"),
         ("[1].contact.email", "invalid_email"),
         ("[1].contact.phone", "invalid_phone"),
+        ("[1].contact.website", "invalid_type"),
         ("[2].type", "invalid_event_type"),
         ("[2].form", "not_allowed"),
         ("[2].consent.Bad Purpose", "invalid_purpose"),
@@ -341,12 +340,12 @@ async fn bad_input_is_refused_with_its_field_and_nothing_is_stored() {
         "{body}"
     );
     // Messages say what was expected.
-    let msg = body["error"]["fields"][9]["message"].as_str().unwrap();
+    let msg = body["error"]["fields"][10]["message"].as_str().unwrap();
     assert!(
         msg.contains("unknown field `colour`, expected one of"),
         "{msg}"
     );
-    let msg = body["error"]["fields"][10]["message"].as_str().unwrap();
+    let msg = body["error"]["fields"][11]["message"].as_str().unwrap();
     assert!(msg.contains("RFC 3339"), "{msg}");
 
     // Too many events; too large a body (1 MiB by default).
@@ -430,7 +429,7 @@ async fn batches_are_stored_whole_and_idempotency_keys_store_once() {
     assert_eq!(r2.json::<Value>().await.unwrap()["id"], id1);
     assert_eq!(event_count(&app).await, 5);
 
-    // The header with an array, and one key twice in a batch: refused.
+    // The header with an array is refused.
     let r = app
         .client
         .post(app.url("/v1/events"))
@@ -449,24 +448,26 @@ async fn batches_are_stored_whole_and_idempotency_keys_store_once() {
         &app,
         Some(&k),
         &json!([
-            {"contact": {"email": "six@corp.example"}, "idempotency_key": "same"},
-            {"contact": {"email": "seven@corp.example"}, "idempotency_key": "same"}
+            {"contact": {"email": "six@corp.example"}, "consent": {"crm": true}, "idempotency_key": "same"},
+            {"contact": {"email": "seven@corp.example"}, "idempotency_key": "same"},
+            {"contact": null, "data": null, "attribution": null, "consent": null, "idempotency_key": null}
         ]),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        fields(&body),
-        [(
-            "[1].idempotency_key".to_string(),
-            "duplicate_key".to_string()
-        )]
-    );
-    assert_eq!(event_count(&app).await, 5);
+    // One key twice in a batch: the second is the first's duplicate; nulls
+    // are absent fields.
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let third = body["events"].as_array().unwrap();
+    assert_eq!(third[0]["status"], "accepted");
+    assert_eq!(third[1]["status"], "duplicate");
+    assert_eq!(third[1]["id"], third[0]["id"]);
+    assert_eq!(third[2]["status"], "accepted");
+    assert_eq!(event_count(&app).await, 7);
 
-    // Every stored event was delivered once.
-    eventually("five deliveries", WAIT, || async {
-        (receiver.delivered().len() == 5).then_some(())
+    // Every stored event with consent was delivered once; the one without
+    // a person has no personal data to hold back.
+    eventually("seven deliveries", WAIT, || async {
+        (receiver.delivered().len() == 7).then_some(())
     })
     .await;
 }

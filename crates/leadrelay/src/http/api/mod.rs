@@ -107,7 +107,7 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("lr_…")
                     .description(Some(
-                        "An API key from `leadrelay keys create --name N --role admin|viewer`.",
+                        "An API key from `leadrelay keys create --name N --role admin|viewer|ingest`.",
                     ))
                     .build(),
             ),
@@ -118,13 +118,14 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(
-        title = "leadrelay admin API",
-        description = "Events, contacts, deliveries and their attempts, dead letters, destinations and their health, the review queue, and privacy export/erase. Lists are newest first with cursor pagination: pass `next_cursor` as `cursor`. Errors are `{\"error\": {\"code\", \"message\", \"fields\"}}`. Viewer keys read with emails and phone numbers masked; admin keys also act."
+        title = "leadrelay API",
+        description = "Sending events (`POST /v1/events`, ingest or admin keys) and the admin API: events, contacts, deliveries and their attempts, dead letters, destinations and their health, the review queue, and privacy export/erase. Lists are newest first with cursor pagination: pass `next_cursor` as `cursor`. Errors are `{\"error\": {\"code\", \"message\", \"fields\"}}`. Viewer keys read with emails and phone numbers masked; admin keys also act."
     ),
     components(schemas(ErrorBody, views::ErrorDetail, views::FieldErrorView)),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     tags(
+        (name = "ingest", description = "Events from your own systems"),
         (name = "events", description = "Stored events with raw payloads and enrichment"),
         (name = "contacts", description = "Golden records with field provenance"),
         (name = "deliveries", description = "Deliveries and their attempts"),
@@ -139,6 +140,7 @@ struct ApiDoc;
 /// The routes and the OpenAPI document describing exactly them.
 pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(crate::http::events::submit))
         .routes(routes!(events::me))
         .routes(routes!(events::list_events))
         .routes(routes!(events::get_event))
@@ -168,7 +170,7 @@ pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// `/api/v1/…` and `/api/openapi.json`.
+/// `/api/v1/…`, `POST /v1/events` and `/api/openapi.json`.
 pub fn router() -> Router<AppState> {
     let (routes, doc) = router_and_doc();
     let json: Arc<str> = doc

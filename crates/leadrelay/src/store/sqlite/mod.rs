@@ -432,7 +432,9 @@ fn checkpoint_loop(
         std::thread::sleep(Duration::from_millis(250));
         if truncate.swap(false, Ordering::AcqRel) {
             // (busy, log frames, checkpointed frames); busy = 1: not done.
-            match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+            match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
                 Ok(0) => continue,
                 Ok(_) => tracing::debug!("truncating checkpoint busy; retrying"),
                 Err(e) => tracing::debug!(error = %e, "truncating checkpoint failed; retrying"),
