@@ -16,6 +16,9 @@
 //!   `deduplicate=true` to refuse a lead already in another campaign of the
 //!   team; answered with the Lead object (`_id` `lea_…`, `isPaused`,
 //!   `campaignId`, `contactId` `ctc_…`).
+//! - "Delete or Unsubscribe Lead": `DELETE /api/campaigns/{campaignId}/leads/{leadId}`;
+//!   with `action=remove` the lead is deleted from the campaign and the
+//!   Lead object answered.
 //!
 //! # What it enforces
 //! Authentication (401); the 20-per-2-seconds window per key (429 with the
@@ -29,7 +32,9 @@
 //! # What it simplifies
 //! Email finding/verification and LinkedIn enrichment options are accepted
 //! and ignored; leads never move through a sequence (no sends, no
-//! activities, no webhooks).
+//! activities, no webhooks). `DELETE` without `action=remove` (unsubscribe)
+//! is not modelled: it answers 400 saying so. A lead or campaign it does not
+//! have answers 404 (lemlist's exact text is not documented; ours).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -356,6 +361,41 @@ async fn add_lead(
     json_body(Value::Object(answer)).into_response()
 }
 
+async fn delete_lead(
+    State(state): State<LemlistState>,
+    Path((campaign, lead)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !state
+        .inner
+        .config
+        .campaigns
+        .iter()
+        .any(|(id, _)| *id == campaign)
+    {
+        return error(StatusCode::NOT_FOUND, "Campaign not found");
+    }
+    if query.get("action").map(String::as_str) != Some("remove") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the fake only deletes (action=remove); unsubscribing is not modelled",
+        );
+    }
+    let mut leads = state.leads_mut();
+    let Some(i) = leads.iter().position(|l| {
+        l.campaign_id == campaign && (l.id == lead || l.email.eq_ignore_ascii_case(&lead))
+    }) else {
+        return error(StatusCode::NOT_FOUND, "Lead not found");
+    };
+    let gone = leads.remove(i);
+    let mut answer = gone.fields;
+    answer.insert("email".into(), json!(gone.email));
+    answer.insert("_id".into(), json!(gone.id));
+    answer.insert("isPaused".into(), json!(false));
+    answer.insert("campaignId".into(), json!(gone.campaign_id));
+    json_body(Value::Object(answer)).into_response()
+}
+
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "Not found")
 }
@@ -367,6 +407,10 @@ pub fn router(state: LemlistState) -> Router {
         .route("/api/campaigns/{campaign}", get(campaign))
         .route("/api/campaigns/{campaign}/leads", post(add_lead))
         .route("/api/campaigns/{campaign}/leads/", post(add_lead))
+        .route(
+            "/api/campaigns/{campaign}/leads/{lead}",
+            axum::routing::delete(delete_lead),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -436,6 +480,51 @@ mod tests {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         (status, headers, r.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn deletes_a_lead_only_with_action_remove() {
+        let fake = FakeLemlist::start(LemlistConfig::default()).await.unwrap();
+        let base = fake.base_url();
+        let key = LemlistConfig::DEFAULT_API_KEY;
+        let campaign = LemlistConfig::DEFAULT_CAMPAIGN;
+        let (_, _, lead) = post(
+            &base,
+            &format!("/api/campaigns/{campaign}/leads/"),
+            Some(key),
+            json!({"email": "ana@example.com"}),
+        )
+        .await;
+        let id = lead["_id"].as_str().unwrap().to_string();
+        let delete = |path: String| {
+            client()
+                .delete(format!("{base}{path}"))
+                .basic_auth("", Some(key))
+                .send()
+        };
+        let r = delete(format!("/api/campaigns/{campaign}/leads/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "unsubscribing is not modelled");
+        let r = delete(format!("/api/campaigns/cam_nope/leads/{id}?action=remove"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let r = delete(format!(
+            "/api/campaigns/{campaign}/leads/{id}?action=remove"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["_id"], id.as_str());
+        assert!(fake.campaign_leads(campaign).is_empty());
+        let r = delete(format!(
+            "/api/campaigns/{campaign}/leads/{id}?action=remove"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 404, "gone");
     }
 
     #[tokio::test]

@@ -146,3 +146,82 @@ async fn throttling_is_honoured_and_a_refused_address_is_dead_lettered() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_privacy_erase_removes_the_person_from_the_campaign() {
+    let lemlist = FakeLemlist::start(LemlistConfig::default()).await.unwrap();
+    let app = app(&lemlist).await;
+    for who in ["erin@example.com", "keep@example.com"] {
+        let id = post(&app, "contact", &json!({"email": who, "consent": "yes"})).await;
+        let d = settled(&app, id, "sequence").await;
+        assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
+    }
+    assert_eq!(
+        lemlist
+            .campaign_leads(LemlistConfig::DEFAULT_CAMPAIGN)
+            .len(),
+        2
+    );
+    let lead_id = lemlist
+        .campaign_leads(LemlistConfig::DEFAULT_CAMPAIGN)
+        .into_iter()
+        .find(|l| l.email == "erin@example.com")
+        .unwrap()
+        .id;
+
+    let (secret, record) = leadrelay::auth::generate_key("dpo", leadrelay::store::Role::Admin);
+    app.store.create_api_key(record).await.unwrap();
+    let report: serde_json::Value = app
+        .client
+        .post(app.url("/api/v1/privacy/erase"))
+        .bearer_auth(&secret)
+        .json(&json!({"email": "erin@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let erasures = report["remote_erasures"].as_array().unwrap();
+    assert_eq!(erasures.len(), 1, "{report}");
+    assert_eq!(erasures[0]["destination"], "sequence");
+    assert_eq!(
+        erasures[0]["records"],
+        json!([{"object": format!("lemlist_lead:{}", LemlistConfig::DEFAULT_CAMPAIGN), "id": lead_id}])
+    );
+    let delivery: uuid::Uuid = erasures[0]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    crate::support::eventually(
+        "the erase request is delivered",
+        std::time::Duration::from_secs(20),
+        || async {
+            let d = app.store.get_delivery(delivery).await.ok()??;
+            (d.state == DeliveryState::Delivered).then_some(())
+        },
+    )
+    .await;
+    let left: Vec<String> = lemlist
+        .campaign_leads(LemlistConfig::DEFAULT_CAMPAIGN)
+        .into_iter()
+        .map(|l| l.email)
+        .collect();
+    assert_eq!(left, ["keep@example.com"]);
+    // The fake deletes only with action=remove (without it, it answers 400).
+    let delete = lemlist
+        .requests()
+        .entries()
+        .into_iter()
+        .find(|r| r.method == "DELETE")
+        .expect("a DELETE request");
+    assert_eq!(
+        delete.path,
+        format!(
+            "/api/campaigns/{}/leads/{lead_id}",
+            LemlistConfig::DEFAULT_CAMPAIGN
+        )
+    );
+    assert_eq!(delete.status, 200);
+}

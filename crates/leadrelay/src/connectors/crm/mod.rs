@@ -710,7 +710,7 @@ pub fn erasable(connector: &str, object: &str) -> bool {
     matches!(
         (connector, object),
         ("hubspot", "contact") | ("pipedrive", "person") | ("salesforce", "lead" | "contact")
-    )
+    ) || (connector == "lemlist" && object.starts_with(super::lemlist::LEAD_OBJECT_PREFIX))
 }
 
 /// A malformed erase request: dead-lettered, never retried.

@@ -19,6 +19,10 @@
 //! permanent "campaign not found"; 429 throttles the destination until
 //! `Retry-After`; otherwise the shared HTTP classification. lemlist allows
 //! 20 requests per 2 seconds per key: that is the default rate limit.
+//!
+//! A privacy erase removes each lead leadrelay enrolled from its campaign
+//! ("Delete or Unsubscribe Lead" with `action=remove`); a lead or campaign
+//! lemlist no longer has (404) counts as removed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +40,9 @@ use super::{
 use crate::config::{Problem, Rate, parse_settings};
 use crate::mapping::{self, Mapping};
 use crate::store::RemoteId;
+
+/// The object a lead's id is kept under: `lemlist_lead:{campaign id}`.
+pub const LEAD_OBJECT_PREFIX: &str = "lemlist_lead:";
 
 /// The default field mapping (also shown in the README).
 pub const DEFAULT_MAPPING: &str = include_str!("defaults.toml");
@@ -166,7 +173,65 @@ fn check_variables(body: &serde_json::Map<String, Value>) -> Result<(), String> 
     }
 }
 
+/// lemlist ids (`cam_…`, `lea_…`): letters, digits, `_` and `-` only, so
+/// they go into a path as they are.
+fn is_lemlist_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl Lemlist {
+    /// A privacy erase: every lead of the person leaves its campaign
+    /// (`DELETE /api/campaigns/{campaignId}/leads/{leadId}?action=remove`).
+    async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
+        let targets = match targets {
+            Ok(t) => t,
+            Err(m) => return crm::bad_erase(m),
+        };
+        let mut report = Default::default();
+        for t in &targets {
+            let Some(campaign) = t.object.strip_prefix(LEAD_OBJECT_PREFIX) else {
+                continue;
+            };
+            if !is_lemlist_id(campaign) || !is_lemlist_id(&t.id) {
+                return crm::bad_erase(format!(
+                    "{:?} in {campaign:?} is not a lemlist lead id",
+                    t.id
+                ));
+            }
+            let url = format!(
+                "{}/api/campaigns/{campaign}/leads/{}?action=remove",
+                self.base, t.id
+            );
+            let req = match self
+                .client
+                .delete(&url)
+                .basic_auth("", Some(&self.api_key))
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return crm::bad_erase(format!("cannot build the request: {e}")),
+            };
+            let (result, r) = shared::send(&self.client, req, &url, self.allow_private).await;
+            report = r;
+            let outcome = match result {
+                Err(e) => e.outcome(),
+                // Gone already (or its campaign is): nothing left to remove.
+                Ok(resp) if resp.status == 404 => continue,
+                Ok(resp) => shared::classify(&resp),
+            };
+            if !matches!(outcome, Outcome::Delivered { .. }) {
+                return JobResult { outcome, report };
+            }
+        }
+        JobResult {
+            outcome: Outcome::delivered(),
+            report,
+        }
+    }
+
     fn leads_url(&self) -> String {
         format!(
             "{}/api/campaigns/{}/leads/{}",
@@ -225,7 +290,7 @@ impl Lemlist {
                         .and_then(|v| mapping::as_text(&v["_id"]))
                         .filter(|id| !id.is_empty())
                         .map(|id| RemoteId {
-                            object: format!("lemlist_lead:{}", self.campaign_id),
+                            object: format!("{LEAD_OBJECT_PREFIX}{}", self.campaign_id),
                             key: job.delivery.contact_key.clone(),
                             id,
                         })
@@ -268,12 +333,18 @@ impl Connector for Lemlist {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
-            out.push(self.enroll(job).await);
+            out.push(match crm::erase_targets(job) {
+                Some(targets) => self.erase(targets).await,
+                None => self.enroll(job).await,
+            });
         }
         out
     }
 
     fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
+        if crm::erase_targets(job).is_some() {
+            return None;
+        }
         let has_email = job
             .contact
             .as_ref()
