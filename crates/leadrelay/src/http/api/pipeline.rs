@@ -99,7 +99,9 @@ impl TimerKind {
 pub struct TimerQuery {
     /// Only this contact's timers.
     pub contact_id: Option<Uuid>,
+    #[param(inline)]
     pub state: Option<TimerState>,
+    #[param(inline)]
     pub kind: Option<TimerKind>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<Uuid>,
