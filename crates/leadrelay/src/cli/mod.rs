@@ -7,6 +7,7 @@ mod keys;
 mod serve;
 mod simulate;
 mod sources;
+mod timers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Dead letters: list, show, replay, discard.
     #[command(subcommand)]
     Dlq(inspect::DlqCommand),
+    /// Handoff and SLA timers: what is due when, and what firing did.
+    #[command(subcommand)]
+    Timers(timers::TimersCommand),
     /// Inbound vendor webhooks: kinds, configured sources, vendor registration, tokens.
     #[command(subcommand)]
     Sources(sources::SourcesCommand),
@@ -161,6 +165,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Events(cmd) => inspect::events(cli.config.as_ref(), cmd).await,
         Command::Deliveries(cmd) => inspect::deliveries(cli.config.as_ref(), cmd).await,
         Command::Dlq(cmd) => inspect::dlq(cli.config.as_ref(), cmd).await,
+        Command::Timers(cmd) => timers::timers(cli.config.as_ref(), cmd).await,
         Command::Sources(cmd) => sources::sources(cli.config.as_ref(), cmd).await,
         Command::Keys(cmd) => keys::keys(cli.config.as_ref(), cmd).await,
         Command::Privacy(cmd) => keys::privacy(cli.config.as_ref(), cmd).await,

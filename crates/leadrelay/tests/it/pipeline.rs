@@ -267,6 +267,48 @@ async fn crossing_sql_assigns_an_owner_notifies_and_starts_the_sla() {
         );
     }
 
+    // The CLI lists the same timers, by email, state and kind.
+    let (code, out, err) = crate::binary::run(&[
+        "timers",
+        "list",
+        "--email",
+        "Jane@Acme.io",
+        "--json",
+        "--storage-url",
+        &app.db.url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["kind"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("sla", "pending"), ("handoff", "done")]);
+    let (code, out, err) = crate::binary::run(&[
+        "timers",
+        "list",
+        "--state",
+        "pending",
+        "--kind",
+        "sla",
+        "--storage-url",
+        &app.db.url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&sla.id.to_string()) && out.contains("1 timer(s)"), "{out}");
+    let (code, _, err) = crate::binary::run(&[
+        "timers",
+        "list",
+        "--email",
+        "nobody@acme.io",
+        "--storage-url",
+        &app.db.url,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no contact with the email"), "{err}");
+
     // More events after SQL start no second handoff; the next lead goes to ben.
     ingest_event(&app.store, "reply.received", "jane@acme.io", json!({}), &[]).await;
     qualify(&app, "joe@other.io").await;

@@ -57,7 +57,7 @@ impl From<&LeadState> for LeadView {
 }
 
 /// A timer's state.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TimerState {
     Pending,
@@ -66,7 +66,7 @@ pub enum TimerState {
 }
 
 impl TimerState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             TimerState::Pending => TIMER_PENDING,
             TimerState::Done => TIMER_DONE,
@@ -76,7 +76,7 @@ impl TimerState {
 }
 
 /// A timer's kind.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TimerKind {
     /// Assign the owner, notify, start the SLA (due at once).
@@ -86,7 +86,7 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             TimerKind::Handoff => crate::pipeline::HANDOFF_TIMER,
             TimerKind::Sla => crate::pipeline::SLA_TIMER,
