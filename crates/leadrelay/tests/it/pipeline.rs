@@ -297,7 +297,10 @@ async fn crossing_sql_assigns_an_owner_notifies_and_starts_the_sla() {
         &app.db.url,
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&sla.id.to_string()) && out.contains("1 timer(s)"), "{out}");
+    assert!(
+        out.contains(&sla.id.to_string()) && out.contains("1 timer(s)"),
+        "{out}"
+    );
     let (code, _, err) = crate::binary::run(&[
         "timers",
         "list",
