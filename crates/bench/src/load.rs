@@ -53,6 +53,61 @@ pub fn payload(n: u64) -> Bytes {
     Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
 }
 
+/// What one request posts: a path, an optional bearer key, and the body for
+/// the n-th request.
+#[derive(Clone)]
+pub struct Spec {
+    pub path: String,
+    pub bearer: Option<String>,
+    pub body: fn(u64) -> Bytes,
+}
+
+impl Spec {
+    /// A form submission ([`payload`]) to `path`.
+    pub fn form(path: &str) -> Self {
+        Spec {
+            path: path.to_string(),
+            bearer: None,
+            body: payload,
+        }
+    }
+}
+
+/// One event for `POST /v1/events`, the same person and text as [`payload`].
+pub fn event(n: u64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "lead.created",
+        "contact": {
+            "email": format!("lead{n}@bench-example.com"),
+            "first_name": "Alexandra",
+            "last_name": "Montgomery-Smith",
+            "company": "Northwind Traders International",
+            "phone": "+1 415 555 2671",
+        },
+        "data": {
+            "message": "Hello, we are evaluating tools for our revenue operations team and would like a demo of the \
+                        enterprise plan next week. We have about 40 sales reps in three regions and need CRM sync \
+                        with HubSpot and Salesforce, plus Slack alerts for new inbound leads. Thanks!",
+        },
+        "attribution": {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "q4-demand-gen"},
+        "consent": {"crm": true},
+    })
+}
+
+/// One event per request.
+pub fn event_body(n: u64) -> Bytes {
+    Bytes::from(serde_json::to_vec(&event(n)).unwrap_or_default())
+}
+
+/// Events per request of [`batch_body`].
+pub const BATCH: u64 = 100;
+
+/// [`BATCH`] events per request (request n carries events n·100 … n·100+99).
+pub fn batch_body(n: u64) -> Bytes {
+    let events: Vec<_> = (n * BATCH..(n + 1) * BATCH).map(event).collect();
+    Bytes::from(serde_json::to_vec(&events).unwrap_or_default())
+}
+
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 async fn connect(addr: &str) -> anyhow::Result<Sender> {
@@ -65,12 +120,15 @@ async fn connect(addr: &str) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-async fn post(sender: &mut Sender, host: &str, path: &str, body: Bytes) -> anyhow::Result<u16> {
+async fn post(sender: &mut Sender, host: &str, spec: &Spec, n: u64) -> anyhow::Result<u16> {
     sender.ready().await?;
-    let req = Request::post(path)
+    let mut req = Request::post(spec.path.as_str())
         .header("host", host)
-        .header("content-type", "application/json")
-        .body(Full::new(body))?;
+        .header("content-type", "application/json");
+    if let Some(key) = &spec.bearer {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let req = req.body(Full::new((spec.body)(n)))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     resp.into_body().collect().await?;
@@ -91,6 +149,26 @@ pub async fn closed_loop(
     max_requests: Option<u64>,
     start_n: u64,
 ) -> LoadResult {
+    closed_loop_spec(
+        addr,
+        &Spec::form(path),
+        connections,
+        duration,
+        max_requests,
+        start_n,
+    )
+    .await
+}
+
+/// [`closed_loop`] posting what `spec` says.
+pub async fn closed_loop_spec(
+    addr: &str,
+    spec: &Spec,
+    connections: usize,
+    duration: Duration,
+    max_requests: Option<u64>,
+    start_n: u64,
+) -> LoadResult {
     let counter = Arc::new(AtomicU64::new(start_n));
     let limit = max_requests.map(|m| start_n + m);
     let hist = Arc::new(Mutex::new(histogram()));
@@ -99,7 +177,7 @@ pub async fn closed_loop(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (addr, path) = (addr.to_string(), path.to_string());
+        let (addr, spec) = (addr.to_string(), spec.clone());
         let (counter, hist, errors, ok) =
             (counter.clone(), hist.clone(), errors.clone(), ok.clone());
         tasks.push(tokio::spawn(async move {
@@ -117,7 +195,7 @@ pub async fn closed_loop(
                     break;
                 }
                 let t = Instant::now();
-                match post(&mut sender, &addr, &path, payload(n)).await {
+                match post(&mut sender, &addr, &spec, n).await {
                     Ok(s) if (200..300).contains(&s) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                         let _ = local.record(t.elapsed().as_micros().max(1) as u64);
@@ -168,7 +246,7 @@ pub async fn open_loop(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let (addr, path) = (addr.to_string(), path.to_string());
+        let (addr, spec) = (addr.to_string(), Spec::form(path));
         let (hist, errors, ok) = (hist.clone(), errors.clone(), ok.clone());
         // Stagger connections evenly across one interval.
         let offset = interval.mul_f64(c as f64 / connections as f64);
@@ -182,7 +260,7 @@ pub async fn open_loop(
                 let scheduled = start + offset + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(scheduled.into()).await;
                 let n = start_n + i * connections as u64 + c as u64;
-                match post(&mut sender, &addr, &path, payload(n)).await {
+                match post(&mut sender, &addr, &spec, n).await {
                     Ok(s) if (200..300).contains(&s) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                         let _ = local.record(scheduled.elapsed().as_micros().max(1) as u64);

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use load::{LoadResult, closed_loop, open_loop};
+use load::{LoadResult, closed_loop, closed_loop_spec, open_loop};
 use sink::Sink;
 
 #[derive(Parser)]
@@ -67,6 +67,8 @@ enum Cmd {
     All,
     /// Ingest throughput, latency and memory.
     Ingest,
+    /// POST /v1/events with an ingest key: one event per request and batches of 100, beside form posts.
+    Api,
     /// Delivery throughput, backlog drain, rate-limit accuracy, ingest with a destination down.
     Delivery,
     /// 10,000 leads into the fake HubSpot held to 100 requests / 10 s.
@@ -297,6 +299,79 @@ async fn ingest(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `POST /v1/events`: events/s with one event per request and with batches
+/// of 100 (one transaction each), beside form posts, on one server.
+async fn api(cli: &Cli) -> anyhow::Result<()> {
+    println!(
+        "\n## API ingest: POST /v1/events ({:?} per run, ~600-byte events, ingest key)\n",
+        cli.duration
+    );
+    // Each run on a fresh server and database, so none pays for another's rows.
+    let forms = api_run(cli, None, cli.connections).await?;
+    let single = api_run(cli, Some(load::event_body), cli.connections).await?;
+    // Batches are big requests: fewer connections keep as many events in flight.
+    let batched = api_run(cli, Some(load::batch_body), 8).await?;
+    let mut t = table(&["requests", "requests/s", "events/s", "p50", "p99", "errors"]);
+    for (name, r, per) in [
+        ("form posts (for comparison)", &forms, 1.0),
+        ("one event per request", &single, 1.0),
+        ("100 events per request", &batched, load::BATCH as f64),
+    ] {
+        t.add_row(vec![
+            name.to_string(),
+            format!("{:.0}", r.rate()),
+            format!("{:.0}", r.rate() * per),
+            ms(r.p(0.50)),
+            ms(r.p(0.99)),
+            r.errors.to_string(),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "batches of {} store {:.1}x the events/s of single events",
+        load::BATCH,
+        batched.rate() * load::BATCH as f64 / single.rate().max(1.0)
+    );
+    Ok(())
+}
+
+/// One closed-loop run against a fresh server: form posts (`body` None) or
+/// `POST /v1/events` with an ingest key created before the server starts.
+async fn api_run(
+    cli: &Cli,
+    body: Option<fn(u64) -> bytes::Bytes>,
+    connections: usize,
+) -> anyhow::Result<LoadResult> {
+    let dir = tempfile::tempdir()?;
+    let config = base_config(dir.path(), &backup_destination(dir.path()));
+    let spec = match body {
+        None => load::Spec::form("/v1/forms/contact"),
+        Some(body) => {
+            let out = std::process::Command::new(&cli.bin)
+                .args(["keys", "create", "--name", "bench", "--role", "ingest"])
+                .arg("--storage-url")
+                .arg(format!("sqlite://{}/leadrelay.db", dir.path().display()))
+                .env_remove("LEADRELAY_CONFIG")
+                .env_remove("DATABASE_URL")
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "keys create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            load::Spec {
+                path: "/v1/events".into(),
+                bearer: Some(String::from_utf8(out.stdout)?.trim().to_string()),
+                body,
+            }
+        }
+    };
+    let lr = procs::leadrelay(&cli.bin, dir.path(), &config, "all").await?;
+    let r = closed_loop_spec(&lr.addr, &spec, connections, cli.duration, None, 0).await;
+    lr.stop();
+    Ok(r)
+}
+
 pub(crate) async fn wait_count(sink: &Sink, n: usize, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -494,11 +569,13 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Some(Cmd::Ingest) => ingest(&cli).await,
+            Some(Cmd::Api) => api(&cli).await,
             Some(Cmd::Delivery) => delivery(&cli).await,
             Some(Cmd::Crm) => crm::crm(&cli).await,
             Some(Cmd::Postgres) => pg::postgres(&cli).await,
             Some(Cmd::All) | None => {
                 ingest(&cli).await?;
+                api(&cli).await?;
                 delivery(&cli).await?;
                 crm::crm(&cli).await?;
                 pg::postgres(&cli).await
