@@ -37,6 +37,9 @@ use crate::config::Config;
 use crate::error::{ApiError, FieldError};
 use crate::store::{IdempotencyKey, IngestItem, IngestOutcome};
 
+/// Event types only leadrelay itself stores.
+const RESERVED_PREFIX: &str = "privacy.";
+
 /// Most events in one request.
 pub const MAX_BATCH: usize = 100;
 
@@ -346,6 +349,14 @@ fn parse_event(
     let before = errors.len();
     let event_type = match &body.event_type {
         None => EventType::LeadCreated,
+        Some(t) if t.starts_with(RESERVED_PREFIX) => {
+            errors.push(FieldError::new(
+                &at("type"),
+                "reserved_event_type",
+                format!("{RESERVED_PREFIX}* events are leadrelay's own (privacy erase requests)"),
+            ));
+            EventType::LeadCreated
+        }
         Some(t) => EventType::parse(t).unwrap_or_else(|e| {
             errors.push(FieldError::new(
                 &at("type"),

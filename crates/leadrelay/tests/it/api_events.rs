@@ -308,7 +308,8 @@ async fn bad_input_is_refused_with_its_field_and_nothing_is_stored() {
             {"colour": "blue"},
             {"occurred_at": "yesterday"},
             {"type": "unsubscribed", "contact": {"email": "u@corp.example"}, "data": {"purposes": ["Not Valid"]}},
-            42
+            42,
+            {"type": "privacy.erase", "data": {"records": [{"object": "contact", "id": "1"}]}}
         ]),
     )
     .await;
@@ -330,6 +331,7 @@ async fn bad_input_is_refused_with_its_field_and_nothing_is_stored() {
         ("[5].occurred_at", "invalid_value"),
         ("[6].data.purposes", "invalid_purpose"),
         ("[7]", "invalid_type"),
+        ("[8].type", "reserved_event_type"),
     ];
     assert_eq!(
         got,

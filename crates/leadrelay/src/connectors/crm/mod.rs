@@ -642,9 +642,14 @@ pub struct EraseTarget {
 }
 
 /// When `job` is an erase request, the records it asks to delete (`Err`:
-/// the request is malformed).
+/// the request is malformed). Only leadrelay's own privacy erase makes one
+/// (origin `system:privacy`): an event of that type from anywhere else
+/// (a form, a webhook, the API) never deletes anything.
 pub fn erase_targets(job: &DeliveryJob) -> Option<Result<Vec<EraseTarget>, String>> {
-    if job.event.event_type.as_str() != ERASE_EVENT_TYPE {
+    let origin = &job.event.origin;
+    let from_privacy = origin.kind == leadrelay_model::OriginKind::System
+        && origin.name == crate::privacy::WITHDRAW_ORIGIN;
+    if job.event.event_type.as_str() != ERASE_EVENT_TYPE || !from_privacy {
         return None;
     }
     let records = job

@@ -214,3 +214,27 @@ async fn keyed_locks_serialise_one_key() {
     drop(g);
     assert!(locks.lock("org:acme").now_or_never().is_some());
 }
+
+#[test]
+fn only_the_privacy_erase_makes_erase_requests() {
+    let records = json!({"records": [{"object": "contact", "id": "123"}]});
+    // The same body from a form, a webhook or the API deletes nothing.
+    let mut j = job("privacy.erase", records.clone());
+    for origin in [
+        Origin::form("contact"),
+        Origin::source("generic"),
+        Origin::api("backend"),
+        Origin::system("alerts"),
+    ] {
+        j.event.origin = origin;
+        assert!(erase_targets(&j).is_none(), "{:?}", j.event.origin);
+    }
+    j.event.origin = Origin::system(crate::privacy::WITHDRAW_ORIGIN);
+    assert_eq!(
+        erase_targets(&j),
+        Some(Ok(vec![EraseTarget {
+            object: "contact".into(),
+            id: "123".into()
+        }]))
+    );
+}
