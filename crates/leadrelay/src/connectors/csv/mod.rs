@@ -163,14 +163,17 @@ impl Connector for CsvConnector {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
         let started = Utc::now();
         let clock = Instant::now();
-        let mut buf = String::new();
+        let mut records = Vec::new();
         let mut results: Vec<Option<JobResult>> = vec![None; jobs.len()];
         let mut written = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
             let ctx = notify::context(job, &self.public_url);
             match self.columns.row(&ctx) {
                 Ok(cells) => {
-                    buf.push_str(&line(&cells, self.escape_formulas));
+                    records.push((
+                        job.event.id.to_string(),
+                        line(&cells, self.escape_formulas).into_bytes(),
+                    ));
                     written.push(i);
                 }
                 Err(m) => {
@@ -182,18 +185,22 @@ impl Connector for CsvConnector {
             }
         }
         if !written.is_empty() {
-            let bytes = buf.into_bytes();
-            let sha = hex::encode(Sha256::digest(&bytes));
-            let size = bytes.len() as u64;
+            let mut sha = Sha256::new();
+            let mut size = 0u64;
+            for (_, r) in &records {
+                sha.update(r);
+                size += r.len() as u64;
+            }
+            let sha = hex::encode(sha.finalize());
             let file = self.file.clone();
             // File I/O and fsync block: keep them off the async workers.
-            let result = tokio::task::spawn_blocking(move || file.append(&bytes))
+            let result = tokio::task::spawn_blocking(move || file.append_records(&records))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(format!("writer task failed: {e}"))));
             let (outcome, excerpt, path) = match result {
-                Ok(p) => (
+                Ok((p, left_out)) => (
                     Outcome::delivered(),
-                    format!("{} row(s) written", written.len()),
+                    written_text(written.len() - left_out, left_out, "row"),
                     p.display().to_string(),
                 ),
                 Err(e) => {
@@ -250,6 +257,18 @@ impl Connector for CsvConnector {
             Ok(()) => CheckReport::ok(format!("{} is writable", dir.display())),
             Err(e) => CheckReport::failed(format!("{} is not writable: {e}", dir.display())),
         }
+    }
+}
+
+/// The attempt log's excerpt for a backup append: `"3 row(s) written"`,
+/// and how many were left out because their person was erased meanwhile.
+pub(super) fn written_text(written: usize, left_out: usize, what: &str) -> String {
+    if left_out == 0 {
+        format!("{written} {what}(s) written")
+    } else {
+        format!(
+            "{written} {what}(s) written; {left_out} left out: their person was erased while they were in flight"
+        )
     }
 }
 

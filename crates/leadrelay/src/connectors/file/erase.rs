@@ -12,8 +12,14 @@
 //! beside it, which is fsynced and renamed over the original (then the
 //! directory is fsynced), under the series lock appenders take, so a crash
 //! leaves either the old file or the new one, and no append is lost.
+//!
+//! A delivery already in flight when the erase ran may append the person's
+//! line after the rewrite. So the erase also records the erased event ids
+//! (ids only, no personal data) in the series' tombstone file
+//! `{dir}/.{prefix}.{ext}.erased`, kept for [`TOMBSTONE_DAYS`] days, and
+//! every append, under the same lock, leaves out the lines of those events.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -194,19 +200,122 @@ fn rewrite(path: &Path, format: Format, subject: &Subject) -> std::io::Result<u6
     written.map(|_| removed)
 }
 
+/// How long an erased event's id keeps its lines out of the series: far
+/// longer than any delivery stays in flight.
+pub const TOMBSTONE_DAYS: i64 = 7;
+
+fn tombstone_path(dir: &Path, prefix: &str, ext: &str) -> PathBuf {
+    dir.join(format!(".{prefix}.{ext}.erased"))
+}
+
+/// `(event id, erased at, unix seconds)` of the series' tombstone file.
+fn read_tombstone_entries(path: &Path) -> std::io::Result<Vec<(String, i64)>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (id, at) = l.split_once(' ')?;
+            Some((id.to_string(), at.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// The tombstone file grows by appends; past this size an erase rewrites
+/// it without the expired entries.
+const TOMBSTONE_COMPACT_BYTES: u64 = 1024 * 1024;
+
+/// The event ids whose lines the series must not take, erased within
+/// [`TOMBSTONE_DAYS`] (call under the series lock).
+pub fn read_tombstones(
+    dir: &Path,
+    prefix: &str,
+    ext: &str,
+    now: i64,
+) -> std::io::Result<HashSet<String>> {
+    let oldest = now - TOMBSTONE_DAYS * 86_400;
+    Ok(read_tombstone_entries(&tombstone_path(dir, prefix, ext))?
+        .into_iter()
+        .filter(|(_, at)| *at >= oldest)
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// A file's inode, size and modification time (nanoseconds).
+pub type Stamp = (u64, u64, i64);
+
+/// The tombstone file's identity and size, to re-read it only when changed.
+pub fn tombstone_stamp(dir: &Path, prefix: &str, ext: &str) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(tombstone_path(dir, prefix, ext)).ok()?;
+    Some((m.ino(), m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000))
+}
+
+/// Adds `ids` to the series' tombstones (call under the series lock): one
+/// append, fsynced; past [`TOMBSTONE_COMPACT_BYTES`] the file is rewritten
+/// without the expired entries.
+fn add_tombstones(
+    dir: &Path,
+    prefix: &str,
+    ext: &str,
+    ids: &BTreeSet<String>,
+    now: i64,
+) -> std::io::Result<()> {
+    let path = tombstone_path(dir, prefix, ext);
+    let mut text = String::with_capacity(ids.len() * 48);
+    for id in ids {
+        text.push_str(&format!("{id} {now}\n"));
+    }
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if size < TOMBSTONE_COMPACT_BYTES {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        f.write_all(text.as_bytes())?;
+        return f.sync_data();
+    }
+    let oldest = now - TOMBSTONE_DAYS * 86_400;
+    let mut kept = String::new();
+    for (id, at) in read_tombstone_entries(&path)? {
+        if at >= oldest {
+            kept.push_str(&format!("{id} {at}\n"));
+        }
+    }
+    kept.push_str(&text);
+    let tmp = dir.join(format!(".{prefix}.{ext}.erased-tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(kept.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
 /// Removes the subject's lines from every file of the series
-/// `{dir}/{prefix}-*.{ext}`; the files changed and how many lines each lost.
+/// `{dir}/{prefix}-*.{ext}`, and keeps their events' future lines out; the
+/// files changed and how many lines each lost.
 pub fn erase_series(
     dir: &Path,
     prefix: &str,
     format: Format,
     subject: &Subject,
 ) -> std::io::Result<Vec<FileErasure>> {
-    let files = series_files(dir, prefix, format.extension())?;
-    if files.is_empty() {
+    if !dir.is_dir() {
         return Ok(Vec::new());
     }
     let _lock = SeriesLock::acquire(dir, prefix, format.extension())?;
+    if !subject.event_ids.is_empty() {
+        add_tombstones(
+            dir,
+            prefix,
+            format.extension(),
+            &subject.event_ids,
+            chrono::Utc::now().timestamp(),
+        )?;
+    }
+    let files = series_files(dir, prefix, format.extension())?;
     let mut out = Vec::new();
     for path in files {
         let lines_removed = rewrite(&path, format, subject)?;
@@ -230,6 +339,67 @@ mod tests {
             email: "jane@acme.io".into(),
             event_ids: ["0190-ev-phone-only".to_string()].into_iter().collect(),
         }
+    }
+
+    #[test]
+    fn a_line_in_flight_during_the_erase_is_left_out_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let file = RotatingFile::new(
+            d.to_path_buf(),
+            "leads".into(),
+            "jsonl",
+            1 << 20,
+            false,
+            None,
+        );
+        let rec = |id: &str, email: &str| {
+            (
+                id.to_string(),
+                format!(
+                    "{{\"data\":{{\"event_id\":\"{id}\",\"contact\":{{\"email\":\"{email}\"}}}}}}\n"
+                )
+                .into_bytes(),
+            )
+        };
+        file.append_records(&[rec("ev-a", "jane@acme.io"), rec("ev-b", "bob@x.io")])
+            .unwrap();
+        let subject = Subject {
+            email: "jane@acme.io".into(),
+            event_ids: ["ev-a".to_string(), "ev-a2".to_string()]
+                .into_iter()
+                .collect(),
+        };
+        let done = erase_series(d, "leads", Format::Jsonl, &subject).unwrap();
+        assert_eq!(done[0].lines_removed, 1);
+        // A delivery of the erased event that was in flight appends now.
+        let (path, left_out) = file
+            .append_records(&[rec("ev-a2", "jane@acme.io"), rec("ev-c", "carl@x.io")])
+            .unwrap();
+        assert_eq!(left_out, 1);
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(!text.contains("jane"), "{text}");
+        assert!(
+            text.contains("bob@x.io") && text.contains("carl@x.io"),
+            "{text}"
+        );
+        // Nothing but all-erased records: nothing written.
+        let (_, left_out) = file.append_records(&[rec("ev-a", "jane@acme.io")]).unwrap();
+        assert_eq!(left_out, 1);
+        // The tombstones hold event ids only, and expire.
+        let stones = std::fs::read_to_string(d.join(".leads.jsonl.erased")).unwrap();
+        assert!(
+            stones.contains("ev-a2") && !stones.contains('@'),
+            "{stones}"
+        );
+        let now = chrono::Utc::now().timestamp();
+        assert_eq!(read_tombstones(d, "leads", "jsonl", now).unwrap().len(), 2);
+        let later = now + (TOMBSTONE_DAYS + 1) * 86_400;
+        assert!(
+            read_tombstones(d, "leads", "jsonl", later)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -98,19 +98,22 @@ impl Connector for FileConnector {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
         let started = Utc::now();
         let clock = Instant::now();
-        let mut buf = Vec::with_capacity(jobs.len() * 1024);
+        let mut records = Vec::with_capacity(jobs.len());
+        let mut sha = Sha256::new();
+        let mut bytes = 0u64;
         for job in jobs {
             // Serializing a Value cannot fail; fall back to an empty object regardless.
-            let line =
+            let mut line =
                 serde_json::to_vec(&payload::envelope(job)).unwrap_or_else(|_| b"{}".to_vec());
-            buf.extend_from_slice(&line);
-            buf.push(b'\n');
+            line.push(b'\n');
+            sha.update(&line);
+            bytes += line.len() as u64;
+            records.push((job.event.id.to_string(), line));
         }
-        let sha = hex::encode(Sha256::digest(&buf));
-        let bytes = buf.len() as u64;
+        let sha = hex::encode(sha.finalize());
         // File I/O and fsync block: keep them off the async workers.
         let inner = self.inner.clone();
-        let result = tokio::task::spawn_blocking(move || inner.append(&buf))
+        let result = tokio::task::spawn_blocking(move || inner.append_records(&records))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(format!("writer task failed: {e}"))));
         let report = |excerpt: String, path: Option<String>| AttemptReport {
@@ -124,9 +127,9 @@ impl Connector for FileConnector {
             response_excerpt: Some(excerpt),
         };
         match result {
-            Ok(path) => {
+            Ok((path, left_out)) => {
                 let r = report(
-                    format!("{} line(s) written", jobs.len()),
+                    super::csv::written_text(jobs.len() - left_out, left_out, "line"),
                     Some(path.display().to_string()),
                 );
                 jobs.iter()

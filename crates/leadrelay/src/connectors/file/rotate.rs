@@ -11,11 +11,12 @@
 //! its open file is still the one at its path, reopening it otherwise, so no
 //! line is ever written into a file that was just replaced.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{NaiveDate, Utc};
 
@@ -37,7 +38,13 @@ pub struct RotatingFile {
     /// Written first into every new (empty) file.
     header: Option<Vec<u8>>,
     state: Mutex<Option<OpenFile>>,
+    /// The erased event ids last read from the tombstone file, with the
+    /// file's stamp then (see `erase::read_tombstones`).
+    tombstones: Mutex<Option<Tombstones>>,
 }
+
+/// Erased event ids as read at one stamp of the tombstone file.
+type Tombstones = (Option<super::erase::Stamp>, Arc<HashSet<String>>);
 
 impl RotatingFile {
     pub fn new(
@@ -56,6 +63,7 @@ impl RotatingFile {
             fsync,
             header,
             state: Mutex::new(None),
+            tombstones: Mutex::new(None),
         }
     }
 
@@ -88,6 +96,64 @@ impl RotatingFile {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         std::fs::create_dir_all(&self.dir)?;
         let _lock = SeriesLock::acquire(&self.dir, &self.prefix, self.extension)?;
+        self.append_locked(&mut guard, bytes)
+    }
+
+    /// Appends the records `(event id, bytes)` as one write, leaving out
+    /// those of events a privacy erase removed from this series (a delivery
+    /// that was in flight during the erase). Returns the path written (the
+    /// directory when nothing was) and how many records were left out.
+    pub fn append_records(
+        &self,
+        records: &[(String, Vec<u8>)],
+    ) -> std::io::Result<(PathBuf, usize)> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        std::fs::create_dir_all(&self.dir)?;
+        let _lock = SeriesLock::acquire(&self.dir, &self.prefix, self.extension)?;
+        let erased = self.erased_ids()?;
+        let mut bytes = Vec::with_capacity(records.iter().map(|(_, r)| r.len()).sum());
+        let mut left_out = 0;
+        for (id, record) in records {
+            if erased.contains(id) {
+                left_out += 1;
+            } else {
+                bytes.extend_from_slice(record);
+            }
+        }
+        if bytes.is_empty() {
+            return Ok((self.dir.clone(), left_out));
+        }
+        Ok((self.append_locked(&mut guard, &bytes)?, left_out))
+    }
+
+    /// The series' erased event ids, re-read only when the tombstone file
+    /// changed (call under the series lock).
+    fn erased_ids(&self) -> std::io::Result<Arc<HashSet<String>>> {
+        let stamp = super::erase::tombstone_stamp(&self.dir, &self.prefix, self.extension);
+        let mut cache = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, ids)) = cache.as_ref()
+            && *seen == stamp
+        {
+            return Ok(ids.clone());
+        }
+        let ids = Arc::new(match stamp {
+            None => HashSet::new(),
+            Some(_) => super::erase::read_tombstones(
+                &self.dir,
+                &self.prefix,
+                self.extension,
+                Utc::now().timestamp(),
+            )?,
+        });
+        *cache = Some((stamp, ids.clone()));
+        Ok(ids)
+    }
+
+    fn append_locked(
+        &self,
+        guard: &mut Option<OpenFile>,
+        bytes: &[u8],
+    ) -> std::io::Result<PathBuf> {
         if guard.as_ref().is_some_and(|f| !Self::still_current(f)) {
             *guard = None;
         }
