@@ -718,6 +718,69 @@ pub fn erasable(connector: &str, object: &str) -> bool {
     ) || (connector == "lemlist" && object.starts_with(super::lemlist::LEAD_OBJECT_PREFIX))
 }
 
+/// What deleting one record came to.
+pub enum Deleted {
+    /// Deleted.
+    Done,
+    /// The vendor refused: its status (404: the record is gone already,
+    /// which counts as erased) and the outcome for the whole request.
+    Refused {
+        status: Option<u16>,
+        outcome: super::Outcome,
+    },
+    /// The record id cannot be one of this vendor's: dead-lettered.
+    Malformed(String),
+}
+
+impl Deleted {
+    /// From a connector's call result (its failure's status and outcome).
+    pub fn of<T>(result: Result<T, (Option<u16>, super::Outcome)>) -> Self {
+        match result {
+            Ok(_) => Deleted::Done,
+            Err((status, outcome)) => Deleted::Refused { status, outcome },
+        }
+    }
+}
+
+/// Runs an erase request: `delete` for each of its records this connector
+/// erases (see [`erasable`]), in order. The request is done when every
+/// record is deleted or already gone (404); the first other refusal is its
+/// outcome, a malformed request or record id dead-letters it.
+pub async fn erase_each<F, Fut>(
+    connector: &str,
+    targets: Result<Vec<EraseTarget>, String>,
+    mut delete: F,
+) -> super::JobResult
+where
+    F: FnMut(EraseTarget) -> Fut,
+    Fut: std::future::Future<Output = (Deleted, super::AttemptReport)>,
+{
+    let targets = match targets {
+        Ok(t) => t,
+        Err(m) => return bad_erase(m),
+    };
+    let mut report = super::AttemptReport::default();
+    for t in targets
+        .into_iter()
+        .filter(|t| erasable(connector, &t.object))
+    {
+        let (deleted, r) = delete(t).await;
+        report = r;
+        match deleted {
+            Deleted::Done
+            | Deleted::Refused {
+                status: Some(404), ..
+            } => {}
+            Deleted::Refused { outcome, .. } => return super::JobResult { outcome, report },
+            Deleted::Malformed(m) => return bad_erase(m),
+        }
+    }
+    super::JobResult {
+        outcome: super::Outcome::delivered(),
+        report,
+    }
+}
+
 /// A malformed erase request: dead-lettered, never retried.
 pub fn bad_erase(message: String) -> super::JobResult {
     super::JobResult {

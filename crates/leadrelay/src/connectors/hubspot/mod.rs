@@ -1203,15 +1203,7 @@ impl HubSpot {
     /// also blocks the address from being recreated. A contact HubSpot no
     /// longer has (404) counts as erased.
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
-        let targets = match targets {
-            Ok(t) => t,
-            Err(m) => return crm::bad_erase(m),
-        };
-        let mut report = AttemptReport::default();
-        for t in targets
-            .iter()
-            .filter(|t| crm::erasable("hubspot", &t.object))
-        {
+        crm::erase_each("hubspot", targets, |t| async move {
             let body = json!({ "objectId": t.id });
             let (result, r) = self
                 .api
@@ -1221,22 +1213,12 @@ impl HubSpot {
                     Some(&body),
                 )
                 .await;
-            report = r;
-            match result {
-                Ok(_) => {}
-                Err(f) if f.status == Some(404) => {}
-                Err(f) => {
-                    return JobResult {
-                        outcome: f.outcome,
-                        report,
-                    };
-                }
-            }
-        }
-        JobResult {
-            outcome: Outcome::delivered(),
-            report,
-        }
+            (
+                crm::Deleted::of(result.map_err(|f| (f.status, f.outcome))),
+                r,
+            )
+        })
+        .await
     }
 
     async fn deliver_batch(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {

@@ -186,20 +186,14 @@ impl Lemlist {
     /// A privacy erase: every lead of the person leaves its campaign
     /// (`DELETE /api/campaigns/{campaignId}/leads/{leadId}?action=remove`).
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
-        let targets = match targets {
-            Ok(t) => t,
-            Err(m) => return crm::bad_erase(m),
-        };
-        let mut report = Default::default();
-        for t in &targets {
-            let Some(campaign) = t.object.strip_prefix(LEAD_OBJECT_PREFIX) else {
-                continue;
-            };
+        crm::erase_each("lemlist", targets, |t| async move {
+            let campaign = t
+                .object
+                .strip_prefix(LEAD_OBJECT_PREFIX)
+                .unwrap_or_default();
             if !is_lemlist_id(campaign) || !is_lemlist_id(&t.id) {
-                return crm::bad_erase(format!(
-                    "{:?} in {campaign:?} is not a lemlist lead id",
-                    t.id
-                ));
+                let m = format!("{:?} in {campaign:?} is not a lemlist lead id", t.id);
+                return (crm::Deleted::Malformed(m), Default::default());
             }
             let url = format!(
                 "{}/api/campaigns/{campaign}/leads/{}?action=remove",
@@ -212,24 +206,29 @@ impl Lemlist {
                 .build()
             {
                 Ok(r) => r,
-                Err(e) => return crm::bad_erase(format!("cannot build the request: {e}")),
+                Err(e) => {
+                    let m = format!("cannot build the request: {e}");
+                    return (crm::Deleted::Malformed(m), Default::default());
+                }
             };
-            let (result, r) = shared::send(&self.client, req, &url, self.allow_private).await;
-            report = r;
-            let outcome = match result {
-                Err(e) => e.outcome(),
-                // Gone already (or its campaign is): nothing left to remove.
-                Ok(resp) if resp.status == 404 => continue,
-                Ok(resp) => shared::classify(&resp),
+            let (result, report) = shared::send(&self.client, req, &url, self.allow_private).await;
+            let deleted = match result {
+                Err(e) => crm::Deleted::Refused {
+                    status: None,
+                    outcome: e.outcome(),
+                },
+                // 404: gone already (or its campaign is).
+                Ok(resp) => match shared::classify(&resp) {
+                    Outcome::Delivered { .. } => crm::Deleted::Done,
+                    outcome => crm::Deleted::Refused {
+                        status: Some(resp.status),
+                        outcome,
+                    },
+                },
             };
-            if !matches!(outcome, Outcome::Delivered { .. }) {
-                return JobResult { outcome, report };
-            }
-        }
-        JobResult {
-            outcome: Outcome::delivered(),
-            report,
-        }
+            (deleted, report)
+        })
+        .await
     }
 
     fn leads_url(&self) -> String {

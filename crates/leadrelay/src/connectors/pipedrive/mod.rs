@@ -835,36 +835,19 @@ impl Pipedrive {
     /// Pipedrive keeps deleted persons for 30 days, then removes them for
     /// good). A person Pipedrive no longer has (404) counts as erased.
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
-        let targets = match targets {
-            Ok(t) => t,
-            Err(m) => return crm::bad_erase(m),
-        };
-        let mut report = AttemptReport::default();
-        for t in targets
-            .iter()
-            .filter(|t| crm::erasable("pipedrive", &t.object))
-        {
+        crm::erase_each("pipedrive", targets, |t| async move {
             if t.id.is_empty() || !t.id.bytes().all(|b| b.is_ascii_digit()) {
-                return crm::bad_erase(format!("{:?} is not a Pipedrive person id", t.id));
+                let m = format!("{:?} is not a Pipedrive person id", t.id);
+                return (crm::Deleted::Malformed(m), Default::default());
             }
             let path = format!("/api/v2/persons/{}", t.id);
             let (result, r) = self.api.call(Method::DELETE, &path, &[], None).await;
-            report = r;
-            match result {
-                Ok(_) => {}
-                Err(f) if f.status == Some(404) => {}
-                Err(f) => {
-                    return JobResult {
-                        outcome: f.outcome,
-                        report,
-                    };
-                }
-            }
-        }
-        JobResult {
-            outcome: Outcome::delivered(),
-            report,
-        }
+            (
+                crm::Deleted::of(result.map_err(|f| (f.status, f.outcome))),
+                r,
+            )
+        })
+        .await
     }
 }
 

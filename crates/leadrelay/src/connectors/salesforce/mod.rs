@@ -472,15 +472,7 @@ impl Salesforce {
     /// to the recycle bin, which Salesforce empties after 15 days). A record
     /// Salesforce no longer has (404) counts as erased.
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
-        let targets = match targets {
-            Ok(t) => t,
-            Err(m) => return crm::bad_erase(m),
-        };
-        let mut report = AttemptReport::default();
-        for t in targets
-            .iter()
-            .filter(|t| crm::erasable("salesforce", &t.object))
-        {
+        crm::erase_each("salesforce", targets, |t| async move {
             let object = if t.object == "lead" {
                 "Lead"
             } else {
@@ -488,26 +480,17 @@ impl Salesforce {
             };
             // Salesforce ids are 15 or 18 alphanumeric characters.
             if !matches!(t.id.len(), 15 | 18) || !t.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return crm::bad_erase(format!("{:?} is not a Salesforce record id", t.id));
+                let m = format!("{:?} is not a Salesforce record id", t.id);
+                return (crm::Deleted::Malformed(m), Default::default());
             }
             let path = format!("/sobjects/{object}/{}", t.id);
             let (result, r) = self.rest.call(Method::DELETE, &path, &[], None).await;
-            report = r;
-            match result {
-                Ok(_) => {}
-                Err(f) if f.status == Some(404) => {}
-                Err(f) => {
-                    return JobResult {
-                        outcome: f.outcome,
-                        report,
-                    };
-                }
-            }
-        }
-        JobResult {
-            outcome: Outcome::delivered(),
-            report,
-        }
+            (
+                crm::Deleted::of(result.map_err(|f| (f.status, f.outcome))),
+                r,
+            )
+        })
+        .await
     }
 
     async fn deliver_one(&self, job: &DeliveryJob) -> JobResult {
