@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::api::extract::unauthorized;
+use super::api::extract::{is_json, principal};
 use super::api::views::ErrorBody;
 use super::forms::read_body;
 use crate::error::ApiError;
@@ -239,18 +239,9 @@ pub enum IngestErrors {
     responses((status = 202, description = "Stored", body = EventsAnswer), IngestErrors))]
 pub async fn submit(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let principal = match app
-        .admin
-        .auth
-        .verify_header(
-            headers
-                .get(header::AUTHORIZATION)
-                .map(|v| v.to_str().unwrap_or("\u{0}")),
-        )
-        .await
-    {
+    let principal = match principal(&app, &headers).await {
         Ok(p) => p,
-        Err(e) => return unauthorized(e.into()),
+        Err(refused) => return refused,
     };
     if !principal.can_send_events() {
         return ApiError::new(
@@ -284,10 +275,7 @@ async fn submit_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<EventsAccepted, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or(""));
-    if !content_type.is_some_and(is_json) {
+    if !is_json(headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -305,18 +293,6 @@ async fn submit_inner(
                 .map(|v| v.to_str().unwrap_or("\u{0}")),
         })
         .await
-}
-
-/// `application/json` or `application/<something>+json`, any parameters.
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn accepted(a: EventsAccepted) -> Response {
@@ -347,19 +323,4 @@ fn accepted(a: EventsAccepted) -> Response {
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_json;
-
-    #[test]
-    fn json_content_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("Application/JSON; charset=utf-8"));
-        assert!(is_json("application/vnd.acme+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json("application/x-www-form-urlencoded"));
-        assert!(!is_json(""));
-    }
 }

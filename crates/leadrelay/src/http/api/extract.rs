@@ -68,20 +68,24 @@ pub fn forbidden() -> ApiError {
     )
 }
 
+/// The caller, by the request's `Authorization: Bearer lr_…` header; a
+/// missing, malformed, unknown or revoked key answers 401 with the challenge.
+pub async fn principal(app: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    app.admin
+        .auth
+        .verify_header(header)
+        .await
+        .map_err(|e| unauthorized(e.into()))
+}
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or("\u{0}"));
-        let principal = app
-            .admin
-            .auth
-            .verify_header(header)
-            .await
-            .map_err(|e| unauthorized(e.into()))?;
+        let principal = principal(app, &parts.headers).await?;
         if !principal.can_read() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -128,7 +132,8 @@ pub struct ApiJson<T>(pub T);
 /// A JSON body that may be left out (then `T::default()`).
 pub struct OptionalJson<T>(pub T);
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// `Content-Type: application/json` or `application/…+json`, any parameters.
+pub fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -175,12 +180,7 @@ async fn read_json<T: DeserializeOwned>(req: Request) -> Result<Option<T>, ApiEr
             .map_err(|e| invalid(e.to_string())),
         other => Err(invalid(format!(
             "expected a JSON object, got {}",
-            match other {
-                serde_json::Value::Array(_) => "an array",
-                serde_json::Value::String(_) => "a string",
-                serde_json::Value::Number(_) => "a number",
-                _ => "a boolean",
-            }
+            leadrelay_sources::json_kind(&other)
         ))),
     }
 }
@@ -241,5 +241,25 @@ pub fn check_len(name: &str, value: Option<&str>, max: usize) -> Result<(), ApiE
             format!("{name} is longer than {max} characters"),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let is = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_json(&h)
+        };
+        assert!(is("application/json"));
+        assert!(is("Application/JSON; charset=utf-8"));
+        assert!(is("application/vnd.acme+json"));
+        assert!(!is("text/plain"));
+        assert!(!is("application/x-www-form-urlencoded"));
+        assert!(!is(""));
     }
 }
