@@ -385,17 +385,12 @@ fn parse_event(
             )),
         }
     }
-    let idempotency_key = match body.idempotency_key.as_deref().map(str::trim) {
+    // The same rule as the `Idempotency-Key` header, reported on the field.
+    let idempotency_key = match body.idempotency_key.as_deref().map(check_idempotency_key) {
         None => None,
-        Some(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
-            Some(k.to_string())
-        }
-        Some(_) => {
-            errors.push(FieldError::new(
-                &at("idempotency_key"),
-                "invalid_idempotency_key",
-                "an idempotency key is 1-255 visible ASCII characters",
-            ));
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            errors.push(FieldError::new(&at("idempotency_key"), e.code, e.message));
             None
         }
     };
