@@ -27,8 +27,8 @@ use crate::connectors::crm;
 use crate::connectors::file::erase::{Format, Subject, erase_series};
 use crate::ingest::withdraw;
 use crate::store::{
-    AuditRecord, BackupErasure, EraseReport, IngestItem, IngestOutcome, PrivacyExport,
-    PrivacyRequest, RemoteErasure, RemoteRecordRef, Store, StoreError,
+    AuditRecord, BackupErasure, EraseReport, IngestItem, PrivacyExport, PrivacyRequest,
+    RemoteErasure, RemoteRecordRef, Store, StoreError,
 };
 
 const SUBJECT_KEY_KV: &str = "privacy.subject_hash_key";
@@ -225,22 +225,14 @@ impl Privacy {
             now,
         );
         event.consent = withdraw::records(&event, purposes, &[]);
-        let outcome = self
+        let event_id = self
             .store
-            .ingest(vec![IngestItem {
+            .ingest_one(IngestItem {
                 event,
                 destinations: Vec::new(),
                 idempotency: None,
-            }])
+            })
             .await?;
-        let event_id = match outcome.first() {
-            Some(IngestOutcome::Stored(id) | IngestOutcome::Duplicate(id)) => *id,
-            None => {
-                return Err(StoreError::Unavailable(
-                    "the store returned no result".into(),
-                ));
-            }
-        };
         let contact_id = self
             .store
             .find_contact_by_email(address.as_str())
@@ -404,22 +396,14 @@ impl Privacy {
                 data,
                 now,
             );
-            let outcome = self
+            let event_id = self
                 .store
-                .ingest(vec![IngestItem {
+                .ingest_one(IngestItem {
                     event,
                     destinations: vec![destination.to_string()],
                     idempotency: None,
-                }])
+                })
                 .await?;
-            let event_id = match outcome.first() {
-                Some(IngestOutcome::Stored(id) | IngestOutcome::Duplicate(id)) => *id,
-                None => {
-                    return Err(StoreError::Unavailable(
-                        "the store returned no result".into(),
-                    ));
-                }
-            };
             let delivery_id = self
                 .store
                 .deliveries_for_event(event_id)

@@ -230,11 +230,11 @@ impl AlertMonitor {
             now,
         );
         self.store
-            .ingest(vec![IngestItem {
+            .ingest_one(IngestItem {
                 event,
                 destinations: targets,
                 idempotency: None,
-            }])
+            })
             .await
             .map(|_| ())
     }

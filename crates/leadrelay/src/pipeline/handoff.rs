@@ -330,14 +330,14 @@ impl HandoffJob {
         );
         let destinations = self.ingestor.routes().destinations_for(&event);
         self.store
-            .ingest(vec![IngestItem {
+            .ingest_one(IngestItem {
                 event,
                 destinations,
                 idempotency: Some(IdempotencyKey {
                     scope: "pipeline".into(),
                     key: format!("{event_type}:{timer}"),
                 }),
-            }])
+            })
             .await?;
         Ok(())
     }

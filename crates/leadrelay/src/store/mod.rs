@@ -67,6 +67,16 @@ pub trait Store: LeadStore + Send + Sync + 'static {
     /// or the id of the event an idempotency key or external id already names.
     async fn ingest(&self, items: Vec<IngestItem>) -> StoreResult<Vec<IngestOutcome>>;
 
+    /// [`ingest`](Store::ingest) of one item: its event's id (the earlier
+    /// event's when it is a duplicate).
+    async fn ingest_one(&self, item: IngestItem) -> StoreResult<Uuid> {
+        self.ingest(vec![item])
+            .await?
+            .first()
+            .map(IngestOutcome::event_id)
+            .ok_or_else(|| StoreError::Unavailable("the store returned no result".into()))
+    }
+
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>>;
 
     /// Newest first; `before` is the cursor (an event id).

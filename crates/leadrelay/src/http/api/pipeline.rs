@@ -265,11 +265,11 @@ async fn lead_action(
     );
     let destinations = app.ingestor.routes().destinations_for(&event);
     app.store
-        .ingest(vec![IngestItem {
+        .ingest_one(IngestItem {
             event,
             destinations,
             idempotency: None,
-        }])
+        })
         .await?;
     let updated = app
         .store
