@@ -46,7 +46,9 @@ poll_interval = "100ms"
 [delivery.retry]
 base = "50ms"
 cap = "200ms"
-max_attempts = 50
+# Retries every ~200 ms must not run out while a test holds a delivery
+# failing (50 attempts took ~10 s: a loaded machine dead-lettered it).
+max_attempts = 100000
 [delivery.circuit]
 probe_interval = "100ms"
 max_probe_interval = "200ms"
