@@ -248,26 +248,7 @@ async fn ingest(cli: &Cli) -> anyhow::Result<()> {
             }
         })
     };
-    // Latency at a steady 1,000 req/s first (nothing queued behind it),
-    // then throughput flat out.
-    let steady = open_loop(
-        &lr.addr,
-        "/v1/forms/contact",
-        1000,
-        16,
-        cli.duration,
-        5_000_000,
-    )
-    .await;
-    let durable = closed_loop(
-        &lr.addr,
-        "/v1/forms/contact",
-        cli.connections,
-        cli.duration,
-        None,
-        1_000_000,
-    )
-    .await;
+    let (steady, durable) = steady_then_durable(cli, &lr.addr).await;
     sampler.abort();
     let peak = lr
         .rss_mib()
@@ -370,6 +351,22 @@ async fn api_run(
     let r = closed_loop_spec(&lr.addr, &spec, connections, cli.duration, None, 0).await;
     lr.stop();
     Ok(r)
+}
+
+/// Form posts to `addr`: latency at a steady 1,000 req/s first (nothing
+/// queued behind it), then throughput flat out.
+pub(crate) async fn steady_then_durable(cli: &Cli, addr: &str) -> (LoadResult, LoadResult) {
+    let steady = open_loop(addr, "/v1/forms/contact", 1000, 16, cli.duration, 5_000_000).await;
+    let durable = closed_loop(
+        addr,
+        "/v1/forms/contact",
+        cli.connections,
+        cli.duration,
+        None,
+        1_000_000,
+    )
+    .await;
+    (steady, durable)
 }
 
 pub(crate) async fn wait_count(sink: &Sink, n: usize, limit: Duration) -> Option<Duration> {

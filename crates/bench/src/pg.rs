@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::load::{closed_loop, open_loop};
+use crate::load::closed_loop;
 use crate::sink::Sink;
 use crate::{
     Cli, backup_destination, form_config, procs, row, table, wait_count, webhook_destination,
@@ -90,24 +90,7 @@ pub async fn postgres(cli: &Cli) -> anyhow::Result<()> {
         9_000_000,
     )
     .await;
-    let steady = open_loop(
-        &lr.addr,
-        "/v1/forms/contact",
-        1000,
-        16,
-        cli.duration,
-        5_000_000,
-    )
-    .await;
-    let durable = closed_loop(
-        &lr.addr,
-        "/v1/forms/contact",
-        cli.connections,
-        cli.duration,
-        None,
-        1_000_000,
-    )
-    .await;
+    let (steady, durable) = crate::steady_then_durable(cli, &lr.addr).await;
     lr.stop();
     drop(db);
     let mut t = table(&["ingest", "leads/s", "p50", "p99", "p99.9", "errors"]);
