@@ -90,13 +90,11 @@ impl RotatingFile {
         self.dir.join(name)
     }
 
-    /// Appends `bytes` as one write (after the header, in a new file),
-    /// rotating first if needed; fsyncs when configured. Returns the path.
+    /// Appends `bytes` as one record of no event (tests).
+    #[cfg(test)]
     pub fn append(&self, bytes: &[u8]) -> std::io::Result<PathBuf> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        std::fs::create_dir_all(&self.dir)?;
-        let _lock = SeriesLock::acquire(&self.dir, &self.prefix, self.extension)?;
-        self.append_locked(&mut guard, bytes)
+        self.append_records(&[(String::new(), bytes.to_vec())])
+            .map(|(path, _)| path)
     }
 
     /// Appends the records `(event id, bytes)` as one write, leaving out
@@ -149,6 +147,8 @@ impl RotatingFile {
         Ok(ids)
     }
 
+    /// Appends `bytes` as one write (after the header, in a new file),
+    /// rotating first if needed; fsyncs when configured. Returns the path.
     fn append_locked(
         &self,
         guard: &mut Option<OpenFile>,
