@@ -31,6 +31,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
 pub mod privacy;
+pub mod private_fs;
 pub mod redact;
 pub mod routing;
 pub mod simulate;

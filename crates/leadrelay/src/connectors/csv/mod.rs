@@ -249,9 +249,9 @@ impl Connector for CsvConnector {
 
     async fn check(&self) -> CheckReport {
         let dir = self.file.dir().clone();
-        match std::fs::create_dir_all(&dir).and_then(|_| {
+        match crate::private_fs::create_dir_all(&dir).and_then(|_| {
             let probe = dir.join(".leadrelay-write-test");
-            std::fs::write(&probe, b"ok")?;
+            crate::private_fs::write(&probe, b"ok")?;
             std::fs::remove_file(probe)
         }) {
             Ok(()) => CheckReport::ok(format!("{} is writable", dir.display())),

@@ -185,7 +185,11 @@ fn rewrite(path: &Path, format: Format, subject: &Subject) -> std::io::Result<u6
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.erase-tmp"));
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::private_fs::open_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         if let Ok(meta) = std::fs::metadata(path) {
             f.set_permissions(meta.permissions())?;
         }
@@ -271,7 +275,7 @@ fn add_tombstones(
     }
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     if size < TOMBSTONE_COMPACT_BYTES {
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = crate::private_fs::open_options()
             .create(true)
             .append(true)
             .open(&path)?;
@@ -287,7 +291,11 @@ fn add_tombstones(
     }
     kept.push_str(&text);
     let tmp = dir.join(format!(".{prefix}.{ext}.erased-tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = crate::private_fs::open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     f.write_all(kept.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)

@@ -158,9 +158,9 @@ impl Connector for FileConnector {
 
     async fn check(&self) -> CheckReport {
         let dir = self.inner.dir().clone();
-        match std::fs::create_dir_all(&dir).and_then(|_| {
+        match crate::private_fs::create_dir_all(&dir).and_then(|_| {
             let probe = dir.join(".leadrelay-write-test");
-            std::fs::write(&probe, b"ok")?;
+            crate::private_fs::write(&probe, b"ok")?;
             std::fs::remove_file(probe)
         }) {
             Ok(()) => CheckReport::ok(format!("{} is writable", dir.display())),

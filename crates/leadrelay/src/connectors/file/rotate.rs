@@ -12,7 +12,7 @@
 //! line is ever written into a file that was just replaced.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -106,7 +106,7 @@ impl RotatingFile {
         records: &[(String, Vec<u8>)],
     ) -> std::io::Result<(PathBuf, usize)> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        std::fs::create_dir_all(&self.dir)?;
+        crate::private_fs::create_dir_all(&self.dir)?;
         let _lock = SeriesLock::acquire(&self.dir, &self.prefix, self.extension)?;
         let erased = self.erased_ids()?;
         let mut bytes = Vec::with_capacity(records.iter().map(|(_, r)| r.len()).sum());
@@ -164,7 +164,7 @@ impl RotatingFile {
             Some(f) => f.day != today || f.size + bytes.len() as u64 > self.rotate_bytes,
         };
         if needs_new {
-            std::fs::create_dir_all(&self.dir)?;
+            crate::private_fs::create_dir_all(&self.dir)?;
             let mut index = match guard.as_ref() {
                 Some(f) if f.day == today => f.index + 1,
                 _ => 0,
@@ -175,7 +175,10 @@ impl RotatingFile {
                 let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                 let room = size == 0 || size + bytes.len() as u64 <= self.rotate_bytes;
                 if room {
-                    let file = OpenOptions::new().create(true).append(true).open(&p)?;
+                    let file = crate::private_fs::open_options()
+                        .create(true)
+                        .append(true)
+                        .open(&p)?;
                     *guard = Some(OpenFile {
                         day: today,
                         index,
@@ -219,7 +222,7 @@ pub struct SeriesLock {
 impl SeriesLock {
     /// Blocks until the series `{dir}/{prefix}-*.{ext}` is free.
     pub fn acquire(dir: &Path, prefix: &str, ext: &str) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
+        let file = crate::private_fs::open_options()
             .create(true)
             .truncate(false)
             .write(true)

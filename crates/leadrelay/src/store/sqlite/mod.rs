@@ -234,13 +234,26 @@ async fn peek<T: Send + 'static>(
     .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
 }
 
+/// SQLite's in-memory and temporary databases have no file.
+fn is_in_memory(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    s.is_empty() || s == ":memory:" || s.starts_with("file:")
+}
+
 fn open_connections(
     path: &Path,
     options: &OpenOptions,
 ) -> StoreResult<(Connection, Vec<Connection>)> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
+        crate::private_fs::create_dir_all(parent).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    // Owner-only from the start; SQLite gives the -wal and -shm files the
+    // database file's permissions.
+    if !is_in_memory(path) {
+        crate::private_fs::ensure_file(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
     }
     let conn = Connection::open(path).map_err(map_err)?;
