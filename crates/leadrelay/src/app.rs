@@ -63,7 +63,27 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         lead_hook: crate::pipeline::LeadHook::from_config(config).map(Arc::new),
         ..Default::default()
     };
-    Ok(store::open(&config.storage.url, &options).await?)
+    store::open(&config.storage.url, &options)
+        .await
+        .map_err(|e| match e {
+            store::StoreError::Unavailable(_) => {
+                anyhow::anyhow!("{e}{}", store_hint(&config.storage.url))
+            }
+            e => e.into(),
+        })
+}
+
+/// What to try when the store cannot be opened.
+fn store_hint(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        " — is the database's directory writable by this user? Choose another file with \
+         --storage-url sqlite://PATH (or storage.url)"
+            .to_string()
+    } else {
+        " — is PostgreSQL running and reachable with these credentials? Choose the database \
+         with --storage-url postgres://USER@HOST/DB (or DATABASE_URL, storage.url)"
+            .to_string()
+    }
 }
 
 /// Starts leadrelay: the engine (unless `role` is `api`) and, given a

@@ -71,7 +71,16 @@ pub fn build_source(
                 } else {
                     format!("sources.{name}.{}", e.field)
                 };
-                Problem::error(path, e.message)
+                let mut p = Problem::error(path, e.message);
+                // The setting names an env var that is unset or blank: only
+                // the secret is missing (see `Problem::unset_env`).
+                if let Some(var) = source.settings.get(&e.field).and_then(|v| v.as_str())
+                    && e.field.ends_with("_env")
+                    && env(var).is_none_or(|v| v.trim().is_empty())
+                {
+                    p.unset_env = Some(var.to_string());
+                }
+                p
             })
             .collect()
     })

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::Config;
-use super::location::{LineCol, Locator, line_col};
+use super::location::{LineCol, Locator};
 use super::validate;
 
 /// The configuration used when no file is given.
@@ -28,6 +28,11 @@ pub struct Problem {
     pub path: String,
     pub location: Option<LineCol>,
     pub message: String,
+    /// Set when the problem is only that this environment variable (a
+    /// secret) is unset or empty: commands that never send anything skip
+    /// such problems, and a switched-off `enabled = "auto"` destination is
+    /// still checked for every other one.
+    pub unset_env: Option<String>,
 }
 
 impl Problem {
@@ -37,7 +42,15 @@ impl Problem {
             path: path.into(),
             location: None,
             message: message.into(),
+            unset_env: None,
         }
+    }
+
+    /// "environment variable VAR is not set", for the setting that names it.
+    pub fn unset_env(setting: impl Into<String>, var: &str) -> Self {
+        let mut p = Self::error(setting, format!("environment variable {var} is not set"));
+        p.unset_env = Some(var.to_string());
+        p
     }
 
     pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
@@ -46,6 +59,7 @@ impl Problem {
             path: path.into(),
             location: None,
             message: message.into(),
+            unset_env: None,
         }
     }
 
@@ -103,15 +117,19 @@ pub fn load_file(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedConfig, ConfigError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        source_name: name.clone(),
-        problems: vec![Problem::error(
-            "",
-            format!("cannot read the configuration file: {e}"),
-        )],
-    })?;
-    load_str(&text, &name, env)
+    load_file_with(path, env, Secrets::Required)
+}
+
+/// Whether destination and source secrets must be in the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Secrets {
+    /// `serve`, `check`, `simulate`: an unset secret is an error.
+    #[default]
+    Required,
+    /// Commands that only read or edit the store (`events`, `deliveries`,
+    /// `dlq`, `timers`, `keys`, `privacy`, `healthcheck`): they never send
+    /// anything, so unset secrets are not reported.
+    Optional,
 }
 
 /// Parses and validates configuration text. `env` resolves environment
@@ -121,47 +139,68 @@ pub fn load_str(
     source_name: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedConfig, ConfigError> {
+    load_str_with(text, source_name, env, Secrets::Required)
+}
+
+/// [`load_file`], choosing whether secrets must be set.
+pub fn load_file_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
+) -> Result<LoadedConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                " — write a starter file with `leadrelay init --config {name}`, or leave out \
+                 --config (and LEADRELAY_CONFIG) to use ./leadrelay.toml or the embedded default"
+            ),
+            std::io::ErrorKind::PermissionDenied => {
+                " — the user running leadrelay needs read access to it".to_string()
+            }
+            _ => String::new(),
+        };
+        ConfigError {
+            source_name: name.clone(),
+            problems: vec![Problem::error(
+                "",
+                format!("cannot read the configuration file: {e}{hint}"),
+            )],
+        }
+    })?;
+    load_str_with(&text, &name, env, secrets)
+}
+
+/// [`load_str`], choosing whether secrets must be set.
+pub fn load_str_with(
+    text: &str,
+    source_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
+) -> Result<LoadedConfig, ConfigError> {
     let fail = |problems: Vec<Problem>| ConfigError {
         source_name: source_name.to_string(),
         problems,
     };
     let locator = Locator::new(text);
 
-    let mut unknown: Vec<String> = Vec::new();
-    let parsed: Result<Config, toml::de::Error> = toml::Deserializer::parse(text)
-        .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(format_path(&path))));
-    let mut problems: Vec<Problem> = unknown
-        .into_iter()
-        .map(|path| {
-            let mut p = Problem::error(path.clone(), "unknown key");
-            p.location = locator.locate(&path);
-            p
-        })
-        .collect();
-
-    let config = match parsed {
-        Ok(c) => c,
-        Err(e) => {
-            let mut p = Problem::error("", e.message().trim().to_string());
-            p.location = e.span().map(|s| line_col(text, s.start));
-            problems.push(p);
-            return Err(fail(problems));
-        }
+    let (parsed, mut problems) = super::parse::parse(text, &locator);
+    let Some(config) = parsed else {
+        sort_by_position(&mut problems);
+        return Err(fail(problems));
     };
 
     for mut p in validate::validate(&config, env) {
+        if secrets == Secrets::Optional && p.unset_env.is_some() {
+            continue;
+        }
         if p.location.is_none() {
             p.location = locator.locate(&p.path);
         }
         problems.push(p);
     }
 
-    // Report in file order; problems without a position last.
-    problems.sort_by_key(|p| {
-        p.location
-            .map(|l| (l.line, l.col))
-            .unwrap_or((usize::MAX, 0))
-    });
+    sort_by_position(&mut problems);
     if problems.iter().any(Problem::is_error) {
         return Err(fail(problems));
     }
@@ -172,8 +211,17 @@ pub fn load_str(
     })
 }
 
+/// Report in file order; problems without a position last.
+fn sort_by_position(problems: &mut [Problem]) {
+    problems.sort_by_key(|p| {
+        p.location
+            .map(|l| (l.line, l.col))
+            .unwrap_or((usize::MAX, 0))
+    });
+}
+
 /// Renders a serde_ignored path as `a.b[2].c`.
-fn format_path(path: &serde_ignored::Path<'_>) -> String {
+pub(super) fn format_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),

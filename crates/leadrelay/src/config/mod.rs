@@ -9,6 +9,7 @@
 
 mod load;
 mod location;
+mod parse;
 pub mod units;
 mod validate;
 
@@ -19,8 +20,8 @@ use leadrelay_model::ConsentPurpose;
 use serde::Deserialize;
 
 pub use load::{
-    ConfigError, DEFAULT_CONFIG, LoadedConfig, Problem, Severity, load_file, load_str,
-    parse_settings,
+    ConfigError, DEFAULT_CONFIG, LoadedConfig, Problem, Secrets, Severity, load_file,
+    load_file_with, load_str, load_str_with, parse_settings,
 };
 pub use units::{ByteSize, Enabled, HumanDuration, Rate, RateLimit};
 

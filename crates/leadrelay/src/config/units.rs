@@ -6,6 +6,25 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// Reads a string value; anything else is reported as `expecting` (the
+/// form and an example), not as serde's bare type name.
+fn string_value<'de, D: Deserializer<'de>>(
+    d: D,
+    expecting: &'static str,
+) -> Result<String, D::Error> {
+    struct Visitor(&'static str);
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<String, E> {
+            Ok(s.to_string())
+        }
+    }
+    d.deserialize_str(Visitor(expecting))
+}
+
 /// A duration written the human way: `"500ms"`, `"10s"`, `"15m"`, `"72h"`, `"30d"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
@@ -24,7 +43,7 @@ impl HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = string_value(d, "a duration in quotes, e.g. \"10s\", \"15m\" or \"72h\"")?;
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
             .map_err(|e| {
@@ -37,7 +56,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A duration, or `"off"` (None).
 pub fn duration_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
-    let s = String::deserialize(d)?;
+    let s = string_value(
+        d,
+        "a duration in quotes, e.g. \"30d\" or \"3y\", or \"off\"",
+    )?;
     if s.trim().eq_ignore_ascii_case("off") {
         return Ok(None);
     }
@@ -122,7 +144,7 @@ impl fmt::Display for Rate {
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = string_value(d, "a rate in quotes, COUNT/PERIOD, e.g. \"100/10s\"")?;
         Rate::parse(&s).map_err(serde::de::Error::custom)
     }
 }
@@ -145,7 +167,10 @@ impl RateLimit {
 
 impl<'de> Deserialize<'de> for RateLimit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = string_value(
+            d,
+            "a rate in quotes, COUNT/PERIOD, e.g. \"60/1m\", or \"off\"",
+        )?;
         if s.trim().eq_ignore_ascii_case("off") {
             return Ok(RateLimit::Off);
         }
@@ -189,16 +214,27 @@ impl ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a number of bytes or a string, e.g. 65536 or \"64KiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n).map(ByteSize).map_err(|_| {
+                    E::custom(format!(
+                        "invalid size {n}: a size cannot be negative; write e.g. 65536 or \"64KiB\""
+                    ))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -214,20 +250,26 @@ pub enum Enabled {
 
 impl<'de> Deserialize<'de> for Enabled {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bool(bool),
-            Str(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Enabled;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or \"auto\" (e.g. enabled = \"auto\")")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Enabled, E> {
+                Ok(if b { Enabled::On } else { Enabled::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Enabled, E> {
+                if s == "auto" {
+                    Ok(Enabled::Auto)
+                } else {
+                    Err(E::custom(format!(
+                        "invalid value {s:?}: write true, false or \"auto\" (on when its *_env variables are set)"
+                    )))
+                }
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Bool(true) => Ok(Enabled::On),
-            Raw::Bool(false) => Ok(Enabled::Off),
-            Raw::Str(s) if s == "auto" => Ok(Enabled::Auto),
-            Raw::Str(s) => Err(serde::de::Error::custom(format!(
-                "invalid value {s:?}: expected true, false or \"auto\""
-            ))),
-        }
+        d.deserialize_any(Visitor)
     }
 }
 

@@ -152,6 +152,7 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
     if let Err(problems) = delivery::build_destinations(config, env) {
         p.extend(problems);
     }
+    p.extend(delivery::check_switched_off(config, env));
 
     let mut route_names = BTreeSet::new();
     let mut routed = BTreeSet::new();

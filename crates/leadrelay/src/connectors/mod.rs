@@ -259,10 +259,7 @@ impl BuildContext<'_> {
     pub fn secret(&self, setting: &str, var: &str) -> Result<String, Problem> {
         match (self.env)(var) {
             Some(v) if !v.trim().is_empty() => Ok(v),
-            _ => Err(Problem::error(
-                setting,
-                format!("environment variable {var} is not set"),
-            )),
+            _ => Err(Problem::unset_env(setting, var)),
         }
     }
 }

@@ -90,105 +90,142 @@ pub fn build_destinations(
         if !enabled.contains(name) {
             continue;
         }
-        let prefix = format!("destinations.{name}");
-        let Some(kind) = connectors::kind(&d.connector) else {
-            let known: Vec<&str> = connectors::kinds().iter().map(|k| k.name).collect();
-            problems.push(Problem::error(
-                format!("{prefix}.connector"),
-                format!(
-                    "unknown connector {:?} (known: {})",
-                    d.connector,
-                    known.join(", ")
-                ),
-            ));
-            continue;
-        };
-        let timeout = d.timeout.unwrap_or(config.delivery.timeout).get();
-        let ctx = BuildContext {
-            destination: name,
-            settings: &d.settings,
-            env,
-            timeout,
-            public_url: &config.server.public_url(),
-        };
-        let connector = match (kind.build)(&ctx) {
-            Ok(c) => c,
-            Err(ps) => {
-                for mut p in ps {
-                    p.path = if p.path.is_empty() {
-                        prefix.clone()
-                    } else {
-                        format!("{prefix}.{}", p.path)
-                    };
-                    problems.push(p);
-                }
-                continue;
-            }
-        };
-        if kind.personal_data
-            && d.purposes.is_empty()
-            && d.legal_basis != Some(LegalBasis::LegitimateInterest)
-        {
-            problems.push(Problem::error(
-                format!("{prefix}.purposes"),
-                "this destination receives personal data: declare the consent purposes it needs \
-                 (purposes = [\"crm\"]) or legal_basis = \"legitimate_interest\"",
-            ));
+        match build_destination(config, name, d, env, &enabled) {
+            Ok(dest) => out.push(dest),
+            Err(ps) => problems.extend(ps),
         }
-        let batch_size = d.batch_size.unwrap_or(kind.defaults.batch_size);
-        if batch_size == 0 || batch_size > kind.defaults.max_batch_size {
-            problems.push(Problem::error(
-                format!("{prefix}.batch_size"),
-                format!(
-                    "must be between 1 and {} for {}",
-                    kind.defaults.max_batch_size, kind.name
-                ),
-            ));
-        }
-        let concurrency = d.concurrency.unwrap_or(kind.defaults.concurrency);
-        if concurrency == 0 || concurrency > 256 {
-            problems.push(Problem::error(
-                format!("{prefix}.concurrency"),
-                "must be between 1 and 256",
-            ));
-        }
-        let rate = match d.rate_limit {
-            Some(r) => r.rate(),
-            None => kind.defaults.rate_limit,
-        };
-        // A lease must outlive the longest send (several calls for CRMs).
-        let lease = config.delivery.lease.get().max(timeout * 6);
-        out.push(Destination {
-            name: name.clone(),
-            connector_kind: kind.name,
-            connector,
-            retry: d
-                .retry
-                .clone()
-                .unwrap_or_else(|| config.delivery.retry.clone()),
-            circuit: d
-                .circuit
-                .clone()
-                .unwrap_or_else(|| config.delivery.circuit.clone()),
-            concurrency: concurrency.clamp(1, 256),
-            batch_size: batch_size.clamp(1, kind.defaults.max_batch_size),
-            rate,
-            timeout,
-            lease,
-            purposes: d.purposes.clone(),
-            legal_basis: d.legal_basis,
-            dead_letter_copies: d
-                .dead_letter_copies
-                .as_ref()
-                .unwrap_or(&config.delivery.dead_letter_copies)
-                .iter()
-                .filter(|n| *n != name && enabled.contains(*n))
-                .cloned()
-                .collect(),
-        });
     }
     if problems.is_empty() {
         Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Every problem of the `enabled = "auto"` destinations that are switched
+/// off because a secret is unset, except the unset secrets themselves: a
+/// misspelt connector or a bad setting is reported before the day the
+/// token is set.
+pub fn check_switched_off(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+    let enabled = enabled_destinations(config, env);
+    let mut problems = Vec::new();
+    for (name, d) in &config.destinations {
+        if enabled.contains(name) || d.enabled != Enabled::Auto {
+            continue;
+        }
+        if let Err(ps) = build_destination(config, name, d, env, &enabled) {
+            problems.extend(ps.into_iter().filter(|p| p.unset_env.is_none()));
+        }
+    }
+    problems
+}
+
+/// Builds one destination's connector and delivery settings.
+fn build_destination(
+    config: &Config,
+    name: &String,
+    d: &crate::config::DestinationConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    enabled: &BTreeSet<String>,
+) -> Result<Destination, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let prefix = format!("destinations.{name}");
+    let Some(kind) = connectors::kind(&d.connector) else {
+        let known: Vec<&str> = connectors::kinds().iter().map(|k| k.name).collect();
+        return Err(vec![Problem::error(
+            format!("{prefix}.connector"),
+            format!(
+                "unknown connector {:?} (known: {})",
+                d.connector,
+                known.join(", ")
+            ),
+        )]);
+    };
+    let timeout = d.timeout.unwrap_or(config.delivery.timeout).get();
+    let ctx = BuildContext {
+        destination: name,
+        settings: &d.settings,
+        env,
+        timeout,
+        public_url: &config.server.public_url(),
+    };
+    let connector = match (kind.build)(&ctx) {
+        Ok(c) => c,
+        Err(ps) => {
+            for mut p in ps {
+                p.path = if p.path.is_empty() {
+                    prefix.clone()
+                } else {
+                    format!("{prefix}.{}", p.path)
+                };
+                problems.push(p);
+            }
+            return Err(problems);
+        }
+    };
+    if kind.personal_data
+        && d.purposes.is_empty()
+        && d.legal_basis != Some(LegalBasis::LegitimateInterest)
+    {
+        problems.push(Problem::error(
+            format!("{prefix}.purposes"),
+            "this destination receives personal data: declare the consent purposes it needs \
+             (purposes = [\"crm\"]) or legal_basis = \"legitimate_interest\"",
+        ));
+    }
+    let batch_size = d.batch_size.unwrap_or(kind.defaults.batch_size);
+    if batch_size == 0 || batch_size > kind.defaults.max_batch_size {
+        problems.push(Problem::error(
+            format!("{prefix}.batch_size"),
+            format!(
+                "must be between 1 and {} for {}",
+                kind.defaults.max_batch_size, kind.name
+            ),
+        ));
+    }
+    let concurrency = d.concurrency.unwrap_or(kind.defaults.concurrency);
+    if concurrency == 0 || concurrency > 256 {
+        problems.push(Problem::error(
+            format!("{prefix}.concurrency"),
+            "must be between 1 and 256",
+        ));
+    }
+    let rate = match d.rate_limit {
+        Some(r) => r.rate(),
+        None => kind.defaults.rate_limit,
+    };
+    // A lease must outlive the longest send (several calls for CRMs).
+    let lease = config.delivery.lease.get().max(timeout * 6);
+    let destination = Destination {
+        name: name.clone(),
+        connector_kind: kind.name,
+        connector,
+        retry: d
+            .retry
+            .clone()
+            .unwrap_or_else(|| config.delivery.retry.clone()),
+        circuit: d
+            .circuit
+            .clone()
+            .unwrap_or_else(|| config.delivery.circuit.clone()),
+        concurrency: concurrency.clamp(1, 256),
+        batch_size: batch_size.clamp(1, kind.defaults.max_batch_size),
+        rate,
+        timeout,
+        lease,
+        purposes: d.purposes.clone(),
+        legal_basis: d.legal_basis,
+        dead_letter_copies: d
+            .dead_letter_copies
+            .as_ref()
+            .unwrap_or(&config.delivery.dead_letter_copies)
+            .iter()
+            .filter(|n| *n != name && enabled.contains(*n))
+            .cloned()
+            .collect(),
+    };
+    if problems.is_empty() {
+        Ok(destination)
     } else {
         Err(problems)
     }
