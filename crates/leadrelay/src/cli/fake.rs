@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use super::output::{errln, outln};
 use clap::{Args, ValueEnum};
 use leadrelay_fakes::{google, hubspot, lemlist, pipedrive, salesforce, slack, twilio};
 
@@ -37,70 +38,230 @@ pub struct FakeArgs {
     /// Which vendor to fake.
     #[arg(value_enum)]
     pub vendor: Vendor,
-    /// Address to listen on (default: 127.0.0.1:8091 … 8097 by vendor; port 0 picks one).
+    /// Address to listen on (default: 127.0.0.1:8091 … 8097 by vendor, the
+    /// URL `leadrelay init --fake` writes; port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
 }
 
-/// How to point leadrelay at a fake: a configuration snippet and the env vars.
-fn instructions(vendor: Vendor, base: &str) -> String {
-    let crm = |name: &str, settings: &str, env: &[(&str, &str)]| {
-        let exports: Vec<String> = env
-            .iter()
-            .map(|(k, v)| format!("  export {k}='{v}'"))
-            .collect();
-        format!(
-            "Point leadrelay at it (leadrelay.toml):\n\n  [destinations.{name}]\n  connector = \"{name}\"\n{settings}  allow_private_networks = true\n  purposes = [\"crm\"]\n\n  [[routes]]\n  name = \"{name}\"\n  events = [\"*\"]\n  destinations = [\"{name}\"]\n\nthen, in the shell that runs leadrelay:\n\n{}\n  leadrelay check --config leadrelay.toml && leadrelay serve --config leadrelay.toml\n",
-            exports.join("\n")
-        )
-    };
-    match vendor {
-        Vendor::Hubspot => crm(
-            "hubspot",
-            &format!("  base_url = \"{base}\"\n  token_env = \"HUBSPOT_ACCESS_TOKEN\"\n"),
-            &[(
-                "HUBSPOT_ACCESS_TOKEN",
-                hubspot::HubSpotConfig::DEFAULT_TOKEN,
-            )],
-        ),
-        Vendor::Pipedrive => crm(
-            "pipedrive",
-            &format!("  base_url = \"{base}\"\n  token_env = \"PIPEDRIVE_API_TOKEN\"\n"),
-            &[(
-                "PIPEDRIVE_API_TOKEN",
-                pipedrive::PipedriveConfig::DEFAULT_TOKEN,
-            )],
-        ),
-        Vendor::Salesforce => crm(
-            "salesforce",
-            &format!("  login_url = \"{base}\"\n"),
-            &[
-                (
-                    "SALESFORCE_CLIENT_ID",
-                    salesforce::SalesforceConnectedApp::DEFAULT_CLIENT_ID,
-                ),
-                (
-                    "SALESFORCE_CLIENT_SECRET",
-                    salesforce::SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
-                ),
-                (
-                    "SALESFORCE_REFRESH_TOKEN",
-                    salesforce::SalesforceConfig::DEFAULT_REFRESH_TOKEN,
-                ),
-            ],
-        ),
-        Vendor::Lemlist => crm(
-            "lemlist",
-            &format!(
-                "  base_url = \"{base}\"\n  campaign_id = \"{}\"\n",
-                lemlist::LemlistConfig::DEFAULT_CAMPAIGN
-            ),
-            &[("LEMLIST_API_KEY", lemlist::LemlistConfig::DEFAULT_API_KEY)],
-        ),
-        Vendor::Slack | Vendor::Twilio | Vendor::Google => format!(
-            "Point the connector's `base_url` at {base} (with allow_private_networks = true) and set its credentials env vars to the values above.\n"
-        ),
+impl Vendor {
+    /// The fake's URL when it listens on its default address.
+    pub fn default_url(self) -> String {
+        format!("http://{}", self.default_listen())
     }
+
+    /// The name `leadrelay fake` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vendor::Hubspot => "hubspot",
+            Vendor::Pipedrive => "pipedrive",
+            Vendor::Salesforce => "salesforce",
+            Vendor::Slack => "slack",
+            Vendor::Twilio => "twilio",
+            Vendor::Google => "google",
+            Vendor::Lemlist => "lemlist",
+        }
+    }
+
+    /// How leadrelay is pointed at this vendor's fake listening at `base`:
+    /// the destination `leadrelay init --fake` writes and the env vars.
+    pub fn setup(self, base: &str) -> FakeSetup {
+        use toml_edit::{Array, Value};
+        let s = |v: &str| Value::from(v);
+        let list = |items: &[&str]| Value::Array(items.iter().copied().collect::<Array>());
+        let on = Value::from(true);
+        let crm = || ("purposes", list(&["crm"]));
+        match self {
+            Vendor::Hubspot => FakeSetup {
+                destination: "hubspot",
+                settings: vec![
+                    ("connector", s("hubspot")),
+                    ("enabled", on.clone()),
+                    ("token_env", s("HUBSPOT_ACCESS_TOKEN")),
+                    ("base_url", s(base)),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![(
+                    "HUBSPOT_ACCESS_TOKEN",
+                    hubspot::HubSpotConfig::DEFAULT_TOKEN.to_string(),
+                )],
+                inspect: Some(format!(
+                    "curl -s -H 'Authorization: Bearer {}' '{base}/crm/v3/objects/contacts?properties=email,firstname'",
+                    hubspot::HubSpotConfig::DEFAULT_TOKEN
+                )),
+            },
+            Vendor::Pipedrive => FakeSetup {
+                destination: "pipedrive",
+                settings: vec![
+                    ("connector", s("pipedrive")),
+                    ("enabled", on.clone()),
+                    ("token_env", s("PIPEDRIVE_API_TOKEN")),
+                    ("base_url", s(base)),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![(
+                    "PIPEDRIVE_API_TOKEN",
+                    pipedrive::PipedriveConfig::DEFAULT_TOKEN.to_string(),
+                )],
+                inspect: Some(format!(
+                    "curl -s -H 'x-api-token: {}' '{base}/api/v2/persons/search?term=ada@example.com&fields=email'",
+                    pipedrive::PipedriveConfig::DEFAULT_TOKEN
+                )),
+            },
+            Vendor::Salesforce => FakeSetup {
+                destination: "salesforce",
+                settings: vec![
+                    ("connector", s("salesforce")),
+                    ("login_url", s(base)),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![
+                    (
+                        "SALESFORCE_CLIENT_ID",
+                        salesforce::SalesforceConnectedApp::DEFAULT_CLIENT_ID.to_string(),
+                    ),
+                    (
+                        "SALESFORCE_CLIENT_SECRET",
+                        salesforce::SalesforceConnectedApp::DEFAULT_CLIENT_SECRET.to_string(),
+                    ),
+                    (
+                        "SALESFORCE_REFRESH_TOKEN",
+                        salesforce::SalesforceConfig::DEFAULT_REFRESH_TOKEN.to_string(),
+                    ),
+                ],
+                inspect: None,
+            },
+            Vendor::Lemlist => FakeSetup {
+                destination: "lemlist",
+                settings: vec![
+                    ("connector", s("lemlist")),
+                    ("base_url", s(base)),
+                    ("campaign_id", s(lemlist::LemlistConfig::DEFAULT_CAMPAIGN)),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![(
+                    "LEMLIST_API_KEY",
+                    lemlist::LemlistConfig::DEFAULT_API_KEY.to_string(),
+                )],
+                inspect: None,
+            },
+            Vendor::Slack => FakeSetup {
+                destination: "slack",
+                settings: vec![
+                    ("connector", s("slack")),
+                    ("token_env", s("SLACK_BOT_TOKEN")),
+                    ("channel", s("#leads")),
+                    ("base_url", s(&format!("{base}/api"))),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![(
+                    "SLACK_BOT_TOKEN",
+                    slack::SlackConfig::DEFAULT_BOT_TOKEN.to_string(),
+                )],
+                inspect: None,
+            },
+            Vendor::Twilio => FakeSetup {
+                destination: "sms",
+                settings: vec![
+                    ("connector", s("sms")),
+                    ("account_sid_env", s("TWILIO_ACCOUNT_SID")),
+                    ("auth_token_env", s("TWILIO_AUTH_TOKEN")),
+                    ("from", s(twilio::TwilioConfig::DEFAULT_FROM)),
+                    ("to", list(&["+14155550100"])),
+                    ("base_url", s(base)),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![
+                    (
+                        "TWILIO_ACCOUNT_SID",
+                        twilio::TwilioConfig::DEFAULT_ACCOUNT_SID.to_string(),
+                    ),
+                    (
+                        "TWILIO_AUTH_TOKEN",
+                        twilio::TwilioConfig::DEFAULT_AUTH_TOKEN.to_string(),
+                    ),
+                ],
+                inspect: None,
+            },
+            Vendor::Google => FakeSetup {
+                destination: "sheets",
+                settings: vec![
+                    ("connector", s("sheets")),
+                    ("spreadsheet_id", s(google::DEFAULT_SPREADSHEET_ID)),
+                    ("sheet", s("Leads")),
+                    ("service_account_env", s("GOOGLE_SERVICE_ACCOUNT_JSON")),
+                    ("base_url", s(base)),
+                    ("allow_private_networks", on),
+                    ("legal_basis", s("legitimate_interest")),
+                ],
+                env: vec![(
+                    "GOOGLE_SERVICE_ACCOUNT_JSON",
+                    google::test_service_account_json(base),
+                )],
+                inspect: None,
+            },
+        }
+    }
+}
+
+/// What `leadrelay init --fake VENDOR` writes and the shell needs.
+pub struct FakeSetup {
+    /// The destination's name in the configuration.
+    pub destination: &'static str,
+    /// Its keys, in order (set on the embedded default's table when it has
+    /// one, so its comments stay).
+    pub settings: Vec<(&'static str, toml_edit::Value)>,
+    /// The environment variables holding the credentials the fake accepts.
+    pub env: Vec<(&'static str, String)>,
+    /// A command that shows what the fake received.
+    pub inspect: Option<String>,
+}
+
+impl FakeSetup {
+    /// `export NAME='value'` lines.
+    pub fn exports(&self) -> Vec<String> {
+        self.env
+            .iter()
+            .map(|(k, v)| format!("export {k}='{v}'"))
+            .collect()
+    }
+}
+
+/// The quickstart that works with the file `leadrelay init --fake` writes.
+fn instructions(vendor: Vendor, base: &str) -> String {
+    let setup = vendor.setup(base);
+    let init = if base == vendor.default_url() {
+        format!("leadrelay init --fake {}", vendor.name())
+    } else {
+        format!("leadrelay init --fake {} --fake-url {base}", vendor.name())
+    };
+    let mut out = format!(
+        "Try leadrelay against it, in another shell (in an empty directory):\n\n  \
+         {init}   # writes ./leadrelay.toml: the contact form, the backup and this fake\n"
+    );
+    for e in setup.exports() {
+        out.push_str(&format!("  {e}\n"));
+    }
+    out.push_str(
+        "  leadrelay serve &\n  \
+         curl -i http://127.0.0.1:8080/v1/forms/contact -H 'content-type: application/json' \\\n      \
+         -d '{\"email\":\"ada@example.com\",\"first_name\":\"Ada\",\"consent\":\"on\"}'\n",
+    );
+    if let Some(cmd) = &setup.inspect {
+        out.push_str(&format!("  {cmd}   # what the fake received\n"));
+    }
+    out.push_str(&format!(
+        "  leadrelay deliveries list   # the delivery to {} and the backup\n  \
+         leadrelay keys create --name me --role admin   # then sign in at http://127.0.0.1:8080/ui/ with the key\n",
+        setup.destination
+    ));
+    out
 }
 
 pub async fn fake(args: FakeArgs) -> ExitCode {
@@ -135,13 +296,13 @@ pub async fn fake(args: FakeArgs) -> ExitCode {
     let (banner, base, server) = match started {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("cannot listen on {listen}: {e}");
+            errln!("{}", super::listen_error(&listen, &e));
             return ExitCode::FAILURE;
         }
     };
-    println!("{banner}");
-    println!("{}", instructions(args.vendor, &base));
-    println!("Every record it receives is kept in memory until you stop it (Ctrl-C).");
+    outln!("{banner}");
+    outln!("{}", instructions(args.vendor, &base));
+    outln!("Every record it receives is kept in memory until you stop it (Ctrl-C).");
     super::serve::wait_for_signal().await;
     drop(server);
     ExitCode::SUCCESS

@@ -13,7 +13,8 @@ use leadrelay_model::{EventType, OriginKind};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{StorageArgs, load_config};
+use super::output::{errln, outln};
+use super::{StorageArgs, load_config_for_store};
 use crate::app;
 use crate::store::{DeliveryFilter, DeliveryState, EventFilter, Store};
 
@@ -153,13 +154,13 @@ pub(super) async fn open_with_config(
     config_path: Option<&PathBuf>,
     storage: &StorageArgs,
 ) -> Result<(Arc<dyn Store>, Arc<crate::config::Config>), ExitCode> {
-    let loaded = load_config(config_path)?;
+    let loaded = load_config_for_store(config_path)?;
     let mut config = loaded.config;
     if let Some(u) = &storage.storage_url {
         config.storage.url = u.clone();
     }
     let store = app::open_store(&config).await.map_err(|e| {
-        eprintln!("cannot open the store: {e:#}");
+        errln!("cannot open the store: {e:#}");
         ExitCode::FAILURE
     })?;
     Ok((store, Arc::new(config)))
@@ -177,7 +178,7 @@ pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{msg}");
+    errln!("{msg}");
     ExitCode::FAILURE
 }
 
@@ -195,8 +196,8 @@ pub(super) fn short(t: Option<DateTime<Utc>>) -> String {
 
 pub(super) fn print_json(v: &impl serde::Serialize) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("cannot render JSON: {e}"),
+        Ok(s) => outln!("{s}"),
+        Err(e) => errln!("cannot render JSON: {e}"),
     }
 }
 
@@ -260,7 +261,7 @@ pub async fn events(config: Option<&PathBuf>, cmd: EventsCommand) -> ExitCode {
                     if e.spam { "spam".into() } else { String::new() },
                 ]);
             }
-            println!("{t}");
+            outln!("{t}");
             ExitCode::SUCCESS
         }
         EventsCommand::Show(a) => {
@@ -301,7 +302,7 @@ pub async fn events(config: Option<&PathBuf>, cmd: EventsCommand) -> ExitCode {
                         .unwrap_or_default(),
                 ]);
             }
-            println!("{t}");
+            outln!("{t}");
             ExitCode::SUCCESS
         }
     }
@@ -345,7 +346,7 @@ async fn show_delivery(store: &Arc<dyn Store>, id: Uuid, as_json: bool) -> ExitC
         print_json(&json!({"delivery": d, "attempts": attempts}));
         return ExitCode::SUCCESS;
     }
-    println!("{}", delivery_table(std::slice::from_ref(&d)));
+    outln!("{}", delivery_table(std::slice::from_ref(&d)));
     let mut t = table(&[
         "#",
         "started",
@@ -375,7 +376,7 @@ async fn show_delivery(store: &Arc<dyn Store>, id: Uuid, as_json: bool) -> ExitC
                 .unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     ExitCode::SUCCESS
 }
 
@@ -405,7 +406,7 @@ pub async fn deliveries(config: Option<&PathBuf>, cmd: DeliveriesCommand) -> Exi
             if a.json {
                 print_json(&list);
             } else {
-                println!("{}", delivery_table(&list));
+                outln!("{}", delivery_table(&list));
             }
             ExitCode::SUCCESS
         }
@@ -466,8 +467,8 @@ pub async fn dlq(config: Option<&PathBuf>, cmd: DlqCommand) -> ExitCode {
             if a.json {
                 print_json(&list);
             } else {
-                println!("{}", delivery_table(&list));
-                println!("{} dead letter(s) shown", list.len());
+                outln!("{}", delivery_table(&list));
+                outln!("{} dead letter(s) shown", list.len());
             }
             ExitCode::SUCCESS
         }
@@ -492,7 +493,7 @@ pub async fn dlq(config: Option<&PathBuf>, cmd: DlqCommand) -> ExitCode {
             store.close().await;
             match n {
                 Ok(n) => {
-                    println!("discarded {n} of {} dead letter(s)", a.ids.len());
+                    outln!("discarded {n} of {} dead letter(s)", a.ids.len());
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
@@ -552,7 +553,7 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
     bar.finish_and_clear();
     store.close().await;
     let skipped = ids.len() - replayed;
-    println!(
+    outln!(
         "replayed {replayed} dead letter(s) as new deliveries{}",
         if skipped > 0 {
             format!("; {skipped} skipped (not dead, unknown, or already replayed)")

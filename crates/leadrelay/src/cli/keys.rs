@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::StorageArgs;
 use super::inspect::{fail, open, open_with_config, print_json, short, table};
+use super::output::{errln, outln};
 use crate::auth::{generate_key, validate_key_name};
 use crate::privacy::Privacy;
 use crate::store::Role;
@@ -67,13 +68,13 @@ pub async fn keys(config: Option<&PathBuf>, cmd: KeysCommand) -> ExitCode {
             store.close().await;
             match created {
                 Ok(k) => {
-                    eprintln!(
+                    errln!(
                         "created {} key {:?} ({}); store the key now, it is not shown again:",
                         k.role.as_str(),
                         k.name,
                         k.id
                     );
-                    println!("{secret}");
+                    outln!("{secret}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
@@ -114,7 +115,7 @@ pub async fn keys(config: Option<&PathBuf>, cmd: KeysCommand) -> ExitCode {
                     short(k.revoked_at),
                 ]);
             }
-            println!("{t}");
+            outln!("{t}");
             ExitCode::SUCCESS
         }
         KeysCommand::Revoke(a) => {
@@ -126,7 +127,7 @@ pub async fn keys(config: Option<&PathBuf>, cmd: KeysCommand) -> ExitCode {
             store.close().await;
             match revoked {
                 Ok(k) => {
-                    println!("revoked key {:?} ({})", k.name, k.id);
+                    outln!("revoked key {:?} ({})", k.name, k.id);
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

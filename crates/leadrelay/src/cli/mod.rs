@@ -1,27 +1,37 @@
-//! The command line: `leadrelay serve | check | migrate | simulate | events |
-//! deliveries | dlq | sources | keys | privacy | config | fake | version`.
+//! The command line: `leadrelay init | serve | check | healthcheck | migrate |
+//! simulate | events | deliveries | dlq | sources | keys | privacy | config |
+//! fake | version`.
 
 mod fake;
+mod health;
+mod init;
 mod inspect;
 mod keys;
+pub(crate) mod output;
 mod serve;
 mod simulate;
 mod sources;
 mod timers;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::Role;
-use crate::config::{self, LoadedConfig};
+use crate::config::{self, LoadedConfig, Secrets};
 use crate::telemetry::{self, LogFormat};
+use output::{Level, errln, out, outln};
+
+/// The file used when neither `--config` nor `LEADRELAY_CONFIG` is given and
+/// it exists in the working directory (what `leadrelay init` writes).
+pub const DEFAULT_CONFIG_FILE: &str = "leadrelay.toml";
 
 #[derive(Debug, Parser)]
 #[command(name = "leadrelay", version, about = "Self-hosted lead and sales-event integration engine", long_about = None)]
 pub struct Cli {
-    /// Configuration file (default: the embedded configuration).
+    /// Configuration file (default: ./leadrelay.toml when it exists, else the
+    /// embedded configuration; for `init`, the file to write).
     #[arg(long, short = 'c', global = true, env = "LEADRELAY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format on stderr.
@@ -33,10 +43,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a starter ./leadrelay.toml (or --config PATH): the embedded
+    /// configuration, commented; --fake VENDOR points it at `leadrelay fake`.
+    Init(init::InitArgs),
     /// Run the server and the delivery workers.
     Serve(ServeArgs),
     /// Validate the configuration and test each destination's credentials.
     Check(CheckArgs),
+    /// Exit 0 when the server answers ready on /readyz, 1 otherwise (for
+    /// container health checks; no curl needed).
+    Healthcheck(health::HealthArgs),
     /// Apply database migrations and exit.
     Migrate(StorageArgs),
     /// Show what leadrelay would do with one event (routes, consent, mapped
@@ -110,30 +126,116 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Loads the configuration file (or the embedded default), printing every
-/// problem on failure.
+/// The configuration file to read: `--config`/`LEADRELAY_CONFIG`, else
+/// ./leadrelay.toml when it exists, else none (the embedded default).
+pub fn config_path(given: Option<&PathBuf>) -> Option<PathBuf> {
+    given.cloned().or_else(|| {
+        let p = Path::new(DEFAULT_CONFIG_FILE);
+        p.is_file().then(|| p.to_path_buf())
+    })
+}
+
+/// Loads the configuration (see [`config_path`]), printing every problem on
+/// failure and every warning.
 pub fn load_config(path: Option<&PathBuf>) -> Result<LoadedConfig, ExitCode> {
-    let result = match path {
-        Some(p) => config::load_file(p, &process_env),
-        None => config::load_str(config::DEFAULT_CONFIG, "<embedded default>", &process_env),
+    load_config_with(path, Secrets::Required, true)
+}
+
+/// For commands that only read or edit the store: destinations' secrets
+/// need not be set.
+pub fn load_config_for_store(path: Option<&PathBuf>) -> Result<LoadedConfig, ExitCode> {
+    load_config_with(path, Secrets::Optional, true)
+}
+
+pub(super) fn load_config_with(
+    path: Option<&PathBuf>,
+    secrets: Secrets,
+    show_warnings: bool,
+) -> Result<LoadedConfig, ExitCode> {
+    let result = match config_path(path) {
+        Some(p) => config::load_file_with(&p, &process_env, secrets),
+        None => config::load_str_with(
+            config::DEFAULT_CONFIG,
+            "<embedded default>",
+            &process_env,
+            secrets,
+        ),
     };
     match result {
         Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("{}", w.render(&loaded.source_name));
+            if show_warnings {
+                for w in &loaded.warnings {
+                    output::message(Level::Warning, &w.render(&loaded.source_name));
+                }
             }
             Ok(loaded)
         }
         Err(e) => {
-            eprint!("{e}");
+            output::message(Level::Error, &e.to_string());
             Err(ExitCode::FAILURE)
         }
     }
 }
 
+/// Why a listener could not be opened, and what to do about it.
+pub(crate) fn listen_error(addr: &str, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let hint = match e.kind() {
+        ErrorKind::AddrInUse => {
+            " — another process is using this port: stop it, or choose another address with \
+             --listen (e.g. --listen 127.0.0.1:8081)"
+        }
+        ErrorKind::PermissionDenied => {
+            " — ports below 1024 need privileges: choose a port above 1024 with --listen"
+        }
+        ErrorKind::AddrNotAvailable => {
+            " — no network interface has this address: use --listen 127.0.0.1:PORT or 0.0.0.0:PORT"
+        }
+        _ => "",
+    };
+    format!("cannot listen on {addr}: {e}{hint}")
+}
+
+/// Whether `--log-format json` is on the command line (read before clap,
+/// so that even a usage error is a JSON record).
+fn json_requested(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--log-format=json"
+            || (a == "--log-format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let usage_only = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if json_requested(&args) && !usage_only {
+                telemetry::init(LogFormat::Json);
+                output::set_json(true);
+                let text = e.render().to_string();
+                tracing::error!("{}", text.trim());
+                return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            }
+            // clap writes help to stdout and errors to stderr, without
+            // panicking on a closed pipe.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     telemetry::init(cli.log_format);
+    output::set_json(cli.log_format == LogFormat::Json);
     crate::init_crypto();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -141,7 +243,7 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
+            errln!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -151,13 +253,15 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Version => {
-            println!("leadrelay {}", env!("CARGO_PKG_VERSION"));
+            outln!("leadrelay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Default) => {
-            print!("{}", config::DEFAULT_CONFIG);
+            out!("{}", config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
+        Command::Init(args) => init::init(cli.config.as_ref(), args),
+        Command::Healthcheck(args) => health::healthcheck(cli.config.as_ref(), args).await,
         Command::Serve(args) => serve::serve(cli.config.as_ref(), args).await,
         Command::Check(args) => serve::check(cli.config.as_ref(), args).await,
         Command::Migrate(args) => serve::migrate(cli.config.as_ref(), args).await,

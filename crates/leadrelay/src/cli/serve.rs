@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use tokio::net::TcpListener;
 
+use super::output::{errln, outln};
 use super::{CheckArgs, ServeArgs, StorageArgs, load_config, process_env};
 use crate::app;
 use crate::delivery;
@@ -26,7 +27,10 @@ pub async fn serve(config_path: Option<&PathBuf>, args: ServeArgs) -> ExitCode {
         match TcpListener::bind(config.server.listen).await {
             Ok(l) => Some(l),
             Err(e) => {
-                eprintln!("cannot listen on {}: {e}", config.server.listen);
+                errln!(
+                    "{}",
+                    super::listen_error(&config.server.listen.to_string(), &e)
+                );
                 return ExitCode::FAILURE;
             }
         }
@@ -34,7 +38,7 @@ pub async fn serve(config_path: Option<&PathBuf>, args: ServeArgs) -> ExitCode {
     let running = match app::start(config, &process_env, listener, args.role).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start: {e:#}");
+            errln!("cannot start: {e:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -79,7 +83,7 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
     let Ok(loaded) = load_config(config_path) else {
         return ExitCode::FAILURE;
     };
-    println!("{}: configuration is valid", loaded.source_name);
+    outln!("{}: configuration is valid", loaded.source_name);
     if args.offline {
         return ExitCode::SUCCESS;
     }
@@ -87,7 +91,7 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
         Ok(d) => d,
         Err(problems) => {
             for p in problems {
-                eprintln!("{}", p.render(&loaded.source_name));
+                errln!("{}", p.render(&loaded.source_name));
             }
             return ExitCode::FAILURE;
         }
@@ -96,9 +100,11 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
     for d in &destinations {
         let report = d.connector.check().await;
         let mark = if report.ok { "ok  " } else { "FAIL" };
-        println!(
+        outln!(
             "{mark} {} ({}): {}",
-            d.name, d.connector_kind, report.message
+            d.name,
+            d.connector_kind,
+            report.message
         );
         failed |= !report.ok;
     }
@@ -121,11 +127,11 @@ pub async fn migrate(config_path: Option<&PathBuf>, args: StorageArgs) -> ExitCo
         Ok(store) => {
             let v = store.schema_version().await.unwrap_or(0);
             store.close().await;
-            println!("{} is at schema version {v}", config.storage.url);
+            outln!("{} is at schema version {v}", config.storage.url);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("migration failed: {e:#}");
+            errln!("migration failed: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -10,6 +10,7 @@ use chrono::Utc;
 use clap::Args;
 use serde_json::Value;
 
+use super::output::{errln, out, outln};
 use super::{StorageArgs, load_config, process_env};
 use crate::contacts;
 use crate::simulate::{self, ConsentDecision, Input, SimError, Simulation, StoredContact};
@@ -56,7 +57,7 @@ pub async fn simulate(config_path: Option<&PathBuf>, args: SimulateArgs) -> Exit
             input_bytes = match std::fs::read(path) {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!("cannot read {}: {e}", path.display());
+                    errln!("cannot read {}: {e}", path.display());
                     return ExitCode::FAILURE;
                 }
             };
@@ -67,7 +68,7 @@ pub async fn simulate(config_path: Option<&PathBuf>, args: SimulateArgs) -> Exit
             data: Bytes::from(data.clone().into_bytes()),
         },
         _ => {
-            eprintln!("give an event file, or --form NAME --data '{{…}}'");
+            errln!("give an event file, or --form NAME --data '{{…}}'");
             return ExitCode::FAILURE;
         }
     };
@@ -100,14 +101,14 @@ pub async fn simulate(config_path: Option<&PathBuf>, args: SimulateArgs) -> Exit
     simulate::fill_pipeline(&config, &mut sim, view, now);
     if args.json {
         match serde_json::to_string_pretty(&sim) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => outln!("{s}"),
             Err(e) => {
-                eprintln!("cannot serialise the simulation: {e}");
+                errln!("cannot serialise the simulation: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        print!("{}", render(&sim, &config.storage.url));
+        out!("{}", render(&sim, &config.storage.url));
     }
     if sim.has_mapping_errors() {
         ExitCode::from(2)
@@ -156,7 +157,7 @@ fn fail(e: SimError, json: bool) -> ExitCode {
         SimError::Rejected(api) => {
             let body = api.body();
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "rejected": {"status": api.status.as_u16(), "body": body}
@@ -164,14 +165,14 @@ fn fail(e: SimError, json: bool) -> ExitCode {
                     .unwrap_or_default()
                 );
             } else {
-                println!("rejected: the API would answer HTTP {}", api.status);
-                println!(
+                outln!("rejected: the API would answer HTTP {}", api.status);
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&body).unwrap_or_default()
                 );
             }
         }
-        SimError::Config(m) => eprintln!("the configuration cannot be simulated:\n{m}"),
+        SimError::Config(m) => errln!("the configuration cannot be simulated:\n{m}"),
     }
     ExitCode::FAILURE
 }

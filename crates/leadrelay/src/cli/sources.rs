@@ -14,6 +14,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use leadrelay_sources::connect::{self, CONNECTABLE, ConnectError, YESWARE};
 use serde_json::{Value, json};
 
+use super::output::{errln, outln};
 use super::{load_config, process_env};
 use crate::config::SourceConfig;
 use crate::sources::{hook_url, settings_json, token_env};
@@ -90,11 +91,11 @@ fn kinds(args: &KindsArgs) -> ExitCode {
             "kinds": kinds,
             "without_webhooks": [{"vendor": "yesware", "alternative": YESWARE}],
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     for i in leadrelay_sources::kind_infos() {
-        println!("{} — {}", i.name, i.title);
+        outln!("{} — {}", i.name, i.title);
         print_wrapped("auth", i.auth);
         print_wrapped("setup", i.setup);
         if CONNECTABLE.contains(&i.name) {
@@ -103,12 +104,12 @@ fn kinds(args: &KindsArgs) -> ExitCode {
                 "`leadrelay sources connect SOURCE --public-url URL` registers the webhook through the vendor's API",
             );
         }
-        println!();
+        outln!();
     }
-    println!("yesware — no webhooks");
+    outln!("yesware — no webhooks");
     print_wrapped("instead", YESWARE);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Every source answers at POST <public_url>/v1/hooks/<source>. Full event mappings: crates/sources/SOURCES.md."
     );
     ExitCode::SUCCESS
@@ -121,7 +122,7 @@ fn print_wrapped(label: &str, text: &str) {
     let mut fresh = true;
     for word in text.split_whitespace() {
         if !fresh && line.len() + 1 + word.len() > 100 {
-            println!("{line}");
+            outln!("{line}");
             line = indent.clone();
             fresh = true;
         }
@@ -131,7 +132,7 @@ fn print_wrapped(label: &str, text: &str) {
         line.push_str(word);
         fresh = false;
     }
-    println!("{line}");
+    outln!("{line}");
 }
 
 /// The public URL to use: the flag, else the configured one, checked.
@@ -205,7 +206,7 @@ async fn list(config_path: Option<&PathBuf>, args: &ListArgs) -> ExitCode {
     let public = match public_url(args.public_url.as_ref(), config.server.public_url()) {
         Ok(u) => u,
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -252,14 +253,14 @@ async fn list(config_path: Option<&PathBuf>, args: &ListArgs) -> ExitCode {
         }));
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&Value::Array(rows)).unwrap_or_default()
         );
         return ExitCode::SUCCESS;
     }
     if rows.is_empty() {
-        println!(
+        outln!(
             "no sources configured: add a [sources.NAME] table with a kind (see `leadrelay sources kinds`)"
         );
         return ExitCode::SUCCESS;
@@ -274,7 +275,7 @@ async fn list(config_path: Option<&PathBuf>, args: &ListArgs) -> ExitCode {
             r["url"].as_str().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     for r in &rows {
         let remote = &r["remote"];
         if remote.is_null() {
@@ -287,7 +288,7 @@ async fn list(config_path: Option<&PathBuf>, args: &ListArgs) -> ExitCode {
         );
         match remote {
             Value::Array(hooks) => {
-                println!(
+                outln!(
                     "{label}: {} webhook(s) registered at the vendor",
                     hooks.len()
                 );
@@ -301,7 +302,7 @@ async fn list(config_path: Option<&PathBuf>, args: &ListArgs) -> ExitCode {
                         Some(false) => " INACTIVE",
                         None => "",
                     };
-                    println!(
+                    outln!(
                         "  {} {} [{}]{state}",
                         h["id"].as_str().unwrap_or_default(),
                         h["url"].as_str().unwrap_or_default(),
@@ -319,7 +320,7 @@ async fn list(config_path: Option<&PathBuf>, args: &ListArgs) -> ExitCode {
                     .map(|e| format!("cannot list the vendor's webhooks: {e}"))
                     .or_else(|| other["note"].as_str().map(String::from))
                     .unwrap_or_default();
-                println!("{label}: {text}");
+                outln!("{label}: {text}");
             }
         }
     }
@@ -333,7 +334,7 @@ async fn connect_source(config_path: Option<&PathBuf>, args: &ConnectArgs) -> Ex
     let config = loaded.config;
     let Some(source) = config.sources.get(&args.source) else {
         let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
-        eprintln!(
+        errln!(
             "there is no source named {:?} (configured: {})",
             args.source,
             if known.is_empty() {
@@ -346,7 +347,7 @@ async fn connect_source(config_path: Option<&PathBuf>, args: &ConnectArgs) -> Ex
     };
     let configured = match (&args.public_url, &config.server.public_url) {
         (None, None) => {
-            eprintln!(
+            errln!(
                 "give --public-url: the URL the vendor can reach leadrelay at (server.public_url is not set)"
             );
             return ExitCode::FAILURE;
@@ -356,24 +357,24 @@ async fn connect_source(config_path: Option<&PathBuf>, args: &ConnectArgs) -> Ex
     let public = match public_url(args.public_url.as_ref(), configured) {
         Ok(u) => u,
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             return ExitCode::FAILURE;
         }
     };
     if public.starts_with("http://") {
-        eprintln!("warning: {public} is not https; most vendors refuse plain-http webhook URLs");
+        errln!("warning: {public} is not https; most vendors refuse plain-http webhook URLs");
     }
     let url = hook_url(&public, &args.source);
     match connect::register(&source.kind, &settings_json(source), &process_env, &url).await {
         Ok(regs) => {
-            println!(
+            outln!(
                 "registered {} webhook(s) for {} ({}) at {url}",
                 regs.len(),
                 args.source,
                 source.kind
             );
             for r in &regs {
-                println!(
+                outln!(
                     "  {} {} [{}]",
                     r.vendor_id.as_deref().unwrap_or("-"),
                     redact_url(&r.url, args.show_secrets),
@@ -387,7 +388,7 @@ async fn connect_source(config_path: Option<&PathBuf>, args: &ConnectArgs) -> Ex
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cannot connect {}: {e}", args.source);
+            errln!("cannot connect {}: {e}", args.source);
             ExitCode::FAILURE
         }
     }
@@ -407,8 +408,8 @@ callback_token_env, lemlist's secret_env, a generic source's signature_secret_en
 fn secret() -> ExitCode {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
-    println!("{}", hex::encode(bytes));
-    eprint!("{SECRET_HELP}");
+    outln!("{}", hex::encode(bytes));
+    super::output::message(super::output::Level::Info, SECRET_HELP);
     ExitCode::SUCCESS
 }
 

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::StorageArgs;
 use super::inspect::{fail, open, print_json, short, table};
+use super::output::outln;
 use crate::http::api::pipeline::{TimerKind, TimerState};
 use crate::store::TimerFilter;
 
@@ -89,7 +90,7 @@ pub async fn timers(config: Option<&PathBuf>, cmd: TimersCommand) -> ExitCode {
             timer.outcome.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
-    println!("{} timer(s)", list.len());
+    outln!("{t}");
+    outln!("{} timer(s)", list.len());
     ExitCode::SUCCESS
 }

@@ -362,7 +362,12 @@ async fn the_fake_command_serves_a_vendor_and_prints_how_to_use_it() {
         .find(|w| w.starts_with("http://127.0.0.1:"))
         .expect("a URL")
         .to_string();
-    assert!(text.contains("connector = \"pipedrive\""), "{text}");
+    // The quickstart works with the file `init --fake` writes (not a
+    // snippet that clashes with the default configuration).
+    assert!(
+        text.contains(&format!("leadrelay init --fake pipedrive --fake-url {url}")),
+        "{text}"
+    );
     assert!(
         text.contains(&format!(
             "export PIPEDRIVE_API_TOKEN='{}'",

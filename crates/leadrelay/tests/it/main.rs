@@ -12,6 +12,7 @@ mod crm_salesforce;
 mod csv;
 mod delivery;
 mod email;
+mod first_run;
 mod hooks;
 mod ingest;
 mod lemlist;
