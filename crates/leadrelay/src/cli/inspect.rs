@@ -531,7 +531,12 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
             Err(e) => return fail(e),
         }
     };
-    let bar = ProgressBar::new(ids.len() as u64);
+    // A progress bar is not a JSON line: none with --log-format json.
+    let bar = if super::output::is_json() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(ids.len() as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} replayed ({eta} left)")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

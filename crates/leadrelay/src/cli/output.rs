@@ -16,6 +16,11 @@ pub fn set_json(on: bool) {
     JSON.store(on, Ordering::Relaxed);
 }
 
+/// Whether stderr carries JSON log records only.
+pub fn is_json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
 /// Writes to stdout. If the reader has gone away (a closed pipe) there is
 /// no one to tell, so the process ends with success; any other write
 /// failure ends it with failure.

@@ -309,11 +309,12 @@ pub fn explain(path: &str, raw: &str) -> String {
     {
         return missing_field(path, field);
     }
-    if let Some(rest) = raw.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            let hint = example_for(expected);
-            return format!("expected {expected}, found {found}{hint}");
-        }
+    if let Some((found, expected)) = raw
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    {
+        let hint = example_for(expected);
+        return format!("expected {expected}, found {found}{hint}");
     }
     if raw.starts_with("invalid socket address syntax") {
         return format!("{raw}: write \"IP:PORT\", e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\"");
