@@ -142,9 +142,10 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<LoadedConfig, ExitCode> {
 }
 
 /// For commands that only read or edit the store: destinations' secrets
-/// need not be set.
+/// need not be set, and warnings about delivery (switched-off destinations,
+/// unrouted sources) are not theirs to report; errors still are.
 pub fn load_config_for_store(path: Option<&PathBuf>) -> Result<LoadedConfig, ExitCode> {
-    load_config_with(path, Secrets::Optional, true)
+    load_config_with(path, Secrets::Optional, false)
 }
 
 pub(super) fn load_config_with(

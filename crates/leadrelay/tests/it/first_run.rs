@@ -530,7 +530,7 @@ fn store_commands_work_without_the_destinations_secrets() {
     let d = dir.path();
     std::fs::write(
         d.join("leadrelay.toml"),
-        "[destinations.crm]\nconnector = \"hubspot\"\ntoken_env = \"H7_UNSET_HUBSPOT_TOKEN\"\npurposes = [\"crm\"]\n\n[[routes]]\nname = \"all\"\ndestinations = [\"crm\"]\n",
+        "[destinations.crm]\nconnector = \"hubspot\"\ntoken_env = \"H7_UNSET_HUBSPOT_TOKEN\"\npurposes = [\"crm\"]\n\n[destinations.zap]\nconnector = \"webhook\"\nenabled = \"auto\"\nurl_env = \"H7_UNSET_URL\"\npurposes = [\"crm\"]\n\n[[routes]]\nname = \"all\"\ndestinations = [\"crm\", \"zap\"]\n",
     )
     .unwrap();
     let db = format!("sqlite://{}/s.db", d.display());
@@ -543,9 +543,12 @@ fn store_commands_work_without_the_destinations_secrets() {
     ] {
         let (code, out, err) = run_in(d, args, &[]);
         assert_eq!(code, 0, "{args:?}: {out}{err}");
+        // Delivery warnings are not theirs to print.
+        assert!(!err.contains("warning"), "{args:?}: {err}");
     }
-    // Sending still needs it.
+    // Sending still needs it, and hears about the switched-off destination.
     let (code, _, err) = run_in(d, &["check", "--offline"], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("H7_UNSET_HUBSPOT_TOKEN is not set"), "{err}");
+    assert!(err.contains("destinations.zap: switched off"), "{err}");
 }
