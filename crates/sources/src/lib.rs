@@ -216,7 +216,22 @@ pub struct KindInfo {
     pub auth: &'static str,
     /// What to do on the vendor's side, in one paragraph.
     pub setup: &'static str,
+    /// The largest request the vendor documents sending: its biggest batch,
+    /// or one event with its free-text fields (email bodies, answers) full.
+    pub largest_request: &'static str,
+    /// The body limit of a source of this kind unless its configuration sets
+    /// `max_body_bytes`: room for [`KindInfo::largest_request`] with margin.
+    /// The HTTP layer never applies less than `server.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// The vendor's public documentation this kind was built from, as
+    /// `(title, URL)`.
+    pub docs: &'static [(&'static str, &'static str)],
 }
+
+/// One kibibyte, for the body limits of [`KindInfo::max_body_bytes`].
+pub(crate) const KIB: usize = 1024;
+/// One mebibyte.
+pub(crate) const MIB: usize = 1024 * 1024;
 
 type Builder = fn(
     &Value,

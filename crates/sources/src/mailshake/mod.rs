@@ -18,7 +18,9 @@ use crate::config::{Env, parse_settings};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{expect_object, fill_contact, text};
 use crate::token_source::{TokenSource, finish, lookup};
-use crate::{HookError, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{
+    HookError, InboundEvent, InboundRequest, KindInfo, MIB, SourceConfigError, SourceKind,
+};
 use leadrelay_model::EventType;
 
 #[cfg(test)]
@@ -32,6 +34,13 @@ pub(crate) const INFO: KindInfo = KindInfo {
             with event=<Replied|Opened|Clicked|Sent|Bounced|Unsubscribed|LeadCatcher…> and \
             targetUrl=https://<leadrelay>/v1/hooks/<source>?token=<token>&event=<same event>, or let \
             `leadrelay sources connect` do it with api_key_env. Put the token in the env var named by token_env.",
+    largest_request: "one push: {resource_url} (Mailshake sends only a link); a full activity object \
+                      (from Zapier, or a resolved push) carries the message body",
+    max_body_bytes: MIB,
+    docs: &[(
+        "Mailshake API (push subscriptions, models)",
+        "https://api-docs.mailshake.com",
+    )],
 };
 
 /// `[sources.NAME]` settings for `kind = "mailshake"`.
