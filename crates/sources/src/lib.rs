@@ -228,6 +228,16 @@ pub struct KindInfo {
     pub docs: &'static [(&'static str, &'static str)],
 }
 
+/// The largest body any source parses, whatever its configured limit.
+pub const MAX_BODY_BYTES: usize = 10 * MIB;
+
+/// The body limit of a source of `kind` when its configuration sets none
+/// (room for the vendor's largest documented request); `None` for an
+/// unknown kind.
+pub fn default_max_body_bytes(kind: &str) -> Option<usize> {
+    describe(kind).map(|info| info.max_body_bytes)
+}
+
 /// One kibibyte, for the body limits of [`KindInfo::max_body_bytes`].
 pub(crate) const KIB: usize = 1024;
 /// One mebibyte.
@@ -333,6 +343,38 @@ mod lib_tests {
         }
         assert_eq!(describe("hubspot").map(|i| i.name), Some("hubspot"));
         assert!(describe("yesware").is_none());
+    }
+
+    /// Every kind's default body limit is at least the server's 64 KiB and
+    /// at most what a source parses; every kind says what its largest request
+    /// is, and the vendors that publish webhook documentation are cited.
+    #[test]
+    fn every_kind_has_a_body_limit_and_its_sources() {
+        for info in kind_infos() {
+            assert!(
+                (64 * KIB..=MAX_BODY_BYTES).contains(&info.max_body_bytes),
+                "{}: {}",
+                info.name,
+                info.max_body_bytes
+            );
+            assert!(!info.largest_request.is_empty(), "{}", info.name);
+            let undocumented = ["apollo", "groove", "qwilr", "generic"];
+            assert_eq!(
+                info.docs.is_empty(),
+                undocumented.contains(&info.name),
+                "{}",
+                info.name
+            );
+            for (title, url) in info.docs {
+                assert!(
+                    !title.is_empty() && url.starts_with("https://"),
+                    "{}: {title} {url}",
+                    info.name
+                );
+            }
+        }
+        assert_eq!(default_max_body_bytes("woodpecker"), Some(2 * MIB));
+        assert_eq!(default_max_body_bytes("yesware"), None);
     }
 
     #[test]

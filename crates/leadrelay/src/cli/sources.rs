@@ -83,6 +83,9 @@ fn kinds(args: &KindsArgs) -> ExitCode {
                     "auth": i.auth,
                     "setup": i.setup,
                     "connect": CONNECTABLE.contains(&i.name),
+                    "largest_request": i.largest_request,
+                    "max_body_bytes": i.max_body_bytes,
+                    "docs": i.docs.iter().map(|(title, url)| json!({"title": title, "url": url})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -97,6 +100,17 @@ fn kinds(args: &KindsArgs) -> ExitCode {
         println!("{} — {}", i.name, i.title);
         print_wrapped("auth", i.auth);
         print_wrapped("setup", i.setup);
+        print_wrapped(
+            "body limit",
+            &format!(
+                "{} KiB by default ({}); max_body_bytes overrides it",
+                i.max_body_bytes / 1024,
+                i.largest_request
+            ),
+        );
+        for (title, url) in i.docs {
+            print_wrapped("docs", &format!("{title}: {url}"));
+        }
         if CONNECTABLE.contains(&i.name) {
             print_wrapped(
                 "connect",
