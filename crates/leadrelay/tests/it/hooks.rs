@@ -1816,6 +1816,10 @@ fn sources_kinds_describes_every_kind() {
     }
     assert!(out.contains("X-HubSpot-Signature-v3"), "{out}");
     assert!(out.contains("yesware — no webhooks"), "{out}");
+    assert!(
+        out.contains("docs: Mixmax API: /rules (webhooks): https://developer.mixmax.com"),
+        "{out}"
+    );
     assert!(out.contains("salesforce_outbound_message"), "{out}");
 
     let (code, out, _) = run_cli(&["sources", "kinds", "--json"], &[]);
@@ -1826,6 +1830,15 @@ fn sources_kinds_describes_every_kind() {
     let calendly = kinds.iter().find(|k| k["kind"] == "calendly").unwrap();
     assert_eq!(calendly["connect"], true);
     assert!(calendly["setup"].as_str().unwrap().contains("signing"));
+    let woodpecker = kinds.iter().find(|k| k["kind"] == "woodpecker").unwrap();
+    assert_eq!(woodpecker["max_body_bytes"], 2 * 1024 * 1024);
+    assert!(
+        woodpecker["docs"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://developers.woodpecker.co/"),
+        "{woodpecker}"
+    );
     assert_eq!(v["without_webhooks"][0]["vendor"], "yesware");
 }
 

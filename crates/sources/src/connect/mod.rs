@@ -272,14 +272,10 @@ mod mailshake {
     use super::*;
     use crate::mailshake::Settings;
 
-    const DEFAULT_EVENTS: [&str; 6] = [
-        "Replied",
-        "Opened",
-        "Clicked",
-        "Bounced",
-        "Unsubscribed",
-        "LeadCatcher",
-    ];
+    /// The push events Mailshake documents (API docs, Pushes > Events)
+    /// that have a canonical meaning; `LeadStatusChanged` is the other one.
+    pub(crate) const DEFAULT_EVENTS: [&str; 5] =
+        ["Replied", "Opened", "Clicked", "MessageSent", "LeadCreated"];
 
     pub(super) async fn register(
         s: &Settings,

@@ -115,3 +115,23 @@ fn the_largest_documented_request_fits() {
     let req = TestRequest::post(url, body.to_string());
     assert_largest_fits(source().as_ref(), &req, 1);
 }
+
+/// The push events Mailshake documents (API docs, Pushes > Events): each maps
+/// from the `event` the target URL carries.
+#[test]
+fn the_documented_push_events_map() {
+    for (event, expected) in [
+        ("Replied", "reply.received"),
+        ("Opened", "email.opened"),
+        ("Clicked", "email.clicked"),
+        ("MessageSent", "email.sent"),
+        ("LeadCreated", "lead.created"),
+        ("LeadStatusChanged", "custom"),
+    ] {
+        let url =
+            format!("https://leads.example.com/v1/hooks/mailshake?token=ms-secret&event={event}");
+        let e = one_event(source().as_ref(), &TestRequest::post(&url, PUSH));
+        assert_eq!(e.event_type.as_str(), expected, "{event}");
+        assert_eq!(data_str(&e, "vendor_event"), event);
+    }
+}

@@ -22,12 +22,12 @@ mod tests;
 
 pub(crate) const INFO: KindInfo = KindInfo {
     name: "replyio",
-    title: "Reply.io (webhook subscriptions: email sent/opened/clicked/replied/bounced, opt-outs, finished contacts)",
+    title: "Reply.io (webhook subscriptions: email sent/opened/clicked/replied/bounced, unsubscribes, finished sequences, meetings)",
     auth: "shared token in the subscription URL (?token=) — Reply.io does not sign webhooks",
     setup: "In Reply.io go to Settings > Integrations > Webhooks (or POST https://api.reply.io/v3/webhooks with \
             eventType and url) and add https://<leadrelay>/v1/hooks/<source>?token=<token> once per event type you \
-            need (email_replied, email_sent, email_opened, email_link_clicked, email_bounced, contact_opted_out, \
-            contact_finished …). Put the token in the env var named by token_env.",
+            need (email_replied, email_sent, email_opened, email_link_clicked or link_clicked, email_bounced, \
+            email_unsubscribed or contact_opted_out, sequence_completed or contact_finished, meeting_booked …). Put the token in the env var named by token_env.",
     largest_request: "one event; email events may carry the email text (includeEmailText)",
     max_body_bytes: MIB,
     docs: &[

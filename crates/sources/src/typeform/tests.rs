@@ -156,3 +156,18 @@ fn the_largest_documented_request_fits() {
     let body = body.to_string();
     assert_largest_fits(source().as_ref(), &signed(&body), 1);
 }
+
+/// Typeform's partial responses (`event_types: {form_response_partial: true}`
+/// on the webhook, "Create or update webhook") carry a `form_response` too:
+/// stored, with the respondent, but not as a submitted form.
+#[test]
+fn a_partial_response_is_custom_with_the_respondent() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("typeform_form_response.json")).unwrap();
+    body["event_type"] = json!("form_response_partial");
+    let body = body.to_string();
+    let e = one_event(source().as_ref(), &signed(&body));
+    assert_eq!(e.event_type.as_str(), "custom");
+    assert_eq!(data_str(&e, "vendor_event"), "form_response_partial");
+    assert!(e.contact.email.is_some(), "{:?}", e.contact);
+}
