@@ -137,30 +137,27 @@ fn prospect(body: &Value, inbound: bool) -> Option<Mailbox> {
         .collect();
     user.extend(first_text(body, &["userEmail", "/user/email"]));
     let from = mailboxes(body.get("from"));
+    // Fields that name the person outright, whatever the direction.
+    let mut named: Vec<Mailbox> = text(body, "recipientEmail")
+        .map(|email| Mailbox {
+            email,
+            name: text(body, "recipientName"),
+        })
+        .into_iter()
+        .collect();
+    for key in ["/recipient", "/contact"] {
+        named.extend(mailboxes(body.pointer(key)));
+    }
     let candidates: Vec<Mailbox> = if inbound {
         // The sender of what came in is the prospect (or the mail system, for a bounce).
-        from
+        from.into_iter().chain(named).collect()
     } else {
         // The sender of what went out is the user; the recipients are the prospects.
         user.extend(from.into_iter().map(|m| m.email));
-        let mut list: Vec<Mailbox> = text(body, "recipientEmail")
-            .map(|email| Mailbox {
-                email,
-                name: text(body, "recipientName"),
-            })
-            .into_iter()
-            .collect();
-        for key in [
-            "/recipient",
-            "/contact",
-            "/to",
-            "/message/to",
-            "/recipients",
-            "/cc",
-        ] {
-            list.extend(mailboxes(body.pointer(key)));
+        for key in ["/to", "/message/to", "/recipients", "/cc"] {
+            named.extend(mailboxes(body.pointer(key)));
         }
-        list
+        named
     };
     candidates
         .into_iter()

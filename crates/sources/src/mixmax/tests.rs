@@ -210,3 +210,20 @@ fn the_largest_documented_request_fits() {
     body["plaintextBody"] = json!(long_text(500_000));
     assert_largest_fits(source().as_ref(), &post(&body), 1);
 }
+
+/// A rule body that names the person outright (`recipient`) keeps it when
+/// the URL says the event is a reply.
+#[test]
+fn a_named_recipient_is_the_person_of_a_reply_without_a_sender() {
+    let url = format!("{URL}&event=replied");
+    let body = json!({"recipient": {"email": "Lee@Buyer.co", "name": "Lee Park"},
+                      "message": {"_id": "msg_8f2", "subject": "Pricing follow-up"},
+                      "timestamp": 1718000000000i64});
+    let e = one_event(
+        source().as_ref(),
+        &TestRequest::post(&url, body.to_string()),
+    );
+    assert_eq!(e.event_type.as_str(), "reply.received");
+    assert_eq!(email_of(&e), "lee@buyer.co");
+    assert!(has_ref(&e, "message", "msg_8f2"));
+}

@@ -83,11 +83,20 @@ fn map(req: &InboundRequest<'_>, body: &Value) -> Result<Vec<InboundEvent>, Hook
             )));
         }
     };
+    let no_prospect = Value::Null;
     crate::json::batch(&items, MAX_BATCH, |i, item| {
-        let prospect = item
-            .get("prospect")
-            .filter(|p| p.is_object())
-            .ok_or_else(|| HookError::Malformed(format!("entry {i} has no \"prospect\" object")))?;
+        // Prospect events carry the prospect; an entry that names its event
+        // (`method`) may be about a campaign instead (Woodpecker also notifies
+        // "when your campaign finishes") and is kept without a contact.
+        let prospect = match item.get("prospect") {
+            Some(p) if p.is_object() => p,
+            _ if item.is_object() && text(item, "method").is_some() => &no_prospect,
+            _ => {
+                return Err(HookError::Malformed(format!(
+                    "entry {i} has no \"prospect\" object"
+                )));
+            }
+        };
         let name = event_name(req, item, &["method", "webhook_type", "event", "action"])
             .unwrap_or_else(|| "webhook".into());
         let mut d = EventDraft::mapped("woodpecker", &name, lookup(&name, &EVENTS));
@@ -95,15 +104,15 @@ fn map(req: &InboundRequest<'_>, body: &Value) -> Result<Vec<InboundEvent>, Hook
         let at = text(item, "timestamp").unwrap_or_default();
         let email_id = text(item, "/email/id").unwrap_or_default();
         let link = text(item, "click_url").unwrap_or_default();
-        d.digest_id(&[&name, &id, &at, &email_id, &link]);
+        let campaign = text(prospect, "campaign_id")
+            .or_else(|| text(item, "campaign_id"))
+            .unwrap_or_default();
+        d.digest_id(&[&name, &id, &at, &email_id, &link, &campaign]);
         d.occurred_at(item.get("timestamp").and_then(parse_time));
         fill_contact(&mut d, prospect);
         d.contact_field("region", &text(prospect, "state").unwrap_or_default());
         d.vendor_ref("prospect", &id);
-        d.vendor_ref(
-            "campaign",
-            &text(prospect, "campaign_id").unwrap_or_default(),
-        );
+        d.vendor_ref("campaign", &campaign);
         for key in [
             "campaign_id",
             "campaign_name",
@@ -113,6 +122,7 @@ fn map(req: &InboundRequest<'_>, body: &Value) -> Result<Vec<InboundEvent>, Hook
             "last_replied",
         ] {
             d.data_from(prospect, key);
+            d.data_from(item, key);
         }
         if let Some(linkedin) = text(prospect, "linkedin_url") {
             d.contact_custom("linkedin_url", Value::String(linkedin));

@@ -168,3 +168,28 @@ fn the_largest_documented_request_fits() {
     let req = TestRequest::post(URL, serde_json::Value::Array(batch).to_string());
     assert_largest_fits(source().as_ref(), &req, 100);
 }
+
+/// An entry that names its event but carries no prospect (a campaign-level
+/// notification) is kept, without a contact, rather than refusing the batch
+/// (Woodpecker retries a refused batch and then unsubscribes the URL).
+#[test]
+fn a_named_entry_without_a_prospect_keeps_the_batch() {
+    let url = "https://leads.example.com/v1/hooks/woodpecker?token=wp-token";
+    let campaign = json!({"method": "campaign_completed", "campaign_id": 123456,
+                          "campaign_name": "SaaS in America", "timestamp": "2025-03-21T20:47:47+0100"});
+    let body = serde_json::Value::Array(vec![documented_reply(0), campaign]).to_string();
+    let all = events(source().as_ref(), &TestRequest::post(url, body));
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].event_type.as_str(), "custom");
+    assert_eq!(data_str(&all[1], "vendor_event"), "campaign_completed");
+    assert!(all[1].contact.email.is_none());
+    assert!(has_ref(&all[1], "campaign", "123456"));
+    // An unnamed entry without a prospect is still not Woodpecker's.
+    let bad = json!([{"timestamp": 1}]).to_string();
+    assert_eq!(
+        receive(source().as_ref(), &TestRequest::post(url, bad))
+            .unwrap_err()
+            .status(),
+        400
+    );
+}
