@@ -25,6 +25,22 @@ pub fn hook_url(public_url: &str, name: &str) -> String {
     format!("{}{}", public_url.trim_end_matches('/'), hook_path(name))
 }
 
+/// The largest body a source accepts (413 beyond): its `max_body_bytes`
+/// when set; otherwise its kind's default, which fits the vendor's largest
+/// documented request (Woodpecker's 100-prospect batches, Salesforce's 100
+/// notifications …), and never less than `server.max_body_bytes`.
+pub fn body_limit(config: &Config, name: &str) -> usize {
+    let server = config.server.max_body_bytes.bytes() as usize;
+    match config.sources.get(name) {
+        Some(source) => match source.max_body_bytes {
+            Some(limit) => limit.bytes() as usize,
+            None => leadrelay_sources::default_max_body_bytes(&source.kind)
+                .map_or(server, |kind| kind.max(server)),
+        },
+        None => server,
+    }
+}
+
 /// A source's settings table as JSON, the form the library reads (TOML
 /// dates, which no kind uses, become their RFC 3339 text).
 pub fn settings_json(source: &SourceConfig) -> Value {
@@ -120,6 +136,24 @@ mod tests {
 
     fn config(text: &str) -> Config {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn body_limits_come_from_the_source_then_the_kind_never_below_the_server() {
+        let c = config(
+            "[sources.wp]\nkind = \"woodpecker\"\ntoken_env = \"T\"\n\
+             [sources.wp_small]\nkind = \"woodpecker\"\ntoken_env = \"T\"\nmax_body_bytes = \"128KiB\"\n\
+             [sources.sf]\nkind = \"salesforce_outbound_message\"\norganization_id = \"00D000000000062\"\n",
+        );
+        assert_eq!(body_limit(&c, "wp"), 2 * 1024 * 1024);
+        assert_eq!(body_limit(&c, "wp_small"), 128 * 1024);
+        assert_eq!(body_limit(&c, "sf"), 2 * 1024 * 1024);
+        assert_eq!(body_limit(&c, "nope"), 64 * 1024);
+        // A server limit above a kind's default raises it.
+        let c = config(
+            "[server]\nmax_body_bytes = \"4MiB\"\n[sources.wp]\nkind = \"woodpecker\"\ntoken_env = \"T\"\n",
+        );
+        assert_eq!(body_limit(&c, "wp"), 4 * 1024 * 1024);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::event::EventDraft;
 use crate::{HookError, HookParse, InboundEvent, InboundRequest};
 
 /// Bodies larger than this are refused even if the HTTP layer let them in.
-pub(crate) const MAX_BODY: usize = 10 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = crate::MAX_BODY_BYTES;
 
 /// The media type of the request, lower-cased, without parameters.
 pub(crate) fn media_type(req: &InboundRequest<'_>) -> Option<String> {

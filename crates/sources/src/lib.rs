@@ -9,7 +9,7 @@
 //! vendor — a source never calls out before acknowledging.
 
 //!
-//! Conventions every kind follows (see `SOURCES.md` for the per-vendor detail):
+//! Conventions every kind follows (see the book, `docs/src/reference/sources/`, for the per-vendor detail):
 //! - every event carries `data.vendor` (the kind) and `data.vendor_event` (the
 //!   vendor's own name for what happened);
 //! - a vendor event with no canonical meaning becomes type [`CUSTOM_EVENT_TYPE`]
@@ -216,7 +216,32 @@ pub struct KindInfo {
     pub auth: &'static str,
     /// What to do on the vendor's side, in one paragraph.
     pub setup: &'static str,
+    /// The largest request the vendor documents sending: its biggest batch,
+    /// or one event with its free-text fields (email bodies, answers) full.
+    pub largest_request: &'static str,
+    /// The body limit of a source of this kind unless its configuration sets
+    /// `max_body_bytes`: room for [`KindInfo::largest_request`] with margin.
+    /// The HTTP layer never applies less than `server.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// The vendor's public documentation this kind was built from, as
+    /// `(title, URL)`.
+    pub docs: &'static [(&'static str, &'static str)],
 }
+
+/// The largest body any source parses, whatever its configured limit.
+pub const MAX_BODY_BYTES: usize = 10 * MIB;
+
+/// The body limit of a source of `kind` when its configuration sets none
+/// (room for the vendor's largest documented request); `None` for an
+/// unknown kind.
+pub fn default_max_body_bytes(kind: &str) -> Option<usize> {
+    describe(kind).map(|info| info.max_body_bytes)
+}
+
+/// One kibibyte, for the body limits of [`KindInfo::max_body_bytes`].
+pub(crate) const KIB: usize = 1024;
+/// One mebibyte.
+pub(crate) const MIB: usize = 1024 * 1024;
 
 type Builder = fn(
     &Value,
@@ -318,6 +343,38 @@ mod lib_tests {
         }
         assert_eq!(describe("hubspot").map(|i| i.name), Some("hubspot"));
         assert!(describe("yesware").is_none());
+    }
+
+    /// Every kind's default body limit is at least the server's 64 KiB and
+    /// at most what a source parses; every kind says what its largest request
+    /// is, and the vendors that publish webhook documentation are cited.
+    #[test]
+    fn every_kind_has_a_body_limit_and_its_sources() {
+        for info in kind_infos() {
+            assert!(
+                (64 * KIB..=MAX_BODY_BYTES).contains(&info.max_body_bytes),
+                "{}: {}",
+                info.name,
+                info.max_body_bytes
+            );
+            assert!(!info.largest_request.is_empty(), "{}", info.name);
+            let undocumented = ["apollo", "groove", "qwilr", "generic"];
+            assert_eq!(
+                info.docs.is_empty(),
+                undocumented.contains(&info.name),
+                "{}",
+                info.name
+            );
+            for (title, url) in info.docs {
+                assert!(
+                    !title.is_empty() && url.starts_with("https://"),
+                    "{}: {title} {url}",
+                    info.name
+                );
+            }
+        }
+        assert_eq!(default_max_body_bytes("woodpecker"), Some(2 * MIB));
+        assert_eq!(default_max_body_bytes("yesware"), None);
     }
 
     #[test]

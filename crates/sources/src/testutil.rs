@@ -143,3 +143,26 @@ pub(crate) fn has_ref(event: &InboundEvent, object: &str, id: &str) -> bool {
         .iter()
         .any(|r| r.object == object && r.id == id)
 }
+
+/// The largest request a vendor documents fits its kind's default body limit
+/// (`KindInfo::max_body_bytes`) and every event in it is parsed.
+pub(crate) fn assert_largest_fits(source: &dyn SourceKind, req: &TestRequest, expected: usize) {
+    let info = crate::describe(source.kind()).unwrap_or_else(|| panic!("{}", source.kind()));
+    assert!(
+        req.body.len() <= info.max_body_bytes,
+        "{}: the largest documented request is {} bytes, the default limit {}",
+        info.name,
+        req.body.len(),
+        info.max_body_bytes
+    );
+    assert_eq!(events(source, req).len(), expected, "{}", info.name);
+}
+
+/// `n` bytes of text, for free-text fields at their realistic largest.
+pub(crate) fn long_text(n: usize) -> String {
+    "Thanks for reaching out, this looks interesting. "
+        .chars()
+        .cycle()
+        .take(n)
+        .collect()
+}

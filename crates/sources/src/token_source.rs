@@ -123,7 +123,7 @@ impl SourceKind for TokenSource {
 
 /// Looks a vendor event name up in a table, ignoring case and the
 /// separators vendors disagree on (`email_replied` = `EmailReplied` =
-/// `email.replied`).
+/// `email.replied` = `email:replied`).
 pub(crate) fn lookup(name: &str, table: &[(&str, EventType)]) -> Option<EventType> {
     let key = normalize(name);
     table
@@ -134,7 +134,7 @@ pub(crate) fn lookup(name: &str, table: &[(&str, EventType)]) -> Option<EventTyp
 
 fn normalize(name: &str) -> String {
     name.chars()
-        .filter(|c| !matches!(c, '.' | '_' | '-' | ' '))
+        .filter(|c| !matches!(c, '.' | '_' | '-' | ' ' | ':'))
         .flat_map(char::to_lowercase)
         .collect()
 }
@@ -156,6 +156,10 @@ mod tests {
         );
         assert_eq!(
             lookup("EmailReplied", &table),
+            Some(EventType::ReplyReceived)
+        );
+        assert_eq!(
+            lookup("email:replied", &table),
             Some(EventType::ReplyReceived)
         );
         assert_eq!(lookup("email_replied_twice", &table), None);

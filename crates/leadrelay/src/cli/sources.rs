@@ -84,6 +84,9 @@ fn kinds(args: &KindsArgs) -> ExitCode {
                     "auth": i.auth,
                     "setup": i.setup,
                     "connect": CONNECTABLE.contains(&i.name),
+                    "largest_request": i.largest_request,
+                    "max_body_bytes": i.max_body_bytes,
+                    "docs": i.docs.iter().map(|(title, url)| json!({"title": title, "url": url})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -98,6 +101,17 @@ fn kinds(args: &KindsArgs) -> ExitCode {
         outln!("{} — {}", i.name, i.title);
         print_wrapped("auth", i.auth);
         print_wrapped("setup", i.setup);
+        print_wrapped(
+            "body limit",
+            &format!(
+                "{} KiB by default ({}); max_body_bytes overrides it",
+                i.max_body_bytes / 1024,
+                i.largest_request
+            ),
+        );
+        for (title, url) in i.docs {
+            print_wrapped("docs", &format!("{title}: {url}"));
+        }
         if CONNECTABLE.contains(&i.name) {
             print_wrapped(
                 "connect",
@@ -110,7 +124,7 @@ fn kinds(args: &KindsArgs) -> ExitCode {
     print_wrapped("instead", YESWARE);
     outln!();
     outln!(
-        "Every source answers at POST <public_url>/v1/hooks/<source>. Full event mappings: crates/sources/SOURCES.md."
+        "Every source answers at POST <public_url>/v1/hooks/<source>. Full event mappings: the book, Reference > Sources (docs/src/reference/sources/)."
     );
     ExitCode::SUCCESS
 }

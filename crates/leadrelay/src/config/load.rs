@@ -332,6 +332,27 @@ mod tests {
     }
 
     #[test]
+    fn source_body_limits_are_between_1kib_and_10mib() {
+        let env = |name: &str| (name == "T").then(|| "token".to_string());
+        let source = |limit: &str| {
+            format!(
+                "[sources.wp]\nkind = \"woodpecker\"\ntoken_env = \"T\"\nmax_body_bytes = \"{limit}\"\n"
+            )
+        };
+        assert!(load_str(&source("4MiB"), "t.toml", &env).is_ok());
+        for bad in ["512B", "11MiB"] {
+            let err = load_str(&source(bad), "t.toml", &env).unwrap_err();
+            assert!(
+                err.problems
+                    .iter()
+                    .any(|p| p.path == "sources.wp.max_body_bytes"),
+                "{bad}: {:?}",
+                err.problems
+            );
+        }
+    }
+
+    #[test]
     fn type_errors_have_positions() {
         let err = load_str("[server]\nmax_body_bytes = \"lots\"\n", "t.toml", &no_env).unwrap_err();
         let p = &err.problems[0];

@@ -467,8 +467,10 @@ pub struct SourceConfig {
     /// The vendor format: `mailshake`, `hubspot`, `calendly`, `generic` …
     /// (`leadrelay sources kinds` lists them all).
     pub kind: String,
-    /// Per-source body size limit (default: `server.max_body_bytes`), e.g.
-    /// for Salesforce outbound messages carrying up to 100 notifications.
+    /// Per-source body size limit (413 beyond). Default: the kind's, which
+    /// fits the vendor's largest documented request (e.g. 2 MiB for
+    /// Woodpecker's 100-prospect batches and Salesforce's 100 notifications),
+    /// and never less than `server.max_body_bytes`. At most 10 MiB.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,
     /// Kind-specific settings (secrets by env-var name, e.g. `secret_env`).

@@ -98,13 +98,18 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
         if let Err(problems) = crate::sources::build_source(name, source, env) {
             p.extend(problems);
         }
-        if let Some(m) = source.max_body_bytes
-            && m.bytes() < 1024
-        {
-            p.push(Problem::error(
-                format!("sources.{name}.max_body_bytes"),
-                "must be at least 1KiB",
-            ));
+        if let Some(m) = source.max_body_bytes {
+            if m.bytes() < 1024 {
+                p.push(Problem::error(
+                    format!("sources.{name}.max_body_bytes"),
+                    "must be at least 1KiB",
+                ));
+            } else if m.bytes() as usize > leadrelay_sources::MAX_BODY_BYTES {
+                p.push(Problem::error(
+                    format!("sources.{name}.max_body_bytes"),
+                    "must be at most 10MiB (the largest body a source parses)",
+                ));
+            }
         }
         if source.kind == "hubspot" && config.server.public_url.is_none() {
             p.push(Problem::warning(

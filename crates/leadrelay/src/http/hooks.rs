@@ -1,6 +1,7 @@
 //! `POST /v1/hooks/{source}`: vendor webhooks.
 //!
-//! In this order, and nothing else: read the body (within the size limit),
+//! In this order, and nothing else: read the body (within the source's size
+//! limit: its `max_body_bytes`, else its kind's default),
 //! authenticate the request exactly as the vendor signs it (before anything
 //! is parsed or stored; failures answer 401, are counted in
 //! `leadrelay_hook_auth_failures_total`, and store nothing), parse it into
@@ -78,13 +79,7 @@ async fn receive_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Outcome {
-    let limit = app
-        .config
-        .sources
-        .get(name)
-        .and_then(|s| s.max_body_bytes)
-        .unwrap_or(app.config.server.max_body_bytes)
-        .bytes() as usize;
+    let limit = crate::sources::body_limit(&app.config, name);
     let body = match read_body(headers, body, limit).await {
         Ok(b) => b,
         Err(e) => return Outcome::Refused(e),

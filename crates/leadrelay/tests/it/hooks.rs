@@ -1281,6 +1281,45 @@ async fn replyio_events_carry_contact_and_sequence() {
     assert_refused(&h, &a, 400, "malformed_payload", 1).await;
 }
 
+/// Reply.io's current event names ("Webhook events" page): each maps, and
+/// an `email_unsubscribed` withdraws consent like `contact_opted_out`.
+#[tokio::test]
+async fn replyio_current_event_names_are_canonical_and_unsubscribes_withdraw_consent() {
+    let h = Hooks::start().await;
+    let names = [
+        ("email_unsubscribed", "unsubscribed"),
+        ("meeting_booked", "meeting.booked"),
+        ("meeting_cancelled", "meeting.canceled"),
+        ("link_clicked", "email.clicked"),
+        ("sequence_completed", "sequence.completed"),
+    ];
+    for (i, (name, _)) in names.iter().enumerate() {
+        let body = json!({
+            "event": {"date": "2026-04-21T09:30:00.000Z", "id": format!("4c1b9e74-5ac3-4b0f-9a60-2a37a9b4a2d{i}"),
+                      "type": name, "user_id": 1234, "team_id": 100, "subscription_id": 42},
+            "contact_fields": {"id": 12345, "email": "prospect@example.com", "first_name": "Test", "last_name": "Prospect"},
+            "sequence_fields": {"id": 67890, "name": "Outbound Q2", "step_number": 2}
+        })
+        .to_string();
+        let a = h
+            .post("/v1/hooks/replyio?token=rp-token", &[], body.as_str())
+            .await;
+        assert_eq!(a.status, 200, "{name}: {a:?}");
+    }
+    let events = h.events("replyio").await;
+    assert_eq!(events.len(), names.len());
+    for (e, (name, expected)) in events.iter().zip(names) {
+        assert_eq!(e.event_type.as_str(), expected, "{name}");
+        assert_eq!(email(e), Some("prospect@example.com"), "{name}");
+    }
+    let unsubscribe = &events[0];
+    assert!(
+        !unsubscribe.consent.is_empty() && unsubscribe.consent.iter().all(|c| !c.granted),
+        "{:?}",
+        unsubscribe.consent
+    );
+}
+
 #[tokio::test]
 async fn woodpecker_arrays_become_one_event_per_prospect() {
     let h = Hooks::start().await;
@@ -1321,6 +1360,69 @@ async fn woodpecker_arrays_become_one_event_per_prospect() {
     assert_eq!(h.total_events().await, 2);
 }
 
+/// One entry of Woodpecker's documented `prospect_replied` payload, for
+/// prospect `n` (developers.woodpecker.co/docs/webhooks/prospect-replied).
+fn woodpecker_reply(n: usize) -> Value {
+    let mut entry: Value = serde_json::from_str(
+        r##"{"method": "prospect_replied",
+        "prospect": {"id": 1234567890, "email": "erlich@bachmanity.com", "first_name": "Erlich", "last_name": "Bachman",
+          "company": "Bachmanity", "website": "https://bachmanity.com", "linkedin_url": "https://linkedin.com/erlich-bachman",
+          "tags": "#VISIONARY", "title": "CEO", "phone": "+1 987-654-321", "address": "700 Welch Road",
+          "city": "Palo Alto", "country": "United States",
+          "snippet1": "You are running a successful startup incubator Bachmanity",
+          "snippet2": "", "snippet3": "", "snippet4": "", "snippet5": "", "snippet6": "", "snippet7": "", "snippet8": "",
+          "snippet9": "", "snippet10": "", "snippet11": "", "snippet12": "", "snippet13": "", "snippet14": "", "snippet15": "",
+          "snippet_labels": {"my snippet label": "You are running a successful startup incubator Bachmanity"},
+          "industry": "IT", "state": "California", "last_contacted": "2025-03-20T14:32:34+0100", "status": "REPLIED",
+          "in_campaign": 2, "emails_sent": 3, "imported": "saasinamerica.csv", "interested": "INTERESTED",
+          "campaign_id": 123456, "campaign_name": "SaaS in America", "campaign_email": "jared.dunn@piedpiper.com",
+          "campaign_emails": ["jared.dunn@piedpiper.com", "richard.hendricks@piedpiper.com", "jian@bachmanity.com"],
+          "campaign_email_sent": 2, "step": 2, "step_type": "EMAIL", "followup_after": "2025-03-22T00:00:00+0100"},
+        "email": {"id": 191867492, "mail_id": 123321, "subject": "Reply message subject", "sender": "Erlich from Bachmanity",
+          "email": "erlich@bachmanity.com", "date": "2025-03-21T20:47:40+0100", "message": "reply content"},
+        "timestamp": "2025-03-21T20:47:47+0100", "firm_id": 456789}"##,
+    )
+    .unwrap();
+    let address = format!("erlich{n}@bachmanity.com");
+    entry["prospect"]["id"] = json!(1_234_567_890 + n as u64);
+    entry["prospect"]["email"] = json!(address);
+    entry["email"]["id"] = json!(191_867_492 + n as u64);
+    entry["email"]["email"] = json!(address);
+    entry
+}
+
+/// Woodpecker batches up to 100 events per request: a full documented batch
+/// (well over the server's 64 KiB default) is stored whole under the
+/// Woodpecker default limit; a body beyond that limit is 413 and stores nothing.
+#[tokio::test]
+async fn a_full_woodpecker_batch_of_100_replies_is_stored_whole() {
+    let h = Hooks::start().await;
+    let batch = Value::Array((0..100).map(woodpecker_reply).collect()).to_string();
+    assert!(batch.len() > 64 * 1024, "{} bytes", batch.len());
+    // The subscription URL without &event=: each entry names its event.
+    let path = "/v1/hooks/woodpecker?token=wp-token";
+    let a = h.post(path, &[], batch.as_str()).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let events = h.events("woodpecker").await;
+    assert_eq!(events.len(), 100);
+    let mut addresses: Vec<&str> = events.iter().filter_map(email).collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 100);
+    for e in &events {
+        assert_eq!(e.event_type.as_str(), "reply.received");
+        assert_eq!(data_str(e, "reply_text"), "reply content");
+    }
+    h.assert_routed(&events[99]).await;
+
+    // Beyond Woodpecker's 2 MiB default: refused whole.
+    let mut big = woodpecker_reply(100);
+    big["email"]["message"] = json!("x".repeat(2 * 1024 * 1024));
+    let big = Value::Array(vec![big]).to_string();
+    let a = h.post(path, &[], big.as_str()).await;
+    assert_refused(&h, &a, 413, "body_too_large", 100).await;
+}
+
 #[tokio::test]
 async fn apollo_contact_updates_keep_previous_values() {
     let h = Hooks::start().await;
@@ -1350,15 +1452,31 @@ async fn apollo_contact_updates_keep_previous_values() {
     assert_refused(&h, &a, 401, "unauthorized", 1).await;
 }
 
+/// Mixmax's documented "Received" body (Mixmax Webhook event structure):
+/// Test User2 is the Mixmax user, Test User3 the prospect who replied.
+fn mixmax_received() -> Value {
+    json!({
+        "userId": "T3STUS3R1D",
+        "to": [{"email": "engtestuser2@mixmax.com", "name": "Test User2"}],
+        "cc": [], "bcc": [],
+        "from": {"email": "engtestuser3@mixmax.com", "name": "Test User3"},
+        "subject": "Re: Please join me ",
+        "sent": 1481745135403i64,
+        "id": "16ac8cc837d1b304",
+        "threadId": "16008541212e8a32",
+        "rfc822Id": "<CAHfzPxo09WCKrtyPRM9g+60z9d+0cHffwyT0vf867Pp=ehrfQ@mail.gmail.com>",
+        "receivedBy": {"email": "engtestuser2@mixmax.com", "name": "Test User2"},
+        "plaintextBody": "this is the body of a received email\r\n",
+        "eventName": "message:received"
+    })
+}
+
 #[tokio::test]
 async fn mixmax_rule_webhooks() {
     let h = Hooks::start().await;
-    let body = json!({"recipient": {"email": "Lee@Buyer.co", "name": "Lee Park"},
-                      "message": {"_id": "msg_8f2", "subject": "Pricing follow-up"},
-                      "sequence": {"_id": "seq_4", "name": "Trial nurture"},
-                      "timestamp": 1718000000000i64})
-    .to_string();
-    let path = "/v1/hooks/mixmax?token=mm-token&event=replied";
+    // The URL a rule's webhook action posts to, without &event=: the body names it.
+    let path = "/v1/hooks/mixmax?token=mm-token";
+    let body = mixmax_received().to_string();
     for _ in 0..2 {
         let a = h.post(path, &[], body.as_str()).await;
         assert_eq!(a.status, 200, "{a:?}");
@@ -1367,18 +1485,34 @@ async fn mixmax_rule_webhooks() {
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!(e.event_type.as_str(), "reply.received");
-    assert_eq!(email(e), Some("lee@buyer.co"));
-    assert!(has_ref(e, "mixmax", "message", "msg_8f2"));
+    assert_eq!(data_str(e, "vendor_event"), "message:received");
+    // The prospect who replied, never the salesperson it was sent to.
+    assert_eq!(email(e), Some("engtestuser3@mixmax.com"));
+    assert_eq!(e.contact.last_name.as_deref(), Some("User3"));
+    assert!(has_ref(e, "mixmax", "user", "T3STUS3R1D"));
     assert!(e.external_id.is_some());
     h.assert_routed(e).await;
+
+    // The documented "Opened" body: the recipient.
+    let opened = json!({
+        "message": {"to": [{"name": "Test User3", "email": "engtestuser3@mixmax.com"}], "cc": [], "bcc": [],
+                    "subject": "Please join me "},
+        "userId": "T3STUS3R1D", "messageId": "VyfSqbL195O0z8VK6L",
+        "recipientEmail": "engtestuser3@mixmax.com", "recipientName": "Test User3",
+        "timestamp": 1481746916300i64, "ipAddress": "::ffff:127.0.0.1", "eventName": "opened"
+    })
+    .to_string();
+    let a = h.post(path, &[], opened.as_str()).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let events = h.events("mixmax").await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].event_type.as_str(), "email.opened");
+    assert_eq!(email(&events[1]), Some("engtestuser3@mixmax.com"));
+
     let a = h
-        .post(
-            "/v1/hooks/mixmax?token=nope&event=replied",
-            &[],
-            body.as_str(),
-        )
+        .post("/v1/hooks/mixmax?token=nope", &[], body.as_str())
         .await;
-    assert_refused(&h, &a, 401, "unauthorized", 1).await;
+    assert_refused(&h, &a, 401, "unauthorized", 2).await;
 }
 
 #[tokio::test]
@@ -1513,15 +1647,18 @@ async fn unknown_sources_oversized_bodies_and_other_methods() {
     let a = h.post("/v1/hooks/nope", &[], "{}").await;
     assert_refused(&h, &a, 404, "unknown_source", 0).await;
 
-    // Larger than server.max_body_bytes (64 KiB): refused before authentication.
-    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(70 * 1024));
+    // Larger than Reply.io's default limit (1 MiB: one event with its email
+    // text): refused before authentication.
+    let limit = leadrelay_sources::default_max_body_bytes("replyio").unwrap();
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(limit));
     let a = h
         .post("/v1/hooks/replyio?token=rp-token", &[], big.as_str())
         .await;
     assert_refused(&h, &a, 413, "body_too_large", 0).await;
     // Also when the sender does not declare a length (chunked).
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..70).map(|_| Ok(vec![b' '; 1024])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..limit / 1024 + 8)
+        .map(|_| Ok(vec![b' '; 1024]))
+        .collect();
     let resp = h
         .app
         .client
@@ -1679,6 +1816,10 @@ fn sources_kinds_describes_every_kind() {
     }
     assert!(out.contains("X-HubSpot-Signature-v3"), "{out}");
     assert!(out.contains("yesware — no webhooks"), "{out}");
+    assert!(
+        out.contains("docs: Mixmax API: /rules (webhooks): https://developer.mixmax.com"),
+        "{out}"
+    );
     assert!(out.contains("salesforce_outbound_message"), "{out}");
 
     let (code, out, _) = run_cli(&["sources", "kinds", "--json"], &[]);
@@ -1689,6 +1830,15 @@ fn sources_kinds_describes_every_kind() {
     let calendly = kinds.iter().find(|k| k["kind"] == "calendly").unwrap();
     assert_eq!(calendly["connect"], true);
     assert!(calendly["setup"].as_str().unwrap().contains("signing"));
+    let woodpecker = kinds.iter().find(|k| k["kind"] == "woodpecker").unwrap();
+    assert_eq!(woodpecker["max_body_bytes"], 2 * 1024 * 1024);
+    assert!(
+        woodpecker["docs"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://developers.woodpecker.co/"),
+        "{woodpecker}"
+    );
     assert_eq!(v["without_webhooks"][0]["vendor"], "yesware");
 }
 

@@ -10,7 +10,9 @@ use crate::config::Env;
 use crate::event::{EventDraft, parse_time};
 use crate::json::{event_name, expect_object, fill_contact, first_text, text};
 use crate::token_source::{build_token_only, lookup};
-use crate::{HookError, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{
+    HookError, InboundEvent, InboundRequest, KIB, KindInfo, SourceConfigError, SourceKind,
+};
 use leadrelay_model::EventType;
 
 #[cfg(test)]
@@ -24,6 +26,9 @@ pub(crate) const INFO: KindInfo = KindInfo {
             https://<leadrelay>/v1/hooks/<source>?token=<token>; add &event=<name> when the payload does not name \
             the event. Put the token in the env var named by token_env. For anything Apollo cannot push, use its \
             REST API from Zapier/Make into a generic source.",
+    largest_request: "one event (Apollo publishes no webhook payload schema)",
+    max_body_bytes: 256 * KIB,
+    docs: &[],
 };
 
 pub(crate) fn build(

@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::testutil::{TestRequest, build, data_str, email_of, has_ref, one_event, receive};
+use crate::testutil::{
+    TestRequest, assert_largest_fits, build, data_str, email_of, has_ref, long_text, one_event,
+    receive,
+};
 use crate::{HookError, HookParse, SourceKind};
 
 const URL: &str = "https://leads.example.com/v1/hooks/apollo?token=ap-token";
@@ -78,4 +81,12 @@ fn wrong_token_401_malformed_400_blank_ping() {
         receive(source().as_ref(), &TestRequest::post(URL, "")).unwrap(),
         HookParse::Ping
     );
+}
+
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value = serde_json::from_str(&contact_updated()).unwrap();
+    body["data"]["contact"]["headline"] = json!(long_text(64 * 1024));
+    let req = TestRequest::post(URL, body.to_string());
+    assert_largest_fits(source().as_ref(), &req, 1);
 }

@@ -15,7 +15,8 @@ use crate::config::{Env, Secret, Tolerance, parse_settings, secret_from_env};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{as_text, expect_object, json_body, text};
 use crate::{
-    HookError, HookParse, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind,
+    HookError, HookParse, InboundEvent, InboundRequest, KIB, KindInfo, SourceConfigError,
+    SourceKind,
 };
 use leadrelay_model::EventType;
 
@@ -31,6 +32,12 @@ pub(crate) const INFO: KindInfo = KindInfo {
             routing_form_submission.created], organization, scope and a signing_key you choose), or let \
             `leadrelay sources connect` do it. Put the signing key in the env var named by signing_key_env. \
             OAuth apps get their signing key from Calendly instead.",
+    largest_request: "one invitee with its questions and answers and tracking",
+    max_body_bytes: 256 * KIB,
+    docs: &[(
+        "Calendly developer portal: webhook subscriptions, signatures, invitee payloads",
+        "https://developer.calendly.com",
+    )],
 };
 
 /// `[sources.NAME]` settings for `kind = "calendly"`.

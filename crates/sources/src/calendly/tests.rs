@@ -1,8 +1,8 @@
 use serde_json::json;
 
 use crate::testutil::{
-    TestRequest, build, data_str, email_of, fixture, has_ref, hmac_sha256_hex, now, one_event,
-    receive,
+    TestRequest, assert_largest_fits, build, data_str, email_of, fixture, has_ref, hmac_sha256_hex,
+    long_text, now, one_event, receive,
 };
 use crate::{HookError, HookParse, SourceKind};
 
@@ -178,4 +178,17 @@ fn an_empty_body_is_a_ping() {
         receive(source().as_ref(), &fresh("")).unwrap(),
         HookParse::Ping
     );
+}
+
+/// An invitee with ten questions answered at length.
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("calendly_invitee_created.json")).unwrap();
+    let answers: Vec<serde_json::Value> = (0..10)
+        .map(|i| json!({"question": format!("Question {i}"), "answer": long_text(10_000), "position": i}))
+        .collect();
+    body["payload"]["questions_and_answers"] = json!(answers);
+    let body = body.to_string();
+    assert_largest_fits(source().as_ref(), &fresh(&body), 1);
 }

@@ -116,11 +116,11 @@ fn unsupported(kind: &str) -> ConnectError {
     ConnectError::Unsupported(match kind {
         "yesware" => YESWARE.to_string(),
         "hubspot" => {
-            "HubSpot app webhooks are set in the developer portal (app > Webhooks); see SOURCES.md"
+            "HubSpot app webhooks are set in the developer portal (app > Webhooks); see docs/src/reference/sources/hubspot.md"
                 .into()
         }
         "salesforce_outbound_message" => {
-            "outbound messages are created in Salesforce Setup; see SOURCES.md".into()
+            "outbound messages are created in Salesforce Setup; see docs/src/reference/sources/salesforce_outbound_message.md".into()
         }
         k if crate::kinds().contains(&k) => {
             format!(
@@ -272,14 +272,10 @@ mod mailshake {
     use super::*;
     use crate::mailshake::Settings;
 
-    const DEFAULT_EVENTS: [&str; 6] = [
-        "Replied",
-        "Opened",
-        "Clicked",
-        "Bounced",
-        "Unsubscribed",
-        "LeadCatcher",
-    ];
+    /// The push events Mailshake documents (API docs, Pushes > Events)
+    /// that have a canonical meaning; `LeadStatusChanged` is the other one.
+    pub(crate) const DEFAULT_EVENTS: [&str; 5] =
+        ["Replied", "Opened", "Clicked", "MessageSent", "LeadCreated"];
 
     pub(super) async fn register(
         s: &Settings,

@@ -392,3 +392,20 @@ async fn configuration_problems_and_unsupported_kinds() {
         "{refused}"
     );
 }
+
+/// `connect` subscribes only to push events Mailshake documents (Pushes >
+/// Events): an undocumented name would be refused by push/create.
+#[test]
+fn mailshake_default_subscriptions_are_documented_push_events() {
+    let documented = [
+        "Clicked",
+        "Opened",
+        "Replied",
+        "MessageSent",
+        "LeadCreated",
+        "LeadStatusChanged",
+    ];
+    for event in super::mailshake::DEFAULT_EVENTS {
+        assert!(documented.contains(&event), "{event}");
+    }
+}

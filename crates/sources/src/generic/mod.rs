@@ -18,7 +18,8 @@ use crate::config::{Env, config_error, optional_secret, parse_settings};
 use crate::event::{EventDraft, digest, parse_time};
 use crate::json::{json_or_form_body, kind_of, text};
 use crate::{
-    HookError, HookParse, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind,
+    HookError, HookParse, InboundEvent, InboundRequest, KindInfo, MIB, SourceConfigError,
+    SourceKind,
 };
 use leadrelay_model::{CONTACT_FIELDS, EventType};
 
@@ -34,6 +35,9 @@ pub(crate) const INFO: KindInfo = KindInfo {
             settings: event_type or event_type_pointer (+ event_type_map), fields = { email = \"/email\", … }, \
             data = { plan = \"/plan\" }, external_id_pointer, occurred_at_pointer, events_pointer for arrays. Put \
             the token in the env var named by token_env (or configure signature_header + signature_secret_env).",
+    largest_request: "what your sender posts: up to 1,000 events with events_pointer",
+    max_body_bytes: MIB,
+    docs: &[],
 };
 
 /// Larger bodies are almost certainly a mistake in the sender's mapping.

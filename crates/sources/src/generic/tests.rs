@@ -1,7 +1,8 @@
 use serde_json::json;
 
 use crate::testutil::{
-    TestRequest, build, data_str, email_of, events, hmac_sha256_base64, one_event, receive,
+    TestRequest, assert_largest_fits, build, data_str, email_of, events, hmac_sha256_base64,
+    long_text, one_event, receive,
 };
 use crate::{HookError, HookParse, SourceKind};
 
@@ -169,4 +170,21 @@ fn settings_are_validated_with_key_names() {
             "{expected} missing from {fields:?}"
         );
     }
+}
+
+/// `events_pointer` arrays are accepted up to 1,000 events.
+#[test]
+fn the_largest_documented_request_fits() {
+    let source = build(
+        "generic",
+        json!({"token_env": "T", "event_type": "lead.created", "events_pointer": "/rows",
+               "fields": {"email": "/email"}}),
+        &[("T", "zap-token")],
+    );
+    let rows: Vec<serde_json::Value> = (0..1000)
+        .map(|i| json!({"email": format!("lead{i}@corp.com"), "note": long_text(200)}))
+        .collect();
+    let req = TestRequest::post(URL, json!({"rows": rows}).to_string())
+        .header("x-leadrelay-token", "zap-token");
+    assert_largest_fits(source.as_ref(), &req, 1000);
 }

@@ -11,7 +11,9 @@ use crate::config::Env;
 use crate::event::{EventDraft, parse_time};
 use crate::json::{event_name, expect_object, fill_contact, first_text, text};
 use crate::token_source::build_token_only;
-use crate::{HookError, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{
+    HookError, InboundEvent, InboundRequest, KIB, KindInfo, SourceConfigError, SourceKind,
+};
 
 #[cfg(test)]
 mod tests;
@@ -23,6 +25,9 @@ pub(crate) const INFO: KindInfo = KindInfo {
     setup: "In GrooveSell open the product > Settings > Webhooks (IPN) and paste \
             https://<leadrelay>/v1/hooks/<source>?token=<token>. Put the token in the env var named by token_env. \
             Groove.cm has no public REST API; for GrooveMail events use Zapier into a generic source.",
+    largest_request: "one sale, refund or cancellation (GrooveSell publishes no payload reference)",
+    max_body_bytes: 256 * KIB,
+    docs: &[],
 };
 
 pub(crate) fn build(

@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::testutil::{TestRequest, build, data_str, email_of, has_ref, one_event, receive};
+use crate::testutil::{
+    TestRequest, assert_largest_fits, build, data_str, email_of, has_ref, long_text, one_event,
+    receive,
+};
 use crate::{HookError, SourceKind};
 
 const URL: &str = "https://leads.example.com/v1/hooks/groove?token=gr-token";
@@ -54,4 +57,13 @@ fn wrong_token_401_bad_body_400_wrong_type_415() {
     );
     let xml = TestRequest::post(URL, "<a/>").content_type("application/xml");
     assert_eq!(receive(source().as_ref(), &xml).unwrap_err().status(), 415);
+}
+
+#[test]
+fn the_largest_documented_request_fits() {
+    let body = json!({"event": "Sale", "transaction_id": "GS-99812", "product_id": 771,
+                      "product_name": long_text(2_000), "amount": "97.00", "currency": "USD",
+                      "buyer_email": "Kim@Shop.io", "buyer_first_name": "Kim", "buyer_last_name": "Lee"});
+    let req = TestRequest::post(URL, body.to_string());
+    assert_largest_fits(source().as_ref(), &req, 1);
 }

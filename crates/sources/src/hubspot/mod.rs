@@ -16,7 +16,7 @@ use crate::auth::{
 use crate::config::{Env, Secret, Tolerance, parse_settings, secret_from_env};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{json_body, snake_case, text};
-use crate::{HookError, HookParse, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{HookError, HookParse, InboundRequest, KindInfo, MIB, SourceConfigError, SourceKind};
 use leadrelay_model::EventType;
 
 #[cfg(test)]
@@ -31,6 +31,18 @@ pub(crate) const INFO: KindInfo = KindInfo {
             (e.g. email, firstname, lastname, lifecyclestage) and deal.propertyChange for dealstage. Copy the \
             app's Client secret (Auth tab) into the env var named by client_secret_env. The URL must match \
             leadrelay's public URL exactly, since HubSpot signs it.",
+    largest_request: "an array of up to 100 events",
+    max_body_bytes: MIB,
+    docs: &[
+        (
+            "HubSpot: Webhooks API",
+            "https://developers.hubspot.com/docs/api/webhooks",
+        ),
+        (
+            "HubSpot: Webhooks overview",
+            "https://developers.hubspot.com/docs/methods/webhooks/webhooks-overview",
+        ),
+    ],
 };
 
 /// Larger than HubSpot's own limit of 100, so a change on their side does

@@ -1,8 +1,8 @@
 use serde_json::json;
 
 use crate::testutil::{
-    TestRequest, build, data_str, email_of, events, has_ref, hmac_sha256_base64, now, one_event,
-    receive,
+    TestRequest, assert_largest_fits, build, data_str, email_of, events, has_ref,
+    hmac_sha256_base64, long_text, now, one_event, receive,
 };
 use crate::{HookError, HookParse, SourceKind};
 
@@ -211,4 +211,17 @@ fn settings_errors_name_the_key() {
     };
     assert_eq!(errors[0].field, "client_secret_env");
     assert!(errors[0].message.contains("NOPE"));
+}
+
+/// HubSpot's largest batch: 100 events in one request.
+#[test]
+fn the_largest_documented_request_fits() {
+    let events: Vec<serde_json::Value> = (0..100)
+        .map(|i| json!({"eventId": 1000 + i, "subscriptionId": 12345, "portalId": 62515,
+                        "occurredAt": 1564113600000i64, "subscriptionType": "contact.propertyChange",
+                        "attemptNumber": 0, "objectId": 123 + i, "changeSource": "CRM",
+                        "propertyName": "message", "propertyValue": long_text(4_000), "appId": 54321}))
+        .collect();
+    let body = serde_json::Value::Array(events).to_string();
+    assert_largest_fits(source().as_ref(), &fresh(&body), 100);
 }

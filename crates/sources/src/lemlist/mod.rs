@@ -14,7 +14,9 @@ use crate::config::{Env, optional_secret, parse_settings};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{expect_object, fill_contact, first_text, text};
 use crate::token_source::{BodySecret, TokenSource, finish, lookup};
-use crate::{HookError, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{
+    HookError, InboundEvent, InboundRequest, KIB, KindInfo, SourceConfigError, SourceKind,
+};
 use leadrelay_model::EventType;
 
 #[cfg(test)]
@@ -28,6 +30,12 @@ pub(crate) const INFO: KindInfo = KindInfo {
             targetUrl=https://<leadrelay>/v1/hooks/<source>?token=<token>, an optional type such as emailsReplied \
             and an optional campaignId), or let `leadrelay sources connect` do it with api_key_env. Put the token in \
             the env var named by token_env.",
+    largest_request: "one activity",
+    max_body_bytes: 256 * KIB,
+    docs: &[(
+        "lemlist API: Add Webhook (event types)",
+        "https://developer.lemlist.com/api-reference/endpoints/webhooks/add-webhook",
+    )],
 };
 
 /// `[sources.NAME]` settings for `kind = "lemlist"`.
@@ -48,7 +56,7 @@ pub(crate) struct Settings {
     /// Restrict `connect` to one campaign (`cam_…`).
     #[serde(default)]
     pub campaign_id: Option<String>,
-    /// Events `connect` subscribes to (default: see SOURCES.md).
+    /// Events `connect` subscribes to (default: see the book, docs/src/reference/sources/lemlist.md).
     #[serde(default)]
     pub subscribe: Option<Vec<String>>,
 }
@@ -80,12 +88,16 @@ pub(crate) fn build(
     )
 }
 
-const EVENTS: [(&str, EventType); 9] = [
+/// lemlist's activity types and its lead-state groups (`contacted`, `warmed`
+/// = the lead replied on any channel; `hooked`, `attracted`, `interested` …
+/// stay `custom`: they mix channels and signals).
+const EVENTS: [(&str, EventType); 10] = [
     ("emailsSent", EventType::EmailSent),
     ("emailsOpened", EventType::EmailOpened),
     ("emailsClicked", EventType::EmailClicked),
     ("emailsReplied", EventType::ReplyReceived),
     ("linkedinReplied", EventType::ReplyReceived),
+    ("warmed", EventType::ReplyReceived),
     ("emailsBounced", EventType::EmailBounced),
     ("emailsUnsubscribed", EventType::Unsubscribed),
     ("contacted", EventType::EmailSent),

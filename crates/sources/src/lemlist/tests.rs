@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::testutil::{TestRequest, build, data_str, email_of, has_ref, one_event, receive};
+use crate::testutil::{
+    TestRequest, assert_largest_fits, build, data_str, email_of, has_ref, long_text, one_event,
+    receive,
+};
 use crate::{HookError, SourceKind};
 
 const URL: &str = "https://leads.example.com/v1/hooks/lemlist?token=lem-token";
@@ -77,4 +80,26 @@ fn malformed_json_is_400() {
             .status(),
         400
     );
+}
+
+/// lemlist's lead-state group `warmed` ("Lead replied", Add Webhook event
+/// types) is a reply; the sender (`sendUserEmail`) is never the contact.
+#[test]
+fn a_warmed_lead_replied_and_the_sender_is_not_the_contact() {
+    let body = replied().replace("emailsReplied", "warmed");
+    let e = one_event(source().as_ref(), &TestRequest::post(URL, &body));
+    assert_eq!(e.event_type.as_str(), "reply.received");
+    assert_eq!(data_str(&e, "vendor_event"), "warmed");
+    assert_eq!(email_of(&e), "marie@startup.fr");
+    let body = replied().replace("emailsReplied", "hooked");
+    let e = one_event(source().as_ref(), &TestRequest::post(URL, &body));
+    assert_eq!(e.event_type.as_str(), "custom");
+}
+
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value = serde_json::from_str(&replied()).unwrap();
+    body["text"] = json!(long_text(128 * 1024));
+    let req = TestRequest::post(URL, body.to_string());
+    assert_largest_fits(source().as_ref(), &req, 1);
 }

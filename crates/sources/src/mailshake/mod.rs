@@ -18,7 +18,9 @@ use crate::config::{Env, parse_settings};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{expect_object, fill_contact, text};
 use crate::token_source::{TokenSource, finish, lookup};
-use crate::{HookError, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{
+    HookError, InboundEvent, InboundRequest, KindInfo, MIB, SourceConfigError, SourceKind,
+};
 use leadrelay_model::EventType;
 
 #[cfg(test)]
@@ -26,12 +28,19 @@ mod tests;
 
 pub(crate) const INFO: KindInfo = KindInfo {
     name: "mailshake",
-    title: "Mailshake (push subscriptions: sent, opened, clicked, replied, bounced, unsubscribed, lead catcher)",
+    title: "Mailshake (push subscriptions: replied, opened, clicked, message sent, lead created, lead status changed)",
     auth: "shared token in the target URL (?token=) — Mailshake does not sign pushes",
     setup: "Create one push per event with the Mailshake API: POST https://api.mailshake.com/2017-04-01/push/create \
-            with event=<Replied|Opened|Clicked|Sent|Bounced|Unsubscribed|LeadCatcher…> and \
+            with event=<Replied|Opened|Clicked|MessageSent|LeadCreated|LeadStatusChanged> and \
             targetUrl=https://<leadrelay>/v1/hooks/<source>?token=<token>&event=<same event>, or let \
             `leadrelay sources connect` do it with api_key_env. Put the token in the env var named by token_env.",
+    largest_request: "one push: {resource_url} (Mailshake sends only a link); a full activity object \
+                      (from Zapier, or a resolved push) carries the message body",
+    max_body_bytes: MIB,
+    docs: &[(
+        "Mailshake API (push subscriptions, models)",
+        "https://api-docs.mailshake.com",
+    )],
 };
 
 /// `[sources.NAME]` settings for `kind = "mailshake"`.
@@ -46,7 +55,7 @@ pub(crate) struct Settings {
     /// Mailshake API base URL (default `https://api.mailshake.com/2017-04-01`).
     #[serde(default)]
     pub api_base_url: Option<String>,
-    /// Events `connect` subscribes to (default: see SOURCES.md).
+    /// Events `connect` subscribes to (default: see the book, docs/src/reference/sources/mailshake.md).
     #[serde(default)]
     pub subscribe: Option<Vec<String>>,
 }
@@ -71,7 +80,10 @@ pub(crate) fn build(
     )
 }
 
-const EVENTS: [(&str, EventType); 16] = [
+/// Mailshake's documented push events (`Replied`, `Opened`, `Clicked`,
+/// `MessageSent`, `LeadCreated`; `LeadStatusChanged` stays `custom`) and the
+/// activity `object` names of full activity objects.
+const EVENTS: [(&str, EventType); 17] = [
     ("replied", EventType::ReplyReceived),
     ("reply", EventType::ReplyReceived),
     ("opened", EventType::EmailOpened),
@@ -85,6 +97,7 @@ const EVENTS: [(&str, EventType); 16] = [
     ("bounce", EventType::EmailBounced),
     ("unsubscribed", EventType::Unsubscribed),
     ("unsubscribe", EventType::Unsubscribed),
+    ("leadcreated", EventType::LeadCreated),
     ("leadcatcher", EventType::LeadCreated),
     ("lead", EventType::LeadCreated),
     ("leadready", EventType::LeadCreated),

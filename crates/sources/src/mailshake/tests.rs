@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::testutil::{TestRequest, build, data_str, email_of, has_ref, one_event, receive};
+use crate::testutil::{
+    TestRequest, assert_largest_fits, build, data_str, email_of, has_ref, long_text, one_event,
+    receive,
+};
 use crate::{HookError, HookParse, SourceKind};
 
 fn source() -> Box<dyn SourceKind> {
@@ -100,4 +103,35 @@ fn malformed_json_is_400_and_blank_is_a_ping() {
         "",
     );
     assert_eq!(receive(source().as_ref(), &req).unwrap(), HookParse::Ping);
+}
+
+/// A full activity object (as Zapier relays it) with the reply's text.
+#[test]
+fn the_largest_documented_request_fits() {
+    let url = "https://leads.example.com/v1/hooks/mailshake?token=ms-secret&event=Replied";
+    let body = json!({"object": "reply", "id": 1, "recipient": {"emailAddress": "lee@buyer.co", "fullName": "Lee Park"},
+                      "campaign": {"id": 7, "title": "Q2"}, "subject": "Re: hello",
+                      "body": long_text(200_000), "plainTextBody": long_text(100_000)});
+    let req = TestRequest::post(url, body.to_string());
+    assert_largest_fits(source().as_ref(), &req, 1);
+}
+
+/// The push events Mailshake documents (API docs, Pushes > Events): each maps
+/// from the `event` the target URL carries.
+#[test]
+fn the_documented_push_events_map() {
+    for (event, expected) in [
+        ("Replied", "reply.received"),
+        ("Opened", "email.opened"),
+        ("Clicked", "email.clicked"),
+        ("MessageSent", "email.sent"),
+        ("LeadCreated", "lead.created"),
+        ("LeadStatusChanged", "custom"),
+    ] {
+        let url =
+            format!("https://leads.example.com/v1/hooks/mailshake?token=ms-secret&event={event}");
+        let e = one_event(source().as_ref(), &TestRequest::post(&url, PUSH));
+        assert_eq!(e.event_type.as_str(), expected, "{event}");
+        assert_eq!(data_str(&e, "vendor_event"), event);
+    }
 }

@@ -15,7 +15,8 @@ use crate::config::{Env, parse_settings, secret_from_env};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{as_text, expect_object, json_body, text};
 use crate::{
-    HookError, HookParse, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind,
+    HookError, HookParse, InboundEvent, InboundRequest, KIB, KindInfo, SourceConfigError,
+    SourceKind,
 };
 use leadrelay_model::EventType;
 
@@ -30,6 +31,18 @@ pub(crate) const INFO: KindInfo = KindInfo {
             version \"2.0\"), event e.g. *.person and change.deal, Endpoint URL https://<leadrelay>/v1/hooks/<source>, \
             and set HTTP Auth username and password. Put the username in http_auth_user and the password in the \
             env var named by http_auth_password_env. Use an admin user so every object is visible.",
+    largest_request: "one object with its previous values (webhooks v2)",
+    max_body_bytes: 256 * KIB,
+    docs: &[
+        (
+            "Pipedrive: Guide for Webhooks v2",
+            "https://pipedrive.readme.io/docs/guide-for-webhooks-v2",
+        ),
+        (
+            "Pipedrive: Webhooks v2 migration guide",
+            "https://pipedrive.readme.io/docs/webhooks-v2-migration-guide",
+        ),
+    ],
 };
 
 /// Fields whose change alone is noise (every change touches them).

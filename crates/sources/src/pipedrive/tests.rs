@@ -3,7 +3,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
 use crate::testutil::{
-    TestRequest, build, data_str, email_of, fixture, has_ref, one_event, receive,
+    TestRequest, assert_largest_fits, build, data_str, email_of, fixture, has_ref, long_text,
+    one_event, receive,
 };
 use crate::{HookError, HookParse, SourceKind};
 
@@ -148,4 +149,13 @@ fn settings_are_checked() {
     };
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["http_auth_user", "http_auth_password_env"]);
+}
+
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("pipedrive_v2_person_change.json")).unwrap();
+    body["data"]["custom_fields"]["notes"] = json!({"type": "text", "value": long_text(64 * 1024)});
+    let body = body.to_string();
+    assert_largest_fits(source().as_ref(), &delivery(&body), 1);
 }

@@ -12,7 +12,9 @@ use crate::config::Env;
 use crate::event::{EventDraft, parse_time};
 use crate::json::{event_name, expect_object, fill_contact, first_text, text};
 use crate::token_source::{build_token_only, lookup};
-use crate::{HookError, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{
+    HookError, InboundEvent, InboundRequest, KIB, KindInfo, SourceConfigError, SourceKind,
+};
 use leadrelay_model::EventType;
 
 #[cfg(test)]
@@ -25,6 +27,9 @@ pub(crate) const INFO: KindInfo = KindInfo {
     setup: "In Qwilr open Settings > Integrations > Webhooks (or a Zapier/Make \"Page accepted\" trigger) and send \
             to https://<leadrelay>/v1/hooks/<source>?token=<token>; add &event=accepted or &event=viewed when the \
             body does not name the event. Put the token in the env var named by token_env.",
+    largest_request: "one page event (Qwilr publishes no webhook payload reference)",
+    max_body_bytes: 256 * KIB,
+    docs: &[],
 };
 
 pub(crate) fn build(

@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::testutil::{TestRequest, build, data_str, email_of, has_ref, one_event, receive};
+use crate::testutil::{
+    TestRequest, assert_largest_fits, build, data_str, email_of, has_ref, long_text, one_event,
+    receive,
+};
 use crate::{HookError, SourceKind};
 
 const URL: &str = "https://leads.example.com/v1/hooks/qwilr?token=qw-token";
@@ -62,4 +65,12 @@ fn wrong_token_401_malformed_400() {
             .status(),
         400
     );
+}
+
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value = serde_json::from_str(&accepted()).unwrap();
+    body["page_metadata"] = json!({"notes": long_text(64 * 1024)});
+    let req = TestRequest::post(URL, body.to_string());
+    assert_largest_fits(source().as_ref(), &req, 1);
 }

@@ -12,7 +12,9 @@ use crate::config::Env;
 use crate::event::{EventDraft, parse_time};
 use crate::json::{expect_object, fill_contact, first_text, text};
 use crate::token_source::{build_token_only, lookup};
-use crate::{HookError, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{
+    HookError, InboundEvent, InboundRequest, KindInfo, MIB, SourceConfigError, SourceKind,
+};
 use leadrelay_model::EventType;
 
 #[cfg(test)]
@@ -20,12 +22,28 @@ mod tests;
 
 pub(crate) const INFO: KindInfo = KindInfo {
     name: "replyio",
-    title: "Reply.io (webhook subscriptions: email sent/opened/clicked/replied/bounced, opt-outs, finished contacts)",
+    title: "Reply.io (webhook subscriptions: email sent/opened/clicked/replied/bounced, unsubscribes, finished sequences, meetings)",
     auth: "shared token in the subscription URL (?token=) — Reply.io does not sign webhooks",
     setup: "In Reply.io go to Settings > Integrations > Webhooks (or POST https://api.reply.io/v3/webhooks with \
             eventType and url) and add https://<leadrelay>/v1/hooks/<source>?token=<token> once per event type you \
-            need (email_replied, email_sent, email_opened, email_link_clicked, email_bounced, contact_opted_out, \
-            contact_finished …). Put the token in the env var named by token_env.",
+            need (email_replied, email_sent, email_opened, email_link_clicked or link_clicked, email_bounced, \
+            email_unsubscribed or contact_opted_out, sequence_completed or contact_finished, meeting_booked …). Put the token in the env var named by token_env.",
+    largest_request: "one event; email events may carry the email text (includeEmailText)",
+    max_body_bytes: MIB,
+    docs: &[
+        (
+            "Reply.io: Webhook events (catalog)",
+            "https://docs.reply.io/webhook-events",
+        ),
+        (
+            "Reply.io: Webhook events (essentials)",
+            "https://docs.reply.io/essentials/webhook-events",
+        ),
+        (
+            "Reply.io: Webhook event payloads",
+            "https://docs.reply.io/webhook-event-payloads",
+        ),
+    ],
 };
 
 pub(crate) fn build(
@@ -35,15 +53,25 @@ pub(crate) fn build(
     build_token_only(&INFO, settings, env, false, map)
 }
 
-const EVENTS: [(&str, EventType); 8] = [
+/// Both generations of Reply.io's event names: the webhook catalog
+/// (`docs.reply.io/webhook-events`: `email_link_clicked`, `contact_opted_out`,
+/// `contact_finished` …) and the "Webhook events" page of the essentials
+/// (`link_clicked`, `email_unsubscribed`, `sequence_completed`, `meeting_*` …).
+const EVENTS: [(&str, EventType); 14] = [
     ("email_sent", EventType::EmailSent),
     ("email_opened", EventType::EmailOpened),
     ("email_link_clicked", EventType::EmailClicked),
+    ("link_clicked", EventType::EmailClicked),
     ("email_replied", EventType::ReplyReceived),
     ("linkedin_message_replied", EventType::ReplyReceived),
     ("email_bounced", EventType::EmailBounced),
     ("contact_opted_out", EventType::Unsubscribed),
+    ("email_unsubscribed", EventType::Unsubscribed),
     ("contact_finished", EventType::SequenceCompleted),
+    ("sequence_completed", EventType::SequenceCompleted),
+    ("meeting_booked", EventType::MeetingBooked),
+    ("meeting_cancelled", EventType::MeetingCanceled),
+    ("meeting_canceled", EventType::MeetingCanceled),
 ];
 
 fn map(req: &InboundRequest<'_>, body: &Value) -> Result<Vec<InboundEvent>, HookError> {

@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::testutil::{TestRequest, build, data_str, email_of, has_ref, one_event, receive};
+use crate::testutil::{
+    TestRequest, assert_largest_fits, build, data_str, email_of, has_ref, long_text, one_event,
+    receive,
+};
 use crate::{HookError, SourceKind};
 
 const URL: &str = "https://leads.example.com/v1/hooks/reply?token=rp-token";
@@ -88,4 +91,38 @@ fn wrong_token_is_401_and_malformed_json_400() {
             .status(),
         400
     );
+}
+
+/// The names on Reply.io's "Webhook events" page (docs.reply.io/essentials/webhook-events)
+/// map like the older catalog names; an `email_unsubscribed` is an opt-out.
+#[test]
+fn the_current_event_names_map_like_the_older_ones() {
+    for (name, expected) in [
+        ("meeting_booked", "meeting.booked"),
+        ("meeting_cancelled", "meeting.canceled"),
+        ("email_unsubscribed", "unsubscribed"),
+        ("link_clicked", "email.clicked"),
+        ("sequence_completed", "sequence.completed"),
+        ("email_link_clicked", "email.clicked"),
+        ("contact_opted_out", "unsubscribed"),
+        ("auto_reply_received", "custom"),
+        ("meeting_rescheduled", "custom"),
+    ] {
+        let e = one_event(
+            source().as_ref(),
+            &TestRequest::post(URL, replied().replace("email_replied", name)),
+        );
+        assert_eq!(e.event_type.as_str(), expected, "{name}");
+        assert_eq!(data_str(&e, "vendor_event"), name);
+        assert_eq!(email_of(&e), "john.doe@example.com", "{name}");
+    }
+}
+
+/// An email event with the email text included (`includeEmailText`).
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value = serde_json::from_str(&replied()).unwrap();
+    body["email_text"] = json!(long_text(500_000));
+    let req = TestRequest::post(URL, body.to_string());
+    assert_largest_fits(source().as_ref(), &req, 1);
 }

@@ -19,8 +19,8 @@ use crate::event::{EventDraft, parse_time};
 use crate::json::{check_media_type, snake_case};
 use crate::xml::{self, Element};
 use crate::{
-    HookError, HookParse, HookResponse, InboundEvent, InboundRequest, KindInfo, SourceConfigError,
-    SourceKind,
+    HookError, HookParse, HookResponse, InboundEvent, InboundRequest, KindInfo, MIB,
+    SourceConfigError, SourceKind,
 };
 use leadrelay_model::EventType;
 
@@ -37,6 +37,12 @@ pub(crate) const INFO: KindInfo = KindInfo {
             18-character org id (Setup > Company Information) in organization_id and the token in the env var \
             named by token_env. Do not tick \"Send Session ID\". Yesware users: enable Yesware's Salesforce sync, \
             then send its activity on with this source.",
+    largest_request: "a SOAP message with up to 100 notifications, each with the fields the outbound message sends",
+    max_body_bytes: 2 * MIB,
+    docs: &[(
+        "Salesforce: Understanding Notifications (outbound messaging)",
+        "https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_om_outboundmessaging_notifications.htm",
+    )],
 };
 
 /// Salesforce sends at most 100 notifications per message.

@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::testutil::{TestRequest, build, data_str, email_of, events, fixture, has_ref, receive};
+use crate::testutil::{
+    TestRequest, assert_largest_fits, build, data_str, email_of, events, fixture, has_ref,
+    long_text, receive,
+};
 use crate::{HookError, HookParse, SourceKind};
 
 const URL: &str = "https://leads.example.com/v1/hooks/salesforce?token=sf-token-1";
@@ -188,4 +191,33 @@ fn org_ids_are_validated() {
         };
         assert_eq!(errors[0].field, "organization_id", "{bad}");
     }
+}
+
+/// Salesforce's largest message: 100 notifications ("A single SOAP message can
+/// include up to 100 notifications"), each a Contact with a long description.
+#[test]
+fn the_largest_documented_request_fits() {
+    let doc = fixture("salesforce_outbound_contact.xml");
+    let start = doc.find("<Notification>").unwrap();
+    let end = doc.find("</Notification>").unwrap() + "</Notification>".len();
+    let one = &doc[start..end];
+    let all: String = (0..100)
+        .map(|i| {
+            one.replace("04l000000000001AAA", &format!("04l0000000{i:05}AAA"))
+                .replace(
+                    "<sf:LeadSource>",
+                    &format!(
+                        "<sf:Description>{}</sf:Description><sf:LeadSource>",
+                        long_text(10_000)
+                    ),
+                )
+        })
+        .collect();
+    let body = format!(
+        "{}{}{}",
+        &doc[..start],
+        all,
+        &doc[doc.rfind("</Notification>").unwrap() + "</Notification>".len()..]
+    );
+    assert_largest_fits(source().as_ref(), &delivery(URL, &body), 100);
 }

@@ -14,7 +14,8 @@ use crate::config::{Env, Secret, parse_settings, secret_from_env};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{expect_object, json_body, text};
 use crate::{
-    HookError, HookParse, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind,
+    HookError, HookParse, InboundEvent, InboundRequest, KIB, KindInfo, SourceConfigError,
+    SourceKind,
 };
 use leadrelay_model::EventType;
 
@@ -30,6 +31,18 @@ pub(crate) const INFO: KindInfo = KindInfo {
             you choose, and event types such as person_created, person_updated, email_updated, \
             cadence_membership_updated, meeting_booked, meeting_updated. Put the callback_token in the env var \
             named by callback_token_env; use the same token for every subscription of this source.",
+    largest_request: "one resource (a person, an email with its counts, a cadence membership …)",
+    max_body_bytes: 256 * KIB,
+    docs: &[
+        (
+            "Salesloft: Webhook event types",
+            "https://developers.salesloft.com/docs/platform/webhooks/event-types/",
+        ),
+        (
+            "Salesloft: Webhook delivery headers",
+            "https://developers.salesloft.com/docs/platform/webhooks/delivery-headers/",
+        ),
+    ],
 };
 
 /// `[sources.NAME]` settings for `kind = "salesloft"`.

@@ -3,7 +3,8 @@ use serde_json::json;
 use sha1::Sha1;
 
 use crate::testutil::{
-    TestRequest, build, data_str, email_of, fixture, has_ref, one_event, receive,
+    TestRequest, assert_largest_fits, build, data_str, email_of, fixture, has_ref, long_text,
+    one_event, receive,
 };
 use crate::{HookError, HookParse, SourceKind};
 
@@ -151,4 +152,13 @@ fn malformed_bodies_and_missing_event_names_are_400() {
         receive(source().as_ref(), &delivery("person_created", "")).unwrap(),
         HookParse::Ping
     );
+}
+
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("salesloft_person.json")).unwrap();
+    body["custom_fields"] = json!({"notes": long_text(64 * 1024)});
+    let body = body.to_string();
+    assert_largest_fits(source().as_ref(), &delivery("person_created", &body), 1);
 }

@@ -17,7 +17,9 @@ use crate::config::{Env, config_error, optional_secret, parse_settings};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{expect_object, fill_contact, first_text, text};
 use crate::token_source::{BodySecret, TokenSource, finish, lookup};
-use crate::{HookError, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind};
+use crate::{
+    HookError, InboundEvent, InboundRequest, KindInfo, MIB, SourceConfigError, SourceKind,
+};
 use leadrelay_model::EventType;
 
 #[cfg(test)]
@@ -31,6 +33,18 @@ pub(crate) const INFO: KindInfo = KindInfo {
             and add https://<leadrelay>/v1/hooks/<source>?token=<token> with the events you need (EMAIL_REPLY, \
             EMAIL_SENT, EMAIL_OPEN, EMAIL_LINK_CLICK, EMAIL_BOUNCE, LEAD_UNSUBSCRIBED, LEAD_CATEGORY_UPDATED). Copy \
             the webhook's secret key into the env var named by secret_key_env and the token into token_env.",
+    largest_request: "one event; replies carry the sent and the reply message as HTML and text",
+    max_body_bytes: MIB,
+    docs: &[
+        (
+            "Smartlead: Threaded replies (EMAIL_REPLY payload)",
+            "https://help.smartlead.ai/Threaded-Replies-ff92a607c93645b7b1568d8219218423",
+        ),
+        (
+            "Smartlead: Untracked replies (UNTRACKED_REPLIES payload)",
+            "https://help.smartlead.ai/Untracked-replies-d68b21be42c74f50b7f86bc63103a1c6",
+        ),
+    ],
 };
 
 /// `[sources.NAME]` settings for `kind = "smartlead"`.
@@ -55,7 +69,7 @@ pub(crate) struct Settings {
     /// The campaign `connect` registers the webhook on (default: user level).
     #[serde(default)]
     pub campaign_id: Option<u64>,
-    /// Events `connect` subscribes to (default: see SOURCES.md).
+    /// Events `connect` subscribes to (default: see the book, docs/src/reference/sources/smartlead.md).
     #[serde(default)]
     pub subscribe: Option<Vec<String>>,
 }

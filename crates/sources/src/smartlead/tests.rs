@@ -1,6 +1,9 @@
 use serde_json::json;
 
-use crate::testutil::{TestRequest, build, data_str, email_of, has_ref, one_event, receive};
+use crate::testutil::{
+    TestRequest, assert_largest_fits, build, data_str, email_of, has_ref, long_text, one_event,
+    receive,
+};
 use crate::{HookError, SourceKind};
 
 const URL: &str = "https://leads.example.com/v1/hooks/smartlead?token=sl-token";
@@ -154,4 +157,14 @@ fn the_signature_header_is_checked_and_the_request_id_is_the_external_id() {
         receive(signed.as_ref(), &unsigned),
         Err(HookError::Unauthorized(_))
     ));
+}
+
+/// A reply carries the sent and the reply message as HTML and text.
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value = serde_json::from_str(&reply_body()).unwrap();
+    body["sent_message"] = json!({"message_id": "<a@b>", "html": long_text(200_000), "text": long_text(100_000), "time": "2024-06-10T06:13:20Z"});
+    body["reply_message"] = json!({"message_id": "<c@d>", "html": long_text(300_000), "text": long_text(150_000), "time": "2024-06-10T06:13:20Z"});
+    let req = TestRequest::post(URL, body.to_string());
+    assert_largest_fits(source().as_ref(), &req, 1);
 }

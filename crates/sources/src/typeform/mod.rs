@@ -14,7 +14,8 @@ use crate::config::{Env, Secret, config_error, parse_settings, secret_from_env};
 use crate::event::{EventDraft, parse_time};
 use crate::json::{as_text, expect_object, json_body, text};
 use crate::{
-    HookError, HookParse, InboundEvent, InboundRequest, KindInfo, SourceConfigError, SourceKind,
+    HookError, HookParse, InboundEvent, InboundRequest, KindInfo, MIB, SourceConfigError,
+    SourceKind,
 };
 use leadrelay_model::{CONTACT_FIELDS, EventType};
 
@@ -30,6 +31,22 @@ pub(crate) const INFO: KindInfo = KindInfo {
             the env var named by secret_env. Give the questions that ask for names or the company the field \
             reference first_name, last_name, company … (or map references with the `fields` setting); email and \
             phone questions are recognised by type.",
+    largest_request: "one response: the form definition (every field) and every answer",
+    max_body_bytes: MIB,
+    docs: &[
+        (
+            "Typeform: Webhooks",
+            "https://www.typeform.com/developers/webhooks/",
+        ),
+        (
+            "Typeform: Secure your webhooks",
+            "https://www.typeform.com/developers/webhooks/secure-your-webhooks/",
+        ),
+        (
+            "Typeform: Create or update webhook",
+            "https://typeform.com/developers/webhooks/reference/create-or-update-webhook",
+        ),
+    ],
 };
 
 /// `[sources.NAME]` settings for `kind = "typeform"`.

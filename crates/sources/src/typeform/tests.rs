@@ -1,8 +1,8 @@
 use serde_json::json;
 
 use crate::testutil::{
-    TestRequest, build, data_str, email_of, fixture, has_ref, hmac_sha256_base64, one_event,
-    receive,
+    TestRequest, assert_largest_fits, build, data_str, email_of, fixture, has_ref,
+    hmac_sha256_base64, long_text, one_event, receive,
 };
 use crate::{HookError, HookParse, SourceKind};
 
@@ -141,4 +141,33 @@ fn field_mappings_must_name_contact_fields() {
         panic!()
     };
     assert_eq!(errors[0].field, "fields.org");
+}
+
+/// A response with long-text answers.
+#[test]
+fn the_largest_documented_request_fits() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("typeform_form_response.json")).unwrap();
+    let answers = body["form_response"]["answers"].as_array_mut().unwrap();
+    for i in 0..20 {
+        answers.push(json!({"type": "text", "text": long_text(10_000),
+                            "field": {"id": format!("long{i}"), "type": "long_text", "ref": format!("long_{i}")}}));
+    }
+    let body = body.to_string();
+    assert_largest_fits(source().as_ref(), &signed(&body), 1);
+}
+
+/// Typeform's partial responses (`event_types: {form_response_partial: true}`
+/// on the webhook, "Create or update webhook") carry a `form_response` too:
+/// stored, with the respondent, but not as a submitted form.
+#[test]
+fn a_partial_response_is_custom_with_the_respondent() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("typeform_form_response.json")).unwrap();
+    body["event_type"] = json!("form_response_partial");
+    let body = body.to_string();
+    let e = one_event(source().as_ref(), &signed(&body));
+    assert_eq!(e.event_type.as_str(), "custom");
+    assert_eq!(data_str(&e, "vendor_event"), "form_response_partial");
+    assert!(e.contact.email.is_some(), "{:?}", e.contact);
 }
