@@ -9,10 +9,12 @@
 //! - `rotate_bytes` (default `"100MiB"`), `fsync` (default `true`).
 //! - `columns`: `"leads"` (default), `"dead_letters"`, or a list — the same
 //!   mapping as the `sheets` connector.
-//! - `escape_formulas` (default `true`): a cell starting with `=`, `@`, a
-//!   tab, or `+`/`-` not followed by a digit gets a leading `'`, so a
-//!   spreadsheet opening the file never runs a lead's text as a formula
-//!   (phone numbers such as `+14155550123` stay as they are).
+//! - `escape_formulas` (default `true`): a text cell starting with `=`,
+//!   `+`, `-`, `@`, a tab or a CR (OWASP's list; phone numbers such as
+//!   `+14155550123` included) is written quoted with a leading `'`
+//!   (`"'+14155550123"`), so a spreadsheet opening the file shows it as
+//!   text and never runs a lead's text as a formula. Numbers (`-5` from a
+//!   JSON number, never text) are written as they are.
 //!
 //! Quoting follows RFC 4180: a field with a comma, a quote, CR or LF, or
 //! leading/trailing spaces is quoted, quotes are doubled; lines end CRLF.
@@ -27,7 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::columns::{Columns, ColumnsSetting};
+use super::columns::{Columns, ColumnsSetting, formula_like};
 use super::file::rotate::RotatingFile;
 use super::{
     AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
@@ -120,11 +122,11 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     }))
 }
 
-/// One field, quoted when needed (RFC 4180).
-pub fn field(text: &str, escape_formulas: bool) -> String {
-    let mut t = text.to_string();
-    if escape_formulas && is_formula(&t) {
-        t.insert(0, '\'');
+/// One field, quoted when needed (RFC 4180); with `escape_formulas`, text a
+/// spreadsheet would evaluate gets a leading `'` and quotes (OWASP).
+pub fn field(t: &str, escape_formulas: bool) -> String {
+    if escape_formulas && formula_like(t) {
+        return format!("\"'{}\"", t.replace('"', "\"\""));
     }
     let needs_quotes = t.contains([',', '"', '\r', '\n'])
         || t.starts_with(' ')
@@ -133,25 +135,16 @@ pub fn field(text: &str, escape_formulas: bool) -> String {
     if needs_quotes {
         format!("\"{}\"", t.replace('"', "\"\""))
     } else {
-        t
+        t.to_string()
     }
 }
 
-/// Text a spreadsheet would evaluate as a formula.
-fn is_formula(t: &str) -> bool {
-    let mut chars = t.chars();
-    match chars.next() {
-        Some('=' | '@' | '\t' | '\r') => true,
-        Some('+' | '-') => !chars.next().is_some_and(|c| c.is_ascii_digit()),
-        _ => false,
-    }
-}
-
-/// A CSV line (CRLF-terminated).
+/// A CSV line (CRLF-terminated). Numbers are never formulas: only text is
+/// escaped.
 fn line(cells: &[Value], escape_formulas: bool) -> String {
     let mut out = cells
         .iter()
-        .map(|c| field(&notify::text_of(c), escape_formulas))
+        .map(|c| field(&notify::text_of(c), escape_formulas && !c.is_number()))
         .collect::<Vec<_>>()
         .join(",");
     out.push_str("\r\n");
@@ -288,13 +281,34 @@ mod tests {
             field("=HYPERLINK(\"x\")", true),
             "\"'=HYPERLINK(\"\"x\"\")\""
         );
-        assert_eq!(field("@SUM(A1)", true), "'@SUM(A1)");
-        assert_eq!(field("+14155550123", true), "+14155550123");
-        assert_eq!(field("-5", true), "-5");
+        assert_eq!(field("@SUM(A1)", true), "\"'@SUM(A1)\"");
         assert_eq!(field("=1+1", false), "=1+1");
         assert_eq!(
             line(&[json!("a"), json!(2), json!(""), json!(true)], true),
             "a,2,,yes\r\n"
+        );
+    }
+
+    #[test]
+    fn every_cell_a_spreadsheet_would_evaluate_is_escaped() {
+        // OWASP's examples, which start with a sign and a digit.
+        assert_eq!(
+            field("-2+3+cmd|' /C calc'!A0", true),
+            "\"'-2+3+cmd|' /C calc'!A0\""
+        );
+        assert_eq!(
+            field("+1+HYPERLINK(\"http://evil\",\"x\")", true),
+            "\"'+1+HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\""
+        );
+        assert_eq!(field("+14155550123", true), "\"'+14155550123\"");
+        assert_eq!(field("-5", true), "\"'-5\"");
+        assert_eq!(field("\t=1", true), "\"'\t=1\"");
+        assert_eq!(field("\r=1", true), "\"'\r=1\"");
+        assert_eq!(field("a-1", true), "a-1");
+        // A number is never a formula: written as it is.
+        assert_eq!(
+            line(&[json!(-5), json!("-5"), json!(1.5)], true),
+            "-5,\"'-5\",1.5\r\n"
         );
     }
 }
