@@ -30,7 +30,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::columns::{Columns, ColumnsSetting, formula_like};
-use super::file::rotate::RotatingFile;
+use super::file::rotate::{Appended, Record, RotatingFile};
 use super::{
     AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
     ErrorClass, JobResult, Outcome, notify,
@@ -163,10 +163,11 @@ impl Connector for CsvConnector {
             let ctx = notify::context(job, &self.public_url);
             match self.columns.row(&ctx) {
                 Ok(cells) => {
-                    records.push((
-                        job.event.id.to_string(),
-                        line(&cells, self.escape_formulas).into_bytes(),
-                    ));
+                    records.push(Record {
+                        delivery_id: job.delivery.id.to_string(),
+                        event_id: job.event.id.to_string(),
+                        bytes: line(&cells, self.escape_formulas).into_bytes(),
+                    });
                     written.push(i);
                 }
                 Err(m) => {
@@ -180,9 +181,9 @@ impl Connector for CsvConnector {
         if !written.is_empty() {
             let mut sha = Sha256::new();
             let mut size = 0u64;
-            for (_, r) in &records {
-                sha.update(r);
-                size += r.len() as u64;
+            for r in &records {
+                sha.update(&r.bytes);
+                size += r.bytes.len() as u64;
             }
             let sha = hex::encode(sha.finalize());
             let file = self.file.clone();
@@ -191,10 +192,10 @@ impl Connector for CsvConnector {
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(format!("writer task failed: {e}"))));
             let (outcome, excerpt, path) = match result {
-                Ok((p, left_out)) => (
+                Ok(a) => (
                     Outcome::delivered(),
-                    written_text(written.len() - left_out, left_out, "row"),
-                    p.display().to_string(),
+                    written_text(written.len(), &a, "row"),
+                    a.path.display().to_string(),
                 ),
                 Err(e) => {
                     let m = format!("writing the CSV backup failed: {e}");
@@ -253,16 +254,25 @@ impl Connector for CsvConnector {
     }
 }
 
-/// The attempt log's excerpt for a backup append: `"3 row(s) written"`,
-/// and how many were left out because their person was erased meanwhile.
-pub(super) fn written_text(written: usize, left_out: usize, what: &str) -> String {
-    if left_out == 0 {
-        format!("{written} {what}(s) written")
-    } else {
-        format!(
-            "{written} {what}(s) written; {left_out} left out: their person was erased while they were in flight"
-        )
+/// The attempt log's excerpt for an append of `total` records: `"3 row(s)
+/// written"`, how many were already written (a batch sent again after a
+/// crash) and how many left out because their person was erased meanwhile.
+pub(super) fn written_text(total: usize, a: &Appended, what: &str) -> String {
+    let written = total.saturating_sub(a.left_out + a.already);
+    let mut text = format!("{written} {what}(s) written");
+    if a.already > 0 {
+        text.push_str(&format!(
+            "; {} already written before (sent again after a crash), not repeated",
+            a.already
+        ));
     }
+    if a.left_out > 0 {
+        text.push_str(&format!(
+            "; {} left out: their person was erased while they were in flight",
+            a.left_out
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
