@@ -337,10 +337,10 @@ impl Journal {
         let mut entries = HashMap::new();
         let mut order = VecDeque::new();
         for line in text.lines() {
-            if let Some((id, w)) = Self::parse(line) {
-                if entries.insert(id.clone(), w).is_none() {
-                    order.push_back(id);
-                }
+            if let Some((id, w)) = Self::parse(line)
+                && entries.insert(id.clone(), w).is_none()
+            {
+                order.push_back(id);
             }
         }
         let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
