@@ -73,6 +73,32 @@ impl ApiError {
         }
     }
 
+    /// 422: an idempotency key its client already used, within 24 hours, for
+    /// a different request (another body). Replaying the old answer would drop
+    /// the new request while saying it was stored; `fields` name where the
+    /// key came from (`Idempotency-Key`, `[3].idempotency_key` …).
+    pub fn idempotency_key_reused(fields: &[String]) -> Self {
+        Self {
+            fields: fields
+                .iter()
+                .map(|f| {
+                    FieldError::new(
+                        f,
+                        "idempotency_key_reused",
+                        "this key already names a different request",
+                    )
+                })
+                .collect(),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this idempotency key was already used in the last 24 hours for a request \
+                 with a different body; nothing was stored. A retry must repeat the original \
+                 request exactly; a new request needs a new key",
+            )
+        }
+    }
+
     pub fn throttled(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
@@ -123,6 +149,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::IdempotencyKeyReused(_) => {
+                ApiError::idempotency_key_reused(&["idempotency_key".to_string()])
+            }
             other => {
                 tracing::error!(error = %other, "storage error");
                 ApiError::unavailable("storage is unavailable; nothing was stored, retry later")

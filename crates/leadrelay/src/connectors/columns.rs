@@ -9,6 +9,14 @@ use serde_json::Value;
 
 use crate::config::Problem;
 
+/// Text a spreadsheet would read as a formula (OWASP, CSV injection): it
+/// starts with `=`, `+`, `-`, `@`, a tab or a CR. Phone numbers such as
+/// `+14155550123` are included: `+1+HYPERLINK(…)` and `-2+3+cmd|…` start
+/// with a sign and a digit too, and no rule on what follows is safe.
+pub fn formula_like(text: &str) -> bool {
+    text.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
 /// `columns = "leads" | "dead_letters" | [ … ]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]

@@ -220,7 +220,9 @@ pub enum IngestErrors {
     /// The body is not JSON.
     #[response(status = 415)]
     UnsupportedMediaType(ErrorBody),
-    /// Every failing field of every event, with its path.
+    /// Every failing field of every event, with its path; or
+    /// `idempotency_key_reused`: a key this API key already used for a
+    /// different event in the last 24 hours (nothing stored).
     #[response(status = 422)]
     Invalid(ErrorBody),
     /// Storage unavailable; nothing stored, retry later.
@@ -233,7 +235,9 @@ pub enum IngestErrors {
 /// commit. Needs an `ingest` or `admin` key; the events' origin is
 /// `api:<key name>`. A single event may also carry its idempotency key in
 /// an `Idempotency-Key` header (refused with an array, and when it differs
-/// from the body's).
+/// from the body's). Keys are per API key: the same event again with the
+/// same key is answered with the first one's id; a different event with a
+/// key already used is refused with 422 `idempotency_key_reused`.
 #[utoipa::path(post, path = "/v1/events", tag = "ingest",
     request_body(content = EventsInput, content_type = "application/json"),
     responses((status = 202, description = "Stored", body = EventsAnswer), IngestErrors))]

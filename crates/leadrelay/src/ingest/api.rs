@@ -35,7 +35,7 @@ use serde_json::{Map, Value};
 use super::{Accepted, Ingestor, check_idempotency_key, withdraw};
 use crate::config::Config;
 use crate::error::{ApiError, FieldError};
-use crate::store::{IdempotencyKey, IngestItem, IngestOutcome};
+use crate::store::{IdempotencyKey, IngestItem, IngestOutcome, StoreError};
 
 /// Event types only leadrelay itself stores.
 const RESERVED_PREFIX: &str = "privacy.";
@@ -43,9 +43,22 @@ const RESERVED_PREFIX: &str = "privacy.";
 /// Most events in one request.
 pub const MAX_BATCH: usize = 100;
 
-/// Idempotency keys of API events share one scope, whichever key sent them,
-/// so a retry after a key rotation still finds the first event.
-pub const IDEMPOTENCY_SCOPE: &str = "api";
+/// The scope of an API key's idempotency keys: `api:<key name>`. Each key
+/// has its own, so two clients never replay each other's events; a key
+/// rotated under the same name keeps its scope.
+pub fn idempotency_scope(key_name: &str) -> String {
+    format!("api:{key_name}")
+}
+
+/// The fingerprint of an API event: its JSON object without the
+/// `idempotency_key` (which may come in the header instead), keys sorted.
+fn event_fingerprint(raw: &str) -> String {
+    let mut v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("idempotency_key");
+    }
+    super::fingerprint(&v)
+}
 
 /// Where an event may say it came from.
 #[derive(Debug, Clone, Copy)]
@@ -83,8 +96,9 @@ struct EventBody {
     /// Purpose → granted.
     #[serde(default)]
     consent: Option<BTreeMap<String, bool>>,
-    /// Stores the event once: a second event with the same key gets the
-    /// first one's id (24 h).
+    /// Stores the event once: the same event again with the same key (from
+    /// the same API key) gets the first one's id (24 h); another event with
+    /// that key is refused (422 `idempotency_key_reused`).
     #[serde(default)]
     idempotency_key: Option<String>,
 }
@@ -134,6 +148,7 @@ impl Ingestor {
             OriginRule::Key(req.key_name),
             Utc::now(),
         )?;
+        let from_header = header_key.is_some();
         if let Some(k) = header_key {
             if body.batch {
                 return Err(ApiError::new(
@@ -155,34 +170,66 @@ impl Ingestor {
             one.idempotency_key = Some(k);
         }
         // An event whose key an earlier event of the same batch has is
-        // answered as that event's duplicate, as a retry would be.
+        // answered as that event's duplicate, as a retry would be — when it
+        // is the same event; another event under the same key is refused.
         let batch = body.batch;
-        let mut first_with_key: HashMap<String, usize> = HashMap::new();
+        let key_field = |i: usize| match (batch, from_header) {
+            (true, _) => format!("[{i}].idempotency_key"),
+            (false, true) => "Idempotency-Key".to_string(),
+            (false, false) => "idempotency_key".to_string(),
+        };
+        let scope = idempotency_scope(req.key_name);
+        let mut first_with_key: HashMap<String, (usize, String)> = HashMap::new();
         let mut slots = Vec::with_capacity(body.events.len());
         let mut items: Vec<IngestItem> = Vec::with_capacity(body.events.len());
-        for p in body.events {
-            if let Some(k) = &p.idempotency_key {
-                if let Some(&first) = first_with_key.get(k) {
-                    slots.push((first, true));
+        // Per item, its event's index in the body.
+        let mut body_index = Vec::with_capacity(body.events.len());
+        let mut reused = Vec::new();
+        for (i, p) in body.events.into_iter().enumerate() {
+            let fingerprint = p
+                .idempotency_key
+                .as_ref()
+                .map(|_| event_fingerprint(&p.event.raw.body));
+            if let (Some(k), Some(fp)) = (&p.idempotency_key, &fingerprint) {
+                if let Some((first, first_fp)) = first_with_key.get(k) {
+                    if first_fp != fp {
+                        reused.push(key_field(i));
+                    }
+                    slots.push((*first, true));
                     continue;
                 }
-                first_with_key.insert(k.clone(), items.len());
+                first_with_key.insert(k.clone(), (items.len(), fp.clone()));
             }
             slots.push((items.len(), false));
+            body_index.push(i);
             items.push(IngestItem {
                 destinations: self.routes.destinations_for(&p.event),
                 event: p.event,
                 idempotency: p.idempotency_key.map(|key| IdempotencyKey {
-                    scope: IDEMPOTENCY_SCOPE.to_string(),
+                    scope: scope.clone(),
                     key,
+                    fingerprint,
                 }),
             });
+        }
+        if !reused.is_empty() {
+            return Err(ApiError::idempotency_key_reused(&reused));
         }
         let n = items.len();
         let outcomes = if items.is_empty() {
             Vec::new()
         } else {
-            self.store.ingest(items).await?
+            match self.store.ingest(items).await {
+                Err(StoreError::IdempotencyKeyReused(at)) => {
+                    let fields: Vec<String> = at
+                        .iter()
+                        .filter_map(|&j| body_index.get(j))
+                        .map(|&i| key_field(i))
+                        .collect();
+                    return Err(ApiError::idempotency_key_reused(&fields));
+                }
+                other => other?,
+            }
         };
         if outcomes.len() != n {
             return Err(ApiError::unavailable(

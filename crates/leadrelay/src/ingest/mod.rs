@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::config::{Config, FormConfig};
 use crate::error::ApiError;
 use crate::routing::RouteTable;
-use crate::store::{IdempotencyKey, IngestItem, IngestOutcome, Store};
+use crate::store::{IdempotencyKey, IngestItem, IngestOutcome, Store, StoreError};
 use enrich::{IpHasher, RequestContext};
 pub use hook::HookRequest;
 
@@ -101,9 +101,20 @@ impl Ingestor {
     /// Validates, enriches and stores a form submission. Resolves only after
     /// the event and its outbox rows are committed.
     pub async fn submit_form(&self, sub: FormSubmission<'_>) -> Result<Accepted, ApiError> {
+        // Where a reused key came from, to name it in the answer.
+        let key_field = match (sub.idempotency_header, self.form(sub.form)) {
+            (Some(_), _) => "Idempotency-Key".to_string(),
+            (None, Some(f)) => f.idempotency_field.clone().unwrap_or_default(),
+            (None, None) => String::new(),
+        };
         let item = self.form_item(sub).await?;
         let spam = item.event.spam;
-        let outcome = self.store.ingest(vec![item]).await?;
+        let outcome = match self.store.ingest(vec![item]).await {
+            Err(StoreError::IdempotencyKeyReused(_)) => {
+                return Err(ApiError::idempotency_key_reused(&[key_field]));
+            }
+            other => other?,
+        };
         match outcome.first() {
             Some(IngestOutcome::Stored(id)) => Ok(Accepted {
                 id: *id,
@@ -142,6 +153,7 @@ pub async fn build_form_item(
     })?;
     let (kind, boundary) = body::kind_of(sub.content_type)?;
     let raw_body = String::from_utf8_lossy(&sub.body).into_owned();
+    let json_body = (kind == body::BodyKind::Json).then(|| sub.body.clone());
     let submission = body::parse(kind, boundary, sub.body.clone()).await?;
     body::reject_files(&submission)?;
 
@@ -204,14 +216,62 @@ pub async fn build_form_item(
     } else {
         routes.destinations_for(&event)
     };
+    let idempotency = idempotency_key.map(|key| IdempotencyKey {
+        scope: format!("form:{}", sub.form),
+        key,
+        fingerprint: Some(form_fingerprint(
+            json_body.as_deref(),
+            &submission,
+            form_cfg.idempotency_field.as_deref(),
+        )),
+    });
     Ok(IngestItem {
         event,
         destinations,
-        idempotency: idempotency_key.map(|key| IdempotencyKey {
-            scope: format!("form:{}", sub.form),
-            key,
-        }),
+        idempotency,
     })
+}
+
+/// SHA-256 (hex) of a request in canonical form: JSON with object keys
+/// sorted (serde_json's map is ordered by key), so a client that re-encodes
+/// the same request gets the same fingerprint.
+pub fn fingerprint(canonical: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// The fingerprint of a form submission: its fields by name (a JSON body as
+/// sent, nested values included; urlencoded and multipart bodies as parsed,
+/// so a new multipart boundary changes nothing), without the field that
+/// carries the idempotency key.
+fn form_fingerprint(
+    json_body: Option<&[u8]>,
+    submission: &body::Submission,
+    key_field: Option<&str>,
+) -> String {
+    use serde_json::Value;
+    let mut fields = match json_body.and_then(|b| serde_json::from_slice::<Value>(b).ok()) {
+        Some(Value::Object(m)) => m,
+        _ => submission
+            .fields
+            .iter()
+            .map(|(name, v)| {
+                let v = match v {
+                    body::FieldValue::Text(s) => Value::from(s.as_str()),
+                    body::FieldValue::List(l) => Value::from(l.clone()),
+                    body::FieldValue::Number(n) => Value::Number(n.clone()),
+                    body::FieldValue::Bool(b) => Value::Bool(*b),
+                    body::FieldValue::Null | body::FieldValue::Nested => Value::Null,
+                    body::FieldValue::File { filename } => serde_json::json!({"file": filename}),
+                };
+                (name.clone(), v)
+            })
+            .collect(),
+    };
+    if let Some(k) = key_field {
+        fields.remove(k);
+    }
+    fingerprint(&Value::Object(fields))
 }
 
 /// 1–255 visible ASCII characters.

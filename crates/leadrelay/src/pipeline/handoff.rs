@@ -336,6 +336,8 @@ impl HandoffJob {
                 idempotency: Some(IdempotencyKey {
                     scope: "pipeline".into(),
                     key: format!("{event_type}:{timer}"),
+                    // A retried timer may see newer data: still the same event.
+                    fingerprint: None,
                 }),
             })
             .await?;

@@ -1,12 +1,17 @@
 //! Helpers both stores share: event documents, UUIDv7 time bounds, LIKE
-//! escaping, percentiles and replay overrides.
+//! escaping, percentiles, replay overrides and the reused-idempotency-key check.
 
 use chrono::{DateTime, TimeZone, Utc};
 use leadrelay_model::{Contact, ContactData, Event, new_id};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{AuditRecord, EraseReport, PrivacyExport, PrivacyRequest, StoreError, StoreResult};
+use std::collections::HashMap;
+
+use super::{
+    AuditRecord, EraseReport, IdempotencyKey, IngestItem, PrivacyExport, PrivacyRequest,
+    StoreError, StoreResult,
+};
 
 /// The stored JSON of an event: everything but the raw payload and the
 /// contact id, which have columns of their own (retention drops the raw
@@ -19,6 +24,57 @@ pub fn event_doc(event: &mut Event) -> StoreResult<String> {
     event.raw = raw;
     event.contact_id = contact_id;
     doc.map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Finds idempotency keys reused for a different request, before anything
+/// of an ingest call is written. Each key is compared with the first request
+/// known to use it: a live stored key, an earlier item of the same call, or
+/// an item of an earlier call checked by this same `KeyCheck` (calls that
+/// share one transaction).
+#[derive(Default)]
+pub struct KeyCheck {
+    /// (scope, key) → the fingerprint of the first request known to use it.
+    seen: HashMap<(String, String), Option<String>>,
+}
+
+impl KeyCheck {
+    /// The indexes of `items` whose key another request of the same scope
+    /// already uses. `stored` gives the fingerprint of a live stored key
+    /// (`Some(None)`: stored without one; `None`: no live key). A call
+    /// refused here leaves no trace for the calls checked after it.
+    pub fn reused<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = &'a IngestItem>,
+        mut stored: impl FnMut(&IdempotencyKey) -> StoreResult<Option<Option<String>>>,
+    ) -> StoreResult<Vec<usize>> {
+        let mut this_call: HashMap<(String, String), Option<String>> = HashMap::new();
+        let mut reused = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let Some(k) = &item.idempotency else { continue };
+            let id = (k.scope.clone(), k.key.clone());
+            let first = match this_call.get(&id).or_else(|| self.seen.get(&id)) {
+                Some(fp) => Some(fp.clone()),
+                None => {
+                    let fp = stored(k)?;
+                    if let Some(fp) = &fp {
+                        self.seen.insert(id.clone(), fp.clone());
+                    }
+                    fp
+                }
+            };
+            match first {
+                Some(fp) if k.reused_against(fp.as_deref()) => reused.push(i),
+                Some(_) => {}
+                None => {
+                    this_call.insert(id, k.fingerprint.clone());
+                }
+            }
+        }
+        if reused.is_empty() {
+            self.seen.extend(this_call);
+        }
+        Ok(reused)
+    }
 }
 
 pub fn from_ms(ms: i64) -> DateTime<Utc> {

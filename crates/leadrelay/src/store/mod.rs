@@ -39,6 +39,11 @@ pub enum StoreError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Items of an [`ingest`](Store::ingest) call (their indexes) whose
+    /// idempotency key names an earlier, different request of the same
+    /// client: nothing of the call was stored.
+    #[error("idempotency key reused for a different request (items {0:?})")]
+    IdempotencyKeyReused(Vec<usize>),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
     #[error("invalid storage configuration: {0}")]
@@ -65,6 +70,9 @@ pub trait Store: LeadStore + Send + Sync + 'static {
     /// Stores events with their outbox rows, all in one transaction (a batch
     /// from one vendor request is atomic). Returns, per item, the new event id
     /// or the id of the event an idempotency key or external id already names.
+    /// A key that names a different request of its scope (another
+    /// fingerprint) fails the whole call with
+    /// [`StoreError::IdempotencyKeyReused`], storing nothing of it.
     async fn ingest(&self, items: Vec<IngestItem>) -> StoreResult<Vec<IngestOutcome>>;
 
     /// [`ingest`](Store::ingest) of one item: its event's id (the earlier

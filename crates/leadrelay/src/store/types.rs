@@ -17,11 +17,26 @@ pub struct IngestItem {
     pub idempotency: Option<IdempotencyKey>,
 }
 
+/// An idempotency key as the store keeps it: scoped by the client that
+/// sent it, with a fingerprint of the request it named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
-    /// `form:contact`, `api:KEYNAME` …
+    /// The client whose keys these are: `form:contact`, `api:KEYNAME`,
+    /// `pipeline` … Two clients' keys never name each other's events.
     pub scope: String,
     pub key: String,
+    /// SHA-256 (hex) of the canonical request. The same key with another
+    /// fingerprint in the same scope is refused
+    /// ([`StoreError::IdempotencyKeyReused`](super::StoreError)); `None`
+    /// (leadrelay's own keys, rows from before fingerprints) is not compared.
+    pub fingerprint: Option<String>,
+}
+
+impl IdempotencyKey {
+    /// Whether a live row with `stored` names a different request than this one.
+    pub fn reused_against(&self, stored: Option<&str>) -> bool {
+        matches!((self.fingerprint.as_deref(), stored), (Some(a), Some(b)) if a != b)
+    }
 }
 
 /// How long an idempotency key names its event.

@@ -446,18 +446,38 @@ async fn batches_are_stored_whole_and_idempotency_keys_store_once() {
         r.json::<Value>().await.unwrap()["error"]["code"],
         "invalid_idempotency_key"
     );
+    // One key on two different events of a batch: refused, nothing stored.
     let (status, body) = send(
         &app,
         Some(&k),
         &json!([
             {"contact": {"email": "six@corp.example"}, "consent": {"crm": true}, "idempotency_key": "same"},
-            {"contact": {"email": "seven@corp.example"}, "idempotency_key": "same"},
+            {"contact": {"email": "seven@corp.example"}, "idempotency_key": "same"}
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    assert_eq!(
+        fields(&body),
+        [(
+            "[1].idempotency_key".to_string(),
+            "idempotency_key_reused".to_string()
+        )]
+    );
+    assert_eq!(event_count(&app).await, 5);
+    let (status, body) = send(
+        &app,
+        Some(&k),
+        &json!([
+            {"contact": {"email": "six@corp.example"}, "consent": {"crm": true}, "idempotency_key": "same"},
+            {"consent": {"crm": true}, "idempotency_key": "same", "contact": {"email": "six@corp.example"}},
             {"contact": null, "data": null, "attribution": null, "consent": null, "idempotency_key": null}
         ]),
     )
     .await;
-    // One key twice in a batch: the second is the first's duplicate; nulls
-    // are absent fields.
+    // The same event twice in a batch: the second is the first's duplicate;
+    // nulls are absent fields.
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let third = body["events"].as_array().unwrap();
     assert_eq!(third[0]["status"], "accepted");
@@ -472,6 +492,89 @@ async fn batches_are_stored_whole_and_idempotency_keys_store_once() {
         (receiver.delivered().len() == 7).then_some(())
     })
     .await;
+}
+
+/// Posts `body` (raw JSON text) with an `Idempotency-Key` header.
+async fn send_keyed(app: &TestApp, key: &str, idem: &str, body: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/events"))
+        .bearer_auth(key)
+        .header("idempotency-key", idem)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_per_api_key_and_a_reused_key_is_refused() {
+    let (_receiver, app, one) = start("client-one").await;
+    let two = key(&app, "client-two", Role::Ingest).await;
+    let a = r#"{"contact": {"email": "a@corp.example", "first_name": "Ann"}, "consent": {"crm": true}}"#;
+    let b = r#"{"contact": {"email": "b@corp.example"}, "consent": {"crm": true}}"#;
+
+    // Two clients, one key, different leads: both stored.
+    let r1 = send_keyed(&app, &one, "shared-key-1", a).await;
+    assert_eq!(r1.status(), StatusCode::ACCEPTED);
+    let id1 = r1.json::<Value>().await.unwrap()["id"].clone();
+    let r2 = send_keyed(&app, &two, "shared-key-1", b).await;
+    assert_eq!(r2.status(), StatusCode::ACCEPTED);
+    assert!(r2.headers().get("idempotent-replayed").is_none());
+    let id2: Uuid = r2.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(Value::String(id2.to_string()), id1);
+    let stored = app.store.get_event(id2).await.unwrap().expect("stored");
+    assert_eq!(stored.contact.email.unwrap().as_str(), "b@corp.example");
+    assert_eq!(event_count(&app).await, 2);
+
+    // The same request again, re-encoded (other key order, spacing): replayed.
+    let a_again =
+        r#"{"consent":{"crm":true},"contact":{"first_name":"Ann","email":"a@corp.example"}}"#;
+    let r = send_keyed(&app, &one, "shared-key-1", a_again).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], id1);
+
+    // The same client, the same key, another lead: 422, nothing stored.
+    let c = r#"{"contact": {"email": "c@corp.example"}, "consent": {"crm": true}}"#;
+    let r = send_keyed(&app, &one, "shared-key-1", c).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    assert_eq!(
+        fields(&body),
+        [(
+            "Idempotency-Key".to_string(),
+            "idempotency_key_reused".to_string()
+        )]
+    );
+    assert_eq!(event_count(&app).await, 2);
+
+    // In a batch, the body's keys are per client too: client two's key
+    // `shared-key-1` names its own event; another body under it is refused,
+    // and the fresh event beside it is not stored either.
+    let (status, body) = send(
+        &app,
+        Some(&two),
+        &json!([
+            {"contact": {"email": "d@corp.example"}, "consent": {"crm": true}, "idempotency_key": "fresh-1"},
+            {"contact": {"email": "e@corp.example"}, "consent": {"crm": true}, "idempotency_key": "shared-key-1"}
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        fields(&body),
+        [(
+            "[1].idempotency_key".to_string(),
+            "idempotency_key_reused".to_string()
+        )]
+    );
+    assert_eq!(event_count(&app).await, 2);
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ destinations = ["csv_backup"]
         "contact",
         &json!({"email": "q@example.com", "first_name": "Quinn", "last_name": "O'Hara",
             "company": "Acme, Inc.", "message": "Line one\nsaid \"hi\"",
-            "consent": "yes", "utm_source": "=cmd|' /C calc'!A0"}),
+            "consent": "yes", "utm_source": "-2+3+cmd|' /C calc'!A0"}),
     )
     .await;
     assert_eq!(
@@ -53,7 +53,7 @@ destinations = ["csv_backup"]
     assert_eq!(
         text,
         "contact.email,Name,Company,Message,Source\r\n\
-         q@example.com,Quinn O'Hara,\"Acme, Inc.\",\"Line one\nsaid \"\"hi\"\"\",'=cmd|' /C calc'!A0\r\n"
+         q@example.com,Quinn O'Hara,\"Acme, Inc.\",\"Line one\nsaid \"\"hi\"\"\",\"'-2+3+cmd|' /C calc'!A0\"\r\n"
     );
 
     // More rows than fit in 1 KiB: a second file, with its own header.

@@ -458,6 +458,35 @@ async fn idempotency_key_returns_the_original_event() {
 }
 
 #[tokio::test]
+async fn a_reused_form_idempotency_key_with_another_body_is_refused() {
+    let (app, _r) = app().await;
+    let send = |body: &'static str, content_type: &'static str| {
+        app.client
+            .post(app.url("/v1/forms/contact"))
+            .header("idempotency-key", "order-9")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let form = "application/x-www-form-urlencoded";
+    let first = send("email=one%40x.io&first_name=Ann", form).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let id1 = first.json::<Value>().await.unwrap()["id"].clone();
+    // The same fields in another order: the same request, replayed.
+    let again = send("first_name=Ann&email=one%40x.io", form).await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], id1);
+    // Another lead under the same key: 422, and not stored.
+    let other = send("email=two%40x.io&first_name=Bo", form).await.unwrap();
+    let (status, err) = error_of(other).await;
+    assert_eq!(status, 422);
+    assert_eq!(err["error"]["code"], "idempotency_key_reused");
+    assert_eq!(err["error"]["fields"][0]["field"], "Idempotency-Key");
+    assert_eq!(event_count(&app).await, 1);
+}
+
+#[tokio::test]
 async fn idempotency_key_from_a_form_field() {
     let r = Receiver::start().await;
     let cfg = webhook_config(&r.url(), "").replace(

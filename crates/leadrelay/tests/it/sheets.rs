@@ -132,6 +132,41 @@ async fn rows_under_a_managed_header_in_batches() {
 }
 
 #[tokio::test]
+async fn user_entered_values_never_turn_a_leads_text_into_a_formula() {
+    let google = FakeGoogle::start(google_config()).await.unwrap();
+    let rest = format!(
+        "{}{}{}",
+        sheets_destination(
+            "leads_sheet",
+            &google,
+            "Leads",
+            "value_input_option = \"USER_ENTERED\""
+        ),
+        failed_sheet(&google),
+        routes("leads_sheet")
+    );
+    let app = start(&google, &rest).await;
+    let id = post(
+        &app,
+        "contact",
+        &json!({"email": "u@example.com", "phone": "+1 415 555 2671",
+            "company": "=HYPERLINK(\"http://evil\")", "message": "-2+3+cmd|' /C calc'!A0",
+            "consent": "yes"}),
+    )
+    .await;
+    let d = settled(&app, id, "leads_sheet").await;
+    assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
+    // Sheets keeps a `'`-prefixed value as text, without the `'`: the phone
+    // number stays text with its `+` (typed in, it would be a number).
+    let values = google.values(DEFAULT_SPREADSHEET_ID, "Leads").unwrap();
+    let rows = google.rows(DEFAULT_SPREADSHEET_ID, "Leads").unwrap();
+    let col = |h: &str| rows[0].iter().position(|c| c == h).unwrap();
+    assert_eq!(values[1][col("Phone")], json!("+14155552671"));
+    assert_eq!(cell(&rows, 1, "Company"), "=HYPERLINK(\"http://evil\")");
+    assert_eq!(cell(&rows, 1, "Message"), "-2+3+cmd|' /C calc'!A0");
+}
+
+#[tokio::test]
 async fn the_write_quota_is_waited_out_and_an_expired_token_refreshed() {
     let google = FakeGoogle::start(GoogleConfig {
         write_requests_per_window: 1,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use leadrelay::store::{
     Completion, DeliveryFilter, DeliveryState, IdempotencyKey, IngestItem, IngestOutcome,
-    OpenOptions, PurgePolicy, RemoteId, Store, Transition,
+    OpenOptions, PurgePolicy, RemoteId, Store, StoreError, Transition,
 };
 use leadrelay_model::{ContactData, EmailAddress, Event, EventType, Origin, new_id};
 use tempfile::TempDir;
@@ -164,6 +164,7 @@ async fn idempotency_keys_and_external_ids_store_once() {
     let key = IdempotencyKey {
         scope: "form:contact".into(),
         key: "k1".into(),
+        fingerprint: Some("same-body".into()),
     };
     let a = IngestItem {
         idempotency: Some(key.clone()),
@@ -200,6 +201,117 @@ async fn idempotency_keys_and_external_ids_store_once() {
         .await
         .unwrap();
     assert_eq!(deliveries.len(), 2, "no outbox rows for duplicates");
+}
+
+fn keyed(scope: &str, key: &str, fingerprint: Option<&str>, email: &str) -> IngestItem {
+    IngestItem {
+        idempotency: Some(IdempotencyKey {
+            scope: scope.into(),
+            key: key.into(),
+            fingerprint: fingerprint.map(Into::into),
+        }),
+        ..item(event(Some(email)), &["d"])
+    }
+}
+
+async fn events_stored(s: &Arc<dyn Store>) -> usize {
+    s.list_events(&Default::default(), None, 500)
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_per_client_and_a_reused_key_is_refused() {
+    let f = fixture().await;
+    let s = &f.store;
+    let one = |k| s.ingest(vec![k]);
+    // Two clients send the same key with different bodies: two events.
+    let a = one(keyed("api:one", "shared-key-1", Some("fa"), "a@x.io"))
+        .await
+        .unwrap()[0];
+    let b = one(keyed("api:two", "shared-key-1", Some("fb"), "b@x.io"))
+        .await
+        .unwrap()[0];
+    assert!(matches!(a, IngestOutcome::Stored(_)), "{a:?}");
+    assert!(matches!(b, IngestOutcome::Stored(_)), "{b:?}");
+    assert_ne!(a.event_id(), b.event_id());
+    // The same request again: the first event's id.
+    let again = one(keyed("api:one", "shared-key-1", Some("fa"), "a@x.io"))
+        .await
+        .unwrap()[0];
+    assert_eq!(again, IngestOutcome::Duplicate(a.event_id()));
+    // The same client, the same key, another body: refused, not replayed.
+    match one(keyed("api:one", "shared-key-1", Some("fc"), "c@x.io")).await {
+        Err(StoreError::IdempotencyKeyReused(at)) => assert_eq!(at, vec![0]),
+        other => panic!("expected a reused key, got {other:?}"),
+    }
+    assert_eq!(events_stored(s).await, 2);
+
+    // In a batch, a reused key refuses the whole call: the fresh item
+    // beside it is not stored either; every reused item is named.
+    let batch = vec![
+        keyed("api:one", "fresh", Some("f1"), "d@x.io"),
+        keyed("api:one", "shared-key-1", Some("fd"), "e@x.io"),
+        keyed("api:two", "shared-key-1", Some("fb"), "b@x.io"),
+        keyed("api:one", "fresh", Some("f2"), "g@x.io"),
+    ];
+    match s.ingest(batch).await {
+        Err(StoreError::IdempotencyKeyReused(at)) => assert_eq!(at, vec![1, 3]),
+        other => panic!("expected reused keys, got {other:?}"),
+    }
+    assert_eq!(events_stored(s).await, 2, "nothing of the batch stored");
+
+    // Keys without a fingerprint (leadrelay's own) are never compared.
+    let t1 = one(keyed("pipeline", "timer-1", None, "h@x.io"))
+        .await
+        .unwrap()[0];
+    let t2 = one(keyed("pipeline", "timer-1", None, "i@x.io"))
+        .await
+        .unwrap()[0];
+    assert_eq!(t2, IngestOutcome::Duplicate(t1.event_id()));
+}
+
+#[tokio::test]
+async fn a_reused_key_does_not_fail_concurrent_ingests() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.ingest(vec![keyed("form:contact", "k", Some("first"), "k@x.io")])
+        .await
+        .unwrap();
+    // Many callers at once share group commits (both backends batch
+    // concurrent ingests into one transaction): the refused ones must not
+    // take the others down with them.
+    let calls = (0..40).map(|i| {
+        let s = s.clone();
+        async move {
+            let item = if i % 2 == 0 {
+                keyed("form:contact", "k", Some(&format!("other-{i}")), "k@x.io")
+            } else {
+                keyed(
+                    "form:contact",
+                    &format!("fresh-{i}"),
+                    Some("x"),
+                    &format!("n{i}@x.io"),
+                )
+            };
+            (i, s.ingest(vec![item]).await)
+        }
+    });
+    for (i, r) in futures::future::join_all(calls).await {
+        if i % 2 == 0 {
+            assert!(
+                matches!(r, Err(StoreError::IdempotencyKeyReused(_))),
+                "{i}: {r:?}"
+            );
+        } else {
+            assert!(
+                matches!(r, Ok(ref v) if matches!(v[0], IngestOutcome::Stored(_))),
+                "{i}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(events_stored(s).await, 21);
 }
 
 #[tokio::test]

@@ -9,10 +9,12 @@
 //! - `rotate_bytes` (default `"100MiB"`), `fsync` (default `true`).
 //! - `columns`: `"leads"` (default), `"dead_letters"`, or a list — the same
 //!   mapping as the `sheets` connector.
-//! - `escape_formulas` (default `true`): a cell starting with `=`, `@`, a
-//!   tab, or `+`/`-` not followed by a digit gets a leading `'`, so a
-//!   spreadsheet opening the file never runs a lead's text as a formula
-//!   (phone numbers such as `+14155550123` stay as they are).
+//! - `escape_formulas` (default `true`): a text cell starting with `=`,
+//!   `+`, `-`, `@`, a tab or a CR (OWASP's list; phone numbers such as
+//!   `+14155550123` included) is written quoted with a leading `'`
+//!   (`"'+14155550123"`), so a spreadsheet opening the file shows it as
+//!   text and never runs a lead's text as a formula. Numbers (`-5` from a
+//!   JSON number, never text) are written as they are.
 //!
 //! Quoting follows RFC 4180: a field with a comma, a quote, CR or LF, or
 //! leading/trailing spaces is quoted, quotes are doubled; lines end CRLF.
@@ -27,8 +29,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::columns::{Columns, ColumnsSetting};
-use super::file::rotate::RotatingFile;
+use super::columns::{Columns, ColumnsSetting, formula_like};
+use super::file::rotate::{Appended, Record, RotatingFile};
 use super::{
     AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
     ErrorClass, JobResult, Outcome, notify,
@@ -120,11 +122,11 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     }))
 }
 
-/// One field, quoted when needed (RFC 4180).
-pub fn field(text: &str, escape_formulas: bool) -> String {
-    let mut t = text.to_string();
-    if escape_formulas && is_formula(&t) {
-        t.insert(0, '\'');
+/// One field, quoted when needed (RFC 4180); with `escape_formulas`, text a
+/// spreadsheet would evaluate gets a leading `'` and quotes (OWASP).
+pub fn field(t: &str, escape_formulas: bool) -> String {
+    if escape_formulas && formula_like(t) {
+        return format!("\"'{}\"", t.replace('"', "\"\""));
     }
     let needs_quotes = t.contains([',', '"', '\r', '\n'])
         || t.starts_with(' ')
@@ -133,25 +135,16 @@ pub fn field(text: &str, escape_formulas: bool) -> String {
     if needs_quotes {
         format!("\"{}\"", t.replace('"', "\"\""))
     } else {
-        t
+        t.to_string()
     }
 }
 
-/// Text a spreadsheet would evaluate as a formula.
-fn is_formula(t: &str) -> bool {
-    let mut chars = t.chars();
-    match chars.next() {
-        Some('=' | '@' | '\t' | '\r') => true,
-        Some('+' | '-') => !chars.next().is_some_and(|c| c.is_ascii_digit()),
-        _ => false,
-    }
-}
-
-/// A CSV line (CRLF-terminated).
+/// A CSV line (CRLF-terminated). Numbers are never formulas: only text is
+/// escaped.
 fn line(cells: &[Value], escape_formulas: bool) -> String {
     let mut out = cells
         .iter()
-        .map(|c| field(&notify::text_of(c), escape_formulas))
+        .map(|c| field(&notify::text_of(c), escape_formulas && !c.is_number()))
         .collect::<Vec<_>>()
         .join(",");
     out.push_str("\r\n");
@@ -170,10 +163,11 @@ impl Connector for CsvConnector {
             let ctx = notify::context(job, &self.public_url);
             match self.columns.row(&ctx) {
                 Ok(cells) => {
-                    records.push((
-                        job.event.id.to_string(),
-                        line(&cells, self.escape_formulas).into_bytes(),
-                    ));
+                    records.push(Record {
+                        delivery_id: job.delivery.id.to_string(),
+                        event_id: job.event.id.to_string(),
+                        bytes: line(&cells, self.escape_formulas).into_bytes(),
+                    });
                     written.push(i);
                 }
                 Err(m) => {
@@ -187,9 +181,9 @@ impl Connector for CsvConnector {
         if !written.is_empty() {
             let mut sha = Sha256::new();
             let mut size = 0u64;
-            for (_, r) in &records {
-                sha.update(r);
-                size += r.len() as u64;
+            for r in &records {
+                sha.update(&r.bytes);
+                size += r.bytes.len() as u64;
             }
             let sha = hex::encode(sha.finalize());
             let file = self.file.clone();
@@ -198,10 +192,10 @@ impl Connector for CsvConnector {
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(format!("writer task failed: {e}"))));
             let (outcome, excerpt, path) = match result {
-                Ok((p, left_out)) => (
+                Ok(a) => (
                     Outcome::delivered(),
-                    written_text(written.len() - left_out, left_out, "row"),
-                    p.display().to_string(),
+                    written_text(written.len(), &a, "row"),
+                    a.path.display().to_string(),
                 ),
                 Err(e) => {
                     let m = format!("writing the CSV backup failed: {e}");
@@ -260,16 +254,25 @@ impl Connector for CsvConnector {
     }
 }
 
-/// The attempt log's excerpt for a backup append: `"3 row(s) written"`,
-/// and how many were left out because their person was erased meanwhile.
-pub(super) fn written_text(written: usize, left_out: usize, what: &str) -> String {
-    if left_out == 0 {
-        format!("{written} {what}(s) written")
-    } else {
-        format!(
-            "{written} {what}(s) written; {left_out} left out: their person was erased while they were in flight"
-        )
+/// The attempt log's excerpt for an append of `total` records: `"3 row(s)
+/// written"`, how many were already written (a batch sent again after a
+/// crash) and how many left out because their person was erased meanwhile.
+pub(super) fn written_text(total: usize, a: &Appended, what: &str) -> String {
+    let written = total.saturating_sub(a.left_out + a.already);
+    let mut text = format!("{written} {what}(s) written");
+    if a.already > 0 {
+        text.push_str(&format!(
+            "; {} already written before (sent again after a crash), not repeated",
+            a.already
+        ));
     }
+    if a.left_out > 0 {
+        text.push_str(&format!(
+            "; {} left out: their person was erased while they were in flight",
+            a.left_out
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -288,13 +291,34 @@ mod tests {
             field("=HYPERLINK(\"x\")", true),
             "\"'=HYPERLINK(\"\"x\"\")\""
         );
-        assert_eq!(field("@SUM(A1)", true), "'@SUM(A1)");
-        assert_eq!(field("+14155550123", true), "+14155550123");
-        assert_eq!(field("-5", true), "-5");
+        assert_eq!(field("@SUM(A1)", true), "\"'@SUM(A1)\"");
         assert_eq!(field("=1+1", false), "=1+1");
         assert_eq!(
             line(&[json!("a"), json!(2), json!(""), json!(true)], true),
             "a,2,,yes\r\n"
+        );
+    }
+
+    #[test]
+    fn every_cell_a_spreadsheet_would_evaluate_is_escaped() {
+        // OWASP's examples, which start with a sign and a digit.
+        assert_eq!(
+            field("-2+3+cmd|' /C calc'!A0", true),
+            "\"'-2+3+cmd|' /C calc'!A0\""
+        );
+        assert_eq!(
+            field("+1+HYPERLINK(\"http://evil\",\"x\")", true),
+            "\"'+1+HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\""
+        );
+        assert_eq!(field("+14155550123", true), "\"'+14155550123\"");
+        assert_eq!(field("-5", true), "\"'-5\"");
+        assert_eq!(field("\t=1", true), "\"'\t=1\"");
+        assert_eq!(field("\r=1", true), "\"'\r=1\"");
+        assert_eq!(field("a-1", true), "a-1");
+        // A number is never a formula: written as it is.
+        assert_eq!(
+            line(&[json!(-5), json!("-5"), json!(1.5)], true),
+            "-5,\"'-5\",1.5\r\n"
         );
     }
 }

@@ -361,14 +361,13 @@ mod tests {
             false,
             None,
         );
-        let rec = |id: &str, email: &str| {
-            (
-                id.to_string(),
-                format!(
-                    "{{\"data\":{{\"event_id\":\"{id}\",\"contact\":{{\"email\":\"{email}\"}}}}}}\n"
-                )
-                .into_bytes(),
+        let rec = |id: &str, email: &str| super::super::rotate::Record {
+            delivery_id: format!("d-{id}"),
+            event_id: id.to_string(),
+            bytes: format!(
+                "{{\"data\":{{\"event_id\":\"{id}\",\"contact\":{{\"email\":\"{email}\"}}}}}}\n"
             )
+            .into_bytes(),
         };
         file.append_records(&[rec("ev-a", "jane@acme.io"), rec("ev-b", "bob@x.io")])
             .unwrap();
@@ -381,19 +380,19 @@ mod tests {
         let done = erase_series(d, "leads", Format::Jsonl, &subject).unwrap();
         assert_eq!(done[0].lines_removed, 1);
         // A delivery of the erased event that was in flight appends now.
-        let (path, left_out) = file
+        let a = file
             .append_records(&[rec("ev-a2", "jane@acme.io"), rec("ev-c", "carl@x.io")])
             .unwrap();
-        assert_eq!(left_out, 1);
-        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(a.left_out, 1);
+        let text = std::fs::read_to_string(a.path).unwrap();
         assert!(!text.contains("jane"), "{text}");
         assert!(
             text.contains("bob@x.io") && text.contains("carl@x.io"),
             "{text}"
         );
         // Nothing but all-erased records: nothing written.
-        let (_, left_out) = file.append_records(&[rec("ev-a", "jane@acme.io")]).unwrap();
-        assert_eq!(left_out, 1);
+        let a = file.append_records(&[rec("ev-a", "jane@acme.io")]).unwrap();
+        assert_eq!(a.left_out, 1);
         // The tombstones hold event ids only, and expire.
         let stones = std::fs::read_to_string(d.join(".leads.jsonl.erased")).unwrap();
         assert!(

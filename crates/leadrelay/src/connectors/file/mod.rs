@@ -1,6 +1,7 @@
 //! `file`: the local backup. Appends one JSON line per delivery to
 //! `{path}/{prefix}-{YYYY-MM-DD}.jsonl`, rotating by day and by size, and
-//! fsyncs each batch before reporting it delivered.
+//! fsyncs each batch before reporting it delivered. A delivery sent again
+//! after a crash is not written twice (see [`rotate`]).
 //!
 //! Settings:
 //! - `path` (required): directory for the files (created if missing).
@@ -25,7 +26,7 @@ use super::{
     ErrorClass, JobResult, Outcome, payload,
 };
 use crate::config::{ByteSize, Problem, parse_settings};
-use rotate::RotatingFile;
+use rotate::{Record, RotatingFile};
 
 #[derive(Debug, Deserialize)]
 struct Settings {
@@ -108,7 +109,11 @@ impl Connector for FileConnector {
             line.push(b'\n');
             sha.update(&line);
             bytes += line.len() as u64;
-            records.push((job.event.id.to_string(), line));
+            records.push(Record {
+                delivery_id: job.delivery.id.to_string(),
+                event_id: job.event.id.to_string(),
+                bytes: line,
+            });
         }
         let sha = hex::encode(sha.finalize());
         // File I/O and fsync block: keep them off the async workers.
@@ -127,10 +132,10 @@ impl Connector for FileConnector {
             response_excerpt: Some(excerpt),
         };
         match result {
-            Ok((path, left_out)) => {
+            Ok(a) => {
                 let r = report(
-                    super::csv::written_text(jobs.len() - left_out, left_out, "line"),
-                    Some(path.display().to_string()),
+                    super::csv::written_text(jobs.len(), &a, "line"),
+                    Some(a.path.display().to_string()),
                 );
                 jobs.iter()
                     .map(|_| JobResult {

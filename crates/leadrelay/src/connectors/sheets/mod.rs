@@ -16,7 +16,10 @@
 //!   plain string `"contact.email"` is its own header.
 //! - `create_sheet` (default `false`): add the tab if it does not exist.
 //! - `value_input_option`: `RAW` (default: a lead named `=HYPERLINK(…)`
-//!   stays text) or `USER_ENTERED`.
+//!   stays text) or `USER_ENTERED` (Sheets parses what it is sent as if
+//!   typed in: text starting with `=`, `+`, `-`, `@`, a tab or a CR, phone
+//!   numbers included, is sent with a leading `'`, which Sheets keeps as
+//!   text and does not show, so a lead's text never becomes a formula).
 //! - `quota_pause` (default `"30s"`): how long the destination pauses after
 //!   a 429 without `Retry-After` (the quota is per minute).
 //! - `token_url` (default: the key file's `token_uri`), `base_url` (default
@@ -461,7 +464,10 @@ impl Connector for SheetsConnector {
         for (i, job) in jobs.iter().enumerate() {
             let ctx = super::notify::context(job, &self.public_url);
             match self.columns.row(&ctx) {
-                Ok(row) => {
+                Ok(mut row) => {
+                    if self.value_input_option == "USER_ENTERED" {
+                        escape_formulas(&mut row);
+                    }
                     rows.push(row);
                     in_batch.push(i);
                 }
@@ -554,9 +560,45 @@ impl Connector for SheetsConnector {
     }
 }
 
+/// Prefixes text Sheets would parse as a formula with `'` (kept as text,
+/// not shown): for `USER_ENTERED`, which parses values as if typed in.
+fn escape_formulas(row: &mut [Value]) {
+    for cell in row {
+        if let Value::String(s) = cell
+            && super::columns::formula_like(s)
+        {
+            s.insert(0, '\'');
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_entered_text_never_becomes_a_formula() {
+        let mut row = vec![
+            json!("=HYPERLINK(\"http://evil\")"),
+            json!("+14155550123"),
+            json!("-2+3+cmd|' /C calc'!A0"),
+            json!("@SUM(A1)"),
+            json!("plain"),
+            json!(-5),
+        ];
+        escape_formulas(&mut row);
+        assert_eq!(
+            row,
+            vec![
+                json!("'=HYPERLINK(\"http://evil\")"),
+                json!("'+14155550123"),
+                json!("'-2+3+cmd|' /C calc'!A0"),
+                json!("'@SUM(A1)"),
+                json!("plain"),
+                json!(-5),
+            ]
+        );
+    }
 
     #[test]
     fn a1_quotes_tab_names() {

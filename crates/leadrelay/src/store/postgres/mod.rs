@@ -36,7 +36,7 @@ use tokio_postgres::{AsyncMessage, Row};
 use uuid::Uuid;
 
 use super::common::{
-    escape_like, event_doc, from_ms, merge_overrides, percentile, uuid_v7_floor_id,
+    KeyCheck, escape_like, event_doc, from_ms, merge_overrides, percentile, uuid_v7_floor_id,
 };
 use super::*;
 use crate::contacts;
@@ -479,7 +479,7 @@ async fn ingest_loop(
                     .sum();
                 analyzer.record(&pool, added);
                 for (job, out) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(out));
+                    let _ = job.reply.send(out);
                 }
             }
             Err(e) if jobs.len() > 1 => {
@@ -493,7 +493,7 @@ async fn ingest_loop(
                         hook.as_deref(),
                     )
                     .await
-                    .map(|mut v| v.remove(0));
+                    .and_then(|mut v| v.remove(0));
                     let _ = job.reply.send(result);
                 }
             }
@@ -511,7 +511,7 @@ async fn ingest_with_retries(
     rules: &contacts::MergeRules,
     jobs: &[IngestJob],
     hook: Option<&crate::pipeline::LeadHook>,
-) -> StoreResult<Vec<Vec<IngestOutcome>>> {
+) -> StoreResult<Vec<StoreResult<Vec<IngestOutcome>>>> {
     for attempt in 0..CONFLICT_RETRIES {
         match ingest_batch(pool, rules, jobs, hook).await {
             Ok(v) => return Ok(v),
@@ -541,39 +541,57 @@ async fn ingest_batch(
     rules: &contacts::MergeRules,
     jobs: &[IngestJob],
     hook: Option<&crate::pipeline::LeadHook>,
-) -> Result<Vec<Vec<IngestOutcome>>, BatchError> {
+) -> Result<Vec<StoreResult<Vec<IngestOutcome>>>, BatchError> {
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
     let idem_cutoff = now_ms - IDEMPOTENCY_WINDOW_HOURS * 3_600_000;
-    let items: Vec<(&IngestItem, &String)> = jobs
-        .iter()
-        .flat_map(|j| j.items.iter().zip(j.docs.iter()))
-        .collect();
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
 
     // Idempotency keys and vendor event ids already stored.
-    let (scopes, keys): (Vec<String>, Vec<String>) = items
+    let (scopes, keys): (Vec<String>, Vec<String>) = jobs
         .iter()
-        .filter_map(|(i, _)| {
+        .flat_map(|j| j.items.iter())
+        .filter_map(|i| {
             i.idempotency
                 .as_ref()
                 .map(|k| (k.scope.clone(), k.key.clone()))
         })
         .unzip();
     let mut known_keys: HashMap<(String, String), (Uuid, i64)> = HashMap::new();
+    let mut known_prints: HashMap<(String, String), Option<String>> = HashMap::new();
     if !scopes.is_empty() {
         let rows = query(
             &tx,
-            "SELECT k.scope, k.key, k.event_id, k.created_at FROM idempotency_keys k \
+            "SELECT k.scope, k.key, k.event_id, k.created_at, k.fingerprint FROM idempotency_keys k \
              JOIN UNNEST($1::text[], $2::text[]) AS u(scope, key) ON k.scope = u.scope AND k.key = u.key",
             &[&scopes, &keys],
         )
         .await?;
         for r in rows {
-            known_keys.insert((r.get(0), r.get(1)), (r.get(2), r.get(3)));
+            let created: i64 = r.get(3);
+            if created >= idem_cutoff {
+                known_prints.insert((r.get(0), r.get(1)), r.get(4));
+            }
+            known_keys.insert((r.get(0), r.get(1)), (r.get(2), created));
         }
     }
+    // A job whose key names another request of its client is refused whole,
+    // before anything is written; the other jobs of the batch go on.
+    let mut check = KeyCheck::default();
+    let mut refused: Vec<Option<Vec<usize>>> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let reused = check.reused(&job.items, |k| {
+            Ok(known_prints.get(&(k.scope.clone(), k.key.clone())).cloned())
+        })?;
+        refused.push((!reused.is_empty()).then_some(reused));
+    }
+    let items: Vec<(&IngestItem, &String)> = jobs
+        .iter()
+        .zip(&refused)
+        .filter(|(_, r)| r.is_none())
+        .flat_map(|(j, _)| j.items.iter().zip(j.docs.iter()))
+        .collect();
     let mut ext = (
         Vec::<String>::new(),
         Vec::<String>::new(),
@@ -811,6 +829,7 @@ async fn ingest_batch(
         Vec::<String>::new(),
         Vec::<String>::new(),
         Vec::<Uuid>::new(),
+        Vec::<Option<String>>::new(),
     );
     let mut woken: BTreeSet<String> = BTreeSet::new();
     for ((((item, doc), plan), contact_id), contact_email) in items
@@ -828,6 +847,7 @@ async fn ingest_batch(
             idem.0.push(k.scope.clone());
             idem.1.push(k.key.clone());
             idem.2.push(e.id);
+            idem.3.push(k.fingerprint.clone());
         }
         if !e.spam {
             let key = match contact_email {
@@ -850,10 +870,11 @@ async fn ingest_batch(
     if !idem.0.is_empty() {
         let n = exec(
             &tx,
-            "INSERT INTO idempotency_keys (scope, key, event_id, created_at) \
-             SELECT u.scope, u.key, u.event_id, $4 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS u(scope, key, event_id) \
+            "INSERT INTO idempotency_keys (scope, key, event_id, created_at, fingerprint) \
+             SELECT u.scope, u.key, u.event_id, $4, u.fingerprint \
+             FROM UNNEST($1::text[], $2::text[], $3::uuid[], $5::text[]) AS u(scope, key, event_id, fingerprint) \
              ON CONFLICT DO NOTHING",
-            &[&idem.0, &idem.1, &idem.2, &now_ms],
+            &[&idem.0, &idem.1, &idem.2, &now_ms, &idem.3],
         )
         .await?;
         if n as usize != idem.0.len() {
@@ -870,7 +891,11 @@ async fn ingest_batch(
     // Outcomes per job, in order.
     let mut plans = plans.into_iter().zip(items.iter());
     let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (job, refused) in jobs.iter().zip(refused) {
+        if let Some(reused) = refused {
+            out.push(Err(StoreError::IdempotencyKeyReused(reused)));
+            continue;
+        }
         let mut v = Vec::with_capacity(job.items.len());
         for _ in 0..job.items.len() {
             if let Some((plan, (item, _))) = plans.next() {
@@ -880,7 +905,7 @@ async fn ingest_batch(
                 });
             }
         }
-        out.push(v);
+        out.push(Ok(v));
     }
     Ok(out)
 }

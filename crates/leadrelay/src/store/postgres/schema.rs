@@ -210,6 +210,14 @@ CREATE TABLE lead_owners (
 CREATE INDEX lead_owners_open ON lead_owners(owner) WHERE open;
 CREATE INDEX lead_owners_domain ON lead_owners(domain, assigned_at);
 "#,
+    // 4: idempotency keys are per client (`api:<key name>`, no longer one
+    // `api` scope for every key) and remember a fingerprint of the request
+    // they named, so a reused key with another body is refused, not replayed.
+    r#"
+ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT;
+UPDATE idempotency_keys k SET scope = 'api:' || e.origin_name
+FROM events e WHERE k.scope = 'api' AND e.id = k.event_id AND e.origin_kind = 'api';
+"#,
 ];
 
 pub fn current_version() -> u32 {

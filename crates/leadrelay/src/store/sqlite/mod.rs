@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::common::{merge_overrides, percentile};
+use super::common::{KeyCheck, merge_overrides, percentile};
 use super::*;
 use crate::contacts;
 use rows::*;
@@ -511,9 +511,12 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<String>>>()?;
         let rules = self.contact_rules.clone();
         let hook = self.lead_hook.clone();
+        // A reused key is the caller's answer, not a failed write: the group
+        // commit it shares with other callers goes on.
         let outcomes = self
             .write(move |c| ingest_tx(c, &rules, &items, &docs, Utc::now(), hook.as_deref()))
-            .await?;
+            .await?
+            .map_err(StoreError::IdempotencyKeyReused)?;
         for d in destinations {
             self.hub.wake(&d);
         }
@@ -1219,9 +1222,22 @@ fn ingest_tx(
     docs: &[String],
     now: DateTime<Utc>,
     hook: Option<&crate::pipeline::LeadHook>,
-) -> StoreResult<Vec<IngestOutcome>> {
+) -> StoreResult<Result<Vec<IngestOutcome>, Vec<usize>>> {
     let now_ms = now.timestamp_millis();
     let idem_cutoff = now_ms - IDEMPOTENCY_WINDOW_HOURS * 3_600_000;
+    // Keys reused for another request: refused before anything is written.
+    let reused = KeyCheck::default().reused(items, |k| {
+        let row: Option<(i64, Option<String>)> = c
+            .prepare_cached("SELECT created_at, fingerprint FROM idempotency_keys WHERE scope = ?1 AND key = ?2")
+            .map_err(map_err)?
+            .query_row(params![k.scope, k.key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(map_err)?;
+        Ok(row.filter(|(created, _)| *created >= idem_cutoff).map(|(_, fp)| fp))
+    })?;
+    if !reused.is_empty() {
+        return Ok(Err(reused));
+    }
     let mut outcomes = Vec::with_capacity(items.len());
     for (item, doc) in items.iter().zip(docs) {
         let IngestItem {
@@ -1280,9 +1296,9 @@ fn ingest_tx(
         }
         insert_event(c, event, doc, contact_id)?;
         if let Some(k) = &idempotency {
-            c.prepare_cached("INSERT INTO idempotency_keys (scope, key, event_id, created_at) VALUES (?1, ?2, ?3, ?4)")
+            c.prepare_cached("INSERT INTO idempotency_keys (scope, key, event_id, created_at, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .map_err(map_err)?
-                .execute(params![k.scope, k.key, event.id.to_string(), now_ms])
+                .execute(params![k.scope, k.key, event.id.to_string(), now_ms, k.fingerprint])
                 .map_err(map_err)?;
         }
         if !event.spam {
@@ -1305,7 +1321,7 @@ fn ingest_tx(
         }
         outcomes.push(IngestOutcome::Stored(event.id));
     }
-    Ok(outcomes)
+    Ok(Ok(outcomes))
 }
 
 /// The golden contact an event is about: by email, else by the secondary

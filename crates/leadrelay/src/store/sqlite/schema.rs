@@ -211,9 +211,58 @@ CREATE TABLE lead_owners (
 CREATE INDEX lead_owners_open ON lead_owners(owner) WHERE open = 1;
 CREATE INDEX lead_owners_domain ON lead_owners(domain, assigned_at);
 "#,
+    // 4: idempotency keys are per client (`api:<key name>`, no longer one
+    // `api` scope for every key) and remember a fingerprint of the request
+    // they named, so a reused key with another body is refused, not replayed.
+    r#"
+ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT;
+UPDATE idempotency_keys SET scope = 'api:' || (
+    SELECT e.origin_name FROM events e WHERE e.id = idempotency_keys.event_id AND e.origin_kind = 'api')
+WHERE scope = 'api' AND EXISTS (
+    SELECT 1 FROM events e WHERE e.id = idempotency_keys.event_id AND e.origin_kind = 'api');
+"#,
 ];
 
 /// The schema version a fully migrated database has.
 pub fn current_version() -> u32 {
     MIGRATIONS.len() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+    use rusqlite::Connection;
+
+    #[test]
+    fn api_idempotency_keys_move_to_their_api_key_scope() {
+        let c = Connection::open_in_memory().unwrap();
+        for m in &MIGRATIONS[..3] {
+            c.execute_batch(m).unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO events (id, type, origin_kind, origin_name, received_at, occurred_at, doc) \
+             VALUES ('e1', 'lead.created', 'api', 'backend', 0, 0, '{}'), \
+                    ('e2', 'lead.created', 'form', 'contact', 0, 0, '{}');
+             INSERT INTO idempotency_keys (scope, key, event_id, created_at) \
+             VALUES ('api', 'k1', 'e1', 0), ('form:contact', 'k1', 'e2', 0), ('api', 'gone', 'e9', 0);",
+        )
+        .unwrap();
+        c.execute_batch(MIGRATIONS[3]).unwrap();
+        let mut rows: Vec<(String, String, Option<String>)> = c
+            .prepare("SELECT scope, key, fingerprint FROM idempotency_keys ORDER BY scope, key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                ("api".into(), "gone".into(), None),
+                ("api:backend".into(), "k1".into(), None),
+                ("form:contact".into(), "k1".into(), None),
+            ]
+        );
+    }
 }
