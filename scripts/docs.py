@@ -13,7 +13,7 @@
   newcomer would run them (```sh,norun: syntax-checked only, for commands that
   need a real vendor account, a container runtime or root on a real host).
 
-Usage: scripts/docs.py [--update] [--links-only] [--page PATH] [--bin DIR]
+Usage: scripts/docs.py [--update] [--links-only] [--page PATH] [--bin PATH]
 """
 
 import argparse
@@ -248,6 +248,11 @@ def main():
     ap.add_argument("--update", action="store_true", help="rewrite the --help blocks")
     ap.add_argument("--links-only", action="store_true")
     ap.add_argument("--page", action="append", help="only these pages (paths from the root)")
+    ap.add_argument(
+        "--bin",
+        help="use this leadrelay binary instead of installing it: skips the install walk "
+        "(README and first-lead tutorial) — for quick local runs, never in CI",
+    )
     args = ap.parse_args()
 
     all_pages = pages()
@@ -273,6 +278,9 @@ def main():
         "TERM": "dumb",
     }
     (work / "home").mkdir()
+    if args.bin:
+        (install_root / "bin").mkdir(parents=True)
+        os.symlink(Path(args.bin).resolve(), install_root / "bin" / "leadrelay")
     selected = {str(ROOT / p) for p in args.page} if args.page else None
 
     counts = {"sh": 0, "sh,norun": 0, "toml": 0, "toml,norun": 0, "help": 0}
@@ -281,7 +289,9 @@ def main():
         if not p.exists():
             continue
         rel = str(p.relative_to(ROOT))
-        run_it = selected is None or str(p) in selected or rel in CLONE_PAGES
+        run_it = (selected is None or str(p) in selected or rel in CLONE_PAGES) and not (
+            args.bin and rel in CLONE_PAGES
+        )
         if not run_it:
             continue
         text = p.read_text()
@@ -311,7 +321,7 @@ def main():
                     input=files, check=True,
                 )
                 subprocess.run(["tar", "-C", str(cwd), "-xf", str(work / "tree.tar")], check=True)
-                timeout = 1800
+                timeout = 3600
             else:
                 cwd = work / ("page-" + re.sub(r"\W", "-", rel))
                 cwd.mkdir()
