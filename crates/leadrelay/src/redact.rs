@@ -112,9 +112,34 @@ fn mask_digit_runs(text: &str) -> String {
     out
 }
 
+/// A URL with its password replaced by `***` (a storage URL such as
+/// `postgres://app:secret@db/leads` printed by the CLI). Text that is not a
+/// URL comes back unchanged.
+pub fn url_without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_hidden() {
+        assert_eq!(
+            url_without_password("postgres://app:s3cret@db.internal:5432/leads"),
+            "postgres://app:***@db.internal:5432/leads"
+        );
+        assert_eq!(
+            url_without_password("sqlite://./leadrelay.db"),
+            "sqlite://./leadrelay.db"
+        );
+    }
 
     #[test]
     fn masks_emails_phones_and_ips() {

@@ -19,6 +19,7 @@ mod multinode;
 mod notify_support;
 mod pipeline;
 mod privacy;
+mod secrets;
 mod sheets;
 mod simulate;
 mod slack;
