@@ -19,6 +19,7 @@ mod multinode;
 mod notify_support;
 mod pipeline;
 mod privacy;
+mod request_headers;
 mod secrets;
 mod sheets;
 mod simulate;

@@ -227,7 +227,17 @@ pub async fn replay_dead_letters(
                 )]));
             }
             let destination = (b.destination != "*").then_some(b.destination);
-            let ids = dead_letter_ids(app.store.as_ref(), destination, b.since).await?;
+            let ids = dead_letter_ids(app.store.as_ref(), destination.clone(), b.since).await?;
+            // A name that is neither configured nor holds dead letters is a
+            // typo, not "nothing to replay".
+            if let Some(name) = destination
+                && ids.is_empty()
+                && app.admin.configured(&name).is_none()
+            {
+                return Err(ApiError::not_found(format!(
+                    "there is no destination named {name:?}"
+                )));
+            }
             (ids, b.overrides)
         }
     };
