@@ -17,6 +17,7 @@ mod ingest;
 mod lemlist;
 mod multinode;
 mod notify_support;
+mod openapi;
 mod pipeline;
 mod privacy;
 mod request_headers;
