@@ -28,3 +28,4 @@ mod slack;
 mod sms;
 mod store;
 mod support;
+mod viewer_masking;
