@@ -70,12 +70,34 @@ pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client,
 }
 
 /// Sends `request` and records the attempt. `display_url` is what the
-/// attempt log shows (secrets removed).
+/// attempt log shows (secrets removed); errors never show more of the URL.
 pub async fn send(
     client: &reqwest::Client,
     request: reqwest::Request,
     display_url: &str,
     allow_private: bool,
+) -> (Result<HttpResponse, SendError>, AttemptReport) {
+    send_inner(client, request, display_url, allow_private, false).await
+}
+
+/// [`send`] to a URL that is itself a secret (a Zapier hook, a Slack
+/// incoming webhook): a response that echoes the URL's path or query has
+/// them replaced by `display_url` too.
+pub async fn send_to_secret_url(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    display_url: &str,
+    allow_private: bool,
+) -> (Result<HttpResponse, SendError>, AttemptReport) {
+    send_inner(client, request, display_url, allow_private, true).await
+}
+
+async fn send_inner(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    display_url: &str,
+    allow_private: bool,
+    secret_url: bool,
 ) -> (Result<HttpResponse, SendError>, AttemptReport) {
     let body_bytes = request
         .body()
@@ -107,7 +129,7 @@ pub async fn send(
             let headers = resp.headers().clone();
             let body = read_capped(resp).await;
             report.status = Some(status);
-            let body = hide.scrub(body);
+            let body = if secret_url { hide.scrub(body) } else { body };
             report.response_excerpt =
                 Some(redact::excerpt(&body, EXCERPT_BYTES)).filter(|s| !s.is_empty());
             Ok(HttpResponse {
