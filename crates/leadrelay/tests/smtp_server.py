@@ -7,7 +7,10 @@ accepts connections. Every accepted message is written as DIR/msg-N.json:
 the envelope (mail_from, rcpt_tos), the decoded headers, the text and HTML
 bodies, and the raw message. Injected failures: each line of DIR/faults
 (e.g. "451 4.7.1 Try again later") is the reply to one DATA command, first
-line first. Exits when its standard input closes (the test ended).
+line first. Refused recipients: each line of DIR/refuse is an address whose
+RCPT TO is answered "550 5.1.1 ... Recipient address rejected", as a real
+server does for an unknown mailbox (the other recipients are accepted).
+Exits when its standard input closes (the test ended).
 """
 
 import asyncio
@@ -41,6 +44,19 @@ class Handler:
             with open(path, "w", encoding="utf-8") as f:
                 f.write("".join(l + "\n" for l in lines[1:]))
             return lines[0]
+
+    def refused(self):
+        try:
+            with open(os.path.join(self.out_dir, "refuse"), encoding="utf-8") as f:
+                return {l.strip().lower() for l in f if l.strip()}
+        except FileNotFoundError:
+            return set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower() in self.refused():
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         fault = self.next_fault()

@@ -519,7 +519,7 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let store = match open(config, &a.storage).await {
+    let (store, cfg) = match open_with_config(config, &a.storage).await {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -531,6 +531,14 @@ async fn replay(config: Option<&PathBuf>, a: ReplayArgs) -> ExitCode {
             Err(e) => return fail(e),
         }
     };
+    // A name that is neither configured nor holds dead letters is a typo.
+    if let Some(name) = &a.destination
+        && ids.is_empty()
+        && !cfg.destinations.contains_key(name)
+    {
+        store.close().await;
+        return fail(format!("there is no destination named {name:?}"));
+    }
     // A progress bar is not a JSON line: none with --log-format json.
     let bar = if super::output::is_json() {
         ProgressBar::hidden()

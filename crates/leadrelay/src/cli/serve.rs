@@ -127,7 +127,10 @@ pub async fn migrate(config_path: Option<&PathBuf>, args: StorageArgs) -> ExitCo
         Ok(store) => {
             let v = store.schema_version().await.unwrap_or(0);
             store.close().await;
-            outln!("{} is at schema version {v}", config.storage.url);
+            outln!(
+                "{} is at schema version {v}",
+                crate::redact::url_without_password(&config.storage.url)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

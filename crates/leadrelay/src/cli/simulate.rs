@@ -217,7 +217,8 @@ pub fn render(sim: &Simulation, storage_url: &str) -> String {
             );
         }
         (Some(m), true) => {
-            let _ = writeln!(out, "  updates stored contact {} ({storage_url})", m.id);
+            let shown = crate::redact::url_without_password(storage_url);
+            let _ = writeln!(out, "  updates stored contact {} ({shown})", m.id);
         }
         (Some(_), false) => {
             let _ = writeln!(out, "  a new contact would be created");

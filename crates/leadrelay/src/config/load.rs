@@ -284,6 +284,37 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_take_addresses_and_cidr_ranges() {
+        let text = "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"2001:db8::/32\", \"::ffff:192.0.2.1\"]\n";
+        let server = load_str(text, "t.toml", &no_env).unwrap().config.server;
+        let shown: Vec<String> = server
+            .trusted_proxies
+            .iter()
+            .map(|r| r.0.to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "127.0.0.1/32",
+                "10.0.0.0/8",
+                "2001:db8::/32",
+                "192.0.2.1/32"
+            ]
+        );
+        for bad in ["10.0.0.0/33", "not-an-ip", "10.0.0.1/"] {
+            let text = format!("[server]\ntrusted_proxies = [\"{bad}\"]\n");
+            let err = load_str(&text, "t.toml", &no_env).unwrap_err();
+            let rendered: Vec<String> = err.problems.iter().map(|p| p.render("t.toml")).collect();
+            assert!(
+                rendered
+                    .iter()
+                    .any(|r| r.starts_with("t.toml:2:") && r.contains("invalid proxy address")),
+                "{bad}: {rendered:?}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_all_reported_with_positions() {
         let text = "[server]\nlisten = \"127.0.0.1:9\"\nlisen = 1\n\n[storage]\nurll = \"x\"\n";
         let err = load_str(text, "t.toml", &no_env).unwrap_err();

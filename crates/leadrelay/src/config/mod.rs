@@ -14,7 +14,7 @@ pub mod units;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use leadrelay_model::ConsentPurpose;
 use serde::Deserialize;
@@ -23,7 +23,7 @@ pub use load::{
     ConfigError, DEFAULT_CONFIG, LoadedConfig, Problem, Secrets, Severity, load_file,
     load_file_with, load_str, load_str_with, parse_settings,
 };
-pub use units::{ByteSize, Enabled, HumanDuration, Rate, RateLimit};
+pub use units::{ByteSize, Enabled, HumanDuration, IpRange, Rate, RateLimit};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -104,9 +104,9 @@ pub struct ServerConfig {
     /// or `"off"`. Beyond it: 429 with `Retry-After`.
     pub per_ip_limit: RateLimit,
     /// Reverse proxies whose `X-Forwarded-For` header is trusted to name the
-    /// client (exact addresses). Requests from anywhere else are identified by
-    /// their TCP peer address.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// client: addresses or CIDR ranges (`"10.0.0.0/8"`). Requests from
+    /// anywhere else are identified by their TCP peer address.
+    pub trusted_proxies: Vec<IpRange>,
     /// How long shutdown waits for in-flight requests and deliveries.
     pub shutdown_grace: HumanDuration,
 }

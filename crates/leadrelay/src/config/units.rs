@@ -302,3 +302,53 @@ mod tests {
         assert!(ByteSize::parse("99999999999999999999").is_err());
     }
 }
+
+/// A `server.trusted_proxies` entry: one address (`"10.0.0.1"`, `"::1"`) or
+/// a CIDR range (`"10.0.0.0/8"`, `"2001:db8::/32"`). An IPv4 address written
+/// as IPv4-mapped IPv6 (`"::ffff:10.0.0.1"`) is stored as the IPv4 one, so
+/// it matches however the listener reports the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange(pub ipnet::IpNet);
+
+impl IpRange {
+    pub fn parse(s: &str) -> Result<IpRange, String> {
+        let s = s.trim();
+        let net = match s.parse::<ipnet::IpNet>() {
+            Ok(n) => n,
+            Err(_) => match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => ipnet::IpNet::from(ip),
+                Err(_) => {
+                    return Err(format!(
+                        "invalid proxy address {s:?}: write an address (\"10.0.0.1\", \"::1\") or a CIDR range (\"10.0.0.0/8\", \"2001:db8::/32\")"
+                    ));
+                }
+            },
+        };
+        Ok(IpRange(canonical_net(net)))
+    }
+
+    /// Whether `ip` (IPv4-mapped IPv6 counts as IPv4) is in the range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+/// A range of IPv4-mapped IPv6 addresses (`::ffff:0:0/96` and narrower) as
+/// the IPv4 range it stands for; anything else unchanged.
+fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    if let ipnet::IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && let Ok(n) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return ipnet::IpNet::V4(n.trunc());
+    }
+    net.trunc()
+}
+
+impl<'de> Deserialize<'de> for IpRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        IpRange::parse(&s).map_err(serde::de::Error::custom)
+    }
+}

@@ -70,18 +70,43 @@ pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client,
 }
 
 /// Sends `request` and records the attempt. `display_url` is what the
-/// attempt log shows (secrets removed).
+/// attempt log shows (secrets removed); errors never show more of the URL.
 pub async fn send(
     client: &reqwest::Client,
     request: reqwest::Request,
     display_url: &str,
     allow_private: bool,
 ) -> (Result<HttpResponse, SendError>, AttemptReport) {
+    send_inner(client, request, display_url, allow_private, false).await
+}
+
+/// [`send`] to a URL that is itself a secret (a Zapier hook, a Slack
+/// incoming webhook): a response that echoes the URL's path or query has
+/// them replaced by `display_url` too.
+pub async fn send_to_secret_url(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    display_url: &str,
+    allow_private: bool,
+) -> (Result<HttpResponse, SendError>, AttemptReport) {
+    send_inner(client, request, display_url, allow_private, true).await
+}
+
+async fn send_inner(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    display_url: &str,
+    allow_private: bool,
+    secret_url: bool,
+) -> (Result<HttpResponse, SendError>, AttemptReport) {
     let body_bytes = request
         .body()
         .and_then(|b| b.as_bytes())
         .map(<[u8]>::to_vec)
         .unwrap_or_default();
+    // A URL read from a secret (a Zapier hook, a Slack webhook) must not
+    // reach the attempt log through an error or an echoing response.
+    let hide = Hidden::of(request.url(), display_url);
     let mut report = AttemptReport {
         started_at: Some(Utc::now()),
         method: Some(request.method().to_string()),
@@ -104,6 +129,7 @@ pub async fn send(
             let headers = resp.headers().clone();
             let body = read_capped(resp).await;
             report.status = Some(status);
+            let body = if secret_url { hide.scrub(body) } else { body };
             report.response_excerpt =
                 Some(redact::excerpt(&body, EXCERPT_BYTES)).filter(|s| !s.is_empty());
             Ok(HttpResponse {
@@ -112,7 +138,8 @@ pub async fn send(
                 body,
             })
         }
-        Err(e) => Err(classify_reqwest_error(&e)),
+        // reqwest's errors print the whole URL: drop it at the source.
+        Err(e) => Err(classify_reqwest_error(e.without_url(), &hide)),
     };
     report.duration = start.elapsed();
     if let Err(e) = &result {
@@ -138,17 +165,57 @@ async fn read_capped(mut resp: reqwest::Response) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-fn classify_reqwest_error(e: &reqwest::Error) -> SendError {
+/// The parts of a request URL the attempt log must not show: the whole URL
+/// and, when the display form leaves it out, its path and query.
+struct Hidden {
+    needles: Vec<String>,
+    display: String,
+}
+
+impl Hidden {
+    fn of(url: &reqwest::Url, display_url: &str) -> Hidden {
+        let mut needles = Vec::new();
+        let tail = &url[url::Position::BeforePath..];
+        if tail.len() > 1 && !display_url.contains(tail) {
+            needles.push(url.as_str().to_string());
+            needles.push(tail.to_string());
+            let path = url.path();
+            if path.len() > 1 && !display_url.contains(path) {
+                needles.push(path.to_string());
+            }
+            if let Some(q) = url.query().filter(|q| !q.is_empty()) {
+                needles.push(q.to_string());
+            }
+        }
+        Hidden {
+            needles,
+            display: display_url.to_string(),
+        }
+    }
+
+    /// `text` with every hidden part replaced by the display URL.
+    fn scrub(&self, mut text: String) -> String {
+        for n in &self.needles {
+            if text.contains(n.as_str()) {
+                text = text.replace(n.as_str(), &self.display);
+            }
+        }
+        text
+    }
+}
+
+fn classify_reqwest_error(e: reqwest::Error, hide: &Hidden) -> SendError {
     if e.is_timeout() {
         return SendError::Timeout;
     }
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         source = s.source();
     }
+    let msg = hide.scrub(msg);
     if msg.contains("private network") {
         return SendError::Blocked(msg);
     }

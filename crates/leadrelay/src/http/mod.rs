@@ -65,11 +65,36 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(one_content_type))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .with_state(state)
+}
+
+/// 400 for a request with more than one `Content-Type` header: which one
+/// describes the body is ambiguous, and a parser and a signature check
+/// reading different ones would disagree about what was sent.
+async fn one_content_type(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req
+        .headers()
+        .get_all(axum::http::header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_content_type",
+            "the request has more than one Content-Type header; send exactly one",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -425,6 +425,20 @@ async fn replay_discard_pause_and_resume() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(res["requested"], 0);
+    // A name no destination has is a typo, not "nothing to replay".
+    let (s, b) = post(
+        &app,
+        &admin,
+        "/api/v1/dead-letters/replay",
+        Some(json!({"destination": "nope"})),
+    )
+    .await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(b["error"]["code"], "not_found", "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("nope"),
+        "{b}"
+    );
     let (s, b) = post(
         &app,
         &admin,

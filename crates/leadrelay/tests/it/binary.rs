@@ -704,6 +704,9 @@ destinations = ["hook"]
     let (code, _, err) = run(&["dlq", "replay", "--config", cfg]);
     assert_eq!(code, 1);
     assert!(err.contains("exactly one"), "{err}");
+    let (code, _, err) = run(&["dlq", "replay", "--destination", "nope", "--config", cfg]);
+    assert_eq!(code, 1, "an unknown destination is an error: {err}");
+    assert!(err.contains("no destination named \"nope\""), "{err}");
 
     eventually("replays delivered", Duration::from_secs(20), || async {
         (receiver.delivered().len() == 2).then_some(())

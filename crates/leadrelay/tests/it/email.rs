@@ -200,7 +200,8 @@ async fn smtp_4xx_is_retried_and_5xx_dead_lettered_with_a_copy_in_the_failed_she
     assert_eq!(attempts[0].status, Some(451));
 
     // 550: permanent — dead-lettered, copied to the failed sheet, alerted.
-    smtp.fail_next("550 5.1.1 Mailbox unavailable", 1);
+    // (Refused for the team as a whole, then for each address alone.)
+    smtp.fail_next("550 5.1.1 Mailbox unavailable", 3);
     let id = post(
         &app,
         "demo",
@@ -240,4 +241,49 @@ async fn smtp_4xx_is_retried_and_5xx_dead_lettered_with_a_copy_in_the_failed_she
         alert["headers"].get("reply-to").is_none(),
         "alerts carry no personal data"
     );
+}
+
+#[tokio::test]
+async fn one_refused_team_address_does_not_stop_the_others() {
+    let smtp = SmtpServer::start().await;
+    smtp.refuse("ops@acme.test");
+    let app = TestApp::spawn(&config(&[], &email_destinations(smtp.port))).await;
+    let id = post(
+        &app,
+        "contact",
+        &json!({"email": "ana@example.com", "first_name": "Ana", "consent": "yes"}),
+    )
+    .await;
+    let team = settled(&app, id, "team_email").await;
+    assert_eq!(team.state, DeliveryState::Delivered, "{:?}", team.reason);
+    let messages = smtp.wait_for(2).await;
+    let to_team: Vec<_> = messages
+        .iter()
+        .filter(|m| m["headers"]["message-id"] == format!("<{}@acme.test>", team.id))
+        .collect();
+    assert_eq!(to_team.len(), 1, "{messages:?}");
+    assert_eq!(to_team[0]["rcpt_tos"], json!(["sales@acme.test"]));
+    // The refusal is visible in the attempt.
+    let attempts = app.store.attempts(team.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "delivered");
+    let excerpt = attempts[0].response_excerpt.clone().unwrap_or_default();
+    assert!(
+        excerpt.contains("sent to 1 of 2 recipients")
+            && excerpt.contains("refused: ops@acme.test")
+            && excerpt.contains("550"),
+        "{excerpt}"
+    );
+
+    // Every address refused: the refusal stands (dead-lettered, not retried).
+    smtp.refuse("sales@acme.test");
+    let id = post(
+        &app,
+        "contact",
+        &json!({"email": "ben@example.com", "consent": "yes"}),
+    )
+    .await;
+    let dead = settled(&app, id, "team_email").await;
+    assert_eq!(dead.state, DeliveryState::Dead);
+    assert_eq!(dead.last_status, Some(550));
 }

@@ -241,6 +241,17 @@ impl SmtpServer {
         }
     }
 
+    /// Refuses `address` at RCPT TO with 550 from now on.
+    pub fn refuse(&self, address: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("refuse"))
+            .expect("refuse file");
+        writeln!(f, "{address}").expect("write refusal");
+    }
+
     /// Every message accepted, in order.
     pub fn messages(&self) -> Vec<Value> {
         let mut found: Vec<(u32, Value)> = std::fs::read_dir(self.dir.path())

@@ -204,12 +204,14 @@ async fn send(
     vendor: &'static str,
     request: reqwest::RequestBuilder,
 ) -> Result<Value, ConnectError> {
+    // reqwest's error prints the whole URL, query (tokens) included: keep
+    // the redacted URL apart and print the error without it.
     let response = request.send().await.map_err(|e| ConnectError::Transport {
         url: e
             .url()
             .map(|u| redact_query(u.as_str()))
             .unwrap_or_default(),
-        message: e.to_string(),
+        message: e.without_url().to_string(),
     })?;
     let status = response.status();
     let text = response.text().await.map_err(|e| ConnectError::Decode {

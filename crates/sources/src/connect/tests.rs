@@ -409,3 +409,26 @@ fn mailshake_default_subscriptions_are_documented_push_events() {
         assert!(documented.contains(&event), "{event}");
     }
 }
+
+#[tokio::test]
+async fn a_transport_error_does_not_print_the_query_token() {
+    // A closed port: the request fails before any answer.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = client().unwrap();
+    let err = send(
+        "smartlead",
+        c.post(format!(
+            "http://127.0.0.1:{port}/api/v1/webhooks?api_key=CANARYSECRET42"
+        )),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ConnectError::Transport { .. }), "{text}");
+    assert!(!text.contains("CANARYSECRET42"), "{text}");
+    assert!(text.contains("/api/v1/webhooks"), "{text}");
+}

@@ -390,7 +390,6 @@ impl EmailConnector {
         };
         let clock = Instant::now();
         let result = self.transport().send_raw(message.envelope(), &raw).await;
-        report.duration = clock.elapsed();
         let outcome = match result {
             Ok(resp) => {
                 report.status = resp.code().to_string().parse().ok();
@@ -402,11 +401,104 @@ impl EmailConnector {
                 let (status, outcome) = classify(&e);
                 report.status = status;
                 report.response_excerpt = Some(redact::excerpt(&e.to_string(), 300));
-                outcome
+                match (&outcome, &self.recipients) {
+                    // One refused address must not stop the whole team's
+                    // notification (RFC 5321 §3.3: the message goes to the
+                    // recipients that were accepted).
+                    (Outcome::Permanent { .. }, Recipients::Team(list)) if list.len() > 1 => self
+                        .send_per_recipient(message.envelope(), &raw, list, &mut report)
+                        .await
+                        .unwrap_or(outcome),
+                    _ => outcome,
+                }
             }
         };
+        report.duration = clock.elapsed();
         JobResult { outcome, report }
     }
+
+    /// After a permanent refusal of a message to several team addresses:
+    /// sends it to each address on its own. `Some(outcome)` when at least
+    /// one address accepted it: delivered, with the refused addresses and
+    /// their replies in the attempt's response; or retried when a refusal
+    /// was temporary (the same Message-ID lets receivers drop the copy).
+    /// `None` when every address refused it (the refusal stands).
+    async fn send_per_recipient(
+        &self,
+        envelope: &lettre::address::Envelope,
+        raw: &[u8],
+        list: &[Mailbox],
+        report: &mut AttemptReport,
+    ) -> Option<Outcome> {
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        let mut temporary = None;
+        for m in list {
+            let one = match lettre::address::Envelope::new(
+                envelope.from().cloned(),
+                vec![m.email.clone()],
+            ) {
+                Ok(e) => e,
+                Err(e) => {
+                    refused.push(format!("{}: {e}", m.email));
+                    continue;
+                }
+            };
+            match self.transport().send_raw(&one, raw).await {
+                Ok(resp) => accepted.push((m.email.to_string(), resp.code().to_string())),
+                Err(e) => {
+                    let (_, outcome) = classify(&e);
+                    if !matches!(outcome, Outcome::Permanent { .. }) {
+                        temporary.get_or_insert(outcome);
+                    }
+                    refused.push(format!("{}: {}", m.email, one_line(&e.to_string())));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return None;
+        }
+        let summary = format!(
+            "sent to {} of {} recipients ({}); refused: {}",
+            accepted.len(),
+            list.len(),
+            accepted
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            refused.join("; ")
+        );
+        report.status = accepted.first().and_then(|(_, code)| code.parse().ok());
+        // Team addresses come from the configuration, not from a lead:
+        // shown as they are, so an admin sees which one to fix.
+        report.response_excerpt = Some(truncate(&summary, 500));
+        Some(match temporary {
+            Some(Outcome::Retry {
+                class,
+                message,
+                retry_after,
+            }) => Outcome::Retry {
+                class,
+                message: format!("{summary}; retrying for the temporary refusal: {message}"),
+                retry_after,
+            },
+            Some(other) => other,
+            None => Outcome::delivered(),
+        })
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// SMTP errors: 4xx replies retry, 5xx are permanent (535, 534, 530:

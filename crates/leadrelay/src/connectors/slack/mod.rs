@@ -305,13 +305,27 @@ impl SlackConnector {
                 };
             }
         };
-        let (result, report) = shared::send(
-            &self.client,
-            request,
-            &self.display_url(),
-            self.allow_private,
-        )
-        .await;
+        let (result, report) = match self.target {
+            // An incoming-webhook URL is a secret.
+            Target::Webhook { .. } => {
+                shared::send_to_secret_url(
+                    &self.client,
+                    request,
+                    &self.display_url(),
+                    self.allow_private,
+                )
+                .await
+            }
+            Target::WebApi { .. } => {
+                shared::send(
+                    &self.client,
+                    request,
+                    &self.display_url(),
+                    self.allow_private,
+                )
+                .await
+            }
+        };
         let outcome = match &result {
             Ok(resp) => match self.target {
                 Target::Webhook { .. } => classify_webhook(resp),

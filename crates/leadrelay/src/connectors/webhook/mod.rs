@@ -140,6 +140,8 @@ struct WebhookConnector {
     content_type: String,
     allow_private: bool,
     preset: Option<Preset>,
+    /// The URL came from `url_env`.
+    secret_url: bool,
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
@@ -330,10 +332,24 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         content_type: s.content_type.unwrap_or_else(|| "application/json".into()),
         allow_private: s.allow_private_networks,
         preset: s.preset,
+        secret_url: from_env,
     }))
 }
 
 impl WebhookConnector {
+    /// Sends through the shared client; a URL from `url_env` is a secret.
+    async fn send(
+        &self,
+        request: reqwest::Request,
+    ) -> (Result<HttpResponse, SendError>, super::AttemptReport) {
+        if self.secret_url {
+            shared::send_to_secret_url(&self.client, request, &self.display_url, self.allow_private)
+                .await
+        } else {
+            shared::send(&self.client, request, &self.display_url, self.allow_private).await
+        }
+    }
+
     fn body(&self, job: &DeliveryJob) -> Result<Vec<u8>, String> {
         if let Some(env) = &self.template {
             let mut ctx = condition_context(&job.event);
@@ -395,8 +411,7 @@ impl WebhookConnector {
                 };
             }
         };
-        let (result, report) =
-            shared::send(&self.client, request, &self.display_url, self.allow_private).await;
+        let (result, report) = self.send(request).await;
         let outcome = match &result {
             Ok(resp) => shared::classify(resp),
             Err(e) => e.outcome(),
@@ -434,8 +449,7 @@ impl Connector for WebhookConnector {
             Ok(r) => r,
             Err(e) => return CheckReport::failed(format!("cannot build a request: {e}")),
         };
-        let (result, _) =
-            shared::send(&self.client, req, &self.display_url, self.allow_private).await;
+        let (result, _) = self.send(req).await;
         match result {
             Ok(HttpResponse { status, .. }) if status < 500 => {
                 CheckReport::ok(format!("{} answered HTTP {status}", self.display_url))

@@ -55,7 +55,7 @@ async fn page(
 
 /// Deliveries, newest first.
 #[utoipa::path(get, path = "/api/v1/deliveries", tag = "deliveries", params(DeliveryQuery),
-    responses((status = 200, body = DeliveryPage), ReadErrors))]
+    responses((status = 200, description = "A page of deliveries", body = DeliveryPage), ReadErrors))]
 pub async fn list_deliveries(
     State(app): State<AppState>,
     auth: Auth,
@@ -85,7 +85,7 @@ pub async fn find(app: &AppState, id: Uuid) -> Result<Delivery, ApiError> {
 /// One delivery with every attempt.
 #[utoipa::path(get, path = "/api/v1/deliveries/{id}", tag = "deliveries",
     params(("id" = Uuid, Path, description = "Delivery id")),
-    responses((status = 200, body = DeliveryDetail), ItemErrors))]
+    responses((status = 200, description = "The delivery and its attempts", body = DeliveryDetail), ItemErrors))]
 pub async fn get_delivery(
     State(app): State<AppState>,
     auth: Auth,
@@ -117,7 +117,7 @@ pub struct DeadLetterQuery {
 /// Dead letters waiting for a person (not yet replayed), newest first; the
 /// reason is in `reason`.
 #[utoipa::path(get, path = "/api/v1/dead-letters", tag = "dead letters", params(DeadLetterQuery),
-    responses((status = 200, body = DeliveryPage), ReadErrors))]
+    responses((status = 200, description = "A page of dead letters", body = DeliveryPage), ReadErrors))]
 pub async fn list_dead_letters(
     State(app): State<AppState>,
     auth: Auth,
@@ -171,7 +171,7 @@ pub async fn replay_ids(
 #[utoipa::path(post, path = "/api/v1/dead-letters/{id}/replay", tag = "dead letters",
     params(("id" = Uuid, Path, description = "Dead letter (delivery) id")),
     request_body(content = Option<ReplayRequest>, description = "Optional field overrides"),
-    responses((status = 200, body = ReplayResult), WriteErrors))]
+    responses((status = 200, description = "How many were replayed as new deliveries", body = ReplayResult), WriteErrors))]
 pub async fn replay_dead_letter(
     State(app): State<AppState>,
     auth: Auth,
@@ -201,7 +201,7 @@ pub async fn replay_dead_letter(
 /// Replays many dead letters: by `ids`, or every one of a `destination` (`"*"`: all).
 #[utoipa::path(post, path = "/api/v1/dead-letters/replay", tag = "dead letters",
     request_body = BulkReplayRequest,
-    responses((status = 200, body = ReplayResult), WriteErrors))]
+    responses((status = 200, description = "How many were replayed as new deliveries", body = ReplayResult), WriteErrors))]
 pub async fn replay_dead_letters(
     State(app): State<AppState>,
     auth: Auth,
@@ -227,7 +227,17 @@ pub async fn replay_dead_letters(
                 )]));
             }
             let destination = (b.destination != "*").then_some(b.destination);
-            let ids = dead_letter_ids(app.store.as_ref(), destination, b.since).await?;
+            let ids = dead_letter_ids(app.store.as_ref(), destination.clone(), b.since).await?;
+            // A name that is neither configured nor holds dead letters is a
+            // typo, not "nothing to replay".
+            if let Some(name) = destination
+                && ids.is_empty()
+                && app.admin.configured(&name).is_none()
+            {
+                return Err(ApiError::not_found(format!(
+                    "there is no destination named {name:?}"
+                )));
+            }
             (ids, b.overrides)
         }
     };
@@ -249,7 +259,7 @@ fn not_discardable(d: &Delivery) -> ApiError {
 /// Discards one dead letter: kept, never retried.
 #[utoipa::path(post, path = "/api/v1/dead-letters/{id}/discard", tag = "dead letters",
     params(("id" = Uuid, Path, description = "Dead letter (delivery) id")),
-    responses((status = 200, body = DiscardResult), WriteErrors))]
+    responses((status = 200, description = "How many were discarded", body = DiscardResult), WriteErrors))]
 pub async fn discard_dead_letter(
     State(app): State<AppState>,
     auth: Auth,
@@ -270,7 +280,7 @@ pub async fn discard_dead_letter(
 /// Discards many dead letters (those that are not dead are left alone).
 #[utoipa::path(post, path = "/api/v1/dead-letters/discard", tag = "dead letters",
     request_body = DiscardRequest,
-    responses((status = 200, body = DiscardResult), WriteErrors))]
+    responses((status = 200, description = "How many were discarded", body = DiscardResult), WriteErrors))]
 pub async fn discard_dead_letters(
     State(app): State<AppState>,
     auth: Auth,

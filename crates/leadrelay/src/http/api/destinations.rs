@@ -21,7 +21,7 @@ pub fn indefinitely() -> DateTime<Utc> {
 
 /// Every destination and its health over the last 24 hours.
 #[utoipa::path(get, path = "/api/v1/destinations", tag = "destinations",
-    responses((status = 200, body = Vec<DestinationHealth>), ReadErrors))]
+    responses((status = 200, description = "Every destination with its health", body = Vec<DestinationHealth>), ReadErrors))]
 pub async fn list_destinations(
     State(app): State<AppState>,
     _auth: Auth,
@@ -32,7 +32,7 @@ pub async fn list_destinations(
 /// One destination's health.
 #[utoipa::path(get, path = "/api/v1/destinations/{name}", tag = "destinations",
     params(("name" = String, Path, description = "Destination name")),
-    responses((status = 200, body = DestinationHealth), ItemErrors))]
+    responses((status = 200, description = "The destination and its health", body = DestinationHealth), ItemErrors))]
 pub async fn get_destination(
     State(app): State<AppState>,
     _auth: Auth,
@@ -45,7 +45,7 @@ pub async fn get_destination(
 #[utoipa::path(post, path = "/api/v1/destinations/{name}/pause", tag = "destinations",
     params(("name" = String, Path, description = "Destination name")),
     request_body(content = Option<PauseRequest>, description = "Optional: until when, and why"),
-    responses((status = 200, body = DestinationHealth), WriteErrors))]
+    responses((status = 200, description = "The destination and its health", body = DestinationHealth), WriteErrors))]
 pub async fn pause_destination(
     State(app): State<AppState>,
     auth: Auth,
@@ -79,7 +79,7 @@ pub async fn pause_destination(
 /// Resumes a paused destination (and re-enables one disabled after `410 Gone`).
 #[utoipa::path(post, path = "/api/v1/destinations/{name}/resume", tag = "destinations",
     params(("name" = String, Path, description = "Destination name")),
-    responses((status = 200, body = DestinationHealth), WriteErrors))]
+    responses((status = 200, description = "The destination and its health", body = DestinationHealth), WriteErrors))]
 pub async fn resume_destination(
     State(app): State<AppState>,
     auth: Auth,

@@ -18,7 +18,7 @@ use axum::extract::State;
 
 /// The caller's key name and role.
 #[utoipa::path(get, path = "/api/v1/me", tag = "events",
-    responses((status = 200, body = MeView), ReadErrors))]
+    responses((status = 200, description = "The key's name and role", body = MeView), ReadErrors))]
 pub async fn me(auth: Auth) -> Json<MeView> {
     Json(MeView {
         name: auth.0.key_name.clone(),
@@ -63,7 +63,7 @@ pub struct EventQuery {
 /// Events, newest first, filtered by type, origin (form, source or API
 /// key), time and text.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),
-    responses((status = 200, body = EventPage), ReadErrors))]
+    responses((status = 200, description = "A page of events", body = EventPage), ReadErrors))]
 pub async fn list_events(
     State(app): State<AppState>,
     auth: Auth,
@@ -143,7 +143,7 @@ pub async fn event_detail(app: &AppState, id: Uuid, mask: bool) -> Result<EventD
 /// One event with its raw payload, enrichment, deliveries and attempts.
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
     params(("id" = Uuid, Path, description = "Event id")),
-    responses((status = 200, body = EventDetail), ItemErrors))]
+    responses((status = 200, description = "The event with its deliveries and attempts", body = EventDetail), ItemErrors))]
 pub async fn get_event(
     State(app): State<AppState>,
     auth: Auth,
@@ -167,7 +167,7 @@ pub struct ContactQuery {
 
 /// Contacts (golden records), newest first.
 #[utoipa::path(get, path = "/api/v1/contacts", tag = "contacts", params(ContactQuery),
-    responses((status = 200, body = ContactPage), ReadErrors))]
+    responses((status = 200, description = "A page of contacts", body = ContactPage), ReadErrors))]
 pub async fn list_contacts(
     State(app): State<AppState>,
     auth: Auth,
@@ -191,7 +191,7 @@ pub async fn list_contacts(
 /// One contact with the provenance of each field.
 #[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts",
     params(("id" = Uuid, Path, description = "Contact id")),
-    responses((status = 200, body = ContactView), ItemErrors))]
+    responses((status = 200, description = "The contact", body = ContactView), ItemErrors))]
 pub async fn get_contact(
     State(app): State<AppState>,
     auth: Auth,

@@ -143,7 +143,7 @@ pub struct TimerPage {
 
 /// Handoff and SLA timers, newest first: what is due when, and what firing did.
 #[utoipa::path(get, path = "/api/v1/timers", tag = "contacts", params(TimerQuery),
-    responses((status = 200, body = TimerPage), ReadErrors))]
+    responses((status = 200, description = "A page of timers", body = TimerPage), ReadErrors))]
 pub async fn list_timers(
     State(app): State<AppState>,
     _auth: Auth,
@@ -174,7 +174,7 @@ pub struct LeadActionRequest {
 #[utoipa::path(post, path = "/api/v1/contacts/{id}/accept", tag = "contacts",
     params(("id" = Uuid, Path, description = "Contact id")),
     request_body(content = Option<LeadActionRequest>, description = "Optional: why"),
-    responses((status = 200, body = ContactView), WriteErrors))]
+    responses((status = 200, description = "The contact", body = ContactView), WriteErrors))]
 pub async fn accept_lead(
     State(app): State<AppState>,
     auth: Auth,
@@ -190,7 +190,7 @@ pub async fn accept_lead(
 #[utoipa::path(post, path = "/api/v1/contacts/{id}/disqualify", tag = "contacts",
     params(("id" = Uuid, Path, description = "Contact id")),
     request_body(content = Option<LeadActionRequest>, description = "Optional: why"),
-    responses((status = 200, body = ContactView), WriteErrors))]
+    responses((status = 200, description = "The contact", body = ContactView), WriteErrors))]
 pub async fn disqualify_lead(
     State(app): State<AppState>,
     auth: Auth,

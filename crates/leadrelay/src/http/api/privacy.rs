@@ -36,7 +36,7 @@ fn check(body: &PrivacyRequestBody) -> Result<String, ApiError> {
 /// payloads, deliveries, attempts. Recorded in the audit log.
 #[utoipa::path(post, path = "/api/v1/privacy/export", tag = "privacy",
     request_body = PrivacyRequestBody,
-    responses((status = 200, body = PrivacyExportView), WriteErrors))]
+    responses((status = 200, description = "Everything held about the person", body = PrivacyExportView), WriteErrors))]
 pub async fn export(
     State(app): State<AppState>,
     auth: Auth,
@@ -57,7 +57,7 @@ pub async fn export(
 /// Recorded in the audit log (who, when, what — never the address).
 #[utoipa::path(post, path = "/api/v1/privacy/erase", tag = "privacy",
     request_body = PrivacyRequestBody,
-    responses((status = 200, body = EraseReportView), WriteErrors))]
+    responses((status = 200, description = "What was erased", body = EraseReportView), WriteErrors))]
 pub async fn erase(
     State(app): State<AppState>,
     auth: Auth,
@@ -80,7 +80,7 @@ pub async fn erase(
 /// (consent) at their next send attempt. Recorded in the audit log.
 #[utoipa::path(post, path = "/api/v1/privacy/withdraw", tag = "privacy",
     request_body = WithdrawRequestBody,
-    responses((status = 200, body = WithdrawReportView), WriteErrors))]
+    responses((status = 200, description = "What was withdrawn", body = WithdrawReportView), WriteErrors))]
 pub async fn withdraw(
     State(app): State<AppState>,
     auth: Auth,
@@ -138,7 +138,7 @@ pub struct AuditQuery {
 
 /// The privacy audit log (admin keys only), newest first.
 #[utoipa::path(get, path = "/api/v1/privacy/audit", tag = "privacy", params(AuditQuery),
-    responses((status = 200, body = AuditPage), WriteErrors))]
+    responses((status = 200, description = "A page of the audit log", body = AuditPage), WriteErrors))]
 pub async fn audit(
     State(app): State<AppState>,
     auth: Auth,

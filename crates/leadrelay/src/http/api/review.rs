@@ -28,7 +28,7 @@ pub struct ReviewQuery {
 
 /// Review items, newest first.
 #[utoipa::path(get, path = "/api/v1/review", tag = "review", params(ReviewQuery),
-    responses((status = 200, body = ReviewPage), ReadErrors))]
+    responses((status = 200, description = "A page of review items", body = ReviewPage), ReadErrors))]
 pub async fn list_review_items(
     State(app): State<AppState>,
     auth: Auth,
@@ -50,7 +50,7 @@ pub async fn list_review_items(
 /// One review item.
 #[utoipa::path(get, path = "/api/v1/review/{id}", tag = "review",
     params(("id" = Uuid, Path, description = "Review item id")),
-    responses((status = 200, body = ReviewItemView), ItemErrors))]
+    responses((status = 200, description = "The review item", body = ReviewItemView), ItemErrors))]
 pub async fn get_review_item(
     State(app): State<AppState>,
     auth: Auth,
@@ -68,7 +68,7 @@ pub async fn get_review_item(
 #[utoipa::path(post, path = "/api/v1/review/{id}/resolve", tag = "review",
     params(("id" = Uuid, Path, description = "Review item id")),
     request_body = ResolveRequest,
-    responses((status = 200, body = ReviewItemView), WriteErrors))]
+    responses((status = 200, description = "The review item", body = ReviewItemView), WriteErrors))]
 pub async fn resolve_review_item(
     State(app): State<AppState>,
     auth: Auth,

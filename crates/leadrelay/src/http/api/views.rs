@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::http::admin::ConfiguredDestination;
-use crate::redact::redact_text;
+use crate::redact::{redact_payload, redact_text};
 use crate::store::{
     ApiKey, Attempt, AuditRecord, Delivery, DeliveryState, DestinationState, DestinationStats,
     EraseReport, PrivacyExport, RemoteRecord, ReviewItem, ReviewStatus, Role,
@@ -262,7 +262,12 @@ impl EventView {
             ip_hash: e.ip_hash.clone(),
             raw: RawView {
                 content_type: e.raw.content_type.clone(),
-                body: maybe_mask_text(e.raw.body.clone(), mask),
+                // Decoded by its type first: `omar%40example.com` is an email too.
+                body: if mask {
+                    redact_payload(&e.raw.content_type, &e.raw.body)
+                } else {
+                    e.raw.body.clone()
+                },
             },
             spam: e.spam,
             idempotency_key: e.idempotency_key.clone(),
