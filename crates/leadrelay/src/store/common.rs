@@ -21,6 +21,84 @@ pub fn event_doc(event: &mut Event) -> StoreResult<String> {
     doc.map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Stored documents are read back with objects and arrays nested at most
+/// this deep: ingest refuses anything deeper than
+/// [`leadrelay_model::MAX_JSON_DEPTH`], so only rows written before that
+/// limit existed can hold more.
+pub const READ_DEPTH: usize = 64;
+
+/// Reads a stored JSON document (`what` names it in errors and logs). A
+/// document nested too deeply for the parser (stored before ingest limited
+/// depth) is read with every value below [`READ_DEPTH`] levels replaced by
+/// `null`, and a warning says so, rather than making the row unreadable for
+/// ever; anything else that does not decode is [`StoreError::Corrupt`].
+pub fn decode_doc<T: serde::de::DeserializeOwned>(
+    doc: &str,
+    what: &dyn std::fmt::Display,
+) -> StoreResult<T> {
+    match serde_json::from_str(doc) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if leadrelay_model::text_depth(doc.as_bytes()) > READ_DEPTH
+                && let Ok(v) = serde_json::from_str(&prune_deep(doc, READ_DEPTH))
+            {
+                tracing::warn!(
+                    record = %what,
+                    "stored document nests deeper than {READ_DEPTH} levels: values below that depth are read as null"
+                );
+                return Ok(v);
+            }
+            Err(StoreError::Corrupt(format!("{what}: {e}")))
+        }
+    }
+}
+
+/// JSON text with every object or array that starts deeper than `max`
+/// levels replaced by `null`. Works on the text, without parsing it, so it
+/// reads documents too deep for the parser.
+pub fn prune_deep(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    // The depth at which the value being dropped started.
+    let mut dropping: Option<usize> = None;
+    let mut copied_to = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max && dropping.is_none() {
+                    out.push_str(&text[copied_to..i]);
+                    out.push_str("null");
+                    dropping = Some(depth);
+                }
+            }
+            b'}' | b']' => {
+                if dropping == Some(depth) {
+                    dropping = None;
+                    copied_to = i + 1;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    if dropping.is_none() {
+        out.push_str(&text[copied_to..]);
+    }
+    out
+}
+
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
@@ -170,6 +248,23 @@ mod tests {
         assert!(uuid_v7_floor_id(t + chrono::Duration::seconds(5)) > id);
         assert_eq!(uuid_v7_floor_id(t).get_version_num(), 7);
         assert!(uuid_v7_floor(t - chrono::Duration::seconds(1)) < id.to_string());
+    }
+
+    #[test]
+    fn documents_too_deep_for_the_parser_read_with_the_deep_part_as_null() {
+        assert_eq!(
+            prune_deep(r#"{"a":[1,{"b":"x]}"}],"c":{"d":{}}}"#, 2),
+            r#"{"a":[1,null],"c":{"d":null}}"#
+        );
+        assert_eq!(prune_deep(r#"{"a":"{[\"{"}"#, 1), r#"{"a":"{[\"{"}"#);
+        // An event as stored before ingest limited depth: 130 levels.
+        let deep = format!(r#"{{"k":{}1{}}}"#, "[".repeat(130), "]".repeat(130));
+        assert!(serde_json::from_str::<Value>(&deep).is_err());
+        let v: Value = decode_doc(&deep, &"event x").unwrap();
+        assert_eq!(leadrelay_model::text_depth(v.to_string().as_bytes()), READ_DEPTH);
+        // Other damage is still reported.
+        let err = decode_doc::<Value>("{\"k\": ", &"event y").unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(ref m) if m.starts_with("event y: ")), "{err}");
     }
 
     #[test]
