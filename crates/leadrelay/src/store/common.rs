@@ -99,6 +99,39 @@ pub fn prune_deep(text: &str, max: usize) -> String {
     out
 }
 
+/// The rows of a list or page that can be read: one that cannot
+/// ([`StoreError::Corrupt`]) is left out with a warning naming it, so one
+/// damaged row never fails a whole page. Other errors fail the list.
+pub fn skip_unreadable<T>(rows: impl IntoIterator<Item = StoreResult<T>>) -> StoreResult<Vec<T>> {
+    let mut out = Vec::new();
+    for row in rows {
+        match row {
+            Ok(v) => out.push(v),
+            Err(StoreError::Corrupt(m)) => {
+                tracing::warn!(error = %m, "an unreadable row was left out of a list");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// A claimed delivery whose event (or contact) cannot be read can never be
+/// sent: it is dead-lettered with the reason, not left in flight.
+pub fn unreadable(d: &super::Delivery, e: &StoreError) -> super::Completion {
+    tracing::warn!(delivery = %d.id, event = %d.event_id, error = %e, "dead-lettered: its event cannot be read");
+    super::Completion {
+        delivery_id: d.id,
+        lease_id: d.lease_id.unwrap_or_default(),
+        attempt: None,
+        transition: super::Transition::Dead {
+            status: None,
+            reason: format!("the stored event cannot be read: {e}"),
+        },
+        follow_up: None,
+    }
+}
+
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }

@@ -18,6 +18,7 @@ mod lemlist;
 mod multinode;
 mod notify_support;
 mod pipeline;
+mod poison;
 mod privacy;
 mod sheets;
 mod simulate;

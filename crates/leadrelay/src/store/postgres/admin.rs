@@ -14,7 +14,7 @@ use super::rows::*;
 use super::{PgError, PgFilter, PostgresStore, contact_from_doc, exec, map_err, query, query_opt};
 use crate::store::common::{
     ERASED_REASON, bucket, check_idle, erase_audit, escape_like, event_doc, export_audit, from_ms,
-    person_keys, scrub, uuid_v7_floor_id,
+    person_keys, scrub, skip_unreadable, uuid_v7_floor_id,
 };
 use crate::store::*;
 
@@ -212,7 +212,7 @@ impl PostgresStore {
             .push_str(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 1000)));
         let c = self.conn().await?;
         let rows = b.fetch(&c).await?;
-        rows.iter().map(|r| contact_from_doc(r.get(0))).collect()
+        skip_unreadable(rows.iter().map(|r| contact_from_doc(r.get(0))))
     }
 
     pub(super) async fn create_api_key_impl(&self, key: NewApiKey) -> StoreResult<ApiKey> {

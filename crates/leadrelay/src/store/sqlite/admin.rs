@@ -14,6 +14,7 @@ use super::SqliteStore;
 use super::rows::*;
 use crate::store::common::{
     ERASED_REASON, bucket, check_idle, erase_audit, export_audit, person_keys, scrub,
+    skip_unreadable,
 };
 use crate::store::*;
 
@@ -351,13 +352,11 @@ impl SqliteStore {
                 q.and("id < ?", b.to_string());
             }
             q.push(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 1000)));
-            q.query(c, |r| r.get::<_, String>(0))?
-                .into_iter()
-                .map(|doc| {
-                    serde_json::from_str(&doc)
-                        .map_err(|e| StoreError::Corrupt(format!("contact: {e}")))
-                })
-                .collect()
+            skip_unreadable(
+                q.query(c, |r| r.get::<_, String>(0))?
+                    .into_iter()
+                    .map(|doc| decode_doc(&doc, &"contact")),
+            )
         })
         .await
     }
