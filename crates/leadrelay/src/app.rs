@@ -132,7 +132,10 @@ pub async fn start(
         // Before the first claim: what a killed previous run held is due now.
         match store.release_own_leases().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(count = n, "gave back the delivery leases of the previous run"),
+            Ok(n) => tracing::info!(
+                count = n,
+                "gave back the delivery leases of the previous run"
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "could not give back the previous run's leases; they will expire")
             }

@@ -373,7 +373,10 @@ mod tests {
         // Deeper than the parser reads: still 422, at the body.
         let parser_deep = nest(200);
         let err = parse_json(parser_deep.as_bytes()).unwrap_err();
-        assert!(matches!(err, HookError::TooDeep { ref path } if path == "body"), "{err:?}");
+        assert!(
+            matches!(err, HookError::TooDeep { ref path } if path == "body"),
+            "{err:?}"
+        );
     }
 
     #[test]

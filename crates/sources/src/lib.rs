@@ -158,7 +158,10 @@ pub enum HookError {
     /// 422: the JSON body nests deeper than
     /// [`leadrelay_model::MAX_JSON_DEPTH`] levels; `path` is the first value
     /// too deep (`body` when the body is too deep for the parser).
-    #[error("{path}: {}", leadrelay_model::too_deep_message(leadrelay_model::MAX_JSON_DEPTH))]
+    #[error(
+        "{path}: {}",
+        leadrelay_model::too_deep_message(leadrelay_model::MAX_JSON_DEPTH)
+    )]
     TooDeep { path: String },
 }
 

@@ -920,7 +920,11 @@ mod tests {
                 continue;
             }
             assert_eq!(d.state, DeliveryState::Dead, "{email}: {d:?}");
-            assert_eq!(attempts.len(), PANIC_ATTEMPTS as usize, "{email}: {attempts:?}");
+            assert_eq!(
+                attempts.len(),
+                PANIC_ATTEMPTS as usize,
+                "{email}: {attempts:?}"
+            );
             let expected = if email == "boom@x.example" {
                 "the connector panicked: header value contains a line break"
             } else {
@@ -928,7 +932,10 @@ mod tests {
             };
             for a in &attempts {
                 assert_eq!(a.error_class.as_deref(), Some("internal"), "{a:?}");
-                assert!(a.message.as_deref().unwrap_or("").contains(expected), "{a:?}");
+                assert!(
+                    a.message.as_deref().unwrap_or("").contains(expected),
+                    "{a:?}"
+                );
             }
             let reason = d.reason.as_deref().unwrap_or("");
             assert!(

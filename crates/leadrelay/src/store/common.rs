@@ -294,10 +294,16 @@ mod tests {
         let deep = format!(r#"{{"k":{}1{}}}"#, "[".repeat(130), "]".repeat(130));
         assert!(serde_json::from_str::<Value>(&deep).is_err());
         let v: Value = decode_doc(&deep, &"event x").unwrap();
-        assert_eq!(leadrelay_model::text_depth(v.to_string().as_bytes()), READ_DEPTH);
+        assert_eq!(
+            leadrelay_model::text_depth(v.to_string().as_bytes()),
+            READ_DEPTH
+        );
         // Other damage is still reported.
         let err = decode_doc::<Value>("{\"k\": ", &"event y").unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(ref m) if m.starts_with("event y: ")), "{err}");
+        assert!(
+            matches!(err, StoreError::Corrupt(ref m) if m.starts_with("event y: ")),
+            "{err}"
+        );
     }
 
     #[test]

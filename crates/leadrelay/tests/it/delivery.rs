@@ -629,7 +629,13 @@ async fn a_restarted_node_gives_back_the_leases_of_its_killed_run_at_once() {
     // Delivered long before its ten-minute lease would have expired.
     let d = settled(&app, mine).await;
     assert_eq!(d.state, DeliveryState::Delivered);
-    let other = app.store.deliveries_for_event(other).await.unwrap().pop().unwrap();
+    let other = app
+        .store
+        .deliveries_for_event(other)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     match crate::support::backend() {
         // One node: no other process can hold a lease; all are given back.
         crate::support::Backend::Sqlite => {

@@ -114,7 +114,9 @@ async fn whatever_ingest_accepts_reads_back_delivers_exports_and_erases() {
     // three shapes, in a contact custom field and in `data`.
     let mut accepted: Vec<(Uuid, String)> = Vec::new();
     let mut refused = 0;
-    for levels in [0, 1, 5, 10, 20, 22, 28, 29, 30, 31, 40, 64, 100, 122, 123, 124, 125, 126, 127, 300] {
+    for levels in [
+        0, 1, 5, 10, 20, 22, 28, 29, 30, 31, 40, 64, 100, 122, 123, 124, 125, 126, 127, 300,
+    ] {
         for shape in 0..3 {
             let value = nested(levels, shape);
             let email = format!("deep{levels}-{shape}@corp.example");
@@ -127,7 +129,14 @@ async fn whatever_ingest_accepts_reads_back_delivers_exports_and_erases() {
             };
             // The body itself, `contact`/`data`, then the value.
             let depth = 2 + levels_of(&value);
-            let (s, b) = call(&app, &ingest, reqwest::Method::POST, "/v1/events", Some(body)).await;
+            let (s, b) = call(
+                &app,
+                &ingest,
+                reqwest::Method::POST,
+                "/v1/events",
+                Some(body),
+            )
+            .await;
             if depth <= MAX_JSON_DEPTH {
                 assert_eq!(s, StatusCode::ACCEPTED, "{levels}/{shape}: {b}");
                 accepted.push((b["id"].as_str().unwrap().parse().unwrap(), email));
@@ -141,13 +150,20 @@ async fn whatever_ingest_accepts_reads_back_delivers_exports_and_erases() {
                     "{levels}/{shape}: {field}"
                 );
                 if depth < 120 {
-                    assert!(field.starts_with(under), "a path when the parser reads it: {field}");
+                    assert!(
+                        field.starts_with(under),
+                        "a path when the parser reads it: {field}"
+                    );
                 }
                 refused += 1;
             }
         }
     }
-    assert!(accepted.len() >= 12 && refused >= 30, "{} {refused}", accepted.len());
+    assert!(
+        accepted.len() >= 12 && refused >= 30,
+        "{} {refused}",
+        accepted.len()
+    );
 
     // Form JSON and a vendor webhook: the same limit, the same answer.
     let form = app
@@ -189,12 +205,26 @@ async fn whatever_ingest_accepts_reads_back_delivers_exports_and_erases() {
         assert_eq!(s, StatusCode::OK, "{id}: {b}");
         assert!(b.to_string().contains(email.as_str()), "{b}");
     }
-    let (s, page) = call(&app, &admin, reqwest::Method::GET, "/api/v1/events?limit=200", None).await;
+    let (s, page) = call(
+        &app,
+        &admin,
+        reqwest::Method::GET,
+        "/api/v1/events?limit=200",
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{page}");
     for (id, _) in &accepted {
         assert!(page.to_string().contains(&id.to_string()), "{id} listed");
     }
-    let (s, b) = call(&app, &admin, reqwest::Method::GET, "/api/v1/contacts?limit=200", None).await;
+    let (s, b) = call(
+        &app,
+        &admin,
+        reqwest::Method::GET,
+        "/api/v1/contacts?limit=200",
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, html) = leads_page(&app, &admin).await;
     assert_eq!(s, StatusCode::OK, "{html}");
@@ -302,7 +332,11 @@ async fn a_row_stored_too_deep_does_not_poison_lists_reads_claims_or_erase() {
     // Other people, and the same person again through the form.
     for email in ["other@corp.example", person] {
         let r = app.post_json("/v1/forms/contact", &lead(email)).await;
-        assert!(r.status().is_redirection() || r.status().is_success(), "{email}: {}", r.status());
+        assert!(
+            r.status().is_redirection() || r.status().is_success(),
+            "{email}: {}",
+            r.status()
+        );
     }
     let all = app.settled("hook", 3, WAIT).await;
     assert!(

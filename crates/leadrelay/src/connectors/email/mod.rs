@@ -296,7 +296,6 @@ impl Header for AutoSubmitted {
     }
 }
 
-
 impl EmailConnector {
     fn transport(&self) -> &AsyncSmtpTransport<Tokio1Executor> {
         self.transport.get_or_init(|| self.builder.clone().build())
@@ -598,7 +597,10 @@ mod tests {
 
     #[test]
     fn line_breaks_and_control_characters_never_reach_a_header() {
-        for to in ["to = [\"team@acme.test\"]", "to = \"lead\"\n[forms.contact]\n"] {
+        for to in [
+            "to = [\"team@acme.test\"]",
+            "to = \"lead\"\n[forms.contact]\n",
+        ] {
             let table = settings(to);
             let env = |_: &str| None;
             let email = email_connector(&BuildContext {

@@ -97,8 +97,7 @@ pub fn contact_by(c: &Connection, column: &str, value: &str) -> StoreResult<Opti
         .query_row([value], |r| r.get(0))
         .optional()
         .map_err(map_err)?;
-    doc.map(|d| decode_doc(&d, &"contact"))
-        .transpose()
+    doc.map(|d| decode_doc(&d, &"contact")).transpose()
 }
 
 /// Every contact whose (normalised) company domain is `domain`.
@@ -111,9 +110,7 @@ pub fn contacts_by_domain(c: &Connection, domain: &str) -> StoreResult<Vec<Conta
         .map_err(map_err)?
         .collect::<Result<Vec<String>, _>>()
         .map_err(map_err)?;
-    docs.iter()
-        .map(|d| decode_doc(d, &"contact"))
-        .collect()
+    docs.iter().map(|d| decode_doc(d, &"contact")).collect()
 }
 
 pub fn upsert_contact(c: &Connection, contact: &Contact) -> StoreResult<()> {
