@@ -184,6 +184,32 @@ pub fn merge_overrides(old: Option<&str>, new: Option<&Map<String, Value>>) -> O
     (!merged.is_empty()).then(|| Value::Object(merged).to_string())
 }
 
+/// What erase writes in place of an event whose stored document cannot be
+/// read: what its columns say (id, type, origin, times), nothing personal.
+/// The erase still goes through, rather than failing on one damaged row.
+pub fn stand_in_event(
+    id: Uuid,
+    event_type: &str,
+    origin: (&str, &str),
+    received_ms: i64,
+    occurred_ms: i64,
+) -> Event {
+    use leadrelay_model::{EventType, Origin, OriginKind};
+    let mut ev = Event::internal(
+        EventType::parse(event_type).unwrap_or(EventType::Custom("unreadable".into())),
+        Origin {
+            kind: OriginKind::parse(origin.0).unwrap_or(OriginKind::System),
+            name: origin.1.to_string(),
+        },
+        ContactData::default(),
+        Map::new(),
+        from_ms(received_ms),
+    );
+    ev.id = id;
+    ev.occurred_at = from_ms(occurred_ms);
+    ev
+}
+
 /// Why erased deliveries end: they can never be sent.
 pub const ERASED_REASON: &str = "personal data erased";
 

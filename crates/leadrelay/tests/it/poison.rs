@@ -371,3 +371,105 @@ async fn a_row_stored_too_deep_does_not_poison_lists_reads_claims_or_erase() {
     })
     .await;
 }
+
+/// Overwrites an event's stored document with JSON that is not an event:
+/// a row damaged by hand, a bad restore or a bug.
+async fn damage(db_url: &str, event: Uuid) {
+    let doc = r#"{"damaged": true}"#;
+    match crate::support::backend() {
+        crate::support::Backend::Sqlite => {
+            let path = db_url.strip_prefix("sqlite://").unwrap();
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.busy_timeout(Duration::from_secs(10)).unwrap();
+            let n = c
+                .execute(
+                    "UPDATE events SET doc = ?1 WHERE id = ?2",
+                    rusqlite::params![doc, event.to_string()],
+                )
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        crate::support::Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(conn);
+            let n = client
+                .execute("UPDATE events SET doc = $1 WHERE id = $2", &[&doc, &event])
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            drop(client);
+            let _ = driver.await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_row_is_left_out_of_lists_dead_lettered_and_erased() {
+    let receiver = Receiver::start().await;
+    let toml = config(&receiver.url());
+    let app = TestApp::builder(&toml)
+        .env("ZAPIER_HOOK_TOKEN", "zap-token")
+        .start()
+        .await;
+    let url = app.db.url.clone();
+    let stopped = app.stop().await;
+    // Stored while the node is down; then one of them is damaged.
+    let store = leadrelay::store::open(&url, &Default::default())
+        .await
+        .unwrap();
+    let damaged = deep_event("damaged@corp.example", 1);
+    let healthy = deep_event("healthy@corp.example", 1);
+    let (damaged_id, healthy_id) = (damaged.id, healthy.id);
+    let items = [damaged, healthy]
+        .into_iter()
+        .map(|event| IngestItem {
+            event,
+            destinations: vec!["hook".into()],
+            idempotency: None,
+        })
+        .collect();
+    store.ingest(items).await.unwrap();
+    drop(store);
+    damage(&url, damaged_id).await;
+
+    let app = TestApp::builder(&toml)
+        .env("ZAPIER_HOOK_TOKEN", "zap-token")
+        .resume(stopped)
+        .start()
+        .await;
+    let admin = key(&app, "admin", Role::Admin).await;
+    // The damaged event's delivery ends dead with the reason; the other's
+    // is not held up by it.
+    for d in app.settled("hook", 2, WAIT).await {
+        if d.event_id == damaged_id {
+            assert_eq!(d.state, DeliveryState::Dead, "{d:?}");
+            let reason = d.reason.unwrap_or_default();
+            assert!(reason.contains("cannot be read"), "{reason}");
+        } else {
+            assert_eq!(d.state, DeliveryState::Delivered, "{d:?}");
+        }
+    }
+    // Lists leave the damaged row out instead of failing.
+    let (s, page) = call(&app, &admin, reqwest::Method::GET, "/api/v1/events", None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let text = page.to_string();
+    assert!(text.contains(&healthy_id.to_string()) && !text.contains(&damaged_id.to_string()));
+    let (s, html) = leads_page(&app, &admin).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    let (code, out, err) = run(&["events", "list", "--json", "--storage-url", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&healthy_id.to_string()));
+    // The person can still be erased.
+    let (s, b) = call(
+        &app,
+        &admin,
+        reqwest::Method::POST,
+        "/api/v1/privacy/erase",
+        Some(json!({"email": "damaged@corp.example", "reason": "test"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.to_string().contains(&damaged_id.to_string()), "{b}");
+}

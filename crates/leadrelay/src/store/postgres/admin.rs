@@ -14,7 +14,7 @@ use super::rows::*;
 use super::{PgError, PgFilter, PostgresStore, contact_from_doc, exec, map_err, query, query_opt};
 use crate::store::common::{
     ERASED_REASON, bucket, check_idle, erase_audit, escape_like, event_doc, export_audit, from_ms,
-    person_keys, scrub, skip_unreadable, uuid_v7_floor_id,
+    person_keys, scrub, skip_unreadable, stand_in_event, uuid_v7_floor_id,
 };
 use crate::store::*;
 
@@ -551,7 +551,24 @@ impl PostgresStore {
         let mut event_ids = Vec::with_capacity(events.len());
         let mut docs = Vec::with_capacity(events.len());
         for r in &events {
-            let mut ev = scrub(event_from_row(r)?);
+            let ev = match event_from_row(r) {
+                Ok(ev) => ev,
+                Err(StoreError::Corrupt(m)) => {
+                    let id: Uuid = r.get(0);
+                    tracing::warn!(event = %id, error = %m, "erasing an unreadable event: replaced by what its columns say");
+                    let c = query_opt(
+                        &tx,
+                        "SELECT type, origin_kind, origin_name, received_at, occurred_at FROM events WHERE id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .map_err(map_err)?
+                    .ok_or(StoreError::Corrupt(m))?;
+                    stand_in_event(id, c.get(0), (c.get(1), c.get(2)), c.get(3), c.get(4))
+                }
+                Err(e) => return Err(e),
+            };
+            let mut ev = scrub(ev);
             docs.push(event_doc(&mut ev)?);
             event_ids.push(ev.id);
         }

@@ -14,7 +14,7 @@ use super::SqliteStore;
 use super::rows::*;
 use crate::store::common::{
     ERASED_REASON, bucket, check_idle, erase_audit, export_audit, person_keys, scrub,
-    skip_unreadable,
+    skip_unreadable, stand_in_event,
 };
 use crate::store::*;
 
@@ -202,7 +202,28 @@ fn erase_tx(
             .optional()
             .map_err(map_err)?;
         let Some(ev) = found else { continue };
-        let mut ev = scrub(ev?);
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(StoreError::Corrupt(m)) => {
+                tracing::warn!(event = %id, error = %m, "erasing an unreadable event: replaced by what its columns say");
+                c.prepare_cached(
+                    "SELECT type, origin_kind, origin_name, received_at, occurred_at FROM events WHERE id = ?1",
+                )
+                .map_err(map_err)?
+                .query_row([id], |r| {
+                    Ok(stand_in_event(
+                        parse_uuid(id).unwrap_or_default(),
+                        &r.get::<_, String>(0)?,
+                        (&r.get::<_, String>(1)?, &r.get::<_, String>(2)?),
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
+                })
+                .map_err(map_err)?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut ev = scrub(ev);
         let doc = event_doc(&mut ev)?;
         c.prepare_cached(
             "UPDATE events SET doc = ?2, email = NULL, contact_id = NULL, idempotency_key = NULL, \
