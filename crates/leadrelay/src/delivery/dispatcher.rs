@@ -471,7 +471,7 @@ async fn send_batch_guarded(
     let run = send_batch(
         dest.clone(),
         ctx.clone(),
-        batch.clone(),
+        &batch,
         &ticket,
         circuit.clone(),
         in_flight.clone(),
@@ -487,11 +487,11 @@ async fn send_batch_guarded(
         return record_panic(&dest, &ctx, &deliveries, &in_flight, text).await;
     }
     drop(p);
-    for one in batch {
+    for one in &batch {
         let run = send_batch(
             dest.clone(),
             ctx.clone(),
-            vec![one.clone()],
+            std::slice::from_ref(one),
             &ticket,
             circuit.clone(),
             in_flight.clone(),
@@ -503,7 +503,7 @@ async fn send_batch_guarded(
             .err()
             .map(|p| panic_text(&*p));
         if let Some(text) = panicked {
-            let deliveries = vec![one.delivery];
+            let deliveries = vec![one.delivery.clone()];
             record_panic(&dest, &ctx, &deliveries, &in_flight, text).await;
         }
     }
@@ -548,7 +548,7 @@ async fn record_panic(
 async fn send_batch(
     dest: Arc<Destination>,
     ctx: Arc<Context>,
-    batch: Vec<ClaimedDelivery>,
+    batch: &[ClaimedDelivery],
     ticket: &Ticket,
     circuit: Arc<Mutex<CircuitBreaker>>,
     in_flight: InFlight,
