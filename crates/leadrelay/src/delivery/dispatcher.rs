@@ -567,7 +567,7 @@ async fn send_batch(
                 reason: m,
             };
             let copy = dead_letter_copy(&dest, &c.delivery, &c.event, &t);
-            let mut done = local_completion(&dest.name, &c, Some(ErrorClass::Mapping), t);
+            let mut done = local_completion(&dest.name, c, Some(ErrorClass::Mapping), t);
             done.follow_up = copy;
             completions.push(done);
             continue;
@@ -580,7 +580,7 @@ async fn send_batch(
             };
             completions.push(local_completion(
                 &dest.name,
-                &c,
+                c,
                 Some(ErrorClass::Consent),
                 t,
             ));
@@ -594,7 +594,7 @@ async fn send_batch(
         };
         if let Some(reason) = dest.connector.skip_reason(&job) {
             let t = Transition::Skipped { reason };
-            completions.push(local_completion(&dest.name, &c, None, t));
+            completions.push(local_completion(&dest.name, c, None, t));
             continue;
         }
         jobs.push(job);
