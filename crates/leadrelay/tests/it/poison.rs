@@ -461,7 +461,18 @@ async fn a_damaged_row_is_left_out_of_lists_dead_lettered_and_erased() {
     let (code, out, err) = run(&["events", "list", "--json", "--storage-url", &url]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&healthy_id.to_string()));
-    // The person can still be erased.
+    // The person can still be exported (what its columns and raw payload
+    // say) and erased.
+    let (s, b) = call(
+        &app,
+        &admin,
+        reqwest::Method::POST,
+        "/api/v1/privacy/export",
+        Some(json!({"email": "damaged@corp.example", "reason": "test"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.to_string().contains(&damaged_id.to_string()), "{b}");
     let (s, b) = call(
         &app,
         &admin,

@@ -116,6 +116,28 @@ async fn review_by_id<C: GenericClient + Sync>(c: &C, id: Uuid) -> StoreResult<O
     .transpose()
 }
 
+/// An event whose document cannot be read (`why`), as its columns (and
+/// its raw payload) give it.
+async fn stand_in_from_columns<C: GenericClient + Sync>(
+    c: &C,
+    id: Uuid,
+    why: String,
+) -> StoreResult<leadrelay_model::Event> {
+    let r = query_opt(
+        c,
+        "SELECT type, origin_kind, origin_name, received_at, occurred_at, raw_content_type, raw_body \
+         FROM events WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(map_err)?
+    .ok_or(StoreError::Corrupt(why))?;
+    let mut ev = stand_in_event(id, r.get(0), (r.get(1), r.get(2)), r.get(3), r.get(4));
+    ev.raw.content_type = r.get::<_, Option<String>>(5).unwrap_or_default();
+    ev.raw.body = r.get::<_, Option<String>>(6).unwrap_or_default();
+    Ok(ev)
+}
+
 async fn contact_by_email<C: GenericClient + Sync>(
     c: &C,
     email: &str,
@@ -466,16 +488,26 @@ impl PostgresStore {
             .await?
             .into_iter()
             .collect();
-        let events = query(
+        let rows = query(
             &tx,
             &format!("SELECT {EVENT_COLS} FROM events WHERE id = ANY($1) ORDER BY id"),
             &[&ids],
         )
         .await
-        .map_err(map_err)?
-        .iter()
-        .map(event_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+        .map_err(map_err)?;
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            events.push(match event_from_row(r) {
+                Ok(ev) => ev,
+                // What can be read of it: its columns and raw payload.
+                Err(StoreError::Corrupt(m)) => {
+                    let id: Uuid = r.get(0);
+                    tracing::warn!(event = %id, error = %m, "exporting an unreadable event: what its columns say");
+                    stand_in_from_columns(&tx, id, m).await?
+                }
+                Err(e) => return Err(e),
+            });
+        }
         let deliveries = query(
             &tx,
             &format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE event_id = ANY($1) ORDER BY event_id, id"),
@@ -556,15 +588,7 @@ impl PostgresStore {
                 Err(StoreError::Corrupt(m)) => {
                     let id: Uuid = r.get(0);
                     tracing::warn!(event = %id, error = %m, "erasing an unreadable event: replaced by what its columns say");
-                    let c = query_opt(
-                        &tx,
-                        "SELECT type, origin_kind, origin_name, received_at, occurred_at FROM events WHERE id = $1",
-                        &[&id],
-                    )
-                    .await
-                    .map_err(map_err)?
-                    .ok_or(StoreError::Corrupt(m))?;
-                    stand_in_event(id, c.get(0), (c.get(1), c.get(2)), c.get(3), c.get(4))
+                    stand_in_from_columns(&tx, id, m).await?
                 }
                 Err(e) => return Err(e),
             };

@@ -206,20 +206,7 @@ fn erase_tx(
             Ok(ev) => ev,
             Err(StoreError::Corrupt(m)) => {
                 tracing::warn!(event = %id, error = %m, "erasing an unreadable event: replaced by what its columns say");
-                c.prepare_cached(
-                    "SELECT type, origin_kind, origin_name, received_at, occurred_at FROM events WHERE id = ?1",
-                )
-                .map_err(map_err)?
-                .query_row([id], |r| {
-                    Ok(stand_in_event(
-                        parse_uuid(id).unwrap_or_default(),
-                        &r.get::<_, String>(0)?,
-                        (&r.get::<_, String>(1)?, &r.get::<_, String>(2)?),
-                        r.get(3)?,
-                        r.get(4)?,
-                    ))
-                })
-                .map_err(map_err)?
+                stand_in_from_columns(c, id)?
             }
             Err(e) => return Err(e),
         };
@@ -305,6 +292,29 @@ fn person_event_ids_by_contact(
     Ok(ids)
 }
 
+/// An event whose document cannot be read, as its columns (and its raw
+/// payload) give it.
+fn stand_in_from_columns(c: &Connection, id: &str) -> StoreResult<Event> {
+    c.prepare_cached(
+        "SELECT type, origin_kind, origin_name, received_at, occurred_at, raw_content_type, raw_body \
+         FROM events WHERE id = ?1",
+    )
+    .map_err(map_err)?
+    .query_row([id], |r| {
+        let mut ev = stand_in_event(
+            parse_uuid(id).unwrap_or_default(),
+            &r.get::<_, String>(0)?,
+            (&r.get::<_, String>(1)?, &r.get::<_, String>(2)?),
+            r.get(3)?,
+            r.get(4)?,
+        );
+        ev.raw.content_type = r.get::<_, Option<String>>(5)?.unwrap_or_default();
+        ev.raw.body = r.get::<_, Option<String>>(6)?.unwrap_or_default();
+        Ok(ev)
+    })
+    .map_err(map_err)
+}
+
 fn export_read(c: &Connection, email: &str) -> StoreResult<PrivacyExport> {
     let contact = contact_by(c, "email", email)?;
     let ids = person_event_ids(c, email, contact.as_ref().map(|c| c.id))?;
@@ -330,7 +340,15 @@ fn export_read(c: &Connection, email: &str) -> StoreResult<PrivacyExport> {
             .optional()
             .map_err(map_err)?
         {
-            events.push(ev?);
+            events.push(match ev {
+                Ok(ev) => ev,
+                // What can be read of it: its columns and raw payload.
+                Err(StoreError::Corrupt(m)) => {
+                    tracing::warn!(event = %id, error = %m, "exporting an unreadable event: what its columns say");
+                    stand_in_from_columns(c, id)?
+                }
+                Err(e) => return Err(e),
+            });
         }
         let ds: Vec<StoreResult<Delivery>> = del_stmt
             .query_map([id], delivery_from_row)
