@@ -61,6 +61,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             })?,
         ),
         lead_hook: crate::pipeline::LeadHook::from_config(config).map(Arc::new),
+        node_id: config.storage.node_id.clone(),
         ..Default::default()
     };
     store::open(&config.storage.url, &options)
@@ -148,6 +149,17 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let mut timers = None;
     if role != Role::Api {
+        // Before the first claim: what a killed previous run held is due now.
+        match store.release_own_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                count = n,
+                "gave back the delivery leases of the previous run"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give back the previous run's leases; they will expire")
+            }
+        }
         engine.start();
         timers = crate::pipeline::handoff::HandoffJob::new(
             store.clone(),

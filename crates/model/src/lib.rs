@@ -10,6 +10,7 @@
 //! the connectors all share it.
 
 mod contact;
+mod depth;
 mod email;
 mod event;
 mod lead;
@@ -17,6 +18,7 @@ mod phone;
 mod purpose;
 
 pub use contact::{CONTACT_FIELDS, Contact, ContactData, FieldProvenance, split_full_name};
+pub use depth::{MAX_JSON_DEPTH, text_depth, too_deep, too_deep_message};
 pub use email::{EmailAddress, EmailError, mask_email};
 pub use event::{
     Attribution, CLICK_ID_FIELDS, ConsentRecord, Event, EventType, FieldChange, Origin, OriginKind,

@@ -56,7 +56,23 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, HookError> {
             body.len()
         )));
     }
-    serde_json::from_slice(body).map_err(|e| HookError::Malformed(format!("invalid JSON: {e}")))
+    use leadrelay_model::{MAX_JSON_DEPTH, text_depth, too_deep};
+    // Nothing nested deeper than leadrelay stores and reads back.
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        if text_depth(body) > MAX_JSON_DEPTH {
+            HookError::TooDeep {
+                path: "body".into(),
+            }
+        } else {
+            HookError::Malformed(format!("invalid JSON: {e}"))
+        }
+    })?;
+    match too_deep(&value, MAX_JSON_DEPTH) {
+        Some(path) => Err(HookError::TooDeep {
+            path: if path.is_empty() { "body".into() } else { path },
+        }),
+        None => Ok(value),
+    }
 }
 
 /// A JSON body after the content-type check; `None` for a blank body.
@@ -337,6 +353,30 @@ mod tests {
             panic!()
         };
         assert!(msg.contains("line 1 column 7"), "{msg}");
+    }
+
+    #[test]
+    fn json_nested_deeper_than_the_limit_is_refused_with_its_path() {
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let fits = format!(r#"{{"a":{}}}"#, nest(leadrelay_model::MAX_JSON_DEPTH - 1));
+        assert!(parse_json(fits.as_bytes()).is_ok());
+        let deep = format!(r#"{{"a":{}}}"#, nest(leadrelay_model::MAX_JSON_DEPTH));
+        let err = parse_json(deep.as_bytes()).unwrap_err();
+        assert_eq!(err.status(), 422);
+        let HookError::TooDeep { path } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            path,
+            format!("a{}", "[0]".repeat(leadrelay_model::MAX_JSON_DEPTH - 1))
+        );
+        // Deeper than the parser reads: still 422, at the body.
+        let parser_deep = nest(200);
+        let err = parse_json(parser_deep.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, HookError::TooDeep { ref path } if path == "body"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -155,6 +155,14 @@ pub enum HookError {
     /// 415: a content type this vendor never sends.
     #[error("unsupported content type: {0}")]
     UnsupportedMediaType(String),
+    /// 422: the JSON body nests deeper than
+    /// [`leadrelay_model::MAX_JSON_DEPTH`] levels; `path` is the first value
+    /// too deep (`body` when the body is too deep for the parser).
+    #[error(
+        "{path}: {}",
+        leadrelay_model::too_deep_message(leadrelay_model::MAX_JSON_DEPTH)
+    )]
+    TooDeep { path: String },
 }
 
 impl HookError {
@@ -163,6 +171,7 @@ impl HookError {
             HookError::Unauthorized(_) | HookError::Stale(_) => 401,
             HookError::Malformed(_) => 400,
             HookError::UnsupportedMediaType(_) => 415,
+            HookError::TooDeep { .. } => 422,
         }
     }
 
@@ -173,6 +182,7 @@ impl HookError {
             HookError::Stale(_) => "stale_timestamp",
             HookError::Malformed(_) => "malformed_payload",
             HookError::UnsupportedMediaType(_) => "unsupported_media_type",
+            HookError::TooDeep { .. } => "too_deep",
         }
     }
 }

@@ -158,6 +158,14 @@ pub struct StorageConfig {
     /// used when the server offers it, unverified (`sslmode=disable` in the
     /// URL turns TLS off).
     pub tls_verify: bool,
+    /// PostgreSQL: this node's stable name among the nodes sharing the
+    /// database (e.g. its host name). At start-up a node gives back the
+    /// delivery leases its previous run held (after a crash or `kill -9`),
+    /// so those deliveries are retried at once rather than when the lease
+    /// expires. Unset: leases of a crashed run expire as usual. Never give
+    /// two running nodes the same name. (SQLite is one node: every lease is
+    /// given back at start-up.)
+    pub node_id: Option<String>,
 }
 
 impl Default for StorageConfig {
@@ -169,6 +177,7 @@ impl Default for StorageConfig {
             pool_size: 16,
             statement_timeout: HumanDuration::secs(10),
             tls_verify: false,
+            node_id: None,
         }
     }
 }

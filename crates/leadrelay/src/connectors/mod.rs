@@ -65,6 +65,8 @@ pub enum ErrorClass {
     /// The destination URL is not allowed (private network).
     Blocked,
     Consent,
+    /// leadrelay itself failed on this delivery (a connector panicked).
+    Internal,
 }
 
 impl ErrorClass {
@@ -81,8 +83,21 @@ impl ErrorClass {
             ErrorClass::Io => "io",
             ErrorClass::Blocked => "blocked",
             ErrorClass::Consent => "consent",
+            ErrorClass::Internal => "internal",
         }
     }
+}
+
+/// Text that goes into one header (an email subject or display name, an
+/// HTTP header value) from data a person or vendor typed: control
+/// characters (CR and LF above all, which would start a new header) and
+/// Unicode line separators become spaces, runs of them one space. Every
+/// connector that puts such data in a header passes it through here.
+pub fn header_text(s: &str) -> String {
+    s.split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A connector's verdict on one attempt.

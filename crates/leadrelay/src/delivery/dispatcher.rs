@@ -1,12 +1,20 @@
 //! One destination's dispatcher: claim due deliveries just in time (one
 //! free concurrency slot and one rate-limit cell per batch), send each batch
 //! in its own task, record the outcome.
+//!
+//! A panic while a delivery is prepared or sent (a connector bug on some
+//! input) is caught and recorded as a failed attempt of class `internal`
+//! with the panic message; after [`PANIC_ATTEMPTS`] such attempts the
+//! delivery is dead-lettered. A batch that panics is sent again one delivery
+//! at a time, so only the delivery that panics is charged with it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use leadrelay_model::new_id;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -160,7 +168,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
                 _slot: slot,
                 pacer: Pacer::prepaid(&gate),
             };
-            tracker.spawn(send_batch(
+            tracker.spawn(send_batch_guarded(
                 dest.clone(),
                 ctx.clone(),
                 batch,
@@ -372,11 +380,176 @@ struct Ticket {
     pacer: Option<Pacer>,
 }
 
-async fn send_batch(
+/// Failed attempts after which a delivery whose sending panics is
+/// dead-lettered (a panic is a bug, usually on this very input: retrying it
+/// for days would hold up the person's later deliveries behind it).
+pub const PANIC_ATTEMPTS: u32 = 3;
+
+/// The text of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// What becomes of a delivery whose attempt panicked with `message`:
+/// retried like any failure, dead-lettered at the [`PANIC_ATTEMPTS`]th.
+fn panic_transition(
+    dest: &Destination,
+    delivery: &crate::store::Delivery,
+    message: &str,
+    now: DateTime<Utc>,
+) -> Transition {
+    let failures = delivery.failures + 1;
+    if failures >= PANIC_ATTEMPTS {
+        return Transition::Dead {
+            status: None,
+            reason: format!("gave up after {failures} failed attempts; last error: {message}"),
+        };
+    }
+    policy::transition(
+        &dest.retry,
+        delivery,
+        &Outcome::retry(ErrorClass::Internal, message),
+        None,
+        now,
+    )
+}
+
+/// Runs the connector over `jobs`, turning a panic into a failed result: a
+/// batch of several is sent again one job at a time, so the others still go
+/// out and only the job that panics fails.
+async fn deliver_catching(dest: &Destination, jobs: &[DeliveryJob]) -> Vec<JobResult> {
+    let panicked = |p: Box<dyn std::any::Any + Send>| JobResult {
+        outcome: Outcome::retry(
+            ErrorClass::Internal,
+            format!("the connector panicked: {}", panic_text(&*p)),
+        ),
+        report: Default::default(),
+    };
+    match AssertUnwindSafe(dest.connector.deliver(jobs))
+        .catch_unwind()
+        .await
+    {
+        Ok(results) => results,
+        Err(p) if jobs.len() == 1 => vec![panicked(p)],
+        Err(_) => {
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let one = AssertUnwindSafe(dest.connector.deliver(std::slice::from_ref(job)))
+                    .catch_unwind()
+                    .await;
+                out.push(match one {
+                    Ok(mut r) if r.len() == 1 => r.remove(0),
+                    Ok(_) => JobResult {
+                        outcome: Outcome::retry(ErrorClass::Vendor, "connector returned no result"),
+                        report: Default::default(),
+                    },
+                    Err(p) => panicked(p),
+                });
+            }
+            out
+        }
+    }
+}
+
+/// [`send_batch`], with a panic anywhere in it (outside the connector's
+/// `deliver`, which [`deliver_catching`] guards) recorded as a failed
+/// attempt, so no delivery is left in flight to panic again at every lease.
+/// A batch of several that panics is sent again one delivery at a time, so
+/// only the delivery that panics is charged with it.
+async fn send_batch_guarded(
     dest: Arc<Destination>,
     ctx: Arc<Context>,
     batch: Vec<ClaimedDelivery>,
     ticket: Ticket,
+    circuit: Arc<Mutex<CircuitBreaker>>,
+    in_flight: InFlight,
+    probe: bool,
+) {
+    let run = send_batch(
+        dest.clone(),
+        ctx.clone(),
+        &batch,
+        &ticket,
+        circuit.clone(),
+        in_flight.clone(),
+        probe,
+    );
+    let Err(p) = AssertUnwindSafe(run).catch_unwind().await else {
+        return;
+    };
+    if batch.len() == 1 {
+        let deliveries = vec![batch[0].delivery.clone()];
+        let text = panic_text(&*p);
+        drop(p);
+        return record_panic(&dest, &ctx, &deliveries, &in_flight, text).await;
+    }
+    drop(p);
+    for one in &batch {
+        let run = send_batch(
+            dest.clone(),
+            ctx.clone(),
+            std::slice::from_ref(one),
+            &ticket,
+            circuit.clone(),
+            in_flight.clone(),
+            probe,
+        );
+        let panicked = AssertUnwindSafe(run)
+            .catch_unwind()
+            .await
+            .err()
+            .map(|p| panic_text(&*p));
+        if let Some(text) = panicked {
+            let deliveries = vec![one.delivery.clone()];
+            record_panic(&dest, &ctx, &deliveries, &in_flight, text).await;
+        }
+    }
+}
+
+/// Records a panic as a failed attempt of each of `deliveries`.
+async fn record_panic(
+    dest: &Destination,
+    ctx: &Context,
+    deliveries: &[crate::store::Delivery],
+    in_flight: &InFlight,
+    text: String,
+) {
+    let message = format!("panicked while sending: {text}");
+    tracing::error!(destination = %dest.name, count = deliveries.len(), error = %message, "sending a delivery panicked");
+    let now = Utc::now();
+    let completions: Vec<Completion> = deliveries
+        .iter()
+        .map(|d| {
+            let transition = panic_transition(dest, d, &message, now);
+            let report = AttemptReport::default();
+            let outcome = Outcome::retry(ErrorClass::Internal, message.clone());
+            let attempt = attempt_record(&dest.name, d, &report, &outcome, &transition);
+            Completion {
+                delivery_id: d.id,
+                lease_id: d.lease_id.unwrap_or_default(),
+                attempt: Some(attempt),
+                transition,
+                follow_up: None,
+            }
+        })
+        .collect();
+    if let Err(e) = ctx.store.complete(completions).await {
+        tracing::warn!(destination = %dest.name, error = %e, "recording the panic failed; the leases will expire");
+    }
+    let mut f = lock(in_flight);
+    for d in deliveries {
+        f.remove(&d.id);
+    }
+}
+
+async fn send_batch(
+    dest: Arc<Destination>,
+    ctx: Arc<Context>,
+    batch: &[ClaimedDelivery],
+    ticket: &Ticket,
     circuit: Arc<Mutex<CircuitBreaker>>,
     in_flight: InFlight,
     probe: bool,
@@ -394,7 +567,7 @@ async fn send_batch(
                 reason: m,
             };
             let copy = dead_letter_copy(&dest, &c.delivery, &c.event, &t);
-            let mut done = local_completion(&dest.name, &c, Some(ErrorClass::Mapping), t);
+            let mut done = local_completion(&dest.name, c, Some(ErrorClass::Mapping), t);
             done.follow_up = copy;
             completions.push(done);
             continue;
@@ -407,7 +580,7 @@ async fn send_batch(
             };
             completions.push(local_completion(
                 &dest.name,
-                &c,
+                c,
                 Some(ErrorClass::Consent),
                 t,
             ));
@@ -421,7 +594,7 @@ async fn send_batch(
         };
         if let Some(reason) = dest.connector.skip_reason(&job) {
             let t = Transition::Skipped { reason };
-            completions.push(local_completion(&dest.name, &c, None, t));
+            completions.push(local_completion(&dest.name, c, None, t));
             continue;
         }
         jobs.push(job);
@@ -450,7 +623,7 @@ async fn send_batch(
         let deadline = dest.timeout * 6 + Duration::from_secs(5);
         let sent = tokio::time::timeout(
             deadline,
-            pace::scope(ticket.pacer.clone(), dest.connector.deliver(&jobs)),
+            pace::scope(ticket.pacer.clone(), deliver_catching(&dest, &jobs)),
         )
         .await;
         // Ids learned on the way (also by deliveries that then failed) are
@@ -486,15 +659,27 @@ async fn send_batch(
         let mut throttle: Option<(Duration, String)> = None;
         let mut gone: Option<String> = None;
         for (job, result) in jobs.iter().zip(results) {
-            let transition = policy::transition(
-                &dest.retry,
-                &job.delivery,
-                &result.outcome,
-                result.report.status,
-                now,
-            );
+            let transition = match &result.outcome {
+                Outcome::Retry {
+                    class: ErrorClass::Internal,
+                    message,
+                    ..
+                } => panic_transition(&dest, &job.delivery, message, now),
+                outcome => policy::transition(
+                    &dest.retry,
+                    &job.delivery,
+                    outcome,
+                    result.report.status,
+                    now,
+                ),
+            };
             match &result.outcome {
                 Outcome::Delivered { .. } => any_ok = true,
+                // A panic is our bug, not the destination failing.
+                Outcome::Retry {
+                    class: ErrorClass::Internal,
+                    ..
+                } => {}
                 Outcome::Retry { .. } => any_transient = true,
                 Outcome::Throttled {
                     retry_after,
@@ -602,6 +787,161 @@ fn log_outcome(dest: &str, job: &DeliveryJob, a: &Attempt) {
         }
         other => {
             tracing::info!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, outcome = other, "attempt failed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AlertsConfig, CircuitConfig, HumanDuration, LegalBasis, RetryConfig};
+    use crate::store::{DeliveryFilter, DeliveryState, IngestItem, OpenOptions};
+    use leadrelay_model::{ContactData, EmailAddress, Event, EventType, Origin};
+
+    /// Panics in `deliver` on `boom@…`, in `skip_reason` (outside
+    /// `deliver`) on `skipboom@…`; delivers everyone else.
+    struct Panicky;
+
+    #[async_trait::async_trait]
+    impl crate::connectors::Connector for Panicky {
+        async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
+            for j in jobs {
+                let email = j.event.contact.email.as_ref().map(|e| e.as_str());
+                if email == Some("boom@x.example") {
+                    panic!("header value contains a line break");
+                }
+            }
+            jobs.iter()
+                .map(|_| JobResult {
+                    outcome: Outcome::delivered(),
+                    report: Default::default(),
+                })
+                .collect()
+        }
+
+        fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
+            let email = job.event.contact.email.as_ref().map(|e| e.as_str());
+            assert_ne!(email, Some("skipboom@x.example"), "skip_reason blew up");
+            None
+        }
+    }
+
+    fn event(email: &str) -> Event {
+        let contact = ContactData {
+            email: Some(EmailAddress::parse(email).unwrap()),
+            ..Default::default()
+        };
+        Event::internal(
+            EventType::LeadCreated,
+            Origin::api("test"),
+            contact,
+            Default::default(),
+            Utc::now(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_is_an_attempt_and_after_a_few_a_dead_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/d.db", dir.path().display());
+        let store = crate::store::open(&url, &OpenOptions::default())
+            .await
+            .unwrap();
+        let retry = RetryConfig {
+            base: HumanDuration(Duration::from_millis(10)),
+            cap: HumanDuration(Duration::from_millis(20)),
+            ..Default::default()
+        };
+        let dest = Arc::new(Destination {
+            name: "p".into(),
+            connector_kind: "test",
+            connector: Arc::new(Panicky),
+            retry,
+            circuit: CircuitConfig::default(),
+            concurrency: 1,
+            batch_size: 10,
+            rate: None,
+            timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(600),
+            purposes: vec![],
+            legal_basis: Some(LegalBasis::LegitimateInterest),
+            dead_letter_copies: vec![],
+        });
+        let emails = ["fine@x.example", "boom@x.example", "skipboom@x.example"];
+        // One transaction: the three are claimed in one batch.
+        let items = emails
+            .iter()
+            .map(|e| IngestItem {
+                event: event(e),
+                destinations: vec!["p".into()],
+                idempotency: None,
+            })
+            .collect();
+        store.ingest(items).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let ctx = Context {
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+            poll: Duration::from_millis(20),
+            grace: Duration::from_secs(1),
+            alerts: Arc::new(AlertMonitor::new(
+                store.clone(),
+                AlertsConfig::default(),
+                vec!["p".into()],
+                ["p".to_string()].into(),
+            )),
+            metrics: crate::metrics::Metrics::new(),
+        };
+        let task = tokio::spawn(run(dest, ctx));
+        let started = Instant::now();
+        let all = loop {
+            let all = store
+                .list_deliveries(&DeliveryFilter::default(), None, 10)
+                .await
+                .unwrap();
+            if all.len() == 3 && all.iter().all(|d| !d.state.is_active()) {
+                break all;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "deliveries never ended: {all:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        shutdown.cancel();
+        task.await.unwrap();
+        for d in &all {
+            let event = store.get_event(d.event_id).await.unwrap().unwrap();
+            let email = event.contact.email.unwrap().as_str().to_string();
+            let attempts = store.attempts(d.id).await.unwrap();
+            if email == "fine@x.example" {
+                // Sent again alone after its batch panicked: delivered.
+                assert_eq!(d.state, DeliveryState::Delivered, "{d:?}");
+                continue;
+            }
+            assert_eq!(d.state, DeliveryState::Dead, "{email}: {d:?}");
+            assert_eq!(
+                attempts.len(),
+                PANIC_ATTEMPTS as usize,
+                "{email}: {attempts:?}"
+            );
+            let expected = if email == "boom@x.example" {
+                "the connector panicked: header value contains a line break"
+            } else {
+                "skip_reason blew up"
+            };
+            for a in &attempts {
+                assert_eq!(a.error_class.as_deref(), Some("internal"), "{a:?}");
+                assert!(
+                    a.message.as_deref().unwrap_or("").contains(expected),
+                    "{a:?}"
+                );
+            }
+            let reason = d.reason.as_deref().unwrap_or("");
+            assert!(
+                reason.contains("gave up after 3") && reason.contains(expected),
+                "{reason}"
+            );
         }
     }
 }

@@ -182,6 +182,13 @@ async fn receive_inner(
 
 /// A refusal in the JSON error shape, with the status the vendor's error maps to.
 fn hook_error(e: &HookError) -> ApiError {
+    if let HookError::TooDeep { path } = e {
+        return ApiError::validation(vec![crate::error::FieldError::new(
+            path,
+            e.code(),
+            leadrelay_model::too_deep_message(leadrelay_model::MAX_JSON_DEPTH),
+        )]);
+    }
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
     ApiError::new(status, e.code(), e.to_string())
 }

@@ -269,8 +269,9 @@ pub fn parse_body(
             "the body is empty: send one event as a JSON object, or an array of events",
         ));
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let value = super::parse_json_limited(bytes, true, |e| {
+        ApiError::bad_request(format!("the body is not valid JSON: {e}"))
+    })?;
     let mut errors = Vec::new();
     let (items, batch) = match value {
         Value::Object(_) => (

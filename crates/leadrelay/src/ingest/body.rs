@@ -143,7 +143,7 @@ fn parse_json(body: &[u8]) -> Result<Submission, ApiError> {
             "the body is empty; send a JSON object",
         ));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let value = super::parse_json_limited(body, false, |e| {
         ApiError::bad_request(format!(
             "malformed JSON at line {} column {}: {e}",
             e.line(),

@@ -29,6 +29,53 @@ use crate::store::{IdempotencyKey, IngestItem, IngestOutcome, Store, StoreError}
 use enrich::{IpHasher, RequestContext};
 pub use hook::HookRequest;
 
+/// A JSON body, parsed, with objects and arrays nested at most
+/// [`leadrelay_model::MAX_JSON_DEPTH`] levels: anything deeper is answered
+/// 422 naming the path (`body` when it is too deep for the parser to say),
+/// so nothing is stored that could not be read back. Other parse errors go
+/// through `malformed` (400). `per_item`: an array's elements are checked
+/// one by one (each is level 1), as a batch of events is.
+pub fn parse_json_limited(
+    bytes: &[u8],
+    per_item: bool,
+    malformed: impl FnOnce(serde_json::Error) -> ApiError,
+) -> Result<serde_json::Value, ApiError> {
+    use leadrelay_model::{MAX_JSON_DEPTH, text_depth, too_deep, too_deep_message};
+    let too_deep_error = |path: String| {
+        ApiError::validation(vec![crate::error::FieldError::new(
+            if path.is_empty() { "body" } else { &path },
+            "too_deep",
+            too_deep_message(MAX_JSON_DEPTH),
+        )])
+    };
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        // serde_json stops at 128 levels: say why rather than "malformed".
+        Err(_) if text_depth(bytes) > MAX_JSON_DEPTH + usize::from(per_item) => {
+            return Err(too_deep_error(String::new()));
+        }
+        Err(e) => return Err(malformed(e)),
+    };
+    let found = match &value {
+        serde_json::Value::Array(items) if per_item => {
+            items.iter().enumerate().find_map(|(i, v)| {
+                too_deep(v, MAX_JSON_DEPTH).map(|p| {
+                    if p.is_empty() || p.starts_with('[') {
+                        format!("[{i}]{p}")
+                    } else {
+                        format!("[{i}].{p}")
+                    }
+                })
+            })
+        }
+        v => too_deep(v, MAX_JSON_DEPTH),
+    };
+    match found {
+        Some(path) => Err(too_deep_error(path)),
+        None => Ok(value),
+    }
+}
+
 /// The kv key under which a generated IP-hash key is kept.
 const IP_KEY_KV: &str = "privacy.ip_hash_key";
 

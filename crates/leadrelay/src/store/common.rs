@@ -77,6 +77,117 @@ impl KeyCheck {
     }
 }
 
+/// Stored documents are read back with objects and arrays nested at most
+/// this deep: ingest refuses anything deeper than
+/// [`leadrelay_model::MAX_JSON_DEPTH`], so only rows written before that
+/// limit existed can hold more.
+pub const READ_DEPTH: usize = 64;
+
+/// Reads a stored JSON document (`what` names it in errors and logs). A
+/// document nested too deeply for the parser (stored before ingest limited
+/// depth) is read with every value below [`READ_DEPTH`] levels replaced by
+/// `null`, and a warning says so, rather than making the row unreadable for
+/// ever; anything else that does not decode is [`StoreError::Corrupt`].
+pub fn decode_doc<T: serde::de::DeserializeOwned>(
+    doc: &str,
+    what: &dyn std::fmt::Display,
+) -> StoreResult<T> {
+    match serde_json::from_str(doc) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if leadrelay_model::text_depth(doc.as_bytes()) > READ_DEPTH
+                && let Ok(v) = serde_json::from_str(&prune_deep(doc, READ_DEPTH))
+            {
+                tracing::warn!(
+                    record = %what,
+                    "stored document nests deeper than {READ_DEPTH} levels: values below that depth are read as null"
+                );
+                return Ok(v);
+            }
+            Err(StoreError::Corrupt(format!("{what}: {e}")))
+        }
+    }
+}
+
+/// JSON text with every object or array that starts deeper than `max`
+/// levels replaced by `null`. Works on the text, without parsing it, so it
+/// reads documents too deep for the parser.
+pub fn prune_deep(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    // The depth at which the value being dropped started.
+    let mut dropping: Option<usize> = None;
+    let mut copied_to = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max && dropping.is_none() {
+                    out.push_str(&text[copied_to..i]);
+                    out.push_str("null");
+                    dropping = Some(depth);
+                }
+            }
+            b'}' | b']' => {
+                if dropping == Some(depth) {
+                    dropping = None;
+                    copied_to = i + 1;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    if dropping.is_none() {
+        out.push_str(&text[copied_to..]);
+    }
+    out
+}
+
+/// The rows of a list or page that can be read: one that cannot
+/// ([`StoreError::Corrupt`]) is left out with a warning naming it, so one
+/// damaged row never fails a whole page. Other errors fail the list.
+pub fn skip_unreadable<T>(rows: impl IntoIterator<Item = StoreResult<T>>) -> StoreResult<Vec<T>> {
+    let mut out = Vec::new();
+    for row in rows {
+        match row {
+            Ok(v) => out.push(v),
+            Err(StoreError::Corrupt(m)) => {
+                tracing::warn!(error = %m, "an unreadable row was left out of a list");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// A claimed delivery whose event (or contact) cannot be read can never be
+/// sent: it is dead-lettered with the reason, not left in flight.
+pub fn unreadable(d: &super::Delivery, e: &StoreError) -> super::Completion {
+    tracing::warn!(delivery = %d.id, event = %d.event_id, error = %e, "dead-lettered: its event cannot be read");
+    super::Completion {
+        delivery_id: d.id,
+        lease_id: d.lease_id.unwrap_or_default(),
+        attempt: None,
+        transition: super::Transition::Dead {
+            status: None,
+            reason: format!("the stored event cannot be read: {e}"),
+        },
+        follow_up: None,
+    }
+}
+
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
@@ -127,6 +238,32 @@ pub fn merge_overrides(old: Option<&str>, new: Option<&Map<String, Value>>) -> O
         merged.extend(n.clone());
     }
     (!merged.is_empty()).then(|| Value::Object(merged).to_string())
+}
+
+/// What erase writes in place of an event whose stored document cannot be
+/// read: what its columns say (id, type, origin, times), nothing personal.
+/// The erase still goes through, rather than failing on one damaged row.
+pub fn stand_in_event(
+    id: Uuid,
+    event_type: &str,
+    origin: (&str, &str),
+    received_ms: i64,
+    occurred_ms: i64,
+) -> Event {
+    use leadrelay_model::{EventType, Origin, OriginKind};
+    let mut ev = Event::internal(
+        EventType::parse(event_type).unwrap_or(EventType::Custom("unreadable".into())),
+        Origin {
+            kind: OriginKind::parse(origin.0).unwrap_or(OriginKind::System),
+            name: origin.1.to_string(),
+        },
+        ContactData::default(),
+        Map::new(),
+        from_ms(received_ms),
+    );
+    ev.id = id;
+    ev.occurred_at = from_ms(occurred_ms);
+    ev
 }
 
 /// Why erased deliveries end: they can never be sent.
@@ -226,6 +363,29 @@ mod tests {
         assert!(uuid_v7_floor_id(t + chrono::Duration::seconds(5)) > id);
         assert_eq!(uuid_v7_floor_id(t).get_version_num(), 7);
         assert!(uuid_v7_floor(t - chrono::Duration::seconds(1)) < id.to_string());
+    }
+
+    #[test]
+    fn documents_too_deep_for_the_parser_read_with_the_deep_part_as_null() {
+        assert_eq!(
+            prune_deep(r#"{"a":[1,{"b":"x]}"}],"c":{"d":{}}}"#, 2),
+            r#"{"a":[1,null],"c":{"d":null}}"#
+        );
+        assert_eq!(prune_deep(r#"{"a":"{[\"{"}"#, 1), r#"{"a":"{[\"{"}"#);
+        // An event as stored before ingest limited depth: 130 levels.
+        let deep = format!(r#"{{"k":{}1{}}}"#, "[".repeat(130), "]".repeat(130));
+        assert!(serde_json::from_str::<Value>(&deep).is_err());
+        let v: Value = decode_doc(&deep, &"event x").unwrap();
+        assert_eq!(
+            leadrelay_model::text_depth(v.to_string().as_bytes()),
+            READ_DEPTH
+        );
+        // Other damage is still reported.
+        let err = decode_doc::<Value>("{\"k\": ", &"event y").unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt(ref m) if m.starts_with("event y: ")),
+            "{err}"
+        );
     }
 
     #[test]

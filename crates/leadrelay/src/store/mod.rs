@@ -112,6 +112,14 @@ pub trait Store: LeadStore + Send + Sync + 'static {
     /// When the next delivery for `destination` falls due (None: nothing pending).
     async fn next_due(&self, destination: &str) -> StoreResult<Option<DateTime<Utc>>>;
 
+    /// At start-up, before this process claims anything: gives back the
+    /// leases a previous run of this node held (it was killed before it
+    /// could), so their deliveries are due at once instead of when the lease
+    /// expires. SQLite (one node, no other process can hold a lease): every
+    /// lease. PostgreSQL: the leases claimed under this node's `node_id`;
+    /// none without one. Returns how many were given back.
+    async fn release_own_leases(&self) -> StoreResult<u64>;
+
     /// Records attempts and moves deliveries to their next state. A
     /// completion whose lease is no longer current records its attempt but
     /// leaves the delivery's state to the lease holder.

@@ -356,6 +356,9 @@ pub struct OpenOptions {
     /// Scores and stages contacts as events are merged (`[scoring]`), in
     /// the same transaction.
     pub lead_hook: Option<std::sync::Arc<crate::pipeline::LeadHook>>,
+    /// PostgreSQL: this node's stable name (`storage.node_id`): its leases
+    /// carry it, so a restart can give back its previous run's leases.
+    pub node_id: Option<String>,
 }
 
 impl Default for OpenOptions {
@@ -369,6 +372,7 @@ impl Default for OpenOptions {
             tls_verify: false,
             contact_rules: Default::default(),
             lead_hook: None,
+            node_id: None,
         }
     }
 }

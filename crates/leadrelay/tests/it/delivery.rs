@@ -571,3 +571,80 @@ async fn consent_withdrawn_before_sending_stops_the_delivery() {
     assert_eq!(d.state, DeliveryState::Skipped);
     assert!(r.hits().is_empty());
 }
+
+/// An event for `hook` stored and claimed (lease of ten minutes) through a
+/// store of its own opened as `node`, which is then dropped: what a process
+/// killed with `kill -9` mid-send leaves behind.
+async fn claimed_by_a_killed_run(url: &str, node: &str, email: &str) -> Uuid {
+    let options = leadrelay::store::OpenOptions {
+        node_id: Some(node.into()),
+        ..Default::default()
+    };
+    let store = leadrelay::store::open(url, &options).await.unwrap();
+    let contact = leadrelay_model::ContactData {
+        email: Some(leadrelay_model::EmailAddress::parse(email).unwrap()),
+        ..Default::default()
+    };
+    let mut event = leadrelay_model::Event::internal(
+        leadrelay_model::EventType::LeadCreated,
+        leadrelay_model::Origin::api("test"),
+        contact,
+        Default::default(),
+        chrono::Utc::now(),
+    );
+    event.consent = vec![leadrelay_model::ConsentRecord {
+        purpose: leadrelay_model::ConsentPurpose::parse("crm").unwrap(),
+        granted: true,
+        text_version: None,
+        recorded_at: chrono::Utc::now(),
+    }];
+    let id = event.id;
+    store
+        .ingest(vec![leadrelay::store::IngestItem {
+            event,
+            destinations: vec!["hook".into()],
+            idempotency: None,
+        }])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim("hook", 10, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_gives_back_the_leases_of_its_killed_run_at_once() {
+    let r = Receiver::start().await;
+    let config = webhook_config(&r.url(), "[storage]\nnode_id = \"node-a\"\n");
+    let app = TestApp::spawn(&config).await;
+    let url = app.db.url.clone();
+    let stopped = app.stop().await;
+    let mine = claimed_by_a_killed_run(&url, "node-a", "mine@x.io").await;
+    let other = claimed_by_a_killed_run(&url, "node-b", "other@x.io").await;
+
+    let app = TestApp::builder(&config).resume(stopped).start().await;
+    // Delivered long before its ten-minute lease would have expired.
+    let d = settled(&app, mine).await;
+    assert_eq!(d.state, DeliveryState::Delivered);
+    let other = app
+        .store
+        .deliveries_for_event(other)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    match crate::support::backend() {
+        // One node: no other process can hold a lease; all are given back.
+        crate::support::Backend::Sqlite => {
+            let d = settled(&app, other.event_id).await;
+            assert_eq!(d.state, DeliveryState::Delivered);
+        }
+        // Another node's lease is its own: it may still be sending.
+        crate::support::Backend::Postgres => {
+            assert_eq!(other.state, DeliveryState::InFlight, "{other:?}");
+        }
+    }
+}

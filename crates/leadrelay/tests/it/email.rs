@@ -44,6 +44,52 @@ destinations = ["team_email", "confirm"]
     )
 }
 
+/// A name with line breaks (the form accepts any text) used to make lettre
+/// panic while writing the header, leaving the delivery in flight for ever
+/// and the person's later emails behind it. Now the name is folded onto one
+/// line and both messages go out; nothing the person typed adds a header.
+#[tokio::test]
+async fn line_breaks_in_a_name_are_folded_not_injected() {
+    let smtp = SmtpServer::start().await;
+    let app = TestApp::spawn(&config(&[], &email_destinations(smtp.port))).await;
+    let id = post(
+        &app,
+        "contact",
+        &json!({
+            "email": "sam@example.com", "first_name": "Sam\r\nBcc: evil@attacker.test",
+            "last_name": "Stone\nX-Evil: 1", "company": "Acme", "consent": "yes",
+        }),
+    )
+    .await;
+    for dest in ["team_email", "confirm"] {
+        let d = settled(&app, id, dest).await;
+        assert_eq!(d.state, DeliveryState::Delivered, "{dest}: {:?}", d.reason);
+    }
+    let messages = smtp.wait_for(2).await;
+    for m in &messages {
+        let rcpt = m["rcpt_tos"].to_string();
+        assert!(!rcpt.contains("attacker"), "{rcpt}");
+        let h = m["headers"].as_object().unwrap();
+        assert!(!h.contains_key("bcc") && !h.contains_key("x-evil"), "{h:?}");
+        for v in h.values() {
+            let v = v.as_str().unwrap_or_default();
+            assert!(!v.contains('\r') && !v.contains('\n'), "{v:?}");
+        }
+    }
+    let to_team = messages
+        .iter()
+        .find(|m| m["rcpt_tos"][0] == "sales@acme.test")
+        .expect("the team notification");
+    // One Reply-To: the folded name (quoted: it holds `:` and `@`), then
+    // the person's address.
+    let reply_to = to_team["headers"]["reply-to"].as_str().unwrap();
+    assert!(
+        reply_to.starts_with("\"Sam Bcc: evil@attacker.test Stone")
+            && reply_to.ends_with("\" <sam@example.com>"),
+        "{reply_to}"
+    );
+}
+
 #[tokio::test]
 async fn team_notification_and_lead_confirmation_with_utf8_names() {
     let smtp = SmtpServer::start().await;

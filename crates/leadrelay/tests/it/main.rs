@@ -20,6 +20,7 @@ mod multinode;
 mod notify_support;
 mod openapi;
 mod pipeline;
+mod poison;
 mod privacy;
 mod request_headers;
 mod secrets;

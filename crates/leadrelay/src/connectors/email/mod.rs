@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use super::notify::{self, FormOverride, MessageKind, Templates, TemplatesBuilder};
 use super::{
     AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
-    ErrorClass, JobResult, Outcome,
+    ErrorClass, JobResult, Outcome, header_text,
 };
 use crate::config::{Problem, Rate, parse_settings};
 use crate::redact;
@@ -139,6 +139,10 @@ fn parse_mailbox(s: &str) -> Result<Mailbox, String> {
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
+    Ok(Arc::new(email_connector(ctx)?))
+}
+
+fn email_connector(ctx: &BuildContext<'_>) -> Result<EmailConnector, Vec<Problem>> {
     let s: Settings = parse_settings(ctx.settings)?;
     let mut problems = Vec::new();
 
@@ -263,7 +267,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         TlsMode::Implicit => "smtps",
         _ => "smtp",
     };
-    Ok(Arc::new(EmailConnector {
+    Ok(EmailConnector {
         builder: transport,
         transport: OnceLock::new(),
         display_url: format!("{scheme}://{host}:{port}"),
@@ -273,7 +277,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         templates,
         forms: s.forms,
         public_url: ctx.public_url.to_string(),
-    }))
+    })
 }
 
 /// `Auto-Submitted: auto-generated` (RFC 3834).
@@ -292,11 +296,6 @@ impl Header for AutoSubmitted {
     }
 }
 
-/// One line: subjects never carry line breaks.
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 impl EmailConnector {
     fn transport(&self) -> &AsyncSmtpTransport<Tokio1Executor> {
         self.transport.get_or_init(|| self.builder.clone().build())
@@ -309,7 +308,15 @@ impl EmailConnector {
     fn lead_mailbox(job: &DeliveryJob) -> Option<Mailbox> {
         let email = job.event.contact.email.as_ref()?;
         let address = email.as_str().parse().ok()?;
-        Some(Mailbox::new(job.event.contact.full_name(), address))
+        // A name with a line break would otherwise make lettre panic while
+        // writing the header (or start a header of its own).
+        let name = job
+            .event
+            .contact
+            .full_name()
+            .map(|n| header_text(&n))
+            .filter(|n| !n.is_empty());
+        Some(Mailbox::new(name, address))
     }
 
     /// The message for one job, or why it cannot be made.
@@ -334,7 +341,7 @@ impl EmailConnector {
     fn message(&self, job: &DeliveryJob) -> Result<Message, String> {
         let form = notify::form_of(job);
         let ctx = self.context(job);
-        let subject = one_line(&self.templates.render("subject", form, &ctx)?);
+        let subject = header_text(&self.templates.render("subject", form, &ctx)?);
         let text = self.templates.render("text", form, &ctx)?;
         let html = self.templates.render("html", form, &ctx)?;
         let domain = self.from.email.domain().to_string();
@@ -451,7 +458,7 @@ impl EmailConnector {
                     if !matches!(outcome, Outcome::Permanent { .. }) {
                         temporary.get_or_insert(outcome);
                     }
-                    refused.push(format!("{}: {}", m.email, one_line(&e.to_string())));
+                    refused.push(format!("{}: {}", m.email, header_text(&e.to_string())));
                 }
             }
         }
@@ -678,6 +685,40 @@ mod tests {
                 assert!(s.contains("Delivery to crm failed"), "{s}");
             }
         }
+    }
+
+    #[test]
+    fn line_breaks_and_control_characters_never_reach_a_header() {
+        for to in [
+            "to = [\"team@acme.test\"]",
+            "to = \"lead\"\n[forms.contact]\n",
+        ] {
+            let table = settings(to);
+            let env = |_: &str| None;
+            let email = email_connector(&BuildContext {
+                destination: "mail",
+                settings: &table,
+                env: &env,
+                timeout: Duration::from_secs(2),
+                public_url: "http://leads.test",
+            })
+            .unwrap();
+            let mut job = notify::sample_lead_job();
+            job.event.contact.first_name = Some("Jane\r\nBcc: evil@attacker.test\r\n".into());
+            job.event.contact.last_name = Some("D\u{0}o\u{1b}e\u{2028}\nX-Evil: 1".into());
+            job.event.contact.company = Some("Acme\rInc\n".into());
+            let m = email.message(&job).expect("a message");
+            let raw = String::from_utf8(m.formatted()).unwrap();
+            let head = &raw[..raw.find("\r\n\r\n").unwrap()];
+            for line in head.split("\r\n") {
+                assert!(
+                    !line.starts_with("Bcc") && !line.starts_with("X-Evil"),
+                    "{line} in\n{head}"
+                );
+                assert!(!line.contains('\n') && !line.contains('\r') && !line.contains('\0'));
+            }
+        }
+        assert_eq!(header_text(" a\r\n\tb\u{0}\u{85}c\u{2029} "), "a b c");
     }
 
     #[test]

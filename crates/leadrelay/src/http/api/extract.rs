@@ -169,8 +169,9 @@ async fn read_json<T: DeserializeOwned>(req: Request) -> Result<Option<T>, ApiEr
         err.message = format!("the body does not fit: {e}");
         err
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let value = crate::ingest::parse_json_limited(&bytes, false, |e| {
+        ApiError::bad_request(format!("the body is not valid JSON: {e}"))
+    })?;
     match value {
         // `null` is an absent body.
         serde_json::Value::Null => Ok(None),

@@ -88,7 +88,15 @@ pub struct LoginQuery {
 /// Only dashboard paths are followed after sign-in (no open redirect).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/ui/") && !n.starts_with("/ui//") && !n.contains('\\') => {
+        // It becomes the Location header: only visible ASCII (a line break
+        // or any other byte would make the redirect panic, or start a
+        // header of its own; browsers percent-encode the rest).
+        Some(n)
+            if n.starts_with("/ui/")
+                && !n.starts_with("/ui//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
+        {
             n.to_string()
         }
         _ => "/ui/".to_string(),
@@ -704,5 +712,28 @@ pub async fn resume(
     match resume_destination(&app, &name).await {
         Ok(()) => Redirect::to("/ui/destinations?notice=resumed").into_response(),
         Err(e) => failed(e, &session.me()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_a_dashboard_path_without_control_characters() {
+        assert_eq!(safe_next(Some("/ui/leads?x=1")), "/ui/leads?x=1");
+        for bad in [
+            "https://evil.test/",
+            "/ui//evil.test",
+            "/ui/\\evil",
+            "/ui/\r\nSet-Cookie: a=b",
+            "/ui/\u{0}",
+            "/ui/\t",
+            "/ui/caf\u{e9}",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/ui/", "{bad:?}");
+        }
+        // What it lets through is always a valid Location.
+        let _ = Redirect::to(&safe_next(Some("/ui/\nx"))).into_response();
     }
 }

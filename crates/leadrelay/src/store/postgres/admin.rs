@@ -14,7 +14,7 @@ use super::rows::*;
 use super::{PgError, PgFilter, PostgresStore, contact_from_doc, exec, map_err, query, query_opt};
 use crate::store::common::{
     ERASED_REASON, bucket, check_idle, erase_audit, escape_like, event_doc, export_audit, from_ms,
-    person_keys, scrub, uuid_v7_floor_id,
+    person_keys, scrub, skip_unreadable, stand_in_event, uuid_v7_floor_id,
 };
 use crate::store::*;
 
@@ -116,6 +116,28 @@ async fn review_by_id<C: GenericClient + Sync>(c: &C, id: Uuid) -> StoreResult<O
     .transpose()
 }
 
+/// An event whose document cannot be read (`why`), as its columns (and
+/// its raw payload) give it.
+async fn stand_in_from_columns<C: GenericClient + Sync>(
+    c: &C,
+    id: Uuid,
+    why: String,
+) -> StoreResult<leadrelay_model::Event> {
+    let r = query_opt(
+        c,
+        "SELECT type, origin_kind, origin_name, received_at, occurred_at, raw_content_type, raw_body \
+         FROM events WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(map_err)?
+    .ok_or(StoreError::Corrupt(why))?;
+    let mut ev = stand_in_event(id, r.get(0), (r.get(1), r.get(2)), r.get(3), r.get(4));
+    ev.raw.content_type = r.get::<_, Option<String>>(5).unwrap_or_default();
+    ev.raw.body = r.get::<_, Option<String>>(6).unwrap_or_default();
+    Ok(ev)
+}
+
 async fn contact_by_email<C: GenericClient + Sync>(
     c: &C,
     email: &str,
@@ -212,7 +234,7 @@ impl PostgresStore {
             .push_str(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 1000)));
         let c = self.conn().await?;
         let rows = b.fetch(&c).await?;
-        rows.iter().map(|r| contact_from_doc(r.get(0))).collect()
+        skip_unreadable(rows.iter().map(|r| contact_from_doc(r.get(0))))
     }
 
     pub(super) async fn create_api_key_impl(&self, key: NewApiKey) -> StoreResult<ApiKey> {
@@ -466,16 +488,26 @@ impl PostgresStore {
             .await?
             .into_iter()
             .collect();
-        let events = query(
+        let rows = query(
             &tx,
             &format!("SELECT {EVENT_COLS} FROM events WHERE id = ANY($1) ORDER BY id"),
             &[&ids],
         )
         .await
-        .map_err(map_err)?
-        .iter()
-        .map(event_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+        .map_err(map_err)?;
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            events.push(match event_from_row(r) {
+                Ok(ev) => ev,
+                // What can be read of it: its columns and raw payload.
+                Err(StoreError::Corrupt(m)) => {
+                    let id: Uuid = r.get(0);
+                    tracing::warn!(event = %id, error = %m, "exporting an unreadable event: what its columns say");
+                    stand_in_from_columns(&tx, id, m).await?
+                }
+                Err(e) => return Err(e),
+            });
+        }
         let deliveries = query(
             &tx,
             &format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE event_id = ANY($1) ORDER BY event_id, id"),
@@ -551,7 +583,16 @@ impl PostgresStore {
         let mut event_ids = Vec::with_capacity(events.len());
         let mut docs = Vec::with_capacity(events.len());
         for r in &events {
-            let mut ev = scrub(event_from_row(r)?);
+            let ev = match event_from_row(r) {
+                Ok(ev) => ev,
+                Err(StoreError::Corrupt(m)) => {
+                    let id: Uuid = r.get(0);
+                    tracing::warn!(event = %id, error = %m, "erasing an unreadable event: replaced by what its columns say");
+                    stand_in_from_columns(&tx, id, m).await?
+                }
+                Err(e) => return Err(e),
+            };
+            let mut ev = scrub(ev);
             docs.push(event_doc(&mut ev)?);
             event_ids.push(ev.id);
         }

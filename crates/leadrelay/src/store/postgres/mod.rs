@@ -36,7 +36,8 @@ use tokio_postgres::{AsyncMessage, Row};
 use uuid::Uuid;
 
 use super::common::{
-    KeyCheck, escape_like, event_doc, from_ms, merge_overrides, percentile, uuid_v7_floor_id,
+    KeyCheck, escape_like, event_doc, from_ms, merge_overrides, percentile, skip_unreadable,
+    unreadable, uuid_v7_floor_id,
 };
 use super::*;
 use crate::contacts;
@@ -108,6 +109,44 @@ pub struct PostgresStore {
     complete_tx: Mutex<Option<mpsc::Sender<CompleteJob>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// The leases this node claims begin with these bytes (from its
+    /// `node_id`), so a restart can find its previous run's leases.
+    lease_prefix: Option<[u8; LEASE_PREFIX]>,
+}
+
+/// Bytes of a lease id that name the node that claimed it.
+const LEASE_PREFIX: usize = 6;
+
+/// The lease-id prefix of a node: the first bytes of a hash of its name.
+fn lease_prefix(node_id: &str) -> [u8; LEASE_PREFIX] {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(node_id.as_bytes());
+    let mut p = [0u8; LEASE_PREFIX];
+    p.copy_from_slice(&hash[..LEASE_PREFIX]);
+    p
+}
+
+/// A fresh lease id: a node's prefix then random bytes (a UUIDv8), or a
+/// UUIDv7 for a node without a name.
+fn new_lease_id(prefix: Option<[u8; LEASE_PREFIX]>) -> Uuid {
+    let Some(p) = prefix else {
+        return new_id();
+    };
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes[LEASE_PREFIX..]);
+    bytes[..LEASE_PREFIX].copy_from_slice(&p);
+    // Version 8 (custom) and the RFC 9562 variant, after the prefix.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(bytes)
+}
+
+/// The smallest and largest lease id with `prefix` (uuid order is byte order).
+fn lease_range(prefix: [u8; LEASE_PREFIX]) -> (Uuid, Uuid) {
+    let (mut lo, mut hi) = ([0u8; 16], [0xffu8; 16]);
+    lo[..LEASE_PREFIX].copy_from_slice(&prefix);
+    hi[..LEASE_PREFIX].copy_from_slice(&prefix);
+    (Uuid::from_bytes(lo), Uuid::from_bytes(hi))
 }
 
 /// Maps driver errors: an unreachable database is `Unavailable` (503);
@@ -229,6 +268,12 @@ impl PostgresStore {
             complete_tx: Mutex::new(Some(complete_tx)),
             tasks: Mutex::new(tasks),
             listener: Mutex::new(Some(listener)),
+            lease_prefix: options
+                .node_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(lease_prefix),
         })
     }
 
@@ -699,8 +744,7 @@ async fn ingest_batch(
         for r in rows {
             let email: String = r.get(0);
             let doc: String = r.get(1);
-            let c: Contact = serde_json::from_str(&doc)
-                .map_err(|e| StoreError::Corrupt(format!("contact: {e}")))?;
+            let c: Contact = contact_from_doc(&doc)?;
             contacts_by_email.insert(email, (c, false));
         }
     }
@@ -1123,7 +1167,7 @@ pub async fn peek_rows(
 }
 
 fn contact_from_doc(doc: &str) -> StoreResult<Contact> {
-    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("contact: {e}")))
+    decode_doc(doc, &"contact")
 }
 
 #[async_trait]
@@ -1249,7 +1293,7 @@ impl Store for PostgresStore {
             .push_str(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 1000)));
         let c = self.conn().await?;
         let rows = b.fetch(&c).await?;
-        rows.iter().map(event_from_row).collect()
+        skip_unreadable(rows.iter().map(event_from_row))
     }
 
     async fn get_contact(&self, id: Uuid) -> StoreResult<Option<Contact>> {
@@ -1301,7 +1345,13 @@ impl Store for PostgresStore {
         let rows = query(
             &c,
             &sql,
-            &[&destination, &now, &(limit as i64), &new_id(), &expires],
+            &[
+                &destination,
+                &now,
+                &(limit as i64),
+                &new_lease_id(self.lease_prefix),
+                &expires,
+            ],
         )
         .await
         .map_err(map_err)?;
@@ -1321,41 +1371,51 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(map_err)?;
-        let mut events: HashMap<Uuid, Event> = rows
+        // A row that cannot be read dead-letters its own delivery, not the
+        // whole claim.
+        let mut events: HashMap<Uuid, StoreResult<Event>> = rows
             .iter()
-            .map(event_from_row)
-            .collect::<StoreResult<Vec<Event>>>()?
-            .into_iter()
-            .map(|e| (e.id, e))
+            .map(|r| (r.get::<_, Uuid>(0), event_from_row(r)))
             .collect();
-        let contact_ids: Vec<Uuid> = events.values().filter_map(|e| e.contact_id).collect();
-        let mut contacts: HashMap<Uuid, Contact> = HashMap::new();
+        let contact_ids: Vec<Uuid> = events
+            .values()
+            .filter_map(|e| e.as_ref().ok()?.contact_id)
+            .collect();
+        let mut contacts: HashMap<Uuid, StoreResult<Contact>> = HashMap::new();
         if !contact_ids.is_empty() {
             for r in query(
                 &c,
-                "SELECT doc FROM contacts WHERE id = ANY($1)",
+                "SELECT id, doc FROM contacts WHERE id = ANY($1)",
                 &[&contact_ids],
             )
             .await
             .map_err(map_err)?
             {
-                let contact = contact_from_doc(r.get(0))?;
-                contacts.insert(contact.id, contact);
+                contacts.insert(r.get(0), contact_from_doc(r.get(1)));
             }
         }
         drop(c);
         let mut claimed = Vec::with_capacity(deliveries.len());
         let mut orphans = Vec::new();
         for d in deliveries {
-            match events.remove(&d.event_id) {
-                Some(event) => {
-                    let contact = event.contact_id.and_then(|id| contacts.get(&id).cloned());
+            let found = events.remove(&d.event_id).map(|event| {
+                let event = event?;
+                let contact = match event.contact_id.and_then(|id| contacts.get(&id)) {
+                    Some(Err(e)) => return Err(e.clone()),
+                    Some(Ok(c)) => Some(c.clone()),
+                    None => None,
+                };
+                Ok((event, contact))
+            });
+            match found {
+                Some(Ok((event, contact))) => {
                     claimed.push(ClaimedDelivery {
                         event,
                         contact,
                         delivery: d,
                     });
                 }
+                Some(Err(e)) => orphans.push(unreadable(&d, &e)),
                 None => orphans.push(Completion {
                     delivery_id: d.id,
                     lease_id: d.lease_id.unwrap_or_default(),
@@ -1371,6 +1431,24 @@ impl Store for PostgresStore {
             self.complete(orphans).await?;
         }
         Ok(claimed)
+    }
+
+    async fn release_own_leases(&self) -> StoreResult<u64> {
+        let Some(prefix) = self.lease_prefix else {
+            return Ok(0);
+        };
+        let (lo, hi) = lease_range(prefix);
+        let now = Utc::now().timestamp_millis();
+        let c = self.conn().await?;
+        exec(
+            &c,
+            "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'scheduled' END, \
+             lease_id = NULL, next_attempt_at = $1, updated_at = $1 \
+             WHERE state = 'in_flight' AND lease_id BETWEEN $2 AND $3",
+            &[&now, &lo, &hi],
+        )
+        .await
+        .map_err(map_err)
     }
 
     async fn next_due(&self, destination: &str) -> StoreResult<Option<DateTime<Utc>>> {

@@ -7,7 +7,7 @@ use tokio_postgres::Row as PgRow;
 use uuid::Uuid;
 
 use super::{exec, query};
-use crate::store::common::from_ms;
+pub use crate::store::common::{decode_doc, from_ms};
 use crate::store::{
     Attempt, Completion, Delivery, DeliveryState, DestinationState, StoreError, StoreResult,
     Transition,
@@ -27,8 +27,7 @@ fn db(e: tokio_postgres::Error) -> StoreError {
 pub fn event_from_row(r: &PgRow) -> StoreResult<Event> {
     let id: Uuid = r.try_get(0).map_err(db)?;
     let doc: String = r.try_get(1).map_err(db)?;
-    let mut ev: Event =
-        serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?;
+    let mut ev: Event = decode_doc(&doc, &format_args!("event {id}"))?;
     ev.raw = RawPayload {
         content_type: r
             .try_get::<_, Option<String>>(2)

@@ -14,6 +14,7 @@ use super::SqliteStore;
 use super::rows::*;
 use crate::store::common::{
     ERASED_REASON, bucket, check_idle, erase_audit, export_audit, person_keys, scrub,
+    skip_unreadable, stand_in_event,
 };
 use crate::store::*;
 
@@ -201,7 +202,15 @@ fn erase_tx(
             .optional()
             .map_err(map_err)?;
         let Some(ev) = found else { continue };
-        let mut ev = scrub(ev?);
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(StoreError::Corrupt(m)) => {
+                tracing::warn!(event = %id, error = %m, "erasing an unreadable event: replaced by what its columns say");
+                stand_in_from_columns(c, id)?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut ev = scrub(ev);
         let doc = event_doc(&mut ev)?;
         c.prepare_cached(
             "UPDATE events SET doc = ?2, email = NULL, contact_id = NULL, idempotency_key = NULL, \
@@ -283,6 +292,29 @@ fn person_event_ids_by_contact(
     Ok(ids)
 }
 
+/// An event whose document cannot be read, as its columns (and its raw
+/// payload) give it.
+fn stand_in_from_columns(c: &Connection, id: &str) -> StoreResult<Event> {
+    c.prepare_cached(
+        "SELECT type, origin_kind, origin_name, received_at, occurred_at, raw_content_type, raw_body \
+         FROM events WHERE id = ?1",
+    )
+    .map_err(map_err)?
+    .query_row([id], |r| {
+        let mut ev = stand_in_event(
+            parse_uuid(id).unwrap_or_default(),
+            &r.get::<_, String>(0)?,
+            (&r.get::<_, String>(1)?, &r.get::<_, String>(2)?),
+            r.get(3)?,
+            r.get(4)?,
+        );
+        ev.raw.content_type = r.get::<_, Option<String>>(5)?.unwrap_or_default();
+        ev.raw.body = r.get::<_, Option<String>>(6)?.unwrap_or_default();
+        Ok(ev)
+    })
+    .map_err(map_err)
+}
+
 fn export_read(c: &Connection, email: &str) -> StoreResult<PrivacyExport> {
     let contact = contact_by(c, "email", email)?;
     let ids = person_event_ids(c, email, contact.as_ref().map(|c| c.id))?;
@@ -308,7 +340,15 @@ fn export_read(c: &Connection, email: &str) -> StoreResult<PrivacyExport> {
             .optional()
             .map_err(map_err)?
         {
-            events.push(ev?);
+            events.push(match ev {
+                Ok(ev) => ev,
+                // What can be read of it: its columns and raw payload.
+                Err(StoreError::Corrupt(m)) => {
+                    tracing::warn!(event = %id, error = %m, "exporting an unreadable event: what its columns say");
+                    stand_in_from_columns(c, id)?
+                }
+                Err(e) => return Err(e),
+            });
         }
         let ds: Vec<StoreResult<Delivery>> = del_stmt
             .query_map([id], delivery_from_row)
@@ -351,13 +391,11 @@ impl SqliteStore {
                 q.and("id < ?", b.to_string());
             }
             q.push(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 1000)));
-            q.query(c, |r| r.get::<_, String>(0))?
-                .into_iter()
-                .map(|doc| {
-                    serde_json::from_str(&doc)
-                        .map_err(|e| StoreError::Corrupt(format!("contact: {e}")))
-                })
-                .collect()
+            skip_unreadable(
+                q.query(c, |r| r.get::<_, String>(0))?
+                    .into_iter()
+                    .map(|doc| decode_doc(&doc, &"contact")),
+            )
         })
         .await
     }

@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::common::{KeyCheck, merge_overrides, percentile};
+use super::common::{KeyCheck, merge_overrides, percentile, skip_unreadable, unreadable};
 use super::*;
 use crate::contacts;
 use rows::*;
@@ -571,7 +571,7 @@ impl Store for SqliteStore {
                 q.and("id < ?", b.to_string());
             }
             q.push(&format!(" ORDER BY id DESC LIMIT {}", limit.clamp(1, 1000)));
-            q.query(c, event_from_row)?.into_iter().collect()
+            skip_unreadable(q.query(c, event_from_row)?)
         })
         .await
     }
@@ -613,20 +613,36 @@ impl Store for SqliteStore {
                         .query_row([d.event_id.to_string()], event_from_row)
                         .optional()
                         .map_err(map_err)?;
-                    match found {
-                        Some(event) => {
-                            let event = event?;
-                            let contact = match event.contact_id {
-                                Some(id) => contact_by(c, "id", &id.to_string())?,
-                                None => None,
-                            };
-                            claimed.push(ClaimedDelivery {
-                                event,
-                                contact,
-                                delivery: d,
-                            });
-                        }
-                        None => orphans.push(d),
+                    let Some(event) = found else {
+                        // The event is gone (erased): it can never be sent.
+                        orphans.push(Completion {
+                            delivery_id: d.id,
+                            lease_id: d.lease_id.unwrap_or_default(),
+                            attempt: None,
+                            transition: Transition::Skipped {
+                                reason: "event erased".into(),
+                            },
+                            follow_up: None,
+                        });
+                        continue;
+                    };
+                    // An unreadable row dead-letters its own delivery, not
+                    // the whole claim.
+                    let read = event.and_then(|event| {
+                        let contact = match event.contact_id {
+                            Some(id) => contact_by(c, "id", &id.to_string())?,
+                            None => None,
+                        };
+                        Ok((event, contact))
+                    });
+                    match read {
+                        Ok((event, contact)) => claimed.push(ClaimedDelivery {
+                            event,
+                            contact,
+                            delivery: d,
+                        }),
+                        Err(e @ StoreError::Corrupt(_)) => orphans.push(unreadable(&d, &e)),
+                        Err(e) => return Err(e),
                     }
                 }
                 claimed.sort_by_key(|c| c.delivery.id);
@@ -634,22 +650,25 @@ impl Store for SqliteStore {
             })
             .await?;
         if !orphans.is_empty() {
-            // The event is gone (erased): the delivery can never be sent.
-            let completions: Vec<Completion> = orphans
-                .iter()
-                .map(|d| Completion {
-                    delivery_id: d.id,
-                    lease_id: d.lease_id.unwrap_or_default(),
-                    attempt: None,
-                    transition: Transition::Skipped {
-                        reason: "event erased".into(),
-                    },
-                    follow_up: None,
-                })
-                .collect();
-            self.complete(completions).await?;
+            self.complete(orphans).await?;
         }
         Ok(claimed)
+    }
+
+    async fn release_own_leases(&self) -> StoreResult<u64> {
+        self.write(move |c| {
+            let now = Utc::now().timestamp_millis();
+            let n = c
+                .prepare_cached(
+                    "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'scheduled' END, \
+                     lease_id = NULL, next_attempt_at = ?1, updated_at = ?1 WHERE state = 'in_flight'",
+                )
+                .map_err(map_err)?
+                .execute(params![now])
+                .map_err(map_err)?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     async fn next_due(&self, destination: &str) -> StoreResult<Option<DateTime<Utc>>> {

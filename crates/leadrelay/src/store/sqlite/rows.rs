@@ -5,7 +5,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-pub use crate::store::common::{escape_like, event_doc, from_ms, uuid_v7_floor};
+pub use crate::store::common::{decode_doc, escape_like, event_doc, from_ms, uuid_v7_floor};
 use crate::store::{Attempt, Delivery, DeliveryState, DestinationState, StoreError, StoreResult};
 
 pub const EVENT_COLS: &str = "id, doc, raw_content_type, raw_body, contact_id";
@@ -43,8 +43,7 @@ pub fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Event>> {
     let body: Option<String> = r.get(3)?;
     let contact_id: Option<String> = r.get(4)?;
     let build = || -> StoreResult<Event> {
-        let mut ev = serde_json::from_str::<Event>(&doc)
-            .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?;
+        let mut ev: Event = decode_doc(&doc, &format_args!("event {id}"))?;
         ev.raw = RawPayload {
             content_type: content_type.unwrap_or_default(),
             body: body.unwrap_or_default(),
@@ -98,8 +97,7 @@ pub fn contact_by(c: &Connection, column: &str, value: &str) -> StoreResult<Opti
         .query_row([value], |r| r.get(0))
         .optional()
         .map_err(map_err)?;
-    doc.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("contact: {e}"))))
-        .transpose()
+    doc.map(|d| decode_doc(&d, &"contact")).transpose()
 }
 
 /// Every contact whose (normalised) company domain is `domain`.
@@ -112,9 +110,7 @@ pub fn contacts_by_domain(c: &Connection, domain: &str) -> StoreResult<Vec<Conta
         .map_err(map_err)?
         .collect::<Result<Vec<String>, _>>()
         .map_err(map_err)?;
-    docs.iter()
-        .map(|d| serde_json::from_str(d).map_err(|e| StoreError::Corrupt(format!("contact: {e}"))))
-        .collect()
+    docs.iter().map(|d| decode_doc(d, &"contact")).collect()
 }
 
 pub fn upsert_contact(c: &Connection, contact: &Contact) -> StoreResult<()> {
