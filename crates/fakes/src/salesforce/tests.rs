@@ -674,7 +674,10 @@ async fn duplicate_rules_alert_on_same_email_unless_allowed() {
         ..SalesforceConfig::default()
     })
     .await;
-    fake.seed("Lead", json!({"LastName": "A", "Company": "B", "Email": "b@example.com"}));
+    fake.seed(
+        "Lead",
+        json!({"LastName": "A", "Company": "B", "Email": "b@example.com"}),
+    );
     let resp = client
         .post(format!("{}{V}/sobjects/Lead", fake.base_url()))
         .bearer_auth(t)

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::circuit::{CircuitBreaker, CircuitState, Permit};
 use super::{AlertMonitor, Destination, consent, policy};
-use crate::connectors::pace::{self, Pacer, RateGate};
+use crate::connectors::pace::{self, Hold, Pacer, RateGate};
 use crate::connectors::{AttemptReport, DeliveryJob, ErrorClass, JobResult, Outcome, payload};
 use crate::store::{Attempt, ClaimedDelivery, Completion, Store, Transition};
 
@@ -38,6 +38,9 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
     // One cell is taken per batch here; further requests of the same batch
     // wait inside the connector (see `connectors::pace`).
     let gate = Arc::new(RateGate::new(&dest.name, dest.rate, &ctx.store));
+    // A throttling answer holds every request of the destination at once,
+    // also those of batches already under way (see `connectors::pace`).
+    let hold = Arc::new(Hold::default());
     let circuit = Arc::new(Mutex::new(CircuitBreaker::new(dest.circuit.clone())));
     let tracker = TaskTracker::new();
     let in_flight: InFlight = Arc::default();
@@ -158,7 +161,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             }
             let ticket = Ticket {
                 _slot: slot,
-                pacer: Pacer::prepaid(&gate),
+                pacer: Pacer::prepaid(&gate, &hold),
             };
             tracker.spawn(send_batch(
                 dest.clone(),
@@ -369,7 +372,7 @@ pub fn dead_letter_copy(
 /// rate limit, the pacing of its requests (the first one already paid for).
 struct Ticket {
     _slot: OwnedSemaphorePermit,
-    pacer: Option<Pacer>,
+    pacer: Pacer,
 }
 
 async fn send_batch(
@@ -450,7 +453,7 @@ async fn send_batch(
         let deadline = dest.timeout * 6 + Duration::from_secs(5);
         let sent = tokio::time::timeout(
             deadline,
-            pace::scope(ticket.pacer.clone(), dest.connector.deliver(&jobs)),
+            pace::scope(Some(ticket.pacer.clone()), dest.connector.deliver(&jobs)),
         )
         .await;
         // Ids learned on the way (also by deliveries that then failed) are

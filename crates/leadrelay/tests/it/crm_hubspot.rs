@@ -481,3 +481,52 @@ project_status = { value = "Planned", picklist = ["planned", "active", "done"] }
     );
     app.stop().await;
 }
+
+/// A 429 holds every request of the destination at once: with two batches
+/// under way (`concurrency = 2`), the one that already holds its rate cell
+/// does not send after the other's 429 (HubSpot's daily quota is not spent
+/// on a second 429).
+#[tokio::test]
+async fn a_429_stops_the_requests_already_waiting_to_go() {
+    let fake = FakeHubSpot::start(HubSpotConfig {
+        daily_limit: 1_000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    fake.set_daily_usage(1_000);
+    let app = start(
+        &fake,
+        "companies = false\nnotes = false\nconcurrency = 2\nbatch_size = 1\nrate_limit = \"4/1s\"",
+    )
+    .await;
+    for i in 0..6 {
+        app.post_json("/v1/forms/contact", &lead(&format!("held{i}@x.io")))
+            .await;
+    }
+    eventually("the destination is paused", WAIT, || async {
+        let s = app.store.destination_state("hubspot").await.ok()?;
+        s.paused_until.filter(|_| {
+            s.pause_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("DAILY"))
+        })
+    })
+    .await;
+    // Every delivery that was claimed has finished its attempt.
+    eventually("no delivery in flight", WAIT, || async {
+        let d = app.deliveries("hubspot").await;
+        (d.len() == 6 && d.iter().all(|d| d.state != DeliveryState::InFlight)).then_some(())
+    })
+    .await;
+    let throttled: Vec<_> = fake
+        .requests()
+        .entries()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .collect();
+    assert_eq!(throttled.len(), 1, "{throttled:?}");
+    let d = app.deliveries("hubspot").await;
+    assert!(d.iter().all(|d| d.failures == 0), "{d:?}");
+    app.stop().await;
+}

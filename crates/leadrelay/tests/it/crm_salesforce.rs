@@ -558,7 +558,13 @@ async fn a_duplicate_rule_match_on_a_contact_is_honoured_by_entity_type_and_emai
     .await;
     app.post_json(
         "/v1/forms/contact",
-        &full_lead("john.smith@gmail.com", "John", "Smith", "Globex", "Pricing?"),
+        &full_lead(
+            "john.smith@gmail.com",
+            "John",
+            "Smith",
+            "Globex",
+            "Pricing?",
+        ),
     )
     .await;
     let d = app.settled("salesforce", 2, WAIT).await;
@@ -581,7 +587,11 @@ async fn a_duplicate_rule_match_on_a_contact_is_honoured_by_entity_type_and_emai
     };
     assert_eq!(on(&same).text("Description"), Some("Call me back."));
     assert_eq!(on(&john.id).text("Description"), Some("Pricing?"));
-    assert!(tasks.iter().all(|t| t.text("WhoId") != Some(namesake.as_str())));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.text("WhoId") != Some(namesake.as_str()))
+    );
     assert!(
         !fake
             .requests()
@@ -629,7 +639,13 @@ async fn a_blocking_duplicate_rule_on_another_person_dead_letters_naming_the_mat
     let app = start(&fake, "").await;
     app.post_json(
         "/v1/forms/contact",
-        &full_lead("john.smith@gmail.com", "John", "Smith", "Globex", "Pricing?"),
+        &full_lead(
+            "john.smith@gmail.com",
+            "John",
+            "Smith",
+            "Globex",
+            "Pricing?",
+        ),
     )
     .await;
     let d = app.settled("salesforce", 1, WAIT).await;
@@ -645,7 +661,10 @@ async fn a_blocking_duplicate_rule_on_another_person_dead_letters_naming_the_mat
     let last = attempts.last().unwrap();
     assert_eq!(last.status, Some(400), "{last:?}");
     assert!(
-        last.url.as_deref().unwrap_or_default().ends_with("/composite"),
+        last.url
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("/composite"),
         "{last:?}"
     );
     assert!(fake.leads().is_empty());

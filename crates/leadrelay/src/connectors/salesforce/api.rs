@@ -117,9 +117,9 @@ pub fn parse_errors(body: &Value) -> Vec<SfError> {
                         .filter_map(move |r| {
                             let record = &r["record"];
                             // The entity type, else the record's own `attributes.type`.
-                            let entity_type = entity
-                                .clone()
-                                .or_else(|| record["attributes"]["type"].as_str().map(str::to_string))?;
+                            let entity_type = entity.clone().or_else(|| {
+                                record["attributes"]["type"].as_str().map(str::to_string)
+                            })?;
                             Some(DuplicateMatch {
                                 entity_type,
                                 id: record["Id"].as_str()?.to_string(),
@@ -171,9 +171,12 @@ pub fn error_outcome(status: u16, errors: &[SfError], retry_after: Option<Durati
     };
     let has = |code: &str| errors.iter().any(|e| e.code == code);
     if has("REQUEST_LIMIT_EXCEEDED") {
+        let wait = retry_after.unwrap_or(REQUEST_LIMIT_PAUSE);
+        // Every other request of the destination waits too.
+        crate::connectors::pace::hold(wait, &text);
         return Outcome::Throttled {
             message: text,
-            retry_after: Some(retry_after.unwrap_or(REQUEST_LIMIT_PAUSE)),
+            retry_after: Some(wait),
         };
     }
     if has("INVALID_SESSION_ID") || status == 401 {
@@ -535,7 +538,10 @@ mod tests {
             .collect();
         assert_eq!(
             found,
-            [("Lead", "00Q000000000001AAA"), ("Contact", "003000000000001AAA")]
+            [
+                ("Lead", "00Q000000000001AAA"),
+                ("Contact", "003000000000001AAA")
+            ]
         );
     }
 
