@@ -110,9 +110,11 @@ impl RateGate {
 }
 
 /// A destination's in-process pause: until when its requests are not
-/// sent, and the throttling answer that started it.
+/// sent, the throttling answer that started it, and whether the pause is
+/// recorded in the store yet (from then on the store's pause rules: an
+/// operator's resume ends the hold too).
 #[derive(Debug, Default)]
-pub struct Hold(Mutex<Option<(Instant, String)>>);
+pub struct Hold(Mutex<Option<(Instant, String, bool)>>);
 
 /// Requests held: for how long still, and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,15 +129,31 @@ impl Hold {
     pub fn extend(&self, d: Duration, reason: &str) {
         let until = Instant::now() + d;
         let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if h.as_ref().is_none_or(|(t, _)| *t < until) {
-            *h = Some((until, reason.to_string()));
+        if h.as_ref().is_none_or(|(t, _, _)| *t < until) {
+            *h = Some((until, reason.to_string(), false));
+        }
+    }
+
+    /// The dispatcher recorded the pause in the store.
+    pub fn recorded(&self) {
+        if let Some(h) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            h.2 = true;
+        }
+    }
+
+    /// The store says the destination is not paused: a hold already
+    /// recorded there is over (resumed); one not recorded yet stays.
+    pub fn release_if_recorded(&self) {
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if h.as_ref().is_some_and(|(_, _, recorded)| *recorded) {
+            *h = None;
         }
     }
 
     /// How long requests are still held, and why, if they are.
     pub fn remaining(&self) -> Option<Held> {
         let h = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (until, reason) = h.as_ref()?;
+        let (until, reason, _) = h.as_ref()?;
         let left = until.checked_duration_since(Instant::now())?;
         (!left.is_zero()).then(|| Held {
             left,
@@ -164,6 +182,11 @@ impl Pacer {
             hold: hold.clone(),
             prepaid: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// The destination's hold.
+    pub fn hold(&self) -> &Hold {
+        &self.hold
     }
 }
 
@@ -254,5 +277,12 @@ mod tests {
         held.extend(Duration::from_millis(1), "later");
         let h = held.remaining().unwrap();
         assert!(h.left > Duration::from_secs(50) && h.reason == "HTTP 429");
+        // Not recorded in the store yet: a store without a pause keeps it.
+        held.release_if_recorded();
+        assert!(held.remaining().is_some());
+        // Recorded, then resumed by an operator: over.
+        held.recorded();
+        held.release_if_recorded();
+        assert!(held.remaining().is_none());
     }
 }

@@ -58,6 +58,10 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             }
         };
         let now = Utc::now();
+        if state.paused_until.is_none_or(|u| u <= now) {
+            // A recorded pause that is over (or resumed) ends the hold.
+            hold.release_if_recorded();
+        }
         if state.disabled {
             wait_for_work(&ctx, &notify, Duration::from_secs(5)).await;
             continue;
@@ -553,12 +557,16 @@ async fn send_batch(
         if let Some((wait, message)) = throttle {
             let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
             tracing::warn!(destination = %dest.name, seconds = wait.as_secs(), "destination throttled us; pausing it");
-            if let Err(e) = ctx
+            match ctx
                 .store
                 .pause_destination(&dest.name, until, &format!("throttled: {message}"))
                 .await
             {
-                tracing::warn!(destination = %dest.name, error = %e, "recording the pause failed");
+                // From now on the store's pause rules (and a resume ends it).
+                Ok(()) => ticket.pacer.hold().recorded(),
+                Err(e) => {
+                    tracing::warn!(destination = %dest.name, error = %e, "recording the pause failed")
+                }
             }
         }
         if let Some(message) = gone {
