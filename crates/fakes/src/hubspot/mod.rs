@@ -289,6 +289,9 @@ impl Default for HubSpotConfig {
                     &["gold", "silver", "bronze"],
                 ),
                 HubSpotProperty::text("contacts", "external_id").unique(),
+                // The unique company key leadrelay upserts companies by
+                // (created by the operator, as the README says).
+                HubSpotProperty::text("companies", "leadrelay_company_key").unique(),
             ],
             deal_pipelines: vec![HubSpotPipeline::default_sales()],
             custom_object_types: vec![HubSpotCustomObjectType::example_projects()],

@@ -44,8 +44,9 @@
 //!   `INVALID_EMAIL_ADDRESS`, lookups `MALFORMED_ID` /
 //!   `INVALID_CROSS_REFERENCE_KEY`, JSON types `JSON_PARSER_ERROR`.
 //! - Configurable validation rules (`FIELD_CUSTOM_VALIDATION_EXCEPTION`),
-//!   duplicate rules on Lead/Contact Email (`DUPLICATES_DETECTED` naming the
-//!   existing record), an API request limit per window (403
+//!   the standard duplicate rules (`DUPLICATES_DETECTED` naming each matched
+//!   record under its `entityType`; a Lead is checked against Leads and
+//!   Contacts), an API request limit per window (403
 //!   `REQUEST_LIMIT_EXCEEDED`) and injectable `UNABLE_TO_LOCK_ROW`.
 //!
 //! # What it simplifies
@@ -55,7 +56,9 @@
 //! - SOQL: `SELECT fields|COUNT() FROM obj [WHERE ...] [ORDER BY f [ASC|DESC]]
 //!   [LIMIT n] [OFFSET n]` with `=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`, `LIKE`,
 //!   `IN`, `NOT IN`, `AND`, `OR`, `NOT`, parentheses; all results in one page.
-//! - Duplicate rules match on exact Email within the same object.
+//! - The standard matching rules match on the same Email, or on the same
+//!   first name, last name and company (case-insensitive; Salesforce's are
+//!   fuzzier still), so a match is not always the same person.
 //! - Some error texts are not documented and are modelled on the documented
 //!   shape: composite reference failures, the subrequest-count error, JWT
 //!   `exp` too far ahead ("invalid assertion").
@@ -205,8 +208,13 @@ pub struct SalesforceConfig {
     /// API requests allowed per `api_limit_window`.
     pub api_request_limit: u64,
     pub api_limit_window: Duration,
-    /// Standard duplicate rules on Lead and Contact (matching Email) block saves.
+    /// The standard duplicate rules on Lead and Contact are active (as
+    /// they are by default): a matching save answers `DUPLICATES_DETECTED`.
     pub duplicate_rules: bool,
+    /// The rules' action on create and edit is Block; by default it is
+    /// Allow with an Alert (the standard rules' setting), which a request
+    /// with `Sforce-Duplicate-Rule-Header: allowSave=true` saves through.
+    pub duplicate_rules_block: bool,
     /// Extra fields on standard objects: (object, field).
     pub custom_fields: Vec<(String, SalesforceFieldDef)>,
     pub custom_objects: Vec<SalesforceObjectDef>,
@@ -245,6 +253,7 @@ impl Default for SalesforceConfig {
             api_request_limit: 100_000,
             api_limit_window: Duration::from_secs(24 * 3600),
             duplicate_rules: true,
+            duplicate_rules_block: false,
             custom_fields: vec![
                 (
                     "Lead".into(),

@@ -582,76 +582,124 @@ fn lock_failure(state: &SalesforceState, id: Option<&str>) -> Result<(), RestErr
     )))
 }
 
-/// `DUPLICATES_DETECTED` when another Lead/Contact has the same Email.
+/// One standard matching rule: a record matches on the same Email (exact,
+/// case-insensitive) or, fuzzily, on the same first name, last name and
+/// company (`Company` on a Lead, the Account's `Name` on a Contact) — so a
+/// match need not be the same person.
+fn rule_matches(
+    store: &Store,
+    candidate: &SalesforceRecord,
+    email: Option<&str>,
+    name: (&str, &str, &str),
+) -> bool {
+    let same = |a: &str, b: &str| !a.trim().is_empty() && a.trim().eq_ignore_ascii_case(b.trim());
+    if let (Some(e), Some(theirs)) = (email, candidate.text("Email"))
+        && same(e, theirs)
+    {
+        return true;
+    }
+    let company = if candidate.object == "Contact" {
+        candidate
+            .text("AccountId")
+            .and_then(|a| store.records.get(a))
+            .and_then(|a| a.text("Name"))
+            .unwrap_or_default()
+    } else {
+        candidate.text("Company").unwrap_or_default()
+    };
+    same(name.0, candidate.text("FirstName").unwrap_or_default())
+        && same(name.1, candidate.text("LastName").unwrap_or_default())
+        && same(name.2, company)
+}
+
+/// `DUPLICATES_DETECTED` from the standard duplicate rules (on by default
+/// since Summer '17): the Standard Lead Duplicate Rule checks a Lead against
+/// Leads *and* Contacts, the Standard Contact Duplicate Rule a Contact
+/// against Contacts; each object's matches are one `matchResults` entry
+/// with its `entityType` and matching rule.
 fn duplicate_check(
     state: &SalesforceState,
     store: &Store,
     def: &SalesforceObjectDef,
-    merged_email: Option<&str>,
+    merged: &Map<String, Value>,
     own_id: Option<&str>,
     allow_save: bool,
     version: &str,
 ) -> Result<(), RestError> {
+    let block = state.inner.config.duplicate_rules_block;
     if !state.inner.config.duplicate_rules
-        || allow_save
+        || (allow_save && !block)
         || !matches!(def.name.as_str(), "Lead" | "Contact")
     {
         return Ok(());
     }
-    let Some(email) = merged_email.filter(|e| !e.is_empty()) else {
-        return Ok(());
+    let text = |f: &str| merged.get(f).and_then(Value::as_str).unwrap_or_default();
+    let email = Some(text("Email")).filter(|e| !e.is_empty());
+    let company = if def.name == "Lead" {
+        text("Company").to_string()
+    } else {
+        store
+            .records
+            .get(text("AccountId"))
+            .and_then(|a| a.text("Name"))
+            .unwrap_or_default()
+            .to_string()
     };
-    let matches: Vec<&SalesforceRecord> = store
-        .of(&def.name)
-        .filter(|r| {
-            Some(r.id.as_str()) != own_id
-                && r.text("Email")
-                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
-        })
-        .collect();
-    if matches.is_empty() {
-        return Ok(());
-    }
-    let (rule, match_rule) = if def.name == "Lead" {
+    let name = (text("FirstName"), text("LastName"), company.as_str());
+    let (rule, checked): (&str, &[(&str, &str)]) = if def.name == "Lead" {
         (
             "Standard_Lead_Duplicate_Rule",
-            "Standard_Lead_Match_Rule_v1_0",
+            &[
+                ("Lead", "Standard_Lead_Match_Rule_v1_0"),
+                ("Contact", "Standard_Contact_Match_Rule_v1_1"),
+            ],
         )
     } else {
         (
             "Standard_Contact_Duplicate_Rule",
-            "Standard_Contact_Match_Rule_v1_1",
+            &[("Contact", "Standard_Contact_Match_Rule_v1_1")],
         )
     };
-    let message = "Use one of these records?";
-    let records: Vec<Value> = matches
-        .iter()
-        .map(|r| {
-            json!({
-                "additionalInformation": [],
-                "fieldDiffs": [],
-                "matchConfidence": 100.0,
-                "record": {
-                    "attributes": {"type": def.name, "url": format!("/services/data/{version}/sobjects/{}/{}", def.name, r.id)},
-                    "Id": r.id,
-                },
+    let mut results = Vec::new();
+    for (object, match_rule) in checked {
+        let records: Vec<Value> = store
+            .of(object)
+            .filter(|r| Some(r.id.as_str()) != own_id && rule_matches(store, r, email, name))
+            .map(|r| {
+                json!({
+                    "additionalInformation": [],
+                    "fieldDiffs": [],
+                    "matchConfidence": 100.0,
+                    "record": {
+                        "attributes": {"type": object, "url": format!("/services/data/{version}/sobjects/{object}/{}", r.id)},
+                        "Id": r.id,
+                    },
+                })
             })
-        })
-        .collect();
+            .collect();
+        if records.is_empty() {
+            continue;
+        }
+        results.push(json!({
+            "entityType": object,
+            "errors": [],
+            "matchEngine": "FuzzyMatchEngine",
+            "matchRecords": records,
+            "rule": match_rule,
+            "size": records.len(),
+            "success": true,
+        }));
+    }
+    if results.is_empty() {
+        return Ok(());
+    }
+    let message = "Use one of these records?";
     let result = json!({
-        "allowSave": false,
+        "allowSave": !block,
         "duplicateRule": rule,
         "duplicateRuleEntityType": def.name,
         "errorMessage": message,
-        "matchResults": [{
-            "entityType": def.name,
-            "errors": [],
-            "matchEngine": "ExactMatchEngine",
-            "matchRecords": records,
-            "rule": match_rule,
-            "size": matches.len(),
-            "success": true,
-        }],
+        "matchResults": results,
     });
     let mut e = SfError::new("DUPLICATES_DETECTED", message);
     e.extra = Some(("duplicateResult", result));
@@ -747,15 +795,11 @@ pub(crate) fn create(
     version: &str,
 ) -> Result<String, RestError> {
     let changes = prepare(state, store, def, body, None)?;
-    let email = changes
-        .get("Email")
-        .and_then(Value::as_str)
-        .map(str::to_string);
     duplicate_check(
         state,
         store,
         def,
-        email.as_deref(),
+        &changes,
         None,
         req.allow_duplicates,
         version,
@@ -780,15 +824,13 @@ pub(crate) fn update(
         .cloned()
         .ok_or_else(errors::not_found)?;
     let changes = prepare(state, store, def, body, Some(&existing))?;
-    let email = match changes.get("Email") {
-        Some(v) => v.as_str().map(str::to_string),
-        None => existing.text("Email").map(str::to_string),
-    };
+    let mut merged = existing.fields.clone();
+    merged.extend(changes.clone());
     duplicate_check(
         state,
         store,
         def,
-        email.as_deref(),
+        &merged,
         Some(id),
         req.allow_duplicates,
         version,

@@ -596,7 +596,7 @@ async fn malformed_bodies_and_unknown_versions() {
 }
 
 #[tokio::test]
-async fn duplicate_rules_block_same_email_unless_allowed() {
+async fn duplicate_rules_alert_on_same_email_unless_allowed() {
     let (fake, client) = start(SalesforceConfig::default()).await;
     let t = SalesforceConfig::DEFAULT_STATIC_TOKEN;
     let existing = fake.seed(
@@ -619,7 +619,7 @@ async fn duplicate_rules_block_same_email_unless_allowed() {
     assert_eq!(status, 400);
     assert_eq!(out[0]["errorCode"], "DUPLICATES_DETECTED");
     let dup = &out[0]["duplicateResult"];
-    assert_eq!(dup["allowSave"], false);
+    assert_eq!(dup["allowSave"], true, "the standard rules alert");
     assert_eq!(dup["duplicateRuleEntityType"], "Lead");
     assert_eq!(
         dup["matchResults"][0]["matchRecords"][0]["record"]["Id"],
@@ -637,6 +637,58 @@ async fn duplicate_rules_block_same_email_unless_allowed() {
         .expect("send");
     assert_eq!(resp.status().as_u16(), 201);
     assert_eq!(fake.leads().len(), 2);
+
+    // The Lead rule also checks Contacts, fuzzily: the same name and
+    // company (the Contact's Account) match whatever the email.
+    let account = fake.seed("Account", json!({"Name": "Globex"}));
+    let contact = fake.seed(
+        "Contact",
+        json!({"FirstName": "John", "LastName": "Smith", "Email": "john@globex.io", "AccountId": account}),
+    );
+    let namesake = json!({"FirstName": "john", "LastName": "SMITH", "Company": "Globex", "Email": "js@gmail.com"});
+    let (status, out) = json_of(
+        call(
+            &fake,
+            &client,
+            t,
+            Method::POST,
+            &format!("{V}/sobjects/Lead"),
+            Some(namesake.clone()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let results = &out[0]["duplicateResult"]["matchResults"];
+    assert_eq!(results.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(results[0]["entityType"], "Contact");
+    assert_eq!(results[0]["rule"], "Standard_Contact_Match_Rule_v1_1");
+    assert_eq!(
+        results[0]["matchRecords"][0]["record"]["Id"],
+        contact.as_str()
+    );
+
+    // A rule whose action is Block refuses even with the header.
+    let (fake, client) = start(SalesforceConfig {
+        duplicate_rules_block: true,
+        ..SalesforceConfig::default()
+    })
+    .await;
+    fake.seed(
+        "Lead",
+        json!({"LastName": "A", "Company": "B", "Email": "b@example.com"}),
+    );
+    let resp = client
+        .post(format!("{}{V}/sobjects/Lead", fake.base_url()))
+        .bearer_auth(t)
+        .header("Sforce-Duplicate-Rule-Header", "allowSave=true")
+        .json(&json!({"LastName": "Z", "Company": "Y", "Email": "b@example.com"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 400);
+    let out: Value = resp.json().await.unwrap();
+    assert_eq!(out[0]["duplicateResult"]["allowSave"], false);
 
     let (fake, client) = start(SalesforceConfig {
         duplicate_rules: false,

@@ -15,6 +15,9 @@ use crate::redact;
 
 /// Longest response excerpt kept in the attempt log.
 pub const EXCERPT_BYTES: usize = 512;
+/// How long a 429 without `Retry-After` holds the destination's requests
+/// (at least; the connector's verdict may extend it).
+const MIN_HOLD: Duration = Duration::from_secs(1);
 /// Most response body read from a vendor (the rest is dropped).
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
@@ -33,6 +36,9 @@ pub enum SendError {
     Connect(String),
     /// The URL points at a private, loopback or link-local address.
     Blocked(String),
+    /// Not sent: the destination was throttled moments ago and is on hold
+    /// for this long (see [`super::pace::Hold`]).
+    Held(super::pace::Held),
     Other(String),
 }
 
@@ -47,6 +53,14 @@ impl SendError {
                 Outcome::retry(ErrorClass::Connect, format!("connection failed: {m}"))
             }
             SendError::Blocked(m) => Outcome::permanent(ErrorClass::Blocked, m.clone()),
+            SendError::Held(h) => Outcome::Throttled {
+                message: format!(
+                    "not sent: paused {}s more after {}",
+                    h.left.as_secs().max(1),
+                    h.reason
+                ),
+                retry_after: Some(h.left),
+            },
             SendError::Other(m) => Outcome::retry(ErrorClass::Connect, m.clone()),
         }
     }
@@ -118,8 +132,12 @@ async fn send_inner(
     if !allow_private && let Some(reason) = literal_private_host(request.url()) {
         return (Err(SendError::Blocked(reason)), report);
     }
-    // The destination's rate limit counts every request (see `pace`).
-    super::pace::before_request().await;
+    // The destination's rate limit counts every request, and a throttled
+    // destination sends nothing more until its pause is over (see `pace`).
+    if let Err(held) = super::pace::before_request().await {
+        report.response_excerpt = Some("not sent: the destination is paused".into());
+        return (Err(SendError::Held(held)), report);
+    }
     report.started_at = Some(Utc::now());
     let start = Instant::now();
     let result = client.execute(request).await;
@@ -127,6 +145,14 @@ async fn send_inner(
         Ok(resp) => {
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
+            if status == 429 {
+                // Hold the destination's other requests at once; connectors
+                // that know a longer pause (a daily limit) extend it.
+                super::pace::hold(
+                    parse_retry_after(&headers).unwrap_or(MIN_HOLD),
+                    &format!("HTTP 429 from {display_url}"),
+                );
+            }
             let body = read_capped(resp).await;
             report.status = Some(status);
             let body = if secret_url { hide.scrub(body) } else { body };
@@ -145,6 +171,7 @@ async fn send_inner(
     if let Err(e) = &result {
         report.response_excerpt = Some(match e {
             SendError::Timeout => "timeout".into(),
+            SendError::Held(_) => "not sent: the destination is paused".into(),
             SendError::Connect(m) | SendError::Blocked(m) | SendError::Other(m) => {
                 redact::excerpt(m, EXCERPT_BYTES)
             }

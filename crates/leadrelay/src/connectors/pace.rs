@@ -10,12 +10,20 @@
 //! batch (the webhook) therefore behaves exactly as before, and a CRM
 //! connector never exceeds the vendor's window however many calls a
 //! delivery needs.
+//!
+//! A throttling answer (a 429, Salesforce's `REQUEST_LIMIT_EXCEEDED`) puts
+//! the destination on [`Hold`] at once, in process: every request of the
+//! destination not yet sent — another batch that already holds its cell, a
+//! later request of a batch under way — is then not sent, and its delivery
+//! ends the attempt as throttled, to go out when the pause is over. The
+//! dispatcher records the pause in the store when the batch ends (for
+//! every node); the hold covers the time before that.
 
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
 
@@ -101,25 +109,84 @@ impl RateGate {
     }
 }
 
+/// A destination's in-process pause: until when its requests are not
+/// sent, the throttling answer that started it, and whether the pause is
+/// recorded in the store yet (from then on the store's pause rules: an
+/// operator's resume ends the hold too).
+#[derive(Debug, Default)]
+pub struct Hold(Mutex<Option<(Instant, String, bool)>>);
+
+/// Requests held: for how long still, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub left: Duration,
+    pub reason: String,
+}
+
+impl Hold {
+    /// Holds requests for `d` from now because of `reason` (a longer hold
+    /// already set stays).
+    pub fn extend(&self, d: Duration, reason: &str) {
+        let until = Instant::now() + d;
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if h.as_ref().is_none_or(|(t, _, _)| *t < until) {
+            *h = Some((until, reason.to_string(), false));
+        }
+    }
+
+    /// The dispatcher recorded the pause in the store.
+    pub fn recorded(&self) {
+        if let Some(h) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            h.2 = true;
+        }
+    }
+
+    /// The store says the destination is not paused: a hold already
+    /// recorded there is over (resumed); one not recorded yet stays.
+    pub fn release_if_recorded(&self) {
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if h.as_ref().is_some_and(|(_, _, recorded)| *recorded) {
+            *h = None;
+        }
+    }
+
+    /// How long requests are still held, and why, if they are.
+    pub fn remaining(&self) -> Option<Held> {
+        let h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (until, reason, _) = h.as_ref()?;
+        let left = until.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then(|| Held {
+            left,
+            reason: reason.clone(),
+        })
+    }
+}
+
 tokio::task_local! {
     static PACER: Pacer;
 }
 
-/// One batch's view of its destination's rate gate.
+/// One batch's view of its destination's rate gate and hold.
 #[derive(Clone)]
 pub struct Pacer {
     gate: Arc<RateGate>,
+    hold: Arc<Hold>,
     prepaid: Arc<AtomicBool>,
 }
 
 impl Pacer {
-    /// A pacer whose first request was already paid for by the dispatcher
-    /// (`None` for a destination without a rate limit).
-    pub fn prepaid(gate: &Arc<RateGate>) -> Option<Self> {
-        (!gate.is_open()).then(|| Self {
+    /// A pacer whose first request was already paid for by the dispatcher.
+    pub fn prepaid(gate: &Arc<RateGate>, hold: &Arc<Hold>) -> Self {
+        Self {
             gate: gate.clone(),
+            hold: hold.clone(),
             prepaid: Arc::new(AtomicBool::new(true)),
-        })
+        }
+    }
+
+    /// The destination's hold.
+    pub fn hold(&self) -> &Hold {
+        &self.hold
     }
 }
 
@@ -133,14 +200,29 @@ pub async fn scope<F: Future>(pacer: Option<Pacer>, f: F) -> F::Output {
 
 /// Waits for the destination's rate limit before a request (a no-op
 /// outside a paced scope and for the batch's prepaid first request).
-pub async fn before_request() {
+/// `Err`: the destination is on hold after a throttling answer — the
+/// request must not be sent.
+pub async fn before_request() -> Result<(), Held> {
     let Ok(p) = PACER.try_with(Pacer::clone) else {
-        return;
+        return Ok(());
     };
-    if p.prepaid.swap(false, Ordering::AcqRel) {
-        return;
+    if let Some(left) = p.hold.remaining() {
+        return Err(left);
     }
-    p.gate.acquire().await;
+    if !p.prepaid.swap(false, Ordering::AcqRel) && !p.gate.is_open() {
+        p.gate.acquire().await;
+    }
+    // A throttling answer may have come while this request waited.
+    match p.hold.remaining() {
+        Some(left) => Err(left),
+        None => Ok(()),
+    }
+}
+
+/// The destination was throttled (`reason`): hold its requests for `d` (a
+/// no-op outside a paced scope).
+pub fn hold(d: Duration, reason: &str) {
+    let _ = PACER.try_with(|p| p.hold.extend(d, reason));
 }
 
 #[cfg(test)]
@@ -164,7 +246,8 @@ mod tests {
         );
         // The dispatcher's cell: the limiter is now empty for an hour.
         assert!(gate.try_acquire().await);
-        scope(Pacer::prepaid(&gate), async {
+        let held = Arc::new(Hold::default());
+        scope(Some(Pacer::prepaid(&gate, &held)), async {
             assert!(before_request().now_or_never().is_some(), "prepaid");
             assert!(
                 before_request().now_or_never().is_none(),
@@ -174,5 +257,32 @@ mod tests {
         .await;
         // Outside a scope nothing waits.
         assert!(before_request().now_or_never().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_hold_stops_requests_that_already_hold_their_cell() {
+        let gate = Arc::new(RateGate::Open);
+        let held = Arc::new(Hold::default());
+        let a = Pacer::prepaid(&gate, &held);
+        let b = Pacer::prepaid(&gate, &held);
+        // Batch A is throttled; batch B, prepaid, must not send.
+        scope(Some(a), async { hold(Duration::from_secs(60), "HTTP 429") }).await;
+        let h = scope(Some(b), before_request())
+            .now_or_never()
+            .expect("no wait")
+            .expect_err("held");
+        assert!(h.left > Duration::from_secs(50), "{h:?}");
+        assert_eq!(h.reason, "HTTP 429");
+        // A shorter hold does not shorten it.
+        held.extend(Duration::from_millis(1), "later");
+        let h = held.remaining().unwrap();
+        assert!(h.left > Duration::from_secs(50) && h.reason == "HTTP 429");
+        // Not recorded in the store yet: a store without a pause keeps it.
+        held.release_if_recorded();
+        assert!(held.remaining().is_some());
+        // Recorded, then resumed by an operator: over.
+        held.recorded();
+        held.release_if_recorded();
+        assert!(held.remaining().is_none());
     }
 }

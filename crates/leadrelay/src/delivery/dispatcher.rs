@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::circuit::{CircuitBreaker, CircuitState, Permit};
 use super::{AlertMonitor, Destination, consent, policy};
-use crate::connectors::pace::{self, Pacer, RateGate};
+use crate::connectors::pace::{self, Hold, Pacer, RateGate};
 use crate::connectors::{AttemptReport, DeliveryJob, ErrorClass, JobResult, Outcome, payload};
 use crate::store::{Attempt, ClaimedDelivery, Completion, Store, Transition};
 
@@ -46,6 +46,9 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
     // One cell is taken per batch here; further requests of the same batch
     // wait inside the connector (see `connectors::pace`).
     let gate = Arc::new(RateGate::new(&dest.name, dest.rate, &ctx.store));
+    // A throttling answer holds every request of the destination at once,
+    // also those of batches already under way (see `connectors::pace`).
+    let hold = Arc::new(Hold::default());
     let circuit = Arc::new(Mutex::new(CircuitBreaker::new(dest.circuit.clone())));
     let tracker = TaskTracker::new();
     let in_flight: InFlight = Arc::default();
@@ -63,6 +66,10 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             }
         };
         let now = Utc::now();
+        if state.paused_until.is_none_or(|u| u <= now) {
+            // A recorded pause that is over (or resumed) ends the hold.
+            hold.release_if_recorded();
+        }
         if state.disabled {
             wait_for_work(&ctx, &notify, Duration::from_secs(5)).await;
             continue;
@@ -166,7 +173,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             }
             let ticket = Ticket {
                 _slot: slot,
-                pacer: Pacer::prepaid(&gate),
+                pacer: Pacer::prepaid(&gate, &hold),
             };
             tracker.spawn(send_batch_guarded(
                 dest.clone(),
@@ -377,7 +384,7 @@ pub fn dead_letter_copy(
 /// rate limit, the pacing of its requests (the first one already paid for).
 struct Ticket {
     _slot: OwnedSemaphorePermit,
-    pacer: Option<Pacer>,
+    pacer: Pacer,
 }
 
 /// Failed attempts after which a delivery whose sending panics is
@@ -623,7 +630,7 @@ async fn send_batch(
         let deadline = dest.timeout * 6 + Duration::from_secs(5);
         let sent = tokio::time::timeout(
             deadline,
-            pace::scope(ticket.pacer.clone(), deliver_catching(&dest, &jobs)),
+            pace::scope(Some(ticket.pacer.clone()), deliver_catching(&dest, &jobs)),
         )
         .await;
         // Ids learned on the way (also by deliveries that then failed) are
@@ -735,12 +742,16 @@ async fn send_batch(
         if let Some((wait, message)) = throttle {
             let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
             tracing::warn!(destination = %dest.name, seconds = wait.as_secs(), "destination throttled us; pausing it");
-            if let Err(e) = ctx
+            match ctx
                 .store
                 .pause_destination(&dest.name, until, &format!("throttled: {message}"))
                 .await
             {
-                tracing::warn!(destination = %dest.name, error = %e, "recording the pause failed");
+                // From now on the store's pause rules (and a resume ends it).
+                Ok(()) => ticket.pacer.hold().recorded(),
+                Err(e) => {
+                    tracing::warn!(destination = %dest.name, error = %e, "recording the pause failed")
+                }
             }
         }
         if let Some(message) = gone {

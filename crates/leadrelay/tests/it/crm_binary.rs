@@ -91,7 +91,14 @@ fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_stream_leaves_exactly_one_record_per_person_in_every_crm() {
-    let hs = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    // HubSpot's search index lags by seconds: a company created just before
+    // the kill is not searchable when the restarted process looks for it.
+    let hs = FakeHubSpot::start(HubSpotConfig {
+        search_index_delay: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let pd = FakePipedrive::start(PipedriveConfig {
         burst_limit: 100_000,
         search_burst_limit: 100_000,
@@ -246,6 +253,7 @@ async fn check_reads_each_crm_and_names_unknown_mapped_properties() {
         "{out}"
     );
     assert!(out.contains("pipeline default has stages"), "{out}");
+    assert!(!out.contains("WARNING: companies"), "{out}");
     assert!(
         out.contains("ok   pipedrive (pipedrive): company leadrelay fake company"),
         "{out}"
@@ -256,6 +264,30 @@ async fn check_reads_each_crm_and_names_unknown_mapped_properties() {
     );
     // Nothing was written: check is read-only.
     assert!(hs.contacts().is_empty() && pd.persons().is_empty() && sf.leads().is_empty());
+
+    // A portal without the unique company key: a clear warning.
+    let mut bare = HubSpotConfig::default();
+    bare.custom_properties
+        .retain(|p| p.name != "leadrelay_company_key");
+    let hs_bare = FakeHubSpot::start(bare).await.unwrap();
+    let nokey = dir.path().join("nokey.toml");
+    std::fs::write(
+        &nokey,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace(&hs.base_url(), &hs_bare.base_url()),
+    )
+    .unwrap();
+    let path = nokey.to_str().unwrap().to_string();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run_with_env(&["check", "--config", &path], &env()))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("WARNING: companies have no unique-value property \"leadrelay_company_key\""),
+        "{out}"
+    );
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(

@@ -481,3 +481,121 @@ project_status = { value = "Planned", picklist = ["planned", "active", "done"] }
     );
     app.stop().await;
 }
+
+/// A 429 holds every request of the destination at once: with two batches
+/// under way (`concurrency = 2`), the one that already holds its rate cell
+/// does not send after the other's 429 (HubSpot's daily quota is not spent
+/// on a second 429).
+#[tokio::test]
+async fn a_429_stops_the_requests_already_waiting_to_go() {
+    let fake = FakeHubSpot::start(HubSpotConfig {
+        daily_limit: 1_000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    fake.set_daily_usage(1_000);
+    let app = start(
+        &fake,
+        "companies = false\nnotes = false\nconcurrency = 2\nbatch_size = 1\nrate_limit = \"4/1s\"",
+    )
+    .await;
+    for i in 0..6 {
+        app.post_json("/v1/forms/contact", &lead(&format!("held{i}@x.io")))
+            .await;
+    }
+    eventually("the destination is paused", WAIT, || async {
+        let s = app.store.destination_state("hubspot").await.ok()?;
+        s.paused_until.filter(|_| {
+            s.pause_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("DAILY"))
+        })
+    })
+    .await;
+    // Every delivery that was claimed has finished its attempt.
+    eventually("no delivery in flight", WAIT, || async {
+        let d = app.deliveries("hubspot").await;
+        (d.len() == 6 && d.iter().all(|d| d.state != DeliveryState::InFlight)).then_some(())
+    })
+    .await;
+    let throttled: Vec<_> = fake
+        .requests()
+        .entries()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .collect();
+    assert_eq!(throttled.len(), 1, "{throttled:?}");
+    let d = app.deliveries("hubspot").await;
+    assert!(d.iter().all(|d| d.failures == 0), "{d:?}");
+    app.stop().await;
+}
+
+/// A company created just before a crash, whose id was never saved, is not
+/// created again: HubSpot's search index lags by seconds, so the restarted
+/// process (here: a second one without the first one's ids) cannot find it
+/// by domain, but the upsert by the unique `leadrelay_company_key` does.
+#[tokio::test]
+async fn a_company_whose_id_was_lost_is_upserted_not_created_again() {
+    let fake = FakeHubSpot::start(HubSpotConfig {
+        search_index_delay: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let first = start(&fake, "notes = false").await;
+    first
+        .post_json(
+            "/v1/forms/contact",
+            &full_lead("jane@acme.io", "Jane", "Doe", "Acme Inc", ""),
+        )
+        .await;
+    let d = first.settled("hubspot", 1, WAIT).await;
+    assert_eq!(d[0].state, DeliveryState::Delivered, "{d:?}");
+    first.stop().await;
+    // The ids the first process kept are gone (a kill -9 before saving them).
+    let second = start(&fake, "notes = false").await;
+    second
+        .post_json(
+            "/v1/forms/contact",
+            &full_lead("john@acme.io", "John", "Roe", "Acme Inc", ""),
+        )
+        .await;
+    let d = second.settled("hubspot", 1, WAIT).await;
+    assert_eq!(d[0].state, DeliveryState::Delivered, "{d:?}");
+    let companies = fake.companies();
+    assert_eq!(companies.len(), 1, "{companies:?}");
+    assert_eq!(companies[0].get("leadrelay_company_key"), Some("acme.io"));
+    let john = fake.contact_by_email("john@acme.io").unwrap();
+    assert_eq!(
+        fake.associated_ids("contacts", &john.id, "companies"),
+        vec![companies[0].id.clone()]
+    );
+    second.stop().await;
+}
+
+/// A portal without the unique company property still gets its companies
+/// (searched by domain, then created), as before.
+#[tokio::test]
+async fn without_the_company_key_property_companies_are_created_as_before() {
+    let mut config = HubSpotConfig::default();
+    config
+        .custom_properties
+        .retain(|p| p.name != "leadrelay_company_key");
+    let fake = FakeHubSpot::start(config).await.unwrap();
+    let app = start(&fake, "notes = false").await;
+    for (email, name) in [("a@acme.io", "Ann"), ("b@globex.io", "Bob")] {
+        app.post_json(
+            "/v1/forms/contact",
+            &full_lead(email, name, "Doe", "Some Co", ""),
+        )
+        .await;
+    }
+    let d = app.settled("hubspot", 2, WAIT).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+    assert_eq!(fake.companies().len(), 2);
+    app.stop().await;
+}

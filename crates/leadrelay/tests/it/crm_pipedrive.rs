@@ -395,3 +395,62 @@ async fn long_emails_are_matched_exactly_not_by_substring() {
     );
     app.stop().await;
 }
+
+/// A repeat lead whose person fields did not change writes nothing to the
+/// person (no PATCH); a changed field is written, alone. Covers a person
+/// found by search (compared with the search hit), a kept one with a phone
+/// (compared with the GET that phones need) and without (compared with what
+/// was written).
+#[tokio::test]
+async fn an_unchanged_person_is_not_patched_on_a_repeat_lead() {
+    let fake = FakePipedrive::start(roomy()).await.unwrap();
+    let existing = fake.seed_person("Old Timer", Some("old@acme.io"));
+    let app = start(&fake, "notes = false\ncompanies = false\nleads = false").await;
+    let patches = |fake: &FakePipedrive| {
+        fake.requests()
+            .entries()
+            .into_iter()
+            .filter(|r| r.method == "PATCH" && r.path.starts_with("/api/v2/persons/"))
+            .count()
+    };
+    let mut sent = 0;
+    let mut post = |body: serde_json::Value| {
+        sent += 1;
+        let app = &app;
+        let n = sent;
+        async move {
+            app.post_json("/v1/forms/contact", &body).await;
+            app.settled("pipedrive", n, WAIT).await
+        }
+    };
+    // Found by search, same name: nothing to write.
+    let mut old = json!({"email": "old@acme.io", "first_name": "Old", "last_name": "Timer", "consent": "yes"});
+    post(old.clone()).await;
+    assert_eq!(patches(&fake), 0);
+    // A new person, then the same lead twice more (with a phone).
+    for _ in 0..3 {
+        post(full_lead("jane@acme.io", "Jane", "Doe", "Acme", "")).await;
+    }
+    // Without a phone, kept id, same name.
+    for _ in 0..2 {
+        post(old.clone()).await;
+    }
+    assert_eq!(patches(&fake), 0, "{:?}", fake.requests().entries());
+    // A change is written, once.
+    old["first_name"] = json!("Older");
+    post(old.clone()).await;
+    post(old).await;
+    assert_eq!(patches(&fake), 1);
+    let p = fake
+        .persons()
+        .into_iter()
+        .find(|p| p.id == existing)
+        .unwrap();
+    assert_eq!(p.name, "Older Timer");
+    let d = app.deliveries("pipedrive").await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+    app.stop().await;
+}

@@ -529,3 +529,145 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_leads_through_5xx_s
     assert_eq!(emails.len(), 200);
     app.stop().await;
 }
+
+/// The standard Lead duplicate rule also matches Contacts, fuzzily (name +
+/// company). Lead mode: a lead whose email is already a Contact's gets its
+/// tasks on that Contact (no Lead, no PATCH of a Contact id as a Lead); a
+/// lead that only shares a name and company with a Contact is another
+/// person: never linked to that Contact, saved through the rule's alert.
+#[tokio::test]
+async fn a_duplicate_rule_match_on_a_contact_is_honoured_by_entity_type_and_email() {
+    let fake = FakeSalesforce::start(SalesforceConfig::default())
+        .await
+        .unwrap();
+    let account = fake.seed("Account", json!({"Name": "Acme"}));
+    let same = fake.seed(
+        "Contact",
+        json!({"FirstName": "Jane", "LastName": "Doe", "Email": "jane@acme.io", "AccountId": account}),
+    );
+    let globex = fake.seed("Account", json!({"Name": "Globex"}));
+    let namesake = fake.seed(
+        "Contact",
+        json!({"FirstName": "John", "LastName": "Smith", "Email": "john@globex.io", "AccountId": globex}),
+    );
+    let app = start(&fake, "").await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("jane@acme.io", "Jane", "Doe", "Acme", "Call me back."),
+    )
+    .await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead(
+            "john.smith@gmail.com",
+            "John",
+            "Smith",
+            "Globex",
+            "Pricing?",
+        ),
+    )
+    .await;
+    let d = app.settled("salesforce", 2, WAIT).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+
+    let leads = fake.leads();
+    assert_eq!(leads.len(), 1, "only the namesake became a Lead: {leads:?}");
+    let john = &leads[0];
+    assert_eq!(john.text("Email"), Some("john.smith@gmail.com"));
+    let tasks = fake.tasks();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let on = |who: &str| {
+        tasks
+            .iter()
+            .find(|t| t.text("WhoId") == Some(who))
+            .unwrap_or_else(|| panic!("a task on {who}: {tasks:?}"))
+    };
+    assert_eq!(on(&same).text("Description"), Some("Call me back."));
+    assert_eq!(on(&john.id).text("Description"), Some("Pricing?"));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.text("WhoId") != Some(namesake.as_str()))
+    );
+    assert!(
+        !fake
+            .requests()
+            .entries()
+            .iter()
+            .any(|r| r.path.contains(&format!("/sobjects/Lead/{}", &same[..15]))),
+        "never a Contact id as a Lead"
+    );
+
+    // The next event about Jane goes straight to her Contact.
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("jane@acme.io", "Jane", "Doe", "Acme", "Second message."),
+    )
+    .await;
+    app.settled("salesforce", 3, WAIT).await;
+    assert_eq!(fake.leads().len(), 1);
+    let tasks = fake.tasks();
+    assert_eq!(
+        tasks
+            .iter()
+            .filter(|t| t.text("WhoId") == Some(same.as_str()))
+            .count(),
+        2
+    );
+    app.stop().await;
+}
+
+/// A duplicate rule that blocks, matching someone with another email: the
+/// delivery dead-letters naming the rule and the matched record, and the
+/// attempt shows the failed subrequest's 400, not the composite's 200.
+#[tokio::test]
+async fn a_blocking_duplicate_rule_on_another_person_dead_letters_naming_the_match() {
+    let fake = FakeSalesforce::start(SalesforceConfig {
+        duplicate_rules_block: true,
+        ..SalesforceConfig::default()
+    })
+    .await
+    .unwrap();
+    let globex = fake.seed("Account", json!({"Name": "Globex"}));
+    let namesake = fake.seed(
+        "Contact",
+        json!({"FirstName": "John", "LastName": "Smith", "Email": "john@globex.io", "AccountId": globex}),
+    );
+    let app = start(&fake, "").await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead(
+            "john.smith@gmail.com",
+            "John",
+            "Smith",
+            "Globex",
+            "Pricing?",
+        ),
+    )
+    .await;
+    let d = app.settled("salesforce", 1, WAIT).await;
+    assert_eq!(d[0].state, DeliveryState::Dead, "{d:?}");
+    let reason = d[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("Standard_Lead_Duplicate_Rule")
+            && reason.contains(&format!("Contact {namesake}"))
+            && reason.contains("Standard_Contact_Match_Rule_v1_1"),
+        "{reason}"
+    );
+    let attempts = app.store.attempts(d[0].id).await.unwrap();
+    let last = attempts.last().unwrap();
+    assert_eq!(last.status, Some(400), "{last:?}");
+    assert!(
+        last.url
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("/composite"),
+        "{last:?}"
+    );
+    assert!(fake.leads().is_empty());
+    assert!(fake.tasks().is_empty());
+    app.stop().await;
+}

@@ -200,9 +200,12 @@ impl Api {
                     "SECONDLY" => Duration::from_secs(1),
                     _ => shared::parse_retry_after(&resp.headers).unwrap_or(Duration::from_secs(1)),
                 };
+                let text = format!("HubSpot rate limit {policy}: {message}");
+                // Every other request of the destination waits too.
+                crate::connectors::pace::hold(retry_after, &text);
                 Failure::new(
                     Outcome::Throttled {
-                        message: format!("HubSpot rate limit {policy}: {message}"),
+                        message: text,
                         retry_after: Some(retry_after),
                     },
                     Some(status),

@@ -82,6 +82,9 @@ fn default_lead_status() -> String {
 fn yes() -> bool {
     true
 }
+fn default_company_key_property() -> String {
+    "leadrelay_company_key".into()
+}
 fn new_lead_events() -> Vec<String> {
     vec!["lead.created".into(), "form.submitted".into()]
 }
@@ -114,6 +117,12 @@ struct Settings {
     /// Custom object records written per event.
     #[serde(default)]
     custom_objects: Vec<CustomObjectSettings>,
+    /// A unique-value company property (`hasUniqueValue`) holding the
+    /// company's domain: new companies are upserted by it, so a company
+    /// created just before a crash is found again at once (HubSpot's search
+    /// index lags by seconds). `""`: search by domain, then create.
+    #[serde(default = "default_company_key_property")]
+    company_key_property: String,
 }
 
 /// `[[destinations.NAME.custom_objects]]`
@@ -161,6 +170,9 @@ struct HubSpot {
     learned: Learned,
     companies: IdCache,
     company_lock: tokio::sync::Mutex<()>,
+    /// The portal lacks `company_key_property` (learned from a refused
+    /// upsert): companies are created without it, as before.
+    company_key_missing: std::sync::atomic::AtomicBool,
     details_fetched: AtomicBool,
 }
 
@@ -233,6 +245,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         learned: Learned::default(),
         companies: IdCache::default(),
         company_lock: tokio::sync::Mutex::new(()),
+        company_key_missing: std::sync::atomic::AtomicBool::new(false),
         details_fetched: AtomicBool::new(false),
     }))
 }
@@ -240,6 +253,18 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
 /// The name a custom object's mapping is kept under.
 fn custom_name(object: &str) -> String {
     format!("custom:{object}")
+}
+
+/// Whether a refused company upsert says the portal has no unique
+/// property `p` (missing, or not `hasUniqueValue`).
+fn names_missing_key(o: &Outcome, p: &str) -> bool {
+    let Outcome::Permanent { message, .. } = o else {
+        return false;
+    };
+    message.contains(p)
+        && (message.contains("PROPERTY_DOESNT_EXIST")
+            || message.contains("does not exist")
+            || message.contains("not a unique identifier property"))
 }
 
 fn domain_key(domain: &str) -> String {
@@ -294,6 +319,7 @@ impl Item<'_> {
 
 /// One input of a batch request: the item, the input, and its properties
 /// (to tell which inputs a property error is about).
+#[derive(Clone)]
 struct Input {
     item: usize,
     body: Value,
@@ -661,6 +687,9 @@ impl HubSpot {
                 }
             }
         }
+        let key_property = Some(self.s.company_key_property.trim())
+            .filter(|p| !p.is_empty())
+            .filter(|_| !self.company_key_missing.load(Ordering::Relaxed));
         let mut inputs = Vec::new();
         for (d, members) in &wanted {
             if found.contains_key(d) {
@@ -669,15 +698,53 @@ impl HubSpot {
             let Some(&first) = members.iter().find(|&&i| items[i].ok()) else {
                 continue;
             };
+            let props = &items[first].company_props;
             inputs.push(Input {
                 item: first,
-                body: json!({"properties": items[first].company_props, "objectWriteTraceId": d}),
+                body: match key_property {
+                    // Upserted by the key: a company this destination
+                    // created before (not yet searchable) is found, not
+                    // created again.
+                    Some(p) => json!({"idProperty": p, "id": d, "properties": props}),
+                    None => json!({"properties": props, "objectWriteTraceId": d}),
+                },
             });
         }
         if !inputs.is_empty() {
-            let out = self
-                .batch("/crm/v3/objects/companies/batch/create", inputs)
-                .await;
+            let mut out = match key_property {
+                Some(_) => {
+                    self.batch("/crm/v3/objects/companies/batch/upsert", inputs.clone())
+                        .await
+                }
+                None => BatchOutcome::default(),
+            };
+            if let Some(p) = key_property
+                && out.failed.iter().any(|(_, o)| names_missing_key(o, p))
+            {
+                tracing::warn!(
+                    property = p,
+                    "HubSpot has no unique company property {p}; creating companies without it (a crash can then duplicate one); create it, see `leadrelay check`"
+                );
+                self.company_key_missing.store(true, Ordering::Relaxed);
+            }
+            if key_property.is_none() || self.company_key_missing.load(Ordering::Relaxed) {
+                let inputs = inputs
+                    .into_iter()
+                    .map(|mut i| {
+                        let d = i.body["id"].clone();
+                        if let Some(o) = i.body.as_object_mut()
+                            && o.remove("idProperty").is_some()
+                        {
+                            o.remove("id");
+                            o.insert("objectWriteTraceId".into(), d);
+                        }
+                        i
+                    })
+                    .collect();
+                out = self
+                    .batch("/crm/v3/objects/companies/batch/create", inputs)
+                    .await;
+            }
             for (i, r) in &out.reports {
                 let d = items[*i].domain.clone().unwrap_or_default();
                 for &m in wanted.get(&d).into_iter().flatten() {
@@ -692,10 +759,11 @@ impl HubSpot {
             }
             for (_, body) in &out.ok {
                 for r in body["results"].as_array().into_iter().flatten() {
-                    if let (Some(d), Some(id)) =
-                        (r["objectWriteTraceId"].as_str(), mapping::as_text(&r["id"]))
-                    {
-                        found.insert(d.to_string(), id);
+                    let d = r["objectWriteTraceId"]
+                        .as_str()
+                        .or_else(|| key_property.and_then(|p| r["properties"][p].as_str()));
+                    if let (Some(d), Some(id)) = (d, mapping::as_text(&r["id"])) {
+                        found.insert(d.trim().to_lowercase(), id);
                     }
                 }
             }
@@ -1287,6 +1355,7 @@ impl HubSpot {
         }
         let mut unknown = Vec::new();
         let mut checked = 0;
+        let mut key_warning = None;
         for (object_type, name) in &objects {
             let Some(m) = self.mapping.object(name) else {
                 continue;
@@ -1307,6 +1376,19 @@ impl HubSpot {
                 .flatten()
                 .filter_map(|p| p["name"].as_str())
                 .collect();
+            let key = self.s.company_key_property.trim();
+            if *object_type == "companies" && !key.is_empty() {
+                let unique = props["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"].as_str() == Some(key) && p["hasUniqueValue"] == true);
+                if !unique {
+                    key_warning = Some(format!(
+                        "WARNING: companies have no unique-value property {key:?}, so a crash between creating a company and keeping its id can create it twice; create it (single-line text, \"Require unique values\") or set company_key_property = \"\""
+                    ));
+                }
+            }
             for field in m.field_names() {
                 let top = field.split('.').next().unwrap_or(field);
                 checked += 1;
@@ -1366,7 +1448,7 @@ impl HubSpot {
             "portal {portal} ({tz}) at {}: token accepted; {checked} mapped properties checked",
             self.api.base()
         );
-        for n in notes {
+        for n in notes.into_iter().chain(key_warning) {
             message.push_str("; ");
             message.push_str(&n);
         }

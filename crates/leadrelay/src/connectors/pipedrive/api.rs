@@ -5,9 +5,11 @@
 //! Pipedrive limits each token in rolling 2-second windows (and by a daily
 //! token budget). Every answer says how many requests are left in the
 //! window (`x-ratelimit-remaining`) and when it resets
-//! (`x-ratelimit-reset`, seconds). When the remainder falls to a tenth of
-//! the limit, the next request waits for the reset (at most a few seconds);
-//! a 429 still arriving pauses the destination for its `Retry-After`.
+//! (`x-ratelimit-reset`, seconds). Each request sent takes one from that
+//! remainder before its answer comes back, so concurrent requests are
+//! counted too; when it falls to a tenth of the limit, every request waits
+//! for the reset (at most a few seconds). A 429 still arriving holds every
+//! request of the destination and pauses it for its `Retry-After`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ use crate::redact::redact_text;
 
 /// Longest wait for a window to reset before a request.
 const MAX_SLOWDOWN: Duration = Duration::from_secs(3);
+/// Pipedrive's rolling window, assumed when an answer did not say when it resets.
+const WINDOW: Duration = Duration::from_secs(2);
 
 /// What the last answers said about one rate-limit window.
 #[derive(Debug, Default, Clone, Copy)]
@@ -50,17 +54,23 @@ impl Window {
         }
     }
 
-    /// How long to wait before the next request, if the window is nearly spent.
+    /// Takes one request from the window's remainder (`None`: send now),
+    /// or says how long to wait when it is nearly spent. Every request
+    /// about to be sent takes one, so requests in flight together cannot
+    /// overrun the window before their answers update it.
     fn wait(&mut self, now: Instant) -> Option<Duration> {
-        let (Some(remaining), Some(reset_at)) = (self.remaining, self.reset_at) else {
-            return None;
-        };
+        if self.reset_at.is_some_and(|r| r <= now) {
+            // A fresh window; the next answer corrects the guess.
+            self.remaining = self.limit;
+            self.reset_at = None;
+        }
+        let remaining = self.remaining?;
         let low = self.limit.map(|l| (l / 10).max(1)).unwrap_or(1);
-        if remaining > low || reset_at <= now {
+        if remaining > low {
+            self.remaining = Some(remaining - 1);
             return None;
         }
-        // Assume a fresh window after the wait; the next answer corrects it.
-        self.remaining = None;
+        let reset_at = *self.reset_at.get_or_insert(now + WINDOW);
         Some((reset_at - now).min(MAX_SLOWDOWN))
     }
 }
@@ -137,8 +147,13 @@ impl Api {
         body: Option<&Value>,
     ) -> CallResult {
         let search = is_search(path);
-        if let Some(wait) = self.slowdown(search) {
-            tokio::time::sleep(wait).await;
+        // Wait while the window is spent (bounded: an answer that never
+        // resets it does not stall a request for ever).
+        for _ in 0..4 {
+            match self.slowdown(search) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => break,
+            }
         }
         let url = format!("{}{path}", self.base);
         let mut token = match reqwest::header::HeaderValue::from_str(&self.token) {
@@ -231,9 +246,13 @@ fn classify(resp: &HttpResponse) -> Result<Value, Failure> {
                     .and_then(|v| v.trim().parse::<f64>().ok())
                     .map(|s| Duration::from_secs_f64(s.clamp(0.0, 86_400.0)))
             });
+            let retry_after = retry_after.unwrap_or(Duration::from_secs(2));
+            // Every other request of the destination waits too.
+            let text = format!("Pipedrive HTTP 429: {error}");
+            crate::connectors::pace::hold(retry_after, &text);
             fail(Outcome::Throttled {
-                message: format!("Pipedrive HTTP 429: {error}"),
-                retry_after: Some(retry_after.unwrap_or(Duration::from_secs(2))),
+                message: text,
+                retry_after: Some(retry_after),
             })
         }
         401 => fail(Outcome::CredentialsRejected {
@@ -284,9 +303,27 @@ mod tests {
         w.observe(&headers("40", "3", "2"));
         let wait = w.wait(Instant::now()).expect("waits for the reset");
         assert!(wait <= MAX_SLOWDOWN);
-        assert_eq!(w.wait(Instant::now()), None, "only once per observation");
+        assert!(
+            w.wait(Instant::now()).is_some(),
+            "every request waits, not only the next one"
+        );
         w.observe(&headers("40", "0", "600"));
         assert_eq!(w.wait(Instant::now()), Some(MAX_SLOWDOWN), "bounded");
+    }
+
+    #[test]
+    fn requests_in_flight_count_against_the_window() {
+        let mut w = Window::default();
+        let now = Instant::now();
+        w.observe(&headers("40", "7", "2"));
+        // Seven left, four kept in reserve: three go, the rest wait.
+        let sent = (0..10).take_while(|_| w.wait(now).is_none()).count();
+        assert_eq!(sent, 3);
+        assert!(w.wait(now).is_some());
+        // After the reset a fresh window is assumed.
+        let later = now + Duration::from_secs(3);
+        assert_eq!(w.wait(later), None);
+        assert_eq!(w.remaining, Some(39));
     }
 
     #[test]

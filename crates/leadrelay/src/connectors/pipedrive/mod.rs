@@ -118,6 +118,7 @@ struct Pipedrive {
     learned: Learned,
     cache: IdCache,
     org_locks: KeyedLocks,
+    written: Written,
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
@@ -178,7 +179,72 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         learned: Learned::default(),
         cache: IdCache::default(),
         org_locks: KeyedLocks::default(),
+        written: Written::default(),
     }))
+}
+
+/// The person fields leadrelay last wrote or read, per person id, within
+/// the process: a repeat lead whose fields did not change writes nothing.
+#[derive(Debug, Default)]
+struct Written(std::sync::Mutex<std::collections::HashMap<String, Map<String, Value>>>);
+
+impl Written {
+    fn get(&self, id: &str) -> Option<Map<String, Value>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn merge(&self, id: &str, fields: &Map<String, Value>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 50_000 {
+            m.clear();
+        }
+        m.entry(id.to_string())
+            .or_default()
+            .extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
+/// A field's current value in a person as Pipedrive shows it (GET answer,
+/// search hit, or what leadrelay wrote): top level, a related object's id
+/// (`org_id` ← `organization.id`, `owner_id` ← `owner.id`), or a custom field.
+fn current_value<'a>(current: &'a Value, field: &str) -> Option<&'a Value> {
+    let related = match field {
+        "org_id" => Some("organization"),
+        "owner_id" => Some("owner"),
+        _ => None,
+    };
+    current
+        .get(field)
+        .filter(|v| !v.is_null())
+        .or_else(|| related.and_then(|r| current.get(r)).map(|o| &o["id"]))
+        .or_else(|| current.get("custom_fields").and_then(|c| c.get(field)))
+        .filter(|v| !v.is_null())
+}
+
+/// Whether `have` (as Pipedrive shows it) already is `want`.
+fn same_value(have: &Value, want: &Value) -> bool {
+    if have == want {
+        return true;
+    }
+    // `{"value": 5, "name": …}` (v1 related objects) or `{"id": 5}`.
+    if let Some(inner) = have.get("value").or_else(|| have.get("id"))
+        && same_value(inner, want)
+    {
+        return true;
+    }
+    matches!((mapping::as_text(have), mapping::as_text(want)), (Some(a), Some(b)) if a.trim() == b.trim())
+}
+
+/// The fields of `body` that `current` does not already hold.
+fn changed_fields(current: &Value, body: &Map<String, Value>) -> Map<String, Value> {
+    body.iter()
+        .filter(|(k, v)| !current_value(current, k).is_some_and(|have| same_value(have, v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// One step's failure, with the report of the request that failed.
@@ -465,7 +531,7 @@ impl Pipedrive {
             .or_else(|| crm::vendor_ref(run.job, "pipedrive", "person").map(str::to_string));
         if let Some(id) = existing.clone() {
             match self
-                .update_person(run, &id, &update, phone.as_deref())
+                .update_person(run, &id, &update, phone.as_deref(), None)
                 .await
             {
                 Ok(()) => {}
@@ -512,7 +578,15 @@ impl Pipedrive {
             });
             match hit {
                 Some(id) => {
-                    self.update_person(run, &id, &update, phone.as_deref())
+                    let seen = found
+                        .get("items")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i.get("item").unwrap_or(i))
+                        .find(|i| i.get("id").and_then(mapping::as_text).as_deref() == Some(&id))
+                        .cloned();
+                    self.update_person(run, &id, &update, phone.as_deref(), seen)
                         .await
                         .map_err(|(f, r)| Self::fail(f, r))?;
                     existing = Some(id);
@@ -539,12 +613,16 @@ impl Pipedrive {
                         .await
                         .map_err(|(f, r)| Self::fail(f, r))?;
                     run.person_created = true;
-                    existing = Some(id_of(&created).ok_or_else(|| {
+                    let id = id_of(&created).ok_or_else(|| {
                         Stop::from(Outcome::retry(
                             ErrorClass::Vendor,
                             "Pipedrive returned no person id",
                         ))
-                    })?);
+                    })?;
+                    if let Value::Object(c) = &created {
+                        self.written.merge(&id, c);
+                    }
+                    existing = Some(id);
                 }
             }
         }
@@ -557,19 +635,30 @@ impl Pipedrive {
         Ok(())
     }
 
-    /// PATCHes a person. Pipedrive replaces whole `phones` lists, so a new
-    /// phone is added to the person's current ones rather than replacing them.
+    /// PATCHes the fields of a person that change: compared with the
+    /// person as last read (`seen`: the search hit; the GET a new phone
+    /// needs) or written, so a repeat lead with nothing new writes nothing.
+    /// Pipedrive replaces whole `phones` lists, so a new phone is added to
+    /// the person's current ones rather than replacing them.
     async fn update_person(
         &self,
         run: &mut Run<'_>,
         id: &str,
         body: &Map<String, Value>,
         phone: Option<&str>,
+        seen: Option<Value>,
     ) -> Result<(), (Failure, AttemptReport)> {
         let path = format!("/api/v2/persons/{id}");
         let mut body = body.clone();
+        if let Some(Value::Object(s)) = &seen {
+            self.written.merge(id, s);
+        }
+        let mut current = Value::Object(self.written.get(id).unwrap_or_default());
         if let Some(p) = phone {
-            let current = self.call(run, Method::GET, &path, &[], None).await?;
+            current = self.call(run, Method::GET, &path, &[], None).await?;
+            if let Value::Object(c) = &current {
+                self.written.merge(id, c);
+            }
             let mut phones: Vec<Value> = current["phones"].as_array().cloned().unwrap_or_default();
             let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
             let have = phones
@@ -581,12 +670,24 @@ impl Pipedrive {
                 body.insert("phones".into(), Value::Array(phones));
             }
         }
+        let body = changed_fields(&current, &body);
         if body.is_empty() {
             return Ok(());
         }
-        self.call(run, Method::PATCH, &path, &[], Some(&Value::Object(body)))
-            .await
-            .map(|_| ())
+        let updated = self
+            .call(
+                run,
+                Method::PATCH,
+                &path,
+                &[],
+                Some(&Value::Object(body.clone())),
+            )
+            .await?;
+        match updated {
+            Value::Object(u) => self.written.merge(id, &u),
+            _ => self.written.merge(id, &body),
+        }
+        Ok(())
     }
 
     async fn deal(&self, run: &mut Run<'_>, plan: &Plan) -> Result<(), Stop> {

@@ -4,8 +4,9 @@
 //!
 //! - `REQUEST_LIMIT_EXCEEDED` (403) throttles: the destination pauses;
 //! - `UNABLE_TO_LOCK_ROW`, 5xx and `SERVER_UNAVAILABLE` are retried;
-//! - `DUPLICATES_DETECTED` carries the existing record's id (the caller
-//!   links to it instead of failing);
+//! - `DUPLICATES_DETECTED` carries the duplicate rule and every record its
+//!   matching rules found, each with its `entityType` (a Lead can match a
+//!   Contact); the caller decides whether to link to one;
 //! - everything else — `FIELD_CUSTOM_VALIDATION_EXCEPTION`,
 //!   `REQUIRED_FIELD_MISSING`, `INVALID_FIELD` … — is permanent, with
 //!   Salesforce's message and the fields it names.
@@ -29,8 +30,24 @@ pub struct SfError {
     pub code: String,
     pub message: String,
     pub fields: Vec<String>,
-    /// `DUPLICATES_DETECTED`: the first matching record.
-    pub duplicate_id: Option<String>,
+    /// `DUPLICATES_DETECTED`: the duplicate rule that fired.
+    pub duplicate_rule: Option<String>,
+    /// `DUPLICATES_DETECTED`: every record its matching rules found.
+    pub duplicates: Vec<DuplicateMatch>,
+    /// `DUPLICATES_DETECTED`: the rule alerts (a save with the Duplicate
+    /// Rule header goes through) rather than blocks.
+    pub allow_save: bool,
+}
+
+/// One record a duplicate rule matched
+/// (`duplicateResult.matchResults[].matchRecords[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateMatch {
+    /// The matched record's object (`matchResults[].entityType`: `Lead`, `Contact` …).
+    pub entity_type: String,
+    pub id: String,
+    /// The matching rule that found it (`matchResults[].rule`).
+    pub rule: String,
 }
 
 /// A call (or a composite subrequest) that did not succeed.
@@ -53,9 +70,19 @@ impl Failure {
         }
     }
 
-    /// The existing record a duplicate rule matched.
-    pub fn duplicate(&self) -> Option<&str> {
-        self.errors.iter().find_map(|e| e.duplicate_id.as_deref())
+    /// A duplicate rule's answer: the rule, whether it lets a save through
+    /// its alert, and the records it matched.
+    pub fn duplicates(&self) -> Option<(&str, bool, &[DuplicateMatch])> {
+        self.errors
+            .iter()
+            .find(|e| e.code == "DUPLICATES_DETECTED" && !e.duplicates.is_empty())
+            .map(|e| {
+                (
+                    e.duplicate_rule.as_deref().unwrap_or("a duplicate rule"),
+                    e.allow_save,
+                    e.duplicates.as_slice(),
+                )
+            })
     }
 }
 
@@ -75,12 +102,33 @@ pub fn parse_errors(body: &Value) -> Vec<SfError> {
                 .or_else(|| e.get("statusCode"))
                 .and_then(Value::as_str)?
                 .to_string();
-            let duplicate_id = e["duplicateResult"]["matchResults"]
+            let result = &e["duplicateResult"];
+            let duplicates = result["matchResults"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .flat_map(|m| m["matchRecords"].as_array().cloned().unwrap_or_default())
-                .find_map(|r| r["record"]["Id"].as_str().map(str::to_string));
+                .flat_map(|m| {
+                    let rule = m["rule"].as_str().unwrap_or_default().to_string();
+                    let entity = m["entityType"].as_str().map(str::to_string);
+                    m["matchRecords"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(move |r| {
+                            let record = &r["record"];
+                            // The entity type, else the record's own `attributes.type`.
+                            let entity_type = entity.clone().or_else(|| {
+                                record["attributes"]["type"].as_str().map(str::to_string)
+                            })?;
+                            Some(DuplicateMatch {
+                                entity_type,
+                                id: record["Id"].as_str()?.to_string(),
+                                rule: rule.clone(),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
             Some(SfError {
                 code,
                 message: e["message"].as_str().unwrap_or_default().to_string(),
@@ -90,7 +138,9 @@ pub fn parse_errors(body: &Value) -> Vec<SfError> {
                     .flatten()
                     .filter_map(|f| f.as_str().map(str::to_string))
                     .collect(),
-                duplicate_id,
+                duplicate_rule: result["duplicateRule"].as_str().map(str::to_string),
+                allow_save: result["allowSave"].as_bool() == Some(true),
+                duplicates,
             })
         })
         .collect()
@@ -121,9 +171,12 @@ pub fn error_outcome(status: u16, errors: &[SfError], retry_after: Option<Durati
     };
     let has = |code: &str| errors.iter().any(|e| e.code == code);
     if has("REQUEST_LIMIT_EXCEEDED") {
+        let wait = retry_after.unwrap_or(REQUEST_LIMIT_PAUSE);
+        // Every other request of the destination waits too.
+        crate::connectors::pace::hold(wait, &text);
         return Outcome::Throttled {
             message: text,
-            retry_after: Some(retry_after.unwrap_or(REQUEST_LIMIT_PAUSE)),
+            retry_after: Some(wait),
         };
     }
     if has("INVALID_SESSION_ID") || status == 401 {
@@ -175,7 +228,13 @@ pub struct Sub {
     pub path: String,
     pub reference_id: String,
     pub body: Option<Value>,
+    /// Save even if a duplicate rule (with its Alert action) matches.
+    pub allow_save: bool,
 }
+
+/// The Duplicate Rule header that saves through a rule's alert (a rule
+/// whose action is Block still refuses).
+pub const ALLOW_SAVE_HEADER: (&str, &str) = ("Sforce-Duplicate-Rule-Header", "allowSave=true");
 
 /// The REST API on the session's instance.
 pub struct Rest {
@@ -214,6 +273,18 @@ impl Rest {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> CallResult {
+        self.call_with(method, path, query, body, false).await
+    }
+
+    /// [`Rest::call`], saving through a duplicate rule's alert when `allow_save`.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        allow_save: bool,
+    ) -> CallResult {
         let mut session = match self.auth.session().await {
             Ok(s) => s,
             Err(o) => return (Err(Failure::plain(o)), AttemptReport::default()),
@@ -241,6 +312,9 @@ impl Rest {
                 .header(reqwest::header::ACCEPT, "application/json");
             if !query.is_empty() {
                 req = req.query(query);
+            }
+            if allow_save {
+                req = req.header(ALLOW_SAVE_HEADER.0, ALLOW_SAVE_HEADER.1);
             }
             if let Some(b) = body {
                 req = req.json(b);
@@ -337,6 +411,9 @@ impl Rest {
                 if let Some(b) = &s.body {
                     r["body"] = b.clone();
                 }
+                if s.allow_save {
+                    r["httpHeaders"] = json!({ALLOW_SAVE_HEADER.0: ALLOW_SAVE_HEADER.1});
+                }
                 r
             })
             .collect();
@@ -378,7 +455,15 @@ impl Rest {
             None => failures.into_iter().next().map(|(_, f)| f),
         };
         match failure {
-            Some(f) => (Err(f), report),
+            // The attempt shows the failed subrequest's status, not the
+            // envelope's 200.
+            Some(f) => (
+                Err(f.clone()),
+                AttemptReport {
+                    status: f.status.or(report.status),
+                    ..report
+                },
+            ),
             None if out.len() == subs.len() => (Ok(out), report),
             None => (
                 Err(Failure::plain(Outcome::retry(
@@ -433,11 +518,31 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_duplicate_record_id() {
+    fn reads_the_duplicate_records_with_their_entity_type() {
         let body = json!([{"message": "Use one of these records?", "errorCode": "DUPLICATES_DETECTED",
-            "duplicateResult": {"matchResults": [{"matchRecords": [{"record": {"Id": "00Q000000000001AAA"}}]}]}}]);
+            "duplicateResult": {"duplicateRule": "Standard_Lead_Duplicate_Rule", "matchResults": [
+                {"entityType": "Lead", "rule": "Standard_Lead_Match_Rule_v1_0",
+                 "matchRecords": [{"record": {"Id": "00Q000000000001AAA"}}]},
+                {"entityType": "Contact", "rule": "Standard_Contact_Match_Rule_v1_1",
+                 "matchRecords": [{"record": {"attributes": {"type": "Contact"}, "Id": "003000000000001AAA"}}]}]}}]);
         let errs = parse_errors(&body);
-        assert_eq!(errs[0].duplicate_id.as_deref(), Some("00Q000000000001AAA"));
+        let f = Failure {
+            errors: errs,
+            ..Failure::plain(Outcome::permanent(ErrorClass::Http4xx, "dup"))
+        };
+        let (rule, _, found) = f.duplicates().expect("a duplicate answer");
+        assert_eq!(rule, "Standard_Lead_Duplicate_Rule");
+        let found: Vec<(&str, &str)> = found
+            .iter()
+            .map(|m| (m.entity_type.as_str(), m.id.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("Lead", "00Q000000000001AAA"),
+                ("Contact", "003000000000001AAA")
+            ]
+        );
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //!    SOQL lookup by name, else created — under a per-name lock;
 //! 2. person: the kept id; else, with `external_id_field`, an upsert by it;
 //!    else a SOQL lookup by email (duplicate-safe find-or-create). A create
-//!    that trips a duplicate rule (`DUPLICATES_DETECTED`) is linked to the
-//!    record the rule found instead;
+//!    that trips a duplicate rule (`DUPLICATES_DETECTED`) is linked to a
+//!    record the rule matched only when that record has the same email
+//!    (matching rules are fuzzy: name + company): the same object is updated;
+//!    in Lead mode a matching Contact gets the tasks (`WhoId`) and no Lead is
+//!    written. Any other match dead-letters, naming the rule and the records;
 //! 3. the person write, the opportunity, tasks (the message, a follow-up, a
 //!    reply, a meeting) and custom objects go out as ONE composite request
 //!    (`allOrNone`), subrequests referring to each other with `@{ref.id}` —
@@ -32,7 +35,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use self::api::{Failure, Rest, Sub, soql_quote};
+use self::api::{DuplicateMatch, Failure, Rest, Sub, soql_quote};
 use self::auth::{Auth, Flow};
 use super::crm::{
     self, Activity, CommonSettings, DealStep, EventKind, IdCache, KeyedLocks, Learned, Plan,
@@ -421,6 +424,16 @@ fn mapping_stop(e: mapping::MappingError) -> Stop {
     Outcome::permanent(ErrorClass::Mapping, e.to_string()).into()
 }
 
+/// Whether `id` has a Salesforce record id's shape (15 or 18 alphanumerics).
+fn is_record_id(id: &str) -> bool {
+    matches!(id.len(), 15 | 18) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The same record: 15-character ids are the 18-character ones' prefix.
+fn ids_equal(a: &str, b: &str) -> bool {
+    a.len() >= 15 && b.len() >= 15 && a[..15] == b[..15]
+}
+
 /// Percent-encodes a path segment (external id values such as emails).
 fn segment(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -442,6 +455,10 @@ enum PersonWrite {
     Upsert(String, String),
     /// POST a new record.
     Create,
+    /// Lead mode, the person is already a Contact (a duplicate rule found
+    /// it by the same email): no Lead is written, the tasks go on the
+    /// Contact (`WhoId` takes Contact ids).
+    OnContact(String),
 }
 
 /// One delivery's progress.
@@ -451,6 +468,9 @@ struct Run<'a> {
     ctx: Value,
     report: AttemptReport,
     ids: Vec<RemoteId>,
+    /// Save the person through a duplicate rule's alert (the rule matched
+    /// other people only).
+    allow_save: bool,
 }
 
 impl Salesforce {
@@ -509,6 +529,7 @@ impl Salesforce {
             ctx: mapping::context(job),
             report: AttemptReport::default(),
             ids: Vec::new(),
+            allow_save: false,
         };
         match self.steps(&mut run).await {
             Ok(()) => JobResult {
@@ -566,7 +587,13 @@ impl Salesforce {
         if object == PersonObject::Contact && run.plan.company {
             self.account(run).await?;
         }
-        let mut write = self.person_write(run, person).await?;
+        let on_contact = (person.is_none() && object == PersonObject::Lead)
+            .then(|| self.known(job, &key, "contact"))
+            .flatten();
+        let mut write = match on_contact {
+            Some(id) => PersonWrite::OnContact(id),
+            None => self.person_write(run, person).await?,
+        };
         for attempt in 0..2 {
             let (f, report) = match self.write(run, &write).await {
                 Ok(()) => return Ok(()),
@@ -574,9 +601,12 @@ impl Salesforce {
             };
             let on_person = f.reference_id.as_deref().is_none_or(|r| r == "person");
             if attempt == 0 && on_person {
-                // A duplicate rule named an existing record: write that one instead.
-                if let Some(existing) = f.duplicate() {
-                    write = PersonWrite::Update(existing.to_string());
+                // A duplicate rule matched existing records: link to one
+                // only if it is the same person (see `resolve_duplicate`).
+                if let Some((rule, alert, found)) = f.duplicates() {
+                    write = self
+                        .resolve_duplicate(run, rule, alert, found, &report)
+                        .await?;
                     continue;
                 }
                 // The kept record was deleted (or merged) in Salesforce: look again.
@@ -589,6 +619,91 @@ impl Salesforce {
             return Err(stop(f, report));
         }
         Ok(())
+    }
+
+    /// A duplicate rule blocked the person's write and matched `found`:
+    /// the record to write instead, if one of them has the lead's email —
+    /// one of the person's own object (updated), else, in Lead mode, a
+    /// Contact (the tasks go on it). Standard matching rules are fuzzy (a
+    /// name and company can match someone else), so a match without the same
+    /// email is never linked: the delivery dead-letters naming the rule and
+    /// the records.
+    async fn resolve_duplicate(
+        &self,
+        run: &mut Run<'_>,
+        rule: &str,
+        alert: bool,
+        found: &[DuplicateMatch],
+        blocked: &AttemptReport,
+    ) -> Result<PersonWrite, Stop> {
+        let object = self.s.person_object;
+        let named: Vec<String> = found
+            .iter()
+            .take(5)
+            .map(|m| format!("{} {} (matching rule {})", m.entity_type, m.id, m.rule))
+            .collect();
+        // The dead letter shows the blocked write's request and status.
+        let refuse = |why: &str| Stop {
+            outcome: Outcome::permanent(
+                ErrorClass::Vendor,
+                format!(
+                    "Salesforce duplicate rule {rule} blocked the {} and matched {}; {why}, so leadrelay did not link it — merge or review the records in Salesforce, or let the rule allow saves, then replay",
+                    object.api_name(),
+                    named.join(", ")
+                ),
+            ),
+            report: Some(blocked.clone()),
+        };
+        let Some(email) = mapping::lookup(&run.ctx, "contact.email")
+            .and_then(mapping::as_text)
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+        else {
+            return Err(refuse("the lead has no email to confirm the match"));
+        };
+        // Only Leads and Contacts can be the person; confirm each by its Email.
+        let mut same: Vec<&DuplicateMatch> = Vec::new();
+        for entity in ["Lead", "Contact"] {
+            let ids: Vec<&DuplicateMatch> = found
+                .iter()
+                .filter(|m| m.entity_type == entity && is_record_id(&m.id))
+                .take(50)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let list: Vec<String> = ids.iter().map(|m| soql_quote(&m.id)).collect();
+            let soql = format!(
+                "SELECT Id, Email FROM {entity} WHERE Id IN ({})",
+                list.join(", ")
+            );
+            let (res, report) = self.rest.query(&soql).await;
+            run.report = report.clone();
+            let rows = res.map_err(|f| stop(f, report))?;
+            for row in rows {
+                let same_email = row["Email"]
+                    .as_str()
+                    .is_some_and(|e| e.trim().eq_ignore_ascii_case(&email));
+                let id = row["Id"].as_str().unwrap_or_default();
+                if same_email && let Some(m) = ids.iter().find(|m| ids_equal(&m.id, id)) {
+                    same.push(m);
+                }
+            }
+        }
+        if let Some(m) = same.iter().find(|m| m.entity_type == object.api_name()) {
+            return Ok(PersonWrite::Update(m.id.clone()));
+        }
+        if object == PersonObject::Lead
+            && let Some(m) = same.iter().find(|m| m.entity_type == "Contact")
+        {
+            return Ok(PersonWrite::OnContact(m.id.clone()));
+        }
+        if alert {
+            // A different person the rule only alerts about: save it anyway.
+            run.allow_save = true;
+            return self.person_write(run, None).await;
+        }
+        Err(refuse("none of them has the lead's email"))
     }
 
     /// How the person will be written: update a known record, upsert by the
@@ -722,32 +837,36 @@ impl Salesforce {
             )
         };
         let mut ctx = run.ctx.clone();
-        let mut fields = match person {
-            PersonWrite::Update(_) => self.mapping.apply_update(object.key(), &ctx),
-            _ => self.mapping.apply(object.key(), &ctx),
-        }
-        .map_err(mapping_fail)?;
         let person_ref = match person {
-            PersonWrite::Update(id) => id.clone(),
+            PersonWrite::Update(id) | PersonWrite::OnContact(id) => id.clone(),
             _ => "@{person.id}".to_string(),
         };
-        let (method, path) = match person {
-            PersonWrite::Update(id) => ("PATCH", format!("/sobjects/{api}/{id}")),
-            PersonWrite::Upsert(field, value) => {
-                fields.retain(|k, _| !k.eq_ignore_ascii_case(field));
-                (
-                    "PATCH",
-                    format!("/sobjects/{api}/{field}/{}", segment(value)),
-                )
+        let mut subs = Vec::new();
+        if !matches!(person, PersonWrite::OnContact(_)) {
+            let mut fields = match person {
+                PersonWrite::Update(_) => self.mapping.apply_update(object.key(), &ctx),
+                _ => self.mapping.apply(object.key(), &ctx),
             }
-            PersonWrite::Create => ("POST", format!("/sobjects/{api}")),
-        };
-        let mut subs = vec![Sub {
-            method,
-            path,
-            reference_id: "person".into(),
-            body: Some(Value::Object(fields)),
-        }];
+            .map_err(mapping_fail)?;
+            let (method, path) = match person {
+                PersonWrite::Update(id) => ("PATCH", format!("/sobjects/{api}/{id}")),
+                PersonWrite::Upsert(field, value) => {
+                    fields.retain(|k, _| !k.eq_ignore_ascii_case(field));
+                    (
+                        "PATCH",
+                        format!("/sobjects/{api}/{field}/{}", segment(value)),
+                    )
+                }
+                _ => ("POST", format!("/sobjects/{api}")),
+            };
+            subs.push(Sub {
+                method,
+                path,
+                reference_id: "person".into(),
+                body: Some(Value::Object(fields)),
+                allow_save: run.allow_save,
+            });
+        }
         mapping::set(&mut ctx, "ids", "person", person_ref.clone());
         let key = run.job.delivery.contact_key.clone();
         let event_key = crm::event_key(run.job);
@@ -779,6 +898,7 @@ impl Salesforce {
                     path: "/sobjects/Opportunity".into(),
                     reference_id: "opportunity".into(),
                     body: Some(Value::Object(opp)),
+                    allow_save: false,
                 });
                 opp_ref = Some("@{opportunity.id}".into());
             } else if let Some(id) = &opp_known {
@@ -789,6 +909,7 @@ impl Salesforce {
                     path: format!("/sobjects/Opportunity/{id}"),
                     reference_id: "opportunity".into(),
                     body: Some(Value::Object(moved)),
+                    allow_save: false,
                 });
             }
         }
@@ -857,6 +978,7 @@ impl Salesforce {
                 path: "/sobjects/Task".into(),
                 reference_id: (*name).into(),
                 body: Some(Value::Object(body)),
+                allow_save: false,
             });
         }
 
@@ -899,23 +1021,26 @@ impl Salesforce {
                 path,
                 reference_id: format!("custom{i}"),
                 body: Some(Value::Object(body)),
+                allow_save: false,
             });
         }
 
         // Send: directly when there is one write, else one composite.
-        let results: Vec<(String, Value)> = if subs.len() == 1 {
+        let results: Vec<(String, Value)> = if subs.is_empty() {
+            Vec::new()
+        } else if subs.len() == 1 {
             let sub = &subs[0];
             let method = sub.method.parse::<Method>().unwrap_or(Method::PATCH);
             let (res, report) = self
                 .rest
-                .call(method, &sub.path, &[], sub.body.as_ref())
+                .call_with(method, &sub.path, &[], sub.body.as_ref(), sub.allow_save)
                 .await;
             run.report = report.clone();
             let v = res.map_err(|mut f| {
-                f.reference_id = Some("person".into());
+                f.reference_id = Some(sub.reference_id.clone());
                 (f, report)
             })?;
-            vec![("person".into(), v)]
+            vec![(sub.reference_id.clone(), v)]
         } else {
             let (res, report) = self.rest.composite(&subs).await;
             run.report = report.clone();
@@ -929,14 +1054,15 @@ impl Salesforce {
                 .find(|(reference, _)| reference == r)
                 .and_then(|(_, b)| b["id"].as_str().map(str::to_string))
         };
-        let person_id = match person {
-            PersonWrite::Update(id) => Some(id.clone()),
-            _ => body_id("person"),
+        let (person_id, person_object) = match person {
+            PersonWrite::Update(id) => (Some(id.clone()), object.key()),
+            PersonWrite::OnContact(id) => (Some(id.clone()), PersonObject::Contact.key()),
+            _ => (body_id("person"), object.key()),
         };
         match person_id {
             Some(id) => {
-                if crm::stored(run.job, &key, object.key()) != Some(id.as_str()) {
-                    self.learn(run, object.key(), &key, &id);
+                if crm::stored(run.job, &key, person_object) != Some(id.as_str()) {
+                    self.learn(run, person_object, &key, &id);
                 }
                 mapping::set(&mut run.ctx, "ids", "person", id);
             }

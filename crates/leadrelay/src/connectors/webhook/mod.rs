@@ -460,6 +460,9 @@ impl Connector for WebhookConnector {
             Err(SendError::Timeout) => {
                 CheckReport::failed(format!("{} timed out", self.display_url))
             }
+            Err(SendError::Held(_)) => {
+                CheckReport::failed(format!("{}: paused after a 429", self.display_url))
+            }
             Err(SendError::Connect(m) | SendError::Blocked(m) | SendError::Other(m)) => {
                 CheckReport::failed(format!("{}: {m}", self.display_url))
             }
