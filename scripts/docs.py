@@ -239,7 +239,12 @@ def run_page(page, script, env, cwd, timeout):
     except ProcessLookupError:
         pass
     if failed:
-        return [f"{page}: its shell snippets failed (exit {proc.returncode}):\n{out[-4000:]}"]
+        # What the page's background servers said, for the diagnosis.
+        logs = "".join(
+            f"\n--- {log.name} (last lines):\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            for log in sorted(Path(cwd).glob("*.log"))
+        )
+        return [f"{page}: its shell snippets failed (exit {proc.returncode}):\n{out[-4000:]}{logs}"]
     return []
 
 

@@ -582,3 +582,22 @@ async fn purge_drops_old_finished_data_and_keeps_dead_letters() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].state, DeliveryState::Dead);
 }
+
+/// Nodes started at the same moment on a fresh database all come up: one
+/// migrates, the others wait for it (on PostgreSQL, two sessions creating
+/// the migrations table at once used to fail the loser with a catalog
+/// conflict, so the second node of a fresh cluster would not start).
+#[tokio::test]
+async fn stores_opened_at_once_on_a_fresh_database_all_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(dir.path()).await;
+    let opens = (0..6).map(|_| {
+        let url = db.url.clone();
+        tokio::spawn(async move { leadrelay::store::open(&url, &OpenOptions::default()).await })
+    });
+    for opened in futures::future::join_all(opens).await {
+        let store = opened.unwrap().unwrap_or_else(|e| panic!("a node failed to start: {e}"));
+        assert!(store.schema_version().await.unwrap() > 0);
+        store.close().await;
+    }
+}

@@ -352,10 +352,10 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
 
 async fn migrate(pool: &PgPool) -> StoreResult<()> {
     let conn = pool.get().await.map_err(pool_err)?;
-    conn.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .await
-        .map_err(map_err)?;
-    // Several nodes may start at once: one migrates, the others wait.
+    // Several nodes may start at once: one migrates, the others wait. The
+    // lock comes first: two sessions running CREATE TABLE IF NOT EXISTS on
+    // a fresh database at the same moment can both try to create it, and
+    // the loser fails on PostgreSQL's catalog (a unique violation).
     exec(
         &conn,
         "SELECT pg_advisory_lock($1)",
@@ -365,6 +365,9 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
     .map_err(map_err)?;
     let mut conn = conn;
     let result: StoreResult<()> = async {
+        conn.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await
+            .map_err(map_err)?;
         let applied: i32 =
             query_one(&conn, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await.map_err(map_err)?.get(0);
         let applied = applied.max(0) as u32;

@@ -326,33 +326,50 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
     .map_err(map_err)?;
-    let applied: u32 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(map_err)?;
-    if applied > schema::current_version() {
-        return Err(StoreError::Config(format!(
-            "the database schema (version {applied}) is newer than this leadrelay (version {}); upgrade leadrelay",
-            schema::current_version()
-        )));
-    }
-    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        let version = i as u32 + 1;
-        let batch = format!(
-            "BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_migrations (version, applied_at) VALUES ({version}, {});\nCOMMIT;",
-            Utc::now().timestamp_millis()
-        );
-        if let Err(e) = conn.execute_batch(&batch) {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(StoreError::Unavailable(format!(
-                "migration {version} failed: {e}"
-            )));
+    // Each step reads the applied version inside its own write lock (BEGIN
+    // IMMEDIATE), so processes opening a fresh file at the same moment (the
+    // server and a CLI command started beside it) apply each migration once:
+    // the others wait on the lock and then see it applied.
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+        let step = (|| {
+            let applied: u32 = conn
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            if applied > schema::current_version() {
+                return Err(StoreError::Config(format!(
+                    "the database schema (version {applied}) is newer than this leadrelay (version {}); upgrade leadrelay",
+                    schema::current_version()
+                )));
+            }
+            let Some(sql) = schema::MIGRATIONS.get(applied as usize) else {
+                return Ok(false);
+            };
+            let version = applied + 1;
+            conn.execute_batch(&format!(
+                "{sql}\nINSERT INTO schema_migrations (version, applied_at) VALUES ({version}, {});",
+                Utc::now().timestamp_millis()
+            ))
+            .map_err(|e| StoreError::Unavailable(format!("migration {version} failed: {e}")))?;
+            Ok(true)
+        })();
+        match step {
+            Ok(more) => {
+                conn.execute_batch("COMMIT").map_err(map_err)?;
+                if !more {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
         }
     }
-    Ok(())
 }
 
 /// The group-commit loop: take every job waiting (up to `max`), run them
