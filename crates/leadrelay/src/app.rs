@@ -163,7 +163,13 @@ pub async fn start(
             admin,
         };
         let app = http::router(state);
-        server = Some(tokio::spawn(http::serve(listener, app, shutdown.clone())));
+        let limits = http::server::Limits::from_config(&config.server);
+        server = Some(tokio::spawn(http::serve(
+            listener,
+            app,
+            limits,
+            shutdown.clone(),
+        )));
     }
     Ok(Running {
         addr,

@@ -45,9 +45,32 @@ impl Server {
 
     /// Starts the binary with extra environment variables (credentials).
     pub(crate) async fn start_with_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::launch(Command::new(bin()), config, dir, env).await
+    }
+
+    /// Starts the binary with a soft open-file limit of `limit`, as systemd
+    /// starts a service whose unit sets no `LimitNOFILE`.
+    pub(crate) async fn start_with_open_file_limit(
+        config: &Path,
+        dir: &Path,
+        limit: u64,
+    ) -> Server {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -Sn {limit} && exec \"$0\" \"$@\""))
+            .arg(bin());
+        Self::launch(sh, config, dir, &[]).await
+    }
+
+    async fn launch(
+        mut command: Command,
+        config: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let log = dir.join(format!("serve-{port}.log"));
-        let child = Command::new(bin())
+        let child = command
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
