@@ -11,14 +11,18 @@ use tokio::net::TcpStream;
 use crate::binary::{FORM, Server, http_client, write_config};
 use crate::support::{TestApp, TestDb, lead, webhook_config};
 
-/// Opens `n` connections to `addr`; every other one sends half a request
-/// head and stops. Connections the server never accepts are kept too (they
-/// wait in its listen queue).
+/// Opens up to `n` connections to `addr` (for at most 30 s); every other
+/// one sends half a request head and stops. Connections the server never
+/// accepts are kept too (they wait in its listen queue).
 async fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
     let mut out = Vec::with_capacity(n);
+    let started = std::time::Instant::now();
     for i in 0..n {
+        if started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
         let Ok(Ok(mut s)) =
-            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
         else {
             continue;
         };
