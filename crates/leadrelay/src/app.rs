@@ -50,6 +50,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         pool_size: config.storage.pool_size,
         statement_timeout: config.storage.statement_timeout.get(),
         tls_verify: config.storage.tls_verify,
+        call_timeout: config.storage.timeout.get(),
+        long_call_timeout: config.storage.long_timeout.get(),
         contact_rules: Arc::new(
             crate::contacts::MergeRules::compile(&config.contacts).map_err(|ps| {
                 anyhow::anyhow!(
@@ -195,7 +197,13 @@ pub async fn start(
             admin,
         };
         let app = http::router(state);
-        server = Some(tokio::spawn(http::serve(listener, app, shutdown.clone())));
+        let limits = http::server::Limits::from_config(&config.server);
+        server = Some(tokio::spawn(http::serve(
+            listener,
+            app,
+            limits,
+            shutdown.clone(),
+        )));
     }
     Ok(Running {
         addr,

@@ -15,6 +15,12 @@ pub async fn serve(config_path: Option<&PathBuf>, args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let mut config = loaded.config;
+    // Every client connection is a file descriptor: use all the hard limit
+    // allows rather than the 1,024 a service often starts with.
+    match crate::http::server::raise_open_file_limit() {
+        Ok(n) => tracing::debug!(open_file_limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     if let Some(l) = args.listen {
         config.server.listen = l;
     }

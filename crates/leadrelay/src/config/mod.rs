@@ -109,6 +109,17 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpRange>,
     /// How long shutdown waits for in-flight requests and deliveries.
     pub shutdown_grace: HumanDuration,
+    /// Longest a client may take to send a request's head (request line and
+    /// headers). A kept-alive connection that starts no new request within
+    /// this time is closed too, so idle sockets cannot pile up.
+    pub header_read_timeout: HumanDuration,
+    /// Longest a client may take to send a request's body once its head has
+    /// arrived (408 beyond), however slowly the bytes trickle in.
+    pub body_read_timeout: HumanDuration,
+    /// Most client connections open at once; beyond it new connections wait
+    /// in the listen queue. Lowered at start-up to fit the process's open-file
+    /// limit (less a reserve for the database and files).
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +135,9 @@ impl Default for ServerConfig {
             }),
             trusted_proxies: Vec::new(),
             shutdown_grace: HumanDuration::secs(15),
+            header_read_timeout: HumanDuration::secs(10),
+            body_read_timeout: HumanDuration::secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -153,6 +167,13 @@ pub struct StorageConfig {
     pub pool_size: usize,
     /// PostgreSQL: longest a single statement may run.
     pub statement_timeout: HumanDuration,
+    /// Longest any store call may take before it fails as "storage
+    /// unavailable" (ingest answers 503 with `Retry-After`): a database that
+    /// stops answering cannot hold requests or workers.
+    pub timeout: HumanDuration,
+    /// The same for the calls that scan a lot: reports, privacy export and
+    /// erasure, replays, the retention purge.
+    pub long_timeout: HumanDuration,
     /// PostgreSQL: require the server's TLS certificate to chain to the
     /// Mozilla roots and match the host. Off: like libpq's default, TLS is
     /// used when the server offers it, unverified (`sslmode=disable` in the
@@ -176,6 +197,8 @@ impl Default for StorageConfig {
             group_commit_max: 512,
             pool_size: 16,
             statement_timeout: HumanDuration::secs(10),
+            timeout: HumanDuration::secs(5),
+            long_timeout: HumanDuration::secs(60),
             tls_verify: false,
             node_id: None,
         }

@@ -38,6 +38,30 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
             "must be at least 1KiB",
         ));
     }
+    for (key, d) in [
+        (
+            "server.header_read_timeout",
+            config.server.header_read_timeout,
+        ),
+        ("server.body_read_timeout", config.server.body_read_timeout),
+        ("storage.timeout", config.storage.timeout),
+    ] {
+        if d.get() < std::time::Duration::from_millis(100) {
+            p.push(Problem::error(key, "must be at least 100ms"));
+        }
+    }
+    if config.server.max_connections == 0 {
+        p.push(Problem::error(
+            "server.max_connections",
+            "must be at least 1",
+        ));
+    }
+    if config.storage.long_timeout < config.storage.timeout {
+        p.push(Problem::error(
+            "storage.long_timeout",
+            "must be at least storage.timeout",
+        ));
+    }
     let url = config.storage.url.as_str();
     if !(url.starts_with("sqlite:")
         || url.starts_with("postgres://")

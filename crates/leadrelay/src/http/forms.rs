@@ -211,10 +211,34 @@ pub(super) async fn read_body(
         }) || e.to_string().contains("length limit");
         if is_limit {
             too_large()
+        } else if is_body_timeout(&e) {
+            body_timeout()
         } else {
             ApiError::bad_request(format!("could not read the body: {e}"))
         }
     })
+}
+
+/// Whether a body read failed because the body's deadline
+/// (`server.body_read_timeout`) passed.
+pub(super) fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// 408: the client did not send its body in time; nothing was stored.
+pub(super) fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive in time; nothing was stored",
+    )
 }
 
 /// CORS preflight for a form.

@@ -10,9 +10,9 @@ mod forms;
 mod hooks;
 mod html;
 mod ops;
+pub mod server;
 pub mod ui;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,10 +47,13 @@ pub struct AppState {
     pub admin: Arc<admin::AdminContext>,
 }
 
-/// Requests that take longer than this (slow clients included) get 408.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Beyond the body's deadline and the store's long deadline: a request
+/// still unanswered then is cut off with 503 and `Retry-After`.
+const REQUEST_MARGIN: Duration = Duration::from_secs(5);
 
 pub fn router(state: AppState) -> Router {
+    let body_deadline = state.config.server.body_read_timeout.get();
+    let request_deadline = body_deadline + state.config.storage.long_timeout.get() + REQUEST_MARGIN;
     Router::new()
         .route(
             "/v1/forms/{form}",
@@ -66,9 +69,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(one_content_type))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+        // A body that trickles in forever fails its read (408, see
+        // `forms::read_body`); store calls have deadlines of their own.
+        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(
+            body_deadline,
+        ))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(request_deadline, next.run(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => ApiError::unavailable(
+                        "the request was not finished in time; nothing is confirmed stored, retry later",
+                    )
+                    .into_response(),
+                }
+            },
         ))
         .with_state(state)
 }
@@ -110,16 +125,12 @@ async fn method_not_allowed() -> impl IntoResponse {
 }
 
 /// Serves until `shutdown` fires, then stops accepting and finishes the
-/// requests in flight.
+/// requests in flight (see [`server`] for the per-connection limits).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: server::Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    server::serve(listener, app, limits, shutdown).await
 }

@@ -1,6 +1,8 @@
 //! Operations endpoints: liveness, readiness (storage reachable, schema
 //! current) and Prometheus metrics.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,8 +15,20 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
 }
 
+/// `/readyz` answers within this even when the store does not.
+const READY_DEADLINE: Duration = Duration::from_secs(3);
+
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    match app.store.ready().await {
+    let deadline = READY_DEADLINE.min(app.config.storage.timeout.get());
+    let ready = tokio::time::timeout(deadline, app.store.ready())
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Unavailable(format!(
+                "storage did not answer within {}",
+                humantime::format_duration(deadline)
+            )))
+        });
+    match ready {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready", "storage": app.store.backend()}))).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -10,6 +10,7 @@
 
 mod admin;
 mod common;
+mod deadline;
 mod lead;
 pub mod postgres;
 pub mod sqlite;
@@ -326,6 +327,11 @@ pub trait Store: LeadStore + Send + Sync + 'static {
 
     /// Flushes pending writes and stops background threads.
     async fn close(&self);
+
+    /// A call ran past its deadline: pooled connections may have died
+    /// silently (a failover, a partition) and must be checked before they
+    /// are used again (PostgreSQL). Called by the deadline wrapper.
+    fn distrust_connections(&self) {}
 }
 
 /// Ids of the dead letters still waiting for a person (not replayed),
@@ -420,18 +426,22 @@ pub async fn peek_rows(
 }
 
 /// Opens the store named by a storage URL (`sqlite://PATH`, `postgres://…`)
-/// and applies migrations.
+/// and applies migrations. Every call on it has a deadline
+/// (`options.call_timeout`, see [`deadline`]).
 pub async fn open(url: &str, options: &OpenOptions) -> StoreResult<Arc<dyn Store>> {
+    let wrap = |store: Arc<dyn Store>| {
+        deadline::Deadline::wrap(store, options.call_timeout, options.long_call_timeout)
+    };
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
         let store = sqlite::SqliteStore::open(path, options).await?;
-        return Ok(Arc::new(store));
+        return Ok(wrap(Arc::new(store)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = postgres::PostgresStore::open(url, options).await?;
-        return Ok(Arc::new(store));
+        return Ok(wrap(Arc::new(store)));
     }
     Err(StoreError::Config(format!(
         "unsupported storage URL {url:?}: expected sqlite://PATH or postgres://…"

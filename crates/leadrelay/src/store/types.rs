@@ -351,6 +351,10 @@ pub struct OpenOptions {
     pub statement_timeout: std::time::Duration,
     /// PostgreSQL: verify the server's TLS certificate (else encrypt only).
     pub tls_verify: bool,
+    /// Longest a store call may take (`storage.timeout`).
+    pub call_timeout: std::time::Duration,
+    /// Longest a scanning call may take (`storage.long_timeout`).
+    pub long_call_timeout: std::time::Duration,
     /// How ingest merges events into golden contacts (`[contacts]`).
     pub contact_rules: std::sync::Arc<crate::contacts::MergeRules>,
     /// Scores and stages contacts as events are merged (`[scoring]`), in
@@ -370,6 +374,8 @@ impl Default for OpenOptions {
             pool_size: 16,
             statement_timeout: std::time::Duration::from_secs(10),
             tls_verify: false,
+            call_timeout: std::time::Duration::from_secs(5),
+            long_call_timeout: std::time::Duration::from_secs(60),
             contact_rules: Default::default(),
             lead_hook: None,
             node_id: None,

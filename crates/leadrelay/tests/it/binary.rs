@@ -45,10 +45,45 @@ impl Server {
 
     /// Starts the binary with extra environment variables (credentials).
     pub(crate) async fn start_with_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(bin());
+        command.arg("serve");
+        Self::launch(command, config, dir, env).await
+    }
+
+    /// Starts `leadrelay serve` with extra arguments (`--role api`).
+    pub(crate) async fn start_with_args(config: &Path, dir: &Path, args: &[&str]) -> Server {
+        let mut command = Command::new(bin());
+        command.arg("serve").args(args);
+        Self::launch(command, config, dir, &[]).await
+    }
+
+    /// Starts the binary with a soft open-file limit of `limit`, as systemd
+    /// starts a service whose unit sets no `LimitNOFILE`.
+    pub(crate) async fn start_with_open_file_limit(
+        config: &Path,
+        dir: &Path,
+        limit: u64,
+    ) -> Server {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -Sn {limit} && exec \"$0\" \"$@\""))
+            .arg(bin())
+            .arg("serve");
+        Self::launch(sh, config, dir, &[]).await
+    }
+
+    /// Runs `command` (which says `serve` and any arguments of its own) with
+    /// the configuration, a free port and the log file.
+    async fn launch(
+        mut command: Command,
+        config: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let log = dir.join(format!("serve-{port}.log"));
-        let child = Command::new(bin())
-            .args(["serve", "--config"])
+        let child = command
+            .arg("--config")
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .envs(env.iter().copied())

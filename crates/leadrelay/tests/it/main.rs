@@ -4,6 +4,7 @@
 mod admin;
 mod api_events;
 mod binary;
+mod connections;
 mod contacts;
 mod crm_binary;
 mod crm_hubspot;

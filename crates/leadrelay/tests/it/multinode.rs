@@ -15,6 +15,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::binary::{FORM, Server, http_client, open_store, write_config};
+
+mod storage_faults;
 use crate::support::{Receiver, TestDb, eventually, lead};
 
 /// Posts `total` leads spread over `bases` from `clients` concurrent

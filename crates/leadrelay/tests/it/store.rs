@@ -601,3 +601,39 @@ async fn stores_opened_at_once_on_a_fresh_database_all_migrate() {
         store.close().await;
     }
 }
+
+/// A SQLite writer stuck behind another process's lock fails each call at
+/// the store's deadline (`storage.timeout`) as unavailable, rather than
+/// holding the caller for as long as SQLite waits; the store works again
+/// once the lock is gone. (SQLite whatever the backend: the lock is a file's.)
+#[tokio::test]
+async fn a_store_call_stuck_on_a_sqlite_lock_fails_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leadrelay.db");
+    let options = OpenOptions {
+        call_timeout: Duration::from_millis(300),
+        ..OpenOptions::default()
+    };
+    let store = leadrelay::store::open(&format!("sqlite://{}", path.display()), &options)
+        .await
+        .unwrap();
+    store.kv_set("k", "before").await.unwrap();
+
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    match store.kv_set("k", "during").await {
+        Err(leadrelay::store::StoreError::Unavailable(m)) => {
+            assert!(m.contains("did not answer kv_set within"), "{m}")
+        }
+        other => panic!("expected unavailable at the deadline, got {other:?}"),
+    }
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    crate::support::eventually("the store works again", Duration::from_secs(20), || async {
+        store.kv_set("k", "after").await.ok()
+    })
+    .await;
+    assert_eq!(store.kv_get("k").await.unwrap().as_deref(), Some("after"));
+    store.close().await;
+}

@@ -147,7 +147,10 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 /// Reads the body; None when it is empty or JSON `null`.
 async fn read_json<T: DeserializeOwned>(req: Request) -> Result<Option<T>, ApiError> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        if crate::http::forms::is_body_timeout(&e) {
+            return crate::http::forms::body_timeout();
+        }
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",

@@ -49,6 +49,41 @@ pub use schema::current_version;
 const WAKE_CHANNEL: &str = "leadrelay_wake";
 /// Attempts a batch gets when it collides with another node's writes.
 const CONFLICT_RETRIES: usize = 8;
+/// Longest a background ANALYZE may take.
+const ANALYZE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the LISTEN connection is checked.
+const LISTEN_CHECK: Duration = Duration::from_secs(15);
+
+/// The deadline of a batch written in the background (`storage.timeout`):
+/// past it, the batch's callers get `Unavailable` and the pool's
+/// connections are distrusted, so one dead connection cannot stall ingest.
+#[derive(Clone)]
+struct Deadline {
+    limit: Duration,
+    trust: Arc<Trust>,
+}
+
+impl Deadline {
+    /// `work`'s result, or (outer `Err`) the error for a deadline passed.
+    async fn run<T>(
+        &self,
+        pool: &PgPool,
+        what: &str,
+        work: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> Result<StoreResult<T>, StoreError> {
+        let mut work = Box::pin(work);
+        let result = tokio::time::timeout(self.limit, &mut work).await;
+        // The connection goes back to the pool before the pool is purged.
+        drop(work);
+        result.map_err(|_| {
+            self.trust.distrust(pool);
+            StoreError::Unavailable(format!(
+                "PostgreSQL did not answer {what} within {}",
+                humantime::format_duration(self.limit)
+            ))
+        })
+    }
+}
 
 type PgError = tokio_postgres::Error;
 type PgPool = Pool;
@@ -104,6 +139,7 @@ struct CompleteJob {
 
 pub struct PostgresStore {
     pool: Pool,
+    trust: Arc<Trust>,
     hub: Arc<WakeHub>,
     ingest_tx: Mutex<Option<mpsc::Sender<IngestJob>>>,
     complete_tx: Mutex<Option<mpsc::Sender<CompleteJob>>>,
@@ -166,6 +202,69 @@ fn describe(e: &PgError) -> String {
     }
 }
 
+/// TCP settings for every database socket, so the kernel notices a peer
+/// that vanished (a partition, a dead primary) in seconds rather than the
+/// ~15 minutes of retransmissions it would otherwise wait.
+fn harden(config: &mut tokio_postgres::Config) {
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        // Unacknowledged data for this long fails the socket (Linux).
+        .tcp_user_timeout(Duration::from_secs(15));
+}
+
+/// Which pooled connections are still trusted. A call that ran past its
+/// deadline (the database stopped answering) drops every idle connection,
+/// and connections that were out of the pool then are checked with an
+/// empty query before they are handed out again.
+#[derive(Default)]
+struct Trust {
+    distrusted_at: Mutex<Option<std::time::Instant>>,
+}
+
+/// How long the check of a distrusted connection may take.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Trust {
+    fn distrust(&self, pool: &PgPool) {
+        *self.distrusted_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now());
+        let dropped = pool.retain(|_, _| false).removed.len();
+        tracing::debug!(dropped, "dropped idle database connections after a timeout");
+    }
+
+    /// Whether a connection last handed out `last_used` ago predates the
+    /// latest timeout.
+    fn suspect(&self, last_used: Duration) -> bool {
+        self.distrusted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| last_used >= at.elapsed())
+    }
+
+    /// The pool hook that checks suspect connections before reuse.
+    fn verify_hook(self: &Arc<Self>) -> deadpool_postgres::Hook {
+        let trust = self.clone();
+        deadpool_postgres::Hook::async_fn(move |client, metrics| {
+            let suspect = trust.suspect(metrics.last_used());
+            Box::pin(async move {
+                if !suspect {
+                    return Ok(());
+                }
+                match tokio::time::timeout(VERIFY_TIMEOUT, client.simple_query("")).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(deadpool_postgres::HookError::Backend(e)),
+                    Err(_) => Err(deadpool_postgres::HookError::message(
+                        "the connection did not answer its check",
+                    )),
+                }
+            })
+        })
+    }
+}
+
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(format!("PostgreSQL unavailable: {e}"))
 }
@@ -223,6 +322,7 @@ impl PostgresStore {
                 options.statement_timeout.as_millis()
             ))
             .connect_timeout(Duration::from_secs(5));
+        harden(&mut config);
         let tls = tls_connector(options.tls_verify);
         let manager = Manager::from_config(
             config.clone(),
@@ -231,7 +331,9 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let trust = Arc::new(Trust::default());
         let pool = Pool::builder(manager)
+            .pre_recycle(trust.verify_hook())
             .max_size(options.pool_size.max(4))
             .wait_timeout(Some(Duration::from_secs(3)))
             .create_timeout(Some(Duration::from_secs(5)))
@@ -257,12 +359,25 @@ impl PostgresStore {
                 analyzer.clone(),
                 options.contact_rules.clone(),
                 options.lead_hook.clone(),
+                Deadline {
+                    limit: options.call_timeout,
+                    trust: trust.clone(),
+                },
             )));
         }
-        tasks.push(tokio::spawn(complete_loop(pool.clone(), complete_rx, max)));
-        let listener = tokio::spawn(listen_loop(config, tls, hub.clone()));
+        tasks.push(tokio::spawn(complete_loop(
+            pool.clone(),
+            complete_rx,
+            max,
+            Deadline {
+                limit: options.call_timeout,
+                trust: trust.clone(),
+            },
+        )));
+        let listener = tokio::spawn(listen_loop(config, tls, hub.clone(), options.call_timeout));
         Ok(Self {
             pool,
+            trust,
             hub,
             ingest_tx: Mutex::new(Some(ingest_tx)),
             complete_tx: Mutex::new(Some(complete_tx)),
@@ -405,6 +520,7 @@ async fn listen_loop(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     hub: Arc<WakeHub>,
+    check_timeout: Duration,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -444,13 +560,30 @@ async fn listen_loop(
             continue;
         }
         backoff = Duration::from_millis(200);
-        while let Some(msg) = rx.recv().await {
-            if let AsyncMessage::Notification(n) = msg {
-                for d in n.payload().split(',').filter(|d| !d.is_empty()) {
-                    hub.wake(d);
+        // A connection that died silently delivers nothing: check it now
+        // and then, and connect again when it does not answer.
+        let mut check = tokio::time::interval(LISTEN_CHECK);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(AsyncMessage::Notification(n)) => {
+                        for d in n.payload().split(',').filter(|d| !d.is_empty()) {
+                            hub.wake(d);
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = check.tick() => {
+                    if !matches!(tokio::time::timeout(check_timeout, client.simple_query("")).await, Ok(Ok(_))) {
+                        tracing::warn!("LISTEN connection stopped answering; connecting again");
+                        break;
+                    }
                 }
             }
         }
+        driver.abort();
         drop(client);
         tokio::time::sleep(backoff).await;
     }
@@ -481,10 +614,19 @@ impl Analyzer {
         }
         let (this, pool) = (self.clone(), pool.clone());
         tokio::spawn(async move {
-            if let Ok(c) = pool.get().await
-                && let Err(e) = c.batch_execute("ANALYZE deliveries, events").await
+            let analyze = async {
+                if let Ok(c) = pool.get().await
+                    && let Err(e) = c.batch_execute("ANALYZE deliveries, events").await
+                {
+                    tracing::debug!(error = %describe(&e), "ANALYZE failed");
+                }
+            };
+            // A database that stopped answering must not stop statistics for good.
+            if tokio::time::timeout(ANALYZE_TIMEOUT, analyze)
+                .await
+                .is_err()
             {
-                tracing::debug!(error = %describe(&e), "ANALYZE failed");
+                tracing::debug!("ANALYZE did not finish in time");
             }
             this.analyzed_at.store(total, Relaxed);
             this.running.store(false, Relaxed);
@@ -500,6 +642,7 @@ async fn ingest_loop(
     analyzer: Arc<Analyzer>,
     rules: Arc<contacts::MergeRules>,
     hook: Option<Arc<crate::pipeline::LeadHook>>,
+    deadline: Deadline,
 ) {
     loop {
         let mut jobs = Vec::new();
@@ -518,7 +661,25 @@ async fn ingest_loop(
                 }
             }
         }
-        match ingest_with_retries(&pool, &rules, &jobs, hook.as_deref()).await {
+        let batch = deadline
+            .run(
+                &pool,
+                "the ingest batch",
+                ingest_with_retries(&pool, &rules, &jobs, hook.as_deref()),
+            )
+            .await;
+        let batch = match batch {
+            Ok(b) => b,
+            Err(timeout) => {
+                // The database is not answering: running the jobs one by
+                // one would only multiply the wait.
+                for job in jobs {
+                    let _ = job.reply.send(Err(timeout.clone()));
+                }
+                continue;
+            }
+        };
+        match batch {
             Ok(outcomes) => {
                 let added: u64 = jobs
                     .iter()
@@ -533,15 +694,27 @@ async fn ingest_loop(
             Err(e) if jobs.len() > 1 => {
                 // One job may be at fault: run each alone so the others succeed.
                 tracing::debug!(error = %e, "ingest batch failed; retrying its jobs one by one");
+                let mut gave_up: Option<StoreError> = None;
                 for job in jobs {
-                    let result = ingest_with_retries(
-                        &pool,
-                        &rules,
-                        std::slice::from_ref(&job),
-                        hook.as_deref(),
-                    )
-                    .await
-                    .and_then(|mut v| v.remove(0));
+                    if let Some(timeout) = &gave_up {
+                        let _ = job.reply.send(Err(timeout.clone()));
+                        continue;
+                    }
+                    let result = deadline
+                        .run(
+                            &pool,
+                            "an ingest job",
+                            ingest_with_retries(
+                                &pool,
+                                &rules,
+                                std::slice::from_ref(&job),
+                                hook.as_deref(),
+                            ),
+                        )
+                        .await
+                        .inspect_err(|timeout| gave_up = Some(timeout.clone()))
+                        .and_then(|r| r)
+                        .and_then(|mut v| v.remove(0));
                     let _ = job.reply.send(result);
                 }
             }
@@ -958,7 +1131,12 @@ async fn ingest_batch(
 }
 
 /// Applies waiting completions in one transaction.
-async fn complete_loop(pool: PgPool, mut rx: mpsc::Receiver<CompleteJob>, max: usize) {
+async fn complete_loop(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<CompleteJob>,
+    max: usize,
+    deadline: Deadline,
+) {
     while let Some(first) = rx.recv().await {
         let mut n = first.completions.len();
         let mut jobs = vec![first];
@@ -972,24 +1150,24 @@ async fn complete_loop(pool: PgPool, mut rx: mpsc::Receiver<CompleteJob>, max: u
             }
         }
         let all: Vec<&Completion> = jobs.iter().flat_map(|j| j.completions.iter()).collect();
-        let mut result = Err(StoreError::Unavailable(
-            "outcomes kept colliding with concurrent writers".into(),
-        ));
-        for attempt in 0..CONFLICT_RETRIES {
-            match complete_batch(&pool, &all).await {
-                Err(BatchError::Collision) => {
-                    tokio::time::sleep(Duration::from_millis(5 * (attempt as u64 + 1))).await
+        let result = deadline
+            .run(&pool, "the outcome batch", async {
+                for attempt in 0..CONFLICT_RETRIES {
+                    match complete_batch(&pool, &all).await {
+                        Err(BatchError::Collision) => {
+                            tokio::time::sleep(Duration::from_millis(5 * (attempt as u64 + 1)))
+                                .await
+                        }
+                        Err(BatchError::Failed(e)) => return Err(e),
+                        Ok(()) => return Ok(()),
+                    }
                 }
-                Err(BatchError::Failed(e)) => {
-                    result = Err(e);
-                    break;
-                }
-                Ok(()) => {
-                    result = Ok(());
-                    break;
-                }
-            }
-        }
+                Err(StoreError::Unavailable(
+                    "outcomes kept colliding with concurrent writers".into(),
+                ))
+            })
+            .await
+            .and_then(|r| r);
         for job in jobs {
             let _ = job.reply.send(result.clone());
         }
@@ -1139,6 +1317,7 @@ pub async fn peek_rows(
     config
         .application_name("leadrelay-simulate")
         .connect_timeout(Duration::from_secs(5));
+    harden(&mut config);
     let (mut client, connection) = config
         .connect(tls_connector(options.tls_verify))
         .await
@@ -2089,6 +2268,10 @@ impl Store for PostgresStore {
         bucket_secs: i64,
     ) -> StoreResult<Vec<AttemptBucket>> {
         self.attempt_buckets_impl(since, bucket_secs).await
+    }
+
+    fn distrust_connections(&self) {
+        self.trust.distrust(&self.pool);
     }
 
     async fn close(&self) {
