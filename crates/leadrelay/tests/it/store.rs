@@ -596,7 +596,9 @@ async fn stores_opened_at_once_on_a_fresh_database_all_migrate() {
         tokio::spawn(async move { leadrelay::store::open(&url, &OpenOptions::default()).await })
     });
     for opened in futures::future::join_all(opens).await {
-        let store = opened.unwrap().unwrap_or_else(|e| panic!("a node failed to start: {e}"));
+        let store = opened
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a node failed to start: {e}"));
         assert!(store.schema_version().await.unwrap() > 0);
         store.close().await;
     }
