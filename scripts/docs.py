@@ -17,6 +17,7 @@ Usage: scripts/docs.py [--update] [--links-only] [--page PATH] [--bin PATH]
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -125,8 +126,14 @@ def check_help(all_pages, leadrelay, update):
             args = m.group(1).split()
             if args != ["--help"]:
                 args.append("--help")
+            # A clean environment: clap shows `[env: NAME=value]` for set
+            # variables and wraps to COLUMNS.
             out = subprocess.run(
-                [leadrelay, *args], capture_output=True, text=True, check=False
+                [leadrelay, *args],
+                capture_output=True,
+                text=True,
+                check=False,
+                env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
             )
             want = out.stdout.rstrip("\n").split("\n")
             if out.returncode != 0 or not lines[i + 1].startswith("```text"):
@@ -178,7 +185,29 @@ def env_names(value, found):
     return found
 
 
+_SERVICE_ACCOUNT = None
+
+
+def service_account_key():
+    """A throwaway Google service-account key (a fresh RSA key, no account)."""
+    global _SERVICE_ACCOUNT
+    if _SERVICE_ACCOUNT is None:
+        pem = subprocess.run(
+            ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        _SERVICE_ACCOUNT = json.dumps({
+            "type": "service_account",
+            "client_email": "docs-check@example.iam.gserviceaccount.com",
+            "private_key": pem,
+            "token_uri": "https://oauth2.googleapis.com/token",
+        })
+    return _SERVICE_ACCOUNT
+
+
 def dummy(setting):
+    if setting == "service_account_env":
+        return service_account_key()
     if "url" in setting:
         return "https://hooks.example.com/services/T000/B000/docs-check"
     if "secret" in setting and "webhook" in setting:
