@@ -315,10 +315,10 @@ def main():
     if args.bin:
         (install_root / "bin").mkdir(parents=True)
         os.symlink(Path(args.bin).resolve(), install_root / "bin" / "leadrelay")
+    leadrelay = str(install_root / "bin" / "leadrelay") if args.bin else None
     selected = {str(ROOT / p) for p in args.page} if args.page else None
 
     counts = {"sh": 0, "sh,norun": 0, "toml": 0, "toml,norun": 0, "help": 0}
-    leadrelay = None
     for p in all_pages:
         if not p.exists():
             continue

@@ -51,8 +51,10 @@ pub struct EventListArgs {
     /// Event type, e.g. lead.created.
     #[arg(long = "type")]
     pub event_type: Option<String>,
+    /// Only events from this form.
     #[arg(long)]
     pub form: Option<String>,
+    /// Only events from this vendor webhook source.
     #[arg(long)]
     pub source: Option<String>,
     /// Only events sent to POST /v1/events with this API key (its name).
@@ -67,8 +69,10 @@ pub struct EventListArgs {
     /// Only spam (true) or only non-spam (false).
     #[arg(long)]
     pub spam: Option<bool>,
+    /// Most rows shown.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -77,15 +81,19 @@ pub struct EventListArgs {
 
 #[derive(Debug, Args)]
 pub struct DeliveryListArgs {
+    /// Only deliveries to this destination.
     #[arg(long)]
     pub destination: Option<String>,
     /// pending, in_flight, scheduled, delivered, dead, skipped, discarded.
     #[arg(long)]
     pub state: Option<String>,
+    /// Only deliveries of this event.
     #[arg(long)]
     pub event: Option<Uuid>,
+    /// Most rows shown.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -94,10 +102,13 @@ pub struct DeliveryListArgs {
 
 #[derive(Debug, Args)]
 pub struct DlqListArgs {
+    /// Only dead letters of this destination.
     #[arg(long)]
     pub destination: Option<String>,
+    /// Most rows shown.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+    /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -106,7 +117,9 @@ pub struct DlqListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    /// The id (as `list` shows it).
     pub id: Uuid,
+    /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
