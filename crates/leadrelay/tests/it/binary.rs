@@ -13,7 +13,7 @@ use leadrelay_fakes::common::Fault;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::{Receiver, TestDb, eventually, lead};
+use crate::support::{Receiver, TestDb, eventually, lead, wait_ready};
 
 pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_leadrelay"))
@@ -101,22 +101,7 @@ impl Server {
             base: base.clone(),
             log,
         };
-        let client = http_client();
-        let url = format!("{base}/readyz");
-        eventually("the binary is ready", Duration::from_secs(30), || {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                client
-                    .get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            }
-        })
-        .await;
+        wait_ready("the binary is ready", &base, Duration::from_secs(30)).await;
         server
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::binary::{bin, free_port, http_client};
-use crate::support::eventually;
+use crate::support::{eventually, wait_ready};
 
 /// Runs the binary in `dir` with `env`, without the caller's configuration.
 fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -64,22 +64,7 @@ async fn serve_in(dir: &Path, umask: &str, env: &[(&str, &str)]) -> (Running, St
         .expect("spawn leadrelay serve");
     let running = Running(child);
     let base = format!("http://127.0.0.1:{port}");
-    let client = http_client();
-    let url = format!("{base}/readyz");
-    eventually("the server is ready", Duration::from_secs(60), || {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            client
-                .get(&url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        }
-    })
-    .await;
+    wait_ready("the server is ready", &base, Duration::from_secs(60)).await;
     (running, base)
 }
 

@@ -608,3 +608,23 @@ impl TestApp {
         panic!("no delivery to {destination} for {email}");
     }
 }
+
+/// Waits until the server at `base` answers `/readyz` with 200.
+pub async fn wait_ready(what: &str, base: &str, timeout: Duration) {
+    let client = crate::binary::http_client();
+    let url = format!("{base}/readyz");
+    eventually(what, timeout, || {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            client
+                .get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        }
+    })
+    .await;
+}
