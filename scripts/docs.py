@@ -169,7 +169,7 @@ def env_names(value, found):
     """Every environment variable a configuration names (`*_env` settings)."""
     if isinstance(value, dict):
         for k, v in value.items():
-            if isinstance(v, str) and (k.endswith("_env") or k == "token_env"):
+            if isinstance(v, str) and k.endswith("_env"):
                 found[v] = k
             elif isinstance(v, list) and k.endswith("_envs"):
                 for name in v:
@@ -215,6 +215,18 @@ def dummy(setting):
     return "docs-check-dummy-secret-0123456789abcdef"
 
 
+_DEFAULT_CONFIG = {}
+
+
+def default_config(leadrelay):
+    """The embedded default configuration, parsed (a fresh copy each call)."""
+    if leadrelay not in _DEFAULT_CONFIG:
+        _DEFAULT_CONFIG[leadrelay] = subprocess.run(
+            [leadrelay, "config", "default"], capture_output=True, text=True, check=True
+        ).stdout
+    return tomllib.loads(_DEFAULT_CONFIG[leadrelay])
+
+
 def check_toml(page, body, line, leadrelay, workdir):
     import tomli_w  # installed by scripts/test into target/test-venv
 
@@ -223,10 +235,7 @@ def check_toml(page, body, line, leadrelay, workdir):
         snippet = tomllib.loads(body)
     except tomllib.TOMLDecodeError as e:
         return [f"{where}: TOML snippet does not parse: {e}"]
-    default = subprocess.run(
-        [leadrelay, "config", "default"], capture_output=True, text=True, check=True
-    ).stdout
-    config = merge(tomllib.loads(default), snippet)
+    config = merge(default_config(leadrelay), snippet)
     path = Path(workdir) / "snippet.toml"
     path.write_text(tomli_w.dumps(config))
     env = {"PATH": os.environ["PATH"], "HOME": workdir}
