@@ -5,7 +5,7 @@
 mod fake;
 mod health;
 mod init;
-mod inspect;
+pub(crate) mod inspect;
 mod keys;
 pub(crate) mod output;
 mod serve;

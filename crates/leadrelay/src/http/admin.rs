@@ -173,8 +173,15 @@ impl ReplayJobs {
             .cloned()
     }
 
-    /// Starts replaying `ids` in the background; returns the job id.
-    pub fn start(self: &Arc<Self>, store: Arc<dyn Store>, ids: Vec<Uuid>, actor: &str) -> Uuid {
+    /// Starts replaying `ids` in the background (each replay with the
+    /// field `overrides`, if any); returns the job id.
+    pub fn start(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        ids: Vec<Uuid>,
+        overrides: Option<serde_json::Map<String, serde_json::Value>>,
+        actor: &str,
+    ) -> Uuid {
         let id = leadrelay_model::new_id();
         {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -207,7 +214,7 @@ impl ReplayJobs {
         let actor = actor.to_string();
         tokio::spawn(async move {
             for chunk in ids.chunks(REPLAY_CHUNK) {
-                match store.replay(chunk.to_vec(), None).await {
+                match store.replay(chunk.to_vec(), overrides.clone()).await {
                     Ok(pairs) => jobs.update(id, |p| {
                         p.done += chunk.len();
                         p.replayed += pairs.len();

@@ -488,6 +488,27 @@ pub struct DestinationHealth {
     pub success_rate: Option<f64>,
     pub latency_p50_ms: Option<u64>,
     pub latency_p99_ms: Option<u64>,
+    /// `failing` (circuit open, or under half of the window's attempts
+    /// succeeded), `degraded` (circuit half-open, or under 95 %), `healthy`,
+    /// or `idle` (no attempts in the window).
+    pub health: &'static str,
+}
+
+/// Fewest attempts in the window before a low success rate counts.
+const HEALTH_MIN_ATTEMPTS: u64 = 3;
+
+/// The health verdict of [`DestinationHealth::health`].
+pub fn health_verdict(circuit: &str, succeeded: u64, failed: u64) -> &'static str {
+    let n = succeeded + failed;
+    let rate = (n > 0).then(|| succeeded as f64 / n as f64);
+    match (circuit, rate) {
+        ("open", _) => "failing",
+        (_, Some(r)) if r < 0.5 && (n >= HEALTH_MIN_ATTEMPTS || succeeded == 0) => "failing",
+        ("half_open", _) => "degraded",
+        (_, Some(r)) if r < 0.95 => "degraded",
+        (_, None) => "idle",
+        _ => "healthy",
+    }
 }
 
 impl DestinationHealth {
@@ -521,6 +542,7 @@ impl DestinationHealth {
             success_rate: s.success_rate(),
             latency_p50_ms: s.latency_p50_ms,
             latency_p99_ms: s.latency_p99_ms,
+            health: health_verdict(&st.circuit, s.window_succeeded, s.window_failed),
         }
     }
 }
@@ -971,5 +993,22 @@ impl From<&crate::privacy::WithdrawReport> for WithdrawReportView {
             contact_id: r.contact_id,
             purposes: r.purposes.iter().map(|p| p.as_str().to_string()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::health_verdict;
+
+    #[test]
+    fn a_destination_that_never_succeeds_is_failing_not_active() {
+        assert_eq!(health_verdict("closed", 0, 21), "failing");
+        assert_eq!(health_verdict("closed", 0, 1), "failing");
+        assert_eq!(health_verdict("open", 50, 0), "failing");
+        assert_eq!(health_verdict("closed", 1, 2), "failing");
+        assert_eq!(health_verdict("closed", 90, 10), "degraded");
+        assert_eq!(health_verdict("half_open", 10, 0), "degraded");
+        assert_eq!(health_verdict("closed", 99, 1), "healthy");
+        assert_eq!(health_verdict("closed", 0, 0), "idle");
     }
 }

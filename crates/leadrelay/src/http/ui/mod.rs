@@ -10,7 +10,10 @@
 //! its own) before any handler runs, so no form can be forgotten.
 
 mod charts;
+mod issues;
+mod ops;
 mod pages;
+mod people;
 
 use std::sync::LazyLock;
 
@@ -60,6 +63,14 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("templates/destination_table.html"),
         ),
         ("message.html", include_str!("templates/message.html")),
+        ("issues.html", include_str!("templates/issues.html")),
+        ("issue.html", include_str!("templates/issue.html")),
+        ("confirm.html", include_str!("templates/confirm.html")),
+        ("attempts.html", include_str!("templates/attempts.html")),
+        ("contacts.html", include_str!("templates/contacts.html")),
+        ("contact.html", include_str!("templates/contact.html")),
+        ("review.html", include_str!("templates/review.html")),
+        ("privacy.html", include_str!("templates/privacy.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "dashboard template does not compile");
@@ -344,14 +355,24 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/logout", post(pages::logout))
         .route("/ui/leads", get(pages::leads))
         .route("/ui/leads/{event_id}", get(pages::lead))
-        .route("/ui/dead-letters", get(pages::dead_letters))
-        .route("/ui/dead-letters/replay", post(pages::replay_bulk))
+        .route("/ui/issues", get(ops::issues_page))
+        .route("/ui/issues/{key}", get(ops::issue_page))
+        .route("/ui/issues/{key}/{action}", post(ops::issue_action))
+        .route("/ui/dead-letters", get(ops::dead_letters))
+        .route("/ui/dead-letters/bulk", post(ops::dead_letters_bulk))
         .route("/ui/dead-letters/{id}/replay", post(pages::replay_one))
         .route("/ui/dead-letters/{id}/discard", post(pages::discard_one))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/destinations", get(pages::destinations))
         .route("/ui/destinations/{name}/pause", post(pages::pause))
         .route("/ui/destinations/{name}/resume", post(pages::resume))
+        .route("/ui/contacts", get(people::contacts))
+        .route("/ui/contacts/{id}", get(people::contact))
+        .route("/ui/review", get(people::review))
+        .route("/ui/review/{id}", post(people::review_action))
+        .route("/ui/privacy", get(people::privacy))
+        .route("/ui/privacy/export", post(people::export))
+        .route("/ui/privacy/erase", post(people::erase))
         .route("/ui/static/style.css", get(stylesheet))
         .layer(middleware::from_fn_with_state(state, csrf_guard))
         .layer(middleware::from_fn(security_headers))

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use leadrelay_model::{EventType, OriginKind};
 use minijinja::context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -25,8 +25,8 @@ use crate::http::admin::{destination_health, one_destination_health};
 use crate::http::api::deliveries::{find as find_delivery, replay_ids};
 use crate::http::api::destinations::{indefinitely, resume as resume_destination};
 use crate::http::api::events::event_detail;
-use crate::http::api::views::{DeliveryView, EventSummary};
-use crate::store::{DeliveryFilter, DeliveryState, EventFilter, NewSession, dead_letter_ids};
+use crate::http::api::views::EventSummary;
+use crate::store::{DeliveryFilter, DeliveryState, EventFilter, NewSession};
 
 const PAGE: usize = 50;
 
@@ -51,7 +51,7 @@ fn bad_form(text: &str) -> Response {
 }
 
 /// An error page for a failed read or action.
-fn failed(e: ApiError, me: &Me) -> Response {
+pub(super) fn failed(e: ApiError, me: &Me) -> Response {
     let title = match e.status {
         StatusCode::NOT_FOUND => "Not found",
         StatusCode::SERVICE_UNAVAILABLE => "Storage unavailable",
@@ -62,11 +62,17 @@ fn failed(e: ApiError, me: &Me) -> Response {
 }
 
 /// Fixed messages shown after an action (never text from the request).
-fn notice(code: Option<&str>) -> Option<&'static str> {
+pub(super) fn notice(code: Option<&str>) -> Option<&'static str> {
     Some(match code? {
         "replayed" => "Replayed: a new delivery is on its way.",
         "not_replayed" => "Nothing was replayed: it was already replayed or is no longer dead.",
         "discarded" => "Discarded: the dead letter is kept but will not be retried.",
+        "discarded_n" => "Discarded: the dead letters are kept but will not be retried.",
+        "muted" => "Issue muted: it stays listed under muted issues and can be unmuted.",
+        "unmuted" => "Issue unmuted.",
+        "resolved" => "Review item resolved.",
+        "dismissed" => "Review item dismissed.",
+        "erased" => "Erased: the person's data is removed; the audit log records the erasure.",
         "paused" => "Destination paused.",
         "resumed" => "Destination resumed.",
         "signed_out" => "You are signed out.",
@@ -337,8 +343,110 @@ pub struct LeadsQuery {
     origin: Option<String>,
     /// `24h`, `7d`, `30d` or empty (any time).
     since: Option<String>,
+    /// `failed`, `pending`, `skipped` or `delivered`: leads with a delivery
+    /// in that state.
+    delivery: Option<String>,
     cursor: Option<String>,
     notice: Option<String>,
+}
+
+/// Most leads a delivery-state filter lists (newest first).
+const DELIVERY_FILTER_CAP: usize = 200;
+
+/// The delivery states a leads-list filter stands for.
+fn delivery_states(filter: &str) -> Option<&'static [DeliveryState]> {
+    Some(match filter {
+        "failed" => &[DeliveryState::Dead],
+        "pending" => &[
+            DeliveryState::Pending,
+            DeliveryState::InFlight,
+            DeliveryState::Scheduled,
+        ],
+        "skipped" => &[DeliveryState::Skipped],
+        "delivered" => &[DeliveryState::Delivered],
+        _ => return None,
+    })
+}
+
+/// Newest events with a delivery in one of `states` (open dead letters
+/// only for `dead`), matching `filter` — checked here, as the store's event
+/// filter cannot join deliveries.
+async fn events_by_delivery_state(
+    app: &AppState,
+    states: &[DeliveryState],
+    filter: &EventFilter,
+) -> Result<Vec<leadrelay_model::Event>, ApiError> {
+    let mut ids: Vec<(DateTime<Utc>, Uuid)> = Vec::new();
+    for st in states {
+        let f = DeliveryFilter {
+            state: Some(*st),
+            exclude_replayed: *st == DeliveryState::Dead,
+            since: filter.since,
+            ..Default::default()
+        };
+        for d in app.store.list_deliveries(&f, None, 1000).await? {
+            ids.push((d.created_at, d.event_id));
+        }
+    }
+    ids.sort_by(|a, b| b.cmp(a));
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let needle = filter.search.as_deref().map(str::to_lowercase);
+    for (_, id) in ids {
+        if out.len() >= DELIVERY_FILTER_CAP {
+            break;
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        let Some(e) = app.store.get_event(id).await? else {
+            continue;
+        };
+        let keep = filter.event_type.as_ref().is_none_or(|t| e.event_type == *t)
+            && filter.origin_kind.is_none_or(|k| e.origin.kind == k)
+            && filter
+                .origin_name
+                .as_deref()
+                .is_none_or(|n| e.origin.name == n)
+            && needle.as_deref().is_none_or(|n| {
+                serde_json::to_string(&e.contact)
+                    .map(|c| c.to_lowercase().contains(n))
+                    .unwrap_or(false)
+            });
+        if keep {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// One destination's delivery of a lead, as the list shows it.
+#[derive(Debug, Serialize)]
+struct DeliveryChip {
+    destination: String,
+    state: &'static str,
+}
+
+/// Per lead, its current delivery per destination (a replayed dead letter
+/// gives way to its replay).
+async fn delivery_chips(
+    app: &AppState,
+    event_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<DeliveryChip>>, ApiError> {
+    let mut out = std::collections::HashMap::new();
+    for id in event_ids {
+        let ds = app.store.deliveries_for_event(*id).await?;
+        let chips = ds
+            .iter()
+            .filter(|d| d.replayed_by.is_none())
+            .map(|d| DeliveryChip {
+                destination: d.destination.clone(),
+                state: d.state.as_str(),
+            })
+            .collect();
+        out.insert(*id, chips);
+    }
+    Ok(out)
 }
 
 fn blank(s: &Option<String>) -> Option<&str> {
@@ -387,15 +495,41 @@ pub async fn leads(
         Ok(c) => c,
         Err(e) => return bad(format!("bad cursor: {e}")),
     };
-    let rows = match app.store.list_events(&filter, cursor, PAGE + 1).await {
-        Ok(r) => r,
-        Err(e) => return failed(e.into(), &me),
+    let delivery = blank(&q.delivery);
+    let rows = match delivery {
+        Some(d) => {
+            let Some(states) = delivery_states(d) else {
+                return bad(format!(
+                    "unknown delivery state {d:?}: use failed, pending, skipped or delivered"
+                ));
+            };
+            events_by_delivery_state(&app, states, &filter).await
+        }
+        None => app
+            .store
+            .list_events(&filter, cursor, PAGE + 1)
+            .await
+            .map_err(ApiError::from),
     };
-    let more = rows.len() > PAGE;
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return failed(e, &me),
+    };
+    let more = delivery.is_none() && rows.len() > PAGE;
+    let page_size = if delivery.is_some() { DELIVERY_FILTER_CAP } else { PAGE };
     let rows: Vec<EventSummary> = rows
         .iter()
-        .take(PAGE)
+        .take(page_size)
         .map(|e| EventSummary::new(e, session.mask()))
+        .collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let chips = match delivery_chips(&app, &ids).await {
+        Ok(c) => c,
+        Err(e) => return failed(e, &me),
+    };
+    let chips: std::collections::HashMap<String, Vec<DeliveryChip>> = chips
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect();
     let next = more.then(|| {
         let mut qs = url::form_urlencoded::Serializer::new(String::new());
@@ -404,6 +538,7 @@ pub async fn leads(
             ("type", &q.event_type),
             ("origin", &q.origin),
             ("since", &q.since),
+            ("delivery", &q.delivery),
         ] {
             if let Some(v) = blank(v) {
                 qs.append_pair(k, v);
@@ -424,9 +559,10 @@ pub async fn leads(
         "leads.html",
         context! {
             me => ser(&me), csrf => session.csrf.clone(), nav => "leads", notice => notice(q.notice.as_deref()),
-            rows => ser(&rows), next, origins,
+            rows => ser(&rows), chips => ser(&chips), next, origins,
             q => blank(&q.q), event_type => blank(&q.event_type), origin => blank(&q.origin),
-            since => blank(&q.since), paged => cursor.is_some(),
+            since => blank(&q.since), delivery, paged => cursor.is_some(),
+            capped => delivery.is_some() && rows.len() >= DELIVERY_FILTER_CAP, cap => DELIVERY_FILTER_CAP,
         },
     )
 }
@@ -468,76 +604,6 @@ pub async fn lead(
         }
         Err(e) => failed(e, &me),
     }
-}
-
-#[derive(Debug, Deserialize, Default)]
-pub struct DeadLettersQuery {
-    destination: Option<String>,
-    cursor: Option<String>,
-    notice: Option<String>,
-}
-
-pub async fn dead_letters(
-    State(app): State<AppState>,
-    session: UiSession,
-    Query(q): Query<DeadLettersQuery>,
-) -> Response {
-    let me = session.me();
-    let cursor = match blank(&q.cursor).map(Uuid::parse_str).transpose() {
-        Ok(c) => c,
-        Err(e) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "Bad filter",
-                &format!("bad cursor: {e}"),
-                Some(&me),
-            );
-        }
-    };
-    let destination = blank(&q.destination).map(String::from);
-    let filter = DeliveryFilter {
-        destination: destination.clone(),
-        state: Some(DeliveryState::Dead),
-        exclude_replayed: true,
-        ..Default::default()
-    };
-    let rows = match app.store.list_deliveries(&filter, cursor, PAGE + 1).await {
-        Ok(r) => r,
-        Err(e) => return failed(e.into(), &me),
-    };
-    let health = match destination_health(&app).await {
-        Ok(h) => h,
-        Err(e) => return failed(e, &me),
-    };
-    let more = rows.len() > PAGE;
-    let rows: Vec<DeliveryView> = rows
-        .iter()
-        .take(PAGE)
-        .map(|d| DeliveryView::new(d, session.mask()))
-        .collect();
-    let next = more.then(|| {
-        let mut qs = url::form_urlencoded::Serializer::new(String::new());
-        if let Some(d) = &destination {
-            qs.append_pair("destination", d);
-        }
-        if let Some(last) = rows.last() {
-            qs.append_pair("cursor", &last.id.to_string());
-        }
-        format!("/ui/dead-letters?{}", qs.finish())
-    });
-    let total: u64 = health
-        .iter()
-        .filter(|h| destination.as_deref().is_none_or(|d| d == h.name))
-        .map(|h| h.dead_letters)
-        .sum();
-    let names: Vec<String> = health.iter().map(|h| h.name.clone()).collect();
-    render(
-        "dead_letters.html",
-        context! {
-            me => ser(&me), csrf => session.csrf.clone(), nav => "dead-letters", notice => notice(q.notice.as_deref()),
-            rows => ser(&rows), next, destination, names, total, paged => cursor.is_some(),
-        },
-    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -600,33 +666,6 @@ pub async fn discard_one(
         Ok(_) => back_to(f.back.as_deref(), d.event_id, "discarded"),
         Err(e) => failed(e.into(), &me),
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct BulkReplayForm {
-    /// Empty: every destination.
-    destination: Option<String>,
-}
-
-pub async fn replay_bulk(
-    State(app): State<AppState>,
-    session: UiSession,
-    UiForm(f): UiForm<BulkReplayForm>,
-) -> Response {
-    if let Some(r) = session.refuse_unless_admin() {
-        return r;
-    }
-    let me = session.me();
-    let destination = blank(&f.destination).map(String::from);
-    let ids = match dead_letter_ids(app.store.as_ref(), destination, None).await {
-        Ok(ids) => ids,
-        Err(e) => return failed(e.into(), &me),
-    };
-    let job = app
-        .admin
-        .jobs
-        .start(app.store.clone(), ids, &session.principal.actor());
-    Redirect::to(&format!("/ui/jobs/{job}")).into_response()
 }
 
 pub async fn job(
