@@ -47,7 +47,7 @@ async fn post(app: &TestApp, key: &str, path: &str, body: Option<Value>) -> (Sta
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn submit(app: &TestApp, body: Value) -> Uuid {
+pub(crate) async fn submit(app: &TestApp, body: Value) -> Uuid {
     let r = app.post_json("/v1/forms/contact", &body).await;
     assert_eq!(r.status(), 202);
     r.json::<Value>().await.unwrap()["id"]
@@ -57,7 +57,7 @@ async fn submit(app: &TestApp, body: Value) -> Uuid {
         .unwrap()
 }
 
-fn config(receiver: &Receiver) -> String {
+pub(crate) fn config(receiver: &Receiver) -> String {
     webhook_config(
         &receiver.url(),
         r#"
@@ -663,7 +663,7 @@ async fn openapi_document_describes_every_route() {
 }
 
 /// The `lr_session=…` pair a sign-in answer sets.
-fn session_cookie(resp: &reqwest::Response) -> String {
+pub(crate) fn session_cookie(resp: &reqwest::Response) -> String {
     session_set_cookie(resp)
         .split(';')
         .next()
@@ -682,7 +682,7 @@ fn session_set_cookie(resp: &reqwest::Response) -> String {
 }
 
 /// The CSRF token embedded in a page's forms.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     html.split("name=\"csrf\" value=\"")
         .nth(1)
         .expect("a form with a CSRF token")
@@ -910,19 +910,31 @@ async fn dashboard_pages_render_and_bulk_replay_reports_progress() {
     assert_eq!(s, 404);
     let (s, html) = page("/ui/dead-letters".into()).await;
     assert_eq!(s, 200);
-    assert!(html.contains("Replay all 1"));
+    assert!(html.contains("1 open dead letter."), "{html}");
     let csrf = csrf_of(&html);
     let (s, _) = page("/ui/destinations".into()).await;
     assert_eq!(s, 200);
 
-    let resp = app
-        .client
-        .post(app.url("/ui/dead-letters/replay"))
-        .header("cookie", &session)
-        .form(&[("csrf", csrf.as_str()), ("destination", "")])
-        .send()
-        .await
-        .unwrap();
+    let bulk = |confirm: &'static str| {
+        app.client
+            .post(app.url("/ui/dead-letters/bulk"))
+            .header("cookie", &session)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("destination", ""),
+                ("action", "replay"),
+                ("confirm", confirm),
+            ])
+            .send()
+    };
+    let resp = bulk("").await.unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the count is shown before anything changes"
+    );
+    assert!(resp.text().await.unwrap().contains("Replay 1 dead letter?"));
+    let resp = bulk("yes").await.unwrap();
     assert_eq!(resp.status(), 303);
     let job = resp.headers()["location"].to_str().unwrap().to_string();
     assert!(job.starts_with("/ui/jobs/"));

@@ -11,6 +11,7 @@ mod crm_hubspot;
 mod crm_pipedrive;
 mod crm_salesforce;
 mod csv;
+mod dashboard;
 mod delivery;
 mod email;
 mod first_run;

@@ -170,11 +170,7 @@ pub fn group(dead: &[Delivery]) -> Vec<Issue> {
             i
         })
         .collect();
-    out.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then(b.last_seen.cmp(&a.last_seen))
-    });
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
     out
 }
 
@@ -328,9 +324,10 @@ pub async fn matching(
             let keep = match origin_of.get(&d.event_id) {
                 Some(k) => *k,
                 None => {
-                    let k = app.store.get_event(d.event_id).await?.is_some_and(|e| {
-                        e.origin.kind.as_str() == kind && e.origin.name == name
-                    });
+                    let k =
+                        app.store.get_event(d.event_id).await?.is_some_and(|e| {
+                            e.origin.kind.as_str() == kind && e.origin.name == name
+                        });
                     origin_of.insert(d.event_id, k);
                     k
                 }
@@ -488,14 +485,23 @@ mod tests {
                     .collect(),
             )
         };
-        assert!(f(&[("from", "2026-13-01")]).unwrap_err().starts_with("from:"));
+        assert!(
+            f(&[("from", "2026-13-01")])
+                .unwrap_err()
+                .starts_with("from:")
+        );
         assert!(
             f(&[("from", "2026-02-02"), ("to", "2026-02-01")])
                 .unwrap_err()
                 .contains("after")
         );
         assert!(f(&[("issue", "../etc")]).unwrap_err().starts_with("issue:"));
-        let ok = f(&[("destination", "crm"), ("from", "2026-02-01"), ("origin", " ")]).unwrap();
+        let ok = f(&[
+            ("destination", "crm"),
+            ("from", "2026-02-01"),
+            ("origin", " "),
+        ])
+        .unwrap();
         assert_eq!(ok.query(), "destination=crm&from=2026-02-01");
     }
 }

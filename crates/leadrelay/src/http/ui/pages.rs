@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use leadrelay_model::{EventType, OriginKind};
 use minijinja::context;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
@@ -402,7 +402,10 @@ async fn events_by_delivery_state(
         let Some(e) = app.store.get_event(id).await? else {
             continue;
         };
-        let keep = filter.event_type.as_ref().is_none_or(|t| e.event_type == *t)
+        let keep = filter
+            .event_type
+            .as_ref()
+            .is_none_or(|t| e.event_type == *t)
             && filter.origin_kind.is_none_or(|k| e.origin.kind == k)
             && filter
                 .origin_name
@@ -516,7 +519,11 @@ pub async fn leads(
         Err(e) => return failed(e, &me),
     };
     let more = delivery.is_none() && rows.len() > PAGE;
-    let page_size = if delivery.is_some() { DELIVERY_FILTER_CAP } else { PAGE };
+    let page_size = if delivery.is_some() {
+        DELIVERY_FILTER_CAP
+    } else {
+        PAGE
+    };
     let rows: Vec<EventSummary> = rows
         .iter()
         .take(page_size)
@@ -527,10 +534,8 @@ pub async fn leads(
         Ok(c) => c,
         Err(e) => return failed(e, &me),
     };
-    let chips: std::collections::HashMap<String, Vec<DeliveryChip>> = chips
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let chips: std::collections::HashMap<String, Vec<DeliveryChip>> =
+        chips.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let next = more.then(|| {
         let mut qs = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in [

@@ -120,9 +120,12 @@ pub async fn contact(
             m.iter()
                 .filter(|(k, v)| !v.is_null() && *k != "custom")
                 .map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), String::from)))
-                .chain(view.fields.custom.iter().map(|(k, v)| {
-                    (k.clone(), v.as_str().map_or(v.to_string(), String::from))
-                }))
+                .chain(
+                    view.fields
+                        .custom
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), String::from))),
+                )
                 .collect()
         })
         .unwrap_or_default();
@@ -165,7 +168,12 @@ pub async fn review(
         Some("all") => None,
         Some(s) => match ReviewStatus::parse(s) {
             Some(s) => Some(s),
-            None => return bad("Bad filter: status is open, resolved, dismissed or all.", &me),
+            None => {
+                return bad(
+                    "Bad filter: status is open, resolved, dismissed or all.",
+                    &me,
+                );
+            }
         },
     };
     let before = match cursor(&q, &me) {
@@ -221,7 +229,10 @@ pub async fn review_action(
         _ => return bad("Resolve or dismiss.", &me),
     };
     let resolution = get(&f, "resolution").map(String::from);
-    if resolution.as_ref().is_some_and(|r| r.chars().count() > 2000) {
+    if resolution
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 2000)
+    {
         return bad("The resolution note is at most 2000 characters.", &me);
     }
     match app
@@ -265,7 +276,10 @@ pub async fn privacy(
     )
 }
 
-fn checked_email(f: &HashMap<String, String>, me: &Me) -> Result<(String, Option<String>), Response> {
+fn checked_email(
+    f: &HashMap<String, String>,
+    me: &Me,
+) -> Result<(String, Option<String>), Response> {
     let email = get(f, "email").unwrap_or("");
     let email = Privacy::normalise(email).map_err(|m| bad(&format!("Email: {m}."), me))?;
     let reason = get(f, "reason").map(String::from);
@@ -299,7 +313,10 @@ pub async fn export(State(app): State<AppState>, session: UiSession, body: Bytes
                     (header::CONTENT_TYPE, "application/json".to_string()),
                     (
                         header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"privacy-export-{}.json\"", x.audit_id),
+                        format!(
+                            "attachment; filename=\"privacy-export-{}.json\"",
+                            x.audit_id
+                        ),
                     ),
                 ],
                 json,
