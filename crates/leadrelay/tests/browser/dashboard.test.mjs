@@ -7,7 +7,10 @@
 // the public form endpoint from an HTML page, sees it on the overview and
 // in the list, opens its timeline, watches the failing destination turn the
 // delivery into a dead letter, lets the destination recover, replays the
-// dead letter from the dashboard and sees it delivered. Screenshots (desktop
+// dead letter from the dashboard and sees it delivered; then groups failures
+// into an issue and retries the group, replays by filter after seeing the
+// count, filters leads by delivery state, opens a contact, the review queue
+// and erases a person, and checks what a viewer sees. Screenshots (desktop
 // and phone width) go to $ARTIFACTS (default target/test-artifacts/browser).
 //
 // Env: LEADRELAY_BIN (the binary), ARTIFACTS, CHROMIUM (default /usr/bin/chromium).
@@ -284,8 +287,129 @@ destinations = ["crm", "backup"]
     await shot('10-timeline-phone');
   });
 
+  const submitLead = async (email, first, company) => {
+    const res = await fetch(`${base}/v1/forms/contact`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, first_name: first, company, consent: 'on' }),
+    });
+    assert.equal(res.status, 202);
+  };
+  const deadCount = async () => {
+    const res = await page.request.get(`${base}/ui/dead-letters?destination=crm`);
+    const m = (await res.text()).match(/(\d+) open dead letters? match/);
+    return m ? Number(m[1]) : 0;
+  };
+  const waitForJob = async (name) => {
+    await page.waitForURL(/\/ui\/jobs\//);
+    await page.locator('#progress-text', { hasText: 'finished' }).waitFor({ timeout: 20000 });
+    await shot(name);
+  };
+
+  await t.test('issues: failures grouped by cause, inspected, retried as a group', async () => {
+    await page.setViewportSize({ width: 1280, height: 900 });
+    state.failing = true;
+    await submitLead('ravi.shah@example.com', 'Ravi', 'Shah Logistics');
+    await submitLead('mei.chen@example.com', 'Mei', 'Chen Studio');
+    await eventually('two dead letters', async () => (await deadCount()) === 2);
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Issues' }).click();
+    const issue = page.locator('#issues tbody tr', { hasText: 'crm' });
+    await issue.waitFor();
+    assert.match(await issue.textContent(), /HTTP 500/);
+    await shot('11-issues');
+    await issue.getByRole('link').click();
+    await page.locator('#issue-count', { hasText: '2' }).waitFor();
+    await page.getByText('ravi.shah@example.com').waitFor();
+    // Attempt inspection: request and response side by side.
+    const inspect = page.locator('details.inspect-attempt').first();
+    assert.equal(await inspect.getAttribute('open'), '', 'the sample attempt is open');
+    await inspect.getByRole('region', { name: /^Request of attempt/ }).getByText(/POST http/).waitFor();
+    await inspect.getByRole('region', { name: /^Response of attempt/ }).getByText('CRM is down for maintenance').waitFor();
+    await shot('12-issue');
+    state.failing = false;
+    await page.getByRole('button', { name: 'Retry all 2' }).click();
+    await waitForJob('13-issue-retry-progress');
+    await eventually('both delivered', async () => state.delivered.filter((b) => /ravi\.shah|mei\.chen/.test(b)).length === 2);
+    await page.goto(`${base}/ui/issues`);
+    await page.getByText('No open issues').waitFor();
+  });
+
+  await t.test('bulk replay by filter shows the count before confirming, then progress', async () => {
+    state.failing = true;
+    await submitLead('ola.berg@example.com', 'Ola', 'Berg AS');
+    await submitLead('ines.costa@example.com', 'Ines', 'Costa Lda');
+    await eventually('two dead letters', async () => (await deadCount()) === 2);
+    await page.goto(`${base}/ui/dead-letters`);
+    await page.getByLabel('Destination').selectOption('crm');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.locator('#dead-letters tbody tr', { hasText: 'Ines' }).waitFor();
+    await page.locator('#dead-letters tbody tr', { hasText: 'Costa Lda' }).waitFor();
+    await shot('14-dead-letters-filtered');
+    await page.getByRole('button', { name: 'Replay…', exact: true }).click();
+    await page.getByRole('heading', { name: 'Replay 2 dead letters?' }).waitFor();
+    await shot('15-bulk-confirm');
+    state.failing = false;
+    await page.getByRole('button', { name: 'Yes, replay 2' }).click();
+    await waitForJob('16-bulk-progress');
+    await eventually('both delivered', async () => state.delivered.filter((b) => /ola\.berg|ines\.costa/.test(b)).length === 2);
+  });
+
+  await t.test('leads list shows delivery state and filters by it', async () => {
+    await page.goto(`${base}/ui/leads?delivery=delivered`);
+    await page.locator('#leads tbody tr', { hasText: 'ola.berg@example.com' }).getByText('crm: delivered').waitFor();
+    await shot('17-leads-delivered');
+    await page.goto(`${base}/ui/leads?delivery=failed`);
+    await page.getByText('No leads match.').waitFor();
+  });
+
+  await t.test('contacts, review queue and privacy erase', async () => {
+    await page.goto(`${base}/ui/contacts`);
+    await page.locator('#contacts tbody tr', { hasText: 'mei.chen@example.com' }).getByRole('link').click();
+    await page.locator('#golden tbody tr', { hasText: 'form:contact' }).first().waitFor();
+    await shot('18-contact');
+    await page.goto(`${base}/ui/review`);
+    await page.getByText('Nothing to review.').waitFor();
+    await shot('19-review');
+    await page.goto(`${base}/ui/privacy`);
+    await page.locator('#erase-email').fill('mei.chen@example.com');
+    await page.locator('#erase-confirm').fill('mei.chen@example.com');
+    await page.getByRole('button', { name: 'Erase this person' }).click();
+    await page.getByRole('heading', { name: 'Erasure report' }).waitFor();
+    await shot('20-privacy-erased');
+    await page.goto(`${base}/ui/privacy`);
+    await page.locator('#audit tbody tr', { hasText: 'erase' }).waitFor();
+    assert.ok(!(await page.content()).includes('mei.chen@example.com'), 'the audit log never shows the address');
+    await page.goto(`${base}/ui/contacts?q=mei.chen`);
+    await page.getByText('No contacts match.').waitFor();
+  });
+
+  await t.test('a viewer sees masked data and no actions', async () => {
+    const viewerKey = execFileSync(BIN, ['keys', 'create', '--name', 'e2e-viewer', '--role', 'viewer'], {
+      env,
+      encoding: 'utf8',
+    }).trim();
+    const vctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const v = await vctx.newPage();
+    await v.goto(`${base}/ui/login`);
+    await v.getByLabel('API key').fill(viewerKey);
+    await v.keyboard.press('Enter');
+    await v.waitForURL(`${base}/ui/`);
+    await v.goto(`${base}/ui/leads`);
+    await v.locator('#leads tbody tr', { hasText: 'Ravi' }).waitFor();
+    assert.ok(!(await v.content()).includes('ravi.shah@example.com'), 'emails masked for viewers');
+    await v.screenshot({ path: path.join(ARTIFACTS, '21-viewer-leads.png'), fullPage: true });
+    assert.equal(await v.getByRole('link', { name: 'Privacy' }).count(), 0);
+    await v.goto(`${base}/ui/privacy`);
+    await v.getByRole('heading', { name: 'Not allowed' }).waitFor();
+    await v.goto(`${base}/ui/destinations`);
+    assert.equal(await v.getByRole('button', { name: 'Pause' }).count(), 0);
+    await vctx.close();
+  });
+
   await t.test('a form without its CSRF token is refused', async () => {
     const res = await page.request.post(`${base}/ui/destinations/crm/pause`, { form: { hours: '1' } });
     assert.equal(res.status(), 403);
+    const bulk = await page.request.post(`${base}/ui/dead-letters/bulk`, { form: { action: 'replay', confirm: 'yes' } });
+    assert.equal(bulk.status(), 403);
   });
 });
