@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+#[cfg(test)]
+use chrono::{Duration, Utc};
 use plotters::prelude::*;
 
 /// Colour-blind-safe series colours (Okabe–Ito), dark enough on white.
@@ -35,64 +36,90 @@ fn finish(svg: String, label: &str) -> String {
     )
 }
 
-/// Leads per day, one line per source. `days` are the day starts shown
-/// (oldest first); `series` maps a source to its count per day.
-pub fn leads_per_day(
-    days: &[DateTime<Utc>],
+/// Axis and legend text: large enough to stay readable when the chart is
+/// scaled down to a phone's width (about half size).
+const FONT: u32 = 20;
+
+/// Which of `n` bucket labels to print so that at most `max` show.
+fn label_every(n: usize, max: usize) -> usize {
+    n.div_ceil(max.max(1)).max(1)
+}
+
+/// Leads per time bucket, stacked by source: bars stay readable with one
+/// lead or a hundred. `labels` name the buckets (oldest first); `series`
+/// maps a source to its count per bucket.
+pub fn leads_per_bucket(
+    labels: &[String],
     series: &BTreeMap<String, Vec<u64>>,
+    label: &str,
 ) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let max = series
-            .values()
-            .flat_map(|v| v.iter().copied())
-            .max()
-            .unwrap_or(0)
-            .max(4);
-        let n = days.len().max(1);
+        let n = labels.len().max(1);
+        let totals: Vec<u64> = (0..n)
+            .map(|i| {
+                series
+                    .values()
+                    .map(|v| v.get(i).copied().unwrap_or(0))
+                    .sum()
+            })
+            .collect();
+        let max = totals.iter().copied().max().unwrap_or(0).max(4);
+        let every = label_every(n, 7);
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
-            .margin_right(36)
-            .x_label_area_size(30)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0..(n as i32 - 1).max(1), 0u64..(max + max / 5 + 1))
+            .margin_right(24)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d((0..n as i32).into_segmented(), 0u64..(max + max / 5 + 1))
             .map_err(|e| e.to_string())?;
-        let labels: Vec<String> = days.iter().map(|d| d.format("%a %d").to_string()).collect();
         chart
             .configure_mesh()
+            .disable_x_mesh()
             .x_labels(n)
-            .y_labels(6)
-            .x_label_formatter(&|i| labels.get(*i as usize).cloned().unwrap_or_default())
-            .y_desc("leads")
-            .label_style(("sans-serif", 13).into_font().color(&INK))
-            .axis_desc_style(("sans-serif", 13).into_font().color(&INK))
+            .y_labels(5)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) if (*i as usize).is_multiple_of(every) => {
+                    labels.get(*i as usize).cloned().unwrap_or_default()
+                }
+                _ => String::new(),
+            })
+            .y_label_formatter(&|v| format!("{v}"))
+            .label_style(("sans-serif", FONT).into_font().color(&INK))
             .light_line_style(RGBColor(235, 235, 235))
             .bold_line_style(RGBColor(210, 210, 210))
             .draw()
             .map_err(|e| e.to_string())?;
-        for (i, (source, counts)) in series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            let points: Vec<(i32, u64)> = counts
+        let mut base = vec![0u64; n];
+        for (k, (source, counts)) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let bars: Vec<_> = counts
                 .iter()
                 .enumerate()
-                .map(|(x, y)| (x as i32, *y))
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| {
+                    let y0 = base[i];
+                    base[i] += c;
+                    let mut r = Rectangle::new(
+                        [
+                            (SegmentValue::Exact(i as i32), y0),
+                            (SegmentValue::Exact(i as i32 + 1), y0 + c),
+                        ],
+                        color.filled(),
+                    );
+                    r.set_margin(0, 0, 3, 3);
+                    r
+                })
                 .collect();
             chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
+                .draw_series(bars)
                 .map_err(|e| e.to_string())?
                 .label(source.clone())
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+                    Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled())
                 });
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 4, color.filled())),
-                )
-                .map_err(|e| e.to_string())?;
         }
         if !series.is_empty() {
             chart
@@ -100,74 +127,77 @@ pub fn leads_per_day(
                 .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.9))
                 .border_style(RGBColor(180, 180, 180))
-                .label_font(("sans-serif", 13).into_font().color(&INK))
+                .label_font(("sans-serif", FONT).into_font().color(&INK))
                 .draw()
                 .map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())?;
     }
-    Ok(finish(svg, "Leads per day by source, last 7 days"))
+    Ok(finish(svg, label))
 }
 
-/// Delivery success rate per hour (percent; hours without attempts are gaps).
+/// Delivery success rate per bucket as bars (percent; buckets without
+/// attempts stay empty), so one busy hour is a bar, not a lone dot.
 pub fn success_rate(
-    start: DateTime<Utc>,
-    hours: usize,
+    labels: &[String],
     rates: &[Option<f64>],
+    label: &str,
 ) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let n = labels.len().max(1);
+        let every = label_every(n, 7);
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
-            .margin_right(36)
-            .x_label_area_size(30)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0..(hours as i32 - 1).max(1), 0f64..100f64)
+            .margin_right(24)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d((0..n as i32).into_segmented(), 0f64..100f64)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_labels(8)
-            .y_labels(6)
-            .x_label_formatter(&|i| {
-                (start + Duration::hours(i64::from(*i)))
-                    .format("%H:00")
-                    .to_string()
+            .disable_x_mesh()
+            .x_labels(n)
+            .y_labels(5)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) if (*i as usize).is_multiple_of(every) => {
+                    labels.get(*i as usize).cloned().unwrap_or_default()
+                }
+                _ => String::new(),
             })
             .y_label_formatter(&|v| format!("{v:.0}%"))
-            .y_desc("delivered")
-            .label_style(("sans-serif", 13).into_font().color(&INK))
-            .axis_desc_style(("sans-serif", 13).into_font().color(&INK))
+            .label_style(("sans-serif", FONT).into_font().color(&INK))
             .light_line_style(RGBColor(235, 235, 235))
             .bold_line_style(RGBColor(210, 210, 210))
             .draw()
             .map_err(|e| e.to_string())?;
-        let color = PALETTE[2];
-        // One line per run of hours with attempts.
-        let mut run: Vec<(i32, f64)> = Vec::new();
-        let mut runs = Vec::new();
-        for (i, r) in rates.iter().enumerate() {
-            match r {
-                Some(v) => run.push((i as i32, v * 100.0)),
-                None if !run.is_empty() => runs.push(std::mem::take(&mut run)),
-                None => {}
-            }
-        }
-        if !run.is_empty() {
-            runs.push(run);
-        }
-        for r in runs {
-            chart
-                .draw_series(LineSeries::new(r.clone(), color.stroke_width(3)))
-                .map_err(|e| e.to_string())?;
-            chart
-                .draw_series(r.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| e.to_string())?;
-        }
+        let good = PALETTE[2];
+        let bad = PALETTE[1];
+        let bars: Vec<_> = rates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.map(|r| (i, r)))
+            .map(|(i, r)| {
+                let color = if r >= 0.95 { good } else { bad };
+                // A 0 % bucket still shows: a thin bar at the bottom.
+                let top = (r * 100.0).max(1.5);
+                let mut rect = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i as i32), 0.0),
+                        (SegmentValue::Exact(i as i32 + 1), top),
+                    ],
+                    color.filled(),
+                );
+                rect.set_margin(0, 0, 2, 2);
+                rect
+            })
+            .collect();
+        chart.draw_series(bars).map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
-    Ok(finish(svg, "Delivery success rate per hour, last 24 hours"))
+    Ok(finish(svg, label))
 }
 
 #[cfg(test)]
@@ -177,11 +207,13 @@ mod tests {
     #[test]
     fn charts_are_scalable_labelled_svg() {
         let now = Utc::now();
-        let days: Vec<_> = (0..7).map(|i| now - Duration::days(6 - i)).collect();
+        let days: Vec<String> = (0..7)
+            .map(|i| (now - Duration::days(6 - i)).format("%a %d").to_string())
+            .collect();
         let mut s = BTreeMap::new();
         s.insert("form:contact".to_string(), vec![1, 2, 0, 5, 3, 2, 9]);
         s.insert("source:hubspot".to_string(), vec![0, 0, 1, 1, 0, 2, 1]);
-        let svg = leads_per_day(&days, &s).unwrap();
+        let svg = leads_per_bucket(&days, &s, "Leads per day by source").unwrap();
         assert!(
             svg.starts_with("<svg class=\"chart\" role=\"img\""),
             "{}",
@@ -189,8 +221,15 @@ mod tests {
         );
         assert!(svg.contains("viewBox"));
         assert!(svg.contains("form:contact"));
-        let svg = success_rate(now, 24, &[Some(1.0), None, Some(0.5), Some(0.75)]).unwrap();
+        let hours: Vec<String> = (0..24).map(|h| format!("{h:02}:00")).collect();
+        let svg = success_rate(
+            &hours,
+            &[Some(1.0), None, Some(0.5), Some(0.0)],
+            "Delivery success rate per hour",
+        )
+        .unwrap();
         assert!(svg.contains("aria-label=\"Delivery success rate"));
-        assert!(svg.contains("<polyline") || svg.contains("<path"));
+        // Three buckets with attempts, three bars — even the 0 % one.
+        assert!(svg.matches("<rect").count() >= 1 + 3, "{svg}");
     }
 }

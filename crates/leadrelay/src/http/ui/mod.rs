@@ -64,6 +64,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ),
         ("message.html", include_str!("templates/message.html")),
         ("issues.html", include_str!("templates/issues.html")),
+        ("refresh.html", include_str!("templates/refresh.html")),
         ("issue.html", include_str!("templates/issue.html")),
         ("confirm.html", include_str!("templates/confirm.html")),
         ("attempts.html", include_str!("templates/attempts.html")),

@@ -46,6 +46,10 @@ pub async fn issues_page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let me = session.me();
+    let refresh = match super::pages::refresh_of(q.get("refresh").map(String::as_str)) {
+        Ok(r) => r,
+        Err(e) => return bad(&format!("Bad filter: {e}."), &me),
+    };
     let (all, capped) = match issues::open_issues(&app).await {
         Ok(x) => x,
         Err(e) => return failed(e, &me),
@@ -54,7 +58,7 @@ pub async fn issues_page(
     render(
         "issues.html",
         context! {
-            me => ser(&me), csrf => session.csrf.clone(), nav => "issues",
+            me => ser(&me), csrf => session.csrf.clone(), nav => "issues", refresh,
             notice => notice(q.get("notice").map(String::as_str)),
             open => ser(&open), muted => ser(&muted), capped, cap => issues::SCAN_CAP,
         },

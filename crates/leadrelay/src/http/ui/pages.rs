@@ -83,6 +83,7 @@ pub(super) fn notice(code: Option<&str>) -> Option<&'static str> {
 #[derive(Debug, Deserialize, Default)]
 pub struct NoticeQuery {
     notice: Option<String>,
+    refresh: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -248,13 +249,106 @@ fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(Duration::days(1)).unwrap_or(t)
 }
 
+#[derive(Debug, Deserialize, Default)]
+pub struct OverviewQuery {
+    notice: Option<String>,
+    /// `24h`, `7d` (default) or `30d`: what the charts cover.
+    range: Option<String>,
+    /// Seconds between automatic reloads (30, 60 or 300), or none.
+    refresh: Option<String>,
+}
+
+/// What a chart range covers: buckets for leads and for the success rate.
+struct ChartRange {
+    key: &'static str,
+    lead_secs: i64,
+    lead_n: i64,
+    lead_fmt: &'static str,
+    rate_secs: i64,
+    rate_n: i64,
+    rate_fmt: &'static str,
+    text: &'static str,
+}
+
+const RANGES: [ChartRange; 3] = [
+    ChartRange {
+        key: "24h",
+        lead_secs: 3600,
+        lead_n: 24,
+        lead_fmt: "%H:00",
+        rate_secs: 3600,
+        rate_n: 24,
+        rate_fmt: "%H:00",
+        text: "last 24 hours",
+    },
+    ChartRange {
+        key: "7d",
+        lead_secs: 86_400,
+        lead_n: 7,
+        lead_fmt: "%a %d",
+        rate_secs: 21_600,
+        rate_n: 28,
+        rate_fmt: "%a %Hh",
+        text: "last 7 days",
+    },
+    ChartRange {
+        key: "30d",
+        lead_secs: 86_400,
+        lead_n: 30,
+        lead_fmt: "%d %b",
+        rate_secs: 86_400,
+        rate_n: 30,
+        rate_fmt: "%d %b",
+        text: "last 30 days",
+    },
+];
+
+/// The auto-refresh intervals offered (seconds).
+pub(super) const REFRESH: [u32; 3] = [30, 60, 300];
+
+/// `refresh` of a query: one of [`REFRESH`], or none.
+pub(super) fn refresh_of(v: Option<&str>) -> Result<Option<u32>, String> {
+    match v.map(str::trim).filter(|v| !v.is_empty() && *v != "off") {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|s| REFRESH.contains(s))
+            .map(Some)
+            .ok_or_else(|| format!("refresh: {v:?} is not one of 30, 60 or 300 seconds")),
+    }
+}
+
+/// Bucket starts (oldest first) ending with the one holding `now`.
+fn buckets(now: DateTime<Utc>, secs: i64, n: i64) -> Vec<DateTime<Utc>> {
+    let last = now.duration_trunc(Duration::seconds(secs)).unwrap_or(now);
+    (0..n)
+        .map(|i| last - Duration::seconds(secs * (n - 1 - i)))
+        .collect()
+}
+
 pub async fn overview(
     State(app): State<AppState>,
     session: UiSession,
-    Query(q): Query<NoticeQuery>,
+    Query(q): Query<OverviewQuery>,
 ) -> Response {
     let me = session.me();
-    match overview_inner(&app, &session, q.notice.as_deref()).await {
+    let Some(range) = RANGES
+        .iter()
+        .find(|r| r.key == blank(&q.range).unwrap_or("7d"))
+    else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad filter",
+            "range: use 24h, 7d or 30d",
+            Some(&me),
+        );
+    };
+    let refresh = match refresh_of(q.refresh.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, "Bad filter", &e, Some(&me)),
+    };
+    match overview_inner(&app, &session, q.notice.as_deref(), range, refresh).await {
         Ok(r) => r,
         Err(e) => failed(e, &me),
     }
@@ -264,35 +358,58 @@ async fn overview_inner(
     app: &AppState,
     session: &UiSession,
     notice_code: Option<&str>,
+    range: &ChartRange,
+    refresh: Option<u32>,
 ) -> Result<Response, ApiError> {
     let now = Utc::now();
     let today = day_start(now);
     let first_day = today - Duration::days(6);
     let days: Vec<DateTime<Utc>> = (0..7).map(|i| first_day + Duration::days(i)).collect();
     let counts = app.store.lead_counts(first_day, 86_400).await?;
-    let mut series: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut week: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for c in &counts {
-        let idx = days.iter().position(|d| *d == c.bucket_start);
-        if let Some(i) = idx {
-            series.entry(c.origin.clone()).or_insert_with(|| vec![0; 7])[i] += c.count;
+        if let Some(i) = days.iter().position(|d| *d == c.bucket_start) {
+            week.entry(c.origin.clone()).or_insert_with(|| vec![0; 7])[i] += c.count;
         }
     }
-    let by_source: Vec<_> = series
+    let by_source: Vec<_> = week
         .iter()
         .map(|(source, v)| context! { source, today => v[6], week => v.iter().sum::<u64>() })
         .collect();
-    let leads_today: u64 = series.values().map(|v| v[6]).sum();
-    let leads_week: u64 = series.values().map(|v| v.iter().sum::<u64>()).sum();
+    let leads_today: u64 = week.values().map(|v| v[6]).sum();
+    let leads_week: u64 = week.values().map(|v| v.iter().sum::<u64>()).sum();
 
-    let hour0 = now.duration_trunc(Duration::hours(1)).unwrap_or(now) - Duration::hours(23);
-    let buckets = app.store.attempt_buckets(hour0, 3600).await?;
-    let mut rates = vec![None; 24];
+    // The charts' range.
+    let lead_buckets = buckets(now, range.lead_secs, range.lead_n);
+    let n = lead_buckets.len();
+    let counts = app
+        .store
+        .lead_counts(lead_buckets[0], range.lead_secs)
+        .await?;
+    let mut series: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for c in &counts {
+        if let Some(i) = lead_buckets.iter().position(|d| *d == c.bucket_start) {
+            series.entry(c.origin.clone()).or_insert_with(|| vec![0; n])[i] += c.count;
+        }
+    }
+    let lead_labels: Vec<String> = lead_buckets
+        .iter()
+        .map(|d| d.format(range.lead_fmt).to_string())
+        .collect();
+
+    let rate_buckets = buckets(now, range.rate_secs, range.rate_n);
+    let found = app
+        .store
+        .attempt_buckets(rate_buckets[0], range.rate_secs)
+        .await?;
+    let mut rates = vec![None; rate_buckets.len()];
     let mut hourly = Vec::new();
-    for b in &buckets {
-        let i = (b.bucket_start - hour0).num_hours();
+    for b in &found {
         let n = b.succeeded + b.failed;
-        if (0..24).contains(&i) && n > 0 {
-            rates[i as usize] = Some(b.succeeded as f64 / n as f64);
+        if let Some(i) = rate_buckets.iter().position(|d| *d == b.bucket_start)
+            && n > 0
+        {
+            rates[i] = Some(b.succeeded as f64 / n as f64);
             hourly.push(context! {
                 hour => b.bucket_start.format("%Y-%m-%d %H:00").to_string(),
                 succeeded => b.succeeded, failed => b.failed,
@@ -300,8 +417,32 @@ async fn overview_inner(
             });
         }
     }
-    let leads_chart = charts::leads_per_day(&days, &series).map_err(chart_error)?;
-    let success_chart = charts::success_rate(hour0, 24, &rates).map_err(chart_error)?;
+    let rate_labels: Vec<String> = rate_buckets
+        .iter()
+        .map(|d| d.format(range.rate_fmt).to_string())
+        .collect();
+    let lead_caption = format!(
+        "Leads per {} by source, {}",
+        if range.lead_secs == 3600 {
+            "hour"
+        } else {
+            "day"
+        },
+        range.text
+    );
+    let rate_caption = format!(
+        "Delivery success rate per {}, {}",
+        match range.rate_secs {
+            3600 => "hour",
+            21_600 => "6 hours",
+            _ => "day",
+        },
+        range.text
+    );
+    let leads_chart =
+        charts::leads_per_bucket(&lead_labels, &series, &lead_caption).map_err(chart_error)?;
+    let success_chart =
+        charts::success_rate(&rate_labels, &rates, &rate_caption).map_err(chart_error)?;
 
     let health = destination_health(app).await?;
     let succeeded: u64 = health.iter().map(|h| h.succeeded).sum();
@@ -317,10 +458,12 @@ async fn overview_inner(
             backlog => health.iter().map(|h| h.backlog).sum::<u64>(),
             dead_letters => health.iter().map(|h| h.dead_letters).sum::<u64>(),
             by_source,
-            day_labels => days.iter().map(|d| d.format("%a %d %b").to_string()).collect::<Vec<_>>(),
+            day_labels => lead_labels,
             series,
             hourly,
-            leads_chart, success_chart,
+            leads_chart, success_chart, lead_caption, rate_caption,
+            range => range.key, ranges => RANGES.iter().map(|r| (r.key, r.text)).collect::<Vec<_>>(),
+            refresh, refresh_options => REFRESH,
             destinations => ser(&health),
         },
     ))
@@ -702,11 +845,15 @@ pub async fn destinations(
     Query(q): Query<NoticeQuery>,
 ) -> Response {
     let me = session.me();
+    let refresh = match refresh_of(q.refresh.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, "Bad filter", &e, Some(&me)),
+    };
     match destination_health(&app).await {
         Ok(destinations) => render(
             "destinations.html",
             context! {
-                me => ser(&me), csrf => session.csrf.clone(), nav => "destinations",
+                me => ser(&me), csrf => session.csrf.clone(), nav => "destinations", refresh,
                 notice => notice(q.notice.as_deref()), destinations => ser(&destinations), actions => true,
             },
         ),
