@@ -279,12 +279,7 @@ pub async fn dead_letters(
     };
     let next = ((page + 1) * PAGE < total).then(|| link(page + 1));
     let prev = (page > 0).then(|| link(page - 1));
-    let origins: Vec<String> = app
-        .config
-        .forms
-        .keys()
-        .map(|f| format!("form:{f}"))
-        .collect();
+    let origins = super::pages::form_origins(&app);
     let n = q.get("n").and_then(|n| n.parse::<u64>().ok());
     render(
         "dead_letters.html",

@@ -595,6 +595,15 @@ async fn delivery_chips(
     Ok(out)
 }
 
+/// The configured forms as origin filter values (`form:NAME`).
+pub(super) fn form_origins(app: &AppState) -> Vec<String> {
+    app.config
+        .forms
+        .keys()
+        .map(|f| format!("form:{f}"))
+        .collect()
+}
+
 fn blank(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
@@ -697,12 +706,7 @@ pub async fn leads(
         }
         format!("/ui/leads?{}", qs.finish())
     });
-    let origins: Vec<String> = app
-        .config
-        .forms
-        .keys()
-        .map(|f| format!("form:{f}"))
-        .collect();
+    let origins = form_origins(&app);
     render(
         "leads.html",
         context! {

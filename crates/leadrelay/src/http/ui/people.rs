@@ -37,11 +37,11 @@ fn get<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
-fn cursor(q: &HashMap<String, String>, me: &Me) -> Result<Option<Uuid>, Response> {
+fn cursor(q: &HashMap<String, String>) -> Result<Option<Uuid>, &'static str> {
     get(q, "cursor")
         .map(Uuid::parse_str)
         .transpose()
-        .map_err(|_| bad("Bad filter: cursor is not valid.", me))
+        .map_err(|_| "Bad filter: cursor is not valid.")
 }
 
 pub async fn contacts(
@@ -54,9 +54,9 @@ pub async fn contacts(
     if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
         return bad("Bad filter: search at most 200 characters.", &me);
     }
-    let before = match cursor(&q, &me) {
+    let before = match cursor(&q) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return bad(e, &me),
     };
     let filter = ContactFilter {
         search: search.clone(),
@@ -176,9 +176,9 @@ pub async fn review(
             }
         },
     };
-    let before = match cursor(&q, &me) {
+    let before = match cursor(&q) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return bad(e, &me),
     };
     let rows = match app.store.list_review_items(status, before, PAGE + 1).await {
         Ok(r) => r,
@@ -254,9 +254,9 @@ pub async fn privacy(
         return r;
     }
     let me = session.me();
-    let before = match cursor(&q, &me) {
+    let before = match cursor(&q) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return bad(e, &me),
     };
     let rows = match app.store.privacy_audit(before, PAGE + 1).await {
         Ok(r) => r,
@@ -276,15 +276,13 @@ pub async fn privacy(
     )
 }
 
-fn checked_email(
-    f: &HashMap<String, String>,
-    me: &Me,
-) -> Result<(String, Option<String>), Response> {
+/// The form's email (normalised) and reason, or what is wrong with them.
+fn checked_email(f: &HashMap<String, String>) -> Result<(String, Option<String>), String> {
     let email = get(f, "email").unwrap_or("");
-    let email = Privacy::normalise(email).map_err(|m| bad(&format!("Email: {m}."), me))?;
+    let email = Privacy::normalise(email).map_err(|m| format!("Email: {m}."))?;
     let reason = get(f, "reason").map(String::from);
     if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-        return Err(bad("The reason is at most 500 characters.", me));
+        return Err("The reason is at most 500 characters.".into());
     }
     Ok((email, reason))
 }
@@ -295,9 +293,9 @@ pub async fn export(State(app): State<AppState>, session: UiSession, body: Bytes
         return r;
     }
     let me = session.me();
-    let (email, reason) = match checked_email(&form(&body), &me) {
+    let (email, reason) = match checked_email(&form(&body)) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return bad(&e, &me),
     };
     match app
         .admin
@@ -334,9 +332,9 @@ pub async fn erase(State(app): State<AppState>, session: UiSession, body: Bytes)
     }
     let me = session.me();
     let f = form(&body);
-    let (email, reason) = match checked_email(&f, &me) {
+    let (email, reason) = match checked_email(&f) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return bad(&e, &me),
     };
     let confirmed = get(&f, "confirm_email")
         .and_then(|c| Privacy::normalise(c).ok())
