@@ -350,6 +350,31 @@ async fn leads_list_shows_and_filters_delivery_state() {
 }
 
 #[tokio::test]
+async fn overview_range_and_auto_refresh() {
+    let (_r, app, _events) = app_with_dead_letters(1).await;
+    let viewer = Ui::new(&app, Role::Viewer, "sales").await;
+    let (s, html) = viewer.get("/ui/?range=24h&refresh=60").await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("Leads per hour by source, last 24 hours"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<meta http-equiv="refresh" content="60">"#));
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 2);
+    let (_, html) = viewer.get("/ui/?range=30d").await;
+    assert!(html.contains("Leads per day by source, last 30 days"));
+    assert!(!html.contains("http-equiv=\"refresh\""), "off by default");
+    let (s, html) = viewer.get("/ui/?range=1y").await;
+    assert_eq!(s, 400);
+    assert!(html.contains("range: use 24h, 7d or 30d"));
+    let (s, _) = viewer.get("/ui/issues?refresh=1").await;
+    assert_eq!(s, 400, "no reload storm");
+    let (s, html) = viewer.get("/ui/destinations?refresh=30").await;
+    assert_eq!(s, 200);
+    assert!(html.contains(r#"content="30""#));
+}
+
+#[tokio::test]
 async fn contacts_review_and_privacy_pages_are_role_aware() {
     let (_r, app, _events) = app_with_dead_letters(1).await;
     let admin = Ui::new(&app, Role::Admin, "ops").await;

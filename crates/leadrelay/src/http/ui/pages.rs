@@ -286,9 +286,9 @@ const RANGES: [ChartRange; 3] = [
         lead_secs: 86_400,
         lead_n: 7,
         lead_fmt: "%a %d",
-        rate_secs: 21_600,
-        rate_n: 28,
-        rate_fmt: "%a %Hh",
+        rate_secs: 86_400,
+        rate_n: 7,
+        rate_fmt: "%a %d",
         text: "last 7 days",
     },
     ChartRange {
@@ -432,10 +432,10 @@ async fn overview_inner(
     );
     let rate_caption = format!(
         "Delivery success rate per {}, {}",
-        match range.rate_secs {
-            3600 => "hour",
-            21_600 => "6 hours",
-            _ => "day",
+        if range.rate_secs == 3600 {
+            "hour"
+        } else {
+            "day"
         },
         range.text
     );
