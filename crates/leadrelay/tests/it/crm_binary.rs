@@ -316,7 +316,7 @@ async fn check_reads_each_crm_and_names_unknown_mapped_properties() {
     // A portal without the unique company key: a clear warning.
     let mut bare = HubSpotConfig::default();
     bare.custom_properties
-        .retain(|p| p.name != "leadrelay_company_key");
+        .retain(|p| p.name != "leadrelay_company_key" && p.name != "leadrelay_deal_key");
     let hs_bare = FakeHubSpot::start(bare).await.unwrap();
     let nokey = dir.path().join("nokey.toml");
     std::fs::write(
@@ -336,6 +336,11 @@ async fn check_reads_each_crm_and_names_unknown_mapped_properties() {
         out.contains("WARNING: companies have no unique-value property \"leadrelay_company_key\""),
         "{out}"
     );
+    assert!(
+        out.contains("WARNING: deals have no unique-value property \"leadrelay_deal_key\""),
+        "{out}"
+    );
+    assert!(!out.contains("WARNING: Opportunity"), "{out}");
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(

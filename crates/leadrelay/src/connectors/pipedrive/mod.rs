@@ -810,31 +810,14 @@ impl Pipedrive {
         if !create {
             return Ok(());
         }
-        // A person who existed before this attempt may have their deal
-        // already: opened by an attempt that died before keeping its id.
-        // The deal list is read from the records (search would lag).
-        if let Some(p) = run.person.filter(|_| !run.person_created) {
-            let person = p.to_string();
-            let listed = self
-                .call(
-                    run,
-                    Method::GET,
-                    "/api/v2/deals",
-                    &[
-                        ("person_id", person.as_str()),
-                        ("status", "open"),
-                        ("limit", "1"),
-                    ],
-                    None,
-                )
-                .await
-                .map_err(|(f, r)| Self::fail(f, r))?;
-            if let Some(id) = listed.as_array().and_then(|a| a.first()).and_then(id_of) {
-                self.learn(run, "deal", &key, &id);
-                run.deal = id.parse().ok();
-                mapping::set(&mut run.ctx, "ids", "deal", id);
-                return Ok(());
-            }
+        if let Some(id) = self
+            .already_made(run, "/api/v2/deals", ("status", "open"))
+            .await?
+        {
+            self.learn(run, "deal", &key, &id);
+            run.deal = id.parse().ok();
+            mapping::set(&mut run.ctx, "ids", "deal", id);
+            return Ok(());
         }
         let mut body = self.mapping.apply("deal", &run.ctx).map_err(mapping_stop)?;
         if let Some(p) = run.person {
@@ -866,6 +849,33 @@ impl Pipedrive {
         Ok(())
     }
 
+    /// A person who existed before this attempt may have their open deal
+    /// or lead already: made by an attempt that died before keeping its id.
+    /// The first on the person's list at `path` (filtered by `open`); lists
+    /// read the records themselves (search would lag).
+    async fn already_made(
+        &self,
+        run: &mut Run<'_>,
+        path: &str,
+        open: (&str, &str),
+    ) -> Result<Option<String>, Stop> {
+        let Some(p) = run.person.filter(|_| !run.person_created) else {
+            return Ok(None);
+        };
+        let person = p.to_string();
+        let listed = self
+            .call(
+                run,
+                Method::GET,
+                path,
+                &[("person_id", person.as_str()), open, ("limit", "1")],
+                None,
+            )
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+        Ok(listed.as_array().and_then(|a| a.first()).and_then(id_of))
+    }
+
     async fn lead(&self, run: &mut Run<'_>) -> Result<(), Stop> {
         let key = run.job.delivery.contact_key.clone();
         if let Some(id) = self.known(run.job, &key, "lead") {
@@ -873,30 +883,14 @@ impl Pipedrive {
             mapping::set(&mut run.ctx, "ids", "lead", id);
             return Ok(());
         }
-        // A person who existed before this attempt may have their lead
-        // already: made by an attempt that died before keeping its id.
-        if let Some(p) = run.person.filter(|_| !run.person_created) {
-            let person = p.to_string();
-            let listed = self
-                .call(
-                    run,
-                    Method::GET,
-                    "/api/v1/leads",
-                    &[
-                        ("person_id", person.as_str()),
-                        ("archived_status", "not_archived"),
-                        ("limit", "1"),
-                    ],
-                    None,
-                )
-                .await
-                .map_err(|(f, r)| Self::fail(f, r))?;
-            if let Some(id) = listed.as_array().and_then(|a| a.first()).and_then(id_of) {
-                self.learn(run, "lead", &key, &id);
-                run.lead = Some(id.clone());
-                mapping::set(&mut run.ctx, "ids", "lead", id);
-                return Ok(());
-            }
+        if let Some(id) = self
+            .already_made(run, "/api/v1/leads", ("archived_status", "not_archived"))
+            .await?
+        {
+            self.learn(run, "lead", &key, &id);
+            run.lead = Some(id.clone());
+            mapping::set(&mut run.ctx, "ids", "lead", id);
+            return Ok(());
         }
         let mut body = self.mapping.apply("lead", &run.ctx).map_err(mapping_stop)?;
         if let Some(p) = run.person {
