@@ -54,6 +54,9 @@ pub enum Fault {
     },
     /// Wait this long before handling the request (to trip client timeouts).
     Delay(Duration),
+    /// Handle the request (the write is done), then wait this long before
+    /// answering: a client killed meanwhile never learns what was written.
+    DelayAnswer(Duration),
     /// Drop the connection without answering.
     Reset,
 }
@@ -84,11 +87,35 @@ impl Faults {
             .pop_front()
     }
 
+    /// Handles a request with `handle` under the next fault, if any.
+    pub async fn around(
+        &self,
+        handle: impl std::future::Future<Output = Response<Body>>,
+    ) -> Response<Body> {
+        let fault = self.next();
+        if let Some(Fault::DelayAnswer(d)) = fault {
+            let response = handle.await;
+            tokio::time::sleep(d).await;
+            return response;
+        }
+        match fault {
+            Some(f) => match Self::inject(f).await {
+                Some(injected) => injected,
+                None => handle.await,
+            },
+            None => handle.await,
+        }
+    }
+
     /// Applies the next fault, if any: `Some(response)` to send instead of
     /// handling the request. `Reset` is answered by panicking the handler task,
     /// which makes hyper close the connection without a response.
     pub async fn apply(&self) -> Option<Response<Body>> {
-        match self.next()? {
+        Self::inject(self.next()?).await
+    }
+
+    async fn inject(fault: Fault) -> Option<Response<Body>> {
+        match fault {
             Fault::Status {
                 status,
                 body,
@@ -112,6 +139,11 @@ impl Faults {
                 Some(b.body(Body::from(body)).unwrap_or_default())
             }
             Fault::Delay(d) => {
+                tokio::time::sleep(d).await;
+                None
+            }
+            // Only [`Faults::around`] can answer late; here it is a delay.
+            Fault::DelayAnswer(d) => {
                 tokio::time::sleep(d).await;
                 None
             }

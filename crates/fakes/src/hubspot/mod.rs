@@ -292,6 +292,8 @@ impl Default for HubSpotConfig {
                 // The unique company key leadrelay upserts companies by
                 // (created by the operator, as the README says).
                 HubSpotProperty::text("companies", "leadrelay_company_key").unique(),
+                // And deals, by the id of the delivery that opened them.
+                HubSpotProperty::text("deals", "leadrelay_deal_key").unique(),
             ],
             deal_pipelines: vec![HubSpotPipeline::default_sales()],
             custom_object_types: vec![HubSpotCustomObjectType::example_projects()],
@@ -690,10 +692,7 @@ impl HubSpotState {
 async fn observe(State(state): State<HubSpotState>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let response = match state.inner.faults.apply().await {
-        Some(injected) => injected,
-        None => next.run(req).await,
-    };
+    let response = state.inner.faults.around(next.run(req)).await;
     state
         .inner
         .requests

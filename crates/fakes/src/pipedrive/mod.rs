@@ -677,10 +677,7 @@ impl PipedriveState {
 async fn observe(State(state): State<PipedriveState>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let response = match state.inner.faults.apply().await {
-        Some(injected) => injected,
-        None => next.run(req).await,
-    };
+    let response = state.inner.faults.around(next.run(req)).await;
     state
         .inner
         .requests
@@ -740,7 +737,10 @@ async fn not_found() -> Response {
 /// The fake's routes, to serve on any listener.
 pub fn router(state: PipedriveState) -> Router {
     Router::new()
-        .route("/api/v2/persons", post(v2::create_person))
+        .route(
+            "/api/v2/persons",
+            post(v2::create_person).get(v2::list_persons),
+        )
         .route("/api/v2/persons/search", get(v2::search_persons))
         .route(
             "/api/v2/persons/{id}",
@@ -748,7 +748,10 @@ pub fn router(state: PipedriveState) -> Router {
                 .patch(v2::update_person)
                 .delete(v2::delete_person),
         )
-        .route("/api/v2/organizations", post(v2::create_organization))
+        .route(
+            "/api/v2/organizations",
+            post(v2::create_organization).get(v2::list_organizations),
+        )
         .route(
             "/api/v2/organizations/search",
             get(v2::search_organizations),
@@ -757,7 +760,7 @@ pub fn router(state: PipedriveState) -> Router {
             "/api/v2/organizations/{id}",
             get(v2::get_organization).patch(v2::update_organization),
         )
-        .route("/api/v2/deals", post(v2::create_deal))
+        .route("/api/v2/deals", post(v2::create_deal).get(v2::list_deals))
         .route(
             "/api/v2/deals/{id}",
             get(v2::get_deal).patch(v2::update_deal),

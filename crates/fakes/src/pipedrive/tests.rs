@@ -632,3 +632,106 @@ async fn faults_and_search_index_delay() {
         Some(503)
     );
 }
+
+#[tokio::test]
+async fn plain_lists_show_new_records_at_once_while_search_lags() {
+    let config = PipedriveConfig {
+        search_index_delay: Duration::from_secs(60),
+        ..PipedriveConfig::default()
+    };
+    let (fake, client) = start(config).await;
+    // Written, then answered late: the record exists before the answer.
+    fake.faults()
+        .push(Fault::DelayAnswer(Duration::from_millis(200)), 1);
+    let pending = {
+        let (fake_url, client) = (fake.base_url(), client.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{fake_url}/api/v2/organizations"))
+                .header("x-api-token", PipedriveConfig::DEFAULT_TOKEN)
+                .json(&json!({"name": "Acme"}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fake.organizations().len(), 1, "written before the answer");
+    assert_eq!(pending.await.unwrap().unwrap(), 200);
+    let (_, person) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/api/v2/persons",
+            Some(json!({"name": "Sam", "emails": [{"value": "sam@example.com"}]})),
+        )
+        .await,
+    )
+    .await;
+    let pid = person["data"]["id"].as_u64().unwrap();
+    let (_, deal) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/api/v2/deals",
+            Some(json!({"title": "Sam deal", "person_id": pid})),
+        )
+        .await,
+    )
+    .await;
+    let path = "/api/v2/persons/search?term=sam%40example.com&fields=email&exact_match=true";
+    let (_, found) = json_of(call(&fake, &client, Method::GET, path, None).await).await;
+    assert_eq!(found["data"]["items"].as_array().map(Vec::len), Some(0));
+    let since = (chrono::Utc::now() - chrono::Duration::minutes(10))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (list, name) in [("persons", "Sam"), ("organizations", "Acme")] {
+        let path = format!(
+            "/api/v2/{list}?updated_since={}&sort_by=add_time&sort_direction=desc&limit=100",
+            since.replace('+', "%2B")
+        );
+        let (status, listed) = json_of(call(&fake, &client, Method::GET, &path, None).await).await;
+        assert_eq!(status, 200, "{listed}");
+        assert_eq!(listed["data"][0]["name"], name, "{listed}");
+    }
+    let path = format!("/api/v2/deals?person_id={pid}&status=open&limit=1");
+    let (_, listed) = json_of(call(&fake, &client, Method::GET, &path, None).await).await;
+    assert_eq!(listed["data"][0]["id"], deal["data"]["id"]);
+    let (_, none) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            "/api/v2/deals?status=won",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(none["data"], json!([]));
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            "/api/v2/deals?status=sold",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            "/api/v2/persons?sort_by=name",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+}

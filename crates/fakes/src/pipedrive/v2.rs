@@ -1030,6 +1030,143 @@ pub(crate) async fn create_deal(State(state): State<PipedriveState>, body: Bytes
     })())
 }
 
+/// `GET /api/v2/persons`: see [`list_page`].
+pub(crate) async fn list_persons(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let rows = state
+        .store()
+        .persons
+        .values()
+        .map(|p| (p.id, p.add_time, p.update_time, person_json(p)))
+        .collect();
+    finish(list_page(query.as_deref(), rows))
+}
+
+/// `GET /api/v2/organizations`: see [`list_page`].
+pub(crate) async fn list_organizations(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let rows = state
+        .store()
+        .organizations
+        .values()
+        .map(|o| (o.id, o.add_time, o.update_time, org_json(o)))
+        .collect();
+    finish(list_page(query.as_deref(), rows))
+}
+
+/// A v2 list page of `rows` (id, add time, update time, JSON): filtered by
+/// `updated_since` (RFC 3339), sorted by `sort_by` (`id` default,
+/// `update_time`, `add_time`) in `sort_direction` (`asc` default, `desc`),
+/// `limit` (1–500, default 100) from `cursor`. Read from the records: a new
+/// record is listed at once (only search lags).
+fn list_page(
+    query: Option<&str>,
+    mut rows: Vec<(u64, chrono::DateTime<Utc>, chrono::DateTime<Utc>, Value)>,
+) -> PdResult {
+    let pairs: Vec<(String, String)> = query
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let limit: usize = match get("limit") {
+        None => 100,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| errors::schema("limit: Parameter 'limit' must be between 1 and 500"))?,
+    };
+    let offset: usize = get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    if let Some(since) = get("updated_since") {
+        let since = chrono::DateTime::parse_from_rfc3339(since).map_err(|_| {
+            errors::schema("updated_since: Parameter 'updated_since' must be an RFC 3339 date-time")
+        })?;
+        rows.retain(|r| r.2 >= since);
+    }
+    match get("sort_by").unwrap_or("id") {
+        "id" => rows.sort_by_key(|r| r.0),
+        "add_time" => rows.sort_by_key(|r| (r.1, r.0)),
+        "update_time" => rows.sort_by_key(|r| (r.2, r.0)),
+        other => {
+            return Err(errors::schema(format!(
+                "sort_by: Parameter 'sort_by' must be one of id, update_time, add_time (got '{other}')"
+            )));
+        }
+    }
+    match get("sort_direction").unwrap_or("asc") {
+        "asc" => {}
+        "desc" => rows.reverse(),
+        other => {
+            return Err(errors::schema(format!(
+                "sort_direction: Parameter 'sort_direction' must be one of asc, desc (got '{other}')"
+            )));
+        }
+    }
+    let total = rows.len();
+    let page: Vec<Value> = rows
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|r| r.3)
+        .collect();
+    let next = (total > offset + page.len()).then(|| (offset + page.len()).to_string());
+    Ok(errors::ok_with(
+        StatusCode::OK,
+        Value::Array(page),
+        json!({ "next_cursor": next }),
+    ))
+}
+
+/// `GET /api/v2/deals`: `person_id`, `org_id`, `status` (comma-separated
+/// `open`, `won`, `lost`; all of them by default), and [`list_page`]'s
+/// parameters.
+pub(crate) async fn list_deals(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    finish((|| -> PdResult {
+        let pairs: Vec<(String, String)> = query
+            .as_deref()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let number = |k: &str| -> Result<Option<u64>, PdError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|_| {
+                    errors::schema(format!("{k}: Parameter '{k}' must be an integer"))
+                }),
+            }
+        };
+        let (person, org) = (number("person_id")?, number("org_id")?);
+        let statuses: Vec<&str> = match get("status") {
+            None => vec!["open", "won", "lost"],
+            Some(s) => s.split(',').map(str::trim).collect(),
+        };
+        if let Some(bad) = statuses
+            .iter()
+            .find(|s| !matches!(**s, "open" | "won" | "lost" | "deleted"))
+        {
+            return Err(errors::schema(format!(
+                "status: Parameter 'status' must be one of open, won, lost, deleted (got '{bad}')"
+            )));
+        }
+        let rows = state
+            .store()
+            .deals
+            .values()
+            .filter(|d| statuses.contains(&d.status.as_str()))
+            .filter(|d| person.is_none_or(|p| d.person_id == Some(p)))
+            .filter(|d| org.is_none_or(|o| d.org_id == Some(o)))
+            .map(|d| (d.id, d.add_time, d.update_time, deal_json(d)))
+            .collect();
+        list_page(query.as_deref(), rows)
+    })())
+}
+
 /// `GET /api/v2/deals/{id}`
 pub(crate) async fn get_deal(
     State(state): State<PipedriveState>,

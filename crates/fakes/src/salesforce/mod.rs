@@ -275,6 +275,16 @@ impl Default for SalesforceConfig {
                     "Contact".into(),
                     SalesforceFieldDef::text("External_Id__c", "External Id", 255).external_id(),
                 ),
+                // The keys leadrelay upserts opportunities and tasks by
+                // (created by the operator, as the book says).
+                (
+                    "Opportunity".into(),
+                    SalesforceFieldDef::text("LeadRelay_Key__c", "LeadRelay Key", 80).external_id(),
+                ),
+                (
+                    "Task".into(),
+                    SalesforceFieldDef::text("LeadRelay_Key__c", "LeadRelay Key", 80).external_id(),
+                ),
             ],
             custom_objects: vec![SalesforceObjectDef {
                 name: "Project__c".into(),
@@ -568,10 +578,7 @@ pub(crate) fn random_token(len: usize) -> String {
 async fn observe(State(state): State<SalesforceState>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let response = match state.inner.faults.apply().await {
-        Some(injected) => injected,
-        None => next.run(req).await,
-    };
+    let response = state.inner.faults.around(next.run(req)).await;
     state
         .inner
         .requests

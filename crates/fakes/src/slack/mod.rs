@@ -475,10 +475,7 @@ fn retry_after_secs(wait: Duration) -> u64 {
 async fn observe(State(state): State<SlackState>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let response = match state.inner.faults.apply().await {
-        Some(injected) => injected,
-        None => next.run(req).await,
-    };
+    let response = state.inner.faults.around(next.run(req)).await;
     state
         .inner
         .requests

@@ -574,16 +574,17 @@ async fn a_company_whose_id_was_lost_is_upserted_not_created_again() {
     second.stop().await;
 }
 
-/// A portal without the unique company property still gets its companies
-/// (searched by domain, then created), as before.
+/// A portal without the unique company and deal properties still gets its
+/// companies (searched by domain, then created) and deals (created, linked
+/// to contact and company), as before.
 #[tokio::test]
-async fn without_the_company_key_property_companies_are_created_as_before() {
+async fn without_the_key_properties_companies_and_deals_are_created_as_before() {
     let mut config = HubSpotConfig::default();
     config
         .custom_properties
-        .retain(|p| p.name != "leadrelay_company_key");
+        .retain(|p| p.name != "leadrelay_company_key" && p.name != "leadrelay_deal_key");
     let fake = FakeHubSpot::start(config).await.unwrap();
-    let app = start(&fake, "notes = false").await;
+    let app = start(&fake, "notes = false\ndeals = true").await;
     for (email, name) in [("a@acme.io", "Ann"), ("b@globex.io", "Bob")] {
         app.post_json(
             "/v1/forms/contact",
@@ -597,5 +598,44 @@ async fn without_the_company_key_property_companies_are_created_as_before() {
         "{d:?}"
     );
     assert_eq!(fake.companies().len(), 2);
+    let deals = fake.deals();
+    assert_eq!(deals.len(), 2);
+    for deal in &deals {
+        assert_eq!(deal.get("leadrelay_deal_key"), None);
+        assert_eq!(fake.associated_ids("deals", &deal.id, "contacts").len(), 1);
+        assert_eq!(fake.associated_ids("deals", &deal.id, "companies").len(), 1);
+    }
+    app.stop().await;
+}
+
+/// A deal opened just before a crash, whose id was never saved, is found
+/// again by the retry: upserted by `leadrelay_deal_key` (the delivery id),
+/// then linked to its contact and company.
+#[tokio::test]
+async fn deals_are_upserted_by_the_delivery_id_and_linked() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let app = start(&fake, "notes = false\ndeals = true").await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("jane@acme.io", "Jane", "Doe", "Acme Inc", ""),
+    )
+    .await;
+    let d = app.settled("hubspot", 1, WAIT).await;
+    assert_eq!(d[0].state, DeliveryState::Delivered, "{d:?}");
+    let deals = fake.deals();
+    assert_eq!(deals.len(), 1);
+    assert_eq!(
+        deals[0].get("leadrelay_deal_key"),
+        Some(d[0].id.to_string().as_str())
+    );
+    let jane = fake.contact_by_email("jane@acme.io").unwrap();
+    assert_eq!(
+        fake.associated_ids("deals", &deals[0].id, "contacts"),
+        vec![jane.id.clone()]
+    );
+    assert_eq!(
+        fake.associated_ids("deals", &deals[0].id, "companies"),
+        vec![fake.companies()[0].id.clone()]
+    );
     app.stop().await;
 }

@@ -671,3 +671,46 @@ async fn a_blocking_duplicate_rule_on_another_person_dead_letters_naming_the_mat
     assert!(fake.tasks().is_empty());
     app.stop().await;
 }
+
+/// Opportunities and tasks are upserted by `LeadRelay_Key__c` (the delivery
+/// id), so a retry after a crash updates them instead of writing them again;
+/// an org without the field gets them created, as before.
+#[tokio::test]
+async fn opportunities_and_tasks_are_upserted_by_the_key_field_or_created_without_it() {
+    let extra = "person_object = \"Contact\"\ndeals = true\nfollow_up_task = true";
+    let keyed = FakeSalesforce::start(SalesforceConfig::default())
+        .await
+        .unwrap();
+    let mut bare_config = SalesforceConfig::default();
+    bare_config
+        .custom_fields
+        .retain(|(_, f)| f.name != "LeadRelay_Key__c");
+    let bare = FakeSalesforce::start(bare_config).await.unwrap();
+    for fake in [&keyed, &bare] {
+        let app = start(fake, extra).await;
+        app.post_json(
+            "/v1/forms/contact",
+            &full_lead("max@beta.io", "Max", "Power", "Beta LLC", "Call me."),
+        )
+        .await;
+        let d = app.settled("salesforce", 1, WAIT).await;
+        assert_eq!(d[0].state, DeliveryState::Delivered, "{:?}", d[0]);
+        let opps = fake.opportunities();
+        let tasks = fake.tasks();
+        assert_eq!(opps.len(), 1);
+        assert_eq!(tasks.len(), 2, "the message and the follow-up");
+        if std::ptr::eq(fake, &keyed) {
+            let id = d[0].id.to_string();
+            assert_eq!(opps[0].text("LeadRelay_Key__c"), Some(id.as_str()));
+            let mut keys: Vec<_> = tasks
+                .iter()
+                .filter_map(|t| t.text("LeadRelay_Key__c").map(str::to_string))
+                .collect();
+            keys.sort();
+            assert_eq!(keys, vec![format!("{id}-note"), format!("{id}-task")]);
+        } else {
+            assert!(opps[0].text("LeadRelay_Key__c").is_none());
+        }
+        app.stop().await;
+    }
+}

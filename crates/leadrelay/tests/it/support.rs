@@ -370,6 +370,16 @@ async fn receive(State(s): State<ReceiverState>, headers: HeaderMap, body: Bytes
             });
             StatusCode::OK.into_response()
         }
+        // Received, then answered late.
+        Some(Fault::DelayAnswer(d)) => {
+            s.hits.lock().unwrap().push(Hit {
+                headers,
+                body,
+                status: 200,
+            });
+            tokio::time::sleep(d).await;
+            StatusCode::OK.into_response()
+        }
         // Dropping the connection without an answer.
         Some(Fault::Reset) => std::panic::resume_unwind(Box::new("reset on command")),
         None => {

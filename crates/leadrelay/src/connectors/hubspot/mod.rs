@@ -85,6 +85,9 @@ fn yes() -> bool {
 fn default_company_key_property() -> String {
     "leadrelay_company_key".into()
 }
+fn default_deal_key_property() -> String {
+    "leadrelay_deal_key".into()
+}
 fn new_lead_events() -> Vec<String> {
     vec!["lead.created".into(), "form.submitted".into()]
 }
@@ -123,6 +126,11 @@ struct Settings {
     /// index lags by seconds). `""`: search by domain, then create.
     #[serde(default = "default_company_key_property")]
     company_key_property: String,
+    /// A unique-value deal property (`hasUniqueValue`) holding the id of the
+    /// delivery that opened the deal: deals are upserted by it, so a deal
+    /// opened just before a crash is found again at once. `""`: create.
+    #[serde(default = "default_deal_key_property")]
+    deal_key_property: String,
 }
 
 /// `[[destinations.NAME.custom_objects]]`
@@ -173,6 +181,8 @@ struct HubSpot {
     /// The portal lacks `company_key_property` (learned from a refused
     /// upsert): companies are created without it, as before.
     company_key_missing: std::sync::atomic::AtomicBool,
+    /// The same for `deal_key_property`.
+    deal_key_missing: AtomicBool,
     details_fetched: AtomicBool,
 }
 
@@ -246,6 +256,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         companies: IdCache::default(),
         company_lock: tokio::sync::Mutex::new(()),
         company_key_missing: std::sync::atomic::AtomicBool::new(false),
+        deal_key_missing: AtomicBool::new(false),
         details_fetched: AtomicBool::new(false),
     }))
 }
@@ -687,9 +698,8 @@ impl HubSpot {
                 }
             }
         }
-        let key_property = Some(self.s.company_key_property.trim())
-            .filter(|p| !p.is_empty())
-            .filter(|_| !self.company_key_missing.load(Ordering::Relaxed));
+        let key_property =
+            self.key_property(&self.s.company_key_property, &self.company_key_missing);
         let mut inputs = Vec::new();
         for (d, members) in &wanted {
             if found.contains_key(d) {
@@ -711,40 +721,9 @@ impl HubSpot {
             });
         }
         if !inputs.is_empty() {
-            let mut out = match key_property {
-                Some(_) => {
-                    self.batch("/crm/v3/objects/companies/batch/upsert", inputs.clone())
-                        .await
-                }
-                None => BatchOutcome::default(),
-            };
-            if let Some(p) = key_property
-                && out.failed.iter().any(|(_, o)| names_missing_key(o, p))
-            {
-                tracing::warn!(
-                    property = p,
-                    "HubSpot has no unique company property {p}; creating companies without it (a crash can then duplicate one); create it, see `leadrelay check`"
-                );
-                self.company_key_missing.store(true, Ordering::Relaxed);
-            }
-            if key_property.is_none() || self.company_key_missing.load(Ordering::Relaxed) {
-                let inputs = inputs
-                    .into_iter()
-                    .map(|mut i| {
-                        let d = i.body["id"].clone();
-                        if let Some(o) = i.body.as_object_mut()
-                            && o.remove("idProperty").is_some()
-                        {
-                            o.remove("id");
-                            o.insert("objectWriteTraceId".into(), d);
-                        }
-                        i
-                    })
-                    .collect();
-                out = self
-                    .batch("/crm/v3/objects/companies/batch/create", inputs)
-                    .await;
-            }
+            let out = self
+                .upsert_or_create("companies", key_property, &self.company_key_missing, inputs)
+                .await;
             for (i, r) in &out.reports {
                 let d = items[*i].domain.clone().unwrap_or_default();
                 for &m in wanted.get(&d).into_iter().flatten() {
@@ -854,7 +833,69 @@ impl HubSpot {
         }
     }
 
+    /// The unique-value property to upsert by, unless switched off or
+    /// known to be missing from the portal.
+    fn key_property<'p>(&self, p: &'p str, missing: &AtomicBool) -> Option<&'p str> {
+        Some(p.trim())
+            .filter(|p| !p.is_empty())
+            .filter(|_| !missing.load(Ordering::Relaxed))
+    }
+
+    /// Writes `inputs` (`{"idProperty", "id", "properties"}` with
+    /// `key_property`, else `{"properties", "objectWriteTraceId"}`) to
+    /// `objects`: `batch/upsert` by the key, so a record written just before a
+    /// crash is found again, not created twice. When the portal has no such
+    /// unique property, `missing` is set (with a warning) and the inputs are
+    /// created, their key as `objectWriteTraceId`.
+    async fn upsert_or_create(
+        &self,
+        objects: &str,
+        key_property: Option<&str>,
+        missing: &AtomicBool,
+        inputs: Vec<Input>,
+    ) -> BatchOutcome {
+        let mut out = match key_property {
+            Some(_) => {
+                self.batch(
+                    &format!("/crm/v3/objects/{objects}/batch/upsert"),
+                    inputs.clone(),
+                )
+                .await
+            }
+            None => BatchOutcome::default(),
+        };
+        if let Some(p) = key_property
+            && out.failed.iter().any(|(_, o)| names_missing_key(o, p))
+        {
+            tracing::warn!(
+                property = p,
+                "HubSpot has no unique {objects} property {p}; creating {objects} without it (a crash can then duplicate one); create it, see `leadrelay check`"
+            );
+            missing.store(true, Ordering::Relaxed);
+        }
+        if key_property.is_none() || missing.load(Ordering::Relaxed) {
+            let inputs = inputs
+                .into_iter()
+                .map(|mut i| {
+                    let d = i.body["id"].clone();
+                    if let Some(o) = i.body.as_object_mut()
+                        && o.remove("idProperty").is_some()
+                    {
+                        o.remove("id");
+                        o.insert("objectWriteTraceId".into(), d);
+                    }
+                    i
+                })
+                .collect();
+            out = self
+                .batch(&format!("/crm/v3/objects/{objects}/batch/create"), inputs)
+                .await;
+        }
+        out
+    }
+
     async fn deals(&self, items: &mut [Item<'_>]) {
+        let key_property = self.key_property(&self.s.deal_key_property, &self.deal_key_missing);
         let mut creates = Vec::new();
         let mut updates = Vec::new();
         for (i, it) in items.iter_mut().enumerate() {
@@ -886,17 +927,20 @@ impl HubSpot {
             };
             let trace = it.job.delivery.id.to_string();
             if create {
-                let mut links = vec![assoc(
-                    it.contact_id.as_deref().unwrap_or_default(),
-                    DEAL_TO_CONTACT,
-                )];
-                if let Some(co) = &it.company_id {
-                    links.push(assoc(co, DEAL_TO_COMPANY));
-                }
-                creates.push(Input {
-                    item: i,
-                    body: json!({"properties": props, "associations": links, "objectWriteTraceId": trace}),
-                });
+                let body = match key_property {
+                    Some(p) => json!({"idProperty": p, "id": trace, "properties": props}),
+                    None => {
+                        let mut links = vec![assoc(
+                            it.contact_id.as_deref().unwrap_or_default(),
+                            DEAL_TO_CONTACT,
+                        )];
+                        if let Some(co) = &it.company_id {
+                            links.push(assoc(co, DEAL_TO_COMPANY));
+                        }
+                        json!({"properties": props, "associations": links, "objectWriteTraceId": trace})
+                    }
+                };
+                creates.push(Input { item: i, body });
             } else {
                 let moved: Map<String, Value> = props
                     .into_iter()
@@ -910,9 +954,14 @@ impl HubSpot {
         }
         if !creates.is_empty() {
             let out = self
-                .batch("/crm/v3/objects/deals/batch/create", creates)
+                .upsert_or_create("deals", key_property, &self.deal_key_missing, creates)
                 .await;
-            self.take_created(items, &out, "deal");
+            self.take_created(items, &out, "deal", key_property);
+            // Upsert inputs carry no associations (nor do the creates they
+            // fall back to when the portal lacks the property).
+            if key_property.is_some() {
+                self.associate_deals(items, &out).await;
+            }
         }
         if !updates.is_empty() {
             let out = self
@@ -942,7 +991,15 @@ impl HubSpot {
     }
 
     /// Reads `batch/create` results by trace id (the delivery id) into the items.
-    fn take_created(&self, items: &mut [Item<'_>], out: &BatchOutcome, object: &str) {
+    /// `by`: the inputs were upserted by this property, whose value is the
+    /// delivery id (upsert answers carry no trace id).
+    fn take_created(
+        &self,
+        items: &mut [Item<'_>],
+        out: &BatchOutcome,
+        object: &str,
+        by: Option<&str>,
+    ) {
         Self::apply_reports(items, out);
         for (members, body) in &out.ok {
             let by_trace: HashMap<String, String> = body["results"]
@@ -950,10 +1007,10 @@ impl HubSpot {
                 .map(|rs| {
                     rs.iter()
                         .filter_map(|r| {
-                            Some((
-                                r["objectWriteTraceId"].as_str()?.to_string(),
-                                mapping::as_text(&r["id"])?,
-                            ))
+                            let trace = r["objectWriteTraceId"]
+                                .as_str()
+                                .or_else(|| by.and_then(|p| r["properties"][p].as_str()))?;
+                            Some((trace.to_string(), mapping::as_text(&r["id"])?))
                         })
                         .collect()
                 })
@@ -983,6 +1040,42 @@ impl HubSpot {
                 }
                 self.learn(&mut items[i], object, &key, &id);
             }
+        }
+    }
+
+    /// Links upserted deals (this batch's, by its answer) to their contact
+    /// and company (v4 default associations; linking twice is harmless).
+    async fn associate_deals(&self, items: &mut [Item<'_>], out: &BatchOutcome) {
+        let members: BTreeSet<usize> = out.ok.iter().flat_map(|(m, _)| m.clone()).collect();
+        for (to, pick) in [
+            (
+                "contacts",
+                (|it: &Item<'_>| it.contact_id.clone()) as fn(&Item<'_>) -> Option<String>,
+            ),
+            ("companies", |it: &Item<'_>| it.company_id.clone()),
+        ] {
+            let inputs: Vec<Input> = members
+                .iter()
+                .filter(|&&i| items[i].ok())
+                .filter_map(|&i| {
+                    let deal = items[i].deal_id.clone()?;
+                    let other = pick(&items[i])?;
+                    Some(Input {
+                        item: i,
+                        body: json!({"from": {"id": deal}, "to": {"id": other}}),
+                    })
+                })
+                .collect();
+            if inputs.is_empty() {
+                continue;
+            }
+            let out = self
+                .batch(
+                    &format!("/crm/v4/associations/deals/{to}/batch/associate/default"),
+                    inputs,
+                )
+                .await;
+            Self::apply_reports(items, &out);
         }
     }
 
@@ -1032,7 +1125,7 @@ impl HubSpot {
             }
             if !inputs.is_empty() {
                 let out = self.batch(path, inputs).await;
-                self.take_created(items, &out, object);
+                self.take_created(items, &out, object, None);
             }
         }
     }
@@ -1355,7 +1448,7 @@ impl HubSpot {
         }
         let mut unknown = Vec::new();
         let mut checked = 0;
-        let mut key_warning = None;
+        let mut key_warnings: Vec<String> = Vec::new();
         for (object_type, name) in &objects {
             let Some(m) = self.mapping.object(name) else {
                 continue;
@@ -1376,16 +1469,28 @@ impl HubSpot {
                 .flatten()
                 .filter_map(|p| p["name"].as_str())
                 .collect();
-            let key = self.s.company_key_property.trim();
-            if *object_type == "companies" && !key.is_empty() {
+            let (setting, key, what) = match *object_type {
+                "companies" => (
+                    "company_key_property",
+                    self.s.company_key_property.trim(),
+                    "a company",
+                ),
+                "deals" => (
+                    "deal_key_property",
+                    self.s.deal_key_property.trim(),
+                    "a deal",
+                ),
+                _ => ("", "", ""),
+            };
+            if !key.is_empty() {
                 let unique = props["results"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .any(|p| p["name"].as_str() == Some(key) && p["hasUniqueValue"] == true);
                 if !unique {
-                    key_warning = Some(format!(
-                        "WARNING: companies have no unique-value property {key:?}, so a crash between creating a company and keeping its id can create it twice; create it (single-line text, \"Require unique values\") or set company_key_property = \"\""
+                    key_warnings.push(format!(
+                        "WARNING: {object_type} have no unique-value property {key:?}, so a crash between creating {what} and keeping its id can create it twice; create it (single-line text, \"Require unique values\") or set {setting} = \"\""
                     ));
                 }
             }
@@ -1448,7 +1553,7 @@ impl HubSpot {
             "portal {portal} ({tz}) at {}: token accepted; {checked} mapped properties checked",
             self.api.base()
         );
-        for n in notes.into_iter().chain(key_warning) {
+        for n in notes.into_iter().chain(key_warnings) {
             message.push_str("; ");
             message.push_str(&n);
         }

@@ -20,7 +20,9 @@
 //!    person's open lead from `GET /v1/leads?person_id=`, else created — so
 //!    an attempt killed between creating the lead and keeping its id does
 //!    not make a second one;
-//! 4. deal: opened, or moved to another stage;
+//! 4. deal: the kept id, else (for a person who existed before this
+//!    attempt) the person's open deal from `GET /api/v2/deals?person_id=`,
+//!    else opened; or moved to another stage;
 //! 5. note (v1), task or meeting (v2 activities), once per event.
 
 mod api;
@@ -277,6 +279,10 @@ fn ids_as_numbers(body: &mut Map<String, Value>) {
     }
 }
 
+/// How far back [`Pipedrive::recently_added`] looks: far beyond the
+/// seconds Pipedrive's search index lags.
+const RECENT: chrono::Duration = chrono::Duration::minutes(10);
+
 fn id_of(v: &Value) -> Option<String> {
     mapping::as_text(&v["id"]).filter(|s| !s.is_empty())
 }
@@ -423,6 +429,46 @@ impl Pipedrive {
         }
     }
 
+    /// A record of `kind` (`persons`, `organizations`) that `matches`, among
+    /// the newest ones, read from the plain list: one added seconds ago is not
+    /// searchable yet (Pipedrive's search index lags), so a search miss is
+    /// checked here before creating. It finds a record created by an attempt
+    /// that died before keeping its id when the retry comes within
+    /// [`RECENT`] and fewer than 100 other records were added meanwhile;
+    /// after that, search has long caught up.
+    async fn recently_added(
+        &self,
+        run: &mut Run<'_>,
+        kind: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<String>, Stop> {
+        let since =
+            (chrono::Utc::now() - RECENT).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let listed = self
+            .call(
+                run,
+                Method::GET,
+                &format!("/api/v2/{kind}"),
+                &[
+                    ("updated_since", since.as_str()),
+                    ("sort_by", "add_time"),
+                    ("sort_direction", "desc"),
+                    ("limit", "100"),
+                ],
+                None,
+            )
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+        // The oldest match, as the searches pick.
+        Ok(listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| matches(v))
+            .last()
+            .and_then(id_of))
+    }
+
     async fn organization(&self, run: &mut Run<'_>) -> Result<(), Stop> {
         let mut body = self
             .mapping
@@ -458,13 +504,23 @@ impl Pipedrive {
                             )
                             .await
                             .map_err(|(f, r)| Self::fail(f, r))?;
-                        let hit = exact_hit(&found, name.trim(), |item| {
+                        let hit = match exact_hit(&found, name.trim(), |item| {
                             item["name"]
                                 .as_str()
                                 .map(str::to_string)
                                 .into_iter()
                                 .collect()
-                        });
+                        }) {
+                            Some(id) => Some(id),
+                            None => {
+                                self.recently_added(run, "organizations", |o| {
+                                    o["name"]
+                                        .as_str()
+                                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(name.trim()))
+                                })
+                                .await?
+                            }
+                        };
                         match hit {
                             Some(id) => id,
                             None => {
@@ -566,7 +622,7 @@ impl Pipedrive {
                 )
                 .await
                 .map_err(|(f, r)| Self::fail(f, r))?;
-            let hit = exact_hit(&found, &email, |item| {
+            let hit = match exact_hit(&found, &email, |item| {
                 item["emails"]
                     .as_array()
                     .into_iter()
@@ -575,7 +631,20 @@ impl Pipedrive {
                     .filter_map(Value::as_str)
                     .map(str::to_string)
                     .collect()
-            });
+            }) {
+                Some(id) => Some(id),
+                None => {
+                    self.recently_added(run, "persons", |p| {
+                        p["emails"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|e| e["value"].as_str())
+                            .any(|e| e.trim().eq_ignore_ascii_case(email.trim()))
+                    })
+                    .await?
+                }
+            };
             match hit {
                 Some(id) => {
                     let seen = found
@@ -741,6 +810,15 @@ impl Pipedrive {
         if !create {
             return Ok(());
         }
+        if let Some(id) = self
+            .already_made(run, "/api/v2/deals", ("status", "open"))
+            .await?
+        {
+            self.learn(run, "deal", &key, &id);
+            run.deal = id.parse().ok();
+            mapping::set(&mut run.ctx, "ids", "deal", id);
+            return Ok(());
+        }
         let mut body = self.mapping.apply("deal", &run.ctx).map_err(mapping_stop)?;
         if let Some(p) = run.person {
             body.insert("person_id".into(), json!(p));
@@ -771,6 +849,33 @@ impl Pipedrive {
         Ok(())
     }
 
+    /// A person who existed before this attempt may have their open deal
+    /// or lead already: made by an attempt that died before keeping its id.
+    /// The first on the person's list at `path` (filtered by `open`); lists
+    /// read the records themselves (search would lag).
+    async fn already_made(
+        &self,
+        run: &mut Run<'_>,
+        path: &str,
+        open: (&str, &str),
+    ) -> Result<Option<String>, Stop> {
+        let Some(p) = run.person.filter(|_| !run.person_created) else {
+            return Ok(None);
+        };
+        let person = p.to_string();
+        let listed = self
+            .call(
+                run,
+                Method::GET,
+                path,
+                &[("person_id", person.as_str()), open, ("limit", "1")],
+                None,
+            )
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+        Ok(listed.as_array().and_then(|a| a.first()).and_then(id_of))
+    }
+
     async fn lead(&self, run: &mut Run<'_>) -> Result<(), Stop> {
         let key = run.job.delivery.contact_key.clone();
         if let Some(id) = self.known(run.job, &key, "lead") {
@@ -778,30 +883,14 @@ impl Pipedrive {
             mapping::set(&mut run.ctx, "ids", "lead", id);
             return Ok(());
         }
-        // A person who existed before this attempt may have their lead
-        // already: made by an attempt that died before keeping its id.
-        if let Some(p) = run.person.filter(|_| !run.person_created) {
-            let person = p.to_string();
-            let listed = self
-                .call(
-                    run,
-                    Method::GET,
-                    "/api/v1/leads",
-                    &[
-                        ("person_id", person.as_str()),
-                        ("archived_status", "not_archived"),
-                        ("limit", "1"),
-                    ],
-                    None,
-                )
-                .await
-                .map_err(|(f, r)| Self::fail(f, r))?;
-            if let Some(id) = listed.as_array().and_then(|a| a.first()).and_then(id_of) {
-                self.learn(run, "lead", &key, &id);
-                run.lead = Some(id.clone());
-                mapping::set(&mut run.ctx, "ids", "lead", id);
-                return Ok(());
-            }
+        if let Some(id) = self
+            .already_made(run, "/api/v1/leads", ("archived_status", "not_archived"))
+            .await?
+        {
+            self.learn(run, "lead", &key, &id);
+            run.lead = Some(id.clone());
+            mapping::set(&mut run.ctx, "ids", "lead", id);
+            return Ok(());
         }
         let mut body = self.mapping.apply("lead", &run.ctx).map_err(mapping_stop)?;
         if let Some(p) = run.person {

@@ -27,6 +27,7 @@ mod auth;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use jsonwebtoken::EncodingKey;
@@ -75,6 +76,9 @@ fn default_version() -> String {
 }
 fn default_meeting_status() -> String {
     "Working - Contacted".into()
+}
+fn default_key_field() -> String {
+    "LeadRelay_Key__c".into()
 }
 fn thirty_days() -> HumanDuration {
     HumanDuration::secs(30 * 86_400)
@@ -162,6 +166,16 @@ struct Settings {
     close_date_in: HumanDuration,
     #[serde(default)]
     custom_objects: Vec<CustomObjectSettings>,
+    /// An External ID field (text, unique) on Opportunity holding the id of
+    /// the delivery that opened it: opportunities are upserted by it, so one
+    /// written just before a crash is updated on the retry, not created
+    /// again. `""`: create them.
+    #[serde(default = "default_key_field")]
+    opportunity_key_field: String,
+    /// The same on Task (an activity custom field marked External ID),
+    /// holding `{delivery id}-{note|task|meeting}`.
+    #[serde(default = "default_key_field")]
+    task_key_field: String,
 }
 
 /// `[[destinations.NAME.custom_objects]]`
@@ -201,6 +215,10 @@ struct Salesforce {
     learned: Learned,
     cache: IdCache,
     account_locks: KeyedLocks,
+    /// The org lacks `opportunity_key_field` / `task_key_field` (learned
+    /// from a refused upsert): those records are created, as before.
+    opportunity_key_missing: AtomicBool,
+    task_key_missing: AtomicBool,
 }
 
 fn custom_name(object: &str) -> String {
@@ -313,6 +331,17 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
             }
         }
     };
+    for (setting, f) in [
+        ("opportunity_key_field", &s.opportunity_key_field),
+        ("task_key_field", &s.task_key_field),
+    ] {
+        if !f.is_empty() && !is_api_name(f) {
+            problems.push(Problem::error(
+                setting,
+                format!("{f:?} is not a field API name (\"\" switches it off)"),
+            ));
+        }
+    }
     if let Some(f) = &s.external_id_field
         && !is_api_name(f)
     {
@@ -391,6 +420,8 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         learned: Learned::default(),
         cache: IdCache::default(),
         account_locks: KeyedLocks::default(),
+        opportunity_key_missing: AtomicBool::new(false),
+        task_key_missing: AtomicBool::new(false),
     }))
 }
 
@@ -594,13 +625,19 @@ impl Salesforce {
             Some(id) => PersonWrite::OnContact(id),
             None => self.person_write(run, person).await?,
         };
-        for attempt in 0..2 {
+        let mut attempt = 0;
+        while attempt < 2 {
             let (f, report) = match self.write(run, &write).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
+            // The org lacks a key field: write again, creating those records.
+            if self.learn_missing_key(&f) {
+                continue;
+            }
+            attempt += 1;
             let on_person = f.reference_id.as_deref().is_none_or(|r| r == "person");
-            if attempt == 0 && on_person {
+            if attempt == 1 && on_person {
                 // A duplicate rule matched existing records: link to one
                 // only if it is the same person (see `resolve_duplicate`).
                 if let Some((rule, alert, found)) = f.duplicates() {
@@ -797,6 +834,60 @@ impl Salesforce {
         Ok(())
     }
 
+    /// How a record with a key field is written: upserted by `field` (its
+    /// value `value`, never taken from the mapping) unless switched off or
+    /// missing from the org, else created.
+    fn keyed_write(
+        &self,
+        object: &str,
+        field: &str,
+        missing: &AtomicBool,
+        value: String,
+        body: &mut Map<String, Value>,
+    ) -> (&'static str, String) {
+        let field = field.trim();
+        if field.is_empty() || missing.load(Ordering::Relaxed) {
+            return ("POST", format!("/sobjects/{object}"));
+        }
+        body.retain(|k, _| !k.eq_ignore_ascii_case(field));
+        (
+            "PATCH",
+            format!("/sobjects/{object}/{field}/{}", segment(&value)),
+        )
+    }
+
+    /// Whether `f` says the org has no key field the write upserted by; if
+    /// so, that object's records are created from now on (with a warning).
+    fn learn_missing_key(&self, f: &Failure) -> bool {
+        let mut learned = false;
+        for (object, field, missing) in [
+            (
+                "Opportunity",
+                &self.s.opportunity_key_field,
+                &self.opportunity_key_missing,
+            ),
+            ("Task", &self.s.task_key_field, &self.task_key_missing),
+        ] {
+            let field = field.trim();
+            let named = f.errors.iter().any(|e| {
+                e.message.contains("external ID field")
+                    && e.message.to_lowercase().ends_with(&field.to_lowercase())
+            });
+            let on_object = f.reference_id.as_deref().is_none_or(|r| match object {
+                "Opportunity" => r == "opportunity",
+                _ => matches!(r, "note" | "task" | "meeting"),
+            });
+            if !field.is_empty() && named && on_object && !missing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    field,
+                    "Salesforce has no External ID field {object}.{field}; creating {object} records without it (a crash can then duplicate one); create it, see `leadrelay check`"
+                );
+                learned = true;
+            }
+        }
+        learned
+    }
+
     /// Duplicate-safe lookup: the oldest person with this email.
     async fn find_person(&self, run: &mut Run<'_>) -> Result<Option<String>, Stop> {
         let Some(email) = mapping::lookup(&run.ctx, "contact.email").and_then(mapping::as_text)
@@ -888,14 +979,21 @@ impl Salesforce {
                 .or_else(|| self.common.deal_stage.clone())
                 .unwrap_or_else(|| "Prospecting".into());
             mapping::set(&mut ctx, "crm", "deal_stage", stage);
-            let opp = self
+            let mut opp = self
                 .mapping
                 .apply("opportunity", &ctx)
                 .map_err(mapping_fail)?;
             if create {
+                let (method, path) = self.keyed_write(
+                    "Opportunity",
+                    &self.s.opportunity_key_field,
+                    &self.opportunity_key_missing,
+                    run.job.delivery.id.to_string(),
+                    &mut opp,
+                );
                 subs.push(Sub {
-                    method: "POST",
-                    path: "/sobjects/Opportunity".into(),
+                    method,
+                    path,
                     reference_id: "opportunity".into(),
                     body: Some(Value::Object(opp)),
                     allow_save: false,
@@ -972,10 +1070,17 @@ impl Salesforce {
             tasks.push(("meeting", c));
         }
         for (name, c) in &tasks {
-            let body = self.mapping.apply("task", c).map_err(mapping_fail)?;
+            let mut body = self.mapping.apply("task", c).map_err(mapping_fail)?;
+            let (method, path) = self.keyed_write(
+                "Task",
+                &self.s.task_key_field,
+                &self.task_key_missing,
+                format!("{}-{name}", run.job.delivery.id),
+                &mut body,
+            );
             subs.push(Sub {
-                method: "POST",
-                path: "/sobjects/Task".into(),
+                method,
+                path,
                 reference_id: (*name).into(),
                 body: Some(Value::Object(body)),
                 allow_save: false,
@@ -1168,6 +1273,7 @@ impl Connector for Salesforce {
             objects.push((c.object.clone(), custom_name(&c.object)));
         }
         let mut unknown = Vec::new();
+        let mut warnings: Vec<String> = Vec::new();
         let mut checked = 0;
         for (api, name) in &objects {
             let Some(m) = self.mapping.object(name) else {
@@ -1202,13 +1308,33 @@ impl Connector for Salesforce {
                     unknown.push(format!("{api}.{field}"));
                 }
             }
+            let (setting, key) = match api.as_str() {
+                "Opportunity" => ("opportunity_key_field", self.s.opportunity_key_field.trim()),
+                "Task" => ("task_key_field", self.s.task_key_field.trim()),
+                _ => ("", ""),
+            };
+            let keyed = fields["fields"].as_array().into_iter().flatten().any(|f| {
+                f["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(key))
+                    && f["externalId"] == true
+            });
+            if !key.is_empty() && !keyed {
+                warnings.push(format!(
+                    "WARNING: {api} has no External ID field {key:?}, so a crash between creating a record and keeping its id can create it twice; create it (text, External ID, unique) or set {setting} = \"\""
+                ));
+            }
         }
-        let message = format!(
+        let mut message = format!(
             "logged in with the {} flow; instance {}, API {}; {checked} mapped fields checked",
             self.rest.auth.flow_name(),
             session.instance_url,
             self.rest.version()
         );
+        for w in warnings {
+            message.push_str("; ");
+            message.push_str(&w);
+        }
         if unknown.is_empty() {
             CheckReport::ok(message)
         } else {
