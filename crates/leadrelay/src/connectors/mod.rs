@@ -247,6 +247,14 @@ pub trait Connector: Send + Sync {
     fn learned_remote_ids(&self) -> Vec<RemoteId> {
         Vec::new()
     }
+
+    /// Whether the cause of fixable dead letters is gone in the destination
+    /// (the property exists now, the value is an allowed option now), read
+    /// without sending lead data. `None`: cannot tell — they wait for the
+    /// schedule or a configuration change.
+    async fn cause_fixed(&self, _cause: &crate::store::FixableCause) -> Option<bool> {
+        None
+    }
 }
 
 /// Per-connector defaults, from the vendors' documented limits.

@@ -14,6 +14,7 @@ mod csv;
 mod delivery;
 mod email;
 mod first_run;
+mod fixable;
 mod hooks;
 mod ingest;
 mod lemlist;
