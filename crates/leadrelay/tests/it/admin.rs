@@ -663,7 +663,7 @@ async fn openapi_document_describes_every_route() {
 }
 
 /// The `lr_session=…` pair a sign-in answer sets.
-fn session_cookie(resp: &reqwest::Response) -> String {
+pub(crate) fn session_cookie(resp: &reqwest::Response) -> String {
     session_set_cookie(resp)
         .split(';')
         .next()

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use leadrelay::store::{DeliveryState, FixableStore};
+use leadrelay::store::DeliveryState;
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig, HubSpotProperty};
 use serde_json::json;
 
+use crate::admin::{session_cookie, sign_in};
 use crate::support::{CRM_FORM, TestApp, eventually, lead};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -77,6 +78,32 @@ async fn fifty_leads_dead_on_a_missing_property_are_delivered_once_it_exists() {
     assert_eq!(causes[0].field, "favourite_colour");
     assert_eq!(causes[0].waiting, 50);
     assert!(causes[0].next_retry_at.unwrap() > chrono::Utc::now() + chrono::Duration::hours(23));
+    // The dashboard shows the cause, how many it holds and the next try.
+    let (key, record) = leadrelay::auth::generate_key("ops", leadrelay::store::Role::Viewer);
+    app.store.create_api_key(record).await.unwrap();
+    let cookie = session_cookie(&sign_in(&app, &key).await);
+    let html = app
+        .client
+        .get(app.url("/ui/fixable"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = html
+        .split("<tr>")
+        .find(|r| r.contains("favourite_colour"))
+        .unwrap_or_else(|| panic!("no row for the cause: {html}"));
+    assert!(
+        row.contains("missing property") && row.contains("<td>50</td>"),
+        "{row}"
+    );
+    assert!(
+        html.contains("50 waiting, 0 with their retries used up"),
+        "{html}"
+    );
     // The connector was asked and the property is still missing: nothing moved.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(app.deliveries("hubspot").await.len(), 51);

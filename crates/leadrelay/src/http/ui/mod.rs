@@ -10,6 +10,7 @@
 //! its own) before any handler runs, so no form can be forgotten.
 
 mod charts;
+mod fixable;
 mod pages;
 
 use std::sync::LazyLock;
@@ -60,6 +61,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("templates/destination_table.html"),
         ),
         ("message.html", include_str!("templates/message.html")),
+        ("fixable.html", include_str!("templates/fixable.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "dashboard template does not compile");
@@ -348,6 +350,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/dead-letters/replay", post(pages::replay_bulk))
         .route("/ui/dead-letters/{id}/replay", post(pages::replay_one))
         .route("/ui/dead-letters/{id}/discard", post(pages::discard_one))
+        .route("/ui/fixable", get(fixable::page))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/destinations", get(pages::destinations))
         .route("/ui/destinations/{name}/pause", post(pages::pause))

@@ -51,7 +51,7 @@ fn bad_form(text: &str) -> Response {
 }
 
 /// An error page for a failed read or action.
-fn failed(e: ApiError, me: &Me) -> Response {
+pub(super) fn failed(e: ApiError, me: &Me) -> Response {
     let title = match e.status {
         StatusCode::NOT_FOUND => "Not found",
         StatusCode::SERVICE_UNAVAILABLE => "Storage unavailable",
