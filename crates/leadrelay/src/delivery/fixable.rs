@@ -188,35 +188,34 @@ fn fingerprint_key(destination: &str) -> String {
 }
 
 /// Asks each destination's connector whether the causes of its waiting
-/// dead letters are gone, and brings those forward to now. Returns how
-/// many dead letters were brought forward.
+/// dead letters are gone, and brings those forward to now. Returns each
+/// waiting cause with the connector's answer (`None`: it cannot tell).
 pub async fn probe(
     store: &dyn Store,
     destinations: &[Arc<Destination>],
-    causes: &[FixableCause],
-) -> u64 {
-    let mut moved = 0;
-    for cause in causes.iter().filter(|c| c.waiting > 0) {
+    causes: Vec<FixableCause>,
+) -> Vec<(FixableCause, Option<bool>)> {
+    let mut out = Vec::new();
+    for cause in causes.into_iter().filter(|c| c.waiting > 0) {
         let Some(dest) = destinations.iter().find(|d| d.name == cause.destination) else {
             continue;
         };
-        if dest.connector.cause_fixed(cause).await != Some(true) {
-            continue;
-        }
-        match store
-            .reschedule_fixable(&dest.name, Some(&cause.cause_key), Utc::now())
-            .await
-        {
-            Ok(n) => {
-                if n > 0 {
-                    tracing::info!(destination = %dest.name, cause = %cause.cause_key, dead_letters = n, "fixable cause is gone; retrying its dead letters");
+        let fixed = dest.connector.cause_fixed(&cause).await;
+        if fixed == Some(true) {
+            match store
+                .reschedule_fixable(&dest.name, Some(&cause.cause_key), Utc::now())
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    tracing::info!(destination = %dest.name, cause = %cause.cause_key, dead_letters = n, "fixable cause is gone; retrying its dead letters")
                 }
-                moved += n;
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "rescheduling fixable dead letters failed"),
             }
-            Err(e) => tracing::warn!(error = %e, "rescheduling fixable dead letters failed"),
         }
+        out.push((cause, fixed));
     }
-    moved
+    out
 }
 
 /// Replays the fixable dead letters that are due. Returns how many.
@@ -290,7 +289,7 @@ pub async fn run(
     loop {
         match store.fixable_causes(config.max_retries).await {
             Ok(causes) => {
-                probe(store.as_ref(), &destinations, &causes).await;
+                probe(store.as_ref(), &destinations, causes).await;
             }
             Err(e) => tracing::warn!(error = %e, "reading fixable causes failed"),
         }

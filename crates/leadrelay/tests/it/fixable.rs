@@ -14,10 +14,14 @@ use crate::support::{CRM_FORM, TestApp, eventually, lead};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(base: &str, extra: &str) -> String {
+    config_checking(base, extra, "200ms")
+}
+
+fn config_checking(base: &str, extra: &str, check_every: &str) -> String {
     format!(
         r#"{CRM_FORM}
 [delivery.fixable]
-check_every = "200ms"
+check_every = "{check_every}"
 
 [destinations.hubspot]
 connector = "hubspot"
@@ -186,6 +190,69 @@ async fn a_changed_configuration_retries_its_fixable_dead_letters_at_start() {
     assert_eq!(
         fake.contact_by_email("tier@x.io").unwrap().get("lead_tier"),
         Some("gold")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn leadrelay_check_finds_the_property_and_retries_its_dead_letters() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let mapping = "[destinations.hubspot.mapping.contact]\nfavourite_colour = \"data.colour\"\n";
+    // The server itself looks only hourly: `check` must do it.
+    let text = config_checking(&fake.base_url(), mapping, "1h");
+    let app = TestApp::builder(&text)
+        .env("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN)
+        .start()
+        .await;
+    for i in 0..3 {
+        let mut l = lead(&format!("c{i}@colours.io"));
+        l["colour"] = json!("blue");
+        app.post_json("/v1/forms/contact", &l).await;
+    }
+    app.settled("hubspot", 3, WAIT).await;
+    eventually("the causes are recorded", WAIT, || async {
+        let c = app.store.fixable_causes(7).await.unwrap();
+        (c.first().map(|c| c.waiting) == Some(3)).then_some(())
+    })
+    .await;
+    let file = app.dir.path().join("check.toml");
+    std::fs::write(
+        &file,
+        format!("{text}\n[storage]\nurl = \"{}\"\n", app.db.url),
+    )
+    .unwrap();
+    let check = |file: std::path::PathBuf| async move {
+        let out = tokio::process::Command::new(crate::binary::bin())
+            .arg("--config")
+            .arg(&file)
+            .arg("check")
+            .env("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN)
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let out = check(file.clone()).await;
+    assert!(
+        out.contains("fixable hubspot: 3 dead letter(s) held by missing property favourite_colour: still there"),
+        "{out}"
+    );
+    assert_eq!(app.deliveries("hubspot").await.len(), 3);
+
+    assert!(fake.add_property(HubSpotProperty::text("contacts", "favourite_colour")));
+    let out = check(file).await;
+    assert!(
+        out.contains("fixable hubspot: 3 dead letter(s) held by missing property favourite_colour: fixed: retried now")
+            && out.contains("3 fixable dead letter(s) retried"),
+        "{out}"
+    );
+    let all = app.settled("hubspot", 6, WAIT).await;
+    assert_eq!(
+        all.iter()
+            .filter(|d| d.state == DeliveryState::Delivered)
+            .count(),
+        3,
+        "{all:?}"
     );
     app.stop().await;
 }
