@@ -106,9 +106,7 @@ fn salesforce(reason: &str) -> Option<Cause> {
     const MARK: &str = "Salesforce ";
     let mut first = None;
     for part in reason.split("; ") {
-        let Some(i) = part.find(MARK) else {
-            return None;
-        };
+        let i = part.find(MARK)?;
         let (code, message) = part[i + MARK.len()..].split_once(": ")?;
         let fields = message
             .rfind(" (fields ")
