@@ -14,6 +14,7 @@ pub mod file;
 pub mod http;
 pub mod hubspot;
 pub mod lemlist;
+pub mod marketing_cloud;
 pub mod notify;
 pub mod pace;
 pub mod payload;
@@ -316,6 +317,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             pipedrive::kind(),
             salesforce::kind(),
             lemlist::kind(),
+            marketing_cloud::kind(),
         ]
     })
 }

@@ -18,6 +18,7 @@ mod fixable;
 mod hooks;
 mod ingest;
 mod lemlist;
+mod marketing_cloud;
 mod multinode;
 mod notify_support;
 mod openapi;
