@@ -9,7 +9,7 @@ use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig, HubSpotProperty};
 use serde_json::json;
 
 use crate::admin::{session_cookie, sign_in};
-use crate::support::{CRM_FORM, TestApp, eventually, lead};
+use crate::support::{TestApp, eventually, lead};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -18,24 +18,9 @@ fn config(base: &str, extra: &str) -> String {
 }
 
 fn config_checking(base: &str, extra: &str, check_every: &str) -> String {
-    format!(
-        r#"{CRM_FORM}
-[delivery.fixable]
-check_every = "{check_every}"
-
-[destinations.hubspot]
-connector = "hubspot"
-base_url = "{base}"
-allow_private_networks = true
-token_env = "HUBSPOT_ACCESS_TOKEN"
-purposes = ["crm"]
-timeout = "2s"
-{extra}
-
-[[routes]]
-name = "crm"
-destinations = ["hubspot"]
-"#
+    crate::crm_hubspot::config(
+        base,
+        &format!("{extra}\n[delivery.fixable]\ncheck_every = \"{check_every}\"\n"),
     )
 }
 
