@@ -120,6 +120,8 @@ pub async fn start(
             alerts: config.alerts.clone(),
             retention: config.privacy.retention.clone(),
             privacy: privacy.clone(),
+            fixable: config.delivery.fixable.clone(),
+            config_fingerprints: delivery::fixable::config_fingerprints(&config),
         },
         enabled.clone(),
         metrics.clone(),

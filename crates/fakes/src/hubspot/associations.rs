@@ -22,7 +22,7 @@ fn spec_results(
     from: (&str, &str),
     to: (&str, &str),
 ) -> Result<Vec<Value>, HsError> {
-    let schema = &state.inner.schema;
+    let schema = &state.schema();
     let forward = schema.default_assoc(from.0, to.0).ok_or_else(|| {
         errors::validation(format!(
             "No default association type exists from {} to {}",
@@ -52,9 +52,8 @@ fn associate_default(
     if store.get(from.0, from.1).is_none() || store.get(to.0, to.1).is_none() {
         return Err(errors::not_found());
     }
-    let forward = state
-        .inner
-        .schema
+    let schema = state.schema();
+    let forward = schema
         .default_assoc(from.0, to.0)
         .ok_or_else(errors::not_found)?;
     objects::store_association(

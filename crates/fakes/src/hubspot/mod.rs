@@ -66,7 +66,7 @@ mod schema;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -411,7 +411,8 @@ struct DailyUsage {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub schema: Schema,
+    /// Replaced whole when a property is added (`POST /crm/v3/properties`).
+    pub schema: RwLock<Arc<Schema>>,
     pub config: HubSpotConfig,
     pub store: Mutex<Store>,
     rolling: RollingWindow,
@@ -431,7 +432,7 @@ impl HubSpotState {
     pub fn new(config: HubSpotConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                schema: Schema::new(&config),
+                schema: RwLock::new(Arc::new(Schema::new(&config))),
                 rolling: RollingWindow::new(config.rolling_limit.max(1), config.rolling_window),
                 search_window: RollingWindow::new(
                     config.search_per_second.max(1),
@@ -447,6 +448,26 @@ impl HubSpotState {
                 config,
             }),
         }
+    }
+
+    /// The portal's schema as it is now.
+    pub(crate) fn schema(&self) -> Arc<Schema> {
+        self.inner
+            .schema
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Creates a custom property in the portal, as a person would in
+    /// HubSpot's settings (or `POST /crm/v3/properties/{objectType}`).
+    /// False when the object type is unknown.
+    pub fn add_property(&self, property: HubSpotProperty) -> bool {
+        let mut guard = self.inner.schema.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Schema::clone(&guard);
+        let added = next.add_property(&property);
+        *guard = Arc::new(next);
+        added
     }
 
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
@@ -475,7 +496,7 @@ impl HubSpotState {
 
     /// Records of a type (`contacts`, `0-1`, `p_projects`, ...), oldest first.
     pub fn records(&self, object_type: &str) -> Vec<HubSpotRecord> {
-        let Some(canonical) = self.inner.schema.resolve(object_type) else {
+        let Some(canonical) = self.schema().resolve(object_type) else {
             return Vec::new();
         };
         self.store()
@@ -486,7 +507,7 @@ impl HubSpotState {
 
     /// How many records of a type there are (cheap: no copies).
     pub fn count(&self, object_type: &str) -> usize {
-        let Some(canonical) = self.inner.schema.resolve(object_type) else {
+        let Some(canonical) = self.schema().resolve(object_type) else {
             return 0;
         };
         self.store().of_type(&canonical).count()
@@ -521,7 +542,7 @@ impl HubSpotState {
 
     /// One record by type and id.
     pub fn record(&self, object_type: &str, id: &str) -> Option<HubSpotRecord> {
-        let canonical = self.inner.schema.resolve(object_type)?;
+        let canonical = self.schema().resolve(object_type)?;
         self.store().get(&canonical, id).map(|r| r.record.clone())
     }
 
@@ -533,8 +554,8 @@ impl HubSpotState {
     /// Ids of the `to_type` records associated with a record.
     pub fn associated_ids(&self, from_type: &str, from_id: &str, to_type: &str) -> Vec<String> {
         let (Some(from), Some(to)) = (
-            self.inner.schema.resolve(from_type),
-            self.inner.schema.resolve(to_type),
+            self.schema().resolve(from_type),
+            self.schema().resolve(to_type),
         ) else {
             return Vec::new();
         };
@@ -558,8 +579,7 @@ impl HubSpotState {
     /// an existing contact. Returns its id.
     pub fn seed(&self, object_type: &str, properties: &[(&str, &str)]) -> String {
         let canonical = self
-            .inner
-            .schema
+            .schema()
             .resolve(object_type)
             .unwrap_or_else(|| object_type.to_string());
         let props = properties

@@ -33,8 +33,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, HsError>
 
 pub(crate) fn resolve(state: &HubSpotState, segment: &str) -> Result<String, HsError> {
     state
-        .inner
-        .schema
+        .schema()
         .resolve(segment)
         .ok_or_else(|| errors::unknown_object_type(segment))
 }
@@ -189,7 +188,7 @@ pub(crate) fn validate(
     raw: &Map<String, Value>,
     existing: Option<&HubSpotRecord>,
 ) -> Result<BTreeMap<String, String>, Vec<PropertyError>> {
-    let schema = &state.inner.schema;
+    let schema = &state.schema();
     let mut problems = Vec::new();
     let mut out = BTreeMap::new();
     for (name, value) in raw {
@@ -254,7 +253,7 @@ fn check_pipeline(
     existing: Option<&HubSpotRecord>,
     problems: &mut Vec<PropertyError>,
 ) {
-    let schema = &state.inner.schema;
+    let schema = &state.schema();
     let pipeline_id = props
         .get("pipeline")
         .filter(|v| !v.is_empty())
@@ -366,16 +365,14 @@ fn inline_associations(
                 "associations[].types must contain at least one association type",
             ));
         }
+        let schema = state.schema();
         for spec in a.types {
             let Some(AssocType {
                 to,
                 category,
                 type_id,
                 ..
-            }) = state
-                .inner
-                .schema
-                .assoc_by_id(from_type, spec.association_type_id)
+            }) = schema.assoc_by_id(from_type, spec.association_type_id)
             else {
                 return Err(errors::validation(format!(
                     "{} is not a valid association type id from {from_type}",
@@ -418,7 +415,7 @@ pub(crate) fn store_association(
         category: category.into(),
         type_id,
     });
-    if let Some(inverse) = state.inner.schema.default_assoc(to.0, from.0) {
+    if let Some(inverse) = state.schema().default_assoc(to.0, from.0) {
         store.associate(HubSpotAssociation {
             from_type: to.0.into(),
             from_id: to.1.into(),
@@ -466,7 +463,7 @@ fn create_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsResult {
     let links = inline_associations(state, &store, &object_type, body.get("associations"))?;
     if object_type == "deals"
         && !props.contains_key("pipeline")
-        && let Some(p) = state.inner.schema.pipelines.first()
+        && let Some(p) = state.schema().pipelines.first()
     {
         props.insert("pipeline".into(), p.id.clone());
     }
@@ -513,7 +510,8 @@ fn find_target<'a>(
 ) -> Result<&'a StoredRecord, HsError> {
     let found = match query_value(pairs, "idProperty") {
         Some(prop) if prop != "hs_object_id" => {
-            let def = state.inner.schema.property(object_type, prop);
+            let schema = state.schema();
+            let def = schema.property(object_type, prop);
             if !def.is_some_and(|d| d.unique) {
                 return Err(errors::validation(format!(
                     "{prop} is not a unique identifier property for {object_type}"
@@ -532,7 +530,7 @@ fn read_inner(state: &HubSpotState, segment: &str, id: &str, query: Option<&str>
     let store = state.store();
     let record = &find_target(state, &store, &object_type, id, &pairs)?.record;
     let props = requested_properties(&pairs)
-        .unwrap_or_else(|| state.inner.schema.default_read_properties(&object_type));
+        .unwrap_or_else(|| state.schema().default_read_properties(&object_type));
     Ok(Json(record_json(record, Some(&props))).into_response())
 }
 
@@ -618,7 +616,7 @@ pub(crate) async fn list(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let props = requested_properties(&pairs)
-            .unwrap_or_else(|| state.inner.schema.default_read_properties(&object_type));
+            .unwrap_or_else(|| state.schema().default_read_properties(&object_type));
         let store = state.store();
         let page: Vec<&StoredRecord> = store
             .of_type(&object_type)
@@ -843,7 +841,7 @@ fn search_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsResult {
         });
     }
     let props = if req.properties.is_empty() {
-        state.inner.schema.default_read_properties(&object_type)
+        state.schema().default_read_properties(&object_type)
     } else {
         req.properties.clone()
     };
@@ -906,8 +904,7 @@ fn batch_upsert_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsRes
             };
             if id_property != "hs_object_id"
                 && !state
-                    .inner
-                    .schema
+                    .schema()
                     .property(&object_type, &id_property)
                     .is_some_and(|d| d.unique)
             {
@@ -1042,7 +1039,7 @@ fn batch_create_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsRes
                     inline_associations(state, &store, &object_type, input.get("associations"))?;
                 if object_type == "deals"
                     && !props.contains_key("pipeline")
-                    && let Some(p) = state.inner.schema.pipelines.first()
+                    && let Some(p) = state.schema().pipelines.first()
                 {
                     props.insert("pipeline".into(), p.id.clone());
                 }
@@ -1136,8 +1133,7 @@ fn batch_update_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsRes
             .to_string();
         if id_property != "hs_object_id"
             && !state
-                .inner
-                .schema
+                .schema()
                 .property(&object_type, &id_property)
                 .is_some_and(|d| d.unique)
         {
@@ -1246,7 +1242,7 @@ pub(crate) async fn list_properties(
 ) -> Response {
     finish((|| -> HsResult {
         let object_type = resolve(&state, &object_type)?;
-        let schema = &state.inner.schema;
+        let schema = &state.schema();
         let results: Vec<Value> = schema
             .properties
             .get(&object_type)
@@ -1267,7 +1263,7 @@ pub(crate) async fn get_property(
 ) -> Response {
     finish((|| -> HsResult {
         let object_type = resolve(&state, &object_type)?;
-        let schema = &state.inner.schema;
+        let schema = &state.schema();
         let def = schema
             .property(&object_type, &name)
             .ok_or_else(errors::not_found)?;
@@ -1283,7 +1279,7 @@ pub(crate) async fn list_pipelines(
     finish((|| -> HsResult {
         let object_type = resolve(&state, &object_type)?;
         let pipelines = if object_type == "deals" {
-            state.inner.schema.pipelines.clone()
+            state.schema().pipelines.clone()
         } else {
             Vec::new()
         };

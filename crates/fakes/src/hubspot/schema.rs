@@ -74,7 +74,7 @@ pub(crate) struct PropertyDef {
 }
 
 /// Everything the fake needs to validate writes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Schema {
     pub portal_id: u64,
     /// Canonical object type name → its properties by name.
@@ -314,6 +314,19 @@ impl Schema {
     /// `p12345678_projects`) to the canonical object type name.
     pub(crate) fn resolve(&self, segment: &str) -> Option<String> {
         resolve_in(&self.custom_types, self.portal_id, segment, false)
+    }
+
+    /// Adds (or replaces) a custom property of an object type; false when
+    /// the type is unknown.
+    pub(crate) fn add_property(&mut self, p: &HubSpotProperty) -> bool {
+        let Some(canonical) = self.resolve(&p.object_type) else {
+            return false;
+        };
+        self.properties
+            .entry(canonical)
+            .or_default()
+            .insert(p.name.clone(), custom_def(p));
+        true
     }
 
     pub(crate) fn property(&self, object_type: &str, name: &str) -> Option<&PropertyDef> {

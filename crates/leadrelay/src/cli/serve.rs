@@ -114,11 +114,69 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
         );
         failed |= !report.ok;
     }
+    check_fixable(&loaded.config, destinations).await;
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Asks each destination whether the causes of its fixable dead letters
+/// are gone, and retries those at once. Only against a store that exists
+/// (`check` creates no database).
+async fn check_fixable(config: &crate::config::Config, destinations: Vec<delivery::Destination>) {
+    let settings = &config.delivery.fixable;
+    if !settings.enabled {
+        return;
+    }
+    if let Some(path) = config
+        .storage
+        .url
+        .strip_prefix("sqlite://")
+        .or_else(|| config.storage.url.strip_prefix("sqlite:"))
+        && !std::path::Path::new(path).exists()
+    {
+        return;
+    }
+    let store = match app::open_store(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("fixable dead letters not checked: {e:#}");
+            return;
+        }
+    };
+    let causes = match store.fixable_causes(settings.max_retries).await {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("fixable dead letters not checked: {e}");
+            store.close().await;
+            return;
+        }
+    };
+    let destinations: Vec<_> = destinations.into_iter().map(std::sync::Arc::new).collect();
+    let answers = delivery::fixable::probe(store.as_ref(), &destinations, causes).await;
+    let retried = delivery::fixable::retry_due(store.as_ref(), settings).await;
+    for (c, fixed) in &answers {
+        let what = match &c.value {
+            Some(v) => format!("{} {} = {v:?}", c.kind.replace('_', " "), c.field),
+            None => format!("{} {}", c.kind.replace('_', " "), c.field),
+        };
+        let verdict = match fixed {
+            Some(true) => "fixed: retried now".to_string(),
+            Some(false) => "still there".to_string(),
+            None => "cannot tell from here".to_string(),
+        };
+        outln!(
+            "fixable {}: {} dead letter(s) held by {what}: {verdict}",
+            c.destination,
+            c.waiting
+        );
+    }
+    if retried > 0 {
+        outln!("{retried} fixable dead letter(s) retried");
+    }
+    store.close().await;
 }
 
 pub async fn migrate(config_path: Option<&PathBuf>, args: StorageArgs) -> ExitCode {

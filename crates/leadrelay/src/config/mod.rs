@@ -291,6 +291,39 @@ pub struct DeliveryConfig {
     /// transaction that marks the delivery dead. A destination never receives
     /// copies of its own dead letters, and copies are never copied.
     pub dead_letter_copies: Vec<String>,
+    /// Automatic retries of dead letters refused for a fixable cause.
+    pub fixable: FixableConfig,
+}
+
+/// `[delivery.fixable]`: dead letters a destination refused for a reason
+/// a person can fix there (a missing property, a picklist value, a
+/// validation rule, a required field) are retried by themselves when the
+/// cause may be gone: the destination's configuration changed, the
+/// connector finds the cause fixed (checked every `check_every`, and by
+/// `leadrelay check`), or every `retry_every` — at most `max_retries` times.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FixableConfig {
+    /// Off: fixable dead letters wait for a person like any other.
+    pub enabled: bool,
+    /// Scheduled retry interval (default daily).
+    pub retry_every: HumanDuration,
+    /// How often the connector is asked whether a cause is fixed (a read of
+    /// the destination's schema per cause), and due retries are made.
+    pub check_every: HumanDuration,
+    /// Automatic retries per event and destination; then a person decides.
+    pub max_retries: u32,
+}
+
+impl Default for FixableConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retry_every: HumanDuration::secs(24 * 3600),
+            check_every: HumanDuration::secs(15 * 60),
+            max_retries: 7,
+        }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -302,6 +335,7 @@ impl Default for DeliveryConfig {
             poll_interval: HumanDuration::secs(1),
             circuit: CircuitConfig::default(),
             dead_letter_copies: Vec::new(),
+            fixable: FixableConfig::default(),
         }
     }
 }

@@ -45,10 +45,24 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
         ),
         ("server.body_read_timeout", config.server.body_read_timeout),
         ("storage.timeout", config.storage.timeout),
+        (
+            "delivery.fixable.check_every",
+            config.delivery.fixable.check_every,
+        ),
+        (
+            "delivery.fixable.retry_every",
+            config.delivery.fixable.retry_every,
+        ),
     ] {
         if d.get() < std::time::Duration::from_millis(100) {
             p.push(Problem::error(key, "must be at least 100ms"));
         }
+    }
+    if config.delivery.fixable.max_retries > 1000 {
+        p.push(Problem::error(
+            "delivery.fixable.max_retries",
+            "must be at most 1000",
+        ));
     }
     if config.server.max_connections == 0 {
         p.push(Problem::error(

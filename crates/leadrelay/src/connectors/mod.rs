@@ -14,6 +14,7 @@ pub mod file;
 pub mod http;
 pub mod hubspot;
 pub mod lemlist;
+pub mod marketing_cloud;
 pub mod notify;
 pub mod pace;
 pub mod payload;
@@ -247,6 +248,14 @@ pub trait Connector: Send + Sync {
     fn learned_remote_ids(&self) -> Vec<RemoteId> {
         Vec::new()
     }
+
+    /// Whether the cause of fixable dead letters is gone in the destination
+    /// (the property exists now, the value is an allowed option now), read
+    /// without sending lead data. `None`: cannot tell — they wait for the
+    /// schedule or a configuration change.
+    async fn cause_fixed(&self, _cause: &crate::store::FixableCause) -> Option<bool> {
+        None
+    }
 }
 
 /// Per-connector defaults, from the vendors' documented limits.
@@ -308,6 +317,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             pipedrive::kind(),
             salesforce::kind(),
             lemlist::kind(),
+            marketing_cloud::kind(),
         ]
     })
 }

@@ -34,6 +34,8 @@ pub struct Context {
     pub grace: Duration,
     pub alerts: Arc<AlertMonitor>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Records the causes of fixable dead letters (None: switched off).
+    pub fixable: Option<crate::config::FixableConfig>,
 }
 
 /// Deliveries being sent right now, so shutdown can release their leases.
@@ -209,6 +211,19 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
         if let Err(e) = ctx.store.complete(completions).await {
             tracing::warn!(destination = %dest.name, error = %e, "releasing leases failed; they will expire");
         }
+    }
+}
+
+/// Keeps the cause of each dead letter refused for a fixable reason. A
+/// failure here leaves it an ordinary dead letter: it waits for a person.
+async fn record_fixable(dest: &Destination, ctx: &Context, completions: &[Completion]) {
+    let Some(config) = &ctx.fixable else { return };
+    let rows = super::fixable::from_completions(dest, completions, config);
+    if rows.is_empty() {
+        return;
+    }
+    if let Err(e) = ctx.store.record_fixable(rows).await {
+        tracing::warn!(destination = %dest.name, error = %e, "recording fixable dead-letter causes failed");
     }
 }
 
@@ -774,7 +789,10 @@ async fn send_batch(
     let mut wait = Duration::from_millis(100);
     for attempt in 0..6 {
         match ctx.store.complete(completions.clone()).await {
-            Ok(()) => break,
+            Ok(()) => {
+                record_fixable(&dest, &ctx, &completions).await;
+                break;
+            }
             Err(e) => {
                 tracing::warn!(destination = %dest.name, error = %e, attempt, "recording delivery outcomes failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -902,6 +920,7 @@ mod tests {
                 ["p".to_string()].into(),
             )),
             metrics: crate::metrics::Metrics::new(),
+            fixable: None,
         };
         let task = tokio::spawn(run(dest, ctx));
         let started = Instant::now();

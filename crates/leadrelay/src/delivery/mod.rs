@@ -13,6 +13,7 @@ mod alerts;
 mod circuit;
 pub mod consent;
 mod dispatcher;
+pub mod fixable;
 pub mod policy;
 
 use std::collections::BTreeSet;
@@ -240,6 +241,10 @@ pub struct EngineSettings {
     pub retention: RetentionConfig,
     /// Erases contacts past `retention.contacts`.
     pub privacy: Arc<crate::privacy::Privacy>,
+    /// Automatic retries of fixable dead letters.
+    pub fixable: crate::config::FixableConfig,
+    /// Each destination's configuration fingerprint (see [`fixable`]).
+    pub config_fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 /// The running engine.
@@ -296,12 +301,26 @@ impl Engine {
                 grace: self.settings.shutdown_grace,
                 alerts: self.alerts.clone(),
                 metrics: self.metrics.clone(),
+                fixable: self
+                    .settings
+                    .fixable
+                    .enabled
+                    .then(|| self.settings.fixable.clone()),
             };
             tasks.push(tokio::spawn(dispatcher::run(d.clone(), ctx)));
         }
         let alerts = self.alerts.clone();
         let shutdown = self.shutdown.clone();
         tasks.push(tokio::spawn(async move { alerts.run(shutdown).await }));
+        if self.settings.fixable.enabled {
+            tasks.push(tokio::spawn(fixable::run(
+                self.store.clone(),
+                self.destinations.clone(),
+                self.settings.fixable.clone(),
+                self.settings.config_fingerprints.clone(),
+                self.shutdown.clone(),
+            )));
+        }
         let store = self.store.clone();
         let retention = self.settings.retention.clone();
         let privacy = self.settings.privacy.clone();

@@ -146,6 +146,52 @@ impl Health {
 }
 
 #[async_trait]
+impl FixableStore for Deadline {
+    async fn record_fixable(&self, items: Vec<NewFixable>) -> StoreResult<usize> {
+        self.call(
+            "record_fixable",
+            Limit::Quick,
+            self.inner.record_fixable(items),
+        )
+        .await
+    }
+    async fn due_fixable(
+        &self,
+        now: DateTime<Utc>,
+        max_retries: u32,
+        limit: usize,
+    ) -> StoreResult<Vec<DueFixable>> {
+        self.call(
+            "due_fixable",
+            Limit::Quick,
+            self.inner.due_fixable(now, max_retries, limit),
+        )
+        .await
+    }
+    async fn reschedule_fixable(
+        &self,
+        destination: &str,
+        cause_key: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.call(
+            "reschedule_fixable",
+            Limit::Quick,
+            self.inner.reschedule_fixable(destination, cause_key, at),
+        )
+        .await
+    }
+    async fn fixable_causes(&self, max_retries: u32) -> StoreResult<Vec<FixableCause>> {
+        self.call(
+            "fixable_causes",
+            Limit::Quick,
+            self.inner.fixable_causes(max_retries),
+        )
+        .await
+    }
+}
+
+#[async_trait]
 impl LeadStore for Deadline {
     async fn kv_increment(&self, key: &str) -> StoreResult<u64> {
         self.call("kv_increment", Limit::Quick, self.inner.kv_increment(key))

@@ -11,6 +11,7 @@
 mod admin;
 mod common;
 mod deadline;
+mod fixable;
 mod lead;
 pub mod postgres;
 pub mod sqlite;
@@ -26,6 +27,7 @@ use leadrelay_model::{Contact, Event};
 use uuid::Uuid;
 
 pub use admin::*;
+pub use fixable::*;
 pub use lead::*;
 pub use types::*;
 pub use wake::WakeHub;
@@ -55,7 +57,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything leadrelay keeps, behind one interface.
 #[async_trait]
-pub trait Store: LeadStore + Send + Sync + 'static {
+pub trait Store: LeadStore + FixableStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

@@ -12,7 +12,7 @@ use crate::support::{CRM_FORM, TestApp, eventually, full_lead, ingest_event, lea
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn config(base: &str, extra: &str) -> String {
+pub(crate) fn config(base: &str, extra: &str) -> String {
     format!(
         r#"{CRM_FORM}
 [destinations.hubspot]

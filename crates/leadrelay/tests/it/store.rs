@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use leadrelay::store::{
     Completion, DeliveryFilter, DeliveryState, IdempotencyKey, IngestItem, IngestOutcome,
-    OpenOptions, PurgePolicy, RemoteId, Store, StoreError, Transition,
+    NewFixable, OpenOptions, PurgePolicy, RemoteId, Store, StoreError, Transition,
 };
 use leadrelay_model::{ContactData, EmailAddress, Event, EventType, Origin, new_id};
 use tempfile::TempDir;
@@ -638,4 +638,135 @@ async fn a_store_call_stuck_on_a_sqlite_lock_fails_at_its_deadline() {
     .await;
     assert_eq!(store.kv_get("k").await.unwrap().as_deref(), Some("after"));
     store.close().await;
+}
+
+/// Claims every due delivery of `d` and dead-letters it.
+async fn kill_all(s: &Arc<dyn Store>, d: &str) -> Vec<uuid::Uuid> {
+    let c = s.claim(d, 100, Duration::from_secs(60)).await.unwrap();
+    let ids = c.iter().map(|c| c.delivery.id).collect();
+    s.complete(
+        c.iter()
+            .map(|c| Completion {
+                delivery_id: c.delivery.id,
+                lease_id: c.delivery.lease_id.unwrap(),
+                attempt: None,
+                transition: Transition::Dead {
+                    status: Some(400),
+                    reason: "missing".into(),
+                },
+                follow_up: None,
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    ids
+}
+
+fn fixable(id: uuid::Uuid, field: &str, at: chrono::DateTime<Utc>) -> NewFixable {
+    NewFixable {
+        delivery_id: id,
+        destination: "d".into(),
+        kind: "missing_property".into(),
+        object: None,
+        field: field.into(),
+        value: None,
+        message: format!("{field} does not exist"),
+        next_retry_at: at,
+    }
+}
+
+#[tokio::test]
+async fn fixable_dead_letters_are_grouped_rescheduled_and_bounded() {
+    let f = fixture().await;
+    let s = &f.store;
+    for i in 0..3 {
+        s.ingest(vec![item(event(Some(&format!("f{i}@x.io"))), &["d"])])
+            .await
+            .unwrap();
+    }
+    // A delivery that is not dead gets no row.
+    s.ingest(vec![item(event(Some("live@x.io")), &["live"])])
+        .await
+        .unwrap();
+    let live = s.claim("live", 1, Duration::from_secs(60)).await.unwrap();
+    let ids = kill_all(s, "d").await;
+    assert_eq!(ids.len(), 3);
+    let later = Utc::now() + chrono::Duration::hours(24);
+    let mut rows: Vec<NewFixable> = ids[..2]
+        .iter()
+        .map(|id| fixable(*id, "colour", later))
+        .collect();
+    rows.push(fixable(ids[2], "size", later));
+    let mut stray = fixable(live[0].delivery.id, "colour", later);
+    stray.destination = "live".into();
+    rows.push(stray);
+    assert_eq!(s.record_fixable(rows.clone()).await.unwrap(), 3);
+    assert_eq!(
+        s.record_fixable(rows).await.unwrap(),
+        0,
+        "recorded once per delivery"
+    );
+
+    let causes = s.fixable_causes(2).await.unwrap();
+    assert_eq!(causes.len(), 2, "{causes:?}");
+    assert_eq!(causes[0].cause_key, "missing_property::colour");
+    assert_eq!((causes[0].waiting, causes[0].exhausted), (2, 0));
+    assert_eq!(causes[0].message, "colour does not exist");
+    assert_eq!(
+        causes[0].next_retry_at.map(|t| t.timestamp_millis()),
+        Some(later.timestamp_millis())
+    );
+    assert!(s.due_fixable(Utc::now(), 2, 100).await.unwrap().is_empty());
+
+    // The cause may be gone: only its rows come due.
+    let now = Utc::now();
+    assert_eq!(
+        s.reschedule_fixable("d", Some("missing_property::colour"), now)
+            .await
+            .unwrap(),
+        2
+    );
+    let due = s.due_fixable(now, 2, 100).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(
+        due.iter()
+            .all(|d| d.retries == 0 && d.cause_key.ends_with("colour"))
+    );
+
+    // Retried and refused again: the replay's row inherits the count.
+    let pairs = s
+        .replay(due.iter().map(|d| d.delivery_id).collect(), None)
+        .await
+        .unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert!(
+        s.due_fixable(now, 2, 100).await.unwrap().is_empty(),
+        "replayed rows are no longer due"
+    );
+    let again = kill_all(s, "d").await;
+    assert_eq!(again.len(), 2);
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    s.record_fixable(
+        again
+            .iter()
+            .map(|id| fixable(*id, "colour", past))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let due = s.due_fixable(Utc::now(), 2, 100).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|d| d.retries == 1));
+    // With at most one automatic retry, they wait for a person.
+    assert!(s.due_fixable(Utc::now(), 1, 100).await.unwrap().is_empty());
+    let causes = s.fixable_causes(1).await.unwrap();
+    assert_eq!((causes[0].waiting, causes[0].exhausted), (0, 2));
+    assert_eq!(causes[0].next_retry_at, None);
+
+    // Discarded dead letters leave their cause.
+    s.discard(again).await.unwrap();
+    let causes = s.fixable_causes(2).await.unwrap();
+    assert_eq!(causes.len(), 1);
+    assert_eq!(causes[0].field, "size");
 }

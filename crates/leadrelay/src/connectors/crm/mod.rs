@@ -788,3 +788,16 @@ pub fn bad_erase(message: String) -> super::JobResult {
         report: Default::default(),
     }
 }
+
+/// Percent-encodes a path segment (external id values such as emails).
+pub fn path_segment(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1356,6 +1356,10 @@ impl Connector for HubSpot {
     async fn check(&self) -> CheckReport {
         self.check_portal().await
     }
+
+    async fn cause_fixed(&self, cause: &crate::store::FixableCause) -> Option<bool> {
+        self.cause_fixed_in_portal(cause).await
+    }
 }
 
 impl HubSpot {
@@ -1417,18 +1421,9 @@ impl HubSpot {
 }
 
 impl HubSpot {
-    async fn check_portal(&self) -> CheckReport {
-        let details = match self
-            .api
-            .call(Method::GET, "/account-info/v3/details", None)
-            .await
-        {
-            (Ok(v), _) => v,
-            (Err(f), _) => return CheckReport::failed(crm::outcome_text(&f.outcome)),
-        };
-        self.api.set_utc_offset(&details);
-        let portal = mapping::as_text(&details["portalId"]).unwrap_or_else(|| "?".into());
-        let tz = details["timeZone"].as_str().unwrap_or("?");
+    /// The object types this destination writes, with the name their
+    /// mapping is kept under.
+    fn mapped_objects(&self) -> Vec<(&str, String)> {
         let mut objects: Vec<(&str, String)> = vec![("contacts", "contact".into())];
         if self.common.companies {
             objects.push(("companies", "company".into()));
@@ -1446,6 +1441,71 @@ impl HubSpot {
         for c in &self.s.custom_objects {
             objects.push((c.object.as_str(), custom_name(&c.object)));
         }
+        objects
+    }
+
+    /// Whether a fixable cause is gone: the property now exists on an
+    /// object whose mapping writes it (and, for a refused option, now
+    /// offers the value; for a read-only property, is writable).
+    async fn cause_fixed_in_portal(&self, cause: &crate::store::FixableCause) -> Option<bool> {
+        if !matches!(
+            cause.kind.as_str(),
+            "missing_property" | "invalid_option" | "read_only"
+        ) {
+            return None;
+        }
+        let mut asked = false;
+        for (object_type, name) in self.mapped_objects() {
+            let Some(m) = self.mapping.object(&name) else {
+                continue;
+            };
+            if !m
+                .field_names()
+                .any(|f| f.split('.').next() == Some(cause.field.as_str()))
+            {
+                continue;
+            }
+            asked = true;
+            let path = format!(
+                "/crm/v3/properties/{object_type}/{}",
+                crm::path_segment(&cause.field)
+            );
+            let prop = match self.api.call(Method::GET, &path, None).await {
+                (Ok(v), _) => v,
+                (Err(f), _) if f.status == Some(404) => continue,
+                (Err(_), _) => return None,
+            };
+            let fixed = match cause.kind.as_str() {
+                "missing_property" => true,
+                "invalid_option" => cause.value.as_deref().is_some_and(|v| {
+                    prop["options"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|o| o["value"].as_str() == Some(v))
+                }),
+                _ => prop["modificationMetadata"]["readOnlyValue"] == false,
+            };
+            if fixed {
+                return Some(true);
+            }
+        }
+        asked.then_some(false)
+    }
+
+    async fn check_portal(&self) -> CheckReport {
+        let details = match self
+            .api
+            .call(Method::GET, "/account-info/v3/details", None)
+            .await
+        {
+            (Ok(v), _) => v,
+            (Err(f), _) => return CheckReport::failed(crm::outcome_text(&f.outcome)),
+        };
+        self.api.set_utc_offset(&details);
+        let portal = mapping::as_text(&details["portalId"]).unwrap_or_else(|| "?".into());
+        let tz = details["timeZone"].as_str().unwrap_or("?");
+        let objects = self.mapped_objects();
         let mut unknown = Vec::new();
         let mut checked = 0;
         let mut key_warnings: Vec<String> = Vec::new();
@@ -1503,7 +1563,7 @@ impl HubSpot {
             }
         }
         let mut notes = Vec::new();
-        if deals_used {
+        if objects.iter().any(|(o, _)| *o == "deals") {
             match self
                 .api
                 .call(Method::GET, "/crm/v3/pipelines/deals", None)

@@ -465,19 +465,6 @@ fn ids_equal(a: &str, b: &str) -> bool {
     a.len() >= 15 && b.len() >= 15 && a[..15] == b[..15]
 }
 
-/// Percent-encodes a path segment (external id values such as emails).
-fn segment(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// How the person is written in the composite.
 enum PersonWrite {
     /// PATCH a known record.
@@ -945,7 +932,7 @@ impl Salesforce {
                     fields.retain(|k, _| !k.eq_ignore_ascii_case(field));
                     (
                         "PATCH",
-                        format!("/sobjects/{api}/{field}/{}", segment(value)),
+                        format!("/sobjects/{api}/{field}/{}", crm::path_segment(value)),
                     )
                 }
                 _ => ("POST", format!("/sobjects/{api}")),
@@ -1116,7 +1103,11 @@ impl Salesforce {
                         })?;
                     (
                         "PATCH",
-                        format!("/sobjects/{}/{field}/{}", c.object, segment(&value)),
+                        format!(
+                            "/sobjects/{}/{field}/{}",
+                            c.object,
+                            crm::path_segment(&value)
+                        ),
                     )
                 }
                 None => ("POST", format!("/sobjects/{}", c.object)),
@@ -1349,7 +1340,7 @@ mod tests {
 
     #[test]
     fn encodes_path_segments() {
-        assert_eq!(segment("jane+x@acme.io"), "jane%2Bx%40acme.io");
-        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(crm::path_segment("jane+x@acme.io"), "jane%2Bx%40acme.io");
+        assert_eq!(crm::path_segment("a b/c"), "a%20b%2Fc");
     }
 }

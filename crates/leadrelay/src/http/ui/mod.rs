@@ -10,6 +10,7 @@
 //! its own) before any handler runs, so no form can be forgotten.
 
 mod charts;
+mod fixable;
 mod issues;
 mod ops;
 mod pages;
@@ -72,6 +73,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("contact.html", include_str!("templates/contact.html")),
         ("review.html", include_str!("templates/review.html")),
         ("privacy.html", include_str!("templates/privacy.html")),
+        ("fixable.html", include_str!("templates/fixable.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "dashboard template does not compile");
@@ -363,6 +365,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/dead-letters/bulk", post(ops::dead_letters_bulk))
         .route("/ui/dead-letters/{id}/replay", post(pages::replay_one))
         .route("/ui/dead-letters/{id}/discard", post(pages::discard_one))
+        .route("/ui/fixable", get(fixable::page))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/destinations", get(pages::destinations))
         .route("/ui/destinations/{name}/pause", post(pages::pause))

@@ -15,6 +15,7 @@
 //!   same vendor event id); such a batch is rolled back and run again.
 
 mod admin;
+mod fixable;
 mod lead;
 mod rows;
 mod schema;

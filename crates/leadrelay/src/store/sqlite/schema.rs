@@ -221,6 +221,26 @@ UPDATE idempotency_keys SET scope = 'api:' || (
 WHERE scope = 'api' AND EXISTS (
     SELECT 1 FROM events e WHERE e.id = idempotency_keys.event_id AND e.origin_kind = 'api');
 "#,
+    // 5: fixable dead letters (h21).
+    r#"
+-- h21: fixable dead letters: the cause of each dead letter a person can
+-- fix in the destination, retried automatically (bounded) once it may be gone.
+CREATE TABLE fixable_dead_letters (
+    delivery_id TEXT PRIMARY KEY,
+    destination TEXT NOT NULL,
+    cause_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    object TEXT,
+    field TEXT NOT NULL,
+    value TEXT,
+    message TEXT NOT NULL,
+    retries INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    next_retry_at BIGINT NOT NULL
+);
+CREATE INDEX fixable_due ON fixable_dead_letters(next_retry_at);
+CREATE INDEX fixable_cause ON fixable_dead_letters(destination, cause_key);
+"#,
 ];
 
 /// The schema version a fully migrated database has.
