@@ -839,7 +839,7 @@ impl Salesforce {
         body.retain(|k, _| !k.eq_ignore_ascii_case(field));
         (
             "PATCH",
-            format!("/sobjects/{object}/{field}/{}", segment(&value)),
+            format!("/sobjects/{object}/{field}/{}", crm::path_segment(&value)),
         )
     }
 
