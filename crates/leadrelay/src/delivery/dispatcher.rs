@@ -1,6 +1,7 @@
-//! One destination's dispatcher: claim due deliveries just in time (one
-//! free concurrency slot and one rate-limit cell per batch), send each batch
-//! in its own task, record the outcome.
+//! One destination's dispatcher: claim due deliveries (one free
+//! concurrency slot and one rate-limit cell per batch; a few rounds ahead
+//! when nothing limits the rate), send each batch in its own task, record
+//! the outcome.
 //!
 //! A panic while a delivery is prepared or sent (a connector bug on some
 //! input) is caught and recorded as a failed attempt of class `internal`
@@ -128,7 +129,16 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             batch_slots.truncate(granted);
         }
 
-        let want = batch_slots.len() * dest.batch_size;
+        // Claim ahead: a claim is a write that waits for a group commit
+        // (behind ingest under load), so with no rate limit and the circuit
+        // closed, claim a few rounds of batches at once and hand them to
+        // the concurrency slots as they free up.
+        let ahead = permit == Permit::Send && gate.is_open();
+        let want = if ahead {
+            dest.concurrency * dest.batch_size * CLAIM_AHEAD
+        } else {
+            batch_slots.len() * dest.batch_size
+        };
         let claimed = match ctx.store.claim(&dest.name, want, dest.lease).await {
             Ok(c) => c,
             Err(e) => {
@@ -158,11 +168,29 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
         }
 
         let mut claimed = claimed.into_iter();
-        for slot in batch_slots {
+        let mut batch_slots = batch_slots.into_iter();
+        loop {
             let batch: Vec<ClaimedDelivery> = claimed.by_ref().take(dest.batch_size).collect();
             if batch.is_empty() {
                 break;
             }
+            let slot = match batch_slots.next() {
+                Some(slot) => Some(slot),
+                // Claimed ahead: wait for a slot, unless the circuit opened
+                // meanwhile (then the rest go back to the queue at once).
+                None if lock(&circuit).permit(Instant::now()) == Permit::Send => {
+                    tokio::select! {
+                        p = slots.clone().acquire_owned() => p.ok(),
+                        _ = ctx.shutdown.cancelled() => None,
+                    }
+                }
+                None => None,
+            };
+            let Some(slot) = slot else {
+                let rest = batch.into_iter().chain(claimed.by_ref()).collect();
+                release_claimed(&dest, &ctx, rest).await;
+                break;
+            };
             {
                 let mut f = lock(&in_flight);
                 for c in &batch {
@@ -172,7 +200,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
                 }
             }
             let ticket = Ticket {
-                _slot: slot,
+                slot: Mutex::new(Some(slot)),
                 pacer: Pacer::prepaid(&gate, &hold),
             };
             tracker.spawn(send_batch_guarded(
@@ -383,8 +411,44 @@ pub fn dead_letter_copy(
 /// What a batch holds while it is sent: its concurrency slot and, under a
 /// rate limit, the pacing of its requests (the first one already paid for).
 struct Ticket {
-    _slot: OwnedSemaphorePermit,
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
     pacer: Pacer,
+}
+
+impl Ticket {
+    /// Frees the concurrency slot once the requests are over: recording the
+    /// outcome (a write behind the group commit) need not hold up the next
+    /// batch's request. The lease stays held until the outcome is recorded.
+    fn release_slot(&self) {
+        lock(&self.slot).take();
+    }
+}
+
+/// Rounds of batches claimed at once when nothing limits the rate (see
+/// [`run`]); claimed deliveries wait in memory for a slot, well within
+/// their lease.
+const CLAIM_AHEAD: usize = 4;
+
+/// Gives claimed deliveries that will not be sent now back to the queue.
+async fn release_claimed(dest: &Destination, ctx: &Context, rest: Vec<ClaimedDelivery>) {
+    let completions: Vec<Completion> = rest
+        .into_iter()
+        .filter_map(|c| {
+            Some(Completion {
+                delivery_id: c.delivery.id,
+                lease_id: c.delivery.lease_id?,
+                attempt: None,
+                transition: Transition::Released,
+                follow_up: None,
+            })
+        })
+        .collect();
+    if completions.is_empty() {
+        return;
+    }
+    if let Err(e) = ctx.store.complete(completions).await {
+        tracing::warn!(destination = %dest.name, error = %e, "releasing claimed deliveries failed; their leases will expire");
+    }
 }
 
 /// Failed attempts after which a delivery whose sending panics is
@@ -768,6 +832,7 @@ async fn send_batch(
         }
     }
 
+    ticket.release_slot();
     // Recording the outcome must not be lost to a passing storage error: if
     // it keeps failing, the lease expires and the delivery is tried again
     // (at-least-once, same delivery id).
