@@ -167,6 +167,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             continue;
         }
 
+        let claimed_at = Instant::now();
         let mut claimed = claimed.into_iter();
         let mut batch_slots = batch_slots.into_iter();
         loop {
@@ -177,10 +178,14 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             let slot = match batch_slots.next() {
                 Some(slot) => Some(slot),
                 // Claimed ahead: wait for a slot, unless the circuit opened
-                // meanwhile (then the rest go back to the queue at once).
-                None if lock(&circuit).permit(Instant::now()) == Permit::Send => {
+                // (then the rest go back to the queue at once). Nor is one
+                // sent once half its lease has passed waiting.
+                None if lock(&circuit).is_closed() => {
+                    let left = (dest.lease / 2).saturating_sub(claimed_at.elapsed());
                     tokio::select! {
-                        p = slots.clone().acquire_owned() => p.ok(),
+                        p = tokio::time::timeout(left, slots.clone().acquire_owned()) => {
+                            p.ok().and_then(|p| p.ok()).filter(|_| lock(&circuit).is_closed())
+                        }
                         _ = ctx.shutdown.cancelled() => None,
                     }
                 }
@@ -200,7 +205,7 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
                 }
             }
             let ticket = Ticket {
-                slot: Mutex::new(Some(slot)),
+                _slot: slot,
                 pacer: Pacer::prepaid(&gate, &hold),
             };
             tracker.spawn(send_batch_guarded(
@@ -410,24 +415,18 @@ pub fn dead_letter_copy(
 
 /// What a batch holds while it is sent: its concurrency slot and, under a
 /// rate limit, the pacing of its requests (the first one already paid for).
+/// The slot is held until the outcome is recorded, so at most
+/// `concurrency` batches per node are sent but not yet recorded (what a
+/// crash can send twice).
 struct Ticket {
-    slot: Mutex<Option<OwnedSemaphorePermit>>,
+    _slot: OwnedSemaphorePermit,
     pacer: Pacer,
 }
 
-impl Ticket {
-    /// Frees the concurrency slot once the requests are over: recording the
-    /// outcome (a write behind the group commit) need not hold up the next
-    /// batch's request. The lease stays held until the outcome is recorded.
-    fn release_slot(&self) {
-        lock(&self.slot).take();
-    }
-}
-
 /// Rounds of batches claimed at once when nothing limits the rate (see
-/// [`run`]); claimed deliveries wait in memory for a slot, well within
-/// their lease.
-const CLAIM_AHEAD: usize = 4;
+/// [`run`]); claimed deliveries wait in memory for a slot, and are released
+/// instead of sent once half their lease has passed.
+const CLAIM_AHEAD: usize = 8;
 
 /// Gives claimed deliveries that will not be sent now back to the queue.
 async fn release_claimed(dest: &Destination, ctx: &Context, rest: Vec<ClaimedDelivery>) {
@@ -832,7 +831,6 @@ async fn send_batch(
         }
     }
 
-    ticket.release_slot();
     // Recording the outcome must not be lost to a passing storage error: if
     // it keeps failing, the lease expires and the delivery is tried again
     // (at-least-once, same delivery id).
