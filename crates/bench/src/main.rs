@@ -250,15 +250,7 @@ async fn ingest(cli: &Cli) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = lr.rss_mib();
     let peak = procs::PeakRss::sample(lr.child.id());
-    let steady = open_loop(
-        &lr.addr,
-        "/v1/forms/contact",
-        1000,
-        16,
-        cli.duration,
-        5_000_000,
-    )
-    .await;
+    let steady = steady(cli, &lr.addr).await;
     let mut backup = cpu::BackupLines::new(&dir.path().join("backup"));
     backup.wait_for(steady.ok, Duration::from_secs(120)).await;
     let run = durable_run(cli, &lr, Some((&mut backup, steady.ok)), "ingest-sqlite").await;
@@ -315,6 +307,11 @@ async fn ingest(cli: &Cli) -> anyhow::Result<()> {
         steady.p(0.99)
     );
     Ok(())
+}
+
+/// Form posts to `addr` at a steady 1,000 req/s for `--duration`.
+pub(crate) async fn steady(cli: &Cli, addr: &str) -> LoadResult {
+    open_loop(addr, "/v1/forms/contact", 1000, 16, cli.duration, 5_000_000).await
 }
 
 /// What one flat-out run of durable ingest measured.

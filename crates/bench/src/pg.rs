@@ -90,15 +90,7 @@ pub async fn postgres(cli: &Cli) -> anyhow::Result<()> {
         9_000_000,
     )
     .await;
-    let steady = crate::load::open_loop(
-        &lr.addr,
-        "/v1/forms/contact",
-        1000,
-        16,
-        cli.duration,
-        5_000_000,
-    )
-    .await;
+    let steady = crate::steady(cli, &lr.addr).await;
     let mut backup = crate::cpu::BackupLines::new(&dir.path().join("backup"));
     backup
         .wait_for(warm.ok + steady.ok, Duration::from_secs(120))
