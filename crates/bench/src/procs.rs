@@ -114,3 +114,38 @@ pub async fn bare_server() -> anyhow::Result<Proc> {
     wait_listening(&p.addr).await?;
     Ok(p)
 }
+
+/// The peak resident set size of a process, sampled every 100 ms.
+pub struct PeakRss {
+    kib: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    pub fn sample(pid: u32) -> PeakRss {
+        let kib = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let peak = kib.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kb) = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        PeakRss { kib, task }
+    }
+
+    /// Stops sampling; the peak in MiB.
+    pub fn stop(self) -> f64 {
+        self.task.abort();
+        self.kib.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    }
+}

@@ -73,6 +73,12 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether requests may go out now (closed), without the side effect of
+    /// [`permit`](Self::permit), which turns a due open circuit half-open.
+    pub fn is_closed(&self) -> bool {
+        self.state == CircuitState::Closed
+    }
+
     /// Records a success; returns true if the circuit just closed.
     pub fn on_success(&mut self) -> bool {
         let was_open = self.state != CircuitState::Closed;

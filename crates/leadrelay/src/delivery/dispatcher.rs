@@ -1,6 +1,7 @@
-//! One destination's dispatcher: claim due deliveries just in time (one
-//! free concurrency slot and one rate-limit cell per batch), send each batch
-//! in its own task, record the outcome.
+//! One destination's dispatcher: claim due deliveries (one free
+//! concurrency slot and one rate-limit cell per batch; a few rounds ahead
+//! when nothing limits the rate), send each batch in its own task, record
+//! the outcome.
 //!
 //! A panic while a delivery is prepared or sent (a connector bug on some
 //! input) is caught and recorded as a failed attempt of class `internal`
@@ -130,7 +131,16 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             batch_slots.truncate(granted);
         }
 
-        let want = batch_slots.len() * dest.batch_size;
+        // Claim ahead: a claim is a write that waits for a group commit
+        // (behind ingest under load), so with no rate limit and the circuit
+        // closed, claim a few rounds of batches at once and hand them to
+        // the concurrency slots as they free up.
+        let ahead = permit == Permit::Send && gate.is_open();
+        let want = if ahead {
+            dest.concurrency * dest.batch_size * CLAIM_AHEAD
+        } else {
+            batch_slots.len() * dest.batch_size
+        };
         let claimed = match ctx.store.claim(&dest.name, want, dest.lease).await {
             Ok(c) => c,
             Err(e) => {
@@ -159,12 +169,35 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
             continue;
         }
 
+        let claimed_at = Instant::now();
         let mut claimed = claimed.into_iter();
-        for slot in batch_slots {
+        let mut batch_slots = batch_slots.into_iter();
+        loop {
             let batch: Vec<ClaimedDelivery> = claimed.by_ref().take(dest.batch_size).collect();
             if batch.is_empty() {
                 break;
             }
+            let slot = match batch_slots.next() {
+                Some(slot) => Some(slot),
+                // Claimed ahead: wait for a slot, unless the circuit opened
+                // (then the rest go back to the queue at once). Nor is one
+                // sent once half its lease has passed waiting.
+                None if lock(&circuit).is_closed() => {
+                    let left = (dest.lease / 2).saturating_sub(claimed_at.elapsed());
+                    tokio::select! {
+                        p = tokio::time::timeout(left, slots.clone().acquire_owned()) => {
+                            p.ok().and_then(|p| p.ok()).filter(|_| lock(&circuit).is_closed())
+                        }
+                        _ = ctx.shutdown.cancelled() => None,
+                    }
+                }
+                None => None,
+            };
+            let Some(slot) = slot else {
+                let rest = batch.into_iter().chain(claimed.by_ref()).collect();
+                release_claimed(&dest, &ctx, rest).await;
+                break;
+            };
             {
                 let mut f = lock(&in_flight);
                 for c in &batch {
@@ -397,9 +430,39 @@ pub fn dead_letter_copy(
 
 /// What a batch holds while it is sent: its concurrency slot and, under a
 /// rate limit, the pacing of its requests (the first one already paid for).
+/// The slot is held until the outcome is recorded, so at most
+/// `concurrency` batches per node are sent but not yet recorded (what a
+/// crash can send twice).
 struct Ticket {
     _slot: OwnedSemaphorePermit,
     pacer: Pacer,
+}
+
+/// Rounds of batches claimed at once when nothing limits the rate (see
+/// [`run`]); claimed deliveries wait in memory for a slot, and are released
+/// instead of sent once half their lease has passed.
+const CLAIM_AHEAD: usize = 8;
+
+/// Gives claimed deliveries that will not be sent now back to the queue.
+async fn release_claimed(dest: &Destination, ctx: &Context, rest: Vec<ClaimedDelivery>) {
+    let completions: Vec<Completion> = rest
+        .into_iter()
+        .filter_map(|c| {
+            Some(Completion {
+                delivery_id: c.delivery.id,
+                lease_id: c.delivery.lease_id?,
+                attempt: None,
+                transition: Transition::Released,
+                follow_up: None,
+            })
+        })
+        .collect();
+    if completions.is_empty() {
+        return;
+    }
+    if let Err(e) = ctx.store.complete(completions).await {
+        tracing::warn!(destination = %dest.name, error = %e, "releasing claimed deliveries failed; their leases will expire");
+    }
 }
 
 /// Failed attempts after which a delivery whose sending panics is
