@@ -13,6 +13,7 @@ mod common;
 mod deadline;
 mod lead;
 pub mod postgres;
+mod report;
 pub mod sqlite;
 mod types;
 mod wake;
@@ -26,7 +27,9 @@ use leadrelay_model::{Contact, Event};
 use uuid::Uuid;
 
 pub use admin::*;
+pub use common::uuid_v7_floor_id;
 pub use lead::*;
+pub use report::*;
 pub use types::*;
 pub use wake::WakeHub;
 
@@ -55,7 +58,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything leadrelay keeps, behind one interface.
 #[async_trait]
-pub trait Store: LeadStore + Send + Sync + 'static {
+pub trait Store: LeadStore + ReportStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

@@ -16,6 +16,7 @@
 
 mod admin;
 mod lead;
+mod report;
 mod rows;
 mod schema;
 

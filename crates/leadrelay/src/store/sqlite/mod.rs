@@ -10,6 +10,7 @@
 
 mod admin;
 mod lead;
+mod report;
 mod rows;
 mod schema;
 
