@@ -233,9 +233,16 @@ pub fn attribute(journey: &Journey, at: DateTime<Utc>, amount: f64, window: Wind
 pub fn channel_of(a: &Attribution) -> &'static str {
     let medium = a.utm_medium.as_deref().unwrap_or("").to_ascii_lowercase();
     let source = a.utm_source.as_deref().unwrap_or("").to_ascii_lowercase();
-    let social_source = ["facebook", "instagram", "linkedin", "twitter", "x", "tiktok"]
-        .iter()
-        .any(|s| source == *s || source.starts_with(&format!("{s}.")));
+    let social_source = [
+        "facebook",
+        "instagram",
+        "linkedin",
+        "twitter",
+        "x",
+        "tiktok",
+    ]
+    .iter()
+    .any(|s| source == *s || source.starts_with(&format!("{s}.")));
     if a.gclid.is_some() || a.msclkid.is_some() {
         return "paid_search";
     }
@@ -266,7 +273,14 @@ pub fn channel_of(a: &Attribution) -> &'static str {
     let Some(host) = a.referrer.as_deref().and_then(referrer_host) else {
         return "direct";
     };
-    let search = ["google.", "bing.", "duckduckgo.", "yahoo.", "ecosia.", "baidu."];
+    let search = [
+        "google.",
+        "bing.",
+        "duckduckgo.",
+        "yahoo.",
+        "ecosia.",
+        "baidu.",
+    ];
     let social = [
         "facebook.",
         "instagram.",
@@ -279,7 +293,9 @@ pub fn channel_of(a: &Attribution) -> &'static str {
     ];
     let host_has = |list: &[&str]| {
         list.iter().any(|s| {
-            host.starts_with(s) || host.contains(&format!(".{s}")) || host == s.trim_end_matches('.')
+            host.starts_with(s)
+                || host.contains(&format!(".{s}"))
+                || host == s.trim_end_matches('.')
         })
     };
     if host_has(&search) {
@@ -292,9 +308,10 @@ pub fn channel_of(a: &Attribution) -> &'static str {
 }
 
 fn referrer_host(r: &str) -> Option<String> {
-    url::Url::parse(r)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_start_matches("www.").to_string()))
+    url::Url::parse(r).ok().and_then(|u| {
+        u.host_str()
+            .map(|h| h.trim_start_matches("www.").to_string())
+    })
 }
 
 /// Whether an event's attribution holds any marketing signal (UTMs, click

@@ -228,7 +228,11 @@ mod tests {
             let u = update_of(&ev(data, vec![], m)).unwrap();
             apply(d, &u, None, &cfg)
         };
-        let (d, won) = step(None, json!({"deal_id": "a", "stage": "qualified", "amount": 100}), 0);
+        let (d, won) = step(
+            None,
+            json!({"deal_id": "a", "stage": "qualified", "amount": 100}),
+            0,
+        );
         assert!(!won);
         let (d, won) = step(Some(d), json!({"deal_id": "a", "stage": "proposal"}), 60);
         assert!(!won);
@@ -252,7 +256,11 @@ mod tests {
             .collect();
         assert_eq!(
             stages,
-            [("qualified", Some(60)), ("proposal", Some(60)), ("Closed Won", None)]
+            [
+                ("qualified", Some(60)),
+                ("proposal", Some(60)),
+                ("Closed Won", None)
+            ]
         );
         // A repeated won event does not close it again.
         let (_, won) = step(Some(d), json!({"deal_id": "a", "status": "won"}), 130);

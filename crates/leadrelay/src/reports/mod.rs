@@ -175,10 +175,14 @@ impl Filter {
             want.as_deref()
                 .is_none_or(|w| have.is_some_and(|h| h.eq_ignore_ascii_case(w)))
         };
-        let form_ok = self.form.as_deref().is_none_or(|f| {
-            origin.is_some_and(|o| o == f || o.strip_prefix("form:") == Some(f))
-        });
-        form_ok && eq(&self.source, source) && eq(&self.campaign, campaign) && eq(&self.channel, channel)
+        let form_ok = self
+            .form
+            .as_deref()
+            .is_none_or(|f| origin.is_some_and(|o| o == f || o.strip_prefix("form:") == Some(f)));
+        form_ok
+            && eq(&self.source, source)
+            && eq(&self.campaign, campaign)
+            && eq(&self.channel, channel)
     }
 
     fn matches_deal(&self, d: &DealRow, team: &[String]) -> bool {
@@ -294,15 +298,45 @@ pub async fn run(
                 .into_iter()
                 .filter(|l| filter.matches_lead(l))
                 .collect();
-            funnel(&Data { since, until, deals: load(since, until).await? }, rc, leads.len())
+            funnel(
+                &Data {
+                    since,
+                    until,
+                    deals: load(since, until).await?,
+                },
+                rc,
+                leads.len(),
+            )
         }
-        "velocity" => velocity(&Data { since, until, deals: load(since, until).await? }),
+        "velocity" => velocity(&Data {
+            since,
+            until,
+            deals: load(since, until).await?,
+        }),
         "win-rates" => win_rates(
-            &Data { since, until, deals: load(since, until).await? },
+            &Data {
+                since,
+                until,
+                deals: load(since, until).await?,
+            },
             filter.by.as_deref().unwrap_or("source"),
         ),
-        "time-in-stage" => time_in_stage(&Data { since, until, deals: load(since, until).await? }, now),
-        "outliers" => outliers(&Data { since, until, deals: load(since, until).await? }, now),
+        "time-in-stage" => time_in_stage(
+            &Data {
+                since,
+                until,
+                deals: load(since, until).await?,
+            },
+            now,
+        ),
+        "outliers" => outliers(
+            &Data {
+                since,
+                until,
+                deals: load(since, until).await?,
+            },
+            now,
+        ),
         "channels" | "attribution" => {
             let deals = load(since, until).await?;
             let keep: std::collections::HashSet<&str> =
@@ -329,7 +363,15 @@ pub async fn run(
                 .collect();
             forecast(since, until, &open)
         }
-        _ => forecast_accuracy(&Data { since, until, deals: load(since, until).await? }, rc, now),
+        _ => forecast_accuracy(
+            &Data {
+                since,
+                until,
+                deals: load(since, until).await?,
+            },
+            rc,
+            now,
+        ),
     };
     Ok(table)
 }
@@ -360,7 +402,17 @@ fn stage_order(deals: &[DealRow], rc: &ReportsConfig) -> Vec<(String, u64)> {
 /// Leads → opportunities → each stage reached → won, with conversion rates.
 /// Deals created in the range.
 fn funnel(data: &Data, rc: &ReportsConfig, leads: usize) -> Table {
-    let mut t = Table::new("funnel", data.since, data.until, &["step", "count", "conversion_from_previous", "conversion_from_first"]);
+    let mut t = Table::new(
+        "funnel",
+        data.since,
+        data.until,
+        &[
+            "step",
+            "count",
+            "conversion_from_previous",
+            "conversion_from_first",
+        ],
+    );
     let created: Vec<DealRow> = data
         .deals
         .iter()
@@ -392,8 +444,14 @@ fn funnel(data: &Data, rc: &ReportsConfig, leads: usize) -> Table {
     t.total("leads", leads);
     t.total("opportunities", created.len());
     t.total("won", won);
-    t.total("lead_to_opportunity", ratio(created.len() as f64, leads as f64));
-    t.total("opportunity_to_won", ratio(won as f64, created.len() as f64));
+    t.total(
+        "lead_to_opportunity",
+        ratio(created.len() as f64, leads as f64),
+    );
+    t.total(
+        "opportunity_to_won",
+        ratio(won as f64, created.len() as f64),
+    );
     t
 }
 
@@ -421,7 +479,11 @@ fn velocity(data: &Data) -> Table {
     } else {
         won.iter().map(|d| d.amount.unwrap_or(0.0)).sum::<f64>() / n_won
     };
-    let win_rate = if n_won + lost > 0.0 { n_won / (n_won + lost) } else { 0.0 };
+    let win_rate = if n_won + lost > 0.0 {
+        n_won / (n_won + lost)
+    } else {
+        0.0
+    };
     let cycle_days = if won.is_empty() {
         0.0
     } else {
@@ -464,7 +526,19 @@ fn dim<'a>(d: &'a DealRow, by: &str) -> &'a str {
 /// Per source (campaign, channel, form, owner): deals closed in the range,
 /// won, lost, win rate, average and total won amount.
 fn win_rates(data: &Data, by: &str) -> Table {
-    let mut t = Table::new("win-rates", data.since, data.until, &[by, "won", "lost", "win_rate", "average_deal_size", "won_amount"]);
+    let mut t = Table::new(
+        "win-rates",
+        data.since,
+        data.until,
+        &[
+            by,
+            "won",
+            "lost",
+            "win_rate",
+            "average_deal_size",
+            "won_amount",
+        ],
+    );
     let mut g: BTreeMap<String, (u64, u64, f64)> = BTreeMap::new();
     for d in closed_in(data, "won") {
         let e = g.entry(dim(d, by).to_string()).or_default();
@@ -531,7 +605,19 @@ fn stays(data: &Data) -> BTreeMap<String, Vec<(f64, String, StagePeriod)>> {
 /// Per stage: finished stays, average, median and 90th percentile hours,
 /// and deals in the stage now.
 fn time_in_stage(data: &Data, now: DateTime<Utc>) -> Table {
-    let mut t = Table::new("time-in-stage", data.since, data.until, &["stage", "stays", "average_hours", "median_hours", "p90_hours", "in_stage_now"]);
+    let mut t = Table::new(
+        "time-in-stage",
+        data.since,
+        data.until,
+        &[
+            "stage",
+            "stays",
+            "average_hours",
+            "median_hours",
+            "p90_hours",
+            "in_stage_now",
+        ],
+    );
     let g = stays(data);
     let mut now_in: BTreeMap<&str, u64> = BTreeMap::new();
     for d in &data.deals {
@@ -548,9 +634,22 @@ fn time_in_stage(data: &Data, now: DateTime<Utc>) -> Table {
     stages.sort_unstable();
     stages.dedup();
     for s in stages {
-        let h: Vec<f64> = g.get(s).map(|v| v.iter().map(|x| x.0).collect()).unwrap_or_default();
-        let avg = if h.is_empty() { Value::Null } else { r4(h.iter().sum::<f64>() / h.len() as f64) };
-        let pct = |p| if h.is_empty() { Value::Null } else { r4(percentile(&h, p)) };
+        let h: Vec<f64> = g
+            .get(s)
+            .map(|v| v.iter().map(|x| x.0).collect())
+            .unwrap_or_default();
+        let avg = if h.is_empty() {
+            Value::Null
+        } else {
+            r4(h.iter().sum::<f64>() / h.len() as f64)
+        };
+        let pct = |p| {
+            if h.is_empty() {
+                Value::Null
+            } else {
+                r4(percentile(&h, p))
+            }
+        };
         t.rows.push(vec![
             json!(s),
             json!(h.len()),
@@ -567,7 +666,20 @@ fn time_in_stage(data: &Data, now: DateTime<Utc>) -> Table {
 /// Tukey fence: 75th percentile + 1.5 × interquartile range of its finished
 /// stays (needs 4 of them).
 fn outliers(data: &Data, now: DateTime<Utc>) -> Table {
-    let mut t = Table::new("outliers", data.since, data.until, &["deal_id", "stage", "hours", "threshold_hours", "median_hours", "still_in_stage", "owner"]);
+    let mut t = Table::new(
+        "outliers",
+        data.since,
+        data.until,
+        &[
+            "deal_id",
+            "stage",
+            "hours",
+            "threshold_hours",
+            "median_hours",
+            "still_in_stage",
+            "owner",
+        ],
+    );
     let g = stays(data);
     let fences: BTreeMap<&str, (f64, f64)> = g
         .iter()
@@ -593,15 +705,18 @@ fn outliers(data: &Data, now: DateTime<Utc>) -> Table {
             }
             let h = hours(p.left_at.unwrap_or(now) - p.entered_at);
             if h > *fence {
-                rows.push((h, vec![
-                    json!(d.deal_id),
-                    json!(p.stage),
-                    r4(h),
-                    r4(*fence),
-                    r4(*median),
-                    json!(open),
-                    json!(d.owner),
-                ]));
+                rows.push((
+                    h,
+                    vec![
+                        json!(d.deal_id),
+                        json!(p.stage),
+                        r4(h),
+                        r4(*fence),
+                        r4(*median),
+                        json!(open),
+                        json!(d.owner),
+                    ],
+                ));
             }
         }
     }
@@ -644,7 +759,20 @@ fn channels(
         Some("source") => "source",
         _ => "channel",
     };
-    let mut t = Table::new("channels", since, until, &[by, "deals", "conversions", "revenue", "share", "cost", "roi"]);
+    let mut t = Table::new(
+        "channels",
+        since,
+        until,
+        &[
+            by,
+            "deals",
+            "conversions",
+            "revenue",
+            "share",
+            "cost",
+            "roi",
+        ],
+    );
     let key = |c: &CreditRow| match by {
         "campaign" => c.campaign.clone(),
         "source" => c.source.clone(),
@@ -662,15 +790,18 @@ fn channels(
     // Which channel each campaign's credits went to (for costs without one).
     let mut campaign_channel: HashMap<&str, &str> = HashMap::new();
     for c in credits {
-        campaign_channel.entry(c.campaign.as_str()).or_insert(c.channel.as_str());
+        campaign_channel
+            .entry(c.campaign.as_str())
+            .or_insert(c.channel.as_str());
     }
     for k in costs.iter().filter(|k| in_range.contains(&k.month)) {
         let name = match by {
             "campaign" => Some(k.campaign.clone()),
-            "channel" => k
-                .channel
-                .clone()
-                .or_else(|| campaign_channel.get(k.campaign.as_str()).map(|s| s.to_string())),
+            "channel" => k.channel.clone().or_else(|| {
+                campaign_channel
+                    .get(k.campaign.as_str())
+                    .map(|s| s.to_string())
+            }),
             _ => None,
         };
         if let Some(n) = name {
@@ -689,13 +820,22 @@ fn channels(
             r4(*rev),
             ratio(*rev, total),
             cost.map(r4).unwrap_or(Value::Null),
-            cost.filter(|c| *c > 0.0).map(|c| r4((rev - c) / c)).unwrap_or(Value::Null),
+            cost.filter(|c| *c > 0.0)
+                .map(|c| r4((rev - c) / c))
+                .unwrap_or(Value::Null),
         ]);
     }
     t.total("model", model);
     t.total("revenue", r4(total));
     t.total("cost", r4(total_cost));
-    t.total("roi", if total_cost > 0.0 { r4((total - total_cost) / total_cost) } else { Value::Null });
+    t.total(
+        "roi",
+        if total_cost > 0.0 {
+            r4((total - total_cost) / total_cost)
+        } else {
+            Value::Null
+        },
+    );
     t
 }
 
@@ -707,9 +847,24 @@ fn attribution_table(
     credits: &[CreditRow],
     deals: &[DealRow],
 ) -> Table {
-    let mut t = Table::new("attribution", since, until, &["deal_id", "channel", "source", "campaign", "credit", "revenue", "closed_at"]);
+    let mut t = Table::new(
+        "attribution",
+        since,
+        until,
+        &[
+            "deal_id",
+            "channel",
+            "source",
+            "campaign",
+            "credit",
+            "revenue",
+            "closed_at",
+        ],
+    );
     let mut sorted: Vec<&CreditRow> = credits.iter().collect();
-    sorted.sort_by(|a, b| (a.closed_at, &a.deal_id, &a.campaign).cmp(&(b.closed_at, &b.deal_id, &b.campaign)));
+    sorted.sort_by(|a, b| {
+        (a.closed_at, &a.deal_id, &a.campaign).cmp(&(b.closed_at, &b.deal_id, &b.campaign))
+    });
     for c in sorted {
         t.rows.push(vec![
             json!(c.deal_id),
@@ -725,8 +880,12 @@ fn attribution_table(
         .iter()
         .filter(|d| d.status == "won" && d.closed_at.is_some_and(|c| c >= since && c < until))
         .collect();
-    let with: std::collections::HashSet<&str> = credits.iter().map(|c| c.deal_id.as_str()).collect();
-    let covered = won.iter().filter(|d| with.contains(d.deal_id.as_str())).count();
+    let with: std::collections::HashSet<&str> =
+        credits.iter().map(|c| c.deal_id.as_str()).collect();
+    let covered = won
+        .iter()
+        .filter(|d| with.contains(d.deal_id.as_str()))
+        .count();
     t.total("won_deals", won.len());
     t.total("attributed_deals", covered);
     t.total("coverage", ratio(covered as f64, won.len() as f64));
@@ -736,7 +895,12 @@ fn attribution_table(
 /// Open deals' amount × probability by expected close month within the
 /// range (deals without a date under `unscheduled`).
 fn forecast(since: DateTime<Utc>, until: DateTime<Utc>, open: &[DealRow]) -> Table {
-    let mut t = Table::new("forecast", since, until, &["close_month", "deals", "pipeline", "weighted"]);
+    let mut t = Table::new(
+        "forecast",
+        since,
+        until,
+        &["close_month", "deals", "pipeline", "weighted"],
+    );
     let mut g: BTreeMap<String, (u64, f64, f64)> = BTreeMap::new();
     for d in open {
         let month = match d.expected_close {
@@ -752,7 +916,8 @@ fn forecast(since: DateTime<Utc>, until: DateTime<Utc>, open: &[DealRow]) -> Tab
     }
     let (mut n, mut p, mut w) = (0, 0.0, 0.0);
     for (m, (deals, pipe, weighted)) in g {
-        t.rows.push(vec![json!(m), json!(deals), r4(pipe), r4(weighted)]);
+        t.rows
+            .push(vec![json!(m), json!(deals), r4(pipe), r4(weighted)]);
         n += deals;
         p += pipe;
         w += weighted;
@@ -777,7 +942,12 @@ fn stage_at(d: &DealRow, at: DateTime<Utc>) -> Option<&str> {
 /// weighted by the probability of the stage they were in) against the
 /// amount won in the month; accuracy = 1 − |won − forecast| / max(won, forecast).
 fn forecast_accuracy(data: &Data, rc: &ReportsConfig, now: DateTime<Utc>) -> Table {
-    let mut t = Table::new("forecast-accuracy", data.since, data.until, &["month", "forecast", "won", "error", "accuracy"]);
+    let mut t = Table::new(
+        "forecast-accuracy",
+        data.since,
+        data.until,
+        &["month", "forecast", "won", "error", "accuracy"],
+    );
     let mut acc_sum = 0.0;
     let mut acc_n = 0;
     for m in months(data.since, data.until) {
@@ -813,7 +983,11 @@ fn forecast_accuracy(data: &Data, rc: &ReportsConfig, now: DateTime<Utc>) -> Tab
             .map(|d| d.amount.unwrap_or(0.0))
             .sum();
         let denom = won.max(forecast);
-        let accuracy = if denom > 0.0 { Some(1.0 - (won - forecast).abs() / denom) } else { None };
+        let accuracy = if denom > 0.0 {
+            Some(1.0 - (won - forecast).abs() / denom)
+        } else {
+            None
+        };
         if let Some(a) = accuracy {
             acc_sum += a;
             acc_n += 1;
@@ -834,9 +1008,15 @@ fn forecast_accuracy(data: &Data, rc: &ReportsConfig, now: DateTime<Utc>) -> Tab
 /// (`YYYY-MM`) and `cost`, optionally `channel`; one cost per line.
 /// Errors name the line and column.
 pub fn parse_costs(csv: &str) -> Result<Vec<CampaignCost>, Vec<(String, String)>> {
-    let mut lines = csv.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = csv
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
-        return Err(vec![("line 1".into(), "empty: expected a header campaign,month,cost[,channel]".into())]);
+        return Err(vec![(
+            "line 1".into(),
+            "empty: expected a header campaign,month,cost[,channel]".into(),
+        )]);
     };
     let cols: Vec<String> = split_csv_line(header)
         .into_iter()
@@ -855,7 +1035,12 @@ pub fn parse_costs(csv: &str) -> Result<Vec<CampaignCost>, Vec<(String, String)>
     for (n, line) in lines {
         let at = format!("line {}", n + 1);
         let cells = split_csv_line(line);
-        let cell = |i: usize| cells.get(i).map(|s| s.trim().to_string()).unwrap_or_default();
+        let cell = |i: usize| {
+            cells
+                .get(i)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
         let campaign = cell(ci);
         let month = cell(mi);
         let cost = cell(ki);
@@ -876,10 +1061,17 @@ pub fn parse_costs(csv: &str) -> Result<Vec<CampaignCost>, Vec<(String, String)>
                 channel: chi.map(cell).filter(|c| !c.is_empty()),
                 cost: c,
             }),
-            _ => errors.push((format!("{at}: cost"), format!("{cost:?} is not a number ≥ 0"))),
+            _ => errors.push((
+                format!("{at}: cost"),
+                format!("{cost:?} is not a number ≥ 0"),
+            )),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Splits one CSV line (double-quoted cells with `""` escapes).

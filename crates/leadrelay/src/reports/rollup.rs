@@ -101,7 +101,11 @@ async fn build(
     let mut contacts: Vec<Uuid> = events.iter().filter_map(|e| e.contact_id).collect();
     contacts.sort_unstable();
     contacts.dedup();
-    let mut deal_ids: Vec<String> = updates.iter().flatten().map(|u| u.deal_id.clone()).collect();
+    let mut deal_ids: Vec<String> = updates
+        .iter()
+        .flatten()
+        .map(|u| u.deal_id.clone())
+        .collect();
     deal_ids.sort_unstable();
     deal_ids.dedup();
     // Only contacts with a deal event need their stored touches (journeys);
@@ -110,17 +114,23 @@ async fn build(
 
     let mut touches: HashMap<Uuid, Vec<attribution::Touchpoint>> = HashMap::new();
     for t in ctx.touches {
-        touches.entry(t.contact_id).or_default().push(attribution::Touchpoint {
-            at: t.at,
-            channel: t.channel,
-            source: t.source,
-            campaign: t.campaign,
-        });
+        touches
+            .entry(t.contact_id)
+            .or_default()
+            .push(attribution::Touchpoint {
+                at: t.at,
+                channel: t.channel,
+                source: t.source,
+                campaign: t.campaign,
+            });
     }
     let mut leads: HashMap<Uuid, LeadRow> =
         ctx.leads.into_iter().map(|l| (l.contact_id, l)).collect();
-    let mut deals: HashMap<String, DealRow> =
-        ctx.deals.into_iter().map(|d| (d.deal_id.clone(), d)).collect();
+    let mut deals: HashMap<String, DealRow> = ctx
+        .deals
+        .into_iter()
+        .map(|d| (d.deal_id.clone(), d))
+        .collect();
     let mut batch = RollupBatch {
         from,
         cursor,
@@ -152,9 +162,7 @@ async fn build(
                     .get(&cid)
                     .and_then(|ts| ts.iter().min_by_key(|t| t.at))
                     .cloned()
-                    .unwrap_or_else(|| {
-                        attribution::touchpoint(&Default::default(), e.occurred_at)
-                    });
+                    .unwrap_or_else(|| attribution::touchpoint(&Default::default(), e.occurred_at));
                 let row = LeadRow {
                     contact_id: cid,
                     first_at: e.occurred_at,
@@ -217,10 +225,7 @@ async fn build(
         }
         deals.insert(d.deal_id.clone(), d);
     }
-    batch.deals = dirty
-        .iter()
-        .filter_map(|id| deals.remove(id))
-        .collect();
+    batch.deals = dirty.iter().filter_map(|id| deals.remove(id)).collect();
     Ok(batch)
 }
 
@@ -233,7 +238,10 @@ fn set_credits(all: &mut Vec<(String, Vec<CreditRow>)>, deal_id: &str, credits: 
 
 /// Runs [`catch_up`] every `reports.rollup_interval` until shutdown.
 pub async fn run(store: Arc<dyn Store>, cfg: ReportsConfig, shutdown: CancellationToken) {
-    let every = cfg.rollup_interval.get().max(std::time::Duration::from_millis(50));
+    let every = cfg
+        .rollup_interval
+        .get()
+        .max(std::time::Duration::from_millis(50));
     loop {
         let started = Instant::now();
         match catch_up(store.as_ref(), &cfg, Utc::now()).await {

@@ -124,7 +124,10 @@ fn positional_models_with_few_touches() {
         opportunity_created_at: None,
     };
     let t = in_window(&two, at, window());
-    assert_close(&weights(Model::UShaped, &t, &two, at, window()), &[0.5, 0.5]);
+    assert_close(
+        &weights(Model::UShaped, &t, &two, at, window()),
+        &[0.5, 0.5],
+    );
     // The lead created at the first touch: it holds both 40 % shares.
     let early = Journey {
         lead_created_at: Some(at - Duration::days(10)),

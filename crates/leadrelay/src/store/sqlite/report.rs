@@ -31,7 +31,11 @@ fn touch_from(
     })
 }
 
-fn leads_where(c: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<LeadRow>> {
+fn leads_where(
+    c: &Connection,
+    clause: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<LeadRow>> {
     let mut stmt = c
         .prepare_cached(&format!(
             "SELECT contact_id, first_at, origin, channel, source, campaign FROM report_leads WHERE {clause}"
@@ -64,9 +68,15 @@ fn leads_where(c: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Stor
     Ok(out)
 }
 
-fn deals_where(c: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<DealRow>> {
+fn deals_where(
+    c: &Connection,
+    clause: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<DealRow>> {
     let mut stmt = c
-        .prepare_cached(&format!("SELECT deal_id, doc FROM report_deals WHERE {clause}"))
+        .prepare_cached(&format!(
+            "SELECT deal_id, doc FROM report_deals WHERE {clause}"
+        ))
         .map_err(map_err)?;
     let rows = stmt
         .query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -148,7 +158,14 @@ impl ReportStore for SqliteStore {
             for id in &contacts {
                 let rows = touches
                     .query_map(params![id.to_string()], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
                     })
                     .map_err(map_err)?;
                 for row in rows {
