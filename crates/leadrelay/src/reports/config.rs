@@ -35,6 +35,8 @@ pub struct ReportsConfig {
     /// Win probability (0..=1) per stage for the weighted forecast, used
     /// when a deal event carries no `probability`.
     pub probabilities: BTreeMap<String, f64>,
+    /// KPI targets and their window.
+    pub kpis: super::kpi::KpiConfig,
 }
 
 impl Default for ReportsConfig {
@@ -50,6 +52,7 @@ impl Default for ReportsConfig {
             lost_stages: list(&["lost", "closedlost", "closed_lost", "closed lost"]),
             stages: Vec::new(),
             probabilities: BTreeMap::new(),
+            kpis: Default::default(),
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod attribution;
 pub mod config;
 pub mod deal;
+pub mod kpi;
 pub mod rollup;
 
 use std::collections::{BTreeMap, HashMap};

@@ -9,7 +9,7 @@ use leadrelay::auth::generate_key;
 use leadrelay::store::Role;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, lead, webhook_config};
+use crate::support::{TestApp, eventually, lead, webhook_config};
 
 fn config() -> String {
     webhook_config(
@@ -19,6 +19,7 @@ fn config() -> String {
 rollup_lag = "0s"
 rollup_interval = "50ms"
 rollup_batch = 3
+kpis.window = "7d"
 stages = ["qualified", "proposal", "won"]
 [reports.probabilities]
 qualified = 0.2
@@ -291,6 +292,43 @@ async fn journeys_become_every_report() {
     assert_eq!(f["totals"]["weighted"], json!(1000.0));
     let fa = api.report(&q("forecast-accuracy", "")).await;
     assert!(!fa["rows"].as_array().unwrap().is_empty());
+
+    // KPIs over seven days: Alice's won deal is attributed; the webhook
+    // destination at port 9 fails every attempt.
+    let k = |kpis: &Value, name: &str| {
+        kpis.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let kpis: Value = eventually(
+        "a failed attempt",
+        Duration::seconds(20).to_std().unwrap(),
+        || async {
+            let kpis: Value = api.get("/api/v1/kpis").await.json().await.unwrap();
+            (!k(&kpis, "sync_success_rate")["value"].is_null()).then_some(kpis)
+        },
+    )
+    .await;
+    let coverage = k(&kpis, "attribution_coverage");
+    assert_eq!(coverage["value"], json!(1.0), "{coverage}");
+    assert_eq!(coverage["target"], json!(0.9));
+    assert_eq!(coverage["met"], true);
+    assert_eq!(k(&kpis, "uptime")["measured"], false);
+    let sync = k(&kpis, "sync_success_rate");
+    assert_eq!(sync["value"], json!(0.0), "{sync}");
+    assert_eq!(sync["met"], false);
+    let metrics = api.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("kpi_target{kpi=\"attribution_coverage\"} 0.9"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kpi_value{kpi=\"attribution_coverage\"} 1.0"),
+        "{metrics}"
+    );
 
     // CSV export.
     let r = api.get(&q("win-rates", "&by=channel&format=csv")).await;

@@ -170,6 +170,7 @@ pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(privacy::withdraw))
         .routes(routes!(privacy::audit))
         .routes(routes!(reports::list_reports))
+        .routes(routes!(reports::list_kpis))
         .routes(routes!(reports::get_report))
         .routes(routes!(reports::import_costs, reports::list_costs))
         .split_for_parts()
