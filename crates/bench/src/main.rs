@@ -10,6 +10,8 @@
 //!   the 1,000 contacts/s that batches of 100 allow.
 //! - postgres: ingest on PostgreSQL, and a backlog drained by one worker
 //!   node and by two on the same database, in the same run.
+//! - reports: 1,000,000 events about 100,000 people stored on SQLite, the
+//!   rollup pass over them against ingest's time, and every report's time.
 //!
 //! Figures are measured, not asserted: CI never runs this.
 
@@ -17,6 +19,7 @@ mod crm;
 mod load;
 mod pg;
 mod procs;
+mod reports;
 mod sink;
 
 use std::path::PathBuf;
@@ -75,6 +78,15 @@ enum Cmd {
     Crm,
     /// Ingest on PostgreSQL, and a backlog drained by one node and by two.
     Postgres,
+    /// Report rollups and every report over many events on SQLite.
+    Reports {
+        /// Events to store.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// People they are about.
+        #[arg(long, default_value_t = 100_000)]
+        contacts: u64,
+    },
     /// (internal) the bare 202 handler used as the ceiling.
     BareServer {
         #[arg(long)]
@@ -570,6 +582,9 @@ fn main() -> anyhow::Result<()> {
             Some(Cmd::Delivery) => delivery(&cli).await,
             Some(Cmd::Crm) => crm::crm(&cli).await,
             Some(Cmd::Postgres) => pg::postgres(&cli).await,
+            Some(Cmd::Reports { events, contacts }) => {
+                reports::run(*events, (*contacts).max(1)).await
+            }
             Some(Cmd::All) | None => {
                 ingest(&cli).await?;
                 api(&cli).await?;

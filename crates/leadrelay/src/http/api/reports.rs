@@ -16,6 +16,7 @@ use super::extract::{ApiPath, ApiQuery, Auth};
 use super::{ItemErrors, ReadErrors, WriteErrors};
 use crate::error::{ApiError, FieldError};
 use crate::http::AppState;
+use crate::reports::attribution::Model;
 use crate::reports::kpi::Kpi;
 use crate::reports::{self, Filter, ReportError, Table};
 use crate::store::CampaignCost;
@@ -71,18 +72,6 @@ pub enum GroupBy {
     Owner,
 }
 
-/// An attribution model.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelName {
-    FirstTouch,
-    LastTouch,
-    Linear,
-    UShaped,
-    WShaped,
-    TimeDecay,
-}
-
 /// The answer's format.
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -123,7 +112,7 @@ pub struct ReportQuery {
     pub by: Option<GroupBy>,
     /// Model of `channels` and `attribution` (default linear).
     #[param(inline)]
-    pub model: Option<ModelName>,
+    pub model: Option<Model>,
     #[param(inline)]
     pub format: Option<Format>,
 }
@@ -146,7 +135,7 @@ impl ReportQuery {
             owner: self.owner.clone(),
             team: self.team.clone(),
             by: self.by.and_then(plain),
-            model: self.model.and_then(plain),
+            model: self.model.map(|m| m.as_str().to_string()),
         }
     }
 }
