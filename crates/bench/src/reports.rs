@@ -10,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use leadrelay::config::Config;
 use leadrelay::store::{IngestItem, OpenOptions};
 use leadrelay_model::{Attribution, ContactData, EmailAddress, Event, EventType, Origin};
@@ -49,7 +48,7 @@ fn event(n: u64, contacts: u64, now: chrono::DateTime<Utc>) -> Event {
         ),
         (3, 0) => (
             "deal.stage_changed",
-            json!({"deal_id": format!("d{person}"), "stage": if person % 3 == 0 { "won" } else { "lost" }}),
+            json!({"deal_id": format!("d{person}"), "stage": if person.is_multiple_of(3) { "won" } else { "lost" }}),
             5,
         ),
         _ => ("email.clicked", json!({}), person + round),
@@ -107,9 +106,7 @@ pub async fn run(events: u64, contacts: u64) -> anyhow::Result<()> {
     let rollup = started.elapsed();
 
     let per = |d: Duration| d.as_secs_f64() * 1e6 / events as f64;
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["step", "time", "events/s", "µs/event"]);
+    let mut t = crate::table(&["step", "time", "events/s", "µs/event"]);
     for (name, d) in [
         ("ingest (store, batches of 500)", ingest),
         ("rollup pass", rollup),
@@ -128,9 +125,7 @@ pub async fn run(events: u64, contacts: u64) -> anyhow::Result<()> {
         pass.batches
     );
 
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["report (180 days)", "rows", "time"]);
+    let mut t = crate::table(&["report (180 days)", "rows", "time"]);
     let filter = leadrelay::reports::Filter {
         since: Some(now - chrono::Duration::days(180)),
         until: Some(now + chrono::Duration::days(1)),

@@ -181,14 +181,12 @@ async fn build(
         let was_won = existing.as_ref().is_some_and(|d| d.status == "won");
         let (mut d, won_now) = deal::apply(existing, &u, e.contact_id, cfg);
         if (is_new || d.channel.is_none())
-            && let Some(cid) = d.contact_id
+            && let Some(l) = d.contact_id.and_then(|cid| leads.get(&cid))
         {
-            if let Some(l) = leads.get(&cid) {
-                d.origin = Some(l.origin.clone());
-                d.channel = Some(l.channel.clone());
-                d.source = Some(l.source.clone());
-                d.campaign = Some(l.campaign.clone());
-            }
+            d.origin = Some(l.origin.clone());
+            d.channel = Some(l.channel.clone());
+            d.source = Some(l.source.clone());
+            d.campaign = Some(l.campaign.clone());
         }
         if won_now {
             let credits = d
