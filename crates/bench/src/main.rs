@@ -10,6 +10,8 @@
 //!   the 1,000 contacts/s that batches of 100 allow.
 //! - postgres: ingest on PostgreSQL, and a backlog drained by one worker
 //!   node and by two on the same database, in the same run.
+//! - reports: 1,000,000 events about 100,000 people stored on SQLite, the
+//!   rollup pass over them against ingest's time, and every report's time.
 //!
 //! Figures are measured, not asserted: CI never runs this.
 
@@ -19,6 +21,7 @@ mod load;
 mod pace;
 mod pg;
 mod procs;
+mod reports;
 mod sink;
 
 use std::path::PathBuf;
@@ -87,6 +90,15 @@ enum Cmd {
         /// Length of the sustained load.
         #[arg(long, default_value = "30s", value_parser = humantime_secs)]
         sustain: Duration,
+    },
+    /// Report rollups and every report over many events on SQLite.
+    Reports {
+        /// Events to store.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// People they are about.
+        #[arg(long, default_value_t = 100_000)]
+        contacts: u64,
     },
     /// (internal) the bare 202 handler used as the ceiling.
     BareServer {
@@ -640,6 +652,10 @@ fn main() -> anyhow::Result<()> {
             Some(Cmd::Crm) => crm::crm(&cli).await,
             Some(Cmd::Postgres) => pg::postgres(&cli).await,
             Some(Cmd::Pace { sustain }) => pace::pace(&cli, *sustain).await,
+    },
+            Some(Cmd::Reports { events, contacts }) => {
+                reports::run(*events, (*contacts).max(1)).await
+            }
             Some(Cmd::All) | None => {
                 ingest(&cli).await?;
                 pace::pace(&cli, Duration::from_secs(30)).await?;

@@ -39,6 +39,8 @@ pub struct Running {
     throttle_pruner: Option<JoinHandle<()>>,
     /// Fires handoff and SLA timers (`pipeline::handoff`).
     timers: Option<JoinHandle<()>>,
+    /// The report rollup pass (`reports::rollup`).
+    rollups: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens the store named by the configuration and applies migrations.
@@ -152,6 +154,7 @@ pub async fn start(
 
     let shutdown = CancellationToken::new();
     let mut timers = None;
+    let mut rollups = None;
     if role != Role::Api {
         // Before the first claim: what a killed previous run held is due now.
         match store.release_own_leases().await {
@@ -171,6 +174,11 @@ pub async fn start(
             ingestor.clone(),
         )
         .start(shutdown.clone());
+        rollups = Some(tokio::spawn(crate::reports::rollup::run(
+            store.clone(),
+            config.reports.clone(),
+            shutdown.clone(),
+        )));
     }
     let mut addr = None;
     let mut server = None;
@@ -216,6 +224,7 @@ pub async fn start(
         server,
         throttle_pruner,
         timers,
+        rollups,
     })
 }
 
@@ -238,6 +247,9 @@ impl Running {
             // Cancelled with the server; a timer cut short keeps its lease
             // and falls due again after a restart.
             let _ = t.await;
+        }
+        if let Some(r) = self.rollups.take() {
+            let _ = r.await;
         }
         self.engine.shutdown().await;
         self.store.close().await;

@@ -33,6 +33,7 @@ pub mod pipeline;
 pub mod privacy;
 pub mod private_fs;
 pub mod redact;
+pub mod reports;
 pub mod routing;
 pub mod simulate;
 pub mod sources;

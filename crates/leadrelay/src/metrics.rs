@@ -37,6 +37,8 @@ pub struct Metrics {
     circuit_open: Family<Labels, Gauge>,
     paused: Family<Labels, Gauge>,
     hook_auth_failures: Family<Labels, Counter>,
+    kpi_value: Family<Labels, Gauge<f64, AtomicU64>>,
+    kpi_target: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,6 +131,14 @@ impl Metrics {
             "Inbound webhooks refused for bad authentication",
             hook_auth_failures.clone(),
         );
+        let kpi_value = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "kpi_value",
+            "A KPI's value over its window (reports.kpis.window)",
+            kpi_value.clone(),
+        );
+        let kpi_target = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register("kpi_target", "A KPI's target", kpi_target.clone());
         Arc::new(Self {
             registry,
             ingest_total,
@@ -143,6 +153,8 @@ impl Metrics {
             circuit_open,
             paused,
             hook_auth_failures,
+            kpi_value,
+            kpi_target,
         })
     }
 
@@ -206,6 +218,21 @@ impl Metrics {
             .get_or_create(&labels)
             .set(circuit_open as i64);
         self.paused.get_or_create(&labels).set(paused as i64);
+    }
+
+    /// A KPI's value (None: nothing to measure in the window; the value
+    /// gauge is then removed rather than left at an old figure) and target.
+    pub fn set_kpi(&self, name: &str, value: Option<f64>, target: f64) {
+        let labels = l(&[("kpi", name)]);
+        match value {
+            Some(v) => {
+                self.kpi_value.get_or_create(&labels).set(v);
+            }
+            None => {
+                self.kpi_value.remove(&labels);
+            }
+        }
+        self.kpi_target.get_or_create(&labels).set(target);
     }
 
     /// The text exposition format.

@@ -57,6 +57,8 @@ pub struct Config {
     pub handoff: crate::pipeline::HandoffConfig,
     /// The golden contact record: which source's value each field keeps.
     pub contacts: ContactsConfig,
+    /// Reports and multi-touch attribution.
+    pub reports: crate::reports::ReportsConfig,
 }
 
 /// `[contacts]`

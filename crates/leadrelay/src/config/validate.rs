@@ -23,6 +23,10 @@ fn is_http_url(s: &str) -> bool {
 
 pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
     let mut p = Vec::new();
+    for msg in config.reports.problems() {
+        let (path, msg) = msg.split_once(' ').unwrap_or(("reports", &msg));
+        p.push(Problem::error(path, msg.to_string()));
+    }
 
     if let Some(u) = &config.server.public_url
         && !is_http_url(u)

@@ -72,6 +72,13 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             app.metrics.set_circuit_state(name, circuit);
         }
     }
+    if let Ok(kpis) =
+        crate::reports::kpi::compute(app.store.as_ref(), &app.config.reports.kpis, now).await
+    {
+        for k in kpis.iter().filter(|k| k.measured) {
+            app.metrics.set_kpi(&k.name, k.value, k.target);
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -192,6 +192,64 @@ impl FixableStore for Deadline {
 }
 
 #[async_trait]
+impl ReportStore for Deadline {
+    async fn rollup_events(
+        &self,
+        after: Option<Uuid>,
+        until: Uuid,
+        limit: usize,
+    ) -> StoreResult<Vec<RollupEvent>> {
+        let f = self.inner.rollup_events(after, until, limit);
+        self.call("rollup_events", Limit::Long, f).await
+    }
+    async fn rollup_context(
+        &self,
+        contacts: Vec<Uuid>,
+        deals: Vec<String>,
+    ) -> StoreResult<RollupContext> {
+        let f = self.inner.rollup_context(contacts, deals);
+        self.call("rollup_context", Limit::Long, f).await
+    }
+    async fn rollup_apply(&self, batch: RollupBatch) -> StoreResult<()> {
+        let f = self.inner.rollup_apply(batch);
+        self.call("rollup_apply", Limit::Long, f).await
+    }
+    async fn report_deals(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<DealRow>> {
+        let f = self.inner.report_deals(since, until);
+        self.call("report_deals", Limit::Long, f).await
+    }
+    async fn report_leads(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<LeadRow>> {
+        let f = self.inner.report_leads(since, until);
+        self.call("report_leads", Limit::Long, f).await
+    }
+    async fn report_credits(
+        &self,
+        model: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<CreditRow>> {
+        let f = self.inner.report_credits(model, since, until);
+        self.call("report_credits", Limit::Long, f).await
+    }
+    async fn set_campaign_costs(&self, costs: Vec<CampaignCost>) -> StoreResult<usize> {
+        let f = self.inner.set_campaign_costs(costs);
+        self.call("set_campaign_costs", Limit::Quick, f).await
+    }
+    async fn campaign_costs(&self) -> StoreResult<Vec<CampaignCost>> {
+        let f = self.inner.campaign_costs();
+        self.call("campaign_costs", Limit::Quick, f).await
+    }
+}
+
+#[async_trait]
 impl LeadStore for Deadline {
     async fn kv_increment(&self, key: &str) -> StoreResult<u64> {
         self.call("kv_increment", Limit::Quick, self.inner.kv_increment(key))

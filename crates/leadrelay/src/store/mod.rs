@@ -14,6 +14,7 @@ mod deadline;
 mod fixable;
 mod lead;
 pub mod postgres;
+mod report;
 pub mod sqlite;
 mod types;
 mod wake;
@@ -28,7 +29,9 @@ use uuid::Uuid;
 
 pub use admin::*;
 pub use fixable::*;
+pub use common::uuid_v7_floor_id;
 pub use lead::*;
+pub use report::*;
 pub use types::*;
 pub use wake::WakeHub;
 
@@ -57,7 +60,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything leadrelay keeps, behind one interface.
 #[async_trait]
-pub trait Store: LeadStore + FixableStore + Send + Sync + 'static {
+pub trait Store: LeadStore + FixableStore + ReportStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

@@ -26,6 +26,7 @@ mod openapi;
 mod pipeline;
 mod poison;
 mod privacy;
+mod reports;
 mod request_headers;
 mod secrets;
 mod sheets;

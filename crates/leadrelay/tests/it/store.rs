@@ -770,3 +770,158 @@ async fn fixable_dead_letters_are_grouped_rescheduled_and_bounded() {
     assert_eq!(causes.len(), 1);
     assert_eq!(causes[0].field, "size");
 }
+
+/// Report rollups: a batch lands whole with its cursor; a batch that
+/// started from a cursor another pass already moved is refused and writes
+/// nothing; reads filter by their time ranges.
+#[tokio::test]
+async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
+    use leadrelay::store::{
+        CampaignCost, CreditRow, DealRow, LeadRow, ROLLUP_CURSOR_KEY, RollupBatch, StagePeriod,
+        TouchRow,
+    };
+    let f = fixture().await;
+    let s = &f.store;
+    let e1 = s
+        .ingest_one(item(event(Some("r1@example.com")), &[]))
+        .await
+        .unwrap();
+    let e2 = s
+        .ingest_one(item(event(Some("r2@example.com")), &[]))
+        .await
+        .unwrap();
+    let until = leadrelay::store::uuid_v7_floor_id(Utc::now() + chrono::Duration::seconds(1));
+    let evs = s.rollup_events(None, until, 10).await.unwrap();
+    assert_eq!(evs.iter().map(|e| e.id).collect::<Vec<_>>(), [e1, e2]);
+    assert_eq!(
+        s.rollup_events(Some(e1), until, 10).await.unwrap()[0].id,
+        e2
+    );
+    assert!(evs[0].contact_id.is_some());
+
+    // Stored times have millisecond precision.
+    let t = chrono::DateTime::from_timestamp_millis(
+        (Utc::now() - chrono::Duration::days(10)).timestamp_millis(),
+    )
+    .unwrap();
+    let contact = evs[0].contact_id.unwrap();
+    let deal = DealRow {
+        deal_id: "hubspot:1".into(),
+        contact_id: Some(contact),
+        stage: "won".into(),
+        status: "won".into(),
+        amount: Some(1000.0),
+        currency: None,
+        probability: Some(1.0),
+        owner: Some("ana".into()),
+        expected_close: None,
+        created_at: t,
+        closed_at: Some(t + chrono::Duration::days(2)),
+        origin: Some("form:contact".into()),
+        channel: Some("email".into()),
+        source: Some("newsletter".into()),
+        campaign: Some("spring".into()),
+        periods: vec![StagePeriod {
+            stage: "won".into(),
+            entered_at: t,
+            left_at: None,
+        }],
+    };
+    let credit = CreditRow {
+        deal_id: "hubspot:1".into(),
+        model: "linear".into(),
+        channel: "email".into(),
+        source: "newsletter".into(),
+        campaign: "spring".into(),
+        credit: 1.0,
+        revenue: 1000.0,
+        closed_at: t + chrono::Duration::days(2),
+    };
+    let batch = RollupBatch {
+        from: None,
+        cursor: e2,
+        touches: vec![TouchRow {
+            event_id: e1,
+            contact_id: contact,
+            at: t,
+            channel: "email".into(),
+            source: "newsletter".into(),
+            campaign: "spring".into(),
+        }],
+        leads: vec![LeadRow {
+            contact_id: contact,
+            first_at: t,
+            origin: "form:contact".into(),
+            channel: "email".into(),
+            source: "newsletter".into(),
+            campaign: "spring".into(),
+        }],
+        deals: vec![deal.clone()],
+        credits: vec![("hubspot:1".into(), vec![credit.clone()])],
+    };
+    s.rollup_apply(batch.clone()).await.unwrap();
+    assert_eq!(
+        s.kv_get(ROLLUP_CURSOR_KEY).await.unwrap(),
+        Some(e2.to_string())
+    );
+    // The same batch again started from a cursor that has moved: refused.
+    let stale = RollupBatch {
+        deals: vec![DealRow {
+            stage: "lost".into(),
+            ..deal.clone()
+        }],
+        ..batch
+    };
+    assert!(matches!(
+        s.rollup_apply(stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let ctx = s
+        .rollup_context(vec![contact], vec!["hubspot:1".into()])
+        .await
+        .unwrap();
+    assert_eq!(ctx.touches.len(), 1);
+    assert_eq!(ctx.leads.len(), 1);
+    assert_eq!(ctx.deals, vec![deal.clone()]);
+
+    let now = Utc::now();
+    let day = chrono::Duration::days(1);
+    assert_eq!(
+        s.report_deals(t - day, now).await.unwrap(),
+        vec![deal.clone()]
+    );
+    // Closed before the range starts: not in it.
+    assert!(s.report_deals(t + day * 3, now).await.unwrap().is_empty());
+    assert_eq!(s.report_leads(t, t + day).await.unwrap().len(), 1);
+    assert!(s.report_leads(t + day, now).await.unwrap().is_empty());
+    assert_eq!(
+        s.report_credits("linear", t, now).await.unwrap(),
+        vec![credit]
+    );
+    assert!(
+        s.report_credits("first_touch", t, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let cost = |campaign: &str, cost: f64| CampaignCost {
+        campaign: campaign.into(),
+        month: "2026-05".into(),
+        channel: None,
+        cost,
+    };
+    assert_eq!(
+        s.set_campaign_costs(vec![cost("spring", 10.0), cost("fall", 5.0)])
+            .await
+            .unwrap(),
+        2
+    );
+    s.set_campaign_costs(vec![cost("spring", 12.5)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.campaign_costs().await.unwrap(),
+        vec![cost("fall", 5.0), cost("spring", 12.5)]
+    );
+}

@@ -12,6 +12,7 @@ pub mod events;
 pub mod extract;
 pub mod pipeline;
 mod privacy;
+pub mod reports;
 mod review;
 pub mod views;
 
@@ -133,6 +134,7 @@ impl Modify for BearerAuth {
         (name = "destinations", description = "Destination health; pause and resume"),
         (name = "review", description = "Decisions for a person (sync conflicts)"),
         (name = "privacy", description = "Export and erase a person, withdraw their consent, with the audit log"),
+        (name = "reports", description = "Pipeline reports and multi-touch attribution from the rollups; CSV export; campaign costs"),
     )
 )]
 struct ApiDoc;
@@ -167,6 +169,10 @@ pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(privacy::erase))
         .routes(routes!(privacy::withdraw))
         .routes(routes!(privacy::audit))
+        .routes(routes!(reports::list_reports))
+        .routes(routes!(reports::list_kpis))
+        .routes(routes!(reports::get_report))
+        .routes(routes!(reports::import_costs, reports::list_costs))
         .split_for_parts()
 }
 

@@ -241,6 +241,56 @@ CREATE TABLE fixable_dead_letters (
 CREATE INDEX fixable_due ON fixable_dead_letters(next_retry_at);
 CREATE INDEX fixable_cause ON fixable_dead_letters(destination, cause_key);
 "#,
+    // h20: report rollups (touchpoints, lead milestones, deals with their
+    // stage history, attribution credits, campaign costs), maintained by a
+    // batched background pass, never by the ingest transaction.
+    r#"
+-- h20: report rollups
+CREATE TABLE report_touches (
+    event_id TEXT PRIMARY KEY,
+    contact_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    source TEXT NOT NULL,
+    campaign TEXT NOT NULL
+);
+CREATE INDEX report_touches_contact ON report_touches(contact_id, at);
+CREATE TABLE report_leads (
+    contact_id TEXT PRIMARY KEY,
+    first_at INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    source TEXT NOT NULL,
+    campaign TEXT NOT NULL
+);
+CREATE INDEX report_leads_first ON report_leads(first_at);
+CREATE TABLE report_deals (
+    deal_id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    closed_at INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX report_deals_created ON report_deals(created_at);
+CREATE TABLE report_credits (
+    deal_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    source TEXT NOT NULL,
+    campaign TEXT NOT NULL,
+    credit REAL NOT NULL,
+    revenue REAL NOT NULL,
+    closed_at INTEGER NOT NULL,
+    PRIMARY KEY (deal_id, model, channel, source, campaign)
+);
+CREATE INDEX report_credits_closed ON report_credits(model, closed_at);
+CREATE TABLE report_campaign_costs (
+    campaign TEXT NOT NULL,
+    month TEXT NOT NULL,
+    channel TEXT,
+    cost REAL NOT NULL,
+    PRIMARY KEY (campaign, month)
+);
+"#,
 ];
 
 /// The schema version a fully migrated database has.

@@ -1,0 +1,147 @@
+//! The reports scenario: stores `events` events about `contacts` people on
+//! SQLite through the store's ingest (batches of 500, as vendor batches
+//! arrive), with touches, leads and deals moving through stages; then runs
+//! the rollup pass over all of them and times every report.
+//!
+//! The rollup's cost is reported as its time per event against ingest's
+//! time per event for the same events (the share of ingest throughput it
+//! would take if run beside it).
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use leadrelay::config::Config;
+use leadrelay::store::{IngestItem, OpenOptions};
+use leadrelay_model::{Attribution, ContactData, EmailAddress, Event, EventType, Origin};
+use serde_json::json;
+
+const CAMPAIGNS: [(&str, &str, &str); 6] = [
+    ("google", "cpc", "brand"),
+    ("google", "cpc", "generic"),
+    ("newsletter", "email", "nurture"),
+    ("linkedin", "paid_social", "abm"),
+    ("partner", "referral", "co-marketing"),
+    ("", "", ""),
+];
+
+fn event(n: u64, contacts: u64, now: chrono::DateTime<Utc>) -> Event {
+    let person = n % contacts;
+    let round = n / contacts;
+    // Spread over the last 180 days, each person's events in order.
+    let at =
+        now - chrono::Duration::minutes(
+            ((180 * 24 * 60) as u64 * (contacts - person) / contacts) as i64,
+        ) + chrono::Duration::hours(round as i64 * 6);
+    let email = EmailAddress::parse(&format!("p{person}@bench.example")).expect("email");
+    let (event_type, data, attribution) = match (round, person % 5) {
+        (0, _) => ("lead.created", json!({}), person),
+        // One person in five gets a deal: qualified, proposal, then won or lost.
+        (1, 0) => (
+            "deal.stage_changed",
+            json!({"deal_id": format!("d{person}"), "stage": "qualified", "amount": 1000 + person % 9000}),
+            5,
+        ),
+        (2, 0) => (
+            "deal.stage_changed",
+            json!({"deal_id": format!("d{person}"), "stage": "proposal"}),
+            5,
+        ),
+        (3, 0) => (
+            "deal.stage_changed",
+            json!({"deal_id": format!("d{person}"), "stage": if person.is_multiple_of(3) { "won" } else { "lost" }}),
+            5,
+        ),
+        _ => ("email.clicked", json!({}), person + round),
+    };
+    let (source, medium, campaign) = CAMPAIGNS[(attribution % 6) as usize];
+    let mut a = Attribution::default();
+    if !source.is_empty() {
+        a.utm_source = Some(source.into());
+        a.utm_medium = Some(medium.into());
+        a.utm_campaign = Some(campaign.into());
+    }
+    let mut e = Event::internal(
+        EventType::parse(event_type).expect("type"),
+        Origin::form("contact"),
+        ContactData {
+            email: Some(email),
+            ..Default::default()
+        },
+        data.as_object().cloned().unwrap_or_default(),
+        now,
+    );
+    e.occurred_at = at;
+    e.attribution = a;
+    e
+}
+
+pub async fn run(events: u64, contacts: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("reports.db").display());
+    let store = leadrelay::store::open(&url, &OpenOptions::default()).await?;
+    let now = Utc::now();
+    println!("reports: storing {events} events about {contacts} people on SQLite …");
+    let started = Instant::now();
+    let batch = 500u64;
+    let mut n = 0;
+    while n < events {
+        let items: Vec<IngestItem> = (n..(n + batch).min(events))
+            .map(|i| IngestItem {
+                event: event(i, contacts, now),
+                destinations: Vec::new(),
+                idempotency: None,
+            })
+            .collect();
+        n += items.len() as u64;
+        store.ingest(items).await?;
+    }
+    let ingest = started.elapsed();
+
+    let mut cfg = Config::default();
+    cfg.reports.rollup_lag = leadrelay::config::HumanDuration::secs(0);
+    cfg.reports.stages = vec!["qualified".into(), "proposal".into(), "won".into()];
+    let started = Instant::now();
+    let pass =
+        leadrelay::reports::rollup::catch_up(store.as_ref(), &cfg.reports, Utc::now()).await?;
+    let rollup = started.elapsed();
+
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / events as f64;
+    let mut t = crate::table(&["step", "time", "events/s", "µs/event"]);
+    for (name, d) in [
+        ("ingest (store, batches of 500)", ingest),
+        ("rollup pass", rollup),
+    ] {
+        t.add_row([
+            name.to_string(),
+            format!("{:.1} s", d.as_secs_f64()),
+            format!("{:.0}", events as f64 / d.as_secs_f64()),
+            format!("{:.1}", per(d)),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "rollup cost: {:.1} % of ingest time for the same events ({} batches)",
+        100.0 * rollup.as_secs_f64() / ingest.as_secs_f64(),
+        pass.batches
+    );
+
+    let mut t = crate::table(&["report (180 days)", "rows", "time"]);
+    let filter = leadrelay::reports::Filter {
+        since: Some(now - chrono::Duration::days(180)),
+        until: Some(now + chrono::Duration::days(1)),
+        ..Default::default()
+    };
+    for (name, _) in leadrelay::reports::REPORTS {
+        let started = Instant::now();
+        let table =
+            leadrelay::reports::run(store.as_ref(), &cfg, name, &filter, Utc::now()).await?;
+        t.add_row([
+            name.to_string(),
+            table.rows.len().to_string(),
+            format!("{:.0} ms", started.elapsed().as_secs_f64() * 1000.0),
+        ]);
+    }
+    println!("{t}");
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The rollup pass: reads the events stored since its cursor, in id (=
+//! receipt) order and in batches, and turns them into touchpoints, lead
+//! milestones, deal states with their stage history and, when a deal is
+//! won, its attribution credits under every model — one store transaction
+//! per batch. Ingest never waits on it: it runs in the background every
+//! `reports.rollup_interval` and before a report answers.
+//!
+//! Events younger than `reports.rollup_lag` are left for the next pass: ids
+//! are assigned before commit, so a transaction that commits late could
+//! otherwise hold an id below the cursor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::attribution::{self, Journey, Window};
+use super::config::ReportsConfig;
+use super::deal;
+use crate::store::*;
+
+/// What one catch-up did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub events: u64,
+    pub batches: u64,
+}
+
+/// Serialises passes in this process (the background loop and report
+/// requests); across nodes the store's cursor check does.
+static PASS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The attribution window of a configuration.
+pub fn window(cfg: &ReportsConfig) -> Window {
+    let d = |h: crate::config::HumanDuration| {
+        Duration::from_std(h.get()).unwrap_or(Duration::days(36_500))
+    };
+    Window {
+        lookback: d(cfg.lookback),
+        half_life: d(cfg.half_life),
+    }
+}
+
+/// Rolls up every event older than the lag. Returns how many were read.
+pub async fn catch_up(
+    store: &dyn Store,
+    cfg: &ReportsConfig,
+    now: DateTime<Utc>,
+) -> StoreResult<PassReport> {
+    let _one = PASS.lock().await;
+    let lag = Duration::from_std(cfg.rollup_lag.get()).unwrap_or_default();
+    let until = uuid_v7_floor_id(now - lag);
+    let mut report = PassReport::default();
+    loop {
+        let from = store
+            .kv_get(ROLLUP_CURSOR_KEY)
+            .await?
+            .and_then(|s| Uuid::parse_str(&s).ok());
+        let events = store
+            .rollup_events(from, until, cfg.rollup_batch.max(1))
+            .await?;
+        let Some(last) = events.last().map(|e| e.id) else {
+            return Ok(report);
+        };
+        let n = events.len();
+        let batch = build(store, cfg, from, last, events).await?;
+        match store.rollup_apply(batch).await {
+            Ok(()) => {}
+            // Another node rolled this range up first: start again from
+            // where it left the cursor.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+        report.events += n as u64;
+        report.batches += 1;
+        if n < cfg.rollup_batch.max(1) {
+            return Ok(report);
+        }
+    }
+}
+
+/// Turns a batch of events into what the store writes.
+async fn build(
+    store: &dyn Store,
+    cfg: &ReportsConfig,
+    from: Option<Uuid>,
+    cursor: Uuid,
+    events: Vec<RollupEvent>,
+) -> StoreResult<RollupBatch> {
+    let updates: Vec<Option<deal::DealUpdate>> = events
+        .iter()
+        .map(|e| {
+            (e.event_type == "deal.stage_changed" && !e.spam)
+                .then(|| deal::update_of(e))
+                .flatten()
+        })
+        .collect();
+    let mut contacts: Vec<Uuid> = events.iter().filter_map(|e| e.contact_id).collect();
+    contacts.sort_unstable();
+    contacts.dedup();
+    let mut deal_ids: Vec<String> = updates
+        .iter()
+        .flatten()
+        .map(|u| u.deal_id.clone())
+        .collect();
+    deal_ids.sort_unstable();
+    deal_ids.dedup();
+    // Only contacts with a deal event need their stored touches (journeys);
+    // lead rows are needed for every contact with a lead or deal event.
+    let ctx = store.rollup_context(contacts, deal_ids).await?;
+
+    let mut touches: HashMap<Uuid, Vec<attribution::Touchpoint>> = HashMap::new();
+    for t in ctx.touches {
+        touches
+            .entry(t.contact_id)
+            .or_default()
+            .push(attribution::Touchpoint {
+                at: t.at,
+                channel: t.channel,
+                source: t.source,
+                campaign: t.campaign,
+            });
+    }
+    let mut leads: HashMap<Uuid, LeadRow> =
+        ctx.leads.into_iter().map(|l| (l.contact_id, l)).collect();
+    let mut deals: HashMap<String, DealRow> = ctx
+        .deals
+        .into_iter()
+        .map(|d| (d.deal_id.clone(), d))
+        .collect();
+    let mut batch = RollupBatch {
+        from,
+        cursor,
+        ..Default::default()
+    };
+    let mut dirty: Vec<String> = Vec::new();
+    let window = window(cfg);
+
+    for (e, update) in events.iter().zip(updates) {
+        if e.spam || e.origin_kind == "system" {
+            continue;
+        }
+        if let Some(cid) = e.contact_id {
+            let a = &e.doc.attribution;
+            if attribution::has_signal(a) || e.origin_kind == "form" {
+                let t = attribution::touchpoint(a, e.occurred_at);
+                batch.touches.push(TouchRow {
+                    event_id: e.id,
+                    contact_id: cid,
+                    at: t.at,
+                    channel: t.channel.clone(),
+                    source: t.source.clone(),
+                    campaign: t.campaign.clone(),
+                });
+                touches.entry(cid).or_default().push(t);
+            }
+            if LEAD_EVENT_TYPES.contains(&e.event_type.as_str()) && !leads.contains_key(&cid) {
+                let first = touches
+                    .get(&cid)
+                    .and_then(|ts| ts.iter().min_by_key(|t| t.at))
+                    .cloned()
+                    .unwrap_or_else(|| attribution::touchpoint(&Default::default(), e.occurred_at));
+                let row = LeadRow {
+                    contact_id: cid,
+                    first_at: e.occurred_at,
+                    origin: format!("{}:{}", e.origin_kind, e.origin_name),
+                    channel: first.channel,
+                    source: first.source,
+                    campaign: first.campaign,
+                };
+                batch.leads.push(row.clone());
+                leads.insert(cid, row);
+            }
+        }
+        let Some(u) = update else { continue };
+        let existing = deals.remove(&u.deal_id);
+        let is_new = existing.is_none();
+        let was_won = existing.as_ref().is_some_and(|d| d.status == "won");
+        let (mut d, won_now) = deal::apply(existing, &u, e.contact_id, cfg);
+        if (is_new || d.channel.is_none())
+            && let Some(l) = d.contact_id.and_then(|cid| leads.get(&cid))
+        {
+            d.origin = Some(l.origin.clone());
+            d.channel = Some(l.channel.clone());
+            d.source = Some(l.source.clone());
+            d.campaign = Some(l.campaign.clone());
+        }
+        if won_now {
+            let credits = d
+                .contact_id
+                .map(|cid| {
+                    let journey = Journey {
+                        touches: touches.get(&cid).cloned().unwrap_or_default(),
+                        lead_created_at: leads.get(&cid).map(|l| l.first_at),
+                        opportunity_created_at: Some(d.created_at),
+                    };
+                    let at = d.closed_at.unwrap_or(u.at);
+                    attribution::attribute(&journey, at, d.amount.unwrap_or(0.0), window)
+                        .into_iter()
+                        .map(|c| CreditRow {
+                            deal_id: d.deal_id.clone(),
+                            model: c.model.as_str().to_string(),
+                            channel: c.channel,
+                            source: c.source,
+                            campaign: c.campaign,
+                            credit: c.credit,
+                            revenue: c.revenue,
+                            closed_at: at,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            set_credits(&mut batch.credits, &d.deal_id, credits);
+        } else if was_won && d.status != "won" {
+            // Reopened or lost after a win: the revenue is no longer there.
+            set_credits(&mut batch.credits, &d.deal_id, Vec::new());
+        }
+        if !dirty.contains(&d.deal_id) {
+            dirty.push(d.deal_id.clone());
+        }
+        deals.insert(d.deal_id.clone(), d);
+    }
+    batch.deals = dirty.iter().filter_map(|id| deals.remove(id)).collect();
+    Ok(batch)
+}
+
+fn set_credits(all: &mut Vec<(String, Vec<CreditRow>)>, deal_id: &str, credits: Vec<CreditRow>) {
+    match all.iter_mut().find(|(id, _)| id == deal_id) {
+        Some(slot) => slot.1 = credits,
+        None => all.push((deal_id.to_string(), credits)),
+    }
+}
+
+/// Runs [`catch_up`] every `reports.rollup_interval` until shutdown.
+pub async fn run(store: Arc<dyn Store>, cfg: ReportsConfig, shutdown: CancellationToken) {
+    let every = cfg
+        .rollup_interval
+        .get()
+        .max(std::time::Duration::from_millis(50));
+    loop {
+        let started = Instant::now();
+        match catch_up(store.as_ref(), &cfg, Utc::now()).await {
+            Ok(r) if r.events > 0 => tracing::debug!(
+                events = r.events,
+                batches = r.batches,
+                ms = started.elapsed().as_millis() as u64,
+                "report rollups caught up"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "report rollup pass failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
