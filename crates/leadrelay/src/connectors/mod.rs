@@ -10,6 +10,7 @@ pub mod columns;
 pub mod crm;
 pub mod csv;
 pub mod email;
+pub mod enroll;
 pub mod file;
 pub mod http;
 pub mod hubspot;
@@ -130,6 +131,20 @@ pub enum Outcome {
     Gone {
         message: String,
     },
+    /// Not now, and not a failure: the delivery waits in the destination's
+    /// overflow queue until `until` (a sequence's add limit or capacity is
+    /// reached, or the person is in another sequence under the `queue`
+    /// policy). Never dead-lettered for its age.
+    Deferred {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// Nothing to do for this delivery, decided after talking to the vendor
+    /// (the person is already in another sequence under the `skip` policy,
+    /// or the vendor lists them as unsubscribed).
+    Skipped {
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -246,6 +261,13 @@ pub trait Connector: Send + Sync {
     /// the record instead of creating it twice.
     fn learned_remote_ids(&self) -> Vec<RemoteId> {
         Vec::new()
+    }
+
+    /// The enrollment policy of a sequence tool (None for everything else):
+    /// the dispatcher then applies the shared enrollment gate (suppression
+    /// list, add limit with its overflow queue) before `deliver`.
+    fn enrollment(&self) -> Option<&enroll::Policy> {
+        None
     }
 }
 

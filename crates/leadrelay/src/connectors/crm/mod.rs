@@ -599,7 +599,11 @@ pub fn outcome_text(o: &super::Outcome) -> String {
         | Outcome::Permanent { message, .. }
         | Outcome::Throttled { message, .. }
         | Outcome::CredentialsRejected { message }
-        | Outcome::Gone { message } => message.clone(),
+        | Outcome::Gone { message }
+        | Outcome::Deferred {
+            reason: message, ..
+        }
+        | Outcome::Skipped { reason: message } => message.clone(),
     }
 }
 

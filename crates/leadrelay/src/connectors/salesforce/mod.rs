@@ -434,18 +434,7 @@ fn ids_equal(a: &str, b: &str) -> bool {
     a.len() >= 15 && b.len() >= 15 && a[..15] == b[..15]
 }
 
-/// Percent-encodes a path segment (external id values such as emails).
-fn segment(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use super::http::path_segment as segment;
 
 /// How the person is written in the composite.
 enum PersonWrite {
