@@ -16,4 +16,5 @@ pub mod lemlist;
 pub mod pipedrive;
 pub mod salesforce;
 pub mod slack;
+pub mod smartlead;
 pub mod twilio;

@@ -22,6 +22,7 @@ pub mod pipedrive;
 pub mod salesforce;
 pub mod sheets;
 pub mod slack;
+pub mod smartlead;
 pub mod sms;
 pub mod webhook;
 
@@ -330,6 +331,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             pipedrive::kind(),
             salesforce::kind(),
             lemlist::kind(),
+            smartlead::kind(),
         ]
     })
 }

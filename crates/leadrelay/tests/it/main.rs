@@ -28,6 +28,7 @@ mod secrets;
 mod sheets;
 mod simulate;
 mod slack;
+mod smartlead;
 mod sms;
 mod store;
 mod support;

@@ -720,6 +720,7 @@ pub fn erasable(connector: &str, object: &str) -> bool {
         (connector, object),
         ("hubspot", "contact") | ("pipedrive", "person") | ("salesforce", "lead" | "contact")
     ) || (connector == "lemlist" && object.starts_with(super::lemlist::LEAD_OBJECT_PREFIX))
+        || (connector == "smartlead" && object.starts_with(super::smartlead::LEAD_OBJECT_PREFIX))
 }
 
 /// What deleting one record came to.
