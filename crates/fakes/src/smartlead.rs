@@ -529,7 +529,10 @@ pub fn router(state: SmartleadState) -> Router {
         .route("/api/v1/campaigns/{id}", get(get_campaign))
         .route("/api/v1/campaigns/{id}/leads", post(add_leads))
         .route("/api/v1/campaigns/{id}/leads/{lead}", delete(delete_lead))
-        .route("/api/v1/campaigns/{id}/leads/{lead}/pause", post(pause_lead))
+        .route(
+            "/api/v1/campaigns/{id}/leads/{lead}/pause",
+            post(pause_lead),
+        )
         .route("/api/v1/leads/", get(lead_by_email))
         .route("/api/v1/leads", get(lead_by_email))
         .fallback(not_found)
@@ -586,7 +589,9 @@ mod tests {
 
     async fn add(base: &str, key: &str, campaign: u64, body: Value) -> (u16, Value) {
         let r = client()
-            .post(format!("{base}/api/v1/campaigns/{campaign}/leads?api_key={key}"))
+            .post(format!(
+                "{base}/api/v1/campaigns/{campaign}/leads?api_key={key}"
+            ))
             .json(&body)
             .send()
             .await
@@ -616,7 +621,13 @@ mod tests {
         let base = fake.base_url();
         let key = SmartleadConfig::DEFAULT_API_KEY;
         fake.seed_lead(2, "busy@example.com");
-        let (s, _) = add(&base, "wrong", 1, json!({"lead_list": [{"email": "a@x.io"}]})).await;
+        let (s, _) = add(
+            &base,
+            "wrong",
+            1,
+            json!({"lead_list": [{"email": "a@x.io"}]}),
+        )
+        .await;
         assert_eq!(s, 401);
         let list = json!({"lead_list": [
             {"email": "a@x.io"}, {"email": "busy@example.com"}, {"email": "nope"},
@@ -627,14 +638,19 @@ mod tests {
         assert_eq!(r["upload_count"], 2);
         assert_eq!(r["duplicate_count"], 1);
         assert_eq!(r["invalid_emails"], json!(["nope"]));
-        assert_eq!(r["unsubscribed_leads"], json!([SmartleadConfig::UNSUBSCRIBED]));
+        assert_eq!(
+            r["unsubscribed_leads"],
+            json!([SmartleadConfig::UNSUBSCRIBED])
+        );
         assert_eq!(r["lead_import_stopped_count"], 1);
         assert_eq!(r["is_lead_limit_exhausted"], true);
         let (_, r) = add(&base, key, 1, json!({"lead_list": [{"email": "A@x.io"}]})).await;
         assert_eq!(r["already_added_to_campaign"], 1);
         assert_eq!(fake.campaign_emails(1), ["a@x.io", "b@x.io"]);
 
-        let many: Vec<Value> = (0..101).map(|i| json!({"email": format!("p{i}@x.io")})).collect();
+        let many: Vec<Value> = (0..101)
+            .map(|i| json!({"email": format!("p{i}@x.io")}))
+            .collect();
         let (s, _) = add(&base, key, 2, json!({"lead_list": many})).await;
         assert_eq!(s, 400);
         let (s, r) = add(
@@ -650,7 +666,9 @@ mod tests {
         assert_eq!(s, 404);
 
         let r: Value = client()
-            .get(format!("{base}/api/v1/leads/?email=busy@example.com&api_key={key}"))
+            .get(format!(
+                "{base}/api/v1/leads/?email=busy@example.com&api_key={key}"
+            ))
             .send()
             .await
             .unwrap()

@@ -6,9 +6,7 @@ use std::process::ExitCode;
 
 use super::output::{errln, outln};
 use clap::{Args, ValueEnum};
-use leadrelay_fakes::{
-    google, hubspot, lemlist, pipedrive, salesforce, slack, smartlead, twilio,
-};
+use leadrelay_fakes::{google, hubspot, lemlist, pipedrive, salesforce, slack, smartlead, twilio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Vendor {

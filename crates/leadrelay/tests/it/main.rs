@@ -25,6 +25,7 @@ mod poison;
 mod privacy;
 mod request_headers;
 mod secrets;
+mod sequences;
 mod sheets;
 mod simulate;
 mod slack;

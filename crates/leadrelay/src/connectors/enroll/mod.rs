@@ -44,8 +44,13 @@ use crate::store::{RemoteId, Store};
 /// How the last error of a delivery in the overflow queue starts.
 pub const OVERFLOW: &str = "overflow: ";
 
-/// The event type that takes a person out of every sequence (`exit_sequences`).
+/// The event type that always takes a person out of every sequence of a
+/// tool (the `exit_sequences` action, e.g. posted through the API).
 pub const EXIT_EVENT: &str = "sequence.exit";
+
+fn default_exit_on() -> Vec<String> {
+    vec!["meeting.booked".into(), "reply.received".into()]
+}
 
 /// What to do with a person who is active in another sequence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -88,6 +93,12 @@ pub struct Settings {
     /// sequence without `add_limit`) is tried again. Default 1 hour.
     #[serde(default = "default_recheck")]
     pub queue_recheck: HumanDuration,
+    /// Event types that make this destination take the person out of every
+    /// active sequence of the tool instead of enrolling them (the
+    /// `exit_sequences` action), besides `sequence.exit`. Default
+    /// `["meeting.booked", "reply.received"]`.
+    #[serde(default = "default_exit_on")]
+    pub exit_on: Vec<String>,
 }
 
 impl Default for Settings {
@@ -96,6 +107,7 @@ impl Default for Settings {
             already_enrolled: AlreadyEnrolled::default(),
             add_limit: None,
             queue_recheck: default_recheck(),
+            exit_on: default_exit_on(),
         }
     }
 }
@@ -107,6 +119,7 @@ pub struct Policy {
     pub already_enrolled: AlreadyEnrolled,
     pub add_limit: Option<Rate>,
     pub queue_recheck: Duration,
+    pub exit_on: Vec<String>,
 }
 
 impl Policy {
@@ -132,7 +145,19 @@ impl Policy {
             already_enrolled: s.already_enrolled,
             add_limit: s.add_limit,
             queue_recheck: s.queue_recheck.get(),
+            exit_on: s.exit_on.clone(),
         })
+    }
+
+    /// Whether the job asks to take the person out of every sequence.
+    pub fn is_exit(&self, job: &DeliveryJob) -> bool {
+        let t = job.event.event_type.as_str();
+        t == EXIT_EVENT || self.exit_on.iter().any(|e| e == t)
+    }
+
+    /// Whether the job asks for an enrollment (not an exit or a privacy erase).
+    pub fn is_enrollment(&self, job: &DeliveryJob) -> bool {
+        !self.is_exit(job) && super::crm::erase_targets(job).is_none()
     }
 
     /// When the overflow queue is tried again: the next add-limit window,
@@ -220,9 +245,23 @@ pub fn suppressed(job: &DeliveryJob) -> Option<String> {
     ))
 }
 
-/// Whether the job asks for an enrollment (not a privacy erase or an exit).
-pub fn is_enrollment(job: &DeliveryJob) -> bool {
-    job.event.event_type.as_str() != EXIT_EVENT && super::crm::erase_targets(job).is_none()
+/// The person's email address (golden record first).
+pub fn job_email(job: &DeliveryJob) -> Option<String> {
+    job.contact
+        .as_ref()
+        .and_then(|c| c.data.email.as_ref())
+        .or(job.event.contact.email.as_ref())
+        .map(|e| e.as_str().to_string())
+}
+
+/// The outcome of an exit from `left` sequences (idempotent: none is fine).
+pub fn exited(tool: &str, left: &[String]) -> Outcome {
+    if left.is_empty() {
+        tracing::info!(tool, "exit_sequences: the person is in no active sequence");
+    } else {
+        tracing::info!(tool, sequences = ?left, "exit_sequences: removed from active sequences");
+    }
+    Outcome::delivered()
 }
 
 fn counter_key(destination: &str, start: DateTime<Utc>) -> String {
@@ -287,7 +326,7 @@ pub async fn gate(
     let mut held = Vec::new();
     let mut enrollments = Vec::new();
     for job in jobs {
-        if !is_enrollment(&job) {
+        if !policy.is_enrollment(&job) {
             go.push(job);
         } else if let Some(reason) = suppressed(&job) {
             held.push((job, Outcome::Skipped { reason }));
@@ -348,6 +387,7 @@ mod tests {
             already_enrolled: a,
             add_limit: limit.map(rate),
             queue_recheck: Duration::from_secs(60),
+            exit_on: default_exit_on(),
         }
     }
 

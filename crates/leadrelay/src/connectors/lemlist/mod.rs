@@ -205,8 +205,7 @@ fn found(body: &str, campaign: &str, deduplicate: bool) -> Option<(Verdict, Opti
             .or_else(|| mapping::as_text(&l["state"]))
             .unwrap_or_default()
     };
-    if let Some(l) = leads.iter().find(|l| status_of(l) == "unsubscribed") {
-        let _ = l;
+    if leads.iter().any(|l| status_of(l) == "unsubscribed") {
         return Some((
             Verdict::VendorSuppressed {
                 message: "the lead is unsubscribed in lemlist".into(),
@@ -236,6 +235,33 @@ fn found(body: &str, campaign: &str, deduplicate: bool) -> Option<(Verdict, Opti
         ));
     }
     None
+}
+
+/// The (campaign, lead id) pairs of a "Get Lead by Email" answer whose
+/// sequence is not over (ids checked to go into a path as they are).
+fn active_leads(body: &str) -> Vec<(String, String)> {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return Vec::new();
+    };
+    let leads = match v {
+        Value::Array(items) => items,
+        one @ Value::Object(_) => vec![one],
+        _ => Vec::new(),
+    };
+    leads
+        .iter()
+        .filter(|l| {
+            !matches!(
+                l["status"].as_str().unwrap_or_default(),
+                "done" | "unsubscribed"
+            )
+        })
+        .filter_map(|l| {
+            let c = mapping::as_text(&l["campaignId"])?;
+            let id = mapping::as_text(&l["_id"])?;
+            (is_lemlist_id(&c) && is_lemlist_id(&id)).then_some((c, id))
+        })
+        .collect()
 }
 
 /// lemlist variables are text, numbers or booleans: anything else the
@@ -362,11 +388,9 @@ impl Lemlist {
 
     /// Find: "Get Lead by Email". `Err` with the report when lemlist did
     /// not answer usefully (the outcome says why).
-    async fn find(
-        &self,
-        job: &DeliveryJob,
-        email: &str,
-    ) -> Result<Option<Verdict>, (Outcome, super::AttemptReport)> {
+    /// "Get Lead by Email": the answer's body, `None` when lemlist does
+    /// not know the person.
+    async fn lookup(&self, email: &str) -> Result<Option<String>, (Outcome, super::AttemptReport)> {
         let url = format!(
             "{}/api/leads/{}?version=v2",
             self.base,
@@ -381,18 +405,70 @@ impl Lemlist {
             (Err(o), report) => Err((o, report)),
             (Ok(resp), _) if resp.status == 404 => Ok(None),
             (Ok(resp), report) => match shared::classify(&resp) {
-                Outcome::Delivered { .. } => {
-                    Ok(found(&resp.body, &self.campaign_id, self.deduplicate).map(
-                        |(verdict, id)| match verdict {
-                            Verdict::AlreadyMember { .. } => Verdict::AlreadyMember {
-                                remote_ids: self.membership(job, id),
-                            },
-                            other => other,
-                        },
-                    ))
-                }
+                Outcome::Delivered { .. } => Ok(Some(resp.body)),
                 other => Err((other, report)),
             },
+        }
+    }
+
+    /// Find: what lemlist already has for the person and this campaign.
+    async fn find(
+        &self,
+        job: &DeliveryJob,
+        email: &str,
+    ) -> Result<Option<Verdict>, (Outcome, super::AttemptReport)> {
+        let Some(body) = self.lookup(email).await? else {
+            return Ok(None);
+        };
+        Ok(
+            found(&body, &self.campaign_id, self.deduplicate).map(|(verdict, id)| match verdict {
+                Verdict::AlreadyMember { .. } => Verdict::AlreadyMember {
+                    remote_ids: self.membership(job, id),
+                },
+                other => other,
+            }),
+        )
+    }
+
+    /// `exit_sequences`: every lead of the person that is still running
+    /// leaves its campaign (`action=remove`); nothing to do is success.
+    async fn exit(&self, job: &DeliveryJob) -> JobResult {
+        let Some(email) = enroll::job_email(job) else {
+            return JobResult {
+                outcome: Outcome::permanent(ErrorClass::Mapping, "no email address to exit"),
+                report: Default::default(),
+            };
+        };
+        let body = match self.lookup(&email).await {
+            Err((outcome, report)) => return JobResult { outcome, report },
+            Ok(body) => body.unwrap_or_default(),
+        };
+        let mut left = Vec::new();
+        let mut report = super::AttemptReport::default();
+        for (campaign, id) in active_leads(&body) {
+            let url = format!(
+                "{}/api/campaigns/{campaign}/leads/{id}?action=remove",
+                self.base
+            );
+            let req = self
+                .client
+                .delete(&url)
+                .basic_auth("", Some(&self.api_key))
+                .build();
+            let (result, r) = self.send(req, &url).await;
+            report = r;
+            match result {
+                Ok(resp) if resp.status == 404 => {}
+                Ok(resp) => match shared::classify(&resp) {
+                    Outcome::Delivered { .. } => left.push(campaign),
+                    outcome => return JobResult { outcome, report },
+                },
+                Err(outcome) => return JobResult { outcome, report },
+            }
+        }
+        JobResult {
+            outcome: enroll::exited("lemlist", &left),
+            report,
         }
     }
 
@@ -481,6 +557,7 @@ impl Connector for Lemlist {
         for job in jobs {
             out.push(match crm::erase_targets(job) {
                 Some(targets) => self.erase(targets).await,
+                None if self.policy.is_exit(job) => self.exit(job).await,
                 None => self.enroll(job).await,
             });
         }
@@ -491,13 +568,9 @@ impl Connector for Lemlist {
         if crm::erase_targets(job).is_some() {
             return None;
         }
-        let has_email = job
-            .contact
-            .as_ref()
-            .and_then(|c| c.data.email.as_ref())
-            .or(job.event.contact.email.as_ref())
-            .is_some();
-        (!has_email).then(|| "no email address to enroll".to_string())
+        enroll::job_email(job)
+            .is_none()
+            .then(|| "no email address to enroll".to_string())
     }
 
     fn enrollment(&self) -> Option<&enroll::Policy> {
@@ -545,30 +618,69 @@ mod tests {
     }
 
     #[test]
-    fn already_enrolled_is_done_and_a_missing_campaign_is_permanent() {
+    fn answers_are_read_as_enrollment_verdicts() {
         assert!(matches!(
             classify(&resp(409, r#"{"error":"Lead already in the campaign"}"#)),
-            Outcome::Delivered { .. }
+            Verdict::AlreadyMember { .. }
+        ));
+        assert!(matches!(
+            classify(&resp(
+                409,
+                r#"{"error":"Lead already in another campaign"}"#
+            )),
+            Verdict::ActiveElsewhere { .. }
+        ));
+        assert!(matches!(
+            classify(&resp(400, r#"{"error":"Lead is unsubscribed"}"#)),
+            Verdict::VendorSuppressed { .. }
         ));
         assert!(matches!(
             classify(&resp(404, "Campaign not found")),
-            Outcome::Permanent {
+            Verdict::Failed(Outcome::Permanent {
                 class: ErrorClass::Http4xx,
                 ..
-            }
+            })
+        ));
+        for (status, ok) in [
+            (429, "throttled"),
+            (401, "auth"),
+            (502, "retry"),
+            (400, "permanent"),
+        ] {
+            let got = match classify(&resp(status, "Invalid email")) {
+                Verdict::Failed(Outcome::Throttled { .. }) => "throttled",
+                Verdict::Failed(Outcome::CredentialsRejected { .. }) => "auth",
+                Verdict::Failed(Outcome::Retry { .. }) => "retry",
+                Verdict::Failed(Outcome::Permanent { .. }) => "permanent",
+                other => panic!("{status}: {other:?}"),
+            };
+            assert_eq!(got, ok, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_found_lead_is_a_member_elsewhere_or_unsubscribed() {
+        let body = r#"[{"_id":"lea_1","campaignId":"cam_B","status":"running"}]"#;
+        assert!(matches!(
+            found(body, "cam_B", true),
+            Some((Verdict::AlreadyMember { .. }, Some(_)))
         ));
         assert!(matches!(
-            classify(&resp(429, "")),
-            Outcome::Throttled { .. }
+            found(body, "cam_A", true),
+            Some((Verdict::ActiveElsewhere { .. }, None))
         ));
+        assert!(found(body, "cam_A", false).is_none());
+        let done = r#"[{"_id":"lea_1","campaignId":"cam_B","status":"done"}]"#;
+        assert!(found(done, "cam_A", true).is_none());
+        assert!(active_leads(done).is_empty());
+        assert_eq!(
+            active_leads(body),
+            [("cam_B".to_string(), "lea_1".to_string())]
+        );
+        let unsub = r#"[{"_id":"lea_1","campaignId":"cam_B","status":"unsubscribed"}]"#;
         assert!(matches!(
-            classify(&resp(401, "")),
-            Outcome::CredentialsRejected { .. }
-        ));
-        assert!(matches!(classify(&resp(502, "")), Outcome::Retry { .. }));
-        assert!(matches!(
-            classify(&resp(400, "Invalid email")),
-            Outcome::Permanent { .. }
+            found(unsub, "cam_A", true),
+            Some((Verdict::VendorSuppressed { .. }, None))
         ));
     }
 

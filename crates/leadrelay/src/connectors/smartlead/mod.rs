@@ -200,7 +200,10 @@ fn shape(fields: Map<String, Value>) -> Result<Map<String, Value>, String> {
 enum Found {
     Unknown,
     /// The lead id and the campaigns it is active in (not finished).
-    Lead { id: String, campaigns: Vec<u64> },
+    Lead {
+        id: String,
+        campaigns: Vec<u64>,
+    },
 }
 
 fn parse_found(body: &str) -> Found {
@@ -247,7 +250,13 @@ impl Smartlead {
         (real, shown)
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, query: &str, body: Option<&Value>) -> Sent {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &str,
+        body: Option<&Value>,
+    ) -> Sent {
         let (real, shown) = self.url(path, query);
         let mut req = self.client.request(method, &real);
         if let Some(b) = body {
@@ -284,7 +293,10 @@ impl Smartlead {
     }
 
     /// One "Add leads" request for `leads` (email, body).
-    async fn add(&self, leads: &[(String, Map<String, Value>)]) -> (Result<AddAnswer, Outcome>, AttemptReport) {
+    async fn add(
+        &self,
+        leads: &[(String, Map<String, Value>)],
+    ) -> (Result<AddAnswer, Outcome>, AttemptReport) {
         let body = json!({
             "lead_list": leads.iter().map(|(_, b)| Value::Object(b.clone())).collect::<Vec<_>>(),
             "settings": {
@@ -295,17 +307,20 @@ impl Smartlead {
             },
         });
         let path = format!("/campaigns/{}/leads", self.campaign_id);
-        let (result, report) = self.send(reqwest::Method::POST, &path, "", Some(&body)).await;
+        let (result, report) = self
+            .send(reqwest::Method::POST, &path, "", Some(&body))
+            .await;
         let answer = match result {
             Err(o) => Err(o),
             Ok(resp) => match classify(&resp) {
-                Outcome::Delivered { .. } => serde_json::from_str::<AddAnswer>(&resp.body)
-                    .map_err(|e| {
+                Outcome::Delivered { .. } => {
+                    serde_json::from_str::<AddAnswer>(&resp.body).map_err(|e| {
                         Outcome::retry(
                             ErrorClass::Vendor,
                             format!("Smartlead answered 2xx with an unreadable body: {e}"),
                         )
-                    }),
+                    })
+                }
                 other => Err(other),
             },
         };
@@ -314,7 +329,11 @@ impl Smartlead {
 
     async fn find(&self, email: &str) -> Result<Found, Outcome> {
         let query = format!("email={}", path_segment(email));
-        match self.send(reqwest::Method::GET, "/leads/", &query, None).await.0 {
+        match self
+            .send(reqwest::Method::GET, "/leads/", &query, None)
+            .await
+            .0
+        {
             Err(o) => Err(o),
             Ok(resp) if resp.status == 404 => Ok(Found::Unknown),
             Ok(resp) => match classify(&resp) {
@@ -337,7 +356,12 @@ impl Smartlead {
     }
 
     /// The verdict for one lead that the batch answer did not account for.
-    async fn resolve(&self, job: &DeliveryJob, email: &str, stopped: bool) -> Result<Verdict, Outcome> {
+    async fn resolve(
+        &self,
+        job: &DeliveryJob,
+        email: &str,
+        stopped: bool,
+    ) -> Result<Verdict, Outcome> {
         Ok(match self.find(email).await? {
             Found::Lead { id, campaigns } if campaigns.contains(&self.campaign_id) => {
                 Verdict::AlreadyMember {
@@ -398,8 +422,10 @@ impl Smartlead {
             if leads.is_empty() {
                 break;
             }
-            let batch: Vec<(String, Map<String, Value>)> =
-                leads.iter().map(|(_, e, b)| (e.clone(), b.clone())).collect();
+            let batch: Vec<(String, Map<String, Value>)> = leads
+                .iter()
+                .map(|(_, e, b)| (e.clone(), b.clone()))
+                .collect();
             let (answer, report) = self.add(&batch).await;
             let answer = match answer {
                 Ok(a) => a,
@@ -475,13 +501,35 @@ impl Smartlead {
             .collect()
     }
 
+    /// `exit_sequences`: the person leaves every campaign they are active
+    /// in; nothing to do is success.
+    async fn exit(&self, job: &DeliveryJob) -> Outcome {
+        let Some(email) = enroll::job_email(job) else {
+            return Outcome::permanent(ErrorClass::Mapping, "no email address to exit");
+        };
+        let (id, campaigns) = match self.find(&email).await {
+            Err(o) => return o,
+            Ok(Found::Unknown) => return enroll::exited("smartlead", &[]),
+            Ok(Found::Lead { id, campaigns }) => (id, campaigns),
+        };
+        let mut left = Vec::new();
+        for c in campaigns {
+            if let Err(o) = self.remove(c, &id).await {
+                return o;
+            }
+            left.push(c.to_string());
+        }
+        enroll::exited("smartlead", &left)
+    }
+
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
         crm::erase_each("smartlead", targets, |t| async move {
             let campaign = t
                 .object
                 .strip_prefix(LEAD_OBJECT_PREFIX)
                 .and_then(|c| c.parse::<u64>().ok());
-            let (Some(campaign), true) = (campaign, t.id.bytes().all(|b| b.is_ascii_digit())) else {
+            let (Some(campaign), true) = (campaign, t.id.bytes().all(|b| b.is_ascii_digit()))
+            else {
                 let m = format!("{:?} in {:?} is not a Smartlead lead id", t.id, t.object);
                 return (crm::Deleted::Malformed(m), Default::default());
             };
@@ -531,6 +579,11 @@ impl Connector for Smartlead {
                 Some(targets) => {
                     results.insert(i, self.erase(targets).await);
                 }
+                None if self.policy.is_exit(job) => {
+                    let outcome = self.exit(job).await;
+                    let report = Default::default();
+                    results.insert(i, JobResult { outcome, report });
+                }
                 None => enrollments.push(i),
             }
         }
@@ -552,13 +605,9 @@ impl Connector for Smartlead {
         if crm::erase_targets(job).is_some() {
             return None;
         }
-        let has_email = job
-            .contact
-            .as_ref()
-            .and_then(|c| c.data.email.as_ref())
-            .or(job.event.contact.email.as_ref())
-            .is_some();
-        (!has_email).then(|| "no email address to enroll".to_string())
+        enroll::job_email(job)
+            .is_none()
+            .then(|| "no email address to enroll".to_string())
     }
 
     fn enrollment(&self) -> Option<&enroll::Policy> {
