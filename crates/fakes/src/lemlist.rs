@@ -286,18 +286,6 @@ async fn campaign(State(state): State<LemlistState>, Path(id): Path<String>) -> 
     }
 }
 
-fn valid_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !s.chars().any(char::is_whitespace)
-        && !domain.contains('@')
-}
-
 async fn add_lead(
     State(state): State<LemlistState>,
     Path(campaign): Path<String>,
@@ -334,7 +322,7 @@ async fn add_lead(
     let Some(email) = fields.get("email").and_then(Value::as_str) else {
         return error(StatusCode::BAD_REQUEST, "email is required");
     };
-    if !valid_email(email) {
+    if !crate::common::plausible_email(email) {
         return error(StatusCode::BAD_REQUEST, "Invalid email");
     }
     let email = email.to_lowercase();

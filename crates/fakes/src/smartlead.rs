@@ -303,18 +303,6 @@ async fn get_campaign(State(state): State<SmartleadState>, Path(id): Path<String
     }
 }
 
-fn valid_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !s.chars().any(char::is_whitespace)
-        && !domain.contains('@')
-}
-
 const SETTINGS: [&str; 4] = [
     "ignore_global_block_list",
     "ignore_unsubscribe_list",
@@ -375,7 +363,7 @@ async fn add_leads(
             .unwrap_or_default()
             .trim()
             .to_lowercase();
-        if !valid_email(&email) {
+        if !crate::common::plausible_email(&email) {
             invalid.push(email);
             continue;
         }

@@ -245,6 +245,31 @@ pub fn suppressed(job: &DeliveryJob) -> Option<String> {
     ))
 }
 
+/// One request of a sequence tool's connector, its failure already
+/// classified (a request that cannot be built is a permanent mapping error).
+pub async fn send(
+    client: &reqwest::Client,
+    req: reqwest::Result<reqwest::Request>,
+    display_url: &str,
+    allow_private: bool,
+) -> (
+    Result<super::http::HttpResponse, Outcome>,
+    super::AttemptReport,
+) {
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            let m = format!("cannot build the request: {e}");
+            return (
+                Err(Outcome::permanent(ErrorClass::Mapping, m)),
+                Default::default(),
+            );
+        }
+    };
+    let (result, report) = super::http::send(client, req, display_url, allow_private).await;
+    (result.map_err(|e| e.outcome()), report)
+}
+
 /// The person's email address (golden record first).
 pub fn job_email(job: &DeliveryJob) -> Option<String> {
     job.contact

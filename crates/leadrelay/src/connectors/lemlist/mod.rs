@@ -372,22 +372,9 @@ impl Lemlist {
     }
 
     async fn send(&self, req: reqwest::Result<reqwest::Request>, url: &str) -> SendResult {
-        let req = match req {
-            Ok(r) => r,
-            Err(e) => {
-                let m = format!("cannot build the request: {e}");
-                return (
-                    Err(Outcome::permanent(ErrorClass::Mapping, m)),
-                    Default::default(),
-                );
-            }
-        };
-        let (result, report) = shared::send(&self.client, req, url, self.allow_private).await;
-        (result.map_err(|e| e.outcome()), report)
+        enroll::send(&self.client, req, url, self.allow_private).await
     }
 
-    /// Find: "Get Lead by Email". `Err` with the report when lemlist did
-    /// not answer usefully (the outcome says why).
     /// "Get Lead by Email": the answer's body, `None` when lemlist does
     /// not know the person.
     async fn lookup(&self, email: &str) -> Result<Option<String>, (Outcome, super::AttemptReport)> {

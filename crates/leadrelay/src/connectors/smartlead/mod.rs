@@ -262,18 +262,7 @@ impl Smartlead {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let req = match req.build() {
-            Ok(r) => r,
-            Err(e) => {
-                let m = format!("cannot build the request: {e}");
-                return (
-                    Err(Outcome::permanent(ErrorClass::Mapping, m)),
-                    Default::default(),
-                );
-            }
-        };
-        let (result, report) = shared::send(&self.client, req, &shown, self.allow_private).await;
-        (result.map_err(|e| e.outcome()), report)
+        enroll::send(&self.client, req.build(), &shown, self.allow_private).await
     }
 
     fn body(&self, job: &DeliveryJob) -> Result<Map<String, Value>, String> {
