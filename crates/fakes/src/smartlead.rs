@@ -668,8 +668,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_burst_window_answers_429_with_the_documented_body() {
+        // The minute window too, so a slow machine still sees the 429.
         let fake = FakeSmartlead::start(SmartleadConfig {
             per_second: 2,
+            per_minute: 2,
             ..Default::default()
         })
         .await
