@@ -239,6 +239,20 @@ impl RequestLog {
     }
 }
 
+/// Whether `s` looks like an email address the way the sequence tools
+/// check it: one `@`, something before it, a dotted domain, no spaces.
+pub fn plausible_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(char::is_whitespace)
+        && !domain.contains('@')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

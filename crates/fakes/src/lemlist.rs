@@ -16,6 +16,10 @@
 //!   `deduplicate=true` to refuse a lead already in another campaign of the
 //!   team; answered with the Lead object (`_id` `lea_…`, `isPaused`,
 //!   `campaignId`, `contactId` `ctc_…`).
+//! - "Get Lead by Email": `GET /api/leads/{email}?version=v2` (the
+//!   `version=v2` parameter is mandatory) answers the person's leads, one
+//!   per campaign, each with `_id`, `email`, `campaignId` and `status`
+//!   (`running`, `paused`, `done`, `unsubscribed`, …); 404 when unknown.
 //! - "Delete or Unsubscribe Lead": `DELETE /api/campaigns/{campaignId}/leads/{leadId}`;
 //!   with `action=remove` the lead is deleted from the campaign and the
 //!   Lead object answered.
@@ -164,6 +168,12 @@ impl LemlistState {
         });
     }
 
+    /// Takes a person out of a campaign (as if their sequence ended).
+    pub fn remove_lead(&self, campaign: &str, email: &str) {
+        self.leads_mut()
+            .retain(|l| !(l.campaign_id == campaign && l.email.eq_ignore_ascii_case(email)));
+    }
+
     /// For `leadrelay fake lemlist`.
     pub fn credentials_banner(&self, base_url: &str) -> String {
         let c = &self.inner.config;
@@ -276,18 +286,6 @@ async fn campaign(State(state): State<LemlistState>, Path(id): Path<String>) -> 
     }
 }
 
-fn valid_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !s.chars().any(char::is_whitespace)
-        && !domain.contains('@')
-}
-
 async fn add_lead(
     State(state): State<LemlistState>,
     Path(campaign): Path<String>,
@@ -324,7 +322,7 @@ async fn add_lead(
     let Some(email) = fields.get("email").and_then(Value::as_str) else {
         return error(StatusCode::BAD_REQUEST, "email is required");
     };
-    if !valid_email(email) {
+    if !crate::common::plausible_email(email) {
         return error(StatusCode::BAD_REQUEST, "Invalid email");
     }
     let email = email.to_lowercase();
@@ -359,6 +357,26 @@ async fn add_lead(
     answer.insert("campaignId".into(), json!(campaign));
     answer.insert("contactId".into(), json!(random_id("ctc_")));
     json_body(Value::Object(answer)).into_response()
+}
+
+async fn get_lead(
+    State(state): State<LemlistState>,
+    Path(email): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if query.get("version").map(String::as_str) != Some("v2") {
+        return error(StatusCode::BAD_REQUEST, "version=v2 is mandatory");
+    }
+    let leads: Vec<Value> = state
+        .leads_mut()
+        .iter()
+        .filter(|l| l.email.eq_ignore_ascii_case(&email))
+        .map(|l| json!({"_id": l.id, "email": l.email, "campaignId": l.campaign_id, "status": "running"}))
+        .collect();
+    if leads.is_empty() {
+        return error(StatusCode::NOT_FOUND, "Lead not found");
+    }
+    json_body(Value::Array(leads)).into_response()
 }
 
 async fn delete_lead(
@@ -405,6 +423,7 @@ pub fn router(state: LemlistState) -> Router {
     Router::new()
         .route("/api/team", get(team))
         .route("/api/campaigns/{campaign}", get(campaign))
+        .route("/api/leads/{email}", get(get_lead))
         .route("/api/campaigns/{campaign}/leads", post(add_lead))
         .route("/api/campaigns/{campaign}/leads/", post(add_lead))
         .route(

@@ -17,4 +17,5 @@ pub mod marketing_cloud;
 pub mod pipedrive;
 pub mod salesforce;
 pub mod slack;
+pub mod smartlead;
 pub mod twilio;

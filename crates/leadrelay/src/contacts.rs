@@ -446,8 +446,37 @@ pub fn merge_with(
     let incoming = provenance_of(event);
     merge_fields(rules, &mut contact, &event.contact, &incoming);
     merge_consent(&mut contact, &event.consent);
+    merge_suppression(&mut contact, event);
     contact.updated_at = now;
     Some(contact)
+}
+
+/// The suppression list lives on the golden record: an email bounce, or an
+/// unsubscribe that withdraws `marketing_email` (the default withdrawal),
+/// from whatever source, keeps the person out of every sequence from then
+/// on (the enrollment gate checks it at send time). The first such event
+/// is kept.
+fn merge_suppression(contact: &mut Contact, event: &Event) {
+    if contact.lead.suppressed.is_some() {
+        return;
+    }
+    let reason = match event.event_type {
+        leadrelay_model::EventType::EmailBounced => "bounced",
+        leadrelay_model::EventType::Unsubscribed
+            if event
+                .consent
+                .iter()
+                .any(|c| !c.granted && c.purpose.as_str() == "marketing_email") =>
+        {
+            "unsubscribed"
+        }
+        _ => return,
+    };
+    contact.lead.suppressed = Some(leadrelay_model::Suppression {
+        reason: reason.into(),
+        origin: provenance_of(event).source,
+        at: event.occurred_at,
+    });
 }
 
 fn new_contact(email: leadrelay_model::EmailAddress, now: DateTime<Utc>) -> Contact {

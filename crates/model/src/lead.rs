@@ -85,6 +85,20 @@ pub struct LeadState {
     /// How often the contact qualified again after a disqualification.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub requalified: u32,
+    /// Set when the person unsubscribed from email or an email to them
+    /// bounced (from any source): never enrolled in a sequence again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<Suppression>,
+}
+
+/// Why a person is on the suppression list, and since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suppression {
+    /// `unsubscribed` or `bounced`.
+    pub reason: String,
+    /// Where the event came from (`source:mailshake`, `form:contact`, …).
+    pub origin: String,
+    pub at: DateTime<Utc>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -24,7 +24,7 @@ pub use event::{
     Attribution, CLICK_ID_FIELDS, ConsentRecord, Event, EventType, FieldChange, Origin, OriginKind,
     RawPayload, UTM_FIELDS, VendorRef,
 };
-pub use lead::{LeadState, OwnerAssignment, ScoreHit, Stage};
+pub use lead::{LeadState, OwnerAssignment, ScoreHit, Stage, Suppression};
 pub use phone::{PhoneE164, PhoneError};
 pub use purpose::{ConsentPurpose, PurposeError};
 

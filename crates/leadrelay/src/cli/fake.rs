@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::output::{errln, outln};
 use clap::{Args, ValueEnum};
-use leadrelay_fakes::{google, hubspot, lemlist, pipedrive, salesforce, slack, twilio};
+use leadrelay_fakes::{google, hubspot, lemlist, pipedrive, salesforce, slack, smartlead, twilio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Vendor {
@@ -17,6 +17,7 @@ pub enum Vendor {
     Twilio,
     Google,
     Lemlist,
+    Smartlead,
 }
 
 impl Vendor {
@@ -29,6 +30,7 @@ impl Vendor {
             Vendor::Twilio => "127.0.0.1:8095",
             Vendor::Google => "127.0.0.1:8096",
             Vendor::Lemlist => "127.0.0.1:8097",
+            Vendor::Smartlead => "127.0.0.1:8098",
         }
     }
 }
@@ -38,7 +40,7 @@ pub struct FakeArgs {
     /// Which vendor to fake.
     #[arg(value_enum)]
     pub vendor: Vendor,
-    /// Address to listen on (default: 127.0.0.1:8091 … 8097 by vendor, the
+    /// Address to listen on (default: 127.0.0.1:8091 … 8098 by vendor, the
     /// URL `leadrelay init --fake` writes; port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
@@ -60,6 +62,7 @@ impl Vendor {
             Vendor::Twilio => "twilio",
             Vendor::Google => "google",
             Vendor::Lemlist => "lemlist",
+            Vendor::Smartlead => "smartlead",
         }
     }
 
@@ -146,6 +149,24 @@ impl Vendor {
                 env: vec![(
                     "LEMLIST_API_KEY",
                     lemlist::LemlistConfig::DEFAULT_API_KEY.to_string(),
+                )],
+                inspect: None,
+            },
+            Vendor::Smartlead => FakeSetup {
+                destination: "smartlead",
+                settings: vec![
+                    ("connector", s("smartlead")),
+                    ("base_url", s(base)),
+                    (
+                        "campaign_id",
+                        Value::from(smartlead::SmartleadConfig::DEFAULT_CAMPAIGN as i64),
+                    ),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![(
+                    "SMARTLEAD_API_KEY",
+                    smartlead::SmartleadConfig::DEFAULT_API_KEY.to_string(),
                 )],
                 inspect: None,
             },
@@ -292,6 +313,7 @@ pub async fn fake(args: FakeArgs) -> ExitCode {
         Vendor::Twilio => start!(twilio::FakeTwilio),
         Vendor::Google => start!(google::FakeGoogle),
         Vendor::Lemlist => start!(lemlist::FakeLemlist),
+        Vendor::Smartlead => start!(smartlead::FakeSmartlead),
     };
     let (banner, base, server) = match started {
         Ok(s) => s,

@@ -252,6 +252,19 @@ fn classify_reqwest_error(e: reqwest::Error, hide: &Hidden) -> SendError {
     SendError::Other(msg)
 }
 
+/// Percent-encodes a path segment (external id values such as emails).
+pub fn path_segment(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The default classification of an HTTP answer:
 /// 2xx delivered; 408, 425, 5xx retry (honouring `Retry-After`); 429
 /// throttled; 401 credentials rejected; 410 gone; other 4xx permanent.

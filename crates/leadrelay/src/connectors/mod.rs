@@ -10,6 +10,7 @@ pub mod columns;
 pub mod crm;
 pub mod csv;
 pub mod email;
+pub mod enroll;
 pub mod file;
 pub mod http;
 pub mod hubspot;
@@ -22,6 +23,7 @@ pub mod pipedrive;
 pub mod salesforce;
 pub mod sheets;
 pub mod slack;
+pub mod smartlead;
 pub mod sms;
 pub mod webhook;
 
@@ -130,6 +132,20 @@ pub enum Outcome {
     /// 410: the endpoint is gone; dead-letter and disable the destination.
     Gone {
         message: String,
+    },
+    /// Not now, and not a failure: the delivery waits in the destination's
+    /// overflow queue until `until` (a sequence's add limit or capacity is
+    /// reached, or the person is in another sequence under the `queue`
+    /// policy). Never dead-lettered for its age.
+    Deferred {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// Nothing to do for this delivery, decided after talking to the vendor
+    /// (the person is already in another sequence under the `skip` policy,
+    /// or the vendor lists them as unsubscribed).
+    Skipped {
+        reason: String,
     },
 }
 
@@ -256,6 +272,13 @@ pub trait Connector: Send + Sync {
     async fn cause_fixed(&self, _cause: &crate::store::FixableCause) -> Option<bool> {
         None
     }
+
+    /// The enrollment policy of a sequence tool (None for everything else):
+    /// the dispatcher then applies the shared enrollment gate (suppression
+    /// list, add limit with its overflow queue) before `deliver`.
+    fn enrollment(&self) -> Option<&enroll::Policy> {
+        None
+    }
 }
 
 /// Per-connector defaults, from the vendors' documented limits.
@@ -318,6 +341,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             salesforce::kind(),
             lemlist::kind(),
             marketing_cloud::kind(),
+            smartlead::kind(),
         ]
     })
 }

@@ -25,7 +25,9 @@ use uuid::Uuid;
 use super::circuit::{CircuitBreaker, CircuitState, Permit};
 use super::{AlertMonitor, Destination, consent, policy};
 use crate::connectors::pace::{self, Hold, Pacer, RateGate};
-use crate::connectors::{AttemptReport, DeliveryJob, ErrorClass, JobResult, Outcome, payload};
+use crate::connectors::{
+    AttemptReport, DeliveryJob, ErrorClass, JobResult, Outcome, enroll, payload,
+};
 use crate::store::{Attempt, ClaimedDelivery, Completion, Store, Transition};
 
 pub struct Context {
@@ -296,6 +298,9 @@ fn attempt_record(
         }
         Outcome::CredentialsRejected { message } | Outcome::Gone { message } => {
             (Some(ErrorClass::Auth.as_str()), Some(message.clone()))
+        }
+        Outcome::Deferred { reason, .. } | Outcome::Skipped { reason } => {
+            (None, Some(reason.clone()))
         }
     };
     let next_attempt_at = match transition {
@@ -685,6 +690,32 @@ async fn send_batch(
         jobs.push(job);
     }
 
+    // Sequence tools: the suppression list and the add limit (overflow
+    // waits for the next window), before any request.
+    if let Some(rules) = dest.connector.enrollment() {
+        let now = Utc::now();
+        let (go, held) = enroll::gate(&ctx.store, &dest.name, rules, jobs, now).await;
+        jobs = go;
+        for (job, outcome) in held {
+            let transition = policy::transition(&dest.retry, &job.delivery, &outcome, None, now);
+            let attempt = attempt_record(
+                &dest.name,
+                &job.delivery,
+                &AttemptReport::default(),
+                &outcome,
+                &transition,
+            );
+            log_outcome(&dest.name, &job, &attempt);
+            completions.push(Completion {
+                delivery_id: job.delivery.id,
+                lease_id: job.delivery.lease_id.unwrap_or_default(),
+                attempt: Some(attempt),
+                transition,
+                follow_up: None,
+            });
+        }
+    }
+
     if !jobs.is_empty() {
         let job_keys: Vec<Vec<String>> =
             jobs.iter().map(|j| dest.connector.lookup_keys(j)).collect();
@@ -876,6 +907,9 @@ fn log_outcome(dest: &str, job: &DeliveryJob, a: &Attempt) {
         }
         "dead" => {
             tracing::warn!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, "dead-lettered")
+        }
+        "skipped" | "overflow" => {
+            tracing::info!(destination = dest, delivery_id = %job.delivery.id, outcome = %a.outcome, message = ?a.message, "not sent")
         }
         other => {
             tracing::info!(destination = dest, delivery_id = %job.delivery.id, status = ?a.status, class = ?a.error_class, outcome = other, "attempt failed")

@@ -30,6 +30,11 @@ pub fn attempt_outcome(t: &Transition) -> &'static str {
     match t {
         Transition::Delivered { .. } => "delivered",
         Transition::Scheduled { failed: true, .. } => "retry",
+        Transition::Scheduled {
+            failed: false,
+            error,
+            ..
+        } if error.starts_with(crate::connectors::enroll::OVERFLOW) => "overflow",
         Transition::Scheduled { failed: false, .. } => "throttled",
         Transition::Dead { .. } => "dead",
         Transition::Skipped { .. } => "skipped",
@@ -115,6 +120,17 @@ pub fn transition(
         Outcome::Gone { message } => Transition::Dead {
             status,
             reason: format!("destination gone (disabled): {message}"),
+        },
+        // The overflow queue: no deadline applies (never dead-lettered for
+        // capacity), and it is not a failure.
+        Outcome::Deferred { until, reason } => Transition::Scheduled {
+            at: (*until).max(now),
+            failed: false,
+            status,
+            error: format!("{}{reason}", crate::connectors::enroll::OVERFLOW),
+        },
+        Outcome::Skipped { reason } => Transition::Skipped {
+            reason: reason.clone(),
         },
     }
 }

@@ -599,7 +599,11 @@ pub fn outcome_text(o: &super::Outcome) -> String {
         | Outcome::Permanent { message, .. }
         | Outcome::Throttled { message, .. }
         | Outcome::CredentialsRejected { message }
-        | Outcome::Gone { message } => message.clone(),
+        | Outcome::Gone { message }
+        | Outcome::Deferred {
+            reason: message, ..
+        }
+        | Outcome::Skipped { reason: message } => message.clone(),
     }
 }
 
@@ -716,6 +720,7 @@ pub fn erasable(connector: &str, object: &str) -> bool {
         (connector, object),
         ("hubspot", "contact") | ("pipedrive", "person") | ("salesforce", "lead" | "contact")
     ) || (connector == "lemlist" && object.starts_with(super::lemlist::LEAD_OBJECT_PREFIX))
+        || (connector == "smartlead" && object.starts_with(super::smartlead::LEAD_OBJECT_PREFIX))
 }
 
 /// What deleting one record came to.
@@ -789,15 +794,4 @@ pub fn bad_erase(message: String) -> super::JobResult {
     }
 }
 
-/// Percent-encodes a path segment (external id values such as emails).
-pub fn path_segment(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use super::http::path_segment;

@@ -6,19 +6,28 @@
 //! - `api_key_env` (default `LEMLIST_API_KEY`): HTTP Basic with an empty
 //!   user and the key as password, as lemlist documents.
 //! - `campaign_id` (`cam_…`, required).
-//! - `deduplicate` (default true): lemlist refuses a person who is already
-//!   in another campaign of the team, so nobody gets two sequences at once.
+//! - `deduplicate` (default true): a person who is already in another
+//!   campaign of the team is "already enrolled" and handled by the
+//!   destination's `already_enrolled` policy (`skip` or `queue`; lemlist's
+//!   API cannot move a lead, so `move` is refused), so nobody gets two
+//!   sequences at once.
+//! - `[destinations.NAME.enrollment]`: the shared enrollment policy
+//!   (`already_enrolled`, `add_limit`, `queue_recheck`; see
+//!   [`crate::connectors::enroll`]).
 //! - `[destinations.NAME.mapping.lead]`: the lead's variables through the
 //!   shared mapping engine (defaults in `defaults.toml`; `email` required).
 //! - `base_url` (default `https://api.lemlist.com`), `allow_private_networks`.
 //!
-//! Classification: 200 delivered (lemlist's lead id kept); 409 — the person
-//! is already in this campaign (a retry after a lost answer) or, with
-//! `deduplicate`, in another one — counts as delivered: the enrollment the
-//! delivery asked for exists, and enrolling again would spam them; 404 is a
-//! permanent "campaign not found"; 429 throttles the destination until
-//! `Retry-After`; otherwise the shared HTTP classification. lemlist allows
-//! 20 requests per 2 seconds per key: that is the default rate limit.
+//! Find-or-create: the person is looked up first ("Get Lead by Email",
+//! `GET /api/leads/{email}?version=v2`): a lead in this campaign is the
+//! enrollment already done (a retry after a lost answer or a `kill -9`);
+//! a lead in another campaign is "already enrolled" (with `deduplicate`);
+//! an unsubscribed lead is never added. Only then `POST` the lead; a 409
+//! from a race between two nodes is read the same way. 404 is a permanent
+//! "campaign not found"; a 400 naming an unsubscribed lead ends the
+//! delivery `skipped`; 429 throttles the destination until `Retry-After`;
+//! otherwise the shared HTTP classification. lemlist allows 20 requests
+//! per 2 seconds per key: that is the default rate limit.
 //!
 //! A privacy erase removes each lead leadrelay enrolled from its campaign
 //! ("Delete or Unsubscribe Lead" with `action=remove`); a lead or campaign
@@ -32,6 +41,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::crm;
+use super::enroll::{self, Verdict};
 use super::http::{self as shared, HttpResponse};
 use super::{
     BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob, ErrorClass,
@@ -43,6 +53,8 @@ use crate::store::RemoteId;
 
 /// The object a lead's id is kept under: `lemlist_lead:{campaign id}`.
 pub const LEAD_OBJECT_PREFIX: &str = "lemlist_lead:";
+
+type SendResult = (Result<HttpResponse, Outcome>, super::AttemptReport);
 
 /// The default field mapping (also shown in the README).
 pub const DEFAULT_MAPPING: &str = include_str!("defaults.toml");
@@ -65,6 +77,8 @@ struct Settings {
     deduplicate: bool,
     #[serde(default)]
     mapping: toml::Table,
+    #[serde(default)]
+    enrollment: enroll::Settings,
     #[serde(default)]
     base_url: Option<String>,
     #[serde(default)]
@@ -96,6 +110,7 @@ struct Lemlist {
     campaign_id: String,
     deduplicate: bool,
     mapping: Mapping,
+    policy: enroll::Policy,
     allow_private: bool,
 }
 
@@ -126,8 +141,11 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let client = shared::client(ctx.timeout, s.allow_private_networks)
         .map_err(|m| problems.push(Problem::error("", m)))
         .ok();
-    let (Some(api_key), Some(base), Some(mapping), Some(client), true) =
-        (api_key, base, mapping, client, problems.is_empty())
+    let policy = enroll::Policy::new("lemlist", &s.enrollment, false)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let (Some(api_key), Some(base), Some(mapping), Some(client), Some(policy), true) =
+        (api_key, base, mapping, client, policy, problems.is_empty())
     else {
         return Err(problems);
     };
@@ -138,25 +156,112 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         campaign_id: campaign.to_string(),
         deduplicate: s.deduplicate,
         mapping,
+        policy,
         allow_private: s.allow_private_networks,
     }))
 }
 
 /// lemlist's verdict on an enrollment request.
-fn classify(resp: &HttpResponse) -> Outcome {
+fn classify(resp: &HttpResponse) -> Verdict {
+    let text = resp.body.to_ascii_lowercase();
     match resp.status {
-        200 | 201 => Outcome::delivered(),
-        // Already enrolled (here, or elsewhere with `deduplicate`): done.
-        409 => Outcome::delivered(),
-        404 => Outcome::permanent(
+        200 | 201 => Verdict::Enrolled {
+            remote_ids: Vec::new(),
+        },
+        // A race with another node, or `deduplicate` refusing a person who
+        // is in another campaign.
+        409 if text.contains("another") => Verdict::ActiveElsewhere {
+            sequence: "another lemlist campaign".into(),
+        },
+        409 => Verdict::AlreadyMember {
+            remote_ids: Vec::new(),
+        },
+        400 if text.contains("unsubscribed") => Verdict::VendorSuppressed {
+            message: crate::redact::excerpt(&resp.body, 200),
+        },
+        404 => Verdict::Failed(Outcome::permanent(
             ErrorClass::Http4xx,
             format!(
                 "lemlist: campaign not found ({})",
                 crate::redact::excerpt(&resp.body, 200)
             ),
-        ),
-        _ => shared::classify(resp),
+        )),
+        _ => Verdict::Failed(shared::classify(resp)),
     }
+}
+
+/// What "Get Lead by Email" says about the person and this campaign:
+/// `None` when lemlist does not know them (or the answer has no leads).
+fn found(body: &str, campaign: &str, deduplicate: bool) -> Option<(Verdict, Option<String>)> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let leads: Vec<&Value> = match &v {
+        Value::Array(items) => items.iter().collect(),
+        Value::Object(_) => vec![&v],
+        _ => return None,
+    };
+    let campaign_of = |l: &Value| mapping::as_text(&l["campaignId"]).unwrap_or_default();
+    let status_of = |l: &Value| {
+        mapping::as_text(&l["status"])
+            .or_else(|| mapping::as_text(&l["state"]))
+            .unwrap_or_default()
+    };
+    if leads.iter().any(|l| status_of(l) == "unsubscribed") {
+        return Some((
+            Verdict::VendorSuppressed {
+                message: "the lead is unsubscribed in lemlist".into(),
+            },
+            None,
+        ));
+    }
+    if let Some(l) = leads.iter().find(|l| campaign_of(l) == campaign) {
+        let id = mapping::as_text(&l["_id"]).filter(|id| !id.is_empty());
+        return Some((
+            Verdict::AlreadyMember {
+                remote_ids: Vec::new(),
+            },
+            id,
+        ));
+    }
+    if deduplicate
+        && let Some(l) = leads
+            .iter()
+            .find(|l| !matches!(status_of(l).as_str(), "done" | "notInterested"))
+    {
+        return Some((
+            Verdict::ActiveElsewhere {
+                sequence: format!("lemlist campaign {}", campaign_of(l)),
+            },
+            None,
+        ));
+    }
+    None
+}
+
+/// The (campaign, lead id) pairs of a "Get Lead by Email" answer whose
+/// sequence is not over (ids checked to go into a path as they are).
+fn active_leads(body: &str) -> Vec<(String, String)> {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return Vec::new();
+    };
+    let leads = match v {
+        Value::Array(items) => items,
+        one @ Value::Object(_) => vec![one],
+        _ => Vec::new(),
+    };
+    leads
+        .iter()
+        .filter(|l| {
+            !matches!(
+                l["status"].as_str().unwrap_or_default(),
+                "done" | "unsubscribed"
+            )
+        })
+        .filter_map(|l| {
+            let c = mapping::as_text(&l["campaignId"])?;
+            let id = mapping::as_text(&l["_id"])?;
+            (is_lemlist_id(&c) && is_lemlist_id(&id)).then_some((c, id))
+        })
+        .collect()
 }
 
 /// lemlist variables are text, numbers or booleans: anything else the
@@ -254,7 +359,108 @@ impl Lemlist {
         Ok(body)
     }
 
+    /// The lead id a verdict carries, kept as the membership.
+    fn membership(&self, job: &DeliveryJob, id: Option<String>) -> Vec<RemoteId> {
+        id.filter(|id| !id.is_empty())
+            .map(|id| RemoteId {
+                object: format!("{LEAD_OBJECT_PREFIX}{}", self.campaign_id),
+                key: job.delivery.contact_key.clone(),
+                id,
+            })
+            .into_iter()
+            .collect()
+    }
+
+    async fn send(&self, req: reqwest::Result<reqwest::Request>, url: &str) -> SendResult {
+        enroll::send(&self.client, req, url, self.allow_private).await
+    }
+
+    /// "Get Lead by Email": the answer's body, `None` when lemlist does
+    /// not know the person.
+    async fn lookup(&self, email: &str) -> Result<Option<String>, (Outcome, super::AttemptReport)> {
+        let url = format!(
+            "{}/api/leads/{}?version=v2",
+            self.base,
+            crate::connectors::http::path_segment(email)
+        );
+        let req = self
+            .client
+            .get(&url)
+            .basic_auth("", Some(&self.api_key))
+            .build();
+        match self.send(req, &url).await {
+            (Err(o), report) => Err((o, report)),
+            (Ok(resp), _) if resp.status == 404 => Ok(None),
+            (Ok(resp), report) => match shared::classify(&resp) {
+                Outcome::Delivered { .. } => Ok(Some(resp.body)),
+                other => Err((other, report)),
+            },
+        }
+    }
+
+    /// Find: what lemlist already has for the person and this campaign.
+    async fn find(
+        &self,
+        job: &DeliveryJob,
+        email: &str,
+    ) -> Result<Option<Verdict>, (Outcome, super::AttemptReport)> {
+        let Some(body) = self.lookup(email).await? else {
+            return Ok(None);
+        };
+        Ok(
+            found(&body, &self.campaign_id, self.deduplicate).map(|(verdict, id)| match verdict {
+                Verdict::AlreadyMember { .. } => Verdict::AlreadyMember {
+                    remote_ids: self.membership(job, id),
+                },
+                other => other,
+            }),
+        )
+    }
+
+    /// `exit_sequences`: every lead of the person that is still running
+    /// leaves its campaign (`action=remove`); nothing to do is success.
+    async fn exit(&self, job: &DeliveryJob) -> JobResult {
+        let Some(email) = enroll::job_email(job) else {
+            return JobResult {
+                outcome: Outcome::permanent(ErrorClass::Mapping, "no email address to exit"),
+                report: Default::default(),
+            };
+        };
+        let body = match self.lookup(&email).await {
+            Err((outcome, report)) => return JobResult { outcome, report },
+            Ok(body) => body.unwrap_or_default(),
+        };
+        let mut left = Vec::new();
+        let mut report = super::AttemptReport::default();
+        for (campaign, id) in active_leads(&body) {
+            let url = format!(
+                "{}/api/campaigns/{campaign}/leads/{id}?action=remove",
+                self.base
+            );
+            let req = self
+                .client
+                .delete(&url)
+                .basic_auth("", Some(&self.api_key))
+                .build();
+            let (result, r) = self.send(req, &url).await;
+            report = r;
+            match result {
+                Ok(resp) if resp.status == 404 => {}
+                Ok(resp) => match shared::classify(&resp) {
+                    Outcome::Delivered { .. } => left.push(campaign),
+                    outcome => return JobResult { outcome, report },
+                },
+                Err(outcome) => return JobResult { outcome, report },
+            }
+        }
+        JobResult {
+            outcome: enroll::exited("lemlist", &left),
+            report,
+        }
+    }
+
     async fn enroll(&self, job: &DeliveryJob) -> JobResult {
+        let now = chrono::Utc::now();
         let failed = |outcome| JobResult {
             outcome,
             report: Default::default(),
@@ -263,43 +469,47 @@ impl Lemlist {
             Ok(b) => b,
             Err(m) => return failed(Outcome::permanent(ErrorClass::Mapping, m)),
         };
+        let email = body
+            .get("email")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        match self.find(job, &email).await {
+            Err((outcome, report)) => return JobResult { outcome, report },
+            Ok(Some(verdict)) => {
+                return JobResult {
+                    outcome: self.policy.outcome(verdict, now),
+                    report: Default::default(),
+                };
+            }
+            Ok(None) => {}
+        }
         let url = self.leads_url();
-        let req = match self
+        let req = self
             .client
             .post(&url)
             .basic_auth("", Some(&self.api_key))
             .json(&body)
-            .build()
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return failed(Outcome::permanent(
-                    ErrorClass::Mapping,
-                    format!("cannot build the request: {e}"),
-                ));
-            }
-        };
-        let (result, report) = shared::send(&self.client, req, &url, self.allow_private).await;
-        let outcome = match result {
-            Err(e) => e.outcome(),
+            .build();
+        let (result, report) = self.send(req, &url).await;
+        let verdict = match result {
+            Err(outcome) => Verdict::Failed(outcome),
             Ok(resp) => match classify(&resp) {
-                Outcome::Delivered { .. } => Outcome::Delivered {
-                    remote_ids: serde_json::from_str::<Value>(&resp.body)
-                        .ok()
-                        .and_then(|v| mapping::as_text(&v["_id"]))
-                        .filter(|id| !id.is_empty())
-                        .map(|id| RemoteId {
-                            object: format!("{LEAD_OBJECT_PREFIX}{}", self.campaign_id),
-                            key: job.delivery.contact_key.clone(),
-                            id,
-                        })
-                        .into_iter()
-                        .collect(),
+                Verdict::Enrolled { .. } => Verdict::Enrolled {
+                    remote_ids: self.membership(
+                        job,
+                        serde_json::from_str::<Value>(&resp.body)
+                            .ok()
+                            .and_then(|v| mapping::as_text(&v["_id"])),
+                    ),
                 },
                 other => other,
             },
         };
-        JobResult { outcome, report }
+        JobResult {
+            outcome: self.policy.outcome(verdict, now),
+            report,
+        }
     }
 
     async fn get_ok(&self, path: &str) -> Result<(), String> {
@@ -334,6 +544,7 @@ impl Connector for Lemlist {
         for job in jobs {
             out.push(match crm::erase_targets(job) {
                 Some(targets) => self.erase(targets).await,
+                None if self.policy.is_exit(job) => self.exit(job).await,
                 None => self.enroll(job).await,
             });
         }
@@ -344,13 +555,13 @@ impl Connector for Lemlist {
         if crm::erase_targets(job).is_some() {
             return None;
         }
-        let has_email = job
-            .contact
-            .as_ref()
-            .and_then(|c| c.data.email.as_ref())
-            .or(job.event.contact.email.as_ref())
-            .is_some();
-        (!has_email).then(|| "no email address to enroll".to_string())
+        enroll::job_email(job)
+            .is_none()
+            .then(|| "no email address to enroll".to_string())
+    }
+
+    fn enrollment(&self) -> Option<&enroll::Policy> {
+        Some(&self.policy)
     }
 
     fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
@@ -394,30 +605,69 @@ mod tests {
     }
 
     #[test]
-    fn already_enrolled_is_done_and_a_missing_campaign_is_permanent() {
+    fn answers_are_read_as_enrollment_verdicts() {
         assert!(matches!(
             classify(&resp(409, r#"{"error":"Lead already in the campaign"}"#)),
-            Outcome::Delivered { .. }
+            Verdict::AlreadyMember { .. }
+        ));
+        assert!(matches!(
+            classify(&resp(
+                409,
+                r#"{"error":"Lead already in another campaign"}"#
+            )),
+            Verdict::ActiveElsewhere { .. }
+        ));
+        assert!(matches!(
+            classify(&resp(400, r#"{"error":"Lead is unsubscribed"}"#)),
+            Verdict::VendorSuppressed { .. }
         ));
         assert!(matches!(
             classify(&resp(404, "Campaign not found")),
-            Outcome::Permanent {
+            Verdict::Failed(Outcome::Permanent {
                 class: ErrorClass::Http4xx,
                 ..
-            }
+            })
+        ));
+        for (status, ok) in [
+            (429, "throttled"),
+            (401, "auth"),
+            (502, "retry"),
+            (400, "permanent"),
+        ] {
+            let got = match classify(&resp(status, "Invalid email")) {
+                Verdict::Failed(Outcome::Throttled { .. }) => "throttled",
+                Verdict::Failed(Outcome::CredentialsRejected { .. }) => "auth",
+                Verdict::Failed(Outcome::Retry { .. }) => "retry",
+                Verdict::Failed(Outcome::Permanent { .. }) => "permanent",
+                other => panic!("{status}: {other:?}"),
+            };
+            assert_eq!(got, ok, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_found_lead_is_a_member_elsewhere_or_unsubscribed() {
+        let body = r#"[{"_id":"lea_1","campaignId":"cam_B","status":"running"}]"#;
+        assert!(matches!(
+            found(body, "cam_B", true),
+            Some((Verdict::AlreadyMember { .. }, Some(_)))
         ));
         assert!(matches!(
-            classify(&resp(429, "")),
-            Outcome::Throttled { .. }
+            found(body, "cam_A", true),
+            Some((Verdict::ActiveElsewhere { .. }, None))
         ));
+        assert!(found(body, "cam_A", false).is_none());
+        let done = r#"[{"_id":"lea_1","campaignId":"cam_B","status":"done"}]"#;
+        assert!(found(done, "cam_A", true).is_none());
+        assert!(active_leads(done).is_empty());
+        assert_eq!(
+            active_leads(body),
+            [("cam_B".to_string(), "lea_1".to_string())]
+        );
+        let unsub = r#"[{"_id":"lea_1","campaignId":"cam_B","status":"unsubscribed"}]"#;
         assert!(matches!(
-            classify(&resp(401, "")),
-            Outcome::CredentialsRejected { .. }
-        ));
-        assert!(matches!(classify(&resp(502, "")), Outcome::Retry { .. }));
-        assert!(matches!(
-            classify(&resp(400, "Invalid email")),
-            Outcome::Permanent { .. }
+            found(unsub, "cam_A", true),
+            Some((Verdict::VendorSuppressed { .. }, None))
         ));
     }
 

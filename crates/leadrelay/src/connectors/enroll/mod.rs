@@ -1,0 +1,469 @@
+//! The enrollment model every sequence tool shares (lemlist, Smartlead, …):
+//! what a destination that puts people into a sequence must guarantee,
+//! whatever the vendor.
+//!
+//! - **Suppression list, at send time.** A person who unsubscribed from
+//!   email or whose email bounced — from any source, recorded on the golden
+//!   record by the contact merge — is never enrolled: the delivery ends
+//!   `skipped` without a request ([`suppressed`]).
+//! - **Add limit with an overflow queue.** `add_limit = "100/1d"` caps the
+//!   people added per window (windows are aligned to the period: a `1d`
+//!   window starts at 00:00 UTC). The count is kept in the store, so every
+//!   node shares it. What does not fit waits — `scheduled`, its last error
+//!   starting with [`OVERFLOW`] — until the next window; the same happens
+//!   when the vendor reports the sequence full. The overflow queue is never
+//!   dead-lettered for its age.
+//! - **Already enrolled elsewhere**, per destination
+//!   (`already_enrolled`): `skip` ends the delivery `skipped`; `queue`
+//!   waits in the overflow queue and asks the vendor again every
+//!   `queue_recheck` until the other sequence has ended; `move` takes the
+//!   person out of the other sequence first (tools that can; the
+//!   configuration check refuses it for the others).
+//! - **Find-or-create.** Connectors ask the vendor for the person before
+//!   creating them, or use the vendor's own duplicate rule, so a retry
+//!   after a lost answer or a `kill -9` finds the record instead of making
+//!   a second one; an answer "already in this sequence" is success.
+//!
+//! Re-qualification is the handoff's (`[handoff] requalify`): enrollment
+//! routes take `lead.qualified`, which the handoff emits again only when the
+//! policy says so.
+//!
+//! Connectors classify the vendor's answer into a [`Verdict`]; [`Policy::outcome`]
+//! turns it into the scheduler's [`Outcome`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
+
+use super::{DeliveryJob, ErrorClass, Outcome};
+use crate::config::{HumanDuration, Problem, Rate};
+use crate::store::{RemoteId, Store};
+
+/// How the last error of a delivery in the overflow queue starts.
+pub const OVERFLOW: &str = "overflow: ";
+
+/// The event type that always takes a person out of every sequence of a
+/// tool (the `exit_sequences` action, e.g. posted through the API).
+pub const EXIT_EVENT: &str = "sequence.exit";
+
+fn default_exit_on() -> Vec<String> {
+    vec!["meeting.booked".into(), "reply.received".into()]
+}
+
+/// What to do with a person who is active in another sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlreadyEnrolled {
+    /// Leave them where they are; the delivery ends `skipped`.
+    #[default]
+    Skip,
+    /// Wait until the other sequence has ended, then enroll.
+    Queue,
+    /// Take them out of the other sequence and enroll them in this one.
+    Move,
+}
+
+impl AlreadyEnrolled {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlreadyEnrolled::Skip => "skip",
+            AlreadyEnrolled::Queue => "queue",
+            AlreadyEnrolled::Move => "move",
+        }
+    }
+}
+
+fn default_recheck() -> HumanDuration {
+    HumanDuration::secs(3600)
+}
+
+/// `[destinations.NAME.enrollment]`: the same keys for every sequence tool.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// `skip` (default), `queue` or `move`.
+    #[serde(default)]
+    pub already_enrolled: AlreadyEnrolled,
+    /// People added per window, e.g. `"100/1d"` (none: only the vendor's
+    /// own limits apply).
+    #[serde(default)]
+    pub add_limit: Option<Rate>,
+    /// How often a queued person (`already_enrolled = "queue"`, or a full
+    /// sequence without `add_limit`) is tried again. Default 1 hour.
+    #[serde(default = "default_recheck")]
+    pub queue_recheck: HumanDuration,
+    /// Event types that make this destination take the person out of every
+    /// active sequence of the tool instead of enrolling them (the
+    /// `exit_sequences` action), besides `sequence.exit`. Default
+    /// `["meeting.booked", "reply.received"]`.
+    #[serde(default = "default_exit_on")]
+    pub exit_on: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            already_enrolled: AlreadyEnrolled::default(),
+            add_limit: None,
+            queue_recheck: default_recheck(),
+            exit_on: default_exit_on(),
+        }
+    }
+}
+
+/// A destination's enrollment policy, checked against what its tool can do.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub tool: &'static str,
+    pub already_enrolled: AlreadyEnrolled,
+    pub add_limit: Option<Rate>,
+    pub queue_recheck: Duration,
+    pub exit_on: Vec<String>,
+}
+
+impl Policy {
+    /// `can_move`: whether the tool's API can take a person out of another
+    /// sequence (otherwise `move` is a configuration error).
+    pub fn new(tool: &'static str, s: &Settings, can_move: bool) -> Result<Self, Problem> {
+        if s.already_enrolled == AlreadyEnrolled::Move && !can_move {
+            return Err(Problem::error(
+                "enrollment.already_enrolled",
+                format!(
+                    "{tool} cannot move a person between sequences through its API: use \"skip\" or \"queue\""
+                ),
+            ));
+        }
+        if s.queue_recheck.get() < Duration::from_secs(1) {
+            return Err(Problem::error(
+                "enrollment.queue_recheck",
+                "must be at least 1s",
+            ));
+        }
+        Ok(Self {
+            tool,
+            already_enrolled: s.already_enrolled,
+            add_limit: s.add_limit,
+            queue_recheck: s.queue_recheck.get(),
+            exit_on: s.exit_on.clone(),
+        })
+    }
+
+    /// Whether the job asks to take the person out of every sequence.
+    pub fn is_exit(&self, job: &DeliveryJob) -> bool {
+        let t = job.event.event_type.as_str();
+        t == EXIT_EVENT || self.exit_on.iter().any(|e| e == t)
+    }
+
+    /// Whether the job asks for an enrollment (not an exit or a privacy erase).
+    pub fn is_enrollment(&self, job: &DeliveryJob) -> bool {
+        !self.is_exit(job) && super::crm::erase_targets(job).is_none()
+    }
+
+    /// When the overflow queue is tried again: the next add-limit window,
+    /// or `queue_recheck` from now.
+    pub fn next_window(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self.add_limit {
+            Some(rate) => window(rate, now).1,
+            None => now + chrono::Duration::from_std(self.queue_recheck).unwrap_or_default(),
+        }
+    }
+
+    /// The scheduler's outcome for a vendor's verdict.
+    pub fn outcome(&self, verdict: Verdict, now: DateTime<Utc>) -> Outcome {
+        let tool = self.tool;
+        match verdict {
+            Verdict::Enrolled { remote_ids } | Verdict::AlreadyMember { remote_ids } => {
+                Outcome::Delivered { remote_ids }
+            }
+            Verdict::ActiveElsewhere { sequence } => match self.already_enrolled {
+                AlreadyEnrolled::Skip => Outcome::Skipped {
+                    reason: format!(
+                        "{tool}: already active in another sequence ({sequence}); policy skip"
+                    ),
+                },
+                AlreadyEnrolled::Queue => Outcome::Deferred {
+                    until: now + chrono::Duration::from_std(self.queue_recheck).unwrap_or_default(),
+                    reason: format!(
+                        "{tool}: active in another sequence ({sequence}); queued until it ends"
+                    ),
+                },
+                // The connector moves before it answers this; getting here
+                // means the move did not happen.
+                AlreadyEnrolled::Move => Outcome::retry(
+                    ErrorClass::Vendor,
+                    format!("{tool}: still active in another sequence ({sequence}) after the move"),
+                ),
+            },
+            Verdict::Full { message } => Outcome::Deferred {
+                until: self.next_window(now),
+                reason: format!("{tool}: the sequence is full ({message})"),
+            },
+            Verdict::VendorSuppressed { message } => Outcome::Skipped {
+                reason: format!("{tool} will not enroll this person: {message}"),
+            },
+            Verdict::Failed(outcome) => outcome,
+        }
+    }
+}
+
+/// A sequence tool's answer to one enrollment, in the shared vocabulary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Added now.
+    Enrolled { remote_ids: Vec<RemoteId> },
+    /// Already in this very sequence (a retry, a repeat lead): done.
+    AlreadyMember { remote_ids: Vec<RemoteId> },
+    /// Active in another sequence (name or id when the vendor says which).
+    ActiveElsewhere { sequence: String },
+    /// The sequence's capacity (or the vendor's daily add limit) is reached.
+    Full { message: String },
+    /// The vendor lists the person as unsubscribed or bounced.
+    VendorSuppressed { message: String },
+    /// Anything else: the shared HTTP classification.
+    Failed(Outcome),
+}
+
+/// The add-limit window `now` falls in: `[start, end)`, aligned to the
+/// period since the Unix epoch (a day starts at 00:00 UTC).
+pub fn window(rate: Rate, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let period = rate.period.as_millis().max(1) as i64;
+    let start = now.timestamp_millis().div_euclid(period) * period;
+    let at = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or(now);
+    (at(start), at(start + period))
+}
+
+/// Why a job must not be enrolled at all: the person is on the
+/// suppression list.
+pub fn suppressed(job: &DeliveryJob) -> Option<String> {
+    let s = job.contact.as_ref()?.lead.suppressed.as_ref()?;
+    Some(format!(
+        "suppressed: the person {} ({}, {})",
+        s.reason,
+        s.origin,
+        s.at.format("%Y-%m-%d %H:%M UTC")
+    ))
+}
+
+/// One request of a sequence tool's connector, its failure already
+/// classified (a request that cannot be built is a permanent mapping error).
+pub async fn send(
+    client: &reqwest::Client,
+    req: reqwest::Result<reqwest::Request>,
+    display_url: &str,
+    allow_private: bool,
+) -> (
+    Result<super::http::HttpResponse, Outcome>,
+    super::AttemptReport,
+) {
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            let m = format!("cannot build the request: {e}");
+            return (
+                Err(Outcome::permanent(ErrorClass::Mapping, m)),
+                Default::default(),
+            );
+        }
+    };
+    let (result, report) = super::http::send(client, req, display_url, allow_private).await;
+    (result.map_err(|e| e.outcome()), report)
+}
+
+/// The person's email address (golden record first).
+pub fn job_email(job: &DeliveryJob) -> Option<String> {
+    job.contact
+        .as_ref()
+        .and_then(|c| c.data.email.as_ref())
+        .or(job.event.contact.email.as_ref())
+        .map(|e| e.as_str().to_string())
+}
+
+/// The outcome of an exit from `left` sequences (idempotent: none is fine).
+pub fn exited(tool: &str, left: &[String]) -> Outcome {
+    if left.is_empty() {
+        tracing::info!(tool, "exit_sequences: the person is in no active sequence");
+    } else {
+        tracing::info!(tool, sequences = ?left, "exit_sequences: removed from active sequences");
+    }
+    Outcome::delivered()
+}
+
+fn counter_key(destination: &str, start: DateTime<Utc>) -> String {
+    format!("enroll:adds:{destination}:{}", start.timestamp_millis())
+}
+
+/// How many people were added (or reserved) in the current window.
+pub async fn added_in_window(
+    store: &Arc<dyn Store>,
+    destination: &str,
+    rate: Rate,
+    now: DateTime<Utc>,
+) -> crate::store::StoreResult<u32> {
+    let (start, _) = window(rate, now);
+    Ok(store
+        .kv_get(&counter_key(destination, start))
+        .await?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Reserves up to `wanted` adds in the current window (shared by every node
+/// through the store); returns how many were granted.
+async fn reserve(
+    store: &Arc<dyn Store>,
+    destination: &str,
+    rate: Rate,
+    wanted: u32,
+    now: DateTime<Utc>,
+) -> crate::store::StoreResult<u32> {
+    let (start, _) = window(rate, now);
+    let key = counter_key(destination, start);
+    loop {
+        let current = store.kv_get(&key).await?;
+        let used: u32 = current.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let grant = wanted.min(rate.count.saturating_sub(used));
+        if grant == 0 {
+            return Ok(0);
+        }
+        let next = (used + grant).to_string();
+        if store
+            .kv_compare_and_set(&key, current.as_deref(), &next)
+            .await?
+        {
+            return Ok(grant);
+        }
+    }
+}
+
+/// The enrollment gate the dispatcher runs before sending: suppressed
+/// people are skipped, and only as many enrollments as the add limit
+/// allows go out; the rest wait for the next window. Exits and erasures
+/// pass untouched. Returns the jobs to send and the decided ones.
+pub async fn gate(
+    store: &Arc<dyn Store>,
+    destination: &str,
+    policy: &Policy,
+    jobs: Vec<DeliveryJob>,
+    now: DateTime<Utc>,
+) -> (Vec<DeliveryJob>, Vec<(DeliveryJob, Outcome)>) {
+    let mut go = Vec::with_capacity(jobs.len());
+    let mut held = Vec::new();
+    let mut enrollments = Vec::new();
+    for job in jobs {
+        if !policy.is_enrollment(&job) {
+            go.push(job);
+        } else if let Some(reason) = suppressed(&job) {
+            held.push((job, Outcome::Skipped { reason }));
+        } else {
+            enrollments.push(job);
+        }
+    }
+    let Some(rate) = policy.add_limit else {
+        go.extend(enrollments);
+        return (go, held);
+    };
+    let wanted = enrollments.len() as u32;
+    match reserve(store, destination, rate, wanted, now).await {
+        Ok(granted) => {
+            let until = window(rate, now).1;
+            for (i, job) in enrollments.into_iter().enumerate() {
+                if (i as u32) < granted {
+                    go.push(job);
+                } else {
+                    let reason =
+                        format!("{}: add limit {rate} reached for this window", policy.tool);
+                    held.push((job, Outcome::Deferred { until, reason }));
+                }
+            }
+        }
+        Err(e) => {
+            for job in enrollments {
+                let m = format!("cannot count the add limit: {e}");
+                held.push((job, Outcome::retry(ErrorClass::Io, m)));
+            }
+        }
+    }
+    (go, held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(s: &str) -> Rate {
+        Rate::parse(s).unwrap()
+    }
+
+    #[test]
+    fn windows_align_to_the_period() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 4, 17, 5, 9).unwrap();
+        let (start, end) = window(rate("100/1d"), now);
+        assert_eq!(start, Utc.with_ymd_and_hms(2026, 3, 4, 0, 0, 0).unwrap());
+        assert_eq!(end, Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap());
+        let (start, end) = window(rate("5/10s"), now);
+        assert_eq!(start, Utc.with_ymd_and_hms(2026, 3, 4, 17, 5, 0).unwrap());
+        assert_eq!(end, Utc.with_ymd_and_hms(2026, 3, 4, 17, 5, 10).unwrap());
+    }
+
+    fn policy(a: AlreadyEnrolled, limit: Option<&str>) -> Policy {
+        Policy {
+            tool: "tool",
+            already_enrolled: a,
+            add_limit: limit.map(rate),
+            queue_recheck: Duration::from_secs(60),
+            exit_on: default_exit_on(),
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_policy() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 4, 17, 5, 9).unwrap();
+        let elsewhere = || Verdict::ActiveElsewhere {
+            sequence: "Nurture".into(),
+        };
+        assert!(matches!(
+            policy(AlreadyEnrolled::Skip, None).outcome(elsewhere(), now),
+            Outcome::Skipped { .. }
+        ));
+        match policy(AlreadyEnrolled::Queue, None).outcome(elsewhere(), now) {
+            Outcome::Deferred { until, reason } => {
+                assert_eq!(until, now + chrono::Duration::seconds(60));
+                assert!(reason.contains("Nurture"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A full sequence waits for the next add-limit window.
+        match policy(AlreadyEnrolled::Skip, Some("10/1d")).outcome(
+            Verdict::Full {
+                message: "full".into(),
+            },
+            now,
+        ) {
+            Outcome::Deferred { until, .. } => {
+                assert_eq!(until, Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            policy(AlreadyEnrolled::Skip, None).outcome(
+                Verdict::AlreadyMember {
+                    remote_ids: Vec::new()
+                },
+                now
+            ),
+            Outcome::Delivered { .. }
+        ));
+    }
+
+    #[test]
+    fn move_is_refused_for_tools_that_cannot() {
+        let s = Settings {
+            already_enrolled: AlreadyEnrolled::Move,
+            ..Default::default()
+        };
+        let p = Policy::new("lemlist", &s, false).unwrap_err();
+        assert_eq!(p.path, "enrollment.already_enrolled");
+        assert!(Policy::new("smartlead", &s, true).is_ok());
+    }
+}
