@@ -39,6 +39,8 @@ pub struct Running {
     throttle_pruner: Option<JoinHandle<()>>,
     /// Fires handoff and SLA timers (`pipeline::handoff`).
     timers: Option<JoinHandle<()>>,
+    /// One task per `[syncs.NAME]`.
+    syncs: Vec<JoinHandle<()>>,
 }
 
 /// Opens the store named by the configuration and applies migrations.
@@ -150,6 +152,7 @@ pub async fn start(
 
     let shutdown = CancellationToken::new();
     let mut timers = None;
+    let mut syncs = Vec::new();
     if role != Role::Api {
         // Before the first claim: what a killed previous run held is due now.
         match store.release_own_leases().await {
@@ -163,6 +166,14 @@ pub async fn start(
             }
         }
         engine.start();
+        syncs = crate::sync::start_all(&config, env, &store, &shutdown).map_err(|ps| {
+            anyhow::anyhow!(
+                ps.iter()
+                    .map(|p| p.render("config"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
         timers = crate::pipeline::handoff::HandoffJob::new(
             store.clone(),
             config.clone(),
@@ -214,6 +225,7 @@ pub async fn start(
         server,
         throttle_pruner,
         timers,
+        syncs,
     })
 }
 
@@ -236,6 +248,10 @@ impl Running {
             // Cancelled with the server; a timer cut short keeps its lease
             // and falls due again after a restart.
             let _ = t.await;
+        }
+        for s in self.syncs.drain(..) {
+            // Cancelled with the server: a round cut short is repeated.
+            let _ = s.await;
         }
         self.engine.shutdown().await;
         self.store.close().await;

@@ -10,6 +10,7 @@
 mod load;
 mod location;
 mod parse;
+pub mod sync;
 pub mod units;
 mod validate;
 
@@ -57,6 +58,8 @@ pub struct Config {
     pub handoff: crate::pipeline::HandoffConfig,
     /// The golden contact record: which source's value each field keeps.
     pub contacts: ContactsConfig,
+    /// Record syncs between CRMs (`[syncs.NAME]`).
+    pub syncs: BTreeMap<String, sync::SyncConfig>,
 }
 
 /// `[contacts]`

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod pipeline;
 mod privacy;
 mod review;
+mod sync;
 pub mod views;
 
 use std::sync::Arc;
@@ -132,6 +133,7 @@ impl Modify for BearerAuth {
         (name = "dead letters", description = "Deliveries waiting for a person: replay or discard"),
         (name = "destinations", description = "Destination health; pause and resume"),
         (name = "review", description = "Decisions for a person (sync conflicts)"),
+        (name = "syncs", description = "CRM record syncs: their health, and decisions on their conflicts"),
         (name = "privacy", description = "Export and erase a person, withdraw their consent, with the audit log"),
     )
 )]
@@ -163,6 +165,8 @@ pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(review::list_review_items))
         .routes(routes!(review::get_review_item))
         .routes(routes!(review::resolve_review_item))
+        .routes(routes!(sync::decide_sync_conflict))
+        .routes(routes!(sync::list_syncs))
         .routes(routes!(privacy::export))
         .routes(routes!(privacy::erase))
         .routes(routes!(privacy::withdraw))
