@@ -58,6 +58,10 @@ pub struct Observed {
     pub modified_at: DateTime<Utc>,
     /// By sync field name, in the system's vocabulary.
     pub values: BTreeMap<String, Val>,
+    /// The system's change feed shows every completed write (Pipedrive's
+    /// list); false when it may show an older state (HubSpot's search
+    /// index lags writes).
+    pub consistent: bool,
 }
 
 /// A conflict the `review` strategy hands to a person.
@@ -167,16 +171,34 @@ pub fn decide(
             let i = ix(side);
             let Some(o) = observed[i] else { continue };
             let v = o.values.get(name).cloned().unwrap_or(None);
-            if fs.seen[i].as_ref() == Some(&v) {
-                continue;
-            }
             let hash = value_hash(&v);
-            if let Some(pos) = fs.ledger[i].iter().position(|w| w.hash == hash) {
+            // Writes this view cannot be waiting for any more: with a
+            // consistent feed, all earlier writes; else those older than
+            // the record's modification (someone changed it since).
+            let superseded = |ledger: &mut Vec<Written>| {
+                if o.consistent || ledger.last().is_some_and(|w| o.modified_at > w.at + skew) {
+                    ledger.clear();
+                }
+            };
+            let echo = if o.consistent {
+                fs.ledger[i]
+                    .last()
+                    .is_some_and(|w| w.hash == hash)
+                    .then(|| fs.ledger[i].len() - 1)
+            } else {
+                fs.ledger[i].iter().position(|w| w.hash == hash)
+            };
+            if let Some(pos) = echo {
                 // Our own write coming back: remember it as seen, drop it
                 // (and the older writes it supersedes).
                 fs.ledger[i].drain(..=pos);
+                superseded(&mut fs.ledger[i]);
                 fs.seen[i] = Some(v);
                 d.echoes += 1;
+                continue;
+            }
+            if fs.seen[i].as_ref() == Some(&v) {
+                superseded(&mut fs.ledger[i]);
                 continue;
             }
             let first_sight = fs.seen[i].is_none();

@@ -82,6 +82,12 @@ pub trait SyncSystem: Send + Sync {
         fields: &[String],
     ) -> Result<Page, SyncError>;
 
+    /// Whether [`SyncSystem::changes`] shows every completed write (no
+    /// search-index lag).
+    fn consistent(&self) -> bool {
+        false
+    }
+
     /// Applies writes; one result per op, in order: the record's id.
     async fn write(&self, ops: &[WriteOp]) -> Vec<Result<String, SyncError>>;
 }

@@ -42,8 +42,12 @@ pub struct Health {
     pub cursor_b: Option<DateTime<Utc>>,
     /// Totals since the sync was first run.
     pub changes: u64,
+    /// Record writes into each system (one request each in Pipedrive, up
+    /// to 100 a request in HubSpot).
     pub writes_a: u64,
     pub writes_b: u64,
+    /// Field values those writes carried.
+    pub values_written: u64,
     pub echoes_dropped: u64,
     pub restores: u64,
     pub conflicts_settled: u64,
@@ -284,6 +288,7 @@ impl SyncRunner {
             for (op, r) in ops[i].iter().zip(results) {
                 match r {
                     Ok(id) => {
+                        h.values_written += op.fields.len() as u64;
                         if i == 0 {
                             h.writes_a += 1;
                         } else {
@@ -366,6 +371,7 @@ impl SyncRunner {
             id: rec.id,
             modified_at: rec.modified_at,
             values,
+            consistent: self.systems[side as usize].consistent(),
         }
     }
 

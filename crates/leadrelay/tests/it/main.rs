@@ -30,5 +30,6 @@ mod simulate;
 mod slack;
 mod sms;
 mod store;
+mod sync;
 mod support;
 mod viewer_masking;

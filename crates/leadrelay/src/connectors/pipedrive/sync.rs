@@ -112,7 +112,7 @@ impl PipedriveSync {
             )
             .await;
         let v = res.map_err(|f| SyncError(f.outcome))?;
-        Ok(v["data"]["items"]
+        Ok(v["items"]
             .as_array()
             .and_then(|items| items.first())
             .and_then(|i| text(i["item"].get("id"))))
@@ -136,12 +136,16 @@ impl PipedriveSync {
         };
         let (res, _) = self.api.call(method, &path, &[], Some(&b)).await;
         let v = res.map_err(|f| SyncError(f.outcome))?;
-        text(v["data"].get("id")).ok_or_else(|| failed("Pipedrive's answer did not name the person"))
+        text(v.get("id")).ok_or_else(|| failed("Pipedrive's answer did not name the person"))
     }
 }
 
 #[async_trait]
 impl SyncSystem for PipedriveSync {
+    fn consistent(&self) -> bool {
+        true
+    }
+
     async fn changes(
         &self,
         since: Option<DateTime<Utc>>,
@@ -162,7 +166,7 @@ impl SyncSystem for PipedriveSync {
         }
         let (res, _) = self
             .api
-            .call(Method::GET, "/api/v2/persons", &query, None)
+            .call_enveloped(Method::GET, "/api/v2/persons", &query, None)
             .await;
         let v = res.map_err(|f| SyncError(f.outcome))?;
         let mut records = Vec::new();

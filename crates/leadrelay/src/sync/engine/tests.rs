@@ -20,6 +20,7 @@ fn obs(id: &str, at: i64, values: &[(&str, Option<&str>)]) -> Observed {
             .iter()
             .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
             .collect(),
+        consistent: false,
     }
 }
 
@@ -228,4 +229,25 @@ fn a_record_missing_on_one_side_is_written_there_and_a_late_stale_echo_is_droppe
 fn merge_values_keeps_order_and_drops_duplicates() {
     assert_eq!(merge_values(&s("a; b"), &s("b;c")), s("a;b;c"));
     assert_eq!(merge_values(&None, &None), None);
+}
+
+#[test]
+fn a_revert_to_an_older_written_value_is_a_change_in_a_consistent_system() {
+    let cfg = sync("[fields.stage]\na = \"lifecyclestage\"\nb = \"custom_fields.stage\"\nowner = \"a\"\n");
+    let mut st = RecordState::default();
+    let b = |at: i64, v: &str| Observed {
+        consistent: true,
+        ..obs("9", at, &[("stage", Some(v))])
+    };
+    decide(&cfg, &mut st, [Some(&obs("1", 0, &[("stage", Some("x"))])), Some(&b(0, "x"))], t(0));
+    // a changes twice before b's feed shows either write.
+    let d = decide(&cfg, &mut st, [Some(&obs("1", 1, &[("stage", Some("c"))])), None], t(1));
+    assert_eq!(d.writes[1].get("stage"), Some(&s("c")));
+    let d = decide(&cfg, &mut st, [Some(&obs("1", 2, &[("stage", Some("l"))])), None], t(2));
+    assert_eq!(d.writes[1].get("stage"), Some(&s("l")));
+    // Someone sets b back to "c" after both writes: not an echo; undone.
+    let d = decide(&cfg, &mut st, [None, Some(&b(3, "c"))], t(3));
+    assert_eq!(d.echoes, 0);
+    assert_eq!(d.writes[1].get("stage"), Some(&s("l")));
+    assert_eq!(d.restores, 1);
 }
