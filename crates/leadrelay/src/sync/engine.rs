@@ -18,6 +18,9 @@ use crate::config::sync::{ConflictStrategy, FieldOwner, Side, SyncConfig, SyncFi
 /// How many recent writes per system and field are remembered for echo
 /// recognition (a slow search index can show an older write late).
 const LEDGER_DEPTH: usize = 8;
+/// A write not seen back this long after it was made is given up on (a
+/// crash between recording it and sending it): the next view decides.
+const IN_FLIGHT_TTL: Duration = Duration::minutes(5);
 
 /// A field value; `None` is empty.
 pub type Val = Option<String>;
@@ -176,7 +179,11 @@ pub fn decide(
             // consistent feed, all earlier writes; else those older than
             // the record's modification (someone changed it since).
             let superseded = |ledger: &mut Vec<Written>| {
-                if o.consistent || ledger.last().is_some_and(|w| o.modified_at > w.at + skew) {
+                if o.consistent
+                    || ledger.last().is_some_and(|w| {
+                        o.modified_at > w.at + skew || now - w.at > IN_FLIGHT_TTL
+                    })
+                {
                     ledger.clear();
                 }
             };
@@ -224,9 +231,13 @@ pub fn decide(
             let i = ix(side);
             let target = from_canonical(f, side, &agreed);
             let up_to_date = fs.seen[i].as_ref() == Some(&target);
-            let in_flight = fs.ledger[i]
-                .last()
-                .is_some_and(|w| w.hash == value_hash(&target));
+            // A record leadrelay has no id for yet is written by email
+            // (an upsert), so a create that may have been cut short by a
+            // crash is simply sent again.
+            let in_flight = state.ids[i].is_some()
+                && fs.ledger[i]
+                    .last()
+                    .is_some_and(|w| w.hash == value_hash(&target));
             // A record not seen yet in a system is created there only with
             // values (an empty field is not worth a record).
             let worth = fs.seen[i].is_some() || target.is_some();

@@ -181,23 +181,26 @@ impl SyncRunner {
         h
     }
 
-    async fn cursor(&self, side: Side) -> Result<Option<DateTime<Utc>>, StoreError> {
+    async fn cursor(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self
             .store
-            .kv_get(&key(&self.name, "cursor", side.as_str()))
+            .kv_get(&key(&self.name, "cursor", name))
             .await?
             .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
             .map(|t| t.with_timezone(&Utc)))
     }
 
-    /// Every record changed in `side` since its cursor (less the overlap).
+    /// Every record changed in `side` since the cursor (less the
+    /// overlap), up to [`MAX_PAGES`] pages: the records, the modification
+    /// time reached, and whether more pages are left.
     async fn poll(
         &self,
         side: Side,
-    ) -> Result<(Vec<RemoteRecord>, Option<DateTime<Utc>>), SyncError> {
+        cursor_name: &str,
+    ) -> Result<(Vec<RemoteRecord>, Option<DateTime<Utc>>, bool), SyncError> {
         let i = side as usize;
         let cursor = self
-            .cursor(side)
+            .cursor(cursor_name)
             .await
             .map_err(|e| SyncError(crate::connectors::Outcome::retry(
                 crate::connectors::ErrorClass::Internal,
@@ -208,7 +211,8 @@ impl SyncRunner {
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         let mut reached = cursor;
-        for _ in 0..MAX_PAGES {
+        let mut more = false;
+        for n in 0..MAX_PAGES {
             let Page { records, next } = pace::scope(
                 Some(self.pacers[i].clone()),
                 self.systems[i].changes(since, page.as_deref(), &fields),
@@ -219,24 +223,48 @@ impl SyncRunner {
             }
             out.extend(records);
             match next {
-                Some(n) => page = Some(n),
+                Some(p) => {
+                    more = n + 1 == MAX_PAGES;
+                    page = Some(p);
+                }
                 None => break,
             }
         }
-        Ok((out, reached))
+        Ok((out, reached, more))
     }
 
-    /// One round; returns the health figures after it.
+    /// One round from the sync's cursors; returns the health figures.
     pub async fn round(&self) -> Health {
+        self.round_from(["a", "b"]).await.0
+    }
+
+    /// Pulls every existing record of both systems (its own cursors, from
+    /// the beginning), round after round until no pages are left, calling
+    /// `progress` with the records decided in each round. Resumable: the
+    /// backfill cursors are saved after every round.
+    pub async fn backfill(&self, mut progress: impl FnMut(u64)) -> Health {
+        loop {
+            let (h, more) = self.round_from(["backfill_a", "backfill_b"]).await;
+            progress(h.last_round_records);
+            if !more || h.last_error.is_some() && h.last_round_records == 0 {
+                return h;
+            }
+        }
+    }
+
+    async fn round_from(&self, cursors: [&str; 2]) -> (Health, bool) {
+        let mut more_left = false;
         let mut h = self.health().await;
+        h.last_error = None;
         let now = Utc::now();
         let mut seen: [BTreeMap<String, Observed>; 2] = [BTreeMap::new(), BTreeMap::new()];
         let mut reached = [None, None];
         for side in [Side::A, Side::B] {
             let i = side as usize;
-            match self.poll(side).await {
-                Ok((records, r)) => {
+            match self.poll(side, cursors[i]).await {
+                Ok((records, r, more)) => {
                     reached[i] = r;
+                    more_left |= more;
                     for rec in records {
                         let Some(email) = rec.email.clone() else {
                             continue;
@@ -321,14 +349,16 @@ impl SyncRunner {
         for side in [Side::A, Side::B] {
             let i = side as usize;
             if let Some(t) = reached[i] {
-                if i == 0 {
+                if cursors[i] != side.as_str() {
+                    // A backfill cursor: not the sync's own.
+                } else if i == 0 {
                     h.cursor_a = Some(t);
                 } else {
                     h.cursor_b = Some(t);
                 }
                 let _ = self
                     .store
-                    .kv_set(&key(&self.name, "cursor", side.as_str()), &t.to_rfc3339())
+                    .kv_set(&key(&self.name, "cursor", cursors[i]), &t.to_rfc3339())
                     .await;
             }
         }
@@ -336,7 +366,7 @@ impl SyncRunner {
         if let Ok(v) = serde_json::to_string(&h) {
             let _ = self.store.kv_set(&key(&self.name, "health", ""), &v).await;
         }
-        h
+        (h, more_left)
     }
 
     /// Sync field names of vendor fields of `side`.

@@ -420,3 +420,54 @@ map = { lead = "Lead", mql = "Lead" }
         assert!(err.contains(needle), "{needle} in {err}");
     }
 }
+
+#[tokio::test]
+async fn a_backfill_cut_short_resumes_without_duplicates() {
+    let w = world(FIELDS).await;
+    const N: usize = 150;
+    for i in 0..N {
+        w.hs.seed(
+            "contacts",
+            &[("email", &email(i)), ("phone", &format!("+1777{i:07}")), ("lifecyclestage", "customer")],
+        );
+    }
+    // The first backfill is stopped (as a crash would) once Pipedrive has
+    // some of the persons.
+    let first = {
+        let runner = w.runner.clone();
+        tokio::spawn(async move { runner.backfill(|_| {}).await })
+    };
+    crate::support::eventually("some persons created", Duration::from_secs(30), || async {
+        (w.pd.persons().len() >= 20).then_some(())
+    })
+    .await;
+    first.abort();
+    let _ = first.await;
+    let cut = w.pd.persons().len();
+    assert!(cut < N, "stopped part-way: {cut}");
+    // Again, from a new runner (a restarted process) on the same store.
+    let env = |k: &str| match k {
+        "HUBSPOT_ACCESS_TOKEN" => Some(HubSpotConfig::DEFAULT_TOKEN.to_string()),
+        "PIPEDRIVE_API_TOKEN" => Some(PipedriveConfig::DEFAULT_TOKEN.to_string()),
+        _ => None,
+    };
+    let text = toml(&w.hs.base_url(), &w.pd.base_url(), FIELDS);
+    let cfg = config::load_str(&text, "test.toml", &env).unwrap().config;
+    let runner = SyncRunner::build("crm", &cfg, &env, w.app.store.clone()).unwrap();
+    let mut progress = 0;
+    let h = runner.backfill(|n| progress += n).await;
+    assert!(progress >= (N - cut) as u64, "{progress}");
+    assert_eq!(h.last_error, None);
+    let persons = w.pd.persons();
+    let mut emails: Vec<_> = persons
+        .iter()
+        .map(|p| p.primary_email().unwrap_or_default().to_string())
+        .collect();
+    emails.sort();
+    emails.dedup();
+    assert_eq!((persons.len(), emails.len()), (N, N), "one person each, no duplicates");
+    let [hs, pd] = views(&w);
+    for i in 0..N {
+        assert_eq!(hs[&email(i)][..2], pd[&email(i)][..2], "{}", email(i));
+    }
+}
