@@ -22,7 +22,11 @@ fn params(query: Option<&str>) -> Result<Vec<(String, String)>, PdError> {
 fn time(name: &str, v: &str) -> Result<DateTime<Utc>, PdError> {
     DateTime::parse_from_rfc3339(v)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| errors::schema(format!("{name}: Parameter '{name}' must be a valid RFC3339 date")))
+        .map_err(|_| {
+            errors::schema(format!(
+                "{name}: Parameter '{name}' must be a valid RFC3339 date"
+            ))
+        })
 }
 
 /// `GET /api/v2/persons`
@@ -62,10 +66,11 @@ pub(crate) async fn list_persons(
                     }
                 },
                 "cursor" => {
-                    cursor = decode_cursor(&v)
-                        .ok_or_else(|| errors::bad_request("Invalid cursor"))?;
+                    cursor =
+                        decode_cursor(&v).ok_or_else(|| errors::bad_request("Invalid cursor"))?;
                 }
-                "owner_id" | "org_id" | "filter_id" | "ids" | "include_fields" | "custom_fields" => {}
+                "owner_id" | "org_id" | "filter_id" | "ids" | "include_fields"
+                | "custom_fields" => {}
                 other => {
                     return Err(errors::schema(format!(
                         "{other}: Parameter '{other}' is not allowed for this request"
@@ -112,7 +117,11 @@ fn encode_cursor(offset: usize) -> String {
 fn decode_cursor(c: &str) -> Option<usize> {
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD.decode(c).ok()?;
-    String::from_utf8(raw).ok()?.strip_prefix("offset:")?.parse().ok()
+    String::from_utf8(raw)
+        .ok()?
+        .strip_prefix("offset:")?
+        .parse()
+        .ok()
 }
 
 impl PipedriveState {
@@ -154,6 +163,9 @@ impl PipedriveState {
 
     /// A person's custom fields.
     pub fn person_custom_fields(&self, id: u64) -> Option<Map<String, Value>> {
-        self.store().persons.get(&id).map(|p| p.custom_fields.clone())
+        self.store()
+            .persons
+            .get(&id)
+            .map(|p| p.custom_fields.clone())
     }
 }

@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::StorageArgs;
-use super::output::outln;
 use super::inspect::{fail, open_with_config};
+use super::output::outln;
 use crate::sync::SyncRunner;
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +88,9 @@ async fn backfill(config: Option<&PathBuf>, a: BackfillArgs) -> ExitCode {
         h.errors
     );
     match h.last_error {
-        Some(e) => fail(format!("the backfill stopped on an error (run it again to resume): {e}")),
+        Some(e) => fail(format!(
+            "the backfill stopped on an error (run it again to resume): {e}"
+        )),
         None => ExitCode::SUCCESS,
     }
 }

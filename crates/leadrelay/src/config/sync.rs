@@ -214,10 +214,16 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             }
         }
         if s.a == s.b {
-            p.push(Problem::error(at("b"), "must name another destination than a"));
+            p.push(Problem::error(
+                at("b"),
+                "must name another destination than a",
+            ));
         }
         if s.poll_interval.get() < std::time::Duration::from_millis(100) {
-            p.push(Problem::error(at("poll_interval"), "must be at least 100ms"));
+            p.push(Problem::error(
+                at("poll_interval"),
+                "must be at least 100ms",
+            ));
         }
         if !(s.rate_share > 0.0 && s.rate_share <= 1.0) {
             p.push(Problem::error(
@@ -226,7 +232,10 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             ));
         }
         if s.fields.is_empty() {
-            p.push(Problem::error(at("fields"), "name at least one field to sync"));
+            p.push(Problem::error(
+                at("fields"),
+                "name at least one field to sync",
+            ));
         }
         let mut seen: [BTreeSet<&str>; 2] = [BTreeSet::new(), BTreeSet::new()];
         for (fname, f) in &s.fields {
@@ -255,7 +264,9 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             if let Some(d) = against {
                 p.push(Problem::error(
                     fat("owner"),
-                    format!("the sync's direction is {d}: the field cannot be owned by the other side"),
+                    format!(
+                        "the sync's direction is {d}: the field cannot be owned by the other side"
+                    ),
                 ));
             }
             if f.conflict == ConflictStrategy::SourceWins && f.source.is_none() {

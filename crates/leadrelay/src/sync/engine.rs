@@ -180,9 +180,9 @@ pub fn decide(
             // the record's modification (someone changed it since).
             let superseded = |ledger: &mut Vec<Written>| {
                 if o.consistent
-                    || ledger.last().is_some_and(|w| {
-                        o.modified_at > w.at + skew || now - w.at > IN_FLIGHT_TTL
-                    })
+                    || ledger
+                        .last()
+                        .is_some_and(|w| o.modified_at > w.at + skew || now - w.at > IN_FLIGHT_TTL)
                 {
                     ledger.clear();
                 }

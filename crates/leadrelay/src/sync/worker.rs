@@ -141,11 +141,7 @@ impl SyncRunner {
                 Some(r) => r.rate(),
                 None => crate::connectors::kind(&d.connector).and_then(|k| k.defaults.rate_limit),
             };
-            let gate = Arc::new(RateGate::new(
-                dest,
-                scaled(rate, cfg.rate_share),
-                &store,
-            ));
+            let gate = Arc::new(RateGate::new(dest, scaled(rate, cfg.rate_share), &store));
             systems.push(system);
             pacers.push(Pacer::new(&gate, &Arc::new(Hold::default())));
         }
@@ -199,13 +195,12 @@ impl SyncRunner {
         cursor_name: &str,
     ) -> Result<(Vec<RemoteRecord>, Option<DateTime<Utc>>, bool), SyncError> {
         let i = side as usize;
-        let cursor = self
-            .cursor(cursor_name)
-            .await
-            .map_err(|e| SyncError(crate::connectors::Outcome::retry(
+        let cursor = self.cursor(cursor_name).await.map_err(|e| {
+            SyncError(crate::connectors::Outcome::retry(
                 crate::connectors::ErrorClass::Internal,
                 e.to_string(),
-            )))?;
+            ))
+        })?;
         let since = cursor.map(|c| c - chrono::Duration::from_std(OVERLAP).unwrap_or_default());
         let fields = self.vendor_fields(side);
         let mut out = Vec::new();
@@ -308,11 +303,8 @@ impl SyncRunner {
             if ops[i].is_empty() {
                 continue;
             }
-            let results = pace::scope(
-                Some(self.pacers[i].clone()),
-                self.systems[i].write(&ops[i]),
-            )
-            .await;
+            let results =
+                pace::scope(Some(self.pacers[i].clone()), self.systems[i].write(&ops[i])).await;
             for (op, r) in ops[i].iter().zip(results) {
                 match r {
                     Ok(id) => {
@@ -323,7 +315,9 @@ impl SyncRunner {
                             h.writes_b += 1;
                         }
                         if op.id.is_none() {
-                            let _ = self.update(&op.email, |st| st.ids[i] = Some(id.clone())).await;
+                            let _ = self
+                                .update(&op.email, |st| st.ids[i] = Some(id.clone()))
+                                .await;
                         }
                     }
                     Err(e) => {
@@ -394,7 +388,10 @@ impl SyncRunner {
                     Side::A => &f.a,
                     Side::B => &f.b,
                 };
-                (name.clone(), rec.fields.get(vendor).cloned().unwrap_or(None))
+                (
+                    name.clone(),
+                    rec.fields.get(vendor).cloned().unwrap_or(None),
+                )
             })
             .collect();
         Observed {
@@ -632,11 +629,9 @@ pub async fn decide_conflict(
         )));
     }
     let d = &item.details;
-    let (Some(sync), Some(email), Some(field)) = (
-        d["sync"].as_str(),
-        d["email"].as_str(),
-        d["field"].as_str(),
-    ) else {
+    let (Some(sync), Some(email), Some(field)) =
+        (d["sync"].as_str(), d["email"].as_str(), d["field"].as_str())
+    else {
         return Err(DecideError::Conflict(format!(
             "review item {id} does not name its sync, record and field"
         )));

@@ -30,6 +30,6 @@ mod simulate;
 mod slack;
 mod sms;
 mod store;
-mod sync;
 mod support;
+mod sync;
 mod viewer_masking;

@@ -105,19 +105,29 @@ async fn world(fields: &str) -> World {
         .await;
     // The app's own sync task runs its first round at start (nothing to
     // see yet) and then sleeps for the hour: the test drives the rounds.
-    crate::support::eventually("the app's first sync round", Duration::from_secs(10), || async {
-        health(&app).await.last_round_at.map(|_| ())
-    })
+    crate::support::eventually(
+        "the app's first sync round",
+        Duration::from_secs(10),
+        || async { health(&app).await.last_round_at.map(|_| ()) },
+    )
     .await;
     let lookup = move |k: &str| env.get(k).cloned();
-    let cfg = config::load_str(&text, "test.toml", &lookup).unwrap().config;
+    let cfg = config::load_str(&text, "test.toml", &lookup)
+        .unwrap()
+        .config;
     let runner = Arc::new(SyncRunner::build("crm", &cfg, &lookup, app.store.clone()).unwrap());
-    World { hs, pd, app, runner }
+    World {
+        hs,
+        pd,
+        app,
+        runner,
+    }
 }
 
 async fn health(app: &TestApp) -> Health {
     let v = app.store.kv_get("sync:crm:health:").await.unwrap();
-    v.map(|v| serde_json::from_str(&v).unwrap()).unwrap_or_default()
+    v.map(|v| serde_json::from_str(&v).unwrap())
+        .unwrap_or_default()
 }
 
 fn email(i: usize) -> String {
@@ -126,42 +136,47 @@ fn email(i: usize) -> String {
 
 /// Both systems' view: email → (phone, stage, title), in HubSpot's words.
 fn views(w: &World) -> [HashMap<String, [Option<String>; 3]>; 2] {
-    let rev = |s: &str| match s {
-        "Lead" => "lead",
-        "MQL" => "marketingqualifiedlead",
-        "SQL" => "salesqualifiedlead",
-        "Customer" => "customer",
-        other => other,
-    }
-    .to_string();
-    let hs = w
-        .hs
-        .contacts()
-        .into_iter()
-        .map(|c| {
-            let get = |k: &str| c.get(k).filter(|v| !v.is_empty()).map(str::to_string);
-            (
-                get("email").unwrap_or_default(),
-                [get("phone"), get("lifecyclestage"), get("jobtitle")],
-            )
-        })
-        .collect();
-    let pd = w
-        .pd
-        .persons()
-        .into_iter()
-        .map(|p| {
-            let cf = |k: &str| p.custom_fields.get(k).and_then(Value::as_str).map(str::to_string);
-            (
-                p.primary_email().unwrap_or_default().to_string(),
-                [
-                    p.phones.first().map(|x| x.value.clone()),
-                    cf("stage").map(|s| rev(&s)),
-                    cf("title"),
-                ],
-            )
-        })
-        .collect();
+    let rev = |s: &str| {
+        match s {
+            "Lead" => "lead",
+            "MQL" => "marketingqualifiedlead",
+            "SQL" => "salesqualifiedlead",
+            "Customer" => "customer",
+            other => other,
+        }
+        .to_string()
+    };
+    let hs =
+        w.hs.contacts()
+            .into_iter()
+            .map(|c| {
+                let get = |k: &str| c.get(k).filter(|v| !v.is_empty()).map(str::to_string);
+                (
+                    get("email").unwrap_or_default(),
+                    [get("phone"), get("lifecyclestage"), get("jobtitle")],
+                )
+            })
+            .collect();
+    let pd =
+        w.pd.persons()
+            .into_iter()
+            .map(|p| {
+                let cf = |k: &str| {
+                    p.custom_fields
+                        .get(k)
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                };
+                (
+                    p.primary_email().unwrap_or_default().to_string(),
+                    [
+                        p.phones.first().map(|x| x.value.clone()),
+                        cf("stage").map(|s| rev(&s)),
+                        cf("title"),
+                    ],
+                )
+            })
+            .collect();
     [hs, pd]
 }
 
@@ -174,7 +189,10 @@ async fn settle(w: &World, max: usize) -> usize {
             return n;
         }
     }
-    panic!("the sync did not settle in {max} rounds: {:?}", health(&w.app).await);
+    panic!(
+        "the sync did not settle in {max} rounds: {:?}",
+        health(&w.app).await
+    );
 }
 
 fn writes(log: &[leadrelay_fakes::common::LoggedRequest], method: &str, path_part: &str) -> usize {
@@ -186,7 +204,12 @@ fn writes(log: &[leadrelay_fakes::common::LoggedRequest], method: &str, path_par
 #[tokio::test]
 async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
     let w = world(FIELDS).await;
-    let stages = ["lead", "marketingqualifiedlead", "salesqualifiedlead", "customer"];
+    let stages = [
+        "lead",
+        "marketingqualifiedlead",
+        "salesqualifiedlead",
+        "customer",
+    ];
     let pd_stage = |s: &str| match s {
         "lead" => "Lead",
         "marketingqualifiedlead" => "MQL",
@@ -200,12 +223,21 @@ async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
         let phone = format!("+1555000{i:04}");
         hs_ids.push(w.hs.seed(
             "contacts",
-            &[("email", &e), ("phone", &phone), ("lifecyclestage", "lead"), ("jobtitle", "Buyer")],
+            &[
+                ("email", &e),
+                ("phone", &phone),
+                ("lifecyclestage", "lead"),
+                ("jobtitle", "Buyer"),
+            ],
         ));
         let id = w.pd.seed_person(&format!("Person {i}"), Some(&e));
         w.pd.edit_person(
             id,
-            &[("phone", &phone), ("custom_fields.stage", "Lead"), ("custom_fields.title", "Buyer")],
+            &[
+                ("phone", &phone),
+                ("custom_fields.stage", "Lead"),
+                ("custom_fields.title", "Buyer"),
+            ],
         );
         pd_ids.push(id);
     }
@@ -250,7 +282,11 @@ async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
         if side == 0 {
             let prop = ["phone", "lifecyclestage", "jobtitle"][field];
             assert!(w.hs.edit("contacts", &hs_ids[i], &[(prop, &value)]));
-            if field == 2 { stray[0] += 1 } else { edits_on[0] += 1 }
+            if field == 2 {
+                stray[0] += 1
+            } else {
+                edits_on[0] += 1
+            }
         } else {
             let (f, v) = match field {
                 0 => ("phone", value.to_string()),
@@ -258,7 +294,11 @@ async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
                 _ => ("custom_fields.title", value.to_string()),
             };
             assert!(w.pd.edit_person(pd_ids[i], &[(f, &v)]));
-            if field == 1 { stray[1] += 1 } else { edits_on[1] += 1 }
+            if field == 1 {
+                stray[1] += 1
+            } else {
+                edits_on[1] += 1
+            }
         }
         if n % 20 == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -293,14 +333,30 @@ async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
     // system than changes made on the other side plus undone stray edits.
     for _ in 0..3 {
         let r = w.runner.round().await;
-        assert_eq!((r.writes_a, r.writes_b), (h.writes_a, h.writes_b), "ping-pong: {r:?}");
+        assert_eq!(
+            (r.writes_a, r.writes_b),
+            (h.writes_a, h.writes_b),
+            "ping-pong: {r:?}"
+        );
     }
-    assert!(h.writes_b as usize <= edits_on[0] + stray[1], "{h:?} {edits_on:?} {stray:?}");
-    assert!(h.writes_a as usize <= edits_on[1] + stray[0], "{h:?} {edits_on:?} {stray:?}");
-    assert!(h.echoes_dropped > 0 && h.echoes_dropped <= h.values_written, "{h:?}");
+    assert!(
+        h.writes_b as usize <= edits_on[0] + stray[1],
+        "{h:?} {edits_on:?} {stray:?}"
+    );
+    assert!(
+        h.writes_a as usize <= edits_on[1] + stray[0],
+        "{h:?} {edits_on:?} {stray:?}"
+    );
+    assert!(
+        h.echoes_dropped > 0 && h.echoes_dropped <= h.values_written,
+        "{h:?}"
+    );
     // The sync's write count is what Pipedrive received (one PATCH each).
     let pd_log = w.pd.requests().entries();
-    assert_eq!(writes(&pd_log[pd_log0..], "PATCH", "/api/v2/persons/"), h.writes_b as usize);
+    assert_eq!(
+        writes(&pd_log[pd_log0..], "PATCH", "/api/v2/persons/"),
+        h.writes_b as usize
+    );
     let hs_log = w.hs.requests().entries();
     let hs_batches = writes(&hs_log[hs_log0..], "POST", "/batch/update");
     assert!(hs_batches as u64 <= h.writes_a && (h.writes_a == 0 || hs_batches > 0));
@@ -318,7 +374,10 @@ conflict = "review"
 "#,
     )
     .await;
-    let hs_id = w.hs.seed("contacts", &[("email", "ada@example.com"), ("jobtitle", "Engineer")]);
+    let hs_id = w.hs.seed(
+        "contacts",
+        &[("email", "ada@example.com"), ("jobtitle", "Engineer")],
+    );
     let pd_id = w.pd.seed_person("Ada", Some("ada@example.com"));
     w.pd.edit_person(pd_id, &[("custom_fields.title", "Engineer")]);
     w.runner.round().await;
@@ -328,8 +387,16 @@ conflict = "review"
     w.runner.round().await;
     let [hs, pd] = views(&w);
     let h = health(&w.app).await;
-    assert_eq!(hs["ada@example.com"][2].as_deref(), Some("CTO"), "nothing written {h:?}");
-    assert_eq!(pd["ada@example.com"][2].as_deref(), Some("VP Engineering"), "{h:?}");
+    assert_eq!(
+        hs["ada@example.com"][2].as_deref(),
+        Some("CTO"),
+        "nothing written {h:?}"
+    );
+    assert_eq!(
+        pd["ada@example.com"][2].as_deref(),
+        Some("VP Engineering"),
+        "{h:?}"
+    );
 
     let admin = key(&w.app, "ops", Role::Admin).await;
     let list: Value = w
@@ -361,18 +428,35 @@ conflict = "review"
             .json(&body);
         async move { req.send().await.unwrap() }
     };
-    assert_eq!(decide(json!({"take": "a", "value": "x"})).await.status(), 422);
+    assert_eq!(
+        decide(json!({"take": "a", "value": "x"})).await.status(),
+        422
+    );
     assert_eq!(decide(json!({"take": "c"})).await.status(), 422);
     let r = decide(json!({"value": "Chief Technology Officer"})).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(decide(json!({"take": "b"})).await.status(), 409, "already decided");
+    assert_eq!(
+        decide(json!({"take": "b"})).await.status(),
+        409,
+        "already decided"
+    );
     w.runner.round().await;
     w.runner.round().await;
     let [hs, pd] = views(&w);
-    assert_eq!(hs["ada@example.com"][2].as_deref(), Some("Chief Technology Officer"));
-    assert_eq!(pd["ada@example.com"][2].as_deref(), Some("Chief Technology Officer"));
+    assert_eq!(
+        hs["ada@example.com"][2].as_deref(),
+        Some("Chief Technology Officer")
+    );
+    assert_eq!(
+        pd["ada@example.com"][2].as_deref(),
+        Some("Chief Technology Officer")
+    );
     let h = health(&w.app).await;
-    assert_eq!((h.writes_a, h.writes_b, h.conflicts_for_review), (1, 1, 1), "{h:?}");
+    assert_eq!(
+        (h.writes_a, h.writes_b, h.conflicts_for_review),
+        (1, 1, 1),
+        "{h:?}"
+    );
 
     let syncs: Value = w
         .app
@@ -409,7 +493,10 @@ owner = "b"
 map = { lead = "Lead", mql = "Lead" }
 "#;
     let env = |_: &str| Some("x".to_string());
-    let err = config::load_str(text, "t.toml", &env).err().expect("refused").to_string();
+    let err = config::load_str(text, "t.toml", &env)
+        .err()
+        .expect("refused")
+        .to_string();
     for needle in [
         "syncs.bad.b",
         "webhook connector",
@@ -428,7 +515,11 @@ async fn a_backfill_cut_short_resumes_without_duplicates() {
     for i in 0..N {
         w.hs.seed(
             "contacts",
-            &[("email", &email(i)), ("phone", &format!("+1777{i:07}")), ("lifecyclestage", "customer")],
+            &[
+                ("email", &email(i)),
+                ("phone", &format!("+1777{i:07}")),
+                ("lifecyclestage", "customer"),
+            ],
         );
     }
     // The first backfill is stopped (as a crash would) once Pipedrive has
@@ -465,7 +556,11 @@ async fn a_backfill_cut_short_resumes_without_duplicates() {
         .collect();
     emails.sort();
     emails.dedup();
-    assert_eq!((persons.len(), emails.len()), (N, N), "one person each, no duplicates");
+    assert_eq!(
+        (persons.len(), emails.len()),
+        (N, N),
+        "one person each, no duplicates"
+    );
     let [hs, pd] = views(&w);
     for i in 0..N {
         assert_eq!(hs[&email(i)][..2], pd[&email(i)][..2], "{}", email(i));

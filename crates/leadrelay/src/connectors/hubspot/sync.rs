@@ -36,8 +36,7 @@ struct HubSpotSync {
 pub fn system(ctx: &BuildContext<'_>) -> Result<Arc<dyn SyncSystem>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
     let token = ctx.secret("token_env", &s.token_env).map_err(|p| vec![p])?;
-    let base =
-        crm::base_url(common.base_url.as_deref(), DEFAULT_BASE_URL).map_err(|p| vec![p])?;
+    let base = crm::base_url(common.base_url.as_deref(), DEFAULT_BASE_URL).map_err(|p| vec![p])?;
     let client = shared::client(ctx.timeout, common.allow_private_networks)
         .map_err(|m| vec![Problem::error("", m)])?;
     Ok(Arc::new(HubSpotSync {
@@ -97,11 +96,7 @@ impl SyncSystem for HubSpotSync {
         }
         let (res, _) = self
             .api
-            .call(
-                Method::POST,
-                "/crm/v3/objects/contacts/search",
-                Some(&body),
-            )
+            .call(Method::POST, "/crm/v3/objects/contacts/search", Some(&body))
             .await;
         let v = res.map_err(|f| SyncError(f.outcome))?;
         let mut records = Vec::new();

@@ -33,8 +33,7 @@ struct PipedriveSync {
 pub fn system(ctx: &BuildContext<'_>) -> Result<Arc<dyn SyncSystem>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
     let token = ctx.secret("token_env", &s.token_env).map_err(|p| vec![p])?;
-    let base =
-        crm::base_url(common.base_url.as_deref(), DEFAULT_BASE_URL).map_err(|p| vec![p])?;
+    let base = crm::base_url(common.base_url.as_deref(), DEFAULT_BASE_URL).map_err(|p| vec![p])?;
     let client = shared::client(ctx.timeout, common.allow_private_networks)
         .map_err(|m| vec![Problem::error("", m)])?;
     Ok(Arc::new(PipedriveSync {
@@ -107,7 +106,11 @@ impl PipedriveSync {
             .call(
                 Method::GET,
                 "/api/v2/persons/search",
-                &[("term", email), ("fields", "email"), ("exact_match", "true")],
+                &[
+                    ("term", email),
+                    ("fields", "email"),
+                    ("exact_match", "true"),
+                ],
                 None,
             )
             .await;

@@ -43,14 +43,19 @@ pub enum TakeSide {
     B,
 }
 
-fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+fn double_option<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
 }
 
 /// Each sync: records, cursors, writes, echoes dropped, conflicts, errors.
 #[utoipa::path(get, path = "/api/v1/syncs", tag = "syncs",
     responses((status = 200, description = "The configured syncs", body = SyncList), ReadErrors))]
-pub async fn list_syncs(State(app): State<AppState>, _auth: Auth) -> Result<Json<SyncList>, ApiError> {
+pub async fn list_syncs(
+    State(app): State<AppState>,
+    _auth: Auth,
+) -> Result<Json<SyncList>, ApiError> {
     let syncs = crate::sync::health(&app.config, &app.store).await?;
     Ok(Json(SyncList { syncs }))
 }

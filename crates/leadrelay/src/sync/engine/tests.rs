@@ -48,7 +48,11 @@ fn a_change_reaches_the_other_side_once_and_its_echo_is_dropped() {
         ],
         t(1),
     );
-    assert_eq!(d.writes, [BTreeMap::new(), BTreeMap::new()], "already equal");
+    assert_eq!(
+        d.writes,
+        [BTreeMap::new(), BTreeMap::new()],
+        "already equal"
+    );
     let d = decide(
         &cfg,
         &mut st,
@@ -78,7 +82,9 @@ fn a_change_reaches_the_other_side_once_and_its_echo_is_dropped() {
 
 #[test]
 fn an_owned_field_is_never_overwritten_by_the_other_side() {
-    let cfg = sync("[fields.owner]\na = \"hubspot_owner_id\"\nb = \"custom_fields.owner\"\nowner = \"a\"\n");
+    let cfg = sync(
+        "[fields.owner]\na = \"hubspot_owner_id\"\nb = \"custom_fields.owner\"\nowner = \"a\"\n",
+    );
     let mut st = RecordState::default();
     decide(
         &cfg,
@@ -165,17 +171,29 @@ conflict = "review"
             Some(&obs(
                 "1",
                 50,
-                &[("phone", Some("a")), ("tags", Some("x;y")), ("title", Some("CEO"))],
+                &[
+                    ("phone", Some("a")),
+                    ("tags", Some("x;y")),
+                    ("title", Some("CEO")),
+                ],
             )),
             Some(&obs(
                 "9",
                 10,
-                &[("phone", Some("b")), ("tags", Some("z")), ("title", Some("CTO"))],
+                &[
+                    ("phone", Some("b")),
+                    ("tags", Some("z")),
+                    ("title", Some("CTO")),
+                ],
             )),
         ],
         t(60),
     );
-    assert_eq!(d.writes[0].get("phone"), Some(&s("b")), "source b wins though older");
+    assert_eq!(
+        d.writes[0].get("phone"),
+        Some(&s("b")),
+        "source b wins though older"
+    );
     assert_eq!(d.writes[0].get("tags"), Some(&s("x;y;z")));
     assert_eq!(d.writes[1].get("tags"), Some(&s("x;y;z")));
     assert!(!d.writes[0].contains_key("title") && !d.writes[1].contains_key("title"));
@@ -233,17 +251,37 @@ fn merge_values_keeps_order_and_drops_duplicates() {
 
 #[test]
 fn a_revert_to_an_older_written_value_is_a_change_in_a_consistent_system() {
-    let cfg = sync("[fields.stage]\na = \"lifecyclestage\"\nb = \"custom_fields.stage\"\nowner = \"a\"\n");
+    let cfg = sync(
+        "[fields.stage]\na = \"lifecyclestage\"\nb = \"custom_fields.stage\"\nowner = \"a\"\n",
+    );
     let mut st = RecordState::default();
     let b = |at: i64, v: &str| Observed {
         consistent: true,
         ..obs("9", at, &[("stage", Some(v))])
     };
-    decide(&cfg, &mut st, [Some(&obs("1", 0, &[("stage", Some("x"))])), Some(&b(0, "x"))], t(0));
+    decide(
+        &cfg,
+        &mut st,
+        [
+            Some(&obs("1", 0, &[("stage", Some("x"))])),
+            Some(&b(0, "x")),
+        ],
+        t(0),
+    );
     // a changes twice before b's feed shows either write.
-    let d = decide(&cfg, &mut st, [Some(&obs("1", 1, &[("stage", Some("c"))])), None], t(1));
+    let d = decide(
+        &cfg,
+        &mut st,
+        [Some(&obs("1", 1, &[("stage", Some("c"))])), None],
+        t(1),
+    );
     assert_eq!(d.writes[1].get("stage"), Some(&s("c")));
-    let d = decide(&cfg, &mut st, [Some(&obs("1", 2, &[("stage", Some("l"))])), None], t(2));
+    let d = decide(
+        &cfg,
+        &mut st,
+        [Some(&obs("1", 2, &[("stage", Some("l"))])), None],
+        t(2),
+    );
     assert_eq!(d.writes[1].get("stage"), Some(&s("l")));
     // Someone sets b back to "c" after both writes: not an echo; undone.
     let d = decide(&cfg, &mut st, [None, Some(&b(3, "c"))], t(3));
