@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiPath, Auth};
 use super::views::ReviewItemView;
-use super::{ItemErrors, ReadErrors, WriteErrors};
+use super::{ReadErrors, WriteErrors};
 use crate::config::sync::Side;
 use crate::error::{ApiError, FieldError};
 use crate::http::AppState;
@@ -65,7 +65,7 @@ pub async fn list_syncs(
 #[utoipa::path(post, path = "/api/v1/review/{id}/decide", tag = "syncs",
     params(("id" = Uuid, Path, description = "Review item id of a sync conflict")),
     request_body = DecideRequest,
-    responses((status = 200, description = "The resolved review item", body = ReviewItemView), WriteErrors, ItemErrors))]
+    responses((status = 200, description = "The resolved review item", body = ReviewItemView), WriteErrors))]
 pub async fn decide_sync_conflict(
     State(app): State<AppState>,
     auth: Auth,
