@@ -43,6 +43,16 @@ pub struct Running {
     syncs: Vec<JoinHandle<()>>,
 }
 
+/// Configuration problems found at start-up, one per line.
+fn problems_error(ps: Vec<crate::config::Problem>) -> anyhow::Error {
+    anyhow::anyhow!(
+        ps.iter()
+            .map(|p| p.render("config"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
 /// Opens the store named by the configuration and applies migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let options = OpenOptions {
@@ -104,14 +114,7 @@ pub async fn start(
     let store = open_store(&config).await?;
     let metrics = Metrics::new();
     let enabled = delivery::enabled_destinations(&config, env);
-    let destinations = delivery::build_destinations(&config, env).map_err(|ps| {
-        anyhow::anyhow!(
-            ps.iter()
-                .map(|p| p.render("config"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let destinations = delivery::build_destinations(&config, env).map_err(problems_error)?;
     let privacy = Arc::new(crate::privacy::Privacy::new(store.clone(), config.clone()));
     let engine = Engine::new(
         store.clone(),
@@ -140,14 +143,7 @@ pub async fn start(
                 .join("\n")
         )
     })?;
-    let sources = crate::sources::build_all(&config, env).map_err(|ps| {
-        anyhow::anyhow!(
-            ps.iter()
-                .map(|p| p.render("config"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let sources = crate::sources::build_all(&config, env).map_err(problems_error)?;
     let ingestor = Arc::new(Ingestor::new(store.clone(), config.clone(), routes, env).await?);
 
     let shutdown = CancellationToken::new();
@@ -166,14 +162,7 @@ pub async fn start(
             }
         }
         engine.start();
-        syncs = crate::sync::start_all(&config, env, &store, &shutdown).map_err(|ps| {
-            anyhow::anyhow!(
-                ps.iter()
-                    .map(|p| p.render("config"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?;
+        syncs = crate::sync::start_all(&config, env, &store, &shutdown).map_err(problems_error)?;
         timers = crate::pipeline::handoff::HandoffJob::new(
             store.clone(),
             config.clone(),

@@ -27,6 +27,22 @@ pub use worker::{Choice, DecideError, Health, SyncRunner, decide_conflict, healt
 use crate::connectors::Outcome;
 use engine::Val;
 
+/// What a CRM's sync system needs from its destination's settings: an
+/// HTTP client, the base URL and the token (from `token_env`).
+pub fn client_parts(
+    ctx: &crate::connectors::BuildContext<'_>,
+    common: &crate::connectors::crm::CommonSettings,
+    token_env: &str,
+    default_base: &str,
+) -> Result<(reqwest::Client, String, String), Vec<crate::config::Problem>> {
+    let token = ctx.secret("token_env", token_env).map_err(|p| vec![p])?;
+    let base = crate::connectors::crm::base_url(common.base_url.as_deref(), default_base)
+        .map_err(|p| vec![p])?;
+    let client = crate::connectors::http::client(ctx.timeout, common.allow_private_networks)
+        .map_err(|m| vec![crate::config::Problem::error("", m)])?;
+    Ok((client, base, token))
+}
+
 /// The review-item kind of a sync conflict.
 pub const SYNC_CONFLICT: &str = "sync_conflict";
 

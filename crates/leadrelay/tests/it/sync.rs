@@ -493,10 +493,10 @@ owner = "b"
 map = { lead = "Lead", mql = "Lead" }
 "#;
     let env = |_: &str| Some("x".to_string());
-    let err = config::load_str(text, "t.toml", &env)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = match config::load_str(text, "t.toml", &env) {
+        Ok(_) => panic!("the bad sync was accepted"),
+        Err(e) => e.to_string(),
+    };
     for needle in [
         "syncs.bad.b",
         "webhook connector",

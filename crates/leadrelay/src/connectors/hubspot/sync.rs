@@ -20,7 +20,6 @@ use super::api::Api;
 use super::{DEFAULT_BASE_URL, Settings};
 use crate::config::Problem;
 use crate::connectors::crm::{self, CommonSettings};
-use crate::connectors::http as shared;
 use crate::connectors::{BuildContext, ErrorClass, Outcome};
 use crate::sync::{Page, RemoteRecord, SyncError, SyncSystem, WriteOp};
 
@@ -35,10 +34,8 @@ struct HubSpotSync {
 /// The sync system of a `hubspot` destination's settings.
 pub fn system(ctx: &BuildContext<'_>) -> Result<Arc<dyn SyncSystem>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
-    let token = ctx.secret("token_env", &s.token_env).map_err(|p| vec![p])?;
-    let base = crm::base_url(common.base_url.as_deref(), DEFAULT_BASE_URL).map_err(|p| vec![p])?;
-    let client = shared::client(ctx.timeout, common.allow_private_networks)
-        .map_err(|m| vec![Problem::error("", m)])?;
+    let (client, base, token) =
+        crate::sync::client_parts(ctx, &common, &s.token_env, DEFAULT_BASE_URL)?;
     Ok(Arc::new(HubSpotSync {
         api: Api::new(client, base, token, common.allow_private_networks),
     }))
