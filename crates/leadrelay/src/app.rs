@@ -41,6 +41,18 @@ pub struct Running {
     timers: Option<JoinHandle<()>>,
     /// The report rollup pass (`reports::rollup`).
     rollups: Option<tokio::task::JoinHandle<()>>,
+    /// One task per `[syncs.NAME]`.
+    syncs: Vec<JoinHandle<()>>,
+}
+
+/// Configuration problems found at start-up, one per line.
+fn problems_error(ps: Vec<crate::config::Problem>) -> anyhow::Error {
+    anyhow::anyhow!(
+        ps.iter()
+            .map(|p| p.render("config"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }
 
 /// Opens the store named by the configuration and applies migrations.
@@ -104,14 +116,7 @@ pub async fn start(
     let store = open_store(&config).await?;
     let metrics = Metrics::new();
     let enabled = delivery::enabled_destinations(&config, env);
-    let destinations = delivery::build_destinations(&config, env).map_err(|ps| {
-        anyhow::anyhow!(
-            ps.iter()
-                .map(|p| p.render("config"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let destinations = delivery::build_destinations(&config, env).map_err(problems_error)?;
     let privacy = Arc::new(crate::privacy::Privacy::new(store.clone(), config.clone()));
     let engine = Engine::new(
         store.clone(),
@@ -142,19 +147,13 @@ pub async fn start(
                 .join("\n")
         )
     })?;
-    let sources = crate::sources::build_all(&config, env).map_err(|ps| {
-        anyhow::anyhow!(
-            ps.iter()
-                .map(|p| p.render("config"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let sources = crate::sources::build_all(&config, env).map_err(problems_error)?;
     let ingestor = Arc::new(Ingestor::new(store.clone(), config.clone(), routes, env).await?);
 
     let shutdown = CancellationToken::new();
     let mut timers = None;
     let mut rollups = None;
+    let mut syncs = Vec::new();
     if role != Role::Api {
         // Before the first claim: what a killed previous run held is due now.
         match store.release_own_leases().await {
@@ -168,6 +167,7 @@ pub async fn start(
             }
         }
         engine.start();
+        syncs = crate::sync::start_all(&config, env, &store, &shutdown).map_err(problems_error)?;
         timers = crate::pipeline::handoff::HandoffJob::new(
             store.clone(),
             config.clone(),
@@ -225,6 +225,7 @@ pub async fn start(
         throttle_pruner,
         timers,
         rollups,
+        syncs,
     })
 }
 
@@ -250,6 +251,10 @@ impl Running {
         }
         if let Some(r) = self.rollups.take() {
             let _ = r.await;
+        }
+        for s in self.syncs.drain(..) {
+            // Cancelled with the server: a round cut short is repeated.
+            let _ = s.await;
         }
         self.engine.shutdown().await;
         self.store.close().await;

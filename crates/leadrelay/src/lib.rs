@@ -38,6 +38,7 @@ pub mod routing;
 pub mod simulate;
 pub mod sources;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 
 /// Installs the process-wide TLS crypto provider (ring). Idempotent.

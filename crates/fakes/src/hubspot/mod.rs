@@ -58,6 +58,7 @@
 //!   clients should wait `X-HubSpot-RateLimit-Interval-Milliseconds`.
 
 mod associations;
+mod changes;
 mod errors;
 mod objects;
 mod schema;

@@ -136,7 +136,7 @@ pub(crate) fn insert_record(
     record
 }
 
-fn update_record(
+pub(crate) fn update_record(
     store: &mut Store,
     object_type: &str,
     id: &str,
@@ -677,9 +677,19 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+/// Epoch milliseconds of a datetime property's value (ISO 8601 as stored,
+/// or already milliseconds, as search filters may give it).
+fn millis(v: &str) -> Option<f64> {
+    v.parse::<f64>().ok().or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(v)
+            .ok()
+            .map(|t| t.timestamp_millis() as f64)
+    })
+}
+
 fn compare(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+    match (millis(a), millis(b)) {
+        (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
         _ => a.to_lowercase().cmp(&b.to_lowercase()),
     }
 }

@@ -46,6 +46,7 @@
 //!   exact texts of 429 bodies and of most validation errors are not
 //!   documented and are modelled on the documented envelopes.
 
+mod changes;
 mod errors;
 mod v1;
 mod v2;
@@ -739,7 +740,7 @@ pub fn router(state: PipedriveState) -> Router {
     Router::new()
         .route(
             "/api/v2/persons",
-            post(v2::create_person).get(v2::list_persons),
+            post(v2::create_person).get(changes::list_persons),
         )
         .route("/api/v2/persons/search", get(v2::search_persons))
         .route(

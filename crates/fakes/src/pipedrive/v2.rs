@@ -1030,20 +1030,6 @@ pub(crate) async fn create_deal(State(state): State<PipedriveState>, body: Bytes
     })())
 }
 
-/// `GET /api/v2/persons`: see [`list_page`].
-pub(crate) async fn list_persons(
-    State(state): State<PipedriveState>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let rows = state
-        .store()
-        .persons
-        .values()
-        .map(|p| (p.id, p.add_time, p.update_time, person_json(p)))
-        .collect();
-    finish(list_page(query.as_deref(), rows))
-}
-
 /// `GET /api/v2/organizations`: see [`list_page`].
 pub(crate) async fn list_organizations(
     State(state): State<PipedriveState>,

@@ -1,5 +1,5 @@
 //! The command line: `leadrelay init | serve | check | healthcheck | migrate |
-//! simulate | events | deliveries | dlq | sources | keys | privacy | config |
+//! simulate | events | deliveries | dlq | sources | keys | privacy | sync | config |
 //! fake | version`.
 
 mod fake;
@@ -11,6 +11,7 @@ pub(crate) mod output;
 mod serve;
 mod simulate;
 mod sources;
+mod sync;
 mod timers;
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,9 @@ pub enum Command {
     /// Export or erase everything held about a person.
     #[command(subcommand)]
     Privacy(keys::PrivacyCommand),
+    /// CRM record syncs: backfill existing records, show health.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -275,5 +279,6 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Keys(cmd) => keys::keys(cli.config.as_ref(), cmd).await,
         Command::Privacy(cmd) => keys::privacy(cli.config.as_ref(), cmd).await,
         Command::Fake(args) => fake::fake(args).await,
+        Command::Sync(cmd) => sync::sync(cli.config.as_ref(), cmd).await,
     }
 }

@@ -10,6 +10,7 @@
 mod load;
 mod location;
 mod parse;
+pub mod sync;
 pub mod units;
 mod validate;
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub contacts: ContactsConfig,
     /// Reports and multi-touch attribution.
     pub reports: crate::reports::ReportsConfig,
+    /// Record syncs between CRMs (`[syncs.NAME]`).
+    pub syncs: BTreeMap<String, sync::SyncConfig>,
 }
 
 /// `[contacts]`

@@ -184,6 +184,16 @@ impl Pacer {
         }
     }
 
+    /// A pacer whose every request waits for a cell (the sync's polls and
+    /// writes, outside the dispatcher).
+    pub fn new(gate: &Arc<RateGate>, hold: &Arc<Hold>) -> Self {
+        Self {
+            gate: gate.clone(),
+            hold: hold.clone(),
+            prepaid: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// The destination's hold.
     pub fn hold(&self) -> &Hold {
         &self.hold

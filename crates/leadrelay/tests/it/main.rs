@@ -37,4 +37,5 @@ mod smartlead;
 mod sms;
 mod store;
 mod support;
+mod sync;
 mod viewer_masking;

@@ -24,6 +24,7 @@
 //! again; an unexplained 400 is narrowed down by halving the batch.
 
 mod api;
+pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -139,7 +139,24 @@ impl Api {
     }
 
     /// One request: `path` starts with `/api/v…`; `query` pairs are encoded.
+    /// Ok is the answer's `data`.
     pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> CallResult {
+        let (res, report) = self.call_enveloped(method, path, query, body).await;
+        (
+            res.map(|b| b.get("data").cloned().unwrap_or(Value::Null)),
+            report,
+        )
+    }
+
+    /// Like [`Api::call`], but Ok is the whole answer (`data` and
+    /// `additional_data`, e.g. the next page's cursor).
+    pub async fn call_enveloped(
         &self,
         method: Method,
         path: &str,
@@ -236,7 +253,7 @@ fn classify(resp: &HttpResponse) -> Result<Value, Failure> {
                     format!("Pipedrive answered {status} with a body that is not JSON"),
                 ));
             }
-            Ok(body.get("data").cloned().unwrap_or(Value::Null))
+            Ok(body)
         }
         429 => {
             let retry_after = shared::parse_retry_after(&resp.headers).or_else(|| {
@@ -339,7 +356,7 @@ mod tests {
             HeaderMap::new(),
         ))
         .unwrap();
-        assert_eq!(ok["id"], 5);
+        assert_eq!(ok["data"]["id"], 5);
         let mut h = headers("40", "0", "2");
         h.insert("retry-after", HeaderValue::from_static("2"));
         match classify(&resp(

@@ -26,6 +26,7 @@
 //! 5. note (v1), task or meeting (v2 activities), once per event.
 
 mod api;
+pub mod sync;
 
 use std::sync::Arc;
 use std::time::Duration;

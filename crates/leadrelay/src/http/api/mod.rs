@@ -14,6 +14,7 @@ pub mod pipeline;
 mod privacy;
 pub mod reports;
 mod review;
+mod sync;
 pub mod views;
 
 use std::sync::Arc;
@@ -133,6 +134,7 @@ impl Modify for BearerAuth {
         (name = "dead letters", description = "Deliveries waiting for a person: replay or discard"),
         (name = "destinations", description = "Destination health; pause and resume"),
         (name = "review", description = "Decisions for a person (sync conflicts)"),
+        (name = "syncs", description = "CRM record syncs: their health, and decisions on their conflicts"),
         (name = "privacy", description = "Export and erase a person, withdraw their consent, with the audit log"),
         (name = "reports", description = "Pipeline reports and multi-touch attribution from the rollups; CSV export; campaign costs"),
     )
@@ -165,6 +167,8 @@ pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(review::list_review_items))
         .routes(routes!(review::get_review_item))
         .routes(routes!(review::resolve_review_item))
+        .routes(routes!(sync::decide_sync_conflict))
+        .routes(routes!(sync::list_syncs))
         .routes(routes!(privacy::export))
         .routes(routes!(privacy::erase))
         .routes(routes!(privacy::withdraw))

@@ -1,0 +1,114 @@
+//! `leadrelay sync`: pull existing records into a CRM sync (backfill) and
+//! show each sync's health.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::StorageArgs;
+use super::inspect::{fail, open_with_config};
+use super::output::outln;
+use crate::sync::SyncRunner;
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Pull every existing record of both systems of a sync and settle
+    /// them (resumable: run it again after a crash to continue).
+    Backfill(BackfillArgs),
+    /// Each sync's health: records, cursors, writes, echoes, conflicts, errors.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The sync's name (`[syncs.NAME]`).
+    pub sync: String,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+pub async fn sync(config: Option<&PathBuf>, cmd: SyncCommand) -> ExitCode {
+    match cmd {
+        SyncCommand::Backfill(a) => backfill(config, a).await,
+        SyncCommand::Status(a) => status(config, a).await,
+    }
+}
+
+async fn backfill(config: Option<&PathBuf>, a: BackfillArgs) -> ExitCode {
+    let (store, cfg) = match open_with_config(config, &a.storage).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    if !cfg.syncs.contains_key(&a.sync) {
+        store.close().await;
+        return fail(format!("there is no sync named {:?}", a.sync));
+    }
+    let runner = match SyncRunner::build(&a.sync, &cfg, &super::process_env, store.clone()) {
+        Ok(r) => r,
+        Err(ps) => {
+            store.close().await;
+            return fail(
+                ps.iter()
+                    .map(|p| p.render("config"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+    };
+    // A progress bar is not a JSON line: none with --log-format json.
+    let bar = if super::output::is_json() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} records settled ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let h = runner.backfill(|n| bar.inc(n)).await;
+    bar.finish_and_clear();
+    store.close().await;
+    outln!(
+        "sync {}: {} records known, {} written to {}, {} written to {}, {} conflicts for review, {} errors",
+        a.sync,
+        h.records,
+        h.writes_a,
+        h.a,
+        h.writes_b,
+        h.b,
+        h.conflicts_for_review,
+        h.errors
+    );
+    match h.last_error {
+        Some(e) => fail(format!(
+            "the backfill stopped on an error (run it again to resume): {e}"
+        )),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+async fn status(config: Option<&PathBuf>, a: StatusArgs) -> ExitCode {
+    let (store, cfg) = match open_with_config(config, &a.storage).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let result = crate::sync::health(&cfg, &store).await;
+    store.close().await;
+    match result {
+        Ok(list) => {
+            for h in list {
+                outln!("{}", serde_json::to_string(&h).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,336 @@
+//! `[syncs.NAME]`: bidirectional (or one-way) record sync between two CRM
+//! destinations, field by field, with an owner and a conflict strategy per
+//! field. Plain settings and their checks; the behaviour is `crate::sync`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use super::{Config, HumanDuration, Problem};
+
+/// Connectors a sync can read changes from and write to.
+pub const SYNC_CONNECTORS: [&str; 2] = ["hubspot", "pipedrive"];
+
+/// `[syncs.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The object kept in sync: `contact` (HubSpot contacts, Pipedrive
+    /// persons), matched between the systems by email.
+    pub object: SyncObject,
+    /// The first system: the name of a CRM destination (`hubspot`, `pipedrive`).
+    pub a: String,
+    /// The second system: another CRM destination.
+    pub b: String,
+    /// `both` (default), `a_to_b` or `b_to_a`.
+    #[serde(default)]
+    pub direction: SyncDirection,
+    /// How often each system is asked for records changed since the last
+    /// poll (its durable cursor).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: HumanDuration,
+    /// Modification times this close together count as simultaneous under
+    /// the `latest` strategy (vendor clocks and second-precision timestamps):
+    /// the tie goes to system `a`.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew: HumanDuration,
+    /// The share of each destination's `rate_limit` the sync may use for
+    /// its polls and writes (0 < share ≤ 1; deliveries keep the rest).
+    #[serde(default = "default_rate_share")]
+    pub rate_share: f64,
+    /// The fields kept in sync, by a name of your choice.
+    pub fields: BTreeMap<String, SyncFieldConfig>,
+}
+
+/// The objects a sync handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncObject {
+    Contact,
+}
+
+impl SyncObject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncObject::Contact => "contact",
+        }
+    }
+}
+
+/// Which way changes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncDirection {
+    #[default]
+    Both,
+    AToB,
+    BToA,
+}
+
+/// One side of a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::A => "a",
+            Side::B => "b",
+        }
+    }
+}
+
+/// Who may change a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldOwner {
+    /// Only system `a`: its changes reach `b`; a change made in `b` is
+    /// undone (the owner's value is written back).
+    A,
+    /// Only system `b`.
+    B,
+    /// Either system; concurrent changes are settled by `conflict`.
+    Both,
+}
+
+/// How concurrent changes of a field owned by both sides are settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictStrategy {
+    /// The value with the later vendor modification time (within
+    /// `clock_skew`: system `a`'s).
+    #[default]
+    Latest,
+    /// The side named by `source` wins.
+    SourceWins,
+    /// Both values kept: a `;`-separated union (multi-select fields,
+    /// tags); the merged value is written to both sides.
+    FieldMerge,
+    /// Nothing is written; a review item shows both values with their
+    /// sources and times until a person accepts one side or edits.
+    Review,
+}
+
+impl ConflictStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictStrategy::Latest => "latest",
+            ConflictStrategy::SourceWins => "source_wins",
+            ConflictStrategy::FieldMerge => "field_merge",
+            ConflictStrategy::Review => "review",
+        }
+    }
+}
+
+/// `[syncs.NAME.fields.FIELD]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncFieldConfig {
+    /// The field in system `a` (HubSpot: a property name; Pipedrive:
+    /// `name`, `phone`, `marketing_status` or `custom_fields.KEY`).
+    pub a: String,
+    /// The field in system `b`.
+    pub b: String,
+    /// `a`, `b` or `both`; defaults from `direction` (`both` → `both`,
+    /// `a_to_b` → `a`, `b_to_a` → `b`).
+    #[serde(default)]
+    pub owner: Option<FieldOwner>,
+    /// For fields owned by both: `latest` (default), `source_wins`,
+    /// `field_merge` or `review`.
+    #[serde(default)]
+    pub conflict: ConflictStrategy,
+    /// The side that wins under `source_wins`.
+    #[serde(default)]
+    pub source: Option<Side>,
+    /// Value map from `a`'s values to `b`'s (e.g. lifecycle stage → lead
+    /// status); the reverse direction is derived, so values must map one
+    /// to one. Values not listed pass unchanged.
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+}
+
+impl SyncFieldConfig {
+    /// The owner, with the direction's default.
+    pub fn owner(&self, direction: SyncDirection) -> FieldOwner {
+        self.owner.unwrap_or(match direction {
+            SyncDirection::Both => FieldOwner::Both,
+            SyncDirection::AToB => FieldOwner::A,
+            SyncDirection::BToA => FieldOwner::B,
+        })
+    }
+}
+
+fn default_poll_interval() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_clock_skew() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+fn default_rate_share() -> f64 {
+    0.5
+}
+
+/// Problems with `[syncs]`, each with its path.
+pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
+    for (name, s) in &config.syncs {
+        let at = |k: &str| format!("syncs.{name}.{k}");
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || name.is_empty()
+        {
+            p.push(Problem::error(
+                format!("syncs.{name}"),
+                "a sync name uses letters, digits, '_' and '-' only",
+            ));
+        }
+        for (key, dest) in [("a", &s.a), ("b", &s.b)] {
+            match config.destinations.get(dest) {
+                None => p.push(Problem::error(
+                    at(key),
+                    format!("no destination named {dest:?} is configured"),
+                )),
+                Some(d) if !SYNC_CONNECTORS.contains(&d.connector.as_str()) => {
+                    p.push(Problem::error(
+                        at(key),
+                        format!(
+                            "destination {dest:?} uses the {} connector; a sync needs one of {}",
+                            d.connector,
+                            SYNC_CONNECTORS.join(", ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if s.a == s.b {
+            p.push(Problem::error(
+                at("b"),
+                "must name another destination than a",
+            ));
+        }
+        if s.poll_interval.get() < std::time::Duration::from_millis(100) {
+            p.push(Problem::error(
+                at("poll_interval"),
+                "must be at least 100ms",
+            ));
+        }
+        if !(s.rate_share > 0.0 && s.rate_share <= 1.0) {
+            p.push(Problem::error(
+                at("rate_share"),
+                "must be more than 0 and at most 1",
+            ));
+        }
+        if s.fields.is_empty() {
+            p.push(Problem::error(
+                at("fields"),
+                "name at least one field to sync",
+            ));
+        }
+        let mut seen: [BTreeSet<&str>; 2] = [BTreeSet::new(), BTreeSet::new()];
+        for (fname, f) in &s.fields {
+            let fat = |k: &str| format!("syncs.{name}.fields.{fname}.{k}");
+            for (i, (key, vendor)) in [("a", &f.a), ("b", &f.b)].into_iter().enumerate() {
+                let connector = config
+                    .destinations
+                    .get(if i == 0 { &s.a } else { &s.b })
+                    .map(|d| d.connector.as_str());
+                if let Err(m) = check_vendor_field(connector, vendor) {
+                    p.push(Problem::error(fat(key), m));
+                }
+                if !seen[i].insert(vendor.as_str()) {
+                    p.push(Problem::error(
+                        fat(key),
+                        format!("{vendor:?} is already synced by another field of this sync"),
+                    ));
+                }
+            }
+            let owner = f.owner(s.direction);
+            let against = match (s.direction, owner) {
+                (SyncDirection::AToB, FieldOwner::B | FieldOwner::Both) => Some("a_to_b"),
+                (SyncDirection::BToA, FieldOwner::A | FieldOwner::Both) => Some("b_to_a"),
+                _ => None,
+            };
+            if let Some(d) = against {
+                p.push(Problem::error(
+                    fat("owner"),
+                    format!(
+                        "the sync's direction is {d}: the field cannot be owned by the other side"
+                    ),
+                ));
+            }
+            if f.conflict == ConflictStrategy::SourceWins && f.source.is_none() {
+                p.push(Problem::error(
+                    fat("source"),
+                    "source_wins needs source = \"a\" or \"b\"",
+                ));
+            }
+            if f.source.is_some() && f.conflict != ConflictStrategy::SourceWins {
+                p.push(Problem::error(
+                    fat("source"),
+                    "only used with conflict = \"source_wins\"",
+                ));
+            }
+            if owner != FieldOwner::Both && f.conflict != ConflictStrategy::Latest {
+                p.push(Problem::warning(
+                    fat("conflict"),
+                    "the field has one owner, so it never conflicts: this strategy is not used",
+                ));
+            }
+            let mut back: BTreeMap<&str, &str> = BTreeMap::new();
+            for (from, to) in &f.map {
+                if let Some(prev) = back.insert(to.as_str(), from.as_str()) {
+                    p.push(Problem::error(
+                        format!("syncs.{name}.fields.{fname}.map.{from}"),
+                        format!("{prev:?} and {from:?} both map to {to:?}: the way back would be ambiguous"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Whether `field` can be read and written on a `connector` record.
+fn check_vendor_field(connector: Option<&str>, field: &str) -> Result<(), String> {
+    if field.trim().is_empty() {
+        return Err("name the vendor field".into());
+    }
+    match connector {
+        Some("hubspot") => {
+            if field == "email" {
+                return Err("email matches the records and cannot be synced as a field".into());
+            }
+            if field.starts_with("hs_") || ["lastmodifieddate", "createdate"].contains(&field) {
+                return Err(format!("{field:?} is a read-only HubSpot property"));
+            }
+            if !field
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(format!(
+                    "{field:?} is not a HubSpot property name (lower-case letters, digits, '_')"
+                ));
+            }
+            Ok(())
+        }
+        Some("pipedrive") => match field.strip_prefix("custom_fields.") {
+            Some(key) if !key.is_empty() && !key.contains('.') => Ok(()),
+            Some(_) => Err("write custom_fields.KEY with the field's key".into()),
+            None if ["name", "phone", "marketing_status"].contains(&field) => Ok(()),
+            None => Err(format!(
+                "{field:?}: a Pipedrive person field the sync handles is name, phone, marketing_status or custom_fields.KEY"
+            )),
+        },
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,109 @@
+//! Record sync between two CRMs (`[syncs.NAME]`): changes are taken in by
+//! polling each system with a durable cursor, each record is decided by
+//! [`engine::decide`] (echo recognition through the write ledger, field
+//! ownership, conflict strategies), and the writes go to the systems under
+//! a share of their destination's rate limit.
+//!
+//! Everything the sync knows lives in the store's key-value table, under
+//! `sync:NAME:`: per record (`record:EMAIL`) its ids, seen and agreed
+//! values and write ledger, per system its poll cursor (`cursor:a|b`) and
+//! the latest health figures (`health:`). Records are saved by
+//! compare-and-set, so a person's decision made during a round is never
+//! lost. A crash loses nothing: a round's records are saved (with the
+//! writes they are about to make in the ledger) before the writes, and the
+//! cursors only after them, so a restarted round sees the same changes
+//! again and finds them settled.
+
+pub mod engine;
+mod worker;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use worker::{Choice, DecideError, Health, SyncRunner, decide_conflict, health, start_all};
+
+use crate::connectors::Outcome;
+use engine::Val;
+
+/// What a CRM's sync system needs from its destination's settings: an
+/// HTTP client, the base URL and the token (from `token_env`).
+pub fn client_parts(
+    ctx: &crate::connectors::BuildContext<'_>,
+    common: &crate::connectors::crm::CommonSettings,
+    token_env: &str,
+    default_base: &str,
+) -> Result<(reqwest::Client, String, String), Vec<crate::config::Problem>> {
+    let token = ctx.secret("token_env", token_env).map_err(|p| vec![p])?;
+    let base = crate::connectors::crm::base_url(common.base_url.as_deref(), default_base)
+        .map_err(|p| vec![p])?;
+    let client = crate::connectors::http::client(ctx.timeout, common.allow_private_networks)
+        .map_err(|m| vec![crate::config::Problem::error("", m)])?;
+    Ok((client, base, token))
+}
+
+/// The review-item kind of a sync conflict.
+pub const SYNC_CONFLICT: &str = "sync_conflict";
+
+/// A record as a system shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteRecord {
+    pub id: String,
+    /// Lower-cased email: what matches records across systems.
+    pub email: Option<String>,
+    pub modified_at: DateTime<Utc>,
+    /// Vendor field → value.
+    pub fields: BTreeMap<String, Val>,
+}
+
+/// One page of changed records, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub records: Vec<RemoteRecord>,
+    /// Where the next page starts (None: no more).
+    pub next: Option<String>,
+}
+
+/// One write into a system.
+#[derive(Debug, Clone)]
+pub struct WriteOp {
+    pub email: String,
+    /// The record's id when known (else found by email or created).
+    pub id: Option<String>,
+    /// Vendor field → value (None: clear it).
+    pub fields: BTreeMap<String, Val>,
+}
+
+/// A system's failure, with the shared classification.
+#[derive(Debug, Clone)]
+pub struct SyncError(pub Outcome);
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::connectors::crm::outcome_text(&self.0))
+    }
+}
+
+/// What a CRM connector offers a sync: changed records since a time, and
+/// field writes.
+#[async_trait]
+pub trait SyncSystem: Send + Sync {
+    /// Records modified at or after `since` (all when None), oldest first;
+    /// `page` is a previous page's `next`.
+    async fn changes(
+        &self,
+        since: Option<DateTime<Utc>>,
+        page: Option<&str>,
+        fields: &[String],
+    ) -> Result<Page, SyncError>;
+
+    /// Whether [`SyncSystem::changes`] shows every completed write (no
+    /// search-index lag).
+    fn consistent(&self) -> bool {
+        false
+    }
+
+    /// Applies writes; one result per op, in order: the record's id.
+    async fn write(&self, ops: &[WriteOp]) -> Vec<Result<String, SyncError>>;
+}

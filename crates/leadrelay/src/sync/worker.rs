@@ -1,0 +1,657 @@
+//! One sync's rounds: poll both systems from their cursors, decide each
+//! changed record, save it (compare-and-set, so a person's decision made
+//! meanwhile is never overwritten), write, then move the cursors on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::engine::{self, Observed, RecordState, Val};
+use super::{Page, RemoteRecord, SYNC_CONFLICT, SyncError, SyncSystem, WriteOp};
+use crate::config::sync::{Side, SyncConfig};
+use crate::config::{Config, Problem, Rate};
+use crate::connectors::BuildContext;
+use crate::connectors::pace::{self, Hold, Pacer, RateGate};
+use crate::store::{ReviewItem, ReviewStatus, Store, StoreError};
+
+/// How far back each poll reaches before its cursor: vendor search indexes
+/// lag writes, and second-precision timestamps tie.
+const OVERLAP: Duration = Duration::from_secs(30);
+/// Pages read per system and round (the rest next round).
+const MAX_PAGES: usize = 50;
+
+/// A sync's figures, kept in the store after every round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    pub sync: String,
+    pub a: String,
+    pub b: String,
+    /// Records the sync has decided at least once.
+    pub records: u64,
+    /// Changed records seen in the last round.
+    pub last_round_records: u64,
+    pub last_round_at: Option<DateTime<Utc>>,
+    /// Poll cursors (modification time reached), per system.
+    pub cursor_a: Option<DateTime<Utc>>,
+    pub cursor_b: Option<DateTime<Utc>>,
+    /// Totals since the sync was first run.
+    pub changes: u64,
+    /// Record writes into each system (one request each in Pipedrive, up
+    /// to 100 a request in HubSpot).
+    pub writes_a: u64,
+    pub writes_b: u64,
+    /// Field values those writes carried.
+    pub values_written: u64,
+    pub echoes_dropped: u64,
+    pub restores: u64,
+    pub conflicts_settled: u64,
+    pub conflicts_for_review: u64,
+    /// Writes waiting to be retried (failed in the last round).
+    pub pending: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+fn key(sync: &str, kind: &str, rest: &str) -> String {
+    format!("sync:{sync}:{kind}:{rest}")
+}
+
+/// A running sync.
+pub struct SyncRunner {
+    name: String,
+    cfg: SyncConfig,
+    dest: [String; 2],
+    systems: [Arc<dyn SyncSystem>; 2],
+    pacers: [Pacer; 2],
+    store: Arc<dyn Store>,
+}
+
+/// The two elements of a two-element vector.
+fn two<T>(v: Vec<T>) -> [T; 2] {
+    let mut it = v.into_iter();
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => [a, b],
+        _ => unreachable!("a sync has two systems"),
+    }
+}
+
+fn scaled(rate: Option<Rate>, share: f64) -> Option<Rate> {
+    rate.map(|r| Rate {
+        count: ((f64::from(r.count) * share).floor() as u32).max(1),
+        period: r.period,
+    })
+}
+
+impl SyncRunner {
+    /// Builds `[syncs.NAME]` against the configured destinations.
+    pub fn build(
+        name: &str,
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, Vec<Problem>> {
+        let cfg = config
+            .syncs
+            .get(name)
+            .ok_or_else(|| vec![Problem::error("syncs", format!("no sync named {name:?}"))])?
+            .clone();
+        let mut systems = Vec::new();
+        let mut pacers = Vec::new();
+        for dest in [&cfg.a, &cfg.b] {
+            let d = config.destinations.get(dest).ok_or_else(|| {
+                vec![Problem::error(
+                    format!("syncs.{name}"),
+                    format!("no destination {dest:?}"),
+                )]
+            })?;
+            let ctx = BuildContext {
+                destination: dest,
+                settings: &d.settings,
+                env,
+                timeout: d.timeout.unwrap_or(config.delivery.timeout).get(),
+                public_url: "",
+            };
+            let with_path = |ps: Vec<Problem>| {
+                ps.into_iter()
+                    .map(|mut p| {
+                        p.path = format!("destinations.{dest}.{}", p.path);
+                        p
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let system = match d.connector.as_str() {
+                "hubspot" => crate::connectors::hubspot::sync::system(&ctx).map_err(with_path)?,
+                "pipedrive" => {
+                    crate::connectors::pipedrive::sync::system(&ctx).map_err(with_path)?
+                }
+                other => {
+                    return Err(vec![Problem::error(
+                        format!("syncs.{name}"),
+                        format!("the {other} connector cannot be synced"),
+                    )]);
+                }
+            };
+            let rate = match d.rate_limit {
+                Some(r) => r.rate(),
+                None => crate::connectors::kind(&d.connector).and_then(|k| k.defaults.rate_limit),
+            };
+            let gate = Arc::new(RateGate::new(dest, scaled(rate, cfg.rate_share), &store));
+            systems.push(system);
+            pacers.push(Pacer::new(&gate, &Arc::new(Hold::default())));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            dest: [cfg.a.clone(), cfg.b.clone()],
+            cfg,
+            systems: two(systems),
+            pacers: two(pacers),
+            store,
+        })
+    }
+
+    fn vendor_fields(&self, side: Side) -> Vec<String> {
+        self.cfg
+            .fields
+            .values()
+            .map(|f| match side {
+                Side::A => f.a.clone(),
+                Side::B => f.b.clone(),
+            })
+            .collect()
+    }
+
+    async fn health(&self) -> Health {
+        let mut h = match self.store.kv_get(&key(&self.name, "health", "")).await {
+            Ok(Some(v)) => serde_json::from_str(&v).unwrap_or_default(),
+            _ => Health::default(),
+        };
+        h.sync = self.name.clone();
+        h.a = self.dest[0].clone();
+        h.b = self.dest[1].clone();
+        h
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .store
+            .kv_get(&key(&self.name, "cursor", name))
+            .await?
+            .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// Every record changed in `side` since the cursor (less the
+    /// overlap), up to [`MAX_PAGES`] pages: the records, the modification
+    /// time reached, and whether more pages are left.
+    async fn poll(
+        &self,
+        side: Side,
+        cursor_name: &str,
+    ) -> Result<(Vec<RemoteRecord>, Option<DateTime<Utc>>, bool), SyncError> {
+        let i = side as usize;
+        let cursor = self.cursor(cursor_name).await.map_err(|e| {
+            SyncError(crate::connectors::Outcome::retry(
+                crate::connectors::ErrorClass::Internal,
+                e.to_string(),
+            ))
+        })?;
+        let since = cursor.map(|c| c - chrono::Duration::from_std(OVERLAP).unwrap_or_default());
+        let fields = self.vendor_fields(side);
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        let mut reached = cursor;
+        let mut more = false;
+        for n in 0..MAX_PAGES {
+            let Page { records, next } = pace::scope(
+                Some(self.pacers[i].clone()),
+                self.systems[i].changes(since, page.as_deref(), &fields),
+            )
+            .await?;
+            for r in &records {
+                reached = Some(reached.map_or(r.modified_at, |c| c.max(r.modified_at)));
+            }
+            out.extend(records);
+            match next {
+                Some(p) => {
+                    more = n + 1 == MAX_PAGES;
+                    page = Some(p);
+                }
+                None => break,
+            }
+        }
+        Ok((out, reached, more))
+    }
+
+    /// One round from the sync's cursors; returns the health figures.
+    pub async fn round(&self) -> Health {
+        self.round_from(["a", "b"]).await.0
+    }
+
+    /// Pulls every existing record of both systems (its own cursors, from
+    /// the beginning), round after round until no pages are left, calling
+    /// `progress` with the records decided in each round. Resumable: the
+    /// backfill cursors are saved after every round.
+    pub async fn backfill(&self, mut progress: impl FnMut(u64)) -> Health {
+        loop {
+            let (h, more) = self.round_from(["backfill_a", "backfill_b"]).await;
+            progress(h.last_round_records);
+            if !more || h.last_error.is_some() && h.last_round_records == 0 {
+                return h;
+            }
+        }
+    }
+
+    async fn round_from(&self, cursors: [&str; 2]) -> (Health, bool) {
+        let mut more_left = false;
+        let mut h = self.health().await;
+        h.last_error = None;
+        let now = Utc::now();
+        let mut seen: [BTreeMap<String, Observed>; 2] = [BTreeMap::new(), BTreeMap::new()];
+        let mut reached = [None, None];
+        for side in [Side::A, Side::B] {
+            let i = side as usize;
+            match self.poll(side, cursors[i]).await {
+                Ok((records, r, more)) => {
+                    reached[i] = r;
+                    more_left |= more;
+                    for rec in records {
+                        let Some(email) = rec.email.clone() else {
+                            continue;
+                        };
+                        let obs = self.observed(side, rec);
+                        let slot = seen[i].entry(email).or_insert_with(|| obs.clone());
+                        if obs.modified_at >= slot.modified_at {
+                            *slot = obs;
+                        }
+                    }
+                }
+                Err(e) => {
+                    h.errors += 1;
+                    h.last_error = Some(format!("polling {}: {e}", self.dest[i]));
+                    tracing::warn!(sync = %self.name, system = %self.dest[i], error = %e, "sync poll failed");
+                }
+            }
+        }
+        let emails: BTreeSet<String> = seen.iter().flat_map(|m| m.keys().cloned()).collect();
+        h.last_round_records = emails.len() as u64;
+        let mut ops: [Vec<WriteOp>; 2] = [Vec::new(), Vec::new()];
+        for email in &emails {
+            let observed = [seen[0].get(email), seen[1].get(email)];
+            match self.decide_record(email, observed, now, &mut h).await {
+                Ok(writes) => {
+                    for (i, op) in writes.into_iter().enumerate() {
+                        if let Some(op) = op {
+                            ops[i].push(op);
+                        }
+                    }
+                }
+                Err(e) => {
+                    h.errors += 1;
+                    h.last_error = Some(format!("saving the sync state: {e}"));
+                }
+            }
+        }
+        h.pending = 0;
+        for side in [Side::A, Side::B] {
+            let i = side as usize;
+            if ops[i].is_empty() {
+                continue;
+            }
+            let results =
+                pace::scope(Some(self.pacers[i].clone()), self.systems[i].write(&ops[i])).await;
+            for (op, r) in ops[i].iter().zip(results) {
+                match r {
+                    Ok(id) => {
+                        h.values_written += op.fields.len() as u64;
+                        if i == 0 {
+                            h.writes_a += 1;
+                        } else {
+                            h.writes_b += 1;
+                        }
+                        if op.id.is_none() {
+                            let _ = self
+                                .update(&op.email, |st| st.ids[i] = Some(id.clone()))
+                                .await;
+                        }
+                    }
+                    Err(e) => {
+                        h.errors += 1;
+                        h.pending += 1;
+                        h.last_error = Some(format!("writing to {}: {e}", self.dest[i]));
+                        tracing::warn!(sync = %self.name, system = %self.dest[i], error = %e, "sync write failed");
+                        // Forget the write so the next round tries again.
+                        let fields: Vec<String> = self.sync_fields(side, &op.fields);
+                        let _ = self
+                            .update(&op.email, |st| {
+                                for f in &fields {
+                                    if let Some(fs) = st.fields.get_mut(f) {
+                                        fs.ledger[i].pop();
+                                    }
+                                }
+                            })
+                            .await;
+                    }
+                }
+            }
+        }
+        for side in [Side::A, Side::B] {
+            let i = side as usize;
+            if let Some(t) = reached[i] {
+                if cursors[i] != side.as_str() {
+                    // A backfill cursor: not the sync's own.
+                } else if i == 0 {
+                    h.cursor_a = Some(t);
+                } else {
+                    h.cursor_b = Some(t);
+                }
+                let _ = self
+                    .store
+                    .kv_set(&key(&self.name, "cursor", cursors[i]), &t.to_rfc3339())
+                    .await;
+            }
+        }
+        h.last_round_at = Some(now);
+        if let Ok(v) = serde_json::to_string(&h) {
+            let _ = self.store.kv_set(&key(&self.name, "health", ""), &v).await;
+        }
+        (h, more_left)
+    }
+
+    /// Sync field names of vendor fields of `side`.
+    fn sync_fields(&self, side: Side, vendor: &BTreeMap<String, Val>) -> Vec<String> {
+        self.cfg
+            .fields
+            .iter()
+            .filter(|(_, f)| {
+                vendor.contains_key(match side {
+                    Side::A => &f.a,
+                    Side::B => &f.b,
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn observed(&self, side: Side, rec: RemoteRecord) -> Observed {
+        let values = self
+            .cfg
+            .fields
+            .iter()
+            .map(|(name, f)| {
+                let vendor = match side {
+                    Side::A => &f.a,
+                    Side::B => &f.b,
+                };
+                (
+                    name.clone(),
+                    rec.fields.get(vendor).cloned().unwrap_or(None),
+                )
+            })
+            .collect();
+        Observed {
+            id: rec.id,
+            modified_at: rec.modified_at,
+            values,
+            consistent: self.systems[side as usize].consistent(),
+        }
+    }
+
+    /// Read-modify-write of one record's state (compare-and-set, retried).
+    async fn update(
+        &self,
+        email: &str,
+        f: impl Fn(&mut RecordState),
+    ) -> Result<RecordState, StoreError> {
+        update_record(&self.store, &self.name, email, f).await
+    }
+
+    async fn decide_record(
+        &self,
+        email: &str,
+        observed: [Option<&Observed>; 2],
+        now: DateTime<Utc>,
+        h: &mut Health,
+    ) -> Result<[Option<WriteOp>; 2], StoreError> {
+        let k = key(&self.name, "record", email);
+        loop {
+            let old = self.store.kv_get(&k).await?;
+            let mut st: RecordState = old
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+            let d = engine::decide(&self.cfg, &mut st, observed, now);
+            let mut items = Vec::new();
+            for c in &d.conflicts {
+                let id = leadrelay_model::new_id();
+                if let Some(fs) = st.fields.get_mut(&c.field) {
+                    fs.review = Some(id);
+                }
+                items.push(self.conflict_item(id, email, c, now));
+            }
+            let new = serde_json::to_string(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if !self
+                .store
+                .kv_compare_and_set(&k, old.as_deref(), &new)
+                .await?
+            {
+                continue;
+            }
+            for item in items {
+                self.store.add_review_item(item).await?;
+            }
+            if old.is_none() {
+                h.records += 1;
+            }
+            h.changes += d.changes as u64;
+            h.echoes_dropped += d.echoes as u64;
+            h.restores += d.restores as u64;
+            h.conflicts_settled += d.settled as u64;
+            h.conflicts_for_review += d.conflicts.len() as u64;
+            let mut out = [None, None];
+            for side in [Side::A, Side::B] {
+                let i = side as usize;
+                if d.writes[i].is_empty() {
+                    continue;
+                }
+                let fields = d.writes[i]
+                    .iter()
+                    .filter_map(|(name, v)| {
+                        let f = self.cfg.fields.get(name)?;
+                        let vendor = match side {
+                            Side::A => f.a.clone(),
+                            Side::B => f.b.clone(),
+                        };
+                        Some((vendor, v.clone()))
+                    })
+                    .collect();
+                out[i] = Some(WriteOp {
+                    email: email.to_string(),
+                    id: st.ids[i].clone(),
+                    fields,
+                });
+            }
+            return Ok(out);
+        }
+    }
+
+    fn conflict_item(
+        &self,
+        id: Uuid,
+        email: &str,
+        c: &engine::Conflict,
+        now: DateTime<Utc>,
+    ) -> ReviewItem {
+        ReviewItem {
+            id,
+            kind: SYNC_CONFLICT.to_string(),
+            status: ReviewStatus::Open,
+            summary: format!(
+                "sync {}: {} changed in both {} and {}; nothing written until decided",
+                self.name, c.field, self.dest[0], self.dest[1]
+            ),
+            contact_id: None,
+            destination: None,
+            details: json!({
+                "sync": self.name,
+                "email": email,
+                "field": c.field,
+                "a": {"system": self.dest[0], "value": c.values[0], "modified_at": c.times[0]},
+                "b": {"system": self.dest[1], "value": c.values[1], "modified_at": c.times[1]},
+            }),
+            created_at: now,
+            resolved_at: None,
+            resolved_by: None,
+            resolution: None,
+        }
+    }
+
+    /// Rounds every `poll_interval` until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            self.round().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.poll_interval.get()) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn update_record(
+    store: &Arc<dyn Store>,
+    sync: &str,
+    email: &str,
+    f: impl Fn(&mut RecordState),
+) -> Result<RecordState, StoreError> {
+    let k = key(sync, "record", email);
+    loop {
+        let old = store.kv_get(&k).await?;
+        let mut st: RecordState = old
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
+        f(&mut st);
+        let new = serde_json::to_string(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if store.kv_compare_and_set(&k, old.as_deref(), &new).await? {
+            return Ok(st);
+        }
+    }
+}
+
+/// Starts every configured sync; each stops with `shutdown`.
+pub fn start_all(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    store: &Arc<dyn Store>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, Vec<Problem>> {
+    let mut out = Vec::new();
+    for name in config.syncs.keys() {
+        let runner = SyncRunner::build(name, config, env, store.clone())?;
+        out.push(tokio::spawn(runner.run(shutdown.clone())));
+    }
+    Ok(out)
+}
+
+/// The stored health of each configured sync.
+pub async fn health(config: &Config, store: &Arc<dyn Store>) -> Result<Vec<Health>, StoreError> {
+    let mut out = Vec::new();
+    for (name, s) in &config.syncs {
+        let mut h: Health = match store.kv_get(&key(name, "health", "")).await? {
+            Some(v) => serde_json::from_str(&v).unwrap_or_default(),
+            None => Health::default(),
+        };
+        h.sync = name.clone();
+        h.a = s.a.clone();
+        h.b = s.b.clone();
+        out.push(h);
+    }
+    Ok(out)
+}
+
+/// A person's answer to a sync conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Keep this side's value.
+    Take(Side),
+    /// This value (in system `a`'s vocabulary).
+    Value(Option<String>),
+}
+
+/// Why a decision was refused.
+#[derive(Debug)]
+pub enum DecideError {
+    NotFound(String),
+    /// Not a sync conflict, or no longer open.
+    Conflict(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for DecideError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => DecideError::NotFound(m),
+            StoreError::Conflict(m) => DecideError::Conflict(m),
+            other => DecideError::Store(other),
+        }
+    }
+}
+
+/// Settles a sync conflict: the chosen value becomes the field's agreed
+/// value (the sync writes it to both systems in its next round) and the
+/// review item is resolved.
+pub async fn decide_conflict(
+    store: &Arc<dyn Store>,
+    id: Uuid,
+    choice: Choice,
+    actor: &str,
+) -> Result<ReviewItem, DecideError> {
+    let item = store
+        .get_review_item(id)
+        .await?
+        .ok_or_else(|| DecideError::NotFound(format!("no review item {id}")))?;
+    if item.kind != SYNC_CONFLICT {
+        return Err(DecideError::Conflict(format!(
+            "review item {id} is a {}, not a sync conflict",
+            item.kind
+        )));
+    }
+    if item.status != ReviewStatus::Open {
+        return Err(DecideError::Conflict(format!(
+            "review item {id} is already {}",
+            item.status.as_str()
+        )));
+    }
+    let d = &item.details;
+    let (Some(sync), Some(email), Some(field)) =
+        (d["sync"].as_str(), d["email"].as_str(), d["field"].as_str())
+    else {
+        return Err(DecideError::Conflict(format!(
+            "review item {id} does not name its sync, record and field"
+        )));
+    };
+    let (value, how) = match &choice {
+        Choice::Take(side) => {
+            let v = d[side.as_str()]["value"].as_str().map(str::to_string);
+            let system = d[side.as_str()]["system"].as_str().unwrap_or(side.as_str());
+            (v, format!("kept {system}'s value"))
+        }
+        Choice::Value(v) => (v.clone(), "set an edited value".to_string()),
+    };
+    update_record(store, sync, email, |st| {
+        if st.fields.get(field).and_then(|f| f.review) == Some(id) {
+            engine::apply_decision(st, field, value.clone());
+        }
+    })
+    .await?;
+    let resolved = store
+        .resolve_review_item(id, ReviewStatus::Resolved, Some(how), actor)
+        .await?;
+    Ok(resolved)
+}
