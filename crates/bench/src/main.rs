@@ -652,7 +652,6 @@ fn main() -> anyhow::Result<()> {
             Some(Cmd::Crm) => crm::crm(&cli).await,
             Some(Cmd::Postgres) => pg::postgres(&cli).await,
             Some(Cmd::Pace { sustain }) => pace::pace(&cli, *sustain).await,
-    },
             Some(Cmd::Reports { events, contacts }) => {
                 reports::run(*events, (*contacts).max(1)).await
             }

@@ -12,8 +12,7 @@ impl HubSpotState {
     /// is no such record.
     pub fn edit(&self, object_type: &str, id: &str, changes: &[(&str, &str)]) -> bool {
         let canonical = self
-            .inner
-            .schema
+            .schema()
             .resolve(object_type)
             .unwrap_or_else(|| object_type.to_string());
         let changes = changes
