@@ -28,8 +28,8 @@ use leadrelay_model::{Contact, Event};
 use uuid::Uuid;
 
 pub use admin::*;
-pub use fixable::*;
 pub use common::uuid_v7_floor_id;
+pub use fixable::*;
 pub use lead::*;
 pub use report::*;
 pub use types::*;
