@@ -168,22 +168,7 @@ pub(crate) async fn list(
         if store.get(&from, &from_id).is_none() {
             return Err(errors::not_found());
         }
-        let mut grouped: Vec<(String, Vec<Value>)> = Vec::new();
-        for a in store
-            .associations
-            .iter()
-            .filter(|a| a.from_type == from && a.from_id == from_id && a.to_type == to)
-        {
-            let t = json!({"category": a.category, "typeId": a.type_id, "label": Value::Null});
-            match grouped.iter_mut().find(|(id, _)| *id == a.to_id) {
-                Some((_, types)) => types.push(t),
-                None => grouped.push((a.to_id.clone(), vec![t])),
-            }
-        }
-        let results: Vec<Value> = grouped
-            .into_iter()
-            .map(|(id, types)| json!({"toObjectId": id.parse::<u64>().map(Value::from).unwrap_or(Value::String(id)), "associationTypes": types}))
-            .collect();
+        let results = associated(&store, &from, &from_id, &to);
         Ok(Json(json!({ "results": results })).into_response())
     })();
     result.unwrap_or_else(IntoResponse::into_response)
@@ -223,25 +208,10 @@ pub(crate) async fn batch_read(
                 missing.push(id);
                 continue;
             }
-            let mut grouped: Vec<(String, Vec<Value>)> = Vec::new();
-            for a in store
-                .associations
-                .iter()
-                .filter(|a| a.from_type == from && a.from_id == id && a.to_type == to)
-            {
-                let t = json!({"category": a.category, "typeId": a.type_id, "label": Value::Null});
-                match grouped.iter_mut().find(|(tid, _)| *tid == a.to_id) {
-                    Some((_, types)) => types.push(t),
-                    None => grouped.push((a.to_id.clone(), vec![t])),
-                }
-            }
-            if grouped.is_empty() {
+            let to_list = associated(&store, &from, &id, &to);
+            if to_list.is_empty() {
                 continue;
             }
-            let to_list: Vec<Value> = grouped
-                .into_iter()
-                .map(|(tid, types)| json!({"toObjectId": tid.parse::<u64>().map(Value::from).unwrap_or(Value::String(tid)), "associationTypes": types}))
-                .collect();
             results.push(json!({"from": {"id": id}, "to": to_list}));
         }
         let mut body = json!({
@@ -263,4 +233,25 @@ pub(crate) async fn batch_read(
         Ok((StatusCode::MULTI_STATUS, Json(body)).into_response())
     })();
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The records of type `to` associated with `from_id`, each with its
+/// association types, as the v4 reads answer them.
+fn associated(store: &super::Store, from: &str, from_id: &str, to: &str) -> Vec<Value> {
+    let mut grouped: Vec<(String, Vec<Value>)> = Vec::new();
+    for a in store
+        .associations
+        .iter()
+        .filter(|a| a.from_type == from && a.from_id == from_id && a.to_type == to)
+    {
+        let t = json!({"category": a.category, "typeId": a.type_id, "label": Value::Null});
+        match grouped.iter_mut().find(|(id, _)| *id == a.to_id) {
+            Some((_, types)) => types.push(t),
+            None => grouped.push((a.to_id.clone(), vec![t])),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(id, types)| json!({"toObjectId": id.parse::<u64>().map(Value::from).unwrap_or(Value::String(id)), "associationTypes": types}))
+        .collect()
 }
