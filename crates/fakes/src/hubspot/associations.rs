@@ -167,23 +167,90 @@ pub(crate) async fn list(
         if store.get(&from, &from_id).is_none() {
             return Err(errors::not_found());
         }
-        let mut grouped: Vec<(String, Vec<Value>)> = Vec::new();
-        for a in store
-            .associations
-            .iter()
-            .filter(|a| a.from_type == from && a.from_id == from_id && a.to_type == to)
-        {
-            let t = json!({"category": a.category, "typeId": a.type_id, "label": Value::Null});
-            match grouped.iter_mut().find(|(id, _)| *id == a.to_id) {
-                Some((_, types)) => types.push(t),
-                None => grouped.push((a.to_id.clone(), vec![t])),
-            }
-        }
-        let results: Vec<Value> = grouped
-            .into_iter()
-            .map(|(id, types)| json!({"toObjectId": id.parse::<u64>().map(Value::from).unwrap_or(Value::String(id)), "associationTypes": types}))
-            .collect();
+        let results = associated(&store, &from, &from_id, &to);
         Ok(Json(json!({ "results": results })).into_response())
     })();
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /crm/v4/associations/{fromObjectType}/{toObjectType}/batch/read`:
+/// `inputs` (`{"id"}`, at most 1000); each found record's associated ids
+/// (with their types) under `to`. Reads the records (no index lag); ids
+/// not found come back in `errors` with 207.
+pub(crate) async fn batch_read(
+    State(state): State<HubSpotState>,
+    Path((from_type, to_type)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let result = (|| -> HsResult {
+        let started = Utc::now();
+        let from = resolve(&state, &from_type)?;
+        let to = resolve(&state, &to_type)?;
+        let batch: Value = parse_json(&body)?;
+        let Some(inputs) = batch.get("inputs").and_then(Value::as_array) else {
+            return Err(errors::validation("Invalid input JSON: inputs is required"));
+        };
+        if inputs.len() > 1000 {
+            return Err(errors::validation(
+                "The maximum number of inputs supported in a batch request is 1000. Please reduce the number of items and try again",
+            ));
+        }
+        let store = state.store();
+        let (mut results, mut missing) = (Vec::new(), Vec::new());
+        for input in inputs {
+            let Some(id) = input.get("id").and_then(id_text) else {
+                return Err(errors::validation(
+                    "Invalid input JSON: every input needs an id",
+                ));
+            };
+            if store.get(&from, &id).is_none() {
+                missing.push(id);
+                continue;
+            }
+            let to_list = associated(&store, &from, &id, &to);
+            if to_list.is_empty() {
+                continue;
+            }
+            results.push(json!({"from": {"id": id}, "to": to_list}));
+        }
+        let mut body = json!({
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": iso(started),
+            "completedAt": iso(Utc::now()),
+        });
+        if missing.is_empty() {
+            return Ok(Json(body).into_response());
+        }
+        body["numErrors"] = json!(1);
+        body["errors"] = json!([{
+            "status": "error",
+            "category": "OBJECT_NOT_FOUND",
+            "message": format!("No {from} with these ids exists"),
+            "context": {"fromId": missing},
+        }]);
+        Ok((StatusCode::MULTI_STATUS, Json(body)).into_response())
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The records of type `to` associated with `from_id`, each with its
+/// association types, as the v4 reads answer them.
+fn associated(store: &super::Store, from: &str, from_id: &str, to: &str) -> Vec<Value> {
+    let mut grouped: Vec<(String, Vec<Value>)> = Vec::new();
+    for a in store
+        .associations
+        .iter()
+        .filter(|a| a.from_type == from && a.from_id == from_id && a.to_type == to)
+    {
+        let t = json!({"category": a.category, "typeId": a.type_id, "label": Value::Null});
+        match grouped.iter_mut().find(|(id, _)| *id == a.to_id) {
+            Some((_, types)) => types.push(t),
+            None => grouped.push((a.to_id.clone(), vec![t])),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(id, types)| json!({"toObjectId": id.parse::<u64>().map(Value::from).unwrap_or(Value::String(id)), "associationTypes": types}))
+        .collect()
 }

@@ -801,6 +801,10 @@ pub fn router(state: HubSpotState) -> Router {
             post(objects::batch_update),
         )
         .route(
+            "/crm/v3/objects/{object_type}/batch/read",
+            post(objects::batch_read),
+        )
+        .route(
             "/crm/v3/objects/{object_type}/gdpr-delete",
             post(objects::gdpr_delete),
         )
@@ -821,6 +825,10 @@ pub fn router(state: HubSpotState) -> Router {
         .route(
             "/crm/v4/associations/{from_type}/{to_type}/batch/associate/default",
             post(associations::batch_default),
+        )
+        .route(
+            "/crm/v4/associations/{from_type}/{to_type}/batch/read",
+            post(associations::batch_read),
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))

@@ -1207,6 +1207,85 @@ fn batch_update_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsRes
     Ok((StatusCode::MULTI_STATUS, Json(out)).into_response())
 }
 
+/// `POST /crm/v3/objects/{objectType}/batch/read`: `inputs` (`{"id"}`, at
+/// most the batch limit), `properties` (the default read set when absent),
+/// optional `idProperty`. Reads the records (no index lag); ids not found
+/// come back as an `OBJECT_NOT_FOUND` error with 207.
+pub(crate) async fn batch_read(
+    State(state): State<HubSpotState>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> Response {
+    finish(batch_read_inner(&state, &object_type, &body))
+}
+
+fn batch_read_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsResult {
+    let started = Utc::now();
+    let object_type = resolve(state, segment)?;
+    let batch: Value = parse_json(body)?;
+    let Some(inputs) = batch.get("inputs").and_then(Value::as_array) else {
+        return Err(errors::validation("Invalid input JSON: inputs is required"));
+    };
+    let max = state.inner.config.batch_limit;
+    if inputs.len() > max {
+        return Err(errors::validation(format!(
+            "The maximum number of inputs supported in a batch request is {max}. Please reduce the number of items and try again"
+        )));
+    }
+    let id_property = batch
+        .get("idProperty")
+        .and_then(Value::as_str)
+        .unwrap_or("hs_object_id");
+    if id_property != "hs_object_id"
+        && !state
+            .inner
+            .schema
+            .property(&object_type, id_property)
+            .is_some_and(|d| d.unique)
+    {
+        return Err(errors::validation(format!(
+            "{id_property} is not a unique identifier property for {object_type}"
+        )));
+    }
+    let props: Vec<String> = match batch.get("properties").and_then(Value::as_array) {
+        Some(names) if !names.is_empty() => names
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect(),
+        _ => state.inner.schema.default_read_properties(&object_type),
+    };
+    let store = state.store();
+    let (mut results, mut missing) = (Vec::new(), Vec::new());
+    for input in inputs {
+        let Some(id) = input.get("id").and_then(id_text) else {
+            return Err(errors::validation(
+                "Invalid input JSON: every input needs an id",
+            ));
+        };
+        match store.find_by(&object_type, id_property, &id) {
+            Some(r) => results.push(record_json(&r.record, Some(&props))),
+            None => missing.push(id),
+        }
+    }
+    let mut out = json!({
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": iso(started),
+        "completedAt": iso(Utc::now()),
+    });
+    if missing.is_empty() {
+        return Ok(Json(out).into_response());
+    }
+    out["numErrors"] = json!(1);
+    out["errors"] = json!([{
+        "status": "error",
+        "category": "OBJECT_NOT_FOUND",
+        "message": format!("Could not get some {object_type} objects, they may be deleted or not exist. Check that ids are valid."),
+        "context": {"ids": missing},
+    }]);
+    Ok((StatusCode::MULTI_STATUS, Json(out)).into_response())
+}
+
 /// `POST /crm/v3/objects/contacts/gdpr-delete`
 pub(crate) async fn gdpr_delete(
     State(state): State<HubSpotState>,

@@ -1095,6 +1095,40 @@ async fn batch_create_echoes_trace_ids_associates_and_is_all_or_nothing() {
         "{body}"
     );
     assert_eq!(fake.notes().len(), 2);
+
+    // The contact's notes, through the associations, and their bodies: both
+    // read at once (no index lag).
+    let (status, assoc) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v4/associations/contacts/notes/batch/read",
+            Some(json!({"inputs": [{"id": contact}, {"id": "999999"}]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 207, "{assoc}");
+    assert_eq!(assoc["results"][0]["from"]["id"], json!(contact));
+    assert_eq!(
+        assoc["results"][0]["to"][0]["toObjectId"].to_string(),
+        note_id
+    );
+    assert_eq!(assoc["errors"][0]["context"]["fromId"], json!(["999999"]));
+    let (status, read) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/objects/notes/batch/read",
+            Some(json!({"properties": ["hs_note_body"], "inputs": [{"id": note_id}]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["results"][0]["properties"]["hs_note_body"], "hello");
 }
 
 #[tokio::test]

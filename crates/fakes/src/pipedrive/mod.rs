@@ -766,13 +766,16 @@ pub fn router(state: PipedriveState) -> Router {
             "/api/v2/deals/{id}",
             get(v2::get_deal).patch(v2::update_deal),
         )
-        .route("/api/v2/activities", post(v2::create_activity))
+        .route(
+            "/api/v2/activities",
+            post(v2::create_activity).get(v2::list_activities),
+        )
         .route("/api/v2/activities/{id}", get(v2::get_activity))
         .route("/api/v2/pipelines", get(v2::list_pipelines))
         .route("/api/v2/stages", get(v2::list_stages))
         .route("/api/v1/leads", post(v1::create_lead).get(v1::list_leads))
         .route("/api/v1/leads/{id}", get(v1::get_lead))
-        .route("/api/v1/notes", post(v1::create_note))
+        .route("/api/v1/notes", post(v1::create_note).get(v1::list_notes))
         .route("/api/v1/users/me", get(v1::users_me))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))

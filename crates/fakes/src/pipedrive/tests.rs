@@ -347,6 +347,15 @@ async fn activities_need_known_type_and_links() {
     assert_eq!(acts.len(), 1);
     assert_eq!(acts[0].person_id, Some(person));
     assert_eq!(acts[0].due_date.as_deref(), Some("2024-06-01"));
+    // Listed by person at once (only search lags).
+    let path =
+        format!("/api/v2/activities?person_id={person}&sort_by=add_time&sort_direction=desc");
+    let (status, listed) = json_of(call(&fake, &client, Method::GET, &path, None).await).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["data"][0]["subject"], "Intro call");
+    let path = format!("/api/v2/activities?person_id={}", person + 1);
+    let (_, listed) = json_of(call(&fake, &client, Method::GET, &path, None).await).await;
+    assert_eq!(listed["data"], json!([]));
 }
 
 #[tokio::test]
@@ -728,6 +737,47 @@ async fn plain_lists_show_new_records_at_once_while_search_lags() {
             &client,
             Method::GET,
             "/api/v2/persons?sort_by=name",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn notes_are_listed_by_person_newest_first() {
+    let (fake, client) = start(PipedriveConfig::default()).await;
+    let person = fake.seed_person("Noa", Some("noa@example.com"));
+    for text in ["first", "second"] {
+        let (status, _) = json_of(
+            call(
+                &fake,
+                &client,
+                Method::POST,
+                "/api/v1/notes",
+                Some(json!({"content": text, "person_id": person})),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let path = format!("/api/v1/notes?person_id={person}&sort=add_time%20DESC&limit=1");
+    let (status, listed) = json_of(call(&fake, &client, Method::GET, &path, None).await).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["data"][0]["content"], "second");
+    assert_eq!(
+        listed["additional_data"]["pagination"]["more_items_in_collection"],
+        true
+    );
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            "/api/v1/notes?sort=colour%20ASC",
             None,
         )
         .await,

@@ -302,6 +302,79 @@ fn note_json(state: &PipedriveState, store: &super::Store, n: &PipedriveNote) ->
     })
 }
 
+/// `GET /api/v1/notes`: `person_id`, `deal_id`, `org_id`, `lead_id`,
+/// `start`, `limit` (1–500, default 100), `sort` (`field ASC|DESC`, fields
+/// `id`, `add_time`, `update_time`; oldest first by default), with v1's
+/// pagination block. Read from the records: a new note is listed at once.
+pub(crate) async fn list_notes(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    finish((|| -> PdResult {
+        let pairs: Vec<(String, String)> = query
+            .as_deref()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let number = |k: &str| -> Result<Option<u64>, PdError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|_| {
+                    errors::bad_request(format!("Validation failed: {k}: must be an integer"))
+                }),
+            }
+        };
+        let limit = number("limit")?.unwrap_or(100);
+        if !(1..=500).contains(&limit) {
+            return Err(errors::bad_request(
+                "Validation failed: limit: must be between 1 and 500",
+            ));
+        }
+        let start = number("start")?.unwrap_or(0) as usize;
+        let (person, deal, org) = (number("person_id")?, number("deal_id")?, number("org_id")?);
+        let lead = get("lead_id");
+        let sort = get("sort").unwrap_or("id ASC");
+        let mut words = sort.split_whitespace();
+        let (field, dir) = (words.next().unwrap_or("id"), words.next().unwrap_or("ASC"));
+        if !matches!(field, "id" | "add_time" | "update_time")
+            || !matches!(dir.to_uppercase().as_str(), "ASC" | "DESC")
+        {
+            return Err(errors::bad_request(format!(
+                "Validation failed: sort: unsupported sort '{sort}'"
+            )));
+        }
+        let store = state.store();
+        let mut matching: Vec<&PipedriveNote> = store
+            .notes
+            .values()
+            .filter(|n| person.is_none_or(|p| n.person_id == Some(p)))
+            .filter(|n| deal.is_none_or(|d| n.deal_id == Some(d)))
+            .filter(|n| org.is_none_or(|o| n.org_id == Some(o)))
+            .filter(|n| lead.is_none_or(|l| n.lead_id.as_deref() == Some(l)))
+            .collect();
+        match field {
+            "add_time" => matching.sort_by_key(|n| (n.add_time, n.id)),
+            "update_time" => matching.sort_by_key(|n| (n.update_time, n.id)),
+            _ => matching.sort_by_key(|n| n.id),
+        }
+        if dir.eq_ignore_ascii_case("DESC") {
+            matching.reverse();
+        }
+        let page: Vec<Value> = matching
+            .iter()
+            .skip(start)
+            .take(limit as usize)
+            .map(|n| note_json(&state, &store, n))
+            .collect();
+        let more = matching.len() > start + page.len();
+        Ok(errors::ok_with(
+            StatusCode::OK,
+            Value::Array(page),
+            json!({"pagination": {"start": start, "limit": limit, "more_items_in_collection": more}}),
+        ))
+    })())
+}
+
 /// `POST /api/v1/notes`
 pub(crate) async fn create_note(
     State(state): State<PipedriveState>,

@@ -1329,6 +1329,44 @@ pub(crate) async fn create_activity(State(state): State<PipedriveState>, body: B
     })())
 }
 
+/// `GET /api/v2/activities`: `person_id` (the activities the person takes
+/// part in), `deal_id`, and [`list_page`]'s parameters. Read from the
+/// records: a new activity is listed at once.
+pub(crate) async fn list_activities(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    finish((|| -> PdResult {
+        let pairs: Vec<(String, String)> = query
+            .as_deref()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let number = |k: &str| -> Result<Option<u64>, PdError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|_| {
+                    errors::schema(format!("{k}: Parameter '{k}' must be an integer"))
+                }),
+            }
+        };
+        let (person, deal) = (number("person_id")?, number("deal_id")?);
+        let rows = state
+            .store()
+            .activities
+            .values()
+            .filter(|a| {
+                person.is_none_or(|p| {
+                    a.person_id == Some(p) || a.participants.iter().any(|(id, _)| *id == p)
+                })
+            })
+            .filter(|a| deal.is_none_or(|d| a.deal_id == Some(d)))
+            .map(|a| (a.id, a.add_time, a.update_time, activity_json(a)))
+            .collect();
+        list_page(query.as_deref(), rows)
+    })())
+}
+
 /// `GET /api/v2/activities/{id}`
 pub(crate) async fn get_activity(
     State(state): State<PipedriveState>,

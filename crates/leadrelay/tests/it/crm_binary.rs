@@ -140,8 +140,8 @@ async fn kill_9_mid_stream_leaves_exactly_one_record_per_person_in_every_crm() {
             &pd.base_url(),
             &sf.base_url(),
             [
-                "deals = true",
-                "deals = true",
+                "deals = true\nfollow_up_task = true",
+                "deals = true\nfollow_up_task = true",
                 "deals = true\nfollow_up_task = true\nperson_object = \"Contact\"",
             ]
         )
@@ -170,7 +170,7 @@ async fn kill_9_mid_stream_leaves_exactly_one_record_per_person_in_every_crm() {
                     "Kim",
                     &format!("N{i}"),
                     &format!("Corp {}", (i % 200) % 5),
-                    "",
+                    &format!("Message {i}"),
                 ))
                 .send()
                 .await
@@ -257,8 +257,13 @@ async fn kill_9_mid_stream_leaves_exactly_one_record_per_person_in_every_crm() {
     assert_eq!(sf.contacts().len(), 200, "Salesforce contacts");
     assert_eq!(sf.accounts().len(), 5, "Salesforce accounts");
     assert_eq!(sf.opportunities().len(), 200, "Salesforce opportunities");
-    // One follow-up task per event.
-    assert_eq!(sf.tasks().len(), total, "Salesforce tasks");
+    // One note (the message) and one follow-up task per event.
+    assert_eq!(hs.notes().len(), total, "HubSpot notes");
+    assert_eq!(hs.tasks().len(), total, "HubSpot tasks");
+    assert_eq!(pd.notes().len(), total, "Pipedrive notes");
+    assert_eq!(pd.activities().len(), total, "Pipedrive activities");
+    // Salesforce logs the message as a completed Task too.
+    assert_eq!(sf.tasks().len(), 2 * total, "Salesforce tasks");
     let log = again.log_text() + &server.log_text();
     for (_, secret) in env() {
         assert!(!log.contains(secret), "a credential appears in the logs");

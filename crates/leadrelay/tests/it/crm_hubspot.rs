@@ -92,9 +92,11 @@ async fn form_post_creates_contact_company_deal_note_and_task() {
 
     let notes = fake.notes();
     assert_eq!(notes.len(), 1);
-    assert_eq!(
-        notes[0].get("hs_note_body"),
-        Some("Please call me about pricing.")
+    // The message, then the event's line that finds the note after a crash.
+    let body = notes[0].get("hs_note_body").unwrap_or_default();
+    assert!(
+        body.starts_with("Please call me about pricing.<p>leadrelay-event:"),
+        "{body}"
     );
     assert!(notes[0].get("hs_timestamp").is_some());
     assert_eq!(
@@ -187,9 +189,10 @@ won = "closedwon"
     app.settled("hubspot", 2, WAIT).await;
     let notes = fake.notes();
     assert_eq!(notes.len(), 1);
-    assert_eq!(
-        notes[0].get("hs_note_body"),
-        Some("Sounds good, let&#39;s talk.")
+    let body = notes[0].get("hs_note_body").unwrap_or_default();
+    assert!(
+        body.starts_with("Sounds good, let&#39;s talk.<p>leadrelay-event:"),
+        "{body}"
     );
     assert_eq!(
         fake.associated_ids("notes", &notes[0].id, "contacts"),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use leadrelay_model::{Event, EventType};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::DeliveryJob;
 use crate::config::{HumanDuration, Problem, parse_settings};
@@ -795,3 +795,21 @@ pub fn bad_erase(message: String) -> super::JobResult {
 }
 
 pub use super::http::path_segment;
+/// The text leadrelay writes into a note's or task's body to recognise, on a
+/// retry, the record an attempt killed before keeping its id already made:
+/// `leadrelay-event:<event id>` (the event, not the delivery, so a replay of
+/// a dead delivery finds it too).
+pub fn event_marker(job: &DeliveryJob) -> String {
+    format!("leadrelay-event:{}", job.event.id)
+}
+
+/// Appends `marker` to the HTML body in `field` as its own paragraph (the
+/// whole body when the mapping set none).
+pub fn append_marker(body: &mut Map<String, Value>, field: &str, marker: &str) {
+    let line = format!("<p>{marker}</p>");
+    let text = match body.get(field).and_then(mapping::as_text) {
+        Some(t) if !t.trim().is_empty() => format!("{t}{line}"),
+        _ => line,
+    };
+    body.insert(field.to_string(), Value::String(text));
+}

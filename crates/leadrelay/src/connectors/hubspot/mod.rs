@@ -300,6 +300,8 @@ struct Item<'a> {
     email: Option<String>,
     contact_props: Map<String, Value>,
     contact_id: Option<String>,
+    /// The contact was created by this attempt (so has no notes or tasks).
+    contact_new: bool,
     company_id: Option<String>,
     domain: Option<String>,
     company_props: Map<String, Value>,
@@ -442,6 +444,7 @@ impl HubSpot {
                 }),
             contact_props: Map::new(),
             contact_id: crm::stored_for_person(job, "contact").map(str::to_string),
+            contact_new: false,
             company_id: None,
             domain: None,
             company_props: Map::new(),
@@ -581,14 +584,14 @@ impl HubSpot {
             .await;
         Self::apply_reports(items, &out);
         for (members, body) in &out.ok {
-            let by_email: HashMap<String, String> = body["results"]
+            let by_email: HashMap<String, (String, bool)> = body["results"]
                 .as_array()
                 .map(|rs| {
                     rs.iter()
                         .filter_map(|r| {
                             Some((
                                 r["properties"]["email"].as_str()?.to_lowercase(),
-                                mapping::as_text(&r["id"])?,
+                                (mapping::as_text(&r["id"])?, r["new"] == json!(true)),
                             ))
                         })
                         .collect()
@@ -602,8 +605,9 @@ impl HubSpot {
                     continue;
                 }
                 match by_email.get(&email) {
-                    Some(id) => {
+                    Some((id, new)) => {
                         let key = items[i].key().to_string();
+                        items[i].contact_new = *new;
                         items[i].contact_id = Some(id.clone());
                         items[i].id_ctx("contact", id);
                         self.learn(&mut items[i], "contact", &key, id);
@@ -1081,10 +1085,11 @@ impl HubSpot {
     }
 
     async fn activities(&self, items: &mut [Item<'_>]) {
-        for (object, path) in [
-            ("note", "/crm/v3/objects/notes/batch/create"),
-            ("task", "/crm/v3/objects/tasks/batch/create"),
+        for (object, path, field) in [
+            ("note", "/crm/v3/objects/notes/batch/create", "hs_note_body"),
+            ("task", "/crm/v3/objects/tasks/batch/create", "hs_task_body"),
         ] {
+            let found = self.already_logged(items, object, field).await;
             let mut inputs = Vec::new();
             for (i, it) in items.iter_mut().enumerate() {
                 let wanted = match object {
@@ -1093,6 +1098,7 @@ impl HubSpot {
                 };
                 if !wanted
                     || !it.ok()
+                    || found.contains(&i)
                     || crm::stored(it.job, &crm::event_key(it.job), object).is_some()
                 {
                     continue;
@@ -1100,13 +1106,14 @@ impl HubSpot {
                 let Some(contact) = it.contact_id.clone() else {
                     continue;
                 };
-                let props = match self.mapping.apply(object, &it.ctx) {
+                let mut props = match self.mapping.apply(object, &it.ctx) {
                     Ok(p) => p,
                     Err(e) => {
                         it.fail(Outcome::permanent(ErrorClass::Mapping, e.to_string()));
                         continue;
                     }
                 };
+                crm::append_marker(&mut props, field, &crm::event_marker(it.job));
                 let (c, co, d) = if object == "note" {
                     (NOTE_TO_CONTACT, NOTE_TO_COMPANY, NOTE_TO_DEAL)
                 } else {
@@ -1129,6 +1136,124 @@ impl HubSpot {
                 self.take_created(items, &out, object, None);
             }
         }
+    }
+
+    /// The items that want a note or task (`object`) but have no kept id
+    /// for it, about a contact that existed before this attempt: an attempt
+    /// that died before keeping the id may have made it already. Their
+    /// contacts' notes or tasks are listed with one v4 associations
+    /// `batch/read` and read with the objects' `batch/read` (both read the
+    /// records; search lags), and one
+    /// whose body (`field`) carries the event's marker is kept as this
+    /// event's, so it is not created again. Looks at the newest 100 per
+    /// contact. Returns the items whose record was found.
+    async fn already_logged(
+        &self,
+        items: &mut [Item<'_>],
+        object: &str,
+        field: &str,
+    ) -> BTreeSet<usize> {
+        let plural = format!("{object}s");
+        let mut asked: Vec<(usize, String)> = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            let wanted = match object {
+                "note" => it.plan.note || it.plan.meeting,
+                _ => it.plan.task,
+            };
+            let Some(contact) = it.contact_id.clone().filter(|_| !it.contact_new) else {
+                continue;
+            };
+            if wanted && it.ok() && crm::stored(it.job, &crm::event_key(it.job), object).is_none() {
+                asked.push((i, contact));
+            }
+        }
+        if asked.is_empty() {
+            return BTreeSet::new();
+        }
+        // One v4 batch read of the contacts' associations (up to 1000).
+        let mut linked: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+        for chunk in asked.chunks(1000) {
+            let body = json!({
+                "inputs": chunk.iter().map(|(_, c)| json!({"id": c})).collect::<Vec<_>>(),
+            });
+            let path = format!("/crm/v4/associations/contacts/{plural}/batch/read");
+            let (res, report) = self.api.call(Method::POST, &path, Some(&body)).await;
+            match res {
+                Ok(v) => {
+                    for r in v["results"].as_array().into_iter().flatten() {
+                        let Some(from) = mapping::as_text(&r["from"]["id"]) else {
+                            continue;
+                        };
+                        linked.entry(from).or_default().extend(
+                            r["to"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|t| mapping::as_text(&t["toObjectId"]))
+                                .map(|id| (id.parse().unwrap_or(0), id)),
+                        );
+                    }
+                }
+                Err(f) => {
+                    for (i, _) in chunk {
+                        items[*i].report = report.clone();
+                        items[*i].fail(f.outcome.clone());
+                    }
+                    return BTreeSet::new();
+                }
+            }
+        }
+        let mut candidates: Vec<(usize, Vec<String>)> = Vec::new();
+        for (i, contact) in asked {
+            let Some(mut ids) = linked.get(&contact).cloned() else {
+                continue;
+            };
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids.truncate(100);
+            candidates.push((i, ids.into_iter().map(|(_, id)| id).collect()));
+        }
+        let mut ids: Vec<String> = candidates.iter().flat_map(|(_, ids)| ids.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut bodies: HashMap<String, String> = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let body = json!({
+                "properties": [field],
+                "inputs": chunk.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+            });
+            let path = format!("/crm/v3/objects/{plural}/batch/read");
+            let (res, report) = self.api.call(Method::POST, &path, Some(&body)).await;
+            match res {
+                Ok(v) => bodies.extend(v["results"].as_array().into_iter().flatten().filter_map(
+                    |r| {
+                        Some((
+                            mapping::as_text(&r["id"])?,
+                            r["properties"][field].as_str()?.to_string(),
+                        ))
+                    },
+                )),
+                Err(f) => {
+                    for (i, _) in &candidates {
+                        items[*i].report = report.clone();
+                        items[*i].fail(f.outcome.clone());
+                    }
+                    return BTreeSet::new();
+                }
+            }
+        }
+        let mut found = BTreeSet::new();
+        for (i, ids) in candidates {
+            let marker = crm::event_marker(items[i].job);
+            let hit = ids
+                .into_iter()
+                .find(|id| bodies.get(id).is_some_and(|b| b.contains(&marker)));
+            if let Some(id) = hit {
+                let key = crm::event_key(items[i].job);
+                self.learn(&mut items[i], object, &key, &id);
+                found.insert(i);
+            }
+        }
+        found
     }
 
     async fn custom_objects(&self, items: &mut [Item<'_>]) {

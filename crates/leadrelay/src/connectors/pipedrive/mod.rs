@@ -877,6 +877,45 @@ impl Pipedrive {
         Ok(listed.as_array().and_then(|a| a.first()).and_then(id_of))
     }
 
+    /// A note or activity of this event that a person who existed before
+    /// this attempt may have already: made by an attempt that died before
+    /// keeping its id. Found among the person's newest 100 at `path` (v1
+    /// notes, v2 activities: lists, which read the records, not the lagging
+    /// search) by the event's marker in `field`.
+    async fn already_logged(
+        &self,
+        run: &mut Run<'_>,
+        path: &str,
+        field: &str,
+        marker: &str,
+    ) -> Result<Option<String>, Stop> {
+        let Some(p) = run.person.filter(|_| !run.person_created) else {
+            return Ok(None);
+        };
+        let person = p.to_string();
+        let newest: &[(&str, &str)] = if path.starts_with("/api/v1/") {
+            &[("sort", "add_time DESC")]
+        } else {
+            &[("sort_by", "add_time"), ("sort_direction", "desc")]
+        };
+        let mut query = vec![("person_id", person.as_str()), ("limit", "100")];
+        query.extend_from_slice(newest);
+        let listed = self
+            .call(run, Method::GET, path, &query, None)
+            .await
+            .map_err(|(f, r)| Self::fail(f, r))?;
+        Ok(listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| {
+                v.get(field)
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.contains(marker))
+            })
+            .and_then(id_of))
+    }
+
     async fn lead(&self, run: &mut Run<'_>) -> Result<(), Stop> {
         let key = run.job.delivery.contact_key.clone();
         if let Some(id) = self.known(run.job, &key, "lead") {
@@ -931,7 +970,16 @@ impl Pipedrive {
         if self.known(run.job, &key, "note").is_some() {
             return Ok(());
         }
+        let marker = crm::event_marker(run.job);
+        if let Some(id) = self
+            .already_logged(run, "/api/v1/notes", "content", &marker)
+            .await?
+        {
+            self.learn(run, "note", &key, &id);
+            return Ok(());
+        }
         let mut body = self.mapping.apply("note", &run.ctx).map_err(mapping_stop)?;
+        crm::append_marker(&mut body, "content", &marker);
         if let Some(p) = run.person {
             body.insert("person_id".into(), json!(p));
         }
@@ -970,7 +1018,16 @@ impl Pipedrive {
         if self.known(run.job, &key, object).is_some() {
             return Ok(());
         }
+        let marker = crm::event_marker(run.job);
+        if let Some(id) = self
+            .already_logged(run, "/api/v2/activities", "note", &marker)
+            .await?
+        {
+            self.learn(run, object, &key, &id);
+            return Ok(());
+        }
         let mut body = self.mapping.apply(object, &run.ctx).map_err(mapping_stop)?;
+        crm::append_marker(&mut body, "note", &marker);
         if let Some(p) = run.person {
             body.insert(
                 "participants".into(),
