@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AttemptReport, ErrorClass, Outcome};
 use crate::redact;
+use crate::store::Exchange;
 
 /// Longest response excerpt kept in the attempt log.
 pub const EXCERPT_BYTES: usize = 512;
@@ -121,7 +122,9 @@ async fn send_inner(
     // A URL read from a secret (a Zapier hook, a Slack webhook) must not
     // reach the attempt log through an error or an echoing response.
     let hide = Hidden::of(request.url(), display_url);
+    let exchange = capture_request(request.headers(), &body_bytes);
     let mut report = AttemptReport {
+        exchange: Some(exchange),
         started_at: Some(Utc::now()),
         method: Some(request.method().to_string()),
         url: Some(display_url.to_string()),
@@ -155,6 +158,9 @@ async fn send_inner(
             }
             let body = read_capped(resp).await;
             report.status = Some(status);
+            if let Some(x) = report.exchange.as_mut() {
+                x.response_headers = scrub_headers(&headers);
+            }
             let body = if secret_url { hide.scrub(body) } else { body };
             report.response_excerpt =
                 Some(redact::excerpt(&body, EXCERPT_BYTES)).filter(|s| !s.is_empty());
@@ -178,6 +184,95 @@ async fn send_inner(
         });
     }
     (result, report)
+}
+
+/// Values of secrets read from env vars, each with its var's name, longest
+/// first (so a secret containing another is replaced whole).
+static SECRETS: std::sync::RwLock<Vec<(String, String)>> = std::sync::RwLock::new(Vec::new());
+
+/// Remembers that `value` is the secret in env var `var`: captured requests
+/// show `$var` wherever the value would appear. Called by
+/// [`super::BuildContext::secret`] for every secret a connector reads.
+pub fn remember_secret(var: &str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let mut s = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if s.iter().any(|(v, n)| v == value && n == var) {
+        return;
+    }
+    s.push((value.to_string(), var.to_string()));
+    s.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+}
+
+/// The env var names of the remembered secrets.
+pub fn secret_var_names() -> Vec<String> {
+    let s = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let mut names: Vec<String> = s.iter().map(|(_, n)| n.clone()).collect();
+    names.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    names.dedup();
+    names
+}
+
+/// `text` with every remembered secret value replaced by `$VAR`.
+pub fn scrub_secrets(text: &str) -> String {
+    let s = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = text.to_string();
+    for (value, var) in s.iter() {
+        if out.contains(value.as_str()) {
+            out = out.replace(value.as_str(), &format!("${var}"));
+        }
+    }
+    out
+}
+
+/// Headers whose values are credentials even when they hold no remembered
+/// secret (an OAuth access token, a Basic pair): their value is hidden.
+fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "token", "secret", "api-key", "apikey", "api_key", "password",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// Header pairs with secrets replaced by their env var names and other
+/// credentials hidden (`Bearer [hidden]`).
+fn scrub_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let raw = String::from_utf8_lossy(v.as_bytes());
+            let mut value = scrub_secrets(&raw);
+            if is_credential_header(k.as_str()) && value == raw {
+                value = match value.split_once(' ') {
+                    Some((scheme, _)) if !scheme.is_empty() => format!("{scheme} [hidden]"),
+                    _ => "[hidden]".to_string(),
+                };
+            }
+            (k.as_str().to_string(), value)
+        })
+        .collect()
+}
+
+/// The request as sent, for the attempt log: headers and body (capped at
+/// [`Exchange::MAX_BODY`]) with secrets replaced by their env var names.
+/// Personal data stays (admins may inspect it; viewers see it masked).
+fn capture_request(headers: &HeaderMap, body: &[u8]) -> Exchange {
+    let cut = body.len().min(Exchange::MAX_BODY);
+    let text = String::from_utf8_lossy(&body[..cut]);
+    // A cut inside a multi-byte char shows one replacement char at the end.
+    let text = scrub_secrets(&text);
+    Exchange {
+        request_headers: scrub_headers(headers),
+        request_body: text,
+        request_body_truncated: body.len() > cut,
+        response_headers: Vec::new(),
+    }
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> String {

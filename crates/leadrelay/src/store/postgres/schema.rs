@@ -218,6 +218,13 @@ ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT;
 UPDATE idempotency_keys k SET scope = 'api:' || e.origin_name
 FROM events e WHERE k.scope = 'api' AND e.id = k.event_id AND e.origin_kind = 'api';
 "#,
+    // h22b: attempt request capture. The request as sent (headers and body,
+    // secrets replaced by their env var names, body capped) and the response
+    // headers, as one JSON document per attempt.
+    r#"
+-- h22b: attempt request capture
+ALTER TABLE attempts ADD COLUMN exchange TEXT;
+"#,
 ];
 
 pub fn current_version() -> u32 {

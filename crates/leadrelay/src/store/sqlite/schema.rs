@@ -221,6 +221,13 @@ UPDATE idempotency_keys SET scope = 'api:' || (
 WHERE scope = 'api' AND EXISTS (
     SELECT 1 FROM events e WHERE e.id = idempotency_keys.event_id AND e.origin_kind = 'api');
 "#,
+    // h22b: attempt request capture. The request as sent (headers and body,
+    // secrets replaced by their env var names, body capped) and the response
+    // headers, as one JSON document per attempt.
+    r#"
+-- h22b: attempt request capture
+ALTER TABLE attempts ADD COLUMN exchange TEXT;
+"#,
 ];
 
 /// The schema version a fully migrated database has.
