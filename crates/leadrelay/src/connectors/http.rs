@@ -263,14 +263,21 @@ fn scrub_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 /// [`Exchange::MAX_BODY`]) with secrets replaced by their env var names.
 /// Personal data stays (admins may inspect it; viewers see it masked).
 fn capture_request(headers: &HeaderMap, body: &[u8]) -> Exchange {
-    let cut = body.len().min(Exchange::MAX_BODY);
-    let text = String::from_utf8_lossy(&body[..cut]);
-    // A cut inside a multi-byte char shows one replacement char at the end.
-    let text = scrub_secrets(&text);
+    // Scrubbed before the cut, so a secret across the cut cannot leave half
+    // of itself behind.
+    let mut text = scrub_secrets(&String::from_utf8_lossy(body));
+    let truncated = text.len() > Exchange::MAX_BODY;
+    if truncated {
+        let mut cut = Exchange::MAX_BODY;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
     Exchange {
         request_headers: scrub_headers(headers),
         request_body: text,
-        request_body_truncated: body.len() > cut,
+        request_body_truncated: truncated,
         response_headers: Vec::new(),
     }
 }
@@ -556,6 +563,44 @@ mod tests {
             HeaderValue::from_static("99999999"),
         );
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn captured_requests_name_secrets_and_cap_the_body() {
+        remember_secret("H22B_UNIT_SECRET", "unit-secret-0042");
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("unit-secret-0042"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        h.insert("x-plain", HeaderValue::from_static("kept"));
+        let mut body = b"{\"token\":\"unit-secret-0042\",\"pad\":\"".to_vec();
+        body.resize(Exchange::MAX_BODY + 100, b'a');
+        let x = capture_request(&h, &body);
+        assert!(
+            x.request_headers
+                .contains(&("x-api-key".into(), "$H22B_UNIT_SECRET".into()))
+        );
+        assert!(
+            x.request_headers
+                .contains(&("authorization".into(), "Basic [hidden]".into()))
+        );
+        assert!(
+            x.request_headers
+                .contains(&("x-plain".into(), "kept".into()))
+        );
+        assert!(
+            x.request_body
+                .starts_with("{\"token\":\"$H22B_UNIT_SECRET\"")
+        );
+        assert!(x.request_body_truncated);
+        assert!(x.request_body.len() <= Exchange::MAX_BODY);
+        let small = capture_request(&HeaderMap::new(), b"{}");
+        assert_eq!(
+            (small.request_body.as_str(), small.request_body_truncated),
+            ("{}", false)
+        );
     }
 
     #[test]

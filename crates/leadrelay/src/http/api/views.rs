@@ -1109,6 +1109,22 @@ impl From<&crate::privacy::WithdrawReport> for WithdrawReportView {
 
 #[cfg(test)]
 mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_leaves_only_known_vars_to_the_shell() {
+        let vars = vec!["API_KEY".to_string()];
+        assert_eq!(
+            shell_quote("x-api-key: $API_KEY", &vars),
+            "'x-api-key: '\"$API_KEY\"''"
+        );
+        // Other dollars, quotes and longer names stay literal.
+        assert_eq!(
+            shell_quote("it's $HOME $API_KEYS", &vars),
+            "'it'\\''s $HOME $API_KEYS'"
+        );
+    }
+
     use super::health_verdict;
 
     #[test]
