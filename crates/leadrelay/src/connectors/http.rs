@@ -202,7 +202,7 @@ pub fn remember_secret(var: &str, value: &str) {
         return;
     }
     s.push((value.to_string(), var.to_string()));
-    s.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    s.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
 }
 
 /// The env var names of the remembered secrets.
