@@ -596,4 +596,21 @@ async fn attempt_shows_the_request_as_sent_without_secrets() {
     assert!(html.contains("i***@example.com"), "{html}");
     assert!(!html.contains("Copy as curl"), "no curl for viewers");
     assert!(!html.contains(KEY) && !html.contains("static-h22b-token"));
+
+    // Erasing the person clears the requests that carried their data.
+    let k = key(&app, "dpo", Role::Admin).await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/privacy/erase"))
+        .bearer_auth(&k)
+        .json(&json!({"email": "inspect.me@example.com", "reason": "erasure request"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let attempts = app.store.attempts(delivery.id).await.unwrap();
+    assert!(
+        attempts.iter().all(|a| a.exchange.is_none()),
+        "{attempts:?}"
+    );
 }
