@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AttemptReport, ErrorClass, Outcome};
 use crate::redact;
+use crate::store::Exchange;
 
 /// Longest response excerpt kept in the attempt log.
 pub const EXCERPT_BYTES: usize = 512;
@@ -121,7 +122,9 @@ async fn send_inner(
     // A URL read from a secret (a Zapier hook, a Slack webhook) must not
     // reach the attempt log through an error or an echoing response.
     let hide = Hidden::of(request.url(), display_url);
+    let exchange = capture_request(request.headers(), &body_bytes);
     let mut report = AttemptReport {
+        exchange: Some(exchange),
         started_at: Some(Utc::now()),
         method: Some(request.method().to_string()),
         url: Some(display_url.to_string()),
@@ -155,6 +158,9 @@ async fn send_inner(
             }
             let body = read_capped(resp).await;
             report.status = Some(status);
+            if let Some(x) = report.exchange.as_mut() {
+                x.response_headers = scrub_headers(&headers);
+            }
             let body = if secret_url { hide.scrub(body) } else { body };
             report.response_excerpt =
                 Some(redact::excerpt(&body, EXCERPT_BYTES)).filter(|s| !s.is_empty());
@@ -178,6 +184,102 @@ async fn send_inner(
         });
     }
     (result, report)
+}
+
+/// Values of secrets read from env vars, each with its var's name, longest
+/// first (so a secret containing another is replaced whole).
+static SECRETS: std::sync::RwLock<Vec<(String, String)>> = std::sync::RwLock::new(Vec::new());
+
+/// Remembers that `value` is the secret in env var `var`: captured requests
+/// show `$var` wherever the value would appear. Called by
+/// [`super::BuildContext::secret`] for every secret a connector reads.
+pub fn remember_secret(var: &str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let mut s = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if s.iter().any(|(v, n)| v == value && n == var) {
+        return;
+    }
+    s.push((value.to_string(), var.to_string()));
+    s.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+}
+
+/// The env var names of the remembered secrets.
+pub fn secret_var_names() -> Vec<String> {
+    let s = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let mut names: Vec<String> = s.iter().map(|(_, n)| n.clone()).collect();
+    names.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    names.dedup();
+    names
+}
+
+/// `text` with every remembered secret value replaced by `$VAR`.
+pub fn scrub_secrets(text: &str) -> String {
+    let s = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = text.to_string();
+    for (value, var) in s.iter() {
+        if out.contains(value.as_str()) {
+            out = out.replace(value.as_str(), &format!("${var}"));
+        }
+    }
+    out
+}
+
+/// Headers whose values are credentials even when they hold no remembered
+/// secret (an OAuth access token, a Basic pair): their value is hidden.
+fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "token", "secret", "api-key", "apikey", "api_key", "password",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// Header pairs with secrets replaced by their env var names and other
+/// credentials hidden (`Bearer [hidden]`).
+fn scrub_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let raw = String::from_utf8_lossy(v.as_bytes());
+            let mut value = scrub_secrets(&raw);
+            if is_credential_header(k.as_str()) && value == raw {
+                value = match value.split_once(' ') {
+                    Some((scheme, _)) if !scheme.is_empty() => format!("{scheme} [hidden]"),
+                    _ => "[hidden]".to_string(),
+                };
+            }
+            (k.as_str().to_string(), value)
+        })
+        .collect()
+}
+
+/// The request as sent, for the attempt log: headers and body (capped at
+/// [`Exchange::MAX_BODY`]) with secrets replaced by their env var names.
+/// Personal data stays (admins may inspect it; viewers see it masked).
+fn capture_request(headers: &HeaderMap, body: &[u8]) -> Exchange {
+    // Scrubbed before the cut, so a secret across the cut cannot leave half
+    // of itself behind.
+    let mut text = scrub_secrets(&String::from_utf8_lossy(body));
+    let truncated = text.len() > Exchange::MAX_BODY;
+    if truncated {
+        let mut cut = Exchange::MAX_BODY;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    Exchange {
+        request_headers: scrub_headers(headers),
+        request_body: text,
+        request_body_truncated: truncated,
+        response_headers: Vec::new(),
+    }
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> String {
@@ -474,6 +576,44 @@ mod tests {
             HeaderValue::from_static("99999999"),
         );
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn captured_requests_name_secrets_and_cap_the_body() {
+        remember_secret("H22B_UNIT_SECRET", "unit-secret-0042");
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("unit-secret-0042"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        h.insert("x-plain", HeaderValue::from_static("kept"));
+        let mut body = b"{\"token\":\"unit-secret-0042\",\"pad\":\"".to_vec();
+        body.resize(Exchange::MAX_BODY + 100, b'a');
+        let x = capture_request(&h, &body);
+        assert!(
+            x.request_headers
+                .contains(&("x-api-key".into(), "$H22B_UNIT_SECRET".into()))
+        );
+        assert!(
+            x.request_headers
+                .contains(&("authorization".into(), "Basic [hidden]".into()))
+        );
+        assert!(
+            x.request_headers
+                .contains(&("x-plain".into(), "kept".into()))
+        );
+        assert!(
+            x.request_body
+                .starts_with("{\"token\":\"$H22B_UNIT_SECRET\"")
+        );
+        assert!(x.request_body_truncated);
+        assert!(x.request_body.len() <= Exchange::MAX_BODY);
+        let small = capture_request(&HeaderMap::new(), b"{}");
+        assert_eq!(
+            (small.request_body.as_str(), small.request_body_truncated),
+            ("{}", false)
+        );
     }
 
     #[test]

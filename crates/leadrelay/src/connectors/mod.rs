@@ -190,6 +190,8 @@ pub struct AttemptReport {
     pub status: Option<u16>,
     /// Truncated and redacted.
     pub response_excerpt: Option<String>,
+    /// The request as sent (secrets replaced) and the response headers.
+    pub exchange: Option<crate::store::Exchange>,
 }
 
 /// The result for one job of a batch.
@@ -305,7 +307,10 @@ impl BuildContext<'_> {
     /// a problem names the setting when it is unset or empty.
     pub fn secret(&self, setting: &str, var: &str) -> Result<String, Problem> {
         match (self.env)(var) {
-            Some(v) if !v.trim().is_empty() => Ok(v),
+            Some(v) if !v.trim().is_empty() => {
+                http::remember_secret(var, &v);
+                Ok(v)
+            }
             _ => Err(Problem::unset_env(setting, var)),
         }
     }

@@ -324,6 +324,7 @@ fn attempt_record(
         outcome: policy::attempt_outcome(transition).to_string(),
         message: message.map(|m| crate::redact::excerpt(&m, 1000)),
         next_attempt_at,
+        exchange: report.exchange.clone(),
     }
 }
 
@@ -356,6 +357,7 @@ fn local_completion(
         outcome: policy::attempt_outcome(&transition).to_string(),
         message: Some(message),
         next_attempt_at: None,
+        exchange: None,
     };
     Completion {
         delivery_id: c.delivery.id,

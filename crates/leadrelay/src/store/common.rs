@@ -351,6 +351,20 @@ pub fn export_audit(req: &PrivacyRequest, export: &PrivacyExport) -> AuditRecord
     }
 }
 
+/// An attempt's exchange as stored (JSON text).
+pub fn encode_exchange(x: Option<&super::Exchange>) -> Option<String> {
+    x.and_then(|x| serde_json::to_string(x).ok())
+}
+
+/// An attempt's stored exchange; unreadable JSON is a corrupt row.
+pub fn decode_exchange(id: &str, text: Option<&str>) -> StoreResult<Option<super::Exchange>> {
+    text.map(|t| {
+        serde_json::from_str(t)
+            .map_err(|e| StoreError::Corrupt(format!("attempt {id} exchange: {e}")))
+    })
+    .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,6 +188,37 @@ pub struct Attempt {
     pub outcome: String,
     pub message: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The request as sent and the response headers (None when nothing
+    /// was sent, or for attempts logged before this was recorded).
+    pub exchange: Option<Exchange>,
+}
+
+/// One HTTP exchange of an attempt: the request as sent, with every secret
+/// replaced by the name of the env var it came from (`$HUBSPOT_TOKEN`), its
+/// body capped at [`Exchange::MAX_BODY`], and the response headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    pub request_headers: Vec<(String, String)>,
+    pub request_body: String,
+    /// True when `request_body` was cut at [`Exchange::MAX_BODY`].
+    #[serde(default)]
+    pub request_body_truncated: bool,
+    #[serde(default)]
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl Exchange {
+    /// Most request body kept per attempt.
+    pub const MAX_BODY: usize = 16 * 1024;
+
+    /// The request's `content-type`, if it had one.
+    pub fn content_type(&self) -> &str {
+        self.request_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
 }
 
 /// What a worker reports for one claimed delivery.

@@ -325,6 +325,13 @@ destinations = ["crm", "backup"]
     assert.equal(await inspect.getAttribute('open'), '', 'the sample attempt is open');
     await inspect.getByRole('region', { name: /^Request of attempt/ }).getByText(/POST http/).waitFor();
     await inspect.getByRole('region', { name: /^Response of attempt/ }).getByText('CRM is down for maintenance').waitFor();
+    // The request as sent: headers and body (the admin sees the address),
+    // and copy-as-curl.
+    const request = inspect.getByRole('region', { name: /^Request of attempt/ });
+    await request.locator('dl.headers', { hasText: 'content-type' }).waitFor();
+    assert.match(await request.locator('pre.request-body').textContent(), /(ravi\.shah|mei\.chen)@example\.com/);
+    await request.getByText('Copy as curl').click();
+    assert.match(await request.locator('pre.curl-command').textContent(), /^curl -X 'POST' 'http/);
     await shot('12-issue');
     state.failing = false;
     await page.getByRole('button', { name: 'Retry all 2' }).click();

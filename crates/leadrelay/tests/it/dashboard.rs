@@ -500,3 +500,117 @@ async fn contacts_review_and_privacy_pages_are_role_aware() {
         "the log never shows the address"
     );
 }
+
+/// Attempt inspection shows the request as sent and the response headers:
+/// secrets as their env var names (never their values, in the page or in
+/// the database), personal data masked for viewers, curl for admins only.
+#[tokio::test]
+async fn attempt_shows_the_request_as_sent_without_secrets() {
+    const KEY: &str = "sk-live-h22b-SECRETVALUE-7781";
+    let r = Receiver::start().await;
+    let toml = config(&r).replace(
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\nsecret_headers = { \"X-Api-Key\" = \"H22B_API_KEY\" }\n\
+         headers = { \"Authorization\" = \"Bearer static-h22b-token\", \"X-Team\" = \"sales\" }",
+    );
+    let app = TestApp::builder(&toml)
+        .env("H22B_API_KEY", KEY)
+        .start()
+        .await;
+    r.fail_next(
+        400,
+        r#"{"error":"INVALID_PROPERTY","message":"company is required"}"#,
+        1,
+    );
+    let ev = submit(
+        &app,
+        json!({"email": "inspect.me@example.com", "first_name": "Ines", "consent": "yes"}),
+    )
+    .await;
+    let delivery = eventually("the delivery is dead", WAIT, || async {
+        let d = app.store.deliveries_for_event(ev).await.unwrap().pop()?;
+        (d.state == DeliveryState::Dead).then_some(d)
+    })
+    .await;
+    // The secret really was sent: the checks below can fail.
+    let hit = r.hits().pop().expect("the receiver saw the request");
+    assert_eq!(hit.header("x-api-key").as_deref(), Some(KEY));
+
+    // Stored: headers with the var name, the body as sent, response headers.
+    let attempts = app.store.attempts(delivery.id).await.unwrap();
+    let x = attempts[0]
+        .exchange
+        .clone()
+        .expect("the exchange is recorded");
+    assert!(
+        x.request_headers
+            .contains(&("x-api-key".into(), "$H22B_API_KEY".into())),
+        "{x:?}"
+    );
+    assert!(
+        x.request_headers
+            .contains(&("authorization".into(), "Bearer [hidden]".into())),
+        "{x:?}"
+    );
+    assert!(x.request_body.contains("inspect.me@example.com"), "{x:?}");
+    assert!(!x.request_body_truncated);
+    assert!(
+        x.response_headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type")),
+        "{x:?}"
+    );
+    assert!(!format!("{x:?}").contains(KEY) && !format!("{x:?}").contains("static-h22b-token"));
+
+    // No byte of the database holds the secret (the SQLite files, or a
+    // pg_dump), while the body as sent is there.
+    assert!(app.db.contains("inspect.me@example.com"));
+    assert!(!app.db.contains(KEY) && !app.db.contains("static-h22b-token"));
+
+    let admin = Ui::new(&app, Role::Admin, "ops").await;
+    let viewer = Ui::new(&app, Role::Viewer, "look").await;
+    let (_, html) = admin.get("/ui/issues").await;
+    let page = format!("/ui/issues/{}", issue_key_in(&html));
+    let (s, html) = admin.get(&page).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("$H22B_API_KEY"), "{html}");
+    assert!(html.contains("x-team") && html.contains("sales"), "{html}");
+    assert!(
+        html.contains("inspect.me@example.com"),
+        "admins see the body"
+    );
+    assert!(html.contains("Copy as curl"), "{html}");
+    assert!(
+        html.contains("-H &#x27;x-api-key: &#x27;&quot;$H22B_API_KEY&quot;&#x27;&#x27;"),
+        "curl reads the secret from the environment: {html}"
+    );
+    assert!(!html.contains(KEY) && !html.contains("static-h22b-token"));
+
+    let (s, html) = viewer.get(&page).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("$H22B_API_KEY"), "{html}");
+    assert!(
+        !html.contains("inspect.me@example.com"),
+        "masked for viewers"
+    );
+    assert!(html.contains("i***@example.com"), "{html}");
+    assert!(!html.contains("Copy as curl"), "no curl for viewers");
+    assert!(!html.contains(KEY) && !html.contains("static-h22b-token"));
+
+    // Erasing the person clears the requests that carried their data.
+    let k = key(&app, "dpo", Role::Admin).await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/privacy/erase"))
+        .bearer_auth(&k)
+        .json(&json!({"email": "inspect.me@example.com", "reason": "erasure request"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let attempts = app.store.attempts(delivery.id).await.unwrap();
+    assert!(
+        attempts.iter().all(|a| a.exchange.is_none()),
+        "{attempts:?}"
+    );
+}

@@ -215,6 +215,7 @@ impl Connector for CsvConnector {
                 request_sha256: Some(sha),
                 status: None,
                 response_excerpt: Some(excerpt),
+                exchange: None,
             };
             for i in written {
                 results[i] = Some(JobResult {

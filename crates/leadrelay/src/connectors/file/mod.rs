@@ -130,6 +130,7 @@ impl Connector for FileConnector {
             request_sha256: Some(sha.clone()),
             status: None,
             response_excerpt: Some(excerpt),
+            exchange: None,
         };
         match result {
             Ok(a) => {

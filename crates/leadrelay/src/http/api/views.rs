@@ -357,6 +357,116 @@ pub struct AttemptView {
     pub outcome: String,
     pub message: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The request as sent and the response headers; absent when nothing
+    /// was sent over HTTP or the attempt predates request capture.
+    pub exchange: Option<ExchangeView>,
+}
+
+/// An attempt's HTTP exchange. Secrets appear as `$ENV_VAR_NAME`; other
+/// credentials as `[hidden]`; for viewers personal data is masked.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExchangeView {
+    pub request_headers: Vec<HeaderView>,
+    /// Capped at 16 KiB.
+    pub request_body: String,
+    /// True when the body was longer than what is kept.
+    pub request_body_truncated: bool,
+    pub response_headers: Vec<HeaderView>,
+    /// The request as a curl command (secrets as env var references);
+    /// admins only.
+    pub curl: Option<String>,
+}
+
+/// One header.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HeaderView {
+    pub name: String,
+    pub value: String,
+}
+
+fn header_views(h: &[(String, String)], mask: bool) -> Vec<HeaderView> {
+    h.iter()
+        .map(|(k, v)| HeaderView {
+            name: k.clone(),
+            value: maybe_mask_text(v.clone(), mask),
+        })
+        .collect()
+}
+
+impl ExchangeView {
+    pub fn new(a: &Attempt, x: &crate::store::Exchange, mask: bool) -> Self {
+        let body = if mask {
+            crate::redact::redact_payload(x.content_type(), &x.request_body)
+        } else {
+            x.request_body.clone()
+        };
+        Self {
+            request_headers: header_views(&x.request_headers, mask),
+            request_body: body,
+            request_body_truncated: x.request_body_truncated,
+            response_headers: header_views(&x.response_headers, mask),
+            curl: (!mask).then(|| curl_command(a, x)),
+        }
+    }
+}
+
+/// `curl` repeating a captured request; secrets stay `$VAR` references for
+/// the shell to fill in from the environment.
+pub fn curl_command(a: &Attempt, x: &crate::store::Exchange) -> String {
+    let vars = crate::connectors::http::secret_var_names();
+    let mut cmd = String::new();
+    if x.request_body_truncated {
+        cmd.push_str("# the body was cut at 16 KiB: this sends only its start\n");
+    }
+    cmd.push_str("curl");
+    if let Some(m) = &a.method {
+        cmd.push_str(" -X ");
+        cmd.push_str(&shell_quote(m, &vars));
+    }
+    cmd.push(' ');
+    cmd.push_str(&shell_quote(a.url.as_deref().unwrap_or(""), &vars));
+    for (k, v) in &x.request_headers {
+        if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        cmd.push_str(" \\\n  -H ");
+        cmd.push_str(&shell_quote(&format!("{k}: {v}"), &vars));
+    }
+    if !x.request_body.is_empty() {
+        cmd.push_str(" \\\n  --data-binary ");
+        cmd.push_str(&shell_quote(&x.request_body, &vars));
+    }
+    cmd
+}
+
+/// `s` single-quoted for a POSIX shell, except `$VAR` for a name in `vars`,
+/// which is left for the shell to expand (`'…'"$VAR"'…'`).
+fn shell_quote(s: &str, vars: &[String]) -> String {
+    let mut out = String::from("'");
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        let after = &rest[i + 1..];
+        let var = vars.iter().find(|v| {
+            after.starts_with(v.as_str())
+                && !after[v.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        });
+        out.push_str(&rest[..i].replace('\'', "'\\''"));
+        match var {
+            Some(v) => {
+                out.push_str("'\"$");
+                out.push_str(v);
+                out.push_str("\"'");
+                rest = &after[v.len()..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(&rest.replace('\'', "'\\''"));
+    out.push('\'');
+    out
 }
 
 impl AttemptView {
@@ -378,6 +488,7 @@ impl AttemptView {
             outcome: a.outcome.clone(),
             message: a.message.clone().map(|s| maybe_mask_text(s, mask)),
             next_attempt_at: a.next_attempt_at,
+            exchange: a.exchange.as_ref().map(|x| ExchangeView::new(a, x, mask)),
         }
     }
 }
@@ -998,6 +1109,22 @@ impl From<&crate::privacy::WithdrawReport> for WithdrawReportView {
 
 #[cfg(test)]
 mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_leaves_only_known_vars_to_the_shell() {
+        let vars = vec!["API_KEY".to_string()];
+        assert_eq!(
+            shell_quote("x-api-key: $API_KEY", &vars),
+            "'x-api-key: '\"$API_KEY\"''"
+        );
+        // Other dollars, quotes and longer names stay literal.
+        assert_eq!(
+            shell_quote("it's $HOME $API_KEYS", &vars),
+            "'it'\\''s $HOME $API_KEYS'"
+        );
+    }
+
     use super::health_verdict;
 
     #[test]

@@ -612,6 +612,15 @@ impl PostgresStore {
         )
         .await
         .map_err(map_err)?;
+        // The requests as sent carried the person's data.
+        exec(
+            &tx,
+            "UPDATE attempts SET exchange = NULL WHERE exchange IS NOT NULL \
+             AND delivery_id IN (SELECT id FROM deliveries WHERE event_id = ANY($1))",
+            &[&event_ids],
+        )
+        .await
+        .map_err(map_err)?;
         let deliveries_stopped = exec(
             &tx,
             "UPDATE deliveries SET state = 'skipped', reason = $2, lease_id = NULL, next_attempt_at = NULL, \

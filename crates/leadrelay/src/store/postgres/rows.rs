@@ -17,7 +17,7 @@ pub const EVENT_COLS: &str = "id, doc, raw_content_type, raw_body, contact_id";
 pub const DELIVERY_COLS: &str = "id, event_id, destination, contact_key, state, attempts, failures, created_at, updated_at, \
      next_attempt_at, lease_id, last_status, last_error, reason, finished_at, replay_of, replayed_by, overrides";
 pub const ATTEMPT_COLS: &str = "id, delivery_id, destination, number, started_at, duration_ms, method, url, request_bytes, \
-     request_sha256, status, response_excerpt, error_class, outcome, message, next_attempt_at";
+     request_sha256, status, response_excerpt, error_class, outcome, message, next_attempt_at, exchange";
 pub const DEST_COLS: &str = "name, paused_until, pause_reason, disabled, disabled_reason, circuit";
 
 fn db(e: tokio_postgres::Error) -> StoreError {
@@ -101,6 +101,10 @@ pub fn attempt_from_row(r: &PgRow) -> StoreResult<Attempt> {
         outcome: r.try_get(13).map_err(db)?,
         message: r.try_get(14).map_err(db)?,
         next_attempt_at: r.try_get::<_, Option<i64>>(15).map_err(db)?.map(from_ms),
+        exchange: crate::store::common::decode_exchange(
+            &r.try_get::<_, Uuid>(0).map_err(db)?.to_string(),
+            r.try_get::<_, Option<String>>(16).map_err(db)?.as_deref(),
+        )?,
     })
 }
 
@@ -280,6 +284,7 @@ pub struct AttemptColumns {
     outcome: Vec<String>,
     message: Vec<Option<String>>,
     next_attempt_at: Vec<Option<i64>>,
+    exchange: Vec<Option<String>>,
 }
 
 impl AttemptColumns {
@@ -301,15 +306,17 @@ impl AttemptColumns {
         self.message.push(a.message.clone());
         self.next_attempt_at
             .push(a.next_attempt_at.map(|t| t.timestamp_millis()));
+        self.exchange
+            .push(crate::store::common::encode_exchange(a.exchange.as_ref()));
     }
 
     pub async fn insert(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
         exec(
             tx,
             "INSERT INTO attempts (id, delivery_id, destination, number, started_at, duration_ms, method, url, request_bytes, \
-               request_sha256, status, response_excerpt, error_class, outcome, message, next_attempt_at) \
+               request_sha256, status, response_excerpt, error_class, outcome, message, next_attempt_at, exchange) \
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], \
-               $9::bigint[], $10::text[], $11::int[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[]) \
+               $9::bigint[], $10::text[], $11::int[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::text[]) \
              ON CONFLICT DO NOTHING",
             &[
                 &self.id,
@@ -328,6 +335,7 @@ impl AttemptColumns {
                 &self.outcome,
                 &self.message,
                 &self.next_attempt_at,
+                &self.exchange,
             ],
         )
         .await?;

@@ -218,9 +218,9 @@ ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT;
 UPDATE idempotency_keys k SET scope = 'api:' || e.origin_name
 FROM events e WHERE k.scope = 'api' AND e.id = k.event_id AND e.origin_kind = 'api';
 "#,
-    // 5: fixable dead letters (h21).
+    // 5: fixable dead letters.
     r#"
--- h21: fixable dead letters: the cause of each dead letter a person can
+-- fixable dead letters: the cause of each dead letter a person can
 -- fix in the destination, retried automatically (bounded) once it may be gone.
 CREATE TABLE fixable_dead_letters (
     delivery_id UUID PRIMARY KEY,
@@ -238,11 +238,11 @@ CREATE TABLE fixable_dead_letters (
 CREATE INDEX fixable_due ON fixable_dead_letters(next_retry_at);
 CREATE INDEX fixable_cause ON fixable_dead_letters(destination, cause_key);
 "#,
-    // h20: report rollups (touchpoints, lead milestones, deals with their
+    // 6: report rollups (touchpoints, lead milestones, deals with their
     // stage history, attribution credits, campaign costs), maintained by a
     // batched background pass, never by the ingest transaction.
     r#"
--- h20: report rollups
+-- report rollups
 CREATE TABLE report_touches (
     event_id UUID PRIMARY KEY,
     contact_id UUID NOT NULL,
@@ -287,6 +287,13 @@ CREATE TABLE report_campaign_costs (
     cost DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (campaign, month)
 );
+"#,
+    // 7: attempt request capture. The request as sent (headers and body,
+    // secrets replaced by their env var names, body capped) and the response
+    // headers, as one JSON document per attempt.
+    r#"
+-- attempt request capture
+ALTER TABLE attempts ADD COLUMN exchange TEXT;
 "#,
 ];
 

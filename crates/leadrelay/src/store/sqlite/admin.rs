@@ -226,6 +226,14 @@ fn erase_tx(
             .map_err(map_err)?
             .execute(params![id, now_ms])
             .map_err(map_err)? as u64;
+        // The requests as sent carried the person's data.
+        c.prepare_cached(
+            "UPDATE attempts SET exchange = NULL WHERE exchange IS NOT NULL \
+             AND delivery_id IN (SELECT id FROM deliveries WHERE event_id = ?1)",
+        )
+        .map_err(map_err)?
+        .execute(params![id])
+        .map_err(map_err)?;
         deliveries_stopped += c
             .prepare_cached(
                 "UPDATE deliveries SET state = 'skipped', reason = ?2, lease_id = NULL, next_attempt_at = NULL, \

@@ -12,7 +12,7 @@ pub const EVENT_COLS: &str = "id, doc, raw_content_type, raw_body, contact_id";
 pub const DELIVERY_COLS: &str = "id, event_id, destination, contact_key, state, attempts, failures, created_at, updated_at, \
      next_attempt_at, lease_id, last_status, last_error, reason, finished_at, replay_of, replayed_by, overrides";
 pub const ATTEMPT_COLS: &str = "id, delivery_id, destination, number, started_at, duration_ms, method, url, request_bytes, \
-     request_sha256, status, response_excerpt, error_class, outcome, message, next_attempt_at";
+     request_sha256, status, response_excerpt, error_class, outcome, message, next_attempt_at, exchange";
 pub const DEST_COLS: &str = "name, paused_until, pause_reason, disabled, disabled_reason, circuit";
 
 /// Maps SQLite errors: constraint violations are conflicts; everything
@@ -193,11 +193,14 @@ pub fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Attempt>> {
         outcome: r.get(13)?,
         message: r.get(14)?,
         next_attempt_at: r.get::<_, Option<i64>>(15)?.map(from_ms),
+        exchange: None,
     };
+    let exchange: Option<String> = r.get(16)?;
     Ok((|| {
         Ok(Attempt {
             id: parse_uuid(&id)?,
             delivery_id: parse_uuid(&delivery_id)?,
+            exchange: crate::store::common::decode_exchange(&id, exchange.as_deref())?,
             ..attempt
         })
     })())
@@ -205,7 +208,7 @@ pub fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Attempt>> {
 
 pub fn insert_attempt(c: &Connection, a: &Attempt) -> StoreResult<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))
     .map_err(map_err)?
     .execute(params![
@@ -225,6 +228,7 @@ pub fn insert_attempt(c: &Connection, a: &Attempt) -> StoreResult<()> {
         a.outcome,
         a.message,
         a.next_attempt_at.map(|t| t.timestamp_millis()),
+        crate::store::common::encode_exchange(a.exchange.as_ref()),
     ])
     .map_err(map_err)?;
     Ok(())

@@ -221,9 +221,9 @@ UPDATE idempotency_keys SET scope = 'api:' || (
 WHERE scope = 'api' AND EXISTS (
     SELECT 1 FROM events e WHERE e.id = idempotency_keys.event_id AND e.origin_kind = 'api');
 "#,
-    // 5: fixable dead letters (h21).
+    // 5: fixable dead letters.
     r#"
--- h21: fixable dead letters: the cause of each dead letter a person can
+-- fixable dead letters: the cause of each dead letter a person can
 -- fix in the destination, retried automatically (bounded) once it may be gone.
 CREATE TABLE fixable_dead_letters (
     delivery_id TEXT PRIMARY KEY,
@@ -241,11 +241,11 @@ CREATE TABLE fixable_dead_letters (
 CREATE INDEX fixable_due ON fixable_dead_letters(next_retry_at);
 CREATE INDEX fixable_cause ON fixable_dead_letters(destination, cause_key);
 "#,
-    // h20: report rollups (touchpoints, lead milestones, deals with their
+    // 6: report rollups (touchpoints, lead milestones, deals with their
     // stage history, attribution credits, campaign costs), maintained by a
     // batched background pass, never by the ingest transaction.
     r#"
--- h20: report rollups
+-- report rollups
 CREATE TABLE report_touches (
     event_id TEXT PRIMARY KEY,
     contact_id TEXT NOT NULL,
@@ -290,6 +290,13 @@ CREATE TABLE report_campaign_costs (
     cost REAL NOT NULL,
     PRIMARY KEY (campaign, month)
 );
+"#,
+    // 7: attempt request capture. The request as sent (headers and body,
+    // secrets replaced by their env var names, body capped) and the response
+    // headers, as one JSON document per attempt.
+    r#"
+-- attempt request capture
+ALTER TABLE attempts ADD COLUMN exchange TEXT;
 "#,
 ];
 
