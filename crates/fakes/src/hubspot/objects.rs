@@ -1238,8 +1238,7 @@ fn batch_read_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsResul
         .unwrap_or("hs_object_id");
     if id_property != "hs_object_id"
         && !state
-            .inner
-            .schema
+            .schema()
             .property(&object_type, id_property)
             .is_some_and(|d| d.unique)
     {
@@ -1252,7 +1251,7 @@ fn batch_read_inner(state: &HubSpotState, segment: &str, body: &[u8]) -> HsResul
             .iter()
             .filter_map(|n| n.as_str().map(str::to_string))
             .collect(),
-        _ => state.inner.schema.default_read_properties(&object_type),
+        _ => state.schema().default_read_properties(&object_type),
     };
     let store = state.store();
     let (mut results, mut missing) = (Vec::new(), Vec::new());
