@@ -67,7 +67,7 @@ pub struct Table {
     pub until: DateTime<Utc>,
     pub columns: Vec<String>,
     /// One array per row, cells in column order (text, number or null).
-    #[schema(value_type = Vec<Vec<Object>>)]
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub rows: Vec<Vec<Value>>,
     /// Figures of the whole report (counts, rates, velocity…).
     #[schema(value_type = Object)]
@@ -257,10 +257,10 @@ pub async fn run(
     }
     let rc = &cfg.reports;
     let (since, until) = filter.range(now);
-    if since >= until {
+    if since > until {
         return Err(ReportError::Invalid {
             field: "since".into(),
-            message: "must be before until".into(),
+            message: "must not be after until".into(),
         });
     }
     if let Some(by) = &filter.by

@@ -319,7 +319,7 @@ destinations = ["crm", "backup"]
     await shot('11-issues');
     await issue.getByRole('link').click();
     await page.locator('#issue-count', { hasText: '2' }).waitFor();
-    await page.getByText('ravi.shah@example.com').waitFor();
+    await page.getByText('ravi.shah@example.com', { exact: true }).waitFor();
     // Attempt inspection: request and response side by side.
     const inspect = page.locator('details.inspect-attempt').first();
     assert.equal(await inspect.getAttribute('open'), '', 'the sample attempt is open');

@@ -124,6 +124,28 @@ fn plain(v: impl Serialize) -> Option<String> {
 }
 
 impl ReportQuery {
+    /// The text filters' documented bound (`max_length = 200`).
+    fn check(&self) -> Result<(), ApiError> {
+        let texts = [
+            ("form", &self.form),
+            ("source", &self.source),
+            ("campaign", &self.campaign),
+            ("channel", &self.channel),
+            ("owner", &self.owner),
+            ("team", &self.team),
+        ];
+        for (name, v) in texts {
+            if v.as_ref().is_some_and(|v| v.chars().count() > 200) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("{name}: at most 200 characters"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn filter(&self) -> Filter {
         Filter {
             since: self.since,
@@ -169,6 +191,7 @@ pub async fn get_report(
     ApiPath(report): ApiPath<ReportName>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
+    q.check()?;
     let table = reports::run(
         app.store.as_ref(),
         &app.config,
