@@ -192,6 +192,44 @@ pub(crate) async fn create_lead(
     })())
 }
 
+/// A v1 list's query string: `limit` (1–500, default 100), `start`, and
+/// integer filters, refused with v1's validation messages.
+struct ListQuery(Vec<(String, String)>);
+
+impl ListQuery {
+    fn parse(query: Option<&str>) -> Self {
+        ListQuery(
+            query
+                .and_then(|q| serde_urlencoded::from_str(q).ok())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    fn number(&self, k: &str) -> Result<Option<u64>, PdError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                errors::bad_request(format!("Validation failed: {k}: must be an integer"))
+            }),
+        }
+    }
+
+    /// `(limit, start)`.
+    fn page(&self) -> Result<(u64, usize), PdError> {
+        let limit = self.number("limit")?.unwrap_or(100);
+        if !(1..=500).contains(&limit) {
+            return Err(errors::bad_request(
+                "Validation failed: limit: must be between 1 and 500",
+            ));
+        }
+        Ok((limit, self.number("start")?.unwrap_or(0) as usize))
+    }
+}
+
 /// `GET /api/v1/leads`: `limit` (1–500, default 100), `start`,
 /// `person_id`, `organization_id`, `owner_id`, `archived_status`
 /// (`archived`, `not_archived`, `all`; this fake's leads are never
@@ -201,26 +239,9 @@ pub(crate) async fn list_leads(
     RawQuery(query): RawQuery,
 ) -> Response {
     finish((|| -> PdResult {
-        let pairs: Vec<(String, String)> = query
-            .as_deref()
-            .and_then(|q| serde_urlencoded::from_str(q).ok())
-            .unwrap_or_default();
-        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let number = |k: &str| -> Result<Option<u64>, PdError> {
-            match get(k) {
-                None => Ok(None),
-                Some(v) => v.parse().map(Some).map_err(|_| {
-                    errors::bad_request(format!("Validation failed: {k}: must be an integer"))
-                }),
-            }
-        };
-        let limit = number("limit")?.unwrap_or(100);
-        if !(1..=500).contains(&limit) {
-            return Err(errors::bad_request(
-                "Validation failed: limit: must be between 1 and 500",
-            ));
-        }
-        let start = number("start")?.unwrap_or(0) as usize;
+        let q = ListQuery::parse(query.as_deref());
+        let (get, number) = (|k: &str| q.get(k), |k: &str| q.number(k));
+        let (limit, start) = q.page()?;
         let (person, org, owner) = (
             number("person_id")?,
             number("organization_id")?,
@@ -311,26 +332,9 @@ pub(crate) async fn list_notes(
     RawQuery(query): RawQuery,
 ) -> Response {
     finish((|| -> PdResult {
-        let pairs: Vec<(String, String)> = query
-            .as_deref()
-            .and_then(|q| serde_urlencoded::from_str(q).ok())
-            .unwrap_or_default();
-        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let number = |k: &str| -> Result<Option<u64>, PdError> {
-            match get(k) {
-                None => Ok(None),
-                Some(v) => v.parse().map(Some).map_err(|_| {
-                    errors::bad_request(format!("Validation failed: {k}: must be an integer"))
-                }),
-            }
-        };
-        let limit = number("limit")?.unwrap_or(100);
-        if !(1..=500).contains(&limit) {
-            return Err(errors::bad_request(
-                "Validation failed: limit: must be between 1 and 500",
-            ));
-        }
-        let start = number("start")?.unwrap_or(0) as usize;
+        let q = ListQuery::parse(query.as_deref());
+        let (get, number) = (|k: &str| q.get(k), |k: &str| q.number(k));
+        let (limit, start) = q.page()?;
         let (person, deal, org) = (number("person_id")?, number("deal_id")?, number("org_id")?);
         let lead = get("lead_id");
         let sort = get("sort").unwrap_or("id ASC");
