@@ -109,23 +109,39 @@ impl TestDb {
 }
 
 impl Drop for TestDb {
+    // The `psql` child is detached on purpose: nobody waits for it.
+    #[allow(clippy::zombie_processes)]
     fn drop(&mut self) {
         let Some(name) = self.pg_name.take() else {
             return;
         };
-        // Dropping needs async I/O; do it on a thread with its own runtime.
         let base = pg_base_url();
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        // A drop makes the server checkpoint, which takes a second or more
+        // while other tests write: hand it to a detached `psql` so the test
+        // does not wait for it (the server finishes it after this process
+        // has exited). Without `psql`, drop here.
+        let detached = std::process::Command::new("psql")
+            .arg("-qX")
+            .arg(format!("{base}/postgres"))
+            .arg("-c")
+            .arg(&sql)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if let Ok(child) = detached {
+            drop(child);
+            return;
+        }
+        // Dropping needs async I/O; do it on a thread with its own runtime.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let _ = pg_admin(
-                    &base,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                )
-                .await;
+                let _ = pg_admin(&base, &sql).await;
             })
         })
         .join();
