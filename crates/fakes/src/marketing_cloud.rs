@@ -797,23 +797,41 @@ async fn event_definition(
     .into_response()
 }
 
-/// The text of the first element named `name` (local name) in `xml`.
+/// The text of the first element named `name` (local name) in `xml`
+/// (character and the predefined entity references resolved).
 fn xml_text(xml: &str, name: &str) -> Option<String> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(xml);
-    let mut inside = false;
+    let mut text: Option<String> = None;
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) => inside = e.local_name().as_ref() == name.as_bytes(),
-            Ok(Event::Text(t)) if inside => {
-                let raw = t.decode().ok()?.into_owned();
-                return Some(
-                    quick_xml::escape::unescape(&raw)
-                        .map(|c| c.into_owned())
-                        .unwrap_or(raw),
-                );
+            Ok(Event::Start(e)) if text.is_none() && e.local_name().as_ref() == name.as_bytes() => {
+                text = Some(String::new())
             }
-            Ok(Event::End(_)) => inside = false,
+            Ok(Event::Text(t)) => {
+                if let Some(out) = text.as_mut() {
+                    out.push_str(&t.decode().ok()?);
+                }
+            }
+            Ok(Event::GeneralRef(r)) => {
+                if let Some(out) = text.as_mut() {
+                    let c = match r.resolve_char_ref().ok()? {
+                        Some(c) => c,
+                        None => match r.decode().ok()?.as_ref() {
+                            "lt" => '<',
+                            "gt" => '>',
+                            "amp" => '&',
+                            "apos" => '\'',
+                            "quot" => '"',
+                            _ => return None,
+                        },
+                    };
+                    out.push(c);
+                }
+            }
+            Ok(Event::End(e)) if text.is_some() && e.local_name().as_ref() == name.as_bytes() => {
+                return text;
+            }
             Ok(Event::Eof) | Err(_) => return None,
             Ok(_) => {}
         }

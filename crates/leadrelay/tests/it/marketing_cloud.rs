@@ -256,11 +256,11 @@ async fn a_missing_column_dead_letter_is_delivered_once_the_column_exists() {
     let app = start_with(
         &fake,
         "[delivery.fixable]\ncheck_every = \"200ms\"",
-        "Tier = \"data.tier\"",
+        "Tier = \"data.colour\"",
     )
     .await;
     let mut l = lead("tier@acme.io");
-    l["tier"] = json!("gold");
+    l["colour"] = json!("gold");
     app.post_json("/v1/forms/contact", &l).await;
     let d = app.settled("mc", 1, WAIT).await;
     assert_eq!(d[0].state, DeliveryState::Dead, "{d:?}");
@@ -333,12 +333,13 @@ async fn check_refuses_a_mapping_with_a_wrong_column_type() {
             && out.contains("data extension Leads: 7 columns"),
         "{out}"
     );
-    let (code, out) = run(config(
+    let bad = config(
         &fake,
         "",
-        "Score = \"contact.email\"\nSignedUpAt = \"contact.first_name\"\nNickname = \"contact.first_name\"",
-    ) + &storage)
-    .await;
+        "SignedUpAt = \"contact.first_name\"\nNickname = \"contact.first_name\"",
+    )
+    .replace("Score = \"data.tier\"", "Score = \"contact.email\"");
+    let (code, out) = run(bad + &storage).await;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAIL mc (marketing_cloud)"), "{out}");
     assert!(

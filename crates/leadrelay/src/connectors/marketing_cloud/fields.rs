@@ -3,8 +3,7 @@
 //! Marketing Cloud documents reading a data extension's fields), and the
 //! check of a row mapping against them.
 
-use quick_xml::Reader;
-use quick_xml::events::Event;
+use leadrelay_sources::xml;
 
 use crate::mapping::{ObjectMapping, ValueKind};
 
@@ -20,8 +19,20 @@ pub struct Column {
     pub primary_key: bool,
 }
 
+/// Text escaped for an XML element.
 fn escape(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The SOAP envelope retrieving the columns of the data extension `key`.
@@ -47,69 +58,37 @@ pub fn retrieve_envelope(token: &str, key: &str) -> String {
 /// The columns in a `RetrieveResponseMsg`, or why there are none
 /// (`OverallStatus` other than `OK`, a SOAP fault, not XML).
 pub fn parse_retrieve(xml: &str) -> Result<Vec<Column>, String> {
-    let mut reader = Reader::from_str(xml);
-    reader.config_mut().trim_text(true);
-    let mut columns = Vec::new();
-    let mut current: Option<Column> = None;
-    let mut element = String::new();
-    let mut status: Option<String> = None;
-    let mut fault: Option<String> = None;
-    loop {
-        match reader.read_event() {
-            Ok(Event::Start(e)) => {
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if name == "Results" {
-                    current = Some(Column {
-                        name: String::new(),
-                        field_type: "Text".into(),
-                        max_length: None,
-                        required: false,
-                        primary_key: false,
-                    });
-                }
-                element = name;
-            }
-            Ok(Event::Text(t)) => {
-                let text = t
-                    .decode()
-                    .map(|c| c.into_owned())
-                    .map_err(|e| format!("Marketing Cloud's SOAP answer is not XML: {e}"))?;
-                let text = quick_xml::escape::unescape(&text)
-                    .map(|c| c.into_owned())
-                    .unwrap_or(text);
-                match (element.as_str(), current.as_mut()) {
-                    ("OverallStatus", _) => status = Some(text),
-                    ("faultstring", _) => fault = Some(text),
-                    ("Name", Some(c)) => c.name = text,
-                    ("FieldType", Some(c)) => c.field_type = text,
-                    ("MaxLength", Some(c)) => c.max_length = text.trim().parse().ok(),
-                    ("IsRequired", Some(c)) => c.required = text.trim() == "true",
-                    ("IsPrimaryKey", Some(c)) => c.primary_key = text.trim() == "true",
-                    _ => {}
-                }
-            }
-            Ok(Event::End(e)) => {
-                if e.local_name().as_ref() == b"Results"
-                    && let Some(c) = current.take()
-                    && !c.name.is_empty()
-                {
-                    columns.push(c);
-                }
-                element.clear();
-            }
-            Ok(Event::Eof) => break,
-            Ok(_) => {}
-            Err(e) => return Err(format!("Marketing Cloud's SOAP answer is not XML: {e}")),
-        }
+    let root = xml::parse(xml.as_bytes())
+        .map_err(|e| format!("Marketing Cloud's SOAP answer is not XML: {e}"))?;
+    let body = root
+        .child("Body")
+        .ok_or("Marketing Cloud's SOAP answer has no Body")?;
+    if let Some(fault) = body.child("Fault") {
+        return Err(format!(
+            "Marketing Cloud SOAP fault: {}",
+            fault.child_text("faultstring").unwrap_or("(no faultstring)")
+        ));
     }
-    if let Some(f) = fault {
-        return Err(format!("Marketing Cloud SOAP fault: {f}"));
+    let msg = body
+        .child("RetrieveResponseMsg")
+        .ok_or("Marketing Cloud's SOAP answer has no RetrieveResponseMsg")?;
+    match msg.child_text("OverallStatus") {
+        Some("OK") | Some("MoreDataAvailable") => {}
+        Some(s) => return Err(format!("Marketing Cloud's Retrieve answered {s}")),
+        None => return Err("Marketing Cloud's SOAP answer has no OverallStatus".into()),
     }
-    match status.as_deref() {
-        Some("OK") | Some("MoreDataAvailable") => Ok(columns),
-        Some(s) => Err(format!("Marketing Cloud's Retrieve answered {s}")),
-        None => Err("Marketing Cloud's SOAP answer has no OverallStatus".into()),
-    }
+    Ok(msg
+        .children_named("Results")
+        .filter_map(|r| {
+            Some(Column {
+                name: r.child_text("Name")?.to_string(),
+                field_type: r.child_text("FieldType").unwrap_or("Text").to_string(),
+                max_length: r.child_text("MaxLength").and_then(|n| n.parse().ok()),
+                required: r.child_text("IsRequired") == Some("true"),
+                primary_key: r.child_text("IsPrimaryKey") == Some("true"),
+            })
+        })
+        .collect())
 }
 
 /// Why values of `kind` do not fit `column` (None: they fit, or cannot be
