@@ -105,14 +105,7 @@ async fn a_row_the_data_extension_refuses_dead_letters_alone_with_the_reason() {
         .unwrap();
     let app = start(&fake, "batch_size = 50").await;
     // Hold deliveries so the three share one rowset call.
-    app.store
-        .pause_destination(
-            "mc",
-            chrono::Utc::now() + chrono::Duration::milliseconds(1500),
-            "test",
-        )
-        .await
-        .unwrap();
+    hold(&app).await;
     let mut bad = lead("bad@acme.io");
     bad["tier"] = json!("a lot");
     app.post_json("/v1/forms/contact", &lead("ok1@acme.io"))

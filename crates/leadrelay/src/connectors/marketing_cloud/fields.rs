@@ -19,20 +19,9 @@ pub struct Column {
     pub primary_key: bool,
 }
 
-/// Text escaped for an XML element.
+/// Text escaped for an XML element (the HTML escape serves XML too).
 fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::http::html::escape(s)
 }
 
 /// The SOAP envelope retrieving the columns of the data extension `key`.
