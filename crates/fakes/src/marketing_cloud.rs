@@ -63,9 +63,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::net::TcpListener;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
 
 use crate::common::{FakeServer, RequestLog};
 
@@ -242,8 +242,12 @@ impl MarketingCloudState {
     /// What `leadrelay fake marketing_cloud` prints.
     pub fn credentials_banner(&self, base_url: &str) -> String {
         let c = &self.config;
-        let mut out = format!("fake Marketing Cloud listening on {base_url} (auth, REST and SOAP)\n");
-        out.push_str(&format!("  MC_CLIENT_ID={}\n  MC_CLIENT_SECRET={}\n", c.client_id, c.client_secret));
+        let mut out =
+            format!("fake Marketing Cloud listening on {base_url} (auth, REST and SOAP)\n");
+        out.push_str(&format!(
+            "  MC_CLIENT_ID={}\n  MC_CLIENT_SECRET={}\n",
+            c.client_id, c.client_secret
+        ));
         out.push_str(&format!("  account_id (MID) {}\n", c.account_id));
         for k in &c.event_definitions {
             out.push_str(&format!("  event definition {k}\n"));
@@ -711,11 +715,7 @@ async fn async_status(
         }
     }
     let req = &st.requests[&id];
-    let has_errors = req
-        .results
-        .iter()
-        .flatten()
-        .any(|r| r["status"] != "OK");
+    let has_errors = req.results.iter().flatten().any(|r| r["status"] != "OK");
     let (request_status, result_status) = match &req.results {
         None => ("Pending", ""),
         Some(_) if has_errors => ("Complete", "Errors"),
@@ -759,7 +759,12 @@ async fn async_results(
     let page = q.page.unwrap_or(1).max(1);
     let size = q.page_size.unwrap_or(50).clamp(1, 2500);
     let all = req.results.clone().unwrap_or_default();
-    let items: Vec<Value> = all.iter().skip((page - 1) * size).take(size).cloned().collect();
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .cloned()
+        .collect();
     Json(json!({
         "page": page,
         "pageSize": size,
@@ -854,7 +859,8 @@ fn soap_fault(code: &str, text: &str) -> Response {
 /// `POST /soap/Service.asmx`: `Retrieve` of `DataExtensionField` only.
 async fn soap(State(s): State<MarketingCloudState>, headers: HeaderMap, body: String) -> Response {
     let r = soap_inner(&s, &headers, &body);
-    s.requests.record("POST", "/soap/Service.asmx", r.status().as_u16());
+    s.requests
+        .record("POST", "/soap/Service.asmx", r.status().as_u16());
     r
 }
 
@@ -873,8 +879,12 @@ fn soap_inner(s: &MarketingCloudState, headers: &HeaderMap, body: &str) -> Respo
     if !valid {
         return soap_fault("Client", "Login Failed");
     }
-    if action != "Retrieve" || xml_text(body, "ObjectType").as_deref() != Some("DataExtensionField") {
-        return soap_fault("Client", "The fake serves Retrieve of DataExtensionField only");
+    if action != "Retrieve" || xml_text(body, "ObjectType").as_deref() != Some("DataExtensionField")
+    {
+        return soap_fault(
+            "Client",
+            "The fake serves Retrieve of DataExtensionField only",
+        );
     }
     if xml_text(body, "Property").as_deref() != Some("DataExtension.CustomerKey") {
         return soap_fault("Client", "Filter on DataExtension.CustomerKey");
@@ -919,7 +929,11 @@ async fn throttle(State(s): State<MarketingCloudState>, req: Request, next: Next
         let now = std::time::Instant::now();
         let throttled = {
             let mut st = s.store();
-            while st.calls.front().is_some_and(|t| now.duration_since(*t) > window) {
+            while st
+                .calls
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
                 st.calls.pop_front();
             }
             if st.calls.len() >= limit {

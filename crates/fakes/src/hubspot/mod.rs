@@ -821,17 +821,26 @@ impl Prefixes {
             account_info: ai,
         } = self;
         r.route(&format!("{ai}/details"), get(account_details))
-            .route(&format!("{p}/{{object_type}}"), get(objects::list_properties))
+            .route(
+                &format!("{p}/{{object_type}}"),
+                get(objects::list_properties),
+            )
             .route(
                 &format!("{p}/{{object_type}}/{{name}}"),
                 get(objects::get_property),
             )
-            .route(&format!("{pl}/{{object_type}}"), get(objects::list_pipelines))
+            .route(
+                &format!("{pl}/{{object_type}}"),
+                get(objects::list_pipelines),
+            )
             .route(
                 &format!("{o}/{{object_type}}"),
                 get(objects::list).post(objects::create),
             )
-            .route(&format!("{o}/{{object_type}}/search"), post(objects::search))
+            .route(
+                &format!("{o}/{{object_type}}/search"),
+                post(objects::search),
+            )
             .route(
                 &format!("{o}/{{object_type}}/batch/upsert"),
                 post(objects::batch_upsert),

@@ -1201,12 +1201,29 @@ async fn dated_and_numbered_paths_share_one_portal() {
     let id = created["results"][0]["id"].as_str().unwrap().to_string();
     // The numbered path reads what the dated one wrote, and back.
     let (status, read) = json_of(
-        call(&fake, &client, Method::GET, &format!("/crm/v3/objects/contacts/{id}?properties=firstname"), None).await,
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            &format!("/crm/v3/objects/contacts/{id}?properties=firstname"),
+            None,
+        )
+        .await,
     )
     .await;
-    assert_eq!((status, read["properties"]["firstname"].as_str()), (200, Some("Ada")));
+    assert_eq!(
+        (status, read["properties"]["firstname"].as_str()),
+        (200, Some("Ada"))
+    );
     let (status, company) = json_of(
-        call(&fake, &client, Method::POST, "/crm/v3/objects/companies", Some(json!({"properties": {"name": "Acme", "domain": "acme.io"}}))).await,
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/objects/companies",
+            Some(json!({"properties": {"name": "Acme", "domain": "acme.io"}})),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 201, "{company}");
@@ -1223,13 +1240,28 @@ async fn dated_and_numbered_paths_share_one_portal() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(fake.associated_ids("contacts", &id, "companies"), vec![company_id.to_string()]);
+    assert_eq!(
+        fake.associated_ids("contacts", &id, "companies"),
+        vec![company_id.to_string()]
+    );
     let (status, listed) = json_of(
-        call(&fake, &client, Method::GET, &format!("/crm/objects/2026-03/contacts/{id}/associations/companies"), None).await,
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            &format!("/crm/objects/2026-03/contacts/{id}/associations/companies"),
+            None,
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 200, "{listed}");
-    assert_eq!(listed["results"][0]["toObjectId"].to_string().trim_matches('"'), company_id);
+    assert_eq!(
+        listed["results"][0]["toObjectId"]
+            .to_string()
+            .trim_matches('"'),
+        company_id
+    );
     for path in [
         "/crm/properties/2026-03/contacts/email",
         "/crm/pipelines/2026-03/deals",
@@ -1239,6 +1271,13 @@ async fn dated_and_numbered_paths_share_one_portal() {
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
     // A version HubSpot has not released is not served.
-    let r = call(&fake, &client, Method::GET, "/crm/objects/2031-03/contacts", None).await;
+    let r = call(
+        &fake,
+        &client,
+        Method::GET,
+        "/crm/objects/2031-03/contacts",
+        None,
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 404);
 }

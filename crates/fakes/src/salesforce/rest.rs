@@ -796,7 +796,13 @@ fn campaign_member_check(
     if def.name != "CampaignMember" {
         return Ok(());
     }
-    let text = |f: &str| fields.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |f: &str| {
+        fields
+            .get(f)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let (campaign, lead, contact) = (text("CampaignId"), text("LeadId"), text("ContactId"));
     if lead.is_empty() && contact.is_empty() {
         return Err(RestError::bad(SfError::with_fields(

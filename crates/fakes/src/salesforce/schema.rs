@@ -312,7 +312,14 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
         F::open_picklist(
             "Type",
             "Type",
-            &["Conference", "Webinar", "Trade Show", "Email", "Advertisement", "Other"],
+            &[
+                "Conference",
+                "Webinar",
+                "Trade Show",
+                "Email",
+                "Advertisement",
+                "Other",
+            ],
         ),
     ];
     // A person is a member of a campaign at most once (Salesforce answers

@@ -186,11 +186,18 @@ impl Vendor {
                         ("account_id", s(&c.account_id)),
                         (
                             "event_definition_key",
-                            s(c.event_definitions.first().map(String::as_str).unwrap_or_default()),
+                            s(c.event_definitions
+                                .first()
+                                .map(String::as_str)
+                                .unwrap_or_default()),
                         ),
                         (
                             "data_extension_key",
-                            s(c.data_extensions.keys().next().map(String::as_str).unwrap_or_default()),
+                            s(c.data_extensions
+                                .keys()
+                                .next()
+                                .map(String::as_str)
+                                .unwrap_or_default()),
                         ),
                         ("allow_private_networks", on),
                         crm(),

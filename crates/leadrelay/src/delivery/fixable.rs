@@ -176,7 +176,9 @@ fn marketing_cloud(reason: &str) -> Option<Cause> {
             .and_then(|r| r.strip_suffix(" not found"))
         {
             cause("missing_property", Some("event_definition"), k)
-        } else if let Some(k) = part.strip_prefix("Unable to find data extension with external key ") {
+        } else if let Some(k) =
+            part.strip_prefix("Unable to find data extension with external key ")
+        {
             cause("missing_property", Some("data_extension"), k)
         } else {
             return None;
@@ -399,7 +401,10 @@ mod tests {
             "Marketing Cloud HTTP 400: Unable to save rows for data extension ID; row 0: Invalid column name 'Tier'.",
         )
         .unwrap();
-        assert_eq!((c.kind, c.field.as_str(), c.object), ("missing_property", "Tier", None));
+        assert_eq!(
+            (c.kind, c.field.as_str(), c.object),
+            ("missing_property", "Tier", None)
+        );
         let c = classify(
             "marketing_cloud",
             "Marketing Cloud refused the row (UnexpectedError): Region is required",

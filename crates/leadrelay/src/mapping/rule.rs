@@ -489,7 +489,9 @@ impl FieldRule {
 pub enum ValueKind {
     /// Free text; `max`: at most this many characters (a constant's length,
     /// `truncate:N`).
-    Text { max: Option<usize> },
+    Text {
+        max: Option<usize>,
+    },
     Email,
     Phone,
     Integer,

@@ -421,7 +421,12 @@ async fn check_reads_each_crm_and_names_unknown_mapped_properties() {
     )
     .unwrap();
     let (code, _, err) = run_with_env(
-        &["check", "--offline", "--config", unversioned.to_str().unwrap()],
+        &[
+            "check",
+            "--offline",
+            "--config",
+            unversioned.to_str().unwrap(),
+        ],
         &env(),
     );
     assert_eq!(code, 1);

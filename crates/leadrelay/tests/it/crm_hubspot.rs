@@ -50,7 +50,12 @@ async fn start_on(fake: &FakeHubSpot, extra: &str, api_version: &str) -> TestApp
 /// Every request the fake saw used `api_version`'s path scheme (and none
 /// the other's), so a test passing on both really exercised both.
 pub(crate) fn assert_paths_of(fake: &FakeHubSpot, api_version: &str) {
-    let paths: Vec<String> = fake.requests().entries().iter().map(|r| r.path.clone()).collect();
+    let paths: Vec<String> = fake
+        .requests()
+        .entries()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
     assert!(!paths.is_empty());
     let numbered = |p: &String| p.contains("/v3/") || p.contains("/v4/");
     let stray: Vec<&String> = if api_version == "v3" {

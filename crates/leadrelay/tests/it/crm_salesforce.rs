@@ -729,7 +729,10 @@ async fn a_form_submission_joins_its_campaign_once_across_a_retry() {
         json!({"Name": "Spring Webinar", "IsActive": true, "Type": "Webinar"}),
     );
     // An inactive campaign of the same name is never joined.
-    fake.seed("Campaign", json!({"Name": "Old Webinar", "IsActive": false}));
+    fake.seed(
+        "Campaign",
+        json!({"Name": "Old Webinar", "IsActive": false}),
+    );
     let members = |fake: &FakeSalesforce| fake.records("CampaignMember");
     let with_utm = |email: &str, campaign: &str| {
         let mut l = lead(email);
@@ -739,11 +742,16 @@ async fn a_form_submission_joins_its_campaign_once_across_a_retry() {
         l
     };
     let settings = |status: &str| {
-        format!("[destinations.salesforce.campaign_members]\nstatus = \"{status}\"\nutm_campaign = true\n")
+        format!(
+            "[destinations.salesforce.campaign_members]\nstatus = \"{status}\"\nutm_campaign = true\n"
+        )
     };
     let first = start(&fake, &settings("Sent")).await;
     first
-        .post_json("/v1/forms/contact", &with_utm("ann@acme.io", "Spring Webinar"))
+        .post_json(
+            "/v1/forms/contact",
+            &with_utm("ann@acme.io", "Spring Webinar"),
+        )
         .await;
     first
         .post_json("/v1/forms/contact", &with_utm("old@acme.io", "Old Webinar"))
@@ -766,7 +774,10 @@ async fn a_form_submission_joins_its_campaign_once_across_a_retry() {
     assert_eq!(m[0].text("Status"), Some("Sent"));
     // The same person again: the kept member is updated.
     first
-        .post_json("/v1/forms/contact", &with_utm("ann@acme.io", "Spring Webinar"))
+        .post_json(
+            "/v1/forms/contact",
+            &with_utm("ann@acme.io", "Spring Webinar"),
+        )
         .await;
     first.settled("salesforce", 3, WAIT).await;
     assert_eq!(members(&fake).len(), 1);
@@ -776,7 +787,10 @@ async fn a_form_submission_joins_its_campaign_once_across_a_retry() {
     // query and updated, not created again.
     let second = start(&fake, &settings("Responded")).await;
     second
-        .post_json("/v1/forms/contact", &with_utm("ann@acme.io", "Spring Webinar"))
+        .post_json(
+            "/v1/forms/contact",
+            &with_utm("ann@acme.io", "Spring Webinar"),
+        )
         .await;
     let d = second.settled("salesforce", 1, WAIT).await;
     assert_eq!(d[0].state, DeliveryState::Delivered, "{d:?}");

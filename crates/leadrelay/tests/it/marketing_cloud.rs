@@ -205,7 +205,7 @@ async fn a_batch_above_the_threshold_goes_through_the_async_api_and_a_bad_row_de
         .filter(|d| d.state == DeliveryState::Dead)
         .collect();
     assert_eq!(dead.len(), 1, "{d:?}");
-    assert_eq!(dead[0].contact_key, "a3@acme.io");
+    assert_eq!(dead[0].contact_key, "email:a3@acme.io");
     let reason = dead[0].reason.clone().unwrap_or_default();
     assert!(
         reason.contains("Marketing Cloud refused the row") && reason.contains("Score"),
@@ -226,7 +226,10 @@ async fn a_batch_above_the_threshold_goes_through_the_async_api_and_a_bad_row_de
         .iter()
         .map(|r| (r.method.clone(), r.path.clone()))
         .collect();
-    assert!(!paths.iter().any(|(_, p)| p.ends_with("/rowset")), "{paths:?}");
+    assert!(
+        !paths.iter().any(|(_, p)| p.ends_with("/rowset")),
+        "{paths:?}"
+    );
     assert!(
         paths
             .iter()
@@ -258,7 +261,10 @@ async fn a_missing_column_dead_letter_is_delivered_once_the_column_exists() {
     let d = app.settled("mc", 1, WAIT).await;
     assert_eq!(d[0].state, DeliveryState::Dead, "{d:?}");
     assert!(
-        d[0].reason.as_deref().unwrap_or_default().contains("Invalid column name 'Tier'"),
+        d[0].reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Invalid column name 'Tier'"),
         "{d:?}"
     );
     eventually("the cause is recorded", WAIT, || async {
@@ -319,7 +325,12 @@ async fn check_refuses_a_mapping_with_a_wrong_column_type() {
         "\n[storage]\nurl = \"sqlite://{}\"\n",
         dir.path().join("db.sqlite").display()
     );
-    let (code, out) = run(config(&fake, "", "SignedUpAt = { from = \"event.received_at\", transform = \"date\" }") + &storage).await;
+    let (code, out) = run(config(
+        &fake,
+        "",
+        "SignedUpAt = { from = \"event.received_at\", transform = \"date\" }",
+    ) + &storage)
+    .await;
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("journey entry event APIEvent-leadrelay-welcome found")
@@ -336,18 +347,25 @@ async fn check_refuses_a_mapping_with_a_wrong_column_type() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAIL mc (marketing_cloud)"), "{out}");
     assert!(
-        out.contains("mapping.row.Score: the mapping gives an email address; the column Score is Number"),
+        out.contains(
+            "mapping.row.Score: the mapping gives an email address; the column Score is Number"
+        ),
         "{out}"
     );
     assert!(
-        out.contains("mapping.row.SignedUpAt: the mapping gives text; the column SignedUpAt is Date"),
+        out.contains(
+            "mapping.row.SignedUpAt: the mapping gives text; the column SignedUpAt is Date"
+        ),
         "{out}"
     );
     assert!(
         out.contains("mapping.row.Nickname: the data extension Leads has no column Nickname"),
         "{out}"
     );
-    let (code, out) = run(config(&fake, "", "").replace("APIEvent-leadrelay-welcome", "APIEvent-gone") + &storage).await;
+    let (code, out) = run(config(&fake, "", "")
+        .replace("APIEvent-leadrelay-welcome", "APIEvent-gone")
+        + &storage)
+    .await;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no event definition APIEvent-gone"), "{out}");
     // check reads; it writes nothing.

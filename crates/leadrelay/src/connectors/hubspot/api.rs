@@ -422,16 +422,44 @@ mod tests {
     fn api_versions_parse_and_build_each_family_path() {
         let v3 = ApiVersion::parse("v3").unwrap();
         let dated = ApiVersion::parse("2026-03").unwrap();
-        assert_eq!(ApiVersion::parse("2026-09-beta").unwrap().as_str(), "2026-09-beta");
+        assert_eq!(
+            ApiVersion::parse("2026-09-beta").unwrap().as_str(),
+            "2026-09-beta"
+        );
         for bad in ["v4", "2026-3", "2026-13", "26-03", "2026/03", "", "1999-03"] {
             assert!(ApiVersion::parse(bad).is_err(), "{bad}");
         }
         let cases = [
-            (Family::Objects, "/contacts/batch/upsert", "/crm/v3/objects/contacts/batch/upsert", "/crm/objects/2026-03/contacts/batch/upsert"),
-            (Family::Associations, "/contacts/companies/batch/associate/default", "/crm/v4/associations/contacts/companies/batch/associate/default", "/crm/associations/2026-03/contacts/companies/batch/associate/default"),
-            (Family::Properties, "/contacts/email", "/crm/v3/properties/contacts/email", "/crm/properties/2026-03/contacts/email"),
-            (Family::Pipelines, "/deals", "/crm/v3/pipelines/deals", "/crm/pipelines/2026-03/deals"),
-            (Family::AccountInfo, "/details", "/account-info/v3/details", "/account-info/2026-03/details"),
+            (
+                Family::Objects,
+                "/contacts/batch/upsert",
+                "/crm/v3/objects/contacts/batch/upsert",
+                "/crm/objects/2026-03/contacts/batch/upsert",
+            ),
+            (
+                Family::Associations,
+                "/contacts/companies/batch/associate/default",
+                "/crm/v4/associations/contacts/companies/batch/associate/default",
+                "/crm/associations/2026-03/contacts/companies/batch/associate/default",
+            ),
+            (
+                Family::Properties,
+                "/contacts/email",
+                "/crm/v3/properties/contacts/email",
+                "/crm/properties/2026-03/contacts/email",
+            ),
+            (
+                Family::Pipelines,
+                "/deals",
+                "/crm/v3/pipelines/deals",
+                "/crm/pipelines/2026-03/deals",
+            ),
+            (
+                Family::AccountInfo,
+                "/details",
+                "/account-info/v3/details",
+                "/account-info/2026-03/details",
+            ),
         ];
         for (family, rest, old, new) in cases {
             assert_eq!(v3.path(family, rest), old);

@@ -578,7 +578,10 @@ impl HubSpot {
         }
         if !by_id.is_empty() {
             let out = self
-                .batch(&self.api.path(Family::Objects, "/contacts/batch/update"), by_id)
+                .batch(
+                    &self.api.path(Family::Objects, "/contacts/batch/update"),
+                    by_id,
+                )
                 .await;
             Self::apply_reports(items, &out);
             for (members, body) in &out.ok {
@@ -595,7 +598,10 @@ impl HubSpot {
             return;
         }
         let out = self
-            .batch(&self.api.path(Family::Objects, "/contacts/batch/upsert"), inputs)
+            .batch(
+                &self.api.path(Family::Objects, "/contacts/batch/upsert"),
+                inputs,
+            )
             .await;
         Self::apply_reports(items, &out);
         for (members, body) in &out.ok {
@@ -880,7 +886,9 @@ impl HubSpot {
         let mut out = match key_property {
             Some(_) => {
                 self.batch(
-                    &self.api.path(Family::Objects, &format!("/{objects}/batch/upsert")),
+                    &self
+                        .api
+                        .path(Family::Objects, &format!("/{objects}/batch/upsert")),
                     inputs.clone(),
                 )
                 .await
@@ -911,7 +919,12 @@ impl HubSpot {
                 })
                 .collect();
             out = self
-                .batch(&self.api.path(Family::Objects, &format!("/{objects}/batch/create")), inputs)
+                .batch(
+                    &self
+                        .api
+                        .path(Family::Objects, &format!("/{objects}/batch/create")),
+                    inputs,
+                )
                 .await;
         }
         out
@@ -988,7 +1001,10 @@ impl HubSpot {
         }
         if !updates.is_empty() {
             let out = self
-                .batch(&self.api.path(Family::Objects, "/deals/batch/update"), updates)
+                .batch(
+                    &self.api.path(Family::Objects, "/deals/batch/update"),
+                    updates,
+                )
                 .await;
             Self::apply_reports(items, &out);
             for (members, body) in &out.ok {
@@ -1199,9 +1215,10 @@ impl HubSpot {
             let body = json!({
                 "inputs": chunk.iter().map(|(_, c)| json!({"id": c})).collect::<Vec<_>>(),
             });
-            let path = self
-                .api
-                .path(Family::Associations, &format!("/contacts/{plural}/batch/read"));
+            let path = self.api.path(
+                Family::Associations,
+                &format!("/contacts/{plural}/batch/read"),
+            );
             let (res, report) = self.api.call(Method::POST, &path, Some(&body)).await;
             match res {
                 Ok(v) => {

@@ -94,7 +94,11 @@ impl SyncSystem for HubSpotSync {
         }
         let (res, _) = self
             .api
-            .call(Method::POST, &self.api.path(Family::Objects, "/contacts/search"), Some(&body))
+            .call(
+                Method::POST,
+                &self.api.path(Family::Objects, "/contacts/search"),
+                Some(&body),
+            )
             .await;
         let v = res.map_err(|f| SyncError(f.outcome))?;
         let mut records = Vec::new();

@@ -55,7 +55,9 @@ pub fn parse_retrieve(xml: &str) -> Result<Vec<Column>, String> {
     if let Some(fault) = body.child("Fault") {
         return Err(format!(
             "Marketing Cloud SOAP fault: {}",
-            fault.child_text("faultstring").unwrap_or("(no faultstring)")
+            fault
+                .child_text("faultstring")
+                .unwrap_or("(no faultstring)")
         ));
     }
     let msg = body
@@ -228,14 +230,22 @@ mod tests {
             primary_key: false,
         };
         use ValueKind as K;
-        assert!(misfit(K::Email, &col("Number", None)).unwrap().contains("is Number"));
+        assert!(
+            misfit(K::Email, &col("Number", None))
+                .unwrap()
+                .contains("is Number")
+        );
         assert!(misfit(K::Integer, &col("Number", None)).is_none());
         assert!(misfit(K::Number, &col("Decimal", None)).is_none());
         assert!(misfit(K::Text { max: None }, &col("Date", None)).is_some());
         assert!(misfit(K::Date, &col("Date", None)).is_none());
         assert!(misfit(K::Boolean, &col("Boolean", None)).is_none());
         assert!(misfit(K::Text { max: None }, &col("EmailAddress", None)).is_some());
-        assert!(misfit(K::Email, &col("Text", Some(100))).unwrap().contains("254"));
+        assert!(
+            misfit(K::Email, &col("Text", Some(100)))
+                .unwrap()
+                .contains("254")
+        );
         assert!(misfit(K::Text { max: Some(120) }, &col("Text", Some(100))).is_some());
         assert!(misfit(K::Text { max: Some(80) }, &col("Text", Some(100))).is_none());
         assert!(misfit(K::Unknown, &col("Number", None)).is_none());

@@ -228,7 +228,8 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
             format!("between 1 and {MAX_ROWS} (larger batches go through the asynchronous API)"),
         ));
     }
-    if s.async_poll.get() < Duration::from_millis(10) || s.async_timeout.get() < s.async_poll.get() {
+    if s.async_poll.get() < Duration::from_millis(10) || s.async_timeout.get() < s.async_poll.get()
+    {
         problems.push(Problem::error(
             "async_timeout",
             "async_poll must be at least 10ms and async_timeout at least async_poll",
@@ -336,7 +337,10 @@ fn classify(resp: &HttpResponse) -> Outcome {
 
 impl MarketingCloud {
     /// A live token (cached, refreshed a minute before it expires).
-    async fn token(&self, force: bool) -> Result<(String, String, String), (Outcome, AttemptReport)> {
+    async fn token(
+        &self,
+        force: bool,
+    ) -> Result<(String, String, String), (Outcome, AttemptReport)> {
         let mut guard = self.token.lock().await;
         if !force
             && let Some(t) = guard.as_ref()
@@ -435,20 +439,19 @@ impl MarketingCloud {
                         .body(envelope(&access))
                 }
                 _ => {
-                    let mut auth = match reqwest::header::HeaderValue::from_str(&format!(
-                        "Bearer {access}"
-                    )) {
-                        Ok(h) => h,
-                        Err(_) => {
-                            return (
-                                Err(Outcome::retry(
-                                    ErrorClass::Auth,
-                                    "the access token is not a header value",
-                                )),
-                                AttemptReport::default(),
-                            );
-                        }
-                    };
+                    let mut auth =
+                        match reqwest::header::HeaderValue::from_str(&format!("Bearer {access}")) {
+                            Ok(h) => h,
+                            Err(_) => {
+                                return (
+                                    Err(Outcome::retry(
+                                        ErrorClass::Auth,
+                                        "the access token is not a header value",
+                                    )),
+                                    AttemptReport::default(),
+                                );
+                            }
+                        };
                     auth.set_sensitive(true);
                     let r = self
                         .client
@@ -469,7 +472,13 @@ impl MarketingCloud {
                     );
                 }
             };
-            let display = req.url().as_str().split('?').next().unwrap_or_default().to_string();
+            let display = req
+                .url()
+                .as_str()
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             let (result, report) =
                 shared::send(&self.client, req, &display, self.allow_private).await;
             match result {
@@ -577,7 +586,9 @@ impl MarketingCloud {
     async fn columns(&self, de: &str) -> Result<Vec<fields::Column>, String> {
         let key = de.to_string();
         let envelope = move |token: &str| fields::retrieve_envelope(token, &key);
-        let (r, _) = self.call(Method::POST, "Retrieve", Body::Soap(&envelope)).await;
+        let (r, _) = self
+            .call(Method::POST, "Retrieve", Body::Soap(&envelope))
+            .await;
         match r {
             Ok(resp) if (200..300).contains(&resp.status) || resp.status == 500 => {
                 fields::parse_retrieve(&resp.body)
@@ -751,7 +762,10 @@ impl Connector for MarketingCloud {
             // column: only a change in the mapping fixes that).
             _ if cause.kind == "missing_property" => {
                 let cols = self.columns(self.de_key.as_deref()?).await.ok()?;
-                Some(cols.iter().any(|c| c.name.eq_ignore_ascii_case(&cause.field)))
+                Some(
+                    cols.iter()
+                        .any(|c| c.name.eq_ignore_ascii_case(&cause.field)),
+                )
             }
             _ => None,
         }

@@ -115,8 +115,8 @@ impl MarketingCloud {
                 ));
             }
         }
-        let complete = status.eq_ignore_ascii_case("Complete")
-            || status.eq_ignore_ascii_case("Completed");
+        let complete =
+            status.eq_ignore_ascii_case("Complete") || status.eq_ignore_ascii_case("Completed");
         for (n, (i, _, _)) in batch.iter().enumerate() {
             let outcome = match &errors[n] {
                 Some(m) => Outcome::permanent(ErrorClass::Http4xx, m.clone()),
@@ -151,7 +151,11 @@ impl MarketingCloud {
             if !status.is_empty() && !status.eq_ignore_ascii_case("Pending") {
                 return Ok(status.to_string());
             }
-            if status.is_empty() && v["resultMessages"].as_array().is_some_and(|m| !m.is_empty()) {
+            if status.is_empty()
+                && v["resultMessages"]
+                    .as_array()
+                    .is_some_and(|m| !m.is_empty())
+            {
                 return Err(Outcome::retry(
                     ErrorClass::Vendor,
                     format!(
