@@ -510,23 +510,24 @@ async fn upsert_rowset(
 }
 
 /// The external key in a `key:{key}` path segment.
-fn de_key(segment: &str) -> Result<&str, Response> {
-    segment.strip_prefix("key:").ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            0,
-            "Use key:{external key} in the path",
-        )
-    })
+fn de_key(segment: &str) -> Option<&str> {
+    segment.strip_prefix("key:")
+}
+
+fn not_a_key() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        0,
+        "Use key:{external key} in the path",
+    )
 }
 
 fn upsert_inner(s: &MarketingCloudState, key: &str, headers: &HeaderMap, body: &str) -> Response {
     if !authorized(s, headers) {
         return not_authorized();
     }
-    let key = match de_key(key) {
-        Ok(k) => k,
-        Err(r) => return r,
+    let Some(key) = de_key(key) else {
+        return not_a_key();
     };
     let Some(fields) = s.columns(key) else {
         return error(
@@ -610,9 +611,8 @@ async fn async_rows(
     if !authorized(&s, &headers) {
         return not_authorized();
     }
-    let key = match de_key(&key) {
-        Ok(k) => k,
-        Err(r) => return r,
+    let Some(key) = de_key(&key) else {
+        return not_a_key();
     };
     if s.columns(key).is_none() {
         return result_messages(
