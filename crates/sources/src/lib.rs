@@ -33,7 +33,7 @@ mod event;
 mod json;
 pub use json::kind_of as json_kind;
 mod token_source;
-mod xml;
+pub mod xml;
 
 mod apollo;
 mod calendly;

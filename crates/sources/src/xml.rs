@@ -6,13 +6,13 @@
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
-pub(crate) const MAX_DEPTH: usize = 32;
-pub(crate) const MAX_ELEMENTS: usize = 50_000;
+pub const MAX_DEPTH: usize = 32;
+pub const MAX_ELEMENTS: usize = 50_000;
 
 /// One element: its local name (namespace prefix dropped), attributes by
 /// local name, its text (trimmed) and its children.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Element {
+pub struct Element {
     pub name: String,
     pub attrs: Vec<(String, String)>,
     pub text: String,
@@ -20,18 +20,15 @@ pub(crate) struct Element {
 }
 
 impl Element {
-    pub(crate) fn child(&self, name: &str) -> Option<&Element> {
+    pub fn child(&self, name: &str) -> Option<&Element> {
         self.children.iter().find(|c| c.name == name)
     }
 
-    pub(crate) fn children_named<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> impl Iterator<Item = &'a Element> + 'a {
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.name == name)
     }
 
-    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
+    pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|(k, _)| k == name)
@@ -39,20 +36,20 @@ impl Element {
     }
 
     /// The trimmed text of a child, if present and not empty.
-    pub(crate) fn child_text(&self, name: &str) -> Option<&str> {
+    pub fn child_text(&self, name: &str) -> Option<&str> {
         self.child(name)
             .map(|c| c.text.as_str())
             .filter(|t| !t.is_empty())
     }
 
     /// Whether the element is `xsi:nil="true"`.
-    pub(crate) fn is_nil(&self) -> bool {
+    pub fn is_nil(&self) -> bool {
         self.attr("nil") == Some("true")
     }
 }
 
 /// Parses a document into its root element.
-pub(crate) fn parse(body: &[u8]) -> Result<Element, String> {
+pub fn parse(body: &[u8]) -> Result<Element, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8 ({e})"))?;
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Element> = Vec::new();

@@ -1,6 +1,12 @@
 //! Fake HubSpot: the CRM v3 objects API (contacts, companies, deals, notes,
 //! tasks, custom objects), the v4 associations API, properties, deal pipelines
-//! and account info, behind a private-app token.
+//! and account info, behind a private-app token — under both path schemes:
+//! the numbered (legacy) `/crm/v3/objects/…`, `/crm/v4/associations/…` and
+//! the date-versioned `/crm/objects/2026-03/…`, `/crm/associations/2026-03/…`,
+//! `/crm/properties/2026-03/…`, `/crm/pipelines/2026-03/…`,
+//! `/account-info/2026-03/details` ("2026-03 API reference": `/api-name/
+//! {version}/resource`), all on one state. A dated version the fake does not
+//! list ([`HubSpotConfig::dated_versions`]) is a 404, as an unreleased one is.
 //!
 //! # Followed references
 //! - developers.hubspot.com API reference: "Contacts" (create, update, read by
@@ -265,6 +271,9 @@ pub struct HubSpotConfig {
     /// Records become visible to search only this long after a write (HubSpot's
     /// search index lags by a few seconds). Zero: immediately.
     pub search_index_delay: Duration,
+    /// The date-versioned APIs served beside the numbered ones
+    /// (`/crm/objects/2026-03/…`). Default: `2026-03`.
+    pub dated_versions: Vec<String>,
 }
 
 impl HubSpotConfig {
@@ -299,6 +308,7 @@ impl Default for HubSpotConfig {
             deal_pipelines: vec![HubSpotPipeline::default_sales()],
             custom_object_types: vec![HubSpotCustomObjectType::example_projects()],
             search_index_delay: Duration::ZERO,
+            dated_versions: vec!["2026-03".to_string()],
         }
     }
 }
@@ -764,73 +774,131 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "").into_response()
 }
 
-/// The fake's routes, to serve on any listener.
+/// Where one API version's families live: (CRM objects, per-record
+/// associations, batch associations, properties, pipelines, account info).
+struct Prefixes {
+    objects: String,
+    record_associations: String,
+    associations: String,
+    properties: String,
+    pipelines: String,
+    account_info: String,
+}
+
+impl Prefixes {
+    /// The numbered (legacy) APIs: v3, v4 for associations.
+    fn numbered() -> Self {
+        Self {
+            objects: "/crm/v3/objects".into(),
+            record_associations: "/crm/v4/objects".into(),
+            associations: "/crm/v4/associations".into(),
+            properties: "/crm/v3/properties".into(),
+            pipelines: "/crm/v3/pipelines".into(),
+            account_info: "/account-info/v3".into(),
+        }
+    }
+
+    /// A date-versioned API: `/crm/objects/2026-03/…` and so on.
+    fn dated(version: &str) -> Self {
+        Self {
+            objects: format!("/crm/objects/{version}"),
+            record_associations: format!("/crm/objects/{version}"),
+            associations: format!("/crm/associations/{version}"),
+            properties: format!("/crm/properties/{version}"),
+            pipelines: format!("/crm/pipelines/{version}"),
+            account_info: format!("/account-info/{version}"),
+        }
+    }
+
+    /// The same handlers (and state) under this version's paths.
+    fn routes(&self, r: Router<HubSpotState>) -> Router<HubSpotState> {
+        let Prefixes {
+            objects: o,
+            record_associations: ra,
+            associations: a,
+            properties: p,
+            pipelines: pl,
+            account_info: ai,
+        } = self;
+        r.route(&format!("{ai}/details"), get(account_details))
+            .route(
+                &format!("{p}/{{object_type}}"),
+                get(objects::list_properties),
+            )
+            .route(
+                &format!("{p}/{{object_type}}/{{name}}"),
+                get(objects::get_property),
+            )
+            .route(
+                &format!("{pl}/{{object_type}}"),
+                get(objects::list_pipelines),
+            )
+            .route(
+                &format!("{o}/{{object_type}}"),
+                get(objects::list).post(objects::create),
+            )
+            .route(
+                &format!("{o}/{{object_type}}/search"),
+                post(objects::search),
+            )
+            .route(
+                &format!("{o}/{{object_type}}/batch/upsert"),
+                post(objects::batch_upsert),
+            )
+            .route(
+                &format!("{o}/{{object_type}}/batch/create"),
+                post(objects::batch_create),
+            )
+            .route(
+                &format!("{o}/{{object_type}}/batch/update"),
+                post(objects::batch_update),
+            )
+            .route(
+                &format!("{o}/{{object_type}}/batch/read"),
+                post(objects::batch_read),
+            )
+            .route(
+                &format!("{o}/{{object_type}}/gdpr-delete"),
+                post(objects::gdpr_delete),
+            )
+            .route(
+                &format!("{o}/{{object_type}}/{{object_id}}"),
+                get(objects::read)
+                    .patch(objects::update)
+                    .delete(objects::archive),
+            )
+            // The parameters are named as in the record routes: in a dated
+            // version both live under `/crm/objects/{version}/`.
+            .route(
+                &format!(
+                    "{ra}/{{object_type}}/{{object_id}}/associations/default/{{to_type}}/{{to_id}}"
+                ),
+                put(associations::put_default),
+            )
+            .route(
+                &format!("{ra}/{{object_type}}/{{object_id}}/associations/{{to_type}}"),
+                get(associations::list),
+            )
+            .route(
+                &format!("{a}/{{from_type}}/{{to_type}}/batch/associate/default"),
+                post(associations::batch_default),
+            )
+            .route(
+                &format!("{a}/{{from_type}}/{{to_type}}/batch/read"),
+                post(associations::batch_read),
+            )
+    }
+}
+
+/// The fake's routes, to serve on any listener: the numbered (v3/v4) APIs
+/// and every dated version in [`HubSpotConfig::dated_versions`], all on the
+/// same state.
 pub fn router(state: HubSpotState) -> Router {
-    Router::new()
-        .route("/account-info/v3/details", get(account_details))
-        .route(
-            "/crm/v3/properties/{object_type}",
-            get(objects::list_properties),
-        )
-        .route(
-            "/crm/v3/properties/{object_type}/{name}",
-            get(objects::get_property),
-        )
-        .route(
-            "/crm/v3/pipelines/{object_type}",
-            get(objects::list_pipelines),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}",
-            get(objects::list).post(objects::create),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}/search",
-            post(objects::search),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}/batch/upsert",
-            post(objects::batch_upsert),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}/batch/create",
-            post(objects::batch_create),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}/batch/update",
-            post(objects::batch_update),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}/batch/read",
-            post(objects::batch_read),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}/gdpr-delete",
-            post(objects::gdpr_delete),
-        )
-        .route(
-            "/crm/v3/objects/{object_type}/{object_id}",
-            get(objects::read)
-                .patch(objects::update)
-                .delete(objects::archive),
-        )
-        .route(
-            "/crm/v4/objects/{from_type}/{from_id}/associations/default/{to_type}/{to_id}",
-            put(associations::put_default),
-        )
-        .route(
-            "/crm/v4/objects/{from_type}/{from_id}/associations/{to_type}",
-            get(associations::list),
-        )
-        .route(
-            "/crm/v4/associations/{from_type}/{to_type}/batch/associate/default",
-            post(associations::batch_default),
-        )
-        .route(
-            "/crm/v4/associations/{from_type}/{to_type}/batch/read",
-            post(associations::batch_read),
-        )
-        .fallback(not_found)
+    let mut r = Prefixes::numbered().routes(Router::new());
+    for v in &state.inner.config.dated_versions {
+        r = Prefixes::dated(v).routes(r);
+    }
+    r.fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -1182,3 +1182,102 @@ async fn batch_update_applies_found_records_and_reports_missing_ones() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn dated_and_numbered_paths_share_one_portal() {
+    let (fake, client) = start(HubSpotConfig::default()).await;
+    let (status, created) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/objects/2026-03/contacts/batch/upsert",
+            Some(json!({"inputs": [{"idProperty": "email", "id": "ada@example.com", "properties": {"email": "ada@example.com", "firstname": "Ada"}}]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["results"][0]["id"].as_str().unwrap().to_string();
+    // The numbered path reads what the dated one wrote, and back.
+    let (status, read) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            &format!("/crm/v3/objects/contacts/{id}?properties=firstname"),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, read["properties"]["firstname"].as_str()),
+        (200, Some("Ada"))
+    );
+    let (status, company) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/objects/companies",
+            Some(json!({"properties": {"name": "Acme", "domain": "acme.io"}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{company}");
+    let company_id = company["id"].as_str().unwrap();
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/associations/2026-03/contacts/companies/batch/associate/default",
+            Some(json!({"inputs": [{"from": {"id": id}, "to": {"id": company_id}}]})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        fake.associated_ids("contacts", &id, "companies"),
+        vec![company_id.to_string()]
+    );
+    let (status, listed) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            &format!("/crm/objects/2026-03/contacts/{id}/associations/companies"),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["results"][0]["toObjectId"]
+            .to_string()
+            .trim_matches('"'),
+        company_id
+    );
+    for path in [
+        "/crm/properties/2026-03/contacts/email",
+        "/crm/pipelines/2026-03/deals",
+        "/account-info/2026-03/details",
+    ] {
+        let r = call(&fake, &client, Method::GET, path, None).await;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    // A version HubSpot has not released is not served.
+    let r = call(
+        &fake,
+        &client,
+        Method::GET,
+        "/crm/objects/2031-03/contacts",
+        None,
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 404);
+}

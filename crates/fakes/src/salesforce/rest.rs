@@ -785,6 +785,47 @@ pub(crate) fn insert_into(
     id
 }
 
+/// A person is a member of a campaign once; a member names a lead or a
+/// contact (DUPLICATE_VALUE / REQUIRED_FIELD_MISSING as Salesforce answers).
+fn campaign_member_check(
+    store: &Store,
+    def: &SalesforceObjectDef,
+    fields: &Map<String, Value>,
+    own_id: Option<&str>,
+) -> Result<(), RestError> {
+    if def.name != "CampaignMember" {
+        return Ok(());
+    }
+    let text = |f: &str| {
+        fields
+            .get(f)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (campaign, lead, contact) = (text("CampaignId"), text("LeadId"), text("ContactId"));
+    if lead.is_empty() && contact.is_empty() {
+        return Err(RestError::bad(SfError::with_fields(
+            "REQUIRED_FIELD_MISSING",
+            "Required fields are missing: [LeadId, ContactId]",
+            vec!["LeadId".into(), "ContactId".into()],
+        )));
+    }
+    let taken = store.of("CampaignMember").any(|m| {
+        Some(m.id.as_str()) != own_id
+            && m.text("CampaignId") == Some(campaign.as_str())
+            && ((!lead.is_empty() && m.text("LeadId") == Some(lead.as_str()))
+                || (!contact.is_empty() && m.text("ContactId") == Some(contact.as_str())))
+    });
+    if taken {
+        return Err(RestError::bad(SfError::new(
+            "DUPLICATE_VALUE",
+            "Already a campaign member.",
+        )));
+    }
+    Ok(())
+}
+
 /// Creates a record after every check.
 pub(crate) fn create(
     state: &SalesforceState,
@@ -795,6 +836,7 @@ pub(crate) fn create(
     version: &str,
 ) -> Result<String, RestError> {
     let changes = prepare(state, store, def, body, None)?;
+    campaign_member_check(store, def, &changes, None)?;
     duplicate_check(
         state,
         store,

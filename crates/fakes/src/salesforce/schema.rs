@@ -191,6 +191,9 @@ fn address(prefix: &str) -> Vec<F> {
 }
 
 /// The standard objects the fake serves.
+/// The default member statuses of a campaign.
+pub const CAMPAIGN_MEMBER_STATUSES: &[&str] = &["Sent", "Responded"];
+
 pub fn standard_objects() -> Vec<SalesforceObjectDef> {
     let mut lead = vec![
         F::text("FirstName", "First Name", 40),
@@ -297,6 +300,40 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
         )
         .default_value(json!("Task")),
     ];
+    let campaign = vec![
+        F::text("Name", "Campaign Name", 80).required(),
+        F::new("IsActive", "Active", T::Boolean).default_value(json!(false)),
+        F::picklist(
+            "Status",
+            "Status",
+            &["Planned", "In Progress", "Completed", "Aborted"],
+        )
+        .default_value(json!("Planned")),
+        F::open_picklist(
+            "Type",
+            "Type",
+            &[
+                "Conference",
+                "Webinar",
+                "Trade Show",
+                "Email",
+                "Advertisement",
+                "Other",
+            ],
+        ),
+    ];
+    // A person is a member of a campaign at most once (Salesforce answers
+    // DUPLICATE_VALUE "Already a campaign member."); the status must be one
+    // of the campaign's member statuses (the defaults: Sent, Responded).
+    let campaign_member = vec![
+        F::reference("CampaignId", "Campaign ID", &["Campaign"]).required(),
+        F::reference("LeadId", "Lead ID", &["Lead"]),
+        F::reference("ContactId", "Contact ID", &["Contact"]),
+        F::picklist("Status", "Status", CAMPAIGN_MEMBER_STATUSES).default_value(json!("Sent")),
+        F::new("HasResponded", "Responded", T::Boolean)
+            .read_only()
+            .default_value(json!(false)),
+    ];
     let obj = |name: &str, label: &str, prefix: &str, fields: Vec<F>| SalesforceObjectDef {
         name: name.into(),
         label: label.into(),
@@ -310,6 +347,8 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
         obj("Account", "Account", "001", account),
         obj("Opportunity", "Opportunity", "006", opportunity),
         obj("Task", "Task", "00T", task),
+        obj("Campaign", "Campaign", "701", campaign),
+        obj("CampaignMember", "Campaign Member", "00v", campaign_member),
     ]
 }
 

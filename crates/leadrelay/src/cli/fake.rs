@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use super::output::{errln, outln};
 use clap::{Args, ValueEnum};
-use leadrelay_fakes::{google, hubspot, lemlist, pipedrive, salesforce, slack, smartlead, twilio};
+use leadrelay_fakes::{
+    google, hubspot, lemlist, marketing_cloud, pipedrive, salesforce, slack, smartlead, twilio,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Vendor {
@@ -18,6 +20,8 @@ pub enum Vendor {
     Google,
     Lemlist,
     Smartlead,
+    #[value(name = "marketing_cloud", alias = "marketing-cloud")]
+    MarketingCloud,
 }
 
 impl Vendor {
@@ -31,6 +35,7 @@ impl Vendor {
             Vendor::Google => "127.0.0.1:8096",
             Vendor::Lemlist => "127.0.0.1:8097",
             Vendor::Smartlead => "127.0.0.1:8098",
+            Vendor::MarketingCloud => "127.0.0.1:8099",
         }
     }
 }
@@ -40,7 +45,7 @@ pub struct FakeArgs {
     /// Which vendor to fake.
     #[arg(value_enum)]
     pub vendor: Vendor,
-    /// Address to listen on (default: 127.0.0.1:8091 … 8098 by vendor, the
+    /// Address to listen on (default: 127.0.0.1:8091 … 8099 by vendor, the
     /// URL `leadrelay init --fake` writes; port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
@@ -63,6 +68,7 @@ impl Vendor {
             Vendor::Google => "google",
             Vendor::Lemlist => "lemlist",
             Vendor::Smartlead => "smartlead",
+            Vendor::MarketingCloud => "marketing_cloud",
         }
     }
 
@@ -170,6 +176,39 @@ impl Vendor {
                 )],
                 inspect: None,
             },
+            Vendor::MarketingCloud => {
+                let c = marketing_cloud::MarketingCloudConfig::default();
+                FakeSetup {
+                    destination: "marketing_cloud",
+                    settings: vec![
+                        ("connector", s("marketing_cloud")),
+                        ("auth_base_url", s(base)),
+                        ("account_id", s(&c.account_id)),
+                        (
+                            "event_definition_key",
+                            s(c.event_definitions
+                                .first()
+                                .map(String::as_str)
+                                .unwrap_or_default()),
+                        ),
+                        (
+                            "data_extension_key",
+                            s(c.data_extensions
+                                .keys()
+                                .next()
+                                .map(String::as_str)
+                                .unwrap_or_default()),
+                        ),
+                        ("allow_private_networks", on),
+                        crm(),
+                    ],
+                    env: vec![
+                        ("MC_CLIENT_ID", c.client_id.clone()),
+                        ("MC_CLIENT_SECRET", c.client_secret.clone()),
+                    ],
+                    inspect: None,
+                }
+            }
             Vendor::Slack => FakeSetup {
                 destination: "slack",
                 settings: vec![
@@ -314,6 +353,7 @@ pub async fn fake(args: FakeArgs) -> ExitCode {
         Vendor::Google => start!(google::FakeGoogle),
         Vendor::Lemlist => start!(lemlist::FakeLemlist),
         Vendor::Smartlead => start!(smartlead::FakeSmartlead),
+        Vendor::MarketingCloud => start!(marketing_cloud::FakeMarketingCloud),
     };
     let (banner, base, server) = match started {
         Ok(s) => s,

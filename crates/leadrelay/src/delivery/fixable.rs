@@ -44,6 +44,7 @@ pub fn classify(connector_kind: &str, reason: &str) -> Option<Cause> {
     match connector_kind {
         "hubspot" => hubspot(reason),
         "salesforce" => salesforce(reason),
+        "marketing_cloud" => marketing_cloud(reason),
         _ => None,
     }
 }
@@ -134,6 +135,55 @@ fn salesforce(reason: &str) -> Option<Cause> {
             field,
             value: None,
         });
+    }
+    first
+}
+
+/// Marketing Cloud's refusals, as the `marketing_cloud` connector words
+/// them: `Marketing Cloud HTTP 400: MESSAGE; row N: PROBLEM; …` (REST) or
+/// `Marketing Cloud refused the row (CODE): PROBLEM; …` (the asynchronous
+/// API). Fixable: a column the data extension lacks (`Invalid column name
+/// 'X'.`), a required column (`X is required`), a data extension or an
+/// event definition that does not exist (yet). A value that does not fit
+/// its column is the lead's own data: not fixable.
+fn marketing_cloud(reason: &str) -> Option<Cause> {
+    let body = match reason.split_once("Marketing Cloud refused the row (") {
+        Some((_, rest)) => rest.split_once("): ")?.1,
+        None => reason.split_once("Marketing Cloud HTTP 400: ")?.1,
+    };
+    let mut first = None;
+    for part in body.split("; ") {
+        let part = match part.strip_prefix("row ").and_then(|r| r.split_once(": ")) {
+            Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => rest,
+            _ => part,
+        }
+        .trim();
+        if part.starts_with("Unable to save rows") {
+            continue;
+        }
+        let cause = |kind, object: Option<&str>, field: &str| Cause {
+            kind,
+            object: object.map(str::to_string),
+            field: field.to_string(),
+            value: None,
+        };
+        let c = if let Some(rest) = part.strip_prefix("Invalid column name '") {
+            cause("missing_property", None, rest.split('\'').next()?)
+        } else if let Some(col) = part.strip_suffix(" is required") {
+            cause("required_field", None, col)
+        } else if let Some(k) = part
+            .strip_prefix("Event definition key ")
+            .and_then(|r| r.strip_suffix(" not found"))
+        {
+            cause("missing_property", Some("event_definition"), k)
+        } else if let Some(k) =
+            part.strip_prefix("Unable to find data extension with external key ")
+        {
+            cause("missing_property", Some("data_extension"), k)
+        } else {
+            return None;
+        };
+        first.get_or_insert(c);
     }
     first
 }
@@ -342,6 +392,44 @@ mod tests {
             None
         );
         assert_eq!(classify("webhook", "HTTP 400"), None);
+    }
+
+    #[test]
+    fn reads_marketing_cloud_causes() {
+        let c = classify(
+            "marketing_cloud",
+            "Marketing Cloud HTTP 400: Unable to save rows for data extension ID; row 0: Invalid column name 'Tier'.",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.kind, c.field.as_str(), c.object),
+            ("missing_property", "Tier", None)
+        );
+        let c = classify(
+            "marketing_cloud",
+            "Marketing Cloud refused the row (UnexpectedError): Region is required",
+        )
+        .unwrap();
+        assert_eq!((c.kind, c.field.as_str()), ("required_field", "Region"));
+        let c = classify(
+            "marketing_cloud",
+            "Marketing Cloud HTTP 400: Event definition key APIEvent-x not found",
+        )
+        .unwrap();
+        assert_eq!(c.object.as_deref(), Some("event_definition"));
+        // A value that does not fit its column is the lead's: not fixable,
+        // also beside a missing column.
+        assert_eq!(
+            classify(
+                "marketing_cloud",
+                "Marketing Cloud refused the row (UnexpectedError): Invalid column name 'Tier'.; Score: the value does not fit the column type Number"
+            ),
+            None
+        );
+        assert_eq!(
+            classify("marketing_cloud", "Marketing Cloud HTTP 404: Not Found"),
+            None
+        );
     }
 
     #[test]

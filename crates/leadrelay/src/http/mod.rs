@@ -8,7 +8,7 @@ pub mod client;
 pub mod events;
 mod forms;
 mod hooks;
-mod html;
+pub(crate) mod html;
 mod ops;
 pub mod server;
 pub mod ui;

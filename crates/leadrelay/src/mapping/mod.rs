@@ -44,7 +44,7 @@ use serde_json::{Map, Value, json};
 use crate::config::Problem;
 use crate::connectors::DeliveryJob;
 
-pub use rule::FieldRule;
+pub use rule::{FieldRule, ValueKind};
 pub use transform::{Transform, parse_datetime};
 
 /// The roots a path or template may read from.

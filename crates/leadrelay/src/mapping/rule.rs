@@ -330,6 +330,48 @@ impl FieldRule {
         }
     }
 
+    /// What kind of value the rule produces, as far as its configuration
+    /// tells (for `check` against a destination's column types).
+    pub fn value_kind(&self) -> ValueKind {
+        let mut kind = match (&self.source, &self.map) {
+            (_, Some(map)) => ValueKind::common(map.iter().map(|(_, v)| ValueKind::of(v))),
+            (Source::Const(v), None) => ValueKind::of(v),
+            (Source::Template(_), None) => ValueKind::Text { max: None },
+            (Source::Paths(paths), None) => {
+                ValueKind::common(paths.iter().map(|p| ValueKind::of_path(p)))
+            }
+        };
+        for t in &self.transforms {
+            kind = match t {
+                Transform::Number | Transform::EpochMs | Transform::EpochS => ValueKind::Number,
+                Transform::Integer => ValueKind::Integer,
+                Transform::Boolean => ValueKind::Boolean,
+                Transform::Date | Transform::DateTime => ValueKind::Date,
+                Transform::E164(_) => ValueKind::Phone,
+                Transform::Truncate(n) => match kind {
+                    ValueKind::Text { max } => ValueKind::Text {
+                        max: Some(max.map_or(*n, |m| m.min(*n))),
+                    },
+                    ValueKind::Email => ValueKind::Email,
+                    other => other,
+                },
+                Transform::Format(_)
+                | Transform::String
+                | Transform::Join(_)
+                | Transform::Html
+                | Transform::FirstName
+                | Transform::LastName
+                | Transform::Title
+                | Transform::Domain => match kind {
+                    ValueKind::Unknown => ValueKind::Unknown,
+                    _ => ValueKind::Text { max: None },
+                },
+                Transform::Trim | Transform::Lower | Transform::Upper => kind,
+            };
+        }
+        kind
+    }
+
     /// The rule's source paths (for documentation and `check`).
     pub fn paths(&self) -> &[String] {
         match &self.source {
@@ -438,5 +480,104 @@ impl FieldRule {
             Unmapped::Drop => Ok(Value::Null),
             Unmapped::Error => Err(message()),
         }
+    }
+}
+
+/// The kind of value a mapping rule produces, as far as its configuration
+/// tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Free text; `max`: at most this many characters (a constant's length,
+    /// `truncate:N`).
+    Text {
+        max: Option<usize>,
+    },
+    Email,
+    Phone,
+    Integer,
+    Number,
+    Date,
+    Boolean,
+    /// Anything (`data.*` values, mixed sources).
+    Unknown,
+}
+
+impl ValueKind {
+    /// How a check names it.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Text { max: Some(n) } => format!("text of up to {n} characters"),
+            Self::Text { max: None } => "text".into(),
+            Self::Email => "an email address".into(),
+            Self::Phone => "a phone number".into(),
+            Self::Integer => "a whole number".into(),
+            Self::Number => "a number".into(),
+            Self::Date => "a date".into(),
+            Self::Boolean => "a boolean".into(),
+            Self::Unknown => "any value".into(),
+        }
+    }
+
+    /// The kind of a constant.
+    pub fn of(v: &Value) -> Self {
+        match v {
+            Value::Bool(_) => Self::Boolean,
+            Value::Number(n) if n.is_i64() || n.is_u64() => Self::Integer,
+            Value::Number(_) => Self::Number,
+            Value::String(s) => {
+                let t = s.trim();
+                if t.parse::<i64>().is_ok() {
+                    Self::Integer
+                } else if t.parse::<f64>().is_ok() {
+                    Self::Number
+                } else if t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("false") {
+                    Self::Boolean
+                } else if super::parse_datetime(v).is_some() {
+                    Self::Date
+                } else if t.contains('@') && !t.contains(' ') {
+                    Self::Email
+                } else {
+                    Self::Text {
+                        max: Some(s.chars().count()),
+                    }
+                }
+            }
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The kind of a context path's values.
+    pub fn of_path(path: &str) -> Self {
+        match path {
+            "contact.email" => Self::Email,
+            "contact.phone" => Self::Phone,
+            "event.received_at" | "event.occurred_at" => Self::Date,
+            p if p.starts_with("contact.") || p.starts_with("attribution.") => {
+                Self::Text { max: None }
+            }
+            p if p.starts_with("event.") || p.starts_with("delivery.") || p.starts_with("ids.") => {
+                Self::Text { max: None }
+            }
+            p if p.starts_with("consent.") => Self::Boolean,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// One kind for values of several kinds (`Unknown` when they differ).
+    fn common(kinds: impl Iterator<Item = ValueKind>) -> Self {
+        let mut out: Option<ValueKind> = None;
+        for k in kinds {
+            out = Some(match (out, k) {
+                (None, k) => k,
+                (Some(ValueKind::Text { max: a }), ValueKind::Text { max: b }) => ValueKind::Text {
+                    max: a.zip(b).map(|(a, b)| a.max(b)),
+                },
+                (Some(a), b) if a == b => a,
+                (Some(ValueKind::Integer), ValueKind::Number)
+                | (Some(ValueKind::Number), ValueKind::Integer) => ValueKind::Number,
+                _ => ValueKind::Unknown,
+            });
+        }
+        out.unwrap_or(ValueKind::Unknown)
     }
 }

@@ -307,6 +307,11 @@ async fn check_reads_each_crm_and_names_unknown_mapped_properties() {
     );
     assert!(out.contains("pipeline default has stages"), "{out}");
     assert!(!out.contains("WARNING: companies"), "{out}");
+    // The legacy numbered API is named, with the way off it.
+    assert!(
+        out.contains("API version v3") && out.contains("WARNING: api_version \"v3\""),
+        "{out}"
+    );
     assert!(
         out.contains("ok   pipedrive (pipedrive): company leadrelay fake company"),
         "{out}"
@@ -404,6 +409,31 @@ async fn check_reads_each_crm_and_names_unknown_mapped_properties() {
                 .nth(1)
                 .is_some_and(|n| n.parse::<u32>().is_ok()),
         "{line}"
+    );
+
+    // A version that is not HubSpot's is refused offline, by its field.
+    let unversioned = dir.path().join("unversioned.toml");
+    std::fs::write(
+        &unversioned,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("deals = true", "deals = true\napi_version = \"v4\""),
+    )
+    .unwrap();
+    let (code, _, err) = run_with_env(
+        &[
+            "check",
+            "--offline",
+            "--config",
+            unversioned.to_str().unwrap(),
+        ],
+        &env(),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("destinations.hubspot.api_version")
+            && err.contains("\"v3\" or a dated version like \"2026-03\""),
+        "{err}"
     );
 }
 

@@ -32,18 +32,74 @@ destinations = ["hubspot"]
 }
 
 async fn start(fake: &FakeHubSpot, extra: &str) -> TestApp {
-    TestApp::builder(&config(&fake.base_url(), extra))
+    start_on(fake, extra, "v3").await
+}
+
+/// The dated API version the HubSpot tests also run on.
+pub(crate) const DATED: &str = "2026-03";
+
+/// Starts leadrelay with the HubSpot destination on `api_version`.
+async fn start_on(fake: &FakeHubSpot, extra: &str, api_version: &str) -> TestApp {
+    let extra = format!("api_version = \"{api_version}\"\n{extra}");
+    TestApp::builder(&config(&fake.base_url(), &extra))
         .env("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN)
         .start()
         .await
 }
 
-#[tokio::test]
-async fn form_post_creates_contact_company_deal_note_and_task() {
+/// Every request the fake saw used `api_version`'s path scheme (and none
+/// the other's), so a test passing on both really exercised both.
+pub(crate) fn assert_paths_of(fake: &FakeHubSpot, api_version: &str) {
+    let paths: Vec<String> = fake
+        .requests()
+        .entries()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(!paths.is_empty());
+    let numbered = |p: &String| p.contains("/v3/") || p.contains("/v4/");
+    let stray: Vec<&String> = if api_version == "v3" {
+        paths.iter().filter(|p| !numbered(p)).collect()
+    } else {
+        paths
+            .iter()
+            .filter(|p| numbered(p) || !p.contains(&format!("/{api_version}/")))
+            .collect()
+    };
+    assert!(stray.is_empty(), "{api_version}: {stray:?}");
+}
+
+/// Runs `$name(api_version)` as two tests, `$name::v3` and `$name::dated`.
+/// Only the tests that reach distinct paths run on both (the others are the
+/// same calls, and would double the suite's time for nothing).
+macro_rules! on_both_api_versions {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn v3() {
+                super::$name("v3").await
+            }
+            #[tokio::test]
+            async fn dated() {
+                super::$name(super::DATED).await
+            }
+        }
+    )*};
+}
+
+on_both_api_versions!(
+    form_post_creates_contact_company_deal_note_and_task,
+    reply_meeting_and_deal_stage_events,
+    unknown_property_is_a_dead_letter_naming_it_and_spares_the_batch,
+    custom_objects_are_upserted_by_their_unique_property_and_linked,
+);
+
+async fn form_post_creates_contact_company_deal_note_and_task(api_version: &str) {
     let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
-    let app = start(
+    let app = start_on(
         &fake,
         "deals = true\nfollow_up_task = true\nowner_id = \"77\"",
+        api_version,
     )
     .await;
     let r = app
@@ -150,13 +206,13 @@ async fn form_post_creates_contact_company_deal_note_and_task() {
         searches_before, searches_after,
         "the stored company id was reused"
     );
+    assert_paths_of(&fake, api_version);
     app.stop().await;
 }
 
-#[tokio::test]
-async fn reply_meeting_and_deal_stage_events() {
+async fn reply_meeting_and_deal_stage_events(api_version: &str) {
     let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
-    let app = start(
+    let app = start_on(
         &fake,
         r#"deals = true
 meeting_deal_stage = "qualifiedtobuy"
@@ -164,6 +220,7 @@ reply_lead_status = "CONNECTED"
 [destinations.hubspot.stage_map]
 won = "closedwon"
 "#,
+        api_version,
     )
     .await;
     app.post_json(
@@ -243,17 +300,18 @@ won = "closedwon"
         all.iter().all(|d| d.state == DeliveryState::Delivered),
         "{all:?}"
     );
+    assert_paths_of(&fake, api_version);
     app.stop().await;
 }
 
-#[tokio::test]
-async fn unknown_property_is_a_dead_letter_naming_it_and_spares_the_batch() {
+async fn unknown_property_is_a_dead_letter_naming_it_and_spares_the_batch(api_version: &str) {
     let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
-    let app = start(
+    let app = start_on(
         &fake,
         r#"[destinations.hubspot.mapping.contact]
 favourite_colour = "data.colour"
 "#,
+        api_version,
     )
     .await;
     // Hold deliveries until all three are due, so they share one batch.
@@ -299,6 +357,7 @@ favourite_colour = "data.colour"
         vec![400, 200],
         "one batch; the other two inputs sent again"
     );
+    assert_paths_of(&fake, api_version);
     app.stop().await;
 }
 
@@ -436,10 +495,9 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_contacts_through_5x
     app.stop().await;
 }
 
-#[tokio::test]
-async fn custom_objects_are_upserted_by_their_unique_property_and_linked() {
+async fn custom_objects_are_upserted_by_their_unique_property_and_linked(api_version: &str) {
     let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
-    let app = start(
+    let app = start_on(
         &fake,
         r#"notes = false
 [[destinations.hubspot.custom_objects]]
@@ -450,6 +508,7 @@ project_name = "{{ contact.company }} onboarding"
 project_code = { from = "contact.email", transform = "lower" }
 project_status = { value = "Planned", picklist = ["planned", "active", "done"] }
 "#,
+        api_version,
     )
     .await;
     app.post_json(
@@ -482,6 +541,7 @@ project_status = { value = "Planned", picklist = ["planned", "active", "done"] }
         fake.associated_ids("p_projects", &p.id, "contacts"),
         vec![contact.id]
     );
+    assert_paths_of(&fake, api_version);
     app.stop().await;
 }
 

@@ -714,3 +714,95 @@ async fn opportunities_and_tasks_are_upserted_by_the_key_field_or_created_withou
         app.stop().await;
     }
 }
+
+/// A form submission makes the lead a member of the campaign its UTM
+/// campaign names (or its form's); the member is found before it is
+/// written, so neither a second lead of the person nor a process that lost
+/// the kept ids (a retry after a crash) adds a second membership.
+#[tokio::test]
+async fn a_form_submission_joins_its_campaign_once_across_a_retry() {
+    let fake = FakeSalesforce::start(SalesforceConfig::default())
+        .await
+        .unwrap();
+    let webinar = fake.seed(
+        "Campaign",
+        json!({"Name": "Spring Webinar", "IsActive": true, "Type": "Webinar"}),
+    );
+    // An inactive campaign of the same name is never joined.
+    fake.seed(
+        "Campaign",
+        json!({"Name": "Old Webinar", "IsActive": false}),
+    );
+    let members = |fake: &FakeSalesforce| fake.records("CampaignMember");
+    let with_utm = |email: &str, campaign: &str| {
+        let mut l = lead(email);
+        l["last_name"] = json!("Doe");
+        l["company"] = json!("Acme");
+        l["utm_campaign"] = json!(campaign);
+        l
+    };
+    let settings = |status: &str| {
+        format!(
+            "[destinations.salesforce.campaign_members]\nstatus = \"{status}\"\nutm_campaign = true\n"
+        )
+    };
+    let first = start(&fake, &settings("Sent")).await;
+    first
+        .post_json(
+            "/v1/forms/contact",
+            &with_utm("ann@acme.io", "Spring Webinar"),
+        )
+        .await;
+    first
+        .post_json("/v1/forms/contact", &with_utm("old@acme.io", "Old Webinar"))
+        .await;
+    let d = first.settled("salesforce", 2, WAIT).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+    let lead_id = fake
+        .leads()
+        .into_iter()
+        .find(|l| l.text("Email") == Some("ann@acme.io"))
+        .unwrap()
+        .id;
+    let m = members(&fake);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0].text("CampaignId"), Some(webinar.as_str()));
+    assert_eq!(m[0].text("LeadId"), Some(lead_id.as_str()));
+    assert_eq!(m[0].text("Status"), Some("Sent"));
+    // The same person again: the kept member is updated.
+    first
+        .post_json(
+            "/v1/forms/contact",
+            &with_utm("ann@acme.io", "Spring Webinar"),
+        )
+        .await;
+    first.settled("salesforce", 3, WAIT).await;
+    assert_eq!(members(&fake).len(), 1);
+    first.stop().await;
+
+    // The ids the first process kept are lost: the member is found by a
+    // query and updated, not created again.
+    let second = start(&fake, &settings("Responded")).await;
+    second
+        .post_json(
+            "/v1/forms/contact",
+            &with_utm("ann@acme.io", "Spring Webinar"),
+        )
+        .await;
+    let d = second.settled("salesforce", 1, WAIT).await;
+    assert_eq!(d[0].state, DeliveryState::Delivered, "{d:?}");
+    let m = members(&fake);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0].text("Status"), Some("Responded"));
+    let posts = fake
+        .requests()
+        .entries()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/sobjects/CampaignMember"))
+        .count();
+    assert_eq!(posts, 1, "created once");
+    second.stop().await;
+}

@@ -182,7 +182,8 @@ async fn a_changed_configuration_retries_its_fixable_dead_letters_at_start() {
 #[tokio::test]
 async fn leadrelay_check_finds_the_property_and_retries_its_dead_letters() {
     let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
-    let mapping = "[destinations.hubspot.mapping.contact]\nfavourite_colour = \"data.colour\"\n";
+    // On the dated API: the single-property read is its own path.
+    let mapping = "api_version = \"2026-03\"\n[destinations.hubspot.mapping.contact]\nfavourite_colour = \"data.colour\"\n";
     // The server itself looks only hourly: `check` must do it.
     let text = config_checking(&fake.base_url(), mapping, "1h");
     let app = TestApp::builder(&text)
@@ -219,6 +220,10 @@ async fn leadrelay_check_finds_the_property_and_retries_its_dead_letters() {
     };
     let out = check(file.clone()).await;
     assert!(
+        out.contains("API version 2026-03") && !out.contains("WARNING: api_version"),
+        "{out}"
+    );
+    assert!(
         out.contains("fixable hubspot: 3 dead letter(s) held by missing property favourite_colour: still there"),
         "{out}"
     );
@@ -239,5 +244,6 @@ async fn leadrelay_check_finds_the_property_and_retries_its_dead_letters() {
         3,
         "{all:?}"
     );
+    crate::crm_hubspot::assert_paths_of(&fake, crate::crm_hubspot::DATED);
     app.stop().await;
 }

@@ -624,6 +624,8 @@ allow_private_networks = true
 token_env = "HUBSPOT_ACCESS_TOKEN"
 purposes = ["crm"]
 timeout = "2s"
+# The GDPR delete on the dated API (the other HubSpot tests cover v3).
+api_version = "2026-03"
 
 [destinations.pipedrive]
 connector = "pipedrive"
@@ -727,7 +729,7 @@ async fn erase_queues_erase_requests_that_delete_the_person_in_hubspot_and_piped
                     .url
                     .as_deref()
                     .unwrap_or_default()
-                    .ends_with("/crm/v3/objects/contacts/gdpr-delete")
+                    .ends_with("/crm/objects/2026-03/contacts/gdpr-delete")
             );
         }
         // The request carries no personal data.

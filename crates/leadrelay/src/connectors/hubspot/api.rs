@@ -63,22 +63,107 @@ impl Failure {
 
 pub type CallResult = (Result<Value, Failure>, AttemptReport);
 
+/// Which of HubSpot's API path schemes the connector speaks.
+///
+/// HubSpot files the numbered APIs (`/crm/v3/objects/…`, `/crm/v4/associations/…`)
+/// under "legacy" and publishes date-versioned ones beside them, with the
+/// version after the API's name: `/crm/objects/2026-03/contacts`,
+/// `/crm/associations/2026-03/{from}/{to}/batch/…`,
+/// `/crm/properties/2026-03/{objectType}`, `/crm/pipelines/2026-03/deals`,
+/// `/account-info/2026-03/details`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiVersion {
+    /// The numbered (legacy) APIs: v3, and v4 for associations.
+    V3,
+    /// A dated version, `YYYY-MM` (HubSpot releases in March and September;
+    /// a `-beta` suffix names a pre-release).
+    Dated(String),
+}
+
+/// The API families the connector calls; each has its own path prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// CRM records (`objects`), including per-record association paths.
+    Objects,
+    /// Batch associations (v4 in the numbered scheme).
+    Associations,
+    Properties,
+    Pipelines,
+    AccountInfo,
+}
+
+impl ApiVersion {
+    /// `"v3"` or `YYYY-MM` (optionally `-beta`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("v3") {
+            return Ok(Self::V3);
+        }
+        let date = s.strip_suffix("-beta").unwrap_or(s);
+        let ok = date.len() == 7
+            && date.as_bytes()[4] == b'-'
+            && date[..4].chars().all(|c| c.is_ascii_digit())
+            && date[5..].parse::<u8>().is_ok_and(|m| (1..=12).contains(&m))
+            && date[..4].parse::<u16>().is_ok_and(|y| y >= 2025);
+        if ok {
+            Ok(Self::Dated(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a HubSpot API version: \"v3\" or a dated version like \"2026-03\""
+            ))
+        }
+    }
+
+    /// `"v3"` or the date.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::V3 => "v3",
+            Self::Dated(d) => d,
+        }
+    }
+
+    /// The path of `rest` (which starts with `/`) in `family`.
+    pub fn path(&self, family: Family, rest: &str) -> String {
+        let prefix = match (self, family) {
+            (Self::V3, Family::Objects) => "/crm/v3/objects".to_string(),
+            (Self::V3, Family::Associations) => "/crm/v4/associations".to_string(),
+            (Self::V3, Family::Properties) => "/crm/v3/properties".to_string(),
+            (Self::V3, Family::Pipelines) => "/crm/v3/pipelines".to_string(),
+            (Self::V3, Family::AccountInfo) => "/account-info/v3".to_string(),
+            (Self::Dated(d), Family::Objects) => format!("/crm/objects/{d}"),
+            (Self::Dated(d), Family::Associations) => format!("/crm/associations/{d}"),
+            (Self::Dated(d), Family::Properties) => format!("/crm/properties/{d}"),
+            (Self::Dated(d), Family::Pipelines) => format!("/crm/pipelines/{d}"),
+            (Self::Dated(d), Family::AccountInfo) => format!("/account-info/{d}"),
+        };
+        format!("{prefix}{rest}")
+    }
+}
+
 /// An authenticated HubSpot client.
 pub struct Api {
     client: reqwest::Client,
     base: String,
     token: String,
+    version: ApiVersion,
     allow_private: bool,
     /// The portal's UTC offset (its daily limit resets at its midnight).
     utc_offset_ms: Mutex<Option<i64>>,
 }
 
 impl Api {
-    pub fn new(client: reqwest::Client, base: String, token: String, allow_private: bool) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        base: String,
+        token: String,
+        version: ApiVersion,
+        allow_private: bool,
+    ) -> Self {
         Self {
             client,
             base,
             token,
+            version,
             allow_private,
             utc_offset_ms: Mutex::new(None),
         }
@@ -86,6 +171,15 @@ impl Api {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    pub fn version(&self) -> &ApiVersion {
+        &self.version
+    }
+
+    /// The path of `rest` in `family`, in the configured API version.
+    pub fn path(&self, family: Family, rest: &str) -> String {
+        self.version.path(family, rest)
     }
 
     /// Sends one request; `path` starts with `/` and may carry a query.
@@ -128,7 +222,7 @@ impl Api {
         (out, report)
     }
 
-    /// Remembers the portal's UTC offset from `/account-info/v3/details`.
+    /// Remembers the portal's UTC offset from the account details.
     pub fn set_utc_offset(&self, details: &Value) {
         if let Some(ms) = details.get("utcOffsetMilliseconds").and_then(Value::as_i64) {
             *self.utc_offset_ms.lock().unwrap_or_else(|p| p.into_inner()) = Some(ms);
@@ -322,5 +416,54 @@ mod tests {
         );
         assert!(property_errors("Something else [1]").is_empty());
         assert!(property_errors("Property values were not valid: [garbage").is_empty());
+    }
+
+    #[test]
+    fn api_versions_parse_and_build_each_family_path() {
+        let v3 = ApiVersion::parse("v3").unwrap();
+        let dated = ApiVersion::parse("2026-03").unwrap();
+        assert_eq!(
+            ApiVersion::parse("2026-09-beta").unwrap().as_str(),
+            "2026-09-beta"
+        );
+        for bad in ["v4", "2026-3", "2026-13", "26-03", "2026/03", "", "1999-03"] {
+            assert!(ApiVersion::parse(bad).is_err(), "{bad}");
+        }
+        let cases = [
+            (
+                Family::Objects,
+                "/contacts/batch/upsert",
+                "/crm/v3/objects/contacts/batch/upsert",
+                "/crm/objects/2026-03/contacts/batch/upsert",
+            ),
+            (
+                Family::Associations,
+                "/contacts/companies/batch/associate/default",
+                "/crm/v4/associations/contacts/companies/batch/associate/default",
+                "/crm/associations/2026-03/contacts/companies/batch/associate/default",
+            ),
+            (
+                Family::Properties,
+                "/contacts/email",
+                "/crm/v3/properties/contacts/email",
+                "/crm/properties/2026-03/contacts/email",
+            ),
+            (
+                Family::Pipelines,
+                "/deals",
+                "/crm/v3/pipelines/deals",
+                "/crm/pipelines/2026-03/deals",
+            ),
+            (
+                Family::AccountInfo,
+                "/details",
+                "/account-info/v3/details",
+                "/account-info/2026-03/details",
+            ),
+        ];
+        for (family, rest, old, new) in cases {
+            assert_eq!(v3.path(family, rest), old);
+            assert_eq!(dated.path(family, rest), new);
+        }
     }
 }

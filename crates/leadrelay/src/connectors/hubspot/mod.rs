@@ -37,7 +37,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use self::api::{Api, Failure, PropertyError, describe};
+use self::api::{Api, ApiVersion, Failure, Family, PropertyError, describe};
 use super::crm::{
     self, Activity, CommonSettings, DealStep, EventKind, IdCache, Learned, Plan, remote_id,
 };
@@ -54,6 +54,8 @@ use crate::store::RemoteId;
 pub const DEFAULT_MAPPING: &str = include_str!("defaults.toml");
 const OBJECTS: [&str; 5] = ["contact", "company", "deal", "note", "task"];
 const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
+/// The newest dated API version leadrelay was built and tested against.
+pub const CURRENT_DATED_VERSION: &str = "2026-03";
 
 // HubSpot-defined association type ids (v4).
 const NOTE_TO_CONTACT: u32 = 202;
@@ -89,6 +91,9 @@ fn default_company_key_property() -> String {
 fn default_deal_key_property() -> String {
     "leadrelay_deal_key".into()
 }
+fn default_api_version() -> String {
+    "v3".into()
+}
 fn new_lead_events() -> Vec<String> {
     vec!["lead.created".into(), "form.submitted".into()]
 }
@@ -99,6 +104,10 @@ struct Settings {
     /// The env var holding the private app token.
     #[serde(default = "default_token_env")]
     token_env: String,
+    /// HubSpot's API version: `"v3"` (the numbered, now legacy, APIs) or a
+    /// dated one such as `"2026-03"`; every path is built from it.
+    #[serde(default = "default_api_version")]
+    api_version: String,
     /// The pipeline of the deals leadrelay opens.
     #[serde(default = "default_pipeline")]
     deal_pipeline: String,
@@ -197,6 +206,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let base = crm::base_url(common.base_url.as_deref(), DEFAULT_BASE_URL)
         .map_err(|p| problems.push(p))
         .ok();
+    let version = api_version(&s).map_err(|p| problems.push(p)).ok();
     let mut extra = Vec::new();
     for (i, c) in s.custom_objects.iter().enumerate() {
         let path = format!("custom_objects[{i}]");
@@ -243,13 +253,13 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let client = shared::client(ctx.timeout, common.allow_private_networks)
         .map_err(|m| problems.push(Problem::error("", m)))
         .ok();
-    let (Some(token), Some(base), Some(mapping), Some(client), true) =
-        (token, base, mapping, client, problems.is_empty())
+    let (Some(token), Some(base), Some(version), Some(mapping), Some(client), true) =
+        (token, base, version, mapping, client, problems.is_empty())
     else {
         return Err(problems);
     };
     Ok(Arc::new(HubSpot {
-        api: Api::new(client, base, token, common.allow_private_networks),
+        api: Api::new(client, base, token, version, common.allow_private_networks),
         common,
         s,
         mapping,
@@ -260,6 +270,11 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         deal_key_missing: AtomicBool::new(false),
         details_fetched: AtomicBool::new(false),
     }))
+}
+
+/// The configured `api_version`.
+fn api_version(s: &Settings) -> Result<ApiVersion, Problem> {
+    ApiVersion::parse(&s.api_version).map_err(|m| Problem::error("api_version", m))
 }
 
 /// The name a custom object's mapping is kept under.
@@ -563,7 +578,10 @@ impl HubSpot {
         }
         if !by_id.is_empty() {
             let out = self
-                .batch("/crm/v3/objects/contacts/batch/update", by_id)
+                .batch(
+                    &self.api.path(Family::Objects, "/contacts/batch/update"),
+                    by_id,
+                )
                 .await;
             Self::apply_reports(items, &out);
             for (members, body) in &out.ok {
@@ -580,7 +598,10 @@ impl HubSpot {
             return;
         }
         let out = self
-            .batch("/crm/v3/objects/contacts/batch/upsert", inputs)
+            .batch(
+                &self.api.path(Family::Objects, "/contacts/batch/upsert"),
+                inputs,
+            )
             .await;
         Self::apply_reports(items, &out);
         for (members, body) in &out.ok {
@@ -678,7 +699,7 @@ impl HubSpot {
                 .api
                 .call(
                     Method::POST,
-                    "/crm/v3/objects/companies/search",
+                    &self.api.path(Family::Objects, "/companies/search"),
                     Some(&body),
                 )
                 .await;
@@ -794,7 +815,10 @@ impl HubSpot {
         }
         let out = self
             .batch(
-                "/crm/v4/associations/contacts/companies/batch/associate/default",
+                &self.api.path(
+                    Family::Associations,
+                    "/contacts/companies/batch/associate/default",
+                ),
                 inputs,
             )
             .await;
@@ -862,7 +886,9 @@ impl HubSpot {
         let mut out = match key_property {
             Some(_) => {
                 self.batch(
-                    &format!("/crm/v3/objects/{objects}/batch/upsert"),
+                    &self
+                        .api
+                        .path(Family::Objects, &format!("/{objects}/batch/upsert")),
                     inputs.clone(),
                 )
                 .await
@@ -893,7 +919,12 @@ impl HubSpot {
                 })
                 .collect();
             out = self
-                .batch(&format!("/crm/v3/objects/{objects}/batch/create"), inputs)
+                .batch(
+                    &self
+                        .api
+                        .path(Family::Objects, &format!("/{objects}/batch/create")),
+                    inputs,
+                )
                 .await;
         }
         out
@@ -970,7 +1001,10 @@ impl HubSpot {
         }
         if !updates.is_empty() {
             let out = self
-                .batch("/crm/v3/objects/deals/batch/update", updates)
+                .batch(
+                    &self.api.path(Family::Objects, "/deals/batch/update"),
+                    updates,
+                )
                 .await;
             Self::apply_reports(items, &out);
             for (members, body) in &out.ok {
@@ -1076,7 +1110,10 @@ impl HubSpot {
             }
             let out = self
                 .batch(
-                    &format!("/crm/v4/associations/deals/{to}/batch/associate/default"),
+                    &self.api.path(
+                        Family::Associations,
+                        &format!("/deals/{to}/batch/associate/default"),
+                    ),
                     inputs,
                 )
                 .await;
@@ -1086,8 +1123,8 @@ impl HubSpot {
 
     async fn activities(&self, items: &mut [Item<'_>]) {
         for (object, path, field) in [
-            ("note", "/crm/v3/objects/notes/batch/create", "hs_note_body"),
-            ("task", "/crm/v3/objects/tasks/batch/create", "hs_task_body"),
+            ("note", "/notes/batch/create", "hs_note_body"),
+            ("task", "/tasks/batch/create", "hs_task_body"),
         ] {
             let found = self.already_logged(items, object, field).await;
             let mut inputs = Vec::new();
@@ -1132,7 +1169,9 @@ impl HubSpot {
                 });
             }
             if !inputs.is_empty() {
-                let out = self.batch(path, inputs).await;
+                let out = self
+                    .batch(&self.api.path(Family::Objects, path), inputs)
+                    .await;
                 self.take_created(items, &out, object, None);
             }
         }
@@ -1176,7 +1215,10 @@ impl HubSpot {
             let body = json!({
                 "inputs": chunk.iter().map(|(_, c)| json!({"id": c})).collect::<Vec<_>>(),
             });
-            let path = format!("/crm/v4/associations/contacts/{plural}/batch/read");
+            let path = self.api.path(
+                Family::Associations,
+                &format!("/contacts/{plural}/batch/read"),
+            );
             let (res, report) = self.api.call(Method::POST, &path, Some(&body)).await;
             match res {
                 Ok(v) => {
@@ -1221,7 +1263,9 @@ impl HubSpot {
                 "properties": [field],
                 "inputs": chunk.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
             });
-            let path = format!("/crm/v3/objects/{plural}/batch/read");
+            let path = self
+                .api
+                .path(Family::Objects, &format!("/{plural}/batch/read"));
             let (res, report) = self.api.call(Method::POST, &path, Some(&body)).await;
             match res {
                 Ok(v) => bodies.extend(v["results"].as_array().into_iter().flatten().filter_map(
@@ -1259,7 +1303,7 @@ impl HubSpot {
     async fn custom_objects(&self, items: &mut [Item<'_>]) {
         for c in &self.s.custom_objects {
             let name = custom_name(&c.object);
-            let object_path = format!("/crm/v3/objects/{}", c.object);
+            let object_path = self.api.path(Family::Objects, &format!("/{}", c.object));
             let mut inputs = Vec::new();
             for (i, it) in items.iter_mut().enumerate() {
                 if !it.ok()
@@ -1358,9 +1402,9 @@ impl HubSpot {
                         })
                     })
                     .collect();
-                let path = format!(
-                    "/crm/v4/associations/{}/contacts/batch/associate/default",
-                    c.object
+                let path = self.api.path(
+                    Family::Associations,
+                    &format!("/{}/contacts/batch/associate/default", c.object),
                 );
                 let out = self.batch(&path, inputs).await;
                 Self::apply_reports(items, &out);
@@ -1375,7 +1419,11 @@ impl HubSpot {
         }
         if let (Ok(v), _) = self
             .api
-            .call(Method::GET, "/account-info/v3/details", None)
+            .call(
+                Method::GET,
+                &self.api.path(Family::AccountInfo, "/details"),
+                None,
+            )
             .await
         {
             self.api.set_utc_offset(&v);
@@ -1500,7 +1548,7 @@ impl HubSpot {
                 .api
                 .call(
                     Method::POST,
-                    "/crm/v3/objects/contacts/gdpr-delete",
+                    &self.api.path(Family::Objects, "/contacts/gdpr-delete"),
                     Some(&body),
                 )
                 .await;
@@ -1592,9 +1640,9 @@ impl HubSpot {
                 continue;
             }
             asked = true;
-            let path = format!(
-                "/crm/v3/properties/{object_type}/{}",
-                crm::path_segment(&cause.field)
+            let path = self.api.path(
+                Family::Properties,
+                &format!("/{object_type}/{}", crm::path_segment(&cause.field)),
             );
             let prop = match self.api.call(Method::GET, &path, None).await {
                 (Ok(v), _) => v,
@@ -1622,7 +1670,11 @@ impl HubSpot {
     async fn check_portal(&self) -> CheckReport {
         let details = match self
             .api
-            .call(Method::GET, "/account-info/v3/details", None)
+            .call(
+                Method::GET,
+                &self.api.path(Family::AccountInfo, "/details"),
+                None,
+            )
             .await
         {
             (Ok(v), _) => v,
@@ -1639,7 +1691,9 @@ impl HubSpot {
             let Some(m) = self.mapping.object(name) else {
                 continue;
             };
-            let path = format!("/crm/v3/properties/{object_type}");
+            let path = self
+                .api
+                .path(Family::Properties, &format!("/{object_type}"));
             let props = match self.api.call(Method::GET, &path, None).await {
                 (Ok(v), _) => v,
                 (Err(f), _) => {
@@ -1692,7 +1746,11 @@ impl HubSpot {
         if objects.iter().any(|(o, _)| *o == "deals") {
             match self
                 .api
-                .call(Method::GET, "/crm/v3/pipelines/deals", None)
+                .call(
+                    Method::GET,
+                    &self.api.path(Family::Pipelines, "/deals"),
+                    None,
+                )
                 .await
             {
                 (Ok(v), _) => {
@@ -1736,9 +1794,15 @@ impl HubSpot {
             }
         }
         let mut message = format!(
-            "portal {portal} ({tz}) at {}: token accepted; {checked} mapped properties checked",
-            self.api.base()
+            "portal {portal} ({tz}) at {}, API version {}: token accepted; {checked} mapped properties checked",
+            self.api.base(),
+            self.api.version().as_str()
         );
+        if *self.api.version() == ApiVersion::V3 {
+            key_warnings.push(format!(
+                "WARNING: api_version \"v3\" uses the numbered APIs HubSpot now files under legacy (to be retired); set api_version = \"{CURRENT_DATED_VERSION}\" (the dated API)"
+            ));
+        }
         for n in notes.into_iter().chain(key_warnings) {
             message.push_str("; ");
             message.push_str(&n);

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::api::Api;
+use super::api::{Api, Family};
 use super::{DEFAULT_BASE_URL, Settings};
 use crate::config::Problem;
 use crate::connectors::crm::{self, CommonSettings};
@@ -34,10 +34,11 @@ struct HubSpotSync {
 /// The sync system of a `hubspot` destination's settings.
 pub fn system(ctx: &BuildContext<'_>) -> Result<Arc<dyn SyncSystem>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
+    let version = super::api_version(&s).map_err(|p| vec![p])?;
     let (client, base, token) =
         crate::sync::client_parts(ctx, &common, &s.token_env, DEFAULT_BASE_URL)?;
     Ok(Arc::new(HubSpotSync {
-        api: Api::new(client, base, token, common.allow_private_networks),
+        api: Api::new(client, base, token, version, common.allow_private_networks),
     }))
 }
 
@@ -93,7 +94,11 @@ impl SyncSystem for HubSpotSync {
         }
         let (res, _) = self
             .api
-            .call(Method::POST, "/crm/v3/objects/contacts/search", Some(&body))
+            .call(
+                Method::POST,
+                &self.api.path(Family::Objects, "/contacts/search"),
+                Some(&body),
+            )
             .await;
         let v = res.map_err(|f| SyncError(f.outcome))?;
         let mut records = Vec::new();
@@ -142,7 +147,7 @@ impl SyncSystem for HubSpotSync {
                 .api
                 .call(
                     Method::POST,
-                    "/crm/v3/objects/contacts/batch/update",
+                    &self.api.path(Family::Objects, "/contacts/batch/update"),
                     Some(&json!({"inputs": inputs})),
                 )
                 .await;
@@ -166,7 +171,7 @@ impl SyncSystem for HubSpotSync {
                 .api
                 .call(
                     Method::POST,
-                    "/crm/v3/objects/contacts/batch/upsert",
+                    &self.api.path(Family::Objects, "/contacts/batch/upsert"),
                     Some(&json!({"inputs": inputs})),
                 )
                 .await;

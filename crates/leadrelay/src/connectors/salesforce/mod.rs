@@ -24,6 +24,7 @@
 
 mod api;
 mod auth;
+mod campaign;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -176,6 +177,9 @@ struct Settings {
     /// holding `{delivery id}-{note|task|meeting}`.
     #[serde(default = "default_key_field")]
     task_key_field: String,
+    /// Form submissions make the person a campaign member (see [`campaign`]).
+    #[serde(default)]
+    campaign_members: Option<campaign::CampaignSettings>,
 }
 
 /// `[[destinations.NAME.custom_objects]]`
@@ -615,7 +619,7 @@ impl Salesforce {
         let mut attempt = 0;
         while attempt < 2 {
             let (f, report) = match self.write(run, &write).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.campaign_member(run).await,
                 Err(e) => e,
             };
             // The org lacks a key field: write again, creating those records.

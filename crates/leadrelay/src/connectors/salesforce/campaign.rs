@@ -1,0 +1,200 @@
+//! Campaign members: a form submission makes the lead (or contact) a
+//! member of a Sales Cloud campaign, with a status.
+//!
+//! The campaign is the form's in `campaign_members.forms` (a Campaign id,
+//! or a name), else — with `campaign_members.utm_campaign = true` — the
+//! active Campaign whose `Name` is the lead's `utm_campaign` (none: no
+//! membership, the delivery is not failed for it). The member is found
+//! before it is written — the kept id, else `SELECT Id FROM CampaignMember
+//! WHERE CampaignId = … AND LeadId = …` — and its `Status` updated; only a
+//! person who is not a member yet gets a new `CampaignMember`. A create that
+//! races another (`DUPLICATE_VALUE`, "Already a campaign member") reads the
+//! member again and updates it. So a retry never adds a second membership.
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::soql_quote;
+use super::{PersonObject, Run, Salesforce, Stop, is_record_id, stop};
+use crate::connectors::crm::{self, EventKind};
+use crate::connectors::{ErrorClass, Outcome};
+use crate::mapping;
+
+fn default_member_status() -> String {
+    "Responded".into()
+}
+
+/// `[destinations.NAME.campaign_members]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CampaignSettings {
+    /// The member's `Status` (one of the campaign's member statuses).
+    #[serde(default = "default_member_status")]
+    pub status: String,
+    /// The campaign of each form: a Campaign id (`701…`) or its name.
+    #[serde(default)]
+    pub forms: BTreeMap<String, String>,
+    /// Forms without one: the campaign named by the lead's `utm_campaign`.
+    #[serde(default)]
+    pub utm_campaign: bool,
+}
+
+impl Salesforce {
+    /// The campaign a delivery's lead joins: (how it is named, whether the
+    /// name comes from the configuration).
+    fn campaign_of(&self, run: &Run<'_>) -> Option<(String, bool)> {
+        let c = self.s.campaign_members.as_ref()?;
+        if EventKind::of(&run.job.event.event_type) != EventKind::NewLead {
+            return None;
+        }
+        let form = mapping::lookup(&run.ctx, "event.form").and_then(|v| v.as_str());
+        if let Some(f) = form
+            && let Some(campaign) = c.forms.get(f)
+        {
+            return Some((campaign.clone(), true));
+        }
+        if c.utm_campaign {
+            return mapping::lookup(&run.ctx, "attribution.utm_campaign")
+                .and_then(mapping::as_text)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(|s| (s, false));
+        }
+        None
+    }
+
+    /// The campaign's id: the configured id, the kept one, or the active
+    /// Campaign of that name.
+    async fn campaign_id(&self, run: &mut Run<'_>, named: &str) -> Result<Option<String>, Stop> {
+        if is_record_id(named) && named.starts_with("701") {
+            return Ok(Some(named.to_string()));
+        }
+        let key = format!("campaign:{}", named.to_lowercase());
+        if let Some(id) = self.cache.get(&key, "campaign") {
+            return Ok(Some(id));
+        }
+        let soql = format!(
+            "SELECT Id FROM Campaign WHERE Name = {} AND IsActive = true ORDER BY CreatedDate LIMIT 1",
+            soql_quote(named)
+        );
+        let (res, report) = self.rest.query(&soql).await;
+        let rows = res.map_err(|f| stop(f, report.clone()))?;
+        run.report = report;
+        let id = rows
+            .first()
+            .and_then(|r| r["Id"].as_str())
+            .map(str::to_string);
+        if let Some(id) = &id {
+            self.cache.put(&key, "campaign", id);
+        }
+        Ok(id)
+    }
+
+    /// Makes the written person a member of the delivery's campaign (see
+    /// the module's documentation).
+    pub(super) async fn campaign_member(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        let Some((named, configured)) = self.campaign_of(run) else {
+            return Ok(());
+        };
+        let Some(campaign) = self.campaign_id(run, &named).await? else {
+            if configured {
+                return Err(Outcome::permanent(
+                    ErrorClass::Http4xx,
+                    format!("Salesforce INVALID_FIELD: no active campaign named {named:?} (fields CampaignId)"),
+                )
+                .into());
+            }
+            return Ok(());
+        };
+        let job = run.job;
+        let key = job.delivery.contact_key.clone();
+        let object = self.s.person_object;
+        let Some(person) = self.known(job, &key, object.key()) else {
+            // In Lead mode the person may be a Contact (a duplicate rule
+            // found them): the membership goes on the Contact.
+            return match self.known(job, &key, "contact") {
+                Some(id) => self.member(run, &campaign, "ContactId", &id).await,
+                None => Ok(()),
+            };
+        };
+        let field = match object {
+            PersonObject::Lead => "LeadId",
+            PersonObject::Contact => "ContactId",
+        };
+        self.member(run, &campaign, field, &person).await
+    }
+
+    async fn member(
+        &self,
+        run: &mut Run<'_>,
+        campaign: &str,
+        field: &str,
+        person: &str,
+    ) -> Result<(), Stop> {
+        let status = self
+            .s
+            .campaign_members
+            .as_ref()
+            .map(|c| c.status.clone())
+            .unwrap_or_else(default_member_status);
+        let key = run.job.delivery.contact_key.clone();
+        let slot = format!("campaign_member:{campaign}");
+        for attempt in 0..2 {
+            let existing = match self.known(run.job, &key, &slot) {
+                Some(id) if attempt == 0 => Some(id),
+                _ => {
+                    let soql = format!(
+                        "SELECT Id FROM CampaignMember WHERE CampaignId = {} AND {field} = {} LIMIT 1",
+                        soql_quote(campaign),
+                        soql_quote(person)
+                    );
+                    let (res, report) = self.rest.query(&soql).await;
+                    let rows = res.map_err(|f| stop(f, report.clone()))?;
+                    run.report = report;
+                    rows.first()
+                        .and_then(|r| r["Id"].as_str())
+                        .map(str::to_string)
+                }
+            };
+            let (res, report) = match &existing {
+                Some(id) => {
+                    let path = format!("/sobjects/CampaignMember/{}", crm::path_segment(id));
+                    self.rest
+                        .call(Method::PATCH, &path, &[], Some(&json!({"Status": status})))
+                        .await
+                }
+                None => {
+                    let body = json!({"CampaignId": campaign, field: person, "Status": status});
+                    self.rest
+                        .call(Method::POST, "/sobjects/CampaignMember", &[], Some(&body))
+                        .await
+                }
+            };
+            run.report = report.clone();
+            match res {
+                Ok(v) => {
+                    let id = existing.or_else(|| v["id"].as_str().map(str::to_string));
+                    if let Some(id) = id {
+                        self.learn(run, &slot, &key, &id);
+                    }
+                    return Ok(());
+                }
+                // A member created meanwhile (or kept, then deleted in
+                // Salesforce): read it again.
+                Err(f)
+                    if attempt == 0
+                        && (f.errors.iter().any(|e| e.code == "DUPLICATE_VALUE")
+                            || f.status == Some(404)) =>
+                {
+                    self.cache.forget(&key, &slot);
+                    continue;
+                }
+                Err(f) => return Err(stop(f, report)),
+            }
+        }
+        Ok(())
+    }
+}
