@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::admin::{config, csrf_of, key, session_cookie, sign_in, submit};
-use crate::support::{Receiver, TestApp, eventually};
+use crate::support::{Receiver, TestApp, eventually, webhook_config};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -660,7 +660,10 @@ async fn waiting_deliveries_bulk_retry_now_and_cancel_with_a_reason() {
 
     let (s, html) = admin.get("/ui/waiting?destination=hook").await;
     assert_eq!(s, 200);
-    assert!(html.contains("3 waiting deliveries match the filter"), "{html}");
+    assert!(
+        html.contains("3 waiting deliveries match the filter"),
+        "{html}"
+    );
     assert!(html.contains("wait1@example.com") && html.contains("Waiter1"));
     let (s, html) = viewer.get("/ui/waiting").await;
     assert_eq!(s, 200);
@@ -693,7 +696,10 @@ async fn waiting_deliveries_bulk_retry_now_and_cancel_with_a_reason() {
     assert_eq!(s, 400);
     assert!(body.contains("action:"), "{body}");
     let (s, _, body) = admin
-        .post("/ui/waiting/bulk", &[("action", "cancel"), ("origin", "contact")])
+        .post(
+            "/ui/waiting/bulk",
+            &[("action", "cancel"), ("origin", "contact")],
+        )
         .await;
     assert_eq!(s, 400);
     assert!(body.contains("origin:"), "{body}");
@@ -718,7 +724,11 @@ async fn waiting_deliveries_bulk_retry_now_and_cancel_with_a_reason() {
     let (s, _, body) = admin.post("/ui/waiting/bulk", &fields).await;
     assert_eq!(s, 200);
     assert!(body.contains("Cancel: 1 waiting delivery?"), "{body}");
-    assert_eq!(states_of(&app, &events).await, before, "nothing changes before confirming");
+    assert_eq!(
+        states_of(&app, &events).await,
+        before,
+        "nothing changes before confirming"
+    );
     let mut confirmed = fields.to_vec();
     confirmed.push(("confirm", "yes"));
     let (s, _, body) = admin.post("/ui/waiting/bulk", &confirmed).await;
@@ -728,12 +738,16 @@ async fn waiting_deliveries_bulk_retry_now_and_cancel_with_a_reason() {
     let (s, loc, _) = admin.post("/ui/waiting/bulk", &confirmed).await;
     assert_eq!(s, 303);
     let html = job_finished(&admin, &loc).await;
-    assert!(html.contains("1 of 1 processed (100%), 1 cancelled"), "{html}");
+    assert!(
+        html.contains("1 of 1 processed (100%), 1 cancelled"),
+        "{html}"
+    );
     let after = states_of(&app, &events).await;
     assert_eq!(after[0].state, DeliveryState::Discarded, "ended, not lost");
     let reason = after[0].reason.as_deref().unwrap();
     assert!(
-        reason.starts_with("cancelled by key:ops at ") && reason.ends_with("test lead from the staging site"),
+        reason.starts_with("cancelled by key:ops at ")
+            && reason.ends_with("test lead from the staging site"),
         "{reason}"
     );
     assert!(after[0].finished_at.is_some());
@@ -771,7 +785,10 @@ async fn waiting_deliveries_bulk_retry_now_and_cancel_with_a_reason() {
     let (s, loc, _) = admin.post("/ui/waiting/bulk", &confirmed).await;
     assert_eq!(s, 303);
     let html = job_finished(&admin, &loc).await;
-    assert!(html.contains("2 of 2 processed (100%), 2 made due now"), "{html}");
+    assert!(
+        html.contains("2 of 2 processed (100%), 2 made due now"),
+        "{html}"
+    );
     let now = Utc::now();
     for d in &states_of(&app, &events).await[1..] {
         assert!(d.next_attempt_at.unwrap() <= now, "due now: {d:?}");
@@ -787,7 +804,11 @@ async fn waiting_deliveries_bulk_retry_now_and_cancel_with_a_reason() {
     .await;
     assert_eq!(r.delivered().len(), 2);
     // Finished deliveries are left alone by both actions.
-    let ids: Vec<Uuid> = states_of(&app, &events).await.iter().map(|d| d.id).collect();
+    let ids: Vec<Uuid> = states_of(&app, &events)
+        .await
+        .iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(app.store.retry_now(ids.clone()).await.unwrap(), 0);
     assert_eq!(app.store.cancel_waiting(ids, "late").await.unwrap(), 0);
     assert_eq!(
@@ -815,10 +836,24 @@ async fn destination_page_charts_latency_and_errors_over_a_chosen_range() {
         .destination_series("hook", Utc::now() - chrono::Duration::hours(1), 3600)
         .await
         .unwrap();
-    assert_eq!(series.iter().map(|b| b.succeeded).sum::<u64>(), 1, "{series:?}");
+    assert_eq!(
+        series.iter().map(|b| b.succeeded).sum::<u64>(),
+        1,
+        "{series:?}"
+    );
     assert_eq!(series.iter().map(|b| b.client_errors).sum::<u64>(), 2);
-    assert_eq!(series.iter().map(|b| b.server_errors + b.other_errors).sum::<u64>(), 0);
-    assert!(series.iter().all(|b| b.max_ms.is_some() && b.avg_ms.is_some()));
+    assert_eq!(
+        series
+            .iter()
+            .map(|b| b.server_errors + b.other_errors)
+            .sum::<u64>(),
+        0
+    );
+    assert!(
+        series
+            .iter()
+            .all(|b| b.max_ms.is_some() && b.avg_ms.is_some())
+    );
     assert!(
         app.store
             .destination_series("other", Utc::now() - chrono::Duration::hours(1), 3600)
@@ -838,11 +873,22 @@ async fn destination_page_charts_latency_and_errors_over_a_chosen_range() {
     assert!(html.contains("hook: attempt latency per hour, last 24 hours"));
     assert!(html.contains("hook: failed and throttled attempts per hour, last 24 hours"));
     assert!(html.contains("4xx answers"), "the errors chart's legend");
-    assert!(html.contains("class=\"range-picker"), "a range picker on each chart");
+    assert!(
+        html.contains("class=\"range-picker"),
+        "a range picker on each chart"
+    );
     assert_eq!(html.matches("class=\"range-picker").count(), 2);
-    assert!(html.contains("href=\"/ui/issues/"), "the destination's open issue");
-    assert!(!html.contains("/ui/destinations/hook/pause"), "viewers cannot pause");
-    let (_, html) = admin.get("/ui/destinations/hook?range=30d&refresh=60").await;
+    assert!(
+        html.contains("href=\"/ui/issues/"),
+        "the destination's open issue"
+    );
+    assert!(
+        !html.contains("/ui/destinations/hook/pause"),
+        "viewers cannot pause"
+    );
+    let (_, html) = admin
+        .get("/ui/destinations/hook?range=30d&refresh=60")
+        .await;
     assert!(html.contains("per day, last 30 days"));
     assert!(html.contains("/ui/destinations/hook/pause"), "admins can");
     assert!(html.contains(r#"content="60""#));
@@ -852,7 +898,11 @@ async fn destination_page_charts_latency_and_errors_over_a_chosen_range() {
     let (s, _) = admin.get("/ui/destinations/nope").await;
     assert_eq!(s, 404);
     let (_, html) = admin.get("/ui/?range=24h").await;
-    assert_eq!(html.matches("class=\"range-picker").count(), 2, "overview charts too");
+    assert_eq!(
+        html.matches("class=\"range-picker").count(),
+        2,
+        "overview charts too"
+    );
 }
 
 /// An alert monitor over the app's store, notifying `ops`.
@@ -895,7 +945,7 @@ async fn issue_alerts_are_debounced_and_sent_once_by_racing_nodes() {
     let r = Receiver::start().await;
     let ops = Receiver::start().await;
     let extra = format!(
-        "\n[destinations.ops]\nconnector = \"webhook\"\nurl = \"{}\"\nallow_private_networks = true\n\n[alerts]\nnotify = [\"ops\"]\nissues = false\n",
+        "\n[destinations.ops]\nconnector = \"webhook\"\nurl = \"{}\"\nallow_private_networks = true\nlegal_basis = \"legitimate_interest\"\n\n[alerts]\nnotify = [\"ops\"]\nissues = false\n",
         ops.url()
     );
     let app = TestApp::spawn(&webhook_config(&r.url(), &extra)).await;
@@ -916,7 +966,11 @@ async fn issue_alerts_are_debounced_and_sent_once_by_racing_nodes() {
     monitor(&app, "1h").check_issues().await.unwrap();
     assert!(issue_alerts(&app).await.is_empty());
     // Past it, three nodes racing send one alert.
-    let (a, b, c) = (monitor(&app, "0s"), monitor(&app, "0s"), monitor(&app, "0s"));
+    let (a, b, c) = (
+        monitor(&app, "0s"),
+        monitor(&app, "0s"),
+        monitor(&app, "0s"),
+    );
     let (x, y, z) = tokio::join!(a.check_issues(), b.check_issues(), c.check_issues());
     x.unwrap();
     y.unwrap();
@@ -927,9 +981,22 @@ async fn issue_alerts_are_debounced_and_sent_once_by_racing_nodes() {
     assert_eq!(sent[0]["status"], "firing");
     assert_eq!(sent[0]["destination"], "hook");
     let url = sent[0]["url"].as_str().unwrap();
-    assert!(url.starts_with("https://leads.example.test/ui/issues/"), "{url}");
-    assert!(sent[0]["message"].as_str().unwrap().contains("2 dead letters, 2 people"));
-    assert!(!sent[0].to_string().contains("a@example.com"), "no personal data");
+    assert!(
+        url.starts_with("https://leads.example.test/ui/issues/"),
+        "{url}"
+    );
+    assert!(
+        sent[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 dead letters, 2 people")
+    );
+    assert!(
+        !serde_json::Value::Object(sent[0].clone())
+            .to_string()
+            .contains("a@example.com"),
+        "no personal data"
+    );
     // The alert is delivered like any other.
     eventually("the alert reaches ops", WAIT, || async {
         ops.delivered().into_iter().next()
@@ -937,10 +1004,18 @@ async fn issue_alerts_are_debounced_and_sent_once_by_racing_nodes() {
     .await;
 
     // Resolved: the dead letters are discarded. Debounced too, then one notice.
-    let ids: Vec<Uuid> = states_of(&app, &events).await.iter().map(|d| d.id).collect();
+    let ids: Vec<Uuid> = states_of(&app, &events)
+        .await
+        .iter()
+        .map(|d| d.id)
+        .collect();
     app.store.discard(ids).await.unwrap();
     monitor(&app, "1h").check_issues().await.unwrap();
-    assert_eq!(issue_alerts(&app).await.len(), 1, "not yet: gone for less than the debounce");
+    assert_eq!(
+        issue_alerts(&app).await.len(),
+        1,
+        "not yet: gone for less than the debounce"
+    );
     let (x, y) = tokio::join!(a.check_issues(), b.check_issues());
     x.unwrap();
     y.unwrap();
@@ -949,7 +1024,12 @@ async fn issue_alerts_are_debounced_and_sent_once_by_racing_nodes() {
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[1]["status"], "resolved");
     assert_eq!(sent[1]["url"], sent[0]["url"]);
-    assert!(sent[1]["message"].as_str().unwrap().contains("issue resolved"));
+    assert!(
+        sent[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("issue resolved")
+    );
 }
 
 #[tokio::test]
@@ -957,7 +1037,7 @@ async fn issue_alert_survives_a_restart_without_repeating() {
     let r = Receiver::start().await;
     let ops = Receiver::start().await;
     let extra = format!(
-        "\n[destinations.ops]\nconnector = \"webhook\"\nurl = \"{}\"\nallow_private_networks = true\n\n[alerts]\nnotify = [\"ops\"]\nissue_debounce = \"0s\"\ncheck_interval = \"100ms\"\ndead_letters = 1000\nmin_attempts = 1000\n",
+        "\n[destinations.ops]\nconnector = \"webhook\"\nurl = \"{}\"\nallow_private_networks = true\nlegal_basis = \"legitimate_interest\"\n\n[alerts]\nnotify = [\"ops\"]\nissue_debounce = \"0s\"\ncheck_interval = \"100ms\"\ndead_letters = 1000\nmin_attempts = 1000\n",
         ops.url()
     );
     let toml = webhook_config(&r.url(), &extra).replacen(
