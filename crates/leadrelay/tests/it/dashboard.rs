@@ -766,20 +766,19 @@ async fn waiting_deliveries_bulk_retry_now_and_cancel_with_a_reason() {
     let (s, _, body) = admin.post("/ui/waiting/bulk", &fields).await;
     assert_eq!(s, 200);
     assert!(body.contains("Retry now: 2 waiting deliveries?"), "{body}");
-    let (_, _, body) = admin
-        .post(
-            "/ui/waiting/bulk",
-            &[("action", "retry_now"), ("to", "2001-01-01")],
-        )
-        .await;
-    assert!(body.contains("Retry now: 0 waiting deliveries?"), "{body}");
-    let (_, _, body) = admin
-        .post(
-            "/ui/waiting/bulk",
-            &[("action", "retry_now"), ("origin", "form:other")],
-        )
-        .await;
-    assert!(body.contains("Retry now: 0 waiting deliveries?"), "{body}");
+    for narrower in [
+        ("to", "2001-01-01"),
+        ("origin", "form:other"),
+        ("cause", "HTTP 503"),
+    ] {
+        let (_, _, body) = admin
+            .post("/ui/waiting/bulk", &[("action", "retry_now"), narrower])
+            .await;
+        assert!(
+            body.contains("Retry now: 0 waiting deliveries?"),
+            "{narrower:?}: {body}"
+        );
+    }
     let mut confirmed = fields.to_vec();
     confirmed.push(("confirm", "yes"));
     let (s, loc, _) = admin.post("/ui/waiting/bulk", &confirmed).await;

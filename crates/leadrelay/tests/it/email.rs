@@ -339,36 +339,22 @@ async fn issue_alert_email_links_to_the_issue_page() {
     let smtp = SmtpServer::start().await;
     let receiver = crate::support::Receiver::start().await;
     receiver.fail_next(400, "rejected: lifecycle stage", 1);
-    let rest = format!(
-        r#"
+    let rest = crate::notify_support::issue_alert_config(
+        &receiver,
+        "ops_email",
+        &format!(
+            r#"
 [destinations.ops_email]
 connector = "email"
 host = "127.0.0.1"
-port = {port}
+port = {}
 tls = "none"
 from = "leadrelay <alerts@acme.test>"
 to = ["ops@acme.test"]
 legal_basis = "legitimate_interest"
-
-[destinations.hook]
-connector = "webhook"
-url = "{url}"
-allow_private_networks = true
-purposes = ["crm"]
-
-[[routes]]
-name = "hook"
-destinations = ["hook"]
-
-[alerts]
-notify = ["ops_email"]
-issue_debounce = "0s"
-check_interval = "100ms"
-dead_letters = 1000
-min_attempts = 1000
 "#,
-        port = smtp.port,
-        url = receiver.url()
+            smtp.port
+        ),
     );
     let app = TestApp::spawn(&config(&[], &rest)).await;
     let id = post(

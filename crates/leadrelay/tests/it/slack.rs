@@ -179,32 +179,6 @@ async fn ratelimited_waits_for_retry_after_and_channel_not_found_is_dead_lettere
     assert_copied_to_failed_sheet(&google, &dead, "lost@example.com").await;
 }
 
-/// A failing webhook destination `hook` fed by the contact form, with issue
-/// alerts (no debounce) to `notify`.
-fn issue_alert_config(receiver: &crate::support::Receiver, notify: &str, rest: &str) -> String {
-    format!(
-        r#"{rest}
-[destinations.hook]
-connector = "webhook"
-url = "{url}"
-allow_private_networks = true
-purposes = ["crm"]
-
-[[routes]]
-name = "hook"
-destinations = ["hook"]
-
-[alerts]
-notify = ["{notify}"]
-issue_debounce = "0s"
-check_interval = "100ms"
-dead_letters = 1000
-min_attempts = 1000
-"#,
-        url = receiver.url()
-    )
-}
-
 #[tokio::test]
 async fn issue_alert_and_resolved_notice_link_to_the_issue_page() {
     let slack = FakeSlack::start(SlackConfig::default()).await.unwrap();

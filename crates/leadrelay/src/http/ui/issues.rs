@@ -17,6 +17,45 @@ use crate::http::AppState;
 use crate::http::api::views::EventSummary;
 use crate::store::Delivery;
 
+/// A filter field, trimmed; none when absent or blank.
+pub(super) fn text_field(fields: &HashMap<String, String>, k: &str) -> Option<String> {
+    fields
+        .get(k)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+}
+
+/// A day field (`YYYY-MM-DD`); the error names the field.
+pub(super) fn day_field(
+    fields: &HashMap<String, String>,
+    k: &str,
+) -> Result<Option<NaiveDate>, String> {
+    text_field(fields, k)
+        .map(|v| {
+            NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+                .map_err(|_| format!("{k}: {v:?} is not a date (YYYY-MM-DD)"))
+        })
+        .transpose()
+}
+
+/// A `from`–`to` day range must not run backwards.
+pub(super) fn check_days(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(), String> {
+    match (from, to) {
+        (Some(a), Some(b)) if a > b => Err("from: the first day is after the last day".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Filter pairs as a query string.
+pub(super) fn query_of(pairs: &[(&'static str, String)]) -> String {
+    let mut qs = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        qs.append_pair(k, v);
+    }
+    qs.finish()
+}
+
 /// Which dead letters an action or a list covers.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DeadFilter {
@@ -34,33 +73,14 @@ pub struct DeadFilter {
 impl DeadFilter {
     /// Reads the filter fields of a query or form; errors name the field.
     pub fn parse(fields: &HashMap<String, String>) -> Result<Self, String> {
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
-        let date = |k: &str| -> Result<Option<NaiveDate>, String> {
-            get(k)
-                .map(|v| {
-                    NaiveDate::parse_from_str(&v, "%Y-%m-%d")
-                        .map_err(|_| format!("{k}: {v:?} is not a date (YYYY-MM-DD)"))
-                })
-                .transpose()
-        };
         let f = Self {
-            destination: get("destination"),
-            issue: get("issue"),
-            from: date("from")?,
-            to: date("to")?,
-            origin: get("origin"),
+            destination: text_field(fields, "destination"),
+            issue: text_field(fields, "issue"),
+            from: day_field(fields, "from")?,
+            to: day_field(fields, "to")?,
+            origin: text_field(fields, "origin"),
         };
-        if let (Some(a), Some(b)) = (f.from, f.to)
-            && a > b
-        {
-            return Err("from: the first day is after the last day".into());
-        }
+        check_days(f.from, f.to)?;
         if let Some(i) = &f.issue
             && (i.len() != 16 || !i.bytes().all(|b| b.is_ascii_hexdigit()))
         {
@@ -91,11 +111,7 @@ impl DeadFilter {
     }
 
     pub fn query(&self) -> String {
-        let mut qs = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in self.pairs() {
-            qs.append_pair(k, &v);
-        }
-        qs.finish()
+        query_of(&self.pairs())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -15,6 +15,7 @@ use minijinja::context;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::issues::{check_days, day_field, query_of, text_field};
 use super::ops::{bad, dead_rows, pairs, selected_ids, single};
 use super::pages::{failed, form_origins};
 use super::{UiSession, issues, render, ser};
@@ -40,33 +41,14 @@ struct Form {
 impl Form {
     /// Reads the filter fields of a query or form; errors name the field.
     fn parse(fields: &HashMap<String, String>) -> Result<Self, String> {
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
-        let date = |k: &str| -> Result<Option<NaiveDate>, String> {
-            get(k)
-                .map(|v| {
-                    NaiveDate::parse_from_str(&v, "%Y-%m-%d")
-                        .map_err(|_| format!("{k}: {v:?} is not a date (YYYY-MM-DD)"))
-                })
-                .transpose()
-        };
         let f = Self {
-            destination: get("destination"),
-            cause: get("cause"),
-            from: date("from")?,
-            to: date("to")?,
-            origin: get("origin"),
+            destination: text_field(fields, "destination"),
+            cause: text_field(fields, "cause"),
+            from: day_field(fields, "from")?,
+            to: day_field(fields, "to")?,
+            origin: text_field(fields, "origin"),
         };
-        if let (Some(a), Some(b)) = (f.from, f.to)
-            && a > b
-        {
-            return Err("from: the first day is after the last day".into());
-        }
+        check_days(f.from, f.to)?;
         if let Some(c) = &f.cause
             && c.chars().count() > 200
         {
@@ -119,11 +101,7 @@ impl Form {
     }
 
     fn query(&self) -> String {
-        let mut qs = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in self.pairs() {
-            qs.append_pair(k, &v);
-        }
-        qs.finish()
+        query_of(&self.pairs())
     }
 }
 
