@@ -137,7 +137,7 @@ impl AlertMonitor {
     pub async fn check_issues(&self) -> Result<(), StoreError> {
         let debounce = chrono::Duration::from_std(self.config.issue_debounce.get())
             .unwrap_or(chrono::Duration::minutes(5));
-        let (issues, _capped) = super::issues::open_issues(self.store.as_ref()).await?;
+        let (issues, capped) = super::issues::open_issues(self.store.as_ref()).await?;
         let stored = self.store.kv_get(ISSUES_STATE_KEY).await?;
         let mut state: BTreeMap<String, OpenIssue> = stored
             .as_deref()
@@ -195,9 +195,11 @@ impl AlertMonitor {
                 None => {}
             }
         }
+        // A capped scan did not see every open dead letter: an issue missing
+        // from it may still be open, so nothing resolves until it is whole.
         let gone: Vec<String> = state
             .keys()
-            .filter(|k| !present.contains_key(k.as_str()))
+            .filter(|k| !capped && !present.contains_key(k.as_str()))
             .cloned()
             .collect();
         for key in gone {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::notify_support::{
     GOOGLE_KEY_ENV, PUBLIC_URL, assert_copied_to_failed_sheet, config, failed_sheet, google_config,
-    post, settled,
+    issue_alert_config, post, settled,
 };
 use crate::support::TestApp;
 
