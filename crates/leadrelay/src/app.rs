@@ -129,6 +129,7 @@ pub async fn start(
             privacy: privacy.clone(),
             fixable: config.delivery.fixable.clone(),
             config_fingerprints: delivery::fixable::config_fingerprints(&config),
+            public_url: config.server.public_url(),
         },
         enabled.clone(),
         metrics.clone(),

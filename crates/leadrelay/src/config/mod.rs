@@ -408,6 +408,13 @@ pub struct AlertsConfig {
     pub dead_letters: u32,
     /// How often the alert monitor evaluates.
     pub check_interval: HumanDuration,
+    /// Send an alert when a dashboard issue (dead letters of one
+    /// destination with one cause) opens, and a notice when it resolves.
+    pub issues: bool,
+    /// How long an issue must stay open before its alert goes out, and
+    /// stay resolved before its notice does (a blip fixed at once, or an
+    /// automatic retry, raises nothing).
+    pub issue_debounce: HumanDuration,
 }
 
 impl Default for AlertsConfig {
@@ -419,6 +426,8 @@ impl Default for AlertsConfig {
             min_attempts: 10,
             dead_letters: 5,
             check_interval: HumanDuration::secs(30),
+            issues: true,
+            issue_debounce: HumanDuration::secs(5 * 60),
         }
     }
 }

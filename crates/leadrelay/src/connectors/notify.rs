@@ -21,7 +21,7 @@
 //! - `dashboard_url`: `{server.public_url}/ui/leads/{event.id}`
 //! - `delivery.id`: stable across retries
 //! - `alert` (alerts only): `destination`, `alert`, `status` (`firing` /
-//!   `resolved`), `message`
+//!   `resolved`), `message`; issue alerts also `url` (the issue's page)
 //! - `dead_letter`, `original` (dead-letter copies only): the failed
 //!   destination, reason, status and attempts; the original event's id,
 //!   type, origin and fields

@@ -3,12 +3,20 @@
 //! disabled, one alert goes out per incident — and one recovery notice when
 //! it clears.
 //!
+//! Issues (dead letters of one destination with one cause, see
+//! [`super::issues`]) raise an alert of their own when they open and a
+//! notice when they resolve, each with a link to the issue's dashboard
+//! page; both wait `issue_debounce` so a blip raises nothing. Their state
+//! is one store document changed by compare-and-set, and each notice
+//! carries an idempotency key derived from the issue, so several nodes or
+//! a restart never send one twice.
+//!
 //! An alert is itself an event (`leadrelay.alert`, no personal data) written
 //! to the outbox for the `alerts.notify` destinations, so alerts are durable
 //! and retried like any delivery. Incident state lives in the store, so a
 //! restart neither repeats nor forgets an open incident.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -18,7 +26,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AlertsConfig;
-use crate::store::{DestinationStats, IngestItem, Store};
+use crate::store::{DestinationStats, IdempotencyKey, IngestItem, Store, StoreError};
 
 /// The event type of alerts and recovery notices.
 pub const ALERT_EVENT_TYPE: &str = "leadrelay.alert";
@@ -29,11 +37,40 @@ struct Incident {
     message: String,
 }
 
+/// The store document holding the issues alerted as open.
+pub const ISSUES_STATE_KEY: &str = "alerts.issues";
+
+/// An issue an alert went out for, until its resolved notice does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OpenIssue {
+    destination: String,
+    cause: String,
+    /// The issue's first dead letter when it opened (names the incident).
+    opened_at: chrono::DateTime<Utc>,
+    /// When the issue was last found gone (resolved once gone for the
+    /// debounce time).
+    #[serde(default)]
+    gone_since: Option<chrono::DateTime<Utc>>,
+}
+
+/// An issue alert or notice to send.
+struct IssueNotice {
+    key: String,
+    destination: String,
+    status: &'static str,
+    message: String,
+    details: serde_json::Value,
+    /// Names this notice for the idempotency of its event.
+    idempotency: String,
+}
+
 pub struct AlertMonitor {
     store: Arc<dyn Store>,
     config: AlertsConfig,
     destinations: Vec<String>,
     enabled: BTreeSet<String>,
+    /// `server.public_url`, for links to the dashboard.
+    public_url: String,
 }
 
 impl AlertMonitor {
@@ -48,7 +85,14 @@ impl AlertMonitor {
             config,
             destinations,
             enabled,
+            public_url: String::new(),
         }
+    }
+
+    /// Links in issue alerts point at this address (`server.public_url`).
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = url.trim_end_matches('/').to_string();
+        self
     }
 
     pub async fn run(&self, shutdown: CancellationToken) {
@@ -80,7 +124,147 @@ impl AlertMonitor {
             self.check_failure_rate(&s).await?;
             self.check_dead_letters(&s).await?;
         }
+        if self.config.issues && !self.targets().is_empty() {
+            self.check_issues().await?;
+        }
         Ok(())
+    }
+
+    /// Opens and resolves issue incidents: compares the open issues with
+    /// the stored document, sends what changed (idempotently), then stores
+    /// the new document if no other node changed it meanwhile (else the
+    /// next round starts again from that node's version).
+    pub async fn check_issues(&self) -> Result<(), StoreError> {
+        let debounce = chrono::Duration::from_std(self.config.issue_debounce.get())
+            .unwrap_or(chrono::Duration::minutes(5));
+        let (issues, capped) = super::issues::open_issues(self.store.as_ref()).await?;
+        let stored = self.store.kv_get(ISSUES_STATE_KEY).await?;
+        let mut state: BTreeMap<String, OpenIssue> = stored
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
+        let before = state.clone();
+        let now = Utc::now();
+        let mut notices = Vec::new();
+        let present: BTreeMap<&str, &super::issues::Issue> =
+            issues.iter().map(|i| (i.key.as_str(), i)).collect();
+        for issue in &issues {
+            match state.get_mut(&issue.key) {
+                Some(open) => open.gone_since = None,
+                None if !issue.muted && now - issue.first_seen >= debounce => {
+                    let url = self.issue_url(&issue.key);
+                    notices.push(IssueNotice {
+                        key: issue.key.clone(),
+                        destination: issue.destination.clone(),
+                        status: "firing",
+                        message: format!(
+                            "{}: new issue — {} ({} dead letter{}, {} {} affected, since {})",
+                            issue.destination,
+                            issue.cause,
+                            issue.count,
+                            if issue.count == 1 { "" } else { "s" },
+                            issue.people,
+                            if issue.people == 1 {
+                                "person"
+                            } else {
+                                "people"
+                            },
+                            issue.first_seen.format("%Y-%m-%d %H:%M UTC"),
+                        ),
+                        details: json!({
+                            "issue": issue.key, "cause": issue.cause, "class": issue.class,
+                            "count": issue.count, "people": issue.people,
+                            "first_seen": issue.first_seen, "url": url,
+                        }),
+                        idempotency: format!(
+                            "issue:{}:{}:opened",
+                            issue.key,
+                            issue.first_seen.timestamp_millis()
+                        ),
+                    });
+                    state.insert(
+                        issue.key.clone(),
+                        OpenIssue {
+                            destination: issue.destination.clone(),
+                            cause: issue.cause.clone(),
+                            opened_at: issue.first_seen,
+                            gone_since: None,
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
+        // A capped scan did not see every open dead letter: an issue missing
+        // from it may still be open, so nothing resolves until it is whole.
+        let gone: Vec<String> = state
+            .keys()
+            .filter(|k| !capped && !present.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        for key in gone {
+            let since = state
+                .get_mut(&key)
+                .map(|open| *open.gone_since.get_or_insert(now));
+            if since.is_none_or(|since| now - since < debounce) {
+                continue;
+            }
+            let Some(open) = state.remove(&key) else {
+                continue;
+            };
+            notices.push(IssueNotice {
+                status: "resolved",
+                message: format!(
+                    "{}: issue resolved — {} (open since {})",
+                    open.destination,
+                    open.cause,
+                    open.opened_at.format("%Y-%m-%d %H:%M UTC"),
+                ),
+                details: json!({
+                    "issue": key, "cause": open.cause, "opened_at": open.opened_at,
+                    "url": self.issue_url(&key),
+                }),
+                idempotency: format!("issue:{key}:{}:resolved", open.opened_at.timestamp_millis()),
+                destination: open.destination,
+                key,
+            });
+        }
+        if state == before {
+            return Ok(());
+        }
+        // Sent before the document is stored: a crash in between sends
+        // again next round, and the idempotency key makes that a no-op.
+        for n in notices {
+            tracing::warn!(destination = n.destination, issue = %n.key, status = n.status, "issue alert: {}", n.message);
+            self.send_keyed(
+                &n.destination,
+                "issue",
+                n.status,
+                &n.message,
+                n.details,
+                Some(n.idempotency),
+            )
+            .await?;
+        }
+        let value = serde_json::to_string(&state).unwrap_or_else(|_| "{}".into());
+        self.store
+            .kv_compare_and_set(ISSUES_STATE_KEY, stored.as_deref(), &value)
+            .await?;
+        Ok(())
+    }
+
+    /// The dashboard page of an issue.
+    fn issue_url(&self, key: &str) -> String {
+        format!("{}/ui/issues/{key}", self.public_url)
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.config
+            .notify
+            .iter()
+            .filter(|n| self.enabled.contains(*n))
+            .cloned()
+            .collect()
     }
 
     async fn check_failure_rate(
@@ -205,13 +389,22 @@ impl AlertMonitor {
         message: &str,
         details: serde_json::Value,
     ) -> Result<(), crate::store::StoreError> {
-        let targets: Vec<String> = self
-            .config
-            .notify
-            .iter()
-            .filter(|n| self.enabled.contains(*n))
-            .cloned()
-            .collect();
+        self.send_keyed(destination, kind, status, message, details, None)
+            .await
+    }
+
+    /// Writes an alert event for the `notify` destinations; with a key, a
+    /// second event under the same key (within 24 hours) is not stored.
+    async fn send_keyed(
+        &self,
+        destination: &str,
+        kind: &str,
+        status: &str,
+        message: &str,
+        details: serde_json::Value,
+        idempotency: Option<String>,
+    ) -> Result<(), crate::store::StoreError> {
+        let targets = self.targets();
         if targets.is_empty() {
             return Ok(());
         }
@@ -221,6 +414,9 @@ impl AlertMonitor {
         data.insert("alert".into(), json!(kind));
         data.insert("status".into(), json!(status));
         data.insert("message".into(), json!(message));
+        if let Some(url) = details.get("url").cloned() {
+            data.insert("url".into(), url);
+        }
         data.insert("details".into(), details);
         let event = Event::internal(
             EventType::Custom(ALERT_EVENT_TYPE.into()),
@@ -233,7 +429,11 @@ impl AlertMonitor {
             .ingest_one(IngestItem {
                 event,
                 destinations: targets,
-                idempotency: None,
+                idempotency: idempotency.map(|key| IdempotencyKey {
+                    scope: "alerts".into(),
+                    key,
+                    fingerprint: None,
+                }),
             })
             .await
             .map(|_| ())

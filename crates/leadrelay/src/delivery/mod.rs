@@ -14,6 +14,7 @@ mod circuit;
 pub mod consent;
 mod dispatcher;
 pub mod fixable;
+pub mod issues;
 pub mod policy;
 
 use std::collections::BTreeSet;
@@ -245,6 +246,8 @@ pub struct EngineSettings {
     pub fixable: crate::config::FixableConfig,
     /// Each destination's configuration fingerprint (see [`fixable`]).
     pub config_fingerprints: std::collections::BTreeMap<String, String>,
+    /// `server.public_url`, for links to the dashboard in alerts.
+    pub public_url: String,
 }
 
 /// The running engine.
@@ -268,12 +271,10 @@ impl Engine {
     ) -> Arc<Self> {
         let destinations: Vec<Arc<Destination>> = destinations.into_iter().map(Arc::new).collect();
         let names = destinations.iter().map(|d| d.name.clone()).collect();
-        let alerts = Arc::new(AlertMonitor::new(
-            store.clone(),
-            settings.alerts.clone(),
-            names,
-            enabled,
-        ));
+        let alerts = Arc::new(
+            AlertMonitor::new(store.clone(), settings.alerts.clone(), names, enabled)
+                .with_public_url(&settings.public_url),
+        );
         Arc::new(Self {
             store,
             destinations,

@@ -1,6 +1,6 @@
 //! What the admin API and the dashboard share: key verification, privacy,
-//! the configured destinations, destination health, and bulk replay jobs
-//! with their progress.
+//! the configured destinations, destination health, and bulk jobs (replays
+//! of dead letters, actions on waiting deliveries) with their progress.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::privacy::Privacy;
-use crate::store::{DestinationState, DestinationStats, Store};
+use crate::store::{DestinationState, DestinationStats, Store, WaitingFilter};
 
 /// Destination health covers this many hours of attempts.
 pub const HEALTH_WINDOW_HOURS: i64 = 24;
@@ -38,7 +38,7 @@ pub struct AdminContext {
     pub destinations: Vec<ConfiguredDestination>,
     /// Session cookies carry `Secure` (the public URL is https).
     pub secure_cookies: bool,
-    pub jobs: Arc<ReplayJobs>,
+    pub jobs: Arc<BulkJobs>,
 }
 
 impl AdminContext {
@@ -62,7 +62,7 @@ impl AdminContext {
             privacy,
             destinations,
             secure_cookies: config.server.public_url().starts_with("https://"),
-            jobs: Arc::new(ReplayJobs::default()),
+            jobs: Arc::new(BulkJobs::default()),
         }
     }
 
@@ -122,39 +122,78 @@ pub async fn one_destination_health(
         .ok_or_else(|| ApiError::not_found(format!("there is no destination named {name:?}")))
 }
 
-/// A bulk replay running in the background, and how far it got.
+/// What a bulk job does.
+pub enum BulkWork {
+    /// Replays these dead letters, each with the field overrides, if any.
+    Replay {
+        ids: Vec<Uuid>,
+        overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    /// Acts on waiting deliveries: the selected ones, or every one matching
+    /// the filter when the job starts.
+    Waiting {
+        action: WaitingAction,
+        filter: WaitingFilter,
+        selected: Option<Vec<Uuid>>,
+    },
+}
+
+/// What to do with waiting deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitingAction {
+    /// Due now instead of at their next retry time.
+    RetryNow,
+    /// Ended as discarded with this reason (recorded on each delivery).
+    Cancel(String),
+}
+
+impl WaitingAction {
+    fn kind(&self) -> &'static str {
+        match self {
+            WaitingAction::RetryNow => "retry_now",
+            WaitingAction::Cancel(_) => "cancel",
+        }
+    }
+}
+
+/// A bulk job running in the background, and how far it got.
 #[derive(Debug, Clone, Serialize)]
-pub struct ReplayProgress {
+pub struct BulkProgress {
     pub id: Uuid,
+    /// `replay`, `retry_now` or `cancel`.
+    pub kind: &'static str,
     pub started_by: String,
     pub started_at: DateTime<Utc>,
     pub total: usize,
-    /// Dead letters processed so far.
+    /// Deliveries processed so far.
     pub done: usize,
-    /// Of those, replayed as new deliveries (the others were replayed
-    /// meanwhile or are no longer dead).
-    pub replayed: usize,
+    /// Of those, changed (replayed as new deliveries, made due, cancelled);
+    /// the others had moved on meanwhile (replayed, delivered, in flight).
+    pub changed: usize,
     pub finished: bool,
     pub error: Option<String>,
 }
 
-impl ReplayProgress {
+impl BulkProgress {
     pub fn percent(&self) -> usize {
         (self.done * 100).checked_div(self.total).unwrap_or(100)
     }
 }
 
-/// Bulk replays started from the dashboard, kept in memory (the most recent
-/// [`MAX_JOBS`]); each replays in chunks so progress can be shown.
+/// Bulk jobs started from the dashboard, kept in memory (the most recent
+/// [`MAX_JOBS`]); each works in chunks so progress can be shown.
 #[derive(Default)]
-pub struct ReplayJobs {
-    jobs: Mutex<HashMap<Uuid, ReplayProgress>>,
+pub struct BulkJobs {
+    jobs: Mutex<HashMap<Uuid, BulkProgress>>,
 }
 
 const MAX_JOBS: usize = 50;
 
-impl ReplayJobs {
-    fn update(&self, id: Uuid, f: impl FnOnce(&mut ReplayProgress)) {
+/// Waiting deliveries read per page by a bulk job working by filter.
+const WAITING_PAGE: usize = 500;
+
+impl BulkJobs {
+    fn update(&self, id: Uuid, f: impl FnOnce(&mut BulkProgress)) {
         if let Some(p) = self
             .jobs
             .lock()
@@ -165,7 +204,7 @@ impl ReplayJobs {
         }
     }
 
-    pub fn get(&self, id: Uuid) -> Option<ReplayProgress> {
+    pub fn get(&self, id: Uuid) -> Option<BulkProgress> {
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -173,65 +212,161 @@ impl ReplayJobs {
             .cloned()
     }
 
-    /// Starts replaying `ids` in the background (each replay with the
-    /// field `overrides`, if any); returns the job id.
-    pub fn start(
+    fn register(&self, kind: &'static str, total: usize, actor: &str) -> Uuid {
+        let id = leadrelay_model::new_id();
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if jobs.len() >= MAX_JOBS {
+            let mut finished: Vec<(DateTime<Utc>, Uuid)> = jobs
+                .values()
+                .filter(|j| j.finished)
+                .map(|j| (j.started_at, j.id))
+                .collect();
+            finished.sort();
+            for (_, old) in finished.into_iter().take(jobs.len() + 1 - MAX_JOBS) {
+                jobs.remove(&old);
+            }
+        }
+        jobs.insert(
+            id,
+            BulkProgress {
+                id,
+                kind,
+                started_by: actor.to_string(),
+                started_at: Utc::now(),
+                total,
+                done: 0,
+                changed: 0,
+                finished: total == 0,
+                error: None,
+            },
+        );
+        id
+    }
+
+    fn stop(&self, id: Uuid, e: &crate::store::StoreError) {
+        tracing::warn!(job = %id, error = %e, "bulk job stopped");
+        self.update(id, |p| {
+            p.error = Some(e.to_string());
+            p.finished = true;
+        });
+    }
+
+    /// Starts `work` in the background; returns the job id. A job by
+    /// filter counts its deliveries first (the total shown).
+    pub async fn start(
         self: &Arc<Self>,
         store: Arc<dyn Store>,
-        ids: Vec<Uuid>,
-        overrides: Option<serde_json::Map<String, serde_json::Value>>,
+        work: BulkWork,
         actor: &str,
-    ) -> Uuid {
-        let id = leadrelay_model::new_id();
-        {
-            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            if jobs.len() >= MAX_JOBS {
-                let mut finished: Vec<(DateTime<Utc>, Uuid)> = jobs
-                    .values()
-                    .filter(|j| j.finished)
-                    .map(|j| (j.started_at, j.id))
-                    .collect();
-                finished.sort();
-                for (_, old) in finished.into_iter().take(jobs.len() + 1 - MAX_JOBS) {
-                    jobs.remove(&old);
-                }
-            }
-            jobs.insert(
-                id,
-                ReplayProgress {
-                    id,
-                    started_by: actor.to_string(),
-                    started_at: Utc::now(),
-                    total: ids.len(),
-                    done: 0,
-                    replayed: 0,
-                    finished: ids.is_empty(),
-                    error: None,
-                },
-            );
-        }
+    ) -> Result<Uuid, ApiError> {
+        let (kind, total) = match &work {
+            BulkWork::Replay { ids, .. } => ("replay", ids.len()),
+            BulkWork::Waiting {
+                action,
+                selected: Some(ids),
+                ..
+            } => (action.kind(), ids.len()),
+            BulkWork::Waiting {
+                action,
+                filter,
+                selected: None,
+            } => (
+                action.kind(),
+                usize::try_from(store.count_waiting(filter).await?).unwrap_or(usize::MAX),
+            ),
+        };
+        let id = self.register(kind, total, actor);
         let jobs = self.clone();
         let actor = actor.to_string();
         tokio::spawn(async move {
-            for chunk in ids.chunks(REPLAY_CHUNK) {
-                match store.replay(chunk.to_vec(), overrides.clone()).await {
-                    Ok(pairs) => jobs.update(id, |p| {
-                        p.done += chunk.len();
-                        p.replayed += pairs.len();
-                    }),
-                    Err(e) => {
-                        tracing::warn!(job = %id, error = %e, "bulk replay stopped");
-                        jobs.update(id, |p| {
-                            p.error = Some(e.to_string());
-                            p.finished = true;
-                        });
-                        return;
-                    }
+            let result = match work {
+                BulkWork::Replay { ids, overrides } => {
+                    jobs.replay(id, &*store, ids, overrides).await
+                }
+                BulkWork::Waiting {
+                    action,
+                    filter,
+                    selected,
+                } => jobs.waiting(id, &*store, action, filter, selected).await,
+            };
+            match result {
+                Ok(()) => {
+                    jobs.update(id, |p| p.finished = true);
+                    tracing::info!(job = %id, kind, actor, "bulk job finished");
+                }
+                Err(e) => jobs.stop(id, &e),
+            }
+        });
+        Ok(id)
+    }
+
+    async fn replay(
+        &self,
+        id: Uuid,
+        store: &dyn Store,
+        ids: Vec<Uuid>,
+        overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<(), crate::store::StoreError> {
+        for chunk in ids.chunks(REPLAY_CHUNK) {
+            let pairs = store.replay(chunk.to_vec(), overrides.clone()).await?;
+            self.update(id, |p| {
+                p.done += chunk.len();
+                p.changed += pairs.len();
+            });
+        }
+        Ok(())
+    }
+
+    async fn waiting(
+        &self,
+        id: Uuid,
+        store: &dyn Store,
+        action: WaitingAction,
+        mut filter: WaitingFilter,
+        selected: Option<Vec<Uuid>>,
+    ) -> Result<(), crate::store::StoreError> {
+        let apply = |ids: Vec<Uuid>| {
+            let action = action.clone();
+            async move {
+                match action {
+                    WaitingAction::RetryNow => store.retry_now(ids).await,
+                    WaitingAction::Cancel(reason) => store.cancel_waiting(ids, &reason).await,
                 }
             }
-            jobs.update(id, |p| p.finished = true);
-            tracing::info!(job = %id, actor, "bulk replay finished");
-        });
-        id
+        };
+        if let Some(ids) = selected {
+            for chunk in ids.chunks(REPLAY_CHUNK) {
+                let n = apply(chunk.to_vec()).await?;
+                self.update(id, |p| {
+                    p.done += chunk.len();
+                    p.changed += n;
+                });
+            }
+            return Ok(());
+        }
+        // Only what was waiting when the job started: later deliveries are
+        // not what the operator counted and confirmed.
+        let started = self.get(id).map(|p| p.started_at).unwrap_or_else(Utc::now);
+        filter.until = Some(filter.until.map_or(started, |u| u.min(started)));
+        let mut cursor = None;
+        loop {
+            let page = store
+                .waiting_deliveries(&filter, cursor, WAITING_PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.id);
+            let ids: Vec<Uuid> = page.iter().map(|d| d.id).collect();
+            let len = ids.len();
+            let n = apply(ids).await?;
+            self.update(id, |p| {
+                p.done += len;
+                p.changed += n;
+                p.total = p.total.max(p.done);
+            });
+            if len < WAITING_PAGE {
+                break;
+            }
+        }
+        Ok(())
     }
 }

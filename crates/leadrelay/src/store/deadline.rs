@@ -192,6 +192,57 @@ impl FixableStore for Deadline {
 }
 
 #[async_trait]
+impl OpsStore for Deadline {
+    async fn waiting_deliveries(
+        &self,
+        filter: &WaitingFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.call(
+            "waiting_deliveries",
+            Limit::Quick,
+            self.inner.waiting_deliveries(filter, before, limit),
+        )
+        .await
+    }
+    async fn count_waiting(&self, filter: &WaitingFilter) -> StoreResult<u64> {
+        self.call(
+            "count_waiting",
+            Limit::Quick,
+            self.inner.count_waiting(filter),
+        )
+        .await
+    }
+    async fn retry_now(&self, ids: Vec<Uuid>) -> StoreResult<usize> {
+        self.call("retry_now", Limit::Quick, self.inner.retry_now(ids))
+            .await
+    }
+    async fn cancel_waiting(&self, ids: Vec<Uuid>, reason: &str) -> StoreResult<usize> {
+        self.call(
+            "cancel_waiting",
+            Limit::Quick,
+            self.inner.cancel_waiting(ids, reason),
+        )
+        .await
+    }
+    async fn destination_series(
+        &self,
+        destination: &str,
+        since: DateTime<Utc>,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<SeriesBucket>> {
+        self.call(
+            "destination_series",
+            Limit::Quick,
+            self.inner
+                .destination_series(destination, since, bucket_secs),
+        )
+        .await
+    }
+}
+
+#[async_trait]
 impl ReportStore for Deadline {
     async fn rollup_events(
         &self,

@@ -10,8 +10,12 @@
 // dead letter from the dashboard and sees it delivered; then groups failures
 // into an issue and retries the group, replays by filter after seeing the
 // count, filters leads by delivery state, opens a contact, the review queue
-// and erases a person, and checks what a viewer sees. Screenshots (desktop
-// and phone width) go to $ARTIFACTS (default target/test-artifacts/browser).
+// and erases a person; pauses a destination, retries its waiting
+// deliveries now and cancels one with a reason (count first, then progress);
+// opens a destination's latency and error charts, switches their range and
+// checks them at 375 px; and checks what a viewer sees on every page.
+// Screenshots of each page (desktop and phone width, admin and viewer-*) go
+// to $ARTIFACTS (default target/test-artifacts/browser).
 //
 // Env: LEADRELAY_BIN (the binary), ARTIFACTS, CHROMIUM (default /usr/bin/chromium).
 
@@ -390,6 +394,89 @@ destinations = ["crm", "backup"]
     await page.getByText('No contacts match.').waitFor();
   });
 
+  await t.test('bulk retry now and cancel on waiting deliveries, with counts and progress', async () => {
+    // Pause the CRM from its page so leads wait.
+    await page.goto(`${base}/ui/destinations`);
+    await page.getByRole('row', { name: /crm/ }).getByRole('button', { name: 'Pause' }).click();
+    await page.getByText('Destination paused.').waitFor();
+    await submitLead('tom.reed@example.com', 'Tom', 'Reed & Co');
+    await submitLead('ana.silva@example.com', 'Ana', 'Silva Lda');
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Waiting' }).click();
+    await page.getByLabel('Destination').selectOption('crm');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.locator('#waiting-total', { hasText: '2 waiting deliveries match the filter' }).waitFor();
+    await page.locator('#waiting tbody tr', { hasText: 'ana.silva@example.com' }).waitFor();
+    await shot('22-waiting');
+    // Retry now, every match: the count first.
+    await page.getByRole('button', { name: 'Retry now…' }).click();
+    await page.getByRole('heading', { name: 'Retry now: 2 waiting deliveries?' }).waitFor();
+    await shot('23-waiting-confirm-retry');
+    await page.getByRole('button', { name: 'Yes, retry 2 now' }).click();
+    await waitForJob('24-waiting-retry-progress');
+    assert.match(await page.locator('#progress-text').textContent(), /2 of 2 processed \(100%\), 2 made due now/);
+    // Cancel the ticked one, with a reason recorded on it.
+    await page.goto(`${base}/ui/waiting?destination=crm`);
+    await page.locator('#waiting tbody tr', { hasText: 'tom.reed@example.com' }).getByRole('checkbox').check();
+    await page.getByLabel('the ticked rows').check();
+    await page.getByRole('button', { name: 'Cancel…' }).click();
+    await page.getByRole('heading', { name: 'Cancel: 1 waiting delivery?' }).waitFor();
+    await page.getByLabel('Reason (recorded on each delivery)').fill('duplicate from the trade show import');
+    await shot('25-waiting-confirm-cancel');
+    await page.getByRole('button', { name: 'Yes, cancel 1 now' }).click();
+    await waitForJob('26-waiting-cancel-progress');
+    await page.goto(`${base}/ui/leads?q=tom.reed`);
+    await page.locator('#leads tbody tr', { hasText: 'tom.reed@example.com' }).getByRole('link').first().click();
+    await page.getByText(/cancelled by key:e2e-admin at .*duplicate from the trade show import/).first().waitFor();
+    await shot('27-timeline-cancelled');
+    // Resumed, the other one is delivered; the cancelled one never is.
+    await page.goto(`${base}/ui/destinations`);
+    await page.getByRole('row', { name: /crm/ }).getByRole('button', { name: /Resume/ }).click();
+    await eventually('ana delivered', async () => state.delivered.some((b) => b.includes('ana.silva@example.com')));
+    assert.ok(!state.delivered.some((b) => b.includes('tom.reed@example.com')), 'the cancelled lead is not sent');
+    // CSRF: a bulk action without the token is refused.
+    const forged = await page.request.post(`${base}/ui/waiting/bulk`, { form: { action: 'cancel', confirm: 'yes', reason: 'x' } });
+    assert.equal(forged.status(), 403);
+  });
+
+  await t.test('a destination page charts latency and errors over a chosen range, also at 375 px', async () => {
+    await page.goto(`${base}/ui/destinations`);
+    await page.getByRole('link', { name: 'crm', exact: true }).click();
+    await page.waitForURL(/\/ui\/destinations\/crm$/);
+    await page.getByRole('heading', { name: /^crm/ }).waitFor();
+    assert.equal(await page.locator('svg.chart').count(), 2, 'latency and errors charts');
+    await page.locator('svg.chart[aria-label^="crm: attempt latency per day"]').waitFor();
+    await page.locator('#errors').getByText('5xx answers').first().waitFor();
+    await shot('28-destination-7d');
+    await page.locator('#latency').getByRole('link', { name: 'last 24 hours' }).click();
+    await page.waitForURL(/range=24h/);
+    await page.locator('svg.chart[aria-label^="crm: attempt latency per hour, last 24 hours"]').waitFor();
+    await page.getByText('Show the charts as a table').click();
+    assert.ok((await page.locator('#series tbody tr').count()) >= 1);
+    await shot('29-destination-24h');
+    await page.setViewportSize({ width: 375, height: 812 });
+    for (const [url, name] of [
+      [`${base}/ui/destinations/crm?range=24h`, '30-destination-phone'],
+      [`${base}/ui/?range=24h`, '31-overview-phone-24h'],
+      [`${base}/ui/waiting`, '32-waiting-phone'],
+    ]) {
+      await page.goto(url);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 1, `${name}: no horizontal page scroll at 375 px (overflow ${overflow}px)`);
+      const charts = page.locator('svg.chart');
+      for (let i = 0; i < (await charts.count()); i++) {
+        const box = await charts.nth(i).boundingBox();
+        assert.ok(box.width <= 375, `${name}: chart ${i} fits (${box.width}px)`);
+        // Axis and legend text stays readable when the chart is scaled down.
+        const smallest = await charts.nth(i).evaluate((svg) =>
+          Math.min(...[...svg.querySelectorAll('text')].filter((t) => t.textContent.trim()).map((t) => t.getBoundingClientRect().height)),
+        );
+        assert.ok(smallest >= 9, `${name}: chart ${i} text is ${smallest}px high`);
+      }
+      await shot(name);
+    }
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
   await t.test('a viewer sees masked data and no actions', async () => {
     const viewerKey = execFileSync(BIN, ['keys', 'create', '--name', 'e2e-viewer', '--role', 'viewer'], {
       env,
@@ -410,6 +497,35 @@ destinations = ["crm", "backup"]
     await v.getByRole('heading', { name: 'Not allowed' }).waitFor();
     await v.goto(`${base}/ui/destinations`);
     assert.equal(await v.getByRole('button', { name: 'Pause' }).count(), 0);
+    // Every page, as a viewer: readable, masked, without actions.
+    const pages = [
+      ['/ui/', 'overview'], ['/ui/leads', 'leads'], ['/ui/issues', 'issues'], ['/ui/dead-letters', 'dead-letters'],
+      ['/ui/waiting', 'waiting'], ['/ui/destinations', 'destinations'], ['/ui/destinations/crm?range=24h', 'destination'],
+      ['/ui/contacts', 'contacts'], ['/ui/review', 'review'], ['/ui/fixable', 'fixable'],
+    ];
+    for (const [url, name] of pages) {
+      const res = await v.goto(`${base}${url}`);
+      assert.equal(res.status(), 200, `${url} for a viewer`);
+      assert.equal(await v.locator('form[method="post"]:not(.signout)').count(), 0, `${url}: no action forms for a viewer`);
+      assert.doesNotMatch(await v.content(), /(ravi\.shah|ola\.berg|ana\.silva|tom\.reed|dana\.lopez)@example\.com/, `${url}: emails masked for a viewer`);
+      await v.screenshot({ path: path.join(ARTIFACTS, `viewer-${name}.png`), fullPage: true });
+    }
+    // The attempt inspection, masked, without copy-as-curl.
+    await v.goto(`${base}/ui/leads/${eventId}`);
+    await v.locator('details.inspect-attempt').first().waitFor();
+    assert.equal(await v.getByText('Copy as curl').count(), 0, 'no copy-as-curl for viewers');
+    await v.screenshot({ path: path.join(ARTIFACTS, 'viewer-timeline.png'), fullPage: true });
+    // Viewers cannot act, even with a valid CSRF token.
+    const html = await v.content();
+    const csrf = html.match(/name="csrf" value="([^"]+)"/)[1];
+    for (const [url, form] of [
+      ['/ui/waiting/bulk', { csrf, action: 'retry_now', confirm: 'yes' }],
+      ['/ui/dead-letters/bulk', { csrf, action: 'replay', confirm: 'yes' }],
+      ['/ui/destinations/crm/pause', { csrf, hours: '1' }],
+    ]) {
+      const res = await v.request.post(`${base}${url}`, { form });
+      assert.equal(res.status(), 403, `${url} refused for a viewer`);
+    }
     await vctx.close();
   });
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::admin::{config, csrf_of, key, session_cookie, sign_in, submit};
-use crate::support::{Receiver, TestApp, eventually};
+use crate::support::{Receiver, TestApp, eventually, webhook_config};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -613,4 +613,462 @@ async fn attempt_shows_the_request_as_sent_without_secrets() {
         attempts.iter().all(|a| a.exchange.is_none()),
         "{attempts:?}"
     );
+}
+
+/// The states of the deliveries of some events (one destination each).
+async fn states_of(app: &TestApp, events: &[Uuid]) -> Vec<leadrelay::store::Delivery> {
+    let mut v = Vec::new();
+    for e in events {
+        v.push(app.store.deliveries_for_event(*e).await.unwrap()[0].clone());
+    }
+    v
+}
+
+/// Follows a bulk job's page until it says finished; returns its text.
+async fn job_finished(ui: &Ui<'_>, location: &str) -> String {
+    assert!(location.starts_with("/ui/jobs/"), "{location}");
+    eventually("the bulk job finishes", WAIT, || async {
+        let (s, html) = ui.get(location).await;
+        assert_eq!(s, 200);
+        html.contains("— finished").then_some(html)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn waiting_deliveries_bulk_retry_now_and_cancel_with_a_reason() {
+    let r = Receiver::start().await;
+    let app = TestApp::spawn(&config(&r)).await;
+    // A paused destination keeps its deliveries waiting.
+    let far = Utc::now() + chrono::Duration::days(1);
+    app.store
+        .pause_destination("hook", far, "test")
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    for i in 0..3 {
+        events.push(
+            submit(
+                &app,
+                json!({"email": format!("wait{i}@example.com"), "first_name": format!("Waiter{i}"), "consent": "yes"}),
+            )
+            .await,
+        );
+    }
+    let admin = Ui::new(&app, Role::Admin, "ops").await;
+    let viewer = Ui::new(&app, Role::Viewer, "sales").await;
+
+    let (s, html) = admin.get("/ui/waiting?destination=hook").await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("3 waiting deliveries match the filter"),
+        "{html}"
+    );
+    assert!(html.contains("wait1@example.com") && html.contains("Waiter1"));
+    let (s, html) = viewer.get("/ui/waiting").await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("Waiter1") && !html.contains("wait1@example.com"),
+        "masked for viewers"
+    );
+    assert!(!html.contains("/ui/waiting/bulk"), "no actions for viewers");
+    let (s, _, _) = viewer
+        .post("/ui/waiting/bulk", &[("action", "retry_now")])
+        .await;
+    assert_eq!(s, 403, "viewers cannot act");
+    let forged = app
+        .client
+        .post(app.url("/ui/waiting/bulk"))
+        .header("cookie", &admin.cookie)
+        .form(&[("csrf", "forged"), ("action", "cancel"), ("confirm", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403, "CSRF token checked");
+
+    // Bad input names the field.
+    let (s, html) = admin.get("/ui/waiting?from=yesterday").await;
+    assert_eq!(s, 400);
+    assert!(html.contains("from:"), "{html}");
+    let (s, _, body) = admin
+        .post("/ui/waiting/bulk", &[("action", "explode")])
+        .await;
+    assert_eq!(s, 400);
+    assert!(body.contains("action:"), "{body}");
+    let (s, _, body) = admin
+        .post(
+            "/ui/waiting/bulk",
+            &[("action", "cancel"), ("origin", "contact")],
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(body.contains("origin:"), "{body}");
+    let (s, _, body) = admin
+        .post(
+            "/ui/waiting/bulk",
+            &[("action", "cancel"), ("scope", "selected"), ("id", "nope")],
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(body.contains("id:"), "{body}");
+
+    // Cancel one selected delivery: the count first, then a reason is required.
+    let before = states_of(&app, &events).await;
+    let one = before[0].id.to_string();
+    let fields = [
+        ("action", "cancel"),
+        ("scope", "selected"),
+        ("destination", "hook"),
+        ("id", one.as_str()),
+    ];
+    let (s, _, body) = admin.post("/ui/waiting/bulk", &fields).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("Cancel: 1 waiting delivery?"), "{body}");
+    assert_eq!(
+        states_of(&app, &events).await,
+        before,
+        "nothing changes before confirming"
+    );
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let (s, _, body) = admin.post("/ui/waiting/bulk", &confirmed).await;
+    assert_eq!(s, 400, "a cancel needs a reason");
+    assert!(body.contains("reason:"), "{body}");
+    confirmed.push(("reason", "test lead from the staging site"));
+    let (s, loc, _) = admin.post("/ui/waiting/bulk", &confirmed).await;
+    assert_eq!(s, 303);
+    let html = job_finished(&admin, &loc).await;
+    assert!(
+        html.contains("1 of 1 processed (100%), 1 cancelled"),
+        "{html}"
+    );
+    let after = states_of(&app, &events).await;
+    assert_eq!(after[0].state, DeliveryState::Discarded, "ended, not lost");
+    let reason = after[0].reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("cancelled by key:ops at ")
+            && reason.ends_with("test lead from the staging site"),
+        "{reason}"
+    );
+    assert!(after[0].finished_at.is_some());
+    assert_eq!(after[1].state, DeliveryState::Pending);
+
+    // Retry now every remaining match of the filter (a date range that
+    // covers today, and the form as source).
+    let today = Utc::now().date_naive().to_string();
+    let fields = [
+        ("action", "retry_now"),
+        ("destination", "hook"),
+        ("from", today.as_str()),
+        ("to", today.as_str()),
+        ("origin", "form:contact"),
+    ];
+    let (s, _, body) = admin.post("/ui/waiting/bulk", &fields).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("Retry now: 2 waiting deliveries?"), "{body}");
+    for narrower in [
+        ("to", "2001-01-01"),
+        ("origin", "form:other"),
+        ("cause", "HTTP 503"),
+    ] {
+        let (_, _, body) = admin
+            .post("/ui/waiting/bulk", &[("action", "retry_now"), narrower])
+            .await;
+        assert!(
+            body.contains("Retry now: 0 waiting deliveries?"),
+            "{narrower:?}: {body}"
+        );
+    }
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let (s, loc, _) = admin.post("/ui/waiting/bulk", &confirmed).await;
+    assert_eq!(s, 303);
+    let html = job_finished(&admin, &loc).await;
+    assert!(
+        html.contains("2 of 2 processed (100%), 2 made due now"),
+        "{html}"
+    );
+    let now = Utc::now();
+    for d in &states_of(&app, &events).await[1..] {
+        assert!(d.next_attempt_at.unwrap() <= now, "due now: {d:?}");
+        assert!(d.updated_at > before[1].updated_at);
+    }
+    // Once the destination is resumed they are sent; the cancelled one never is.
+    app.store.resume_destination("hook").await.unwrap();
+    eventually("both are delivered", WAIT, || async {
+        let s = states_of(&app, &events).await;
+        (s[1].state == DeliveryState::Delivered && s[2].state == DeliveryState::Delivered)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(r.delivered().len(), 2);
+    // Finished deliveries are left alone by both actions.
+    let ids: Vec<Uuid> = states_of(&app, &events)
+        .await
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(app.store.retry_now(ids.clone()).await.unwrap(), 0);
+    assert_eq!(app.store.cancel_waiting(ids, "late").await.unwrap(), 0);
+    assert_eq!(
+        states_of(&app, &events).await[0].reason.as_deref(),
+        Some(reason),
+        "a second cancel does not overwrite the first"
+    );
+}
+
+#[tokio::test]
+async fn destination_page_charts_latency_and_errors_over_a_chosen_range() {
+    let (_r, app, _events) = app_with_dead_letters(2).await;
+    let ok = submit(
+        &app,
+        json!({"email": "fine@example.com", "first_name": "Fine", "consent": "yes"}),
+    )
+    .await;
+    eventually("delivered", WAIT, || async {
+        let d = app.store.deliveries_for_event(ok).await.unwrap().pop()?;
+        (d.state == DeliveryState::Delivered).then_some(())
+    })
+    .await;
+    let series = app
+        .store
+        .destination_series("hook", Utc::now() - chrono::Duration::hours(1), 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        series.iter().map(|b| b.succeeded).sum::<u64>(),
+        1,
+        "{series:?}"
+    );
+    assert_eq!(series.iter().map(|b| b.client_errors).sum::<u64>(), 2);
+    assert_eq!(
+        series
+            .iter()
+            .map(|b| b.server_errors + b.other_errors)
+            .sum::<u64>(),
+        0
+    );
+    assert!(
+        series
+            .iter()
+            .all(|b| b.max_ms.is_some() && b.avg_ms.is_some())
+    );
+    assert!(
+        app.store
+            .destination_series("other", Utc::now() - chrono::Duration::hours(1), 3600)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let admin = Ui::new(&app, Role::Admin, "ops").await;
+    let viewer = Ui::new(&app, Role::Viewer, "sales").await;
+    let (s, html) = viewer.get("/ui/destinations").await;
+    assert_eq!(s, 200);
+    assert!(html.contains("href=\"/ui/destinations/hook\""), "{html}");
+    let (s, html) = viewer.get("/ui/destinations/hook?range=24h").await;
+    assert_eq!(s, 200);
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 2, "{html}");
+    assert!(html.contains("hook: attempt latency per hour, last 24 hours"));
+    assert!(html.contains("hook: failed and throttled attempts per hour, last 24 hours"));
+    assert!(html.contains("4xx answers"), "the errors chart's legend");
+    assert!(
+        html.contains("class=\"range-picker"),
+        "a range picker on each chart"
+    );
+    assert_eq!(html.matches("class=\"range-picker").count(), 2);
+    assert!(
+        html.contains("href=\"/ui/issues/"),
+        "the destination's open issue"
+    );
+    assert!(
+        !html.contains("/ui/destinations/hook/pause"),
+        "viewers cannot pause"
+    );
+    let (_, html) = admin
+        .get("/ui/destinations/hook?range=30d&refresh=60")
+        .await;
+    assert!(html.contains("per day, last 30 days"));
+    assert!(html.contains("/ui/destinations/hook/pause"), "admins can");
+    assert!(html.contains(r#"content="60""#));
+    let (s, html) = admin.get("/ui/destinations/hook?range=1y").await;
+    assert_eq!(s, 400);
+    assert!(html.contains("range: use 24h, 7d or 30d"));
+    let (s, _) = admin.get("/ui/destinations/nope").await;
+    assert_eq!(s, 404);
+    let (_, html) = admin.get("/ui/?range=24h").await;
+    assert_eq!(
+        html.matches("class=\"range-picker").count(),
+        2,
+        "overview charts too"
+    );
+}
+
+/// An alert monitor over the app's store, notifying `ops`.
+fn monitor(app: &TestApp, debounce: &str) -> leadrelay::delivery::AlertMonitor {
+    let cfg: leadrelay::config::AlertsConfig = toml::from_str(&format!(
+        "notify = [\"ops\"]\nissue_debounce = \"{debounce}\"\ndead_letters = 1000\nmin_attempts = 1000\n"
+    ))
+    .unwrap();
+    leadrelay::delivery::AlertMonitor::new(
+        app.store.clone(),
+        cfg,
+        vec!["hook".into(), "ops".into()],
+        ["hook".to_string(), "ops".to_string()].into(),
+    )
+    .with_public_url("https://leads.example.test/")
+}
+
+async fn issue_alerts(app: &TestApp) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let filter = leadrelay::store::EventFilter {
+        event_type: Some(leadrelay_model::EventType::Custom(
+            leadrelay::delivery::ALERT_EVENT_TYPE.into(),
+        )),
+        ..Default::default()
+    };
+    let mut v: Vec<_> = app
+        .store
+        .list_events(&filter, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.data)
+        .filter(|d| d["alert"] == "issue")
+        .collect();
+    v.reverse();
+    v
+}
+
+#[tokio::test]
+async fn issue_alerts_are_debounced_and_sent_once_by_racing_nodes() {
+    let r = Receiver::start().await;
+    let ops = Receiver::start().await;
+    let extra = format!(
+        "\n[destinations.ops]\nconnector = \"webhook\"\nurl = \"{}\"\nallow_private_networks = true\nlegal_basis = \"legitimate_interest\"\n\n[alerts]\nnotify = [\"ops\"]\nissues = false\n",
+        ops.url()
+    );
+    let app = TestApp::spawn(&webhook_config(&r.url(), &extra)).await;
+    r.fail_next(400, "rejected", 2);
+    let events = [
+        submit(&app, crate::support::lead("a@example.com")).await,
+        submit(&app, crate::support::lead("b@example.com")).await,
+    ];
+    eventually("both dead", WAIT, || async {
+        states_of(&app, &events)
+            .await
+            .iter()
+            .all(|d| d.state == DeliveryState::Dead)
+            .then_some(())
+    })
+    .await;
+    // Within the debounce time nothing is sent.
+    monitor(&app, "1h").check_issues().await.unwrap();
+    assert!(issue_alerts(&app).await.is_empty());
+    // Past it, three nodes racing send one alert.
+    let (a, b, c) = (
+        monitor(&app, "0s"),
+        monitor(&app, "0s"),
+        monitor(&app, "0s"),
+    );
+    let (x, y, z) = tokio::join!(a.check_issues(), b.check_issues(), c.check_issues());
+    x.unwrap();
+    y.unwrap();
+    z.unwrap();
+    a.check_issues().await.unwrap();
+    let sent = issue_alerts(&app).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["status"], "firing");
+    assert_eq!(sent[0]["destination"], "hook");
+    let url = sent[0]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://leads.example.test/ui/issues/"),
+        "{url}"
+    );
+    assert!(
+        sent[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 dead letters, 2 people")
+    );
+    assert!(
+        !serde_json::Value::Object(sent[0].clone())
+            .to_string()
+            .contains("a@example.com"),
+        "no personal data"
+    );
+    // The alert is delivered like any other.
+    eventually("the alert reaches ops", WAIT, || async {
+        ops.delivered().into_iter().next()
+    })
+    .await;
+
+    // Resolved: the dead letters are discarded. Debounced too, then one notice.
+    let ids: Vec<Uuid> = states_of(&app, &events)
+        .await
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    app.store.discard(ids).await.unwrap();
+    monitor(&app, "1h").check_issues().await.unwrap();
+    assert_eq!(
+        issue_alerts(&app).await.len(),
+        1,
+        "not yet: gone for less than the debounce"
+    );
+    let (x, y) = tokio::join!(a.check_issues(), b.check_issues());
+    x.unwrap();
+    y.unwrap();
+    c.check_issues().await.unwrap();
+    let sent = issue_alerts(&app).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1]["status"], "resolved");
+    assert_eq!(sent[1]["url"], sent[0]["url"]);
+    assert!(
+        sent[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("issue resolved")
+    );
+}
+
+#[tokio::test]
+async fn issue_alert_survives_a_restart_without_repeating() {
+    let r = Receiver::start().await;
+    let ops = Receiver::start().await;
+    let extra = format!(
+        "\n[destinations.ops]\nconnector = \"webhook\"\nurl = \"{}\"\nallow_private_networks = true\nlegal_basis = \"legitimate_interest\"\n\n[alerts]\nnotify = [\"ops\"]\nissue_debounce = \"0s\"\ncheck_interval = \"100ms\"\ndead_letters = 1000\nmin_attempts = 1000\n",
+        ops.url()
+    );
+    let toml = webhook_config(&r.url(), &extra).replacen(
+        "[forms.contact]",
+        "[server]\npublic_url = \"https://leads.example.test\"\n\n[forms.contact]",
+        1,
+    );
+    let app = TestApp::spawn(&toml).await;
+    r.fail_next(400, "rejected", 1);
+    submit(&app, crate::support::lead("c@example.com")).await;
+    let hit = eventually("the issue alert", WAIT, || async {
+        ops.delivered()
+            .into_iter()
+            .find(|h| h.json()["data"]["fields"]["alert"] == "issue")
+    })
+    .await;
+    let fields = &hit.json()["data"]["fields"];
+    assert_eq!(fields["status"], "firing");
+    assert!(
+        fields["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://leads.example.test/ui/issues/"),
+        "{fields}"
+    );
+    let stopped = app.stop().await;
+    let app = TestApp::builder(&toml).resume(stopped).start().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let firing = issue_alerts(&app)
+        .await
+        .iter()
+        .filter(|d| d["status"] == "firing")
+        .count();
+    assert_eq!(firing, 1, "no second alert after a restart");
 }

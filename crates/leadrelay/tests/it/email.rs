@@ -333,3 +333,60 @@ async fn one_refused_team_address_does_not_stop_the_others() {
     assert_eq!(dead.state, DeliveryState::Dead);
     assert_eq!(dead.last_status, Some(550));
 }
+
+#[tokio::test]
+async fn issue_alert_email_links_to_the_issue_page() {
+    let smtp = SmtpServer::start().await;
+    let receiver = crate::support::Receiver::start().await;
+    receiver.fail_next(400, "rejected: lifecycle stage", 1);
+    let rest = crate::notify_support::issue_alert_config(
+        &receiver,
+        "ops_email",
+        &format!(
+            r#"
+[destinations.ops_email]
+connector = "email"
+host = "127.0.0.1"
+port = {}
+tls = "none"
+from = "leadrelay <alerts@acme.test>"
+to = ["ops@acme.test"]
+legal_basis = "legitimate_interest"
+"#,
+            smtp.port
+        ),
+    );
+    let app = TestApp::spawn(&config(&[], &rest)).await;
+    let id = post(
+        &app,
+        "contact",
+        &json!({"email": "lee@example.com", "consent": "yes"}),
+    )
+    .await;
+    assert_eq!(settled(&app, id, "hook").await.state, DeliveryState::Dead);
+    let mail = crate::support::eventually(
+        "the issue alert email",
+        crate::notify_support::WAIT,
+        || async {
+            smtp.messages().into_iter().find(|m| {
+                m["headers"]["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("[leadrelay] Alert: hook: new issue"))
+            })
+        },
+    )
+    .await;
+    let text = mail["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("Open it: {PUBLIC_URL}/ui/issues/")),
+        "{text}"
+    );
+    // The HTML part escapes `/` in the attribute (`&#x2f;`), which mail
+    // clients decode like a browser.
+    let html = mail["html"].as_str().unwrap().replace("&#x2f;", "/");
+    assert!(
+        html.contains(&format!("<a href=\"{PUBLIC_URL}/ui/issues/")),
+        "{html}"
+    );
+    assert!(!text.contains("lee@example.com"), "no personal data");
+}

@@ -283,3 +283,29 @@ impl SmtpServer {
         .await
     }
 }
+
+/// A failing webhook destination `hook` fed by the contact form, with issue
+/// alerts (no debounce) to `notify`.
+pub fn issue_alert_config(receiver: &crate::support::Receiver, notify: &str, rest: &str) -> String {
+    format!(
+        r#"{rest}
+[destinations.hook]
+connector = "webhook"
+url = "{url}"
+allow_private_networks = true
+purposes = ["crm"]
+
+[[routes]]
+name = "hook"
+destinations = ["hook"]
+
+[alerts]
+notify = ["{notify}"]
+issue_debounce = "0s"
+check_interval = "100ms"
+dead_letters = 1000
+min_attempts = 1000
+"#,
+        url = receiver.url()
+    )
+}

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::notify_support::{
     GOOGLE_KEY_ENV, PUBLIC_URL, assert_copied_to_failed_sheet, config, failed_sheet, google_config,
-    post, settled,
+    issue_alert_config, post, settled,
 };
 use crate::support::TestApp;
 
@@ -177,4 +177,83 @@ async fn ratelimited_waits_for_retry_after_and_channel_not_found_is_dead_lettere
         "not retried"
     );
     assert_copied_to_failed_sheet(&google, &dead, "lost@example.com").await;
+}
+
+#[tokio::test]
+async fn issue_alert_and_resolved_notice_link_to_the_issue_page() {
+    let slack = FakeSlack::start(SlackConfig::default()).await.unwrap();
+    let receiver = crate::support::Receiver::start().await;
+    receiver.fail_next(422, r#"{"error":"lifecycle stage is not valid"}"#, 1);
+    let toml = config(
+        &[],
+        &issue_alert_config(
+            &receiver,
+            "ops_slack",
+            &web_api(&slack, "ops_slack", "#leads"),
+        ),
+    );
+    let app = TestApp::builder(&toml)
+        .env("SLACK_BOT_TOKEN", SlackConfig::DEFAULT_BOT_TOKEN)
+        .start()
+        .await;
+    let id = post(&app, "contact", &lead()).await;
+    let dead = settled(&app, id, "hook").await;
+    assert_eq!(dead.state, DeliveryState::Dead);
+    let alert = crate::support::eventually(
+        "the issue alert in Slack",
+        crate::notify_support::WAIT,
+        || async {
+            slack
+                .messages("leads")
+                .into_iter()
+                .find(|m| m.text.as_deref().is_some_and(|t| t.contains("new issue")))
+        },
+    )
+    .await;
+    let text = alert.text.as_deref().unwrap();
+    assert!(
+        text.starts_with(":rotating_light: Alert: hook: new issue — HTTP 422"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("jane@example.com"),
+        "no personal data: {text}"
+    );
+    let blocks = alert.blocks.as_ref().unwrap().as_array().unwrap();
+    let button = &blocks.last().unwrap()["elements"][0];
+    assert_eq!(button["text"]["text"], "Open the issue");
+    let url = button["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{PUBLIC_URL}/ui/issues/")),
+        "{url}"
+    );
+
+    app.store.discard(vec![dead.id]).await.unwrap();
+    let resolved = crate::support::eventually(
+        "the resolved notice",
+        crate::notify_support::WAIT,
+        || async {
+            slack.messages("leads").into_iter().find(|m| {
+                m.text
+                    .as_deref()
+                    .is_some_and(|t| t.contains("issue resolved"))
+            })
+        },
+    )
+    .await;
+    assert!(
+        resolved
+            .text
+            .as_deref()
+            .unwrap()
+            .starts_with(":white_check_mark: Resolved")
+    );
+    let blocks = resolved.blocks.as_ref().unwrap().as_array().unwrap();
+    assert_eq!(blocks.last().unwrap()["elements"][0]["url"], url);
+    let issue_messages = slack
+        .messages("leads")
+        .iter()
+        .filter(|m| m.text.as_deref().is_some_and(|t| t.contains("issue")))
+        .count();
+    assert_eq!(issue_messages, 2, "one alert, one notice");
 }

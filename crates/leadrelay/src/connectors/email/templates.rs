@@ -22,7 +22,8 @@ const NOTIFICATION_TEXT: &str = "\
 
 Destination: {{ alert.destination }}
 Alert: {{ alert.alert }} ({{ alert.status }})
-{% else %}
+{% if alert.url %}Open it: {{ alert.url }}
+{% endif %}{% else %}
 {% if dead_letter %}
 A delivery failed and will not be retried without a person.
 
@@ -60,6 +61,7 @@ const NOTIFICATION_HTML: &str = "\
 {% if alert %}
 <p><strong>{{ 'Resolved' if alert.status == 'resolved' else 'Alert' }}</strong>: {{ alert.message }}</p>
 <p>Destination: {{ alert.destination }}<br>Alert: {{ alert.alert }} ({{ alert.status }})</p>
+{% if alert.url %}<p><a href=\"{{ alert.url }}\">Open the issue</a></p>{% endif %}
 {% else %}
 {% if dead_letter %}
 <p><strong>A delivery failed</strong> and will not be retried without a person.</p>

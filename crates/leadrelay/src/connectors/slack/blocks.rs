@@ -76,6 +76,19 @@ pub fn message(job: &DeliveryJob, ctx: &Value, text: &str) -> Vec<Value> {
             blocks.push(json!({"type": "context", "elements": [
                 mrkdwn(&format!("destination *{}* · {}", escape(destination), escape(alert)), 3000)
             ]}));
+            // Issue alerts link to the issue's page.
+            if let Some(url) = ctx
+                .pointer("/alert/url")
+                .and_then(Value::as_str)
+                .filter(|u| u.len() <= 3000)
+            {
+                blocks.push(json!({"type": "actions", "elements": [{
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Open the issue"},
+                    "url": url,
+                    "action_id": "open_issue",
+                }]}));
+            }
             return blocks;
         }
         MessageKind::DeadLetter => {

@@ -91,6 +91,7 @@ pub fn kind() -> ConnectorKind {
 
 const DEFAULT_TEXT: &str = "\
 {% if alert %}{{ ':white_check_mark: Resolved' if alert.status == 'resolved' else ':rotating_light: Alert' }}: {{ alert.message }}\
+{% if alert.url %} <{{ alert.url }}|Open the issue>{% endif %}\
 {% elif dead_letter %}:x: Delivery to {{ dead_letter.destination }} failed{% if contact.email %} for {{ contact.email }}{% endif %}: {{ dead_letter.reason }}\
 {% else %}New {{ event.type }}: {{ contact.full_name or contact.email or contact.phone or 'unknown person' }}\
 {% if contact.company %} ({{ contact.company }}){% endif %}{% endif %}";

@@ -103,6 +103,7 @@ pub fn kind() -> ConnectorKind {
 
 const DEFAULT_TEAM_BODY: &str = "\
 {% if alert %}leadrelay {{ 'resolved' if alert.status == 'resolved' else 'alert' }}: {{ alert.message }}\
+{% if alert.url %} {{ alert.url }}{% endif %}\
 {% elif dead_letter %}leadrelay: delivery to {{ dead_letter.destination }} failed: {{ dead_letter.reason }}\
 {% else %}New {{ event.type }}: {{ contact.full_name or contact.email or 'unknown person' }}\
 {% if contact.company %} ({{ contact.company }}){% endif %}\

@@ -55,10 +55,10 @@ fn bucket_label(labels: &[String], every: usize, v: &SegmentValue<i32>) -> Strin
     }
 }
 
-/// Leads per time bucket, stacked by source: bars stay readable with one
-/// lead or a hundred. `labels` name the buckets (oldest first); `series`
-/// maps a source to its count per bucket.
-pub fn leads_per_bucket(
+/// Counts per time bucket, stacked by series (leads by source, failures by
+/// class): bars stay readable with one count or a hundred. `labels` name
+/// the buckets (oldest first); `series` maps a name to its count per bucket.
+pub fn stacked_bars(
     labels: &[String],
     series: &BTreeMap<String, Vec<u64>>,
     label: &str,
@@ -198,6 +198,107 @@ pub fn success_rate(
     Ok(finish(svg, label))
 }
 
+/// Attempt latency per bucket: the mean as bars and the longest as a
+/// marked line above them (buckets without attempts stay empty), so one
+/// busy hour still shows a bar and a point.
+pub fn latency(
+    labels: &[String],
+    avg_ms: &[Option<f64>],
+    max_ms: &[Option<u64>],
+    label: &str,
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let n = labels.len().max(1);
+        let top = max_ms
+            .iter()
+            .flatten()
+            .map(|v| *v as f64)
+            .chain(avg_ms.iter().flatten().copied())
+            .fold(10.0f64, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .margin_right(24)
+            .x_label_area_size(44)
+            .y_label_area_size(110)
+            .build_cartesian_2d((0..n as i32).into_segmented(), 0f64..top * 1.15)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .y_labels(5)
+            .x_label_formatter(&|v| bucket_label(labels, label_every(n), v))
+            .y_label_formatter(&|v| format_ms(*v))
+            .label_style(("sans-serif", FONT).into_font().color(&INK))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(210, 210, 210))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let mean = PALETTE[0];
+        let longest = PALETTE[1];
+        let bars: Vec<_> = avg_ms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i, v)))
+            .map(|(i, v)| {
+                let mut r = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i as i32), 0.0),
+                        (SegmentValue::Exact(i as i32 + 1), v.max(top / 100.0)),
+                    ],
+                    mean.filled(),
+                );
+                r.set_margin(0, 0, 3, 3);
+                r
+            })
+            .collect();
+        chart
+            .draw_series(bars)
+            .map_err(|e| e.to_string())?
+            .label("mean")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], mean.filled()));
+        let points: Vec<(SegmentValue<i32>, f64)> = max_ms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (SegmentValue::CenterOf(i as i32), v as f64)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), longest.stroke_width(3)))
+            .map_err(|e| e.to_string())?
+            .label("longest")
+            .legend(move |(x, y)| Circle::new((x + 7, y), 6, longest.filled()));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 7, longest.filled())),
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font(("sans-serif", FONT).into_font().color(&INK))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(finish(svg, label))
+}
+
+/// 850 → `850 ms`, 2500 → `2.5 s`.
+fn format_ms(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.1} s", v / 1000.0)
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +312,7 @@ mod tests {
         let mut s = BTreeMap::new();
         s.insert("form:contact".to_string(), vec![1, 2, 0, 5, 3, 2, 9]);
         s.insert("source:hubspot".to_string(), vec![0, 0, 1, 1, 0, 2, 1]);
-        let svg = leads_per_bucket(&days, &s, "Leads per day by source").unwrap();
+        let svg = stacked_bars(&days, &s, "Leads per day by source").unwrap();
         assert!(
             svg.starts_with("<svg class=\"chart\" role=\"img\""),
             "{}",
@@ -229,5 +330,25 @@ mod tests {
         assert!(svg.contains("aria-label=\"Delivery success rate"));
         // Three buckets with attempts, three bars — even the 0 % one.
         assert!(svg.matches("<rect").count() > 3, "{svg}");
+    }
+
+    #[test]
+    fn latency_with_one_point_shows_a_bar_and_a_marker() {
+        let hours: Vec<String> = (0..24).map(|h| format!("{h:02}:00")).collect();
+        let mut avg = vec![None; 24];
+        let mut max = vec![None; 24];
+        avg[23] = Some(120.0);
+        max[23] = Some(2400);
+        let svg = latency(&hours, &avg, &max, "Latency per hour").unwrap();
+        assert!(svg.contains("aria-label=\"Latency per hour\""));
+        assert!(svg.contains("<circle"), "the longest attempt is marked");
+        assert!(
+            svg.contains("2.0 s") || svg.contains("2.5 s"),
+            "axis in seconds"
+        );
+        assert!(svg.contains("mean") && svg.contains("longest"), "legend");
+        // No attempts at all: an empty chart, no error.
+        assert!(latency(&hours, &[None; 24], &[None; 24], "none").is_ok());
+        assert_eq!(format_ms(850.0), "850 ms");
     }
 }

@@ -1,177 +1,59 @@
-//! Issues: open dead letters grouped by destination and cause, so that the
-//! daily question "what is failing, for whom, since when" has one answer
-//! per cause instead of one row per lead, and one action fixes a group.
-//!
-//! Also the dead-letter filter shared by the list, the issue pages and the
-//! bulk actions (by filter or by selection, with the count shown before
-//! anything changes).
-//!
-//! Grouping happens here, over the open dead letters read page by page (at
-//! most [`SCAN_CAP`]); see the known limits.
+//! The dashboard's side of issues (grouping lives in
+//! [`crate::delivery::issues`]): the dead-letter filter shared by the list,
+//! the issue pages and the bulk actions (by filter or by selection, with
+//! the count shown before anything changes), and the people a dead letter
+//! is about.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use crate::delivery::issues::{Issue, SCAN_CAP, cause_of, issue_key, mute_key};
+use crate::delivery::issues::{open_dead_letters, seen_at};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::api::views::EventSummary;
-use crate::store::{Delivery, DeliveryFilter, DeliveryState};
+use crate::store::Delivery;
 
-/// Most open dead letters read to group or filter them.
-pub const SCAN_CAP: usize = 5000;
-/// Store page size while scanning.
-const SCAN_PAGE: usize = 500;
-/// Longest cause text kept.
-const CAUSE_CHARS: usize = 120;
-
-/// What went wrong, independent of the lead it happened to: the status
-/// class and code, and the reason with the varying parts (numbers, ids,
-/// addresses, attempt counts) taken out.
-pub fn cause_of(d: &Delivery) -> String {
-    let text = d
-        .reason
-        .as_deref()
-        .or(d.last_error.as_deref())
-        .unwrap_or("no reason recorded");
-    // The dispatcher's wrapper says how many tries it took, not why.
-    let text = match text.split_once("; last error: ") {
-        Some((head, tail)) if head.starts_with("gave up after") => tail,
-        _ => text,
-    };
-    let mut out = String::with_capacity(text.len().min(CAUSE_CHARS));
-    for word in text.split_whitespace() {
-        if out.chars().count() >= CAUSE_CHARS {
-            break;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(&normalise_word(word));
-    }
-    let out: String = out.chars().take(CAUSE_CHARS).collect();
-    match d.last_status {
-        Some(s) if !out.contains(&s.to_string()) => format!("HTTP {s}: {out}"),
-        _ => out,
-    }
+/// A filter field, trimmed; none when absent or blank.
+pub(super) fn text_field(fields: &HashMap<String, String>, k: &str) -> Option<String> {
+    fields
+        .get(k)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(String::from)
 }
 
-/// A word of a reason with its lead-specific parts replaced: addresses by
-/// `<email>`, ids and long numbers by `<id>`; status-like numbers (three
-/// digits) are kept, they name the cause.
-fn normalise_word(word: &str) -> String {
-    let core = word.trim_matches(|c: char| !c.is_alphanumeric());
-    if core.contains('@') && core.contains('.') {
-        return word.replace(core, "<email>");
-    }
-    let digits = core.chars().filter(char::is_ascii_digit).count();
-    let hexish = core.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    if (digits > 3 && digits * 2 >= core.len()) || (hexish && core.len() >= 16 && digits > 0) {
-        return word.replace(core, "<id>");
-    }
-    word.to_string()
-}
-
-/// `4xx`, `5xx`, or the kind of failure without a status.
-pub fn status_class(d: &Delivery) -> String {
-    match d.last_status {
-        Some(s) => format!("{}xx", s / 100),
-        None => {
-            let r = d.reason.as_deref().unwrap_or("").to_ascii_lowercase();
-            if r.starts_with("consent") {
-                "consent".into()
-            } else if r.contains("mapping") || r.contains("required field") {
-                "mapping".into()
-            } else if r.contains("timed out") || r.contains("timeout") {
-                "timeout".into()
-            } else if r.contains("connect") {
-                "network".into()
-            } else {
-                "other".into()
-            }
-        }
-    }
-}
-
-/// A stable short id for a destination and cause (used in URLs).
-pub fn issue_key(destination: &str, cause: &str) -> String {
-    let h = crate::auth::hash_secret(&format!("{destination}\n{cause}"));
-    h[..16].to_string()
-}
-
-/// Open dead letters sharing a destination and a cause.
-#[derive(Debug, Clone, Serialize)]
-pub struct Issue {
-    pub key: String,
-    pub destination: String,
-    pub cause: String,
-    pub class: String,
-    pub count: usize,
-    /// Distinct people (contact keys) affected.
-    pub people: usize,
-    pub first_seen: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-    /// The newest dead letter of the group.
-    pub sample: Uuid,
-    pub sample_event: Uuid,
-    pub muted: bool,
-    #[serde(skip)]
-    pub ids: Vec<Uuid>,
-}
-
-fn seen_at(d: &Delivery) -> DateTime<Utc> {
-    d.finished_at.unwrap_or(d.updated_at)
-}
-
-/// Groups dead letters (newest first in, biggest group first out).
-pub fn group(dead: &[Delivery]) -> Vec<Issue> {
-    let mut by: BTreeMap<(String, String), (Issue, BTreeSet<String>)> = BTreeMap::new();
-    for d in dead {
-        let cause = cause_of(d);
-        let at = seen_at(d);
-        let entry = by
-            .entry((d.destination.clone(), cause.clone()))
-            .or_insert_with(|| {
-                (
-                    Issue {
-                        key: issue_key(&d.destination, &cause),
-                        destination: d.destination.clone(),
-                        class: status_class(d),
-                        cause,
-                        count: 0,
-                        people: 0,
-                        first_seen: at,
-                        last_seen: at,
-                        sample: d.id,
-                        sample_event: d.event_id,
-                        muted: false,
-                        ids: Vec::new(),
-                    },
-                    BTreeSet::new(),
-                )
-            });
-        let (issue, people) = entry;
-        issue.count += 1;
-        issue.ids.push(d.id);
-        people.insert(d.contact_key.clone());
-        issue.first_seen = issue.first_seen.min(at);
-        if at > issue.last_seen {
-            issue.last_seen = at;
-            issue.sample = d.id;
-            issue.sample_event = d.event_id;
-        }
-    }
-    let mut out: Vec<Issue> = by
-        .into_values()
-        .map(|(mut i, people)| {
-            i.people = people.len();
-            i
+/// A day field (`YYYY-MM-DD`); the error names the field.
+pub(super) fn day_field(
+    fields: &HashMap<String, String>,
+    k: &str,
+) -> Result<Option<NaiveDate>, String> {
+    text_field(fields, k)
+        .map(|v| {
+            NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+                .map_err(|_| format!("{k}: {v:?} is not a date (YYYY-MM-DD)"))
         })
-        .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
-    out
+        .transpose()
+}
+
+/// A `from`–`to` day range must not run backwards.
+pub(super) fn check_days(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(), String> {
+    match (from, to) {
+        (Some(a), Some(b)) if a > b => Err("from: the first day is after the last day".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Filter pairs as a query string.
+pub(super) fn query_of(pairs: &[(&'static str, String)]) -> String {
+    let mut qs = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        qs.append_pair(k, v);
+    }
+    qs.finish()
 }
 
 /// Which dead letters an action or a list covers.
@@ -191,33 +73,14 @@ pub struct DeadFilter {
 impl DeadFilter {
     /// Reads the filter fields of a query or form; errors name the field.
     pub fn parse(fields: &HashMap<String, String>) -> Result<Self, String> {
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
-        let date = |k: &str| -> Result<Option<NaiveDate>, String> {
-            get(k)
-                .map(|v| {
-                    NaiveDate::parse_from_str(&v, "%Y-%m-%d")
-                        .map_err(|_| format!("{k}: {v:?} is not a date (YYYY-MM-DD)"))
-                })
-                .transpose()
-        };
         let f = Self {
-            destination: get("destination"),
-            issue: get("issue"),
-            from: date("from")?,
-            to: date("to")?,
-            origin: get("origin"),
+            destination: text_field(fields, "destination"),
+            issue: text_field(fields, "issue"),
+            from: day_field(fields, "from")?,
+            to: day_field(fields, "to")?,
+            origin: text_field(fields, "origin"),
         };
-        if let (Some(a), Some(b)) = (f.from, f.to)
-            && a > b
-        {
-            return Err("from: the first day is after the last day".into());
-        }
+        check_days(f.from, f.to)?;
         if let Some(i) = &f.issue
             && (i.len() != 16 || !i.bytes().all(|b| b.is_ascii_hexdigit()))
         {
@@ -248,11 +111,7 @@ impl DeadFilter {
     }
 
     pub fn query(&self) -> String {
-        let mut qs = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in self.pairs() {
-            qs.append_pair(k, &v);
-        }
-        qs.finish()
+        query_of(&self.pairs())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -270,40 +129,6 @@ impl DeadFilter {
     }
 }
 
-/// The open dead letters (not replayed), newest first, at most
-/// [`SCAN_CAP`]; the flag says whether there were more.
-pub async fn open_dead_letters(
-    app: &AppState,
-    destination: Option<String>,
-) -> Result<(Vec<Delivery>, bool), ApiError> {
-    let filter = DeliveryFilter {
-        destination,
-        state: Some(DeliveryState::Dead),
-        exclude_replayed: true,
-        ..Default::default()
-    };
-    let mut all = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = app
-            .store
-            .list_deliveries(&filter, cursor, SCAN_PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        cursor = Some(last.id);
-        let n = page.len();
-        all.extend(page);
-        if all.len() >= SCAN_CAP {
-            all.truncate(SCAN_CAP);
-            return Ok((all, true));
-        }
-        if n < SCAN_PAGE {
-            break;
-        }
-    }
-    Ok((all, false))
-}
-
 /// Open dead letters matching `filter` (and, when given, only the
 /// `selected` ids), newest first; the flag says the scan was capped.
 pub async fn matching(
@@ -311,7 +136,7 @@ pub async fn matching(
     filter: &DeadFilter,
     selected: Option<&BTreeSet<Uuid>>,
 ) -> Result<(Vec<Delivery>, bool), ApiError> {
-    let (all, capped) = open_dead_letters(app, filter.destination.clone()).await?;
+    let (all, capped) = open_dead_letters(app.store.as_ref(), filter.destination.clone()).await?;
     let mut out: Vec<Delivery> = all
         .into_iter()
         .filter(|d| filter.keeps(d) && selected.is_none_or(|s| s.contains(&d.id)))
@@ -377,103 +202,14 @@ pub async fn people(
     Ok(out)
 }
 
-/// The kv key recording that an issue is muted.
-pub fn mute_key(issue: &str) -> String {
-    format!("ui.issue.muted.{issue}")
-}
-
 /// Every open issue, with its muted flag.
 pub async fn open_issues(app: &AppState) -> Result<(Vec<Issue>, bool), ApiError> {
-    let (dead, capped) = open_dead_letters(app, None).await?;
-    let mut issues = group(&dead);
-    for i in &mut issues {
-        i.muted = app.store.kv_get(&mute_key(&i.key)).await?.as_deref() == Some("1");
-    }
-    Ok((issues, capped))
+    Ok(crate::delivery::issues::open_issues(app.store.as_ref()).await?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dead(dest: &str, status: Option<u16>, reason: &str, contact: &str) -> Delivery {
-        let now = Utc::now();
-        Delivery {
-            id: leadrelay_model::new_id(),
-            event_id: leadrelay_model::new_id(),
-            destination: dest.into(),
-            contact_key: contact.into(),
-            state: DeliveryState::Dead,
-            attempts: 1,
-            failures: 1,
-            created_at: now,
-            updated_at: now,
-            next_attempt_at: None,
-            lease_id: None,
-            last_status: status,
-            last_error: None,
-            reason: Some(reason.into()),
-            finished_at: Some(now),
-            replay_of: None,
-            replayed_by: None,
-            overrides: None,
-        }
-    }
-
-    #[test]
-    fn same_cause_for_different_leads_is_one_issue() {
-        let rows = vec![
-            dead(
-                "crm",
-                Some(400),
-                "HTTP 400: property email value jane@example.com is invalid (record 123456)",
-                "email:jane@example.com",
-            ),
-            dead(
-                "crm",
-                Some(400),
-                "HTTP 400: property email value bob@example.org is invalid (record 987654)",
-                "email:bob@example.org",
-            ),
-            dead(
-                "crm",
-                Some(400),
-                "HTTP 400: property email value bob@example.org is invalid (record 987654)",
-                "email:bob@example.org",
-            ),
-            dead(
-                "crm",
-                Some(500),
-                "gave up after 5 failed attempts; last error: HTTP 500: down",
-                "email:a@b.co",
-            ),
-            dead(
-                "crm",
-                Some(500),
-                "gave up after 3 failed attempts; last error: HTTP 500: down",
-                "email:c@b.co",
-            ),
-            dead("mail", None, "consent: no consent for crm", "email:a@b.co"),
-        ];
-        let issues = group(&rows);
-        assert_eq!(issues.len(), 3, "{issues:#?}");
-        assert_eq!(issues[0].count, 3);
-        assert_eq!(issues[0].people, 2);
-        assert_eq!(issues[0].class, "4xx");
-        assert!(
-            issues[0]
-                .cause
-                .contains("property email value <email> is invalid"),
-            "{}",
-            issues[0].cause
-        );
-        assert!(!issues[0].cause.contains("jane"), "no personal data");
-        assert_eq!(issues[1].count, 2);
-        assert_eq!(issues[1].cause, "HTTP 500: down");
-        assert_eq!(issues[2].class, "consent");
-        assert_ne!(issues[0].key, issues[1].key);
-        assert_eq!(issues[0].key, issue_key("crm", &issues[0].cause));
-    }
 
     #[test]
     fn filter_fields_are_checked() {

@@ -10,11 +10,13 @@
 //! its own) before any handler runs, so no form can be forgotten.
 
 mod charts;
+mod destination;
 mod fixable;
 mod issues;
 mod ops;
 mod pages;
 mod people;
+mod waiting;
 
 use std::sync::LazyLock;
 
@@ -74,6 +76,19 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("review.html", include_str!("templates/review.html")),
         ("privacy.html", include_str!("templates/privacy.html")),
         ("fixable.html", include_str!("templates/fixable.html")),
+        ("waiting.html", include_str!("templates/waiting.html")),
+        (
+            "waiting_confirm.html",
+            include_str!("templates/waiting_confirm.html"),
+        ),
+        (
+            "destination.html",
+            include_str!("templates/destination.html"),
+        ),
+        (
+            "range_picker.html",
+            include_str!("templates/range_picker.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "dashboard template does not compile");
@@ -365,9 +380,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/dead-letters/bulk", post(ops::dead_letters_bulk))
         .route("/ui/dead-letters/{id}/replay", post(pages::replay_one))
         .route("/ui/dead-letters/{id}/discard", post(pages::discard_one))
+        .route("/ui/waiting", get(waiting::list))
+        .route("/ui/waiting/bulk", post(waiting::bulk))
         .route("/ui/fixable", get(fixable::page))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/destinations", get(pages::destinations))
+        .route("/ui/destinations/{name}", get(destination::page))
         .route("/ui/destinations/{name}/pause", post(pages::pause))
         .route("/ui/destinations/{name}/resume", post(pages::resume))
         .route("/ui/contacts", get(people::contacts))

@@ -17,7 +17,7 @@ use super::pages::{failed, notice};
 use super::{Me, UiSession, message, render, ser};
 use crate::cli::inspect::parse_overrides;
 use crate::http::AppState;
-use crate::http::admin::destination_health;
+use crate::http::admin::{BulkWork, destination_health};
 use crate::http::api::views::{AttemptView, DeliveryView};
 
 /// Rows per page of the dead-letter list.
@@ -25,18 +25,27 @@ const PAGE: usize = 50;
 /// Most field overrides a group retry takes.
 const MAX_OVERRIDES: usize = 20;
 
-fn bad(text: &str, me: &Me) -> Response {
+pub(super) fn bad(text: &str, me: &Me) -> Response {
     message(StatusCode::BAD_REQUEST, "Bad request", text, Some(me))
 }
 
 /// Every `name=value` pair of an urlencoded body or query, in order.
-fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
+pub(super) fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(bytes)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-fn single(pairs: &[(String, String)]) -> HashMap<String, String> {
+/// The `id` fields of a form (a selection); `None` if one is not an id.
+pub(super) fn selected_ids(pairs: &[(String, String)]) -> Option<BTreeSet<Uuid>> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| Uuid::parse_str(v).ok())
+        .collect()
+}
+
+pub(super) fn single(pairs: &[(String, String)]) -> HashMap<String, String> {
     pairs.iter().cloned().collect()
 }
 
@@ -209,23 +218,31 @@ async fn act(
         tracing::info!(count = n, actor = %actor, "dead letters discarded from the dashboard");
         return Redirect::to(&format!("/ui/dead-letters?notice=discarded_n&n={n}")).into_response();
     }
-    let job = app
+    match app
         .admin
         .jobs
-        .start(app.store.clone(), ids, overrides, &actor);
-    Redirect::to(&format!("/ui/jobs/{job}")).into_response()
+        .start(
+            app.store.clone(),
+            BulkWork::Replay { ids, overrides },
+            &actor,
+        )
+        .await
+    {
+        Ok(job) => Redirect::to(&format!("/ui/jobs/{job}")).into_response(),
+        Err(e) => failed(e, &me),
+    }
 }
 
 /// A dead letter as the list shows it: with the person it is about.
 #[derive(Debug, Serialize)]
-struct DeadRow {
+pub(super) struct DeadRow {
     #[serde(flatten)]
     d: DeliveryView,
     person: Option<issues::Person>,
     cause: String,
 }
 
-fn dead_rows(
+pub(super) fn dead_rows(
     rows: &[crate::store::Delivery],
     people: &HashMap<Uuid, issues::Person>,
     mask: bool,
@@ -315,17 +332,9 @@ pub async fn dead_letters_bulk(
     if !matches!(action, "replay" | "discard") {
         return bad("Choose replay or discard.", &me);
     }
-    let mut selected = BTreeSet::new();
-    for (k, v) in &all {
-        if k == "id" {
-            match Uuid::parse_str(v) {
-                Ok(id) => {
-                    selected.insert(id);
-                }
-                Err(_) => return bad("A selected dead letter id is not valid.", &me),
-            }
-        }
-    }
+    let Some(selected) = selected_ids(&all) else {
+        return bad("A selected dead letter id is not valid.", &me);
+    };
     let scope = form.get("scope").map(String::as_str).unwrap_or("filter");
     if scope == "selected" && selected.is_empty() {
         return bad(

@@ -258,16 +258,31 @@ pub struct OverviewQuery {
     refresh: Option<String>,
 }
 
-/// What a chart range covers: buckets for leads and for the success rate.
-struct ChartRange {
-    key: &'static str,
+/// What a chart range covers: buckets for leads and for the success rate
+/// (also the buckets of a destination's charts).
+pub(super) struct ChartRange {
+    pub key: &'static str,
     lead_secs: i64,
     lead_n: i64,
     lead_fmt: &'static str,
-    rate_secs: i64,
-    rate_n: i64,
-    rate_fmt: &'static str,
-    text: &'static str,
+    pub rate_secs: i64,
+    pub rate_n: i64,
+    pub rate_fmt: &'static str,
+    pub text: &'static str,
+}
+
+/// The range of a `range` query value (default `7d`), or the error to show.
+pub(super) fn chart_range(v: Option<&str>) -> Result<&'static ChartRange, &'static str> {
+    let key = v.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("7d");
+    RANGES
+        .iter()
+        .find(|r| r.key == key)
+        .ok_or("range: use 24h, 7d or 30d")
+}
+
+/// The ranges a picker offers: (key, text).
+pub(super) fn range_options() -> Vec<(&'static str, &'static str)> {
+    RANGES.iter().map(|r| (r.key, r.text)).collect()
 }
 
 const RANGES: [ChartRange; 3] = [
@@ -320,7 +335,7 @@ pub(super) fn refresh_of(v: Option<&str>) -> Result<Option<u32>, String> {
 }
 
 /// Bucket starts (oldest first) ending with the one holding `now`.
-fn buckets(now: DateTime<Utc>, secs: i64, n: i64) -> Vec<DateTime<Utc>> {
+pub(super) fn buckets(now: DateTime<Utc>, secs: i64, n: i64) -> Vec<DateTime<Utc>> {
     let last = now.duration_trunc(Duration::seconds(secs)).unwrap_or(now);
     (0..n)
         .map(|i| last - Duration::seconds(secs * (n - 1 - i)))
@@ -333,16 +348,9 @@ pub async fn overview(
     Query(q): Query<OverviewQuery>,
 ) -> Response {
     let me = session.me();
-    let Some(range) = RANGES
-        .iter()
-        .find(|r| r.key == blank(&q.range).unwrap_or("7d"))
-    else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad filter",
-            "range: use 24h, 7d or 30d",
-            Some(&me),
-        );
+    let range = match chart_range(q.range.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, "Bad filter", e, Some(&me)),
     };
     let refresh = match refresh_of(q.refresh.as_deref()) {
         Ok(r) => r,
@@ -440,7 +448,7 @@ async fn overview_inner(
         range.text
     );
     let leads_chart =
-        charts::leads_per_bucket(&lead_labels, &series, &lead_caption).map_err(chart_error)?;
+        charts::stacked_bars(&lead_labels, &series, &lead_caption).map_err(chart_error)?;
     let success_chart =
         charts::success_rate(&rate_labels, &rates, &rate_caption).map_err(chart_error)?;
 
@@ -462,14 +470,14 @@ async fn overview_inner(
             series,
             hourly,
             leads_chart, success_chart, lead_caption, rate_caption,
-            range => range.key, ranges => RANGES.iter().map(|r| (r.key, r.text)).collect::<Vec<_>>(),
+            range => range.key, ranges => range_options(), here => "/ui/",
             refresh, refresh_options => REFRESH,
             destinations => ser(&health),
         },
     ))
 }
 
-fn chart_error(e: String) -> ApiError {
+pub(super) fn chart_error(e: String) -> ApiError {
     tracing::error!(error = %e, "chart could not be drawn");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -833,13 +841,27 @@ pub async fn job(
         return message(
             StatusCode::NOT_FOUND,
             "Not found",
-            "There is no replay job with that id (jobs are kept in memory until restart).",
+            "There is no bulk job with that id (jobs are kept in memory until restart).",
             Some(&me),
         );
     };
     render(
         "job.html",
-        context! { me => ser(&me), csrf => session.csrf.clone(), nav => "dead-letters", percent => job.percent(), job => ser(&job) },
+        context! {
+            me => ser(&me), csrf => session.csrf.clone(),
+            nav => if job.kind == "replay" { "dead-letters" } else { "waiting" },
+            percent => job.percent(), job => ser(&job),
+            what => match job.kind {
+                "replay" => "Replaying dead letters",
+                "retry_now" => "Retrying waiting deliveries now",
+                _ => "Cancelling waiting deliveries",
+            },
+            verb => match job.kind {
+                "replay" => "replayed",
+                "retry_now" => "made due now",
+                _ => "cancelled",
+            },
+        },
     )
 }
 
