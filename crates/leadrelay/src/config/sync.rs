@@ -9,16 +9,18 @@ use serde::Deserialize;
 use super::{Config, HumanDuration, Problem};
 
 /// Connectors a sync can read changes from and write to.
-pub const SYNC_CONNECTORS: [&str; 2] = ["hubspot", "pipedrive"];
+pub const SYNC_CONNECTORS: [&str; 3] = ["hubspot", "pipedrive", "salesforce"];
 
 /// `[syncs.NAME]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     /// The object kept in sync: `contact` (HubSpot contacts, Pipedrive
-    /// persons), matched between the systems by email.
+    /// persons, Salesforce Leads or Contacts as the destination's
+    /// `person_object` says), matched between the systems by email.
     pub object: SyncObject,
-    /// The first system: the name of a CRM destination (`hubspot`, `pipedrive`).
+    /// The first system: the name of a CRM destination (`hubspot`,
+    /// `pipedrive`, `salesforce`).
     pub a: String,
     /// The second system: another CRM destination.
     pub b: String,
@@ -331,6 +333,47 @@ fn check_vendor_field(connector: Option<&str>, field: &str) -> Result<(), String
                 "{field:?}: a Pipedrive person field the sync handles is name, phone, marketing_status or custom_fields.KEY"
             )),
         },
+        Some("salesforce") => {
+            if !field
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!(
+                    "{field:?} is not a Salesforce field API name (e.g. Title, Lead_Status__c)"
+                ));
+            }
+            if field.eq_ignore_ascii_case("Email") {
+                return Err("Email matches the records and cannot be synced as a field".into());
+            }
+            if SALESFORCE_READ_ONLY
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(field))
+            {
+                return Err(format!("{field:?} is a read-only Salesforce field"));
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
+
+/// Salesforce person fields nobody writes (system fields, the compound
+/// `Name`, conversion state).
+const SALESFORCE_READ_ONLY: [&str; 14] = [
+    "Id",
+    "Name",
+    "IsDeleted",
+    "IsConverted",
+    "CreatedDate",
+    "CreatedById",
+    "LastModifiedDate",
+    "LastModifiedById",
+    "SystemModstamp",
+    "LastActivityDate",
+    "LastViewedDate",
+    "LastReferencedDate",
+    "MasterRecordId",
+    "PhotoUrl",
+];

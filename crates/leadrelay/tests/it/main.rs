@@ -38,4 +38,5 @@ mod sms;
 mod store;
 mod support;
 mod sync;
+mod sync_salesforce;
 mod viewer_masking;

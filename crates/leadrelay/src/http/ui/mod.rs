@@ -15,6 +15,7 @@ mod issues;
 mod ops;
 mod pages;
 mod people;
+mod syncs;
 
 use std::sync::LazyLock;
 
@@ -74,6 +75,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("review.html", include_str!("templates/review.html")),
         ("privacy.html", include_str!("templates/privacy.html")),
         ("fixable.html", include_str!("templates/fixable.html")),
+        ("syncs.html", include_str!("templates/syncs.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "dashboard template does not compile");
@@ -374,6 +376,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/contacts/{id}", get(people::contact))
         .route("/ui/review", get(people::review))
         .route("/ui/review/{id}", post(people::review_action))
+        .route("/ui/review/{id}/decide", post(syncs::decide))
+        .route("/ui/syncs", get(syncs::page))
         .route("/ui/privacy", get(people::privacy))
         .route("/ui/privacy/export", post(people::export))
         .route("/ui/privacy/erase", post(people::erase))

@@ -1,0 +1,484 @@
+//! CRM sync with Salesforce as one side: a fake HubSpot and a fake
+//! Salesforce org (Leads polled by SOQL on `SystemModstamp`, read in small
+//! query batches through `nextRecordsUrl`) edited concurrently on both
+//! sides while the sync runs; records missing in Salesforce created once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use leadrelay::config;
+use leadrelay::sync::{Health, SyncRunner};
+use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
+use leadrelay_fakes::salesforce::{FakeSalesforce, SalesforceConfig, SalesforceConnectedApp};
+use serde_json::json;
+
+use crate::support::TestApp;
+
+const PEOPLE: usize = 30;
+const EDITS: usize = 1000;
+/// Small query batches, so every poll pages through `nextRecordsUrl`.
+const BATCH: usize = 7;
+
+fn toml(hs: &str, sf: &str, fields: &str) -> String {
+    format!(
+        r#"
+[destinations.hubspot]
+connector = "hubspot"
+base_url = "{hs}"
+allow_private_networks = true
+token_env = "HUBSPOT_ACCESS_TOKEN"
+rate_limit = "off"
+purposes = ["crm"]
+
+[destinations.salesforce]
+connector = "salesforce"
+login_url = "{sf}"
+allow_private_networks = true
+client_id_env = "SF_CLIENT_ID"
+client_secret_env = "SF_CLIENT_SECRET"
+refresh_token_env = "SF_REFRESH_TOKEN"
+rate_limit = "off"
+purposes = ["crm"]
+
+[syncs.crm]
+object = "contact"
+a = "hubspot"
+b = "salesforce"
+poll_interval = "1h"
+clock_skew = "1s"
+{fields}
+"#
+    )
+}
+
+/// HubSpot's lifecycle stage owned by HubSpot and mapped to the Lead
+/// Status picklist; the title owned by Salesforce; the phone by both.
+const FIELDS: &str = r#"
+[syncs.crm.fields.phone]
+a = "phone"
+b = "Phone"
+
+[syncs.crm.fields.stage]
+a = "lifecyclestage"
+b = "Status"
+owner = "a"
+map = { lead = "Open - Not Contacted", marketingqualifiedlead = "Working - Contacted", other = "Closed - Not Converted" }
+
+[syncs.crm.fields.title]
+a = "jobtitle"
+b = "Title"
+owner = "b"
+"#;
+
+const STAGES: [&str; 3] = ["lead", "marketingqualifiedlead", "other"];
+
+fn sf_stage(s: &str) -> &'static str {
+    match s {
+        "lead" => "Open - Not Contacted",
+        "marketingqualifiedlead" => "Working - Contacted",
+        _ => "Closed - Not Converted",
+    }
+}
+
+fn hs_stage(s: &str) -> String {
+    match s {
+        "Open - Not Contacted" => "lead",
+        "Working - Contacted" => "marketingqualifiedlead",
+        "Closed - Not Converted" => "other",
+        other => other,
+    }
+    .to_string()
+}
+
+struct World {
+    hs: FakeHubSpot,
+    sf: FakeSalesforce,
+    app: TestApp,
+    runner: Arc<SyncRunner>,
+}
+
+fn env() -> HashMap<String, String> {
+    [
+        ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
+        ("SF_CLIENT_ID", SalesforceConnectedApp::DEFAULT_CLIENT_ID),
+        (
+            "SF_CLIENT_SECRET",
+            SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
+        ),
+        ("SF_REFRESH_TOKEN", SalesforceConfig::DEFAULT_REFRESH_TOKEN),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+async fn world(fields: &str) -> World {
+    let hs = FakeHubSpot::start(HubSpotConfig {
+        search_per_second: 10_000,
+        rolling_limit: 100_000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sf = FakeSalesforce::start(SalesforceConfig {
+        query_batch_size: BATCH,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let text = toml(&hs.base_url(), &sf.base_url(), fields);
+    let env = env();
+    let mut builder = TestApp::builder(&text);
+    for (k, v) in &env {
+        builder = builder.env(k, v);
+    }
+    let app = builder.start().await;
+    crate::support::eventually(
+        "the app's first sync round",
+        Duration::from_secs(10),
+        || async { health(&app).await.last_round_at.map(|_| ()) },
+    )
+    .await;
+    let lookup = move |k: &str| env.get(k).cloned();
+    let cfg = config::load_str(&text, "test.toml", &lookup)
+        .unwrap()
+        .config;
+    let runner = Arc::new(SyncRunner::build("crm", &cfg, &lookup, app.store.clone()).unwrap());
+    World {
+        hs,
+        sf,
+        app,
+        runner,
+    }
+}
+
+async fn health(app: &TestApp) -> Health {
+    let v = app.store.kv_get("sync:crm:health:").await.unwrap();
+    v.map(|v| serde_json::from_str(&v).unwrap())
+        .unwrap_or_default()
+}
+
+fn email(i: usize) -> String {
+    format!("person{i}@example.com")
+}
+
+/// Both systems' view: email → (phone, stage, title), in HubSpot's words.
+fn views(w: &World) -> [HashMap<String, [Option<String>; 3]>; 2] {
+    let hs =
+        w.hs.contacts()
+            .into_iter()
+            .map(|c| {
+                let get = |k: &str| c.get(k).filter(|v| !v.is_empty()).map(str::to_string);
+                (
+                    get("email").unwrap_or_default(),
+                    [get("phone"), get("lifecyclestage"), get("jobtitle")],
+                )
+            })
+            .collect();
+    let sf =
+        w.sf.leads()
+            .into_iter()
+            .map(|l| {
+                let get = |k: &str| l.text(k).filter(|v| !v.is_empty()).map(str::to_string);
+                (
+                    get("Email").unwrap_or_default().to_lowercase(),
+                    [
+                        get("Phone"),
+                        get("Status").map(|s| hs_stage(&s)),
+                        get("Title"),
+                    ],
+                )
+            })
+            .collect();
+    [hs, sf]
+}
+
+/// Rounds until one writes nothing (at most `max`).
+async fn settle(w: &World, max: usize) {
+    for _ in 0..max {
+        let before = health(&w.app).await;
+        let after = w.runner.round().await;
+        if after.writes_a == before.writes_a && after.writes_b == before.writes_b {
+            return;
+        }
+    }
+    panic!(
+        "the sync did not settle in {max} rounds: {:?}",
+        health(&w.app).await
+    );
+}
+
+fn count(log: &[leadrelay_fakes::common::LoggedRequest], method: &str, path_end: &str) -> usize {
+    log.iter()
+        .filter(|r| r.method == method && r.path.ends_with(path_end) && r.status < 300)
+        .count()
+}
+
+#[tokio::test]
+async fn hubspot_and_salesforce_leads_edited_concurrently_end_identical_without_echo_writes() {
+    let w = world(FIELDS).await;
+    let mut hs_ids = Vec::new();
+    let mut sf_ids = Vec::new();
+    for i in 0..PEOPLE {
+        let e = email(i);
+        let phone = format!("+1555000{i:04}");
+        hs_ids.push(w.hs.seed(
+            "contacts",
+            &[
+                ("email", &e),
+                ("phone", &phone),
+                ("lifecyclestage", "lead"),
+                ("jobtitle", "Buyer"),
+            ],
+        ));
+        // Salesforce keeps the address as typed; the sync matches it
+        // case-insensitively.
+        sf_ids.push(w.sf.seed(
+            "Lead",
+            json!({"LastName": format!("Person{i}"), "Company": format!("Co {i}"),
+                   "Email": e.to_uppercase(), "Phone": phone,
+                   "Status": "Open - Not Contacted", "Title": "Buyer"}),
+        ));
+    }
+    // A converted Lead is read-only in Salesforce: the sync leaves it out.
+    w.sf.seed(
+        "Lead",
+        json!({"LastName": "Converted", "Company": "Old", "Email": "old@example.com",
+               "IsConverted": true, "Title": "Gone"}),
+    );
+    let sf_log0 = w.sf.requests().count();
+    w.runner.round().await;
+    let h0 = health(&w.app).await;
+    assert_eq!(h0.records, PEOPLE as u64, "{h0:?}");
+    assert_eq!((h0.writes_a, h0.writes_b, h0.errors), (0, 0, 0), "{h0:?}");
+    // 30 Leads in batches of 7: one query and four nextRecordsUrl reads.
+    let log = w.sf.requests().entries();
+    assert_eq!(count(&log[sf_log0..], "GET", "/query"), 1);
+    let more = log[sf_log0..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/query/01g"))
+        .count();
+    assert_eq!(more, PEOPLE.div_ceil(BATCH) - 1);
+    let sf_log1 = w.sf.requests().count();
+    let hs_log1 = w.hs.requests().count();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let rounds = {
+        let runner = w.runner.clone();
+        let (stop, done) = (stop.clone(), done.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                runner.round().await;
+                done.fetch_add(1, Ordering::AcqRel);
+            }
+            done.load(Ordering::Acquire)
+        })
+    };
+    let mut edits_on = [0usize; 2];
+    let mut stray = [0usize; 2];
+    for n in 0..EDITS {
+        let i = rand::random_range(0..PEOPLE);
+        let field = rand::random_range(0..3);
+        let side = rand::random_range(0..2);
+        let value = match field {
+            0 => format!("+1666{n:07}"),
+            1 => STAGES[rand::random_range(0..3)].to_string(),
+            _ => format!("Title {n}"),
+        };
+        if side == 0 {
+            let prop = ["phone", "lifecyclestage", "jobtitle"][field];
+            assert!(w.hs.edit("contacts", &hs_ids[i], &[(prop, &value)]));
+            if field == 2 {
+                stray[0] += 1
+            } else {
+                edits_on[0] += 1
+            }
+        } else {
+            let change = match field {
+                0 => json!({"Phone": value}),
+                1 => json!({"Status": sf_stage(&value)}),
+                _ => json!({"Title": value}),
+            };
+            assert!(w.sf.edit(&sf_ids[i], change));
+            if field == 1 {
+                stray[1] += 1
+            } else {
+                edits_on[1] += 1
+            }
+        }
+        if n % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if n % 100 == 99 {
+            let seen = done.load(Ordering::Acquire);
+            while done.load(Ordering::Acquire) == seen {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    stop.store(true, Ordering::Release);
+    let during = rounds.await.unwrap();
+    assert!(during >= 10, "rounds ran while editing: {during}");
+    settle(&w, 20).await;
+
+    let [hs, sf] = views(&w);
+    for i in 0..PEOPLE {
+        let e = email(i);
+        assert_eq!(hs[&e], sf[&e], "{e}: HubSpot vs Salesforce");
+    }
+    assert!(
+        !hs.contains_key("old@example.com"),
+        "converted Lead left out"
+    );
+    let h = health(&w.app).await;
+    assert!(h.restores > 0, "{h:?}");
+    for _ in 0..3 {
+        let r = w.runner.round().await;
+        assert_eq!(
+            (r.writes_a, r.writes_b),
+            (h.writes_a, h.writes_b),
+            "ping-pong: {r:?}"
+        );
+    }
+    assert!(
+        h.writes_b as usize <= edits_on[0] + stray[1],
+        "{h:?} {edits_on:?} {stray:?}"
+    );
+    assert!(
+        h.writes_a as usize <= edits_on[1] + stray[0],
+        "{h:?} {edits_on:?} {stray:?}"
+    );
+    assert!(
+        h.echoes_dropped > 0 && h.echoes_dropped <= h.values_written,
+        "{h:?}"
+    );
+    assert_eq!(h.errors, 0, "{h:?}");
+    // Salesforce's writes went out as sObject Collections updates (up to
+    // 200 records each), never one request per record, and no record was
+    // created (every Lead was known).
+    let sf_log = w.sf.requests().entries();
+    let patches = count(&sf_log[sf_log1..], "PATCH", "/composite/sobjects");
+    assert!(
+        patches as u64 <= h.writes_b && (h.writes_b == 0 || patches > 0),
+        "{patches} {h:?}"
+    );
+    assert_eq!(count(&sf_log[sf_log1..], "POST", "/composite/sobjects"), 0);
+    assert_eq!(w.sf.leads().len(), PEOPLE + 1);
+    let hs_log = w.hs.requests().entries();
+    assert_eq!(count(&hs_log[hs_log1..], "POST", "/batch/upsert"), 0);
+}
+
+#[tokio::test]
+async fn records_missing_in_salesforce_are_found_by_email_or_created_once() {
+    let w = world(FIELDS).await;
+    // A first round moves the Salesforce cursor to now.
+    w.sf.seed(
+        "Lead",
+        json!({"LastName": "Marker", "Company": "Acme", "Email": "marker@example.com"}),
+    );
+    w.runner.round().await;
+    // A Lead untouched since 2020: behind the cursor, so no poll shows it;
+    // the sync finds it by its address (any case) instead of creating one.
+    let old = "2020-01-02T03:04:05.000+0000";
+    let existing = w.sf.seed(
+        "Lead",
+        json!({"LastName": "Known", "Company": "Acme", "Email": "Person3@Example.com",
+               "CreatedDate": old, "LastModifiedDate": old, "SystemModstamp": old}),
+    );
+    for i in 0..12 {
+        w.hs.seed(
+            "contacts",
+            &[
+                ("email", &email(i)),
+                ("phone", &format!("+1777{i:07}")),
+                ("lifecyclestage", "marketingqualifiedlead"),
+            ],
+        );
+    }
+    let sf_log0 = w.sf.requests().count();
+    let h = w.runner.round().await;
+    assert_eq!(h.last_error, None, "{h:?}");
+    settle(&w, 5).await;
+    let leads = w.sf.leads();
+    assert_eq!(leads.len(), 12 + 1, "one Lead per person");
+    let known = w.sf.record(&existing).unwrap();
+    assert_eq!(known.text("LastName"), Some("Known"));
+    assert_eq!(known.text("Status"), Some("Working - Contacted"));
+    assert_eq!(known.text("Phone"), Some("+17770000003"));
+    let created = leads
+        .iter()
+        .find(|l| l.text("Email") == Some("person7@example.com"))
+        .unwrap();
+    assert_eq!(created.text("LastName"), Some("person7"));
+    assert_eq!(created.text("Company"), Some("[not provided]"));
+    assert_eq!(created.text("Phone"), Some("+17770000007"));
+    assert_eq!(created.text("Status"), Some("Working - Contacted"));
+    // One lookup by email for all of them, one create, one update.
+    let log = w.sf.requests().entries();
+    assert_eq!(count(&log[sf_log0..], "POST", "/composite/sobjects"), 1);
+    assert_eq!(count(&log[sf_log0..], "PATCH", "/composite/sobjects"), 1);
+
+    // A value the restricted picklist does not hold (not in the map) is
+    // refused by Salesforce with its error code; the write stays pending.
+    w.hs.seed(
+        "contacts",
+        &[
+            ("email", "odd@example.com"),
+            ("lifecyclestage", "evangelist"),
+        ],
+    );
+    let h = w.runner.round().await;
+    assert_eq!(h.pending, 1, "{h:?}");
+    let err = h.last_error.clone().unwrap_or_default();
+    assert!(
+        err.contains("salesforce") && err.contains("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
+        "{err}"
+    );
+    assert!(
+        !w.sf
+            .leads()
+            .iter()
+            .any(|l| l.text("Email") == Some("odd@example.com"))
+    );
+}
+
+#[tokio::test]
+async fn salesforce_sync_fields_are_checked() {
+    let text = r#"
+[destinations.hs]
+connector = "hubspot"
+[destinations.sf]
+connector = "salesforce"
+[syncs.bad]
+object = "contact"
+a = "hs"
+b = "sf"
+[syncs.bad.fields.mail]
+a = "phone"
+b = "Email"
+[syncs.bad.fields.name]
+a = "firstname"
+b = "Name"
+[syncs.bad.fields.stamp]
+a = "lastname"
+b = "Last Name"
+"#;
+    let env = |_: &str| Some("x".to_string());
+    let err = match config::load_str(text, "t.toml", &env) {
+        Ok(_) => panic!("the bad sync was accepted"),
+        Err(e) => e.to_string(),
+    };
+    for needle in [
+        "syncs.bad.fields.mail.b",
+        "Email matches the records",
+        "syncs.bad.fields.name.b",
+        "read-only Salesforce field",
+        "syncs.bad.fields.stamp.b",
+        "not a Salesforce field API name",
+    ] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+}
