@@ -40,8 +40,28 @@ pub struct SyncConfig {
     /// its polls and writes (0 < share ≤ 1; deliveries keep the rest).
     #[serde(default = "default_rate_share")]
     pub rate_share: f64,
+    /// An origin marker: a field of system `a` (a HubSpot property, a
+    /// Pipedrive `custom_fields.KEY`, a Salesforce custom field) that every
+    /// sync write into `a` also sets, to `leadrelay sync NAME at TIME`, so
+    /// people and other tools see which changes leadrelay made. The field
+    /// must exist in the CRM; it is written, never synced.
+    #[serde(default)]
+    pub origin_a: Option<String>,
+    /// The same for system `b`.
+    #[serde(default)]
+    pub origin_b: Option<String>,
     /// The fields kept in sync, by a name of your choice.
     pub fields: BTreeMap<String, SyncFieldConfig>,
+}
+
+impl SyncConfig {
+    /// The origin marker field of `side`, if any.
+    pub fn origin(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::A => self.origin_a.as_deref(),
+            Side::B => self.origin_b.as_deref(),
+        }
+    }
 }
 
 /// The objects a sync handles.
@@ -240,6 +260,20 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             ));
         }
         let mut seen: [BTreeSet<&str>; 2] = [BTreeSet::new(), BTreeSet::new()];
+        for (i, (key, origin)) in [("origin_a", &s.origin_a), ("origin_b", &s.origin_b)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(origin) = origin else { continue };
+            let connector = config
+                .destinations
+                .get(if i == 0 { &s.a } else { &s.b })
+                .map(|d| d.connector.as_str());
+            if let Err(m) = check_vendor_field(connector, origin) {
+                p.push(Problem::error(at(key), m));
+            }
+            seen[i].insert(origin.as_str());
+        }
         for (fname, f) in &s.fields {
             let fat = |k: &str| format!("syncs.{name}.fields.{fname}.{k}");
             for (i, (key, vendor)) in [("a", &f.a), ("b", &f.b)].into_iter().enumerate() {
@@ -253,7 +287,7 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 if !seen[i].insert(vendor.as_str()) {
                     p.push(Problem::error(
                         fat(key),
-                        format!("{vendor:?} is already synced by another field of this sync"),
+                        format!("{vendor:?} is already synced by another field of this sync (or is its origin marker)"),
                     ));
                 }
             }

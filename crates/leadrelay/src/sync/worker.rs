@@ -320,7 +320,11 @@ impl SyncRunner {
             for (op, r) in ops[i].iter().zip(results) {
                 match r {
                     Ok(id) => {
-                        h.values_written += op.fields.len() as u64;
+                        let marker = self
+                            .cfg
+                            .origin(side)
+                            .is_some_and(|o| op.fields.contains_key(o));
+                        h.values_written += (op.fields.len() - usize::from(marker)) as u64;
                         if i == 0 {
                             h.writes_a += 1;
                         } else {
@@ -471,7 +475,7 @@ impl SyncRunner {
                 if d.writes[i].is_empty() {
                     continue;
                 }
-                let fields = d.writes[i]
+                let mut fields: BTreeMap<String, Val> = d.writes[i]
                     .iter()
                     .filter_map(|(name, v)| {
                         let f = self.cfg.fields.get(name)?;
@@ -482,6 +486,16 @@ impl SyncRunner {
                         Some((vendor, v.clone()))
                     })
                     .collect();
+                if let Some(origin) = self.cfg.origin(side) {
+                    fields.insert(
+                        origin.to_string(),
+                        Some(format!(
+                            "leadrelay sync {} at {}",
+                            self.name,
+                            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        )),
+                    );
+                }
                 out[i] = Some(WriteOp {
                     email: email.to_string(),
                     id: st.ids[i].clone(),

@@ -566,3 +566,122 @@ async fn a_backfill_cut_short_resumes_without_duplicates() {
         assert_eq!(hs[&email(i)][..2], pd[&email(i)][..2], "{}", email(i));
     }
 }
+
+#[tokio::test]
+async fn a_sync_conflict_is_decided_on_the_dashboard_and_counted_on_metrics() {
+    let w = world(
+        r#"
+[syncs.crm.fields.title]
+a = "jobtitle"
+b = "custom_fields.title"
+conflict = "review"
+"#,
+    )
+    .await;
+    let hs_id = w.hs.seed(
+        "contacts",
+        &[("email", "ada@example.com"), ("jobtitle", "Engineer")],
+    );
+    let pd_id = w.pd.seed_person("Ada", Some("ada@example.com"));
+    w.pd.edit_person(pd_id, &[("custom_fields.title", "Engineer")]);
+    w.runner.round().await;
+    w.hs.edit("contacts", &hs_id, &[("jobtitle", "CTO")]);
+    w.pd.edit_person(pd_id, &[("custom_fields.title", "VP Engineering")]);
+    w.runner.round().await;
+
+    let metrics = || async {
+        w.app
+            .client
+            .get(w.app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let m = metrics().await;
+    assert!(
+        m.contains(r#"leadrelay_sync_conflicts_waiting{sync="crm"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"leadrelay_sync_records{sync="crm"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"leadrelay_sync_cursor_lag_seconds{sync="crm",system="pipedrive"}"#),
+        "{m}"
+    );
+
+    let admin = crate::dashboard::Ui::new(&w.app, Role::Admin, "ops").await;
+    let viewer = crate::dashboard::Ui::new(&w.app, Role::Viewer, "look").await;
+    let (status, page) = viewer.get("/ui/syncs").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("hubspot ↔ pipedrive"), "{page}");
+    let (_, review) = admin.get("/ui/review").await;
+    assert!(
+        review.contains("Keep pipedrive&#x27;s value") || review.contains("Keep pipedrive's value"),
+        "{review}"
+    );
+    assert!(review.contains("VP Engineering") && review.contains("CTO"));
+    let (_, seen_by_viewer) = viewer.get("/ui/review").await;
+    assert!(
+        !seen_by_viewer.contains("/decide"),
+        "no buttons for viewers"
+    );
+
+    let list: Value = w
+        .app
+        .client
+        .get(w.app.url("/api/v1/review?status=open"))
+        .bearer_auth(key(&w.app, "api", Role::Admin).await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["items"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/ui/review/{id}/decide");
+    // A viewer may not decide; a form without its CSRF token is refused;
+    // closing it without a decision is refused (the field stays held).
+    assert_eq!(viewer.post(&path, &[("take", "b")]).await.0, 403);
+    let no_csrf = w
+        .app
+        .client
+        .post(w.app.url(&path))
+        .header("cookie", &admin.cookie)
+        .form(&[("take", "b")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), 403);
+    let (status, _, _) = admin
+        .post(&format!("/ui/review/{id}"), &[("status", "dismissed")])
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(admin.post(&path, &[("take", "c")]).await.0, 400);
+    let (status, location, _) = admin.post(&path, &[("take", "b")]).await;
+    assert_eq!(
+        (status.as_u16(), location.as_str()),
+        (303, "/ui/review?notice=decided")
+    );
+    assert_eq!(
+        admin.post(&path, &[("take", "a")]).await.0,
+        409,
+        "decided once"
+    );
+
+    w.runner.round().await;
+    w.runner.round().await;
+    let [hs, pd] = views(&w);
+    assert_eq!(hs["ada@example.com"][2].as_deref(), Some("VP Engineering"));
+    assert_eq!(pd["ada@example.com"][2].as_deref(), Some("VP Engineering"));
+    let m = metrics().await;
+    assert!(
+        m.contains(r#"leadrelay_sync_conflicts_waiting{sync="crm"} 0"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"leadrelay_sync_writes{sync="crm",system="hubspot"} 1"#),
+        "{m}"
+    );
+}

@@ -11,7 +11,9 @@ use std::time::Duration;
 use leadrelay::config;
 use leadrelay::sync::{Health, SyncRunner};
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
-use leadrelay_fakes::salesforce::{FakeSalesforce, SalesforceConfig, SalesforceConnectedApp};
+use leadrelay_fakes::salesforce::{
+    FakeSalesforce, SalesforceConfig, SalesforceConnectedApp, SalesforceFieldDef,
+};
 use serde_json::json;
 
 use crate::support::TestApp;
@@ -122,12 +124,16 @@ async fn world(fields: &str) -> World {
     })
     .await
     .unwrap();
-    let sf = FakeSalesforce::start(SalesforceConfig {
+    let mut sf_config = SalesforceConfig {
         query_batch_size: BATCH,
         ..Default::default()
-    })
-    .await
-    .unwrap();
+    };
+    // The operator's origin-marker field.
+    sf_config.custom_fields.push((
+        "Lead".into(),
+        SalesforceFieldDef::text("LeadRelay_Last_Write__c", "LeadRelay Last Write", 255),
+    ));
+    let sf = FakeSalesforce::start(sf_config).await.unwrap();
     let text = toml(&hs.base_url(), &sf.base_url(), fields);
     let env = env();
     let mut builder = TestApp::builder(&text);
@@ -373,7 +379,7 @@ async fn hubspot_and_salesforce_leads_edited_concurrently_end_identical_without_
 
 #[tokio::test]
 async fn records_missing_in_salesforce_are_found_by_email_or_created_once() {
-    let w = world(FIELDS).await;
+    let w = world(&format!("origin_b = \"LeadRelay_Last_Write__c\"\n{FIELDS}")).await;
     // A first round moves the Salesforce cursor to now.
     w.sf.seed(
         "Lead",
@@ -416,6 +422,24 @@ async fn records_missing_in_salesforce_are_found_by_email_or_created_once() {
     assert_eq!(created.text("Company"), Some("[not provided]"));
     assert_eq!(created.text("Phone"), Some("+17770000007"));
     assert_eq!(created.text("Status"), Some("Working - Contacted"));
+    // Every sync write carries the origin marker; the marker is not synced.
+    for lead in [&known, created] {
+        let marker = lead.text("LeadRelay_Last_Write__c").unwrap_or_default();
+        assert!(marker.starts_with("leadrelay sync crm at 20"), "{marker}");
+    }
+    assert!(
+        w.hs.contacts()
+            .iter()
+            .all(|c| c.get("LeadRelay_Last_Write__c").is_none())
+    );
+    let marker_lead = leads
+        .iter()
+        .find(|l| l.text("Email") == Some("marker@example.com"));
+    assert_eq!(
+        marker_lead.unwrap().text("LeadRelay_Last_Write__c"),
+        None,
+        "never written"
+    );
     // One lookup by email for all of them, one create, one update.
     let log = w.sf.requests().entries();
     assert_eq!(count(&log[sf_log0..], "POST", "/composite/sobjects"), 1);
@@ -456,6 +480,7 @@ connector = "salesforce"
 object = "contact"
 a = "hs"
 b = "sf"
+origin_b = "Last Write"
 [syncs.bad.fields.mail]
 a = "phone"
 b = "Email"
@@ -478,6 +503,7 @@ b = "Last Name"
         "read-only Salesforce field",
         "syncs.bad.fields.stamp.b",
         "not a Salesforce field API name",
+        "syncs.bad.origin_b",
     ] {
         assert!(err.contains(needle), "{needle} in {err}");
     }
