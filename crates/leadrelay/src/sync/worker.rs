@@ -720,7 +720,13 @@ pub async fn decide_conflict(
 /// the field stays held until a decision ([`decide_conflict`]) says which
 /// value both systems get (a dismissal would leave the two systems apart).
 pub fn plain_close_refused(item: &ReviewItem) -> Option<String> {
-    (item.kind == SYNC_CONFLICT).then(|| {
+    let d = &item.details;
+    let holds_a_field = item.kind == SYNC_CONFLICT
+        && item.status == ReviewStatus::Open
+        && ["sync", "email", "field"]
+            .iter()
+            .all(|k| d[*k].as_str().is_some());
+    holds_a_field.then(|| {
         format!(
             "review item {} is a sync conflict: decide it (keep a side's value or set one) with POST /api/v1/review/{}/decide",
             item.id, item.id
