@@ -6,11 +6,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use leadrelay_fakes::common::Fault;
-use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
-use leadrelay_fakes::pipedrive::{FakePipedrive, PipedriveConfig};
+use leadrelay_fakes::hubspot::HubSpotConfig;
+use leadrelay_fakes::pipedrive::PipedriveConfig;
 
 use crate::binary::{bin, write_config};
 use crate::support::{TestDb, eventually};
+use crate::sync::{roomy_hubspot, roomy_pipedrive};
 
 const N: usize = 300;
 
@@ -29,21 +30,8 @@ fn backfill(config: &str) -> Command {
 
 #[tokio::test]
 async fn a_backfill_killed_with_sigkill_resumes_without_duplicates() {
-    let hs = FakeHubSpot::start(HubSpotConfig {
-        search_per_second: 10_000,
-        rolling_limit: 100_000,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let pd = FakePipedrive::start(PipedriveConfig {
-        burst_limit: 100_000,
-        search_burst_limit: 100_000,
-        daily_token_budget: 100_000_000,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let hs = roomy_hubspot().await;
+    let pd = roomy_pipedrive().await;
     for i in 0..N {
         hs.seed(
             "contacts",

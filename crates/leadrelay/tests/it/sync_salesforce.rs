@@ -5,11 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use leadrelay::config;
-use leadrelay::sync::{Health, SyncRunner};
+use leadrelay::sync::SyncRunner;
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
 use leadrelay_fakes::salesforce::{
     FakeSalesforce, SalesforceConfig, SalesforceConnectedApp, SalesforceFieldDef,
@@ -17,9 +15,10 @@ use leadrelay_fakes::salesforce::{
 use serde_json::json;
 
 use crate::support::TestApp;
+use crate::sync::{
+    PEOPLE, app_and_runner, edit_while_syncing, email, health, roomy_hubspot, settle_rounds,
+};
 
-const PEOPLE: usize = 30;
-const EDITS: usize = 1000;
 /// Small query batches, so every poll pages through `nextRecordsUrl`.
 const BATCH: usize = 7;
 
@@ -101,29 +100,8 @@ struct World {
     runner: Arc<SyncRunner>,
 }
 
-fn env() -> HashMap<String, String> {
-    [
-        ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
-        ("SF_CLIENT_ID", SalesforceConnectedApp::DEFAULT_CLIENT_ID),
-        (
-            "SF_CLIENT_SECRET",
-            SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
-        ),
-        ("SF_REFRESH_TOKEN", SalesforceConfig::DEFAULT_REFRESH_TOKEN),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
 async fn world(fields: &str) -> World {
-    let hs = FakeHubSpot::start(HubSpotConfig {
-        search_per_second: 10_000,
-        rolling_limit: 100_000,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let hs = roomy_hubspot().await;
     let mut sf_config = SalesforceConfig {
         query_batch_size: BATCH,
         ..Default::default()
@@ -135,39 +113,25 @@ async fn world(fields: &str) -> World {
     ));
     let sf = FakeSalesforce::start(sf_config).await.unwrap();
     let text = toml(&hs.base_url(), &sf.base_url(), fields);
-    let env = env();
-    let mut builder = TestApp::builder(&text);
-    for (k, v) in &env {
-        builder = builder.env(k, v);
-    }
-    let app = builder.start().await;
-    crate::support::eventually(
-        "the app's first sync round",
-        Duration::from_secs(10),
-        || async { health(&app).await.last_round_at.map(|_| ()) },
+    let (app, runner) = app_and_runner(
+        &text,
+        &[
+            ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
+            ("SF_CLIENT_ID", SalesforceConnectedApp::DEFAULT_CLIENT_ID),
+            (
+                "SF_CLIENT_SECRET",
+                SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
+            ),
+            ("SF_REFRESH_TOKEN", SalesforceConfig::DEFAULT_REFRESH_TOKEN),
+        ],
     )
     .await;
-    let lookup = move |k: &str| env.get(k).cloned();
-    let cfg = config::load_str(&text, "test.toml", &lookup)
-        .unwrap()
-        .config;
-    let runner = Arc::new(SyncRunner::build("crm", &cfg, &lookup, app.store.clone()).unwrap());
     World {
         hs,
         sf,
         app,
         runner,
     }
-}
-
-async fn health(app: &TestApp) -> Health {
-    let v = app.store.kv_get("sync:crm:health:").await.unwrap();
-    v.map(|v| serde_json::from_str(&v).unwrap())
-        .unwrap_or_default()
-}
-
-fn email(i: usize) -> String {
-    format!("person{i}@example.com")
 }
 
 /// Both systems' view: email → (phone, stage, title), in HubSpot's words.
@@ -201,19 +165,8 @@ fn views(w: &World) -> [HashMap<String, [Option<String>; 3]>; 2] {
     [hs, sf]
 }
 
-/// Rounds until one writes nothing (at most `max`).
 async fn settle(w: &World, max: usize) {
-    for _ in 0..max {
-        let before = health(&w.app).await;
-        let after = w.runner.round().await;
-        if after.writes_a == before.writes_a && after.writes_b == before.writes_b {
-            return;
-        }
-    }
-    panic!(
-        "the sync did not settle in {max} rounds: {:?}",
-        health(&w.app).await
-    );
+    settle_rounds(&w.runner, &w.app, max).await;
 }
 
 fn count(log: &[leadrelay_fakes::common::LoggedRequest], method: &str, path_end: &str) -> usize {
@@ -259,7 +212,7 @@ async fn hubspot_and_salesforce_leads_edited_concurrently_end_identical_without_
     let h0 = health(&w.app).await;
     assert_eq!(h0.records, PEOPLE as u64, "{h0:?}");
     assert_eq!((h0.writes_a, h0.writes_b, h0.errors), (0, 0, 0), "{h0:?}");
-    // 30 Leads in batches of 7: one query and four nextRecordsUrl reads.
+    // The Leads in batches of 7: one query, then nextRecordsUrl reads.
     let log = w.sf.requests().entries();
     assert_eq!(count(&log[sf_log0..], "GET", "/query"), 1);
     let more = log[sf_log0..]
@@ -270,64 +223,20 @@ async fn hubspot_and_salesforce_leads_edited_concurrently_end_identical_without_
     let sf_log1 = w.sf.requests().count();
     let hs_log1 = w.hs.requests().count();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let rounds = {
-        let runner = w.runner.clone();
-        let (stop, done) = (stop.clone(), done.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Acquire) {
-                runner.round().await;
-                done.fetch_add(1, Ordering::AcqRel);
-            }
-            done.load(Ordering::Acquire)
-        })
-    };
-    let mut edits_on = [0usize; 2];
-    let mut stray = [0usize; 2];
-    for n in 0..EDITS {
-        let i = rand::random_range(0..PEOPLE);
-        let field = rand::random_range(0..3);
-        let side = rand::random_range(0..2);
-        let value = match field {
-            0 => format!("+1666{n:07}"),
-            1 => STAGES[rand::random_range(0..3)].to_string(),
-            _ => format!("Title {n}"),
-        };
+    let (edits_on, stray) = edit_while_syncing(&w.runner, &STAGES, |i, field, side, value| {
         if side == 0 {
             let prop = ["phone", "lifecyclestage", "jobtitle"][field];
-            assert!(w.hs.edit("contacts", &hs_ids[i], &[(prop, &value)]));
-            if field == 2 {
-                stray[0] += 1
-            } else {
-                edits_on[0] += 1
-            }
+            assert!(w.hs.edit("contacts", &hs_ids[i], &[(prop, value)]));
         } else {
             let change = match field {
                 0 => json!({"Phone": value}),
-                1 => json!({"Status": sf_stage(&value)}),
+                1 => json!({"Status": sf_stage(value)}),
                 _ => json!({"Title": value}),
             };
             assert!(w.sf.edit(&sf_ids[i], change));
-            if field == 1 {
-                stray[1] += 1
-            } else {
-                edits_on[1] += 1
-            }
         }
-        if n % 20 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if n % 100 == 99 {
-            let seen = done.load(Ordering::Acquire);
-            while done.load(Ordering::Acquire) == seen {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    }
-    stop.store(true, Ordering::Release);
-    let during = rounds.await.unwrap();
-    assert!(during >= 10, "rounds ran while editing: {during}");
+    })
+    .await;
     settle(&w, 20).await;
 
     let [hs, sf] = views(&w);
