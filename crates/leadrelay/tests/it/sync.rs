@@ -282,6 +282,42 @@ pub(crate) async fn edit_while_syncing(
     (edits_on, stray)
 }
 
+/// After [`edit_while_syncing`] and settling: the other side's edits of
+/// owned fields were undone (ownership); further rounds write nothing (no
+/// ping-pong); every write carried a change (no more writes into a system
+/// than changes made on the other side plus undone stray edits); echoes
+/// were dropped. Returns the health figures.
+pub(crate) async fn assert_settled_without_echo_writes(
+    runner: &SyncRunner,
+    app: &TestApp,
+    edits_on: [usize; 2],
+    stray: [usize; 2],
+) -> Health {
+    let h = health(app).await;
+    assert!(h.restores > 0, "{h:?}");
+    for _ in 0..3 {
+        let r = runner.round().await;
+        assert_eq!(
+            (r.writes_a, r.writes_b),
+            (h.writes_a, h.writes_b),
+            "ping-pong: {r:?}"
+        );
+    }
+    assert!(
+        h.writes_b as usize <= edits_on[0] + stray[1],
+        "{h:?} {edits_on:?} {stray:?}"
+    );
+    assert!(
+        h.writes_a as usize <= edits_on[1] + stray[0],
+        "{h:?} {edits_on:?} {stray:?}"
+    );
+    assert!(
+        h.echoes_dropped > 0 && h.echoes_dropped <= h.values_written,
+        "{h:?}"
+    );
+    h
+}
+
 #[tokio::test]
 async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
     let w = world(FIELDS).await;
@@ -355,33 +391,7 @@ async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
         let (a, b) = (&hs[&e], &pd[&e]);
         assert_eq!(a, b, "{e}: HubSpot {a:?} vs Pipedrive {b:?}");
     }
-    // Ownership: stage is HubSpot's, title Pipedrive's; the other side's
-    // edits of them were undone, never propagated.
-    let h = health(&w.app).await;
-    assert!(h.restores > 0, "{h:?}");
-    // No echo writes: once settled, further rounds write nothing (no
-    // ping-pong), and every write carried a change: no more writes into a
-    // system than changes made on the other side plus undone stray edits.
-    for _ in 0..3 {
-        let r = w.runner.round().await;
-        assert_eq!(
-            (r.writes_a, r.writes_b),
-            (h.writes_a, h.writes_b),
-            "ping-pong: {r:?}"
-        );
-    }
-    assert!(
-        h.writes_b as usize <= edits_on[0] + stray[1],
-        "{h:?} {edits_on:?} {stray:?}"
-    );
-    assert!(
-        h.writes_a as usize <= edits_on[1] + stray[0],
-        "{h:?} {edits_on:?} {stray:?}"
-    );
-    assert!(
-        h.echoes_dropped > 0 && h.echoes_dropped <= h.values_written,
-        "{h:?}"
-    );
+    let h = assert_settled_without_echo_writes(&w.runner, &w.app, edits_on, stray).await;
     // The sync's write count is what Pipedrive received (one PATCH each).
     let pd_log = w.pd.requests().entries();
     assert_eq!(

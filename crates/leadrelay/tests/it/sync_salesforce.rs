@@ -16,7 +16,8 @@ use serde_json::json;
 
 use crate::support::TestApp;
 use crate::sync::{
-    PEOPLE, app_and_runner, edit_while_syncing, email, health, roomy_hubspot, settle_rounds,
+    PEOPLE, app_and_runner, assert_settled_without_echo_writes, edit_while_syncing, email, health,
+    roomy_hubspot, settle_rounds,
 };
 
 /// Small query batches, so every poll pages through `nextRecordsUrl`.
@@ -248,28 +249,7 @@ async fn hubspot_and_salesforce_leads_edited_concurrently_end_identical_without_
         !hs.contains_key("old@example.com"),
         "converted Lead left out"
     );
-    let h = health(&w.app).await;
-    assert!(h.restores > 0, "{h:?}");
-    for _ in 0..3 {
-        let r = w.runner.round().await;
-        assert_eq!(
-            (r.writes_a, r.writes_b),
-            (h.writes_a, h.writes_b),
-            "ping-pong: {r:?}"
-        );
-    }
-    assert!(
-        h.writes_b as usize <= edits_on[0] + stray[1],
-        "{h:?} {edits_on:?} {stray:?}"
-    );
-    assert!(
-        h.writes_a as usize <= edits_on[1] + stray[0],
-        "{h:?} {edits_on:?} {stray:?}"
-    );
-    assert!(
-        h.echoes_dropped > 0 && h.echoes_dropped <= h.values_written,
-        "{h:?}"
-    );
+    let h = assert_settled_without_echo_writes(&w.runner, &w.app, edits_on, stray).await;
     assert_eq!(h.errors, 0, "{h:?}");
     // Salesforce's writes went out as sObject Collections updates (up to
     // 200 records each), never one request per record, and no record was
