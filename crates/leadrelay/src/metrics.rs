@@ -39,6 +39,20 @@ pub struct Metrics {
     hook_auth_failures: Family<Labels, Counter>,
     kpi_value: Family<Labels, Gauge<f64, AtomicU64>>,
     kpi_target: Family<Labels, Gauge<f64, AtomicU64>>,
+    sync: SyncGauges,
+}
+
+/// Per-sync gauges (`[syncs]`), refreshed at scrape time from the stored
+/// health figures.
+#[derive(Default)]
+struct SyncGauges {
+    records: Family<Labels, Gauge>,
+    pending: Family<Labels, Gauge>,
+    conflicts_waiting: Family<Labels, Gauge>,
+    errors: Family<Labels, Gauge>,
+    echoes_dropped: Family<Labels, Gauge>,
+    writes: Family<Labels, Gauge>,
+    cursor_lag_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,7 +153,48 @@ impl Metrics {
         );
         let kpi_target = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register("kpi_target", "A KPI's target", kpi_target.clone());
+        let sync = SyncGauges::default();
+        for (name, help, family) in [
+            (
+                "sync_records",
+                "Records a sync has matched and decided, by sync",
+                &sync.records,
+            ),
+            (
+                "sync_pending",
+                "Sync writes that failed in the last round and wait for the next, by sync",
+                &sync.pending,
+            ),
+            (
+                "sync_conflicts_waiting",
+                "Sync conflicts waiting in the review queue for a person, by sync",
+                &sync.conflicts_waiting,
+            ),
+            (
+                "sync_errors",
+                "Sync poll, write and storage errors since the sync first ran, by sync",
+                &sync.errors,
+            ),
+            (
+                "sync_echoes_dropped",
+                "Values a sync recognised as its own writes coming back, since it first ran",
+                &sync.echoes_dropped,
+            ),
+            (
+                "sync_writes",
+                "Record writes a sync made, by sync and system, since it first ran",
+                &sync.writes,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "sync_cursor_lag_seconds",
+            "How far a sync's poll cursor is behind now, by sync and system",
+            sync.cursor_lag_seconds.clone(),
+        );
         Arc::new(Self {
+            sync,
             registry,
             ingest_total,
             ingest_seconds,
@@ -233,6 +288,45 @@ impl Metrics {
             }
         }
         self.kpi_target.get_or_create(&labels).set(target);
+    }
+
+    /// A sync's figures: its stored health, the conflicts waiting for a
+    /// person, and the cursors' lag behind `now`.
+    pub fn set_sync(
+        &self,
+        h: &crate::sync::Health,
+        conflicts_waiting: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let g = &self.sync;
+        let labels = l(&[("sync", &h.sync)]);
+        let set = |f: &Family<Labels, Gauge>, v: u64| {
+            f.get_or_create(&labels)
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&g.records, h.records);
+        set(&g.pending, h.pending);
+        set(&g.conflicts_waiting, conflicts_waiting);
+        set(&g.errors, h.errors);
+        set(&g.echoes_dropped, h.echoes_dropped);
+        for (system, writes, cursor) in [
+            (&h.a, h.writes_a, h.cursor_a),
+            (&h.b, h.writes_b, h.cursor_b),
+        ] {
+            let labels = l(&[("sync", &h.sync), ("system", system)]);
+            g.writes
+                .get_or_create(&labels)
+                .set(i64::try_from(writes).unwrap_or(i64::MAX));
+            match cursor {
+                Some(c) => {
+                    let lag = (now - c).num_milliseconds().max(0) as f64 / 1000.0;
+                    g.cursor_lag_seconds.get_or_create(&labels).set(lag);
+                }
+                None => {
+                    g.cursor_lag_seconds.remove(&labels);
+                }
+            }
+        }
     }
 
     /// The text exposition format.

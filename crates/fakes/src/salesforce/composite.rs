@@ -1,6 +1,6 @@
 //! `composite` (subrequests with `referenceId` and `@{ref.field}`
 //! references, `allOrNone` rollback) and `composite/sobjects` (sObject
-//! Collections create).
+//! Collections create and update).
 
 use std::collections::HashMap;
 
@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::errors::{self, RestError, SfError};
-use super::rest::{Outcome, SubRequest, create, dispatch};
+use super::rest::{Outcome, SubRequest, create, dispatch, update};
 use super::{SalesforceState, Store};
 
 const MAX_SUBREQUESTS: usize = 25;
@@ -252,7 +252,8 @@ pub(crate) fn composite(
     Outcome::json(StatusCode::OK, json!({ "compositeResponse": list }))
 }
 
-/// `POST composite/sobjects`: creates up to 200 records.
+/// `POST composite/sobjects` creates, `PATCH composite/sobjects` updates
+/// (each record with its `id`) up to 200 records.
 pub(crate) fn collections(
     state: &SalesforceState,
     store: &mut Store,
@@ -298,7 +299,30 @@ pub(crate) fn collections(
                     format!("sObject type '{object}' is not supported."),
                 )]);
             };
-            create(state, store, def, map, req, version).map_err(|e| e.errors)
+            if req.method != Method::PATCH {
+                return create(state, store, def, map, req, version).map_err(|e| e.errors);
+            }
+            let Some(id) = map
+                .get("id")
+                .and_then(Value::as_str)
+                .map(super::schema::id18)
+            else {
+                return Err(vec![SfError::new(
+                    "MISSING_ARGUMENT",
+                    "Id not specified in an update call",
+                )]);
+            };
+            let mut changes = map.clone();
+            changes.remove("id");
+            if store.records.get(&id).is_none_or(|r| r.object != def.name) {
+                return Err(vec![SfError::new(
+                    "INVALID_CROSS_REFERENCE_KEY",
+                    format!("invalid cross reference id: {id}"),
+                )]);
+            }
+            update(state, store, def, &id, &changes, req, version)
+                .map(|()| id)
+                .map_err(|e| e.errors)
         })();
         results.push(outcome);
     }

@@ -219,6 +219,9 @@ pub struct SalesforceConfig {
     pub custom_fields: Vec<(String, SalesforceFieldDef)>,
     pub custom_objects: Vec<SalesforceObjectDef>,
     pub validation_rules: Vec<SalesforceValidationRule>,
+    /// Records a query answers at once (Salesforce: 2,000 by default); the
+    /// rest is read through `nextRecordsUrl`.
+    pub query_batch_size: usize,
 }
 
 impl SalesforceConfig {
@@ -303,6 +306,7 @@ impl Default for SalesforceConfig {
                 ],
             }],
             validation_rules: Vec::new(),
+            query_batch_size: 2000,
         }
     }
 }
@@ -334,6 +338,8 @@ pub(crate) struct Store {
     next: u64,
     /// id → record, in creation order within each key prefix.
     pub records: BTreeMap<String, SalesforceRecord>,
+    /// Open query locators: the result set's records as answered.
+    pub locators: BTreeMap<String, Vec<Value>>,
 }
 
 impl Store {
@@ -476,7 +482,9 @@ impl SalesforceState {
         self.store().records.get(&schema::id18(id)).cloned()
     }
 
-    /// Creates a record directly (no validation, no limits). Returns its id.
+    /// Creates a record directly (no validation, no limits; `CreatedDate`,
+    /// `LastModifiedDate` and `SystemModstamp` may be given, as an old
+    /// record would have them). Returns its id.
     pub fn seed(&self, object: &str, fields: Value) -> String {
         let map = fields.as_object().cloned().unwrap_or_default();
         let name = self
@@ -484,6 +492,23 @@ impl SalesforceState {
             .map(|o| o.name.clone())
             .unwrap_or_else(|| object.to_string());
         rest::insert(self, &name, map)
+    }
+
+    /// Changes a record as a person editing it in Salesforce would (no
+    /// validation; `LastModifiedDate` and `SystemModstamp` move on).
+    /// False when there is no such record.
+    pub fn edit(&self, id: &str, changes: Value) -> bool {
+        let mut store = self.store();
+        let Some(record) = store.records.get_mut(&schema::id18(id)) else {
+            return false;
+        };
+        for (k, v) in changes.as_object().cloned().unwrap_or_default() {
+            record.fields.insert(k, v);
+        }
+        let now = Value::String(rest::sf_time(chrono::Utc::now()));
+        record.fields.insert("LastModifiedDate".into(), now.clone());
+        record.fields.insert("SystemModstamp".into(), now);
+        true
     }
 
     /// Issues a session for the first user, as a successful login would.

@@ -240,9 +240,12 @@ pub(crate) fn dispatch(state: &SalesforceState, store: &mut Store, req: &SubRequ
                 "A query string has to be specified",
             ))),
         },
+        ["query", cursor] if m == Method::GET => {
+            soql::more(state, store, &version, cursor).map(|v| Outcome::json(StatusCode::OK, v))
+        }
         ["limits"] if m == Method::GET => Ok(Outcome::json(StatusCode::OK, limits(state))),
         ["composite"] if m == Method::POST => Ok(composite::composite(state, store, req, &version)),
-        ["composite", "sobjects"] if m == Method::POST => {
+        ["composite", "sobjects"] if m == Method::POST || m == Method::PATCH => {
             Ok(composite::collections(state, store, req, &version))
         }
         _ => Err(errors::not_found()),
@@ -766,7 +769,10 @@ pub(crate) fn insert_into(
         fields.insert("OwnerId".into(), json!(user));
     }
     for k in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
-        fields.insert(k.into(), json!(now));
+        // Only a seed (no API request can write them) may give its times.
+        if fields.get(k).is_none_or(Value::is_null) {
+            fields.insert(k.into(), json!(now));
+        }
     }
     fields.insert("CreatedById".into(), json!(user));
     fields.insert("LastModifiedById".into(), json!(user));

@@ -502,6 +502,17 @@ fn check_cond(def: &SalesforceObjectDef, c: &mut Cond) -> Result<(), RestError> 
             Lit::Str(_) => is_numeric(&fd.field_type) || matches!(fd.field_type, T::Boolean),
             Lit::Num(_) => is_textual(&fd.field_type),
             Lit::Bool(_) => !matches!(fd.field_type, T::Boolean),
+            // A dateTime literal filters dateTime fields only, a date
+            // literal date fields only (as documented).
+            Lit::Date(d) if d.contains('T') => {
+                if parse_datetime(d).is_none() {
+                    return Err(malformed(format!(
+                        "value of filter criterion for field '{}' must be of type dateTime: {d} is not a valid dateTime (YYYY-MM-DDThh:mm:ssZ or YYYY-MM-DDThh:mm:ss+hh:mm)",
+                        fd.name
+                    )));
+                }
+                !matches!(fd.field_type, T::DateTime)
+            }
             Lit::Date(_) => !matches!(fd.field_type, T::Date | T::DateTime),
         };
         if !bad {
@@ -564,6 +575,13 @@ fn compare_values(v: &Value, lit: &Lit) -> Option<Ordering> {
             .and_then(|x| x.partial_cmp(n)),
         Lit::Bool(b) => v.as_bool().map(|x| x.cmp(b)),
         Lit::Str(s) => value_text(v).map(|x| x.to_lowercase().cmp(&s.to_lowercase())),
+        Lit::Date(d) if d.contains('T') => {
+            // A dateTime literal against a dateTime value: compared as
+            // instants (the stored form is `...000+0000`, the literal's
+            // may be `Z` or `+hh:mm`).
+            let x = parse_datetime(v.as_str()?)?;
+            Some(x.cmp(&parse_datetime(d)?))
+        }
         Lit::Date(d) => v.as_str().map(|x| {
             // A date literal against a datetime compares the date part.
             let x = if d.len() == 10 {
@@ -574,6 +592,14 @@ fn compare_values(v: &Value, lit: &Lit) -> Option<Ordering> {
             x.cmp(d.as_str())
         }),
     }
+}
+
+/// A dateTime as SOQL literals (`1999-01-01T23:01:01Z`, `...+01:00`,
+/// optional fraction) and stored values (`...T23:01:01.000+0000`) write it.
+fn parse_datetime(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
 }
 
 fn like(text: &str, pat: &[Pat]) -> bool {
@@ -675,7 +701,7 @@ fn order_values(a: &Value, b: &Value) -> Ordering {
 /// `GET query?q=...`
 pub(crate) fn run(
     state: &SalesforceState,
-    store: &Store,
+    store: &mut Store,
     version: &str,
     q: &str,
 ) -> Result<Value, RestError> {
@@ -745,7 +771,67 @@ pub(crate) fn run(
         .iter()
         .map(|r| record_json(r, version, Some(&fields)))
         .collect();
-    Ok(json!({"totalSize": records.len(), "done": true, "records": records}))
+    let batch = state.inner.config.query_batch_size.max(1);
+    if records.len() <= batch {
+        return Ok(json!({"totalSize": records.len(), "done": true, "records": records}));
+    }
+    // More than one batch: the rest waits behind a query locator, read
+    // with `GET query/{locator}-{offset}` (the result set as it was).
+    let n = store.next();
+    let locator = format!("01g5e{n:010}AAA");
+    let page = locator_page(version, &locator, &records, 0, batch);
+    store.locators.insert(locator, records);
+    while store.locators.len() > MAX_LOCATORS {
+        let oldest = store.locators.keys().next().cloned().unwrap_or_default();
+        store.locators.remove(&oldest);
+    }
+    Ok(page)
+}
+
+/// Open query cursors kept (Salesforce allows 10 per user and object…
+/// and expires them; the fake forgets the oldest).
+const MAX_LOCATORS: usize = 50;
+
+fn locator_page(
+    version: &str,
+    locator: &str,
+    records: &[Value],
+    offset: usize,
+    batch: usize,
+) -> Value {
+    let end = (offset + batch).min(records.len());
+    let mut out = json!({
+        "totalSize": records.len(),
+        "done": end == records.len(),
+        "records": records[offset.min(end)..end],
+    });
+    if end < records.len() {
+        out["nextRecordsUrl"] = json!(format!("/services/data/{version}/query/{locator}-{end}"));
+    }
+    out
+}
+
+/// `GET query/{locator}-{offset}`: the next batch of a query.
+pub(crate) fn more(
+    state: &SalesforceState,
+    store: &Store,
+    version: &str,
+    cursor: &str,
+) -> Result<Value, RestError> {
+    let invalid = || {
+        RestError::bad(SfError::new(
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        ))
+    };
+    let (locator, offset) = cursor.rsplit_once('-').ok_or_else(invalid)?;
+    let offset: usize = offset.parse().map_err(|_| invalid())?;
+    let records = store.locators.get(locator).ok_or_else(invalid)?;
+    if offset >= records.len() {
+        return Err(invalid());
+    }
+    let batch = state.inner.config.query_batch_size.max(1);
+    Ok(locator_page(version, locator, records, offset, batch))
 }
 
 #[cfg(test)]

@@ -1136,3 +1136,153 @@ async fn faults_are_injected_before_the_fake() {
     );
     assert!(fake.requests().entries().iter().any(|e| e.status == 503));
 }
+
+#[tokio::test]
+async fn soql_pages_by_system_modstamp_through_query_locators() {
+    let (fake, client) = start(SalesforceConfig {
+        query_batch_size: 2,
+        ..Default::default()
+    })
+    .await;
+    let t = SalesforceConfig::DEFAULT_STATIC_TOKEN;
+    let old = "2020-01-02T03:04:05.000+0000";
+    let old_id = fake.seed(
+        "Lead",
+        json!({"LastName": "Old", "Company": "A", "SystemModstamp": old, "LastModifiedDate": old}),
+    );
+    for n in 0..4 {
+        fake.seed(
+            "Lead",
+            json!({"LastName": format!("New{n}"), "Company": "A"}),
+        );
+    }
+    let get = |path: String, q: Option<&str>| {
+        let mut req = client
+            .get(format!("{}{path}", fake.base_url()))
+            .bearer_auth(t);
+        if let Some(q) = q {
+            req = req.query(&[("q", q)]);
+        }
+        async move { json_of(req.send().await.expect("send")).await }
+    };
+    // dateTime literals compare as instants, in any documented form.
+    for literal in [
+        "2021-01-01T00:00:00Z",
+        "2021-01-01T01:00:00+01:00",
+        "2020-12-31T16:00:00-08:00",
+    ] {
+        let q = format!("SELECT COUNT() FROM Lead WHERE SystemModstamp >= {literal}");
+        let (status, out) = get(format!("{V}/query"), Some(&q)).await;
+        assert_eq!(
+            (status, out["totalSize"].clone()),
+            (200, json!(4)),
+            "{literal}: {out}"
+        );
+    }
+    let (status, out) = get(
+        format!("{V}/query"),
+        Some("SELECT Id FROM Lead WHERE SystemModstamp < 2021-01-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(out["records"][0]["Id"], json!(old_id));
+    // A dateTime literal only filters dateTime fields, and must be one.
+    let (status, out) = get(
+        format!("{V}/query"),
+        Some("SELECT Id FROM Lead WHERE NumberOfEmployees > 2021-01-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!((status, first_error(&out).0), (400, "INVALID_FIELD"));
+    let (status, out) = get(
+        format!("{V}/query"),
+        Some("SELECT Id FROM Lead WHERE SystemModstamp > 2021-13-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!((status, first_error(&out).0), (400, "MALFORMED_QUERY"));
+
+    // Five records in batches of two: the rest behind nextRecordsUrl.
+    let (_, first) = get(
+        format!("{V}/query"),
+        Some("SELECT Id, LastName FROM Lead ORDER BY SystemModstamp ASC"),
+    )
+    .await;
+    assert_eq!(first["totalSize"], 5);
+    assert_eq!(first["done"], false);
+    assert_eq!(first["records"][0]["LastName"], "Old");
+    let mut names = vec![];
+    let mut page = first;
+    loop {
+        for r in page["records"].as_array().unwrap() {
+            names.push(r["LastName"].as_str().unwrap().to_string());
+        }
+        let Some(next) = page["nextRecordsUrl"].as_str() else {
+            assert_eq!(page["done"], true);
+            break;
+        };
+        assert!(next.starts_with("/services/data/v60.0/query/01g"), "{next}");
+        page = get(next.to_string(), None).await.1;
+    }
+    assert_eq!(names, ["Old", "New0", "New1", "New2", "New3"]);
+    let (status, out) = get(format!("{V}/query/01gNOSUCHLOCATOR-2"), None).await;
+    assert_eq!(
+        (status, first_error(&out).0),
+        (400, "INVALID_QUERY_LOCATOR")
+    );
+
+    // An edit moves SystemModstamp on.
+    assert!(fake.edit(&old_id, json!({"Title": "Back"})));
+    let (_, out) = get(
+        format!("{V}/query"),
+        Some("SELECT COUNT() FROM Lead WHERE SystemModstamp >= 2021-01-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!(out["totalSize"], 5);
+}
+
+#[tokio::test]
+async fn sobject_collections_update_each_record_by_id() {
+    let (fake, client) = start(SalesforceConfig::default()).await;
+    let t = SalesforceConfig::DEFAULT_STATIC_TOKEN;
+    let a = fake.seed("Lead", json!({"LastName": "A", "Company": "X"}));
+    let b = fake.seed("Lead", json!({"LastName": "B", "Company": "Y"}));
+    let before = fake
+        .record(&a)
+        .unwrap()
+        .text("SystemModstamp")
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let body = json!({"allOrNone": false, "records": [
+        {"attributes": {"type": "Lead"}, "id": a, "Title": "CTO"},
+        {"attributes": {"type": "Lead"}, "id": b, "Status": "Nope"},
+        {"attributes": {"type": "Lead"}, "Title": "no id"},
+    ]});
+    let (status, out) = json_of(
+        call(
+            &fake,
+            &client,
+            t,
+            Method::PATCH,
+            &format!("{V}/composite/sobjects"),
+            Some(body),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out[0]["success"], true);
+    assert_eq!(out[0]["id"], json!(a));
+    assert_eq!(out[1]["success"], false);
+    assert_eq!(
+        out[1]["errors"][0]["statusCode"],
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    );
+    assert_eq!(out[2]["errors"][0]["statusCode"], "MISSING_ARGUMENT");
+    let rec = fake.record(&a).unwrap();
+    assert_eq!(rec.text("Title"), Some("CTO"));
+    assert!(rec.text("SystemModstamp").unwrap() > before.as_str());
+    assert_eq!(
+        fake.record(&b).unwrap().text("Status"),
+        Some("Open - Not Contacted")
+    );
+}

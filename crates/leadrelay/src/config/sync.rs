@@ -9,16 +9,18 @@ use serde::Deserialize;
 use super::{Config, HumanDuration, Problem};
 
 /// Connectors a sync can read changes from and write to.
-pub const SYNC_CONNECTORS: [&str; 2] = ["hubspot", "pipedrive"];
+pub const SYNC_CONNECTORS: [&str; 3] = ["hubspot", "pipedrive", "salesforce"];
 
 /// `[syncs.NAME]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     /// The object kept in sync: `contact` (HubSpot contacts, Pipedrive
-    /// persons), matched between the systems by email.
+    /// persons, Salesforce Leads or Contacts as the destination's
+    /// `person_object` says), matched between the systems by email.
     pub object: SyncObject,
-    /// The first system: the name of a CRM destination (`hubspot`, `pipedrive`).
+    /// The first system: the name of a CRM destination (`hubspot`,
+    /// `pipedrive`, `salesforce`).
     pub a: String,
     /// The second system: another CRM destination.
     pub b: String,
@@ -38,8 +40,28 @@ pub struct SyncConfig {
     /// its polls and writes (0 < share ≤ 1; deliveries keep the rest).
     #[serde(default = "default_rate_share")]
     pub rate_share: f64,
+    /// An origin marker: a field of system `a` (a HubSpot property, a
+    /// Pipedrive `custom_fields.KEY`, a Salesforce custom field) that every
+    /// sync write into `a` also sets, to `leadrelay sync NAME at TIME`, so
+    /// people and other tools see which changes leadrelay made. The field
+    /// must exist in the CRM; it is written, never synced.
+    #[serde(default)]
+    pub origin_a: Option<String>,
+    /// The same for system `b`.
+    #[serde(default)]
+    pub origin_b: Option<String>,
     /// The fields kept in sync, by a name of your choice.
     pub fields: BTreeMap<String, SyncFieldConfig>,
+}
+
+impl SyncConfig {
+    /// The origin marker field of `side`, if any.
+    pub fn origin(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::A => self.origin_a.as_deref(),
+            Side::B => self.origin_b.as_deref(),
+        }
+    }
 }
 
 /// The objects a sync handles.
@@ -238,6 +260,20 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             ));
         }
         let mut seen: [BTreeSet<&str>; 2] = [BTreeSet::new(), BTreeSet::new()];
+        for (i, (key, origin)) in [("origin_a", &s.origin_a), ("origin_b", &s.origin_b)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(origin) = origin else { continue };
+            let connector = config
+                .destinations
+                .get(if i == 0 { &s.a } else { &s.b })
+                .map(|d| d.connector.as_str());
+            if let Err(m) = check_vendor_field(connector, origin) {
+                p.push(Problem::error(at(key), m));
+            }
+            seen[i].insert(origin.as_str());
+        }
         for (fname, f) in &s.fields {
             let fat = |k: &str| format!("syncs.{name}.fields.{fname}.{k}");
             for (i, (key, vendor)) in [("a", &f.a), ("b", &f.b)].into_iter().enumerate() {
@@ -251,7 +287,7 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 if !seen[i].insert(vendor.as_str()) {
                     p.push(Problem::error(
                         fat(key),
-                        format!("{vendor:?} is already synced by another field of this sync"),
+                        format!("{vendor:?} is already synced by another field of this sync (or is its origin marker)"),
                     ));
                 }
             }
@@ -331,6 +367,47 @@ fn check_vendor_field(connector: Option<&str>, field: &str) -> Result<(), String
                 "{field:?}: a Pipedrive person field the sync handles is name, phone, marketing_status or custom_fields.KEY"
             )),
         },
+        Some("salesforce") => {
+            if !field
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!(
+                    "{field:?} is not a Salesforce field API name (e.g. Title, Lead_Status__c)"
+                ));
+            }
+            if field.eq_ignore_ascii_case("Email") {
+                return Err("Email matches the records and cannot be synced as a field".into());
+            }
+            if SALESFORCE_READ_ONLY
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(field))
+            {
+                return Err(format!("{field:?} is a read-only Salesforce field"));
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
+
+/// Salesforce person fields nobody writes (system fields, the compound
+/// `Name`, conversion state).
+const SALESFORCE_READ_ONLY: [&str; 14] = [
+    "Id",
+    "Name",
+    "IsDeleted",
+    "IsConverted",
+    "CreatedDate",
+    "CreatedById",
+    "LastModifiedDate",
+    "LastModifiedById",
+    "SystemModstamp",
+    "LastActivityDate",
+    "LastViewedDate",
+    "LastReferencedDate",
+    "MasterRecordId",
+    "PhotoUrl",
+];

@@ -72,6 +72,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             app.metrics.set_circuit_state(name, circuit);
         }
     }
+    if let Ok(syncs) = crate::sync::health(&app.config, &app.store).await {
+        for h in &syncs {
+            app.metrics.set_sync(h, h.conflicts_waiting, now);
+        }
+    }
     if let Ok(kpis) =
         crate::reports::kpi::compute(app.store.as_ref(), &app.config.reports.kpis, now).await
     {

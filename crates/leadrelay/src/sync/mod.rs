@@ -22,7 +22,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use worker::{Choice, DecideError, Health, SyncRunner, decide_conflict, health, start_all};
+pub use worker::{
+    Choice, DecideError, Health, SyncRunner, decide_conflict, health, plain_close_refused,
+    start_all,
+};
 
 use crate::connectors::Outcome;
 use engine::Val;
@@ -52,7 +55,12 @@ pub struct RemoteRecord {
     pub id: String,
     /// Lower-cased email: what matches records across systems.
     pub email: Option<String>,
+    /// The vendor's modification time of the record's data (what `latest`
+    /// compares).
     pub modified_at: DateTime<Utc>,
+    /// Where the poll cursor moves to when it differs from `modified_at`
+    /// (Salesforce's `SystemModstamp`, which system changes move too).
+    pub cursor_at: Option<DateTime<Utc>>,
     /// Vendor field → value.
     pub fields: BTreeMap<String, Val>,
 }

@@ -54,6 +54,14 @@ pub struct Health {
     pub conflicts_for_review: u64,
     /// Writes waiting to be retried (failed in the last round).
     pub pending: u64,
+    /// Sync conflicts of this sync open in the review queue (counted when
+    /// the figures are read).
+    #[serde(default)]
+    pub conflicts_waiting: u64,
+    /// Records neither waiting for a retried write nor held by an open
+    /// conflict: `records` less those (counted when the figures are read).
+    #[serde(default)]
+    pub in_sync: u64,
     pub errors: u64,
     pub last_error: Option<String>,
 }
@@ -129,6 +137,9 @@ impl SyncRunner {
                 "hubspot" => crate::connectors::hubspot::sync::system(&ctx).map_err(with_path)?,
                 "pipedrive" => {
                     crate::connectors::pipedrive::sync::system(&ctx).map_err(with_path)?
+                }
+                "salesforce" => {
+                    crate::connectors::salesforce::sync::system(&ctx).map_err(with_path)?
                 }
                 other => {
                     return Err(vec![Problem::error(
@@ -214,7 +225,8 @@ impl SyncRunner {
             )
             .await?;
             for r in &records {
-                reached = Some(reached.map_or(r.modified_at, |c| c.max(r.modified_at)));
+                let at = r.cursor_at.unwrap_or(r.modified_at);
+                reached = Some(reached.map_or(at, |c| c.max(at)));
             }
             out.extend(records);
             match next {
@@ -308,7 +320,11 @@ impl SyncRunner {
             for (op, r) in ops[i].iter().zip(results) {
                 match r {
                     Ok(id) => {
-                        h.values_written += op.fields.len() as u64;
+                        let marker = self
+                            .cfg
+                            .origin(side)
+                            .is_some_and(|o| op.fields.contains_key(o));
+                        h.values_written += (op.fields.len() - usize::from(marker)) as u64;
                         if i == 0 {
                             h.writes_a += 1;
                         } else {
@@ -459,7 +475,7 @@ impl SyncRunner {
                 if d.writes[i].is_empty() {
                     continue;
                 }
-                let fields = d.writes[i]
+                let mut fields: BTreeMap<String, Val> = d.writes[i]
                     .iter()
                     .filter_map(|(name, v)| {
                         let f = self.cfg.fields.get(name)?;
@@ -470,6 +486,16 @@ impl SyncRunner {
                         Some((vendor, v.clone()))
                     })
                     .collect();
+                if let Some(origin) = self.cfg.origin(side) {
+                    fields.insert(
+                        origin.to_string(),
+                        Some(format!(
+                            "leadrelay sync {} at {}",
+                            self.name,
+                            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        )),
+                    );
+                }
                 out[i] = Some(WriteOp {
                     email: email.to_string(),
                     id: st.ids[i].clone(),
@@ -559,8 +585,39 @@ pub fn start_all(
     Ok(out)
 }
 
-/// The stored health of each configured sync.
+/// Open sync conflicts per sync: (items, distinct records).
+async fn conflicts_waiting(
+    store: &Arc<dyn Store>,
+) -> Result<BTreeMap<String, (u64, BTreeSet<String>)>, StoreError> {
+    const PAGE: usize = 500;
+    let mut out: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
+    let mut before = None;
+    loop {
+        let items = store
+            .list_review_items(Some(ReviewStatus::Open), before, PAGE)
+            .await?;
+        for item in items.iter().filter(|i| i.kind == SYNC_CONFLICT) {
+            let (Some(sync), Some(email)) = (
+                item.details["sync"].as_str(),
+                item.details["email"].as_str(),
+            ) else {
+                continue;
+            };
+            let entry = out.entry(sync.to_string()).or_default();
+            entry.0 += 1;
+            entry.1.insert(email.to_string());
+        }
+        match items.last() {
+            Some(last) if items.len() == PAGE => before = Some(last.id),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The stored health of each configured sync, with the conflicts waiting
+/// in the review queue.
 pub async fn health(config: &Config, store: &Arc<dyn Store>) -> Result<Vec<Health>, StoreError> {
+    let waiting = conflicts_waiting(store).await?;
     let mut out = Vec::new();
     for (name, s) in &config.syncs {
         let mut h: Health = match store.kv_get(&key(name, "health", "")).await? {
@@ -570,6 +627,9 @@ pub async fn health(config: &Config, store: &Arc<dyn Store>) -> Result<Vec<Healt
         h.sync = name.clone();
         h.a = s.a.clone();
         h.b = s.b.clone();
+        let (items, records) = waiting.get(name).cloned().unwrap_or_default();
+        h.conflicts_waiting = items;
+        h.in_sync = h.records.saturating_sub(h.pending + records.len() as u64);
         out.push(h);
     }
     Ok(out)
@@ -654,4 +714,22 @@ pub async fn decide_conflict(
         .resolve_review_item(id, ReviewStatus::Resolved, Some(how), actor)
         .await?;
     Ok(resolved)
+}
+
+/// Why a sync conflict cannot be closed as plainly resolved or dismissed:
+/// the field stays held until a decision ([`decide_conflict`]) says which
+/// value both systems get (a dismissal would leave the two systems apart).
+pub fn plain_close_refused(item: &ReviewItem) -> Option<String> {
+    let d = &item.details;
+    let holds_a_field = item.kind == SYNC_CONFLICT
+        && item.status == ReviewStatus::Open
+        && ["sync", "email", "field"]
+            .iter()
+            .all(|k| d[*k].as_str().is_some());
+    holds_a_field.then(|| {
+        format!(
+            "review item {} is a sync conflict: decide it (keep a side's value or set one) with POST /api/v1/review/{}/decide",
+            item.id, item.id
+        )
+    })
 }

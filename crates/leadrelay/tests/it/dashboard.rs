@@ -17,14 +17,14 @@ use crate::support::{Receiver, TestApp, eventually, webhook_config};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A signed-in dashboard user.
-struct Ui<'a> {
+pub(crate) struct Ui<'a> {
     app: &'a TestApp,
-    cookie: String,
+    pub(crate) cookie: String,
     csrf: String,
 }
 
 impl<'a> Ui<'a> {
-    async fn new(app: &'a TestApp, role: Role, name: &str) -> Self {
+    pub(crate) async fn new(app: &'a TestApp, role: Role, name: &str) -> Self {
         let k = key(app, name, role).await;
         let cookie = session_cookie(&sign_in(app, &k).await);
         let mut ui = Self {
@@ -37,7 +37,7 @@ impl<'a> Ui<'a> {
         ui
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, String) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, String) {
         let r = self
             .app
             .client
@@ -51,7 +51,11 @@ impl<'a> Ui<'a> {
 
     /// POSTs a form with the session's CSRF token; returns status,
     /// location and body.
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String, String) {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, String, String) {
         let mut form: Vec<(&str, &str)> = vec![("csrf", &self.csrf)];
         form.extend_from_slice(fields);
         let r = self

@@ -38,4 +38,6 @@ mod sms;
 mod store;
 mod support;
 mod sync;
+mod sync_binary;
+mod sync_salesforce;
 mod viewer_masking;

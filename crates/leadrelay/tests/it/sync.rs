@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::admin::key;
 use crate::support::TestApp;
 
-const PEOPLE: usize = 40;
+pub(crate) const PEOPLE: usize = 40;
 const EDITS: usize = 1000;
 
 fn toml(hs: &str, pd: &str, fields: &str) -> String {
@@ -74,37 +74,42 @@ struct World {
     runner: Arc<SyncRunner>,
 }
 
-async fn world(fields: &str) -> World {
-    let hs = FakeHubSpot::start(HubSpotConfig {
+/// A fake HubSpot whose limits no test round reaches.
+pub(crate) async fn roomy_hubspot() -> FakeHubSpot {
+    FakeHubSpot::start(HubSpotConfig {
         search_per_second: 10_000,
         rolling_limit: 100_000,
         ..Default::default()
     })
     .await
-    .unwrap();
-    let pd = FakePipedrive::start(PipedriveConfig {
+    .unwrap()
+}
+
+/// A fake Pipedrive whose limits no test round reaches.
+pub(crate) async fn roomy_pipedrive() -> FakePipedrive {
+    FakePipedrive::start(PipedriveConfig {
         burst_limit: 100_000,
         search_burst_limit: 100_000,
         daily_token_budget: 100_000_000,
         ..Default::default()
     })
     .await
-    .unwrap();
-    let text = toml(&hs.base_url(), &pd.base_url(), fields);
-    let env: HashMap<String, String> = [
-        ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
-        ("PIPEDRIVE_API_TOKEN", PipedriveConfig::DEFAULT_TOKEN),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let app = TestApp::builder(&text)
-        .env("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN)
-        .env("PIPEDRIVE_API_TOKEN", PipedriveConfig::DEFAULT_TOKEN)
-        .start()
-        .await;
-    // The app's own sync task runs its first round at start (nothing to
-    // see yet) and then sleeps for the hour: the test drives the rounds.
+    .unwrap()
+}
+
+/// The app of config `text` with `env`, after its own first sync round
+/// (nothing to see yet; it then sleeps for the hour), and the test's own
+/// runner of sync `crm` on the app's store: the test drives the rounds.
+pub(crate) async fn app_and_runner(text: &str, env: &[(&str, &str)]) -> (TestApp, Arc<SyncRunner>) {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut builder = TestApp::builder(text);
+    for (k, v) in &env {
+        builder = builder.env(k, v);
+    }
+    let app = builder.start().await;
     crate::support::eventually(
         "the app's first sync round",
         Duration::from_secs(10),
@@ -112,10 +117,23 @@ async fn world(fields: &str) -> World {
     )
     .await;
     let lookup = move |k: &str| env.get(k).cloned();
-    let cfg = config::load_str(&text, "test.toml", &lookup)
-        .unwrap()
-        .config;
+    let cfg = config::load_str(text, "test.toml", &lookup).unwrap().config;
     let runner = Arc::new(SyncRunner::build("crm", &cfg, &lookup, app.store.clone()).unwrap());
+    (app, runner)
+}
+
+async fn world(fields: &str) -> World {
+    let hs = roomy_hubspot().await;
+    let pd = roomy_pipedrive().await;
+    let text = toml(&hs.base_url(), &pd.base_url(), fields);
+    let (app, runner) = app_and_runner(
+        &text,
+        &[
+            ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
+            ("PIPEDRIVE_API_TOKEN", PipedriveConfig::DEFAULT_TOKEN),
+        ],
+    )
+    .await;
     World {
         hs,
         pd,
@@ -124,13 +142,14 @@ async fn world(fields: &str) -> World {
     }
 }
 
-async fn health(app: &TestApp) -> Health {
+/// The stored health of sync `crm`.
+pub(crate) async fn health(app: &TestApp) -> Health {
     let v = app.store.kv_get("sync:crm:health:").await.unwrap();
     v.map(|v| serde_json::from_str(&v).unwrap())
         .unwrap_or_default()
 }
 
-fn email(i: usize) -> String {
+pub(crate) fn email(i: usize) -> String {
     format!("person{i}@example.com")
 }
 
@@ -181,24 +200,122 @@ fn views(w: &World) -> [HashMap<String, [Option<String>; 3]>; 2] {
 }
 
 /// Rounds until one writes nothing (at most `max`); the rounds run.
-async fn settle(w: &World, max: usize) -> usize {
+pub(crate) async fn settle_rounds(runner: &SyncRunner, app: &TestApp, max: usize) -> usize {
     for n in 1..=max {
-        let before = health(&w.app).await;
-        let after = w.runner.round().await;
+        let before = health(app).await;
+        let after = runner.round().await;
         if after.writes_a == before.writes_a && after.writes_b == before.writes_b {
             return n;
         }
     }
     panic!(
         "the sync did not settle in {max} rounds: {:?}",
-        health(&w.app).await
+        health(app).await
     );
+}
+
+async fn settle(w: &World, max: usize) -> usize {
+    settle_rounds(&w.runner, &w.app, max).await
 }
 
 fn writes(log: &[leadrelay_fakes::common::LoggedRequest], method: &str, path_part: &str) -> usize {
     log.iter()
         .filter(|r| r.method == method && r.path.contains(path_part) && r.status < 300)
         .count()
+}
+
+/// `EDITS` random edits of `PEOPLE` records, made by `edit(person, field,
+/// side, value)` — field 0 the phone (owned by both), 1 the stage (owned
+/// by `a`; `stages` in `a`'s words), 2 the title (owned by `b`) — while
+/// the runner's rounds run, letting a round finish every 100 edits.
+/// Returns per side the edits of fields it may change and the stray edits
+/// of fields the other side owns (to be undone).
+pub(crate) async fn edit_while_syncing(
+    runner: &Arc<SyncRunner>,
+    stages: &[&str],
+    mut edit: impl FnMut(usize, usize, usize, &str),
+) -> ([usize; 2], [usize; 2]) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let rounds = {
+        let runner = runner.clone();
+        let (stop, done) = (stop.clone(), done.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                runner.round().await;
+                done.fetch_add(1, Ordering::AcqRel);
+            }
+            done.load(Ordering::Acquire)
+        })
+    };
+    let mut edits_on = [0usize; 2];
+    let mut stray = [0usize; 2];
+    for n in 0..EDITS {
+        let i = rand::random_range(0..PEOPLE);
+        let field = rand::random_range(0..3);
+        let side = rand::random_range(0..2);
+        let value = match field {
+            0 => format!("+1666{n:07}"),
+            1 => stages[rand::random_range(0..stages.len())].to_string(),
+            _ => format!("Title {n}"),
+        };
+        edit(i, field, side, &value);
+        // The stage is a's, the title b's.
+        if (side, field) == (0, 2) || (side, field) == (1, 1) {
+            stray[side] += 1;
+        } else {
+            edits_on[side] += 1;
+        }
+        if n % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if n % 100 == 99 {
+            let seen = done.load(Ordering::Acquire);
+            while done.load(Ordering::Acquire) == seen {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    stop.store(true, Ordering::Release);
+    let during = rounds.await.unwrap();
+    assert!(during >= 10, "rounds ran while editing: {during}");
+    (edits_on, stray)
+}
+
+/// After [`edit_while_syncing`] and settling: the other side's edits of
+/// owned fields were undone (ownership); further rounds write nothing (no
+/// ping-pong); every write carried a change (no more writes into a system
+/// than changes made on the other side plus undone stray edits); echoes
+/// were dropped. Returns the health figures.
+pub(crate) async fn assert_settled_without_echo_writes(
+    runner: &SyncRunner,
+    app: &TestApp,
+    edits_on: [usize; 2],
+    stray: [usize; 2],
+) -> Health {
+    let h = health(app).await;
+    assert!(h.restores > 0, "{h:?}");
+    for _ in 0..3 {
+        let r = runner.round().await;
+        assert_eq!(
+            (r.writes_a, r.writes_b),
+            (h.writes_a, h.writes_b),
+            "ping-pong: {r:?}"
+        );
+    }
+    assert!(
+        h.writes_b as usize <= edits_on[0] + stray[1],
+        "{h:?} {edits_on:?} {stray:?}"
+    );
+    assert!(
+        h.writes_a as usize <= edits_on[1] + stray[0],
+        "{h:?} {edits_on:?} {stray:?}"
+    );
+    assert!(
+        h.echoes_dropped > 0 && h.echoes_dropped <= h.values_written,
+        "{h:?}"
+    );
+    h
 }
 
 #[tokio::test]
@@ -250,70 +367,20 @@ async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
     let pd_log0 = w.pd.requests().entries().len();
 
     // 1,000 edits on both sides while the sync runs rounds.
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let rounds = {
-        let runner = w.runner.clone();
-        let (stop, done) = (stop.clone(), done.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Acquire) {
-                runner.round().await;
-                done.fetch_add(1, Ordering::AcqRel);
-            }
-            done.load(Ordering::Acquire)
-        })
-    };
-    // Per side: edits of a field the other side owns (to be undone), and
-    // the count of edits each side made to fields it may change.
-    let mut edits_on = [0usize; 2];
-    let mut stray = [0usize; 2];
-    for n in 0..EDITS {
-        let (i, field, side, value) = {
-            let i = rand::random_range(0..PEOPLE);
-            let field = rand::random_range(0..3);
-            let side = rand::random_range(0..2);
-            let value = match field {
-                0 => format!("+1666{n:07}"),
-                1 => stages[rand::random_range(0..4)].to_string(),
-                _ => format!("Title {n}"),
-            };
-            (i, field, side, value)
-        };
+    let (edits_on, stray) = edit_while_syncing(&w.runner, &stages, |i, field, side, value| {
         if side == 0 {
             let prop = ["phone", "lifecyclestage", "jobtitle"][field];
-            assert!(w.hs.edit("contacts", &hs_ids[i], &[(prop, &value)]));
-            if field == 2 {
-                stray[0] += 1
-            } else {
-                edits_on[0] += 1
-            }
+            assert!(w.hs.edit("contacts", &hs_ids[i], &[(prop, value)]));
         } else {
             let (f, v) = match field {
                 0 => ("phone", value.to_string()),
-                1 => ("custom_fields.stage", pd_stage(&value).to_string()),
+                1 => ("custom_fields.stage", pd_stage(value).to_string()),
                 _ => ("custom_fields.title", value.to_string()),
             };
             assert!(w.pd.edit_person(pd_ids[i], &[(f, &v)]));
-            if field == 1 {
-                stray[1] += 1
-            } else {
-                edits_on[1] += 1
-            }
         }
-        if n % 20 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // Every 100 edits, let a round finish amid them.
-        if n % 100 == 99 {
-            let seen = done.load(Ordering::Acquire);
-            while done.load(Ordering::Acquire) == seen {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    }
-    stop.store(true, Ordering::Release);
-    let during = rounds.await.unwrap();
-    assert!(during >= 10, "rounds ran while editing: {during}");
+    })
+    .await;
     // Modification times are second-precision in Pipedrive: let the
     // overlap window pass over the last edits, then settle.
     settle(&w, 20).await;
@@ -324,33 +391,7 @@ async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
         let (a, b) = (&hs[&e], &pd[&e]);
         assert_eq!(a, b, "{e}: HubSpot {a:?} vs Pipedrive {b:?}");
     }
-    // Ownership: stage is HubSpot's, title Pipedrive's; the other side's
-    // edits of them were undone, never propagated.
-    let h = health(&w.app).await;
-    assert!(h.restores > 0, "{h:?}");
-    // No echo writes: once settled, further rounds write nothing (no
-    // ping-pong), and every write carried a change: no more writes into a
-    // system than changes made on the other side plus undone stray edits.
-    for _ in 0..3 {
-        let r = w.runner.round().await;
-        assert_eq!(
-            (r.writes_a, r.writes_b),
-            (h.writes_a, h.writes_b),
-            "ping-pong: {r:?}"
-        );
-    }
-    assert!(
-        h.writes_b as usize <= edits_on[0] + stray[1],
-        "{h:?} {edits_on:?} {stray:?}"
-    );
-    assert!(
-        h.writes_a as usize <= edits_on[1] + stray[0],
-        "{h:?} {edits_on:?} {stray:?}"
-    );
-    assert!(
-        h.echoes_dropped > 0 && h.echoes_dropped <= h.values_written,
-        "{h:?}"
-    );
+    let h = assert_settled_without_echo_writes(&w.runner, &w.app, edits_on, stray).await;
     // The sync's write count is what Pipedrive received (one PATCH each).
     let pd_log = w.pd.requests().entries();
     assert_eq!(
@@ -363,8 +404,9 @@ async fn two_crms_edited_concurrently_end_identical_without_echo_writes() {
     assert_eq!(h.errors, 0, "{h:?}");
 }
 
-#[tokio::test]
-async fn a_review_conflict_waits_then_the_decision_reaches_both_systems() {
+/// Ada's title under `review`, changed in both systems since the last
+/// round (HubSpot: CTO, Pipedrive: VP Engineering): a conflict waits.
+async fn ada_in_conflict() -> World {
     let w = world(
         r#"
 [syncs.crm.fields.title]
@@ -384,6 +426,12 @@ conflict = "review"
     w.hs.edit("contacts", &hs_id, &[("jobtitle", "CTO")]);
     w.pd.edit_person(pd_id, &[("custom_fields.title", "VP Engineering")]);
     w.runner.round().await;
+    w
+}
+
+#[tokio::test]
+async fn a_review_conflict_waits_then_the_decision_reaches_both_systems() {
+    let w = ada_in_conflict().await;
     w.runner.round().await;
     let [hs, pd] = views(&w);
     let h = health(&w.app).await;
@@ -565,4 +613,105 @@ async fn a_backfill_cut_short_resumes_without_duplicates() {
     for i in 0..N {
         assert_eq!(hs[&email(i)][..2], pd[&email(i)][..2], "{}", email(i));
     }
+}
+
+#[tokio::test]
+async fn a_sync_conflict_is_decided_on_the_dashboard_and_counted_on_metrics() {
+    let w = ada_in_conflict().await;
+
+    let metrics = || async {
+        w.app
+            .client
+            .get(w.app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let m = metrics().await;
+    assert!(
+        m.contains(r#"leadrelay_sync_conflicts_waiting{sync="crm"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"leadrelay_sync_records{sync="crm"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"leadrelay_sync_cursor_lag_seconds{sync="crm",system="pipedrive"}"#),
+        "{m}"
+    );
+
+    let admin = crate::dashboard::Ui::new(&w.app, Role::Admin, "ops").await;
+    let viewer = crate::dashboard::Ui::new(&w.app, Role::Viewer, "look").await;
+    let (status, page) = viewer.get("/ui/syncs").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("hubspot ↔ pipedrive"), "{page}");
+    let (_, review) = admin.get("/ui/review").await;
+    assert!(
+        review.contains("Keep pipedrive&#x27;s value") || review.contains("Keep pipedrive's value"),
+        "{review}"
+    );
+    assert!(review.contains("VP Engineering") && review.contains("CTO"));
+    let (_, seen_by_viewer) = viewer.get("/ui/review").await;
+    assert!(
+        !seen_by_viewer.contains("/decide"),
+        "no buttons for viewers"
+    );
+
+    let list: Value = w
+        .app
+        .client
+        .get(w.app.url("/api/v1/review?status=open"))
+        .bearer_auth(key(&w.app, "api", Role::Admin).await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["items"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/ui/review/{id}/decide");
+    // A viewer may not decide; a form without its CSRF token is refused;
+    // closing it without a decision is refused (the field stays held).
+    assert_eq!(viewer.post(&path, &[("take", "b")]).await.0, 403);
+    let no_csrf = w
+        .app
+        .client
+        .post(w.app.url(&path))
+        .header("cookie", &admin.cookie)
+        .form(&[("take", "b")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), 403);
+    let (status, _, _) = admin
+        .post(&format!("/ui/review/{id}"), &[("status", "dismissed")])
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(admin.post(&path, &[("take", "c")]).await.0, 400);
+    let (status, location, _) = admin.post(&path, &[("take", "b")]).await;
+    assert_eq!(
+        (status.as_u16(), location.as_str()),
+        (303, "/ui/review?notice=decided")
+    );
+    assert_eq!(
+        admin.post(&path, &[("take", "a")]).await.0,
+        409,
+        "decided once"
+    );
+
+    w.runner.round().await;
+    w.runner.round().await;
+    let [hs, pd] = views(&w);
+    assert_eq!(hs["ada@example.com"][2].as_deref(), Some("VP Engineering"));
+    assert_eq!(pd["ada@example.com"][2].as_deref(), Some("VP Engineering"));
+    let m = metrics().await;
+    assert!(
+        m.contains(r#"leadrelay_sync_conflicts_waiting{sync="crm"} 0"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"leadrelay_sync_writes{sync="crm",system="hubspot"} 1"#),
+        "{m}"
+    );
 }

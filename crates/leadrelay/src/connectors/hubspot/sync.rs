@@ -114,6 +114,7 @@ impl SyncSystem for HubSpotSync {
                 id,
                 email: text(props.get("email")).map(|e| e.trim().to_lowercase()),
                 modified_at,
+                cursor_at: None,
                 fields: fields
                     .iter()
                     .map(|f| (f.clone(), text(props.get(f))))

@@ -183,6 +183,7 @@ impl SyncSystem for PipedriveSync {
                 id,
                 email: primary(&p["emails"]).map(|e| e.trim().to_lowercase()),
                 modified_at,
+                cursor_at: None,
                 fields: fields
                     .iter()
                     .map(|f| (f.clone(), read_field(p, f)))

@@ -25,6 +25,7 @@
 mod api;
 mod auth;
 mod campaign;
+pub mod sync;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -235,9 +236,14 @@ fn is_api_name(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
-    let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
-    let mut problems = Vec::new();
+/// The REST client of a destination's settings (login, token URL, API
+/// version, OAuth flow), or the problems found on the way.
+fn rest(
+    ctx: &BuildContext<'_>,
+    common: &CommonSettings,
+    s: &Settings,
+    problems: &mut Vec<Problem>,
+) -> Option<Rest> {
     let login_url = crm::base_url(Some(&s.login_url), DEFAULT_LOGIN_URL)
         .map_err(|mut p| {
             p.path = "login_url".into();
@@ -335,6 +341,29 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
             }
         }
     };
+    let client = shared::client(ctx.timeout, common.allow_private_networks)
+        .map_err(|m| problems.push(Problem::error("", m)))
+        .ok();
+    let (flow, token_url, version, client) = (flow?, token_url?, version?, client?);
+    let auth = Auth::new(
+        client.clone(),
+        token_url,
+        flow,
+        common.allow_private_networks,
+        instance_override,
+    );
+    Some(Rest::new(
+        client,
+        auth,
+        version,
+        common.allow_private_networks,
+    ))
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
+    let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
+    let mut problems = Vec::new();
+    let rest = rest(ctx, &common, &s, &mut problems);
     for (setting, f) in [
         ("opportunity_key_field", &s.opportunity_key_field),
         ("task_key_field", &s.task_key_field),
@@ -396,28 +425,11 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let mapping = Mapping::compile_with(DEFAULT_MAPPING, Some(&common.mapping), &OBJECTS, &extra)
         .map_err(|ps| problems.extend(ps))
         .ok();
-    let client = shared::client(ctx.timeout, common.allow_private_networks)
-        .map_err(|m| problems.push(Problem::error("", m)))
-        .ok();
-    let (Some(flow), Some(token_url), Some(version), Some(mapping), Some(client), true) = (
-        flow,
-        token_url,
-        version,
-        mapping,
-        client,
-        problems.is_empty(),
-    ) else {
+    let (Some(rest), Some(mapping), true) = (rest, mapping, problems.is_empty()) else {
         return Err(problems);
     };
-    let auth = Auth::new(
-        client.clone(),
-        token_url,
-        flow,
-        common.allow_private_networks,
-        instance_override,
-    );
     Ok(Arc::new(Salesforce {
-        rest: Rest::new(client, auth, version, common.allow_private_networks),
+        rest,
         common,
         s,
         mapping,

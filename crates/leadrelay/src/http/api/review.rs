@@ -87,6 +87,19 @@ pub async fn resolve_review_item(
             "at most 2000 characters",
         )]));
     }
+    if let Some(m) = app
+        .store
+        .get_review_item(id)
+        .await?
+        .as_ref()
+        .and_then(crate::sync::plain_close_refused)
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            m,
+        ));
+    }
     let item = app
         .store
         .resolve_review_item(id, body.status.into(), body.resolution, &who.actor())

@@ -17,6 +17,7 @@ mod ops;
 mod pages;
 mod people;
 mod waiting;
+mod syncs;
 
 use std::sync::LazyLock;
 
@@ -89,6 +90,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "range_picker.html",
             include_str!("templates/range_picker.html"),
         ),
+        ("syncs.html", include_str!("templates/syncs.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "dashboard template does not compile");
@@ -392,6 +394,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/contacts/{id}", get(people::contact))
         .route("/ui/review", get(people::review))
         .route("/ui/review/{id}", post(people::review_action))
+        .route("/ui/review/{id}/decide", post(syncs::decide))
+        .route("/ui/syncs", get(syncs::page))
         .route("/ui/privacy", get(people::privacy))
         .route("/ui/privacy/export", post(people::export))
         .route("/ui/privacy/erase", post(people::erase))

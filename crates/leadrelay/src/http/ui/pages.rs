@@ -72,6 +72,9 @@ pub(super) fn notice(code: Option<&str>) -> Option<&'static str> {
         "unmuted" => "Issue unmuted.",
         "resolved" => "Review item resolved.",
         "dismissed" => "Review item dismissed.",
+        "decided" => {
+            "Sync conflict decided: the sync writes the value to both systems in its next round."
+        }
         "erased" => "Erased: the person's data is removed; the audit log records the erasure.",
         "paused" => "Destination paused.",
         "resumed" => "Destination resumed.",

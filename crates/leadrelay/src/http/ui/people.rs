@@ -228,6 +228,15 @@ pub async fn review_action(
         Some("dismissed") => ReviewStatus::Dismissed,
         _ => return bad("Resolve or dismiss.", &me),
     };
+    match app.store.get_review_item(id).await {
+        Ok(Some(item)) => {
+            if let Some(m) = crate::sync::plain_close_refused(&item) {
+                return message(StatusCode::CONFLICT, "Not possible", &m, Some(&me));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return failed(e.into(), &me),
+    }
     let resolution = get(&f, "resolution").map(String::from);
     if resolution
         .as_ref()
