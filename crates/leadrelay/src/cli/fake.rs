@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use super::output::{errln, outln};
 use clap::{Args, ValueEnum};
-use leadrelay_fakes::{google, hubspot, lemlist, pipedrive, salesforce, slack, smartlead, twilio};
+use leadrelay_fakes::{
+    apollo, google, hubspot, lemlist, pipedrive, salesforce, salesloft, slack, smartlead, twilio,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Vendor {
@@ -18,6 +20,8 @@ pub enum Vendor {
     Google,
     Lemlist,
     Smartlead,
+    Apollo,
+    Salesloft,
 }
 
 impl Vendor {
@@ -31,6 +35,8 @@ impl Vendor {
             Vendor::Google => "127.0.0.1:8096",
             Vendor::Lemlist => "127.0.0.1:8097",
             Vendor::Smartlead => "127.0.0.1:8098",
+            Vendor::Apollo => "127.0.0.1:8099",
+            Vendor::Salesloft => "127.0.0.1:8100",
         }
     }
 }
@@ -40,7 +46,7 @@ pub struct FakeArgs {
     /// Which vendor to fake.
     #[arg(value_enum)]
     pub vendor: Vendor,
-    /// Address to listen on (default: 127.0.0.1:8091 … 8098 by vendor, the
+    /// Address to listen on (default: 127.0.0.1:8091 … 8100 by vendor, the
     /// URL `leadrelay init --fake` writes; port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
@@ -63,6 +69,8 @@ impl Vendor {
             Vendor::Google => "google",
             Vendor::Lemlist => "lemlist",
             Vendor::Smartlead => "smartlead",
+            Vendor::Apollo => "apollo",
+            Vendor::Salesloft => "salesloft",
         }
     }
 
@@ -168,6 +176,54 @@ impl Vendor {
                     "SMARTLEAD_API_KEY",
                     smartlead::SmartleadConfig::DEFAULT_API_KEY.to_string(),
                 )],
+                inspect: None,
+            },
+            Vendor::Apollo => FakeSetup {
+                destination: "apollo",
+                settings: vec![
+                    ("connector", s("apollo")),
+                    ("base_url", s(base)),
+                    ("sequence_id", s(apollo::ApolloConfig::DEFAULT_SEQUENCE)),
+                    (
+                        "email_account_id",
+                        s(apollo::ApolloConfig::DEFAULT_EMAIL_ACCOUNT),
+                    ),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![(
+                    "APOLLO_API_KEY",
+                    apollo::ApolloConfig::DEFAULT_API_KEY.to_string(),
+                )],
+                inspect: None,
+            },
+            Vendor::Salesloft => FakeSetup {
+                destination: "salesloft",
+                settings: vec![
+                    ("connector", s("salesloft")),
+                    ("base_url", s(base)),
+                    ("token_url", s(&format!("{base}/oauth/token"))),
+                    (
+                        "cadence_id",
+                        Value::from(salesloft::SalesloftConfig::DEFAULT_CADENCE as i64),
+                    ),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![
+                    (
+                        "SALESLOFT_CLIENT_ID",
+                        salesloft::SalesloftConfig::DEFAULT_CLIENT_ID.to_string(),
+                    ),
+                    (
+                        "SALESLOFT_CLIENT_SECRET",
+                        salesloft::SalesloftConfig::DEFAULT_CLIENT_SECRET.to_string(),
+                    ),
+                    (
+                        "SALESLOFT_REFRESH_TOKEN",
+                        salesloft::SalesloftConfig::DEFAULT_REFRESH_TOKEN.to_string(),
+                    ),
+                ],
                 inspect: None,
             },
             Vendor::Slack => FakeSetup {
@@ -314,6 +370,8 @@ pub async fn fake(args: FakeArgs) -> ExitCode {
         Vendor::Google => start!(google::FakeGoogle),
         Vendor::Lemlist => start!(lemlist::FakeLemlist),
         Vendor::Smartlead => start!(smartlead::FakeSmartlead),
+        Vendor::Apollo => start!(apollo::FakeApollo),
+        Vendor::Salesloft => start!(salesloft::FakeSalesloft),
     };
     let (banner, base, server) = match started {
         Ok(s) => s,

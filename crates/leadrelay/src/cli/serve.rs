@@ -102,6 +102,14 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Connectors that keep state in the store (a rotated OAuth refresh
+    // token) check with it, when the database exists.
+    let store = existing_store(&loaded.config).await;
+    if let Some(store) = &store {
+        for d in &destinations {
+            d.connector.attach_store(store.clone());
+        }
+    }
     let mut failed = false;
     for d in &destinations {
         let report = d.connector.check().await;
@@ -114,12 +122,31 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
         );
         failed |= !report.ok;
     }
+    if let Some(store) = store {
+        store.close().await;
+    }
     check_fixable(&loaded.config, destinations).await;
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The configured store when its database exists (`check` creates none).
+async fn existing_store(
+    config: &crate::config::Config,
+) -> Option<std::sync::Arc<dyn crate::store::Store>> {
+    if let Some(path) = config
+        .storage
+        .url
+        .strip_prefix("sqlite://")
+        .or_else(|| config.storage.url.strip_prefix("sqlite:"))
+        && !std::path::Path::new(path).exists()
+    {
+        return None;
+    }
+    app::open_store(config).await.ok()
 }
 
 /// Asks each destination whether the causes of its fixable dead letters

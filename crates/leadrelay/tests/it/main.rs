@@ -2,6 +2,7 @@
 //! real SQLite files, a real receiver, and the real `leadrelay` binary.
 
 mod admin;
+mod apollo;
 mod api_events;
 mod binary;
 mod connections;
@@ -14,6 +15,7 @@ mod csv;
 mod dashboard;
 mod delivery;
 mod email;
+mod enroll_support;
 mod first_run;
 mod fixable;
 mod hooks;
@@ -29,6 +31,7 @@ mod privacy;
 mod reports;
 mod request_headers;
 mod secrets;
+mod salesloft;
 mod sequences;
 mod sheets;
 mod simulate;

@@ -32,6 +32,8 @@
 //! turns it into the scheduler's [`Outcome`].
 
 
+pub mod person;
+
 use std::sync::Arc;
 use std::time::Duration;
 
