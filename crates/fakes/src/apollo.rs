@@ -62,11 +62,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 
-use crate::common::{
-    FakeServer, Faults, FixedWindow, RequestLog, guard, json_response, too_many_requests,
-};
+use crate::common::{Faults, FixedWindow, RequestLog, guard, json_response, too_many_requests};
 
 /// A sequence of the fake team.
 #[derive(Debug, Clone)]
@@ -180,7 +177,10 @@ impl ApolloState {
     }
 
     fn contacts_mut(&self) -> MutexGuard<'_, Vec<ApolloContact>> {
-        self.inner.contacts.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn faults(&self) -> &Faults {
@@ -200,7 +200,11 @@ impl ApolloState {
     pub fn sequence_emails(&self, sequence: &str) -> Vec<String> {
         self.contacts_mut()
             .iter()
-            .filter(|c| c.memberships.iter().any(|m| m.sequence == sequence && live(m)))
+            .filter(|c| {
+                c.memberships
+                    .iter()
+                    .any(|m| m.sequence == sequence && live(m))
+            })
             .map(|c| c.email.clone())
             .collect()
     }
@@ -583,7 +587,10 @@ async fn add_contact_ids(
             skipped.insert(cid.clone(), json!("contacts_without_email"));
             continue;
         }
-        if c.unsubscribed.iter().any(|u| u.eq_ignore_ascii_case(&contact.email)) {
+        if c.unsubscribed
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(&contact.email))
+        {
             skipped.insert(cid.clone(), json!("contacts_unsubscribed"));
             continue;
         }
@@ -638,7 +645,10 @@ async fn remove_or_stop(State(state): State<ApolloState>, body: String) -> Respo
         );
     };
     let known = &state.inner.config.sequences;
-    if let Some(s) = sequences.iter().find(|s| !known.iter().any(|k| &k.id == *s)) {
+    if let Some(s) = sequences
+        .iter()
+        .find(|s| !known.iter().any(|k| &k.id == *s))
+    {
         return error(StatusCode::NOT_FOUND, &format!("Sequence {s} not found"));
     }
     let mut contacts = state.contacts_mut();
@@ -679,43 +689,7 @@ pub fn router(state: ApolloState) -> Router {
         .with_state(state)
 }
 
-pub struct FakeApollo {
-    server: FakeServer,
-    state: ApolloState,
-}
-
-impl FakeApollo {
-    pub async fn start(config: ApolloConfig) -> std::io::Result<Self> {
-        Self::start_on(config, "127.0.0.1:0").await
-    }
-
-    pub async fn start_on(config: ApolloConfig, listen: &str) -> std::io::Result<Self> {
-        let state = ApolloState::new(config);
-        let server = FakeServer::start(router(state.clone()), listen).await?;
-        Ok(Self { server, state })
-    }
-
-    /// `http://127.0.0.1:PORT` (the real API is `https://api.apollo.io`;
-    /// the connector adds `/api/v1`).
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-}
-
-impl std::ops::Deref for FakeApollo {
-    type Target = ApolloState;
-    fn deref(&self) -> &ApolloState {
-        &self.state
-    }
-}
-
-pub async fn serve(listen: &str, config: ApolloConfig) -> std::io::Result<()> {
-    let state = ApolloState::new(config);
-    let listener = TcpListener::bind(listen).await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    println!("{}", state.credentials_banner(&base));
-    axum::serve(listener, router(state)).await
-}
+crate::fake_handle!(FakeApollo, ApolloState, ApolloConfig, router);
 
 #[cfg(test)]
 mod tests {
@@ -758,18 +732,33 @@ mod tests {
         .await;
         assert_eq!(r["contact"]["title"], "CTO");
         assert_eq!(fake.contacts().len(), 2);
-        let (_, r) = call(&base, key, "/contacts/search", json!({"q_keywords": "a@x.io"})).await;
+        let (_, r) = call(
+            &base,
+            key,
+            "/contacts/search",
+            json!({"q_keywords": "a@x.io"}),
+        )
+        .await;
         assert_eq!(r["pagination"]["total_entries"], 2);
 
         fake.seed(ApolloConfig::OTHER_SEQUENCE, "busy@example.com");
         let busy = fake.contacts()[2].id.clone();
         let first = fake.contacts()[0].id.clone();
-        let path = format!("/emailer_campaigns/{}/add_contact_ids", ApolloConfig::DEFAULT_SEQUENCE);
+        let path = format!(
+            "/emailer_campaigns/{}/add_contact_ids",
+            ApolloConfig::DEFAULT_SEQUENCE
+        );
         let add = |ids: Vec<String>, account: &str| {
             json!({"emailer_campaign_id": ApolloConfig::DEFAULT_SEQUENCE, "contact_ids": ids,
                 "send_email_from_email_account_id": account})
         };
-        let (s, _) = call(&base, ApolloConfig::PLAIN_API_KEY, &path, add(vec![first.clone()], ApolloConfig::DEFAULT_EMAIL_ACCOUNT)).await;
+        let (s, _) = call(
+            &base,
+            ApolloConfig::PLAIN_API_KEY,
+            &path,
+            add(vec![first.clone()], ApolloConfig::DEFAULT_EMAIL_ACCOUNT),
+        )
+        .await;
         assert_eq!(s, 403);
         let (s, _) = call(&base, key, &path, add(vec![first.clone()], "nope")).await;
         assert_eq!(s, 422);
@@ -777,12 +766,21 @@ mod tests {
             &base,
             key,
             &path,
-            add(vec![first.clone(), busy.clone()], ApolloConfig::DEFAULT_EMAIL_ACCOUNT),
+            add(
+                vec![first.clone(), busy.clone()],
+                ApolloConfig::DEFAULT_EMAIL_ACCOUNT,
+            ),
         )
         .await;
         assert_eq!(s, 200, "{r}");
-        assert_eq!(r["skipped_contact_ids"][&busy], "contacts_active_in_other_campaigns");
-        assert_eq!(fake.sequence_emails(ApolloConfig::DEFAULT_SEQUENCE), ["a@x.io"]);
+        assert_eq!(
+            r["skipped_contact_ids"][&busy],
+            "contacts_active_in_other_campaigns"
+        );
+        assert_eq!(
+            fake.sequence_emails(ApolloConfig::DEFAULT_SEQUENCE),
+            ["a@x.io"]
+        );
         let (s, _) = call(
             &base,
             key,
@@ -791,7 +789,10 @@ mod tests {
         )
         .await;
         assert_eq!(s, 200);
-        assert!(fake.sequence_emails(ApolloConfig::DEFAULT_SEQUENCE).is_empty());
+        assert!(
+            fake.sequence_emails(ApolloConfig::DEFAULT_SEQUENCE)
+                .is_empty()
+        );
     }
 
     #[tokio::test]

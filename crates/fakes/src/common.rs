@@ -46,6 +46,44 @@ impl Drop for FakeServer {
     }
 }
 
+/// A fake's handle, `$name`: its server and its state (`Deref` to the
+/// state, for tests), started on port 0 (`start`) or an address
+/// (`start_on`, for `leadrelay fake`).
+#[macro_export]
+macro_rules! fake_handle {
+    ($name:ident, $state:ty, $config:ty, $router:path) => {
+        pub struct $name {
+            server: $crate::common::FakeServer,
+            state: $state,
+        }
+
+        impl $name {
+            pub async fn start(config: $config) -> std::io::Result<Self> {
+                Self::start_on(config, "127.0.0.1:0").await
+            }
+
+            pub async fn start_on(config: $config, listen: &str) -> std::io::Result<Self> {
+                let state = <$state>::new(config);
+                let server =
+                    $crate::common::FakeServer::start($router(state.clone()), listen).await?;
+                Ok(Self { server, state })
+            }
+
+            /// `http://127.0.0.1:PORT`, without a trailing slash.
+            pub fn base_url(&self) -> String {
+                self.server.base_url()
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = $state;
+            fn deref(&self) -> &$state {
+                &self.state
+            }
+        }
+    };
+}
+
 /// A failure a test asks a fake to produce.
 #[derive(Debug, Clone)]
 pub enum Fault {

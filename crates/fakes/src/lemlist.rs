@@ -212,7 +212,10 @@ async fn observe(State(state): State<LemlistState>, req: Request, next: Next) ->
             .map_err(|why| error(StatusCode::UNAUTHORIZED, why))?;
         let limit = ("x-ratelimit-limit", inner.window.limit().to_string());
         match inner.window.hit() {
-            Ok(remaining) => Ok(vec![limit, ("x-ratelimit-remaining", remaining.to_string())]),
+            Ok(remaining) => Ok(vec![
+                limit,
+                ("x-ratelimit-remaining", remaining.to_string()),
+            ]),
             Err(wait) => {
                 let secs = wait_secs(wait);
                 let reset = chrono::Utc::now() + chrono::Duration::seconds(secs as i64);

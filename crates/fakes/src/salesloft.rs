@@ -54,11 +54,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 
 use crate::common::{
-    FakeServer, Faults, FixedWindow, RequestLog, guard, json_response, too_many_requests,
-    wait_secs,
+    Faults, FixedWindow, RequestLog, guard, json_response, too_many_requests, wait_secs,
 };
 
 #[derive(Debug, Clone)]
@@ -338,7 +336,11 @@ async fn observe(State(state): State<SalesloftState>, req: Request, next: Next) 
         match inner.budget.take(1) {
             Ok(used) => {
                 let left = inner.budget.limit().saturating_sub(used);
-                Ok(vec![limit, cost, ("x-ratelimit-remaining-minute", left.to_string())])
+                Ok(vec![
+                    limit,
+                    cost,
+                    ("x-ratelimit-remaining-minute", left.to_string()),
+                ])
             }
             Err(wait) => Err(too_many_requests(
                 &json!({"error": "Rate limit exceeded: 600 cost per minute"}),
@@ -518,7 +520,11 @@ async fn create_person(State(state): State<SalesloftState>, body: String) -> Res
 
 async fn delete_person(State(state): State<SalesloftState>, Path(id): Path<String>) -> Response {
     let mut d = state.data();
-    let Some(id) = id.parse::<u64>().ok().filter(|id| d.people.iter().any(|p| p.id == *id)) else {
+    let Some(id) = id
+        .parse::<u64>()
+        .ok()
+        .filter(|id| d.people.iter().any(|p| p.id == *id))
+    else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
     d.people.retain(|p| p.id != id);
@@ -532,9 +538,18 @@ async fn add_membership(
 ) -> Response {
     let num = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
     let (Some(person), Some(cadence)) = (num("person_id"), num("cadence_id")) else {
-        return errors("base", "person_id and cadence_id are required query parameters");
+        return errors(
+            "base",
+            "person_id and cadence_id are required query parameters",
+        );
     };
-    if !state.inner.config.cadences.iter().any(|(c, _)| *c == cadence) {
+    if !state
+        .inner
+        .config
+        .cadences
+        .iter()
+        .any(|(c, _)| *c == cadence)
+    {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     let mut d = state.data();
@@ -544,8 +559,7 @@ async fn add_membership(
     if p.fields.get("do_not_contact") == Some(&json!(true)) {
         return errors("person", "is marked as do not contact");
     }
-    if d
-        .memberships
+    if d.memberships
         .iter()
         .any(|m| m.person_id == person && m.cadence_id == cadence && m.on_cadence())
     {
@@ -622,47 +636,15 @@ pub fn router(state: SalesloftState) -> Router {
         .with_state(state)
 }
 
-pub struct FakeSalesloft {
-    server: FakeServer,
-    state: SalesloftState,
-}
+crate::fake_handle!(FakeSalesloft, SalesloftState, SalesloftConfig, router);
 
 impl FakeSalesloft {
-    pub async fn start(config: SalesloftConfig) -> std::io::Result<Self> {
-        Self::start_on(config, "127.0.0.1:0").await
-    }
-
-    pub async fn start_on(config: SalesloftConfig, listen: &str) -> std::io::Result<Self> {
-        let state = SalesloftState::new(config);
-        let server = FakeServer::start(router(state.clone()), listen).await?;
-        Ok(Self { server, state })
-    }
-
-    /// `http://127.0.0.1:PORT`: the API (`/v2/…`) and the token endpoint
-    /// (`/oauth/token`; the real ones are `https://api.salesloft.com` and
-    /// `https://accounts.salesloft.com/oauth/token`).
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
+    /// The token endpoint (the real one is
+    /// `https://accounts.salesloft.com/oauth/token`; the API's base is
+    /// [`Self::base_url`], the real one `https://api.salesloft.com`).
     pub fn token_url(&self) -> String {
-        format!("{}/oauth/token", self.server.base_url())
+        format!("{}/oauth/token", self.base_url())
     }
-}
-
-impl std::ops::Deref for FakeSalesloft {
-    type Target = SalesloftState;
-    fn deref(&self) -> &SalesloftState {
-        &self.state
-    }
-}
-
-pub async fn serve(listen: &str, config: SalesloftConfig) -> std::io::Result<()> {
-    let state = SalesloftState::new(config);
-    let listener = TcpListener::bind(listen).await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    println!("{}", state.credentials_banner(&base));
-    axum::serve(listener, router(state)).await
 }
 
 #[cfg(test)]
@@ -691,7 +673,9 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_tokens_rotate_and_people_are_unique() {
-        let fake = FakeSalesloft::start(SalesloftConfig::default()).await.unwrap();
+        let fake = FakeSalesloft::start(SalesloftConfig::default())
+            .await
+            .unwrap();
         let base = fake.base_url();
         let (s, t) = refresh(&base, SalesloftConfig::DEFAULT_REFRESH_TOKEN).await;
         assert_eq!(s, 200);
@@ -706,7 +690,13 @@ mod tests {
                 .json(&body)
                 .send()
         };
-        assert_eq!(post(json!({"email_address": "a@x.io"})).await.unwrap().status(), 200);
+        assert_eq!(
+            post(json!({"email_address": "a@x.io"}))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         let dup = post(json!({"email_address": "A@x.io"})).await.unwrap();
         assert_eq!(dup.status(), 422);
         let body: Value = dup.json().await.unwrap();
@@ -714,7 +704,12 @@ mod tests {
         fake.expire_tokens();
         let r = post(json!({"email_address": "b@x.io"})).await.unwrap();
         assert_eq!(r.status(), 401);
-        assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
     }
 
     #[tokio::test]

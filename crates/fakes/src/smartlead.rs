@@ -242,8 +242,12 @@ fn throttled(window: &RollingWindow, wait: Duration) -> Response {
 
 async fn observe(State(state): State<SmartleadState>, req: Request, next: Next) -> Response {
     let inner = &state.inner;
-    guard(&inner.faults, &inner.requests, req, next, |req| {
-        match query_param(req.uri().query(), "api_key") {
+    guard(
+        &inner.faults,
+        &inner.requests,
+        req,
+        next,
+        |req| match query_param(req.uri().query(), "api_key") {
             None => Err(error(StatusCode::UNAUTHORIZED, "api_key is required")),
             Some(k) if k != inner.config.api_key => {
                 Err(error(StatusCode::UNAUTHORIZED, "Invalid API key"))
@@ -260,8 +264,8 @@ async fn observe(State(state): State<SmartleadState>, req: Request, next: Next) 
                     ("x-ratelimit-remaining", remaining.to_string()),
                 ]),
             },
-        }
-    })
+        },
+    )
     .await
 }
 

@@ -137,16 +137,22 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
 async fn existing_store(
     config: &crate::config::Config,
 ) -> Option<std::sync::Arc<dyn crate::store::Store>> {
-    if let Some(path) = config
-        .storage
-        .url
-        .strip_prefix("sqlite://")
-        .or_else(|| config.storage.url.strip_prefix("sqlite:"))
-        && !std::path::Path::new(path).exists()
-    {
+    if !database_exists(config) {
         return None;
     }
     app::open_store(config).await.ok()
+}
+
+/// False for a SQLite file that is not there (PostgreSQL: assumed).
+fn database_exists(config: &crate::config::Config) -> bool {
+    let url = &config.storage.url;
+    match url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Some(path) => std::path::Path::new(path).exists(),
+        None => true,
+    }
 }
 
 /// Asks each destination whether the causes of its fixable dead letters
@@ -157,13 +163,7 @@ async fn check_fixable(config: &crate::config::Config, destinations: Vec<deliver
     if !settings.enabled {
         return;
     }
-    if let Some(path) = config
-        .storage
-        .url
-        .strip_prefix("sqlite://")
-        .or_else(|| config.storage.url.strip_prefix("sqlite:"))
-        && !std::path::Path::new(path).exists()
-    {
+    if !database_exists(config) {
         return;
     }
     let store = match app::open_store(config).await {

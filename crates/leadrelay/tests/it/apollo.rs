@@ -61,7 +61,11 @@ async fn five_hundred_leads_for_a_hundred_people_make_a_hundred_contacts() {
     emails.dedup();
     assert_eq!(emails.len(), 100);
     assert_eq!(apollo.memberships(SEQ), 100, "one membership per person");
-    assert_eq!(apollo.contacts().len(), 101, "one contact per person, plus the seeded one");
+    assert_eq!(
+        apollo.contacts().len(),
+        101,
+        "one contact per person, plus the seeded one"
+    );
     let c = apollo
         .contacts()
         .into_iter()
@@ -97,7 +101,11 @@ async fn a_lost_create_answer_makes_no_second_contact() {
     assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
     let attempts = app.store.attempts(d.id).await.unwrap();
     assert!(attempts.len() >= 2, "{attempts:?}");
-    assert_eq!(attempts[0].error_class.as_deref(), Some("timeout"), "{attempts:?}");
+    assert_eq!(
+        attempts[0].error_class.as_deref(),
+        Some("timeout"),
+        "{attempts:?}"
+    );
     assert_eq!(apollo.contacts().len(), 1, "no duplicate contact");
     assert_eq!(apollo.sequence_emails(SEQ), ["lost@example.com"]);
 }
@@ -105,10 +113,19 @@ async fn a_lost_create_answer_makes_no_second_contact() {
 #[tokio::test]
 async fn an_unsubscribed_person_is_never_enrolled_and_the_overflow_drains() {
     let apollo = FakeApollo::start(fast_fake()).await.unwrap();
-    let app = app(&apollo, "[destinations.outbound.enrollment]\nadd_limit = \"3/2s\"").await;
+    let app = app(
+        &apollo,
+        "[destinations.outbound.enrollment]\nadd_limit = \"3/2s\"",
+    )
+    .await;
     assert_suppressed(&app, "sue@example.com").await;
     assert_overflow_drains(&app).await;
-    assert!(apollo.contacts().iter().all(|c| c.email != "sue@example.com"));
+    assert!(
+        apollo
+            .contacts()
+            .iter()
+            .all(|c| c.email != "sue@example.com")
+    );
     assert_eq!(apollo.sequence_emails(SEQ).len(), 7);
 }
 
@@ -117,7 +134,11 @@ async fn move_stops_the_other_sequence_and_queue_waits_for_it() {
     let apollo = FakeApollo::start(fast_fake()).await.unwrap();
     apollo.seed(OTHER, "mover@example.com");
     apollo.seed(OTHER, "waiter@example.com");
-    let mover = app(&apollo, "[destinations.outbound.enrollment]\nalready_enrolled = \"move\"").await;
+    let mover = app(
+        &apollo,
+        "[destinations.outbound.enrollment]\nalready_enrolled = \"move\"",
+    )
+    .await;
     let id = lead(&mover, "mover@example.com").await;
     let d = settled(&mover, id, "outbound").await;
     assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
@@ -130,12 +151,24 @@ async fn move_stops_the_other_sequence_and_queue_waits_for_it() {
     )
     .await;
     let id = lead(&queue, "waiter@example.com").await;
-    crate::support::eventually("the delivery waits in the overflow queue", Duration::from_secs(20), || async {
-        let d = queue.store.deliveries_for_event(id).await.ok()?.into_iter().find(|d| d.destination == "outbound")?;
-        (d.state == DeliveryState::Scheduled
-            && d.last_error.as_deref().is_some_and(|e| e.starts_with("overflow: ") && e.contains("another sequence")))
-        .then_some(())
-    })
+    crate::support::eventually(
+        "the delivery waits in the overflow queue",
+        Duration::from_secs(20),
+        || async {
+            let d = queue
+                .store
+                .deliveries_for_event(id)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|d| d.destination == "outbound")?;
+            (d.state == DeliveryState::Scheduled
+                && d.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("overflow: ") && e.contains("another sequence")))
+            .then_some(())
+        },
+    )
     .await;
     apollo.finish(OTHER, "waiter@example.com");
     let d = settled(&queue, id, "outbound").await;
@@ -179,7 +212,10 @@ async fn a_booked_meeting_takes_them_out_of_every_sequence_once() {
     let app = app(&apollo, "").await;
     for who in ["ana@example.com", "keep@example.com"] {
         let id = lead(&app, who).await;
-        assert_eq!(settled(&app, id, "outbound").await.state, DeliveryState::Delivered);
+        assert_eq!(
+            settled(&app, id, "outbound").await.state,
+            DeliveryState::Delivered
+        );
     }
     apollo.seed(OTHER, "ana@example.com");
     // Twice: the second exit finds nothing to do and is done as well.

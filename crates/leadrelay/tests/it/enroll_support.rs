@@ -112,7 +112,14 @@ pub async fn assert_suppressed(app: &TestApp, who: &str) {
     assert_eq!(d.state, DeliveryState::Skipped);
     let reason = d.reason.unwrap_or_default();
     assert!(reason.starts_with("suppressed: the person"), "{reason}");
-    assert!(app.store.attempts(d.id).await.unwrap().iter().all(|a| a.status.is_none()));
+    assert!(
+        app.store
+            .attempts(d.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.status.is_none())
+    );
 }
 
 /// Seven people under `add_limit = "3/2s"`: all enrolled, some after

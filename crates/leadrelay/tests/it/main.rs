@@ -2,8 +2,8 @@
 //! real SQLite files, a real receiver, and the real `leadrelay` binary.
 
 mod admin;
-mod apollo;
 mod api_events;
+mod apollo;
 mod binary;
 mod connections;
 mod contacts;
@@ -30,8 +30,8 @@ mod poison;
 mod privacy;
 mod reports;
 mod request_headers;
-mod secrets;
 mod salesloft;
+mod secrets;
 mod sequences;
 mod sheets;
 mod simulate;

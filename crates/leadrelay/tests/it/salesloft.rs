@@ -12,8 +12,8 @@ use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::salesloft::{FakeSalesloft, SalesloftConfig};
 
 use crate::enroll_support::{
-    assert_all, assert_overflow_drains, assert_suppressed, book_meeting,
-    builder as enroll_builder, five_hundred_leads, lead, statuses,
+    assert_all, assert_overflow_drains, assert_suppressed, book_meeting, builder as enroll_builder,
+    five_hundred_leads, lead, statuses,
 };
 use crate::notify_support::settled;
 use crate::support::{Builder, TestApp};
@@ -42,8 +42,14 @@ rate_limit = "200/1s"
         &destination,
         &[
             ("SALESLOFT_CLIENT_ID", SalesloftConfig::DEFAULT_CLIENT_ID),
-            ("SALESLOFT_CLIENT_SECRET", SalesloftConfig::DEFAULT_CLIENT_SECRET),
-            ("SALESLOFT_REFRESH_TOKEN", SalesloftConfig::DEFAULT_REFRESH_TOKEN),
+            (
+                "SALESLOFT_CLIENT_SECRET",
+                SalesloftConfig::DEFAULT_CLIENT_SECRET,
+            ),
+            (
+                "SALESLOFT_REFRESH_TOKEN",
+                SalesloftConfig::DEFAULT_REFRESH_TOKEN,
+            ),
         ],
     )
 }
@@ -62,7 +68,11 @@ async fn five_hundred_leads_for_a_hundred_people_make_a_hundred_memberships() {
     let app = app(&salesloft, "").await;
     let events = five_hundred_leads(&app).await;
     assert_all(&app, &events, DeliveryState::Delivered).await;
-    assert_eq!(salesloft.people().len(), 101, "one person each, plus the seeded one");
+    assert_eq!(
+        salesloft.people().len(),
+        101,
+        "one person each, plus the seeded one"
+    );
     let on: Vec<_> = salesloft
         .memberships()
         .into_iter()
@@ -94,10 +104,16 @@ async fn tokens_are_refreshed_kept_and_a_revoked_grant_dead_letters() {
     let salesloft = FakeSalesloft::start(fast_fake()).await.unwrap();
     let app = app(&salesloft, "").await;
     let id = lead(&app, "first@example.com").await;
-    assert_eq!(settled(&app, id, "outbound").await.state, DeliveryState::Delivered);
+    assert_eq!(
+        settled(&app, id, "outbound").await.state,
+        DeliveryState::Delivered
+    );
     salesloft.expire_tokens();
     let id = lead(&app, "second@example.com").await;
-    assert_eq!(settled(&app, id, "outbound").await.state, DeliveryState::Delivered);
+    assert_eq!(
+        settled(&app, id, "outbound").await.state,
+        DeliveryState::Delivered
+    );
     assert_eq!(salesloft.refreshes(), 2);
     let stored = app
         .store
@@ -120,7 +136,10 @@ async fn tokens_are_refreshed_kept_and_a_revoked_grant_dead_letters() {
     let app = builder(&salesloft, "").resume(stopped).start().await;
     salesloft.expire_tokens();
     let id = lead(&app, "third@example.com").await;
-    assert_eq!(settled(&app, id, "outbound").await.state, DeliveryState::Delivered);
+    assert_eq!(
+        settled(&app, id, "outbound").await.state,
+        DeliveryState::Delivered
+    );
     assert_eq!(salesloft.refreshes(), 3);
 
     salesloft.revoke();
@@ -130,7 +149,11 @@ async fn tokens_are_refreshed_kept_and_a_revoked_grant_dead_letters() {
     let reason = d.reason.unwrap_or_default();
     assert!(reason.contains("refused the refresh token"), "{reason}");
     assert!(reason.contains("invalid_grant"), "{reason}");
-    assert!(!salesloft.cadence_emails(CADENCE).contains(&"fourth@example.com".to_string()));
+    assert!(
+        !salesloft
+            .cadence_emails(CADENCE)
+            .contains(&"fourth@example.com".to_string())
+    );
 }
 
 /// The create is made but its answer lost: the retry's create gets 422
@@ -154,10 +177,19 @@ async fn a_lost_create_answer_makes_no_second_person() {
 #[tokio::test]
 async fn an_unsubscribed_person_is_never_enrolled_and_the_overflow_drains() {
     let salesloft = FakeSalesloft::start(fast_fake()).await.unwrap();
-    let app = app(&salesloft, "[destinations.outbound.enrollment]\nadd_limit = \"3/2s\"").await;
+    let app = app(
+        &salesloft,
+        "[destinations.outbound.enrollment]\nadd_limit = \"3/2s\"",
+    )
+    .await;
     assert_suppressed(&app, "sue@example.com").await;
     assert_overflow_drains(&app).await;
-    assert!(salesloft.people().iter().all(|p| p.email != "sue@example.com"));
+    assert!(
+        salesloft
+            .people()
+            .iter()
+            .all(|p| p.email != "sue@example.com")
+    );
     assert_eq!(salesloft.cadence_emails(CADENCE).len(), 7);
 }
 
@@ -165,7 +197,11 @@ async fn an_unsubscribed_person_is_never_enrolled_and_the_overflow_drains() {
 async fn move_deletes_the_other_membership_and_a_429_is_honoured() {
     let salesloft = FakeSalesloft::start(fast_fake()).await.unwrap();
     salesloft.seed(OTHER, "mover@example.com");
-    let app = app(&salesloft, "[destinations.outbound.enrollment]\nalready_enrolled = \"move\"").await;
+    let app = app(
+        &salesloft,
+        "[destinations.outbound.enrollment]\nalready_enrolled = \"move\"",
+    )
+    .await;
     let id = lead(&app, "mover@example.com").await;
     let d = settled(&app, id, "outbound").await;
     assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
@@ -195,7 +231,10 @@ async fn a_booked_meeting_takes_them_off_every_cadence_once() {
     let app = app(&salesloft, "").await;
     for who in ["ana@example.com", "keep@example.com"] {
         let id = lead(&app, who).await;
-        assert_eq!(settled(&app, id, "outbound").await.state, DeliveryState::Delivered);
+        assert_eq!(
+            settled(&app, id, "outbound").await.state,
+            DeliveryState::Delivered
+        );
     }
     book_meeting(&app, "ana@example.com").await;
     book_meeting(&app, "ana@example.com").await;

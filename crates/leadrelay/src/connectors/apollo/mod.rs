@@ -49,7 +49,7 @@ use serde_json::{Map, Value, json};
 
 use super::crm;
 use super::enroll::person::{self, Membership, Person, PersonTool};
-use super::enroll::{self, Verdict, Work};
+use super::enroll::{self, Verdict};
 use super::http::{self as shared, HttpResponse};
 use super::{
     AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
@@ -249,7 +249,11 @@ fn classify(resp: &HttpResponse) -> Outcome {
 /// A contact of an Apollo answer.
 fn person_of(v: &Value) -> Option<(String, Person)> {
     let id = v["id"].as_str().filter(|id| is_apollo_id(id))?.to_string();
-    let email = v["email"].as_str().unwrap_or_default().trim().to_lowercase();
+    let email = v["email"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase();
     let memberships = v["contact_campaign_statuses"]
         .as_array()
         .map(|a| {
@@ -290,11 +294,9 @@ fn add_verdict(body: &str, contact: &str, sequence: &str) -> Verdict {
             r if r.contains("other_campaign") => Verdict::ActiveElsewhere {
                 sequence: "another Apollo sequence".into(),
             },
-            r if r.contains("unsubscribed") || r.contains("bounced") => {
-                Verdict::VendorSuppressed {
-                    message: format!("Apollo skipped the contact ({r})"),
-                }
-            }
+            r if r.contains("unsubscribed") || r.contains("bounced") => Verdict::VendorSuppressed {
+                message: format!("Apollo skipped the contact ({r})"),
+            },
             r => Verdict::Failed(Outcome::permanent(
                 ErrorClass::Vendor,
                 format!("Apollo skipped the contact: {r}"),
@@ -320,7 +322,12 @@ fn add_verdict(body: &str, contact: &str, sequence: &str) -> Verdict {
 }
 
 impl Apollo {
-    async fn post(&self, path: &str, body: &Value, report: &mut AttemptReport) -> Result<HttpResponse, Outcome> {
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        report: &mut AttemptReport,
+    ) -> Result<HttpResponse, Outcome> {
         let url = format!("{}/api/v1{path}", self.base);
         let req = self
             .client
@@ -350,9 +357,13 @@ impl Apollo {
             "contact_ids": contacts,
             "mode": mode.as_str(),
         });
-        self.post("/emailer_campaigns/remove_or_stop_contact_ids", &body, report)
-            .await
-            .map(|_| ())
+        self.post(
+            "/emailer_campaigns/remove_or_stop_contact_ids",
+            &body,
+            report,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
@@ -368,7 +379,12 @@ impl Apollo {
             }
             let mut report = AttemptReport::default();
             let outcome = match self
-                .stop(vec![sequence.clone()], vec![t.id.clone()], ExitMode::Remove, &mut report)
+                .stop(
+                    vec![sequence.clone()],
+                    vec![t.id.clone()],
+                    ExitMode::Remove,
+                    &mut report,
+                )
                 .await
             {
                 Err(o) => o,
@@ -381,7 +397,13 @@ impl Apollo {
                     ),
                 ),
             };
-            (crm::Deleted::Refused { status: None, outcome }, report)
+            (
+                crm::Deleted::Refused {
+                    status: None,
+                    outcome,
+                },
+                report,
+            )
         })
         .await
     }
@@ -406,7 +428,10 @@ impl PersonTool for Apollo {
             .mapping
             .apply("contact", &mapping::context(job))
             .map_err(|e| e.to_string())?;
-        if let Some(k) = fields.keys().find(|k| !CONTACT_FIELDS.contains(&k.as_str())) {
+        if let Some(k) = fields
+            .keys()
+            .find(|k| !CONTACT_FIELDS.contains(&k.as_str()))
+        {
             return Err(format!(
                 "mapping contact.{k}: not an Apollo contact field (allowed: {})",
                 CONTACT_FIELDS.join(", ")
@@ -429,7 +454,9 @@ impl PersonTool for Apollo {
     ) -> Result<Person, Outcome> {
         fields.insert("email".into(), json!(email));
         fields.insert("run_dedupe".into(), json!(true));
-        let resp = self.post("/contacts", &Value::Object(fields), report).await?;
+        let resp = self
+            .post("/contacts", &Value::Object(fields), report)
+            .await?;
         let v: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
         person_of(&v["contact"]).map(|(_, p)| p).ok_or_else(|| {
             Outcome::retry(
@@ -467,15 +494,7 @@ impl PersonTool for Apollo {
 #[async_trait]
 impl Connector for Apollo {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            out.push(match self.policy.work(job) {
-                Work::Erase(targets) => self.erase(targets).await,
-                Work::Exit => person::exit(self, job).await,
-                Work::Enroll => person::enroll(self, &self.policy, job).await,
-            });
-        }
-        out
+        person::deliver(self, &self.policy, jobs, |t| self.erase(t)).await
     }
 
     fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
@@ -503,7 +522,10 @@ impl Connector for Apollo {
             .get(&url)
             .header("x-api-key", &self.api_key)
             .build();
-        match enroll::send(&self.client, req, &url, self.allow_private).await.0 {
+        match enroll::send(&self.client, req, &url, self.allow_private)
+            .await
+            .0
+        {
             Ok(r) if r.status == 200 => {
                 let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
                 if v["is_logged_in"] == json!(false) {
@@ -516,12 +538,21 @@ impl Connector for Apollo {
         // The sequence exists (and the key is a master key: 403 otherwise).
         for page in 1..=10 {
             let body = json!({"page": page, "per_page": 100});
-            match self.post("/emailer_campaigns/search", &body, &mut report).await {
+            match self
+                .post("/emailer_campaigns/search", &body, &mut report)
+                .await
+            {
                 Err(o) => return CheckReport::failed(crm::outcome_text(&o)),
                 Ok(resp) => {
                     let v: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
-                    let list = v["emailer_campaigns"].as_array().cloned().unwrap_or_default();
-                    if list.iter().any(|s| s["id"].as_str() == Some(&self.sequence_id)) {
+                    let list = v["emailer_campaigns"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    if list
+                        .iter()
+                        .any(|s| s["id"].as_str() == Some(&self.sequence_id))
+                    {
                         return CheckReport::ok(format!(
                             "Apollo accepted the master API key; sequence {} exists",
                             self.sequence_id
@@ -559,15 +590,35 @@ mod tests {
 
     #[test]
     fn a_429_waits_for_the_exhausted_window() {
-        let minute = resp(429, &[("x-minute-requests-left", "0"), ("x-hourly-requests-left", "40")], "{}");
-        assert!(matches!(classify(&minute), Outcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(60)));
+        let minute = resp(
+            429,
+            &[
+                ("x-minute-requests-left", "0"),
+                ("x-hourly-requests-left", "40"),
+            ],
+            "{}",
+        );
+        assert!(
+            matches!(classify(&minute), Outcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(60))
+        );
         let day = resp(429, &[("x-daily-requests-left", "0")], "{}");
-        assert!(matches!(classify(&day), Outcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(3600)));
-        let told = resp(429, &[("retry-after", "7"), ("x-daily-requests-left", "0")], "{}");
-        assert!(matches!(classify(&told), Outcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
+        assert!(
+            matches!(classify(&day), Outcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(3600))
+        );
+        let told = resp(
+            429,
+            &[("retry-after", "7"), ("x-daily-requests-left", "0")],
+            "{}",
+        );
+        assert!(
+            matches!(classify(&told), Outcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(7))
+        );
         assert!(matches!(
             classify(&resp(403, &[], "{}")),
-            Outcome::Permanent { class: ErrorClass::Auth, .. }
+            Outcome::Permanent {
+                class: ErrorClass::Auth,
+                ..
+            }
         ));
     }
 
@@ -589,13 +640,31 @@ mod tests {
     fn skipped_contacts_are_read_by_reason() {
         let c = "66e34b810000000000000001";
         let seq = "66e9e215ece19801b219997f";
-        let skipped = |r: &str| format!(r#"{{"contacts": [], "skipped_contact_ids": {{"{c}": "{r}"}}}}"#);
-        assert!(matches!(add_verdict(&skipped("contacts_active_in_other_campaigns"), c, seq), Verdict::ActiveElsewhere { .. }));
-        assert!(matches!(add_verdict(&skipped("contacts_unsubscribed"), c, seq), Verdict::VendorSuppressed { .. }));
-        assert!(matches!(add_verdict(&skipped("contacts_without_email"), c, seq), Verdict::Failed(Outcome::Permanent { .. })));
-        let added = format!(r#"{{"contacts": [{{"id": "{c}", "contact_campaign_statuses": [{{"emailer_campaign_id": "{seq}", "status": "active"}}]}}]}}"#);
-        assert!(matches!(add_verdict(&added, c, seq), Verdict::Enrolled { .. }));
-        assert!(matches!(add_verdict("{}", c, seq), Verdict::Failed(Outcome::Retry { .. })));
+        let skipped =
+            |r: &str| format!(r#"{{"contacts": [], "skipped_contact_ids": {{"{c}": "{r}"}}}}"#);
+        assert!(matches!(
+            add_verdict(&skipped("contacts_active_in_other_campaigns"), c, seq),
+            Verdict::ActiveElsewhere { .. }
+        ));
+        assert!(matches!(
+            add_verdict(&skipped("contacts_unsubscribed"), c, seq),
+            Verdict::VendorSuppressed { .. }
+        ));
+        assert!(matches!(
+            add_verdict(&skipped("contacts_without_email"), c, seq),
+            Verdict::Failed(Outcome::Permanent { .. })
+        ));
+        let added = format!(
+            r#"{{"contacts": [{{"id": "{c}", "contact_campaign_statuses": [{{"emailer_campaign_id": "{seq}", "status": "active"}}]}}]}}"#
+        );
+        assert!(matches!(
+            add_verdict(&added, c, seq),
+            Verdict::Enrolled { .. }
+        ));
+        assert!(matches!(
+            add_verdict("{}", c, seq),
+            Verdict::Failed(Outcome::Retry { .. })
+        ));
     }
 
     #[test]
@@ -618,6 +687,9 @@ mod tests {
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert!(paths.contains(&"api_key_env"), "{paths:?}");
         assert!(paths.contains(&"sequence_id"), "{paths:?}");
-        assert!(!paths.contains(&"enrollment.already_enrolled"), "Apollo can move: {paths:?}");
+        assert!(
+            !paths.contains(&"enrollment.already_enrolled"),
+            "Apollo can move: {paths:?}"
+        );
     }
 }

@@ -31,7 +31,6 @@
 //! Connectors classify the vendor's answer into a [`Verdict`]; [`Policy::outcome`]
 //! turns it into the scheduler's [`Outcome`].
 
-
 pub mod person;
 
 use std::sync::Arc;

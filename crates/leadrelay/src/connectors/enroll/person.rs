@@ -160,6 +160,29 @@ pub async fn enroll(tool: &dyn PersonTool, policy: &Policy, job: &DeliveryJob) -
     result(policy.outcome(verdict, now), report)
 }
 
+/// A person tool's `deliver`: each job is a privacy erase (`erase`), an
+/// exit or an enrollment.
+pub async fn deliver<E, F>(
+    tool: &dyn PersonTool,
+    policy: &Policy,
+    jobs: &[DeliveryJob],
+    erase: E,
+) -> Vec<JobResult>
+where
+    E: Fn(Result<Vec<crate::connectors::crm::EraseTarget>, String>) -> F,
+    F: std::future::Future<Output = JobResult>,
+{
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        out.push(match policy.work(job) {
+            super::Work::Erase(targets) => erase(targets).await,
+            super::Work::Exit => exit(tool, job).await,
+            super::Work::Enroll => enroll(tool, policy, job).await,
+        });
+    }
+    out
+}
+
 /// `exit_sequences`: every record of the person leaves every live
 /// sequence of the tool; nobody, or nothing live, is done as well.
 pub async fn exit(tool: &dyn PersonTool, job: &DeliveryJob) -> JobResult {

@@ -197,7 +197,10 @@ impl OAuth {
                 Err(Refusal::Other(o)) => return Err(o),
             }
         }
-        Err(Outcome::retry(ErrorClass::Auth, "Salesloft login did not finish"))
+        Err(Outcome::retry(
+            ErrorClass::Auth,
+            "Salesloft login did not finish",
+        ))
     }
 
     async fn call(&self, refresh_token: &str) -> Result<(Access, Option<String>), Refusal> {

@@ -43,7 +43,7 @@ use serde_json::{Map, Value, json};
 
 use super::crm;
 use super::enroll::person::{self, Membership, Person, PersonTool};
-use super::enroll::{self, Verdict, Work};
+use super::enroll::{self, Verdict};
 use super::http::{self as shared, HttpResponse};
 use super::{
     AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
@@ -140,19 +140,22 @@ struct Salesloft {
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let s: Settings = parse_settings(ctx.settings)?;
     let mut problems = Vec::new();
-    let mut secret = |setting: &str, var: &str| {
-        ctx.secret(setting, var)
-            .map_err(|p| problems.push(p))
-            .ok()
-    };
+    let mut secret =
+        |setting: &str, var: &str| ctx.secret(setting, var).map_err(|p| problems.push(p)).ok();
     let client_id = secret("client_id_env", &s.client_id_env);
     let client_secret = secret("client_secret_env", &s.client_secret_env);
     let refresh = secret("refresh_token_env", &s.refresh_token_env);
     if s.cadence_id == 0 {
-        problems.push(Problem::error("cadence_id", "a Salesloft cadence id (a positive number)"));
+        problems.push(Problem::error(
+            "cadence_id",
+            "a Salesloft cadence id (a positive number)",
+        ));
     }
     if s.user_id == Some(0) {
-        problems.push(Problem::error("user_id", "a Salesloft user id (a positive number)"));
+        problems.push(Problem::error(
+            "user_id",
+            "a Salesloft user id (a positive number)",
+        ));
     }
     let base = crm::base_url(s.base_url.as_deref(), DEFAULT_BASE_URL)
         .map_err(|p| problems.push(p))
@@ -240,8 +243,7 @@ fn classify(resp: &HttpResponse) -> Outcome {
     match resp.status {
         429 => Outcome::Throttled {
             message: format!("Salesloft: HTTP 429: {}", excerpt()),
-            retry_after: shared::parse_retry_after(&resp.headers)
-                .or(Some(Duration::from_secs(60))),
+            retry_after: shared::parse_retry_after(&resp.headers).or(Some(Duration::from_secs(60))),
         },
         404 => Outcome::permanent(
             ErrorClass::Http4xx,
@@ -265,7 +267,10 @@ fn errors_text(body: &str) -> String {
         .iter()
         .flat_map(|(field, msgs)| {
             let msgs: Vec<String> = match msgs {
-                Value::Array(a) => a.iter().filter_map(|m| m.as_str().map(String::from)).collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|m| m.as_str().map(String::from))
+                    .collect(),
                 Value::String(s) => vec![s.clone()],
                 _ => Vec::new(),
             };
@@ -343,11 +348,15 @@ impl Salesloft {
         let url = format!("{}{path_and_query}", self.base);
         let mut token = self.auth.token().await?;
         for attempt in 0..2 {
-            let mut req = self.client.request(method.clone(), &url).bearer_auth(&token);
+            let mut req = self
+                .client
+                .request(method.clone(), &url)
+                .bearer_auth(&token);
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let (result, r) = enroll::send(&self.client, req.build(), &url, self.allow_private).await;
+            let (result, r) =
+                enroll::send(&self.client, req.build(), &url, self.allow_private).await;
             *report = r;
             let resp = result?;
             if attempt == 0 && invalid_token(&resp) {
@@ -379,8 +388,14 @@ impl Salesloft {
         enroll::answered(result, classify)
     }
 
-    async fn memberships(&self, person: &str, report: &mut AttemptReport) -> Result<Vec<Membership>, Outcome> {
-        let q = format!("/v2/cadence_memberships?person_id={person}&currently_on_cadence=true&per_page=100");
+    async fn memberships(
+        &self,
+        person: &str,
+        report: &mut AttemptReport,
+    ) -> Result<Vec<Membership>, Outcome> {
+        let q = format!(
+            "/v2/cadence_memberships?person_id={person}&currently_on_cadence=true&per_page=100"
+        );
         let Some(resp) = self.ok(reqwest::Method::GET, &q, None, report).await? else {
             return Ok(Vec::new());
         };
@@ -407,7 +422,10 @@ impl Salesloft {
             }
             let mut report = AttemptReport::default();
             let path = format!("/v2/people/{}", t.id);
-            let deleted = match self.ok(reqwest::Method::DELETE, &path, None, &mut report).await {
+            let deleted = match self
+                .ok(reqwest::Method::DELETE, &path, None, &mut report)
+                .await
+            {
                 Ok(_) => crm::Deleted::Done,
                 Err(outcome) => crm::Deleted::Refused {
                     status: report.status,
@@ -478,7 +496,12 @@ impl PersonTool for Salesloft {
     ) -> Result<Person, Outcome> {
         fields.insert("email_address".into(), json!(email));
         let resp = self
-            .call(reqwest::Method::POST, "/v2/people", Some(&Value::Object(fields)), report)
+            .call(
+                reqwest::Method::POST,
+                "/v2/people",
+                Some(&Value::Object(fields)),
+                report,
+            )
             .await?;
         if resp.status == 422 && errors_text(&resp.body).contains("already been taken") {
             // Made by a lost answer or a race: find it.
@@ -496,7 +519,10 @@ impl PersonTool for Salesloft {
         }
         let v: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
         let id = numeric_id(&v["data"]["id"]).ok_or_else(|| {
-            Outcome::retry(ErrorClass::Vendor, "Salesloft answered the create without a person id")
+            Outcome::retry(
+                ErrorClass::Vendor,
+                "Salesloft answered the create without a person id",
+            )
         })?;
         Ok(Person {
             id,
@@ -527,7 +553,8 @@ impl PersonTool for Salesloft {
                 continue;
             }
             let path = format!("/v2/cadence_memberships/{}", m.id);
-            self.ok(reqwest::Method::DELETE, &path, None, report).await?;
+            self.ok(reqwest::Method::DELETE, &path, None, report)
+                .await?;
         }
         Ok(())
     }
@@ -536,15 +563,7 @@ impl PersonTool for Salesloft {
 #[async_trait]
 impl Connector for Salesloft {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            out.push(match self.policy.work(job) {
-                Work::Erase(targets) => self.erase(targets).await,
-                Work::Exit => person::exit(self, job).await,
-                Work::Enroll => person::enroll(self, &self.policy, job).await,
-            });
-        }
-        out
+        person::deliver(self, &self.policy, jobs, |t| self.erase(t)).await
     }
 
     fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
@@ -577,11 +596,17 @@ impl Connector for Salesloft {
             );
         }
         let mut report = AttemptReport::default();
-        if let Err(o) = self.ok(reqwest::Method::GET, "/v2/me", None, &mut report).await {
+        if let Err(o) = self
+            .ok(reqwest::Method::GET, "/v2/me", None, &mut report)
+            .await
+        {
             return CheckReport::failed(crm::outcome_text(&o));
         }
         let path = format!("/v2/cadences/{}", self.cadence_id);
-        match self.ok(reqwest::Method::GET, &path, None, &mut report).await {
+        match self
+            .ok(reqwest::Method::GET, &path, None, &mut report)
+            .await
+        {
             Ok(Some(_)) => CheckReport::ok(format!(
                 "Salesloft accepted the OAuth grant; cadence {} exists",
                 self.cadence_id
@@ -615,9 +640,18 @@ mod tests {
     #[test]
     fn membership_answers_are_read_as_verdicts() {
         let e = |m: &str| format!(r#"{{"errors": {{"person": ["{m}"]}}}}"#);
-        assert!(matches!(add_verdict(&resp(200, &[], "{}")), Verdict::Enrolled { .. }));
-        assert!(matches!(add_verdict(&resp(422, &[], &e("is already on this cadence"))), Verdict::AlreadyMember { .. }));
-        assert!(matches!(add_verdict(&resp(422, &[], &e("is marked as do not contact"))), Verdict::VendorSuppressed { .. }));
+        assert!(matches!(
+            add_verdict(&resp(200, &[], "{}")),
+            Verdict::Enrolled { .. }
+        ));
+        assert!(matches!(
+            add_verdict(&resp(422, &[], &e("is already on this cadence"))),
+            Verdict::AlreadyMember { .. }
+        ));
+        assert!(matches!(
+            add_verdict(&resp(422, &[], &e("is marked as do not contact"))),
+            Verdict::VendorSuppressed { .. }
+        ));
         match add_verdict(&resp(422, &[], &e("cadence is archived"))) {
             Verdict::Failed(Outcome::Permanent { message, .. }) => {
                 assert!(message.contains("person cadence is archived"), "{message}")
@@ -628,7 +662,11 @@ mod tests {
             add_verdict(&resp(429, &[], "{}")),
             Verdict::Failed(Outcome::Throttled { retry_after: Some(d), .. }) if d == Duration::from_secs(60)
         ));
-        let expired = resp(401, &[("www-authenticate", "Bearer error=\"invalid_token\"")], "");
+        let expired = resp(
+            401,
+            &[("www-authenticate", "Bearer error=\"invalid_token\"")],
+            "",
+        );
         assert!(invalid_token(&expired));
         assert!(!invalid_token(&resp(401, &[], "{\"error\": \"nope\"}")));
     }
@@ -658,7 +696,12 @@ mod tests {
             Ok(_) => panic!("settings with problems were accepted"),
         };
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        for expected in ["client_secret_env", "refresh_token_env", "cadence_id", "token_url"] {
+        for expected in [
+            "client_secret_env",
+            "refresh_token_env",
+            "cadence_id",
+            "token_url",
+        ] {
             assert!(paths.contains(&expected), "{expected} missing in {paths:?}");
         }
         assert!(!paths.contains(&"client_id_env"), "{paths:?}");

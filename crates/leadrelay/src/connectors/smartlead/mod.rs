@@ -318,7 +318,9 @@ impl Smartlead {
 
     async fn find(&self, email: &str) -> Result<Found, Outcome> {
         let query = format!("email={}", path_segment(email));
-        let sent = self.send(reqwest::Method::GET, "/leads/", &query, None).await;
+        let sent = self
+            .send(reqwest::Method::GET, "/leads/", &query, None)
+            .await;
         Ok(enroll::answered(sent.0, classify)?
             .map(|resp| parse_found(&resp.body))
             .unwrap_or(Found::Unknown))
