@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Response, StatusCode};
+use axum::extract::Request;
+use axum::http::{HeaderValue, Response, StatusCode};
+use axum::middleware::Next;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -41,6 +44,44 @@ impl Drop for FakeServer {
     fn drop(&mut self) {
         self.handle.abort();
     }
+}
+
+/// A fake's handle, `$name`: its server and its state (`Deref` to the
+/// state, for tests), started on port 0 (`start`) or an address
+/// (`start_on`, for `leadrelay fake`).
+#[macro_export]
+macro_rules! fake_handle {
+    ($name:ident, $state:ty, $config:ty, $router:path) => {
+        pub struct $name {
+            server: $crate::common::FakeServer,
+            state: $state,
+        }
+
+        impl $name {
+            pub async fn start(config: $config) -> std::io::Result<Self> {
+                Self::start_on(config, "127.0.0.1:0").await
+            }
+
+            pub async fn start_on(config: $config, listen: &str) -> std::io::Result<Self> {
+                let state = <$state>::new(config);
+                let server =
+                    $crate::common::FakeServer::start($router(state.clone()), listen).await?;
+                Ok(Self { server, state })
+            }
+
+            /// `http://127.0.0.1:PORT`, without a trailing slash.
+            pub fn base_url(&self) -> String {
+                self.server.base_url()
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = $state;
+            fn deref(&self) -> &$state {
+                &self.state
+            }
+        }
+    };
 }
 
 /// A failure a test asks a fake to produce.
@@ -199,6 +240,67 @@ impl RollingWindow {
     }
 }
 
+/// A fixed-window budget (Apollo's per-minute/hour/day windows,
+/// Salesloft's cost per minute): at most `limit` units from the start of
+/// a window until `window` has passed, then a fresh window.
+#[derive(Debug, Clone)]
+pub struct FixedWindow {
+    limit: u64,
+    window: Duration,
+    state: Arc<Mutex<(Instant, u64)>>,
+}
+
+impl FixedWindow {
+    pub fn new(limit: u64, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            state: Arc::new(Mutex::new((Instant::now(), 0))),
+        }
+    }
+
+    fn roll(&self, state: &mut (Instant, u64), now: Instant) {
+        if now.duration_since(state.0) >= self.window {
+            *state = (now, 0);
+        }
+    }
+
+    /// Whether `cost` more units fit the current window (nothing is taken);
+    /// `Err(wait)` until the window ends when they do not.
+    pub fn fits(&self, cost: u64) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.roll(&mut st, now);
+        if st.1 + cost > self.limit {
+            return Err(self.window.saturating_sub(now.duration_since(st.0)));
+        }
+        Ok(())
+    }
+
+    /// Takes `cost` units: `Ok(used)` after taking them, or `Err(wait)`.
+    pub fn take(&self, cost: u64) -> Result<u64, Duration> {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.roll(&mut st, now);
+        if st.1 + cost > self.limit {
+            return Err(self.window.saturating_sub(now.duration_since(st.0)));
+        }
+        st.1 += cost;
+        Ok(st.1)
+    }
+
+    /// Units used in the current window.
+    pub fn used(&self) -> u64 {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.roll(&mut st, Instant::now());
+        st.1
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
 /// One request as a fake saw it, for tests to assert on.
 #[derive(Debug, Clone)]
 pub struct LoggedRequest {
@@ -239,6 +341,82 @@ impl RequestLog {
     }
 }
 
+/// A JSON answer with `status`.
+pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}
+
+/// A 429 with `body`, `Retry-After: secs` (when given) and the vendor's
+/// rate headers.
+pub fn too_many_requests(
+    body: &Value,
+    retry_after: Option<u64>,
+    headers: &[(&'static str, String)],
+) -> Response<Body> {
+    let mut r = json_response(StatusCode::TOO_MANY_REQUESTS, body);
+    if let Some(secs) = retry_after {
+        r.headers_mut().insert("retry-after", secs.into());
+    }
+    set_headers(&mut r, headers);
+    r
+}
+
+/// Adds `headers` to a response (values that are not valid header text are
+/// left out).
+pub fn set_headers(r: &mut Response<Body>, headers: &[(&'static str, String)]) {
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            r.headers_mut().insert(*k, v);
+        }
+    }
+}
+
+/// Seconds to wait, rounded up, at least 1.
+pub fn wait_secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The middleware every fake shares: the next injected fault answers
+/// first; then `gate` (authentication, rate limits) either refuses the
+/// request with its answer or lets it through with headers to add to the
+/// handler's answer (the rate headers); every answer goes into `log`.
+pub async fn guard(
+    faults: &Faults,
+    log: &RequestLog,
+    req: Request,
+    next: Next,
+    gate: impl FnOnce(&Request) -> Result<Vec<(&'static str, String)>, Response<Body>>,
+) -> Response<Body> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let response = match faults.apply().await {
+        Some(injected) => injected,
+        None => match gate(&req) {
+            Err(refused) => refused,
+            Ok(headers) => {
+                let mut r = next.run(req).await;
+                set_headers(&mut r, &headers);
+                r
+            }
+        },
+    };
+    log.record(&method, &path, response.status().as_u16());
+    response
+}
+
+/// The value of `name` in a query string.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query?)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
 /// Whether `s` looks like an email address the way the sequence tools
 /// check it: one `@`, something before it, a dotted domain, no spaces.
 pub fn plausible_email(s: &str) -> bool {
@@ -266,5 +444,16 @@ mod tests {
         assert!(w.hit().is_err());
         std::thread::sleep(Duration::from_millis(210));
         assert!(w.hit().is_ok());
+    }
+
+    #[test]
+    fn fixed_window_counts_costs() {
+        let w = FixedWindow::new(5, Duration::from_millis(200));
+        assert_eq!(w.take(3), Ok(3));
+        assert!(w.fits(2).is_ok());
+        assert!(w.take(3).is_err());
+        assert_eq!(w.used(), 3);
+        std::thread::sleep(Duration::from_millis(210));
+        assert_eq!(w.take(5), Ok(5));
     }
 }

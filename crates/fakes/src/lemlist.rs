@@ -54,7 +54,9 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
-use crate::common::{FakeServer, Faults, RequestLog, RollingWindow};
+use crate::common::{
+    FakeServer, Faults, RequestLog, RollingWindow, guard, query_param, too_many_requests, wait_secs,
+};
 
 /// The fake team: its API key, campaigns and unsubscribed addresses.
 #[derive(Debug, Clone)]
@@ -204,41 +206,32 @@ fn json_body(v: Value) -> ([(&'static str, &'static str); 1], String) {
 
 /// Authentication, the rate window, injected faults and the request log.
 async fn observe(State(state): State<LemlistState>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let response = match state.inner.faults.apply().await {
-        Some(injected) => injected,
-        None => match authenticate(&state, req.headers(), req.uri().query()) {
-            Err(why) => error(StatusCode::UNAUTHORIZED, why),
-            Ok(()) => match state.inner.window.hit() {
-                Ok(remaining) => {
-                    let mut r = next.run(req).await;
-                    let h = r.headers_mut();
-                    h.insert("x-ratelimit-limit", state.inner.window.limit().into());
-                    h.insert("x-ratelimit-remaining", remaining.into());
-                    r
-                }
-                Err(wait) => {
-                    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                    let reset = chrono::Utc::now() + chrono::Duration::seconds(secs as i64);
-                    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-                    let h = r.headers_mut();
-                    h.insert("retry-after", secs.into());
-                    h.insert("x-ratelimit-limit", state.inner.window.limit().into());
-                    h.insert("x-ratelimit-remaining", 0.into());
-                    if let Ok(v) = reset.to_rfc2822().parse() {
-                        h.insert("x-ratelimit-reset", v);
-                    }
-                    r
-                }
-            },
-        },
-    };
-    state
-        .inner
-        .requests
-        .record(&method, &path, response.status().as_u16());
-    response
+    let inner = &state.inner;
+    guard(&inner.faults, &inner.requests, req, next, |req| {
+        authenticate(&state, req.headers(), req.uri().query())
+            .map_err(|why| error(StatusCode::UNAUTHORIZED, why))?;
+        let limit = ("x-ratelimit-limit", inner.window.limit().to_string());
+        match inner.window.hit() {
+            Ok(remaining) => Ok(vec![
+                limit,
+                ("x-ratelimit-remaining", remaining.to_string()),
+            ]),
+            Err(wait) => {
+                let secs = wait_secs(wait);
+                let reset = chrono::Utc::now() + chrono::Duration::seconds(secs as i64);
+                Err(too_many_requests(
+                    &json!({"error": "Too many requests"}),
+                    Some(secs),
+                    &[
+                        limit,
+                        ("x-ratelimit-remaining", "0".into()),
+                        ("x-ratelimit-reset", reset.to_rfc2822()),
+                    ],
+                ))
+            }
+        }
+    })
+    .await
 }
 
 fn authenticate(
@@ -247,13 +240,7 @@ fn authenticate(
     query: Option<&str>,
 ) -> Result<(), &'static str> {
     let key = &state.inner.config.api_key;
-    let from_query = query.and_then(|q| {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-            .ok()?
-            .into_iter()
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v)
-    });
+    let from_query = query_param(query, "access_token");
     let from_header = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -9,6 +9,7 @@
 //! records written to it so tests can assert the resulting vendor state, and
 //! [`common::Faults`] lets a test inject failures on command.
 
+pub mod apollo;
 pub mod common;
 pub mod google;
 pub mod hubspot;
@@ -16,6 +17,7 @@ pub mod lemlist;
 pub mod marketing_cloud;
 pub mod pipedrive;
 pub mod salesforce;
+pub mod salesloft;
 pub mod slack;
 pub mod smartlead;
 pub mod twilio;

@@ -51,12 +51,15 @@ use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
-use crate::common::{FakeServer, Faults, RequestLog, RollingWindow};
+use crate::common::{
+    FakeServer, Faults, RequestLog, RollingWindow, guard, json_response, query_param,
+    too_many_requests, wait_secs,
+};
 
 /// A campaign of the fake workspace.
 #[derive(Debug, Clone)]
@@ -211,57 +214,43 @@ fn next_id(leads: &[SmartleadLead]) -> u64 {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        [("content-type", "application/json")],
-        json!({"error": message}).to_string(),
-    )
-        .into_response()
+    json_response(status, &json!({"error": message}))
 }
 
 fn ok_json(v: Value) -> Response {
-    ([("content-type", "application/json")], v.to_string()).into_response()
+    json_response(StatusCode::OK, &v)
 }
 
 fn throttled(window: &RollingWindow, wait: Duration) -> Response {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let secs = wait_secs(wait);
     let body = json!({"error": {
         "code": "RATE_LIMIT_EXCEEDED",
         "message": format!("Too many requests. Please retry after {secs} seconds."),
         "retry_after": secs,
     }});
-    let mut r = (
-        StatusCode::TOO_MANY_REQUESTS,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response();
-    let h = r.headers_mut();
-    h.insert("retry-after", secs.into());
-    h.insert("x-ratelimit-limit", window.limit().into());
-    h.insert("x-ratelimit-remaining", 0.into());
     let reset = chrono::Utc::now().timestamp() as u64 + secs;
-    h.insert("x-ratelimit-reset", reset.into());
-    r
+    too_many_requests(
+        &body,
+        Some(secs),
+        &[
+            ("x-ratelimit-limit", window.limit().to_string()),
+            ("x-ratelimit-remaining", "0".into()),
+            ("x-ratelimit-reset", reset.to_string()),
+        ],
+    )
 }
 
 async fn observe(State(state): State<SmartleadState>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let key = req.uri().query().and_then(|q| {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-            .ok()?
-            .into_iter()
-            .find(|(k, _)| k == "api_key")
-            .map(|(_, v)| v)
-    });
     let inner = &state.inner;
-    let response = match inner.faults.apply().await {
-        Some(injected) => injected,
-        None => match key {
-            None => error(StatusCode::UNAUTHORIZED, "api_key is required"),
+    guard(
+        &inner.faults,
+        &inner.requests,
+        req,
+        next,
+        |req| match query_param(req.uri().query(), "api_key") {
+            None => Err(error(StatusCode::UNAUTHORIZED, "api_key is required")),
             Some(k) if k != inner.config.api_key => {
-                error(StatusCode::UNAUTHORIZED, "Invalid API key")
+                Err(error(StatusCode::UNAUTHORIZED, "Invalid API key"))
             }
             Some(_) => match inner.second.hit().and_then(|_| {
                 inner
@@ -269,21 +258,15 @@ async fn observe(State(state): State<SmartleadState>, req: Request, next: Next) 
                     .hit()
                     .map_err(|wait| wait.max(Duration::from_secs(1)))
             }) {
-                Err(wait) => throttled(&inner.minute, wait),
-                Ok(remaining) => {
-                    let mut r = next.run(req).await;
-                    let h = r.headers_mut();
-                    h.insert("x-ratelimit-limit", inner.minute.limit().into());
-                    h.insert("x-ratelimit-remaining", remaining.into());
-                    r
-                }
+                Err(wait) => Err(throttled(&inner.minute, wait)),
+                Ok(remaining) => Ok(vec![
+                    ("x-ratelimit-limit", inner.minute.limit().to_string()),
+                    ("x-ratelimit-remaining", remaining.to_string()),
+                ]),
             },
         },
-    };
-    inner
-        .requests
-        .record(&method, &path, response.status().as_u16());
-    response
+    )
+    .await
 }
 
 fn campaign_of(state: &SmartleadState, id: u64) -> Option<SmartleadCampaign> {

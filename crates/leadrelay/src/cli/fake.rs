@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use super::output::{errln, outln};
 use clap::{Args, ValueEnum};
 use leadrelay_fakes::{
-    google, hubspot, lemlist, marketing_cloud, pipedrive, salesforce, slack, smartlead, twilio,
+    apollo, google, hubspot, lemlist, marketing_cloud, pipedrive, salesforce, salesloft, slack,
+    smartlead, twilio,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -22,6 +23,8 @@ pub enum Vendor {
     Smartlead,
     #[value(name = "marketing_cloud", alias = "marketing-cloud")]
     MarketingCloud,
+    Apollo,
+    Salesloft,
 }
 
 impl Vendor {
@@ -36,6 +39,8 @@ impl Vendor {
             Vendor::Lemlist => "127.0.0.1:8097",
             Vendor::Smartlead => "127.0.0.1:8098",
             Vendor::MarketingCloud => "127.0.0.1:8099",
+            Vendor::Apollo => "127.0.0.1:8100",
+            Vendor::Salesloft => "127.0.0.1:8101",
         }
     }
 }
@@ -45,7 +50,7 @@ pub struct FakeArgs {
     /// Which vendor to fake.
     #[arg(value_enum)]
     pub vendor: Vendor,
-    /// Address to listen on (default: 127.0.0.1:8091 … 8099 by vendor, the
+    /// Address to listen on (default: 127.0.0.1:8091 … 8101 by vendor, the
     /// URL `leadrelay init --fake` writes; port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
@@ -69,6 +74,8 @@ impl Vendor {
             Vendor::Lemlist => "lemlist",
             Vendor::Smartlead => "smartlead",
             Vendor::MarketingCloud => "marketing_cloud",
+            Vendor::Apollo => "apollo",
+            Vendor::Salesloft => "salesloft",
         }
     }
 
@@ -209,6 +216,54 @@ impl Vendor {
                     inspect: None,
                 }
             }
+            Vendor::Apollo => FakeSetup {
+                destination: "apollo",
+                settings: vec![
+                    ("connector", s("apollo")),
+                    ("base_url", s(base)),
+                    ("sequence_id", s(apollo::ApolloConfig::DEFAULT_SEQUENCE)),
+                    (
+                        "email_account_id",
+                        s(apollo::ApolloConfig::DEFAULT_EMAIL_ACCOUNT),
+                    ),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![(
+                    "APOLLO_API_KEY",
+                    apollo::ApolloConfig::DEFAULT_API_KEY.to_string(),
+                )],
+                inspect: None,
+            },
+            Vendor::Salesloft => FakeSetup {
+                destination: "salesloft",
+                settings: vec![
+                    ("connector", s("salesloft")),
+                    ("base_url", s(base)),
+                    ("token_url", s(&format!("{base}/oauth/token"))),
+                    (
+                        "cadence_id",
+                        Value::from(salesloft::SalesloftConfig::DEFAULT_CADENCE as i64),
+                    ),
+                    ("allow_private_networks", on),
+                    crm(),
+                ],
+                env: vec![
+                    (
+                        "SALESLOFT_CLIENT_ID",
+                        salesloft::SalesloftConfig::DEFAULT_CLIENT_ID.to_string(),
+                    ),
+                    (
+                        "SALESLOFT_CLIENT_SECRET",
+                        salesloft::SalesloftConfig::DEFAULT_CLIENT_SECRET.to_string(),
+                    ),
+                    (
+                        "SALESLOFT_REFRESH_TOKEN",
+                        salesloft::SalesloftConfig::DEFAULT_REFRESH_TOKEN.to_string(),
+                    ),
+                ],
+                inspect: None,
+            },
             Vendor::Slack => FakeSetup {
                 destination: "slack",
                 settings: vec![
@@ -354,6 +409,8 @@ pub async fn fake(args: FakeArgs) -> ExitCode {
         Vendor::Lemlist => start!(lemlist::FakeLemlist),
         Vendor::Smartlead => start!(smartlead::FakeSmartlead),
         Vendor::MarketingCloud => start!(marketing_cloud::FakeMarketingCloud),
+        Vendor::Apollo => start!(apollo::FakeApollo),
+        Vendor::Salesloft => start!(salesloft::FakeSalesloft),
     };
     let (banner, base, server) = match started {
         Ok(s) => s,

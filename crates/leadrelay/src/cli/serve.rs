@@ -102,6 +102,14 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Connectors that keep state in the store (a rotated OAuth refresh
+    // token) check with it, when the database exists.
+    let store = existing_store(&loaded.config).await;
+    if let Some(store) = &store {
+        for d in &destinations {
+            d.connector.attach_store(store.clone());
+        }
+    }
     let mut failed = false;
     for d in &destinations {
         let report = d.connector.check().await;
@@ -114,11 +122,36 @@ pub async fn check(config_path: Option<&PathBuf>, args: CheckArgs) -> ExitCode {
         );
         failed |= !report.ok;
     }
+    if let Some(store) = store {
+        store.close().await;
+    }
     check_fixable(&loaded.config, destinations).await;
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The configured store when its database exists (`check` creates none).
+async fn existing_store(
+    config: &crate::config::Config,
+) -> Option<std::sync::Arc<dyn crate::store::Store>> {
+    if !database_exists(config) {
+        return None;
+    }
+    app::open_store(config).await.ok()
+}
+
+/// False for a SQLite file that is not there (PostgreSQL: assumed).
+fn database_exists(config: &crate::config::Config) -> bool {
+    let url = &config.storage.url;
+    match url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Some(path) => std::path::Path::new(path).exists(),
+        None => true,
     }
 }
 
@@ -130,13 +163,7 @@ async fn check_fixable(config: &crate::config::Config, destinations: Vec<deliver
     if !settings.enabled {
         return;
     }
-    if let Some(path) = config
-        .storage
-        .url
-        .strip_prefix("sqlite://")
-        .or_else(|| config.storage.url.strip_prefix("sqlite:"))
-        && !std::path::Path::new(path).exists()
-    {
+    if !database_exists(config) {
         return;
     }
     let store = match app::open_store(config).await {

@@ -6,6 +6,7 @@
 //! *When* to retry is not its business: the shared scheduler in
 //! [`crate::delivery`] decides that from the classification.
 
+pub mod apollo;
 pub mod columns;
 pub mod crm;
 pub mod csv;
@@ -21,6 +22,7 @@ pub mod pace;
 pub mod payload;
 pub mod pipedrive;
 pub mod salesforce;
+pub mod salesloft;
 pub mod sheets;
 pub mod slack;
 pub mod smartlead;
@@ -281,6 +283,11 @@ pub trait Connector: Send + Sync {
     fn enrollment(&self) -> Option<&enroll::Policy> {
         None
     }
+
+    /// The store, handed over once by the engine (and `leadrelay check`)
+    /// to connectors that keep state of their own in it (Salesloft's
+    /// rotated OAuth refresh token). Default: not needed.
+    fn attach_store(&self, _store: Arc<dyn crate::store::Store>) {}
 }
 
 /// Per-connector defaults, from the vendors' documented limits.
@@ -347,6 +354,8 @@ pub fn kinds() -> &'static [ConnectorKind] {
             lemlist::kind(),
             marketing_cloud::kind(),
             smartlead::kind(),
+            apollo::kind(),
+            salesloft::kind(),
         ]
     })
 }

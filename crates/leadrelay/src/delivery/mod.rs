@@ -270,6 +270,9 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let destinations: Vec<Arc<Destination>> = destinations.into_iter().map(Arc::new).collect();
+        for d in &destinations {
+            d.connector.attach_store(store.clone());
+        }
         let names = destinations.iter().map(|d| d.name.clone()).collect();
         let alerts = Arc::new(
             AlertMonitor::new(store.clone(), settings.alerts.clone(), names, enabled)

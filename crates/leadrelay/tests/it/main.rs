@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_events;
+mod apollo;
 mod binary;
 mod connections;
 mod contacts;
@@ -14,6 +15,7 @@ mod csv;
 mod dashboard;
 mod delivery;
 mod email;
+mod enroll_support;
 mod first_run;
 mod fixable;
 mod hooks;
@@ -28,6 +30,7 @@ mod poison;
 mod privacy;
 mod reports;
 mod request_headers;
+mod salesloft;
 mod secrets;
 mod sequences;
 mod sheets;

@@ -721,6 +721,8 @@ pub fn erasable(connector: &str, object: &str) -> bool {
         ("hubspot", "contact") | ("pipedrive", "person") | ("salesforce", "lead" | "contact")
     ) || (connector == "lemlist" && object.starts_with(super::lemlist::LEAD_OBJECT_PREFIX))
         || (connector == "smartlead" && object.starts_with(super::smartlead::LEAD_OBJECT_PREFIX))
+        || (connector == "apollo" && object.starts_with(super::apollo::CONTACT_OBJECT_PREFIX))
+        || (connector == "salesloft" && object.starts_with(super::salesloft::PERSON_OBJECT_PREFIX))
 }
 
 /// What deleting one record came to.

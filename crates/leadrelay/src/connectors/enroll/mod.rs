@@ -31,6 +31,8 @@
 //! Connectors classify the vendor's answer into a [`Verdict`]; [`Policy::outcome`]
 //! turns it into the scheduler's [`Outcome`].
 
+pub mod person;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -268,6 +270,53 @@ pub async fn send(
     };
     let (result, report) = super::http::send(client, req, display_url, allow_private).await;
     (result.map_err(|e| e.outcome()), report)
+}
+
+/// A lookup's or a removal's answer: the response when `classify` calls
+/// it delivered, `None` for a 404 (nobody there, or gone already), the
+/// classified failure otherwise.
+pub fn answered(
+    result: Result<super::http::HttpResponse, Outcome>,
+    classify: impl Fn(&super::http::HttpResponse) -> Outcome,
+) -> Result<Option<super::http::HttpResponse>, Outcome> {
+    let resp = result?;
+    if resp.status == 404 {
+        return Ok(None);
+    }
+    match classify(&resp) {
+        Outcome::Delivered { .. } => Ok(Some(resp)),
+        other => Err(other),
+    }
+}
+
+/// What a sequence tool's connector does with one job.
+pub enum Work {
+    /// A privacy erase of the records it made.
+    Erase(Result<Vec<super::crm::EraseTarget>, String>),
+    /// `exit_sequences`.
+    Exit,
+    Enroll,
+}
+
+impl Policy {
+    pub fn work(&self, job: &DeliveryJob) -> Work {
+        match super::crm::erase_targets(job) {
+            Some(targets) => Work::Erase(targets),
+            None if self.is_exit(job) => Work::Exit,
+            None => Work::Enroll,
+        }
+    }
+}
+
+/// The connectors' `skip_reason`: nobody to enroll or exit without an
+/// email address (erasures always go).
+pub fn skip_reason(job: &DeliveryJob) -> Option<String> {
+    if super::crm::erase_targets(job).is_some() {
+        return None;
+    }
+    job_email(job)
+        .is_none()
+        .then(|| "no email address to enroll".to_string())
 }
 
 /// The person's email address (golden record first).

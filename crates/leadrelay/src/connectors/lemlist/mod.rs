@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::crm;
-use super::enroll::{self, Verdict};
+use super::enroll::{self, Verdict, Work};
 use super::http::{self as shared, HttpResponse};
 use super::{
     BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob, ErrorClass,
@@ -388,14 +388,10 @@ impl Lemlist {
             .get(&url)
             .basic_auth("", Some(&self.api_key))
             .build();
-        match self.send(req, &url).await {
-            (Err(o), report) => Err((o, report)),
-            (Ok(resp), _) if resp.status == 404 => Ok(None),
-            (Ok(resp), report) => match shared::classify(&resp) {
-                Outcome::Delivered { .. } => Ok(Some(resp.body)),
-                other => Err((other, report)),
-            },
-        }
+        let (result, report) = self.send(req, &url).await;
+        enroll::answered(result, shared::classify)
+            .map(|r| r.map(|r| r.body))
+            .map_err(|o| (o, report))
     }
 
     /// Find: what lemlist already has for the person and this campaign.
@@ -444,12 +440,9 @@ impl Lemlist {
                 .build();
             let (result, r) = self.send(req, &url).await;
             report = r;
-            match result {
-                Ok(resp) if resp.status == 404 => {}
-                Ok(resp) => match shared::classify(&resp) {
-                    Outcome::Delivered { .. } => left.push(campaign),
-                    outcome => return JobResult { outcome, report },
-                },
+            match enroll::answered(result, shared::classify) {
+                Ok(Some(_)) => left.push(campaign),
+                Ok(None) => {}
                 Err(outcome) => return JobResult { outcome, report },
             }
         }
@@ -542,22 +535,17 @@ impl Connector for Lemlist {
     async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
-            out.push(match crm::erase_targets(job) {
-                Some(targets) => self.erase(targets).await,
-                None if self.policy.is_exit(job) => self.exit(job).await,
-                None => self.enroll(job).await,
+            out.push(match self.policy.work(job) {
+                Work::Erase(targets) => self.erase(targets).await,
+                Work::Exit => self.exit(job).await,
+                Work::Enroll => self.enroll(job).await,
             });
         }
         out
     }
 
     fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
-        if crm::erase_targets(job).is_some() {
-            return None;
-        }
-        enroll::job_email(job)
-            .is_none()
-            .then(|| "no email address to enroll".to_string())
+        enroll::skip_reason(job)
     }
 
     fn enrollment(&self) -> Option<&enroll::Policy> {

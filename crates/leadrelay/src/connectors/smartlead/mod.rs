@@ -40,7 +40,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::crm;
-use super::enroll::{self, AlreadyEnrolled, Verdict};
+use super::enroll::{self, AlreadyEnrolled, Verdict, Work};
 use super::http::{self as shared, HttpResponse, path_segment};
 use super::{
     AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
@@ -318,30 +318,18 @@ impl Smartlead {
 
     async fn find(&self, email: &str) -> Result<Found, Outcome> {
         let query = format!("email={}", path_segment(email));
-        match self
+        let sent = self
             .send(reqwest::Method::GET, "/leads/", &query, None)
-            .await
-            .0
-        {
-            Err(o) => Err(o),
-            Ok(resp) if resp.status == 404 => Ok(Found::Unknown),
-            Ok(resp) => match classify(&resp) {
-                Outcome::Delivered { .. } => Ok(parse_found(&resp.body)),
-                other => Err(other),
-            },
-        }
+            .await;
+        Ok(enroll::answered(sent.0, classify)?
+            .map(|resp| parse_found(&resp.body))
+            .unwrap_or(Found::Unknown))
     }
 
     async fn remove(&self, campaign: u64, lead: &str) -> Result<(), Outcome> {
         let path = format!("/campaigns/{campaign}/leads/{}", path_segment(lead));
-        match self.send(reqwest::Method::DELETE, &path, "", None).await.0 {
-            Err(o) => Err(o),
-            Ok(resp) if resp.status == 404 => Ok(()),
-            Ok(resp) => match classify(&resp) {
-                Outcome::Delivered { .. } => Ok(()),
-                other => Err(other),
-            },
-        }
+        let sent = self.send(reqwest::Method::DELETE, &path, "", None).await;
+        enroll::answered(sent.0, classify).map(|_| ())
     }
 
     /// The verdict for one lead that the batch answer did not account for.
@@ -564,16 +552,16 @@ impl Connector for Smartlead {
         let mut results: HashMap<usize, JobResult> = HashMap::new();
         let mut enrollments = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
-            match crm::erase_targets(job) {
-                Some(targets) => {
+            match self.policy.work(job) {
+                Work::Erase(targets) => {
                     results.insert(i, self.erase(targets).await);
                 }
-                None if self.policy.is_exit(job) => {
+                Work::Exit => {
                     let outcome = self.exit(job).await;
                     let report = Default::default();
                     results.insert(i, JobResult { outcome, report });
                 }
-                None => enrollments.push(i),
+                Work::Enroll => enrollments.push(i),
             }
         }
         let refs: Vec<&DeliveryJob> = enrollments.iter().map(|i| &jobs[*i]).collect();
@@ -591,12 +579,7 @@ impl Connector for Smartlead {
     }
 
     fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
-        if crm::erase_targets(job).is_some() {
-            return None;
-        }
-        enroll::job_email(job)
-            .is_none()
-            .then(|| "no email address to enroll".to_string())
+        enroll::skip_reason(job)
     }
 
     fn enrollment(&self) -> Option<&enroll::Policy> {
