@@ -151,7 +151,8 @@ pub async fn run(events: u64, contacts: u64) -> anyhow::Result<()> {
     }
     cfg.reports.kpis.window = leadrelay::config::HumanDuration::secs(180 * 86_400);
     let started = Instant::now();
-    let kpis = leadrelay::reports::kpi::compute(store.as_ref(), &cfg.reports.kpis, Utc::now()).await?;
+    let kpis =
+        leadrelay::reports::kpi::compute(store.as_ref(), &cfg.reports.kpis, Utc::now()).await?;
     t.add_row([
         "KPIs (/api/v1/kpis)".to_string(),
         kpis.len().to_string(),

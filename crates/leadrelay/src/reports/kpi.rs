@@ -211,7 +211,6 @@ fn kpi(name: &str, value: Option<f64>, target: f64, at_most: bool, detail: Strin
     }
 }
 
-
 /// Every KPI over the window ending at `now`.
 pub async fn compute(
     store: &dyn Store,
@@ -355,7 +354,8 @@ async fn handoff_completion(
     now: DateTime<Utc>,
 ) -> StoreResult<Kpi> {
     let outcomes = store.report_handoffs(since, now).await?;
-    let (mut done, mut failed, mut pending, mut no_owner, mut unrouted) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut done, mut failed, mut pending, mut no_owner, mut unrouted) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     for o in &outcomes {
         if !o.owner {
             no_owner += 1;
@@ -473,7 +473,11 @@ pub async fn check_alerts(
             None => (false, false),
         };
         let value = k.value.map_or("-".to_string(), |v| format!("{v:.4}"));
-        let cmp = if k.comparison == "at_most" { "at most" } else { "at least" };
+        let cmp = if k.comparison == "at_most" {
+            "at most"
+        } else {
+            "at least"
+        };
         let message = format!(
             "KPI {} is {value}, target {cmp} {} for {} ({})",
             k.name,

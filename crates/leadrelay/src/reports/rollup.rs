@@ -112,7 +112,18 @@ async fn build(
     deal_ids.dedup();
     // Only contacts with a deal event need their stored touches (journeys);
     // lead rows are needed for every contact with a lead or deal event.
-    let ctx = store.rollup_context(contacts, deal_ids).await?;
+    // Response clocks are read only for people with an MQL or activity event.
+    let mut clocks: Vec<Uuid> = events
+        .iter()
+        .filter(|e| {
+            cfg.kpis.mql_events.contains(&e.event_type)
+                || cfg.kpis.activity_events.contains(&e.event_type)
+        })
+        .filter_map(|e| e.contact_id)
+        .collect();
+    clocks.sort_unstable();
+    clocks.dedup();
+    let ctx = store.rollup_context(contacts, deal_ids, clocks).await?;
 
     let mut touches: HashMap<Uuid, Vec<attribution::Touchpoint>> = HashMap::new();
     for t in ctx.touches {
@@ -255,8 +266,7 @@ async fn link_activities(
     cfg: &ReportsConfig,
     events: &mut [RollupEvent],
 ) -> StoreResult<Vec<(String, Uuid)>> {
-    let is_activity =
-        |e: &RollupEvent| cfg.kpis.activity_events.iter().any(|a| *a == e.event_type);
+    let is_activity = |e: &RollupEvent| cfg.kpis.activity_events.contains(&e.event_type);
     let wanted: Vec<String> = events
         .iter()
         .filter(|e| e.contact_id.is_none() && is_activity(e))
@@ -265,7 +275,11 @@ async fn link_activities(
     let mut known: HashMap<String, Uuid> = if wanted.is_empty() {
         HashMap::new()
     } else {
-        store.report_ref_contacts(wanted).await?.into_iter().collect()
+        store
+            .report_ref_contacts(wanted)
+            .await?
+            .into_iter()
+            .collect()
     };
     let mut learnt: BTreeMap<String, Uuid> = BTreeMap::new();
     for e in events.iter_mut() {
@@ -342,14 +356,13 @@ impl KpiRollup {
             let (complete, valid) = kpi::quality(&e.doc.contact, &cfg.required_fields);
             // Counted by receipt hour (the id's time), so a backfill of old
             // leads is judged when it arrives.
-            let received = e
-                .id
-                .get_timestamp()
-                .and_then(|ts| {
-                    let (secs, _) = ts.to_unix();
-                    DateTime::from_timestamp(secs as i64, 0)
-                })
-                .unwrap_or(e.occurred_at);
+            let received =
+                e.id.get_timestamp()
+                    .and_then(|ts| {
+                        let (secs, _) = ts.to_unix();
+                        DateTime::from_timestamp(secs as i64, 0)
+                    })
+                    .unwrap_or(e.occurred_at);
             let hour = received
                 .duration_trunc(Duration::hours(1))
                 .unwrap_or(received);

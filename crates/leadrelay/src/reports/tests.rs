@@ -115,8 +115,10 @@ fn data_quality_checks_presence_and_validity_of_each_required_field() {
     let req = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let c = |v: serde_json::Value| v.as_object().cloned().unwrap();
     let fields = req(&["email", "first_name", "company", "custom.tier"]);
-    let full = c(json!({"email": "a@example.com", "first_name": "Ann", "company": "Acme",
-                        "custom": {"tier": "gold"}}));
+    let full = c(
+        json!({"email": "a@example.com", "first_name": "Ann", "company": "Acme",
+                        "custom": {"tier": "gold"}}),
+    );
     assert_eq!(quality(&full, &fields), (true, true));
     // Missing, empty and whitespace-only all count as missing.
     for missing in [
@@ -124,7 +126,11 @@ fn data_quality_checks_presence_and_validity_of_each_required_field() {
         json!({"email": "a@example.com", "first_name": "  ", "company": "Acme", "custom": {"tier": "x"}}),
         json!({"email": "a@example.com", "first_name": "Ann", "company": null, "custom": {"tier": "x"}}),
     ] {
-        assert_eq!(quality(&c(missing.clone()), &fields), (false, true), "{missing}");
+        assert_eq!(
+            quality(&c(missing.clone()), &fields),
+            (false, true),
+            "{missing}"
+        );
     }
     // Present but not valid: placeholders, a name that is an email, a bad
     // email, a phone that is not one, a domain without a dot.
@@ -170,7 +176,10 @@ fn kpi_settings_are_checked() {
     let p = cfg.problems();
     assert_eq!(p.len(), 5, "{p:?}");
     assert!(p[0].starts_with("reports.kpis.data_quality = 95"), "{p:?}");
-    assert!(p[1].starts_with("reports.kpis.lead_response_hours = 0"), "{p:?}");
+    assert!(
+        p[1].starts_with("reports.kpis.lead_response_hours = 0"),
+        "{p:?}"
+    );
     assert!(p[2].contains("check_interval"), "{p:?}");
     assert!(p[3].contains("unknown field \"colour\""), "{p:?}");
     assert!(p[4].contains("unknown field \"custom.\""), "{p:?}");

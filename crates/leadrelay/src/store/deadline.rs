@@ -206,8 +206,9 @@ impl ReportStore for Deadline {
         &self,
         contacts: Vec<Uuid>,
         deals: Vec<String>,
+        clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
-        let f = self.inner.rollup_context(contacts, deals);
+        let f = self.inner.rollup_context(contacts, deals, clocks);
         self.call("rollup_context", Limit::Long, f).await
     }
     async fn rollup_apply(&self, batch: RollupBatch) -> StoreResult<()> {

@@ -216,12 +216,13 @@ pub trait ReportStore {
         limit: usize,
     ) -> StoreResult<Vec<RollupEvent>>;
 
-    /// The stored touchpoints and lead rows of these contacts and the
-    /// stored state of these deals.
+    /// The stored touchpoints and lead rows of these contacts, the stored
+    /// state of these deals and the response clocks of `clocks`.
     async fn rollup_context(
         &self,
         contacts: Vec<Uuid>,
         deals: Vec<String>,
+        clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext>;
 
     /// Writes a batch and moves the cursor from `batch.from` to

@@ -895,7 +895,7 @@ async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
         Err(StoreError::Conflict(_))
     ));
     let ctx = s
-        .rollup_context(vec![contact], vec!["hubspot:1".into()])
+        .rollup_context(vec![contact], vec!["hubspot:1".into()], vec![contact])
         .await
         .unwrap();
     assert_eq!(ctx.touches.len(), 1);
@@ -945,7 +945,12 @@ async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
     let responses = s.report_responses(t, t + hour).await.unwrap();
     assert_eq!(responses.len(), 1);
     assert_eq!(responses[0].responded_at, Some(t + hour * 2));
-    assert!(s.report_responses(t + hour, t + hour * 2).await.unwrap().is_empty());
+    assert!(
+        s.report_responses(t + hour, t + hour * 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         s.report_handoffs(t, t + hour).await.unwrap(),
         vec![HandoffOutcome {
@@ -956,9 +961,12 @@ async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
         }]
     );
     assert_eq!(
-        s.report_ref_contacts(vec!["pipedrive:person:7".into(), "pipedrive:person:8".into()])
-            .await
-            .unwrap(),
+        s.report_ref_contacts(vec![
+            "pipedrive:person:7".into(),
+            "pipedrive:person:8".into()
+        ])
+        .await
+        .unwrap(),
         vec![("pipedrive:person:7".to_string(), contact)]
     );
     // Heartbeats: idempotent per minute; the first one ever is known.

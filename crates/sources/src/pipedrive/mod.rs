@@ -10,9 +10,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::ACTIVITY_LOGGED;
 use crate::auth::BasicAuth;
 use crate::config::{Env, parse_settings, secret_from_env};
-use crate::ACTIVITY_LOGGED;
 use crate::event::{EventDraft, parse_time};
 use crate::json::{as_text, expect_object, json_body, text};
 use crate::{

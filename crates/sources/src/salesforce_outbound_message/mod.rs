@@ -270,7 +270,11 @@ impl OutboundMessages {
         }
         // A Task's or Event's person: a Lead (key prefix 00Q) or a Contact.
         if let Some(who) = field("WhoId") {
-            let object = if who.starts_with("00Q") { "lead" } else { "contact" };
+            let object = if who.starts_with("00Q") {
+                "lead"
+            } else {
+                "contact"
+            };
             d.vendor_ref(object, who);
         }
         for key in ["OrganizationId", "ActionId"] {

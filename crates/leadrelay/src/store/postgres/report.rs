@@ -86,6 +86,7 @@ impl ReportStore for PostgresStore {
         &self,
         contacts: Vec<Uuid>,
         deals: Vec<String>,
+        clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
         let c = self.conn().await?;
         let mut ctx = RollupContext::default();
@@ -120,7 +121,7 @@ impl ReportStore for PostgresStore {
         for r in query(
             &c,
             &format!("SELECT {RESPONSE_COLS} FROM report_responses WHERE contact_id = ANY($1)"),
-            &[&contacts],
+            &[&clocks],
         )
         .await
         .map_err(map_err)?
@@ -267,7 +268,12 @@ impl ReportStore for PostgresStore {
                 &tx,
                 "INSERT INTO report_handoffs (event_id, contact_id, at, owner) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&h.event_id, &h.contact_id, &h.at.timestamp_millis(), &h.owner],
+                &[
+                    &h.event_id,
+                    &h.contact_id,
+                    &h.at.timestamp_millis(),
+                    &h.owner,
+                ],
             )
             .await
             .map_err(map_err)?;

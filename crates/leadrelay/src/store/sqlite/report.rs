@@ -177,6 +177,7 @@ impl ReportStore for SqliteStore {
         &self,
         contacts: Vec<Uuid>,
         deals: Vec<String>,
+        clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
         self.read(move |c| {
             let mut ctx = RollupContext::default();
@@ -205,6 +206,8 @@ impl ReportStore for SqliteStore {
                 }
                 ctx.leads
                     .extend(leads_where(c, "contact_id = ?1", &[&id.to_string()])?);
+            }
+            for id in &clocks {
                 ctx.responses
                     .extend(responses_where(c, "contact_id = ?1", &[&id.to_string()])?);
             }
