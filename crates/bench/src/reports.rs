@@ -51,6 +51,10 @@ fn event(n: u64, contacts: u64, now: chrono::DateTime<Utc>) -> Event {
             json!({"deal_id": format!("d{person}"), "stage": if person.is_multiple_of(3) { "won" } else { "lost" }}),
             5,
         ),
+        // One in five is handed to sales (the KPIs' response clock and
+        // handoffs) and books a meeting.
+        (1, 1) => ("lead.qualified", json!({"owner": {"name": "ana"}}), 5),
+        (2, 1) => ("meeting.booked", json!({}), 5),
         _ => ("email.clicked", json!({}), person + round),
     };
     let (source, medium, campaign) = CAMPAIGNS[(attribution % 6) as usize];
@@ -65,6 +69,10 @@ fn event(n: u64, contacts: u64, now: chrono::DateTime<Utc>) -> Event {
         Origin::form("contact"),
         ContactData {
             email: Some(email),
+            // Every other lead lacks a company (the data quality KPI).
+            company: person.is_multiple_of(2).then(|| "Acme".to_string()),
+            first_name: Some("Pat".into()),
+            last_name: Some("Lee".into()),
             ..Default::default()
         },
         data.as_object().cloned().unwrap_or_default(),
@@ -141,6 +149,15 @@ pub async fn run(events: u64, contacts: u64) -> anyhow::Result<()> {
             format!("{:.0} ms", started.elapsed().as_secs_f64() * 1000.0),
         ]);
     }
+    cfg.reports.kpis.window = leadrelay::config::HumanDuration::secs(180 * 86_400);
+    let started = Instant::now();
+    let kpis =
+        leadrelay::reports::kpi::compute(store.as_ref(), &cfg.reports.kpis, Utc::now()).await?;
+    t.add_row([
+        "KPIs (/api/v1/kpis)".to_string(),
+        kpis.len().to_string(),
+        format!("{:.0} ms", started.elapsed().as_secs_f64() * 1000.0),
+    ]);
     println!("{t}");
     store.close().await;
     Ok(())

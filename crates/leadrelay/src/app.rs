@@ -41,6 +41,8 @@ pub struct Running {
     timers: Option<JoinHandle<()>>,
     /// The report rollup pass (`reports::rollup`).
     rollups: Option<tokio::task::JoinHandle<()>>,
+    /// KPI alert checks (workers) and the uptime heartbeat (ingest).
+    kpi_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// One task per `[syncs.NAME]`.
     syncs: Vec<JoinHandle<()>>,
 }
@@ -140,6 +142,12 @@ pub async fn start(
         &config,
         &enabled,
     ));
+    let kpi_alerts = crate::delivery::AlertMonitor::new(
+        store.clone(),
+        config.alerts.clone(),
+        Vec::new(),
+        enabled.clone(),
+    );
     let routes = RouteTable::compile(&config.routes, enabled).map_err(|ps| {
         anyhow::anyhow!(
             ps.into_iter()
@@ -154,6 +162,7 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let mut timers = None;
     let mut rollups = None;
+    let mut kpi_tasks = Vec::new();
     let mut syncs = Vec::new();
     if role != Role::Api {
         // Before the first claim: what a killed previous run held is due now.
@@ -178,6 +187,12 @@ pub async fn start(
         rollups = Some(tokio::spawn(crate::reports::rollup::run(
             store.clone(),
             config.reports.clone(),
+            shutdown.clone(),
+        )));
+        kpi_tasks.push(tokio::spawn(crate::reports::kpi::watch(
+            store.clone(),
+            config.reports.kpis.clone(),
+            kpi_alerts,
             shutdown.clone(),
         )));
     }
@@ -207,6 +222,10 @@ pub async fn start(
             sources: Arc::new(sources),
             admin,
         };
+        kpi_tasks.push(tokio::spawn(crate::reports::kpi::heartbeat(
+            store.clone(),
+            shutdown.clone(),
+        )));
         let app = http::router(state);
         let limits = http::server::Limits::from_config(&config.server);
         server = Some(tokio::spawn(http::serve(
@@ -226,6 +245,7 @@ pub async fn start(
         throttle_pruner,
         timers,
         rollups,
+        kpi_tasks,
         syncs,
     })
 }
@@ -252,6 +272,9 @@ impl Running {
         }
         if let Some(r) = self.rollups.take() {
             let _ = r.await;
+        }
+        for k in self.kpi_tasks.drain(..) {
+            let _ = k.await;
         }
         for s in self.syncs.drain(..) {
             // Cancelled with the server: a round cut short is repeated.

@@ -59,6 +59,10 @@ mod testutil;
 /// vendor's own name is in `data.vendor_event`.
 pub const CUSTOM_EVENT_TYPE: &str = "custom";
 
+/// A sales activity logged in a CRM (call, meeting, email, task): Pipedrive
+/// activities and Salesforce Tasks and Events.
+pub const ACTIVITY_LOGGED: &str = "activity.logged";
+
 /// The request as received, before anything is stored.
 #[derive(Debug, Clone, Copy)]
 pub struct InboundRequest<'a> {

@@ -368,6 +368,20 @@ impl AlertMonitor {
         }
     }
 
+    /// Opens or closes the incident of a KPI below its target (destination
+    /// `kpis`, alert kind the KPI's name): one alert, then one recovery notice.
+    pub async fn kpi_transition(
+        &self,
+        kpi: &str,
+        firing: bool,
+        cleared: bool,
+        message: &str,
+        details: serde_json::Value,
+    ) -> Result<(), crate::store::StoreError> {
+        self.transition("kpis", kpi, firing, cleared, message, details)
+            .await
+    }
+
     /// Raised by the dispatcher when a destination answers 410 Gone.
     pub async fn destination_disabled(&self, destination: &str, reason: &str) {
         let message = format!(

@@ -86,6 +86,7 @@ impl ReportsConfig {
                 ));
             }
         }
+        out.extend(self.kpis.problems());
         out
     }
 }

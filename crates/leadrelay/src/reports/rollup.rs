@@ -9,17 +9,18 @@
 //! are assigned before commit, so a transaction that commits late could
 //! otherwise hold an id below the cursor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::attribution::{self, Journey, Window};
 use super::config::ReportsConfig;
 use super::deal;
+use super::kpi::{self, KpiConfig};
 use crate::store::*;
 
 /// What one catch-up did.
@@ -88,8 +89,9 @@ async fn build(
     cfg: &ReportsConfig,
     from: Option<Uuid>,
     cursor: Uuid,
-    events: Vec<RollupEvent>,
+    mut events: Vec<RollupEvent>,
 ) -> StoreResult<RollupBatch> {
+    let refs = link_activities(store, cfg, &mut events).await?;
     let updates: Vec<Option<deal::DealUpdate>> = events
         .iter()
         .map(|e| {
@@ -110,7 +112,18 @@ async fn build(
     deal_ids.dedup();
     // Only contacts with a deal event need their stored touches (journeys);
     // lead rows are needed for every contact with a lead or deal event.
-    let ctx = store.rollup_context(contacts, deal_ids).await?;
+    // Response clocks are read only for people with an MQL or activity event.
+    let mut clocks: Vec<Uuid> = events
+        .iter()
+        .filter(|e| {
+            cfg.kpis.mql_events.contains(&e.event_type)
+                || cfg.kpis.activity_events.contains(&e.event_type)
+        })
+        .filter_map(|e| e.contact_id)
+        .collect();
+    clocks.sort_unstable();
+    clocks.dedup();
+    let ctx = store.rollup_context(contacts, deal_ids, clocks).await?;
 
     let mut touches: HashMap<Uuid, Vec<attribution::Touchpoint>> = HashMap::new();
     for t in ctx.touches {
@@ -138,9 +151,14 @@ async fn build(
     };
     let mut dirty: Vec<String> = Vec::new();
     let window = window(cfg);
+    let mut kpis = KpiRollup::new(ctx.responses);
 
     for (e, update) in events.iter().zip(updates) {
-        if e.spam || e.origin_kind == "system" {
+        if e.spam {
+            continue;
+        }
+        kpis.add(e, &cfg.kpis);
+        if e.origin_kind == "system" {
             continue;
         }
         if let Some(cid) = e.contact_id {
@@ -224,7 +242,164 @@ async fn build(
         deals.insert(d.deal_id.clone(), d);
     }
     batch.deals = dirty.iter().filter_map(|id| deals.remove(id)).collect();
+    kpis.finish(&mut batch);
+    batch.refs = refs;
     Ok(batch)
+}
+
+/// `system:object:id` of the CRM people (person, contact, lead) an event
+/// names.
+fn person_refs(e: &RollupEvent) -> impl Iterator<Item = String> + '_ {
+    e.doc
+        .vendor_refs
+        .iter()
+        .filter(|r| matches!(r.object.as_str(), "person" | "contact" | "lead") && !r.id.is_empty())
+        .map(|r| format!("{}:{}:{}", r.system, r.object, r.id))
+}
+
+/// Learns which contact each CRM person reference belongs to (from events
+/// that carry both), and gives a sales activity that names only the CRM's
+/// id (a Pipedrive activity, a Salesforce Task) the contact it is about.
+/// Returns the references learnt in this batch.
+async fn link_activities(
+    store: &dyn Store,
+    cfg: &ReportsConfig,
+    events: &mut [RollupEvent],
+) -> StoreResult<Vec<(String, Uuid)>> {
+    let is_activity = |e: &RollupEvent| cfg.kpis.activity_events.contains(&e.event_type);
+    let wanted: Vec<String> = events
+        .iter()
+        .filter(|e| e.contact_id.is_none() && is_activity(e))
+        .flat_map(person_refs)
+        .collect();
+    let mut known: HashMap<String, Uuid> = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        store
+            .report_ref_contacts(wanted)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let mut learnt: BTreeMap<String, Uuid> = BTreeMap::new();
+    for e in events.iter_mut() {
+        if e.spam {
+            continue;
+        }
+        match e.contact_id {
+            Some(cid) => {
+                for r in person_refs(e).collect::<Vec<_>>() {
+                    known.insert(r.clone(), cid);
+                    learnt.insert(r, cid);
+                }
+            }
+            None if is_activity(e) => {
+                let found = person_refs(e).find_map(|r| known.get(&r).copied());
+                e.contact_id = found;
+            }
+            None => {}
+        }
+    }
+    Ok(learnt.into_iter().collect())
+}
+
+/// The KPI side of a batch: response clocks, handoffs, and the hourly
+/// data-quality counters.
+struct KpiRollup {
+    responses: HashMap<Uuid, ResponseRow>,
+    dirty: BTreeSet<Uuid>,
+    handoffs: Vec<HandoffRow>,
+    counts: BTreeMap<(&'static str, DateTime<Utc>), (u64, u64)>,
+}
+
+impl KpiRollup {
+    fn new(stored: Vec<ResponseRow>) -> Self {
+        Self {
+            responses: stored.into_iter().map(|r| (r.contact_id, r)).collect(),
+            dirty: BTreeSet::new(),
+            handoffs: Vec::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, e: &RollupEvent, cfg: &KpiConfig) {
+        let t = e.event_type.as_str();
+        if let Some(cid) = e.contact_id {
+            if cfg.mql_events.iter().any(|m| m == t) && !self.responses.contains_key(&cid) {
+                self.responses.insert(
+                    cid,
+                    ResponseRow {
+                        contact_id: cid,
+                        mql_at: e.occurred_at,
+                        responded_at: None,
+                    },
+                );
+                self.touch(cid);
+            } else if cfg.activity_events.iter().any(|a| a == t)
+                && let Some(r) = self.responses.get_mut(&cid)
+                && r.responded_at.is_none()
+                && e.occurred_at >= r.mql_at
+            {
+                r.responded_at = Some(e.occurred_at);
+                self.touch(cid);
+            }
+            if t == crate::pipeline::handoff::QUALIFIED {
+                self.handoffs.push(HandoffRow {
+                    event_id: e.id,
+                    contact_id: cid,
+                    at: e.occurred_at,
+                    owner: e.doc.data.get("owner").is_some_and(|o| !o.is_null()),
+                });
+            }
+        }
+        if e.origin_kind != "system" && LEAD_EVENT_TYPES.contains(&t) {
+            let (complete, valid) = kpi::quality(&e.doc.contact, &cfg.required_fields);
+            // Counted by receipt hour (the id's time), so a backfill of old
+            // leads is judged when it arrives.
+            let received =
+                e.id.get_timestamp()
+                    .and_then(|ts| {
+                        let (secs, _) = ts.to_unix();
+                        DateTime::from_timestamp(secs as i64, 0)
+                    })
+                    .unwrap_or(e.occurred_at);
+            let hour = received
+                .duration_trunc(Duration::hours(1))
+                .unwrap_or(received);
+            for (name, ok) in [
+                (kpi::DATA_QUALITY, complete && valid),
+                (kpi::DATA_QUALITY_COMPLETE, complete),
+                (kpi::DATA_QUALITY_VALID, valid),
+            ] {
+                let c = self.counts.entry((name, hour)).or_default();
+                c.0 += u64::from(ok);
+                c.1 += 1;
+            }
+        }
+    }
+
+    fn touch(&mut self, cid: Uuid) {
+        self.dirty.insert(cid);
+    }
+
+    fn finish(mut self, batch: &mut RollupBatch) {
+        batch.responses = self
+            .dirty
+            .iter()
+            .filter_map(|c| self.responses.remove(c))
+            .collect();
+        batch.handoffs = self.handoffs;
+        batch.counts = self
+            .counts
+            .into_iter()
+            .map(|((kpi, hour), (num, den))| KpiCount {
+                kpi: kpi.to_string(),
+                hour,
+                num,
+                den,
+            })
+            .collect();
+    }
 }
 
 fn set_credits(all: &mut Vec<(String, Vec<CreditRow>)>, deal_id: &str, credits: Vec<CreditRow>) {

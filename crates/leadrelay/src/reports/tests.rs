@@ -108,3 +108,80 @@ fn months_cover_the_range() {
         ["2026-04", "2026-05"]
     );
 }
+
+#[test]
+fn data_quality_checks_presence_and_validity_of_each_required_field() {
+    use super::kpi::quality;
+    let req = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let c = |v: serde_json::Value| v.as_object().cloned().unwrap();
+    let fields = req(&["email", "first_name", "company", "custom.tier"]);
+    let full = c(
+        json!({"email": "a@example.com", "first_name": "Ann", "company": "Acme",
+                        "custom": {"tier": "gold"}}),
+    );
+    assert_eq!(quality(&full, &fields), (true, true));
+    // Missing, empty and whitespace-only all count as missing.
+    for missing in [
+        json!({"email": "a@example.com", "first_name": "Ann", "company": "Acme"}),
+        json!({"email": "a@example.com", "first_name": "  ", "company": "Acme", "custom": {"tier": "x"}}),
+        json!({"email": "a@example.com", "first_name": "Ann", "company": null, "custom": {"tier": "x"}}),
+    ] {
+        assert_eq!(
+            quality(&c(missing.clone()), &fields),
+            (false, true),
+            "{missing}"
+        );
+    }
+    // Present but not valid: placeholders, a name that is an email, a bad
+    // email, a phone that is not one, a domain without a dot.
+    for (f, v) in [
+        ("first_name", "n/a"),
+        ("first_name", "ann@example.com"),
+        ("first_name", "1234"),
+        ("email", "not-an-email"),
+        ("phone", "12"),
+        ("website", "localhost"),
+        ("company", "TBD"),
+    ] {
+        let mut doc = full.clone();
+        doc.insert(f.into(), json!(v));
+        let fields = req(&[f]);
+        assert_eq!(quality(&doc, &fields), (true, false), "{f} = {v}");
+    }
+    for (f, v) in [
+        ("phone", "+14155552671"),
+        ("website", "https://acme.example/about"),
+        ("domain", "acme.example"),
+        ("country", "DE"),
+    ] {
+        let mut doc = full.clone();
+        doc.insert(f.into(), json!(v));
+        assert_eq!(quality(&doc, &req(&[f])), (true, true), "{f} = {v}");
+    }
+    // full_name is first and/or last name.
+    let named = c(json!({"last_name": "Lovelace"}));
+    assert_eq!(quality(&named, &req(&["full_name"])), (true, true));
+    assert_eq!(quality(&c(json!({})), &req(&["full_name"])), (false, true));
+}
+
+#[test]
+fn kpi_settings_are_checked() {
+    let mut cfg = super::kpi::KpiConfig {
+        required_fields: vec!["email".into(), "colour".into(), "custom.".into()],
+        data_quality: 95.0,
+        lead_response_hours: 0.0,
+        ..Default::default()
+    };
+    cfg.check_interval = crate::config::HumanDuration::secs(0);
+    let p = cfg.problems();
+    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(p[0].starts_with("reports.kpis.data_quality = 95"), "{p:?}");
+    assert!(
+        p[1].starts_with("reports.kpis.lead_response_hours = 0"),
+        "{p:?}"
+    );
+    assert!(p[2].contains("check_interval"), "{p:?}");
+    assert!(p[3].contains("unknown field \"colour\""), "{p:?}");
+    assert!(p[4].contains("unknown field \"custom.\""), "{p:?}");
+    assert!(super::kpi::KpiConfig::default().problems().is_empty());
+}

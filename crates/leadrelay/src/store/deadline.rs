@@ -257,8 +257,9 @@ impl ReportStore for Deadline {
         &self,
         contacts: Vec<Uuid>,
         deals: Vec<String>,
+        clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
-        let f = self.inner.rollup_context(contacts, deals);
+        let f = self.inner.rollup_context(contacts, deals, clocks);
         self.call("rollup_context", Limit::Long, f).await
     }
     async fn rollup_apply(&self, batch: RollupBatch) -> StoreResult<()> {
@@ -297,6 +298,46 @@ impl ReportStore for Deadline {
     async fn campaign_costs(&self) -> StoreResult<Vec<CampaignCost>> {
         let f = self.inner.campaign_costs();
         self.call("campaign_costs", Limit::Quick, f).await
+    }
+    async fn report_responses(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<ResponseRow>> {
+        let f = self.inner.report_responses(since, until);
+        self.call("report_responses", Limit::Long, f).await
+    }
+    async fn report_handoffs(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<HandoffOutcome>> {
+        let f = self.inner.report_handoffs(since, until);
+        self.call("report_handoffs", Limit::Long, f).await
+    }
+    async fn report_kpi_counts(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<(String, u64, u64)>> {
+        let f = self.inner.report_kpi_counts(since, until);
+        self.call("report_kpi_counts", Limit::Quick, f).await
+    }
+    async fn report_ref_contacts(&self, refs: Vec<String>) -> StoreResult<Vec<(String, Uuid)>> {
+        let f = self.inner.report_ref_contacts(refs);
+        self.call("report_ref_contacts", Limit::Quick, f).await
+    }
+    async fn record_heartbeat(&self, minute: DateTime<Utc>) -> StoreResult<()> {
+        let f = self.inner.record_heartbeat(minute);
+        self.call("record_heartbeat", Limit::Quick, f).await
+    }
+    async fn heartbeats(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+        let f = self.inner.heartbeats(since, until);
+        self.call("heartbeats", Limit::Quick, f).await
     }
 }
 

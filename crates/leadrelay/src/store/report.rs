@@ -39,6 +39,10 @@ pub struct RollupDoc {
     pub data: Map<String, Value>,
     #[serde(default)]
     pub vendor_refs: Vec<VendorRef>,
+    /// The person as the sender described them, undecoded (the data
+    /// quality KPI checks the fields itself).
+    #[serde(default)]
+    pub contact: Map<String, Value>,
 }
 
 /// One stored touchpoint of a person.
@@ -124,6 +128,46 @@ pub struct CampaignCost {
     pub cost: f64,
 }
 
+/// The lead response clock of one person: when they became an MQL (the
+/// first of `reports.kpis.mql_events`) and their first sales activity
+/// after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseRow {
+    pub contact_id: Uuid,
+    pub mql_at: DateTime<Utc>,
+    pub responded_at: Option<DateTime<Utc>>,
+}
+
+/// One handoff (`lead.qualified`) the rollups saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandoffRow {
+    pub event_id: Uuid,
+    pub contact_id: Uuid,
+    pub at: DateTime<Utc>,
+    /// An owner was assigned.
+    pub owner: bool,
+}
+
+/// A handoff with the state of its deliveries (replaced ones left out).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HandoffOutcome {
+    pub owner: bool,
+    pub deliveries: u64,
+    pub delivered: u64,
+    /// Dead, discarded or skipped: the notification did not go out.
+    pub failed: u64,
+}
+
+/// Hourly counters of a ratio KPI (`num` of `den`), added up per hour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KpiCount {
+    pub kpi: String,
+    /// The start of the hour.
+    pub hour: DateTime<Utc>,
+    pub num: u64,
+    pub den: u64,
+}
+
 /// What one rollup pass writes, in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct RollupBatch {
@@ -139,6 +183,14 @@ pub struct RollupBatch {
     pub deals: Vec<DealRow>,
     /// Per deal id: its credits, replacing any earlier ones.
     pub credits: Vec<(String, Vec<CreditRow>)>,
+    /// Upserted whole.
+    pub responses: Vec<ResponseRow>,
+    /// Inserted once per event.
+    pub handoffs: Vec<HandoffRow>,
+    /// Added to the stored counters of the same KPI and hour.
+    pub counts: Vec<KpiCount>,
+    /// `system:object:id` of a CRM person → the contact (upserted).
+    pub refs: Vec<(String, Uuid)>,
 }
 
 /// What the rollup pass must know before it applies a batch.
@@ -147,6 +199,7 @@ pub struct RollupContext {
     pub touches: Vec<TouchRow>,
     pub leads: Vec<LeadRow>,
     pub deals: Vec<DealRow>,
+    pub responses: Vec<ResponseRow>,
 }
 
 /// The kv key holding the rollup cursor (the last event id rolled up).
@@ -163,12 +216,13 @@ pub trait ReportStore {
         limit: usize,
     ) -> StoreResult<Vec<RollupEvent>>;
 
-    /// The stored touchpoints and lead rows of these contacts and the
-    /// stored state of these deals.
+    /// The stored touchpoints and lead rows of these contacts, the stored
+    /// state of these deals and the response clocks of `clocks`.
     async fn rollup_context(
         &self,
         contacts: Vec<Uuid>,
         deals: Vec<String>,
+        clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext>;
 
     /// Writes a batch and moves the cursor from `batch.from` to
@@ -204,4 +258,41 @@ pub trait ReportStore {
 
     /// Every imported cost.
     async fn campaign_costs(&self) -> StoreResult<Vec<CampaignCost>>;
+
+    /// Response clocks started (`mql_at`) in `[since, until)`.
+    async fn report_responses(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<ResponseRow>>;
+
+    /// Handoffs in `[since, until)` with their deliveries' states.
+    async fn report_handoffs(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<HandoffOutcome>>;
+
+    /// The hourly counters of hours starting in `[since, until)`, summed
+    /// per KPI: `(kpi, num, den)`.
+    async fn report_kpi_counts(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<(String, u64, u64)>>;
+
+    /// The contacts of these `system:object:id` CRM references, where known.
+    async fn report_ref_contacts(&self, refs: Vec<String>) -> StoreResult<Vec<(String, Uuid)>>;
+
+    /// Records that ingest is up in the minute starting at `minute`
+    /// (idempotent; any node's record counts).
+    async fn record_heartbeat(&self, minute: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Minutes with a heartbeat in `[since, until)`, and the earliest
+    /// heartbeat ever recorded.
+    async fn heartbeats(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<(u64, Option<DateTime<Utc>>)>;
 }

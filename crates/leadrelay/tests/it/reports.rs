@@ -9,7 +9,7 @@ use leadrelay::auth::generate_key;
 use leadrelay::store::Role;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, eventually, lead, webhook_config};
+use crate::support::{Receiver, TestApp, eventually, lead, webhook_config};
 
 fn config() -> String {
     webhook_config(
@@ -316,7 +316,7 @@ async fn journeys_become_every_report() {
     assert_eq!(coverage["value"], json!(1.0), "{coverage}");
     assert_eq!(coverage["target"], json!(0.9));
     assert_eq!(coverage["met"], true);
-    assert_eq!(k(&kpis, "uptime")["measured"], false);
+    assert_eq!(k(&kpis, "uptime")["measured"], true);
     let sync = k(&kpis, "sync_success_rate");
     assert_eq!(sync["value"], json!(0.0), "{sync}");
     assert_eq!(sync["met"], false);
@@ -396,4 +396,407 @@ async fn journeys_become_every_report() {
         .unwrap();
     assert_eq!(json_body.status(), 415);
     api.app.stop().await;
+}
+
+/// Stores an event as a source (or, with `origin = "system"`, leadrelay
+/// itself) would: at `at`, about `email` (none: a CRM activity naming only
+/// the CRM's person id), routed to `destinations`.
+#[allow(clippy::too_many_arguments)]
+async fn store_event(
+    app: &TestApp,
+    event_type: &str,
+    system: bool,
+    email: Option<&str>,
+    contact: Value,
+    data: Value,
+    refs: &[(&str, &str, &str)],
+    at: DateTime<Utc>,
+    destinations: &[&str],
+) {
+    use leadrelay_model::{
+        ConsentPurpose, ConsentRecord, EmailAddress, Event, EventType, Origin, VendorRef,
+    };
+    let mut c: leadrelay_model::ContactData = serde_json::from_value(contact).unwrap();
+    c.email = email.map(|e| EmailAddress::parse(e).unwrap());
+    let mut event = Event::internal(
+        EventType::parse(event_type).unwrap(),
+        if system {
+            Origin::system("pipeline")
+        } else {
+            Origin::source("test")
+        },
+        c,
+        data.as_object().cloned().unwrap_or_default(),
+        at,
+    );
+    event.occurred_at = at;
+    event.consent = vec![ConsentRecord {
+        purpose: ConsentPurpose::parse("crm").unwrap(),
+        granted: true,
+        text_version: None,
+        recorded_at: at,
+    }];
+    event.vendor_refs = refs
+        .iter()
+        .map(|(s, o, i)| VendorRef {
+            system: s.to_string(),
+            object: o.to_string(),
+            id: i.to_string(),
+        })
+        .collect();
+    app.store
+        .ingest(vec![leadrelay::store::IngestItem {
+            event,
+            destinations: destinations.iter().map(|d| d.to_string()).collect(),
+            idempotency: None,
+        }])
+        .await
+        .unwrap();
+}
+
+fn kpi_of(kpis: &[leadrelay::reports::kpi::Kpi], name: &str) -> leadrelay::reports::kpi::Kpi {
+    kpis.iter().find(|k| k.name == name).unwrap().clone()
+}
+
+#[tokio::test]
+async fn lead_response_data_quality_handoffs_uptime_and_kpi_alerts() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn(&webhook_config(
+        &receiver.url(),
+        r#"
+[alerts]
+notify = ["hook"]
+[reports]
+rollup_lag = "0s"
+rollup_interval = "1h"
+rollup_batch = 4
+kpis.window = "7d"
+kpis.mql_events = ["lead.mql"]
+kpis.required_fields = ["email", "first_name", "company"]
+kpis.alert_after = "1h"
+kpis.check_interval = "1h"
+"#,
+    ))
+    .await;
+    let now = Utc::now();
+    let h = Duration::hours;
+    let none = json!({});
+    let person = |first: &str, company: Option<&str>| {
+        let mut c = json!({"first_name": first});
+        if let Some(co) = company {
+            c["company"] = json!(co);
+        }
+        c
+    };
+    // Leads: Ann and Dee complete and valid; Bob's first name is a
+    // placeholder (invalid); Cy has no company (incomplete). Dee's lead
+    // comes from Pipedrive, which names her person id 77.
+    for (email, first, company, refs) in [
+        ("ann@example.com", "Ann", Some("Acme"), vec![]),
+        ("bob@example.com", "n/a", Some("Beta"), vec![]),
+        ("cy@example.com", "Cy", None, vec![]),
+        (
+            "dee@example.com",
+            "Dee",
+            Some("Delta"),
+            vec![("pipedrive", "person", "77")],
+        ),
+    ] {
+        store_event(
+            &app,
+            "lead.created",
+            false,
+            Some(email),
+            person(first, company),
+            none.clone(),
+            &refs,
+            now - h(12),
+            &[],
+        )
+        .await;
+    }
+    // Response clocks: Ann answered after 2 h, Bob never (9 h so far: past
+    // the 4 h target), Cy became MQL an hour ago (still waiting), Dee's
+    // Pipedrive activity names only person 77, 3 h after her MQL.
+    for (email, mql) in [
+        ("ann@example.com", 10),
+        ("bob@example.com", 9),
+        ("cy@example.com", 1),
+        ("dee@example.com", 7),
+    ] {
+        store_event(
+            &app,
+            "lead.mql",
+            false,
+            Some(email),
+            none.clone(),
+            none.clone(),
+            &[],
+            now - h(mql),
+            &[],
+        )
+        .await;
+    }
+    store_event(
+        &app,
+        "meeting.booked",
+        false,
+        Some("ann@example.com"),
+        none.clone(),
+        none.clone(),
+        &[],
+        now - h(8),
+        &[],
+    )
+    .await;
+    store_event(
+        &app,
+        "activity.logged",
+        false,
+        None,
+        none.clone(),
+        none.clone(),
+        &[("pipedrive", "person", "77")],
+        now - h(4),
+        &[],
+    )
+    .await;
+    // Handoffs: one with an owner, notified through the webhook; one without
+    // an owner; one with an owner but no route to tell anyone.
+    let owner = json!({"owner": {"name": "ana"}});
+    store_event(
+        &app,
+        "lead.qualified",
+        true,
+        Some("ann@example.com"),
+        none.clone(),
+        owner.clone(),
+        &[],
+        now - h(6),
+        &["hook"],
+    )
+    .await;
+    store_event(
+        &app,
+        "lead.qualified",
+        true,
+        Some("bob@example.com"),
+        none.clone(),
+        json!({"owner": null}),
+        &[],
+        now - h(6),
+        &["hook"],
+    )
+    .await;
+    store_event(
+        &app,
+        "lead.qualified",
+        true,
+        Some("cy@example.com"),
+        none.clone(),
+        owner,
+        &[],
+        now - h(6),
+        &[],
+    )
+    .await;
+    app.settled("hook", 2, std::time::Duration::from_secs(20))
+        .await;
+    // Uptime: heartbeats in 8 of the 10 minutes before `now`.
+    let minute = |m: i64| {
+        use chrono::DurationRound;
+        (now - Duration::minutes(m))
+            .duration_trunc(Duration::minutes(1))
+            .unwrap()
+    };
+    for m in (1..=10).filter(|m| *m != 3 && *m != 5) {
+        app.store.record_heartbeat(minute(m)).await.unwrap();
+    }
+
+    let cfg = leadrelay::reports::kpi::KpiConfig {
+        window: leadrelay::config::HumanDuration::secs(7 * 86_400),
+        mql_events: vec!["lead.mql".into()],
+        required_fields: vec!["email".into(), "first_name".into(), "company".into()],
+        ..Default::default()
+    };
+    let rc = leadrelay::reports::ReportsConfig {
+        rollup_lag: leadrelay::config::HumanDuration::secs(0),
+        kpis: cfg.clone(),
+        ..Default::default()
+    };
+    leadrelay::reports::rollup::catch_up(app.store.as_ref(), &rc, now + h(1))
+        .await
+        .unwrap();
+    let at = minute(0);
+    let kpis = leadrelay::reports::kpi::compute(app.store.as_ref(), &cfg, at)
+        .await
+        .unwrap();
+    let response = kpi_of(&kpis, "lead_response_hours");
+    // (2 + 9 + 3) / 3, Cy still within her 4 hours.
+    let mean = response.value.unwrap();
+    assert!((mean - 14.0 / 3.0).abs() < 0.02, "{response:?}");
+    assert_eq!(response.met, Some(false));
+    assert!(
+        response
+            .detail
+            .starts_with("4 MQLs: 2 answered, 1 unanswered past the target, 1 waiting"),
+        "{}",
+        response.detail
+    );
+    let quality = kpi_of(&kpis, "data_quality");
+    assert_eq!(quality.value, Some(0.5), "{quality:?}");
+    assert!(
+        quality.detail.contains("(3 complete, 3 valid)"),
+        "{}",
+        quality.detail
+    );
+    let handoff = kpi_of(&kpis, "handoff_completion");
+    assert_eq!(handoff.value, Some(1.0 / 3.0), "{handoff:?}");
+    assert!(
+        handoff
+            .detail
+            .contains("1 without an owner, 1 with no notification route"),
+        "{}",
+        handoff.detail
+    );
+    let uptime = kpi_of(&kpis, "uptime");
+    assert_eq!(uptime.value, Some(0.8), "{uptime:?}");
+    assert_eq!(uptime.met, Some(false));
+    assert!(kpis.iter().all(|k| k.measured));
+
+    // The API and the gauges show the same (uptime there runs to now).
+    let (key, record) = generate_key("ops", Role::Admin);
+    app.store.create_api_key(record).await.unwrap();
+    let api: Value = app
+        .client
+        .get(app.url("/api/v1/kpis"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let q = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "data_quality")
+        .unwrap();
+    assert_eq!(q["value"], json!(0.5), "{api}");
+    assert_eq!(q["target"], json!(0.95));
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kpi_value{kpi=\"data_quality\"} 0.5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kpi_target{kpi=\"lead_response_hours\"} 4.0"),
+        "{metrics}"
+    );
+
+    // Alerts: below target at `at` starts the clock; an hour later the
+    // alert goes out once; when quality recovers, one notice.
+    let alerts_cfg = leadrelay::config::AlertsConfig {
+        notify: vec!["hook".into()],
+        ..Default::default()
+    };
+    let enabled = ["hook".to_string()].into_iter().collect();
+    let monitor =
+        leadrelay::delivery::AlertMonitor::new(app.store.clone(), alerts_cfg, vec![], enabled);
+    let quality_alerts = || {
+        receiver
+            .delivered()
+            .into_iter()
+            .map(|hit| hit.json())
+            .filter(|b| b.to_string().contains("\"alert\":\"data_quality\""))
+            .collect::<Vec<_>>()
+    };
+    use leadrelay::reports::kpi::check_alerts;
+    check_alerts(app.store.as_ref(), &cfg, &monitor, at)
+        .await
+        .unwrap();
+    check_alerts(
+        app.store.as_ref(),
+        &cfg,
+        &monitor,
+        at + Duration::minutes(30),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        quality_alerts().is_empty(),
+        "below for less than alert_after"
+    );
+    check_alerts(app.store.as_ref(), &cfg, &monitor, at + h(1))
+        .await
+        .unwrap();
+    check_alerts(
+        app.store.as_ref(),
+        &cfg,
+        &monitor,
+        at + Duration::minutes(70),
+    )
+    .await
+    .unwrap();
+    let fired = eventually(
+        "the data quality alert",
+        std::time::Duration::from_secs(20),
+        || async {
+            let a = quality_alerts();
+            (!a.is_empty()).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let text = fired[0].to_string();
+    assert!(
+        text.contains("firing") && text.contains("KPI data_quality is 0.5000"),
+        "{text}"
+    );
+    // Forty complete leads: 42 of 44 ≥ 95 %.
+    for i in 0..40 {
+        store_event(
+            &app,
+            "lead.created",
+            false,
+            Some(&format!("p{i}@example.com")),
+            person("Pat", Some("Pco")),
+            none.clone(),
+            &[],
+            now - h(1),
+            &[],
+        )
+        .await;
+    }
+    leadrelay::reports::rollup::catch_up(app.store.as_ref(), &rc, now + h(2))
+        .await
+        .unwrap();
+    check_alerts(app.store.as_ref(), &cfg, &monitor, at + h(2))
+        .await
+        .unwrap();
+    check_alerts(app.store.as_ref(), &cfg, &monitor, at + h(3))
+        .await
+        .unwrap();
+    let all = eventually(
+        "the recovery notice",
+        std::time::Duration::from_secs(20),
+        || async {
+            let a = quality_alerts();
+            (a.len() >= 2).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all[1].to_string().contains("resolved"), "{}", all[1]);
+    app.stop().await;
 }

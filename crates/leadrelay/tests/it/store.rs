@@ -777,8 +777,8 @@ async fn fixable_dead_letters_are_grouped_rescheduled_and_bounded() {
 #[tokio::test]
 async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
     use leadrelay::store::{
-        CampaignCost, CreditRow, DealRow, LeadRow, ROLLUP_CURSOR_KEY, RollupBatch, StagePeriod,
-        TouchRow,
+        CampaignCost, CreditRow, DealRow, HandoffOutcome, HandoffRow, KpiCount, LeadRow,
+        ROLLUP_CURSOR_KEY, ResponseRow, RollupBatch, StagePeriod, TouchRow,
     };
     let f = fixture().await;
     let s = &f.store;
@@ -858,6 +858,24 @@ async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
         }],
         deals: vec![deal.clone()],
         credits: vec![("hubspot:1".into(), vec![credit.clone()])],
+        responses: vec![ResponseRow {
+            contact_id: contact,
+            mql_at: t,
+            responded_at: None,
+        }],
+        handoffs: vec![HandoffRow {
+            event_id: e1,
+            contact_id: contact,
+            at: t,
+            owner: true,
+        }],
+        counts: vec![KpiCount {
+            kpi: "data_quality".into(),
+            hour: t,
+            num: 1,
+            den: 2,
+        }],
+        refs: vec![("pipedrive:person:7".into(), contact)],
     };
     s.rollup_apply(batch.clone()).await.unwrap();
     assert_eq!(
@@ -870,19 +888,94 @@ async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
             stage: "lost".into(),
             ..deal.clone()
         }],
-        ..batch
+        ..batch.clone()
     };
     assert!(matches!(
         s.rollup_apply(stale).await,
         Err(StoreError::Conflict(_))
     ));
     let ctx = s
-        .rollup_context(vec![contact], vec!["hubspot:1".into()])
+        .rollup_context(vec![contact], vec!["hubspot:1".into()], vec![contact])
         .await
         .unwrap();
     assert_eq!(ctx.touches.len(), 1);
     assert_eq!(ctx.leads.len(), 1);
     assert_eq!(ctx.deals, vec![deal.clone()]);
+    assert_eq!(ctx.responses, batch.responses);
+
+    // KPI rollups: counters add up per hour, responses are replaced whole,
+    // a handoff without deliveries has none.
+    let next = RollupBatch {
+        from: Some(e2),
+        cursor: new_id(),
+        responses: vec![ResponseRow {
+            responded_at: Some(t + chrono::Duration::hours(2)),
+            ..batch.responses[0].clone()
+        }],
+        counts: vec![
+            KpiCount {
+                kpi: "data_quality".into(),
+                hour: t,
+                num: 2,
+                den: 3,
+            },
+            KpiCount {
+                kpi: "data_quality.valid".into(),
+                hour: t + chrono::Duration::hours(1),
+                num: 0,
+                den: 1,
+            },
+        ],
+        handoffs: batch.handoffs.clone(),
+        ..Default::default()
+    };
+    s.rollup_apply(next).await.unwrap();
+    let hour = chrono::Duration::hours(1);
+    assert_eq!(
+        s.report_kpi_counts(t, t + hour * 2).await.unwrap(),
+        vec![
+            ("data_quality".to_string(), 3, 5),
+            ("data_quality.valid".to_string(), 0, 1)
+        ]
+    );
+    assert_eq!(
+        s.report_kpi_counts(t + hour, t + hour * 2).await.unwrap(),
+        vec![("data_quality.valid".to_string(), 0, 1)]
+    );
+    let responses = s.report_responses(t, t + hour).await.unwrap();
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].responded_at, Some(t + hour * 2));
+    assert!(
+        s.report_responses(t + hour, t + hour * 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.report_handoffs(t, t + hour).await.unwrap(),
+        vec![HandoffOutcome {
+            owner: true,
+            deliveries: 0,
+            delivered: 0,
+            failed: 0
+        }]
+    );
+    assert_eq!(
+        s.report_ref_contacts(vec![
+            "pipedrive:person:7".into(),
+            "pipedrive:person:8".into()
+        ])
+        .await
+        .unwrap(),
+        vec![("pipedrive:person:7".to_string(), contact)]
+    );
+    // Heartbeats: idempotent per minute; the first one ever is known.
+    let m = chrono::Duration::minutes(1);
+    for at in [t, t, t + m * 2] {
+        s.record_heartbeat(at).await.unwrap();
+    }
+    assert_eq!(s.heartbeats(t, t + m * 3).await.unwrap(), (2, Some(t)));
+    assert_eq!(s.heartbeats(t + m, t + m * 2).await.unwrap(), (0, Some(t)));
 
     let now = Utc::now();
     let day = chrono::Duration::days(1);

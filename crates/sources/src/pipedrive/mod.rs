@@ -10,6 +10,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::ACTIVITY_LOGGED;
 use crate::auth::BasicAuth;
 use crate::config::{Env, parse_settings, secret_from_env};
 use crate::event::{EventDraft, parse_time};
@@ -146,6 +147,9 @@ fn map_event(body: &Value, meta: &Value) -> InboundEvent {
         ("deal", "change") if changed("stage_id") || changed("status") => {
             Some(EventType::DealStageChanged)
         }
+        // A call, meeting, email or task logged by sales: the lead response
+        // time KPI's first sales activity.
+        ("activity", "create") => Some(EventType::Custom(ACTIVITY_LOGGED.into())),
         _ => None,
     };
     let vendor_event = format!("{action}.{entity}");
@@ -171,6 +175,17 @@ fn map_event(body: &Value, meta: &Value) -> InboundEvent {
     ] {
         if let Some(id) = data.get(key).and_then(ref_id) {
             d.vendor_ref(object, &id);
+        }
+    }
+    // API v2 activities name their people as participants.
+    for p in data
+        .get("participants")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(id) = p.get("person_id").and_then(ref_id) {
+            d.vendor_ref("person", &id);
         }
     }
     for key in [

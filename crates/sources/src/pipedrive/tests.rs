@@ -159,3 +159,22 @@ fn the_largest_documented_request_fits() {
     let body = body.to_string();
     assert_largest_fits(source().as_ref(), &delivery(&body), 1);
 }
+
+#[test]
+fn a_new_activity_is_a_logged_sales_activity_of_its_person() {
+    // API v2 names the activity's people as participants.
+    let v2 = json!({
+        "meta": {"action": "create", "entity": "activity", "entity_id": "71", "id": "3f9c1b2e-5a4d-4c3b-9e8f-7a6b5c4d3e2f", "version": "2.0", "timestamp": "2024-06-10T07:00:00.000Z"},
+        "data": {"id": 71, "subject": "Intro call", "type": "call", "done": true, "deal_id": 1, "owner_id": 5,
+                 "participants": [{"person_id": 12, "primary": true}]},
+        "previous": null
+    });
+    let e = one_event(source().as_ref(), &delivery(&v2.to_string()));
+    assert_eq!(e.event_type.as_str(), "activity.logged");
+    assert!(has_ref(&e, "person", "12") && has_ref(&e, "activity", "71"));
+    // API v1: `person_id` on the activity itself.
+    let v1 = r#"{"v":1,"meta":{"v":1,"action":"added","object":"activity","id":72,"timestamp":1739826941},"current":{"id":72,"subject":"Demo","type":"meeting","person_id":13},"previous":null,"event":"added.activity"}"#;
+    let e = one_event(source().as_ref(), &delivery(v1));
+    assert_eq!(e.event_type.as_str(), "activity.logged");
+    assert!(has_ref(&e, "person", "13"));
+}

@@ -244,6 +244,9 @@ impl OutboundMessages {
 
         let event_type = match object {
             "Contact" | "Lead" => Some(EventType::ContactUpdated),
+            // A call, email or meeting logged by sales (the lead response
+            // time KPI's first sales activity).
+            "Task" | "Event" => Some(EventType::Custom(crate::ACTIVITY_LOGGED.into())),
             "Opportunity" if field(&self.stage_field).is_some() => {
                 Some(EventType::DealStageChanged)
             }
@@ -264,6 +267,15 @@ impl OutboundMessages {
             ("OwnerId", "user"),
         ] {
             d.vendor_ref(object, field(key).unwrap_or(""));
+        }
+        // A Task's or Event's person: a Lead (key prefix 00Q) or a Contact.
+        if let Some(who) = field("WhoId") {
+            let object = if who.starts_with("00Q") {
+                "lead"
+            } else {
+                "contact"
+            };
+            d.vendor_ref(object, who);
         }
         for key in ["OrganizationId", "ActionId"] {
             if let Some(v) = n.child_text(key) {

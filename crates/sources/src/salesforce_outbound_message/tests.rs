@@ -221,3 +221,27 @@ fn the_largest_documented_request_fits() {
     );
     assert_largest_fits(source().as_ref(), &delivery(URL, &body), 100);
 }
+
+#[test]
+fn tasks_and_events_are_logged_sales_activities_of_their_person() {
+    let body = fixture("salesforce_outbound_contact.xml").replace(
+        r#"<sObject xsi:type="sf:Contact" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+     <sf:Id>003000000000001AAA</sf:Id>"#,
+        r#"<sObject xsi:type="sf:Task" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+     <sf:Id>00T000000000001AAA</sf:Id>
+     <sf:WhoId>00Q000000000007AAA</sf:WhoId>
+     <sf:Subject>Call</sf:Subject>"#,
+    );
+    let all = events(source().as_ref(), &delivery(URL, &body));
+    let t = &all[0];
+    assert_eq!(t.event_type.as_str(), "activity.logged");
+    assert!(has_ref(t, "lead", "00Q000000000007AAA"));
+    assert!(has_ref(t, "task", "00T000000000001AAA"));
+    // A contact's Event.
+    let body = body
+        .replace("sf:Task", "sf:Event")
+        .replace("00Q000000000007AAA", "003000000000009AAA");
+    let e = &events(source().as_ref(), &delivery(URL, &body))[0];
+    assert_eq!(e.event_type.as_str(), "activity.logged");
+    assert!(has_ref(e, "contact", "003000000000009AAA"));
+}

@@ -35,6 +35,16 @@ const ROLLUP_LOCK: i64 = 0x726f_6c6c_7570;
 
 const LEAD_COLS: &str = "contact_id, first_at, origin, channel, source, campaign";
 
+const RESPONSE_COLS: &str = "contact_id, mql_at, responded_at";
+
+fn response_from(r: &Row) -> StoreResult<ResponseRow> {
+    Ok(ResponseRow {
+        contact_id: r.try_get(0).map_err(db)?,
+        mql_at: from_ms(r.try_get(1).map_err(db)?),
+        responded_at: r.try_get::<_, Option<i64>>(2).map_err(db)?.map(from_ms),
+    })
+}
+
 #[async_trait]
 impl ReportStore for PostgresStore {
     async fn rollup_events(
@@ -76,6 +86,7 @@ impl ReportStore for PostgresStore {
         &self,
         contacts: Vec<Uuid>,
         deals: Vec<String>,
+        clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
         let c = self.conn().await?;
         let mut ctx = RollupContext::default();
@@ -106,6 +117,16 @@ impl ReportStore for PostgresStore {
         .map_err(map_err)?
         {
             ctx.leads.push(lead_from(&r)?);
+        }
+        for r in query(
+            &c,
+            &format!("SELECT {RESPONSE_COLS} FROM report_responses WHERE contact_id = ANY($1)"),
+            &[&clocks],
+        )
+        .await
+        .map_err(map_err)?
+        {
+            ctx.responses.push(response_from(&r)?);
         }
         for r in query(
             &c,
@@ -224,6 +245,64 @@ impl ReportStore for PostgresStore {
                 .await
                 .map_err(map_err)?;
             }
+        }
+        for r in &batch.responses {
+            exec(
+                &tx,
+                &format!(
+                    "INSERT INTO report_responses ({RESPONSE_COLS}) VALUES ($1, $2, $3) \
+                     ON CONFLICT (contact_id) DO UPDATE SET mql_at = EXCLUDED.mql_at, \
+                     responded_at = EXCLUDED.responded_at"
+                ),
+                &[
+                    &r.contact_id,
+                    &r.mql_at.timestamp_millis(),
+                    &r.responded_at.map(|t| t.timestamp_millis()),
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        for h in &batch.handoffs {
+            exec(
+                &tx,
+                "INSERT INTO report_handoffs (event_id, contact_id, at, owner) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[
+                    &h.event_id,
+                    &h.contact_id,
+                    &h.at.timestamp_millis(),
+                    &h.owner,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        for k in &batch.counts {
+            exec(
+                &tx,
+                "INSERT INTO report_kpi_counts (kpi, hour, num, den) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kpi, hour) DO UPDATE SET num = report_kpi_counts.num + EXCLUDED.num, \
+                 den = report_kpi_counts.den + EXCLUDED.den",
+                &[
+                    &k.kpi,
+                    &k.hour.timestamp_millis(),
+                    &(k.num as i64),
+                    &(k.den as i64),
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        for (r, cid) in &batch.refs {
+            exec(
+                &tx,
+                "INSERT INTO report_refs (ref, contact_id) VALUES ($1, $2) \
+                 ON CONFLICT (ref) DO UPDATE SET contact_id = EXCLUDED.contact_id",
+                &[r, cid],
+            )
+            .await
+            .map_err(map_err)?;
         }
         {
             let cursor = batch.cursor;
@@ -347,5 +426,128 @@ impl ReportStore for PostgresStore {
             })
         })
         .collect()
+    }
+
+    async fn report_responses(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<ResponseRow>> {
+        let c = self.conn().await?;
+        query(
+            &c,
+            &format!(
+                "SELECT {RESPONSE_COLS} FROM report_responses WHERE mql_at >= $1 AND mql_at < $2"
+            ),
+            &[&since.timestamp_millis(), &until.timestamp_millis()],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(response_from)
+        .collect()
+    }
+
+    async fn report_handoffs(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<HandoffOutcome>> {
+        let c = self.conn().await?;
+        query(
+            &c,
+            "SELECT h.owner, COUNT(d.id), \
+             COUNT(d.id) FILTER (WHERE d.state = 'delivered'), \
+             COUNT(d.id) FILTER (WHERE d.state IN ('dead', 'discarded', 'skipped')) \
+             FROM report_handoffs h \
+             LEFT JOIN deliveries d ON d.event_id = h.event_id AND d.replayed_by IS NULL \
+             WHERE h.at >= $1 AND h.at < $2 GROUP BY h.event_id, h.owner",
+            &[&since.timestamp_millis(), &until.timestamp_millis()],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(HandoffOutcome {
+                owner: r.try_get(0).map_err(db)?,
+                deliveries: r.try_get::<_, i64>(1).map_err(db)? as u64,
+                delivered: r.try_get::<_, i64>(2).map_err(db)? as u64,
+                failed: r.try_get::<_, i64>(3).map_err(db)? as u64,
+            })
+        })
+        .collect()
+    }
+
+    async fn report_kpi_counts(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<(String, u64, u64)>> {
+        let c = self.conn().await?;
+        query(
+            &c,
+            "SELECT kpi, SUM(num)::BIGINT, SUM(den)::BIGINT FROM report_kpi_counts \
+             WHERE hour >= $1 AND hour < $2 GROUP BY kpi ORDER BY kpi",
+            &[&since.timestamp_millis(), &until.timestamp_millis()],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(db)?,
+                r.try_get::<_, i64>(1).map_err(db)? as u64,
+                r.try_get::<_, i64>(2).map_err(db)? as u64,
+            ))
+        })
+        .collect()
+    }
+
+    async fn report_ref_contacts(&self, refs: Vec<String>) -> StoreResult<Vec<(String, Uuid)>> {
+        let c = self.conn().await?;
+        query(
+            &c,
+            "SELECT ref, contact_id FROM report_refs WHERE ref = ANY($1)",
+            &[&refs],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
+        .collect()
+    }
+
+    async fn record_heartbeat(&self, minute: DateTime<Utc>) -> StoreResult<()> {
+        let c = self.conn().await?;
+        exec(
+            &c,
+            "INSERT INTO report_heartbeats (minute) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&minute.timestamp_millis()],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn heartbeats(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+        let c = self.conn().await?;
+        let rows = query(
+            &c,
+            "SELECT (SELECT COUNT(*) FROM report_heartbeats WHERE minute >= $1 AND minute < $2), \
+             (SELECT MIN(minute) FROM report_heartbeats)",
+            &[&since.timestamp_millis(), &until.timestamp_millis()],
+        )
+        .await
+        .map_err(map_err)?;
+        let r = rows
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("heartbeat count: no row".into()))?;
+        let n: i64 = r.try_get(0).map_err(db)?;
+        let first: Option<i64> = r.try_get(1).map_err(db)?;
+        Ok((n as u64, first.map(from_ms)))
     }
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::SqliteStore;
@@ -63,6 +63,37 @@ fn leads_where(
             channel,
             source,
             campaign,
+        });
+    }
+    Ok(out)
+}
+
+fn responses_where(
+    c: &Connection,
+    clause: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<ResponseRow>> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT contact_id, mql_at, responded_at FROM report_responses WHERE {clause}"
+        ))
+        .map_err(map_err)?;
+    let rows = stmt
+        .query_map(p, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .map_err(map_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, mql, responded) = row.map_err(map_err)?;
+        out.push(ResponseRow {
+            contact_id: parse_uuid(&id)?,
+            mql_at: from_ms(mql),
+            responded_at: responded.map(from_ms),
         });
     }
     Ok(out)
@@ -146,6 +177,7 @@ impl ReportStore for SqliteStore {
         &self,
         contacts: Vec<Uuid>,
         deals: Vec<String>,
+        clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
         self.read(move |c| {
             let mut ctx = RollupContext::default();
@@ -174,6 +206,10 @@ impl ReportStore for SqliteStore {
                 }
                 ctx.leads
                     .extend(leads_where(c, "contact_id = ?1", &[&id.to_string()])?);
+            }
+            for id in &clocks {
+                ctx.responses
+                    .extend(responses_where(c, "contact_id = ?1", &[&id.to_string()])?);
             }
             for d in &deals {
                 ctx.deals.extend(deals_where(c, "deal_id = ?1", &[d])?);
@@ -287,6 +323,63 @@ impl ReportStore for SqliteStore {
                         .map_err(map_err)?;
                 }
             }
+            let mut response = c
+                .prepare_cached(
+                    "INSERT INTO report_responses (contact_id, mql_at, responded_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(contact_id) DO UPDATE SET mql_at = excluded.mql_at, \
+                     responded_at = excluded.responded_at",
+                )
+                .map_err(map_err)?;
+            for r in &batch.responses {
+                response
+                    .execute(params![
+                        r.contact_id.to_string(),
+                        r.mql_at.timestamp_millis(),
+                        r.responded_at.map(|t| t.timestamp_millis())
+                    ])
+                    .map_err(map_err)?;
+            }
+            let mut handoff = c
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO report_handoffs (event_id, contact_id, at, owner) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(map_err)?;
+            for h in &batch.handoffs {
+                handoff
+                    .execute(params![
+                        h.event_id.to_string(),
+                        h.contact_id.to_string(),
+                        h.at.timestamp_millis(),
+                        h.owner
+                    ])
+                    .map_err(map_err)?;
+            }
+            let mut count = c
+                .prepare_cached(
+                    "INSERT INTO report_kpi_counts (kpi, hour, num, den) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT(kpi, hour) DO UPDATE SET num = num + excluded.num, den = den + excluded.den",
+                )
+                .map_err(map_err)?;
+            for k in &batch.counts {
+                count
+                    .execute(params![
+                        k.kpi,
+                        k.hour.timestamp_millis(),
+                        k.num as i64,
+                        k.den as i64
+                    ])
+                    .map_err(map_err)?;
+            }
+            let mut link = c
+                .prepare_cached(
+                    "INSERT INTO report_refs (ref, contact_id) VALUES (?1, ?2) \
+                     ON CONFLICT(ref) DO UPDATE SET contact_id = excluded.contact_id",
+                )
+                .map_err(map_err)?;
+            for (r, cid) in &batch.refs {
+                link.execute(params![r, cid.to_string()]).map_err(map_err)?;
+            }
             Ok(())
         })
         .await
@@ -394,6 +487,141 @@ impl ReportStore for SqliteStore {
                 })
                 .map_err(map_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn report_responses(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<ResponseRow>> {
+        self.read(move |c| {
+            responses_where(
+                c,
+                "mql_at >= ?1 AND mql_at < ?2",
+                &[&since.timestamp_millis(), &until.timestamp_millis()],
+            )
+        })
+        .await
+    }
+
+    async fn report_handoffs(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<HandoffOutcome>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT h.owner, COUNT(d.id), \
+                     COALESCE(SUM(CASE WHEN d.state = 'delivered' THEN 1 ELSE 0 END), 0), \
+                     COALESCE(SUM(CASE WHEN d.state IN ('dead', 'discarded', 'skipped') THEN 1 ELSE 0 END), 0) \
+                     FROM report_handoffs h \
+                     LEFT JOIN deliveries d ON d.event_id = h.event_id AND d.replayed_by IS NULL \
+                     WHERE h.at >= ?1 AND h.at < ?2 GROUP BY h.event_id, h.owner",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(
+                    params![since.timestamp_millis(), until.timestamp_millis()],
+                    |r| {
+                        Ok(HandoffOutcome {
+                            owner: r.get(0)?,
+                            deliveries: r.get::<_, i64>(1)? as u64,
+                            delivered: r.get::<_, i64>(2)? as u64,
+                            failed: r.get::<_, i64>(3)? as u64,
+                        })
+                    },
+                )
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn report_kpi_counts(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<(String, u64, u64)>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT kpi, SUM(num), SUM(den) FROM report_kpi_counts \
+                     WHERE hour >= ?1 AND hour < ?2 GROUP BY kpi ORDER BY kpi",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(
+                    params![since.timestamp_millis(), until.timestamp_millis()],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)? as u64,
+                            r.get::<_, i64>(2)? as u64,
+                        ))
+                    },
+                )
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn report_ref_contacts(&self, refs: Vec<String>) -> StoreResult<Vec<(String, Uuid)>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT contact_id FROM report_refs WHERE ref = ?1")
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for r in refs {
+                let found: Option<String> = stmt
+                    .query_row(params![r], |row| row.get(0))
+                    .optional()
+                    .map_err(map_err)?;
+                if let Some(id) = found {
+                    out.push((r, parse_uuid(&id)?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_heartbeat(&self, minute: DateTime<Utc>) -> StoreResult<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT OR IGNORE INTO report_heartbeats (minute) VALUES (?1)")
+                .map_err(map_err)?
+                .execute(params![minute.timestamp_millis()])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn heartbeats(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM report_heartbeats WHERE minute >= ?1 AND minute < ?2",
+                )
+                .map_err(map_err)?
+                .query_row(
+                    params![since.timestamp_millis(), until.timestamp_millis()],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            let first: Option<i64> = c
+                .prepare_cached("SELECT MIN(minute) FROM report_heartbeats")
+                .map_err(map_err)?
+                .query_row([], |r| r.get(0))
+                .map_err(map_err)?;
+            Ok((n as u64, first.map(from_ms)))
         })
         .await
     }

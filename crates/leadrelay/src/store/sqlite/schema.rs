@@ -298,6 +298,42 @@ CREATE TABLE report_campaign_costs (
 -- attempt request capture
 ALTER TABLE attempts ADD COLUMN exchange TEXT;
 "#,
+    // 8: KPI rollups: each person's lead response clock (MQL to first
+    // sales activity), handoffs (joined with their deliveries for handoff
+    // completion), hourly counters of ratio KPIs (data quality) and one
+    // heartbeat row per minute ingest was up; and which person a CRM's
+    // person/contact/lead id belongs to (learnt from events naming both), so
+    // a CRM activity that names only the CRM's id still stops the clock.
+    r#"
+-- report KPI rollups
+CREATE TABLE report_responses (
+    contact_id TEXT PRIMARY KEY,
+    mql_at BIGINT NOT NULL,
+    responded_at BIGINT
+);
+CREATE INDEX report_responses_mql ON report_responses(mql_at);
+CREATE TABLE report_handoffs (
+    event_id TEXT PRIMARY KEY,
+    contact_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    owner INTEGER NOT NULL
+);
+CREATE INDEX report_handoffs_at ON report_handoffs(at);
+CREATE TABLE report_kpi_counts (
+    kpi TEXT NOT NULL,
+    hour BIGINT NOT NULL,
+    num BIGINT NOT NULL,
+    den BIGINT NOT NULL,
+    PRIMARY KEY (kpi, hour)
+);
+CREATE TABLE report_heartbeats (
+    minute BIGINT PRIMARY KEY
+);
+CREATE TABLE report_refs (
+    ref TEXT PRIMARY KEY,
+    contact_id TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version a fully migrated database has.
