@@ -129,6 +129,7 @@ pub async fn start(
             privacy: privacy.clone(),
             fixable: config.delivery.fixable.clone(),
             config_fingerprints: delivery::fixable::config_fingerprints(&config),
+            owners: Arc::new(config.owners.iter().cloned().map(Arc::new).collect()),
         },
         enabled.clone(),
         metrics.clone(),

@@ -39,6 +39,8 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Records the causes of fixable dead letters (None: switched off).
     pub fixable: Option<crate::config::FixableConfig>,
+    /// `[[owners]]`, to give each job its person's assigned owner.
+    pub owners: Arc<Vec<Arc<crate::pipeline::OwnerConfig>>>,
 }
 
 /// Deliveries being sent right now, so shutdown can release their leases.
@@ -683,6 +685,7 @@ async fn send_batch(
             event,
             contact: c.contact.clone(),
             remote_ids: Vec::new(),
+            owner: crate::connectors::owner_of(&ctx.owners, c.contact.as_ref()),
         };
         if let Some(reason) = dest.connector.skip_reason(&job) {
             let t = Transition::Skipped { reason };
@@ -1020,6 +1023,7 @@ mod tests {
             )),
             metrics: crate::metrics::Metrics::new(),
             fixable: None,
+            owners: Default::default(),
         };
         let task = tokio::spawn(run(dest, ctx));
         let started = Instant::now();

@@ -245,6 +245,8 @@ pub struct EngineSettings {
     pub fixable: crate::config::FixableConfig,
     /// Each destination's configuration fingerprint (see [`fixable`]).
     pub config_fingerprints: std::collections::BTreeMap<String, String>,
+    /// `[[owners]]`: the assigned owner each job carries.
+    pub owners: Arc<Vec<Arc<crate::pipeline::OwnerConfig>>>,
 }
 
 /// The running engine.
@@ -306,6 +308,7 @@ impl Engine {
                     .fixable
                     .enabled
                     .then(|| self.settings.fixable.clone()),
+                owners: self.settings.owners.clone(),
             };
             tasks.push(tokio::spawn(dispatcher::run(d.clone(), ctx)));
         }

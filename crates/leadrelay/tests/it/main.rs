@@ -24,6 +24,7 @@ mod multinode;
 mod notify_support;
 mod openapi;
 mod pipeline;
+mod playbooks;
 mod poison;
 mod privacy;
 mod reports;
