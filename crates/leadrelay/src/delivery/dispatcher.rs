@@ -639,6 +639,21 @@ async fn record_panic(
     }
 }
 
+/// Keeps the sequence memberships the enrollment model derived (a failure
+/// is logged: the deliveries' own outcomes are recorded regardless).
+async fn record_memberships(
+    ctx: &Context,
+    destination: &str,
+    items: Vec<crate::store::Membership>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    if let Err(e) = ctx.store.record_memberships(items).await {
+        tracing::warn!(destination, error = %e, "keeping sequence memberships failed");
+    }
+}
+
 async fn send_batch(
     dest: Arc<Destination>,
     ctx: Arc<Context>,
@@ -701,6 +716,8 @@ async fn send_batch(
         let now = Utc::now();
         let (go, held) = enroll::gate(&ctx.store, &dest.name, rules, jobs, now).await;
         jobs = go;
+        let decided = enroll::memberships(rules, &dest.name, held.iter().map(|(j, o)| (j, o)), now);
+        record_memberships(&ctx, &dest.name, decided).await;
         for (job, outcome) in held {
             let transition = policy::transition(&dest.retry, &job.delivery, &outcome, None, now);
             let attempt = attempt_record(
@@ -776,6 +793,15 @@ async fn send_batch(
         };
 
         let now = Utc::now();
+        if let Some(rules) = dest.connector.enrollment() {
+            let decided = enroll::memberships(
+                rules,
+                &dest.name,
+                jobs.iter().zip(results.iter().map(|r| &r.outcome)),
+                now,
+            );
+            record_memberships(&ctx, &dest.name, decided).await;
+        }
         let (mut any_ok, mut any_transient) = (false, false);
         let mut throttle: Option<(Duration, String)> = None;
         let mut gone: Option<String> = None;

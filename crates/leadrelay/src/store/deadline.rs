@@ -192,6 +192,26 @@ impl FixableStore for Deadline {
 }
 
 #[async_trait]
+impl MembershipStore for Deadline {
+    async fn record_memberships(&self, items: Vec<Membership>) -> StoreResult<()> {
+        self.call(
+            "record_memberships",
+            Limit::Quick,
+            self.inner.record_memberships(items),
+        )
+        .await
+    }
+    async fn memberships(&self, contact_key: &str) -> StoreResult<Vec<Membership>> {
+        self.call(
+            "memberships",
+            Limit::Quick,
+            self.inner.memberships(contact_key),
+        )
+        .await
+    }
+}
+
+#[async_trait]
 impl ReportStore for Deadline {
     async fn rollup_events(
         &self,

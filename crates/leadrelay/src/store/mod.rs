@@ -13,6 +13,7 @@ mod common;
 mod deadline;
 mod fixable;
 mod lead;
+mod membership;
 pub mod postgres;
 mod report;
 pub mod sqlite;
@@ -31,6 +32,7 @@ pub use admin::*;
 pub use common::uuid_v7_floor_id;
 pub use fixable::*;
 pub use lead::*;
+pub use membership::*;
 pub use report::*;
 pub use types::*;
 pub use wake::WakeHub;
@@ -60,7 +62,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything leadrelay keeps, behind one interface.
 #[async_trait]
-pub trait Store: LeadStore + FixableStore + ReportStore + Send + Sync + 'static {
+pub trait Store:
+    LeadStore + FixableStore + ReportStore + MembershipStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

@@ -20,6 +20,7 @@ mod hooks;
 mod ingest;
 mod lemlist;
 mod marketing_cloud;
+mod memberships;
 mod multinode;
 mod notify_support;
 mod openapi;

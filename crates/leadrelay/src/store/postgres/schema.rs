@@ -295,6 +295,21 @@ CREATE TABLE report_campaign_costs (
 -- attempt request capture
 ALTER TABLE attempts ADD COLUMN exchange TEXT;
 "#,
+    // 8: sequence memberships, kept by the shared enrollment model.
+    r#"
+-- sequence memberships
+CREATE TABLE sequence_memberships (
+    contact_key TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    sequence TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    last_change TEXT NOT NULL,
+    PRIMARY KEY (contact_key, destination)
+);
+"#,
 ];
 
 pub fn current_version() -> u32 {

@@ -11,6 +11,7 @@
 mod admin;
 mod fixable;
 mod lead;
+mod membership;
 mod report;
 mod rows;
 mod schema;

@@ -298,6 +298,21 @@ CREATE TABLE report_campaign_costs (
 -- attempt request capture
 ALTER TABLE attempts ADD COLUMN exchange TEXT;
 "#,
+    // 8: sequence memberships, kept by the shared enrollment model.
+    r#"
+-- sequence memberships
+CREATE TABLE sequence_memberships (
+    contact_key TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    sequence TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_change TEXT NOT NULL,
+    PRIMARY KEY (contact_key, destination)
+);
+"#,
 ];
 
 /// The schema version a fully migrated database has.
