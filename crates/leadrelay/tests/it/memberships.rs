@@ -10,20 +10,9 @@ use leadrelay_fakes::smartlead::{FakeSmartlead, SmartleadConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::admin::get;
 use crate::notify_support::{WAIT, config, post, settled};
 use crate::support::{TestApp, eventually};
-
-async fn get(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
-    let r = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn memberships_and_the_overflow_queue_in_the_api_and_dashboard() {

@@ -79,6 +79,26 @@ impl Fakes {
         }
     }
 
+    /// Puts `email` into the Smartlead and lemlist campaigns.
+    fn in_sequences(&self, email: &str) {
+        self.smartlead
+            .seed_lead(SmartleadConfig::DEFAULT_CAMPAIGN, email);
+        self.lemlist
+            .seed_lead(LemlistConfig::DEFAULT_CAMPAIGN, email);
+    }
+
+    /// `email` is in no Smartlead or lemlist campaign any more.
+    fn assert_out_of_sequences(&self, email: &str) {
+        assert!(
+            self.smartlead
+                .campaign_emails(SmartleadConfig::DEFAULT_CAMPAIGN)
+                .iter()
+                .all(|e| e != email)
+        );
+        let left = self.lemlist.leads();
+        assert!(left.iter().all(|l| l.email != email), "{left:?}");
+    }
+
     /// `#leads` messages' text.
     fn slack_texts(&self) -> Vec<String> {
         self.slack
@@ -203,26 +223,15 @@ fn smartlead_event(event_type: &str, email: &str, extra: Value) -> Value {
     body
 }
 
-async fn admin_get(app: &TestApp, key: &str, path: &str) -> Value {
-    let r = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
-}
-
 /// The stored events from `source`, newest first, as the events API shows them.
 async fn events_from(app: &TestApp, key: &str, origin: &str) -> Vec<Value> {
-    let page = admin_get(
+    let (status, page) = crate::admin::get(
         app,
         key,
         &format!("/api/v1/events?source={origin}&limit=50"),
     )
     .await;
+    assert_eq!(status, 200, "{page}");
     page["items"].as_array().cloned().unwrap_or_default()
 }
 
@@ -324,12 +333,7 @@ fn every_playbook_file_passes_the_configuration_check() {
 async fn reply_received_playbook_end_to_end() {
     let fakes = Fakes::start().await;
     let email = "dana@prospect.io";
-    fakes
-        .smartlead
-        .seed_lead(SmartleadConfig::DEFAULT_CAMPAIGN, email);
-    fakes
-        .lemlist
-        .seed_lead(LemlistConfig::DEFAULT_CAMPAIGN, email);
+    fakes.in_sequences(email);
     fakes
         .lemlist
         .seed_lead(LemlistConfig::OTHER_CAMPAIGN, email);
@@ -402,17 +406,7 @@ async fn reply_received_playbook_end_to_end() {
         "{texts:?}"
     );
     // Out of every sequence in both tools.
-    assert!(
-        fakes
-            .smartlead
-            .campaign_emails(SmartleadConfig::DEFAULT_CAMPAIGN)
-            .is_empty()
-    );
-    assert!(
-        fakes.lemlist.leads().iter().all(|l| l.email != email),
-        "{:?}",
-        fakes.lemlist.leads()
-    );
+    fakes.assert_out_of_sequences(email);
 
     // The events API records the playbook on the reply, not on the email sent.
     let events = events_from(&app, &key, "smartlead").await;
@@ -459,12 +453,7 @@ async fn reply_received_playbook_end_to_end() {
 async fn meeting_booked_playbook_end_to_end() {
     let fakes = Fakes::start().await;
     let email = "test@example.com";
-    fakes
-        .smartlead
-        .seed_lead(SmartleadConfig::DEFAULT_CAMPAIGN, email);
-    fakes
-        .lemlist
-        .seed_lead(LemlistConfig::DEFAULT_CAMPAIGN, email);
+    fakes.in_sequences(email);
     let app = start("meeting-booked", &fakes).await;
 
     let body = std::fs::read_to_string(
@@ -511,13 +500,7 @@ async fn meeting_booked_playbook_end_to_end() {
             .any(|t| t.contains("Meeting booked: 15 Minute Meeting with John Doe")),
         "{texts:?}"
     );
-    assert!(
-        fakes
-            .smartlead
-            .campaign_emails(SmartleadConfig::DEFAULT_CAMPAIGN)
-            .is_empty()
-    );
-    assert!(fakes.lemlist.leads().iter().all(|l| l.email != email));
+    fakes.assert_out_of_sequences(email);
 }
 
 /// Playbook 3: a demo request from a VP crosses the threshold → an owner is
