@@ -132,6 +132,7 @@ pub async fn start(
             fixable: config.delivery.fixable.clone(),
             config_fingerprints: delivery::fixable::config_fingerprints(&config),
             public_url: config.server.public_url(),
+            owners: Arc::new(config.owners.iter().cloned().map(Arc::new).collect()),
         },
         enabled.clone(),
         metrics.clone(),

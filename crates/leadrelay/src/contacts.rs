@@ -626,6 +626,7 @@ mod tests {
             external_id: None,
             vendor_refs: vec![],
             changes: vec![],
+            playbooks: vec![],
         }
     }
 

@@ -56,6 +56,7 @@ struct CompiledRoute {
     condition: Option<String>,
     when: Option<String>,
     destinations: Vec<String>,
+    playbook: Option<String>,
 }
 
 /// Why a route did or did not match an event (for `simulate`).
@@ -65,6 +66,27 @@ pub struct RouteDecision {
     pub matched: bool,
     pub reason: String,
     pub destinations: Vec<String>,
+    /// The playbook the route belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playbook: Option<String>,
+}
+
+/// Where an event goes: its destinations and the playbooks that act on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// The enabled destinations, each once, in route order.
+    pub destinations: Vec<String>,
+    /// The playbooks of the matched routes that have an enabled
+    /// destination, each once, in route order.
+    pub playbooks: Vec<String>,
+}
+
+/// A playbook name: 1 to 64 of `a-z`, `0-9` and `-`.
+pub fn valid_playbook_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The compiled routes of a configuration.
@@ -142,6 +164,7 @@ impl RouteTable {
                 condition,
                 when: r.when.clone(),
                 destinations: r.destinations.clone(),
+                playbook: r.playbook.clone(),
             });
         }
         if problems.is_empty() {
@@ -157,18 +180,34 @@ impl RouteTable {
 
     /// The enabled destinations `event` goes to, each once, in route order.
     pub fn destinations_for(&self, event: &Event) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for d in self
-            .decide(event)
-            .into_iter()
-            .filter(|d| d.matched)
-            .flat_map(|d| d.destinations)
-        {
-            if !out.contains(&d) {
-                out.push(d);
+        self.route(event).destinations
+    }
+
+    /// Where `event` goes and which playbooks act on it.
+    pub fn route(&self, event: &Event) -> Routed {
+        let mut out = Routed::default();
+        for d in self.decide(event).into_iter().filter(|d| d.matched) {
+            if let Some(p) = d.playbook
+                && !d.destinations.is_empty()
+                && !out.playbooks.contains(&p)
+            {
+                out.playbooks.push(p);
+            }
+            for dest in d.destinations {
+                if !out.destinations.contains(&dest) {
+                    out.destinations.push(dest);
+                }
             }
         }
         out
+    }
+
+    /// Routes `event`: records the playbooks that act on it on the event
+    /// and returns its destinations.
+    pub fn route_and_record(&self, event: &mut Event) -> Vec<String> {
+        let routed = self.route(event);
+        event.playbooks = routed.playbooks;
+        routed.destinations
     }
 
     /// Every route's decision for `event`.
@@ -189,6 +228,7 @@ impl RouteTable {
                     matched,
                     reason,
                     destinations,
+                    playbook: r.playbook.clone(),
                 }
             })
             .collect()
@@ -301,6 +341,7 @@ mod tests {
             external_id: None,
             vendor_refs: vec![],
             changes: vec![],
+            playbooks: vec![],
         }
     }
 
@@ -312,6 +353,7 @@ mod tests {
             sources: vec![],
             when: when.map(String::from),
             destinations: dests.iter().map(|s| s.to_string()).collect(),
+            playbook: None,
         }
     }
 

@@ -12,6 +12,8 @@
 //!
 //! [`Connector::preview`]: crate::connectors::Connector::preview
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use leadrelay_model::{Contact, Event, new_id};
@@ -177,7 +179,7 @@ pub fn simulate(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
     routes: &RouteTable,
-    event: Event,
+    mut event: Event,
     stored: StoredContact,
     now: DateTime<Utc>,
 ) -> Result<Simulation, SimError> {
@@ -219,6 +221,9 @@ pub fn simulate(
     } else {
         routes.decide(&event)
     };
+    if !event.spam {
+        event.playbooks = routes.route(&event).playbooks;
+    }
     let built = delivery::build_destinations(config, env).map_err(|ps| {
         SimError::Config(
             ps.iter()
@@ -227,6 +232,8 @@ pub fn simulate(
                 .join("\n"),
         )
     })?;
+    let owners: Vec<Arc<crate::pipeline::OwnerConfig>> =
+        config.owners.iter().cloned().map(Arc::new).collect();
     let mut order: Vec<(String, Vec<String>)> = Vec::new();
     for d in decisions.iter().filter(|d| d.matched) {
         for dest in &d.destinations {
@@ -240,7 +247,15 @@ pub fn simulate(
         .into_iter()
         .filter_map(|(name, via)| {
             let dest = built.iter().find(|d| d.name == name)?;
-            Some(destination(dest, via, &event, contact.merged.as_ref(), now))
+            let owner = crate::connectors::owner_of(&owners, contact.merged.as_ref());
+            Some(destination(
+                dest,
+                via,
+                &event,
+                contact.merged.as_ref(),
+                owner,
+                now,
+            ))
         })
         .collect();
     Ok(Simulation {
@@ -334,6 +349,7 @@ fn destination(
     routes: Vec<String>,
     event: &Event,
     contact: Option<&Contact>,
+    owner: Option<Arc<crate::pipeline::OwnerConfig>>,
     now: DateTime<Utc>,
 ) -> DestinationSim {
     let consent = consent_decision(dest, event, contact);
@@ -377,6 +393,7 @@ fn destination(
         event: event.clone(),
         contact: contact.cloned(),
         remote_ids: Vec::new(),
+        owner,
     };
     if let Some(reason) = dest.connector.skip_reason(&job) {
         sim.skipped = Some(reason);

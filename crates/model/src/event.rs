@@ -344,6 +344,10 @@ pub struct Event {
     pub vendor_refs: Vec<VendorRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FieldChange>,
+    /// The playbooks (`playbook` of the routes that matched, see
+    /// `playbooks/`) that acted on this event, recorded at ingest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub playbooks: Vec<String>,
 }
 
 impl Event {
@@ -375,6 +379,7 @@ impl Event {
             external_id: None,
             vendor_refs: Vec::new(),
             changes: Vec::new(),
+            playbooks: Vec::new(),
         }
     }
 

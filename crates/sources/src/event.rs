@@ -201,6 +201,13 @@ impl EventDraft {
     }
 
     /// Records the vendor's id for an object involved in the event.
+    /// The vendor's own id of the activity this event reports (an email
+    /// sent, opened, a reply, a call): what the CRM connectors key the
+    /// activity they log on, so the same activity is never logged twice.
+    pub(crate) fn activity_id(&mut self, id: &str) {
+        self.vendor_ref("activity", id);
+    }
+
     pub(crate) fn vendor_ref(&mut self, object: &str, id: &str) {
         let id = id.trim();
         if id.is_empty() {

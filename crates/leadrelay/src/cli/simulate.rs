@@ -249,7 +249,19 @@ pub fn render(sim: &Simulation, storage_url: &str) -> String {
         } else {
             String::new()
         };
-        let _ = writeln!(out, "  {mark} {}: {}{to}", r.route, r.reason);
+        let playbook = r
+            .playbook
+            .as_deref()
+            .map(|p| format!(" [playbook {p}]"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {mark} {}{playbook}: {}{to}", r.route, r.reason);
+    }
+    if !sim.event.playbooks.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nplaybooks acting on this event: {}",
+            sim.event.playbooks.join(", ")
+        );
     }
 
     let _ = writeln!(out, "\ndestinations:");

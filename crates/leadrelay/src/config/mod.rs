@@ -630,6 +630,11 @@ pub struct RouteConfig {
     pub when: Option<String>,
     /// Destinations that receive matching events.
     pub destinations: Vec<String>,
+    /// The playbook this route belongs to (the routes of a file in
+    /// `playbooks/` carry its name): recorded on every event the route
+    /// matches, shown in the lead timeline, the events API and `simulate`.
+    #[serde(default)]
+    pub playbook: Option<String>,
 }
 
 fn all_events() -> Vec<String> {

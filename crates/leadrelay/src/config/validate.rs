@@ -217,6 +217,16 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
                 "a route needs at least one destination",
             ));
         }
+        if let Some(name) = &r.playbook
+            && !crate::routing::valid_playbook_name(name)
+        {
+            p.push(Problem::error(
+                format!("{path}.playbook"),
+                format!(
+                    "{name:?} is not a playbook name: 1 to 64 lowercase letters, digits and '-'"
+                ),
+            ));
+        }
         for (j, d) in r.destinations.iter().enumerate() {
             if !config.destinations.contains_key(d) {
                 p.push(Problem::error(

@@ -49,6 +49,19 @@ pub struct DeliveryJob {
     pub contact: Option<Contact>,
     /// Ids this destination gave our records before (by object and key).
     pub remote_ids: Vec<RemoteId>,
+    /// The person's assigned owner (golden record), as configured in
+    /// `[[owners]]`: the owner of CRM tasks and the `owner` of
+    /// notification templates.
+    pub owner: Option<Arc<crate::pipeline::OwnerConfig>>,
+}
+
+/// The `[[owners]]` entry of `contact`'s assigned owner, if any.
+pub fn owner_of(
+    owners: &[Arc<crate::pipeline::OwnerConfig>],
+    contact: Option<&leadrelay_model::Contact>,
+) -> Option<Arc<crate::pipeline::OwnerConfig>> {
+    let name = &contact?.lead.owner.as_ref()?.owner;
+    owners.iter().find(|o| &o.name == name).cloned()
 }
 
 /// What kind of failure an attempt met.

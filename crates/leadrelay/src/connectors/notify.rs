@@ -19,6 +19,8 @@
 //! - `contact_fields`, `fields`, `attribution_fields`: the same as lists of
 //!   `{name, label, value}` (text), in a stable order, for loops
 //! - `dashboard_url`: `{server.public_url}/ui/leads/{event.id}`
+//! - `owner` (when the person has an assigned owner in `[[owners]]`):
+//!   `name`, `email`, `slack_id` — e.g. `<@{{ owner.slack_id }}>` in Slack
 //! - `delivery.id`: stable across retries
 //! - `alert` (alerts only): `destination`, `alert`, `status` (`firing` /
 //!   `resolved`), `message`; issue alerts also `url` (the issue's page)
@@ -184,6 +186,12 @@ pub fn context(job: &DeliveryJob, public_url: &str) -> Value {
         })
         .collect();
     obj.insert("fields".into(), Value::Array(entries(&fields, &[])));
+    if let Some(o) = &job.owner {
+        obj.insert(
+            "owner".into(),
+            json!({"name": o.name, "email": o.email, "slack_id": o.slack_id}),
+        );
+    }
     let attribution = match serde_json::to_value(&job.event.attribution) {
         Ok(Value::Object(m)) => {
             let mut m = m;
@@ -381,6 +389,7 @@ fn sample_jobs() -> Vec<DeliveryJob> {
         external_id: None,
         vendor_refs: vec![],
         changes: vec![],
+        playbooks: vec![],
     };
     let mut alert = lead.clone();
     alert.event_type = EventType::Custom(ALERT_EVENT_TYPE.into());
@@ -411,6 +420,7 @@ fn sample_jobs() -> Vec<DeliveryJob> {
             event,
             contact: None,
             remote_ids: vec![],
+            owner: None,
         })
         .collect()
 }

@@ -155,6 +155,7 @@ mod property {
             external_id: None,
             vendor_refs: vec![],
             changes: vec![],
+            playbooks: vec![],
         };
         crate::ingest::withdraw::apply(&mut e, defaults).unwrap();
         e

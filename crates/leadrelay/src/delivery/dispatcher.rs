@@ -39,6 +39,8 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Records the causes of fixable dead letters (None: switched off).
     pub fixable: Option<crate::config::FixableConfig>,
+    /// `[[owners]]`, to give each job its person's assigned owner.
+    pub owners: Arc<Vec<Arc<crate::pipeline::OwnerConfig>>>,
 }
 
 /// Deliveries being sent right now, so shutdown can release their leases.
@@ -637,6 +639,21 @@ async fn record_panic(
     }
 }
 
+/// Keeps the sequence memberships the enrollment model derived (a failure
+/// is logged: the deliveries' own outcomes are recorded regardless).
+async fn record_memberships(
+    ctx: &Context,
+    destination: &str,
+    items: Vec<crate::store::Membership>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    if let Err(e) = ctx.store.record_memberships(items).await {
+        tracing::warn!(destination, error = %e, "keeping sequence memberships failed");
+    }
+}
+
 async fn send_batch(
     dest: Arc<Destination>,
     ctx: Arc<Context>,
@@ -683,6 +700,7 @@ async fn send_batch(
             event,
             contact: c.contact.clone(),
             remote_ids: Vec::new(),
+            owner: crate::connectors::owner_of(&ctx.owners, c.contact.as_ref()),
         };
         if let Some(reason) = dest.connector.skip_reason(&job) {
             let t = Transition::Skipped { reason };
@@ -698,6 +716,8 @@ async fn send_batch(
         let now = Utc::now();
         let (go, held) = enroll::gate(&ctx.store, &dest.name, rules, jobs, now).await;
         jobs = go;
+        let decided = enroll::memberships(rules, &dest.name, held.iter().map(|(j, o)| (j, o)), now);
+        record_memberships(&ctx, &dest.name, decided).await;
         for (job, outcome) in held {
             let transition = policy::transition(&dest.retry, &job.delivery, &outcome, None, now);
             let attempt = attempt_record(
@@ -773,6 +793,15 @@ async fn send_batch(
         };
 
         let now = Utc::now();
+        if let Some(rules) = dest.connector.enrollment() {
+            let decided = enroll::memberships(
+                rules,
+                &dest.name,
+                jobs.iter().zip(results.iter().map(|r| &r.outcome)),
+                now,
+            );
+            record_memberships(&ctx, &dest.name, decided).await;
+        }
         let (mut any_ok, mut any_transient) = (false, false);
         let mut throttle: Option<(Duration, String)> = None;
         let mut gone: Option<String> = None;
@@ -1020,6 +1049,7 @@ mod tests {
             )),
             metrics: crate::metrics::Metrics::new(),
             fixable: None,
+            owners: Default::default(),
         };
         let task = tokio::spawn(run(dest, ctx));
         let started = Instant::now();

@@ -248,6 +248,8 @@ pub struct EngineSettings {
     pub config_fingerprints: std::collections::BTreeMap<String, String>,
     /// `server.public_url`, for links to the dashboard in alerts.
     pub public_url: String,
+    /// `[[owners]]`: the assigned owner each job carries.
+    pub owners: Arc<Vec<Arc<crate::pipeline::OwnerConfig>>>,
 }
 
 /// The running engine.
@@ -310,6 +312,7 @@ impl Engine {
                     .fixable
                     .enabled
                     .then(|| self.settings.fixable.clone()),
+                owners: self.settings.owners.clone(),
             };
             tasks.push(tokio::spawn(dispatcher::run(d.clone(), ctx)));
         }

@@ -185,7 +185,7 @@ impl Ingestor {
         // Per item, its event's index in the body.
         let mut body_index = Vec::with_capacity(body.events.len());
         let mut reused = Vec::new();
-        for (i, p) in body.events.into_iter().enumerate() {
+        for (i, mut p) in body.events.into_iter().enumerate() {
             let fingerprint = p
                 .idempotency_key
                 .as_ref()
@@ -203,7 +203,7 @@ impl Ingestor {
             slots.push((items.len(), false));
             body_index.push(i);
             items.push(IngestItem {
-                destinations: self.routes.destinations_for(&p.event),
+                destinations: self.routes.route_and_record(&mut p.event),
                 event: p.event,
                 idempotency: p.idempotency_key.map(|key| IdempotencyKey {
                     scope: scope.clone(),
@@ -463,6 +463,7 @@ fn parse_event(
         external_id: None,
         vendor_refs: vec![],
         changes: vec![],
+        playbooks: vec![],
     };
     if let Err(m) = withdraw::apply(&mut event, &config.privacy.unsubscribe_withdraws) {
         errors.push(FieldError::new(

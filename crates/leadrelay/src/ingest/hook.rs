@@ -65,9 +65,10 @@ impl Ingestor {
                     external_id: inbound.external_id,
                     vendor_refs: inbound.vendor_refs,
                     changes: inbound.changes,
+                    playbooks: vec![],
                 };
                 withdraw::apply_lenient(&mut event, &self.config.privacy.unsubscribe_withdraws);
-                let destinations = self.routes.destinations_for(&event);
+                let destinations = self.routes.route_and_record(&mut event);
                 IngestItem {
                     event,
                     destinations,

@@ -250,6 +250,7 @@ pub async fn build_form_item(
         external_id: None,
         vendor_refs: vec![],
         changes: vec![],
+        playbooks: vec![],
     };
     if let Err(m) = withdraw::apply(&mut event, &config.privacy.unsubscribe_withdraws) {
         return Err(ApiError::validation(vec![crate::error::FieldError::new(
@@ -261,7 +262,7 @@ pub async fn build_form_item(
     let destinations = if spam {
         Vec::new()
     } else {
-        routes.destinations_for(&event)
+        routes.route_and_record(&mut event)
     };
     let idempotency = idempotency_key.map(|key| IdempotencyKey {
         scope: format!("form:{}", sub.form),

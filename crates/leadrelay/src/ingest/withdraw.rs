@@ -140,6 +140,7 @@ mod tests {
             external_id: None,
             vendor_refs: vec![],
             changes: vec![],
+            playbooks: vec![],
         }
     }
 

@@ -320,7 +320,7 @@ impl HandoffJob {
         timer: uuid::Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let event = Event::internal(
+        let mut event = Event::internal(
             EventType::parse(event_type)
                 .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?,
             Origin::system("pipeline"),
@@ -328,7 +328,7 @@ impl HandoffJob {
             data,
             now,
         );
-        let destinations = self.ingestor.routes().destinations_for(&event);
+        let destinations = self.ingestor.routes().route_and_record(&mut event);
         self.store
             .ingest_one(IngestItem {
                 event,

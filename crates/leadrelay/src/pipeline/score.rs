@@ -404,6 +404,7 @@ mod tests {
             external_id: None,
             vendor_refs: vec![],
             changes: vec![],
+            playbooks: vec![],
         };
         if let Some(u) = url {
             e.data.insert("url".into(), u.into());

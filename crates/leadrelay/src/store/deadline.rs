@@ -237,6 +237,20 @@ impl OpsStore for Deadline {
             Limit::Quick,
             self.inner
                 .destination_series(destination, since, bucket_secs),
+impl MembershipStore for Deadline {
+    async fn record_memberships(&self, items: Vec<Membership>) -> StoreResult<()> {
+        self.call(
+            "record_memberships",
+            Limit::Quick,
+            self.inner.record_memberships(items),
+        )
+        .await
+    }
+    async fn memberships(&self, contact_key: &str) -> StoreResult<Vec<Membership>> {
+        self.call(
+            "memberships",
+            Limit::Quick,
+            self.inner.memberships(contact_key),
         )
         .await
     }

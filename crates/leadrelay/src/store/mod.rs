@@ -14,6 +14,7 @@ mod deadline;
 mod fixable;
 mod lead;
 mod ops;
+mod membership;
 pub mod postgres;
 mod report;
 pub mod sqlite;
@@ -33,6 +34,7 @@ pub use common::uuid_v7_floor_id;
 pub use fixable::*;
 pub use lead::*;
 pub use ops::*;
+pub use membership::*;
 pub use report::*;
 pub use types::*;
 pub use wake::WakeHub;
@@ -62,7 +64,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything leadrelay keeps, behind one interface.
 #[async_trait]
-pub trait Store: LeadStore + FixableStore + ReportStore + OpsStore + Send + Sync + 'static {
+pub trait Store:
+    LeadStore + FixableStore + ReportStore + OpsStore + MembershipStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

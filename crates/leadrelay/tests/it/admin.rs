@@ -25,7 +25,7 @@ pub(crate) async fn key(app: &TestApp, name: &str, role: Role) -> String {
     secret
 }
 
-async fn get(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
+pub(crate) async fn get(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
     let r = app
         .client
         .get(app.url(path))

@@ -305,6 +305,7 @@ fn deep_event(email: &str, levels: usize) -> Event {
         external_id: None,
         vendor_refs: vec![],
         changes: vec![],
+        playbooks: vec![],
     }
 }
 

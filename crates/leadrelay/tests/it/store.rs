@@ -57,6 +57,7 @@ fn event(email: Option<&str>) -> Event {
         external_id: None,
         vendor_refs: vec![],
         changes: vec![],
+        playbooks: vec![],
     }
 }
 

@@ -587,6 +587,7 @@ pub async fn ingest_event(
         external_id: None,
         vendor_refs: vec![],
         changes: vec![],
+        playbooks: vec![],
     };
     let out = store
         .ingest(vec![leadrelay::store::IngestItem {

@@ -120,6 +120,8 @@ fn map(_req: &InboundRequest<'_>, body: &Value) -> Result<Vec<InboundEvent>, Hoo
     fill_contact(&mut d, body);
     d.vendor_ref("lead", &text(body, "leadId").unwrap_or_default());
     d.vendor_ref("campaign", &text(body, "campaignId").unwrap_or_default());
+    // lemlist's `_id` is the activity's own id.
+    d.activity_id(&text(body, "_id").unwrap_or_default());
     for key in [
         "campaignId",
         "campaignName",

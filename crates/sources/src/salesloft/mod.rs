@@ -158,9 +158,12 @@ fn map_event(name: &str, body: &Value) -> InboundEvent {
         }
         "email_updated" => (email_state(body), true),
         "meeting_booked" => (Some(EventType::MeetingBooked), false),
+        // A logged call (no canonical type of its own): `call.logged`.
+        "call_created" => (EventType::parse("call.logged").ok(), true),
         "meeting_updated" if canceled => (Some(EventType::MeetingCanceled), true),
         _ => (None, false),
     };
+    let known = event_type.is_some();
     let mut d = EventDraft::mapped("salesloft", name, event_type);
     let at = text(body, "updated_at")
         .or_else(|| text(body, "created_at"))
@@ -179,6 +182,12 @@ fn map_event(name: &str, body: &Value) -> InboundEvent {
 
     let object = name.rsplit_once('_').map_or(name, |(object, _)| object);
     d.vendor_ref(object, &id);
+    // Emails, calls and meetings are activities: their id per canonical
+    // type (an email is sent once, opened once …).
+    if matches!(object, "email" | "call" | "meeting") && known {
+        let kind = d.event_type().as_str().to_string();
+        d.activity_id(&format!("{kind}:{object}:{id}"));
+    }
     for (key, object) in [
         ("person", "person"),
         ("recipient", "person"),

@@ -228,6 +228,17 @@ fn map(req: &InboundRequest<'_>, body: &Value) -> Result<Vec<InboundEvent>, Hook
     d.contact_field("full_name", &text(body, "to_name").unwrap_or_default());
     d.vendor_ref("lead", &lead_id);
     d.vendor_ref("campaign", &text(body, "campaign_id").unwrap_or_default());
+    // The activity: the email (sent, opened, clicked: its message id or
+    // stats id) or the reply (its own message id), per canonical type, so
+    // a resent webhook with a new X-Request-Id names the same activity.
+    if name != "unknown" && d.event_type().as_str() != crate::CUSTOM_EVENT_TYPE {
+        let kind = d.event_type().as_str().to_string();
+        if let Some(of) = message.or_else(|| text(body, "stats_id")) {
+            // A Message-ID comes in angle brackets: the id is inside.
+            let of = of.trim().trim_start_matches('<').trim_end_matches('>');
+            d.activity_id(&format!("{kind}:{of}"));
+        }
+    }
     for key in [
         "campaign_id",
         "campaign_name",

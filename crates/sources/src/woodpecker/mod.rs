@@ -141,6 +141,10 @@ fn map(req: &InboundRequest<'_>, body: &Value) -> Result<Vec<InboundEvent>, Hook
             d.data("step", step.clone());
         }
         d.vendor_ref("email", &email_id);
+        if !email_id.is_empty() && d.event_type().as_str() != crate::CUSTOM_EVENT_TYPE {
+            let kind = d.event_type().as_str().to_string();
+            d.activity_id(&format!("{kind}:{email_id}"));
+        }
         Ok(d.finish())
     })
 }

@@ -37,11 +37,25 @@ pub enum EventKind {
     MeetingCanceled,
     /// `deal.stage_changed`.
     DealStage,
+    /// An event type listed in `log_activities` (emails sent, opened,
+    /// calls …): logged as an activity on the person.
+    Logged,
     /// Anything else (`contact.updated`, custom types …): the person only.
     Update,
 }
 
 impl EventKind {
+    /// What `job`'s event asks of a CRM configured with `s`.
+    pub fn for_job(job: &DeliveryJob, s: &CommonSettings) -> Self {
+        let t = &job.event.event_type;
+        match Self::of(t) {
+            EventKind::Update if s.log_activities.iter().any(|l| l == t.as_str()) => {
+                EventKind::Logged
+            }
+            kind => kind,
+        }
+    }
+
     pub fn of(t: &EventType) -> Self {
         match t {
             EventType::LeadCreated | EventType::FormSubmitted => EventKind::NewLead,
@@ -138,13 +152,29 @@ pub struct CommonSettings {
     /// `deal.stage_changed`: the event's stage (`data.stage`) → vendor stage id.
     #[serde(default, deserialize_with = "stage_map")]
     pub stage_map: BTreeMap<String, String>,
+    /// `reply.received` also makes a follow-up task for the owner, beside
+    /// the reply logged as `reply_as`.
+    #[serde(default)]
+    pub reply_task: bool,
+    /// `deal.stage_changed`: the event's stage (as sent, or the vendor
+    /// stage it maps to) → the subject of a task created for that stage.
+    #[serde(default)]
+    pub stage_tasks: BTreeMap<String, String>,
+    /// Event types logged as activities on the person (as `reply_as`
+    /// says: note or task), e.g. `["email.sent", "email.opened",
+    /// "call.logged"]`. Written once per vendor activity id.
+    #[serde(default)]
+    pub log_activities: Vec<String>,
     /// Field mapping overrides, per vendor object.
     #[serde(default)]
     pub mapping: toml::Table,
 }
 
 /// The keys of [`CommonSettings`].
-const COMMON_KEYS: [&str; 13] = [
+const COMMON_KEYS: [&str; 16] = [
+    "reply_task",
+    "stage_tasks",
+    "log_activities",
     "base_url",
     "allow_private_networks",
     "companies",
@@ -232,7 +262,7 @@ impl Plan {
     /// The steps for `job` under `s`. Errors are permanent (e.g. a stage
     /// change without a stage).
     pub fn of(job: &DeliveryJob, s: &CommonSettings) -> Result<Plan, String> {
-        let kind = EventKind::of(&job.event.event_type);
+        let kind = EventKind::for_job(job, s);
         let mut plan = Plan {
             kind,
             company: false,
@@ -252,7 +282,14 @@ impl Plan {
                 plan.note = s.notes && message(&job.event).is_some();
                 plan.task = s.follow_up_task;
             }
-            EventKind::Reply => match s.reply_as {
+            EventKind::Reply => {
+                match s.reply_as {
+                    LogAs::Note => plan.note = true,
+                    LogAs::Task => plan.task = true,
+                }
+                plan.task |= s.reply_task;
+            }
+            EventKind::Logged => match s.reply_as {
                 LogAs::Note => plan.note = true,
                 LogAs::Task => plan.task = true,
             },
@@ -279,7 +316,8 @@ impl Plan {
                             .map(|(_, v)| v)
                     })
                     .cloned()
-                    .unwrap_or(raw);
+                    .unwrap_or_else(|| raw.clone());
+                plan.task = stage_task(s, &raw, &stage).is_some();
                 plan.deal = DealStep::Move {
                     stage,
                     create: true,
@@ -292,6 +330,15 @@ impl Plan {
     }
 }
 
+/// The subject of the task `stage_tasks` asks for when a deal reaches
+/// `raw` (the stage as the event names it) or `mapped` (the vendor's).
+fn stage_task<'a>(s: &'a CommonSettings, raw: &str, mapped: &str) -> Option<&'a String> {
+    s.stage_tasks
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(raw) || k.eq_ignore_ascii_case(mapped))
+        .map(|(_, v)| v)
+}
+
 /// The follow-up task's due time a `lead.qualified` event (the pipeline's
 /// handoff) carries in `data.task_due_at`.
 pub fn handoff_task_due(event: &Event) -> Option<DateTime<Utc>> {
@@ -302,10 +349,25 @@ pub fn handoff_task_due(event: &Event) -> Option<DateTime<Utc>> {
 }
 
 /// The lead's assigned owner's id in this CRM (`key`: `hubspot_owner_id`,
-/// `pipedrive_user_id`, `salesforce_user_id`) on pipeline events: the owner
-/// of `lead.qualified`, the manager of a `lead.sla_breached` that
-/// reassigned the lead. It takes the place of the destination's `owner_id`.
-pub fn assigned_owner(event: &Event, key: &str) -> Option<String> {
+/// `pipedrive_user_id`, `salesforce_user_id`): on pipeline events the owner
+/// of `lead.qualified` or the manager of a `lead.sla_breached` that
+/// reassigned the lead; on any other event the owner the golden record is
+/// assigned to (`[[owners]]`). It takes the place of the destination's
+/// `owner_id`.
+pub fn assigned_owner(job: &DeliveryJob, key: &str) -> Option<String> {
+    event_owner(&job.event, key).or_else(|| {
+        let o = job.owner.as_ref()?;
+        let id = match key {
+            "hubspot_owner_id" => o.hubspot_owner_id.as_ref(),
+            "pipedrive_user_id" => o.pipedrive_user_id.as_ref(),
+            "salesforce_user_id" => o.salesforce_user_id.as_ref(),
+            _ => None,
+        }?;
+        Some(id.trim().to_string()).filter(|s| !s.is_empty())
+    })
+}
+
+fn event_owner(event: &Event, key: &str) -> Option<String> {
     let who = match event.event_type.as_str() {
         crate::pipeline::handoff::QUALIFIED => "owner",
         crate::pipeline::handoff::SLA_BREACHED
@@ -392,7 +454,7 @@ impl Activity {
             (_, "") => String::new(),
             (k, n) => format!(" ({} {n})", k.as_str()),
         };
-        match EventKind::of(&e.event_type) {
+        match EventKind::for_job(job, s) {
             EventKind::NewLead => {
                 a.subject = format!("Follow up with {person}");
                 a.body = message(e).unwrap_or_default();
@@ -450,7 +512,50 @@ impl Activity {
                 }
                 a.body = lines.join("\n");
             }
-            EventKind::DealStage | EventKind::Update => {
+            EventKind::Logged => {
+                let what = match e.event_type.as_str() {
+                    "email.sent" => format!("Email sent to {person}"),
+                    "email.opened" => format!("Email opened by {person}"),
+                    "email.clicked" => format!("Email link clicked by {person}"),
+                    "email.bounced" => format!("Email to {person} bounced"),
+                    t if t.starts_with("call.") => format!("Call with {person}"),
+                    t if t.starts_with("meeting.") => format!("Meeting with {person}"),
+                    t => format!("{t}: {person}"),
+                };
+                a.subject = what;
+                let mut lines = vec![format!("{}{from}.", a.subject)];
+                for (label, keys) in [
+                    ("Subject", &["subject", "email_subject", "title"][..]),
+                    (
+                        "Campaign",
+                        &["campaign_name", "campaignName", "sequence_name"][..],
+                    ),
+                    ("Step", &["sequence_number", "sequenceStep", "step"][..]),
+                    ("Link", &["link", "url", "clicked_url"][..]),
+                    ("Notes", &["note", "notes", "body", "text"][..]),
+                ] {
+                    if let Some(v) = data_text(e, keys) {
+                        lines.push(format!("{label}: {v}"));
+                    }
+                }
+                a.body = lines.join("\n");
+            }
+            EventKind::DealStage => {
+                let raw = event_stage(e).unwrap_or_default();
+                let mapped = s
+                    .stage_map
+                    .get(&raw)
+                    .cloned()
+                    .unwrap_or_else(|| raw.clone());
+                match stage_task(s, &raw, &mapped) {
+                    Some(subject) => {
+                        a.subject = subject.clone();
+                        a.body = format!("{person}'s deal moved to {raw}{from}.");
+                    }
+                    None => a.subject = format!("{} for {person}", e.event_type.as_str()),
+                }
+            }
+            EventKind::Update => {
                 a.subject = format!("{} for {person}", e.event_type.as_str());
             }
         }
@@ -491,10 +596,47 @@ fn who(job: &DeliveryJob) -> String {
         .unwrap_or_else(|| "the contact".into())
 }
 
-/// `event:ID`: records written once per event (notes, tasks, meetings).
+/// The key of records written once per event (notes, tasks, meetings):
+/// `activity:SYSTEM:ID` when the event carries the vendor's own activity
+/// id (a `VendorRef` of object `activity`, set by the engagement-tool
+/// sources), so a vendor retry stored as a second event, a replay, or the
+/// same activity from another source never makes a second CRM activity;
+/// else `event:ID`.
 pub fn event_key(job: &DeliveryJob) -> String {
-    format!("event:{}", job.event.id)
+    match vendor_activity(&job.event) {
+        Some((system, id)) => format!("activity:{}:{}", safe_id(system), safe_id(id)),
+        None => format!("event:{}", job.event.id),
+    }
 }
+
+/// A vendor id as it can stand in a key and in the HTML body of a note:
+/// itself when it is short and made of `A-Z a-z 0-9 . _ : @ -` only, else
+/// `sha256:` and the first 32 hex digits of its SHA-256 (stable, so every
+/// event naming the same activity gets the same key).
+fn safe_id(id: &str) -> String {
+    let plain = id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b));
+    if plain {
+        return id.to_string();
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+    format!("sha256:{}", &digest[..32])
+}
+
+/// The vendor's activity id an event carries (system, id).
+pub fn vendor_activity(event: &Event) -> Option<(&str, &str)> {
+    event
+        .vendor_refs
+        .iter()
+        .find(|r| r.object == ACTIVITY_OBJECT && !r.id.trim().is_empty())
+        .map(|r| (r.system.as_str(), r.id.as_str()))
+}
+
+/// The `VendorRef` object under which sources record a vendor activity id.
+pub const ACTIVITY_OBJECT: &str = "activity";
 
 /// The id this destination gave `object` under `key` before, if any.
 pub fn stored<'a>(job: &'a DeliveryJob, key: &str, object: &str) -> Option<&'a str> {
@@ -800,9 +942,10 @@ pub use super::http::path_segment;
 /// The text leadrelay writes into a note's or task's body to recognise, on a
 /// retry, the record an attempt killed before keeping its id already made:
 /// `leadrelay-event:<event id>` (the event, not the delivery, so a replay of
-/// a dead delivery finds it too).
+/// a dead delivery finds it too), or `leadrelay-activity:<system>:<id>` for
+/// an event with a vendor activity id (see [`event_key`]).
 pub fn event_marker(job: &DeliveryJob) -> String {
-    format!("leadrelay-event:{}", job.event.id)
+    format!("leadrelay-{}", event_key(job))
 }
 
 /// Appends `marker` to the HTML body in `field` as its own paragraph (the

@@ -30,6 +30,7 @@ fn job(event_type: &str, data: Value) -> DeliveryJob {
         external_id: None,
         vendor_refs: vec![],
         changes: vec![],
+        playbooks: vec![],
     };
     DeliveryJob {
         delivery: Delivery {
@@ -55,6 +56,7 @@ fn job(event_type: &str, data: Value) -> DeliveryJob {
         event,
         contact: None,
         remote_ids: vec![],
+        owner: None,
     }
 }
 

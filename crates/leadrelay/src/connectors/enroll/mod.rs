@@ -30,6 +30,12 @@
 //!
 //! Connectors classify the vendor's answer into a [`Verdict`]; [`Policy::outcome`]
 //! turns it into the scheduler's [`Outcome`].
+//!
+//! **Memberships.** The dispatcher hands every decided enrollment job to
+//! [`memberships`], which turns it into the person's membership in the
+//! destination's sequence (`active`, `queued`, `exited`, `skipped`) for the
+//! store — the same for every tool, so a new connector only says which
+//! sequence it fills ([`Policy::in_sequence`]).
 
 pub mod person;
 
@@ -118,6 +124,9 @@ impl Default for Settings {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub tool: &'static str,
+    /// The tool's sequence or campaign id the destination enrolls into
+    /// (empty: the destination's name stands for it in memberships).
+    pub sequence: String,
     pub already_enrolled: AlreadyEnrolled,
     pub add_limit: Option<Rate>,
     pub queue_recheck: Duration,
@@ -144,11 +153,18 @@ impl Policy {
         }
         Ok(Self {
             tool,
+            sequence: String::new(),
             already_enrolled: s.already_enrolled,
             add_limit: s.add_limit,
             queue_recheck: s.queue_recheck.get(),
             exit_on: s.exit_on.clone(),
         })
+    }
+
+    /// The sequence (campaign) id this destination enrolls into.
+    pub fn in_sequence(mut self, sequence: &str) -> Self {
+        self.sequence = sequence.to_string();
+        self
     }
 
     /// Whether the job asks to take the person out of every sequence.
@@ -385,6 +401,56 @@ async fn reserve(
     }
 }
 
+/// The memberships a destination's decided jobs come to: an enrollment
+/// delivered is `active`, one waiting in the overflow queue `queued`, one
+/// skipped (suppressed, active elsewhere) `skipped`; an exit delivered is
+/// `exited`. Failures, retries and erasures change nothing.
+pub fn memberships<'a>(
+    policy: &Policy,
+    destination: &str,
+    decided: impl IntoIterator<Item = (&'a DeliveryJob, &'a Outcome)>,
+    now: DateTime<Utc>,
+) -> Vec<crate::store::Membership> {
+    use crate::store::{
+        MEMBERSHIP_ACTIVE, MEMBERSHIP_EXITED, MEMBERSHIP_QUEUED, MEMBERSHIP_SKIPPED,
+    };
+    let mut out = Vec::new();
+    for (job, outcome) in decided {
+        if super::crm::erase_targets(job).is_some()
+            || !job.delivery.contact_key.starts_with("email:")
+        {
+            continue;
+        }
+        let exit = policy.is_exit(job);
+        let (state, change) = match outcome {
+            Outcome::Delivered { .. } if exit => (
+                MEMBERSHIP_EXITED,
+                format!("exit_sequences: {}", job.event.event_type.as_str()),
+            ),
+            Outcome::Delivered { .. } => (MEMBERSHIP_ACTIVE, "enrolled".to_string()),
+            Outcome::Deferred { reason, .. } if !exit => (MEMBERSHIP_QUEUED, reason.clone()),
+            Outcome::Skipped { reason } if !exit => (MEMBERSHIP_SKIPPED, reason.clone()),
+            _ => continue,
+        };
+        let sequence = if policy.sequence.is_empty() {
+            destination.to_string()
+        } else {
+            policy.sequence.clone()
+        };
+        out.push(crate::store::Membership {
+            contact_key: job.delivery.contact_key.clone(),
+            destination: destination.to_string(),
+            tool: policy.tool.to_string(),
+            sequence,
+            state: state.to_string(),
+            since: now,
+            updated_at: now,
+            last_change: change,
+        });
+    }
+    out
+}
+
 /// The enrollment gate the dispatcher runs before sending: suppressed
 /// people are skipped, and only as many enrollments as the add limit
 /// allows go out; the rest wait for the next window. Exits and erasures
@@ -458,6 +524,7 @@ mod tests {
     fn policy(a: AlreadyEnrolled, limit: Option<&str>) -> Policy {
         Policy {
             tool: "tool",
+            sequence: "seq-1".into(),
             already_enrolled: a,
             add_limit: limit.map(rate),
             queue_recheck: Duration::from_secs(60),

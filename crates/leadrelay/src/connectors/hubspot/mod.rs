@@ -498,7 +498,7 @@ impl HubSpot {
             ("lead_status", non_empty(status)),
             (
                 "owner_id",
-                crm::assigned_owner(&job.event, "hubspot_owner_id")
+                crm::assigned_owner(job, "hubspot_owner_id")
                     .or_else(|| self.common.owner_id.clone()),
             ),
             ("pipeline", Some(self.s.deal_pipeline.clone())),

@@ -142,6 +142,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         .map_err(|m| problems.push(Problem::error("", m)))
         .ok();
     let policy = enroll::Policy::new("lemlist", &s.enrollment, false)
+        .map(|p| p.in_sequence(s.campaign_id.trim()))
         .map_err(|p| problems.push(p))
         .ok();
     let (Some(api_key), Some(base), Some(mapping), Some(client), Some(policy), true) =

@@ -395,8 +395,8 @@ impl Pipedrive {
         let plan = Plan::of(job, &self.common)
             .map_err(|m| Stop::from(Outcome::permanent(ErrorClass::Mapping, m)))?;
         Activity::of(job, &self.common).into_context(&mut run.ctx);
-        if let Some(o) = crm::assigned_owner(&job.event, "pipedrive_user_id")
-            .or_else(|| self.common.owner_id.clone())
+        if let Some(o) =
+            crm::assigned_owner(job, "pipedrive_user_id").or_else(|| self.common.owner_id.clone())
         {
             mapping::set(&mut run.ctx, "crm", "owner_id", o);
         }

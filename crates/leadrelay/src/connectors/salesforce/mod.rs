@@ -598,8 +598,8 @@ impl Salesforce {
             "close_date",
             close.format("%Y-%m-%d").to_string(),
         );
-        if let Some(o) = crm::assigned_owner(&job.event, "salesforce_user_id")
-            .or_else(|| self.common.owner_id.clone())
+        if let Some(o) =
+            crm::assigned_owner(job, "salesforce_user_id").or_else(|| self.common.owner_id.clone())
         {
             mapping::set(&mut run.ctx, "crm", "owner_id", o);
         }
@@ -1035,7 +1035,7 @@ impl Salesforce {
                 &mut c,
                 "crm",
                 "task_type",
-                if run.plan.kind == EventKind::Reply {
+                if matches!(run.plan.kind, EventKind::Reply | EventKind::Logged) {
                     "Email"
                 } else {
                     "Other"

@@ -8,6 +8,7 @@
 
 pub mod deliveries;
 pub mod destinations;
+pub mod enrollment;
 pub mod events;
 pub mod extract;
 pub mod pipeline;
@@ -150,6 +151,8 @@ pub fn router_and_doc() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::get_event))
         .routes(routes!(events::list_contacts))
         .routes(routes!(events::get_contact))
+        .routes(routes!(enrollment::contact_memberships))
+        .routes(routes!(enrollment::overflow_queue))
         .routes(routes!(pipeline::list_timers))
         .routes(routes!(pipeline::accept_lead))
         .routes(routes!(pipeline::disqualify_lead))

@@ -253,7 +253,7 @@ async fn lead_action(
     if let Some(r) = body.reason {
         data.insert("reason".into(), r.into());
     }
-    let event = Event::internal(
+    let mut event = Event::internal(
         EventType::parse(event_type).map_err(|e| ApiError::unavailable(e.to_string()))?,
         Origin::api(&who.key_name),
         ContactData {
@@ -263,7 +263,7 @@ async fn lead_action(
         data,
         now,
     );
-    let destinations = app.ingestor.routes().destinations_for(&event);
+    let destinations = app.ingestor.routes().route_and_record(&mut event);
     app.store
         .ingest_one(IngestItem {
             event,

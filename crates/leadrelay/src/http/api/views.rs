@@ -175,6 +175,8 @@ pub struct EventSummary {
     pub contact_id: Option<Uuid>,
     pub utm_source: Option<String>,
     pub spam: bool,
+    /// The playbooks (routes' `playbook`) that acted on this event.
+    pub playbooks: Vec<String>,
 }
 
 impl EventSummary {
@@ -191,6 +193,7 @@ impl EventSummary {
             contact_id: e.contact_id,
             utm_source: e.attribution.utm_source.clone(),
             spam: e.spam,
+            playbooks: e.playbooks.clone(),
         }
     }
 }
@@ -234,6 +237,8 @@ pub struct EventView {
     /// Field changes reported by a CRM.
     #[schema(value_type = Vec<Object>)]
     pub changes: Vec<Value>,
+    /// The playbooks (routes' `playbook`) that acted on this event.
+    pub playbooks: Vec<String>,
 }
 
 impl EventView {
@@ -278,6 +283,7 @@ impl EventView {
                     .map(|v| maybe_mask(v, mask))
                     .unwrap_or_default(),
             ),
+            playbooks: e.playbooks.clone(),
         }
     }
 }

@@ -75,6 +75,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("contacts.html", include_str!("templates/contacts.html")),
         ("contact.html", include_str!("templates/contact.html")),
         ("review.html", include_str!("templates/review.html")),
+        ("overflow.html", include_str!("templates/overflow.html")),
         ("privacy.html", include_str!("templates/privacy.html")),
         ("fixable.html", include_str!("templates/fixable.html")),
         ("waiting.html", include_str!("templates/waiting.html")),
@@ -393,6 +394,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/contacts", get(people::contacts))
         .route("/ui/contacts/{id}", get(people::contact))
         .route("/ui/review", get(people::review))
+        .route("/ui/overflow", get(people::overflow))
         .route("/ui/review/{id}", post(people::review_action))
         .route("/ui/review/{id}/decide", post(syncs::decide))
         .route("/ui/syncs", get(syncs::page))

@@ -148,11 +148,53 @@ pub async fn contact(
         .iter()
         .map(|e| crate::http::api::views::EventSummary::new(e, session.mask()))
         .collect();
+    let memberships = match &c.data.email {
+        Some(e) => match app
+            .store
+            .memberships(&format!("email:{}", e.as_str()))
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => return failed(e.into(), &me),
+        },
+        None => Vec::new(),
+    };
     render(
         "contact.html",
         context! {
             me => ser(&me), csrf => session.csrf.clone(), nav => "contacts",
             c => ser(&view), rows, name => view.fields.display_name(), events => ser(&events),
+            memberships => ser(&memberships),
+        },
+    )
+}
+
+/// The overflow queue: enrollments waiting for their next window.
+pub async fn overflow(State(app): State<AppState>, session: UiSession) -> Response {
+    let me = session.me();
+    let names: Vec<String> = app
+        .admin
+        .destinations
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    let entries = match crate::http::api::enrollment::overflow_entries(
+        app.store.as_ref(),
+        &names,
+        session.mask(),
+    )
+    .await
+    {
+        Ok(e) => e,
+        Err(e) => return failed(e, &me),
+    };
+    let total = entries.len();
+    let shown: Vec<_> = entries.into_iter().take(PAGE).collect();
+    render(
+        "overflow.html",
+        context! {
+            me => ser(&me), csrf => session.csrf.clone(), nav => "overflow",
+            entries => ser(&shown), total,
         },
     )
 }

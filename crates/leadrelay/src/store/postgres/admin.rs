@@ -644,6 +644,13 @@ impl PostgresStore {
         exec(&tx, "DELETE FROM remote_ids WHERE key = ANY($1)", &[&keys])
             .await
             .map_err(map_err)?;
+        exec(
+            &tx,
+            "DELETE FROM sequence_memberships WHERE contact_key = ANY($1)",
+            &[&keys],
+        )
+        .await
+        .map_err(map_err)?;
         if let Some(ct) = &contact {
             exec(&tx, "DELETE FROM contacts WHERE id = $1", &[&ct.id])
                 .await

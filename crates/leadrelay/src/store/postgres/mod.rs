@@ -18,6 +18,7 @@ mod admin;
 mod fixable;
 mod lead;
 mod ops;
+mod membership;
 mod report;
 mod rows;
 mod schema;

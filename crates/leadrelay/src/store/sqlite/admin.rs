@@ -257,8 +257,12 @@ fn erase_tx(
     let mut del = c
         .prepare_cached("DELETE FROM remote_ids WHERE key = ?1")
         .map_err(map_err)?;
+    let mut del_memberships = c
+        .prepare_cached("DELETE FROM sequence_memberships WHERE contact_key = ?1")
+        .map_err(map_err)?;
     for k in &keys {
         del.execute([k]).map_err(map_err)?;
+        del_memberships.execute([k]).map_err(map_err)?;
     }
     if let Some(ct) = &contact {
         c.prepare_cached("DELETE FROM contacts WHERE id = ?1")

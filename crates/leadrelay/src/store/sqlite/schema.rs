@@ -332,6 +332,19 @@ CREATE TABLE report_heartbeats (
 CREATE TABLE report_refs (
     ref TEXT PRIMARY KEY,
     contact_id TEXT NOT NULL
+    // 9: sequence memberships, kept by the shared enrollment model.
+    r#"
+-- sequence memberships
+CREATE TABLE sequence_memberships (
+    contact_key TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    sequence TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_change TEXT NOT NULL,
+    PRIMARY KEY (contact_key, destination)
 );
 "#,
 ];
