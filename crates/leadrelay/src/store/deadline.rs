@@ -237,6 +237,12 @@ impl OpsStore for Deadline {
             Limit::Quick,
             self.inner
                 .destination_series(destination, since, bucket_secs),
+        )
+        .await
+    }
+}
+
+#[async_trait]
 impl MembershipStore for Deadline {
     async fn record_memberships(&self, items: Vec<Membership>) -> StoreResult<()> {
         self.call(

@@ -180,6 +180,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         .map_err(|m| problems.push(Problem::error("", m)))
         .ok();
     let policy = enroll::Policy::new("apollo", &s.enrollment, true)
+        .map(|p| p.in_sequence(&s.sequence_id.trim().to_ascii_lowercase()))
         .map_err(|p| problems.push(p))
         .ok();
     let (Some(api_key), Some(base), Some(mapping), Some(client), Some(policy), true) =

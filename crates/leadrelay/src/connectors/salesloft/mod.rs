@@ -176,6 +176,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         .map_err(|m| problems.push(Problem::error("", m)))
         .ok();
     let policy = enroll::Policy::new("salesloft", &s.enrollment, true)
+        .map(|p| p.in_sequence(&s.cadence_id.to_string()))
         .map_err(|p| problems.push(p))
         .ok();
     let (
