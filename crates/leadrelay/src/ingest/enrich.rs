@@ -16,7 +16,9 @@ const MAX_ATTRIBUTION_LEN: usize = 2048;
 /// Hashes client IPs with HMAC-SHA256 under the installation's key.
 #[derive(Clone)]
 pub struct IpHasher {
-    key: Vec<u8>,
+    /// The MAC keyed once (its inner and outer pads already hashed); each
+    /// IP hashes a clone of it.
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for IpHasher {
@@ -27,7 +29,10 @@ impl std::fmt::Debug for IpHasher {
 
 impl IpHasher {
     pub fn new(key: &[u8]) -> Self {
-        Self { key: key.to_vec() }
+        Self {
+            keyed: <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                .expect("HMAC accepts keys of any length"),
+        }
     }
 
     /// Hex HMAC-SHA256 of the IP's canonical text form.
@@ -37,8 +42,7 @@ impl IpHasher {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC accepts keys of any length");
+        let mut mac = self.keyed.clone();
         mac.update(ip.to_string().as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
