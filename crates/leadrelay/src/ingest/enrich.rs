@@ -169,6 +169,18 @@ mod tests {
     }
 
     #[test]
+    fn ip_hash_is_hmac_sha256_of_the_ip_text() {
+        // Python: hmac.new(b"k1", b"203.0.113.9", hashlib.sha256).hexdigest().
+        // Hashes already stored must stay comparable, so the keyed MAC
+        // reused across calls gives exactly what a fresh one gives.
+        let h = IpHasher::new(b"k1");
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let want = "9ec81a2830201c74d61d8bd5968e494ee05c1be099d12a56cc967e3548fc37df";
+        assert_eq!(h.hash(ip), want);
+        assert_eq!(h.hash(ip), want, "a second call starts from the same key");
+    }
+
+    #[test]
     fn attribution_precedence() {
         let s = Submission {
             fields: vec![
