@@ -96,7 +96,7 @@ pub async fn submit(
 ) -> Response {
     let started = std::time::Instant::now();
     let html_client = wants_html(&headers);
-    let Some(form) = app.ingestor.form(&form_name).cloned() else {
+    let Some(form) = app.ingestor.form(&form_name) else {
         let err = ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_form",
@@ -108,7 +108,7 @@ pub async fn submit(
         Ok(o) => o,
         Err(e) => return error_response(e, html_client),
     };
-    let result = submit_inner(&app, &form_name, &form, peer, &uri, &headers, body).await;
+    let result = submit_inner(&app, &form_name, form, peer, &uri, &headers, body).await;
     let outcome = match &result {
         Ok(a) if a.spam => "spam",
         Ok(a) if a.duplicate => "duplicate",

@@ -162,7 +162,9 @@ fn fill_contact(contact: &mut ContactData, name: &str, f: &FieldConfig, value: &
     let Some(text) = value.as_str() else { return };
     match (target, f.field_type) {
         ("email", FieldType::Email) => contact.email = EmailAddress::parse(text).ok(),
-        ("phone", FieldType::Phone) => contact.phone = PhoneE164::parse(text, None).ok(),
+        // `normalise` already parsed the number: `text` is its E.164 form,
+        // so the full numbering-plan parse is not run a second time.
+        ("phone", FieldType::Phone) => contact.phone = PhoneE164::from_e164(text).ok(),
         ("email" | "phone", _) => {}
         (t, _) => {
             contact.set_text(t, text.to_string());

@@ -18,6 +18,11 @@ impl WakeHub {
             .by_destination
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // Looked up first: the key is copied only on a destination's first
+        // call, not on every wake (one per committed lead).
+        if let Some(n) = map.get(destination) {
+            return n.clone();
+        }
         map.entry(destination.to_string()).or_default().clone()
     }
 

@@ -1439,86 +1439,87 @@ fn complete_tx(
         if let Some(a) = &comp.attempt {
             insert_attempt(c, a)?;
         }
-        let current: Option<(String, Option<String>, String)> = c
-            .prepare_cached("SELECT state, lease_id, destination FROM deliveries WHERE id = ?1")
-            .map_err(map_err)?
-            .query_row([comp.delivery_id.to_string()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()
-            .map_err(map_err)?;
-        let Some((state, lease, destination)) = current else {
-            continue;
-        };
-        if state != "in_flight" || lease.as_deref() != Some(comp.lease_id.to_string().as_str()) {
-            // Our lease expired and someone else holds the delivery now.
-            continue;
-        }
+        // One statement per completion: the transition applies only while
+        // our lease holds (in flight under our lease id); otherwise the lease
+        // expired and someone else holds the delivery now, and nothing
+        // changes.
         let tried = comp.attempt.is_some() as i64;
         let id = comp.delivery_id.to_string();
-        match &comp.transition {
-            Transition::Delivered { remote_ids } => {
-                let status = comp.attempt.as_ref().and_then(|a| a.status).map(i64::from);
-                c.prepare_cached(
-                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + ?2, last_status = ?3, \
-                     last_error = NULL, lease_id = NULL, next_attempt_at = NULL, finished_at = ?4, updated_at = ?4 \
-                     WHERE id = ?1",
+        let lease = comp.lease_id.to_string();
+        macro_rules! held {
+            ($set:literal) => {
+                concat!(
+                    "UPDATE deliveries SET ",
+                    $set,
+                    " WHERE id = ?1 AND state = 'in_flight' AND lease_id = ?2 RETURNING destination"
                 )
+            };
+        }
+        let updated: Option<String> = match &comp.transition {
+            Transition::Delivered { .. } => {
+                let status = comp.attempt.as_ref().and_then(|a| a.status).map(i64::from);
+                c.prepare_cached(held!(
+                    "state = 'delivered', attempts = attempts + ?3, last_status = ?4, \
+                     last_error = NULL, lease_id = NULL, next_attempt_at = NULL, finished_at = ?5, updated_at = ?5"
+                ))
                 .map_err(map_err)?
-                .execute(params![id, tried, status, now_ms])
-                .map_err(map_err)?;
-                let mut up = c
-                    .prepare_cached(
-                        "INSERT INTO remote_ids (destination, object, key, remote_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-                         ON CONFLICT(destination, key, object) DO UPDATE SET remote_id = excluded.remote_id, updated_at = excluded.updated_at",
-                    )
-                    .map_err(map_err)?;
-                for r in remote_ids {
-                    up.execute(params![destination, r.object, r.key, r.id, now_ms])
-                        .map_err(map_err)?;
-                }
+                .query_row(params![id, lease, tried, status, now_ms], |r| r.get(0))
             }
             Transition::Scheduled {
                 at,
                 failed,
                 status,
                 error,
-            } => {
-                c.prepare_cached(
-                    "UPDATE deliveries SET state = 'scheduled', attempts = attempts + ?2, failures = failures + ?3, \
-                     last_status = ?4, last_error = ?5, lease_id = NULL, next_attempt_at = ?6, updated_at = ?7 WHERE id = ?1",
-                )
+            } => c
+                .prepare_cached(held!(
+                    "state = 'scheduled', attempts = attempts + ?3, failures = failures + ?4, \
+                     last_status = ?5, last_error = ?6, lease_id = NULL, next_attempt_at = ?7, updated_at = ?8"
+                ))
                 .map_err(map_err)?
-                .execute(params![id, tried, *failed as i64, status.map(i64::from), error, at.timestamp_millis(), now_ms])
-                .map_err(map_err)?;
-            }
-            Transition::Dead { status, reason } => {
-                c.prepare_cached(
-                    "UPDATE deliveries SET state = 'dead', attempts = attempts + ?2, failures = failures + ?2, \
-                     last_status = ?3, last_error = ?4, reason = ?4, lease_id = NULL, next_attempt_at = NULL, \
-                     finished_at = ?5, updated_at = ?5 WHERE id = ?1",
-                )
+                .query_row(
+                    params![id, lease, tried, *failed as i64, status.map(i64::from), error, at.timestamp_millis(), now_ms],
+                    |r| r.get(0),
+                ),
+            Transition::Dead { status, reason } => c
+                .prepare_cached(held!(
+                    "state = 'dead', attempts = attempts + ?3, failures = failures + ?3, \
+                     last_status = ?4, last_error = ?5, reason = ?5, lease_id = NULL, next_attempt_at = NULL, \
+                     finished_at = ?6, updated_at = ?6"
+                ))
                 .map_err(map_err)?
-                .execute(params![id, tried, status.map(i64::from), reason, now_ms])
-                .map_err(map_err)?;
-            }
-            Transition::Skipped { reason } => {
-                c.prepare_cached(
-                    "UPDATE deliveries SET state = 'skipped', reason = ?2, lease_id = NULL, next_attempt_at = NULL, \
-                     finished_at = ?3, updated_at = ?3 WHERE id = ?1",
-                )
+                .query_row(params![id, lease, tried, status.map(i64::from), reason, now_ms], |r| r.get(0)),
+            Transition::Skipped { reason } => c
+                .prepare_cached(held!(
+                    "state = 'skipped', reason = ?3, lease_id = NULL, next_attempt_at = NULL, \
+                     finished_at = ?4, updated_at = ?4"
+                ))
                 .map_err(map_err)?
-                .execute(params![id, reason, now_ms])
-                .map_err(map_err)?;
-            }
-            Transition::Released => {
-                c.prepare_cached(
-                    "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'scheduled' END, \
-                     lease_id = NULL, next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1",
-                )
+                .query_row(params![id, lease, reason, now_ms], |r| r.get(0)),
+            Transition::Released => c
+                .prepare_cached(held!(
+                    "state = CASE WHEN attempts = 0 THEN 'pending' ELSE 'scheduled' END, \
+                     lease_id = NULL, next_attempt_at = ?3, updated_at = ?3"
+                ))
                 .map_err(map_err)?
-                .execute(params![id, now_ms])
+                .query_row(params![id, lease, now_ms], |r| r.get(0)),
+        }
+        .optional()
+        .map_err(map_err)?;
+        let Some(destination) = updated else {
+            continue;
+        };
+        if let Transition::Delivered { remote_ids } = &comp.transition
+            && !remote_ids.is_empty()
+        {
+            let mut up = c
+                .prepare_cached(
+                    "INSERT INTO remote_ids (destination, object, key, remote_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT(destination, key, object) DO UPDATE SET remote_id = excluded.remote_id, updated_at = excluded.updated_at",
+                )
                 .map_err(map_err)?;
+            for r in remote_ids {
+                up.execute(params![destination, r.object, r.key, r.id, now_ms])
+                    .map_err(map_err)?;
             }
         }
         if let Some(item) = &comp.follow_up {
