@@ -31,6 +31,8 @@
 //! Connectors classify the vendor's answer into a [`Verdict`]; [`Policy::outcome`]
 //! turns it into the scheduler's [`Outcome`].
 
+pub mod vendor;
+
 use std::sync::Arc;
 use std::time::Duration;
 
