@@ -19,3 +19,4 @@ pub mod salesforce;
 pub mod slack;
 pub mod smartlead;
 pub mod twilio;
+pub mod woodpecker;

@@ -26,6 +26,7 @@ pub mod slack;
 pub mod smartlead;
 pub mod sms;
 pub mod webhook;
+pub mod woodpecker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -347,6 +348,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             lemlist::kind(),
             marketing_cloud::kind(),
             smartlead::kind(),
+            woodpecker::kind(),
         ]
     })
 }
