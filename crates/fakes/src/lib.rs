@@ -15,6 +15,7 @@ pub mod hubspot;
 pub mod lemlist;
 pub mod marketing_cloud;
 pub mod pipedrive;
+pub mod replyio;
 pub mod salesforce;
 pub mod slack;
 pub mod smartlead;

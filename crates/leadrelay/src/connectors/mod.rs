@@ -20,6 +20,7 @@ pub mod notify;
 pub mod pace;
 pub mod payload;
 pub mod pipedrive;
+pub mod replyio;
 pub mod salesforce;
 pub mod sheets;
 pub mod slack;
@@ -349,6 +350,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             marketing_cloud::kind(),
             smartlead::kind(),
             woodpecker::kind(),
+            replyio::kind(),
         ]
     })
 }

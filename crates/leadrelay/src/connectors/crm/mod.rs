@@ -722,6 +722,7 @@ pub fn erasable(connector: &str, object: &str) -> bool {
     ) || (connector == "lemlist" && object.starts_with(super::lemlist::LEAD_OBJECT_PREFIX))
         || (connector == "smartlead" && object.starts_with(super::smartlead::LEAD_OBJECT_PREFIX))
         || (connector == "woodpecker" && object.starts_with(super::woodpecker::PROSPECT_OBJECT_PREFIX))
+        || (connector == "replyio" && object.starts_with(super::replyio::CONTACT_OBJECT_PREFIX))
 }
 
 /// What deleting one record came to.

@@ -200,6 +200,53 @@ pub fn failed(outcome: Outcome) -> JobResult {
     }
 }
 
+/// A call's answer when `classify` calls it a success or its status is
+/// one of `fine` (e.g. 404 for "gone already"); otherwise the classified
+/// failure with the attempt.
+pub fn answered(
+    sent: Sent,
+    classify: fn(&HttpResponse) -> Outcome,
+    fine: &[u16],
+) -> Result<HttpResponse, JobResult> {
+    let (result, report) = sent;
+    match result {
+        Err(outcome) => Err(JobResult { outcome, report }),
+        Ok(r) if fine.contains(&r.status) => Ok(r),
+        Ok(r) => match classify(&r) {
+            Outcome::Delivered { .. } => Ok(r),
+            outcome => Err(JobResult { outcome, report }),
+        },
+    }
+}
+
+/// What a privacy erase's delete call came to.
+pub fn deleted(
+    sent: Sent,
+    classify: fn(&HttpResponse) -> Outcome,
+) -> (crate::connectors::crm::Deleted, AttemptReport) {
+    use crate::connectors::crm::Deleted;
+    let (result, report) = sent;
+    let deleted = match result {
+        Err(outcome) => Deleted::Refused {
+            status: None,
+            outcome,
+        },
+        Ok(r) => match classify(&r) {
+            Outcome::Delivered { .. } => Deleted::Done,
+            outcome => Deleted::Refused {
+                status: Some(r.status),
+                outcome,
+            },
+        },
+    };
+    (deleted, report)
+}
+
+/// Only digits: an id that goes into a path or query as it is.
+pub fn is_numeric_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The same skip rule for every sequence tool: no email, nothing to enroll
 /// (privacy erasures always go ahead).
 pub fn skip_reason(job: &DeliveryJob) -> Option<String> {

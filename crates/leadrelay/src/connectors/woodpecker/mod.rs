@@ -142,7 +142,7 @@ fn parse_prospect(body: &Value) -> Option<Prospect> {
         Value::Array(items) => items.first()?,
         other => other,
     };
-    let id = mapping::as_text(&p["id"]).filter(|i| i.bytes().all(|b| b.is_ascii_digit()))?;
+    let id = mapping::as_text(&p["id"]).filter(|i| vendor::is_numeric_id(i))?;
     let campaigns = p["campaigns_details"]
         .as_array()
         .map(|cs| {
@@ -238,36 +238,23 @@ impl Woodpecker {
 
     async fn find(&self, email: &str) -> Result<Option<Prospect>, JobResult> {
         let query = [("email", email), ("campaigns_details", "true")];
-        let (result, report) = self
+        let sent = self
             .http
             .call(reqwest::Method::GET, "/rest/v1/prospects", &query, None)
             .await;
-        match result {
-            Err(outcome) => Err(JobResult { outcome, report }),
-            Ok(r) if r.status == 204 => Ok(None),
-            Ok(r) => match classify(&r) {
-                Outcome::Delivered { .. } => Ok(parse_prospect(&vendor::json(&r))),
-                outcome => Err(JobResult { outcome, report }),
-            },
-        }
+        let r = vendor::answered(sent, classify, &[])?;
+        Ok(parse_prospect(&vendor::json(&r)))
     }
 
     /// Deletes the prospect from `campaign` (gone already is fine).
     async fn leave(&self, prospect: &str, campaign: u64) -> Result<(), JobResult> {
         let c = campaign.to_string();
         let query = [("id", prospect), ("campaigns_id", c.as_str())];
-        let (result, report) = self
+        let sent = self
             .http
             .call(reqwest::Method::DELETE, "/rest/v1/prospects", &query, None)
             .await;
-        match result {
-            Err(outcome) => Err(JobResult { outcome, report }),
-            Ok(r) if r.status == 404 => Ok(()),
-            Ok(r) => match classify(&r) {
-                Outcome::Delivered { .. } => Ok(()),
-                outcome => Err(JobResult { outcome, report }),
-            },
-        }
+        vendor::answered(sent, classify, &[404]).map(|_| ())
     }
 }
 
@@ -279,33 +266,16 @@ impl PerPerson for Woodpecker {
 
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
         crm::erase_each(TOOL, targets, |t| async move {
-            if t.id.is_empty() || !t.id.bytes().all(|b| b.is_ascii_digit()) {
+            if !vendor::is_numeric_id(&t.id) {
                 let m = format!("{:?} is not a Woodpecker prospect id", t.id);
                 return (crm::Deleted::Malformed(m), Default::default());
             }
-            let (result, report) = self
+            let query = [("id", t.id.as_str())];
+            let sent = self
                 .http
-                .call(
-                    reqwest::Method::DELETE,
-                    "/rest/v1/prospects",
-                    &[("id", t.id.as_str())],
-                    None,
-                )
+                .call(reqwest::Method::DELETE, "/rest/v1/prospects", &query, None)
                 .await;
-            let deleted = match result {
-                Err(outcome) => crm::Deleted::Refused {
-                    status: None,
-                    outcome,
-                },
-                Ok(r) => match classify(&r) {
-                    Outcome::Delivered { .. } => crm::Deleted::Done,
-                    outcome => crm::Deleted::Refused {
-                        status: Some(r.status),
-                        outcome,
-                    },
-                },
-            };
-            (deleted, report)
+            vendor::deleted(sent, classify)
         })
         .await
     }
@@ -432,8 +402,10 @@ impl Connector for Woodpecker {
     }
 
     async fn check(&self) -> CheckReport {
-        let path = format!("/rest/v1/campaign_list?id={}", self.campaign_id);
-        match self.http.call(reqwest::Method::GET, &path, &[], None).await.0 {
+        let id = self.campaign_id.to_string();
+        let query = [("id", id.as_str())];
+        let sent = self.http.call(reqwest::Method::GET, "/rest/v1/campaign_list", &query, None);
+        match sent.await.0 {
             Ok(r) if r.status == 200 => CheckReport::ok(format!(
                 "Woodpecker accepted the API key; campaign {} exists",
                 self.campaign_id
