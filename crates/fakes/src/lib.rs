@@ -13,6 +13,7 @@ pub mod common;
 pub mod google;
 pub mod hubspot;
 pub mod lemlist;
+pub mod mailshake;
 pub mod marketing_cloud;
 pub mod pipedrive;
 pub mod replyio;
