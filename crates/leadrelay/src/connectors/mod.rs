@@ -15,6 +15,7 @@ pub mod file;
 pub mod http;
 pub mod hubspot;
 pub mod lemlist;
+pub mod mailshake;
 pub mod marketing_cloud;
 pub mod notify;
 pub mod pace;
@@ -351,6 +352,7 @@ pub fn kinds() -> &'static [ConnectorKind] {
             smartlead::kind(),
             woodpecker::kind(),
             replyio::kind(),
+            mailshake::kind(),
         ]
     })
 }
