@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use super::output::{errln, outln};
 use clap::{Args, ValueEnum};
-use leadrelay_fakes::{google, hubspot, lemlist, pipedrive, salesforce, slack, smartlead, twilio};
+use leadrelay_fakes::{
+    google, hubspot, lemlist, mailshake, pipedrive, replyio, salesforce, slack, smartlead, twilio,
+    woodpecker,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Vendor {
@@ -18,6 +21,9 @@ pub enum Vendor {
     Google,
     Lemlist,
     Smartlead,
+    Woodpecker,
+    Replyio,
+    Mailshake,
 }
 
 impl Vendor {
@@ -31,6 +37,9 @@ impl Vendor {
             Vendor::Google => "127.0.0.1:8096",
             Vendor::Lemlist => "127.0.0.1:8097",
             Vendor::Smartlead => "127.0.0.1:8098",
+            Vendor::Woodpecker => "127.0.0.1:8099",
+            Vendor::Replyio => "127.0.0.1:8100",
+            Vendor::Mailshake => "127.0.0.1:8101",
         }
     }
 }
@@ -40,7 +49,7 @@ pub struct FakeArgs {
     /// Which vendor to fake.
     #[arg(value_enum)]
     pub vendor: Vendor,
-    /// Address to listen on (default: 127.0.0.1:8091 … 8098 by vendor, the
+    /// Address to listen on (default: 127.0.0.1:8091 … 8101 by vendor, the
     /// URL `leadrelay init --fake` writes; port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
@@ -63,6 +72,9 @@ impl Vendor {
             Vendor::Google => "google",
             Vendor::Lemlist => "lemlist",
             Vendor::Smartlead => "smartlead",
+            Vendor::Woodpecker => "woodpecker",
+            Vendor::Replyio => "replyio",
+            Vendor::Mailshake => "mailshake",
         }
     }
 
@@ -170,6 +182,24 @@ impl Vendor {
                 )],
                 inspect: None,
             },
+            Vendor::Woodpecker => sequence_tool(
+                "woodpecker",
+                base,
+                woodpecker::WoodpeckerConfig::DEFAULT_CAMPAIGN,
+                ("WOODPECKER_API_KEY", woodpecker::WoodpeckerConfig::DEFAULT_API_KEY),
+            ),
+            Vendor::Replyio => sequence_tool(
+                "replyio",
+                base,
+                replyio::ReplyConfig::DEFAULT_CAMPAIGN,
+                ("REPLYIO_API_KEY", replyio::ReplyConfig::DEFAULT_API_KEY),
+            ),
+            Vendor::Mailshake => sequence_tool(
+                "mailshake",
+                &format!("{base}/2017-04-01"),
+                mailshake::MailshakeConfig::DEFAULT_CAMPAIGN,
+                ("MAILSHAKE_API_KEY", mailshake::MailshakeConfig::DEFAULT_API_KEY),
+            ),
             Vendor::Slack => FakeSetup {
                 destination: "slack",
                 settings: vec![
@@ -228,6 +258,29 @@ impl Vendor {
                 inspect: None,
             },
         }
+    }
+}
+
+/// A sequence tool's destination on its fake: a numeric campaign and an
+/// API key in an env var.
+fn sequence_tool(
+    connector: &'static str,
+    base: &str,
+    campaign: u64,
+    (var, key): (&'static str, &str),
+) -> FakeSetup {
+    use toml_edit::{Array, Value};
+    FakeSetup {
+        destination: connector,
+        settings: vec![
+            ("connector", Value::from(connector)),
+            ("base_url", Value::from(base)),
+            ("campaign_id", Value::from(campaign as i64)),
+            ("allow_private_networks", Value::from(true)),
+            ("purposes", Value::Array(["crm"].into_iter().collect::<Array>())),
+        ],
+        env: vec![(var, key.to_string())],
+        inspect: None,
     }
 }
 
@@ -314,6 +367,9 @@ pub async fn fake(args: FakeArgs) -> ExitCode {
         Vendor::Google => start!(google::FakeGoogle),
         Vendor::Lemlist => start!(lemlist::FakeLemlist),
         Vendor::Smartlead => start!(smartlead::FakeSmartlead),
+        Vendor::Woodpecker => start!(woodpecker::FakeWoodpecker),
+        Vendor::Replyio => start!(replyio::FakeReply),
+        Vendor::Mailshake => start!(mailshake::FakeMailshake),
     };
     let (banner, base, server) = match started {
         Ok(s) => s,

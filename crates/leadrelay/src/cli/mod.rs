@@ -87,7 +87,7 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Serve a local fake of a vendor (hubspot, pipedrive, salesforce, slack,
-    /// twilio, google, lemlist, smartlead) and print how to point leadrelay at it.
+    /// twilio, google, lemlist, smartlead, woodpecker, replyio, mailshake) and print how to point leadrelay at it.
     Fake(fake::FakeArgs),
     /// Print the version.
     Version,

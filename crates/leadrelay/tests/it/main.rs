@@ -14,6 +14,7 @@ mod csv;
 mod dashboard;
 mod delivery;
 mod email;
+mod enroll_tools;
 mod first_run;
 mod fixable;
 mod hooks;
