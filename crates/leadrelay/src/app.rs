@@ -41,7 +41,7 @@ pub struct Running {
     timers: Option<JoinHandle<()>>,
     /// The report rollup pass (`reports::rollup`).
     rollups: Option<tokio::task::JoinHandle<()>>,
-    /// One task per `[syncs.NAME]`.
+    /// One task per `[syncs.NAME]`, and the thin-push resolver.
     syncs: Vec<JoinHandle<()>>,
 }
 
@@ -168,6 +168,7 @@ pub async fn start(
         }
         engine.start();
         syncs = crate::sync::start_all(&config, env, &store, &shutdown).map_err(problems_error)?;
+        syncs.extend(crate::thin_push::start(store.clone(), &config, ingestor.clone(), env, shutdown.clone()));
         timers = crate::pipeline::handoff::HandoffJob::new(
             store.clone(),
             config.clone(),

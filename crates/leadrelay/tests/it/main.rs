@@ -20,6 +20,7 @@ mod fixable;
 mod hooks;
 mod ingest;
 mod lemlist;
+mod mailshake_push;
 mod marketing_cloud;
 mod multinode;
 mod notify_support;
