@@ -299,7 +299,10 @@ mod tests {
             Some(("key-1".to_string(), String::new()))
         );
         assert_eq!(basic_credentials(Some("Bearer x")), None);
-        assert_eq!(query_value(Some("a=1&apiKey=k%40"), "apiKey").as_deref(), Some("k@"));
+        assert_eq!(
+            query_value(Some("a=1&apiKey=k%40"), "apiKey").as_deref(),
+            Some("k@")
+        );
     }
 
     #[test]

@@ -132,7 +132,11 @@ pub struct MailshakeState {
 impl MailshakeState {
     pub fn new(config: MailshakeConfig) -> Self {
         let data = Data {
-            unsubscribed: config.unsubscribed.iter().map(|e| e.to_lowercase()).collect(),
+            unsubscribed: config
+                .unsubscribed
+                .iter()
+                .map(|e| e.to_lowercase())
+                .collect(),
             ..Default::default()
         };
         Self {
@@ -221,8 +225,15 @@ fn error(status: u16, code: &str, message: &str) -> Response {
 /// The units a call costs (the documented table).
 fn cost(path: &str, params: &Map<String, Value>) -> u32 {
     match path.trim_start_matches(PREFIX) {
-        "/recipients/add" => 10 + params.get("addresses").and_then(Value::as_array).map_or(1, |a| a.len() as u32),
-        "/recipients/pause" | "/recipients/unpause" | "/campaigns/pause" | "/campaigns/unpause" => 5,
+        "/recipients/add" => {
+            10 + params
+                .get("addresses")
+                .and_then(Value::as_array)
+                .map_or(1, |a| a.len() as u32)
+        }
+        "/recipients/pause" | "/recipients/unpause" | "/campaigns/pause" | "/campaigns/unpause" => {
+            5
+        }
         "/recipients/unsubscribe" => 2,
         _ => 1,
     }
@@ -257,7 +268,12 @@ async fn params_of(req: Request) -> (Map<String, Value>, Option<String>, String)
     }
     let key = basic_credentials(auth.as_deref())
         .map(|(user, _)| user)
-        .or_else(|| params.get("apiKey").and_then(Value::as_str).map(str::to_string))
+        .or_else(|| {
+            params
+                .get("apiKey")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .or_else(|| query_value(query.as_deref(), "apiKey"));
     (params, key, path)
 }
@@ -294,13 +310,19 @@ fn spend(state: &MailshakeState, units: u32) -> Result<(), Duration> {
     let hour = Duration::from_secs(3600);
     let now = Instant::now();
     let mut d = state.data();
-    while d.units.front().is_some_and(|(t, _)| now.duration_since(*t) >= hour) {
+    while d
+        .units
+        .front()
+        .is_some_and(|(t, _)| now.duration_since(*t) >= hour)
+    {
         d.units.pop_front();
     }
     let used: u32 = d.units.iter().map(|(_, u)| u).sum();
     if used + units > state.inner.config.units_per_hour {
         let oldest = d.units.front().map_or(now, |(t, _)| *t);
-        return Err(hour.saturating_sub(now.duration_since(oldest)).max(Duration::from_secs(1)));
+        return Err(hour
+            .saturating_sub(now.duration_since(oldest))
+            .max(Duration::from_secs(1)));
     }
     d.units.push_back((now, units));
     Ok(())
@@ -319,7 +341,10 @@ fn route(state: &MailshakeState, path: &str, params: &Map<String, Value>) -> Res
     let known = campaign.filter(|c| state.inner.config.campaigns.iter().any(|(id, _)| id == c));
     let email = text(params, "emailAddress").map(|e| e.to_lowercase());
     match path.trim_start_matches(PREFIX) {
-        "/me" => json_response(200, json!({"user": {"object": "user", "id": 1, "teamName": "leadrelay fake"}})),
+        "/me" => json_response(
+            200,
+            json!({"user": {"object": "user", "id": 1, "teamName": "leadrelay fake"}}),
+        ),
         "/campaigns/get" => match known {
             Some(c) => json_response(200, json!({"object": "campaign", "id": c})),
             None => error(404, "not_found", "Campaign not found"),
@@ -333,19 +358,30 @@ fn route(state: &MailshakeState, path: &str, params: &Map<String, Value>) -> Res
                 Some(i) => {
                     i.polls_left = i.polls_left.saturating_sub(1);
                     let finished = i.polls_left == 0;
-                    json_response(200, json!({"isFinished": finished,
-                        "problems": if finished { i.problems.clone() } else { Value::Null }}))
+                    json_response(
+                        200,
+                        json!({"isFinished": finished,
+                        "problems": if finished { i.problems.clone() } else { Value::Null }}),
+                    )
                 }
             }
         }
         "/recipients/get" | "/recipients/pause" | "/recipients/unpause" => {
             let (Some(c), Some(e)) = (campaign, email) else {
-                return error(400, "missing_parameter", "campaignID and emailAddress are required");
+                return error(
+                    400,
+                    "missing_parameter",
+                    "campaignID and emailAddress are required",
+                );
             };
             let pause = path.ends_with("/pause");
             let unpause = path.ends_with("/unpause");
             let mut d = state.data();
-            match d.recipients.iter_mut().find(|r| r.campaign == c && r.email == e) {
+            match d
+                .recipients
+                .iter_mut()
+                .find(|r| r.campaign == c && r.email == e)
+            {
                 None => error(404, "not_found", "The recipient could not be found"),
                 Some(r) => {
                     if pause {
@@ -353,8 +389,11 @@ fn route(state: &MailshakeState, path: &str, params: &Map<String, Value>) -> Res
                     } else if unpause {
                         r.paused = false;
                     }
-                    json_response(200, json!({"object": "recipient", "id": r.id,
-                        "emailAddress": r.email, "fullName": r.full_name, "fields": r.fields}))
+                    json_response(
+                        200,
+                        json!({"object": "recipient", "id": r.id,
+                        "emailAddress": r.email, "fullName": r.full_name, "fields": r.fields}),
+                    )
                 }
             }
         }
@@ -363,14 +402,21 @@ fn route(state: &MailshakeState, path: &str, params: &Map<String, Value>) -> Res
                 return error(400, "missing_parameter", "emailAddresses is required");
             };
             let mut d = state.data();
-            for e in list.split(',').map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()) {
+            for e in list
+                .split(',')
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty())
+            {
                 if !d.unsubscribed.contains(&e) {
                     d.unsubscribed.push(e);
                 }
             }
             json_response(200, json!({}))
         }
-        other => match other.strip_prefix("/activity/").and_then(|id| id.parse::<u64>().ok()) {
+        other => match other
+            .strip_prefix("/activity/")
+            .and_then(|id| id.parse::<u64>().ok())
+        {
             Some(id) => match state.data().activities.get(&id) {
                 Some(a) => json_response(200, a.clone()),
                 None => error(404, "not_found", "No such activity"),
@@ -393,19 +439,31 @@ fn add(
         return error(404, "missing_dependent_data", "The campaign was not found");
     };
     let Some(addresses) = params.get("addresses").and_then(Value::as_array) else {
-        return error(400, "missing_parameter", "One is required: listOfEmails, addresses, csvData");
+        return error(
+            400,
+            "missing_parameter",
+            "One is required: listOfEmails, addresses, csvData",
+        );
     };
     let mut d = state.data();
     let mut in_campaign = d.recipients.iter().filter(|r| r.campaign == c).count();
     let (mut invalid, mut unsub, mut already, mut passed) = (vec![], vec![], vec![], vec![]);
     let mut added = 0;
     for a in addresses {
-        let email = a["emailAddress"].as_str().unwrap_or_default().trim().to_lowercase();
+        let email = a["emailAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase();
         if !plausible_email(&email) {
             invalid.push(email);
         } else if d.unsubscribed.contains(&email) {
             unsub.push(email);
-        } else if d.recipients.iter().any(|r| r.campaign == c && r.email == email) {
+        } else if d
+            .recipients
+            .iter()
+            .any(|r| r.campaign == c && r.email == email)
+        {
             already.push(email);
         } else if in_campaign >= state.inner.config.max_recipients {
             passed.push(email);
@@ -433,7 +491,10 @@ fn add(
                 "passedAccountLimitEmails": passed, "hasProblems": has_problems}),
         },
     );
-    json_response(200, json!({"invalidEmails": invalid, "isEmpty": added == 0, "checkStatusID": status_id}))
+    json_response(
+        200,
+        json!({"invalidEmails": invalid, "isEmpty": added == 0, "checkStatusID": status_id}),
+    )
 }
 
 async fn unreachable_handler() -> Response {
@@ -473,7 +534,8 @@ impl FakeMailshake {
 
     /// The push body for a new reply (see [`MailshakeState::reply_push`]).
     pub fn push_reply(&self, campaign: u64, email: &str, text: &str) -> Value {
-        self.state.reply_push(&self.base_url(), campaign, email, text)
+        self.state
+            .reply_push(&self.base_url(), campaign, email, text)
     }
 }
 
@@ -529,21 +591,54 @@ mod tests {
         assert_eq!((s, r["code"].as_str()), (401, Some("invalid_api_key")));
         let addrs = json!([{"emailAddress": "a@x.io"}, {"emailAddress": "b@x.io"},
             {"emailAddress": MailshakeConfig::UNSUBSCRIBED}, {"emailAddress": "nope"}]);
-        let (s, r) = call(&base, key, "/recipients/add", json!({"campaignID": c, "addresses": addrs})).await;
+        let (s, r) = call(
+            &base,
+            key,
+            "/recipients/add",
+            json!({"campaignID": c, "addresses": addrs}),
+        )
+        .await;
         assert_eq!(s, 200, "{r}");
         assert_eq!(r["invalidEmails"], json!(["nope"]));
         let id = r["checkStatusID"].clone();
-        let (_, r) = call(&base, key, "/recipients/add-status", json!({"statusID": id})).await;
+        let (_, r) = call(
+            &base,
+            key,
+            "/recipients/add-status",
+            json!({"statusID": id}),
+        )
+        .await;
         assert_eq!(r["isFinished"], false);
-        let (_, r) = call(&base, key, "/recipients/add-status", json!({"statusID": id})).await;
+        let (_, r) = call(
+            &base,
+            key,
+            "/recipients/add-status",
+            json!({"statusID": id}),
+        )
+        .await;
         assert_eq!(r["isFinished"], true);
         assert_eq!(r["problems"]["passedAccountLimitEmails"], json!(["b@x.io"]));
-        assert_eq!(r["problems"]["unsubscribedEmails"], json!([MailshakeConfig::UNSUBSCRIBED]));
+        assert_eq!(
+            r["problems"]["unsubscribedEmails"],
+            json!([MailshakeConfig::UNSUBSCRIBED])
+        );
         // 14 + 1 + 1 units spent, a pause 5 more: the next add (11) is over 30.
-        let (s, _) = call(&base, key, "/recipients/pause", json!({"campaignID": c, "emailAddress": "a@x.io"})).await;
+        let (s, _) = call(
+            &base,
+            key,
+            "/recipients/pause",
+            json!({"campaignID": c, "emailAddress": "a@x.io"}),
+        )
+        .await;
         assert_eq!(s, 200);
         assert!(fake.active_in(c).is_empty());
-        let (s, r) = call(&base, key, "/recipients/add", json!({"campaignID": c, "addresses": [{"emailAddress": "c@x.io"}]})).await;
+        let (s, r) = call(
+            &base,
+            key,
+            "/recipients/add",
+            json!({"campaignID": c, "addresses": [{"emailAddress": "c@x.io"}]}),
+        )
+        .await;
         assert_eq!(s, 429, "{r}");
         assert_eq!(r["code"], "limit_reached");
         assert!(r["retryAfter"].as_str().is_some());

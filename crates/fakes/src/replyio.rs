@@ -125,7 +125,10 @@ impl ReplyState {
     }
 
     fn contacts_mut(&self) -> MutexGuard<'_, Vec<ReplyContact>> {
-        self.inner.contacts.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn faults(&self) -> &Faults {
@@ -254,7 +257,10 @@ async fn person_by_email(State(state): State<ReplyState>, req: Request) -> Respo
         return error(400, "email is required");
     };
     let cs = state.contacts_mut();
-    match cs.iter().find(|c| c.email.eq_ignore_ascii_case(email.trim())) {
+    match cs
+        .iter()
+        .find(|c| c.email.eq_ignore_ascii_case(email.trim()))
+    {
         Some(c) => json_response(200, contact_json(c)),
         None => error(404, "Contact not found"),
     }
@@ -262,7 +268,11 @@ async fn person_by_email(State(state): State<ReplyState>, req: Request) -> Respo
 
 async fn person_sequences(State(state): State<ReplyState>, Path(id): Path<String>) -> Response {
     let cs = state.contacts_mut();
-    let Some(c) = id.parse::<u64>().ok().and_then(|id| cs.iter().find(|c| c.id == id)) else {
+    let Some(c) = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| cs.iter().find(|c| c.id == id))
+    else {
         return error(404, "Contact not found");
     };
     let names = &state.inner.config.campaigns;
@@ -313,7 +323,10 @@ async fn add_and_push(State(state): State<ReplyState>, body: String) -> Response
     if !plausible_email(&email) {
         return error(400, "Email is invalid");
     }
-    let first = body.get("firstName").and_then(Value::as_str).unwrap_or_default();
+    let first = body
+        .get("firstName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if first.trim().is_empty() {
         return error(400, "firstName is required");
     }
@@ -324,9 +337,15 @@ async fn add_and_push(State(state): State<ReplyState>, body: String) -> Response
         .iter()
         .any(|o| o.eq_ignore_ascii_case(&email))
     {
-        return error(400, "Contact has opted out and cannot be pushed to a campaign");
+        return error(
+            400,
+            "Contact has opted out and cannot be pushed to a campaign",
+        );
     }
-    let force = body.get("forcePush").and_then(Value::as_bool).unwrap_or(false);
+    let force = body
+        .get("forcePush")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut cs = state.contacts_mut();
     let i = match cs.iter().position(|c| c.email == email) {
         Some(i) => i,
@@ -428,10 +447,7 @@ async fn not_found() -> Response {
 pub fn router(state: ReplyState) -> Router {
     Router::new()
         .route("/v1/people", get(person_by_email))
-        .route(
-            "/v1/people/{id}",
-            axum::routing::delete(delete_person),
-        )
+        .route("/v1/people/{id}", axum::routing::delete(delete_person))
         .route("/v1/people/{id}/sequences", get(person_sequences))
         .route("/v1/actions/addandpushtocampaign", post(add_and_push))
         .route(
@@ -515,17 +531,37 @@ mod tests {
         let (s, _) = push(&base, "nope", json!({"campaignId": c, "email": "a@x.io"})).await;
         assert_eq!(s, 401);
         for _ in 0..2 {
-            let (s, r) = push(&base, key, json!({"campaignId": c, "email": "A@x.io", "firstName": "A"})).await;
+            let (s, r) = push(
+                &base,
+                key,
+                json!({"campaignId": c, "email": "A@x.io", "firstName": "A"}),
+            )
+            .await;
             assert_eq!(s, 200, "{r}");
         }
         assert_eq!(fake.active_in(c), ["a@x.io"]);
-        let (s, r) = push(&base, key, json!({"campaignId": c, "email": "busy@x.io", "firstName": "B"})).await;
+        let (s, r) = push(
+            &base,
+            key,
+            json!({"campaignId": c, "email": "busy@x.io", "firstName": "B"}),
+        )
+        .await;
         assert_eq!(s, 400);
         assert!(r["error"].as_str().unwrap().contains("another"), "{r}");
-        let (s, _) = push(&base, key, json!({"campaignId": c, "email": "busy@x.io", "firstName": "B", "forcePush": true})).await;
+        let (s, _) = push(
+            &base,
+            key,
+            json!({"campaignId": c, "email": "busy@x.io", "firstName": "B", "forcePush": true}),
+        )
+        .await;
         assert_eq!(s, 200);
         assert!(fake.active_in(ReplyConfig::OTHER_CAMPAIGN).is_empty());
-        let (s, r) = push(&base, key, json!({"campaignId": c, "email": ReplyConfig::OPTED_OUT, "firstName": "G"})).await;
+        let (s, r) = push(
+            &base,
+            key,
+            json!({"campaignId": c, "email": ReplyConfig::OPTED_OUT, "firstName": "G"}),
+        )
+        .await;
         assert_eq!(s, 400);
         assert!(r["error"].as_str().unwrap().contains("opted out"));
         let (s, _) = push(&base, key, json!({"campaignId": 1, "email": "a@x.io"})).await;
@@ -540,7 +576,11 @@ mod tests {
         })
         .await
         .unwrap();
-        let url = format!("{}/v1/campaigns/{}", fake.base_url(), ReplyConfig::DEFAULT_CAMPAIGN);
+        let url = format!(
+            "{}/v1/campaigns/{}",
+            fake.base_url(),
+            ReplyConfig::DEFAULT_CAMPAIGN
+        );
         let mut last = None;
         for _ in 0..3 {
             last = Some(

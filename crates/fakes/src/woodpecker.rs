@@ -145,7 +145,10 @@ impl WoodpeckerState {
     }
 
     fn prospects_mut(&self) -> MutexGuard<'_, Vec<WoodpeckerProspect>> {
-        self.inner.prospects.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .prospects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn faults(&self) -> &Faults {
@@ -239,7 +242,10 @@ impl Drop for Present<'_> {
 
 /// One request processed at a time; up to `max_queued` wait at most
 /// `queue_timeout`; the rest are dropped.
-async fn one_at_a_time(inner: &Inner, handle: impl std::future::Future<Output = Response>) -> Response {
+async fn one_at_a_time(
+    inner: &Inner,
+    handle: impl std::future::Future<Output = Response>,
+) -> Response {
     let too_many = || {
         inner.dropped.fetch_add(1, Ordering::SeqCst);
         error(
@@ -385,8 +391,10 @@ async fn add_to_campaign(State(state): State<WoodpeckerState>, body: String) -> 
         };
         let p = &mut ps[i];
         if p.status != "ACTIVE" {
-            answers.push(json!({"email": email, "id": p.id, "status": "ERROR", "code": "E_INV_STATUS",
-                "msg": format!("Prospect's status is {}, not ACTIVE", p.status)}));
+            answers.push(
+                json!({"email": email, "id": p.id, "status": "ERROR", "code": "E_INV_STATUS",
+                "msg": format!("Prospect's status is {}, not ACTIVE", p.status)}),
+            );
         } else if p.campaigns.iter().any(|(c, _)| *c == campaign) {
             answers.push(json!({"email": email, "id": p.id, "status": "DUPLICATE",
                 "msg": "Prospect is already in this campaign"}));
@@ -409,7 +417,11 @@ async fn list_prospects(State(state): State<WoodpeckerState>, req: Request) -> R
     let ps = state.prospects_mut();
     let found: Vec<Value> = ps
         .iter()
-        .filter(|p| email.as_deref().is_none_or(|e| p.email.eq_ignore_ascii_case(e)))
+        .filter(|p| {
+            email
+                .as_deref()
+                .is_none_or(|e| p.email.eq_ignore_ascii_case(e))
+        })
         .filter(|p| id.is_none_or(|i| p.id == i))
         .map(|p| {
             let mut v = json!({"id": p.id, "email": p.email, "status": p.status});
@@ -461,7 +473,10 @@ async fn delete_prospects(State(state): State<WoodpeckerState>, req: Request) ->
             ps.remove(i);
         }
     }
-    json_response(200, json!({"status": {"status": "OK", "code": "OK", "msg": "Deleted"}}))
+    json_response(
+        200,
+        json!({"status": {"status": "OK", "code": "OK", "msg": "Deleted"}}),
+    )
 }
 
 async fn campaign_list(State(state): State<WoodpeckerState>, req: Request) -> Response {
@@ -547,7 +562,9 @@ pub fn memberships(ps: &[WoodpeckerProspect]) -> HashMap<u64, Vec<(String, Strin
     let mut out: HashMap<u64, Vec<(String, String)>> = HashMap::new();
     for p in ps {
         for (c, s) in &p.campaigns {
-            out.entry(*c).or_default().push((p.email.clone(), s.clone()));
+            out.entry(*c)
+                .or_default()
+                .push((p.email.clone(), s.clone()));
         }
     }
     out
@@ -585,7 +602,13 @@ mod tests {
         let (s, r) = add(&base, "wrong", c, &["a@x.io"]).await;
         assert_eq!(s, 401);
         assert_eq!(r["status"]["code"], "E_SESSION");
-        let (s, r) = add(&base, key, c, &["a@x.io", "nope", WoodpeckerConfig::BLACKLISTED]).await;
+        let (s, r) = add(
+            &base,
+            key,
+            c,
+            &["a@x.io", "nope", WoodpeckerConfig::BLACKLISTED],
+        )
+        .await;
         assert_eq!(s, 200, "{r}");
         assert_eq!(r["prospects"][0]["status"], "OK");
         assert_eq!(r["prospects"][1]["code"], "E_EMAIL");
@@ -593,7 +616,10 @@ mod tests {
         let (_, r) = add(&base, key, c, &["A@x.io"]).await;
         assert_eq!(r["prospects"][0]["status"], "DUPLICATE");
         let (s, r) = add(&base, key, 99, &["a@x.io"]).await;
-        assert_eq!((s, r["status"]["code"].as_str()), (400, Some("E_RECORD_NOT_FOUND")));
+        assert_eq!(
+            (s, r["status"]["code"].as_str()),
+            (400, Some("E_RECORD_NOT_FOUND"))
+        );
         assert_eq!(fake.active_in(c), ["a@x.io"]);
         let r = client()
             .get(format!("{base}/rest/v1/prospects?email=nobody@x.io"))

@@ -168,7 +168,13 @@ pub async fn start(
         }
         engine.start();
         syncs = crate::sync::start_all(&config, env, &store, &shutdown).map_err(problems_error)?;
-        syncs.extend(crate::thin_push::start(store.clone(), &config, ingestor.clone(), env, shutdown.clone()));
+        syncs.extend(crate::thin_push::start(
+            store.clone(),
+            &config,
+            ingestor.clone(),
+            env,
+            shutdown.clone(),
+        ));
         timers = crate::pipeline::handoff::HandoffJob::new(
             store.clone(),
             config.clone(),

@@ -168,12 +168,7 @@ enum Fetched {
 
 impl Resolver {
     async fn fetch(&self, url: &str) -> Fetched {
-        let req = match self
-            .client
-            .get(url)
-            .basic_auth(&self.key, Some(""))
-            .build()
-        {
+        let req = match self.client.get(url).basic_auth(&self.key, Some("")).build() {
             Ok(r) => r,
             Err(e) => return Fetched::Failed(format!("cannot build the request: {e}")),
         };
@@ -228,9 +223,10 @@ async fn route_as_is(
     let mut event = thin.clone();
     event.id = new_id();
     event.external_id = Some(format!("unresolved:{}", thin.id));
-    event
-        .data
-        .insert("unresolved_reason".into(), Value::String(reason.to_string()));
+    event.data.insert(
+        "unresolved_reason".into(),
+        Value::String(reason.to_string()),
+    );
     event
         .data
         .insert("resolved_from".into(), Value::String(thin.id.to_string()));
@@ -327,7 +323,10 @@ async fn resolve_one(
 /// One pass: every due entry, one request at a time.
 async fn round(store: &Arc<dyn Store>, ingestor: &Ingestor, resolvers: &[Resolver]) {
     let due: Vec<Pending> = match load(store).await {
-        Ok((_, list)) => list.into_iter().filter(|p| p.next_at <= Utc::now()).collect(),
+        Ok((_, list)) => list
+            .into_iter()
+            .filter(|p| p.next_at <= Utc::now())
+            .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "thin pushes: cannot read the queue");
             return;
@@ -369,7 +368,10 @@ fn resolvers(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Resol
             continue;
         }
         let text = |k: &str| s.settings.get(k).and_then(|v| v.as_str());
-        let Some(key) = text("api_key_env").and_then(env).filter(|k| !k.trim().is_empty()) else {
+        let Some(key) = text("api_key_env")
+            .and_then(env)
+            .filter(|k| !k.trim().is_empty())
+        else {
             tracing::warn!(source = %name, "thin pushes: the API key env var is unset; they are routed as they are");
             continue;
         };

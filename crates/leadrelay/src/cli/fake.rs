@@ -186,7 +186,10 @@ impl Vendor {
                 "woodpecker",
                 base,
                 woodpecker::WoodpeckerConfig::DEFAULT_CAMPAIGN,
-                ("WOODPECKER_API_KEY", woodpecker::WoodpeckerConfig::DEFAULT_API_KEY),
+                (
+                    "WOODPECKER_API_KEY",
+                    woodpecker::WoodpeckerConfig::DEFAULT_API_KEY,
+                ),
             ),
             Vendor::Replyio => sequence_tool(
                 "replyio",
@@ -198,7 +201,10 @@ impl Vendor {
                 "mailshake",
                 &format!("{base}/2017-04-01"),
                 mailshake::MailshakeConfig::DEFAULT_CAMPAIGN,
-                ("MAILSHAKE_API_KEY", mailshake::MailshakeConfig::DEFAULT_API_KEY),
+                (
+                    "MAILSHAKE_API_KEY",
+                    mailshake::MailshakeConfig::DEFAULT_API_KEY,
+                ),
             ),
             Vendor::Slack => FakeSetup {
                 destination: "slack",
@@ -277,7 +283,10 @@ fn sequence_tool(
             ("base_url", Value::from(base)),
             ("campaign_id", Value::from(campaign as i64)),
             ("allow_private_networks", Value::from(true)),
-            ("purposes", Value::Array(["crm"].into_iter().collect::<Array>())),
+            (
+                "purposes",
+                Value::Array(["crm"].into_iter().collect::<Array>()),
+            ),
         ],
         env: vec![(var, key.to_string())],
         inspect: None,

@@ -68,10 +68,11 @@ impl Ingestor {
                 };
                 withdraw::apply_lenient(&mut event, &self.config.privacy.unsubscribe_withdraws);
                 // A thin push waits for its activity (see `crate::thin_push`).
-                let destinations = match crate::thin_push::thin_url(&self.config, req.source, &event) {
-                    Some(_) => Vec::new(),
-                    None => self.routes.destinations_for(&event),
-                };
+                let destinations =
+                    match crate::thin_push::thin_url(&self.config, req.source, &event) {
+                        Some(_) => Vec::new(),
+                        None => self.routes.destinations_for(&event),
+                    };
                 IngestItem {
                     event,
                     destinations,

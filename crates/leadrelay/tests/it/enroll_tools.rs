@@ -199,11 +199,19 @@ async fn five_hundred_leads_for_a_hundred_people(name: &str, extra: &str) -> Too
         assert_eq!(d.state, DeliveryState::Delivered, "{name}: {:?}", d.reason);
     }
     let active = tool.active();
-    assert_eq!(active.len(), 100, "{name}: exactly one membership per person");
+    assert_eq!(
+        active.len(),
+        100,
+        "{name}: exactly one membership per person"
+    );
     let mut unique = active.clone();
     unique.dedup();
     assert_eq!(unique.len(), 100, "{name}");
-    assert_eq!(tool.records(), 100, "{name}: exactly one vendor record per person");
+    assert_eq!(
+        tool.records(),
+        100,
+        "{name}: exactly one vendor record per person"
+    );
     tool
 }
 
@@ -229,7 +237,9 @@ async fn woodpecker_500_leads_for_100_people_one_request_at_a_time() {
 #[tokio::test]
 async fn replyio_500_leads_for_100_people() {
     let tool = five_hundred_leads_for_a_hundred_people("replyio", "").await;
-    let Tool::Reply(f) = &tool else { unreachable!() };
+    let Tool::Reply(f) = &tool else {
+        unreachable!()
+    };
     let c = f
         .contacts()
         .into_iter()
@@ -268,17 +278,24 @@ async fn unsubscribed_people_are_never_enrolled_and_a_meeting_exits() {
         let tool = Tool::start(name).await;
         let app = app(&tool, "", "").await;
         let resp = app
-            .post_json("/v1/forms/unsubscribe", &json!({"email": "sue@example.com"}))
+            .post_json(
+                "/v1/forms/unsubscribe",
+                &json!({"email": "sue@example.com"}),
+            )
             .await;
         assert_eq!(resp.status(), 202);
         for who in ["sue@example.com", tool.vendor_unsubscribed()] {
             let id = post(&app, "contact", &json!({"email": who, "consent": "yes"})).await;
             let d = settled(&app, id, "seq").await;
-            assert_eq!(d.state, DeliveryState::Skipped, "{name} {who}: {:?}", d.reason);
+            assert_eq!(
+                d.state,
+                DeliveryState::Skipped,
+                "{name} {who}: {:?}",
+                d.reason
+            );
         }
         assert!(
-            tool.requests().is_empty()
-                || tool.requests().iter().all(|r| !r.path.contains("sue")),
+            tool.requests().is_empty() || tool.requests().iter().all(|r| !r.path.contains("sue")),
             "{name}"
         );
         for who in ["ana@example.com", "keep@example.com"] {
@@ -286,7 +303,11 @@ async fn unsubscribed_people_are_never_enrolled_and_a_meeting_exits() {
             let d = settled(&app, id, "seq").await;
             assert_eq!(d.state, DeliveryState::Delivered, "{name}: {:?}", d.reason);
         }
-        assert_eq!(tool.active(), ["ana@example.com", "keep@example.com"], "{name}");
+        assert_eq!(
+            tool.active(),
+            ["ana@example.com", "keep@example.com"],
+            "{name}"
+        );
         for _ in 0..2 {
             let resp = app
                 .post_json("/v1/forms/meeting", &json!({"email": "ana@example.com"}))
@@ -300,7 +321,11 @@ async fn unsubscribed_people_are_never_enrolled_and_a_meeting_exits() {
             let d = settled(&app, id, "seq").await;
             assert_eq!(d.state, DeliveryState::Delivered, "{name}: {:?}", d.reason);
         }
-        assert_eq!(tool.active(), ["keep@example.com"], "{name}: the exit removed Ana");
+        assert_eq!(
+            tool.active(),
+            ["keep@example.com"],
+            "{name}: the exit removed Ana"
+        );
         app.stop().await;
     }
 }
@@ -314,7 +339,8 @@ async fn a_lost_answer_makes_no_duplicate() {
         let app = app(&tool, "timeout = \"1s\"", "").await;
         // The first request answered late is the lookup or the add; every
         // answer of the first three is lost.
-        tool.faults().push(Fault::DelayAnswer(Duration::from_millis(1500)), 3);
+        tool.faults()
+            .push(Fault::DelayAnswer(Duration::from_millis(1500)), 3);
         let id = post(
             &app,
             "contact",
@@ -354,7 +380,10 @@ async fn overflow_over_the_add_limit_drains_in_the_next_window() {
                 overflowed += 1;
             }
         }
-        assert!(overflowed >= 1, "{name}: nothing waited for the next window");
+        assert!(
+            overflowed >= 1,
+            "{name}: nothing waited for the next window"
+        );
         assert_eq!(tool.active().len(), 5, "{name}");
         app.stop().await;
     }

@@ -67,17 +67,31 @@ async fn ms_events(app: &TestApp) -> Vec<leadrelay_model::Event> {
 
 #[tokio::test]
 async fn a_thin_push_is_routed_with_the_full_activity() {
-    let mailshake = FakeMailshake::start(MailshakeConfig::default()).await.unwrap();
+    let mailshake = FakeMailshake::start(MailshakeConfig::default())
+        .await
+        .unwrap();
     let app = app(&mailshake).await;
-    let id = post(&app, "contact", &json!({"email": "ana@example.com", "consent": "yes"})).await;
-    assert_eq!(settled(&app, id, "seq").await.state, DeliveryState::Delivered);
+    let id = post(
+        &app,
+        "contact",
+        &json!({"email": "ana@example.com", "consent": "yes"}),
+    )
+    .await;
+    assert_eq!(
+        settled(&app, id, "seq").await.state,
+        DeliveryState::Delivered
+    );
     assert_eq!(
         mailshake.active_in(MailshakeConfig::DEFAULT_CAMPAIGN),
         ["ana@example.com"]
     );
 
     // Ana replies: Mailshake pushes only a link to the reply.
-    let body = mailshake.push_reply(MailshakeConfig::DEFAULT_CAMPAIGN, "ana@example.com", "Let's talk");
+    let body = mailshake.push_reply(
+        MailshakeConfig::DEFAULT_CAMPAIGN,
+        "ana@example.com",
+        "Let's talk",
+    );
     push(&app, &body).await;
     // Pushed twice (a Mailshake retry): stored and resolved once.
     push(&app, &body).await;
@@ -101,12 +115,26 @@ async fn a_thin_push_is_routed_with_the_full_activity() {
     assert_eq!(resolved.data["plainTextBody"], "Let's talk");
     assert!(!resolved.data.contains_key("unresolved_reason"));
     // The thin event itself was never routed; the resolved one was.
-    let thin_id: uuid::Uuid = resolved.data["resolved_from"].as_str().unwrap().parse().unwrap();
-    assert!(app.store.deliveries_for_event(thin_id).await.unwrap().is_empty());
+    let thin_id: uuid::Uuid = resolved.data["resolved_from"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        app.store
+            .deliveries_for_event(thin_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let d = settled(&app, resolved.id, "seq").await;
     assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
     // The reply took Ana out of the campaign (exit_sequences → pause).
-    assert!(mailshake.active_in(MailshakeConfig::DEFAULT_CAMPAIGN).is_empty());
+    assert!(
+        mailshake
+            .active_in(MailshakeConfig::DEFAULT_CAMPAIGN)
+            .is_empty()
+    );
     let fetched = mailshake
         .requests()
         .entries()
@@ -125,9 +153,13 @@ async fn a_thin_push_is_routed_with_the_full_activity() {
 
 #[tokio::test]
 async fn a_resource_url_on_a_foreign_host_is_never_fetched() {
-    let mailshake = FakeMailshake::start(MailshakeConfig::default()).await.unwrap();
+    let mailshake = FakeMailshake::start(MailshakeConfig::default())
+        .await
+        .unwrap();
     // Another server that would answer with an activity if asked.
-    let foreign = FakeMailshake::start(MailshakeConfig::default()).await.unwrap();
+    let foreign = FakeMailshake::start(MailshakeConfig::default())
+        .await
+        .unwrap();
     let app = app(&mailshake).await;
     let body = foreign.push_reply(MailshakeConfig::DEFAULT_CAMPAIGN, "eve@example.com", "hi");
     push(&app, &body).await;
@@ -143,7 +175,13 @@ async fn a_resource_url_on_a_foreign_host_is_never_fetched() {
     )
     .await;
     let reason = routed.data["unresolved_reason"].as_str().unwrap();
-    assert!(reason.contains("not on the configured Mailshake API"), "{reason}");
-    assert!(foreign.requests().entries().is_empty(), "the foreign host was called");
+    assert!(
+        reason.contains("not on the configured Mailshake API"),
+        "{reason}"
+    );
+    assert!(
+        foreign.requests().entries().is_empty(),
+        "the foreign host was called"
+    );
     assert!(mailshake.requests().entries().is_empty());
 }

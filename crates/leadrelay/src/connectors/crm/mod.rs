@@ -721,7 +721,8 @@ pub fn erasable(connector: &str, object: &str) -> bool {
         ("hubspot", "contact") | ("pipedrive", "person") | ("salesforce", "lead" | "contact")
     ) || (connector == "lemlist" && object.starts_with(super::lemlist::LEAD_OBJECT_PREFIX))
         || (connector == "smartlead" && object.starts_with(super::smartlead::LEAD_OBJECT_PREFIX))
-        || (connector == "woodpecker" && object.starts_with(super::woodpecker::PROSPECT_OBJECT_PREFIX))
+        || (connector == "woodpecker"
+            && object.starts_with(super::woodpecker::PROSPECT_OBJECT_PREFIX))
         || (connector == "replyio" && object.starts_with(super::replyio::CONTACT_OBJECT_PREFIX))
 }
 

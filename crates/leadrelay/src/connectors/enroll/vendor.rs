@@ -263,8 +263,10 @@ pub fn skip_reason(job: &DeliveryJob) -> Option<String> {
 pub trait PerPerson: Send + Sync {
     fn policy(&self) -> &Policy;
     /// A privacy erase of the records leadrelay made.
-    async fn erase(&self, targets: Result<Vec<crate::connectors::crm::EraseTarget>, String>)
-    -> JobResult;
+    async fn erase(
+        &self,
+        targets: Result<Vec<crate::connectors::crm::EraseTarget>, String>,
+    ) -> JobResult;
     /// `exit_sequences` for the person with `email`: idempotent.
     async fn exit(&self, job: &DeliveryJob, email: &str) -> JobResult;
     /// Find-or-create and enroll.
@@ -291,7 +293,12 @@ pub async fn deliver_each<T: PerPerson + ?Sized>(tool: &T, jobs: &[DeliveryJob])
 }
 
 /// The answer of `leadrelay check` from a `GET` that must answer 200.
-pub async fn check_get(http: &VendorHttp, tool: &str, path: &str, what: &str) -> Result<(), String> {
+pub async fn check_get(
+    http: &VendorHttp,
+    tool: &str,
+    path: &str,
+    what: &str,
+) -> Result<(), String> {
     match http.call(reqwest::Method::GET, path, &[], None).await.0 {
         Ok(r) if r.status == 200 => Ok(()),
         Ok(r) if r.status == 401 || r.status == 403 => {

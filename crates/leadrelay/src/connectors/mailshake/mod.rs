@@ -213,9 +213,10 @@ pub fn classify(resp: &HttpResponse) -> Outcome {
 /// The verdict of a finished import for `email`.
 fn import_verdict(problems: &Value, email: &str) -> Verdict {
     let listed = |k: &str| {
-        problems[k]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|e| e.as_str().is_some_and(|e| e.eq_ignore_ascii_case(email))))
+        problems[k].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|e| e.as_str().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+        })
     };
     if listed("unsubscribedEmails") {
         Verdict::VendorSuppressed {
@@ -276,7 +277,12 @@ impl Mailshake {
 
     /// `recipients/get`, `pause` or `unpause` for one campaign: whether the
     /// recipient is there (`not_found` is no).
-    async fn recipient_call(&self, path: &str, campaign: u64, email: &str) -> Result<bool, JobResult> {
+    async fn recipient_call(
+        &self,
+        path: &str,
+        campaign: u64,
+        email: &str,
+    ) -> Result<bool, JobResult> {
         let sent = self
             .post(path, json!({"campaignID": campaign, "emailAddress": email}))
             .await;
@@ -324,7 +330,8 @@ impl PerPerson for Mailshake {
     async fn exit(&self, job: &DeliveryJob, email: &str) -> JobResult {
         let mut left = Vec::new();
         let mut in_campaign = false;
-        let campaigns = std::iter::once(self.campaign_id).chain(self.other_campaigns.iter().copied());
+        let campaigns =
+            std::iter::once(self.campaign_id).chain(self.other_campaigns.iter().copied());
         for c in campaigns.collect::<Vec<_>>() {
             match self.recipient_call("/recipients/pause", c, email).await {
                 Err(r) => return r,
@@ -342,7 +349,10 @@ impl PerPerson for Mailshake {
             if let Err(r) = vendor::answered(sent, classify, &[]) {
                 return r;
             }
-            tracing::info!(tool = TOOL, "exit_sequences: added to Mailshake's unsubscribe list");
+            tracing::info!(
+                tool = TOOL,
+                "exit_sequences: added to Mailshake's unsubscribe list"
+            );
         }
         let outcome = match enroll::exited(TOOL, &left) {
             Outcome::Delivered { .. } if in_campaign => Outcome::Delivered {
@@ -359,7 +369,10 @@ impl PerPerson for Mailshake {
             Ok(r) => r,
             Err(m) => return vendor::failed(Outcome::permanent(ErrorClass::Mapping, m)),
         };
-        let email = recipient["emailAddress"].as_str().unwrap_or_default().to_string();
+        let email = recipient["emailAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let decided = |verdict| vendor::failed(self.policy.outcome(verdict, now));
         for c in &self.other_campaigns {
             match self.recipient_call("/recipients/get", *c, &email).await {
@@ -377,7 +390,10 @@ impl PerPerson for Mailshake {
             "addAsNewList": false,
             "addresses": [Value::Object(recipient)],
         });
-        let (result, report) = self.http.call(reqwest::Method::POST, "/recipients/add", &[], Some(&body)).await;
+        let (result, report) = self
+            .http
+            .call(reqwest::Method::POST, "/recipients/add", &[], Some(&body))
+            .await;
         let added = match result {
             Err(outcome) => return JobResult { outcome, report },
             Ok(r) if vendor::json(&r)["code"] == "exceeds_monthly_recipients" => {
@@ -396,9 +412,10 @@ impl PerPerson for Mailshake {
                 outcome => return JobResult { outcome, report },
             },
         };
-        let invalid = added["invalidEmails"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|e| e.as_str().is_some_and(|e| e.eq_ignore_ascii_case(&email))));
+        let invalid = added["invalidEmails"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|e| e.as_str().is_some_and(|e| e.eq_ignore_ascii_case(&email)))
+        });
         if invalid {
             return JobResult {
                 outcome: Outcome::permanent(ErrorClass::Vendor, "Mailshake: invalid email address"),
@@ -411,7 +428,10 @@ impl PerPerson for Mailshake {
         };
         let verdict = match import_verdict(&problems, &email) {
             Verdict::AlreadyMember { .. } if self.paused_by_us(job) => {
-                match self.recipient_call("/recipients/unpause", self.campaign_id, &email).await {
+                match self
+                    .recipient_call("/recipients/unpause", self.campaign_id, &email)
+                    .await
+                {
                     Err(r) => return r,
                     Ok(_) => Verdict::AlreadyMember {
                         remote_ids: self.state(job, "active"),
@@ -492,10 +512,17 @@ mod tests {
     #[test]
     fn error_codes_are_classified() {
         let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc3339();
-        let limit = format!(r#"{{"code":"limit_reached","message":"quota","retryAfter":"{later}"}}"#);
+        let limit =
+            format!(r#"{{"code":"limit_reached","message":"quota","retryAfter":"{later}"}}"#);
         match classify(&resp(429, &limit)) {
-            Outcome::Throttled { retry_after: Some(d), .. } => {
-                assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}")
+            Outcome::Throttled {
+                retry_after: Some(d),
+                ..
+            } => {
+                assert!(
+                    d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+                    "{d:?}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -504,7 +531,10 @@ mod tests {
             Outcome::CredentialsRejected { .. }
         ));
         assert!(matches!(
-            classify(&resp(404, r#"{"code":"missing_dependent_data","message":"x"}"#)),
+            classify(&resp(
+                404,
+                r#"{"code":"missing_dependent_data","message":"x"}"#
+            )),
             Outcome::Permanent { .. }
         ));
         assert!(matches!(classify(&resp(500, "")), Outcome::Retry { .. }));
@@ -514,10 +544,22 @@ mod tests {
     fn import_problems_become_verdicts() {
         let p = json!({"unsubscribedEmails": ["u@x.io"], "alreadyInCampaignEmails": ["a@x.io"],
             "passedAccountLimitEmails": ["f@x.io"]});
-        assert!(matches!(import_verdict(&p, "U@x.io"), Verdict::VendorSuppressed { .. }));
-        assert!(matches!(import_verdict(&p, "a@x.io"), Verdict::AlreadyMember { .. }));
+        assert!(matches!(
+            import_verdict(&p, "U@x.io"),
+            Verdict::VendorSuppressed { .. }
+        ));
+        assert!(matches!(
+            import_verdict(&p, "a@x.io"),
+            Verdict::AlreadyMember { .. }
+        ));
         assert!(matches!(import_verdict(&p, "f@x.io"), Verdict::Full { .. }));
-        assert!(matches!(import_verdict(&p, "n@x.io"), Verdict::Enrolled { .. }));
-        assert!(matches!(import_verdict(&Value::Null, "n@x.io"), Verdict::Enrolled { .. }));
+        assert!(matches!(
+            import_verdict(&p, "n@x.io"),
+            Verdict::Enrolled { .. }
+        ));
+        assert!(matches!(
+            import_verdict(&Value::Null, "n@x.io"),
+            Verdict::Enrolled { .. }
+        ));
     }
 }

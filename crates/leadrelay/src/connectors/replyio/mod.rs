@@ -228,13 +228,19 @@ impl Reply {
     async fn find(&self, email: &str) -> Result<Option<(String, Vec<(u64, String)>)>, JobResult> {
         let sent = self
             .http
-            .call(reqwest::Method::GET, "/v1/people", &[("email", email)], None)
+            .call(
+                reqwest::Method::GET,
+                "/v1/people",
+                &[("email", email)],
+                None,
+            )
             .await;
         let r = vendor::answered(sent, classify, &[404])?;
         if r.status == 404 {
             return Ok(None);
         }
-        let Some(id) = mapping::as_text(&vendor::json(&r)["id"]).filter(|i| vendor::is_numeric_id(i))
+        let Some(id) =
+            mapping::as_text(&vendor::json(&r)["id"]).filter(|i| vendor::is_numeric_id(i))
         else {
             return Ok(None);
         };
@@ -258,7 +264,10 @@ impl PerPerson for Reply {
                 return (crm::Deleted::Malformed(m), Default::default());
             }
             let path = format!("/v1/people/{}", t.id);
-            let sent = self.http.call(reqwest::Method::DELETE, &path, &[], None).await;
+            let sent = self
+                .http
+                .call(reqwest::Method::DELETE, &path, &[], None)
+                .await;
             vendor::deleted(sent, shared::classify)
         })
         .await
@@ -341,10 +350,8 @@ impl PerPerson for Reply {
             Err(o) => Verdict::Failed(o),
             Ok(r) => match push_verdict(&r) {
                 Verdict::Enrolled { .. } => Verdict::Enrolled {
-                    remote_ids: self.membership(
-                        job,
-                        mapping::as_text(&vendor::json(&r)["id"]).or(known_id),
-                    ),
+                    remote_ids: self
+                        .membership(job, mapping::as_text(&vendor::json(&r)["id"]).or(known_id)),
                 },
                 other => other,
             },
@@ -407,13 +414,19 @@ mod tests {
 
     #[test]
     fn push_answers_become_verdicts() {
-        assert!(matches!(push_verdict(&resp(200, r#"{"id":1}"#)), Verdict::Enrolled { .. }));
+        assert!(matches!(
+            push_verdict(&resp(200, r#"{"id":1}"#)),
+            Verdict::Enrolled { .. }
+        ));
         assert!(matches!(
             push_verdict(&resp(400, r#"{"error":"Contact has opted out"}"#)),
             Verdict::VendorSuppressed { .. }
         ));
         assert!(matches!(
-            push_verdict(&resp(400, r#"{"error":"Contact is already in another active campaign"}"#)),
+            push_verdict(&resp(
+                400,
+                r#"{"error":"Contact is already in another active campaign"}"#
+            )),
             Verdict::ActiveElsewhere { .. }
         ));
         assert!(matches!(
@@ -443,7 +456,9 @@ mod tests {
 
     #[test]
     fn sequences_list_their_status() {
-        let s = parse_sequences(&json!([{"id": 1, "status": "Active"}, {"id": 2, "status": "Finished"}]));
+        let s = parse_sequences(
+            &json!([{"id": 1, "status": "Active"}, {"id": 2, "status": "Finished"}]),
+        );
         assert_eq!(s, [(1, "Active".to_string()), (2, "Finished".to_string())]);
         assert!(is_active(&s[0].1) && !is_active(&s[1].1));
     }

@@ -404,7 +404,9 @@ impl Connector for Woodpecker {
     async fn check(&self) -> CheckReport {
         let id = self.campaign_id.to_string();
         let query = [("id", id.as_str())];
-        let sent = self.http.call(reqwest::Method::GET, "/rest/v1/campaign_list", &query, None);
+        let sent = self
+            .http
+            .call(reqwest::Method::GET, "/rest/v1/campaign_list", &query, None);
         match sent.await.0 {
             Ok(r) if r.status == 200 => CheckReport::ok(format!(
                 "Woodpecker accepted the API key; campaign {} exists",
@@ -435,7 +437,8 @@ mod tests {
 
     #[test]
     fn woodpecker_codes_are_classified() {
-        let e = |code: &str| format!(r#"{{"status":{{"status":"ERROR","code":"{code}","msg":"x"}}}}"#);
+        let e =
+            |code: &str| format!(r#"{{"status":{{"status":"ERROR","code":"{code}","msg":"x"}}}}"#);
         assert!(matches!(
             classify(&resp(429, &e("E_TOO_MANY_REQUESTS"))),
             Outcome::Throttled { .. }
@@ -459,7 +462,10 @@ mod tests {
     #[test]
     fn per_prospect_answers_become_verdicts() {
         let v = |s: &str| add_verdict(&serde_json::from_str::<Value>(s).unwrap());
-        assert!(matches!(v(r#"{"status":"OK","id":1}"#), Verdict::Enrolled { .. }));
+        assert!(matches!(
+            v(r#"{"status":"OK","id":1}"#),
+            Verdict::Enrolled { .. }
+        ));
         assert!(matches!(
             v(r#"{"status":"DUPLICATE","id":1}"#),
             Verdict::AlreadyMember { .. }
