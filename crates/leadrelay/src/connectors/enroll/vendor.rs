@@ -258,10 +258,15 @@ pub fn skip_reason(job: &DeliveryJob) -> Option<String> {
         .then(|| "no email address to enroll".to_string())
 }
 
-/// A tool that enrolls one person per request.
+/// A tool that enrolls one person per request: every such tool is a
+/// [`Connector`](crate::connectors::Connector) through the impl below.
 #[async_trait]
 pub trait PerPerson: Send + Sync {
     fn policy(&self) -> &Policy;
+    /// What the enrollment request would carry (`leadrelay simulate`).
+    fn preview(&self, job: &DeliveryJob) -> Result<Value, String>;
+    /// `leadrelay check`: the key and the campaign, without lead data.
+    async fn check(&self) -> crate::connectors::CheckReport;
     /// A privacy erase of the records leadrelay made.
     async fn erase(
         &self,
@@ -271,6 +276,29 @@ pub trait PerPerson: Send + Sync {
     async fn exit(&self, job: &DeliveryJob, email: &str) -> JobResult;
     /// Find-or-create and enroll.
     async fn enroll(&self, job: &DeliveryJob) -> JobResult;
+}
+
+#[async_trait]
+impl<T: PerPerson> crate::connectors::Connector for T {
+    async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
+        deliver_each(self, jobs).await
+    }
+
+    fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
+        skip_reason(job)
+    }
+
+    fn enrollment(&self) -> Option<&Policy> {
+        Some(self.policy())
+    }
+
+    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
+        Some(PerPerson::preview(self, job))
+    }
+
+    async fn check(&self) -> crate::connectors::CheckReport {
+        PerPerson::check(self).await
+    }
 }
 
 /// One result per job, in order: erase, exit or enroll.

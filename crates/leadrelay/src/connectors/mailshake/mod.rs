@@ -318,6 +318,34 @@ impl PerPerson for Mailshake {
         &self.policy
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Result<Value, String> {
+        self.recipient(job).map(|recipient| {
+            json!({
+                "url": format!("{}/recipients/add", self.http.base),
+                "campaignID": self.campaign_id,
+                "recipient": recipient,
+            })
+        })
+    }
+
+    async fn check(&self) -> CheckReport {
+        let sent = self
+            .post("/campaigns/get", json!({"campaignID": self.campaign_id}))
+            .await;
+        match sent.0 {
+            Ok(r) if r.status == 200 => CheckReport::ok(format!(
+                "Mailshake accepted the API key; campaign {} exists",
+                self.campaign_id
+            )),
+            Ok(r) if r.status == 404 => CheckReport::failed(format!(
+                "Mailshake has no campaign {} for this key",
+                self.campaign_id
+            )),
+            Ok(r) => CheckReport::failed(crm::outcome_text(&classify(&r))),
+            Err(o) => CheckReport::failed(crm::outcome_text(&o)),
+        }
+    }
+
     /// Mailshake's API cannot delete a recipient, and leadrelay keeps no
     /// Mailshake record id: nothing of a person is erasable there.
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
@@ -449,49 +477,6 @@ impl PerPerson for Mailshake {
         JobResult {
             outcome: self.policy.outcome(verdict, now),
             report,
-        }
-    }
-}
-
-#[async_trait]
-impl Connector for Mailshake {
-    async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
-        vendor::deliver_each(self, jobs).await
-    }
-
-    fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
-        vendor::skip_reason(job)
-    }
-
-    fn enrollment(&self) -> Option<&enroll::Policy> {
-        Some(&self.policy)
-    }
-
-    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
-        Some(self.recipient(job).map(|recipient| {
-            json!({
-                "url": format!("{}/recipients/add", self.http.base),
-                "campaignID": self.campaign_id,
-                "recipient": recipient,
-            })
-        }))
-    }
-
-    async fn check(&self) -> CheckReport {
-        let sent = self
-            .post("/campaigns/get", json!({"campaignID": self.campaign_id}))
-            .await;
-        match sent.0 {
-            Ok(r) if r.status == 200 => CheckReport::ok(format!(
-                "Mailshake accepted the API key; campaign {} exists",
-                self.campaign_id
-            )),
-            Ok(r) if r.status == 404 => CheckReport::failed(format!(
-                "Mailshake has no campaign {} for this key",
-                self.campaign_id
-            )),
-            Ok(r) => CheckReport::failed(crm::outcome_text(&classify(&r))),
-            Err(o) => CheckReport::failed(crm::outcome_text(&o)),
         }
     }
 }

@@ -257,6 +257,27 @@ impl PerPerson for Reply {
         &self.policy
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Result<Value, String> {
+        self.contact(job).map(|contact| {
+            json!({
+                "url": format!("{}/v1/actions/addandpushtocampaign", self.http.base),
+                "campaign_id": self.campaign_id,
+                "contact": contact,
+            })
+        })
+    }
+
+    async fn check(&self) -> CheckReport {
+        let path = format!("/v1/campaigns/{}", self.campaign_id);
+        match vendor::check_get(&self.http, "Reply.io", &path, "such campaign").await {
+            Ok(()) => CheckReport::ok(format!(
+                "Reply.io accepted the API key; campaign {} exists",
+                self.campaign_id
+            )),
+            Err(m) => CheckReport::failed(m),
+        }
+    }
+
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
         crm::erase_each(TOOL, targets, |t| async move {
             if !vendor::is_numeric_id(&t.id) {
@@ -359,42 +380,6 @@ impl PerPerson for Reply {
         JobResult {
             outcome: self.policy.outcome(verdict, now),
             report,
-        }
-    }
-}
-
-#[async_trait]
-impl Connector for Reply {
-    async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
-        vendor::deliver_each(self, jobs).await
-    }
-
-    fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
-        vendor::skip_reason(job)
-    }
-
-    fn enrollment(&self) -> Option<&enroll::Policy> {
-        Some(&self.policy)
-    }
-
-    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
-        Some(self.contact(job).map(|contact| {
-            json!({
-                "url": format!("{}/v1/actions/addandpushtocampaign", self.http.base),
-                "campaign_id": self.campaign_id,
-                "contact": contact,
-            })
-        }))
-    }
-
-    async fn check(&self) -> CheckReport {
-        let path = format!("/v1/campaigns/{}", self.campaign_id);
-        match vendor::check_get(&self.http, "Reply.io", &path, "such campaign").await {
-            Ok(()) => CheckReport::ok(format!(
-                "Reply.io accepted the API key; campaign {} exists",
-                self.campaign_id
-            )),
-            Err(m) => CheckReport::failed(m),
         }
     }
 }

@@ -264,6 +264,36 @@ impl PerPerson for Woodpecker {
         &self.policy
     }
 
+    fn preview(&self, job: &DeliveryJob) -> Result<Value, String> {
+        self.fields(job).map(|prospect| {
+            json!({
+                "url": format!("{}/rest/v1/add_prospects_campaign", self.http.base),
+                "campaign_id": self.campaign_id,
+                "prospect": prospect,
+            })
+        })
+    }
+
+    async fn check(&self) -> CheckReport {
+        let id = self.campaign_id.to_string();
+        let query = [("id", id.as_str())];
+        let sent = self
+            .http
+            .call(reqwest::Method::GET, "/rest/v1/campaign_list", &query, None);
+        match sent.await.0 {
+            Ok(r) if r.status == 200 => CheckReport::ok(format!(
+                "Woodpecker accepted the API key; campaign {} exists",
+                self.campaign_id
+            )),
+            Ok(r) if r.status == 204 => CheckReport::failed(format!(
+                "Woodpecker has no campaign {} for this key",
+                self.campaign_id
+            )),
+            Ok(r) => CheckReport::failed(crm::outcome_text(&classify(&r))),
+            Err(o) => CheckReport::failed(crm::outcome_text(&o)),
+        }
+    }
+
     async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
         crm::erase_each(TOOL, targets, |t| async move {
             if !vendor::is_numeric_id(&t.id) {
@@ -373,51 +403,6 @@ impl PerPerson for Woodpecker {
         JobResult {
             outcome: self.policy.outcome(verdict, now),
             report,
-        }
-    }
-}
-
-#[async_trait]
-impl Connector for Woodpecker {
-    async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
-        vendor::deliver_each(self, jobs).await
-    }
-
-    fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
-        vendor::skip_reason(job)
-    }
-
-    fn enrollment(&self) -> Option<&enroll::Policy> {
-        Some(&self.policy)
-    }
-
-    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
-        Some(self.fields(job).map(|prospect| {
-            json!({
-                "url": format!("{}/rest/v1/add_prospects_campaign", self.http.base),
-                "campaign_id": self.campaign_id,
-                "prospect": prospect,
-            })
-        }))
-    }
-
-    async fn check(&self) -> CheckReport {
-        let id = self.campaign_id.to_string();
-        let query = [("id", id.as_str())];
-        let sent = self
-            .http
-            .call(reqwest::Method::GET, "/rest/v1/campaign_list", &query, None);
-        match sent.await.0 {
-            Ok(r) if r.status == 200 => CheckReport::ok(format!(
-                "Woodpecker accepted the API key; campaign {} exists",
-                self.campaign_id
-            )),
-            Ok(r) if r.status == 204 => CheckReport::failed(format!(
-                "Woodpecker has no campaign {} for this key",
-                self.campaign_id
-            )),
-            Ok(r) => CheckReport::failed(crm::outcome_text(&classify(&r))),
-            Err(o) => CheckReport::failed(crm::outcome_text(&o)),
         }
     }
 }
