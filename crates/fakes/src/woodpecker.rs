@@ -663,7 +663,7 @@ mod tests {
     async fn futures_join<F: std::future::Future<Output = u16> + Send + 'static>(
         fs: impl Iterator<Item = F>,
     ) -> Vec<u16> {
-        let handles: Vec<_> = fs.map(|f| tokio::spawn(async move { f.await })).collect();
+        let handles: Vec<_> = fs.map(tokio::spawn).collect();
         let mut out = Vec::new();
         for h in handles {
             out.push(h.await.unwrap());

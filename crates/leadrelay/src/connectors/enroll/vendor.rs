@@ -207,14 +207,14 @@ pub fn answered(
     sent: Sent,
     classify: fn(&HttpResponse) -> Outcome,
     fine: &[u16],
-) -> Result<HttpResponse, JobResult> {
+) -> Result<HttpResponse, Box<JobResult>> {
     let (result, report) = sent;
     match result {
-        Err(outcome) => Err(JobResult { outcome, report }),
+        Err(outcome) => Err(Box::new(JobResult { outcome, report })),
         Ok(r) if fine.contains(&r.status) => Ok(r),
         Ok(r) => match classify(&r) {
             Outcome::Delivered { .. } => Ok(r),
-            outcome => Err(JobResult { outcome, report }),
+            outcome => Err(Box::new(JobResult { outcome, report })),
         },
     }
 }

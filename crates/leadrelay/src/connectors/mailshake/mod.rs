@@ -282,7 +282,7 @@ impl Mailshake {
         path: &str,
         campaign: u64,
         email: &str,
-    ) -> Result<bool, JobResult> {
+    ) -> Result<bool, Box<JobResult>> {
         let sent = self
             .post(path, json!({"campaignID": campaign, "emailAddress": email}))
             .await;
@@ -291,7 +291,7 @@ impl Mailshake {
     }
 
     /// Polls the import until it is finished: its `problems`.
-    async fn wait_for_import(&self, status_id: &Value) -> Result<Value, JobResult> {
+    async fn wait_for_import(&self, status_id: &Value) -> Result<Value, Box<JobResult>> {
         for _ in 0..self.polls {
             tokio::time::sleep(self.poll_interval).await;
             let sent = self
@@ -302,13 +302,13 @@ impl Mailshake {
                 return Ok(answer["problems"].clone());
             }
         }
-        Err(vendor::failed(Outcome::retry(
+        Err(Box::new(vendor::failed(Outcome::retry(
             ErrorClass::Vendor,
             format!(
                 "Mailshake had not finished the import after {} checks; adding again (an address already in the campaign is not added twice)",
                 self.polls
             ),
-        )))
+        ))))
     }
 }
 
@@ -362,7 +362,7 @@ impl PerPerson for Mailshake {
             std::iter::once(self.campaign_id).chain(self.other_campaigns.iter().copied());
         for c in campaigns.collect::<Vec<_>>() {
             match self.recipient_call("/recipients/pause", c, email).await {
-                Err(r) => return r,
+                Err(r) => return *r,
                 Ok(true) => {
                     in_campaign |= c == self.campaign_id;
                     left.push(c.to_string());
@@ -375,7 +375,7 @@ impl PerPerson for Mailshake {
                 .post("/recipients/unsubscribe", json!({"emailAddresses": email}))
                 .await;
             if let Err(r) = vendor::answered(sent, classify, &[]) {
-                return r;
+                return *r;
             }
             tracing::info!(
                 tool = TOOL,
@@ -404,7 +404,7 @@ impl PerPerson for Mailshake {
         let decided = |verdict| vendor::failed(self.policy.outcome(verdict, now));
         for c in &self.other_campaigns {
             match self.recipient_call("/recipients/get", *c, &email).await {
-                Err(r) => return r,
+                Err(r) => return *r,
                 Ok(true) => {
                     return decided(Verdict::ActiveElsewhere {
                         sequence: format!("Mailshake campaign {c}"),
@@ -452,7 +452,7 @@ impl PerPerson for Mailshake {
         }
         let problems = match self.wait_for_import(&added["checkStatusID"]).await {
             Ok(p) => p,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let verdict = match import_verdict(&problems, &email) {
             Verdict::AlreadyMember { .. } if self.paused_by_us(job) => {
@@ -460,7 +460,7 @@ impl PerPerson for Mailshake {
                     .recipient_call("/recipients/unpause", self.campaign_id, &email)
                     .await
                 {
-                    Err(r) => return r,
+                    Err(r) => return *r,
                     Ok(_) => Verdict::AlreadyMember {
                         remote_ids: self.state(job, "active"),
                     },

@@ -225,7 +225,10 @@ impl Reply {
     }
 
     /// The contact's id and campaigns; `None` when Reply does not know them.
-    async fn find(&self, email: &str) -> Result<Option<(String, Vec<(u64, String)>)>, JobResult> {
+    async fn find(
+        &self,
+        email: &str,
+    ) -> Result<Option<(String, Vec<(u64, String)>)>, Box<JobResult>> {
         let sent = self
             .http
             .call(
@@ -296,7 +299,7 @@ impl PerPerson for Reply {
 
     async fn exit(&self, _job: &DeliveryJob, email: &str) -> JobResult {
         let active: Vec<String> = match self.find(email).await {
-            Err(r) => return r,
+            Err(r) => return *r,
             Ok(None) => Vec::new(),
             Ok(Some((_, campaigns))) => campaigns
                 .into_iter()
@@ -318,7 +321,7 @@ impl PerPerson for Reply {
             )
             .await;
         match vendor::answered(sent, classify, &[404]) {
-            Err(r) => r,
+            Err(r) => *r,
             Ok(_) => vendor::failed(enroll::exited(TOOL, &active)),
         }
     }
@@ -333,7 +336,7 @@ impl PerPerson for Reply {
         let decided = |verdict| vendor::failed(self.policy.outcome(verdict, now));
         let mut known_id = None;
         if let Some((id, campaigns)) = match self.find(&email).await {
-            Err(r) => return r,
+            Err(r) => return *r,
             Ok(found) => found,
         } {
             if campaigns.iter().any(|(c, _)| *c == self.campaign_id) {

@@ -236,7 +236,7 @@ impl Woodpecker {
         .collect()
     }
 
-    async fn find(&self, email: &str) -> Result<Option<Prospect>, JobResult> {
+    async fn find(&self, email: &str) -> Result<Option<Prospect>, Box<JobResult>> {
         let query = [("email", email), ("campaigns_details", "true")];
         let sent = self
             .http
@@ -247,7 +247,7 @@ impl Woodpecker {
     }
 
     /// Deletes the prospect from `campaign` (gone already is fine).
-    async fn leave(&self, prospect: &str, campaign: u64) -> Result<(), JobResult> {
+    async fn leave(&self, prospect: &str, campaign: u64) -> Result<(), Box<JobResult>> {
         let c = campaign.to_string();
         let query = [("id", prospect), ("campaigns_id", c.as_str())];
         let sent = self
@@ -312,14 +312,14 @@ impl PerPerson for Woodpecker {
 
     async fn exit(&self, _job: &DeliveryJob, email: &str) -> JobResult {
         let prospect = match self.find(email).await {
-            Err(r) => return r,
+            Err(r) => return *r,
             Ok(None) => return vendor::failed(enroll::exited(TOOL, &[])),
             Ok(Some(p)) => p,
         };
         let mut left = Vec::new();
         for c in prospect.active_campaigns().collect::<Vec<_>>() {
             if let Err(r) = self.leave(&prospect.id, c).await {
-                return r;
+                return *r;
             }
             left.push(c.to_string());
         }
@@ -335,7 +335,7 @@ impl PerPerson for Woodpecker {
         let email = fields["email"].as_str().unwrap_or_default().to_string();
         let decided = |verdict| vendor::failed(self.policy.outcome(verdict, now));
         if let Some(p) = match self.find(&email).await {
-            Err(r) => return r,
+            Err(r) => return *r,
             Ok(p) => p,
         } {
             if p.status != "ACTIVE" {
@@ -363,7 +363,7 @@ impl PerPerson for Woodpecker {
                 }
                 for c in elsewhere {
                     if let Err(r) = self.leave(&p.id, c).await {
-                        return r;
+                        return *r;
                     }
                 }
             }
