@@ -431,9 +431,57 @@ pub fn plausible_email(s: &str) -> bool {
         && !domain.contains('@')
 }
 
+/// The `(user, password)` of an `Authorization: Basic …` header value.
+pub fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
+    use base64::Engine;
+    let encoded = header?.trim().strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((text.as_str(), ""));
+    Some((user.to_string(), password.to_string()))
+}
+
+/// A query string's value for `name`.
+pub fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query?)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// A JSON answer with `status`.
+pub fn json_response(status: u16, body: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_credentials_are_read() {
+        use base64::Engine;
+        let v = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("key-1:")
+        );
+        assert_eq!(
+            basic_credentials(Some(&v)),
+            Some(("key-1".to_string(), String::new()))
+        );
+        assert_eq!(basic_credentials(Some("Bearer x")), None);
+        assert_eq!(
+            query_value(Some("a=1&apiKey=k%40"), "apiKey").as_deref(),
+            Some("k@")
+        );
+    }
 
     #[test]
     fn rolling_window_limits() {

@@ -43,7 +43,7 @@ pub struct Running {
     rollups: Option<tokio::task::JoinHandle<()>>,
     /// KPI alert checks (workers) and the uptime heartbeat (ingest).
     kpi_tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// One task per `[syncs.NAME]`.
+    /// One task per `[syncs.NAME]`, and the thin-push resolver.
     syncs: Vec<JoinHandle<()>>,
 }
 
@@ -179,6 +179,13 @@ pub async fn start(
         }
         engine.start();
         syncs = crate::sync::start_all(&config, env, &store, &shutdown).map_err(problems_error)?;
+        syncs.extend(crate::thin_push::start(
+            store.clone(),
+            &config,
+            ingestor.clone(),
+            env,
+            shutdown.clone(),
+        ));
         timers = crate::pipeline::handoff::HandoffJob::new(
             store.clone(),
             config.clone(),

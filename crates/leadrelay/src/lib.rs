@@ -40,6 +40,7 @@ pub mod sources;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod thin_push;
 
 /// Installs the process-wide TLS crypto provider (ring). Idempotent.
 pub fn init_crypto() {

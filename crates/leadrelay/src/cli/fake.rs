@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use super::output::{errln, outln};
 use clap::{Args, ValueEnum};
 use leadrelay_fakes::{
-    apollo, google, hubspot, lemlist, marketing_cloud, pipedrive, salesforce, salesloft, slack,
-    smartlead, twilio,
+    apollo, google, hubspot, lemlist, mailshake, marketing_cloud, pipedrive, replyio, salesforce,
+    salesloft, slack, smartlead, twilio, woodpecker,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,6 +25,9 @@ pub enum Vendor {
     MarketingCloud,
     Apollo,
     Salesloft,
+    Woodpecker,
+    Replyio,
+    Mailshake,
 }
 
 impl Vendor {
@@ -41,6 +44,9 @@ impl Vendor {
             Vendor::MarketingCloud => "127.0.0.1:8099",
             Vendor::Apollo => "127.0.0.1:8100",
             Vendor::Salesloft => "127.0.0.1:8101",
+            Vendor::Woodpecker => "127.0.0.1:8102",
+            Vendor::Replyio => "127.0.0.1:8103",
+            Vendor::Mailshake => "127.0.0.1:8104",
         }
     }
 }
@@ -50,7 +56,7 @@ pub struct FakeArgs {
     /// Which vendor to fake.
     #[arg(value_enum)]
     pub vendor: Vendor,
-    /// Address to listen on (default: 127.0.0.1:8091 … 8101 by vendor, the
+    /// Address to listen on (default: 127.0.0.1:8091 … 8104 by vendor, the
     /// URL `leadrelay init --fake` writes; port 0 picks one).
     #[arg(long)]
     pub listen: Option<String>,
@@ -76,6 +82,9 @@ impl Vendor {
             Vendor::MarketingCloud => "marketing_cloud",
             Vendor::Apollo => "apollo",
             Vendor::Salesloft => "salesloft",
+            Vendor::Woodpecker => "woodpecker",
+            Vendor::Replyio => "replyio",
+            Vendor::Mailshake => "mailshake",
         }
     }
 
@@ -264,6 +273,30 @@ impl Vendor {
                 ],
                 inspect: None,
             },
+            Vendor::Woodpecker => sequence_tool(
+                "woodpecker",
+                base,
+                woodpecker::WoodpeckerConfig::DEFAULT_CAMPAIGN,
+                (
+                    "WOODPECKER_API_KEY",
+                    woodpecker::WoodpeckerConfig::DEFAULT_API_KEY,
+                ),
+            ),
+            Vendor::Replyio => sequence_tool(
+                "replyio",
+                base,
+                replyio::ReplyConfig::DEFAULT_CAMPAIGN,
+                ("REPLYIO_API_KEY", replyio::ReplyConfig::DEFAULT_API_KEY),
+            ),
+            Vendor::Mailshake => sequence_tool(
+                "mailshake",
+                &format!("{base}/2017-04-01"),
+                mailshake::MailshakeConfig::DEFAULT_CAMPAIGN,
+                (
+                    "MAILSHAKE_API_KEY",
+                    mailshake::MailshakeConfig::DEFAULT_API_KEY,
+                ),
+            ),
             Vendor::Slack => FakeSetup {
                 destination: "slack",
                 settings: vec![
@@ -322,6 +355,32 @@ impl Vendor {
                 inspect: None,
             },
         }
+    }
+}
+
+/// A sequence tool's destination on its fake: a numeric campaign and an
+/// API key in an env var.
+fn sequence_tool(
+    connector: &'static str,
+    base: &str,
+    campaign: u64,
+    (var, key): (&'static str, &str),
+) -> FakeSetup {
+    use toml_edit::{Array, Value};
+    FakeSetup {
+        destination: connector,
+        settings: vec![
+            ("connector", Value::from(connector)),
+            ("base_url", Value::from(base)),
+            ("campaign_id", Value::from(campaign as i64)),
+            ("allow_private_networks", Value::from(true)),
+            (
+                "purposes",
+                Value::Array(["crm"].into_iter().collect::<Array>()),
+            ),
+        ],
+        env: vec![(var, key.to_string())],
+        inspect: None,
     }
 }
 
@@ -411,6 +470,9 @@ pub async fn fake(args: FakeArgs) -> ExitCode {
         Vendor::MarketingCloud => start!(marketing_cloud::FakeMarketingCloud),
         Vendor::Apollo => start!(apollo::FakeApollo),
         Vendor::Salesloft => start!(salesloft::FakeSalesloft),
+        Vendor::Woodpecker => start!(woodpecker::FakeWoodpecker),
+        Vendor::Replyio => start!(replyio::FakeReply),
+        Vendor::Mailshake => start!(mailshake::FakeMailshake),
     };
     let (banner, base, server) = match started {
         Ok(s) => s,

@@ -87,8 +87,8 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Serve a local fake of a vendor (hubspot, pipedrive, salesforce, slack,
-    /// twilio, google, lemlist, smartlead, marketing_cloud, apollo, salesloft)
-    /// and print how to point leadrelay at it.
+    /// twilio, google, lemlist, smartlead, marketing_cloud, apollo, salesloft,
+    /// woodpecker, replyio, mailshake) and print how to point leadrelay at it.
     Fake(fake::FakeArgs),
     /// Print the version.
     Version,

@@ -16,11 +16,13 @@ pub mod file;
 pub mod http;
 pub mod hubspot;
 pub mod lemlist;
+pub mod mailshake;
 pub mod marketing_cloud;
 pub mod notify;
 pub mod pace;
 pub mod payload;
 pub mod pipedrive;
+pub mod replyio;
 pub mod salesforce;
 pub mod salesloft;
 pub mod sheets;
@@ -28,6 +30,7 @@ pub mod slack;
 pub mod smartlead;
 pub mod sms;
 pub mod webhook;
+pub mod woodpecker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -369,6 +372,9 @@ pub fn kinds() -> &'static [ConnectorKind] {
             smartlead::kind(),
             apollo::kind(),
             salesloft::kind(),
+            woodpecker::kind(),
+            replyio::kind(),
+            mailshake::kind(),
         ]
     })
 }

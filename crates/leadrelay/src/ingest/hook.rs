@@ -68,7 +68,12 @@ impl Ingestor {
                     playbooks: vec![],
                 };
                 withdraw::apply_lenient(&mut event, &self.config.privacy.unsubscribe_withdraws);
-                let destinations = self.routes.route_and_record(&mut event);
+                // A thin push waits for its activity (see `crate::thin_push`).
+                let destinations =
+                    match crate::thin_push::thin_url(&self.config, req.source, &event) {
+                        Some(_) => Vec::new(),
+                        None => self.routes.route_and_record(&mut event),
+                    };
                 IngestItem {
                     event,
                     destinations,
@@ -90,7 +95,22 @@ impl Ingestor {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        self.store.ingest(items).await
+        let thin: Vec<Option<String>> = items
+            .iter()
+            .map(|i| crate::thin_push::thin_url(&self.config, req.source, &i.event))
+            .collect();
+        let outcomes = self.store.ingest(items).await?;
+        // Queued before the push is answered: a failure here is a 503 and
+        // Mailshake pushes again (stored once, queued once).
+        for (outcome, url) in outcomes.iter().zip(thin) {
+            let (Some(url), IngestOutcome::Stored(id) | IngestOutcome::Duplicate(id)) =
+                (url, outcome)
+            else {
+                continue;
+            };
+            crate::thin_push::enqueue(&self.store, *id, req.source, &url).await?;
+        }
+        Ok(outcomes)
     }
 }
 

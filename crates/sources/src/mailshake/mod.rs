@@ -58,6 +58,18 @@ pub(crate) struct Settings {
     /// Events `connect` subscribes to (default: see the book, docs/src/reference/sources/mailshake.md).
     #[serde(default)]
     pub subscribe: Option<Vec<String>>,
+    /// Whether leadrelay resolves thin pushes (`resource_url` only) with the
+    /// API key before routing them (default: yes when `api_key_env` is set;
+    /// read by leadrelay's resolver, not here).
+    #[serde(default)]
+    pub resolve: Option<bool>,
+    /// Failed fetches of one resource before it is routed as it is
+    /// (default 5; read by leadrelay's resolver).
+    #[serde(default)]
+    pub resolve_attempts: Option<u32>,
+    /// Lets the resolver reach a private address (a local fake).
+    #[serde(default)]
+    pub allow_private_networks: bool,
 }
 
 pub(crate) fn build(
@@ -67,6 +79,20 @@ pub(crate) fn build(
     let s: Settings = parse_settings(settings)?;
     let mut errors = Vec::new();
     let token = SharedToken::from_env(env, "token_env", &s.token_env, &mut errors);
+    if s.resolve_attempts.is_some_and(|n| n == 0 || n > 20) {
+        errors.push(SourceConfigError {
+            field: "resolve_attempts".into(),
+            message: "must be between 1 and 20".into(),
+        });
+    }
+    if s.resolve == Some(true) && s.api_key_env.is_none() {
+        errors.push(SourceConfigError {
+            field: "resolve".into(),
+            message: "resolving thin pushes needs api_key_env (the Mailshake API key)".into(),
+        });
+    }
+    // Read by leadrelay's resolver (it may reach a private address only with it).
+    let _resolver_may_reach_private = s.allow_private_networks;
     finish(
         TokenSource {
             info: &INFO,

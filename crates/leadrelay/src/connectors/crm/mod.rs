@@ -865,6 +865,9 @@ pub fn erasable(connector: &str, object: &str) -> bool {
         || (connector == "smartlead" && object.starts_with(super::smartlead::LEAD_OBJECT_PREFIX))
         || (connector == "apollo" && object.starts_with(super::apollo::CONTACT_OBJECT_PREFIX))
         || (connector == "salesloft" && object.starts_with(super::salesloft::PERSON_OBJECT_PREFIX))
+        || (connector == "woodpecker"
+            && object.starts_with(super::woodpecker::PROSPECT_OBJECT_PREFIX))
+        || (connector == "replyio" && object.starts_with(super::replyio::CONTACT_OBJECT_PREFIX))
 }
 
 /// What deleting one record came to.

@@ -39,6 +39,8 @@
 
 pub mod person;
 
+pub mod vendor;
+
 use std::sync::Arc;
 use std::time::Duration;
 
