@@ -443,24 +443,6 @@ pub fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// A query string's value for `name`.
-pub fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query?)
-        .ok()?
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}
-
-/// A JSON answer with `status`.
-pub fn json_response(status: u16, body: serde_json::Value) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

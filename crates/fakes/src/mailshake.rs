@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get};
@@ -49,7 +50,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    FakeServer, Faults, RequestLog, basic_credentials, json_response, plausible_email, query_value,
+    FakeServer, Faults, RequestLog, basic_credentials, json_response, plausible_email, query_param,
 };
 
 const PREFIX: &str = "/2017-04-01";
@@ -217,8 +218,8 @@ impl MailshakeState {
 
 fn error(status: u16, code: &str, message: &str) -> Response {
     json_response(
-        status,
-        json!({"code": code, "message": message, "time": chrono::Utc::now().to_rfc3339()}),
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &json!({"code": code, "message": message, "time": chrono::Utc::now().to_rfc3339()}),
     )
 }
 
@@ -274,7 +275,7 @@ async fn params_of(req: Request) -> (Map<String, Value>, Option<String>, String)
                 .and_then(Value::as_str)
                 .map(str::to_string)
         })
-        .or_else(|| query_value(query.as_deref(), "apiKey"));
+        .or_else(|| query_param(query.as_deref(), "apiKey"));
     (params, key, path)
 }
 
@@ -294,7 +295,7 @@ async fn observe(State(state): State<MailshakeState>, req: Request, _next: Next)
                 let r = json!({"code": "limit_reached",
                     "message": format!("You have exceeded your quota of {} units per hour. You can try again at {}.", inner.config.units_per_hour, when.to_rfc3339()),
                     "time": chrono::Utc::now().to_rfc3339(), "retryAfter": when.to_rfc3339()});
-                return json_response(429, r);
+                return json_response(StatusCode::TOO_MANY_REQUESTS, &r);
             }
             route(&state, &path, &params)
         })
@@ -342,11 +343,11 @@ fn route(state: &MailshakeState, path: &str, params: &Map<String, Value>) -> Res
     let email = text(params, "emailAddress").map(|e| e.to_lowercase());
     match path.trim_start_matches(PREFIX) {
         "/me" => json_response(
-            200,
-            json!({"user": {"object": "user", "id": 1, "teamName": "leadrelay fake"}}),
+            StatusCode::OK,
+            &json!({"user": {"object": "user", "id": 1, "teamName": "leadrelay fake"}}),
         ),
         "/campaigns/get" => match known {
-            Some(c) => json_response(200, json!({"object": "campaign", "id": c})),
+            Some(c) => json_response(StatusCode::OK, &json!({"object": "campaign", "id": c})),
             None => error(404, "not_found", "Campaign not found"),
         },
         "/recipients/add" => add(state, campaign, known, params),
@@ -359,8 +360,8 @@ fn route(state: &MailshakeState, path: &str, params: &Map<String, Value>) -> Res
                     i.polls_left = i.polls_left.saturating_sub(1);
                     let finished = i.polls_left == 0;
                     json_response(
-                        200,
-                        json!({"isFinished": finished,
+                        StatusCode::OK,
+                        &json!({"isFinished": finished,
                         "problems": if finished { i.problems.clone() } else { Value::Null }}),
                     )
                 }
@@ -390,8 +391,8 @@ fn route(state: &MailshakeState, path: &str, params: &Map<String, Value>) -> Res
                         r.paused = false;
                     }
                     json_response(
-                        200,
-                        json!({"object": "recipient", "id": r.id,
+                        StatusCode::OK,
+                        &json!({"object": "recipient", "id": r.id,
                         "emailAddress": r.email, "fullName": r.full_name, "fields": r.fields}),
                     )
                 }
@@ -411,14 +412,14 @@ fn route(state: &MailshakeState, path: &str, params: &Map<String, Value>) -> Res
                     d.unsubscribed.push(e);
                 }
             }
-            json_response(200, json!({}))
+            json_response(StatusCode::OK, &json!({}))
         }
         other => match other
             .strip_prefix("/activity/")
             .and_then(|id| id.parse::<u64>().ok())
         {
             Some(id) => match state.data().activities.get(&id) {
-                Some(a) => json_response(200, a.clone()),
+                Some(a) => json_response(StatusCode::OK, &a.clone()),
                 None => error(404, "not_found", "No such activity"),
             },
             None => error(404, "not_found", "No such endpoint"),
@@ -492,8 +493,8 @@ fn add(
         },
     );
     json_response(
-        200,
-        json!({"invalidEmails": invalid, "isEmpty": added == 0, "checkStatusID": status_id}),
+        StatusCode::OK,
+        &json!({"invalidEmails": invalid, "isEmpty": added == 0, "checkStatusID": status_id}),
     )
 }
 

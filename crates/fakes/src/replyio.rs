@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -47,7 +48,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use crate::common::{
-    FakeServer, Faults, RequestLog, RollingWindow, json_response, plausible_email, query_value,
+    FakeServer, Faults, RequestLog, RollingWindow, json_response, plausible_email, query_param,
 };
 
 #[derive(Debug, Clone)]
@@ -191,7 +192,10 @@ impl ReplyState {
 }
 
 fn error(status: u16, message: &str) -> Response {
-    json_response(status, json!({"error": message}))
+    json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &json!({"error": message}),
+    )
 }
 
 fn throttled(window: &RollingWindow, wait: Duration) -> Response {
@@ -218,7 +222,7 @@ async fn observe(State(state): State<ReplyState>, req: Request, next: Next) -> R
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-        .or_else(|| query_value(req.uri().query(), "apiKey"));
+        .or_else(|| query_param(req.uri().query(), "apiKey"));
     let inner = state.inner.clone();
     let response = inner
         .faults
@@ -253,7 +257,7 @@ fn contact_json(c: &ReplyContact) -> Value {
 }
 
 async fn person_by_email(State(state): State<ReplyState>, req: Request) -> Response {
-    let Some(email) = query_value(req.uri().query(), "email") else {
+    let Some(email) = query_param(req.uri().query(), "email") else {
         return error(400, "email is required");
     };
     let cs = state.contacts_mut();
@@ -261,7 +265,7 @@ async fn person_by_email(State(state): State<ReplyState>, req: Request) -> Respo
         .iter()
         .find(|c| c.email.eq_ignore_ascii_case(email.trim()))
     {
-        Some(c) => json_response(200, contact_json(c)),
+        Some(c) => json_response(StatusCode::OK, &contact_json(c)),
         None => error(404, "Contact not found"),
     }
 }
@@ -284,7 +288,7 @@ async fn person_sequences(State(state): State<ReplyState>, Path(id): Path<String
             json!({"id": id, "name": name, "status": status})
         })
         .collect();
-    json_response(200, Value::Array(list))
+    json_response(StatusCode::OK, &Value::Array(list))
 }
 
 fn body_object(body: &str) -> Option<Map<String, Value>> {
@@ -368,7 +372,7 @@ async fn add_and_push(State(state): State<ReplyState>, body: String) -> Response
     }
     if c.campaigns.iter().any(|(id, _)| *id == campaign) {
         let v = contact_json(c);
-        return json_response(200, v);
+        return json_response(StatusCode::OK, &v);
     }
     let elsewhere = c
         .campaigns
@@ -382,7 +386,7 @@ async fn add_and_push(State(state): State<ReplyState>, body: String) -> Response
     }
     c.campaigns.push((campaign, "Active".into()));
     let v = contact_json(c);
-    json_response(200, v)
+    json_response(StatusCode::OK, &v)
 }
 
 async fn remove_from_campaign(State(state): State<ReplyState>, body: String) -> Response {
@@ -398,7 +402,7 @@ async fn remove_from_campaign(State(state): State<ReplyState>, body: String) -> 
         return error(404, "Contact not found");
     };
     c.campaigns.retain(|(id, _)| *id != campaign);
-    json_response(200, json!({}))
+    json_response(StatusCode::OK, &json!({}))
 }
 
 async fn remove_from_all(State(state): State<ReplyState>, body: String) -> Response {
@@ -411,7 +415,7 @@ async fn remove_from_all(State(state): State<ReplyState>, body: String) -> Respo
         return error(404, "Contact not found");
     };
     c.campaigns.clear();
-    json_response(200, json!({}))
+    json_response(StatusCode::OK, &json!({}))
 }
 
 async fn delete_person(State(state): State<ReplyState>, Path(id): Path<String>) -> Response {
@@ -421,7 +425,7 @@ async fn delete_person(State(state): State<ReplyState>, Path(id): Path<String>) 
     if cs.len() == before {
         return error(404, "Contact not found");
     }
-    json_response(200, json!({}))
+    json_response(StatusCode::OK, &json!({}))
 }
 
 async fn get_campaign(State(state): State<ReplyState>, Path(id): Path<String>) -> Response {
@@ -435,7 +439,10 @@ async fn get_campaign(State(state): State<ReplyState>, Path(id): Path<String>) -
             .cloned()
     });
     match found {
-        Some((id, name)) => json_response(200, json!({"id": id, "name": name, "status": 2})),
+        Some((id, name)) => json_response(
+            StatusCode::OK,
+            &json!({"id": id, "name": name, "status": 2}),
+        ),
         None => error(404, "Campaign not found"),
     }
 }

@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -56,7 +57,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::common::{
-    FakeServer, Faults, RequestLog, basic_credentials, json_response, plausible_email, query_value,
+    FakeServer, Faults, RequestLog, basic_credentials, json_response, plausible_email, query_param,
 };
 
 #[derive(Debug, Clone)]
@@ -227,8 +228,8 @@ fn next_id(ps: &[WoodpeckerProspect]) -> u64 {
 
 fn error(status: u16, code: &str, msg: &str) -> Response {
     json_response(
-        status,
-        json!({"status": {"status": "ERROR", "code": code, "msg": msg}}),
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &json!({"status": {"status": "ERROR", "code": code, "msg": msg}}),
     )
 }
 
@@ -404,16 +405,16 @@ async fn add_to_campaign(State(state): State<WoodpeckerState>, body: String) -> 
         }
     }
     json_response(
-        200,
-        json!({"status": {"status": "OK", "code": "OK", "msg": "Success"}, "prospects": answers}),
+        StatusCode::OK,
+        &json!({"status": {"status": "OK", "code": "OK", "msg": "Success"}, "prospects": answers}),
     )
 }
 
 async fn list_prospects(State(state): State<WoodpeckerState>, req: Request) -> Response {
     let q = req.uri().query();
-    let email = query_value(q, "email");
-    let id = query_value(q, "id").and_then(|v| v.parse::<u64>().ok());
-    let details = query_value(q, "campaigns_details").as_deref() == Some("true");
+    let email = query_param(q, "email");
+    let id = query_param(q, "id").and_then(|v| v.parse::<u64>().ok());
+    let details = query_param(q, "campaigns_details").as_deref() == Some("true");
     let ps = state.prospects_mut();
     let found: Vec<Value> = ps
         .iter()
@@ -448,15 +449,15 @@ async fn list_prospects(State(state): State<WoodpeckerState>, req: Request) -> R
             .body(axum::body::Body::empty())
             .unwrap_or_default();
     }
-    json_response(200, Value::Array(found))
+    json_response(StatusCode::OK, &Value::Array(found))
 }
 
 async fn delete_prospects(State(state): State<WoodpeckerState>, req: Request) -> Response {
     let q = req.uri().query();
-    let Some(id) = query_value(q, "id").and_then(|v| v.parse::<u64>().ok()) else {
+    let Some(id) = query_param(q, "id").and_then(|v| v.parse::<u64>().ok()) else {
         return error(400, "E_WRONG_PARAM", "id is required");
     };
-    let campaign = query_value(q, "campaigns_id").and_then(|v| v.parse::<u64>().ok());
+    let campaign = query_param(q, "campaigns_id").and_then(|v| v.parse::<u64>().ok());
     let mut ps = state.prospects_mut();
     let Some(i) = ps.iter().position(|p| p.id == id) else {
         return error(404, "E_RECORD_NOT_FOUND", "Prospect not found");
@@ -474,13 +475,13 @@ async fn delete_prospects(State(state): State<WoodpeckerState>, req: Request) ->
         }
     }
     json_response(
-        200,
-        json!({"status": {"status": "OK", "code": "OK", "msg": "Deleted"}}),
+        StatusCode::OK,
+        &json!({"status": {"status": "OK", "code": "OK", "msg": "Deleted"}}),
     )
 }
 
 async fn campaign_list(State(state): State<WoodpeckerState>, req: Request) -> Response {
-    let id = query_value(req.uri().query(), "id").and_then(|v| v.parse::<u64>().ok());
+    let id = query_param(req.uri().query(), "id").and_then(|v| v.parse::<u64>().ok());
     let found: Vec<Value> = state
         .inner
         .config
@@ -495,7 +496,7 @@ async fn campaign_list(State(state): State<WoodpeckerState>, req: Request) -> Re
             .body(axum::body::Body::empty())
             .unwrap_or_default();
     }
-    json_response(200, Value::Array(found))
+    json_response(StatusCode::OK, &Value::Array(found))
 }
 
 async fn not_found() -> Response {

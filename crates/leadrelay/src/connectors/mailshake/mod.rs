@@ -162,7 +162,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         campaign_id: s.campaign_id,
         other_campaigns: s.other_campaign_ids,
         mapping: common.mapping,
-        policy: common.policy,
+        policy: common.policy.in_sequence(&s.campaign_id.to_string()),
         poll_interval: s.status_poll_interval.get(),
         polls: s.status_polls,
     }))

@@ -114,7 +114,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         http: common.http.one_at_a_time(TOOL),
         campaign_id: s.campaign_id,
         mapping: common.mapping,
-        policy: common.policy,
+        policy: common.policy.in_sequence(&s.campaign_id.to_string()),
     }))
 }
 

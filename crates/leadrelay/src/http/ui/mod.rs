@@ -16,8 +16,8 @@ mod issues;
 mod ops;
 mod pages;
 mod people;
-mod waiting;
 mod syncs;
+mod waiting;
 
 use std::sync::LazyLock;
 

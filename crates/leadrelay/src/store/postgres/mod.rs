@@ -17,8 +17,8 @@
 mod admin;
 mod fixable;
 mod lead;
-mod ops;
 mod membership;
+mod ops;
 mod report;
 mod rows;
 mod schema;

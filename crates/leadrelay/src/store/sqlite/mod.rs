@@ -11,8 +11,8 @@
 mod admin;
 mod fixable;
 mod lead;
-mod ops;
 mod membership;
+mod ops;
 mod report;
 mod rows;
 mod schema;
