@@ -460,7 +460,7 @@ mod tests {
         );
         assert_eq!(basic_credentials(Some("Bearer x")), None);
         assert_eq!(
-            query_value(Some("a=1&apiKey=k%40"), "apiKey").as_deref(),
+            query_param(Some("a=1&apiKey=k%40"), "apiKey").as_deref(),
             Some("k@")
         );
     }

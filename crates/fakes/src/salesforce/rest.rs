@@ -185,12 +185,7 @@ fn version(state: &SalesforceState, segment: &str) -> Option<u32> {
         .then_some(major)
 }
 
-fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    let pairs: Vec<(String, String)> = query
-        .and_then(|q| serde_urlencoded::from_str(q).ok())
-        .unwrap_or_default();
-    pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
-}
+use crate::common::query_param;
 
 /// Routes a request to its resource.
 pub(crate) fn dispatch(state: &SalesforceState, store: &mut Store, req: &SubRequest) -> Outcome {
