@@ -104,7 +104,7 @@ pub async fn submit(
         );
         return error_response(err, html_client);
     };
-    let origin = match allowed_origin(&form, &headers) {
+    let origin = match allowed_origin(form, &headers) {
         Ok(o) => o,
         Err(e) => return error_response(e, html_client),
     };
