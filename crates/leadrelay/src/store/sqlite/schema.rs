@@ -332,6 +332,8 @@ CREATE TABLE report_heartbeats (
 CREATE TABLE report_refs (
     ref TEXT PRIMARY KEY,
     contact_id TEXT NOT NULL
+);
+"#,
     // 9: sequence memberships, kept by the shared enrollment model.
     r#"
 -- sequence memberships
