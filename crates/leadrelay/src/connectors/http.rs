@@ -30,6 +30,25 @@ pub struct HttpResponse {
     pub body: String,
 }
 
+#[cfg(test)]
+impl HttpResponse {
+    /// A vendor's answer as the connectors' classification tests need it.
+    pub fn canned(status: u16, headers: &[(&'static str, &str)], body: &str) -> HttpResponse {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                *k,
+                reqwest::header::HeaderValue::from_str(v).expect("test header"),
+            );
+        }
+        HttpResponse {
+            status,
+            headers: h,
+            body: body.into(),
+        }
+    }
+}
+
 /// Why a request got no response.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendError {

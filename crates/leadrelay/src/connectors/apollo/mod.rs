@@ -575,18 +575,9 @@ impl Connector for Apollo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderMap, HeaderValue};
 
     fn resp(status: u16, headers: &[(&'static str, &str)], body: &str) -> HttpResponse {
-        let mut h = HeaderMap::new();
-        for (k, v) in headers {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        HttpResponse {
-            status,
-            headers: h,
-            body: body.into(),
-        }
+        HttpResponse::canned(status, headers, body)
     }
 
     #[test]

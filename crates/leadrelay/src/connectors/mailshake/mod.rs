@@ -484,14 +484,9 @@ impl PerPerson for Mailshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderMap;
 
     fn resp(status: u16, body: &str) -> HttpResponse {
-        HttpResponse {
-            status,
-            headers: HeaderMap::new(),
-            body: body.into(),
-        }
+        HttpResponse::canned(status, &[], body)
     }
 
     #[test]
