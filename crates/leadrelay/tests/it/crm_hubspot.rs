@@ -315,14 +315,7 @@ favourite_colour = "data.colour"
     )
     .await;
     // Hold deliveries until all three are due, so they share one batch.
-    app.store
-        .pause_destination(
-            "hubspot",
-            chrono::Utc::now() + chrono::Duration::milliseconds(1500),
-            "test",
-        )
-        .await
-        .unwrap();
+    app.hold("hubspot").await;
     let mut with_colour = lead("red@x.io");
     with_colour["colour"] = json!("red");
     app.post_json("/v1/forms/contact", &with_colour).await;
@@ -330,6 +323,7 @@ favourite_colour = "data.colour"
         .await;
     app.post_json("/v1/forms/contact", &lead("plain2@x.io"))
         .await;
+    app.release("hubspot", 3).await;
     let d = app.settled("hubspot", 3, WAIT).await;
     let dead: Vec<_> = d
         .iter()

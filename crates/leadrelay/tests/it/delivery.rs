@@ -558,15 +558,12 @@ async fn consent_withdrawn_before_sending_stops_the_delivery() {
     let r = Receiver::start().await;
     let app = TestApp::spawn(&webhook_config(&r.url(), "")).await;
     // Pause the destination so the first lead waits in the outbox.
-    let until = chrono::Utc::now() + chrono::Duration::seconds(2);
-    app.store
-        .pause_destination("hook", until, "test")
-        .await
-        .unwrap();
+    app.hold("hook").await;
     let first = submit(&app, "withdraw@x.io").await;
     // The same person submits again, unticking consent: the latest answer wins.
     app.post_json("/v1/forms/contact", &json!({"email": "withdraw@x.io"}))
         .await;
+    app.release("hook", 1).await;
     let d = settled(&app, first).await;
     assert_eq!(d.state, DeliveryState::Skipped);
     assert!(r.hits().is_empty());

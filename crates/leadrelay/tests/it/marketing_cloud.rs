@@ -105,7 +105,7 @@ async fn a_row_the_data_extension_refuses_dead_letters_alone_with_the_reason() {
         .unwrap();
     let app = start(&fake, "batch_size = 50").await;
     // Hold deliveries so the three share one rowset call.
-    hold(&app).await;
+    app.hold("mc").await;
     let mut bad = lead("bad@acme.io");
     bad["tier"] = json!("a lot");
     app.post_json("/v1/forms/contact", &lead("ok1@acme.io"))
@@ -113,6 +113,7 @@ async fn a_row_the_data_extension_refuses_dead_letters_alone_with_the_reason() {
     app.post_json("/v1/forms/contact", &bad).await;
     app.post_json("/v1/forms/contact", &lead("ok2@acme.io"))
         .await;
+    app.release("mc", 3).await;
     let d = app.settled("mc", 3, WAIT).await;
     let dead: Vec<_> = d
         .iter()
@@ -169,17 +170,6 @@ async fn wrong_credentials_or_business_unit_dead_letter_as_rejected_credentials(
 }
 
 /// Holds the destination's deliveries so the next leads share one batch.
-async fn hold(app: &TestApp) {
-    app.store
-        .pause_destination(
-            "mc",
-            chrono::Utc::now() + chrono::Duration::milliseconds(1500),
-            "test",
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_batch_above_the_threshold_goes_through_the_async_api_and_a_bad_row_dead_letters_alone() {
     let fake = FakeMarketingCloud::start(MarketingCloudConfig {
@@ -193,12 +183,13 @@ async fn a_batch_above_the_threshold_goes_through_the_async_api_and_a_bad_row_de
         "batch_size = 100\nasync_above = 5\nasync_poll = \"50ms\"",
     )
     .await;
-    hold(&app).await;
+    app.hold("mc").await;
     for i in 0..8 {
         let mut l = lead(&format!("a{i}@acme.io"));
         l["tier"] = json!(if i == 3 { "lots" } else { "7" });
         app.post_json("/v1/forms/contact", &l).await;
     }
+    app.release("mc", 8).await;
     let d = app.settled("mc", 8, WAIT).await;
     let dead: Vec<_> = d
         .iter()

@@ -47,11 +47,7 @@ async fn rows_under_a_managed_header_in_batches() {
     );
     let app = start(&google, &rest).await;
     // Hold the destination while five leads arrive: they go out as one batch.
-    let until = chrono::Utc::now() + chrono::Duration::seconds(2);
-    app.store
-        .pause_destination("leads_sheet", until, "test")
-        .await
-        .unwrap();
+    app.hold("leads_sheet").await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
@@ -65,6 +61,7 @@ async fn rows_under_a_managed_header_in_batches() {
             .await,
         );
     }
+    app.release("leads_sheet", 5).await;
     for id in &ids {
         let d = settled(&app, *id, "leads_sheet").await;
         assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);

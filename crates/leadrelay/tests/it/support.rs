@@ -621,6 +621,37 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Pauses `destination` until [`TestApp::release`], so that the leads
+    /// posted meanwhile go out together. A time-limited pause is not enough:
+    /// on a loaded machine the posts can outlast it and the first lead then
+    /// leaves alone. The short wait lets a dispatcher that read the state
+    /// just before the pause finish its (empty) claim.
+    pub async fn hold(&self, destination: &str) {
+        let far = chrono::Utc::now() + chrono::Duration::days(1);
+        self.store
+            .pause_destination(destination, far, "test: held")
+            .await
+            .expect("pause");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    /// Waits until `count` deliveries to `destination` are queued, then
+    /// resumes it; they are claimed together within one poll interval.
+    pub async fn release(&self, destination: &str, count: usize) {
+        eventually(
+            &format!("{count} deliveries to {destination} are queued"),
+            Duration::from_secs(30),
+            || async { (self.deliveries(destination).await.len() >= count).then_some(()) },
+        )
+        .await;
+        self.store
+            .resume_destination(destination)
+            .await
+            .expect("resume");
+    }
+}
+
+impl TestApp {
     /// The delivery to `destination` of the newest event about `email`.
     pub async fn delivery_for(&self, destination: &str, email: &str) -> Delivery {
         for d in self.deliveries(destination).await {
