@@ -8,7 +8,9 @@ use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
 use serde_json::json;
 
-use crate::support::{CRM_FORM, TestApp, eventually, full_lead, ingest_event, lead};
+use crate::support::{
+    CRM_FORM, MANY_CLIENTS_ON_ONE_THREAD, TestApp, eventually, full_lead, ingest_event, lead,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -452,7 +454,11 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_contacts_through_5x
     );
     let app = start(
         &fake,
-        "[destinations.hubspot.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
+        &[
+            "[destinations.hubspot.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
+            MANY_CLIENTS_ON_ONE_THREAD,
+        ]
+        .concat(),
     )
     .await;
     let mut posts = Vec::new();

@@ -8,7 +8,9 @@ use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::pipedrive::{FakePipedrive, PipedriveConfig};
 use serde_json::json;
 
-use crate::support::{CRM_FORM, TestApp, full_lead, ingest_event, lead};
+use crate::support::{
+    CRM_FORM, MANY_CLIENTS_ON_ONE_THREAD, TestApp, full_lead, ingest_event, lead,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -321,7 +323,11 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_persons_through_5xx
     fake.faults().push(Fault::Reset, 5);
     let app = start(
         &fake,
-        "rate_limit = \"off\"\nconcurrency = 8\n[destinations.pipedrive.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
+        &[
+            "rate_limit = \"off\"\nconcurrency = 8\n[destinations.pipedrive.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
+            MANY_CLIENTS_ON_ONE_THREAD,
+        ]
+        .concat(),
     )
     .await;
     let mut posts = Vec::new();

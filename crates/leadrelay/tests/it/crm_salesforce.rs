@@ -11,7 +11,9 @@ use leadrelay_fakes::salesforce::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{CRM_FORM, TestApp, eventually, full_lead, ingest_event, lead};
+use crate::support::{
+    CRM_FORM, MANY_CLIENTS_ON_ONE_THREAD, TestApp, eventually, full_lead, ingest_event, lead,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -492,7 +494,11 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_leads_through_5xx_s
     fake.fail_next_writes_with_lock(10);
     let app = start(
         &fake,
-        "concurrency = 8\nnotes = false\n[destinations.salesforce.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
+        &[
+            "concurrency = 8\nnotes = false\n[destinations.salesforce.circuit]\nprobe_interval = \"100ms\"\nmax_probe_interval = \"500ms\"",
+            MANY_CLIENTS_ON_ONE_THREAD,
+        ]
+        .concat(),
     )
     .await;
     let mut posts = Vec::new();

@@ -505,6 +505,14 @@ destinations = ["hook"]
     )
 }
 
+/// For tests that post a thousand leads at once from the test's own
+/// single-threaded runtime: the clients share that thread with the server
+/// and the fake vendor, so on a loaded machine a client may not write its
+/// request until after the server's 10 s header-read timeout has closed the
+/// connection. The subject of those tests is the vendor storm, not slow
+/// clients (tests/it/connections.rs covers the timeout), so it is raised.
+pub const MANY_CLIENTS_ON_ONE_THREAD: &str = "\n[server]\nheader_read_timeout = \"300s\"\n";
+
 /// A lead with consent for `crm`.
 pub fn lead(email: &str) -> Value {
     serde_json::json!({"email": email, "first_name": "Test", "consent": "yes"})
