@@ -720,13 +720,13 @@ async fn send_batch(
         record_memberships(&ctx, &dest.name, decided).await;
         for (job, outcome) in held {
             let transition = policy::transition(&dest.retry, &job.delivery, &outcome, None, now);
-            let attempt = attempt_record(
-                &dest.name,
-                &job.delivery,
-                &AttemptReport::default(),
-                &outcome,
-                &transition,
-            );
+            // Decided at `now` (the window was chosen from it), not when
+            // the record is written after the gate's store reads.
+            let report = AttemptReport {
+                started_at: Some(now),
+                ..AttemptReport::default()
+            };
+            let attempt = attempt_record(&dest.name, &job.delivery, &report, &outcome, &transition);
             log_outcome(&dest.name, &job, &attempt);
             completions.push(Completion {
                 delivery_id: job.delivery.id,

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::support::{
     CRM_FORM, MANY_CLIENTS_ON_ONE_THREAD, TestApp, eventually, full_lead, ingest_event, lead,
+    post_until_stored,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -467,12 +468,12 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_contacts_through_5x
         let url = app.url("/v1/forms/contact");
         let email = format!("p{}@corp{}.io", i % 200, (i % 200) % 7);
         posts.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&full_lead(&email, "Pat", &format!("N{i}"), "Corp", ""))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
+            post_until_stored(
+                &client,
+                &url,
+                &full_lead(&email, "Pat", &format!("N{i}"), "Corp", ""),
+            )
+            .await
         }));
     }
     for p in posts {

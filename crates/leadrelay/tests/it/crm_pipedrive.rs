@@ -9,7 +9,7 @@ use leadrelay_fakes::pipedrive::{FakePipedrive, PipedriveConfig};
 use serde_json::json;
 
 use crate::support::{
-    CRM_FORM, MANY_CLIENTS_ON_ONE_THREAD, TestApp, full_lead, ingest_event, lead,
+    CRM_FORM, MANY_CLIENTS_ON_ONE_THREAD, TestApp, full_lead, ingest_event, lead, post_until_stored,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -337,12 +337,12 @@ async fn a_thousand_concurrent_leads_for_200_emails_make_200_persons_through_5xx
         let email = format!("p{}@corp{}.io", i % 200, (i % 200) % 7);
         let company = format!("Corp {}", (i % 200) % 7);
         posts.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&full_lead(&email, "Pat", &format!("N{i}"), &company, ""))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
+            post_until_stored(
+                &client,
+                &url,
+                &full_lead(&email, "Pat", &format!("N{i}"), &company, ""),
+            )
+            .await
         }));
     }
     for p in posts {

@@ -145,7 +145,7 @@ async fn three_nodes_one_killed_nothing_lost_duplicates_only_in_flight() {
     let poster = tokio::spawn(post_leads(bases.clone(), total, 24, "m"));
 
     // Kill one node once delivery is well under way.
-    eventually("deliveries under way", Duration::from_secs(120), || async {
+    eventually("deliveries under way", Duration::from_secs(300), || async {
         (receivers[4].delivered().len() >= total / 4).then_some(())
     })
     .await;

@@ -386,7 +386,8 @@ async fn sla_timer_fires_after_a_restart_and_escalates_to_the_manager() {
 #[tokio::test]
 async fn accepted_or_worked_leads_do_not_escalate() {
     let receiver = Receiver::start().await;
-    let app = TestApp::spawn(&config(&receiver, "2s", "")).await;
+    // Long enough for the acceptance below to land first on a loaded machine.
+    let app = TestApp::spawn(&config(&receiver, "8s", "")).await;
     qualify(&app, "jane@acme.io").await;
     qualify(&app, "joe@other.io").await;
     fired(&app, "jane@acme.io", "handoff").await;
@@ -1121,11 +1122,13 @@ async fn a_retried_handoff_keeps_the_owner_it_chose() {
         .unwrap();
     assert_eq!(c.lead.stage, Stage::Sql);
     // A first run claims the timer, assigns ben, and dies before finishing.
+    // The lease outlasts the assignment below even on a loaded machine.
     let claimed = store
-        .claim_timers(10, Duration::from_millis(200))
+        .claim_timers(10, Duration::from_secs(3))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
+    let leased_until = std::time::Instant::now() + Duration::from_secs(3);
     store
         .assign_owner(
             c.id,
@@ -1138,7 +1141,7 @@ async fn a_retried_handoff_keeps_the_owner_it_chose() {
         .await
         .unwrap();
     assert_eq!(job.run_due(Utc::now()).await.unwrap(), 0, "still leased");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep_until((leased_until + Duration::from_millis(100)).into()).await;
     assert_eq!(job.run_due(Utc::now()).await.unwrap(), 1);
     let t = store
         .list_timers(

@@ -513,6 +513,26 @@ destinations = ["hook"]
 /// clients (tests/it/connections.rs covers the timeout), so it is raised.
 pub const MANY_CLIENTS_ON_ONE_THREAD: &str = "\n[server]\nheader_read_timeout = \"300s\"\n";
 
+/// Posts `body` as a form client following the documented contract: a 503
+/// means nothing was stored (the database did not answer in time, as it
+/// may not under a thousand concurrent posts on a loaded machine), so the
+/// post is sent again. Returns the final status.
+pub async fn post_until_stored(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> reqwest::Result<u16> {
+    let mut status = 0;
+    for _ in 0..30 {
+        status = client.post(url).json(body).send().await?.status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(status)
+}
+
 /// A lead with consent for `crm`.
 pub fn lead(email: &str) -> Value {
     serde_json::json!({"email": email, "first_name": "Test", "consent": "yes"})
