@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use leadrelay::store::DeliveryState;
+use leadrelay::store::{Delivery, DeliveryState};
 use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::salesforce::{FakeSalesforce, SalesforceConfig};
 use serde_json::json;
 
 use crate::crm_salesforce::start;
-use crate::support::{full_lead, ingest_event};
+use crate::support::{TestApp, full_lead, ingest_event};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -21,6 +21,26 @@ events = ["contact.updated"]
 stages = ["SQL"]
 opportunity_name = "New business"
 "#;
+
+/// A `contact.updated` naming the lead's new status.
+async fn at_stage(app: &TestApp, email: &str, status: &str) {
+    ingest_event(
+        &app.store,
+        "contact.updated",
+        email,
+        json!({ "lead_status": status }),
+        &["salesforce"],
+    )
+    .await;
+}
+
+/// Every delivery ended delivered.
+fn all_delivered(d: &[Delivery]) {
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+}
 
 fn soap_calls(fake: &FakeSalesforce) -> usize {
     fake.requests()
@@ -47,14 +67,7 @@ async fn a_qualified_lead_is_converted_once_across_a_lost_answer_and_a_replay() 
     let lead = fake.leads()[0].clone();
 
     // Not the configured stage: nothing is converted.
-    ingest_event(
-        &app.store,
-        "contact.updated",
-        "kim@acme.io",
-        json!({"lead_status": "MQL"}),
-        &["salesforce"],
-    )
-    .await;
+    at_stage(&app, "kim@acme.io", "MQL").await;
     app.settled("salesforce", 2, WAIT).await;
     assert_eq!(soap_calls(&fake), 0);
     assert!(fake.contacts().is_empty());
@@ -64,19 +77,9 @@ async fn a_qualified_lead_is_converted_once_across_a_lost_answer_and_a_replay() 
     fake.faults().push(Fault::Delay(Duration::ZERO), 4);
     fake.faults()
         .push(Fault::DelayAnswer(Duration::from_secs(3)), 1);
-    ingest_event(
-        &app.store,
-        "contact.updated",
-        "kim@acme.io",
-        json!({"lead_status": "SQL"}),
-        &["salesforce"],
-    )
-    .await;
+    at_stage(&app, "kim@acme.io", "SQL").await;
     let d = app.settled("salesforce", 3, WAIT).await;
-    assert!(
-        d.iter().all(|d| d.state == DeliveryState::Delivered),
-        "{d:?}"
-    );
+    all_delivered(&d);
     assert!(
         d.iter().any(|d| d.failures == 1),
         "the late answer made a retry: {d:?}"
@@ -102,14 +105,7 @@ async fn a_qualified_lead_is_converted_once_across_a_lost_answer_and_a_replay() 
 
     // The same stage again (a replay): nothing more is converted, and the
     // reply that follows is logged on the Contact, not the converted Lead.
-    ingest_event(
-        &app.store,
-        "contact.updated",
-        "kim@acme.io",
-        json!({"lead_status": "SQL"}),
-        &["salesforce"],
-    )
-    .await;
+    at_stage(&app, "kim@acme.io", "SQL").await;
     ingest_event(
         &app.store,
         "reply.received",
@@ -119,10 +115,7 @@ async fn a_qualified_lead_is_converted_once_across_a_lost_answer_and_a_replay() 
     )
     .await;
     let d = app.settled("salesforce", 5, WAIT).await;
-    assert!(
-        d.iter().all(|d| d.state == DeliveryState::Delivered),
-        "{d:?}"
-    );
+    all_delivered(&d);
     assert_eq!(soap_calls(&fake), 0);
     assert_eq!(fake.contacts().len(), 1);
     assert_eq!(fake.opportunities().len(), 1);
@@ -163,19 +156,9 @@ async fn a_lead_converted_in_salesforce_is_taken_over_not_converted_again() {
         json!({"IsConverted": true, "Status": "Closed - Converted", "ConvertedAccountId": account, "ConvertedContactId": contact})
     ));
 
-    ingest_event(
-        &app.store,
-        "contact.updated",
-        "lou@beta.io",
-        json!({"lead_status": "SQL"}),
-        &["salesforce"],
-    )
-    .await;
+    at_stage(&app, "lou@beta.io", "SQL").await;
     let d = app.settled("salesforce", 2, WAIT).await;
-    assert!(
-        d.iter().all(|d| d.state == DeliveryState::Delivered),
-        "{d:?}"
-    );
+    all_delivered(&d);
     assert_eq!(soap_calls(&fake), 0, "not converted again");
     assert_eq!(fake.contacts().len(), 1);
     assert!(fake.opportunities().is_empty());

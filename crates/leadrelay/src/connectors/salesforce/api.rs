@@ -237,6 +237,14 @@ pub struct Sub {
 /// whose action is Block still refuses).
 pub const ALLOW_SAVE_HEADER: (&str, &str) = ("Sforce-Duplicate-Rule-Header", "allowSave=true");
 
+/// The answer of a call whose refreshed session was refused again.
+fn kept_rejecting<T>() -> (Result<T, Failure>, AttemptReport) {
+    let o = Outcome::CredentialsRejected {
+        message: "Salesforce kept rejecting the session".into(),
+    };
+    (Err(Failure::plain(o)), AttemptReport::default())
+}
+
 /// The REST API on the session's instance.
 pub struct Rest {
     client: reqwest::Client,
@@ -383,10 +391,7 @@ impl Rest {
             };
             return (Err(f), report);
         }
-        let o = Outcome::CredentialsRejected {
-            message: "Salesforce kept rejecting the session".into(),
-        };
-        (Err(Failure::plain(o)), AttemptReport::default())
+        kept_rejecting()
     }
 
     /// Calls the SOAP API's partner endpoint (`/services/Soap/u/XX.X`) with
@@ -504,10 +509,7 @@ impl Rest {
             };
             return (Err(f), report);
         }
-        let o = Outcome::CredentialsRejected {
-            message: "Salesforce kept rejecting the session".into(),
-        };
-        (Err(Failure::plain(o)), AttemptReport::default())
+        kept_rejecting()
     }
 
     /// Runs a SOQL query; returns its `records`.

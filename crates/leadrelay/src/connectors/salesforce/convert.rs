@@ -145,7 +145,7 @@ impl Salesforce {
         for attempt in 0..2 {
             let row = self.read_lead(run, &lead).await?;
             if row["IsConverted"] == Value::Bool(true) {
-                return self.take_converted(run, &row);
+                return Ok(self.take_converted(run, &row)?);
             }
             if attempt == 1 {
                 break;
@@ -203,7 +203,7 @@ impl Salesforce {
 
     /// A lead Salesforce already converted: its records are kept as the
     /// person's.
-    fn take_converted(&self, run: &mut Run<'_>, row: &Value) -> Result<(), Stop> {
+    fn take_converted(&self, run: &mut Run<'_>, row: &Value) -> Result<(), Outcome> {
         let (Some(account), Some(contact)) = (
             text_of(row, "ConvertedAccountId"),
             text_of(row, "ConvertedContactId"),
@@ -211,8 +211,7 @@ impl Salesforce {
             return Err(Outcome::permanent(
                 ErrorClass::Vendor,
                 "Salesforce reports the Lead converted without its Account and Contact",
-            )
-            .into());
+            ));
         };
         let ids = ConvertedIds {
             account,
