@@ -216,6 +216,19 @@ opportunity = false
         reason.contains("INVALID_STATUS") && reason.contains("Qualified"),
         "{reason}"
     );
+    // The attempt log keeps the SOAP envelope without the session id.
+    let attempts = app.store.attempts(dead.id).await.unwrap();
+    let sent = attempts
+        .iter()
+        .filter_map(|a| a.exchange.as_ref())
+        .map(|x| x.request_body.clone())
+        .find(|b| b.contains("convertLead"))
+        .expect("the convertLead request in the attempt log");
+    assert!(
+        sent.contains("<urn:sessionId>[hidden]</urn:sessionId>")
+            && sent.contains("<urn:convertedStatus>Qualified</urn:convertedStatus>"),
+        "{sent}"
+    );
     assert!(fake.contacts().is_empty());
     app.stop().await;
 }
