@@ -1,5 +1,5 @@
 //! Fake HubSpot: the CRM v3 objects API (contacts, companies, deals, notes,
-//! tasks, custom objects), the v4 associations API, properties, deal pipelines
+//! tasks, meetings, custom objects), the v4 associations API, properties, deal pipelines
 //! and account info, behind a private-app token — under both path schemes:
 //! the numbered (legacy) `/crm/v3/objects/…`, `/crm/v4/associations/…` and
 //! the date-versioned `/crm/objects/2026-03/…`, `/crm/associations/2026-03/…`,
@@ -11,7 +11,8 @@
 //! # Followed references
 //! - developers.hubspot.com API reference: "Contacts" (create, update, read by
 //!   `idProperty`, `batch/upsert`, `search`, `gdpr-delete`), "Companies",
-//!   "Deals", "Notes", "Tasks", "Custom objects", "Properties", "Pipelines",
+//!   "Deals", "Notes", "Tasks", "Meetings" (`hs_timestamp` defaults to
+//!   `hs_meeting_start_time`; `hs_meeting_outcome` options), "Custom objects", "Properties", "Pipelines",
 //!   batch `create` (inputs with `properties`, inline `associations` and
 //!   `objectWriteTraceId`, echoed in the results) and batch `update` (by id or
 //!   `idProperty`; missing records reported in `errors` with 207),
@@ -19,7 +20,8 @@
 //!   "Associations v4" (default associations, `batch/associate/default`,
 //!   inline `associations` with `associationCategory`/`associationTypeId`) and
 //!   the association type ids of the official client libraries
-//!   (`AssociationType`: note→contact 202, task→contact 204, deal→contact 3,
+//!   (`AssociationType`: note→contact 202, task→contact 204, meeting→contact
+//!   200, deal→contact 3,
 //!   contact→company 279, ...).
 //! - "API usage guidelines and limits": private apps get 100 requests per
 //!   10 s (rolling) and a daily limit; every response carries
@@ -542,6 +544,10 @@ impl HubSpotState {
 
     pub fn tasks(&self) -> Vec<HubSpotRecord> {
         self.records("tasks")
+    }
+
+    pub fn meetings(&self) -> Vec<HubSpotRecord> {
+        self.records("meetings")
     }
 
     /// The contact with this email (case-insensitive).

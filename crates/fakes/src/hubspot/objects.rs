@@ -230,6 +230,15 @@ pub(crate) fn validate(
     if object_type == "deals" {
         check_pipeline(state, &out, existing, &mut problems);
     }
+    // "Meetings": a meeting created without `hs_timestamp` takes its start
+    // time (HubSpot changelog, November 2024).
+    if object_type == "meetings"
+        && existing.is_none()
+        && out.get("hs_timestamp").is_none_or(|v| v.is_empty())
+        && let Some(start) = out.get("hs_meeting_start_time").filter(|v| !v.is_empty())
+    {
+        out.insert("hs_timestamp".into(), start.clone());
+    }
     if existing.is_none() {
         for required in schema.required_on_create(object_type) {
             if out.get(&required).is_none_or(|v| v.is_empty())

@@ -17,6 +17,7 @@ pub(crate) const STANDARD_TYPES: &[(&str, &str)] = &[
     ("deals", "0-3"),
     ("tasks", "0-27"),
     ("notes", "0-46"),
+    ("meetings", "0-47"),
 ];
 
 /// HubSpot-defined association types: (from, to, typeId, is the default unlabeled type).
@@ -50,6 +51,12 @@ pub(crate) const HUBSPOT_DEFINED_ASSOCIATIONS: &[(&str, &str, u32, bool)] = &[
     ("tasks", "companies", 192, true),
     ("deals", "tasks", 215, true),
     ("tasks", "deals", 216, true),
+    ("contacts", "meetings", 199, true),
+    ("meetings", "contacts", 200, true),
+    ("companies", "meetings", 187, true),
+    ("meetings", "companies", 188, true),
+    ("deals", "meetings", 211, true),
+    ("meetings", "deals", 212, true),
 ];
 
 /// One association type the portal knows, in one direction.
@@ -137,6 +144,14 @@ pub(crate) const TASK_STATUSES: &[&str] = &[
     "WAITING",
     "COMPLETED",
     "DEFERRED",
+];
+/// `hs_meeting_outcome`'s default options (the meetings API guide).
+pub(crate) const MEETING_OUTCOMES: &[&str] = &[
+    "SCHEDULED",
+    "COMPLETED",
+    "RESCHEDULED",
+    "NO_SHOW",
+    "CANCELED",
 ];
 pub(crate) const TASK_PRIORITIES: &[&str] = &["NONE", "LOW", "MEDIUM", "HIGH"];
 pub(crate) const TASK_TYPES: &[&str] = &[
@@ -243,6 +258,23 @@ fn standard_properties(object_type: &str) -> Vec<PropertyDef> {
             std_prop("hs_task_type", "Task Type", options(TASK_TYPES)),
             std_prop("hs_task_reminders", "Reminders", Text),
         ]),
+        "meetings" => props.extend([
+            std_prop("hs_timestamp", "Activity date", DateTime),
+            std_prop("hs_meeting_title", "Meeting name", Text),
+            std_prop("hs_meeting_body", "Meeting description", Text),
+            std_prop("hs_internal_meeting_notes", "Internal notes", Text),
+            std_prop("hs_meeting_external_url", "External URL", Text),
+            std_prop("hs_meeting_location", "Location", Text),
+            std_prop("hs_meeting_start_time", "Start time", DateTime),
+            std_prop("hs_meeting_end_time", "End time", DateTime),
+            std_prop(
+                "hs_meeting_outcome",
+                "Meeting outcome",
+                options(MEETING_OUTCOMES),
+            ),
+            std_prop("hs_activity_type", "Call and meeting type", Text),
+            std_prop("hs_attachment_ids", "Attached file IDs", Text),
+        ]),
         _ => {}
     }
     props
@@ -336,7 +368,7 @@ impl Schema {
     /// Required properties on create (beyond what the portal allows to be empty).
     pub(crate) fn required_on_create(&self, object_type: &str) -> Vec<String> {
         match object_type {
-            "notes" | "tasks" => vec!["hs_timestamp".into()],
+            "notes" | "tasks" | "meetings" => vec!["hs_timestamp".into()],
             other => self
                 .custom_types
                 .iter()
@@ -404,6 +436,7 @@ impl Schema {
             ],
             "notes" => &["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
             "tasks" => &["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
+            "meetings" => &["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
             _ => &["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
         };
         let mut out: Vec<String> = names.iter().map(|s| s.to_string()).collect();

@@ -1,7 +1,8 @@
 //! Fake Salesforce: the OAuth 2.0 token endpoint (refresh token and JWT
 //! bearer flows) and the REST API (`/services/data/vXX.X/`): sObject create,
 //! read, update, delete, upsert by external id, SOQL queries, composite
-//! requests, sObject Collections create, describe, limits.
+//! requests, sObject Collections create, describe, limits — and the SOAP
+//! API's `convertLead()` (`/services/Soap/u/XX.X`, see `soap.rs`).
 //!
 //! # Followed references
 //! - Salesforce Help, "OAuth 2.0 Refresh Token Flow" and "OAuth 2.0 JWT Bearer
@@ -51,8 +52,9 @@
 //!
 //! # What it simplifies
 //! - One org and its users; no sharing, profiles or field-level security
-//!   beyond read-only system fields; no triggers, workflow, lead conversion,
-//!   or relationship queries. Deleted records are gone (no recycle bin).
+//!   beyond read-only system fields; no triggers, workflow or relationship
+//!   queries. A converted lead cannot be updated
+//!   (`CANNOT_UPDATE_CONVERTED_LEAD`). Deleted records are gone (no recycle bin).
 //! - SOQL: `SELECT fields|COUNT() FROM obj [WHERE ...] [ORDER BY f [ASC|DESC]]
 //!   [LIMIT n] [OFFSET n]` with `=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`, `LIKE`,
 //!   `IN`, `NOT IN`, `AND`, `OR`, `NOT`, parentheses; all results in one page.
@@ -68,6 +70,7 @@ mod errors;
 mod oauth;
 mod rest;
 mod schema;
+mod soap;
 mod soql;
 
 #[cfg(test)]
@@ -222,6 +225,9 @@ pub struct SalesforceConfig {
     /// Records a query answers at once (Salesforce: 2,000 by default); the
     /// rest is read through `nextRecordsUrl`.
     pub query_batch_size: usize,
+    /// Lead statuses whose `IsConverted` is true: the `convertedStatus`
+    /// values `convertLead()` accepts (default: `Closed - Converted`).
+    pub converted_lead_statuses: Vec<String>,
 }
 
 impl SalesforceConfig {
@@ -307,6 +313,7 @@ impl Default for SalesforceConfig {
             }],
             validation_rules: Vec::new(),
             query_batch_size: 2000,
+            converted_lead_statuses: vec!["Closed - Converted".into()],
         }
     }
 }
@@ -622,6 +629,7 @@ pub fn router(state: SalesforceState) -> Router {
         .route("/services/data", get(rest::versions))
         .route("/services/data/", get(rest::versions))
         .route("/services/data/{*rest}", any(rest::handle))
+        .route("/services/Soap/u/{version}", post(soap::handle))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -91,7 +91,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The session's user; expired sessions are forgotten.
 fn session_user(state: &SalesforceState, headers: &HeaderMap) -> Option<String> {
-    let token = bearer(headers)?;
+    token_user(state, bearer(headers)?)
+}
+
+/// The user of a session token (the REST bearer token, or the SOAP API's
+/// `SessionHeader.sessionId`); expired sessions are forgotten.
+pub(crate) fn token_user(state: &SalesforceState, token: &str) -> Option<String> {
     let mut sessions = state
         .inner
         .sessions
@@ -108,7 +113,7 @@ fn session_user(state: &SalesforceState, headers: &HeaderMap) -> Option<String> 
 }
 
 /// Counts an API request; `Err` when the limit is used up.
-fn count_request(state: &SalesforceState) -> Result<u64, u64> {
+pub(crate) fn count_request(state: &SalesforceState) -> Result<u64, u64> {
     let c = &state.inner.config;
     let mut api = state.inner.api.lock().unwrap_or_else(|p| p.into_inner());
     if api.window_start.elapsed() >= c.api_limit_window {
@@ -172,7 +177,7 @@ pub(crate) async fn handle(
 }
 
 /// `v60.0` → 60 when supported.
-fn version(state: &SalesforceState, segment: &str) -> Option<u32> {
+pub(crate) fn version(state: &SalesforceState, segment: &str) -> Option<u32> {
     let rest = segment.strip_prefix('v')?;
     let (major, minor) = rest.split_once('.')?;
     let major: u32 = major.parse().ok()?;
@@ -866,6 +871,13 @@ pub(crate) fn update(
         .get(id)
         .cloned()
         .ok_or_else(errors::not_found)?;
+    // A converted lead is read-only ("cannot reference converted lead").
+    if existing.object == "Lead" && existing.get("IsConverted") == Some(&Value::Bool(true)) {
+        return Err(RestError::bad(SfError::new(
+            "CANNOT_UPDATE_CONVERTED_LEAD",
+            "cannot reference converted lead",
+        )));
+    }
     let changes = prepare(state, store, def, body, Some(&existing))?;
     let mut merged = existing.fields.clone();
     merged.extend(changes.clone());

@@ -216,6 +216,15 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
         F::new("IsConverted", "Converted", T::Boolean)
             .read_only()
             .default_value(json!(false)),
+        F::reference("ConvertedAccountId", "Converted Account ID", &["Account"]).read_only(),
+        F::reference("ConvertedContactId", "Converted Contact ID", &["Contact"]).read_only(),
+        F::reference(
+            "ConvertedOpportunityId",
+            "Converted Opportunity ID",
+            &["Opportunity"],
+        )
+        .read_only(),
+        F::new("ConvertedDate", "Converted Date", T::Date).read_only(),
         F::text("Name", "Full Name", 121).read_only(),
     ];
     lead.extend(address(""));

@@ -9,8 +9,8 @@ use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
 use serde_json::json;
 
 use crate::support::{
-    CRM_FORM, MANY_CLIENTS_ON_ONE_THREAD, TestApp, eventually, full_lead, ingest_event, lead,
-    post_until_stored,
+    CRM_FORM, MANY_CLIENTS_ON_ONE_THREAD, TestApp, eventually, full_lead, ingest_event,
+    ingest_event_with_refs, lead, post_until_stored,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -278,13 +278,22 @@ won = "closedwon"
     assert_eq!(c.get("lifecyclestage"), Some("salesqualifiedlead"));
     assert_eq!(fake.deals().len(), 1);
     assert_eq!(fake.deals()[0].get("dealstage"), Some("qualifiedtobuy"));
-    let notes = fake.notes();
-    assert_eq!(notes.len(), 2);
+    assert_eq!(fake.notes().len(), 1, "a meeting is not a note");
+    let meetings = fake.meetings();
+    assert_eq!(meetings.len(), 1);
+    assert_eq!(
+        meetings[0].get("hs_meeting_title"),
+        Some("Demo booked with Max Power")
+    );
     assert!(
-        notes.iter().any(|n| n
-            .get("hs_note_body")
-            .is_some_and(|b| b.contains("Demo booked") && b.contains("2030-01-02 15:00"))),
-        "{notes:?}"
+        meetings[0]
+            .get("hs_meeting_start_time")
+            .is_some_and(|t| t.starts_with("2030-01-02T15:00:00")),
+        "{meetings:?}"
+    );
+    assert_eq!(
+        fake.associated_ids("meetings", &meetings[0].id, "contacts"),
+        vec![contact.id.clone()]
     );
 
     ingest_event(
@@ -700,6 +709,122 @@ async fn deals_are_upserted_by_the_delivery_id_and_linked() {
     assert_eq!(
         fake.associated_ids("deals", &deals[0].id, "companies"),
         vec![fake.companies()[0].id.clone()]
+    );
+    app.stop().await;
+}
+
+/// `meeting.booked` from a scheduling tool is a HubSpot meeting engagement
+/// (title, start and end, outcome, linked to the contact), written once per
+/// booking: an attempt whose answer was lost is found again by its marker
+/// on the retry, a second event for the same booking (a vendor retry)
+/// writes nothing new, and the booking's cancellation sets the meeting's
+/// outcome to `CANCELED` instead of logging a note.
+#[tokio::test]
+async fn meetings_are_engagements_written_once_and_canceled_by_their_booking() {
+    let fake = FakeHubSpot::start(HubSpotConfig::default()).await.unwrap();
+    let app = start(&fake, "").await;
+    app.post_json(
+        "/v1/forms/contact",
+        &full_lead("mia@delta.io", "Mia", "Wong", "Delta", ""),
+    )
+    .await;
+    app.settled("hubspot", 1, WAIT).await;
+    let contact = fake.contact_by_email("mia@delta.io").unwrap();
+
+    let invitee = "https://api.calendly.com/scheduled_events/EV1/invitees/INV1";
+    let booking = json!({
+        "meeting_name": "Intro call",
+        "start_time": "2031-03-04T09:30:00Z",
+        "end_time": "2031-03-04T10:00:00Z",
+    });
+    // The meeting is written, but its answer arrives after the 2 s timeout:
+    // the upsert and the association read pass, the create is answered late.
+    fake.faults().push(Fault::Delay(Duration::ZERO), 2);
+    fake.faults()
+        .push(Fault::DelayAnswer(Duration::from_secs(3)), 1);
+    ingest_event_with_refs(
+        &app.store,
+        "meeting.booked",
+        "mia@delta.io",
+        booking.clone(),
+        &["hubspot"],
+        vec![("calendly", "invitee", invitee)],
+    )
+    .await;
+    let d = app.settled("hubspot", 2, WAIT).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+    assert!(
+        d.iter().any(|d| d.failures == 1),
+        "the late answer made a retry: {d:?}"
+    );
+    let meetings = fake.meetings();
+    assert_eq!(
+        meetings.len(),
+        1,
+        "the retry found the meeting: {meetings:?}"
+    );
+    let m = &meetings[0];
+    assert_eq!(
+        m.get("hs_meeting_title"),
+        Some("Intro call booked with Mia Wong")
+    );
+    assert!(
+        m.get("hs_meeting_start_time")
+            .is_some_and(|t| t.starts_with("2031-03-04T09:30:00"))
+    );
+    assert!(
+        m.get("hs_meeting_end_time")
+            .is_some_and(|t| t.starts_with("2031-03-04T10:00:00"))
+    );
+    assert_eq!(m.get("hs_timestamp"), m.get("hs_meeting_start_time"));
+    assert_eq!(m.get("hs_meeting_outcome"), Some("SCHEDULED"));
+    assert!(
+        m.get("hs_meeting_body")
+            .is_some_and(|b| b.contains("leadrelay-event:")),
+        "{m:?}"
+    );
+    assert_eq!(
+        fake.associated_ids("meetings", &m.id, "contacts"),
+        vec![contact.id.clone()]
+    );
+    assert!(fake.notes().is_empty(), "{:?}", fake.notes());
+
+    // The same booking again (another event: a vendor retry, a replay).
+    ingest_event_with_refs(
+        &app.store,
+        "meeting.booked",
+        "mia@delta.io",
+        booking,
+        &["hubspot"],
+        vec![("calendly", "invitee", invitee)],
+    )
+    .await;
+    app.settled("hubspot", 3, WAIT).await;
+
+    ingest_event_with_refs(
+        &app.store,
+        "meeting.canceled",
+        "mia@delta.io",
+        json!({"meeting_name": "Intro call", "cancel_reason": "conflict"}),
+        &["hubspot"],
+        vec![("calendly", "invitee", invitee)],
+    )
+    .await;
+    let d = app.settled("hubspot", 4, WAIT).await;
+    assert!(
+        d.iter().all(|d| d.state == DeliveryState::Delivered),
+        "{d:?}"
+    );
+    let meetings = fake.meetings();
+    assert_eq!(meetings.len(), 1, "one meeting per booking: {meetings:?}");
+    assert_eq!(meetings[0].get("hs_meeting_outcome"), Some("CANCELED"));
+    assert!(
+        fake.notes().is_empty(),
+        "the cancellation is on the meeting, not a note: {:?}",
+        fake.notes()
     );
     app.stop().await;
 }

@@ -52,7 +52,7 @@ async fn start_with(fake: &FakeSalesforce, extra: &str, refresh_token: &str) -> 
         .await
 }
 
-async fn start(fake: &FakeSalesforce, extra: &str) -> TestApp {
+pub(crate) async fn start(fake: &FakeSalesforce, extra: &str) -> TestApp {
     start_with(fake, extra, SalesforceConfig::DEFAULT_REFRESH_TOKEN).await
 }
 

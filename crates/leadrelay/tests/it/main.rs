@@ -11,6 +11,7 @@ mod crm_binary;
 mod crm_hubspot;
 mod crm_pipedrive;
 mod crm_salesforce;
+mod crm_salesforce_convert;
 mod csv;
 mod dashboard;
 mod delivery;

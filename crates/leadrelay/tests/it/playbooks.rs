@@ -447,7 +447,8 @@ async fn reply_received_playbook_end_to_end() {
 }
 
 /// Playbook 2: a signed Calendly booking → HubSpot lifecycle stage and lead
-/// status, a deal in the pipeline's first stage, the meeting logged, the AE
+/// status, a deal in the pipeline's first stage, the meeting as a HubSpot
+/// meeting engagement (start and end) on the contact and the deal, the AE
 /// told in Slack, and the person out of every sequence.
 #[tokio::test]
 async fn meeting_booked_playbook_end_to_end() {
@@ -484,15 +485,28 @@ async fn meeting_booked_playbook_end_to_end() {
             .associated_ids("deals", &deals[0].id, "contacts"),
         vec![c.id.clone()]
     );
-    let notes = fakes.hubspot.notes();
-    assert_eq!(notes.len(), 1);
-    assert!(
-        notes[0]
-            .get("hs_note_body")
-            .unwrap_or_default()
-            .contains("15 Minute Meeting booked"),
-        "{notes:?}"
+    let meetings = fakes.hubspot.meetings();
+    assert_eq!(meetings.len(), 1, "{meetings:?}");
+    assert_eq!(
+        meetings[0].get("hs_meeting_title"),
+        Some("15 Minute Meeting booked with John Doe")
     );
+    assert!(
+        meetings[0]
+            .get("hs_meeting_start_time")
+            .is_some_and(|t| t.starts_with("2024-06-12T14:00:00"))
+            && meetings[0]
+                .get("hs_meeting_end_time")
+                .is_some_and(|t| t.starts_with("2024-06-12T14:15:00")),
+        "{meetings:?}"
+    );
+    assert_eq!(
+        fakes
+            .hubspot
+            .associated_ids("meetings", &meetings[0].id, "deals"),
+        vec![deals[0].id.clone()]
+    );
+    assert!(fakes.hubspot.notes().is_empty(), "a meeting, not a note");
     let texts = fakes.slack_texts();
     assert!(
         texts

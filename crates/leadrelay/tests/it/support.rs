@@ -587,6 +587,19 @@ pub async fn ingest_event(
     data: Value,
     destinations: &[&str],
 ) -> uuid::Uuid {
+    ingest_event_with_refs(store, event_type, email, data, destinations, vec![]).await
+}
+
+/// [`ingest_event`] with the vendor references a source would set
+/// (e.g. `("calendly", "invitee", "https://…")`).
+pub async fn ingest_event_with_refs(
+    store: &Arc<dyn Store>,
+    event_type: &str,
+    email: &str,
+    data: Value,
+    destinations: &[&str],
+    refs: Vec<(&str, &str, &str)>,
+) -> uuid::Uuid {
     use leadrelay_model::{ConsentPurpose, ConsentRecord, EmailAddress, Event, EventType, Origin};
     let now = chrono::Utc::now();
     let event = Event {
@@ -613,7 +626,14 @@ pub async fn ingest_event(
         spam: false,
         idempotency_key: None,
         external_id: None,
-        vendor_refs: vec![],
+        vendor_refs: refs
+            .into_iter()
+            .map(|(system, object, id)| leadrelay_model::VendorRef {
+                system: system.into(),
+                object: object.into(),
+                id: id.into(),
+            })
+            .collect(),
         changes: vec![],
         playbooks: vec![],
     };

@@ -626,6 +626,23 @@ fn safe_id(id: &str) -> String {
     format!("sha256:{}", &digest[..32])
 }
 
+/// The key a booked meeting is kept under besides its event's, so the
+/// booking's later cancellation (another event) finds the meeting it wrote:
+/// `meeting:SYSTEM:ID` from the event's vendor reference of the booking
+/// (`meeting` — Salesloft, `invitee` — Calendly, one per person and booking
+/// —, `booking`, else `scheduled_event`).
+pub fn meeting_key(event: &Event) -> Option<String> {
+    ["meeting", "invitee", "booking", "scheduled_event"]
+        .iter()
+        .find_map(|object| {
+            event
+                .vendor_refs
+                .iter()
+                .find(|r| r.object == *object && !r.id.trim().is_empty())
+        })
+        .map(|r| format!("meeting:{}:{}", safe_id(&r.system), safe_id(&r.id)))
+}
+
 /// The vendor's activity id an event carries (system, id).
 pub fn vendor_activity(event: &Event) -> Option<(&str, &str)> {
     event

@@ -240,3 +240,42 @@ fn only_the_privacy_erase_makes_erase_requests() {
         }]))
     );
 }
+
+#[test]
+fn a_booking_is_keyed_by_its_own_vendor_id() {
+    let r = |system: &str, object: &str, id: &str| leadrelay_model::VendorRef {
+        system: system.into(),
+        object: object.into(),
+        id: id.into(),
+    };
+    let mut j = job("meeting.booked", json!({}));
+    assert_eq!(meeting_key(&j.event), None, "no booking id, no key");
+    // Calendly: the invitee (one person's booking) before the event, which
+    // several invitees share.
+    j.event.vendor_refs = vec![
+        r(
+            "calendly",
+            "scheduled_event",
+            "https://api.calendly.com/scheduled_events/E1",
+        ),
+        r(
+            "calendly",
+            "invitee",
+            "https://api.calendly.com/scheduled_events/E1/invitees/I1",
+        ),
+    ];
+    let key = meeting_key(&j.event).unwrap();
+    assert!(key.starts_with("meeting:calendly:sha256:"), "{key}");
+    j.event.vendor_refs.remove(1);
+    assert_ne!(meeting_key(&j.event).unwrap(), key);
+    j.event.vendor_refs = vec![
+        r("salesloft", "meeting", "42"),
+        r("salesloft", "person", "7"),
+    ];
+    assert_eq!(
+        meeting_key(&j.event).as_deref(),
+        Some("meeting:salesloft:42")
+    );
+    j.event.vendor_refs = vec![r("salesloft", "meeting", "  ")];
+    assert_eq!(meeting_key(&j.event), None, "a blank id is no id");
+}

@@ -12,7 +12,9 @@
 //!    v4 `batch/associate/default`;
 //! 3. deals: `batch/create` with inline associations, `batch/update` for
 //!    stage moves;
-//! 4. notes and tasks: `batch/create` with inline associations;
+//! 4. notes, tasks and meetings: `batch/create` with inline associations
+//!    (`meeting.booked` is a meeting engagement with its start and end
+//!    times; `meeting.canceled` sets that meeting's outcome to `CANCELED`);
 //! 5. custom objects: `batch/upsert` by their unique property, or
 //!    `batch/create`, then associated to the contact.
 //!
@@ -52,7 +54,7 @@ use crate::store::RemoteId;
 
 /// The default field mapping (also shown in the README).
 pub const DEFAULT_MAPPING: &str = include_str!("defaults.toml");
-const OBJECTS: [&str; 5] = ["contact", "company", "deal", "note", "task"];
+const OBJECTS: [&str; 6] = ["contact", "company", "deal", "note", "task", "meeting"];
 const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
 /// The newest dated API version leadrelay was built and tested against.
 pub const CURRENT_DATED_VERSION: &str = "2026-03";
@@ -64,6 +66,9 @@ const NOTE_TO_DEAL: u32 = 214;
 const TASK_TO_CONTACT: u32 = 204;
 const TASK_TO_COMPANY: u32 = 192;
 const TASK_TO_DEAL: u32 = 216;
+const MEETING_TO_CONTACT: u32 = 200;
+const MEETING_TO_COMPANY: u32 = 188;
+const MEETING_TO_DEAL: u32 = 212;
 const DEAL_TO_CONTACT: u32 = 3;
 const DEAL_TO_COMPANY: u32 = 341;
 
@@ -141,6 +146,11 @@ struct Settings {
     /// opened just before a crash is found again at once. `""`: create.
     #[serde(default = "default_deal_key_property")]
     deal_key_property: String,
+    /// `meeting.booked` is written as a HubSpot meeting engagement (start
+    /// and end times, outcome `SCHEDULED`) and `meeting.canceled` cancels
+    /// it; `false`: both are logged as notes.
+    #[serde(default = "yes")]
+    meetings: bool,
 }
 
 /// `[[destinations.NAME.custom_objects]]`
@@ -431,6 +441,18 @@ impl HubSpot {
         let r = remote_id(object, key, id);
         self.learned.push(r.clone());
         item.ids.push(r);
+    }
+
+    /// Keeps the id of a note, task or meeting written for the item's event
+    /// (a meeting also under its booking's key, so its cancellation finds it).
+    fn learn_activity(&self, item: &mut Item<'_>, object: &str, id: &str) {
+        let key = crm::event_key(item.job);
+        self.learn(item, object, &key, id);
+        if object == "meeting"
+            && let Some(k) = crm::meeting_key(&item.job.event)
+        {
+            self.learn(item, object, &k, id);
+        }
     }
 
     fn prepare<'a>(&self, job: &'a DeliveryJob) -> Item<'a> {
@@ -1068,16 +1090,14 @@ impl HubSpot {
                     ));
                     continue;
                 };
-                let key = if object == "deal" {
-                    items[i].key().to_string()
-                } else {
-                    crm::event_key(items[i].job)
-                };
                 if object == "deal" {
+                    let key = items[i].key().to_string();
                     items[i].deal_id = Some(id.clone());
                     items[i].id_ctx("deal", &id);
+                    self.learn(&mut items[i], object, &key, &id);
+                } else {
+                    self.learn_activity(&mut items[i], object, &id);
                 }
-                self.learn(&mut items[i], object, &key, &id);
             }
         }
     }
@@ -1121,22 +1141,85 @@ impl HubSpot {
         }
     }
 
+    /// `meeting.canceled` for a booking whose meeting this destination wrote:
+    /// the meeting's outcome becomes `CANCELED` (one `batch/update`) instead
+    /// of a note being logged. A meeting deleted in HubSpot meanwhile gets
+    /// the note.
+    async fn cancel_meetings(&self, items: &mut [Item<'_>]) {
+        if !self.s.meetings {
+            return;
+        }
+        let mut inputs = Vec::new();
+        let mut ids: HashMap<usize, String> = HashMap::new();
+        for (i, it) in items.iter().enumerate() {
+            if !it.ok() || it.plan.kind != EventKind::MeetingCanceled {
+                continue;
+            }
+            let Some(key) = crm::meeting_key(&it.job.event) else {
+                continue;
+            };
+            let Some(id) = crm::stored(it.job, &key, "meeting") else {
+                continue;
+            };
+            ids.insert(i, id.to_string());
+            inputs.push(Input {
+                item: i,
+                body: json!({"id": id, "properties": {"hs_meeting_outcome": "CANCELED"}, "objectWriteTraceId": it.job.delivery.id.to_string()}),
+            });
+        }
+        if inputs.is_empty() {
+            return;
+        }
+        let out = self
+            .batch(
+                &self.api.path(Family::Objects, "/meetings/batch/update"),
+                inputs,
+            )
+            .await;
+        Self::apply_reports(items, &out);
+        for (members, body) in &out.ok {
+            let errors = batch_errors(body);
+            for &i in members {
+                let id = ids.get(&i).cloned().unwrap_or_default();
+                match error_for(&errors, &id) {
+                    // Gone: the cancellation is logged as a note instead.
+                    Some(_) => {}
+                    None => items[i].plan.note = false,
+                }
+            }
+        }
+    }
+
+    /// Whether this destination wrote the meeting of `job`'s booking for
+    /// another event already (a vendor retry, a replay).
+    fn booked_before(&self, job: &DeliveryJob) -> bool {
+        crm::meeting_key(&job.event).is_some_and(|k| crm::stored(job, &k, "meeting").is_some())
+    }
+
+    /// Whether `it` writes a record of `object` (`note`, `task`, `meeting`).
+    fn wants(&self, it: &Item<'_>, object: &str) -> bool {
+        match object {
+            "note" => it.plan.note || (it.plan.meeting && !self.s.meetings),
+            "meeting" => it.plan.meeting && self.s.meetings,
+            _ => it.plan.task,
+        }
+    }
+
     async fn activities(&self, items: &mut [Item<'_>]) {
+        self.cancel_meetings(items).await;
         for (object, path, field) in [
             ("note", "/notes/batch/create", "hs_note_body"),
             ("task", "/tasks/batch/create", "hs_task_body"),
+            ("meeting", "/meetings/batch/create", "hs_meeting_body"),
         ] {
             let found = self.already_logged(items, object, field).await;
             let mut inputs = Vec::new();
             for (i, it) in items.iter_mut().enumerate() {
-                let wanted = match object {
-                    "note" => it.plan.note || it.plan.meeting,
-                    _ => it.plan.task,
-                };
-                if !wanted
+                if !self.wants(it, object)
                     || !it.ok()
                     || found.contains(&i)
                     || crm::stored(it.job, &crm::event_key(it.job), object).is_some()
+                    || (object == "meeting" && self.booked_before(it.job))
                 {
                     continue;
                 }
@@ -1151,10 +1234,10 @@ impl HubSpot {
                     }
                 };
                 crm::append_marker(&mut props, field, &crm::event_marker(it.job));
-                let (c, co, d) = if object == "note" {
-                    (NOTE_TO_CONTACT, NOTE_TO_COMPANY, NOTE_TO_DEAL)
-                } else {
-                    (TASK_TO_CONTACT, TASK_TO_COMPANY, TASK_TO_DEAL)
+                let (c, co, d) = match object {
+                    "note" => (NOTE_TO_CONTACT, NOTE_TO_COMPANY, NOTE_TO_DEAL),
+                    "meeting" => (MEETING_TO_CONTACT, MEETING_TO_COMPANY, MEETING_TO_DEAL),
+                    _ => (TASK_TO_CONTACT, TASK_TO_COMPANY, TASK_TO_DEAL),
                 };
                 let mut links = vec![assoc(&contact, c)];
                 if let Some(id) = &it.company_id {
@@ -1195,14 +1278,15 @@ impl HubSpot {
         let plural = format!("{object}s");
         let mut asked: Vec<(usize, String)> = Vec::new();
         for (i, it) in items.iter().enumerate() {
-            let wanted = match object {
-                "note" => it.plan.note || it.plan.meeting,
-                _ => it.plan.task,
-            };
+            let wanted = self.wants(it, object);
             let Some(contact) = it.contact_id.clone().filter(|_| !it.contact_new) else {
                 continue;
             };
-            if wanted && it.ok() && crm::stored(it.job, &crm::event_key(it.job), object).is_none() {
+            if wanted
+                && it.ok()
+                && crm::stored(it.job, &crm::event_key(it.job), object).is_none()
+                && !(object == "meeting" && self.booked_before(it.job))
+            {
                 asked.push((i, contact));
             }
         }
@@ -1292,8 +1376,7 @@ impl HubSpot {
                 .into_iter()
                 .find(|id| bodies.get(id).is_some_and(|b| b.contains(&marker)));
             if let Some(id) = hit {
-                let key = crm::event_key(items[i].job);
-                self.learn(&mut items[i], object, &key, &id);
+                self.learn_activity(&mut items[i], object, &id);
                 found.insert(i);
             }
         }
@@ -1582,6 +1665,9 @@ impl HubSpot {
 
     fn keys_for(&self, job: &DeliveryJob) -> Vec<String> {
         let mut keys = vec![job.delivery.contact_key.clone(), crm::event_key(job)];
+        if let Some(k) = crm::meeting_key(&job.event) {
+            keys.push(k);
+        }
         if self.common.companies && EventKind::of(&job.event.event_type) == EventKind::NewLead {
             let ctx = mapping::context(job);
             if let Ok(props) = self.mapping.apply("company", &ctx)
@@ -1609,6 +1695,9 @@ impl HubSpot {
             objects.push(("deals", "deal".into()));
         }
         objects.push(("notes", "note".into()));
+        if self.s.meetings {
+            objects.push(("meetings", "meeting".into()));
+        }
         if self.common.follow_up_task || self.common.reply_as == crm::LogAs::Task {
             objects.push(("tasks", "task".into()));
         }

@@ -20,6 +20,7 @@ use super::auth::Auth;
 use crate::connectors::http as shared;
 use crate::connectors::{AttemptReport, ErrorClass, Outcome};
 use crate::redact::redact_text;
+use leadrelay_sources::xml;
 
 /// How long the destination pauses when the org's API request limit is spent.
 pub const REQUEST_LIMIT_PAUSE: Duration = Duration::from_secs(15 * 60);
@@ -236,6 +237,14 @@ pub struct Sub {
 /// whose action is Block still refuses).
 pub const ALLOW_SAVE_HEADER: (&str, &str) = ("Sforce-Duplicate-Rule-Header", "allowSave=true");
 
+/// The answer of a call whose refreshed session was refused again.
+fn kept_rejecting<T>() -> (Result<T, Failure>, AttemptReport) {
+    let o = Outcome::CredentialsRejected {
+        message: "Salesforce kept rejecting the session".into(),
+    };
+    (Err(Failure::plain(o)), AttemptReport::default())
+}
+
 /// The REST API on the session's instance.
 pub struct Rest {
     client: reqwest::Client,
@@ -382,10 +391,125 @@ impl Rest {
             };
             return (Err(f), report);
         }
-        let o = Outcome::CredentialsRejected {
-            message: "Salesforce kept rejecting the session".into(),
+        kept_rejecting()
+    }
+
+    /// Calls the SOAP API's partner endpoint (`/services/Soap/u/XX.X`) with
+    /// `body` as the envelope's body and the session in its
+    /// `SessionHeader` (an OAuth access token is a session id there).
+    /// Ok: the answer's `Body` element. A fault `INVALID_SESSION_ID`
+    /// refreshes the session and tries once more; the attempt log shows the
+    /// envelope with the session id hidden.
+    pub async fn soap(&self, body: &str) -> (Result<xml::Element, Failure>, AttemptReport) {
+        let mut session = match self.auth.session().await {
+            Ok(s) => s,
+            Err(o) => return (Err(Failure::plain(o)), AttemptReport::default()),
         };
-        (Err(Failure::plain(o)), AttemptReport::default())
+        let version = self.version.trim_start_matches('v');
+        for attempt in 0..2 {
+            let url = format!("{}/services/Soap/u/{version}", session.instance_url);
+            let envelope = format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:partner.soap.sforce.com"><soapenv:Header><urn:SessionHeader><urn:sessionId>{}</urn:sessionId></urn:SessionHeader></soapenv:Header><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#,
+                crate::http::html::escape(&session.access_token)
+            );
+            let request = match self
+                .client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=UTF-8")
+                .header("SOAPAction", "\"\"")
+                .body(envelope)
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let o = Outcome::permanent(
+                        ErrorClass::Mapping,
+                        format!("cannot build the request: {e}"),
+                    );
+                    return (Err(Failure::plain(o)), AttemptReport::default());
+                }
+            };
+            let (result, mut report) =
+                shared::send(&self.client, request, &url, self.allow_private).await;
+            if let Some(x) = report.exchange.as_mut() {
+                x.request_body = x.request_body.replace(
+                    &crate::http::html::escape(&session.access_token),
+                    "[hidden]",
+                );
+            }
+            let resp = match result {
+                Ok(r) => r,
+                Err(e) => return (Err(Failure::plain(e.outcome())), report),
+            };
+            let root = xml::parse(resp.body.as_bytes()).ok();
+            let body = root.as_ref().and_then(|r| r.child("Body"));
+            let fault = body.and_then(|b| b.child("Fault"));
+            if (200..300).contains(&resp.status)
+                && let Some(b) = body
+                && fault.is_none()
+            {
+                return (Ok(b.clone()), report);
+            }
+            let code = fault
+                .and_then(|f| f.child_text("faultcode"))
+                .map(|c| c.rsplit(':').next().unwrap_or(c).to_string())
+                .unwrap_or_default();
+            let message = fault
+                .and_then(|f| f.child_text("faultstring"))
+                .map(redact_text)
+                .unwrap_or_else(|| format!("Salesforce SOAP HTTP {}", resp.status));
+            if code == "INVALID_SESSION_ID" && attempt == 0 {
+                match self.auth.refresh(&session.access_token).await {
+                    Ok(s) => {
+                        session = s;
+                        continue;
+                    }
+                    Err(o) => return (Err(Failure::plain(o)), report),
+                }
+            }
+            let errors = vec![SfError {
+                code: code.clone(),
+                message: message.clone(),
+                fields: Vec::new(),
+                duplicate_rule: None,
+                duplicates: Vec::new(),
+                allow_save: false,
+            }];
+            let outcome = match code.as_str() {
+                "INVALID_SESSION_ID" => Outcome::CredentialsRejected {
+                    message: format!(
+                        "Salesforce rejected a fresh session ({}): {message}",
+                        self.auth.flow_name()
+                    ),
+                },
+                // A fault naming the caller's request (`Client`, an API
+                // code other than a limit) is permanent; a server fault or
+                // an answer that is no SOAP at all is retried.
+                "REQUEST_LIMIT_EXCEEDED" => error_outcome(403, &errors, None),
+                "" | "Server" => Outcome::Retry {
+                    class: ErrorClass::Http5xx,
+                    message,
+                    retry_after: None,
+                },
+                _ if resp.status >= 500 && fault.is_none() => Outcome::Retry {
+                    class: ErrorClass::Http5xx,
+                    message,
+                    retry_after: None,
+                },
+                _ => Outcome::permanent(
+                    ErrorClass::Vendor,
+                    format!("Salesforce SOAP fault {code}: {message}"),
+                ),
+            };
+            let f = Failure {
+                outcome,
+                status: Some(resp.status),
+                errors,
+                reference_id: None,
+            };
+            return (Err(f), report);
+        }
+        kept_rejecting()
     }
 
     /// Runs a SOQL query; returns its `records`.

@@ -112,6 +112,12 @@ impl Salesforce {
         let job = run.job;
         let key = job.delivery.contact_key.clone();
         let object = self.s.person_object;
+        // A converted lead's memberships go on its Contact.
+        if object == PersonObject::Lead
+            && let Some(id) = self.known(job, &key, "contact")
+        {
+            return self.member(run, &campaign, "ContactId", &id).await;
+        }
         let Some(person) = self.known(job, &key, object.key()) else {
             // In Lead mode the person may be a Contact (a duplicate rule
             // found them): the membership goes on the Contact.

@@ -25,6 +25,7 @@
 mod api;
 mod auth;
 mod campaign;
+mod convert;
 pub mod sync;
 
 use std::collections::BTreeSet;
@@ -181,6 +182,9 @@ struct Settings {
     /// Form submissions make the person a campaign member (see [`campaign`]).
     #[serde(default)]
     campaign_members: Option<campaign::CampaignSettings>,
+    /// Qualified leads are converted (see [`convert`]).
+    #[serde(default)]
+    lead_conversion: Option<convert::ConversionSettings>,
 }
 
 /// `[[destinations.NAME.custom_objects]]`
@@ -390,6 +394,34 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
             "person_object",
             "opportunities (deals, meeting_deal_stage, stage_map) need person_object = \"Contact\": leads have no accounts to hang them on",
         ));
+    }
+    if let Some(c) = &s.lead_conversion {
+        if s.person_object != PersonObject::Lead {
+            problems.push(Problem::error(
+                "lead_conversion",
+                "lead conversion needs person_object = \"Lead\" (Contacts are converted already)",
+            ));
+        }
+        for (j, e) in c.events.iter().enumerate() {
+            if let Err(err) = EventType::parse(e) {
+                problems.push(Problem::error(
+                    format!("lead_conversion.events[{j}]"),
+                    err.to_string(),
+                ));
+            }
+        }
+        if c.events.is_empty() {
+            problems.push(Problem::error(
+                "lead_conversion.events",
+                "name at least one event type that converts the lead",
+            ));
+        }
+        if c.converted_status.trim().is_empty() {
+            problems.push(Problem::error(
+                "lead_conversion.converted_status",
+                "a lead status whose IsConverted is true, e.g. \"Closed - Converted\"",
+            ));
+        }
     }
     let mut extra = Vec::new();
     for (i, c) in s.custom_objects.iter().enumerate() {
@@ -621,7 +653,9 @@ impl Salesforce {
         if object == PersonObject::Contact && run.plan.company {
             self.account(run).await?;
         }
-        let on_contact = (person.is_none() && object == PersonObject::Lead)
+        // Lead mode: the person is a Contact already (a duplicate rule found
+        // one with the same email, or leadrelay converted the Lead).
+        let on_contact = (object == PersonObject::Lead)
             .then(|| self.known(job, &key, "contact"))
             .flatten();
         let mut write = match on_contact {
@@ -631,7 +665,10 @@ impl Salesforce {
         let mut attempt = 0;
         while attempt < 2 {
             let (f, report) = match self.write(run, &write).await {
-                Ok(()) => return self.campaign_member(run).await,
+                Ok(()) => {
+                    self.campaign_member(run).await?;
+                    return self.convert_lead(run).await;
+                }
                 Err(e) => e,
             };
             // The org lacks a key field: write again, creating those records.
@@ -647,6 +684,15 @@ impl Salesforce {
                     write = self
                         .resolve_duplicate(run, rule, alert, found, &report)
                         .await?;
+                    continue;
+                }
+                // The Lead was converted in Salesforce: write to its Contact.
+                if let PersonWrite::Update(lead) = &write
+                    && object == PersonObject::Lead
+                    && f.errors.iter().any(|e| e.code == convert::CONVERTED)
+                {
+                    let lead = lead.clone();
+                    write = PersonWrite::OnContact(self.converted_contact(run, &lead).await?);
                     continue;
                 }
                 // The kept record was deleted (or merged) in Salesforce: look again.
