@@ -748,7 +748,10 @@ async fn send_batch(
             .collect::<BTreeSet<String>>()
             .into_iter()
             .collect();
-        if let Ok(ids) = ctx.store.remote_ids(&dest.name, &keys).await {
+        // Nothing to look up (file, csv, webhook): no store read.
+        if !keys.is_empty()
+            && let Ok(ids) = ctx.store.remote_ids(&dest.name, &keys).await
+        {
             for (job, wanted) in jobs.iter_mut().zip(&job_keys) {
                 job.remote_ids = ids
                     .iter()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use leadrelay::store::{
-    Completion, DeliveryFilter, DeliveryState, IdempotencyKey, IngestItem, IngestOutcome,
+    Attempt, Completion, DeliveryFilter, DeliveryState, IdempotencyKey, IngestItem, IngestOutcome,
     NewFixable, OpenOptions, PurgePolicy, RemoteId, Store, StoreError, Transition,
 };
 use leadrelay_model::{ContactData, EmailAddress, Event, EventType, Origin, new_id};
@@ -156,6 +156,86 @@ async fn expired_leases_are_claimed_again_and_stale_completions_ignored() {
             .state,
         DeliveryState::Delivered
     );
+}
+
+/// A claim's outcomes recorded in one call, as a backup batch records
+/// them: sizes that need every multi-row statement size, attempts with and
+/// without a status, a few under a lease that is no longer theirs. Every
+/// attempt is kept; only deliveries still held under the completion's lease
+/// change state.
+#[tokio::test]
+async fn a_batch_of_outcomes_keeps_every_attempt_and_honours_leases() {
+    let f = fixture().await;
+    let s = &f.store;
+    let n = 64 + 16 + 4 + 2 + 64;
+    let items = (0..n)
+        .map(|i| item(event(Some(&format!("b{i}@x.io"))), &["d"]))
+        .collect();
+    s.ingest(items).await.unwrap();
+    let claimed = s.claim("d", 1000, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), n);
+    let stale = new_id();
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let status = (i % 3 != 0).then_some(if i % 2 == 0 { 200 } else { 204 });
+            Completion {
+                delivery_id: c.delivery.id,
+                // Every 10th finishes under a lease that is not its own.
+                lease_id: if i % 10 == 9 {
+                    stale
+                } else {
+                    c.delivery.lease_id.unwrap()
+                },
+                attempt: Some(Attempt {
+                    id: new_id(),
+                    delivery_id: c.delivery.id,
+                    destination: "d".into(),
+                    number: 1,
+                    started_at: Utc::now(),
+                    duration_ms: i as u64,
+                    method: Some("APPEND".into()),
+                    url: Some(format!("/backup/{i}")),
+                    request_bytes: Some(100 + i as u64),
+                    request_sha256: Some("ab".repeat(32)),
+                    status,
+                    response_excerpt: Some(format!("wrote line {i}")),
+                    error_class: None,
+                    outcome: "delivered".into(),
+                    message: None,
+                    next_attempt_at: None,
+                    exchange: None,
+                }),
+                transition: Transition::Delivered { remote_ids: vec![] },
+                follow_up: None,
+            }
+        })
+        .collect();
+    s.complete(completions).await.unwrap();
+    for (i, c) in claimed.iter().enumerate() {
+        let d = s.get_delivery(c.delivery.id).await.unwrap().unwrap();
+        let attempts = s.attempts(c.delivery.id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "delivery {i}: {attempts:?}");
+        let a = &attempts[0];
+        assert_eq!(a.duration_ms, i as u64);
+        assert_eq!(a.url.as_deref(), Some(format!("/backup/{i}").as_str()));
+        assert_eq!(a.request_bytes, Some(100 + i as u64));
+        assert_eq!(
+            a.response_excerpt.as_deref(),
+            Some(format!("wrote line {i}").as_str())
+        );
+        if i % 10 == 9 {
+            assert_eq!(d.state, DeliveryState::InFlight, "delivery {i}: {d:?}");
+            assert_eq!(d.attempts, 0);
+            continue;
+        }
+        let status = (i % 3 != 0).then_some(if i % 2 == 0 { 200 } else { 204 });
+        assert_eq!(d.state, DeliveryState::Delivered, "delivery {i}: {d:?}");
+        assert_eq!(d.attempts, 1, "delivery {i}");
+        assert_eq!(d.last_status, status, "delivery {i}");
+        assert!(d.lease_id.is_none() && d.finished_at.is_some(), "{d:?}");
+    }
 }
 
 #[tokio::test]

@@ -242,6 +242,12 @@ impl Connector for CsvConnector {
         )
     }
 
+    /// A CSV row never names records in other systems: no remote-id lookup
+    /// per batch.
+    fn lookup_keys(&self, _job: &DeliveryJob) -> Vec<String> {
+        Vec::new()
+    }
+
     async fn check(&self) -> CheckReport {
         let dir = self.file.dir().clone();
         match crate::private_fs::create_dir_all(&dir).and_then(|_| {

@@ -162,6 +162,12 @@ impl Connector for FileConnector {
         Some(Ok(payload::envelope(job)))
     }
 
+    /// A backup line never names records in other systems: no remote-id
+    /// lookup per batch.
+    fn lookup_keys(&self, _job: &DeliveryJob) -> Vec<String> {
+        Vec::new()
+    }
+
     async fn check(&self) -> CheckReport {
         let dir = self.inner.dir().clone();
         match crate::private_fs::create_dir_all(&dir).and_then(|_| {

@@ -437,6 +437,11 @@ impl Connector for WebhookConnector {
         }))
     }
 
+    /// A webhook posts the event as it is: no remote-id lookup per batch.
+    fn lookup_keys(&self, _job: &DeliveryJob) -> Vec<String> {
+        Vec::new()
+    }
+
     async fn check(&self) -> CheckReport {
         if let Some(p) = self.preset.filter(|p| p.triggers_on_any_request()) {
             return CheckReport::ok(format!(

@@ -1435,9 +1435,31 @@ fn complete_tx(
 ) -> StoreResult<Vec<String>> {
     let now_ms = now.timestamp_millis();
     let mut woken = Vec::new();
+    // Every attempt is kept, current lease or not: multi-row INSERTs.
+    let attempts: Vec<&Attempt> = completions
+        .iter()
+        .filter_map(|c| c.attempt.as_ref())
+        .collect();
+    insert_attempts(c, &attempts)?;
+    // Plain successes (no remote ids, no follow-up) of one claim with the
+    // same status: one UPDATE per group (a backup batch is one group).
+    let mut plain: Vec<(PlainKey, Vec<String>)> = Vec::new();
     for comp in completions {
-        if let Some(a) = &comp.attempt {
-            insert_attempt(c, a)?;
+        if let Transition::Delivered { remote_ids } = &comp.transition
+            && remote_ids.is_empty()
+            && comp.follow_up.is_none()
+        {
+            let key = PlainKey {
+                lease: comp.lease_id,
+                status: comp.attempt.as_ref().and_then(|a| a.status),
+                tried: comp.attempt.is_some(),
+            };
+            let id = comp.delivery_id.to_string();
+            match plain.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ids)) => ids.push(id),
+                None => plain.push((key, vec![id])),
+            }
+            continue;
         }
         // One statement per completion: the transition applies only while
         // our lease holds (in flight under our lease id); otherwise the lease
@@ -1526,7 +1548,54 @@ fn complete_tx(
             woken.extend(insert_follow_up(c, item, now_ms)?);
         }
     }
+    for (key, ids) in &plain {
+        deliver_many(c, key, ids, now_ms)?;
+    }
     Ok(woken)
+}
+
+/// What the deliveries of one [`deliver_many`] statement share.
+#[derive(PartialEq)]
+struct PlainKey {
+    lease: Uuid,
+    status: Option<u16>,
+    tried: bool,
+}
+
+/// Marks deliveries delivered that are still in flight under `key.lease`
+/// (one statement per [`row_chunks`] run); any whose lease passed are left
+/// to their new holder, as in [`complete_tx`].
+fn deliver_many(c: &Connection, key: &PlainKey, ids: &[String], now_ms: i64) -> StoreResult<()> {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        ROW_CHUNKS
+            .iter()
+            .map(|n| {
+                format!(
+                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + ?1, last_status = ?2, \
+                     last_error = NULL, lease_id = NULL, next_attempt_at = NULL, finished_at = ?3, updated_at = ?3 \
+                     WHERE lease_id = ?4 AND state = 'in_flight' AND id IN ({})",
+                    vec!["?"; *n].join(", ")
+                )
+            })
+            .collect()
+    });
+    let lease = key.lease.to_string();
+    for (start, len) in row_chunks(ids.len()) {
+        let i = ROW_CHUNKS.iter().position(|n| *n == len).unwrap_or(0);
+        let mut stmt = c.prepare_cached(&all[i]).map_err(map_err)?;
+        stmt.raw_bind_parameter(1, key.tried as i64)
+            .map_err(map_err)?;
+        stmt.raw_bind_parameter(2, key.status.map(i64::from))
+            .map_err(map_err)?;
+        stmt.raw_bind_parameter(3, now_ms).map_err(map_err)?;
+        stmt.raw_bind_parameter(4, &lease).map_err(map_err)?;
+        for (n, id) in ids[start..start + len].iter().enumerate() {
+            stmt.raw_bind_parameter(5 + n, id).map_err(map_err)?;
+        }
+        stmt.raw_execute().map_err(map_err)?;
+    }
+    Ok(())
 }
 
 /// Stores a follow-up event as it is (no contact merge: it is about a person

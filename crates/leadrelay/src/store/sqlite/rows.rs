@@ -206,31 +206,78 @@ pub fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<Attempt>> {
     })())
 }
 
-pub fn insert_attempt(c: &Connection, a: &Attempt) -> StoreResult<()> {
-    c.prepare_cached(&format!(
-        "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-    ))
-    .map_err(map_err)?
-    .execute(params![
-        a.id.to_string(),
-        a.delivery_id.to_string(),
-        a.destination,
-        a.number as i64,
-        a.started_at.timestamp_millis(),
-        a.duration_ms as i64,
-        a.method,
-        a.url,
-        a.request_bytes.map(|v| v as i64),
-        a.request_sha256,
-        a.status.map(i64::from),
-        a.response_excerpt,
-        a.error_class,
-        a.outcome,
-        a.message,
-        a.next_attempt_at.map(|t| t.timestamp_millis()),
-        crate::store::common::encode_exchange(a.exchange.as_ref()),
-    ])
-    .map_err(map_err)?;
+/// Rows per multi-row statement, largest first: a batch of n rows runs as
+/// few statements as these sizes allow, and only these few statement texts
+/// are ever prepared (and cached).
+pub const ROW_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// Splits `n` rows into [`ROW_CHUNKS`]-sized runs: `(start, len)` pairs.
+pub fn row_chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let left = n - start;
+        let len = *ROW_CHUNKS.iter().find(|c| **c <= left)?;
+        start += len;
+        Some((start - len, len))
+    })
+}
+
+/// `INSERT INTO attempts` of `rows` rows, one statement text per chunk size.
+fn insert_attempts_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        ROW_CHUNKS
+            .iter()
+            .map(|n| {
+                let one = format!("({})", vec!["?"; ATTEMPT_FIELDS].join(", "));
+                format!(
+                    "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES {}",
+                    vec![one; *n].join(", ")
+                )
+            })
+            .collect()
+    });
+    let i = ROW_CHUNKS.iter().position(|n| *n == rows).unwrap_or(0);
+    &all[i]
+}
+
+/// Columns of [`ATTEMPT_COLS`].
+const ATTEMPT_FIELDS: usize = 17;
+
+/// Inserts attempts with multi-row statements (see [`row_chunks`]).
+pub fn insert_attempts(c: &Connection, attempts: &[&Attempt]) -> StoreResult<()> {
+    for (start, len) in row_chunks(attempts.len()) {
+        let mut stmt = c
+            .prepare_cached(insert_attempts_sql(len))
+            .map_err(map_err)?;
+        for (row, a) in attempts[start..start + len].iter().enumerate() {
+            let at = row * ATTEMPT_FIELDS;
+            let mut bind = |i: usize, v: &dyn rusqlite::ToSql| {
+                stmt.raw_bind_parameter(at + i, v).map_err(map_err)
+            };
+            bind(1, &a.id.to_string())?;
+            bind(2, &a.delivery_id.to_string())?;
+            bind(3, &a.destination)?;
+            bind(4, &(a.number as i64))?;
+            bind(5, &a.started_at.timestamp_millis())?;
+            bind(6, &(a.duration_ms as i64))?;
+            bind(7, &a.method)?;
+            bind(8, &a.url)?;
+            bind(9, &a.request_bytes.map(|v| v as i64))?;
+            bind(10, &a.request_sha256)?;
+            bind(11, &a.status.map(i64::from))?;
+            bind(12, &a.response_excerpt)?;
+            bind(13, &a.error_class)?;
+            bind(14, &a.outcome)?;
+            bind(15, &a.message)?;
+            bind(16, &a.next_attempt_at.map(|t| t.timestamp_millis()))?;
+            bind(
+                17,
+                &crate::store::common::encode_exchange(a.exchange.as_ref()),
+            )?;
+        }
+        stmt.raw_execute().map_err(map_err)?;
+    }
     Ok(())
 }
 
