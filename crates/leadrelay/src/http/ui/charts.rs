@@ -341,9 +341,10 @@ pub fn hbars(
             .disable_y_mesh()
             .y_labels(n)
             .x_labels(4)
+            // The first category at the top, as in the table.
             .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => categories
-                    .get(*i as usize)
+                SegmentValue::CenterOf(i) if (*i as usize) < n => categories
+                    .get(n - 1 - *i as usize)
                     .map(|c| short(c, 14))
                     .unwrap_or_default(),
                 _ => String::new(),
@@ -369,17 +370,18 @@ pub fn hbars(
                 .enumerate()
                 .filter_map(|(i, v)| v.filter(|v| v.is_finite()).map(|v| (i, v)))
                 .map(|(i, v)| {
+                    let row = (n - 1 - i) as i32;
                     let mut r = Rectangle::new(
                         [
-                            (0.0, SegmentValue::Exact(i as i32)),
-                            (v, SegmentValue::Exact(i as i32 + 1)),
+                            (0.0, SegmentValue::Exact(row)),
+                            (v, SegmentValue::Exact(row + 1)),
                         ],
                         color.filled(),
                     );
-                    let row = (per_row * 26 + 16) as f64;
-                    let slot = (row - 16.0) / k;
+                    let px = (per_row * 26 + 16) as f64;
+                    let slot = (px - 16.0) / k;
                     let top_m = 8.0 + slot * j as f64;
-                    let bottom_m = row - top_m - slot + 2.0;
+                    let bottom_m = px - top_m - slot + 2.0;
                     r.set_margin(top_m as u32, bottom_m.max(0.0) as u32, 0, 0);
                     r
                 })
@@ -485,7 +487,15 @@ mod tests {
         )
         .unwrap();
         assert!(svg.starts_with("<svg class=\"chart\" role=\"img\" aria-label=\"Forecast &amp; won\""));
-        assert!(svg.contains("google") && svg.contains("a-very-long-…"), "{svg}");
+        assert!(svg.contains("google") && svg.contains("a-very-long-c…"), "{svg}");
+        // The first category is drawn at the top.
+        let y_of = |label: &str| -> f64 {
+            let at = svg.find(&format!(">\n{label}")).or_else(|| svg.find(label)).unwrap();
+            let start = svg[..at].rfind(" y=\"").unwrap() + 4;
+            let end = start + svg[start..].find('"').unwrap();
+            svg[start..end].parse().unwrap()
+        };
+        assert!(y_of("google") < y_of("a-very-long-c…"), "google on top");
         assert!(svg.contains("forecast") && svg.contains("won"), "legend");
         // Three values, three bars (plus the background and the legend's).
         assert!(svg.matches("<rect").count() >= 3 + 2);
