@@ -248,13 +248,17 @@ fn check_action_element(
                 format!("must be less than {} characters", MAX_BUTTON_TEXT + 1),
                 &format!("{at}/text/text"),
             ),
-            Some(s) if s.is_empty() => err(
+            Some("") => err(
                 errors,
                 "must be more than 0 characters",
                 &format!("{at}/text/text"),
             ),
             Some(_) => {}
-            None => err(errors, "missing required field: text", &format!("{at}/text")),
+            None => err(
+                errors,
+                "missing required field: text",
+                &format!("{at}/text"),
+            ),
         },
         None => err(errors, "missing required field: text", at),
     }

@@ -141,7 +141,13 @@ fn new_person(cid: Uuid, e: &RollupEvent) -> FeedbackPerson {
     }
 }
 
-fn set_rating(p: &mut FeedbackPerson, rating: u8, at: DateTime<Utc>, via: String, by: Option<String>) {
+fn set_rating(
+    p: &mut FeedbackPerson,
+    rating: u8,
+    at: DateTime<Utc>,
+    via: String,
+    by: Option<String>,
+) {
     p.ratings += 1;
     if p.rated_at.is_none_or(|r| at >= r) {
         p.rating = Some(rating);
@@ -166,8 +172,11 @@ async fn build(
         .flat_map(person_refs)
         .collect();
     if !wanted.is_empty() {
-        let known: HashMap<String, Uuid> =
-            store.report_ref_contacts(wanted).await?.into_iter().collect();
+        let known: HashMap<String, Uuid> = store
+            .report_ref_contacts(wanted)
+            .await?
+            .into_iter()
+            .collect();
         for e in events.iter_mut().filter(|e| e.contact_id.is_none()) {
             let found = person_refs(e).find_map(|r| known.get(&r).copied());
             e.contact_id = found;
@@ -305,7 +314,10 @@ mod tests {
             json!({"property_name": "hs_lead_status", "property_value": " UNQUALIFIED "}),
             json!({}),
         );
-        assert_eq!(disposition(&hubspot, &fields).as_deref(), Some("UNQUALIFIED"));
+        assert_eq!(
+            disposition(&hubspot, &fields).as_deref(),
+            Some("UNQUALIFIED")
+        );
         let other = event(
             json!({"property_name": "firstname", "property_value": "Ann"}),
             json!({}),

@@ -43,7 +43,10 @@ fn band_of(bucket: i64, bands: &[f64]) -> (String, Option<f64>) {
             None => ("all scores".into(), None),
         },
         Some(i) => match bands.get(i + 1) {
-            Some(next) => (format!("{} to {}", fmt(bands[i]), fmt(*next)), Some(bands[i])),
+            Some(next) => (
+                format!("{} to {}", fmt(bands[i]), fmt(*next)),
+                Some(bands[i]),
+            ),
             None => (format!("{} and above", fmt(bands[i])), Some(bands[i])),
         },
     }
@@ -198,12 +201,20 @@ fn feedback(
     }
     total(&mut t, "leads", all.leads);
     total(&mut t, "rated", all.rated);
-    total(&mut t, "rated_share", ratio(all.rated as f64, all.leads as f64));
+    total(
+        &mut t,
+        "rated_share",
+        ratio(all.rated as f64, all.leads as f64),
+    );
     total(&mut t, "average_rating", rating_avg(&all));
     total(&mut t, "good", all.good);
     total(&mut t, "poor", all.poor);
     total(&mut t, "won", all.won);
-    total(&mut t, "conversion", ratio(all.won as f64, all.leads as f64));
+    total(
+        &mut t,
+        "conversion",
+        ratio(all.won as f64, all.leads as f64),
+    );
     t
 }
 
@@ -324,8 +335,16 @@ fn calibration(
         ]);
     }
     total(&mut t, "leads", all.leads);
-    total(&mut t, "conversion", conv_all.map(r4).unwrap_or(Value::Null));
-    total(&mut t, "average_rating", rating_all.map(r4).unwrap_or(Value::Null));
+    total(
+        &mut t,
+        "conversion",
+        conv_all.map(r4).unwrap_or(Value::Null),
+    );
+    total(
+        &mut t,
+        "average_rating",
+        rating_all.map(r4).unwrap_or(Value::Null),
+    );
     total(&mut t, "mql_score", r4(mql));
     total(&mut t, "score_step", r4(SCORE_STEP));
     total(&mut t, "over_rated_bands", json!(over));

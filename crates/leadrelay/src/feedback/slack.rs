@@ -142,7 +142,9 @@ pub fn clicks(body: &[u8]) -> Result<Vec<Click>, SlackRequestError> {
             user: user.clone(),
             key: format!(
                 "slack:{user_id}:{}:{value}",
-                a.get("action_ts").and_then(Value::as_str).unwrap_or_default()
+                a.get("action_ts")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
             ),
         });
     }
@@ -170,9 +172,24 @@ mod tests {
             sig,
             "v0=9dffc25b49a4a7fc2e15c9c9450bf8af09eb501fcef9039eaea3deb58af0c82c"
         );
-        assert_eq!(verify(secret, Some("1531420618"), Some(&sig), raw, 1531420618 + 299), Ok(()));
         assert_eq!(
-            verify(secret, Some("1531420618"), Some(&sig), raw, 1531420618 + 301),
+            verify(
+                secret,
+                Some("1531420618"),
+                Some(&sig),
+                raw,
+                1531420618 + 299
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                secret,
+                Some("1531420618"),
+                Some(&sig),
+                raw,
+                1531420618 + 301
+            ),
             Err(SlackRequestError::Stale)
         );
         let mut other = raw.to_vec();

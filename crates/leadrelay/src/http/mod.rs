@@ -10,8 +10,8 @@ mod forms;
 mod hooks;
 pub(crate) mod html;
 mod ops;
-mod slack;
 pub mod server;
+mod slack;
 pub mod ui;
 
 use std::sync::Arc;

@@ -173,13 +173,23 @@ async fn ratings_from_slack_the_dashboard_and_the_crm_calibrate_the_scoring() {
     let mut ceo_events = Vec::new();
     for i in 0..4 {
         ceo_events.push(
-            api.send(lead(&format!("ceo{i}@example.com"), Some("CEO"), Some("Acme"), "google"))
-                .await,
+            api.send(lead(
+                &format!("ceo{i}@example.com"),
+                Some("CEO"),
+                Some("Acme"),
+                "google",
+            ))
+            .await,
         );
     }
     for i in 0..4 {
-        api.send(lead(&format!("staff{i}@example.com"), None, Some("Beta"), "newsletter"))
-            .await;
+        api.send(lead(
+            &format!("staff{i}@example.com"),
+            None,
+            Some("Beta"),
+            "newsletter",
+        ))
+        .await;
     }
     for i in 0..2 {
         api.send(lead(&format!("anon{i}@example.com"), None, None, "bing"))
@@ -207,7 +217,13 @@ async fn ratings_from_slack_the_dashboard_and_the_crm_calibrate_the_scoring() {
     .await;
     let msg = messages
         .iter()
-        .find(|m| m.blocks.as_ref().unwrap().to_string().contains(&format!("{ceo0}:1")))
+        .find(|m| {
+            m.blocks
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains(&format!("{ceo0}:1"))
+        })
         .expect("the handoff message of ceo0");
     // A click, signed as Slack signs it: ceo0 is a poor lead.
     let click = slack
@@ -253,16 +269,23 @@ async fn ratings_from_slack_the_dashboard_and_the_crm_calibrate_the_scoring() {
         ("staff1@example.com", "QUALIFIED"),
         ("anon0@example.com", "Working"),
     ] {
-        api.send(json!({"type": "contact.updated", "contact": {"email": email},
-            "data": {"hs_lead_status": status}, "consent": {"crm": true}}))
-            .await;
+        api.send(
+            json!({"type": "contact.updated", "contact": {"email": email},
+            "data": {"hs_lead_status": status}, "consent": {"crm": true}}),
+        )
+        .await;
     }
     // Two staff leads' deals are won.
-    for (i, email) in ["staff2@example.com", "staff3@example.com"].iter().enumerate() {
-        api.send(json!({"type": "deal.stage_changed", "contact": {"email": email},
+    for (i, email) in ["staff2@example.com", "staff3@example.com"]
+        .iter()
+        .enumerate()
+    {
+        api.send(
+            json!({"type": "deal.stage_changed", "contact": {"email": email},
             "data": {"deal_id": format!("d{i}"), "stage": "closedwon", "amount": 1000},
-            "consent": {"crm": true}}))
-            .await;
+            "consent": {"crm": true}}),
+        )
+        .await;
     }
 
     // Calibration: 10 scored leads, 2 won (0.2); ratings 1, 2, 5, 5 (3.25).
@@ -309,7 +332,9 @@ async fn ratings_from_slack_the_dashboard_and_the_crm_calibrate_the_scoring() {
     assert_eq!(fb["totals"]["rated_share"], json!(0.4));
     let by_band = api.report("/api/v1/reports/feedback?by=band").await;
     assert_eq!(row(&by_band, "80 and above")["leads"], json!(4));
-    let only = api.report("/api/v1/reports/feedback?source=newsletter").await;
+    let only = api
+        .report("/api/v1/reports/feedback?source=newsletter")
+        .await;
     assert_eq!(only["totals"]["leads"], json!(4));
     // The owner filter: only the handed-off CEOs have an owner.
     let ann = api.report("/api/v1/reports/feedback?owner=ann").await;
@@ -321,7 +346,10 @@ async fn ratings_from_slack_the_dashboard_and_the_crm_calibrate_the_scoring() {
     assert_eq!(r.status(), 200);
     let csv = r.text().await.unwrap();
     assert!(csv.starts_with("band,leads,share_of_leads,"), "{csv}");
-    assert!(csv.contains("80 and above,4,0.4,0,0,0.0,0.0,over-rates,2,1.5,0.0,"), "{csv}");
+    assert!(
+        csv.contains("80 and above,4,0.4,0,0,0.0,0.0,over-rates,2,1.5,0.0,"),
+        "{csv}"
+    );
     let r = api.get("/api/v1/reports/win-rates?by=band").await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("by"));
@@ -342,10 +370,16 @@ async fn ratings_from_slack_the_dashboard_and_the_crm_calibrate_the_scoring() {
     let lead_page = format!("/ui/leads/{}", ceo_events[1]);
     let (status, html) = admin.get(&lead_page).await;
     assert_eq!(status, 200);
-    assert!(html.contains("Rated <strong>4 of 5</strong> via dashboard by sales-lead"), "{html}");
+    assert!(
+        html.contains("Rated <strong>4 of 5</strong> via dashboard by sales-lead"),
+        "{html}"
+    );
     assert!(html.contains("2 ratings in all"));
     let (_, html) = viewer.get(&lead_page).await;
-    assert!(html.contains("by (hidden)") && !html.contains("sales-lead"), "{html}");
+    assert!(
+        html.contains("by (hidden)") && !html.contains("sales-lead"),
+        "{html}"
+    );
     assert!(!html.contains("Save rating"));
     let (_, html) = admin.get(&format!("/ui/leads/{}", ceo_events[0])).await;
     assert!(html.contains("via slack by slack:U0SALES1"), "{html}");
@@ -373,20 +407,32 @@ async fn ratings_from_slack_the_dashboard_and_the_crm_calibrate_the_scoring() {
             assert!(html.contains("id=\"report-table\""), "{name}");
             // The CSV link (minijinja escapes `/` in attributes).
             assert!(html.contains("id=\"csv\" download"), "{name}");
-            assert!(html.contains(&format!("reports&#x2f;{name}&#x2f;csv")), "{name}");
+            assert!(
+                html.contains(&format!("reports&#x2f;{name}&#x2f;csv")),
+                "{name}"
+            );
         }
         let (_, html) = ui.get("/ui/reports/calibration").await;
-        assert!(html.contains("over-rates") && html.contains("<svg class=\"chart\""), "{html}");
+        assert!(
+            html.contains("over-rates") && html.contains("<svg class=\"chart\""),
+            "{html}"
+        );
         let (_, html) = ui.get("/ui/reports/feedback?by=band&source=google").await;
         assert!(html.contains("80 and above"), "{html}");
         let (status, csv) = ui.get("/ui/reports/feedback/csv?by=source").await;
         assert_eq!(status, 200);
-        assert!(csv.starts_with("source,leads,rated,average_rating,"), "{csv}");
+        assert!(
+            csv.starts_with("source,leads,rated,average_rating,"),
+            "{csv}"
+        );
     }
     // Bad filters are refused with the field and the reason.
     for (q, needle) in [
         ("/ui/reports/funnel?since=yesterday", "since"),
-        ("/ui/reports/funnel?since=2026-02-02&until=2026-01-01", "since"),
+        (
+            "/ui/reports/funnel?since=2026-02-02&until=2026-01-01",
+            "since",
+        ),
         ("/ui/reports/funnel?by=source", "no grouping"),
         ("/ui/reports/channels?model=best", "model"),
     ] {
@@ -397,7 +443,9 @@ async fn ratings_from_slack_the_dashboard_and_the_crm_calibrate_the_scoring() {
     let (status, _) = admin.get("/ui/reports/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let long = "x".repeat(201);
-    let (status, _) = admin.get(&format!("/ui/reports/feedback?source={long}")).await;
+    let (status, _) = admin
+        .get(&format!("/ui/reports/feedback?source={long}"))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 

@@ -215,7 +215,10 @@ pub async fn run_report(app: &AppState, name: &str, filter: &Filter) -> Result<T
     let now = Utc::now();
     let store = app.store.as_ref();
     Ok(
-        if crate::feedback::report::REPORTS.iter().any(|(r, _)| *r == name) {
+        if crate::feedback::report::REPORTS
+            .iter()
+            .any(|(r, _)| *r == name)
+        {
             crate::feedback::report::run(store, &app.config, name, filter, now).await?
         } else {
             reports::run(store, &app.config, name, filter, now).await?

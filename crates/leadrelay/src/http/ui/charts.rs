@@ -328,7 +328,11 @@ pub fn hbars(
             .flat_map(|(_, v)| v.iter().flatten().copied())
             .filter(|v| v.is_finite())
             .fold(0f64, f64::min);
-        let top = if percent { top.max(1.0) } else { top.max(1.0) * 1.1 };
+        let top = if percent {
+            top.max(1.0)
+        } else {
+            top.max(1.0) * 1.1
+        };
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .margin_right(30)
@@ -475,7 +479,10 @@ mod tests {
 
     #[test]
     fn horizontal_bars_name_each_category_and_series() {
-        let cats = vec!["google".to_string(), "a-very-long-campaign-name".to_string()];
+        let cats = vec![
+            "google".to_string(),
+            "a-very-long-campaign-name".to_string(),
+        ];
         let svg = hbars(
             &cats,
             &[
@@ -486,11 +493,19 @@ mod tests {
             false,
         )
         .unwrap();
-        assert!(svg.starts_with("<svg class=\"chart\" role=\"img\" aria-label=\"Forecast &amp; won\""));
-        assert!(svg.contains("google") && svg.contains("a-very-long-c…"), "{svg}");
+        assert!(
+            svg.starts_with("<svg class=\"chart\" role=\"img\" aria-label=\"Forecast &amp; won\"")
+        );
+        assert!(
+            svg.contains("google") && svg.contains("a-very-long-c…"),
+            "{svg}"
+        );
         // The first category is drawn at the top.
         let y_of = |label: &str| -> f64 {
-            let at = svg.find(&format!(">\n{label}")).or_else(|| svg.find(label)).unwrap();
+            let at = svg
+                .find(&format!(">\n{label}"))
+                .or_else(|| svg.find(label))
+                .unwrap();
             let start = svg[..at].rfind(" y=\"").unwrap() + 4;
             let end = start + svg[start..].find('"').unwrap();
             svg[start..end].parse().unwrap()
@@ -499,7 +514,13 @@ mod tests {
         assert!(svg.contains("forecast") && svg.contains("won"), "legend");
         // Three values, three bars (plus the background and the legend's).
         assert!(svg.matches("<rect").count() >= 3 + 2);
-        let pct = hbars(&cats, &[("rate".into(), vec![Some(0.5), Some(1.0)])], "r", true).unwrap();
+        let pct = hbars(
+            &cats,
+            &[("rate".into(), vec![Some(0.5), Some(1.0)])],
+            "r",
+            true,
+        )
+        .unwrap();
         assert!(pct.contains("100%"), "{pct}");
         assert_eq!(compact(1500.0), "1.5k");
         assert_eq!(compact(25_000.0), "25k");

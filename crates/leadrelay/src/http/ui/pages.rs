@@ -77,7 +77,9 @@ pub(super) fn notice(code: Option<&str>) -> Option<&'static str> {
         }
         "erased" => "Erased: the person's data is removed; the audit log records the erasure.",
         "paused" => "Destination paused.",
-        "rated" => "Rating recorded: the lead's quality rating and the feedback reports include it within seconds.",
+        "rated" => {
+            "Rating recorded: the lead's quality rating and the feedback reports include it within seconds."
+        }
         "resumed" => "Destination resumed.",
         "signed_out" => "You are signed out.",
         _ => return None,

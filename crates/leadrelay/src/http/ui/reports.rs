@@ -237,11 +237,20 @@ fn chart_data(t: &Table) -> (Vec<String>, Series, bool, String) {
             let rows: Vec<&Vec<Value>> = t
                 .rows
                 .iter()
-                .filter(|r| r.first().and_then(Value::as_str).is_some_and(|m| keep.contains(&m)))
+                .filter(|r| {
+                    r.first()
+                        .and_then(Value::as_str)
+                        .is_some_and(|m| keep.contains(&m))
+                })
                 .collect();
             (
-                rows.iter().map(|r| text_of(&r[0]).replace('_', " ")).collect(),
-                vec![("deals".into(), rows.iter().map(|r| r.get(1).and_then(num)).collect())],
+                rows.iter()
+                    .map(|r| text_of(&r[0]).replace('_', " "))
+                    .collect(),
+                vec![(
+                    "deals".into(),
+                    rows.iter().map(|r| r.get(1).and_then(num)).collect(),
+                )],
                 false,
                 "Open, won and lost opportunities".into(),
             )
@@ -254,7 +263,10 @@ fn chart_data(t: &Table) -> (Vec<String>, Series, bool, String) {
         ),
         "time-in-stage" => (
             first,
-            pick(&[("median_hours", "median hours"), ("p90_hours", "90th percentile hours")]),
+            pick(&[
+                ("median_hours", "median hours"),
+                ("p90_hours", "90th percentile hours"),
+            ]),
             false,
             "Hours in each stage".into(),
         ),
@@ -265,13 +277,19 @@ fn chart_data(t: &Table) -> (Vec<String>, Series, bool, String) {
                 .iter()
                 .take(CHART_ROWS)
                 .map(|r| {
-                    let s = stage.and_then(|i| r.get(i)).map(text_of).unwrap_or_default();
+                    let s = stage
+                        .and_then(|i| r.get(i))
+                        .map(text_of)
+                        .unwrap_or_default();
                     format!("{} · {s}", r.first().map(text_of).unwrap_or_default())
                 })
                 .collect();
             (
                 cats,
-                pick(&[("hours", "hours in stage"), ("threshold_hours", "outlier threshold")]),
+                pick(&[
+                    ("hours", "hours in stage"),
+                    ("threshold_hours", "outlier threshold"),
+                ]),
                 false,
                 "Stays longer than their stage's threshold".into(),
             )
@@ -287,14 +305,22 @@ fn chart_data(t: &Table) -> (Vec<String>, Series, bool, String) {
             let mut by: BTreeMap<String, f64> = BTreeMap::new();
             for r in &t.rows {
                 let ch = ci.and_then(|i| r.get(i)).map(text_of).unwrap_or_default();
-                *by.entry(ch).or_default() += ri.and_then(|i| r.get(i)).and_then(num).unwrap_or(0.0);
+                *by.entry(ch).or_default() +=
+                    ri.and_then(|i| r.get(i)).and_then(num).unwrap_or(0.0);
             }
             let model = t.totals.get("model").map(text_of).unwrap_or_default();
             (
                 by.keys().cloned().collect(),
                 vec![("revenue".into(), by.values().map(|v| Some(*v)).collect())],
                 false,
-                format!("Won revenue credited to each channel{}", if model.is_empty() { String::new() } else { format!(" ({model})") }),
+                format!(
+                    "Won revenue credited to each channel{}",
+                    if model.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({model})")
+                    }
+                ),
             )
         }
         "forecast" => (
@@ -317,11 +343,26 @@ fn chart_data(t: &Table) -> (Vec<String>, Series, bool, String) {
         ),
         "calibration" => (
             first,
-            pick(&[("conversion_lift", "conversion lift"), ("rating_lift", "rating lift")]),
+            pick(&[
+                ("conversion_lift", "conversion lift"),
+                ("rating_lift", "rating lift"),
+            ]),
             false,
             "Each score band against all leads (1 = the average)".into(),
         ),
         _ => (first, Vec::new(), false, String::new()),
+    }
+}
+
+/// A KPI window as a phrase: `24 hours`, `7 days`, else humantime's form.
+fn window_text(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        86_400 => "24 hours".into(),
+        s if s > 0 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+        3600 => "hour".into(),
+        s if s > 0 && s % 3600 == 0 => format!("{} hours", s / 3600),
+        _ => humantime::format_duration(d).to_string(),
     }
 }
 
@@ -347,10 +388,16 @@ pub async fn index(
         kpis.iter().filter(|k| k.comparison == "at_least").collect();
     let caption = "KPIs against their targets (shares)";
     let chart = match charts::hbars(
-        &shares.iter().map(|k| k.name.replace('_', " ")).collect::<Vec<_>>(),
+        &shares
+            .iter()
+            .map(|k| k.name.replace('_', " "))
+            .collect::<Vec<_>>(),
         &[
             ("value".into(), shares.iter().map(|k| k.value).collect()),
-            ("target".into(), shares.iter().map(|k| Some(k.target)).collect()),
+            (
+                "target".into(),
+                shares.iter().map(|k| Some(k.target)).collect(),
+            ),
         ],
         caption,
         true,
@@ -364,7 +411,7 @@ pub async fn index(
         context! {
             me => ser(&me), csrf => session.csrf.clone(), nav => "reports",
             kpis => ser(&kpis), chart, caption,
-            window => humantime::format_duration(app.config.reports.kpis.window.get()).to_string(),
+            window => window_text(app.config.reports.kpis.window.get()),
             pages => PAGES.iter().map(|(n, t, _, _)| (n.to_string(), t.to_string())).collect::<Vec<_>>(),
             query,
         },
@@ -380,7 +427,12 @@ pub async fn page(
 ) -> Response {
     let me = session.me();
     let Some((_, title, groupings, takes_model)) = PAGES.iter().find(|p| p.0 == name) else {
-        return message(StatusCode::NOT_FOUND, "Not found", "There is no report by that name.", Some(&me));
+        return message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no report by that name.",
+            Some(&me),
+        );
     };
     let form = Form::of(&q);
     if !form.by.is_empty() && !groupings.contains(&form.by.as_str()) {
@@ -457,7 +509,12 @@ pub async fn csv(
 ) -> Response {
     let me = session.me();
     if !PAGES.iter().any(|p| p.0 == name) {
-        return message(StatusCode::NOT_FOUND, "Not found", "There is no report by that name.", Some(&me));
+        return message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no report by that name.",
+            Some(&me),
+        );
     }
     let filter = match Form::of(&q).filter() {
         Ok(f) => f,
@@ -486,8 +543,19 @@ pub async fn rate(
         return r;
     }
     let me = session.me();
-    let Some(rating) = f.rating.trim().parse::<u8>().ok().filter(|r| (1..=5).contains(r)) else {
-        return message(StatusCode::BAD_REQUEST, "Bad rating", "rating: choose 1 (poor) to 5 (good).", Some(&me));
+    let Some(rating) = f
+        .rating
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|r| (1..=5).contains(r))
+    else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad rating",
+            "rating: choose 1 (poor) to 5 (good).",
+            Some(&me),
+        );
     };
     let contact = match app.store.get_event(event_id).await {
         Ok(Some(e)) => e.contact_id,
@@ -495,7 +563,12 @@ pub async fn rate(
         Err(e) => return failed(e.into(), &me),
     };
     let Some(contact_id) = contact else {
-        return message(StatusCode::NOT_FOUND, "Not found", "There is no lead with that id (or it has no contact).", Some(&me));
+        return message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no lead with that id (or it has no contact).",
+            Some(&me),
+        );
     };
     let r = crate::feedback::Rating {
         contact_id,
