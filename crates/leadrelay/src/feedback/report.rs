@@ -67,24 +67,13 @@ fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(Duration::days(1)).unwrap_or(t)
 }
 
+/// A feedback report's empty table, with its title.
 fn new_table(report: &str, since: DateTime<Utc>, until: DateTime<Utc>, columns: &[&str]) -> Table {
-    Table {
-        report: report.to_string(),
-        title: REPORTS
-            .iter()
-            .find(|(r, _)| *r == report)
-            .map(|(_, t)| t.to_string())
-            .unwrap_or_default(),
-        since,
-        until,
-        columns: columns.iter().map(|c| c.to_string()).collect(),
-        rows: Vec::new(),
-        totals: BTreeMap::new(),
+    let mut t = Table::new(report, since, until, columns);
+    if let Some((_, title)) = REPORTS.iter().find(|(r, _)| *r == report) {
+        t.title = title.to_string();
     }
-}
-
-fn total(t: &mut Table, name: &str, v: impl Into<Value>) {
-    t.totals.insert(name.to_string(), v.into());
+    t
 }
 
 /// Computes one feedback report. The feedback rollups catch up first.
@@ -199,22 +188,14 @@ fn feedback(
             ratio(c.won as f64, c.leads as f64),
         ]);
     }
-    total(&mut t, "leads", all.leads);
-    total(&mut t, "rated", all.rated);
-    total(
-        &mut t,
-        "rated_share",
-        ratio(all.rated as f64, all.leads as f64),
-    );
-    total(&mut t, "average_rating", rating_avg(&all));
-    total(&mut t, "good", all.good);
-    total(&mut t, "poor", all.poor);
-    total(&mut t, "won", all.won);
-    total(
-        &mut t,
-        "conversion",
-        ratio(all.won as f64, all.leads as f64),
-    );
+    t.total("leads", all.leads);
+    t.total("rated", all.rated);
+    t.total("rated_share", ratio(all.rated as f64, all.leads as f64));
+    t.total("average_rating", rating_avg(&all));
+    t.total("good", all.good);
+    t.total("poor", all.poor);
+    t.total("won", all.won);
+    t.total("conversion", ratio(all.won as f64, all.leads as f64));
     t
 }
 
@@ -334,21 +315,13 @@ fn calibration(
             json!(rv),
         ]);
     }
-    total(&mut t, "leads", all.leads);
-    total(
-        &mut t,
-        "conversion",
-        conv_all.map(r4).unwrap_or(Value::Null),
-    );
-    total(
-        &mut t,
-        "average_rating",
-        rating_all.map(r4).unwrap_or(Value::Null),
-    );
-    total(&mut t, "mql_score", r4(mql));
-    total(&mut t, "score_step", r4(SCORE_STEP));
-    total(&mut t, "over_rated_bands", json!(over));
-    total(&mut t, "under_rated_bands", json!(under));
+    t.total("leads", all.leads);
+    t.total("conversion", conv_all.map(r4).unwrap_or(Value::Null));
+    t.total("average_rating", rating_all.map(r4).unwrap_or(Value::Null));
+    t.total("mql_score", r4(mql));
+    t.total("score_step", r4(SCORE_STEP));
+    t.total("over_rated_bands", json!(over));
+    t.total("under_rated_bands", json!(under));
     t
 }
 

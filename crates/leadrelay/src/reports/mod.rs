@@ -75,7 +75,12 @@ pub struct Table {
 }
 
 impl Table {
-    fn new(report: &str, since: DateTime<Utc>, until: DateTime<Utc>, columns: &[&str]) -> Self {
+    pub(crate) fn new(
+        report: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        columns: &[&str],
+    ) -> Self {
         Table {
             report: report.to_string(),
             title: REPORTS
@@ -91,7 +96,7 @@ impl Table {
         }
     }
 
-    fn total(&mut self, name: &str, v: impl Into<Value>) {
+    pub(crate) fn total(&mut self, name: &str, v: impl Into<Value>) {
         self.totals.insert(name.to_string(), v.into());
     }
 

@@ -293,6 +293,28 @@ destinations = ["crm", "backup"]
     await shot('10-timeline-phone');
   });
 
+  // At 375 px: no horizontal page scroll, every chart fits and its axis
+  // and legend text stays readable when the chart is scaled down.
+  const checkPhone = async (pages) => {
+    await page.setViewportSize({ width: 375, height: 812 });
+    for (const [url, name] of pages) {
+      await page.goto(url);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 1, `${name}: no horizontal page scroll at 375 px (overflow ${overflow}px)`);
+      const charts = page.locator('svg.chart');
+      for (let i = 0; i < (await charts.count()); i++) {
+        const box = await charts.nth(i).boundingBox();
+        assert.ok(box.width <= 375, `${name}: chart ${i} fits (${box.width}px)`);
+        const smallest = await charts.nth(i).evaluate((svg) =>
+          Math.min(...[...svg.querySelectorAll('text')].filter((t) => t.textContent.trim()).map((t) => t.getBoundingClientRect().height)),
+        );
+        assert.ok(smallest >= 9, `${name}: chart ${i} text is ${smallest}px high`);
+      }
+      await shot(name);
+    }
+    await page.setViewportSize({ width: 1280, height: 900 });
+  };
+
   const submitLead = async (email, first, company) => {
     const res = await fetch(`${base}/v1/forms/contact`, {
       method: 'POST',
@@ -455,28 +477,11 @@ destinations = ["crm", "backup"]
     await page.getByText('Show the charts as a table').click();
     assert.ok((await page.locator('#series tbody tr').count()) >= 1);
     await shot('29-destination-24h');
-    await page.setViewportSize({ width: 375, height: 812 });
-    for (const [url, name] of [
+    await checkPhone([
       [`${base}/ui/destinations/crm?range=24h`, '30-destination-phone'],
       [`${base}/ui/?range=24h`, '31-overview-phone-24h'],
       [`${base}/ui/waiting`, '32-waiting-phone'],
-    ]) {
-      await page.goto(url);
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-      assert.ok(overflow <= 1, `${name}: no horizontal page scroll at 375 px (overflow ${overflow}px)`);
-      const charts = page.locator('svg.chart');
-      for (let i = 0; i < (await charts.count()); i++) {
-        const box = await charts.nth(i).boundingBox();
-        assert.ok(box.width <= 375, `${name}: chart ${i} fits (${box.width}px)`);
-        // Axis and legend text stays readable when the chart is scaled down.
-        const smallest = await charts.nth(i).evaluate((svg) =>
-          Math.min(...[...svg.querySelectorAll('text')].filter((t) => t.textContent.trim()).map((t) => t.getBoundingClientRect().height)),
-        );
-        assert.ok(smallest >= 9, `${name}: chart ${i} text is ${smallest}px high`);
-      }
-      await shot(name);
-    }
-    await page.setViewportSize({ width: 1280, height: 900 });
+    ]);
   });
 
   await t.test('report pages: KPIs, every report with its chart, filters and CSV, a lead rated, at 375 px too', async () => {
@@ -553,27 +558,11 @@ destinations = ["crm", "backup"]
     const bad = await page.goto(`${base}/ui/reports/funnel?since=tomorrow`);
     assert.equal(bad.status(), 400);
     await page.getByText('since: "tomorrow" is not a date (YYYY-MM-DD)').waitFor();
-    await page.setViewportSize({ width: 375, height: 812 });
-    for (const [url, name] of [
+    await checkPhone([
       [`${base}/ui/reports`, '38-reports-phone'],
       [`${base}/ui/reports/channels`, '39-channels-phone'],
       [`${base}/ui/reports/calibration`, '40-calibration-phone'],
-    ]) {
-      await page.goto(url);
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-      assert.ok(overflow <= 1, `${name}: no horizontal page scroll at 375 px (overflow ${overflow}px)`);
-      const charts = page.locator('svg.chart');
-      for (let i = 0; i < (await charts.count()); i++) {
-        const box = await charts.nth(i).boundingBox();
-        assert.ok(box.width <= 375, `${name}: chart ${i} fits (${box.width}px)`);
-        const smallest = await charts.nth(i).evaluate((svg) =>
-          Math.min(...[...svg.querySelectorAll('text')].filter((t) => t.textContent.trim()).map((t) => t.getBoundingClientRect().height)),
-        );
-        assert.ok(smallest >= 9, `${name}: chart ${i} text is ${smallest}px high`);
-      }
-      await shot(name);
-    }
-    await page.setViewportSize({ width: 1280, height: 900 });
+    ]);
   });
 
   await t.test('a viewer sees masked data and no actions', async () => {

@@ -26,9 +26,14 @@ const INK: RGBColor = RGBColor(33, 37, 41);
 
 /// Makes plotters' fixed-size SVG scale with its container and carry a label.
 fn finish(svg: String, label: &str) -> String {
+    finish_sized(svg, label, HEIGHT)
+}
+
+/// [`finish`] for a chart `height` pixels high.
+fn finish_sized(svg: String, label: &str, height: u32) -> String {
     let label = crate::http::html::escape(label);
     svg.replacen(
-        &format!("<svg width=\"{WIDTH}\" height=\"{HEIGHT}\""),
+        &format!("<svg width=\"{WIDTH}\" height=\"{height}\""),
         &format!(
             "<svg class=\"chart\" role=\"img\" aria-label=\"{label}\" preserveAspectRatio=\"xMidYMid meet\" width=\"100%\""
         ),
@@ -409,14 +414,7 @@ pub fn hbars(
         }
         root.present().map_err(|e| e.to_string())?;
     }
-    let label = crate::http::html::escape(label);
-    Ok(svg.replacen(
-        &format!("<svg width=\"{WIDTH}\" height=\"{height}\""),
-        &format!(
-            "<svg class=\"chart\" role=\"img\" aria-label=\"{label}\" preserveAspectRatio=\"xMidYMid meet\" width=\"100%\""
-        ),
-        1,
-    ))
+    Ok(finish_sized(svg, label, height))
 }
 
 /// 1500 → `1.5k`, 2_000_000 → `2M`, 12.5 → `12.5`.

@@ -24,7 +24,7 @@ use crate::reports::{Filter, Table};
 
 /// Every report the dashboard shows: (name, title, groupings offered,
 /// whether it takes an attribution model).
-const PAGES: [(&str, &str, &[&str], bool); 11] = [
+const PAGES: [Page; 11] = [
     ("funnel", "Funnel and conversion", &[], false),
     ("velocity", "Pipeline velocity", &[], false),
     (
@@ -418,6 +418,42 @@ pub async fn index(
     )
 }
 
+type Page = (&'static str, &'static str, &'static [&'static str], bool);
+
+/// The report page named `name` and the filter of the query, or the page
+/// to answer instead (404 for an unknown report, 400 naming a bad filter).
+fn report_and_filter(
+    name: &str,
+    form: &Form,
+    me: &super::Me,
+) -> Result<(&'static Page, Filter), Box<Response>> {
+    let Some(page) = PAGES.iter().find(|p| p.0 == name) else {
+        return Err(Box::new(message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no report by that name.",
+            Some(me),
+        )));
+    };
+    let groupings = page.2;
+    if !form.by.is_empty() && !groupings.contains(&form.by.as_str()) {
+        let text = if groupings.is_empty() {
+            format!("by: the {name} report has no grouping")
+        } else {
+            format!("by: {:?} is not one of {}", form.by, groupings.join(", "))
+        };
+        return Err(Box::new(message(
+            StatusCode::BAD_REQUEST,
+            "Bad filter",
+            &text,
+            Some(me),
+        )));
+    }
+    form.filter()
+        .map(|f| (page, f))
+        .map_err(|e| Box::new(message(StatusCode::BAD_REQUEST, "Bad filter", &e, Some(me))))
+}
+
 /// `/ui/reports/{name}`: one report's chart, table and totals.
 pub async fn page(
     State(app): State<AppState>,
@@ -426,26 +462,10 @@ pub async fn page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let me = session.me();
-    let Some((_, title, groupings, takes_model)) = PAGES.iter().find(|p| p.0 == name) else {
-        return message(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no report by that name.",
-            Some(&me),
-        );
-    };
     let form = Form::of(&q);
-    if !form.by.is_empty() && !groupings.contains(&form.by.as_str()) {
-        let text = if groupings.is_empty() {
-            format!("by: the {name} report has no grouping")
-        } else {
-            format!("by: {:?} is not one of {}", form.by, groupings.join(", "))
-        };
-        return message(StatusCode::BAD_REQUEST, "Bad filter", &text, Some(&me));
-    }
-    let filter = match form.filter() {
-        Ok(f) => f,
-        Err(e) => return message(StatusCode::BAD_REQUEST, "Bad filter", &e, Some(&me)),
+    let ((_, title, groupings, takes_model), filter) = match report_and_filter(&name, &form, &me) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     let table = match run_report(&app, &name, &filter).await {
         Ok(t) => t,
@@ -508,17 +528,9 @@ pub async fn csv(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let me = session.me();
-    if !PAGES.iter().any(|p| p.0 == name) {
-        return message(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no report by that name.",
-            Some(&me),
-        );
-    }
-    let filter = match Form::of(&q).filter() {
-        Ok(f) => f,
-        Err(e) => return message(StatusCode::BAD_REQUEST, "Bad filter", &e, Some(&me)),
+    let (_, filter) = match report_and_filter(&name, &Form::of(&q), &me) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     match run_report(&app, &name, &filter).await {
         Ok(t) => csv_response(&t),
