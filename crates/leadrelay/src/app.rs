@@ -197,6 +197,11 @@ pub async fn start(
             config.reports.clone(),
             shutdown.clone(),
         )));
+        kpi_tasks.push(tokio::spawn(crate::feedback::pass::run(
+            store.clone(),
+            config.clone(),
+            shutdown.clone(),
+        )));
         kpi_tasks.push(tokio::spawn(crate::reports::kpi::watch(
             store.clone(),
             config.reports.kpis.clone(),
@@ -229,6 +234,14 @@ pub async fn start(
             metrics: metrics.clone(),
             sources: Arc::new(sources),
             admin,
+            slack_signing_secret: config
+                .feedback
+                .slack_signing_secret_env
+                .as_deref()
+                .and_then(env)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(Arc::from),
         };
         kpi_tasks.push(tokio::spawn(crate::reports::kpi::heartbeat(
             store.clone(),

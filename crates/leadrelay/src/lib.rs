@@ -25,6 +25,7 @@ pub mod connectors;
 pub mod contacts;
 pub mod delivery;
 pub mod error;
+pub mod feedback;
 pub mod http;
 pub mod ingest;
 pub mod mapping;

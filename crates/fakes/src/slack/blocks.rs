@@ -16,6 +16,10 @@ const MAX_CONTEXT_ELEMENTS: usize = 10;
 const MAX_ACTIONS_ELEMENTS: usize = 25;
 const MAX_MARKDOWN_TEXT: usize = 12_000;
 const MAX_ALT_TEXT: usize = 2000;
+const MAX_BUTTON_TEXT: usize = 75;
+const MAX_ACTION_ID: usize = 255;
+const MAX_BUTTON_VALUE: usize = 2000;
+const MAX_BUTTON_URL: usize = 3000;
 
 const KNOWN_BLOCK_TYPES: &[&str] = &[
     "actions",
@@ -192,7 +196,12 @@ fn check_block(block: &Value, at: &str, ids: &mut HashSet<String>, errors: &mut 
                 format!("no more than {MAX_ACTIONS_ELEMENTS} items allowed"),
                 &format!("{at}/elements"),
             ),
-            Some(_) => {}
+            Some(list) => {
+                let mut action_ids = HashSet::new();
+                for (i, e) in list.iter().enumerate() {
+                    check_action_element(e, &format!("{at}/elements/{i}"), &mut action_ids, errors);
+                }
+            }
             None => err(errors, "missing required field: elements", at),
         },
         "image" => check_image(block, at, errors),
@@ -209,6 +218,83 @@ fn check_block(block: &Value, at: &str, ids: &mut HashSet<String>, errors: &mut 
             err(errors, "missing required field: elements", at);
         }
         _ => {}
+    }
+}
+
+/// A button in an actions block: `plain_text` text ≤ 75 characters,
+/// `action_id` ≤ 255 and unique in the block, `value` ≤ 2000, `url` ≤ 3000,
+/// `style` `primary` or `danger`. Other interactive elements are not checked.
+fn check_action_element(
+    e: &Value,
+    at: &str,
+    action_ids: &mut HashSet<String>,
+    errors: &mut Vec<String>,
+) {
+    if e.get("type").and_then(Value::as_str) != Some("button") {
+        if e.get("type").is_none() {
+            err(errors, "missing required field: type", at);
+        }
+        return;
+    }
+    match e.get("text") {
+        Some(t) if t.get("type").and_then(Value::as_str) != Some("plain_text") => err(
+            errors,
+            "must be a plain_text text object",
+            &format!("{at}/text"),
+        ),
+        Some(t) => match t.get("text").and_then(Value::as_str) {
+            Some(s) if s.chars().count() > MAX_BUTTON_TEXT => err(
+                errors,
+                format!("must be less than {} characters", MAX_BUTTON_TEXT + 1),
+                &format!("{at}/text/text"),
+            ),
+            Some("") => err(
+                errors,
+                "must be more than 0 characters",
+                &format!("{at}/text/text"),
+            ),
+            Some(_) => {}
+            None => err(
+                errors,
+                "missing required field: text",
+                &format!("{at}/text"),
+            ),
+        },
+        None => err(errors, "missing required field: text", at),
+    }
+    for (field, max) in [
+        ("action_id", MAX_ACTION_ID),
+        ("value", MAX_BUTTON_VALUE),
+        ("url", MAX_BUTTON_URL),
+    ] {
+        if let Some(v) = e.get(field).and_then(Value::as_str)
+            && v.chars().count() > max
+        {
+            err(
+                errors,
+                format!("must be less than {} characters", max + 1),
+                &format!("{at}/{field}"),
+            );
+        }
+    }
+    if let Some(id) = e.get("action_id").and_then(Value::as_str)
+        && !action_ids.insert(id.to_string())
+    {
+        err(
+            errors,
+            format!("non-unique action_id: {id}"),
+            &format!("{at}/action_id"),
+        );
+    }
+    if let Some(style) = e.get("style").and_then(Value::as_str)
+        && style != "primary"
+        && style != "danger"
+    {
+        err(
+            errors,
+            "must be one of primary, danger",
+            &format!("{at}/style"),
+        );
     }
 }
 

@@ -34,6 +34,13 @@
 //!   Slack's `missing_charset` warning. Accepts JSON and `application/x-www-form-urlencoded`
 //!   bodies (with `blocks`/`attachments` as JSON strings), and arguments in the query string.
 //! - `auth.test`: the same token checks; answers the workspace, user and bot ids.
+//! - Interactivity ("Handling user interaction", "Verifying requests from Slack", the
+//!   `block_actions` payload reference): [`SlackState::click`] builds the request Slack sends to
+//!   an app's Request URL when a user clicks a button of a stored message — a form body with one
+//!   `payload` field (the JSON), `X-Slack-Request-Timestamp`, and `X-Slack-Signature:
+//!   v0=<hex HMAC-SHA256(signing secret, "v0:<timestamp>:<body>")>`. Buttons are checked as
+//!   Block Kit does: `plain_text` text ≤ 75 characters, `action_id` ≤ 255 and unique in its
+//!   block, `value` ≤ 2000, `url` ≤ 3000, `style` `primary` or `danger`.
 //!
 //! # What it simplifies
 //! - Rate limits are rolling windows (`limit` posts per `window`, per channel and per webhook;
@@ -45,6 +52,8 @@
 //! - Unknown Web API methods answer 404 `unknown_method` (the real status is unverified).
 
 mod blocks;
+mod interactivity;
+pub use interactivity::SignedInteraction;
 mod web_api;
 mod webhook;
 
@@ -168,9 +177,12 @@ pub struct SlackConfig {
     /// Incoming webhooks: at most this many posts per webhook in `webhook_window`.
     pub webhook_limit: usize,
     pub webhook_window: Duration,
+    /// The app's signing secret, used to sign interactivity requests.
+    pub signing_secret: String,
 }
 
 impl SlackConfig {
+    pub const DEFAULT_SIGNING_SECRET: &'static str = "fakeSigningSecret0000000000000001";
     pub const DEFAULT_TEAM_ID: &'static str = "T0FAKE00001";
     pub const DEFAULT_BOT_TOKEN: &'static str = "xoxb-1111111111-2222222222-leadrelayfakebottoken";
     pub const DEFAULT_BOT_USER_ID: &'static str = "U0FAKEBOT01";
@@ -220,6 +232,7 @@ impl Default for SlackConfig {
             post_window: Duration::from_secs(5),
             webhook_limit: 5,
             webhook_window: Duration::from_secs(5),
+            signing_secret: Self::DEFAULT_SIGNING_SECRET.to_string(),
         }
     }
 }
@@ -266,6 +279,7 @@ struct Inner {
     post_window: Duration,
     webhook_limit: usize,
     webhook_window: Duration,
+    signing_secret: String,
     workspace: Mutex<Workspace>,
     channel_windows: Mutex<HashMap<String, RollingWindow>>,
     webhook_windows: Mutex<HashMap<String, RollingWindow>>,
@@ -290,6 +304,7 @@ impl SlackState {
                 post_window: config.post_window,
                 webhook_limit: config.webhook_limit,
                 webhook_window: config.webhook_window,
+                signing_secret: config.signing_secret,
                 workspace: Mutex::new(Workspace {
                     channels: config.channels,
                     webhooks: config.webhooks,

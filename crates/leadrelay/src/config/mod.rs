@@ -60,6 +60,8 @@ pub struct Config {
     pub contacts: ContactsConfig,
     /// Reports and multi-touch attribution.
     pub reports: crate::reports::ReportsConfig,
+    /// The sales feedback loop: CRM dispositions as ratings, Slack buttons.
+    pub feedback: crate::feedback::FeedbackConfig,
     /// Record syncs between CRMs (`[syncs.NAME]`).
     pub syncs: BTreeMap<String, sync::SyncConfig>,
 }

@@ -27,6 +27,17 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
         let (path, msg) = msg.split_once(' ').unwrap_or(("reports", &msg));
         p.push(Problem::error(path, msg.to_string()));
     }
+    for (path, msg) in config.feedback.problems() {
+        p.push(Problem::error(&path, msg));
+    }
+    if let Some(var) = &config.feedback.slack_signing_secret_env
+        && env(var).is_none_or(|v| v.trim().is_empty())
+    {
+        p.push(Problem::error(
+            "feedback.slack_signing_secret_env",
+            format!("{var} is not set: the Slack rating buttons cannot be verified"),
+        ));
+    }
 
     if let Some(u) = &config.server.public_url
         && !is_http_url(u)

@@ -11,6 +11,7 @@ mod hooks;
 pub(crate) mod html;
 mod ops;
 pub mod server;
+mod slack;
 pub mod ui;
 
 use std::sync::Arc;
@@ -45,6 +46,9 @@ pub struct AppState {
     pub sources: Arc<Sources>,
     /// Admin API and dashboard: keys, privacy, destinations, replay jobs.
     pub admin: Arc<admin::AdminContext>,
+    /// The Slack app's signing secret (`feedback.slack_signing_secret_env`):
+    /// the rating buttons' interactions are refused without it.
+    pub slack_signing_secret: Option<Arc<str>>,
 }
 
 /// Beyond the body's deadline and the store's long deadline: a request
@@ -61,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/forms/{form}/thanks", get(forms::thanks))
         .route("/v1/hooks/{source}", post(hooks::receive))
+        .route("/v1/slack/interactions", post(slack::interactions))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -75,7 +75,12 @@ pub struct Table {
 }
 
 impl Table {
-    fn new(report: &str, since: DateTime<Utc>, until: DateTime<Utc>, columns: &[&str]) -> Self {
+    pub(crate) fn new(
+        report: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        columns: &[&str],
+    ) -> Self {
         Table {
             report: report.to_string(),
             title: REPORTS
@@ -91,7 +96,7 @@ impl Table {
         }
     }
 
-    fn total(&mut self, name: &str, v: impl Into<Value>) {
+    pub(crate) fn total(&mut self, name: &str, v: impl Into<Value>) {
         self.totals.insert(name.to_string(), v.into());
     }
 
@@ -135,7 +140,7 @@ fn csv_cell(s: &str) -> String {
 }
 
 /// Rounds for display and JSON (4 decimals).
-fn r4(x: f64) -> Value {
+pub(crate) fn r4(x: f64) -> Value {
     if x.is_finite() {
         json!((x * 10_000.0).round() / 10_000.0)
     } else {
@@ -143,7 +148,7 @@ fn r4(x: f64) -> Value {
     }
 }
 
-fn ratio(a: f64, b: f64) -> Value {
+pub(crate) fn ratio(a: f64, b: f64) -> Value {
     if b > 0.0 { r4(a / b) } else { Value::Null }
 }
 
@@ -159,13 +164,13 @@ struct Data {
 }
 
 impl Filter {
-    fn range(&self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    pub(crate) fn range(&self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
         let until = self.until.unwrap_or(now);
         let since = self.since.unwrap_or(until - Duration::days(90));
         (since, until)
     }
 
-    fn matches_dims(
+    pub(crate) fn matches_dims(
         &self,
         origin: Option<&str>,
         source: Option<&str>,
@@ -215,7 +220,7 @@ impl Filter {
 }
 
 /// The owners of a team, by the configured owner groups.
-fn team_owners(cfg: &crate::config::Config, team: Option<&str>) -> Vec<String> {
+pub(crate) fn team_owners(cfg: &crate::config::Config, team: Option<&str>) -> Vec<String> {
     let Some(team) = team else { return Vec::new() };
     cfg.owners
         .iter()

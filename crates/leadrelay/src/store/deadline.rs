@@ -263,6 +263,26 @@ impl MembershipStore for Deadline {
 }
 
 #[async_trait]
+impl FeedbackStore for Deadline {
+    async fn feedback_people(&self, ids: Vec<Uuid>) -> StoreResult<Vec<FeedbackPerson>> {
+        let f = self.inner.feedback_people(ids);
+        self.call("feedback_people", Limit::Long, f).await
+    }
+    async fn feedback_apply(&self, batch: FeedbackBatch) -> StoreResult<()> {
+        let f = self.inner.feedback_apply(batch);
+        self.call("feedback_apply", Limit::Long, f).await
+    }
+    async fn feedback_cells(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<FeedbackCell>> {
+        let f = self.inner.feedback_cells(since, until);
+        self.call("feedback_cells", Limit::Long, f).await
+    }
+}
+
+#[async_trait]
 impl ReportStore for Deadline {
     async fn rollup_events(
         &self,

@@ -11,6 +11,7 @@
 mod admin;
 mod common;
 mod deadline;
+mod feedback;
 mod fixable;
 mod lead;
 mod membership;
@@ -31,6 +32,7 @@ use uuid::Uuid;
 
 pub use admin::*;
 pub use common::uuid_v7_floor_id;
+pub use feedback::*;
 pub use fixable::*;
 pub use lead::*;
 pub use membership::*;
@@ -65,7 +67,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything leadrelay keeps, behind one interface.
 #[async_trait]
 pub trait Store:
-    LeadStore + FixableStore + ReportStore + OpsStore + MembershipStore + Send + Sync + 'static
+    LeadStore
+    + FixableStore
+    + ReportStore
+    + FeedbackStore
+    + OpsStore
+    + MembershipStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -13,7 +13,9 @@
 // and erases a person; pauses a destination, retries its waiting
 // deliveries now and cancels one with a reason (count first, then progress);
 // opens a destination's latency and error charts, switches their range and
-// checks them at 375 px; and checks what a viewer sees on every page.
+// checks them at 375 px; rates the lead, opens the KPIs and every report
+// (chart, table, filters, CSV, 375 px); and checks what a viewer sees on
+// every page.
 // Screenshots of each page (desktop and phone width, admin and viewer-*) go
 // to $ARTIFACTS (default target/test-artifacts/browser).
 //
@@ -291,6 +293,28 @@ destinations = ["crm", "backup"]
     await shot('10-timeline-phone');
   });
 
+  // At 375 px: no horizontal page scroll, every chart fits and its axis
+  // and legend text stays readable when the chart is scaled down.
+  const checkPhone = async (pages) => {
+    await page.setViewportSize({ width: 375, height: 812 });
+    for (const [url, name] of pages) {
+      await page.goto(url);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 1, `${name}: no horizontal page scroll at 375 px (overflow ${overflow}px)`);
+      const charts = page.locator('svg.chart');
+      for (let i = 0; i < (await charts.count()); i++) {
+        const box = await charts.nth(i).boundingBox();
+        assert.ok(box.width <= 375, `${name}: chart ${i} fits (${box.width}px)`);
+        const smallest = await charts.nth(i).evaluate((svg) =>
+          Math.min(...[...svg.querySelectorAll('text')].filter((t) => t.textContent.trim()).map((t) => t.getBoundingClientRect().height)),
+        );
+        assert.ok(smallest >= 9, `${name}: chart ${i} text is ${smallest}px high`);
+      }
+      await shot(name);
+    }
+    await page.setViewportSize({ width: 1280, height: 900 });
+  };
+
   const submitLead = async (email, first, company) => {
     const res = await fetch(`${base}/v1/forms/contact`, {
       method: 'POST',
@@ -453,28 +477,92 @@ destinations = ["crm", "backup"]
     await page.getByText('Show the charts as a table').click();
     assert.ok((await page.locator('#series tbody tr').count()) >= 1);
     await shot('29-destination-24h');
-    await page.setViewportSize({ width: 375, height: 812 });
-    for (const [url, name] of [
+    await checkPhone([
       [`${base}/ui/destinations/crm?range=24h`, '30-destination-phone'],
       [`${base}/ui/?range=24h`, '31-overview-phone-24h'],
       [`${base}/ui/waiting`, '32-waiting-phone'],
-    ]) {
-      await page.goto(url);
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-      assert.ok(overflow <= 1, `${name}: no horizontal page scroll at 375 px (overflow ${overflow}px)`);
-      const charts = page.locator('svg.chart');
-      for (let i = 0; i < (await charts.count()); i++) {
-        const box = await charts.nth(i).boundingBox();
-        assert.ok(box.width <= 375, `${name}: chart ${i} fits (${box.width}px)`);
-        // Axis and legend text stays readable when the chart is scaled down.
-        const smallest = await charts.nth(i).evaluate((svg) =>
-          Math.min(...[...svg.querySelectorAll('text')].filter((t) => t.textContent.trim()).map((t) => t.getBoundingClientRect().height)),
-        );
-        assert.ok(smallest >= 9, `${name}: chart ${i} text is ${smallest}px high`);
-      }
-      await shot(name);
+    ]);
+  });
+
+  await t.test('report pages: KPIs, every report with its chart, filters and CSV, a lead rated, at 375 px too', async () => {
+    // Rate the lead from its page.
+    await page.goto(`${base}/ui/leads/${eventId}`);
+    await page.getByText('Not rated yet.').waitFor();
+    await page.getByLabel('4', { exact: true }).check();
+    await page.getByRole('button', { name: 'Save rating' }).click();
+    await page.getByRole('status').filter({ hasText: 'Rating recorded' }).waitFor();
+    // The feedback rollups catch up within seconds.
+    await eventually('the rating on the lead page', async () => {
+      await page.goto(`${base}/ui/leads/${eventId}`);
+      return (await page.locator('#rating').textContent()).includes('Rated 4 of 5 via dashboard by e2e-admin');
+    });
+    await shot('33-lead-rated');
+    // A won deal for a new lead from a campaign, through the API.
+    const send = async (body) => {
+      const res = await fetch(`${base}/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      assert.equal(res.status, 202, await res.text());
+    };
+    await send({ type: 'lead.created', contact: { email: 'deal.maker@example.com' }, consent: { crm: false },
+      attribution: { utm_source: 'google', utm_medium: 'cpc', utm_campaign: 'spring' } });
+    await send({ type: 'deal.stage_changed', contact: { email: 'deal.maker@example.com' }, consent: { crm: false },
+      data: { deal_id: 'e2e-1', stage: 'closedwon', amount: 5000 } });
+    await page.goto(`${base}/ui/reports`);
+    await page.getByRole('heading', { name: 'KPIs against their targets' }).waitFor();
+    assert.equal(await page.locator('#kpi-table tbody tr').count(), 6, 'the six KPIs');
+    await page.locator('svg.chart[aria-label^="KPIs against their targets"]').waitFor();
+    await shot('34-reports-kpis');
+    await page.getByRole('link', { name: 'Funnel and conversion' }).click();
+    await page.waitForURL(/\/ui\/reports\/funnel$/);
+    await page.locator('#report-table tbody tr', { hasText: 'won' }).first().waitFor();
+    await page.locator('svg.chart').waitFor();
+    await shot('35-report-funnel');
+    const names = ['velocity', 'win-rates', 'time-in-stage', 'outliers', 'channels', 'attribution', 'forecast',
+      'forecast-accuracy', 'feedback', 'calibration'];
+    for (const name of names) {
+      const res = await page.goto(`${base}/ui/reports/${name}`);
+      assert.equal(res.status(), 200, name);
+      await page.locator('#report-table').waitFor();
+      await shot(`36-report-${name}`);
     }
-    await page.setViewportSize({ width: 1280, height: 900 });
+    // The attribution report credits the won deal to paid search.
+    await eventually('the won deal in the attribution report', async () => {
+      await page.goto(`${base}/ui/reports/attribution`);
+      return (await page.locator('#report-table tbody tr', { hasText: 'e2e-1' }).count()) > 0;
+    });
+    assert.ok(await page.locator('svg.chart').count() === 1, 'attribution chart');
+    // Filters: group win rates by channel, then a source that has nothing.
+    await page.goto(`${base}/ui/reports/win-rates`);
+    await page.getByLabel('Group by').selectOption('channel');
+    await page.getByRole('button', { name: 'Apply' }).click();
+    await page.waitForURL(/by=channel/);
+    await page.locator('#report-table tbody tr', { hasText: 'paid_search' }).first().waitFor();
+    await shot('37-win-rates-by-channel');
+    await page.getByLabel('Source').fill('nowhere');
+    await page.getByRole('button', { name: 'Apply' }).click();
+    await page.waitForURL(/source=nowhere/);
+    await page.getByText('Nothing in this range with these filters.').waitFor();
+    // The CSV download carries the same filters.
+    const href = await page.locator('#csv').getAttribute('href');
+    assert.match(href, /\/ui\/reports\/win-rates\/csv\?.*source=nowhere/);
+    const csv = await page.request.get(`${base}${href}`);
+    assert.equal(csv.status(), 200);
+    assert.match(csv.headers()['content-type'], /^text\/csv/);
+    assert.match(await csv.text(), /^channel,won,lost,win_rate,/);
+    // The feedback report counts the rating; bad filters say what is wrong.
+    await page.goto(`${base}/ui/reports/feedback?by=form`);
+    await page.locator('#report-table tbody tr', { hasText: 'form:contact' }).first().waitFor();
+    const bad = await page.goto(`${base}/ui/reports/funnel?since=tomorrow`);
+    assert.equal(bad.status(), 400);
+    await page.getByText('since: "tomorrow" is not a date (YYYY-MM-DD)').waitFor();
+    await checkPhone([
+      [`${base}/ui/reports`, '38-reports-phone'],
+      [`${base}/ui/reports/channels`, '39-channels-phone'],
+      [`${base}/ui/reports/calibration`, '40-calibration-phone'],
+    ]);
   });
 
   await t.test('a viewer sees masked data and no actions', async () => {
@@ -502,6 +590,7 @@ destinations = ["crm", "backup"]
       ['/ui/', 'overview'], ['/ui/leads', 'leads'], ['/ui/issues', 'issues'], ['/ui/dead-letters', 'dead-letters'],
       ['/ui/waiting', 'waiting'], ['/ui/destinations', 'destinations'], ['/ui/destinations/crm?range=24h', 'destination'],
       ['/ui/contacts', 'contacts'], ['/ui/review', 'review'], ['/ui/fixable', 'fixable'],
+      ['/ui/reports', 'reports'], ['/ui/reports/calibration', 'calibration'], ['/ui/reports/outliers', 'outliers'],
     ];
     for (const [url, name] of pages) {
       const res = await v.goto(`${base}${url}`);
@@ -515,6 +604,8 @@ destinations = ["crm", "backup"]
     await v.locator('details.inspect-attempt').first().waitFor();
     assert.equal(await v.getByText('Copy as curl').count(), 0, 'no copy-as-curl for viewers');
     await v.screenshot({ path: path.join(ARTIFACTS, 'viewer-timeline.png'), fullPage: true });
+    assert.equal(await v.getByRole('button', { name: 'Save rating' }).count(), 0, 'no rating form for viewers');
+    assert.ok(!(await v.content()).includes('by e2e-admin'), 'who rated is hidden from viewers');
     // Viewers cannot act, even with a valid CSRF token.
     const html = await v.content();
     const csrf = html.match(/name="csrf" value="([^"]+)"/)[1];
@@ -522,6 +613,7 @@ destinations = ["crm", "backup"]
       ['/ui/waiting/bulk', { csrf, action: 'retry_now', confirm: 'yes' }],
       ['/ui/dead-letters/bulk', { csrf, action: 'replay', confirm: 'yes' }],
       ['/ui/destinations/crm/pause', { csrf, hours: '1' }],
+      [`/ui/leads/${eventId}/rate`, { csrf, rating: '1' }],
     ]) {
       const res = await v.request.post(`${base}${url}`, { form });
       assert.equal(res.status(), 403, `${url} refused for a viewer`);

@@ -18,6 +18,7 @@ mod delivery;
 mod email;
 mod enroll_support;
 mod enroll_tools;
+mod feedback;
 mod first_run;
 mod fixable;
 mod hooks;

@@ -44,23 +44,42 @@ fn field(label: &str, value: &str) -> Value {
     mrkdwn(&format!("*{}*\n{}", escape(label), escape(value)), 2000)
 }
 
-fn button(ctx: &Value) -> Option<Value> {
-    let url = ctx.get("dashboard_url")?.as_str()?;
-    (url.len() <= 3000).then(|| {
-        json!({
-            "type": "actions",
-            "elements": [{
+/// The actions block: the link to the lead in the dashboard and, when
+/// asked, the rating buttons (value `<contact id>:<rating>`).
+fn buttons(ctx: &Value, rate: Option<uuid::Uuid>) -> Option<Value> {
+    let mut elements = Vec::new();
+    if let Some(url) = ctx
+        .get("dashboard_url")
+        .and_then(Value::as_str)
+        .filter(|u| u.len() <= 3000)
+    {
+        elements.push(json!({
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Open in leadrelay"},
+            "url": url,
+            "action_id": "open_lead",
+        }));
+    }
+    if let Some(contact) = rate {
+        for (rating, text, style) in crate::feedback::slack::BUTTONS {
+            let mut b = json!({
                 "type": "button",
-                "text": {"type": "plain_text", "text": "Open in leadrelay"},
-                "url": url,
-                "action_id": "open_lead",
-            }],
-        })
-    })
+                "text": {"type": "plain_text", "text": text},
+                "action_id": format!("{}{rating}", crate::feedback::slack::ACTION_PREFIX),
+                "value": format!("{contact}:{rating}"),
+            });
+            if let Some(style) = style {
+                b["style"] = json!(style);
+            }
+            elements.push(b);
+        }
+    }
+    (!elements.is_empty()).then(|| json!({"type": "actions", "elements": elements}))
 }
 
 /// The blocks for one job. `text` is the rendered (escaped) message text.
-pub fn message(job: &DeliveryJob, ctx: &Value, text: &str) -> Vec<Value> {
+/// With `rating_buttons`, messages about a person carry the rating buttons.
+pub fn message(job: &DeliveryJob, ctx: &Value, text: &str, rating_buttons: bool) -> Vec<Value> {
     let mut blocks = Vec::new();
     match notify::message_kind(job) {
         MessageKind::Alert => {
@@ -144,7 +163,11 @@ pub fn message(job: &DeliveryJob, ctx: &Value, text: &str) -> Vec<Value> {
     }
     blocks.push(json!({"type": "context",
         "elements": [mrkdwn(&context.join(" · "), 3000)]}));
-    if let Some(b) = button(ctx) {
+    let rate = job
+        .event
+        .contact_id
+        .filter(|_| rating_buttons && notify::message_kind(job) == MessageKind::Event);
+    if let Some(b) = buttons(ctx, rate) {
         blocks.push(b);
     }
     blocks
@@ -159,7 +182,7 @@ mod tests {
         let mut job = notify::sample_lead_job();
         job.event.contact.company = Some("A".repeat(5000));
         let ctx = notify::context(&job, "https://leads.test");
-        let blocks = message(&job, &ctx, "New lead");
+        let blocks = message(&job, &ctx, "New lead", false);
         assert_eq!(blocks[0]["type"], "header");
         assert_eq!(blocks[0]["text"]["text"], "New lead.created: Jane Doe");
         let fields = blocks[1]["fields"].as_array().unwrap();
@@ -175,13 +198,22 @@ mod tests {
             format!("https://leads.test/ui/leads/{}", job.event.id)
         );
         assert_eq!(truncate("abcdef", 4), "abc…");
+        // Rating buttons: one per rating, the contact and rating in the value.
+        let contact = uuid::Uuid::now_v7();
+        job.event.contact_id = Some(contact);
+        let blocks = message(&job, &ctx, "New lead", true);
+        let actions = &blocks.last().unwrap()["elements"];
+        assert_eq!(actions.as_array().unwrap().len(), 4);
+        assert_eq!(actions[1]["action_id"], "leadrelay_rate_5");
+        assert_eq!(actions[1]["value"], format!("{contact}:5"));
+        assert_eq!(actions[3]["style"], "danger");
     }
 
     #[test]
     fn alert_blocks_have_no_link() {
         let job = notify::sample_alert_job();
         let ctx = notify::context(&job, "https://leads.test");
-        let blocks = message(&job, &ctx, "Alert: x");
+        let blocks = message(&job, &ctx, "Alert: x", true);
         assert!(blocks.iter().all(|b| b["type"] != "actions"));
     }
 }

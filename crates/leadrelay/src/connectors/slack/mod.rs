@@ -13,6 +13,11 @@
 //! - `blocks` (default `true`): add the Block Kit summary — a header, the
 //!   contact's fields, the other fields, attribution and a button linking to
 //!   the lead in the dashboard (`server.public_url` + `/ui/leads/{id}`).
+//! - `rating_buttons` (default `false`): messages about a person (the
+//!   handoff's `lead.qualified`, new leads) also carry Good / OK / Poor lead
+//!   buttons; a click reaches `POST /v1/slack/interactions` (the Slack
+//!   app's Interactivity Request URL, checked with
+//!   `feedback.slack_signing_secret_env`) and rates the lead.
 //! - `base_url` (default `https://slack.com/api`), `allow_private_networks`.
 //!
 //! Classification: Web API answers are HTTP 200 with `"ok": false` on
@@ -57,6 +62,8 @@ struct Settings {
     text: Option<String>,
     #[serde(default = "default_true")]
     blocks: bool,
+    #[serde(default)]
+    rating_buttons: bool,
     #[serde(default)]
     forms: BTreeMap<String, FormOverride>,
     #[serde(default)]
@@ -112,6 +119,7 @@ struct SlackConnector {
     target: Target,
     templates: Templates,
     blocks: bool,
+    rating_buttons: bool,
     forms: BTreeMap<String, FormOverride>,
     public_url: String,
     allow_private: bool,
@@ -215,6 +223,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         target,
         templates,
         blocks: s.blocks,
+        rating_buttons: s.rating_buttons,
         forms: s.forms,
         public_url: ctx.public_url.to_string(),
         allow_private: s.allow_private_networks,
@@ -261,7 +270,7 @@ impl SlackConnector {
         }
         let mut body = json!({ "text": blocks::truncate(text, 3000) });
         if self.blocks {
-            body["blocks"] = Value::Array(blocks::message(job, &ctx, text));
+            body["blocks"] = Value::Array(blocks::message(job, &ctx, text, self.rating_buttons));
         }
         if let Target::WebApi { channel, .. } = &self.target {
             body["channel"] = json!(channel);

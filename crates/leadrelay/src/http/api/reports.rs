@@ -43,6 +43,12 @@ pub enum ReportName {
     Forecast,
     /// Forecast at the start of each month against what was won.
     ForecastAccuracy,
+    /// Sales' ratings of lead quality and conversion by source, campaign,
+    /// channel, form, owner or score band.
+    Feedback,
+    /// Per score band: conversion and rating against all leads', and where
+    /// the scoring over- or under-rates.
+    Calibration,
 }
 
 impl ReportName {
@@ -57,6 +63,8 @@ impl ReportName {
             ReportName::Attribution => "attribution",
             ReportName::Forecast => "forecast",
             ReportName::ForecastAccuracy => "forecast-accuracy",
+            ReportName::Feedback => "feedback",
+            ReportName::Calibration => "calibration",
         }
     }
 }
@@ -70,6 +78,8 @@ pub enum GroupBy {
     Channel,
     Form,
     Owner,
+    /// Score band (`feedback` only).
+    Band,
 }
 
 /// The answer's format.
@@ -107,7 +117,8 @@ pub struct ReportQuery {
     /// An owner group from `[[owners]] groups`.
     #[param(max_length = 200)]
     pub team: Option<String>,
-    /// Grouping of `win-rates` (default source) and `channels` (default channel).
+    /// Grouping of `win-rates` and `feedback` (default source; `band` for
+    /// `feedback` only) and `channels` (default channel).
     #[param(inline)]
     pub by: Option<GroupBy>,
     /// Model of `channels` and `attribution` (default linear).
@@ -192,18 +203,27 @@ pub async fn get_report(
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     q.check()?;
-    let table = reports::run(
-        app.store.as_ref(),
-        &app.config,
-        report.as_str(),
-        &q.filter(),
-        Utc::now(),
-    )
-    .await?;
+    let table = run_report(&app, report.as_str(), &q.filter()).await?;
     Ok(match q.format.unwrap_or_default() {
         Format::Json => Json(table).into_response(),
         Format::Csv => csv_response(&table),
     })
+}
+
+/// Any report by name: the pipeline reports or the feedback ones.
+pub async fn run_report(app: &AppState, name: &str, filter: &Filter) -> Result<Table, ApiError> {
+    let now = Utc::now();
+    let store = app.store.as_ref();
+    Ok(
+        if crate::feedback::report::REPORTS
+            .iter()
+            .any(|(r, _)| *r == name)
+        {
+            crate::feedback::report::run(store, &app.config, name, filter, now).await?
+        } else {
+            reports::run(store, &app.config, name, filter, now).await?
+        },
+    )
 }
 
 /// The table as a CSV download.
@@ -235,6 +255,7 @@ pub async fn list_reports(_auth: Auth) -> Json<Vec<ReportInfo>> {
     Json(
         reports::REPORTS
             .iter()
+            .chain(crate::feedback::report::REPORTS.iter())
             .map(|(r, t)| ReportInfo {
                 report: r.to_string(),
                 title: t.to_string(),

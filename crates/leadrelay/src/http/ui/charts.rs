@@ -26,9 +26,14 @@ const INK: RGBColor = RGBColor(33, 37, 41);
 
 /// Makes plotters' fixed-size SVG scale with its container and carry a label.
 fn finish(svg: String, label: &str) -> String {
+    finish_sized(svg, label, HEIGHT)
+}
+
+/// [`finish`] for a chart `height` pixels high.
+fn finish_sized(svg: String, label: &str, height: u32) -> String {
     let label = crate::http::html::escape(label);
     svg.replacen(
-        &format!("<svg width=\"{WIDTH}\" height=\"{HEIGHT}\""),
+        &format!("<svg width=\"{WIDTH}\" height=\"{height}\""),
         &format!(
             "<svg class=\"chart\" role=\"img\" aria-label=\"{label}\" preserveAspectRatio=\"xMidYMid meet\" width=\"100%\""
         ),
@@ -290,6 +295,144 @@ pub fn latency(
     Ok(finish(svg, label))
 }
 
+/// Cuts a category name for an axis label.
+fn short(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Values per category as horizontal bars, one bar per series in each
+/// category's row (a report's groups: sources, stages, months, bands), so
+/// long names stay readable. `percent` shows values 0..1 as percentages.
+/// Categories without a value show no bar.
+pub fn hbars(
+    categories: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    label: &str,
+    percent: bool,
+) -> Result<String, String> {
+    let n = categories.len().max(1);
+    let per_row = series.len().max(1) as u32;
+    let height = 90 + n as u32 * (per_row * 26 + 16) + if series.len() > 1 { 60 } else { 0 };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let top = series
+            .iter()
+            .flat_map(|(_, v)| v.iter().flatten().copied())
+            .filter(|v| v.is_finite())
+            .fold(0f64, f64::max);
+        let low = series
+            .iter()
+            .flat_map(|(_, v)| v.iter().flatten().copied())
+            .filter(|v| v.is_finite())
+            .fold(0f64, f64::min);
+        let top = if percent {
+            top.max(1.0)
+        } else {
+            top.max(1.0) * 1.1
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .margin_right(30)
+            .x_label_area_size(44)
+            .y_label_area_size(250)
+            .build_cartesian_2d(low * 1.1..top, (0..n as i32).into_segmented())
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .x_labels(4)
+            // The first category at the top, as in the table.
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) if (*i as usize) < n => categories
+                    .get(n - 1 - *i as usize)
+                    .map(|c| short(c, 14))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_label_formatter(&|v| {
+                if percent {
+                    format!("{:.0}%", v * 100.0)
+                } else {
+                    compact(*v)
+                }
+            })
+            .label_style(("sans-serif", FONT).into_font().color(&INK))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(210, 210, 210))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let k = series.len().max(1) as f64;
+        for (j, (name, values)) in series.iter().enumerate() {
+            let color = PALETTE[j % PALETTE.len()];
+            // Each category's row split in k slots, one per series.
+            let bars: Vec<_> = values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.filter(|v| v.is_finite()).map(|v| (i, v)))
+                .map(|(i, v)| {
+                    let row = (n - 1 - i) as i32;
+                    let mut r = Rectangle::new(
+                        [
+                            (0.0, SegmentValue::Exact(row)),
+                            (v, SegmentValue::Exact(row + 1)),
+                        ],
+                        color.filled(),
+                    );
+                    let px = (per_row * 26 + 16) as f64;
+                    let slot = (px - 16.0) / k;
+                    let top_m = 8.0 + slot * j as f64;
+                    let bottom_m = px - top_m - slot + 2.0;
+                    r.set_margin(top_m as u32, bottom_m.max(0.0) as u32, 0, 0);
+                    r
+                })
+                .collect();
+            let drawn = chart.draw_series(bars).map_err(|e| e.to_string())?;
+            if series.len() > 1 {
+                drawn.label(name.clone()).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled())
+                });
+            }
+        }
+        if series.len() > 1 {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.9))
+                .border_style(RGBColor(180, 180, 180))
+                .label_font(("sans-serif", FONT).into_font().color(&INK))
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(finish_sized(svg, label, height))
+}
+
+/// 1500 → `1.5k`, 2_000_000 → `2M`, 12.5 → `12.5`.
+fn compact(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if a >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else if a >= 10.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// 850 → `850 ms`, 2500 → `2.5 s`.
 fn format_ms(v: f64) -> String {
     if v >= 1000.0 {
@@ -330,6 +473,56 @@ mod tests {
         assert!(svg.contains("aria-label=\"Delivery success rate"));
         // Three buckets with attempts, three bars — even the 0 % one.
         assert!(svg.matches("<rect").count() > 3, "{svg}");
+    }
+
+    #[test]
+    fn horizontal_bars_name_each_category_and_series() {
+        let cats = vec![
+            "google".to_string(),
+            "a-very-long-campaign-name".to_string(),
+        ];
+        let svg = hbars(
+            &cats,
+            &[
+                ("forecast".into(), vec![Some(1200.0), None]),
+                ("won".into(), vec![Some(900.0), Some(300.0)]),
+            ],
+            "Forecast & won",
+            false,
+        )
+        .unwrap();
+        assert!(
+            svg.starts_with("<svg class=\"chart\" role=\"img\" aria-label=\"Forecast &amp; won\"")
+        );
+        assert!(
+            svg.contains("google") && svg.contains("a-very-long-c…"),
+            "{svg}"
+        );
+        // The first category is drawn at the top.
+        let y_of = |label: &str| -> f64 {
+            let at = svg
+                .find(&format!(">\n{label}"))
+                .or_else(|| svg.find(label))
+                .unwrap();
+            let start = svg[..at].rfind(" y=\"").unwrap() + 4;
+            let end = start + svg[start..].find('"').unwrap();
+            svg[start..end].parse().unwrap()
+        };
+        assert!(y_of("google") < y_of("a-very-long-c…"), "google on top");
+        assert!(svg.contains("forecast") && svg.contains("won"), "legend");
+        // Three values, three bars (plus the background and the legend's).
+        assert!(svg.matches("<rect").count() >= 3 + 2);
+        let pct = hbars(
+            &cats,
+            &[("rate".into(), vec![Some(0.5), Some(1.0)])],
+            "r",
+            true,
+        )
+        .unwrap();
+        assert!(pct.contains("100%"), "{pct}");
+        assert_eq!(compact(1500.0), "1.5k");
+        assert_eq!(compact(25_000.0), "25k");
+        assert_eq!(compact(0.5), "0.5");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod issues;
 mod ops;
 mod pages;
 mod people;
+mod reports;
 mod syncs;
 mod waiting;
 
@@ -92,6 +93,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("templates/range_picker.html"),
         ),
         ("syncs.html", include_str!("templates/syncs.html")),
+        ("reports.html", include_str!("templates/reports.html")),
+        ("report.html", include_str!("templates/report.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             tracing::error!(template = name, error = %e, "dashboard template does not compile");
@@ -376,6 +379,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/logout", post(pages::logout))
         .route("/ui/leads", get(pages::leads))
         .route("/ui/leads/{event_id}", get(pages::lead))
+        .route("/ui/leads/{event_id}/rate", post(reports::rate))
+        .route("/ui/reports", get(reports::index))
+        .route("/ui/reports/{name}", get(reports::page))
+        .route("/ui/reports/{name}/csv", get(reports::csv))
         .route("/ui/issues", get(ops::issues_page))
         .route("/ui/issues/{key}", get(ops::issue_page))
         .route("/ui/issues/{key}/{action}", post(ops::issue_action))

@@ -77,6 +77,9 @@ pub(super) fn notice(code: Option<&str>) -> Option<&'static str> {
         }
         "erased" => "Erased: the person's data is removed; the audit log records the erasure.",
         "paused" => "Destination paused.",
+        "rated" => {
+            "Rating recorded: the lead's quality rating and the feedback reports include it within seconds."
+        }
         "resumed" => "Destination resumed.",
         "signed_out" => "You are signed out.",
         _ => return None,
@@ -749,11 +752,25 @@ pub async fn lead(
         Ok(detail) => {
             let (lead, timers) =
                 crate::http::api::pipeline::lead_of(&app, detail.event.contact_id).await;
+            let feedback = match detail.event.contact_id {
+                Some(cid) => match app.store.feedback_people(vec![cid]).await {
+                    Ok(mut p) => p.pop().map(|mut p| {
+                        // Who rated is a colleague's name or Slack id: not for viewers.
+                        if session.mask() && p.rated_by.is_some() {
+                            p.rated_by = Some("(hidden)".into());
+                        }
+                        p
+                    }),
+                    Err(e) => return failed(e.into(), &me),
+                },
+                None => None,
+            };
             render(
                 "lead.html",
                 context! {
                     me => ser(&me), csrf => session.csrf.clone(), nav => "leads", notice => notice(q.notice.as_deref()),
-                    lead => ser(&lead), timers => ser(&timers),
+                    lead => ser(&lead), timers => ser(&timers), feedback => ser(&feedback),
+                    ratings => [(5, "5 good"), (4, "4"), (3, "3"), (2, "2"), (1, "1 poor")],
                     detail => ser(&detail), name => detail.event.contact.display_name(),
                     // Form answers that are not already shown as contact fields.
                     data => detail.event.data.iter()

@@ -15,6 +15,7 @@
 //!   same vendor event id); such a batch is rolled back and run again.
 
 mod admin;
+mod feedback;
 mod fixable;
 mod lead;
 mod membership;

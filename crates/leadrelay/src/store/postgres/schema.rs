@@ -346,6 +346,33 @@ CREATE TABLE sequence_memberships (
     PRIMARY KEY (contact_key, destination)
 );
 "#,
+    // 14: sales feedback rollups: each person's feedback row (dimensions,
+    // score, latest rating, deal outcomes) and daily counters by those
+    // dimensions and score bucket, kept by the feedback pass.
+    r#"
+-- sales feedback
+CREATE TABLE feedback_people (
+    contact_id UUID PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE feedback_counts (
+    day BIGINT NOT NULL,
+    origin TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    source TEXT NOT NULL,
+    campaign TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    score_bucket BIGINT NOT NULL,
+    leads BIGINT NOT NULL,
+    rated BIGINT NOT NULL,
+    rating_sum BIGINT NOT NULL,
+    good BIGINT NOT NULL,
+    poor BIGINT NOT NULL,
+    opportunities BIGINT NOT NULL,
+    won BIGINT NOT NULL,
+    PRIMARY KEY (day, origin, channel, source, campaign, owner, score_bucket)
+);
+"#,
 ];
 
 pub fn current_version() -> u32 {

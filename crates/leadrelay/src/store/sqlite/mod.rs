@@ -9,6 +9,7 @@
 //! read-only connections (WAL lets them run beside the writer).
 
 mod admin;
+mod feedback;
 mod fixable;
 mod lead;
 mod membership;

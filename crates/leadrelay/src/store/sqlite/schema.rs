@@ -349,6 +349,33 @@ CREATE TABLE sequence_memberships (
     PRIMARY KEY (contact_key, destination)
 );
 "#,
+    // 14: sales feedback rollups: each person's feedback row (dimensions,
+    // score, latest rating, deal outcomes) and daily counters by those
+    // dimensions and score bucket, kept by the feedback pass.
+    r#"
+-- sales feedback
+CREATE TABLE feedback_people (
+    contact_id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE feedback_counts (
+    day INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    source TEXT NOT NULL,
+    campaign TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    score_bucket INTEGER NOT NULL,
+    leads INTEGER NOT NULL,
+    rated INTEGER NOT NULL,
+    rating_sum INTEGER NOT NULL,
+    good INTEGER NOT NULL,
+    poor INTEGER NOT NULL,
+    opportunities INTEGER NOT NULL,
+    won INTEGER NOT NULL,
+    PRIMARY KEY (day, origin, channel, source, campaign, owner, score_bucket)
+);
+"#,
 ];
 
 /// The schema version a fully migrated database has.
