@@ -141,12 +141,16 @@ destinations = ["onboarding"]
     assert_eq!(s, MEMBERSHIP_COMPLETED);
     assert!(change.contains("lemlist ended the sequence"), "{change}");
     // Both webhooks were decided without a request to lemlist.
-    let ended: Vec<_> = app
-        .deliveries("onboarding")
-        .await
-        .into_iter()
-        .filter(|d| d.event_id != lead)
-        .collect();
+    let ended = eventually("both webhooks' deliveries end", WAIT, || async {
+        let ds: Vec<_> = app
+            .deliveries("onboarding")
+            .await
+            .into_iter()
+            .filter(|d| d.event_id != lead)
+            .collect();
+        ds.iter().all(|d| !d.state.is_active()).then_some(ds)
+    })
+    .await;
     assert_eq!(ended.len(), 2);
     for d in &ended {
         assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
