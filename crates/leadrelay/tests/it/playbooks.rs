@@ -645,7 +645,7 @@ async fn deal_stage_changed_playbook_end_to_end() {
     );
     assert_eq!(
         fakes.hubspot.associated_ids("tasks", &tasks[0].id, "deals"),
-        [deal.clone()]
+        [deal]
     );
     assert!(fakes.hubspot.contacts().is_empty());
     assert_eq!(fakes.hubspot.deals().len(), 1);
