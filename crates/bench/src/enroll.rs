@@ -198,14 +198,13 @@ pub async fn enroll(cli: &Cli, leads: u64, woodpecker_ms: u64) -> anyhow::Result
     println!(
         "\n## Enrollment: {leads} qualified leads into the fake Woodpecker (one request at a time, {wp_ms} ms each) and the fake Smartlead (60 requests / min, 100 leads each)\n"
     );
-    let woodpecker = || async {
+    let wp = Vendor::Woodpecker(
         FakeWoodpecker::start(WoodpeckerConfig {
             processing_time: Duration::from_millis(wp_ms),
             ..Default::default()
         })
-        .await
-    };
-    let wp = Vendor::Woodpecker(woodpecker().await?);
+        .await?,
+    );
     let sl = Vendor::Smartlead(FakeSmartlead::start(SmartleadConfig::default()).await?);
     let sl_over = Vendor::Smartlead(FakeSmartlead::start(SmartleadConfig::default()).await?);
     let overflow_limit = "2000/30s";
