@@ -135,6 +135,24 @@ async fn post(sender: &mut Sender, host: &str, spec: &Spec, n: u64) -> anyhow::R
     Ok(status)
 }
 
+/// `GET path` with a bearer key on a fresh connection: the status and the
+/// body as JSON (`null` when it is not JSON).
+pub async fn get_json(
+    addr: &str,
+    path: &str,
+    key: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut sender = connect(addr).await?;
+    let req = Request::get(path)
+        .header("host", addr)
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }

@@ -8,6 +8,9 @@
 //!   rate-limit accuracy, and ingest p99 with a destination up vs down.
 //! - crm: 10,000 leads into the fake HubSpot at 100 requests / 10 s, against
 //!   the 1,000 contacts/s that batches of 100 allow.
+//! - enroll: 10,000 qualified leads into the fake Woodpecker (one request
+//!   at a time) and the fake Smartlead (100 per request) against each
+//!   vendor's limit, and drained through the overflow queue of an add limit.
 //! - postgres: ingest on PostgreSQL, and a backlog drained by one worker
 //!   node and by two on the same database, in the same run.
 //! - reports: 1,000,000 events about 100,000 people stored on SQLite, the
@@ -17,6 +20,7 @@
 
 mod cpu;
 mod crm;
+mod enroll;
 mod load;
 mod pace;
 mod pg;
@@ -84,6 +88,17 @@ enum Cmd {
     Crm,
     /// Ingest on PostgreSQL, and a backlog drained by one node and by two.
     Postgres,
+    /// 10,000 qualified leads enrolled in the fake Woodpecker (one request
+    /// at a time) and the fake Smartlead (100 per request), against each
+    /// vendor's limit, and through the overflow queue of an add limit.
+    Enroll {
+        /// Leads per run.
+        #[arg(long, default_value_t = 10_000)]
+        leads: u64,
+        /// How long the fake Woodpecker takes to process one request.
+        #[arg(long, default_value_t = 5)]
+        woodpecker_ms: u64,
+    },
     /// Delivery keeps pace with ingest: sustained load with the backup and a
     /// webhook to a local sink, deliveries/s against acknowledged leads/s.
     Pace {
@@ -651,6 +666,10 @@ fn main() -> anyhow::Result<()> {
             Some(Cmd::Delivery) => delivery(&cli).await,
             Some(Cmd::Crm) => crm::crm(&cli).await,
             Some(Cmd::Postgres) => pg::postgres(&cli).await,
+            Some(Cmd::Enroll {
+                leads,
+                woodpecker_ms,
+            }) => enroll::enroll(&cli, *leads, *woodpecker_ms).await,
             Some(Cmd::Pace { sustain }) => pace::pace(&cli, *sustain).await,
             Some(Cmd::Reports { events, contacts }) => {
                 reports::run(*events, (*contacts).max(1)).await
@@ -661,6 +680,7 @@ fn main() -> anyhow::Result<()> {
                 api(&cli).await?;
                 delivery(&cli).await?;
                 crm::crm(&cli).await?;
+                enroll::enroll(&cli, 10_000, 5).await?;
                 pg::postgres(&cli).await
             }
         }

@@ -503,6 +503,45 @@ impl PipedriveState {
         id
     }
 
+    /// Creates an open deal in the first pipeline directly (as if made in
+    /// the app), in `stage_id`. Returns its id.
+    pub fn seed_deal(&self, title: &str, stage_id: u64) -> u64 {
+        let pipeline_id = self
+            .inner
+            .config
+            .pipelines
+            .first()
+            .map(|p| p.id)
+            .unwrap_or(1);
+        let mut store = self.store();
+        let id = store.next_id();
+        let now = Utc::now();
+        store.deals.insert(
+            id,
+            PipedriveDeal {
+                id,
+                title: title.into(),
+                owner_id: self.inner.config.user.id,
+                person_id: None,
+                org_id: None,
+                pipeline_id,
+                stage_id,
+                value: 0.0,
+                currency: "EUR".into(),
+                status: "open".into(),
+                probability: None,
+                lost_reason: None,
+                expected_close_date: None,
+                visible_to: 3,
+                label_ids: Vec::new(),
+                custom_fields: Map::new(),
+                add_time: now,
+                update_time: now,
+            },
+        );
+        id
+    }
+
     /// Creates an organization directly. Returns its id.
     pub fn seed_organization(&self, name: &str) -> u64 {
         let mut store = self.store();

@@ -16,6 +16,9 @@ pub const MEMBERSHIP_ACTIVE: &str = "active";
 pub const MEMBERSHIP_QUEUED: &str = "queued";
 pub const MEMBERSHIP_EXITED: &str = "exited";
 pub const MEMBERSHIP_SKIPPED: &str = "skipped";
+/// The tool reported that the person finished or left the sequence
+/// (`sequence.completed`).
+pub const MEMBERSHIP_COMPLETED: &str = "completed";
 
 /// One person in one destination's sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -31,7 +34,8 @@ pub struct Membership {
     pub sequence: String,
     /// `active` (enrolled), `queued` (in the overflow queue), `exited`
     /// (taken out by `exit_sequences`), `skipped` (suppressed, or active
-    /// elsewhere under `already_enrolled = "skip"`).
+    /// elsewhere under `already_enrolled = "skip"`), `completed` (the tool
+    /// reported the sequence over for them: `sequence.completed`).
     pub state: String,
     /// When the current state began.
     pub since: DateTime<Utc>,

@@ -14,7 +14,10 @@
 // deliveries now and cancels one with a reason (count first, then progress);
 // opens a destination's latency and error charts, switches their range and
 // checks them at 375 px; rates the lead, opens the KPIs and every report
-// (chart, table, filters, CSV, 375 px); and checks what a viewer sees on
+// (chart, table, filters, CSV, 375 px); enrolls webinar leads in a lemlist
+// campaign (the `leadrelay fake lemlist` vendor) under an add limit of one a
+// day and sees the person's sequence membership on their contact page and
+// the second person in the overflow queue; and checks what a viewer sees on
 // every page.
 // Screenshots of each page (desktop and phone width, admin and viewer-*) go
 // to $ARTIFACTS (default target/test-artifacts/browser).
@@ -101,6 +104,9 @@ test('dashboard: sign in, see a lead, replay its dead letter, see it delivered',
   const port = await freePort();
   const rport = await freePort();
   const { server: receiver, state } = await startReceiver(rport, port);
+  // The sequence tool: leadrelay's own fake lemlist.
+  const lport = await freePort();
+  const lemlist = spawn(BIN, ['fake', 'lemlist', '--listen', `127.0.0.1:${lport}`], { stdio: 'ignore' });
   const config = path.join(dir, 'leadrelay.toml');
   fs.writeFileSync(
     config,
@@ -146,11 +152,40 @@ legal_basis = "legitimate_interest"
 
 [[routes]]
 name = "all"
+forms = ["contact"]
 destinations = ["crm", "backup"]
+
+[forms.webinar]
+title = "Webinar"
+[forms.webinar.fields.email]
+type = "email"
+required = true
+[forms.webinar.fields.first_name]
+type = "text"
+[forms.webinar.consent.crm]
+field = "consent"
+version = "v1"
+
+[destinations.onboarding]
+connector = "lemlist"
+campaign_id = "cam_fakeOnboarding01"
+base_url = "http://127.0.0.1:${lport}"
+allow_private_networks = true
+purposes = ["crm"]
+[destinations.onboarding.enrollment]
+add_limit = "1/1d"
+
+[[routes]]
+name = "webinar"
+forms = ["webinar"]
+destinations = ["onboarding"]
 `,
   );
   const storage = `sqlite://${dir}/leadrelay.db`;
-  const env = { ...process.env, LEADRELAY_CONFIG: config, DATABASE_URL: storage, RUST_LOG: 'warn' };
+  const env = {
+    ...process.env, LEADRELAY_CONFIG: config, DATABASE_URL: storage, RUST_LOG: 'warn',
+    LEMLIST_API_KEY: 'fake-lemlist-key-0001',
+  };
   const key = execFileSync(BIN, ['keys', 'create', '--name', 'e2e-admin', '--role', 'admin'], {
     env,
     encoding: 'utf8',
@@ -164,7 +199,15 @@ destinations = ["crm", "backup"]
   t.after(async () => {
     if (browser) await browser.close();
     proc.kill('SIGTERM');
+    lemlist.kill('SIGTERM');
     receiver.close();
+  });
+  await eventually('the fake lemlist is listening', async () => {
+    try {
+      return (await fetch(`http://127.0.0.1:${lport}/api/team`)).status === 401;
+    } catch {
+      return false;
+    }
   });
   await eventually('leadrelay is ready', async () => {
     try {
@@ -565,6 +608,56 @@ destinations = ["crm", "backup"]
     ]);
   });
 
+  await t.test('a person\'s sequence memberships and the overflow queue', async () => {
+    const webinar = async (email, first) => {
+      const res = await fetch(`${base}/v1/forms/webinar`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email, first_name: first, consent: 'on' }),
+      });
+      assert.equal(res.status, 202);
+    };
+    // An add limit of one a day: Lee is enrolled in the lemlist campaign ...
+    await webinar('lee.park@example.com', 'Lee');
+    await page.goto(`${base}/ui/contacts?q=lee.park`);
+    await page.locator('#contacts tbody tr', { hasText: 'lee.park@example.com' }).getByRole('link').click();
+    await page.waitForURL(/\/ui\/contacts\/[0-9a-f-]{36}$/);
+    await eventually('Lee is active in the campaign', async () => {
+      await page.reload();
+      return (await page.locator('#memberships .badge.membership.active').count()) === 1;
+    });
+    const membership = await page.locator('#memberships tbody tr', { hasText: 'lemlist' }).textContent();
+    assert.match(membership, /cam_fakeOnboarding01/);
+    assert.match(membership, /onboarding/);
+    assert.match(membership, /enrolled/);
+    await shot('33-contact-memberships');
+    // ... and Kai, the second today, waits in the overflow queue.
+    await webinar('kai.moss@example.com', 'Kai');
+    const row = page.locator('#overflow tbody tr', { hasText: 'kai.moss@example.com' });
+    await eventually('Kai waits in the overflow queue', async () => {
+      await page.goto(`${base}/ui/overflow`);
+      return (await row.count()) === 1;
+    });
+    const waiting = await row.textContent();
+    assert.match(waiting, /onboarding/);
+    assert.match(waiting, /add limit 1\/1day reached/);
+    assert.match(await page.locator('main p.muted').first().textContent(), /1 waiting/);
+    await shot('34-overflow');
+    // Kai's contact page says queued, with the reason.
+    await page.goto(`${base}/ui/contacts?q=kai.moss`);
+    await page.locator('#contacts tbody tr', { hasText: 'kai.moss@example.com' }).getByRole('link').click();
+    await page.locator('#memberships .badge.membership.queued').waitFor();
+    assert.match(await page.locator('#memberships tbody tr').first().textContent(), /add limit/);
+    await shot('35-contact-queued');
+    // The queue at phone width: no horizontal page scroll.
+    await page.setViewportSize({ width: 375, height: 812 });
+    await page.goto(`${base}/ui/overflow`);
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(wide <= 1, `overflow queue: no horizontal page scroll at 375 px (overflow ${wide}px)`);
+    await shot('36-overflow-phone');
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
   await t.test('a viewer sees masked data and no actions', async () => {
     const viewerKey = execFileSync(BIN, ['keys', 'create', '--name', 'e2e-viewer', '--role', 'viewer'], {
       env,
@@ -591,12 +684,13 @@ destinations = ["crm", "backup"]
       ['/ui/waiting', 'waiting'], ['/ui/destinations', 'destinations'], ['/ui/destinations/crm?range=24h', 'destination'],
       ['/ui/contacts', 'contacts'], ['/ui/review', 'review'], ['/ui/fixable', 'fixable'],
       ['/ui/reports', 'reports'], ['/ui/reports/calibration', 'calibration'], ['/ui/reports/outliers', 'outliers'],
+      ['/ui/overflow', 'overflow'],
     ];
     for (const [url, name] of pages) {
       const res = await v.goto(`${base}${url}`);
       assert.equal(res.status(), 200, `${url} for a viewer`);
       assert.equal(await v.locator('form[method="post"]:not(.signout)').count(), 0, `${url}: no action forms for a viewer`);
-      assert.doesNotMatch(await v.content(), /(ravi\.shah|ola\.berg|ana\.silva|tom\.reed|dana\.lopez)@example\.com/, `${url}: emails masked for a viewer`);
+      assert.doesNotMatch(await v.content(), /(ravi\.shah|ola\.berg|ana\.silva|tom\.reed|dana\.lopez|lee\.park|kai\.moss)@example\.com/, `${url}: emails masked for a viewer`);
       await v.screenshot({ path: path.join(ARTIFACTS, `viewer-${name}.png`), fullPage: true });
     }
     // The attempt inspection, masked, without copy-as-curl.

@@ -16,6 +16,8 @@ mod csv;
 mod dashboard;
 mod delivery;
 mod email;
+mod enroll_binary;
+mod enroll_ended;
 mod enroll_support;
 mod enroll_tools;
 mod feedback;

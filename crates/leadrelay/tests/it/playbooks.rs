@@ -14,6 +14,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use leadrelay::store::{DeliveryState, Role};
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
 use leadrelay_fakes::lemlist::{FakeLemlist, LemlistConfig};
+use leadrelay_fakes::pipedrive::{FakePipedrive, PipedriveConfig};
 use leadrelay_fakes::slack::{FakeSlack, SlackConfig};
 use leadrelay_fakes::smartlead::{FakeSmartlead, SmartleadConfig};
 use leadrelay_model::OwnerAssignment;
@@ -57,6 +58,7 @@ fn hmac_sha256(key: &str, message: &[u8]) -> Vec<u8> {
 /// The local fakes every playbook may talk to.
 struct Fakes {
     hubspot: FakeHubSpot,
+    pipedrive: FakePipedrive,
     slack: FakeSlack,
     smartlead: FakeSmartlead,
     lemlist: FakeLemlist,
@@ -67,6 +69,9 @@ impl Fakes {
     async fn start() -> Fakes {
         Fakes {
             hubspot: FakeHubSpot::start(HubSpotConfig::default()).await.unwrap(),
+            pipedrive: FakePipedrive::start(PipedriveConfig::default())
+                .await
+                .unwrap(),
             slack: FakeSlack::start(SlackConfig::default()).await.unwrap(),
             smartlead: FakeSmartlead::start(SmartleadConfig {
                 per_minute: 600,
@@ -124,6 +129,7 @@ fn playbook_config(name: &str, fakes: &Fakes) -> String {
             };
             match connector.as_str() {
                 "hubspot" => set("base_url", fakes.hubspot.base_url().into()),
+                "pipedrive" => set("base_url", fakes.pipedrive.base_url().into()),
                 "slack" => {
                     set("base_url", fakes.slack.api_url().into());
                     set("channel", "#leads".into());
@@ -161,6 +167,7 @@ fn playbook_config(name: &str, fakes: &Fakes) -> String {
 async fn start(name: &str, fakes: &Fakes) -> TestApp {
     let mut b = TestApp::builder(&playbook_config(name, fakes))
         .env("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN)
+        .env("PIPEDRIVE_API_TOKEN", PipedriveConfig::DEFAULT_TOKEN)
         .env("SLACK_BOT_TOKEN", SlackConfig::DEFAULT_BOT_TOKEN)
         .env("SMARTLEAD_API_KEY", SmartleadConfig::DEFAULT_API_KEY)
         .env("LEMLIST_API_KEY", LemlistConfig::DEFAULT_API_KEY)
@@ -587,18 +594,27 @@ async fn mql_playbook_end_to_end() {
 }
 
 /// Playbook 4: a signed HubSpot `dealstage` change → the stakeholders told
-/// in Slack and, for a proposal stage, the Qwilr proposal hook called; a
-/// stage change that names the person gets the stage's task in the CRM.
+/// in Slack, for a proposal stage the Qwilr proposal hook called, and the
+/// stage's task on that HubSpot deal (the webhook names no person); a
+/// Pipedrive deal webhook → the stage's activity on the Pipedrive deal; a
+/// stage change that names the person gets the task on the person's deal.
 #[tokio::test]
 async fn deal_stage_changed_playbook_end_to_end() {
     let fakes = Fakes::start().await;
     let app = start("deal-stage-changed", &fakes).await;
+    let deal = fakes.hubspot.seed(
+        "deals",
+        &[
+            ("dealname", "Acme renewal"),
+            ("dealstage", "appointmentscheduled"),
+        ],
+    );
     let now = Utc::now().timestamp_millis();
     let body = json!([{
         "eventId": 4001, "subscriptionId": 7, "portalId": 62515, "appId": 1,
         "occurredAt": now, "subscriptionType": "deal.propertyChange", "attemptNumber": 0,
-        "objectId": 9001, "propertyName": "dealstage", "propertyValue": "presentationscheduled",
-        "changeSource": "CRM"
+        "objectId": deal.parse::<u64>().unwrap(), "propertyName": "dealstage",
+        "propertyValue": "presentationscheduled", "changeSource": "CRM"
     }])
     .to_string();
     let uri = format!("{PUBLIC}/v1/hooks/hubspot");
@@ -625,8 +641,59 @@ async fn deal_stage_changed_playbook_end_to_end() {
     let hits = fakes.receiver.delivered();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].json()["type"], "deal.stage_changed");
-    // The deal webhook names no person: no CRM write for it.
-    assert!(app.deliveries("crm").await.is_empty());
+    // The deal webhook names no person: the stage's task goes on the deal,
+    // and nothing else is written (no contact, no second deal).
+    assert_delivered(&all_settled(&app, "crm", 1).await);
+    let tasks = fakes.hubspot.tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(
+        tasks[0].get("hs_task_subject"),
+        Some("Prepare the proposal")
+    );
+    assert!(
+        tasks[0]
+            .get("hs_task_body")
+            .is_some_and(|b| b.contains("The deal moved to presentationscheduled")),
+        "{:?}",
+        tasks[0].get("hs_task_body")
+    );
+    assert_eq!(
+        fakes.hubspot.associated_ids("tasks", &tasks[0].id, "deals"),
+        [deal]
+    );
+    assert!(fakes.hubspot.contacts().is_empty());
+    assert_eq!(fakes.hubspot.deals().len(), 1);
+
+    // A Pipedrive deal moves to stage 3: its activity, on the deal.
+    let pd_deal = fakes.pipedrive.seed_deal("Globex expansion", 2);
+    let pd_body = json!({
+        "data": {"id": pd_deal, "title": "Globex expansion", "status": "open", "stage_id": 3,
+                 "pipeline_id": 1, "owner_id": 1, "update_time": "2026-03-04T17:29:11Z"},
+        "previous": {"stage_id": 2},
+        "meta": {"action": "change", "entity": "deal", "version": "2.0",
+                 "id": "5b7e0c1d-4d2f-4c3e-9a8b-7f6e5d4c3b2a", "entity_id": pd_deal.to_string(),
+                 "timestamp": "2026-03-04T17:29:11.123Z", "change_source": "app"}
+    })
+    .to_string();
+    let auth = format!(
+        "Basic {}",
+        STANDARD.encode(format!("leadrelay:{}", secret("PIPEDRIVE_HOOK_PASSWORD")))
+    );
+    let headers = [("authorization", auth)];
+    assert_eq!(
+        hook(&app, "/v1/hooks/pipedrive", &headers, &pd_body).await,
+        200
+    );
+    assert_delivered(&all_settled(&app, "pipedrive_crm", 1).await);
+    assert_delivered(&all_settled(&app, "slack_deals", 2).await);
+    let acts = fakes.pipedrive.activities();
+    assert_eq!(acts.len(), 1, "{acts:?}");
+    assert_eq!(acts[0].subject, "Prepare the proposal");
+    assert_eq!(acts[0].activity_type, "task");
+    assert_eq!(acts[0].deal_id, Some(pd_deal));
+    assert!(fakes.pipedrive.persons().is_empty());
+    // The HubSpot destination got none of it.
+    assert_eq!(app.deliveries("crm").await.len(), 1);
 
     // A stage change that names the person (here through the API) gets the
     // stage's task on the person's deal.
@@ -643,16 +710,21 @@ async fn deal_stage_changed_playbook_end_to_end() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "{:?}", r.text().await);
-    assert_delivered(&all_settled(&app, "crm", 1).await);
+    assert_delivered(&all_settled(&app, "crm", 2).await);
     let tasks = fakes.hubspot.tasks();
-    assert_eq!(tasks.len(), 1, "{tasks:?}");
-    assert_eq!(
-        tasks[0].get("hs_task_subject"),
-        Some("Follow up on the contract")
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.get("hs_task_subject") == Some("Follow up on the contract"))
     );
     let deals = fakes.hubspot.deals();
-    assert_eq!(deals.len(), 1);
-    assert_eq!(deals[0].get("dealstage"), Some("contractsent"));
+    assert_eq!(deals.len(), 2);
+    assert!(
+        deals
+            .iter()
+            .any(|d| d.get("dealstage") == Some("contractsent"))
+    );
 }
 
 /// Playbook 5: emails sent and opened from Smartlead → one HubSpot note per

@@ -547,10 +547,15 @@ impl Activity {
                     .get(&raw)
                     .cloned()
                     .unwrap_or_else(|| raw.clone());
+                let whose = if person == "the contact" {
+                    "The deal".to_string()
+                } else {
+                    format!("{person}'s deal")
+                };
                 match stage_task(s, &raw, &mapped) {
                     Some(subject) => {
                         a.subject = subject.clone();
-                        a.body = format!("{person}'s deal moved to {raw}{from}.");
+                        a.body = format!("{whose} moved to {raw}{from}.");
                     }
                     None => a.subject = format!("{} for {person}", e.event_type.as_str()),
                 }
@@ -670,6 +675,31 @@ pub fn stored_for_person<'a>(job: &'a DeliveryJob, object: &str) -> Option<&'a s
 
 /// A vendor id the event itself carries (`vendor_refs`), e.g. the HubSpot
 /// deal of a `deal.stage_changed` that came from HubSpot.
+/// The deal a `deal.stage_changed` event that names no person is about:
+/// `system`'s own deal id (its deal webhook names the deal by id only).
+/// Such an event gets its stage task on the deal itself.
+pub fn deal_only<'a>(job: &'a DeliveryJob, system: &str) -> Option<&'a str> {
+    let person = job.event.contact.email.is_some()
+        || job.contact.as_ref().is_some_and(|c| c.data.email.is_some());
+    (EventKind::of(&job.event.event_type) == EventKind::DealStage && !person)
+        .then(|| vendor_ref(job, system, "deal"))
+        .flatten()
+}
+
+/// Why a person-less deal event ([`deal_only`]) has nothing to write: its
+/// stage has no `stage_tasks` entry.
+pub fn deal_only_skip(job: &DeliveryJob, s: &CommonSettings, deal: &str) -> Option<String> {
+    let raw = event_stage(&job.event).unwrap_or_default();
+    let mapped = s
+        .stage_map
+        .get(&raw)
+        .cloned()
+        .unwrap_or_else(|| raw.clone());
+    stage_task(s, &raw, &mapped).is_none().then(|| {
+        format!("deal {deal} moved to {raw:?}: no stage task for that stage, and the event names no person")
+    })
+}
+
 pub fn vendor_ref<'a>(job: &'a DeliveryJob, system: &str, object: &str) -> Option<&'a str> {
     job.event
         .vendor_refs

@@ -31,6 +31,19 @@
 //! Connectors classify the vendor's answer into a [`Verdict`]; [`Policy::outcome`]
 //! turns it into the scheduler's [`Outcome`].
 //!
+//! **A sequence that ends.** A `sequence.completed` event routed to a
+//! sequence destination (the tools' webhooks: Apollo, Salesloft, Reply.io,
+//! lemlist) sends nothing to the vendor: when it comes from the same tool
+//! ([`Ended`]), the person's membership in this destination's sequence
+//! becomes `completed` if that is the sequence that ended, and the
+//! person's enrollments waiting in the overflow queue because they were
+//! active in another sequence are made due now ([`gate`]), so `queue`
+//! enrolls them as soon as the other sequence is over instead of at the
+//! next `queue_recheck`. (An enrollment waiting in the overflow queue does
+//! not hold back the person's later deliveries to the destination — the
+//! claim skips it — so a `sequence.completed` or an exit is not stuck
+//! behind it; an exit cancels the person's waiting enrollments.)
+//!
 //! **Memberships.** The dispatcher hands every decided enrollment job to
 //! [`memberships`], which turns it into the person's membership in the
 //! destination's sequence (`active`, `queued`, `exited`, `skipped`) for the
@@ -57,6 +70,52 @@ pub const OVERFLOW: &str = "overflow: ";
 /// The event type that always takes a person out of every sequence of a
 /// tool (the `exit_sequences` action, e.g. posted through the API).
 pub const EXIT_EVENT: &str = "sequence.exit";
+
+/// The event type of a person finishing or leaving a sequence.
+pub const ENDED_EVENT: &str = "sequence.completed";
+
+/// What a `sequence.completed` event says ended: the tool that sent it (the
+/// source's `vendor`; none for events posted through the API) and the
+/// sequence (campaign, cadence) id when the event names one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    pub tool: Option<String>,
+    pub sequence: Option<String>,
+}
+
+impl Ended {
+    fn of(event: &leadrelay_model::Event) -> Ended {
+        use serde_json::Value;
+        let tool = event
+            .data
+            .get("vendor")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let from_refs = event
+            .vendor_refs
+            .iter()
+            .find(|r| matches!(r.object.as_str(), "sequence" | "cadence" | "campaign"))
+            .map(|r| r.id.clone());
+        let from_data = || {
+            ["sequence_id", "campaign_id", "cadence_id", "campaignId"]
+                .iter()
+                .find_map(|k| match event.data.get(*k) {
+                    Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                })
+        };
+        Ended {
+            tool,
+            sequence: from_refs.or_else(from_data),
+        }
+    }
+
+    /// Whether it was sent by (or, with no tool named, may concern) `tool`.
+    pub fn concerns(&self, tool: &str) -> bool {
+        self.tool.as_deref().is_none_or(|t| t == tool)
+    }
+}
 
 fn default_exit_on() -> Vec<String> {
     vec!["meeting.booked".into(), "reply.received".into()]
@@ -175,9 +234,21 @@ impl Policy {
         t == EXIT_EVENT || self.exit_on.iter().any(|e| e == t)
     }
 
-    /// Whether the job asks for an enrollment (not an exit or a privacy erase).
+    /// Whether the job reports a sequence that ended (and is not an exit
+    /// or a privacy erase): what ended, for [`gate`] and [`memberships`].
+    pub fn ended(&self, job: &DeliveryJob) -> Option<Ended> {
+        (job.event.event_type.as_str() == ENDED_EVENT
+            && !self.is_exit(job)
+            && super::crm::erase_targets(job).is_none())
+        .then(|| Ended::of(&job.event))
+    }
+
+    /// Whether the job asks for an enrollment (not an exit, a sequence that
+    /// ended or a privacy erase).
     pub fn is_enrollment(&self, job: &DeliveryJob) -> bool {
-        !self.is_exit(job) && super::crm::erase_targets(job).is_none()
+        !self.is_exit(job)
+            && job.event.event_type.as_str() != ENDED_EVENT
+            && super::crm::erase_targets(job).is_none()
     }
 
     /// When the overflow queue is tried again: the next add-limit window,
@@ -205,7 +276,7 @@ impl Policy {
                 AlreadyEnrolled::Queue => Outcome::Deferred {
                     until: now + chrono::Duration::from_std(self.queue_recheck).unwrap_or_default(),
                     reason: format!(
-                        "{tool}: active in another sequence ({sequence}); queued until it ends"
+                        "{tool}: active in another sequence ({sequence}); {QUEUED_BEHIND}"
                     ),
                 },
                 // The connector moves before it answers this; getting here
@@ -414,7 +485,8 @@ pub fn memberships<'a>(
     now: DateTime<Utc>,
 ) -> Vec<crate::store::Membership> {
     use crate::store::{
-        MEMBERSHIP_ACTIVE, MEMBERSHIP_EXITED, MEMBERSHIP_QUEUED, MEMBERSHIP_SKIPPED,
+        MEMBERSHIP_ACTIVE, MEMBERSHIP_COMPLETED, MEMBERSHIP_EXITED, MEMBERSHIP_QUEUED,
+        MEMBERSHIP_SKIPPED,
     };
     let mut out = Vec::new();
     for (job, outcome) in decided {
@@ -424,15 +496,32 @@ pub fn memberships<'a>(
             continue;
         }
         let exit = policy.is_exit(job);
-        let (state, change) = match outcome {
-            Outcome::Delivered { .. } if exit => (
-                MEMBERSHIP_EXITED,
-                format!("exit_sequences: {}", job.event.event_type.as_str()),
-            ),
-            Outcome::Delivered { .. } => (MEMBERSHIP_ACTIVE, "enrolled".to_string()),
-            Outcome::Deferred { reason, .. } if !exit => (MEMBERSHIP_QUEUED, reason.clone()),
-            Outcome::Skipped { reason } if !exit => (MEMBERSHIP_SKIPPED, reason.clone()),
-            _ => continue,
+        let ended = policy.ended(job);
+        let (state, change) = match (outcome, ended) {
+            // Only the sequence this destination fills changes here.
+            (Outcome::Delivered { .. }, Some(e))
+                if e.concerns(policy.tool)
+                    && e.sequence.as_deref() == Some(policy.sequence.as_str()) =>
+            {
+                (
+                    MEMBERSHIP_COMPLETED,
+                    format!(
+                        "sequence.completed: {} ended the sequence",
+                        e.tool.as_deref().unwrap_or(policy.tool)
+                    ),
+                )
+            }
+            (_, Some(_)) => continue,
+            (outcome, None) => match outcome {
+                Outcome::Delivered { .. } if exit => (
+                    MEMBERSHIP_EXITED,
+                    format!("exit_sequences: {}", job.event.event_type.as_str()),
+                ),
+                Outcome::Delivered { .. } => (MEMBERSHIP_ACTIVE, "enrolled".to_string()),
+                Outcome::Deferred { reason, .. } if !exit => (MEMBERSHIP_QUEUED, reason.clone()),
+                Outcome::Skipped { reason } if !exit => (MEMBERSHIP_SKIPPED, reason.clone()),
+                _ => continue,
+            },
         };
         let sequence = if policy.sequence.is_empty() {
             destination.to_string()
@@ -453,6 +542,125 @@ pub fn memberships<'a>(
     out
 }
 
+/// How many scheduled deliveries of one destination [`release_queued`]
+/// reads at most.
+const RELEASE_SCAN: usize = 10_000;
+
+/// A `sequence.completed` job, decided without a request: from another
+/// tool it is skipped; from this one the person's enrollments queued
+/// behind another sequence are made due now (the membership follows in
+/// [`memberships`]).
+async fn sequence_ended(
+    store: &Arc<dyn Store>,
+    destination: &str,
+    policy: &Policy,
+    job: &DeliveryJob,
+    ended: &Ended,
+) -> Outcome {
+    let tool = policy.tool;
+    if !ended.concerns(tool) {
+        return Outcome::Skipped {
+            reason: format!(
+                "sequence.completed from {}: not a {tool} sequence",
+                ended.tool.as_deref().unwrap_or("?")
+            ),
+        };
+    }
+    match release_queued(store, destination, &job.delivery.contact_key).await {
+        Ok(n) => {
+            tracing::info!(
+                destination,
+                tool,
+                sequence = ended.sequence.as_deref().unwrap_or("?"),
+                released = n,
+                "a sequence ended; queued enrollments of the person are due now"
+            );
+            Outcome::delivered()
+        }
+        Err(e) => Outcome::retry(
+            ErrorClass::Io,
+            format!("cannot release the person's queued enrollments: {e}"),
+        ),
+    }
+}
+
+/// The ids of `contact_key`'s enrollments in `destination` that wait in
+/// the overflow queue and whose reason passes `why`.
+async fn queued_of(
+    store: &Arc<dyn Store>,
+    destination: &str,
+    contact_key: &str,
+    why: impl Fn(&str) -> bool,
+) -> crate::store::StoreResult<Vec<uuid::Uuid>> {
+    use crate::store::{DeliveryFilter, DeliveryState};
+    let filter = DeliveryFilter {
+        destination: Some(destination.to_string()),
+        state: Some(DeliveryState::Scheduled),
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    let (mut cursor, mut read) = (None, 0);
+    while read < RELEASE_SCAN {
+        let page = store.list_deliveries(&filter, cursor, 1000).await?;
+        read += page.len();
+        let full = page.len() == 1000;
+        cursor = page.last().map(|d| d.id);
+        ids.extend(
+            page.into_iter()
+                .filter(|d| {
+                    d.contact_key == contact_key
+                        && d.last_error
+                            .as_deref()
+                            .and_then(|e| e.strip_prefix(OVERFLOW))
+                            .is_some_and(&why)
+                })
+                .map(|d| d.id),
+        );
+        if !full {
+            break;
+        }
+    }
+    Ok(ids)
+}
+
+/// Makes `contact_key`'s enrollments in `destination` that wait in the
+/// overflow queue because the person is active in another sequence due
+/// now; returns how many.
+pub async fn release_queued(
+    store: &Arc<dyn Store>,
+    destination: &str,
+    contact_key: &str,
+) -> crate::store::StoreResult<usize> {
+    let ids = queued_of(store, destination, contact_key, |e| {
+        e.contains(QUEUED_BEHIND)
+    })
+    .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    store.retry_now(ids).await
+}
+
+/// An exit cancels the person's enrollments still waiting in the overflow
+/// queue of `destination` (whatever they wait for): a person taken out of
+/// every sequence is not enrolled afterwards by an older lead. Returns how
+/// many.
+pub async fn cancel_queued(
+    store: &Arc<dyn Store>,
+    destination: &str,
+    contact_key: &str,
+    reason: &str,
+) -> crate::store::StoreResult<usize> {
+    let ids = queued_of(store, destination, contact_key, |_| true).await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    store.cancel_waiting(ids, reason).await
+}
+
+/// What the reason of an enrollment queued behind another sequence says.
+const QUEUED_BEHIND: &str = "queued until it ends";
+
 /// The enrollment gate the dispatcher runs before sending: suppressed
 /// people are skipped, and only as many enrollments as the add limit
 /// allows go out; the rest wait for the next window. Exits and erasures
@@ -468,7 +676,24 @@ pub async fn gate(
     let mut held = Vec::new();
     let mut enrollments = Vec::new();
     for job in jobs {
-        if !policy.is_enrollment(&job) {
+        if let Some(ended) = policy.ended(&job) {
+            let outcome = sequence_ended(store, destination, policy, &job, &ended).await;
+            held.push((job, outcome));
+        } else if policy.is_exit(&job) && super::crm::erase_targets(&job).is_none() {
+            let reason = format!("exit_sequences: {}", job.event.event_type.as_str());
+            match cancel_queued(store, destination, &job.delivery.contact_key, &reason).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    destination,
+                    cancelled = n,
+                    "exit_sequences: queued enrollments of the person cancelled"
+                ),
+                Err(e) => {
+                    tracing::warn!(destination, error = %e, "exit_sequences: cannot cancel the person's queued enrollments")
+                }
+            }
+            go.push(job);
+        } else if !policy.is_enrollment(&job) {
             go.push(job);
         } else if let Some(reason) = suppressed(&job) {
             held.push((job, Outcome::Skipped { reason }));
@@ -572,6 +797,45 @@ mod tests {
             ),
             Outcome::Delivered { .. }
         ));
+    }
+
+    #[test]
+    fn a_finished_sequence_completes_only_its_own_membership() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 4, 17, 5, 9).unwrap();
+        let ended = |tool: &str, sequence: &str| {
+            let mut job = crate::connectors::notify::sample_lead_job();
+            job.event.event_type = leadrelay_model::EventType::SequenceCompleted;
+            job.event.data.insert("vendor".into(), tool.into());
+            job.event.vendor_refs.push(leadrelay_model::VendorRef {
+                system: tool.into(),
+                object: "campaign".into(),
+                id: sequence.into(),
+            });
+            job.delivery.contact_key = "email:jane@acme.io".into();
+            job
+        };
+        let p = policy(AlreadyEnrolled::Queue, None);
+        let job = ended("tool", "seq-1");
+        assert_eq!(
+            p.ended(&job),
+            Some(Ended {
+                tool: Some("tool".into()),
+                sequence: Some("seq-1".into())
+            })
+        );
+        assert!(!p.is_enrollment(&job), "never enrolled");
+        let done = Outcome::delivered();
+        let ms = memberships(&p, "dest", [(&job, &done)], now);
+        assert_eq!(ms.len(), 1);
+        assert_eq!(ms[0].state, crate::store::MEMBERSHIP_COMPLETED);
+        // Another sequence of the tool, or another tool: no change here.
+        for other in [ended("tool", "seq-2"), ended("other", "seq-1")] {
+            assert!(memberships(&p, "dest", [(&other, &done)], now).is_empty());
+        }
+        assert!(
+            p.ended(&ended("other", "seq-1"))
+                .is_some_and(|e| !e.concerns("tool"))
+        );
     }
 
     #[test]

@@ -28,6 +28,11 @@ use crate::mapping::{self, Mapping};
 pub enum Auth {
     /// HTTP Basic with the key as user name and an empty password.
     BasicKeyAsUser(String),
+    /// HTTP Basic with an empty user name and the key as password.
+    BasicKeyAsPassword(String),
+    /// The key as a query parameter (`?api_key=…`), left out of the URL
+    /// the attempt log shows.
+    Query(&'static str, String),
     /// The key in a header (`X-Api-Key: …`).
     Header(&'static str, String),
 }
@@ -68,7 +73,10 @@ impl VendorHttp {
     /// the same tool and key in this process) wait for the one before it.
     pub fn one_at_a_time(mut self, tool: &str) -> Self {
         let key = match &self.auth {
-            Auth::BasicKeyAsUser(k) | Auth::Header(_, k) => k.clone(),
+            Auth::BasicKeyAsUser(k)
+            | Auth::BasicKeyAsPassword(k)
+            | Auth::Query(_, k)
+            | Auth::Header(_, k) => k.clone(),
         };
         self.serial = Some(serial_lock(tool, &key));
         self
@@ -91,10 +99,19 @@ impl VendorHttp {
                 .collect();
             url = format!("{url}?{}", q.join("&"));
         }
-        let mut req = self.client.request(method, &url);
+        let mut req = match &self.auth {
+            Auth::Query(name, key) => {
+                let sep = if query.is_empty() { '?' } else { '&' };
+                let with_key = format!("{url}{sep}{name}={}", shared::path_segment(key));
+                self.client.request(method, with_key)
+            }
+            _ => self.client.request(method, &url),
+        };
         req = match &self.auth {
             Auth::BasicKeyAsUser(key) => req.basic_auth(key, Some("")),
+            Auth::BasicKeyAsPassword(key) => req.basic_auth("", Some(key)),
             Auth::Header(name, key) => req.header(*name, key),
+            Auth::Query(..) => req,
         };
         if let Some(b) = body {
             req = req.json(b);
@@ -247,17 +264,6 @@ pub fn is_numeric_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The same skip rule for every sequence tool: no email, nothing to enroll
-/// (privacy erasures always go ahead).
-pub fn skip_reason(job: &DeliveryJob) -> Option<String> {
-    if crate::connectors::crm::erase_targets(job).is_some() {
-        return None;
-    }
-    super::job_email(job)
-        .is_none()
-        .then(|| "no email address to enroll".to_string())
-}
-
 /// A tool that enrolls one person per request: every such tool is a
 /// [`Connector`](crate::connectors::Connector) through the impl below.
 #[async_trait]
@@ -285,7 +291,7 @@ impl<T: PerPerson> crate::connectors::Connector for T {
     }
 
     fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
-        skip_reason(job)
+        super::skip_reason(job)
     }
 
     fn enrollment(&self) -> Option<&Policy> {

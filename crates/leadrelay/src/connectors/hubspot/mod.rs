@@ -331,6 +331,9 @@ struct Item<'a> {
     domain: Option<String>,
     company_props: Map<String, Value>,
     deal_id: Option<String>,
+    /// A `deal.stage_changed` from HubSpot that names no person: only the
+    /// stage task, on the deal.
+    deal_only: bool,
     failed: Option<Outcome>,
     report: AttemptReport,
     ids: Vec<RemoteId>,
@@ -488,6 +491,7 @@ impl HubSpot {
             deal_id: crm::stored_for_person(job, "deal")
                 .or_else(|| crm::vendor_ref(job, "hubspot", "deal"))
                 .map(str::to_string),
+            deal_only: crm::deal_only(job, "hubspot").is_some(),
             failed: None,
             report: AttemptReport::default(),
             ids: Vec::new(),
@@ -500,6 +504,16 @@ impl HubSpot {
             }
         }
         Activity::of(job, &self.common).into_context(&mut item.ctx);
+        if item.deal_only {
+            // HubSpot moved the deal itself: no contact, company or deal
+            // write, only the stage's task on the deal.
+            item.plan.deal = DealStep::None;
+            item.plan.company = false;
+            if let Some(id) = item.deal_id.clone() {
+                item.id_ctx("deal", &id);
+            }
+            return item;
+        }
         let known = item.contact_id.is_some();
         let (lifecycle, status) = match item.plan.kind {
             EventKind::NewLead if !known => {
@@ -573,7 +587,7 @@ impl HubSpot {
         let mut inputs = Vec::new();
         let mut by_id = Vec::new();
         for (i, it) in items.iter_mut().enumerate() {
-            if !it.ok() {
+            if !it.ok() || it.deal_only {
                 continue;
             }
             match &it.email {
@@ -1223,9 +1237,9 @@ impl HubSpot {
                 {
                     continue;
                 }
-                let Some(contact) = it.contact_id.clone() else {
+                if it.contact_id.is_none() && !(it.deal_only && it.deal_id.is_some()) {
                     continue;
-                };
+                }
                 let mut props = match self.mapping.apply(object, &it.ctx) {
                     Ok(p) => p,
                     Err(e) => {
@@ -1239,7 +1253,7 @@ impl HubSpot {
                     "meeting" => (MEETING_TO_CONTACT, MEETING_TO_COMPANY, MEETING_TO_DEAL),
                     _ => (TASK_TO_CONTACT, TASK_TO_COMPANY, TASK_TO_DEAL),
                 };
-                let mut links = vec![assoc(&contact, c)];
+                let mut links: Vec<Value> = it.contact_id.iter().map(|id| assoc(id, c)).collect();
                 if let Some(id) = &it.company_id {
                     links.push(assoc(id, co));
                 }
@@ -1276,62 +1290,71 @@ impl HubSpot {
         field: &str,
     ) -> BTreeSet<usize> {
         let plural = format!("{object}s");
-        let mut asked: Vec<(usize, String)> = Vec::new();
+        // (item, the record its notes or tasks hang on: `contacts` or, for a
+        // person-less deal event, `deals`, and its id)
+        let mut asked: Vec<(usize, &'static str, String)> = Vec::new();
         for (i, it) in items.iter().enumerate() {
             let wanted = self.wants(it, object);
-            let Some(contact) = it.contact_id.clone().filter(|_| !it.contact_new) else {
-                continue;
+            let anchor = match (&it.contact_id, &it.deal_id) {
+                (Some(c), _) if !it.contact_new => ("contacts", c.clone()),
+                (None, Some(d)) if it.deal_only => ("deals", d.clone()),
+                _ => continue,
             };
             if wanted
                 && it.ok()
                 && crm::stored(it.job, &crm::event_key(it.job), object).is_none()
                 && !(object == "meeting" && self.booked_before(it.job))
             {
-                asked.push((i, contact));
+                asked.push((i, anchor.0, anchor.1));
             }
         }
         if asked.is_empty() {
             return BTreeSet::new();
         }
-        // One v4 batch read of the contacts' associations (up to 1000).
-        let mut linked: HashMap<String, Vec<(u64, String)>> = HashMap::new();
-        for chunk in asked.chunks(1000) {
-            let body = json!({
-                "inputs": chunk.iter().map(|(_, c)| json!({"id": c})).collect::<Vec<_>>(),
-            });
-            let path = self.api.path(
-                Family::Associations,
-                &format!("/contacts/{plural}/batch/read"),
-            );
-            let (res, report) = self.api.call(Method::POST, &path, Some(&body)).await;
-            match res {
-                Ok(v) => {
-                    for r in v["results"].as_array().into_iter().flatten() {
-                        let Some(from) = mapping::as_text(&r["from"]["id"]) else {
-                            continue;
-                        };
-                        linked.entry(from).or_default().extend(
-                            r["to"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|t| mapping::as_text(&t["toObjectId"]))
-                                .map(|id| (id.parse().unwrap_or(0), id)),
-                        );
+        // One v4 batch read of the records' associations per record type
+        // (up to 1000 each).
+        let mut linked: HashMap<(&str, String), Vec<(u64, String)>> = HashMap::new();
+        for from in ["contacts", "deals"] {
+            let of_type: Vec<&(usize, &str, String)> =
+                asked.iter().filter(|(_, f, _)| *f == from).collect();
+            for chunk in of_type.chunks(1000) {
+                let body = json!({
+                    "inputs": chunk.iter().map(|(_, _, c)| json!({"id": c})).collect::<Vec<_>>(),
+                });
+                let path = self.api.path(
+                    Family::Associations,
+                    &format!("/{from}/{plural}/batch/read"),
+                );
+                let (res, report) = self.api.call(Method::POST, &path, Some(&body)).await;
+                match res {
+                    Ok(v) => {
+                        for r in v["results"].as_array().into_iter().flatten() {
+                            let Some(id) = mapping::as_text(&r["from"]["id"]) else {
+                                continue;
+                            };
+                            linked.entry((from, id)).or_default().extend(
+                                r["to"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .filter_map(|t| mapping::as_text(&t["toObjectId"]))
+                                    .map(|id| (id.parse().unwrap_or(0), id)),
+                            );
+                        }
                     }
-                }
-                Err(f) => {
-                    for (i, _) in chunk {
-                        items[*i].report = report.clone();
-                        items[*i].fail(f.outcome.clone());
+                    Err(f) => {
+                        for (i, _, _) in chunk {
+                            items[*i].report = report.clone();
+                            items[*i].fail(f.outcome.clone());
+                        }
+                        return BTreeSet::new();
                     }
-                    return BTreeSet::new();
                 }
             }
         }
         let mut candidates: Vec<(usize, Vec<String>)> = Vec::new();
-        for (i, contact) in asked {
-            let Some(mut ids) = linked.get(&contact).cloned() else {
+        for (i, from, id) in asked {
+            let Some(mut ids) = linked.get(&(from, id)).cloned() else {
                 continue;
             };
             ids.sort_unstable_by(|a, b| b.cmp(a));
@@ -1646,6 +1669,15 @@ impl HubSpot {
     async fn deliver_batch(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
         self.fetch_details_once().await;
         let mut items: Vec<Item<'_>> = jobs.iter().map(|j| self.prepare(j)).collect();
+        let mut skipped: HashMap<usize, String> = HashMap::new();
+        for (i, it) in items.iter_mut().enumerate() {
+            if let Some(deal) = crm::deal_only(it.job, "hubspot")
+                && let Some(reason) = crm::deal_only_skip(it.job, &self.common, deal)
+            {
+                skipped.insert(i, reason);
+                it.plan.task = false;
+            }
+        }
         self.contacts(&mut items).await;
         self.companies(&mut items).await;
         self.deals(&mut items).await;
@@ -1653,10 +1685,12 @@ impl HubSpot {
         self.custom_objects(&mut items).await;
         items
             .into_iter()
-            .map(|it| JobResult {
-                outcome: match it.failed {
-                    Some(o) => o,
-                    None => Outcome::Delivered { remote_ids: it.ids },
+            .enumerate()
+            .map(|(i, it)| JobResult {
+                outcome: match (it.failed, skipped.remove(&i)) {
+                    (Some(o), _) => o,
+                    (None, Some(reason)) => Outcome::Skipped { reason },
+                    (None, None) => Outcome::Delivered { remote_ids: it.ids },
                 },
                 report: it.report,
             })

@@ -37,24 +37,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::crm;
-use super::enroll::{self, Verdict, Work};
-use super::http::{self as shared, HttpResponse};
+use super::enroll::vendor::{self, Auth, PerPerson, Sent, VendorHttp};
+use super::enroll::{self, Verdict};
+use super::http::{self as shared, HttpResponse, path_segment};
 use super::{
-    BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob, ErrorClass,
-    JobResult, Outcome,
+    AttemptReport, BuildContext, CheckReport, Connector, ConnectorKind, Defaults, DeliveryJob,
+    ErrorClass, JobResult, Outcome,
 };
 use crate::config::{Problem, Rate, parse_settings};
 use crate::mapping::{self, Mapping};
 use crate::store::RemoteId;
 
+const TOOL: &str = "lemlist";
+
 /// The object a lead's id is kept under: `lemlist_lead:{campaign id}`.
 pub const LEAD_OBJECT_PREFIX: &str = "lemlist_lead:";
-
-type SendResult = (Result<HttpResponse, Outcome>, super::AttemptReport);
 
 /// The default field mapping (also shown in the README).
 pub const DEFAULT_MAPPING: &str = include_str!("defaults.toml");
@@ -87,7 +89,7 @@ struct Settings {
 
 pub fn kind() -> ConnectorKind {
     ConnectorKind {
-        name: "lemlist",
+        name: TOOL,
         summary: "lemlist: enroll people in a campaign (sequence), once",
         defaults: Defaults {
             rate_limit: Some(Rate {
@@ -104,61 +106,57 @@ pub fn kind() -> ConnectorKind {
 }
 
 struct Lemlist {
-    client: reqwest::Client,
-    base: String,
-    api_key: String,
+    http: VendorHttp,
     campaign_id: String,
     deduplicate: bool,
     mapping: Mapping,
     policy: enroll::Policy,
-    allow_private: bool,
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let s: Settings = parse_settings(ctx.settings)?;
-    let mut problems = Vec::new();
-    let api_key = ctx
-        .secret("api_key_env", &s.api_key_env)
-        .map_err(|p| problems.push(p))
-        .ok();
     let campaign = s.campaign_id.trim();
-    if campaign.is_empty()
+    let bad_campaign = (campaign.is_empty()
         || !campaign
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        problems.push(Problem::error(
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    .then(|| {
+        Problem::error(
             "campaign_id",
             "a lemlist campaign id such as cam_A1b2C3d4E5f6G7h8i (letters, digits, _ and -)",
-        ));
-    }
-    let base = crm::base_url(s.base_url.as_deref(), DEFAULT_BASE_URL)
-        .map_err(|p| problems.push(p))
-        .ok();
-    let mapping = Mapping::compile(DEFAULT_MAPPING, Some(&s.mapping), &OBJECTS)
-        .map_err(|ps| problems.extend(ps))
-        .ok();
-    let client = shared::client(ctx.timeout, s.allow_private_networks)
-        .map_err(|m| problems.push(Problem::error("", m)))
-        .ok();
-    let policy = enroll::Policy::new("lemlist", &s.enrollment, false)
-        .map(|p| p.in_sequence(s.campaign_id.trim()))
-        .map_err(|p| problems.push(p))
-        .ok();
-    let (Some(api_key), Some(base), Some(mapping), Some(client), Some(policy), true) =
-        (api_key, base, mapping, client, policy, problems.is_empty())
-    else {
-        return Err(problems);
+        )
+    });
+    let common = vendor::build_common(
+        ctx,
+        vendor::CommonSettings {
+            tool: TOOL,
+            api_key_env: &s.api_key_env,
+            base_url: s.base_url.as_deref(),
+            default_base: DEFAULT_BASE_URL,
+            allow_private_networks: s.allow_private_networks,
+            mapping: &s.mapping,
+            default_mapping: DEFAULT_MAPPING,
+            objects: &OBJECTS,
+            enrollment: &s.enrollment,
+            // lemlist's API cannot move a lead between campaigns.
+            can_move: false,
+            auth: Auth::BasicKeyAsPassword,
+        },
+    );
+    let common = match (common, bad_campaign) {
+        (Ok(c), None) => c,
+        (Ok(_), Some(p)) => return Err(vec![p]),
+        (Err(mut ps), bad) => {
+            ps.extend(bad);
+            return Err(ps);
+        }
     };
     Ok(Arc::new(Lemlist {
-        client,
-        base,
-        api_key,
+        http: common.http,
         campaign_id: campaign.to_string(),
         deduplicate: s.deduplicate,
-        mapping,
-        policy,
-        allow_private: s.allow_private_networks,
+        mapping: common.mapping,
+        policy: common.policy.in_sequence(campaign),
     }))
 }
 
@@ -289,65 +287,16 @@ fn is_lemlist_id(s: &str) -> bool {
 }
 
 impl Lemlist {
-    /// A privacy erase: every lead of the person leaves its campaign
-    /// (`DELETE /api/campaigns/{campaignId}/leads/{leadId}?action=remove`).
-    async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
-        crm::erase_each("lemlist", targets, |t| async move {
-            let campaign = t
-                .object
-                .strip_prefix(LEAD_OBJECT_PREFIX)
-                .unwrap_or_default();
-            if !is_lemlist_id(campaign) || !is_lemlist_id(&t.id) {
-                let m = format!("{:?} in {campaign:?} is not a lemlist lead id", t.id);
-                return (crm::Deleted::Malformed(m), Default::default());
-            }
-            let url = format!(
-                "{}/api/campaigns/{campaign}/leads/{}?action=remove",
-                self.base, t.id
-            );
-            let req = match self
-                .client
-                .delete(&url)
-                .basic_auth("", Some(&self.api_key))
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let m = format!("cannot build the request: {e}");
-                    return (crm::Deleted::Malformed(m), Default::default());
-                }
-            };
-            let (result, report) = shared::send(&self.client, req, &url, self.allow_private).await;
-            let deleted = match result {
-                Err(e) => crm::Deleted::Refused {
-                    status: None,
-                    outcome: e.outcome(),
-                },
-                // 404: gone already (or its campaign is).
-                Ok(resp) => match shared::classify(&resp) {
-                    Outcome::Delivered { .. } => crm::Deleted::Done,
-                    outcome => crm::Deleted::Refused {
-                        status: Some(resp.status),
-                        outcome,
-                    },
-                },
-            };
-            (deleted, report)
-        })
-        .await
+    fn leads_path(&self) -> String {
+        format!("/api/campaigns/{}/leads/", self.campaign_id)
     }
 
-    fn leads_url(&self) -> String {
-        format!(
-            "{}/api/campaigns/{}/leads/{}",
-            self.base,
-            self.campaign_id,
-            if self.deduplicate {
-                "?deduplicate=true"
-            } else {
-                ""
-            }
-        )
+    fn leads_query(&self) -> &'static [(&'static str, &'static str)] {
+        if self.deduplicate {
+            &[("deduplicate", "true")]
+        } else {
+            &[]
+        }
     }
 
     /// The lead's variables as lemlist will receive them.
@@ -372,27 +321,19 @@ impl Lemlist {
             .collect()
     }
 
-    async fn send(&self, req: reqwest::Result<reqwest::Request>, url: &str) -> SendResult {
-        enroll::send(&self.client, req, url, self.allow_private).await
-    }
-
     /// "Get Lead by Email": the answer's body, `None` when lemlist does
     /// not know the person.
-    async fn lookup(&self, email: &str) -> Result<Option<String>, (Outcome, super::AttemptReport)> {
-        let url = format!(
-            "{}/api/leads/{}?version=v2",
-            self.base,
-            crate::connectors::http::path_segment(email)
-        );
-        let req = self
-            .client
-            .get(&url)
-            .basic_auth("", Some(&self.api_key))
-            .build();
-        let (result, report) = self.send(req, &url).await;
-        enroll::answered(result, shared::classify)
-            .map(|r| r.map(|r| r.body))
-            .map_err(|o| (o, report))
+    async fn lookup(&self, email: &str) -> Result<Option<String>, Box<JobResult>> {
+        let path = format!("/api/leads/{}", path_segment(email));
+        let sent = self
+            .http
+            .call(Method::GET, &path, &[("version", "v2")], None)
+            .await;
+        let (result, report) = sent;
+        match enroll::answered(result, shared::classify) {
+            Ok(found) => Ok(found.map(|r| r.body)),
+            Err(outcome) => Err(Box::new(JobResult { outcome, report })),
+        }
     }
 
     /// Find: what lemlist already has for the person and this campaign.
@@ -400,7 +341,7 @@ impl Lemlist {
         &self,
         job: &DeliveryJob,
         email: &str,
-    ) -> Result<Option<Verdict>, (Outcome, super::AttemptReport)> {
+    ) -> Result<Option<Verdict>, Box<JobResult>> {
         let Some(body) = self.lookup(email).await? else {
             return Ok(None);
         };
@@ -414,32 +355,80 @@ impl Lemlist {
         )
     }
 
+    /// Takes one lead out of its campaign (`action=remove`).
+    async fn remove(&self, campaign: &str, lead: &str) -> Sent {
+        let path = format!("/api/campaigns/{campaign}/leads/{lead}");
+        self.http
+            .call(Method::DELETE, &path, &[("action", "remove")], None)
+            .await
+    }
+}
+
+#[async_trait]
+impl PerPerson for Lemlist {
+    fn policy(&self) -> &enroll::Policy {
+        &self.policy
+    }
+
+    fn preview(&self, job: &DeliveryJob) -> Result<Value, String> {
+        let query = match self.deduplicate {
+            true => "?deduplicate=true",
+            false => "",
+        };
+        self.body(job).map(|lead| {
+            serde_json::json!({
+                "url": format!("{}{}{query}", self.http.base, self.leads_path()),
+                "lead": lead,
+            })
+        })
+    }
+
+    async fn check(&self) -> CheckReport {
+        let result = async {
+            vendor::check_get(&self.http, TOOL, "/api/team", "team").await?;
+            let campaign = format!("/api/campaigns/{}", self.campaign_id);
+            let what = format!("campaign {}", self.campaign_id);
+            vendor::check_get(&self.http, TOOL, &campaign, &what).await
+        }
+        .await;
+        match result {
+            Ok(()) => CheckReport::ok(format!(
+                "lemlist accepted the API key; campaign {} exists",
+                self.campaign_id
+            )),
+            Err(m) => CheckReport::failed(m),
+        }
+    }
+
+    /// A privacy erase: every lead of the person leaves its campaign
+    /// (`DELETE /api/campaigns/{campaignId}/leads/{leadId}?action=remove`);
+    /// 404 (gone already, or its campaign is) counts as removed.
+    async fn erase(&self, targets: Result<Vec<crm::EraseTarget>, String>) -> JobResult {
+        crm::erase_each(TOOL, targets, |t| async move {
+            let campaign = t
+                .object
+                .strip_prefix(LEAD_OBJECT_PREFIX)
+                .unwrap_or_default();
+            if !is_lemlist_id(campaign) || !is_lemlist_id(&t.id) {
+                let m = format!("{:?} in {campaign:?} is not a lemlist lead id", t.id);
+                return (crm::Deleted::Malformed(m), Default::default());
+            }
+            vendor::deleted(self.remove(campaign, &t.id).await, shared::classify)
+        })
+        .await
+    }
+
     /// `exit_sequences`: every lead of the person that is still running
     /// leaves its campaign (`action=remove`); nothing to do is success.
-    async fn exit(&self, job: &DeliveryJob) -> JobResult {
-        let Some(email) = enroll::job_email(job) else {
-            return JobResult {
-                outcome: Outcome::permanent(ErrorClass::Mapping, "no email address to exit"),
-                report: Default::default(),
-            };
-        };
-        let body = match self.lookup(&email).await {
-            Err((outcome, report)) => return JobResult { outcome, report },
+    async fn exit(&self, _job: &DeliveryJob, email: &str) -> JobResult {
+        let body = match self.lookup(email).await {
+            Err(failed) => return *failed,
             Ok(body) => body.unwrap_or_default(),
         };
         let mut left = Vec::new();
-        let mut report = super::AttemptReport::default();
+        let mut report = AttemptReport::default();
         for (campaign, id) in active_leads(&body) {
-            let url = format!(
-                "{}/api/campaigns/{campaign}/leads/{id}?action=remove",
-                self.base
-            );
-            let req = self
-                .client
-                .delete(&url)
-                .basic_auth("", Some(&self.api_key))
-                .build();
-            let (result, r) = self.send(req, &url).await;
+            let (result, r) = self.remove(&campaign, &id).await;
             report = r;
             match enroll::answered(result, shared::classify) {
                 Ok(Some(_)) => left.push(campaign),
@@ -448,20 +437,16 @@ impl Lemlist {
             }
         }
         JobResult {
-            outcome: enroll::exited("lemlist", &left),
+            outcome: enroll::exited(TOOL, &left),
             report,
         }
     }
 
     async fn enroll(&self, job: &DeliveryJob) -> JobResult {
         let now = chrono::Utc::now();
-        let failed = |outcome| JobResult {
-            outcome,
-            report: Default::default(),
-        };
         let body = match self.body(job) {
             Ok(b) => b,
-            Err(m) => return failed(Outcome::permanent(ErrorClass::Mapping, m)),
+            Err(m) => return vendor::failed(Outcome::permanent(ErrorClass::Mapping, m)),
         };
         let email = body
             .get("email")
@@ -469,23 +454,20 @@ impl Lemlist {
             .unwrap_or_default()
             .to_string();
         match self.find(job, &email).await {
-            Err((outcome, report)) => return JobResult { outcome, report },
-            Ok(Some(verdict)) => {
-                return JobResult {
-                    outcome: self.policy.outcome(verdict, now),
-                    report: Default::default(),
-                };
-            }
+            Err(failed) => return *failed,
+            Ok(Some(verdict)) => return vendor::failed(self.policy.outcome(verdict, now)),
             Ok(None) => {}
         }
-        let url = self.leads_url();
-        let req = self
-            .client
-            .post(&url)
-            .basic_auth("", Some(&self.api_key))
-            .json(&body)
-            .build();
-        let (result, report) = self.send(req, &url).await;
+        let body = Value::Object(body);
+        let (result, report) = self
+            .http
+            .call(
+                Method::POST,
+                &self.leads_path(),
+                self.leads_query(),
+                Some(&body),
+            )
+            .await;
         let verdict = match result {
             Err(outcome) => Verdict::Failed(outcome),
             Ok(resp) => match classify(&resp) {
@@ -503,78 +485,6 @@ impl Lemlist {
         JobResult {
             outcome: self.policy.outcome(verdict, now),
             report,
-        }
-    }
-
-    async fn get_ok(&self, path: &str) -> Result<(), String> {
-        let url = format!("{}{path}", self.base);
-        let req = self
-            .client
-            .get(&url)
-            .basic_auth("", Some(&self.api_key))
-            .build()
-            .map_err(|e| format!("cannot build a request: {e}"))?;
-        match shared::send(&self.client, req, &url, self.allow_private).await {
-            (Ok(r), _) if r.status == 200 => Ok(()),
-            (Ok(r), _) if r.status == 401 => Err("lemlist rejected the API key".into()),
-            (Ok(r), _) if r.status == 404 => Err(format!(
-                "lemlist has no campaign {} for this key",
-                self.campaign_id
-            )),
-            (Ok(r), _) => Err(format!(
-                "lemlist answered HTTP {}: {}",
-                r.status,
-                crate::redact::excerpt(&r.body, 200)
-            )),
-            (Err(e), _) => Err(format!("{:?}", e.outcome())),
-        }
-    }
-}
-
-#[async_trait]
-impl Connector for Lemlist {
-    async fn deliver(&self, jobs: &[DeliveryJob]) -> Vec<JobResult> {
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            out.push(match self.policy.work(job) {
-                Work::Erase(targets) => self.erase(targets).await,
-                Work::Exit => self.exit(job).await,
-                Work::Enroll => self.enroll(job).await,
-            });
-        }
-        out
-    }
-
-    fn skip_reason(&self, job: &DeliveryJob) -> Option<String> {
-        enroll::skip_reason(job)
-    }
-
-    fn enrollment(&self) -> Option<&enroll::Policy> {
-        Some(&self.policy)
-    }
-
-    fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
-        Some(self.body(job).map(|lead| {
-            serde_json::json!({
-                "url": self.leads_url(),
-                "lead": lead,
-            })
-        }))
-    }
-
-    async fn check(&self) -> CheckReport {
-        let result = async {
-            self.get_ok("/api/team").await?;
-            self.get_ok(&format!("/api/campaigns/{}", self.campaign_id))
-                .await
-        }
-        .await;
-        match result {
-            Ok(()) => CheckReport::ok(format!(
-                "lemlist accepted the API key; campaign {} exists",
-                self.campaign_id
-            )),
-            Err(m) => CheckReport::failed(m),
         }
     }
 }

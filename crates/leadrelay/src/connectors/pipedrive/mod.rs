@@ -335,6 +335,9 @@ struct Run<'a> {
     org: Option<u64>,
     deal: Option<u64>,
     lead: Option<String>,
+    /// A `deal.stage_changed` from Pipedrive that names no person: only
+    /// the stage's activity, on the deal.
+    deal_only: bool,
 }
 
 impl Pipedrive {
@@ -375,6 +378,7 @@ impl Pipedrive {
             org: None,
             deal: None,
             lead: None,
+            deal_only: false,
         };
         match self.steps(&mut run).await {
             Ok(()) => JobResult {
@@ -402,6 +406,20 @@ impl Pipedrive {
         }
         if let Some(p) = self.s.pipeline_id {
             mapping::set(&mut run.ctx, "crm", "pipeline_id", p);
+        }
+        if let Some(deal) = crm::deal_only(job, "pipedrive") {
+            // Pipedrive moved the deal itself: only the stage's activity,
+            // with the deal's id.
+            if let Some(reason) = crm::deal_only_skip(job, &self.common, deal) {
+                return Err(Stop::from(Outcome::Skipped { reason }));
+            }
+            let id = deal.parse().map_err(|_| {
+                let m = format!("Pipedrive deal id {deal:?} is not a number");
+                Stop::from(Outcome::permanent(ErrorClass::Mapping, m))
+            })?;
+            run.deal = Some(id);
+            run.deal_only = true;
+            return self.activity(run, "task").await;
         }
         if plan.company {
             self.organization(run).await?;
@@ -889,16 +907,19 @@ impl Pipedrive {
         field: &str,
         marker: &str,
     ) -> Result<Option<String>, Stop> {
-        let Some(p) = run.person.filter(|_| !run.person_created) else {
-            return Ok(None);
+        // The person's (or, for a person-less deal event, the deal's).
+        let (by, id) = match (run.person.filter(|_| !run.person_created), run.deal) {
+            (Some(p), _) => ("person_id", p),
+            (None, Some(d)) if run.deal_only => ("deal_id", d),
+            _ => return Ok(None),
         };
-        let person = p.to_string();
+        let id = id.to_string();
         let newest: &[(&str, &str)] = if path.starts_with("/api/v1/") {
             &[("sort", "add_time DESC")]
         } else {
             &[("sort_by", "add_time"), ("sort_direction", "desc")]
         };
-        let mut query = vec![("person_id", person.as_str()), ("limit", "100")];
+        let mut query = vec![(by, id.as_str()), ("limit", "100")];
         query.extend_from_slice(newest);
         let listed = self
             .call(run, Method::GET, path, &query, None)

@@ -40,6 +40,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::crm;
+use super::enroll::vendor::{self, Auth, Sent, VendorHttp};
 use super::enroll::{self, AlreadyEnrolled, Verdict, Work};
 use super::http::{self as shared, HttpResponse, path_segment};
 use super::{
@@ -53,6 +54,7 @@ use crate::store::RemoteId;
 /// The object a lead's id is kept under: `smartlead_lead:{campaign id}`.
 pub const LEAD_OBJECT_PREFIX: &str = "smartlead_lead:";
 pub const DEFAULT_MAPPING: &str = include_str!("defaults.toml");
+const TOOL: &str = "smartlead";
 const OBJECTS: [&str; 1] = ["lead"];
 const DEFAULT_BASE_URL: &str = "https://server.smartlead.ai";
 /// Smartlead's own lead fields; any other mapped name is a custom field.
@@ -89,7 +91,7 @@ struct Settings {
 
 pub fn kind() -> ConnectorKind {
     ConnectorKind {
-        name: "smartlead",
+        name: TOOL,
         summary: "Smartlead: enroll people in a campaign, 100 per request, once",
         defaults: Defaults {
             rate_limit: Some(Rate {
@@ -106,48 +108,36 @@ pub fn kind() -> ConnectorKind {
 }
 
 struct Smartlead {
-    client: reqwest::Client,
-    base: String,
-    api_key: String,
+    http: VendorHttp,
     campaign_id: u64,
     mapping: Mapping,
     policy: enroll::Policy,
-    allow_private: bool,
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let s: Settings = parse_settings(ctx.settings)?;
-    let mut problems = Vec::new();
-    let api_key = ctx
-        .secret("api_key_env", &s.api_key_env)
-        .map_err(|p| problems.push(p))
-        .ok();
-    let base = crm::base_url(s.base_url.as_deref(), DEFAULT_BASE_URL)
-        .map_err(|p| problems.push(p))
-        .ok();
-    let mapping = Mapping::compile(DEFAULT_MAPPING, Some(&s.mapping), &OBJECTS)
-        .map_err(|ps| problems.extend(ps))
-        .ok();
-    let client = shared::client(ctx.timeout, s.allow_private_networks)
-        .map_err(|m| problems.push(Problem::error("", m)))
-        .ok();
-    let policy = enroll::Policy::new("smartlead", &s.enrollment, true)
-        .map(|p| p.in_sequence(&s.campaign_id.to_string()))
-        .map_err(|p| problems.push(p))
-        .ok();
-    let (Some(api_key), Some(base), Some(mapping), Some(client), Some(policy), true) =
-        (api_key, base, mapping, client, policy, problems.is_empty())
-    else {
-        return Err(problems);
-    };
+    let common = vendor::build_common(
+        ctx,
+        vendor::CommonSettings {
+            tool: TOOL,
+            api_key_env: &s.api_key_env,
+            base_url: s.base_url.as_deref(),
+            default_base: DEFAULT_BASE_URL,
+            allow_private_networks: s.allow_private_networks,
+            mapping: &s.mapping,
+            default_mapping: DEFAULT_MAPPING,
+            objects: &OBJECTS,
+            enrollment: &s.enrollment,
+            // Smartlead can delete a lead from a campaign.
+            can_move: true,
+            auth: |key| Auth::Query("api_key", key),
+        },
+    )?;
     Ok(Arc::new(Smartlead {
-        client,
-        base,
-        api_key,
+        http: common.http,
         campaign_id: s.campaign_id,
-        mapping,
-        policy,
-        allow_private: s.allow_private_networks,
+        mapping: common.mapping,
+        policy: common.policy.in_sequence(&s.campaign_id.to_string()),
     }))
 }
 
@@ -231,39 +221,18 @@ fn parse_found(body: &str) -> Found {
     Found::Lead { id, campaigns }
 }
 
-type Sent = (Result<HttpResponse, Outcome>, AttemptReport);
-
 impl Smartlead {
-    /// `path` under `/api/v1` with the key; the second URL (for the attempt
-    /// log) has no key.
-    fn url(&self, path: &str, query: &str) -> (String, String) {
-        let shown = format!("{}/api/v1{path}", self.base);
-        let sep = if query.is_empty() { "" } else { "&" };
-        let real = format!(
-            "{shown}?{query}{sep}api_key={}",
-            path_segment(&self.api_key)
-        );
-        let shown = if query.is_empty() {
-            shown
-        } else {
-            format!("{shown}?{query}")
-        };
-        (real, shown)
-    }
-
+    /// `path` under `/api/v1`, the key added by [`VendorHttp`] (and left
+    /// out of the URL the attempt log shows).
     async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
-        query: &str,
+        query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Sent {
-        let (real, shown) = self.url(path, query);
-        let mut req = self.client.request(method, &real);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        enroll::send(&self.client, req.build(), &shown, self.allow_private).await
+        let path = format!("/api/v1{path}");
+        self.http.call(method, &path, query, body).await
     }
 
     fn body(&self, job: &DeliveryJob) -> Result<Map<String, Value>, String> {
@@ -298,7 +267,7 @@ impl Smartlead {
         });
         let path = format!("/campaigns/{}/leads", self.campaign_id);
         let (result, report) = self
-            .send(reqwest::Method::POST, &path, "", Some(&body))
+            .send(reqwest::Method::POST, &path, &[], Some(&body))
             .await;
         let answer = match result {
             Err(o) => Err(o),
@@ -318,9 +287,8 @@ impl Smartlead {
     }
 
     async fn find(&self, email: &str) -> Result<Found, Outcome> {
-        let query = format!("email={}", path_segment(email));
         let sent = self
-            .send(reqwest::Method::GET, "/leads/", &query, None)
+            .send(reqwest::Method::GET, "/leads/", &[("email", email)], None)
             .await;
         Ok(enroll::answered(sent.0, classify)?
             .map(|resp| parse_found(&resp.body))
@@ -329,7 +297,7 @@ impl Smartlead {
 
     async fn remove(&self, campaign: u64, lead: &str) -> Result<(), Outcome> {
         let path = format!("/campaigns/{campaign}/leads/{}", path_segment(lead));
-        let sent = self.send(reqwest::Method::DELETE, &path, "", None).await;
+        let sent = self.send(reqwest::Method::DELETE, &path, &[], None).await;
         enroll::answered(sent.0, classify).map(|_| ())
     }
 
@@ -512,7 +480,7 @@ impl Smartlead {
                 return (crm::Deleted::Malformed(m), Default::default());
             };
             let path = format!("/campaigns/{campaign}/leads/{}", t.id);
-            let (result, report) = self.send(reqwest::Method::DELETE, &path, "", None).await;
+            let (result, report) = self.send(reqwest::Method::DELETE, &path, &[], None).await;
             let deleted = match result {
                 Err(outcome) => crm::Deleted::Refused {
                     status: None,
@@ -590,7 +558,7 @@ impl Connector for Smartlead {
     fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {
         Some(self.body(job).map(|lead| {
             json!({
-                "url": self.url(&format!("/campaigns/{}/leads", self.campaign_id), "").1,
+                "url": format!("{}/api/v1/campaigns/{}/leads", self.http.base, self.campaign_id),
                 "lead": lead,
             })
         }))
@@ -598,7 +566,7 @@ impl Connector for Smartlead {
 
     async fn check(&self) -> CheckReport {
         let path = format!("/campaigns/{}", self.campaign_id);
-        match self.send(reqwest::Method::GET, &path, "", None).await.0 {
+        match self.send(reqwest::Method::GET, &path, &[], None).await.0 {
             Ok(r) if r.status == 200 => CheckReport::ok(format!(
                 "Smartlead accepted the API key; campaign {} exists",
                 self.campaign_id

@@ -14,8 +14,11 @@
 //!
 //! Woodpecker processes one request at a time per API key (six more may
 //! wait 15 s, the rest are dropped): every request of every destination
-//! with the same key in this process waits for the one before it, and the
-//! default concurrency is 1.
+//! with the same key in this process waits for the one before it. The
+//! default concurrency is 4 all the same: while one delivery holds the
+//! key's turn at Woodpecker, the others record their outcomes and get
+//! their next lead ready, so the one slot Woodpecker allows stays busy
+//! (with concurrency 1 it idles through every outcome's commit).
 //!
 //! Find-or-create: the prospect is looked up first (`GET /rest/v1/prospects
 //! ?email=…&campaigns_details=true`): already in this campaign is the
@@ -76,7 +79,7 @@ pub fn kind() -> ConnectorKind {
         defaults: Defaults {
             // Woodpecker limits concurrency, not a rate.
             rate_limit: None,
-            concurrency: 1,
+            concurrency: 4,
             batch_size: 1,
             max_batch_size: 1,
         },

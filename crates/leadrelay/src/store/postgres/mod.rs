@@ -1513,6 +1513,9 @@ impl Store for PostgresStore {
             .map(|c| format!("deliveries.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // Per contact in order: a delivery waits for the contact's earlier
+        // ones, except those waiting in a sequence tool's overflow queue
+        // (`overflow: …`), which may wait days for a window.
         let sql = format!(
             "WITH due AS ( \
                SELECT d.id FROM deliveries d \
@@ -1520,7 +1523,8 @@ impl Store for PostgresStore {
                  AND NOT EXISTS ( \
                    SELECT 1 FROM deliveries p \
                    WHERE p.destination = d.destination AND p.contact_key = d.contact_key \
-                     AND p.state IN ('pending', 'scheduled', 'in_flight') AND p.id < d.id) \
+                     AND p.state IN ('pending', 'scheduled', 'in_flight') AND p.id < d.id \
+                     AND NOT (p.state = 'scheduled' AND p.last_error LIKE 'overflow: %')) \
                ORDER BY d.next_attempt_at, d.id \
                LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \

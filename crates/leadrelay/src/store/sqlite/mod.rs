@@ -1396,6 +1396,9 @@ fn claim_tx(
     let lease_id = new_id();
     let now_ms = now.timestamp_millis();
     let expires = now_ms + lease.as_millis() as i64;
+    // Per contact in order: a delivery waits for the contact's earlier
+    // ones, except those waiting in a sequence tool's overflow queue
+    // (`overflow: …`), which may wait days for a window.
     let mut stmt = c
         .prepare_cached(&format!(
             "UPDATE deliveries SET state = 'in_flight', lease_id = ?1, next_attempt_at = ?2, updated_at = ?3 \
@@ -1405,7 +1408,8 @@ fn claim_tx(
                  AND NOT EXISTS ( \
                    SELECT 1 FROM deliveries p \
                    WHERE p.destination = d.destination AND p.contact_key = d.contact_key \
-                     AND p.state IN ('pending', 'scheduled', 'in_flight') AND p.id < d.id) \
+                     AND p.state IN ('pending', 'scheduled', 'in_flight') AND p.id < d.id \
+                     AND NOT (p.state = 'scheduled' AND p.last_error LIKE 'overflow: %')) \
                ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
              RETURNING {DELIVERY_COLS}"
         ))
