@@ -100,9 +100,6 @@ async fn build(
                 .flatten()
         })
         .collect();
-    let mut contacts: Vec<Uuid> = events.iter().filter_map(|e| e.contact_id).collect();
-    contacts.sort_unstable();
-    contacts.dedup();
     let mut deal_ids: Vec<String> = updates
         .iter()
         .flatten()
@@ -110,23 +107,58 @@ async fn build(
         .collect();
     deal_ids.sort_unstable();
     deal_ids.dedup();
-    // Only contacts with a deal event need their stored touches (journeys);
-    // lead rows are needed for every contact with a lead or deal event.
-    // Response clocks are read only for people with an MQL or activity event.
-    let mut clocks: Vec<Uuid> = events
+    // Lead rows are read only for people with a lead or deal event in the
+    // batch, response clocks only for people with an MQL or activity event;
+    // stored touches (below) only for people whose first touch or journey
+    // the batch needs. Everyone else's events are rolled up without a read.
+    let live = |e: &&RollupEvent| !e.spam && e.origin_kind != "system";
+    let is_lead = |e: &RollupEvent| LEAD_EVENT_TYPES.contains(&e.event_type.as_str());
+    let lead_people = sorted(
+        events
+            .iter()
+            .zip(&updates)
+            .filter(|(e, u)| live(e) && (is_lead(e) || u.is_some()))
+            .filter_map(|(e, _)| e.contact_id),
+    );
+    let clocks = sorted(
+        events
+            .iter()
+            .filter(|e| {
+                cfg.kpis.mql_events.contains(&e.event_type)
+                    || cfg.kpis.activity_events.contains(&e.event_type)
+            })
+            .filter_map(|e| e.contact_id),
+    );
+    let ctx = store.rollup_context(lead_people, deal_ids, clocks).await?;
+    let stored_deal_contacts: HashMap<&str, Uuid> = ctx
+        .deals
         .iter()
-        .filter(|e| {
-            cfg.kpis.mql_events.contains(&e.event_type)
-                || cfg.kpis.activity_events.contains(&e.event_type)
-        })
-        .filter_map(|e| e.contact_id)
+        .filter_map(|d| Some((d.deal_id.as_str(), d.contact_id?)))
         .collect();
-    clocks.sort_unstable();
-    clocks.dedup();
-    let ctx = store.rollup_context(contacts, deal_ids, clocks).await?;
+    let has_lead: BTreeSet<Uuid> = ctx.leads.iter().map(|l| l.contact_id).collect();
+    // Journeys: the person of every deal the batch moves (the stored deal's,
+    // else the event's), and people whose first lead event is in the batch.
+    let journeys = sorted(events.iter().zip(&updates).filter(|(e, _)| live(e)).filter_map(
+        |(e, u)| match u {
+            Some(u) => stored_deal_contacts
+                .get(u.deal_id.as_str())
+                .copied()
+                .or(e.contact_id),
+            None => e
+                .contact_id
+                .filter(|c| is_lead(e) && !has_lead.contains(c)),
+        },
+    ));
+    drop(stored_deal_contacts);
+    let stored_touches = if journeys.is_empty() {
+        Vec::new()
+    } else {
+        store.rollup_touches(journeys.clone()).await?
+    };
+    let journeys: BTreeSet<Uuid> = journeys.into_iter().collect();
 
     let mut touches: HashMap<Uuid, Vec<attribution::Touchpoint>> = HashMap::new();
-    for t in ctx.touches {
+    for t in stored_touches {
         touches
             .entry(t.contact_id)
             .or_default()
@@ -173,7 +205,9 @@ async fn build(
                     source: t.source.clone(),
                     campaign: t.campaign.clone(),
                 });
-                touches.entry(cid).or_default().push(t);
+                if journeys.contains(&cid) {
+                    touches.entry(cid).or_default().push(t);
+                }
             }
             if LEAD_EVENT_TYPES.contains(&e.event_type.as_str()) && !leads.contains_key(&cid) {
                 let first = touches
@@ -400,6 +434,14 @@ impl KpiRollup {
             })
             .collect();
     }
+}
+
+/// Distinct ids, sorted.
+fn sorted(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut v: Vec<Uuid> = ids.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 fn set_credits(all: &mut Vec<(String, Vec<CreditRow>)>, deal_id: &str, credits: Vec<CreditRow>) {
