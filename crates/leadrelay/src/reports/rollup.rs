@@ -21,6 +21,7 @@ use super::attribution::{self, Journey, Window};
 use super::config::ReportsConfig;
 use super::deal;
 use super::kpi::{self, KpiConfig};
+use super::writeback::{self, Writeback};
 use crate::store::*;
 
 /// What one catch-up did.
@@ -67,7 +68,10 @@ pub async fn catch_up(
             return Ok(report);
         };
         let n = events.len();
-        let batch = build(store, cfg, from, last, events).await?;
+        let (batch, writebacks) = build(store, cfg, from, last, events).await?;
+        // Stored first, idempotently: a pass refused below (or a crash)
+        // runs again and finds the same events stored.
+        writeback::emit(store, cfg, writebacks, now).await?;
         match store.rollup_apply(batch).await {
             Ok(()) => {}
             // Another node rolled this range up first: start again from
@@ -83,14 +87,15 @@ pub async fn catch_up(
     }
 }
 
-/// Turns a batch of events into what the store writes.
+/// Turns a batch of events into what the store writes, and the won deals
+/// whose attribution goes back to the CRMs.
 async fn build(
     store: &dyn Store,
     cfg: &ReportsConfig,
     from: Option<Uuid>,
     cursor: Uuid,
     mut events: Vec<RollupEvent>,
-) -> StoreResult<RollupBatch> {
+) -> StoreResult<(RollupBatch, Vec<Writeback>)> {
     let refs = link_activities(store, cfg, &mut events).await?;
     let updates: Vec<Option<deal::DealUpdate>> = events
         .iter()
@@ -138,17 +143,19 @@ async fn build(
     let has_lead: BTreeSet<Uuid> = ctx.leads.iter().map(|l| l.contact_id).collect();
     // Journeys: the person of every deal the batch moves (the stored deal's,
     // else the event's), and people whose first lead event is in the batch.
-    let journeys = sorted(events.iter().zip(&updates).filter(|(e, _)| live(e)).filter_map(
-        |(e, u)| match u {
-            Some(u) => stored_deal_contacts
-                .get(u.deal_id.as_str())
-                .copied()
-                .or(e.contact_id),
-            None => e
-                .contact_id
-                .filter(|c| is_lead(e) && !has_lead.contains(c)),
-        },
-    ));
+    let journeys = sorted(
+        events
+            .iter()
+            .zip(&updates)
+            .filter(|(e, _)| live(e))
+            .filter_map(|(e, u)| match u {
+                Some(u) => stored_deal_contacts
+                    .get(u.deal_id.as_str())
+                    .copied()
+                    .or(e.contact_id),
+                None => e.contact_id.filter(|c| is_lead(e) && !has_lead.contains(c)),
+            }),
+    );
     drop(stored_deal_contacts);
     let stored_touches = if journeys.is_empty() {
         Vec::new()
@@ -182,6 +189,7 @@ async fn build(
         ..Default::default()
     };
     let mut dirty: Vec<String> = Vec::new();
+    let mut writebacks: Vec<Writeback> = Vec::new();
     let window = window(cfg);
     let mut kpis = KpiRollup::new(ctx.responses);
 
@@ -250,19 +258,29 @@ async fn build(
                         opportunity_created_at: Some(d.created_at),
                     };
                     let at = d.closed_at.unwrap_or(u.at);
-                    attribution::attribute(&journey, at, d.amount.unwrap_or(0.0), window)
-                        .into_iter()
-                        .map(|c| CreditRow {
-                            deal_id: d.deal_id.clone(),
-                            model: c.model.as_str().to_string(),
-                            channel: c.channel,
-                            source: c.source,
-                            campaign: c.campaign,
-                            credit: c.credit,
-                            revenue: c.revenue,
-                            closed_at: at,
-                        })
-                        .collect()
+                    let credits: Vec<CreditRow> =
+                        attribution::attribute(&journey, at, d.amount.unwrap_or(0.0), window)
+                            .into_iter()
+                            .map(|c| CreditRow {
+                                deal_id: d.deal_id.clone(),
+                                model: c.model.as_str().to_string(),
+                                channel: c.channel,
+                                source: c.source,
+                                campaign: c.campaign,
+                                credit: c.credit,
+                                revenue: c.revenue,
+                                closed_at: at,
+                            })
+                            .collect();
+                    if !cfg.writeback.destinations.is_empty() && !credits.is_empty() {
+                        writebacks.push(Writeback {
+                            deal: d.clone(),
+                            contact_id: cid,
+                            touches: attribution::in_window(&journey, at, window),
+                            credits: credits.clone(),
+                        });
+                    }
+                    credits
                 })
                 .unwrap_or_default();
             set_credits(&mut batch.credits, &d.deal_id, credits);
@@ -278,7 +296,7 @@ async fn build(
     batch.deals = dirty.iter().filter_map(|id| deals.remove(id)).collect();
     kpis.finish(&mut batch);
     batch.refs = refs;
-    Ok(batch)
+    Ok((batch, writebacks))
 }
 
 /// `system:object:id` of the CRM people (person, contact, lead) an event

@@ -103,6 +103,10 @@ pub struct DealRow {
     pub campaign: Option<String>,
     /// Every stage the deal was in, oldest first.
     pub periods: Vec<StagePeriod>,
+    /// The deal's records in the CRMs (`deal` / `opportunity` vendor
+    /// references of its events), for writing attribution back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<VendorRef>,
 }
 
 /// One attribution credit of a closed (won) deal.

@@ -827,6 +827,11 @@ async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
             entered_at: t,
             left_at: None,
         }],
+        refs: vec![leadrelay_model::VendorRef {
+            system: "hubspot".into(),
+            object: "deal".into(),
+            id: "1".into(),
+        }],
     };
     let credit = CreditRow {
         deal_id: "hubspot:1".into(),

@@ -201,11 +201,7 @@ impl ReportStore for SqliteStore {
                     "contact_id IN (SELECT value FROM json_each(?1))",
                     &[&clocks],
                 )?,
-                deals: deals_where(
-                    c,
-                    "deal_id IN (SELECT value FROM json_each(?1))",
-                    &[&deals],
-                )?,
+                deals: deals_where(c, "deal_id IN (SELECT value FROM json_each(?1))", &[&deals])?,
             })
         })
         .await
