@@ -180,3 +180,89 @@ pub async fn emit(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::crm::AttributionFields;
+
+    fn credit(model: &str, channel: &str, campaign: &str, credit: f64) -> CreditRow {
+        CreditRow {
+            deal_id: "d1".into(),
+            model: model.into(),
+            channel: channel.into(),
+            source: "s".into(),
+            campaign: campaign.into(),
+            credit,
+            revenue: credit * 1000.0,
+            closed_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_models_largest_credit_is_the_attributed_one_and_touches_are_first_and_last() {
+        let t0 = Utc::now() - chrono::Duration::days(3);
+        let touch = |days: i64, campaign: &str| Touchpoint {
+            at: t0 + chrono::Duration::days(days),
+            channel: "email".into(),
+            source: "news".into(),
+            campaign: campaign.into(),
+        };
+        let deal: DealRow = serde_json::from_value(json!({
+            "deal_id": "d1", "contact_id": null, "stage": "won", "status": "won",
+            "amount": 1000.0, "currency": "EUR", "probability": null, "owner": null,
+            "expected_close": null, "created_at": t0, "closed_at": t0,
+            "origin": null, "channel": null, "source": null, "campaign": null, "periods": []
+        }))
+        .unwrap();
+        let w = Writeback {
+            deal,
+            contact_id: Uuid::nil(),
+            touches: vec![touch(0, "a"), touch(1, "b"), touch(2, "c")],
+            credits: vec![
+                credit("linear", "email", "a", 0.25),
+                credit("linear", "paid_search", "b", 0.5),
+                credit("linear", "email", "c", 0.25),
+                credit("first_touch", "email", "a", 1.0),
+            ],
+        };
+        let d = data_of(&w, "linear");
+        assert_eq!(d["first_touch_campaign"], "a");
+        assert_eq!(d["last_touch_campaign"], "c");
+        assert_eq!(d["attributed_channel"], "paid_search");
+        assert_eq!(d["attributed_credit"], json!(0.5));
+        assert_eq!(d["attributed_revenue"], json!(500));
+        assert_eq!(d["revenue"], json!(1000));
+        assert_eq!(d["currency"], "EUR");
+        assert_eq!(d["credits"].as_array().unwrap().len(), 4);
+        // Every value a destination may name is one the event carries here.
+        for f in FIELDS {
+            assert!(d.contains_key(*f), "{f}");
+        }
+    }
+
+    #[test]
+    fn unknown_objects_and_values_are_refused_by_path() {
+        let fields: AttributionFields = toml::from_str(
+            "contact = { lr_ch = \"first_touch_channel\", bad = \"first_touch_colour\" }\nlead = { x = \"revenue\" }",
+        )
+        .unwrap();
+        let problems: Vec<String> = fields
+            .problems(&["contact", "deal"])
+            .into_iter()
+            .map(|p| format!("{p:?}"))
+            .collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("attribution.contact.bad"))
+        );
+        assert!(problems.iter().any(|p| p.contains("attribution.lead")));
+        assert_eq!(
+            fields.unsupported("Salesforce").len(),
+            1,
+            "a CRM without writeback refuses the section"
+        );
+    }
+}
