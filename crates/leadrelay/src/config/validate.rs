@@ -271,6 +271,14 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
     }
     validate_contacts(config, &mut p);
     super::sync::validate_syncs(config, &mut p);
+    for (j, n) in config.reports.writeback.destinations.iter().enumerate() {
+        if !config.destinations.contains_key(n) {
+            p.push(Problem::error(
+                format!("reports.writeback.destinations[{j}]"),
+                format!("no destination named {n:?}"),
+            ));
+        }
+    }
     for (j, n) in config.alerts.notify.iter().enumerate() {
         if !config.destinations.contains_key(n) {
             p.push(Problem::error(

@@ -37,6 +37,30 @@ pub struct ReportsConfig {
     pub probabilities: BTreeMap<String, f64>,
     /// KPI targets and their window.
     pub kpis: super::kpi::KpiConfig,
+    /// Attribution written back to the CRMs when a deal is won.
+    pub writeback: WritebackConfig,
+}
+
+/// `[reports.writeback]`: when a deal is won, an `attribution.updated`
+/// event about its person goes to these destinations, which write the
+/// fields their `[destinations.NAME.attribution]` names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WritebackConfig {
+    /// Destinations (by name) that get the event. Empty: none.
+    pub destinations: Vec<String>,
+    /// The model whose largest credit is the deal's `attributed_*` channel,
+    /// source and campaign.
+    pub model: String,
+}
+
+impl Default for WritebackConfig {
+    fn default() -> Self {
+        Self {
+            destinations: Vec::new(),
+            model: "w_shaped".into(),
+        }
+    }
 }
 
 impl Default for ReportsConfig {
@@ -53,6 +77,7 @@ impl Default for ReportsConfig {
             stages: Vec::new(),
             probabilities: BTreeMap::new(),
             kpis: Default::default(),
+            writeback: Default::default(),
         }
     }
 }
@@ -85,6 +110,12 @@ impl ReportsConfig {
                     "reports.probabilities.{stage} = {p}: a probability is between 0 and 1"
                 ));
             }
+        }
+        if super::attribution::Model::parse(&self.writeback.model).is_none() {
+            out.push(format!(
+                "reports.writeback.model {:?} is not one of first_touch, last_touch, linear, u_shaped, w_shaped, time_decay",
+                self.writeback.model
+            ));
         }
         out.extend(self.kpis.problems());
         out

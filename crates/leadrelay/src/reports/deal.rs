@@ -27,6 +27,8 @@ pub struct DealUpdate {
     pub probability: Option<f64>,
     pub owner: Option<String>,
     pub expected_close: Option<DateTime<Utc>>,
+    /// The event's `deal` / `opportunity` vendor references.
+    pub refs: Vec<leadrelay_model::VendorRef>,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -63,13 +65,18 @@ pub fn update_of(e: &RollupEvent) -> Option<DealUpdate> {
     let data = &e.doc.data;
     let get = |k: &str| data.get(k).filter(|v| !v.is_null());
     let first = |keys: &[&str]| keys.iter().find_map(|k| get(k).and_then(text));
-    let deal_id = first(&["deal_id"]).or_else(|| {
-        e.doc
-            .vendor_refs
-            .iter()
-            .find(|r| r.object == "deal" || r.object.eq_ignore_ascii_case("opportunity"))
-            .map(|r| format!("{}:{}", r.system, r.id))
-    })?;
+    let refs: Vec<leadrelay_model::VendorRef> = e
+        .doc
+        .vendor_refs
+        .iter()
+        .filter(|r| {
+            (r.object == "deal" || r.object.eq_ignore_ascii_case("opportunity"))
+                && !r.id.trim().is_empty()
+        })
+        .cloned()
+        .collect();
+    let deal_id =
+        first(&["deal_id"]).or_else(|| refs.first().map(|r| format!("{}:{}", r.system, r.id)))?;
     let status = first(&["status"])
         .map(|s| s.to_ascii_lowercase())
         .filter(|s| ["won", "lost", "open"].contains(&s.as_str()));
@@ -89,6 +96,7 @@ pub fn update_of(e: &RollupEvent) -> Option<DealUpdate> {
         expected_close: get("expected_close")
             .or_else(|| get("close_date"))
             .and_then(date),
+        refs,
     })
 }
 
@@ -117,9 +125,15 @@ pub fn apply(
         source: None,
         campaign: None,
         periods: Vec::new(),
+        refs: Vec::new(),
     });
     if d.contact_id.is_none() {
         d.contact_id = contact_id;
+    }
+    for r in &u.refs {
+        if !d.refs.contains(r) {
+            d.refs.push(r.clone());
+        }
     }
     if u.at < d.created_at {
         d.created_at = u.at;

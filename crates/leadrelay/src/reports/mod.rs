@@ -13,6 +13,7 @@ pub mod config;
 pub mod deal;
 pub mod kpi;
 pub mod rollup;
+pub mod writeback;
 
 use std::collections::{BTreeMap, HashMap};
 

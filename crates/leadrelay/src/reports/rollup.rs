@@ -21,6 +21,7 @@ use super::attribution::{self, Journey, Window};
 use super::config::ReportsConfig;
 use super::deal;
 use super::kpi::{self, KpiConfig};
+use super::writeback::{self, Writeback};
 use crate::store::*;
 
 /// What one catch-up did.
@@ -67,7 +68,10 @@ pub async fn catch_up(
             return Ok(report);
         };
         let n = events.len();
-        let batch = build(store, cfg, from, last, events).await?;
+        let (batch, writebacks) = build(store, cfg, from, last, events).await?;
+        // Stored first, idempotently: a pass refused below (or a crash)
+        // runs again and finds the same events stored.
+        writeback::emit(store, cfg, writebacks, now).await?;
         match store.rollup_apply(batch).await {
             Ok(()) => {}
             // Another node rolled this range up first: start again from
@@ -83,14 +87,15 @@ pub async fn catch_up(
     }
 }
 
-/// Turns a batch of events into what the store writes.
+/// Turns a batch of events into what the store writes, and the won deals
+/// whose attribution goes back to the CRMs.
 async fn build(
     store: &dyn Store,
     cfg: &ReportsConfig,
     from: Option<Uuid>,
     cursor: Uuid,
     mut events: Vec<RollupEvent>,
-) -> StoreResult<RollupBatch> {
+) -> StoreResult<(RollupBatch, Vec<Writeback>)> {
     let refs = link_activities(store, cfg, &mut events).await?;
     let updates: Vec<Option<deal::DealUpdate>> = events
         .iter()
@@ -100,9 +105,6 @@ async fn build(
                 .flatten()
         })
         .collect();
-    let mut contacts: Vec<Uuid> = events.iter().filter_map(|e| e.contact_id).collect();
-    contacts.sort_unstable();
-    contacts.dedup();
     let mut deal_ids: Vec<String> = updates
         .iter()
         .flatten()
@@ -110,23 +112,60 @@ async fn build(
         .collect();
     deal_ids.sort_unstable();
     deal_ids.dedup();
-    // Only contacts with a deal event need their stored touches (journeys);
-    // lead rows are needed for every contact with a lead or deal event.
-    // Response clocks are read only for people with an MQL or activity event.
-    let mut clocks: Vec<Uuid> = events
+    // Lead rows are read only for people with a lead or deal event in the
+    // batch, response clocks only for people with an MQL or activity event;
+    // stored touches (below) only for people whose first touch or journey
+    // the batch needs. Everyone else's events are rolled up without a read.
+    let live = |e: &&RollupEvent| !e.spam && e.origin_kind != "system";
+    let is_lead = |e: &RollupEvent| LEAD_EVENT_TYPES.contains(&e.event_type.as_str());
+    let lead_people = sorted(
+        events
+            .iter()
+            .zip(&updates)
+            .filter(|(e, u)| live(e) && (is_lead(e) || u.is_some()))
+            .filter_map(|(e, _)| e.contact_id),
+    );
+    let clocks = sorted(
+        events
+            .iter()
+            .filter(|e| {
+                cfg.kpis.mql_events.contains(&e.event_type)
+                    || cfg.kpis.activity_events.contains(&e.event_type)
+            })
+            .filter_map(|e| e.contact_id),
+    );
+    let ctx = store.rollup_context(lead_people, deal_ids, clocks).await?;
+    let stored_deal_contacts: HashMap<&str, Uuid> = ctx
+        .deals
         .iter()
-        .filter(|e| {
-            cfg.kpis.mql_events.contains(&e.event_type)
-                || cfg.kpis.activity_events.contains(&e.event_type)
-        })
-        .filter_map(|e| e.contact_id)
+        .filter_map(|d| Some((d.deal_id.as_str(), d.contact_id?)))
         .collect();
-    clocks.sort_unstable();
-    clocks.dedup();
-    let ctx = store.rollup_context(contacts, deal_ids, clocks).await?;
+    let has_lead: BTreeSet<Uuid> = ctx.leads.iter().map(|l| l.contact_id).collect();
+    // Journeys: the person of every deal the batch moves (the stored deal's,
+    // else the event's), and people whose first lead event is in the batch.
+    let journeys = sorted(
+        events
+            .iter()
+            .zip(&updates)
+            .filter(|(e, _)| live(e))
+            .filter_map(|(e, u)| match u {
+                Some(u) => stored_deal_contacts
+                    .get(u.deal_id.as_str())
+                    .copied()
+                    .or(e.contact_id),
+                None => e.contact_id.filter(|c| is_lead(e) && !has_lead.contains(c)),
+            }),
+    );
+    drop(stored_deal_contacts);
+    let stored_touches = if journeys.is_empty() {
+        Vec::new()
+    } else {
+        store.rollup_touches(journeys.clone()).await?
+    };
+    let journeys: BTreeSet<Uuid> = journeys.into_iter().collect();
 
     let mut touches: HashMap<Uuid, Vec<attribution::Touchpoint>> = HashMap::new();
-    for t in ctx.touches {
+    for t in stored_touches {
         touches
             .entry(t.contact_id)
             .or_default()
@@ -150,6 +189,7 @@ async fn build(
         ..Default::default()
     };
     let mut dirty: Vec<String> = Vec::new();
+    let mut writebacks: Vec<Writeback> = Vec::new();
     let window = window(cfg);
     let mut kpis = KpiRollup::new(ctx.responses);
 
@@ -173,7 +213,9 @@ async fn build(
                     source: t.source.clone(),
                     campaign: t.campaign.clone(),
                 });
-                touches.entry(cid).or_default().push(t);
+                if journeys.contains(&cid) {
+                    touches.entry(cid).or_default().push(t);
+                }
             }
             if LEAD_EVENT_TYPES.contains(&e.event_type.as_str()) && !leads.contains_key(&cid) {
                 let first = touches
@@ -216,19 +258,29 @@ async fn build(
                         opportunity_created_at: Some(d.created_at),
                     };
                     let at = d.closed_at.unwrap_or(u.at);
-                    attribution::attribute(&journey, at, d.amount.unwrap_or(0.0), window)
-                        .into_iter()
-                        .map(|c| CreditRow {
-                            deal_id: d.deal_id.clone(),
-                            model: c.model.as_str().to_string(),
-                            channel: c.channel,
-                            source: c.source,
-                            campaign: c.campaign,
-                            credit: c.credit,
-                            revenue: c.revenue,
-                            closed_at: at,
-                        })
-                        .collect()
+                    let credits: Vec<CreditRow> =
+                        attribution::attribute(&journey, at, d.amount.unwrap_or(0.0), window)
+                            .into_iter()
+                            .map(|c| CreditRow {
+                                deal_id: d.deal_id.clone(),
+                                model: c.model.as_str().to_string(),
+                                channel: c.channel,
+                                source: c.source,
+                                campaign: c.campaign,
+                                credit: c.credit,
+                                revenue: c.revenue,
+                                closed_at: at,
+                            })
+                            .collect();
+                    if !cfg.writeback.destinations.is_empty() && !credits.is_empty() {
+                        writebacks.push(Writeback {
+                            deal: d.clone(),
+                            contact_id: cid,
+                            touches: attribution::in_window(&journey, at, window),
+                            credits: credits.clone(),
+                        });
+                    }
+                    credits
                 })
                 .unwrap_or_default();
             set_credits(&mut batch.credits, &d.deal_id, credits);
@@ -244,7 +296,7 @@ async fn build(
     batch.deals = dirty.iter().filter_map(|id| deals.remove(id)).collect();
     kpis.finish(&mut batch);
     batch.refs = refs;
-    Ok(batch)
+    Ok((batch, writebacks))
 }
 
 /// `system:object:id` of the CRM people (person, contact, lead) an event
@@ -400,6 +452,14 @@ impl KpiRollup {
             })
             .collect();
     }
+}
+
+/// Distinct ids, sorted.
+fn sorted(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut v: Vec<Uuid> = ids.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 fn set_credits(all: &mut Vec<(String, Vec<CreditRow>)>, deal_id: &str, credits: Vec<CreditRow>) {

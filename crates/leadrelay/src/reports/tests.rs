@@ -35,6 +35,7 @@ fn deal(id: &str, stages: &[(&str, DateTime<Utc>)], status: &str, amount: f64) -
         source: None,
         campaign: None,
         periods,
+        refs: Vec::new(),
     }
 }
 

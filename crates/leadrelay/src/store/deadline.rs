@@ -295,12 +295,16 @@ impl ReportStore for Deadline {
     }
     async fn rollup_context(
         &self,
-        contacts: Vec<Uuid>,
+        leads: Vec<Uuid>,
         deals: Vec<String>,
         clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
-        let f = self.inner.rollup_context(contacts, deals, clocks);
+        let f = self.inner.rollup_context(leads, deals, clocks);
         self.call("rollup_context", Limit::Long, f).await
+    }
+    async fn rollup_touches(&self, contacts: Vec<Uuid>) -> StoreResult<Vec<TouchRow>> {
+        let f = self.inner.rollup_touches(contacts);
+        self.call("rollup_touches", Limit::Long, f).await
     }
     async fn rollup_apply(&self, batch: RollupBatch) -> StoreResult<()> {
         let f = self.inner.rollup_apply(batch);

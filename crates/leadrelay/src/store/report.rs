@@ -103,6 +103,10 @@ pub struct DealRow {
     pub campaign: Option<String>,
     /// Every stage the deal was in, oldest first.
     pub periods: Vec<StagePeriod>,
+    /// The deal's records in the CRMs (`deal` / `opportunity` vendor
+    /// references of its events), for writing attribution back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<VendorRef>,
 }
 
 /// One attribution credit of a closed (won) deal.
@@ -193,10 +197,11 @@ pub struct RollupBatch {
     pub refs: Vec<(String, Uuid)>,
 }
 
-/// What the rollup pass must know before it applies a batch.
+/// What the rollup pass must know before it applies a batch (touches are
+/// read separately, and only for the people whose journey the batch needs:
+/// [`ReportStore::rollup_touches`]).
 #[derive(Debug, Clone, Default)]
 pub struct RollupContext {
-    pub touches: Vec<TouchRow>,
     pub leads: Vec<LeadRow>,
     pub deals: Vec<DealRow>,
     pub responses: Vec<ResponseRow>,
@@ -216,14 +221,17 @@ pub trait ReportStore {
         limit: usize,
     ) -> StoreResult<Vec<RollupEvent>>;
 
-    /// The stored touchpoints and lead rows of these contacts, the stored
-    /// state of these deals and the response clocks of `clocks`.
+    /// The lead rows of `leads`, the stored state of these deals and the
+    /// response clocks of `clocks` — one query each, whatever the number.
     async fn rollup_context(
         &self,
-        contacts: Vec<Uuid>,
+        leads: Vec<Uuid>,
         deals: Vec<String>,
         clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext>;
+
+    /// The stored touchpoints of these contacts (one query).
+    async fn rollup_touches(&self, contacts: Vec<Uuid>) -> StoreResult<Vec<TouchRow>>;
 
     /// Writes a batch and moves the cursor from `batch.from` to
     /// `batch.cursor`, in one transaction; Conflict (nothing written) when

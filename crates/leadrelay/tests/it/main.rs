@@ -4,6 +4,7 @@
 mod admin;
 mod api_events;
 mod apollo;
+mod attribution_writeback;
 mod binary;
 mod connections;
 mod contacts;

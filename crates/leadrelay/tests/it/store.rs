@@ -907,6 +907,11 @@ async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
             entered_at: t,
             left_at: None,
         }],
+        refs: vec![leadrelay_model::VendorRef {
+            system: "hubspot".into(),
+            object: "deal".into(),
+            id: "1".into(),
+        }],
     };
     let credit = CreditRow {
         deal_id: "hubspot:1".into(),
@@ -979,7 +984,9 @@ async fn rollup_batches_move_the_cursor_once_and_reports_read_ranges() {
         .rollup_context(vec![contact], vec!["hubspot:1".into()], vec![contact])
         .await
         .unwrap();
-    assert_eq!(ctx.touches.len(), 1);
+    assert_eq!(s.rollup_touches(vec![contact]).await.unwrap().len(), 1);
+    assert!(s.rollup_touches(vec![new_id()]).await.unwrap().is_empty());
+    assert!(s.rollup_touches(Vec::new()).await.unwrap().is_empty());
     assert_eq!(ctx.leads.len(), 1);
     assert_eq!(ctx.deals, vec![deal.clone()]);
     assert_eq!(ctx.responses, batch.responses);

@@ -168,10 +168,92 @@ pub struct CommonSettings {
     /// Field mapping overrides, per vendor object.
     #[serde(default)]
     pub mapping: toml::Table,
+    /// Attribution written back (`[reports.writeback]`): per object, the
+    /// CRM field → the attribution value it gets.
+    #[serde(default)]
+    pub attribution: AttributionFields,
+}
+
+/// `[destinations.NAME.attribution]`: per CRM object, which field gets
+/// which value of an `attribution.updated` event
+/// (`contact = { lr_first_channel = "first_touch_channel" }`; the values
+/// are [`crate::reports::writeback::FIELDS`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct AttributionFields(pub BTreeMap<String, BTreeMap<String, String>>);
+
+impl AttributionFields {
+    /// Unknown objects (not in `objects`) and values, by path.
+    pub fn problems(&self, objects: &[&str]) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for (object, fields) in &self.0 {
+            if !objects.contains(&object.as_str()) {
+                out.push(Problem::error(
+                    format!("attribution.{object}"),
+                    format!("not one of {}", objects.join(", ")),
+                ));
+                continue;
+            }
+            for (field, value) in fields {
+                if field.trim().is_empty() {
+                    out.push(Problem::error(
+                        format!("attribution.{object}"),
+                        "a field name is empty",
+                    ));
+                }
+                if !crate::reports::writeback::FIELDS.contains(&value.as_str()) {
+                    out.push(Problem::error(
+                        format!("attribution.{object}.{field}"),
+                        format!(
+                            "{value:?} is not one of {}",
+                            crate::reports::writeback::FIELDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The fields of `object` with their values, for an
+    /// `attribution.updated` event (empty for any other event, and for
+    /// values the event lacks).
+    pub fn values(&self, object: &str, event: &Event) -> Map<String, Value> {
+        if event.event_type.as_str() != crate::reports::writeback::EVENT_TYPE {
+            return Map::new();
+        }
+        self.0
+            .get(object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(field, from)| {
+                let v = event.data.get(from).filter(|v| !mapping::is_empty(v))?;
+                Some((field.clone(), v.clone()))
+            })
+            .collect()
+    }
+
+    /// For a CRM that does not write attribution back yet: a problem when
+    /// the section is set, rather than silently writing nothing.
+    pub fn unsupported(&self, crm: &str) -> Vec<Problem> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        vec![Problem::error(
+            "attribution",
+            format!("writing attribution back is not built for {crm} yet (HubSpot only)"),
+        )]
+    }
+
+    /// Whether `event` is an attribution writeback.
+    pub fn applies(event: &Event) -> bool {
+        event.event_type.as_str() == crate::reports::writeback::EVENT_TYPE
+    }
 }
 
 /// The keys of [`CommonSettings`].
-const COMMON_KEYS: [&str; 16] = [
+const COMMON_KEYS: [&str; 17] = [
+    "attribution",
     "reply_task",
     "stage_tasks",
     "log_activities",

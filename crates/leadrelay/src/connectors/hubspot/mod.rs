@@ -41,7 +41,8 @@ use serde_json::{Map, Value, json};
 
 use self::api::{Api, ApiVersion, Failure, Family, PropertyError, describe};
 use super::crm::{
-    self, Activity, CommonSettings, DealStep, EventKind, IdCache, Learned, Plan, remote_id,
+    self, Activity, AttributionFields, CommonSettings, DealStep, EventKind, IdCache, Learned, Plan,
+    remote_id,
 };
 use super::http as shared;
 use super::{
@@ -217,6 +218,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         .map_err(|p| problems.push(p))
         .ok();
     let version = api_version(&s).map_err(|p| problems.push(p)).ok();
+    problems.extend(common.attribution.problems(&["contact", "deal"]));
     let mut extra = Vec::new();
     for (i, c) in s.custom_objects.iter().enumerate() {
         let path = format!("custom_objects[{i}]");
@@ -334,6 +336,8 @@ struct Item<'a> {
     /// A `deal.stage_changed` from HubSpot that names no person: only the
     /// stage task, on the deal.
     deal_only: bool,
+    /// Attribution written back to the deal (`attribution.deal`).
+    attribution_deal: Map<String, Value>,
     failed: Option<Outcome>,
     report: AttemptReport,
     ids: Vec<RemoteId>,
@@ -488,10 +492,17 @@ impl HubSpot {
             company_id: None,
             domain: None,
             company_props: Map::new(),
-            deal_id: crm::stored_for_person(job, "deal")
-                .or_else(|| crm::vendor_ref(job, "hubspot", "deal"))
-                .map(str::to_string),
+            // An attribution writeback is about the deal it names only (the
+            // person's other deals are left alone).
+            deal_id: if AttributionFields::applies(&job.event) {
+                crm::vendor_ref(job, "hubspot", "deal").map(str::to_string)
+            } else {
+                crm::stored_for_person(job, "deal")
+                    .or_else(|| crm::vendor_ref(job, "hubspot", "deal"))
+                    .map(str::to_string)
+            },
             deal_only: crm::deal_only(job, "hubspot").is_some(),
+            attribution_deal: self.common.attribution.values("deal", &job.event),
             failed: None,
             report: AttemptReport::default(),
             ids: Vec::new(),
@@ -560,6 +571,7 @@ impl HubSpot {
                 if let Some(e) = &item.email {
                     props.entry("email").or_insert_with(|| json!(e));
                 }
+                props.extend(self.common.attribution.values("contact", &job.event));
                 item.contact_props = props;
             }
             Err(e) => {
@@ -972,6 +984,20 @@ impl HubSpot {
         let mut updates = Vec::new();
         for (i, it) in items.iter_mut().enumerate() {
             if !it.ok() || it.contact_id.is_none() {
+                continue;
+            }
+            if !it.attribution_deal.is_empty() {
+                // A deal HubSpot does not know (another CRM's) is left out.
+                if let Some(id) = &it.deal_id {
+                    updates.push(Input {
+                        item: i,
+                        body: json!({
+                            "id": id,
+                            "properties": it.attribution_deal,
+                            "objectWriteTraceId": it.job.delivery.id.to_string(),
+                        }),
+                    });
+                }
                 continue;
             }
             let (stage, create, update) = match &it.plan.deal {

@@ -126,7 +126,7 @@ struct Pipedrive {
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
-    let mut problems = Vec::new();
+    let mut problems = common.attribution.unsupported("Pipedrive");
     let token = ctx
         .secret("token_env", &s.token_env)
         .map_err(|p| problems.push(p))

@@ -366,7 +366,7 @@ fn rest(
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
-    let mut problems = Vec::new();
+    let mut problems = common.attribution.unsupported("Salesforce");
     let rest = rest(ctx, &common, &s, &mut problems);
     for (setting, f) in [
         ("opportunity_key_field", &s.opportunity_key_field),

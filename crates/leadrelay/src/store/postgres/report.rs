@@ -84,7 +84,7 @@ impl ReportStore for PostgresStore {
 
     async fn rollup_context(
         &self,
-        contacts: Vec<Uuid>,
+        leads: Vec<Uuid>,
         deals: Vec<String>,
         clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
@@ -92,26 +92,8 @@ impl ReportStore for PostgresStore {
         let mut ctx = RollupContext::default();
         for r in query(
             &c,
-            "SELECT event_id, contact_id, at, channel, source, campaign \
-             FROM report_touches WHERE contact_id = ANY($1)",
-            &[&contacts],
-        )
-        .await
-        .map_err(map_err)?
-        {
-            ctx.touches.push(TouchRow {
-                event_id: r.try_get(0).map_err(db)?,
-                contact_id: r.try_get(1).map_err(db)?,
-                at: from_ms(r.try_get(2).map_err(db)?),
-                channel: r.try_get(3).map_err(db)?,
-                source: r.try_get(4).map_err(db)?,
-                campaign: r.try_get(5).map_err(db)?,
-            });
-        }
-        for r in query(
-            &c,
             &format!("SELECT {LEAD_COLS} FROM report_leads WHERE contact_id = ANY($1)"),
-            &[&contacts],
+            &[&leads],
         )
         .await
         .map_err(map_err)?
@@ -141,6 +123,30 @@ impl ReportStore for PostgresStore {
         Ok(ctx)
     }
 
+    async fn rollup_touches(&self, contacts: Vec<Uuid>) -> StoreResult<Vec<TouchRow>> {
+        let c = self.conn().await?;
+        let mut out = Vec::new();
+        for r in query(
+            &c,
+            "SELECT event_id, contact_id, at, channel, source, campaign \
+             FROM report_touches WHERE contact_id = ANY($1)",
+            &[&contacts],
+        )
+        .await
+        .map_err(map_err)?
+        {
+            out.push(TouchRow {
+                event_id: r.try_get(0).map_err(db)?,
+                contact_id: r.try_get(1).map_err(db)?,
+                at: from_ms(r.try_get(2).map_err(db)?),
+                channel: r.try_get(3).map_err(db)?,
+                source: r.try_get(4).map_err(db)?,
+                campaign: r.try_get(5).map_err(db)?,
+            });
+        }
+        Ok(out)
+    }
+
     async fn rollup_apply(&self, batch: RollupBatch) -> StoreResult<()> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(map_err)?;
@@ -163,56 +169,68 @@ impl ReportStore for PostgresStore {
                 "another rollup pass moved the cursor".into(),
             ));
         }
-        for t in &batch.touches {
+        // Touches, leads and deals go in as arrays: one statement each per
+        // batch instead of a round trip per row.
+        if !batch.touches.is_empty() {
+            let t = &batch.touches;
+            let event_ids: Vec<Uuid> = t.iter().map(|t| t.event_id).collect();
+            let contacts: Vec<Uuid> = t.iter().map(|t| t.contact_id).collect();
+            let ats: Vec<i64> = t.iter().map(|t| t.at.timestamp_millis()).collect();
+            let channels: Vec<&str> = t.iter().map(|t| t.channel.as_str()).collect();
+            let sources: Vec<&str> = t.iter().map(|t| t.source.as_str()).collect();
+            let campaigns: Vec<&str> = t.iter().map(|t| t.campaign.as_str()).collect();
             exec(
                 &tx,
                 "INSERT INTO report_touches (event_id, contact_id, at, channel, source, campaign) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[
-                    &t.event_id,
-                    &t.contact_id,
-                    &t.at.timestamp_millis(),
-                    &t.channel,
-                    &t.source,
-                    &t.campaign,
-                ],
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+                 ON CONFLICT DO NOTHING",
+                &[&event_ids, &contacts, &ats, &channels, &sources, &campaigns],
             )
             .await
             .map_err(map_err)?;
         }
-        for l in &batch.leads {
+        if !batch.leads.is_empty() {
+            let l = &batch.leads;
+            let contacts: Vec<Uuid> = l.iter().map(|l| l.contact_id).collect();
+            let firsts: Vec<i64> = l.iter().map(|l| l.first_at.timestamp_millis()).collect();
+            let origins: Vec<&str> = l.iter().map(|l| l.origin.as_str()).collect();
+            let channels: Vec<&str> = l.iter().map(|l| l.channel.as_str()).collect();
+            let sources: Vec<&str> = l.iter().map(|l| l.source.as_str()).collect();
+            let campaigns: Vec<&str> = l.iter().map(|l| l.campaign.as_str()).collect();
             exec(
                 &tx,
                 &format!(
-                    "INSERT INTO report_leads ({LEAD_COLS}) VALUES ($1, $2, $3, $4, $5, $6) \
+                    "INSERT INTO report_leads ({LEAD_COLS}) \
+                     SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
                      ON CONFLICT DO NOTHING"
                 ),
-                &[
-                    &l.contact_id,
-                    &l.first_at.timestamp_millis(),
-                    &l.origin,
-                    &l.channel,
-                    &l.source,
-                    &l.campaign,
-                ],
+                &[&contacts, &firsts, &origins, &channels, &sources, &campaigns],
             )
             .await
             .map_err(map_err)?;
         }
-        for d in &batch.deals {
-            let doc = serde_json::to_string(d)
-                .map_err(|e| StoreError::Corrupt(format!("deal {}: {e}", d.deal_id)))?;
+        if !batch.deals.is_empty() {
+            let d = &batch.deals;
+            let ids: Vec<&str> = d.iter().map(|d| d.deal_id.as_str()).collect();
+            let created: Vec<i64> = d.iter().map(|d| d.created_at.timestamp_millis()).collect();
+            let closed: Vec<Option<i64>> = d
+                .iter()
+                .map(|d| d.closed_at.map(|t| t.timestamp_millis()))
+                .collect();
+            let docs = d
+                .iter()
+                .map(|d| {
+                    serde_json::to_string(d)
+                        .map_err(|e| StoreError::Corrupt(format!("deal {}: {e}", d.deal_id)))
+                })
+                .collect::<StoreResult<Vec<String>>>()?;
             exec(
                 &tx,
-                "INSERT INTO report_deals (deal_id, created_at, closed_at, doc) VALUES ($1, $2, $3, $4) \
+                "INSERT INTO report_deals (deal_id, created_at, closed_at, doc) \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[]) \
                  ON CONFLICT (deal_id) DO UPDATE SET created_at = EXCLUDED.created_at, \
                  closed_at = EXCLUDED.closed_at, doc = EXCLUDED.doc",
-                &[
-                    &d.deal_id,
-                    &d.created_at.timestamp_millis(),
-                    &d.closed_at.map(|t| t.timestamp_millis()),
-                    &doc,
-                ],
+                &[&ids, &created, &closed, &docs],
             )
             .await
             .map_err(map_err)?;

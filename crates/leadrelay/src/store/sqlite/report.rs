@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::SqliteStore;
@@ -11,6 +11,12 @@ use crate::store::*;
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// Ids as one JSON array, for `IN (SELECT value FROM json_each(?))`: one
+/// statement for any number of ids.
+fn json_ids(ids: impl Iterator<Item = String>) -> String {
+    serde_json::Value::Array(ids.map(serde_json::Value::String).collect()).to_string()
 }
 
 fn touch_from(
@@ -175,46 +181,59 @@ impl ReportStore for SqliteStore {
 
     async fn rollup_context(
         &self,
-        contacts: Vec<Uuid>,
+        leads: Vec<Uuid>,
         deals: Vec<String>,
         clocks: Vec<Uuid>,
     ) -> StoreResult<RollupContext> {
         self.read(move |c| {
-            let mut ctx = RollupContext::default();
-            let mut touches = c
+            // One query per kind: the ids go in as one JSON array.
+            let leads = json_ids(leads.iter().map(|u| u.to_string()));
+            let clocks = json_ids(clocks.iter().map(|u| u.to_string()));
+            let deals = json_ids(deals.into_iter());
+            Ok(RollupContext {
+                leads: leads_where(
+                    c,
+                    "contact_id IN (SELECT value FROM json_each(?1))",
+                    &[&leads],
+                )?,
+                responses: responses_where(
+                    c,
+                    "contact_id IN (SELECT value FROM json_each(?1))",
+                    &[&clocks],
+                )?,
+                deals: deals_where(c, "deal_id IN (SELECT value FROM json_each(?1))", &[&deals])?,
+            })
+        })
+        .await
+    }
+
+    async fn rollup_touches(&self, contacts: Vec<Uuid>) -> StoreResult<Vec<TouchRow>> {
+        self.read(move |c| {
+            let ids = json_ids(contacts.iter().map(|u| u.to_string()));
+            let mut stmt = c
                 .prepare_cached(
                     "SELECT event_id, contact_id, at, channel, source, campaign \
-                     FROM report_touches WHERE contact_id = ?1",
+                     FROM report_touches WHERE contact_id IN (SELECT value FROM json_each(?1))",
                 )
                 .map_err(map_err)?;
-            for id in &contacts {
-                let rows = touches
-                    .query_map(params![id.to_string()], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })
-                    .map_err(map_err)?;
-                for row in rows {
-                    let (e, cid, at, ch, src, camp) = row.map_err(map_err)?;
-                    ctx.touches.push(touch_from(e, cid, at, ch, src, camp)?);
-                }
-                ctx.leads
-                    .extend(leads_where(c, "contact_id = ?1", &[&id.to_string()])?);
+            let rows = stmt
+                .query_map(params![ids], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (e, cid, at, ch, src, camp) = row.map_err(map_err)?;
+                out.push(touch_from(e, cid, at, ch, src, camp)?);
             }
-            for id in &clocks {
-                ctx.responses
-                    .extend(responses_where(c, "contact_id = ?1", &[&id.to_string()])?);
-            }
-            for d in &deals {
-                ctx.deals.extend(deals_where(c, "deal_id = ?1", &[d])?);
-            }
-            Ok(ctx)
+            Ok(out)
         })
         .await
     }
@@ -572,17 +591,20 @@ impl ReportStore for SqliteStore {
     async fn report_ref_contacts(&self, refs: Vec<String>) -> StoreResult<Vec<(String, Uuid)>> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT contact_id FROM report_refs WHERE ref = ?1")
+                .prepare_cached(
+                    "SELECT ref, contact_id FROM report_refs \
+                     WHERE ref IN (SELECT value FROM json_each(?1))",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![json_ids(refs.into_iter())], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
                 .map_err(map_err)?;
             let mut out = Vec::new();
-            for r in refs {
-                let found: Option<String> = stmt
-                    .query_row(params![r], |row| row.get(0))
-                    .optional()
-                    .map_err(map_err)?;
-                if let Some(id) = found {
-                    out.push((r, parse_uuid(&id)?));
-                }
+            for row in rows {
+                let (r, id) = row.map_err(map_err)?;
+                out.push((r, parse_uuid(&id)?));
             }
             Ok(out)
         })
