@@ -17,8 +17,32 @@ pub const SYNC_CONNECTORS: [&str; 3] = ["hubspot", "pipedrive", "salesforce"];
 pub struct SyncConfig {
     /// The object kept in sync: `contact` (HubSpot contacts, Pipedrive
     /// persons, Salesforce Leads or Contacts as the destination's
-    /// `person_object` says), matched between the systems by email.
+    /// `person_object` says), matched between the systems by email;
+    /// `company` (HubSpot companies, Pipedrive organizations, Salesforce
+    /// Accounts); `deal` (HubSpot deals, Pipedrive deals, Salesforce
+    /// Opportunities); or `custom` (a HubSpot custom object, a Salesforce
+    /// custom object `X__c`: name them in `object_a` / `object_b`).
+    /// Companies, deals and custom objects are matched by `match` on first
+    /// sight, then by the stored link of both ids.
     pub object: SyncObject,
+    /// The vendor object of system `a` for `object = "custom"` (a HubSpot
+    /// custom object's name or type id such as `p_projects` or `2-123`; a
+    /// Salesforce custom object such as `Project__c`). Only for `custom`.
+    #[serde(default)]
+    pub object_a: Option<String>,
+    /// The same for system `b`.
+    #[serde(default)]
+    pub object_b: Option<String>,
+    /// How records of a `company`, `deal` or `custom` sync are first
+    /// matched across the systems: a field of each (a company domain, a
+    /// leadrelay key field) whose values, compared without case, scheme,
+    /// `www.` or trailing `/`, name the same record. Once matched (or
+    /// created by the sync) the two ids are linked for good, so a later
+    /// change of the key does not split them. A record with no key value
+    /// is linked only through the record the sync creates for it.
+    /// Contacts are always matched by email.
+    #[serde(default, rename = "match")]
+    pub match_key: Option<MatchKey>,
     /// The first system: the name of a CRM destination (`hubspot`,
     /// `pipedrive`, `salesforce`).
     pub a: String,
@@ -55,6 +79,18 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
+    /// What `side` reads and writes.
+    pub fn spec(&self, side: Side) -> ObjectSpec {
+        ObjectSpec {
+            object: self.object,
+            vendor_object: match side {
+                Side::A => self.object_a.clone(),
+                Side::B => self.object_b.clone(),
+            },
+            match_field: self.match_key.as_ref().map(|m| m.side(side).to_string()),
+        }
+    }
+
     /// The origin marker field of `side`, if any.
     pub fn origin(&self, side: Side) -> Option<&str> {
         match side {
@@ -64,19 +100,55 @@ impl SyncConfig {
     }
 }
 
+/// `match = { a = "FIELD", b = "FIELD" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchKey {
+    /// The key field in system `a`.
+    pub a: String,
+    /// The key field in system `b`.
+    pub b: String,
+}
+
+impl MatchKey {
+    pub fn side(&self, side: Side) -> &str {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+}
+
 /// The objects a sync handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncObject {
     Contact,
+    Company,
+    Deal,
+    Custom,
 }
 
 impl SyncObject {
     pub fn as_str(self) -> &'static str {
         match self {
             SyncObject::Contact => "contact",
+            SyncObject::Company => "company",
+            SyncObject::Deal => "deal",
+            SyncObject::Custom => "custom",
         }
     }
+}
+
+/// What one system of a sync reads and writes: the object, the vendor's
+/// name for it (custom objects) and the field that matches records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSpec {
+    pub object: SyncObject,
+    /// `object_a` / `object_b` (custom objects).
+    pub vendor_object: Option<String>,
+    /// The match key field (None for contacts: the email).
+    pub match_field: Option<String>,
 }
 
 /// Which way changes flow.
@@ -235,6 +307,7 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 Some(_) => {}
             }
         }
+        check_object(config, name, s, p);
         if s.a == s.b {
             p.push(Problem::error(
                 at("b"),
@@ -269,7 +342,7 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 .destinations
                 .get(if i == 0 { &s.a } else { &s.b })
                 .map(|d| d.connector.as_str());
-            if let Err(m) = check_vendor_field(connector, origin) {
+            if let Err(m) = check_vendor_field(connector, origin, s.object) {
                 p.push(Problem::error(at(key), m));
             }
             seen[i].insert(origin.as_str());
@@ -281,7 +354,7 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                     .destinations
                     .get(if i == 0 { &s.a } else { &s.b })
                     .map(|d| d.connector.as_str());
-                if let Err(m) = check_vendor_field(connector, vendor) {
+                if let Err(m) = check_vendor_field(connector, vendor, s.object) {
                     p.push(Problem::error(fat(key), m));
                 }
                 if !seen[i].insert(vendor.as_str()) {
@@ -336,14 +409,121 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
     }
 }
 
+/// The object settings: `object_a`/`object_b` only (and both) for custom
+/// objects, each system able to hold the object, `match` for every object
+/// but contacts.
+fn check_object(config: &Config, name: &str, s: &SyncConfig, p: &mut Vec<Problem>) {
+    let at = |k: &str| format!("syncs.{name}.{k}");
+    for (side, key) in [(Side::A, "object_a"), (Side::B, "object_b")] {
+        let dest = if side == Side::A { &s.a } else { &s.b };
+        let connector = config.destinations.get(dest).map(|d| d.connector.as_str());
+        let vendor = s.spec(side).vendor_object;
+        match (s.object, vendor) {
+            (SyncObject::Custom, None) => p.push(Problem::error(
+                at(key),
+                "a custom object sync names the vendor object of each system",
+            )),
+            (SyncObject::Custom, Some(v)) => {
+                if let Err(m) = check_custom_object(connector, &v) {
+                    p.push(Problem::error(at(key), m));
+                }
+            }
+            (_, Some(_)) => p.push(Problem::error(
+                at(key),
+                "only used with object = \"custom\"",
+            )),
+            (_, None) => {}
+        }
+        if connector == Some("pipedrive") && s.object != SyncObject::Contact {
+            p.push(Problem::error(
+                at(if side == Side::A { "a" } else { "b" }),
+                format!(
+                    "leadrelay syncs Pipedrive persons only; a {} sync needs HubSpot or Salesforce on both sides",
+                    s.object.as_str()
+                ),
+            ));
+        }
+    }
+    match (&s.match_key, s.object) {
+        (Some(_), SyncObject::Contact) => p.push(Problem::error(
+            at("match"),
+            "contacts are matched by email: remove match",
+        )),
+        (None, SyncObject::Company | SyncObject::Deal | SyncObject::Custom) => {
+            p.push(Problem::error(
+                at("match"),
+                format!(
+                    "name the field of each system that matches a {} on first sight, e.g. match = {{ a = \"domain\", b = \"Website\" }}",
+                    s.object.as_str()
+                ),
+            ))
+        }
+        (Some(m), _) => {
+            for (side, vendor) in [(Side::A, &m.a), (Side::B, &m.b)] {
+                let dest = if side == Side::A { &s.a } else { &s.b };
+                let connector = config.destinations.get(dest).map(|d| d.connector.as_str());
+                if let Err(e) = check_vendor_field(connector, vendor, s.object) {
+                    p.push(Problem::error(format!("syncs.{name}.match.{}", side.as_str()), e));
+                }
+            }
+        }
+        (None, SyncObject::Contact) => {}
+    }
+}
+
+/// Whether `object` names a custom object of `connector`.
+fn check_custom_object(connector: Option<&str>, object: &str) -> Result<(), String> {
+    match connector {
+        Some("hubspot") => {
+            let type_id = object.split_once('-').is_some_and(|(a, b)| {
+                a == "2" && !b.is_empty() && b.chars().all(|c| c.is_ascii_digit())
+            });
+            let name = object.starts_with("p_")
+                || object
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if type_id || (name && !object.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{object:?} is not a HubSpot custom object name or type id (e.g. p_projects, 2-123456)"
+                ))
+            }
+        }
+        Some("salesforce") => {
+            let ok = object.ends_with("__c")
+                && object.len() > 3
+                && object
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic())
+                && object
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{object:?} is not a Salesforce custom object API name (e.g. Project__c)"
+                ))
+            }
+        }
+        _ => Err("only HubSpot and Salesforce have custom objects".into()),
+    }
+}
+
 /// Whether `field` can be read and written on a `connector` record.
-fn check_vendor_field(connector: Option<&str>, field: &str) -> Result<(), String> {
+fn check_vendor_field(
+    connector: Option<&str>,
+    field: &str,
+    object: SyncObject,
+) -> Result<(), String> {
     if field.trim().is_empty() {
         return Err("name the vendor field".into());
     }
     match connector {
         Some("hubspot") => {
-            if field == "email" {
+            if field == "email" && object == SyncObject::Contact {
                 return Err("email matches the records and cannot be synced as a field".into());
             }
             if field.starts_with("hs_") || ["lastmodifieddate", "createdate"].contains(&field) {
@@ -378,13 +558,15 @@ fn check_vendor_field(connector: Option<&str>, field: &str) -> Result<(), String
                     "{field:?} is not a Salesforce field API name (e.g. Title, Lead_Status__c)"
                 ));
             }
-            if field.eq_ignore_ascii_case("Email") {
+            let person = object == SyncObject::Contact;
+            if person && field.eq_ignore_ascii_case("Email") {
                 return Err("Email matches the records and cannot be synced as a field".into());
             }
-            if SALESFORCE_READ_ONLY
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(field))
-            {
+            // `Name` is compound (read-only) on Leads and Contacts, a plain
+            // required field on Accounts, Opportunities and custom objects.
+            if SALESFORCE_READ_ONLY.iter().any(|r| {
+                r.eq_ignore_ascii_case(field) && (person || !r.eq_ignore_ascii_case("Name"))
+            }) {
                 return Err(format!("{field:?} is a read-only Salesforce field"));
             }
             Ok(())

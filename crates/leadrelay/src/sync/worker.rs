@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::engine::{self, Observed, RecordState, Val};
 use super::{Page, RemoteRecord, SYNC_CONFLICT, SyncError, SyncSystem, WriteOp};
-use crate::config::sync::{Side, SyncConfig};
+use crate::config::sync::{Side, SyncConfig, SyncObject};
 use crate::config::{Config, Problem, Rate};
 use crate::connectors::BuildContext;
 use crate::connectors::pace::{self, Hold, Pacer, RateGate};
@@ -64,10 +64,50 @@ pub struct Health {
     pub in_sync: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Records of the last round left out because another record of the
+    /// same system already holds their match value (duplicates in one
+    /// CRM are not guessed between; link or merge them there).
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 fn key(sync: &str, kind: &str, rest: &str) -> String {
     format!("sync:{sync}:{kind}:{rest}")
+}
+
+/// Which record of the sync a polled record is.
+enum Resolved {
+    Record(String),
+    /// A contact without an email and without a link.
+    Unmatched,
+    /// Another record of the same system holds the match value.
+    Duplicate,
+}
+
+/// A match value as compared across systems: trimmed, lower-case,
+/// without a URL scheme, `www.` or trailing `/` (a domain in one CRM
+/// matches a website in the other).
+pub fn normalise_key(v: &str) -> Option<String> {
+    let mut s = v.trim().to_lowercase();
+    for scheme in ["https://", "http://"] {
+        if let Some(rest) = s.strip_prefix(scheme) {
+            s = rest.to_string();
+        }
+    }
+    if let Some(rest) = s.strip_prefix("www.") {
+        s = rest.to_string();
+    }
+    while s.ends_with('/') {
+        s.pop();
+    }
+    (!s.is_empty()).then_some(s)
+}
+
+/// The record a sync conflict holds (`email` in items of older versions).
+fn record_of(item: &ReviewItem) -> Option<&str> {
+    item.details["record"]
+        .as_str()
+        .or_else(|| item.details["email"].as_str())
 }
 
 /// A running sync.
@@ -111,7 +151,8 @@ impl SyncRunner {
             .clone();
         let mut systems = Vec::new();
         let mut pacers = Vec::new();
-        for dest in [&cfg.a, &cfg.b] {
+        for (side, dest) in [(Side::A, &cfg.a), (Side::B, &cfg.b)] {
+            let spec = cfg.spec(side);
             let d = config.destinations.get(dest).ok_or_else(|| {
                 vec![Problem::error(
                     format!("syncs.{name}"),
@@ -134,12 +175,14 @@ impl SyncRunner {
                     .collect::<Vec<_>>()
             };
             let system = match d.connector.as_str() {
-                "hubspot" => crate::connectors::hubspot::sync::system(&ctx).map_err(with_path)?,
-                "pipedrive" => {
+                "hubspot" => {
+                    crate::connectors::hubspot::sync::system(&ctx, &spec).map_err(with_path)?
+                }
+                "pipedrive" if spec.object == SyncObject::Contact => {
                     crate::connectors::pipedrive::sync::system(&ctx).map_err(with_path)?
                 }
                 "salesforce" => {
-                    crate::connectors::salesforce::sync::system(&ctx).map_err(with_path)?
+                    crate::connectors::salesforce::sync::system(&ctx, &spec).map_err(with_path)?
                 }
                 other => {
                     return Err(vec![Problem::error(
@@ -265,7 +308,11 @@ impl SyncRunner {
         h.last_error = None;
         let now = Utc::now();
         let mut seen: [BTreeMap<String, Observed>; 2] = [BTreeMap::new(), BTreeMap::new()];
+        // Per record: the match value each system showed (what a record
+        // created in the other system gets).
+        let mut keys: BTreeMap<String, [Option<String>; 2]> = BTreeMap::new();
         let mut reached = [None, None];
+        h.duplicates = 0;
         for side in [Side::A, Side::B] {
             let i = side as usize;
             match self.poll(side, cursors[i]).await {
@@ -273,14 +320,32 @@ impl SyncRunner {
                     reached[i] = r;
                     more_left |= more;
                     for rec in records {
-                        let Some(email) = rec.email.clone() else {
-                            continue;
+                        let record = match self.resolve(side, &rec).await {
+                            Ok(Resolved::Record(k)) => k,
+                            Ok(Resolved::Unmatched) => continue,
+                            Ok(Resolved::Duplicate) => {
+                                h.duplicates += 1;
+                                continue;
+                            }
+                            Err(e) => {
+                                h.errors += 1;
+                                h.last_error = Some(format!("reading the sync state: {e}"));
+                                continue;
+                            }
                         };
+                        let raw_key = rec.key.clone();
                         let obs = self.observed(side, rec);
-                        let slot = seen[i].entry(email).or_insert_with(|| obs.clone());
+                        let slot = seen[i].entry(record.clone()).or_insert_with(|| obs.clone());
+                        if slot.id != obs.id {
+                            // Two records of one system with one match
+                            // value in one round: the first keeps it.
+                            h.duplicates += 1;
+                            continue;
+                        }
                         if obs.modified_at >= slot.modified_at {
                             *slot = obs;
                         }
+                        keys.entry(record).or_default()[i] = raw_key;
                     }
                 }
                 Err(e) => {
@@ -290,12 +355,16 @@ impl SyncRunner {
                 }
             }
         }
-        let emails: BTreeSet<String> = seen.iter().flat_map(|m| m.keys().cloned()).collect();
-        h.last_round_records = emails.len() as u64;
+        let records: BTreeSet<String> = seen.iter().flat_map(|m| m.keys().cloned()).collect();
+        h.last_round_records = records.len() as u64;
         let mut ops: [Vec<WriteOp>; 2] = [Vec::new(), Vec::new()];
-        for email in &emails {
-            let observed = [seen[0].get(email), seen[1].get(email)];
-            match self.decide_record(email, observed, now, &mut h).await {
+        for record in &records {
+            let observed = [seen[0].get(record), seen[1].get(record)];
+            let shown = keys.get(record).cloned().unwrap_or_default();
+            match self
+                .decide_record(record, observed, shown, now, &mut h)
+                .await
+            {
                 Ok(writes) => {
                     for (i, op) in writes.into_iter().enumerate() {
                         if let Some(op) = op {
@@ -332,8 +401,9 @@ impl SyncRunner {
                         }
                         if op.id.is_none() {
                             let _ = self
-                                .update(&op.email, |st| st.ids[i] = Some(id.clone()))
+                                .update(&op.record, |st| st.ids[i] = Some(id.clone()))
                                 .await;
+                            let _ = self.link(side, &id, &op.record).await;
                         }
                     }
                     Err(e) => {
@@ -344,7 +414,7 @@ impl SyncRunner {
                         // Forget the write so the next round tries again.
                         let fields: Vec<String> = self.sync_fields(side, &op.fields);
                         let _ = self
-                            .update(&op.email, |st| {
+                            .update(&op.record, |st| {
                                 for f in &fields {
                                     if let Some(fs) = st.fields.get_mut(f) {
                                         fs.ledger[i].pop();
@@ -377,6 +447,61 @@ impl SyncRunner {
             let _ = self.store.kv_set(&key(&self.name, "health", ""), &v).await;
         }
         (h, more_left)
+    }
+
+    /// Which record a system's record is: its durable link, else its
+    /// match value (a contact's email, another object's normalised key),
+    /// else a record of its own (`#a:ID`); contacts without an email are
+    /// left out (nothing to match or upsert them by).
+    async fn resolve(&self, side: Side, rec: &RemoteRecord) -> Result<Resolved, StoreError> {
+        let i = side as usize;
+        let link = key(&self.name, "link", &format!("{}:{}", side.as_str(), rec.id));
+        if let Some(record) = self.store.kv_get(&link).await? {
+            return Ok(Resolved::Record(record));
+        }
+        let matched = match self.cfg.object {
+            SyncObject::Contact => rec
+                .key
+                .as_deref()
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty()),
+            _ => rec.key.as_deref().and_then(normalise_key),
+        };
+        let Some(record) = matched else {
+            return Ok(if self.cfg.object == SyncObject::Contact {
+                Resolved::Unmatched
+            } else {
+                Resolved::Record(format!("#{}:{}", side.as_str(), rec.id))
+            });
+        };
+        let held = self
+            .store
+            .kv_get(&key(&self.name, "record", &record))
+            .await?
+            .and_then(|v| serde_json::from_str::<RecordState>(&v).ok())
+            .and_then(|st| st.ids[i].clone());
+        match held {
+            // Another record of this system holds the match value and
+            // is still linked to it.
+            Some(other) if other != rec.id => {
+                let other_link = key(&self.name, "link", &format!("{}:{other}", side.as_str()));
+                if self.store.kv_get(&other_link).await?.as_deref() == Some(record.as_str()) {
+                    return Ok(Resolved::Duplicate);
+                }
+                Ok(Resolved::Record(record))
+            }
+            _ => Ok(Resolved::Record(record)),
+        }
+    }
+
+    /// Remembers for good that `side`'s record `id` is `record`.
+    async fn link(&self, side: Side, id: &str, record: &str) -> Result<(), StoreError> {
+        self.store
+            .kv_set(
+                &key(&self.name, "link", &format!("{}:{id}", side.as_str())),
+                record,
+            )
+            .await
     }
 
     /// Sync field names of vendor fields of `side`.
@@ -421,26 +546,28 @@ impl SyncRunner {
     /// Read-modify-write of one record's state (compare-and-set, retried).
     async fn update(
         &self,
-        email: &str,
+        record: &str,
         f: impl Fn(&mut RecordState),
     ) -> Result<RecordState, StoreError> {
-        update_record(&self.store, &self.name, email, f).await
+        update_record(&self.store, &self.name, record, f).await
     }
 
     async fn decide_record(
         &self,
-        email: &str,
+        record: &str,
         observed: [Option<&Observed>; 2],
+        shown: [Option<String>; 2],
         now: DateTime<Utc>,
         h: &mut Health,
     ) -> Result<[Option<WriteOp>; 2], StoreError> {
-        let k = key(&self.name, "record", email);
+        let k = key(&self.name, "record", record);
         loop {
             let old = self.store.kv_get(&k).await?;
             let mut st: RecordState = old
                 .as_deref()
                 .and_then(|v| serde_json::from_str(v).ok())
                 .unwrap_or_default();
+            let linked = st.ids.clone();
             let d = engine::decide(&self.cfg, &mut st, observed, now);
             let mut items = Vec::new();
             for c in &d.conflicts {
@@ -448,7 +575,7 @@ impl SyncRunner {
                 if let Some(fs) = st.fields.get_mut(&c.field) {
                     fs.review = Some(id);
                 }
-                items.push(self.conflict_item(id, email, c, now));
+                items.push(self.conflict_item(id, record, c, now));
             }
             let new = serde_json::to_string(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if !self
@@ -460,6 +587,14 @@ impl SyncRunner {
             }
             for item in items {
                 self.store.add_review_item(item).await?;
+            }
+            for side in [Side::A, Side::B] {
+                let i = side as usize;
+                if let Some(id) = &st.ids[i]
+                    && linked[i].as_ref() != Some(id)
+                {
+                    self.link(side, id, record).await?;
+                }
             }
             if old.is_none() {
                 h.records += 1;
@@ -496,8 +631,19 @@ impl SyncRunner {
                         )),
                     );
                 }
+                // The match value a lookup or create uses: what the other
+                // system shows, else what this one showed, else (a
+                // contact) the email the record was first matched by.
+                let match_value = shown[1 - i]
+                    .clone()
+                    .or_else(|| shown[i].clone())
+                    .or_else(|| {
+                        (self.cfg.object == SyncObject::Contact && !record.starts_with('#'))
+                            .then(|| record.to_string())
+                    });
                 out[i] = Some(WriteOp {
-                    email: email.to_string(),
+                    record: record.to_string(),
+                    key: match_value,
                     id: st.ids[i].clone(),
                     fields,
                 });
@@ -509,7 +655,7 @@ impl SyncRunner {
     fn conflict_item(
         &self,
         id: Uuid,
-        email: &str,
+        record: &str,
         c: &engine::Conflict,
         now: DateTime<Utc>,
     ) -> ReviewItem {
@@ -525,7 +671,9 @@ impl SyncRunner {
             destination: None,
             details: json!({
                 "sync": self.name,
-                "email": email,
+                "object": self.cfg.object.as_str(),
+                "record": record,
+                "email": (self.cfg.object == SyncObject::Contact).then_some(record),
                 "field": c.field,
                 "a": {"system": self.dest[0], "value": c.values[0], "modified_at": c.times[0]},
                 "b": {"system": self.dest[1], "value": c.values[1], "modified_at": c.times[1]},
@@ -552,10 +700,10 @@ impl SyncRunner {
 async fn update_record(
     store: &Arc<dyn Store>,
     sync: &str,
-    email: &str,
+    record: &str,
     f: impl Fn(&mut RecordState),
 ) -> Result<RecordState, StoreError> {
-    let k = key(sync, "record", email);
+    let k = key(sync, "record", record);
     loop {
         let old = store.kv_get(&k).await?;
         let mut st: RecordState = old
@@ -597,15 +745,13 @@ async fn conflicts_waiting(
             .list_review_items(Some(ReviewStatus::Open), before, PAGE)
             .await?;
         for item in items.iter().filter(|i| i.kind == SYNC_CONFLICT) {
-            let (Some(sync), Some(email)) = (
-                item.details["sync"].as_str(),
-                item.details["email"].as_str(),
-            ) else {
+            let (Some(sync), Some(record)) = (item.details["sync"].as_str(), record_of(item))
+            else {
                 continue;
             };
             let entry = out.entry(sync.to_string()).or_default();
             entry.0 += 1;
-            entry.1.insert(email.to_string());
+            entry.1.insert(record.to_string());
         }
         match items.last() {
             Some(last) if items.len() == PAGE => before = Some(last.id),
@@ -689,8 +835,8 @@ pub async fn decide_conflict(
         )));
     }
     let d = &item.details;
-    let (Some(sync), Some(email), Some(field)) =
-        (d["sync"].as_str(), d["email"].as_str(), d["field"].as_str())
+    let (Some(sync), Some(record), Some(field)) =
+        (d["sync"].as_str(), record_of(&item), d["field"].as_str())
     else {
         return Err(DecideError::Conflict(format!(
             "review item {id} does not name its sync, record and field"
@@ -704,7 +850,7 @@ pub async fn decide_conflict(
         }
         Choice::Value(v) => (v.clone(), "set an edited value".to_string()),
     };
-    update_record(store, sync, email, |st| {
+    update_record(store, sync, record, |st| {
         if st.fields.get(field).and_then(|f| f.review) == Some(id) {
             engine::apply_decision(st, field, value.clone());
         }
@@ -723,9 +869,8 @@ pub fn plain_close_refused(item: &ReviewItem) -> Option<String> {
     let d = &item.details;
     let holds_a_field = item.kind == SYNC_CONFLICT
         && item.status == ReviewStatus::Open
-        && ["sync", "email", "field"]
-            .iter()
-            .all(|k| d[*k].as_str().is_some());
+        && record_of(item).is_some()
+        && ["sync", "field"].iter().all(|k| d[*k].as_str().is_some());
     holds_a_field.then(|| {
         format!(
             "review item {} is a sync conflict: decide it (keep a side's value or set one) with POST /api/v1/review/{}/decide",

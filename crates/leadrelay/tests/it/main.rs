@@ -46,5 +46,6 @@ mod store;
 mod support;
 mod sync;
 mod sync_binary;
+mod sync_objects;
 mod sync_salesforce;
 mod viewer_masking;
