@@ -80,7 +80,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
@@ -401,6 +401,17 @@ impl Store {
         if !self.associations.contains(&a) {
             self.associations.push(a);
         }
+    }
+
+    /// Removes every association between two records, both directions.
+    pub(crate) fn dissociate(&mut self, a: (&str, &str), b: (&str, &str)) {
+        self.associations.retain(|x| {
+            let forward = (x.from_type.as_str(), x.from_id.as_str()) == a
+                && (x.to_type.as_str(), x.to_id.as_str()) == b;
+            let back = (x.from_type.as_str(), x.from_id.as_str()) == b
+                && (x.to_type.as_str(), x.to_id.as_str()) == a;
+            !(forward || back)
+        });
     }
 
     pub(crate) fn remove(&mut self, object_type: &str, id: &str) -> Option<HubSpotRecord> {
@@ -878,6 +889,10 @@ impl Prefixes {
             .route(
                 &format!("{ra}/{{object_type}}/{{object_id}}/associations/{{to_type}}"),
                 get(associations::list),
+            )
+            .route(
+                &format!("{ra}/{{object_type}}/{{object_id}}/associations/{{to_type}}/{{to_id}}"),
+                delete(associations::remove),
             )
             .route(
                 &format!("{a}/{{from_type}}/{{to_type}}/batch/associate/default"),

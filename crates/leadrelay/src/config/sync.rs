@@ -60,6 +60,12 @@ pub struct SyncConfig {
     /// the tie goes to system `a`.
     #[serde(default = "default_clock_skew")]
     pub clock_skew: HumanDuration,
+    /// How often fields that no change feed shows are read for every
+    /// record the sync has linked: HubSpot associations
+    /// (`associations.TYPE` fields) move no modification time, so polling
+    /// by time never sees them change. `0s`: every round.
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: HumanDuration,
     /// The share of each destination's `rate_limit` the sync may use for
     /// its polls and writes (0 < share ≤ 1; deliveries keep the rest).
     #[serde(default = "default_rate_share")]
@@ -251,6 +257,14 @@ pub struct SyncFieldConfig {
     /// to one. Values not listed pass unchanged.
     #[serde(default)]
     pub map: BTreeMap<String, String>,
+    /// An association: the field holds the id of a record that another
+    /// sync (named here, between the same two systems) keeps in sync — a
+    /// deal's or a contact's company (`a = "associations.companies"` in
+    /// HubSpot, `b = "AccountId"` in Salesforce). Ids are translated
+    /// through that sync's links, so each system gets its own record's
+    /// id; a record not linked yet is written once it is.
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 impl SyncFieldConfig {
@@ -266,6 +280,9 @@ impl SyncFieldConfig {
 
 fn default_poll_interval() -> HumanDuration {
     HumanDuration::secs(30)
+}
+fn default_sweep_interval() -> HumanDuration {
+    HumanDuration::secs(300)
 }
 fn default_clock_skew() -> HumanDuration {
     HumanDuration::secs(2)
@@ -354,8 +371,26 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                     .destinations
                     .get(if i == 0 { &s.a } else { &s.b })
                     .map(|d| d.connector.as_str());
-                if let Err(m) = check_vendor_field(connector, vendor, s.object) {
-                    p.push(Problem::error(fat(key), m));
+                let association = vendor.strip_prefix("associations.");
+                match (association, connector, &f.link) {
+                    (Some(t), Some("hubspot"), Some(_))
+                        if !t.is_empty()
+                            && t.chars().all(|c| {
+                                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                            }) => {}
+                    (Some(_), Some("hubspot"), Some(_)) => p.push(Problem::error(
+                        fat(key),
+                        "write associations.TYPE with HubSpot's object type (companies, contacts, deals, p_NAME)",
+                    )),
+                    (Some(_), Some("hubspot"), None) => p.push(Problem::error(
+                        fat(key),
+                        "an association names the sync of the associated records in link",
+                    )),
+                    _ => {
+                        if let Err(m) = check_vendor_field(connector, vendor, s.object) {
+                            p.push(Problem::error(fat(key), m));
+                        }
+                    }
                 }
                 if !seen[i].insert(vendor.as_str()) {
                     p.push(Problem::error(
@@ -395,6 +430,40 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                     fat("conflict"),
                     "the field has one owner, so it never conflicts: this strategy is not used",
                 ));
+            }
+            if let Some(other) = &f.link {
+                match config.syncs.get(other) {
+                    None => p.push(Problem::error(
+                        fat("link"),
+                        format!("no sync named {other:?}"),
+                    )),
+                    Some(o) if other == name || o.object == SyncObject::Contact && s.object == SyncObject::Contact => {
+                        p.push(Problem::error(
+                            fat("link"),
+                            "an association links to a sync of another object",
+                        ))
+                    }
+                    Some(o) if (&o.a, &o.b) != (&s.a, &s.b) => p.push(Problem::error(
+                        fat("link"),
+                        format!(
+                            "sync {other:?} is between {} and {}: an association's sync must have the same a and b",
+                            o.a, o.b
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+                if !f.map.is_empty() {
+                    p.push(Problem::error(
+                        fat("map"),
+                        "an association's values are record ids: no value map",
+                    ));
+                }
+                if f.conflict == ConflictStrategy::FieldMerge {
+                    p.push(Problem::error(
+                        fat("conflict"),
+                        "an association holds one record: field_merge cannot merge two",
+                    ));
+                }
             }
             let mut back: BTreeMap<&str, &str> = BTreeMap::new();
             for (from, to) in &f.map {

@@ -126,4 +126,23 @@ pub trait SyncSystem: Send + Sync {
 
     /// Applies writes; one result per op, in order: the record's id.
     async fn write(&self, ops: &[WriteOp]) -> Vec<Result<String, SyncError>>;
+
+    /// Whether some of `fields` change without moving the record's
+    /// modification time (HubSpot associations), so
+    /// [`SyncSystem::changes`] cannot show their changes and the sync
+    /// reads its linked records with [`SyncSystem::read`] now and then.
+    fn swept(&self, fields: &[String]) -> bool {
+        let _ = fields;
+        false
+    }
+
+    /// The current state of these records (those that still exist).
+    async fn read(
+        &self,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
+        let _ = (ids, fields);
+        Ok(Vec::new())
+    }
 }

@@ -313,9 +313,20 @@ impl SyncRunner {
         let mut keys: BTreeMap<String, [Option<String>; 2]> = BTreeMap::new();
         let mut reached = [None, None];
         h.duplicates = 0;
+        h.pending = 0;
         for side in [Side::A, Side::B] {
             let i = side as usize;
-            match self.poll(side, cursors[i]).await {
+            let polled = match self.poll(side, cursors[i]).await {
+                Ok((mut records, r, more)) => match self.sweep(side, &records, now).await {
+                    Ok(swept) => {
+                        records.extend(swept);
+                        Ok((records, r, more))
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match polled {
                 Ok((records, r, more)) => {
                     reached[i] = r;
                     more_left |= more;
@@ -334,7 +345,14 @@ impl SyncRunner {
                             }
                         };
                         let raw_key = rec.key.clone();
-                        let obs = self.observed(side, rec);
+                        let obs = match self.observed(side, rec).await {
+                            Ok(obs) => obs,
+                            Err(e) => {
+                                h.errors += 1;
+                                h.last_error = Some(format!("reading the sync state: {e}"));
+                                continue;
+                            }
+                        };
                         let slot = seen[i].entry(record.clone()).or_insert_with(|| obs.clone());
                         if slot.id != obs.id {
                             // Two records of one system with one match
@@ -378,7 +396,6 @@ impl SyncRunner {
                 }
             }
         }
-        h.pending = 0;
         for side in [Side::A, Side::B] {
             let i = side as usize;
             if ops[i].is_empty() {
@@ -501,7 +518,31 @@ impl SyncRunner {
                 &key(&self.name, "link", &format!("{}:{id}", side.as_str())),
                 record,
             )
-            .await
+            .await?;
+        if !self.systems[side as usize].swept(&self.vendor_fields(side)) {
+            return Ok(());
+        }
+        // The sweep's list of ids (only kept where a sweep reads them).
+        let k = key(&self.name, "index", side.as_str());
+        loop {
+            let old = self.store.kv_get(&k).await?;
+            let mut ids: BTreeSet<String> = old
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+            if !ids.insert(id.to_string()) {
+                return Ok(());
+            }
+            let new =
+                serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if self
+                .store
+                .kv_compare_and_set(&k, old.as_deref(), &new)
+                .await?
+            {
+                return Ok(());
+            }
+        }
     }
 
     /// Sync field names of vendor fields of `side`.
@@ -519,28 +560,114 @@ impl SyncRunner {
             .collect()
     }
 
-    fn observed(&self, side: Side, rec: RemoteRecord) -> Observed {
-        let values = self
-            .cfg
-            .fields
-            .iter()
-            .map(|(name, f)| {
-                let vendor = match side {
-                    Side::A => &f.a,
-                    Side::B => &f.b,
-                };
-                (
-                    name.clone(),
-                    rec.fields.get(vendor).cloned().unwrap_or(None),
-                )
-            })
-            .collect();
-        Observed {
+    /// A polled record in the sync's terms: values by sync field, an
+    /// association's vendor id as the key of the linked sync's record
+    /// (`?a:ID` / `?b:ID` while that record is not linked yet).
+    async fn observed(&self, side: Side, rec: RemoteRecord) -> Result<Observed, StoreError> {
+        let mut values = BTreeMap::new();
+        for (name, f) in &self.cfg.fields {
+            let vendor = match side {
+                Side::A => &f.a,
+                Side::B => &f.b,
+            };
+            let mut v = rec.fields.get(vendor).cloned().unwrap_or(None);
+            if let (Some(other), Some(id)) = (&f.link, &v) {
+                let link = key(other, "link", &format!("{}:{id}", side.as_str()));
+                v = Some(match self.store.kv_get(&link).await? {
+                    Some(record) => record,
+                    None => format!("?{}:{id}", side.as_str()),
+                });
+            }
+            values.insert(name.clone(), v);
+        }
+        Ok(Observed {
             id: rec.id,
             modified_at: rec.modified_at,
             values,
             consistent: self.systems[side as usize].consistent(),
+        })
+    }
+
+    /// An association's value for `side`: the id `side` holds for the
+    /// linked sync's record `record` (None: not linked there yet).
+    async fn linked_id(
+        &self,
+        other: &str,
+        side: Side,
+        record: &str,
+    ) -> Result<Option<String>, StoreError> {
+        for s in [Side::A, Side::B] {
+            if let Some(id) = record.strip_prefix(&format!("?{}:", s.as_str())) {
+                return Ok((s == side).then(|| id.to_string()));
+            }
         }
+        Ok(self
+            .store
+            .kv_get(&key(other, "record", record))
+            .await?
+            .and_then(|v| serde_json::from_str::<RecordState>(&v).ok())
+            .and_then(|st| st.ids[side as usize].clone()))
+    }
+
+    /// The records of `side` read again because some synced fields move no
+    /// modification time (HubSpot associations): every linked record not
+    /// in this round's poll, once per `sweep_interval`.
+    async fn sweep(
+        &self,
+        side: Side,
+        polled: &[RemoteRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
+        let i = side as usize;
+        let fields = self.vendor_fields(side);
+        if !self.systems[i].swept(&fields) {
+            return Ok(Vec::new());
+        }
+        let internal = |e: StoreError| {
+            SyncError(crate::connectors::Outcome::retry(
+                crate::connectors::ErrorClass::Internal,
+                e.to_string(),
+            ))
+        };
+        let last = key(&self.name, "sweep", side.as_str());
+        let due = match self.store.kv_get(&last).await.map_err(internal)? {
+            Some(t) => DateTime::parse_from_rfc3339(&t).map_or(true, |t| {
+                now - t.with_timezone(&Utc)
+                    >= chrono::Duration::from_std(self.cfg.sweep_interval.get()).unwrap_or_default()
+            }),
+            None => true,
+        };
+        if !due {
+            return Ok(Vec::new());
+        }
+        let polled: BTreeSet<&str> = polled.iter().map(|r| r.id.as_str()).collect();
+        let ids: Vec<String> = self
+            .index(side)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .filter(|id| !polled.contains(id.as_str()))
+            .collect();
+        let records = pace::scope(
+            Some(self.pacers[i].clone()),
+            self.systems[i].read(&ids, &fields),
+        )
+        .await?;
+        self.store
+            .kv_set(&last, &now.to_rfc3339())
+            .await
+            .map_err(internal)?;
+        Ok(records)
+    }
+
+    /// The ids of `side` the sync has linked.
+    async fn index(&self, side: Side) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .kv_get(&key(&self.name, "index", side.as_str()))
+            .await?
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default())
     }
 
     /// Read-modify-write of one record's state (compare-and-set, retried).
@@ -605,22 +732,40 @@ impl SyncRunner {
             h.conflicts_settled += d.settled as u64;
             h.conflicts_for_review += d.conflicts.len() as u64;
             let mut out = [None, None];
+            let mut unlinked: Vec<(usize, String)> = Vec::new();
             for side in [Side::A, Side::B] {
                 let i = side as usize;
                 if d.writes[i].is_empty() {
                     continue;
                 }
-                let mut fields: BTreeMap<String, Val> = d.writes[i]
-                    .iter()
-                    .filter_map(|(name, v)| {
-                        let f = self.cfg.fields.get(name)?;
-                        let vendor = match side {
-                            Side::A => f.a.clone(),
-                            Side::B => f.b.clone(),
-                        };
-                        Some((vendor, v.clone()))
-                    })
-                    .collect();
+                let mut fields: BTreeMap<String, Val> = BTreeMap::new();
+                for (name, v) in &d.writes[i] {
+                    let Some(f) = self.cfg.fields.get(name) else {
+                        continue;
+                    };
+                    let vendor = match side {
+                        Side::A => f.a.clone(),
+                        Side::B => f.b.clone(),
+                    };
+                    let v = match (&f.link, v) {
+                        (Some(other), Some(record)) => {
+                            match self.linked_id(other, side, record).await? {
+                                Some(id) => Some(id),
+                                None => {
+                                    // The associated record is not in this
+                                    // system yet: written once it is.
+                                    unlinked.push((i, name.clone()));
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => v.clone(),
+                    };
+                    fields.insert(vendor, v);
+                }
+                if fields.is_empty() {
+                    continue;
+                }
                 if let Some(origin) = self.cfg.origin(side) {
                     fields.insert(
                         origin.to_string(),
@@ -647,6 +792,17 @@ impl SyncRunner {
                     id: st.ids[i].clone(),
                     fields,
                 });
+            }
+            if !unlinked.is_empty() {
+                h.pending += unlinked.len() as u64;
+                self.update(record, |st| {
+                    for (i, name) in &unlinked {
+                        if let Some(fs) = st.fields.get_mut(name) {
+                            fs.ledger[*i].pop();
+                        }
+                    }
+                })
+                .await?;
             }
             return Ok(out);
         }

@@ -408,6 +408,13 @@ b = "sf"
 [syncs.nokey.fields.name]
 a = "name"
 b = "Name"
+[syncs.nokey.fields.parent]
+a = "associations.companies"
+b = "ParentId"
+[syncs.nokey.fields.owner]
+a = "associations.contacts"
+b = "OwnerId"
+link = "ghost"
 [syncs.custom]
 object = "custom"
 a = "hs"
@@ -449,10 +456,149 @@ b = "custom_fields.title"
         "syncs.people.match",
         "syncs.pd.b",
         "Pipedrive persons only",
+        "syncs.nokey.fields.parent.a",
+        "an association names the sync",
+        "syncs.nokey.fields.owner.link",
+        "no sync named \"ghost\"",
     ] {
         assert!(err.contains(needle), "{needle} in {err}");
     }
     // A company's Name is a plain field in Salesforce (read-only only on
     // Leads and Contacts).
     assert!(!err.contains("syncs.nokey.fields.name.b"), "{err}");
+}
+
+/// Companies kept in sync by `companies`; deals by `crm`, whose company
+/// association is translated through the companies' links.
+const DEALS_WITH_COMPANIES: &str = r#"
+object = "deal"
+match = { a = "leadrelay_deal_key", b = "LeadRelay_Key__c" }
+sweep_interval = "0s"
+
+[syncs.crm.fields.name]
+a = "dealname"
+b = "Name"
+
+[syncs.crm.fields.stage]
+a = "dealstage"
+b = "StageName"
+map = { appointmentscheduled = "Prospecting", qualifiedtobuy = "Qualification" }
+
+[syncs.crm.fields.close]
+a = "closedate"
+b = "CloseDate"
+
+[syncs.crm.fields.company]
+a = "associations.companies"
+b = "AccountId"
+link = "companies"
+
+[syncs.companies]
+object = "company"
+a = "hubspot"
+b = "salesforce"
+poll_interval = "1h"
+match = { a = "domain", b = "Website" }
+
+[syncs.companies.fields.name]
+a = "name"
+b = "Name"
+"#;
+
+#[tokio::test]
+async fn a_deals_company_is_associated_alike_on_both_sides() {
+    let w = world(DEALS_WITH_COMPANIES).await;
+    let env = |k: &str| match k {
+        "HUBSPOT_ACCESS_TOKEN" => Some(HubSpotConfig::DEFAULT_TOKEN.to_string()),
+        "SF_CLIENT_ID" => Some(SalesforceConnectedApp::DEFAULT_CLIENT_ID.to_string()),
+        "SF_CLIENT_SECRET" => Some(SalesforceConnectedApp::DEFAULT_CLIENT_SECRET.to_string()),
+        "SF_REFRESH_TOKEN" => Some(SalesforceConfig::DEFAULT_REFRESH_TOKEN.to_string()),
+        _ => None,
+    };
+    let text = toml(&w.hs.base_url(), &w.sf.base_url(), DEALS_WITH_COMPANIES);
+    let cfg = config::load_str(&text, "test.toml", &env).unwrap().config;
+    let companies = SyncRunner::build("companies", &cfg, &env, w.app.store.clone()).unwrap();
+
+    let hs_acme =
+        w.hs.seed("companies", &[("name", "Acme"), ("domain", "acme.test")]);
+    let hs_beta =
+        w.hs.seed("companies", &[("name", "Beta"), ("domain", "beta.test")]);
+    let sf_acme =
+        w.sf.seed("Account", json!({"Name": "Acme", "Website": "acme.test"}));
+    let sf_beta =
+        w.sf.seed("Account", json!({"Name": "Beta", "Website": "beta.test"}));
+    let big = w.hs.seed(
+        "deals",
+        &[
+            ("dealname", "Big deal"),
+            ("leadrelay_deal_key", "deal-1"),
+            ("dealstage", "qualifiedtobuy"),
+            ("closedate", "2027-03-31"),
+        ],
+    );
+    assert!(w.hs.associate_records(("deals", &big), ("companies", &hs_acme)));
+    let small = w.sf.seed(
+        "Opportunity",
+        json!({"Name": "Small deal", "LeadRelay_Key__c": "deal-2", "StageName": "Prospecting",
+               "CloseDate": "2027-01-15", "AccountId": sf_beta}),
+    );
+    companies.round().await;
+    settle_rounds(&w.runner, &w.app, 5).await;
+    let opp = |key: &str| {
+        w.sf.opportunities()
+            .into_iter()
+            .find(|o| o.text("LeadRelay_Key__c") == Some(key))
+            .unwrap()
+    };
+    let hs_deal_id = |key: &str| {
+        w.hs.deals()
+            .into_iter()
+            .find(|d| d.get("leadrelay_deal_key") == Some(key))
+            .unwrap()
+            .id
+    };
+    let hs_companies_of = |deal: &str| w.hs.associated_ids("deals", deal, "companies");
+    // Each side gets its own company's id.
+    assert_eq!(opp("deal-1").text("AccountId"), Some(sf_acme.as_str()));
+    let small_hs = hs_deal_id("deal-2");
+    assert_eq!(hs_companies_of(&small_hs), vec![hs_beta.clone()]);
+
+    // Moved to Beta in HubSpot: no modification time moves, the sweep
+    // sees it; the old association is gone, not doubled.
+    w.hs.dissociate_records(("deals", &big), ("companies", &hs_acme));
+    assert!(w.hs.associate_records(("deals", &big), ("companies", &hs_beta)));
+    // Moved to Acme in Salesforce.
+    assert!(w.sf.edit(&small, json!({"AccountId": sf_acme})));
+    settle_rounds(&w.runner, &w.app, 5).await;
+    assert_eq!(opp("deal-1").text("AccountId"), Some(sf_beta.as_str()));
+    assert_eq!(hs_companies_of(&small_hs), vec![hs_acme.clone()]);
+
+    // A company the companies sync has not seen yet: the association
+    // waits (pending) until the company is in Salesforce, then follows.
+    let hs_gamma =
+        w.hs.seed("companies", &[("name", "Gamma"), ("domain", "gamma.test")]);
+    w.hs.dissociate_records(("deals", &big), ("companies", &hs_beta));
+    assert!(w.hs.associate_records(("deals", &big), ("companies", &hs_gamma)));
+    let h = w.runner.round().await;
+    assert_eq!(h.pending, 1, "{h:?}");
+    assert_eq!(opp("deal-1").text("AccountId"), Some(sf_beta.as_str()));
+    companies.round().await;
+    let sf_gamma =
+        w.sf.accounts()
+            .into_iter()
+            .find(|a| a.text("Name") == Some("Gamma"))
+            .unwrap()
+            .fields["Id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    settle_rounds(&w.runner, &w.app, 5).await;
+    assert_eq!(opp("deal-1").text("AccountId"), Some(sf_gamma.as_str()));
+    assert_eq!(hs_companies_of(&big), vec![hs_gamma]);
+    let h = health(&w.app).await;
+    assert_eq!((h.errors, h.pending), (0, 0), "{h:?}");
+    for _ in 0..2 {
+        let r = w.runner.round().await;
+        assert_eq!((r.writes_a, r.writes_b), (h.writes_a, h.writes_b));
+    }
 }

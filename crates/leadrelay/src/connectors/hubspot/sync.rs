@@ -106,7 +106,162 @@ fn failed(message: impl Into<String>) -> SyncError {
     SyncError(Outcome::permanent(ErrorClass::Vendor, message))
 }
 
+/// The object type of an association field (`associations.companies`).
+fn association(field: &str) -> Option<&str> {
+    field.strip_prefix("associations.")
+}
+
+/// HubSpot's v4 association batch read takes at most 1,000 ids.
+const ASSOCIATION_BATCH: usize = 1000;
+
 impl HubSpotSync {
+    /// The properties to read: the match key, the modification time and
+    /// the synced properties (association fields are read apart).
+    fn properties<'a>(&'a self, fields: &'a [String]) -> Vec<&'a str> {
+        let mut properties: Vec<&str> = vec![self.key.as_str(), self.modified];
+        properties.extend(
+            fields
+                .iter()
+                .map(String::as_str)
+                .filter(|f| association(f).is_none()),
+        );
+        properties
+    }
+
+    /// A record of a search or batch read answer.
+    fn record(&self, r: &Value, fields: &[String]) -> Option<RemoteRecord> {
+        let props = &r["properties"];
+        let id = text(r.get("id"))?;
+        let modified_at = parse_time(props.get(self.modified))
+            .or_else(|| parse_time(r.get("updatedAt")))
+            .unwrap_or_else(Utc::now);
+        Some(RemoteRecord {
+            id,
+            key: text(props.get(&self.key)).map(|k| {
+                if self.contacts {
+                    k.trim().to_lowercase()
+                } else {
+                    k
+                }
+            }),
+            modified_at,
+            cursor_at: None,
+            fields: fields
+                .iter()
+                .filter(|f| association(f).is_none())
+                .map(|f| (f.clone(), text(props.get(f))))
+                .collect(),
+        })
+    }
+
+    /// Each record's associated ids of `to_type` (ascending).
+    async fn associated(
+        &self,
+        ids: &[&str],
+        to_type: &str,
+    ) -> Result<BTreeMap<String, Vec<u64>>, SyncError> {
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for chunk in ids.chunks(ASSOCIATION_BATCH) {
+            let inputs: Vec<Value> = chunk.iter().map(|id| json!({"id": id})).collect();
+            let path = self.api.path(
+                Family::Associations,
+                &format!("/{}/{to_type}/batch/read", self.object_type),
+            );
+            let (res, _) = self
+                .api
+                .call(Method::POST, &path, Some(&json!({"inputs": inputs})))
+                .await;
+            let v = res.map_err(|f| SyncError(f.outcome))?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                let Some(from) = text(r["from"].get("id")) else {
+                    continue;
+                };
+                let mut to: Vec<u64> = r["to"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| text(t.get("toObjectId"))?.parse().ok())
+                    .collect();
+                to.sort_unstable();
+                out.insert(from, to);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fills the association fields: the associated record of each type
+    /// (the oldest when several are).
+    async fn with_associations(
+        &self,
+        records: &mut [RemoteRecord],
+        fields: &[String],
+    ) -> Result<(), SyncError> {
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        for field in fields {
+            let Some(to_type) = association(field) else {
+                continue;
+            };
+            let found = if ids.is_empty() {
+                BTreeMap::new()
+            } else {
+                self.associated(&ids, to_type).await?
+            };
+            for r in records.iter_mut() {
+                let v = found
+                    .get(&r.id)
+                    .and_then(|to| to.first())
+                    .map(u64::to_string);
+                r.fields.insert(field.clone(), v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the record's associations of each association field the one
+    /// the op names: the others removed (v4 DELETE), it added (default
+    /// association) unless there.
+    async fn write_associations(&self, id: &str, op: &WriteOp) -> Result<(), SyncError> {
+        for (field, value) in &op.fields {
+            let Some(to_type) = association(field) else {
+                continue;
+            };
+            let current = self
+                .associated(&[id], to_type)
+                .await?
+                .remove(id)
+                .unwrap_or_default();
+            let wanted: Option<u64> = match value {
+                None => None,
+                Some(v) => Some(v.parse().map_err(|_| {
+                    failed(format!("{v:?} is not a HubSpot record id for {field}"))
+                })?),
+            };
+            for other in current.iter().filter(|c| Some(**c) != wanted) {
+                let path = self.api.path(
+                    Family::RecordAssociations,
+                    &format!("/{}/{id}/associations/{to_type}/{other}", self.object_type),
+                );
+                let (res, _) = self.api.call(Method::DELETE, &path, None).await;
+                res.map_err(|f| SyncError(f.outcome))?;
+            }
+            if let Some(w) = wanted
+                && !current.contains(&w)
+            {
+                let path = self.api.path(
+                    Family::RecordAssociations,
+                    &format!(
+                        "/{}/{id}/associations/default/{to_type}/{w}",
+                        self.object_type
+                    ),
+                );
+                let (res, _) = self.api.call(Method::PUT, &path, None).await;
+                res.map_err(|f| SyncError(f.outcome))?;
+            }
+        }
+        Ok(())
+    }
+
     fn objects(&self, rest: &str) -> String {
         self.api
             .path(Family::Objects, &format!("/{}{rest}", self.object_type))
@@ -231,8 +386,7 @@ impl SyncSystem for HubSpotSync {
         page: Option<&str>,
         fields: &[String],
     ) -> Result<Page, SyncError> {
-        let mut properties: Vec<&str> = vec![self.key.as_str(), self.modified];
-        properties.extend(fields.iter().map(String::as_str));
+        let properties = self.properties(fields);
         let mut body = json!({
             "sorts": [{"propertyName": self.modified, "direction": "ASCENDING"}],
             "properties": properties,
@@ -253,32 +407,13 @@ impl SyncSystem for HubSpotSync {
             .call(Method::POST, &self.objects("/search"), Some(&body))
             .await;
         let v = res.map_err(|f| SyncError(f.outcome))?;
-        let mut records = Vec::new();
-        for r in v["results"].as_array().into_iter().flatten() {
-            let props = &r["properties"];
-            let Some(id) = text(r.get("id")) else {
-                continue;
-            };
-            let modified_at = parse_time(props.get(self.modified))
-                .or_else(|| parse_time(r.get("updatedAt")))
-                .unwrap_or_else(Utc::now);
-            records.push(RemoteRecord {
-                id,
-                key: text(props.get(&self.key)).map(|k| {
-                    if self.contacts {
-                        k.trim().to_lowercase()
-                    } else {
-                        k
-                    }
-                }),
-                modified_at,
-                cursor_at: None,
-                fields: fields
-                    .iter()
-                    .map(|f| (f.clone(), text(props.get(f))))
-                    .collect(),
-            });
-        }
+        let mut records: Vec<RemoteRecord> = v["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| self.record(r, fields))
+            .collect();
+        self.with_associations(&mut records, fields).await?;
         let next = v["paging"]["next"]["after"]
             .as_str()
             .filter(|a| a.parse::<usize>().is_ok_and(|n| n + PAGE <= SEARCH_WINDOW))
@@ -286,7 +421,52 @@ impl SyncSystem for HubSpotSync {
         Ok(Page { records, next })
     }
 
+    fn swept(&self, fields: &[String]) -> bool {
+        fields.iter().any(|f| association(f).is_some())
+    }
+
+    async fn read(
+        &self,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(PAGE) {
+            let inputs: Vec<Value> = chunk.iter().map(|id| json!({"id": id})).collect();
+            let body = json!({"inputs": inputs, "properties": self.properties(fields)});
+            let (res, _) = self
+                .api
+                .call(Method::POST, &self.objects("/batch/read"), Some(&body))
+                .await;
+            // Ids no longer there come back in `errors` (207): left out.
+            let v = res.map_err(|f| SyncError(f.outcome))?;
+            let mut records: Vec<RemoteRecord> = v["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| self.record(r, fields))
+                .collect();
+            self.with_associations(&mut records, fields).await?;
+            out.extend(records);
+        }
+        Ok(out)
+    }
+
     async fn write(&self, ops: &[WriteOp]) -> Vec<Result<String, SyncError>> {
+        let results = self.write_properties(ops).await;
+        let mut out = Vec::with_capacity(ops.len());
+        for (op, r) in ops.iter().zip(results) {
+            out.push(match r {
+                Ok(id) => self.write_associations(&id, op).await.map(|()| id),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+}
+
+impl HubSpotSync {
+    async fn write_properties(&self, ops: &[WriteOp]) -> Vec<Result<String, SyncError>> {
         let mut out: Vec<Option<Result<String, SyncError>>> = vec![None; ops.len()];
         let mut found: BTreeMap<usize, String> = BTreeMap::new();
         if !self.contacts {
@@ -328,6 +508,7 @@ impl SyncSystem for HubSpotSync {
         let props = |op: &WriteOp| -> Value {
             op.fields
                 .iter()
+                .filter(|(k, _)| association(k).is_none())
                 .map(|(k, v)| (k.clone(), json!(v.clone().unwrap_or_default())))
                 .collect::<serde_json::Map<_, _>>()
                 .into()
