@@ -65,6 +65,8 @@
 
 mod associations;
 mod changes;
+
+pub use changes::{WebhookSent, WebhookTarget};
 mod errors;
 mod objects;
 mod schema;
@@ -442,6 +444,9 @@ pub(crate) struct Inner {
     daily: Mutex<DailyUsage>,
     faults: Faults,
     requests: RequestLog,
+    /// Where the app's change webhooks go, once subscribed.
+    pub(crate) webhook: Mutex<Option<changes::WebhookTarget>>,
+    pub(crate) webhook_log: Mutex<Vec<changes::WebhookSent>>,
 }
 
 /// The fake portal's state, shared by the router and the test that inspects it.
@@ -467,6 +472,8 @@ impl HubSpotState {
                 store: Mutex::new(Store::default()),
                 faults: Faults::default(),
                 requests: RequestLog::default(),
+                webhook: Mutex::new(None),
+                webhook_log: Mutex::new(Vec::new()),
                 config,
             }),
         }

@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use super::{Config, HumanDuration, Problem};
 
+/// Source kinds whose webhooks are CRM change notifications.
+pub const CHANGE_SOURCE_KINDS: [&str; 3] = ["hubspot", "pipedrive", "salesforce_outbound_message"];
+
 /// Connectors a sync can read changes from and write to.
 pub const SYNC_CONNECTORS: [&str; 3] = ["hubspot", "pipedrive", "salesforce"];
 
@@ -60,6 +63,14 @@ pub struct SyncConfig {
     /// the tie goes to system `a`.
     #[serde(default = "default_clock_skew")]
     pub clock_skew: HumanDuration,
+    /// Change webhooks that start a round at once: names of `[sources.X]`
+    /// of kind `hubspot`, `pipedrive` or `salesforce_outbound_message`
+    /// (the CRMs' change notifications, verified as those sources verify
+    /// them). Each webhook leadrelay accepts from one of them wakes the
+    /// sync, whose round then polls from its cursors and finds the change;
+    /// the `poll_interval` stays as the safety net for missed webhooks.
+    #[serde(default)]
+    pub change_sources: Vec<String>,
     /// How often fields that no change feed shows are read for every
     /// record the sync has linked: HubSpot associations
     /// (`associations.TYPE` fields) move no modification time, so polling
@@ -325,6 +336,25 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             }
         }
         check_object(config, name, s, p);
+        for (n, source) in s.change_sources.iter().enumerate() {
+            match config.sources.get(source) {
+                None => p.push(Problem::error(
+                    at(&format!("change_sources[{n}]")),
+                    format!("no source named {source:?} is configured"),
+                )),
+                Some(c) if !CHANGE_SOURCE_KINDS.contains(&c.kind.as_str()) => {
+                    p.push(Problem::error(
+                        at(&format!("change_sources[{n}]")),
+                        format!(
+                            "source {source:?} is a {} source; change webhooks come from {}",
+                            c.kind,
+                            CHANGE_SOURCE_KINDS.join(", ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         if s.a == s.b {
             p.push(Problem::error(
                 at("b"),

@@ -45,6 +45,8 @@ pub struct AppState {
     pub sources: Arc<Sources>,
     /// Admin API and dashboard: keys, privacy, destinations, replay jobs.
     pub admin: Arc<admin::AdminContext>,
+    /// Syncs woken by the change webhooks of their `change_sources`.
+    pub sync_wakers: crate::sync::Wakers,
 }
 
 /// Beyond the body's deadline and the store's long deadline: a request

@@ -841,12 +841,16 @@ impl SyncRunner {
         }
     }
 
-    /// Rounds every `poll_interval` until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Rounds every `poll_interval`, and at once when `wake` is notified
+    /// (a change webhook), until `shutdown`.
+    pub async fn run(self, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
         loop {
             self.round().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.poll_interval.get()) => {}
+                _ = wake.notified() => {
+                    tracing::debug!(sync = %self.name, "change webhook: round now");
+                }
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -874,17 +878,56 @@ async fn update_record(
     }
 }
 
-/// Starts every configured sync; each stops with `shutdown`.
+/// Wakes syncs when their change webhooks arrive: per source name, the
+/// syncs that listen to it (`change_sources`).
+#[derive(Debug, Clone, Default)]
+pub struct Wakers {
+    by_source: Arc<BTreeMap<String, Vec<Arc<tokio::sync::Notify>>>>,
+    by_sync: Arc<BTreeMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+impl Wakers {
+    pub fn new(config: &Config) -> Self {
+        let mut by_source: BTreeMap<String, Vec<Arc<tokio::sync::Notify>>> = BTreeMap::new();
+        let mut by_sync = BTreeMap::new();
+        for (name, s) in &config.syncs {
+            let n = Arc::new(tokio::sync::Notify::new());
+            for source in &s.change_sources {
+                by_source.entry(source.clone()).or_default().push(n.clone());
+            }
+            by_sync.insert(name.clone(), n);
+        }
+        Self {
+            by_source: Arc::new(by_source),
+            by_sync: Arc::new(by_sync),
+        }
+    }
+
+    /// A change webhook of `source` was accepted: its syncs run a round
+    /// now (or right after the one running). Returns how many were woken.
+    pub fn wake(&self, source: &str) -> usize {
+        let list = self.by_source.get(source).map(Vec::as_slice).unwrap_or(&[]);
+        for n in list {
+            n.notify_one();
+        }
+        list.len()
+    }
+}
+
+/// Starts every configured sync; each stops with `shutdown` and runs a
+/// round early when `wakers` wakes it.
 pub fn start_all(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
     store: &Arc<dyn Store>,
+    wakers: &Wakers,
     shutdown: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, Vec<Problem>> {
     let mut out = Vec::new();
     for name in config.syncs.keys() {
         let runner = SyncRunner::build(name, config, env, store.clone())?;
-        out.push(tokio::spawn(runner.run(shutdown.clone())));
+        let wake = wakers.by_sync.get(name).cloned().unwrap_or_default();
+        out.push(tokio::spawn(runner.run(wake, shutdown.clone())));
     }
     Ok(out)
 }

@@ -48,4 +48,5 @@ mod sync;
 mod sync_binary;
 mod sync_objects;
 mod sync_salesforce;
+mod sync_webhooks;
 mod viewer_masking;

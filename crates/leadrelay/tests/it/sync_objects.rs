@@ -405,6 +405,7 @@ connector = "pipedrive"
 object = "company"
 a = "hs"
 b = "sf"
+change_sources = ["nowhere"]
 [syncs.nokey.fields.name]
 a = "name"
 b = "Name"
@@ -460,6 +461,7 @@ b = "custom_fields.title"
         "an association names the sync",
         "syncs.nokey.fields.owner.link",
         "no sync named \"ghost\"",
+        "syncs.nokey.change_sources[0]",
     ] {
         assert!(err.contains(needle), "{needle} in {err}");
     }
