@@ -20,9 +20,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine;
-use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
+
+use crate::common::hmac_sha256_base64;
 
 use super::HubSpotState;
 use super::objects;
@@ -47,23 +47,6 @@ pub struct WebhookSent {
 }
 
 static EVENT_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// base64(HMAC-SHA256(secret, message)).
-fn hmac_base64(secret: &str, message: &str) -> String {
-    jsonwebtoken::crypto::sign(
-        message.as_bytes(),
-        &EncodingKey::from_secret(secret.as_bytes()),
-        Algorithm::HS256,
-    )
-    .ok()
-    .and_then(|url_safe| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(url_safe)
-            .ok()
-    })
-    .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw))
-    .unwrap_or_default()
-}
 
 impl HubSpotState {
     /// Sets properties of a record (an empty value clears); false if there
@@ -156,7 +139,7 @@ impl HubSpotState {
             .collect();
         let body = serde_json::Value::Array(events).to_string();
         let timestamp = now.to_string();
-        let signature = hmac_base64(
+        let signature = hmac_sha256_base64(
             &target.client_secret,
             &format!("POST{}{body}{timestamp}", target.signed_url),
         );

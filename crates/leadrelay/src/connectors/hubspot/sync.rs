@@ -128,6 +128,29 @@ impl HubSpotSync {
         properties
     }
 
+    /// The records a search or batch read (`rest` of the object's path)
+    /// answers, with their association fields; and the whole answer.
+    async fn records_of(
+        &self,
+        rest: &str,
+        body: &Value,
+        fields: &[String],
+    ) -> Result<(Vec<RemoteRecord>, Value), SyncError> {
+        let (res, _) = self
+            .api
+            .call(Method::POST, &self.objects(rest), Some(body))
+            .await;
+        let v = res.map_err(|f| SyncError(f.outcome))?;
+        let mut records: Vec<RemoteRecord> = v["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| self.record(r, fields))
+            .collect();
+        self.with_associations(&mut records, fields).await?;
+        Ok((records, v))
+    }
+
     /// A record of a search or batch read answer.
     fn record(&self, r: &Value, fields: &[String]) -> Option<RemoteRecord> {
         let props = &r["properties"];
@@ -402,18 +425,7 @@ impl SyncSystem for HubSpotSync {
         if let Some(after) = page {
             body["after"] = json!(after);
         }
-        let (res, _) = self
-            .api
-            .call(Method::POST, &self.objects("/search"), Some(&body))
-            .await;
-        let v = res.map_err(|f| SyncError(f.outcome))?;
-        let mut records: Vec<RemoteRecord> = v["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| self.record(r, fields))
-            .collect();
-        self.with_associations(&mut records, fields).await?;
+        let (records, v) = self.records_of("/search", &body, fields).await?;
         let next = v["paging"]["next"]["after"]
             .as_str()
             .filter(|a| a.parse::<usize>().is_ok_and(|n| n + PAGE <= SEARCH_WINDOW))
@@ -434,20 +446,8 @@ impl SyncSystem for HubSpotSync {
         for chunk in ids.chunks(PAGE) {
             let inputs: Vec<Value> = chunk.iter().map(|id| json!({"id": id})).collect();
             let body = json!({"inputs": inputs, "properties": self.properties(fields)});
-            let (res, _) = self
-                .api
-                .call(Method::POST, &self.objects("/batch/read"), Some(&body))
-                .await;
             // Ids no longer there come back in `errors` (207): left out.
-            let v = res.map_err(|f| SyncError(f.outcome))?;
-            let mut records: Vec<RemoteRecord> = v["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| self.record(r, fields))
-                .collect();
-            self.with_associations(&mut records, fields).await?;
-            out.extend(records);
+            out.extend(self.records_of("/batch/read", &body, fields).await?.0);
         }
         Ok(out)
     }
