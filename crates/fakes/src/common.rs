@@ -443,6 +443,25 @@ pub fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// base64(HMAC-SHA256(secret, message)), as vendors sign webhooks and
+/// token answers.
+pub(crate) fn hmac_sha256_base64(secret: &str, message: &str) -> String {
+    use base64::Engine;
+    jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .ok()
+    .and_then(|url_safe| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(url_safe)
+            .ok()
+    })
+    .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw))
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

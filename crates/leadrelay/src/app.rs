@@ -161,6 +161,13 @@ pub async fn start(
     let ingestor = Arc::new(Ingestor::new(store.clone(), config.clone(), routes, env).await?);
 
     let shutdown = CancellationToken::new();
+    // Only where the syncs run (not on an API-only node, whose change
+    // webhooks the syncs on the worker nodes find by polling).
+    let sync_wakers = if role != Role::Api {
+        crate::sync::Wakers::new(&config)
+    } else {
+        crate::sync::Wakers::default()
+    };
     let mut timers = None;
     let mut rollups = None;
     let mut kpi_tasks = Vec::new();
@@ -178,7 +185,8 @@ pub async fn start(
             }
         }
         engine.start();
-        syncs = crate::sync::start_all(&config, env, &store, &shutdown).map_err(problems_error)?;
+        syncs = crate::sync::start_all(&config, env, &store, &sync_wakers, &shutdown)
+            .map_err(problems_error)?;
         syncs.extend(crate::thin_push::start(
             store.clone(),
             &config,
@@ -242,6 +250,7 @@ pub async fn start(
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .map(Arc::from),
+            sync_wakers,
         };
         kpi_tasks.push(tokio::spawn(crate::reports::kpi::heartbeat(
             store.clone(),

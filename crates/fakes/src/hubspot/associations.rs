@@ -155,6 +155,26 @@ pub(crate) async fn batch_default(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// `DELETE /crm/v4/objects/{fromObjectType}/{fromObjectId}/associations/{toObjectType}/{toObjectId}`:
+/// removes every association between the two records (both directions);
+/// 204, or 404 when either record does not exist.
+pub(crate) async fn remove(
+    State(state): State<HubSpotState>,
+    Path((from_type, from_id, to_type, to_id)): Path<(String, String, String, String)>,
+) -> Response {
+    let result = (|| -> HsResult {
+        let from = resolve(&state, &from_type)?;
+        let to = resolve(&state, &to_type)?;
+        let mut store = state.store();
+        if store.get(&from, &from_id).is_none() || store.get(&to, &to_id).is_none() {
+            return Err(errors::not_found());
+        }
+        store.dissociate((&from, &from_id), (&to, &to_id));
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
 /// `GET /crm/v4/objects/{fromObjectType}/{fromObjectId}/associations/{toObjectType}`
 pub(crate) async fn list(
     State(state): State<HubSpotState>,

@@ -67,6 +67,8 @@
 
 mod associations;
 mod changes;
+
+pub use changes::{WebhookSent, WebhookTarget};
 mod errors;
 mod objects;
 mod schema;
@@ -82,7 +84,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
@@ -405,6 +407,17 @@ impl Store {
         }
     }
 
+    /// Removes every association between two records, both directions.
+    pub(crate) fn dissociate(&mut self, a: (&str, &str), b: (&str, &str)) {
+        self.associations.retain(|x| {
+            let forward = (x.from_type.as_str(), x.from_id.as_str()) == a
+                && (x.to_type.as_str(), x.to_id.as_str()) == b;
+            let back = (x.from_type.as_str(), x.from_id.as_str()) == b
+                && (x.to_type.as_str(), x.to_id.as_str()) == a;
+            !(forward || back)
+        });
+    }
+
     pub(crate) fn remove(&mut self, object_type: &str, id: &str) -> Option<HubSpotRecord> {
         let num: u64 = id.parse().ok()?;
         let removed = self.records.remove(&(object_type.to_string(), num))?;
@@ -433,6 +446,9 @@ pub(crate) struct Inner {
     daily: Mutex<DailyUsage>,
     faults: Faults,
     requests: RequestLog,
+    /// Where the app's change webhooks go, once subscribed.
+    pub(crate) webhook: Mutex<Option<changes::WebhookTarget>>,
+    pub(crate) webhook_log: Mutex<Vec<changes::WebhookSent>>,
 }
 
 /// The fake portal's state, shared by the router and the test that inspects it.
@@ -458,6 +474,8 @@ impl HubSpotState {
                 store: Mutex::new(Store::default()),
                 faults: Faults::default(),
                 requests: RequestLog::default(),
+                webhook: Mutex::new(None),
+                webhook_log: Mutex::new(Vec::new()),
                 config,
             }),
         }
@@ -884,6 +902,10 @@ impl Prefixes {
             .route(
                 &format!("{ra}/{{object_type}}/{{object_id}}/associations/{{to_type}}"),
                 get(associations::list),
+            )
+            .route(
+                &format!("{ra}/{{object_type}}/{{object_id}}/associations/{{to_type}}/{{to_id}}"),
+                delete(associations::remove),
             )
             .route(
                 &format!("{a}/{{from_type}}/{{to_type}}/batch/associate/default"),

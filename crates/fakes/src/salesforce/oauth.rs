@@ -8,8 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::errors::oauth;
@@ -56,20 +55,7 @@ fn now_secs() -> u64 {
 /// HMAC-SHA256 of `id + issued_at` keyed by the client secret, base64, as
 /// Salesforce signs token responses.
 fn signature(app: &SalesforceConnectedApp, id: &str, issued_at: &str) -> String {
-    let message = format!("{id}{issued_at}");
-    jsonwebtoken::crypto::sign(
-        message.as_bytes(),
-        &EncodingKey::from_secret(app.client_secret.as_bytes()),
-        Algorithm::HS256,
-    )
-    .ok()
-    .and_then(|url_safe| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(url_safe)
-            .ok()
-    })
-    .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw))
-    .unwrap_or_default()
+    crate::common::hmac_sha256_base64(&app.client_secret, &format!("{id}{issued_at}"))
 }
 
 fn success(

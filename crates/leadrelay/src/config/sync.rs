@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use super::{Config, HumanDuration, Problem};
 
+/// Source kinds whose webhooks are CRM change notifications.
+pub const CHANGE_SOURCE_KINDS: [&str; 3] = ["hubspot", "pipedrive", "salesforce_outbound_message"];
+
 /// Connectors a sync can read changes from and write to.
 pub const SYNC_CONNECTORS: [&str; 3] = ["hubspot", "pipedrive", "salesforce"];
 
@@ -17,8 +20,32 @@ pub const SYNC_CONNECTORS: [&str; 3] = ["hubspot", "pipedrive", "salesforce"];
 pub struct SyncConfig {
     /// The object kept in sync: `contact` (HubSpot contacts, Pipedrive
     /// persons, Salesforce Leads or Contacts as the destination's
-    /// `person_object` says), matched between the systems by email.
+    /// `person_object` says), matched between the systems by email;
+    /// `company` (HubSpot companies, Pipedrive organizations, Salesforce
+    /// Accounts); `deal` (HubSpot deals, Pipedrive deals, Salesforce
+    /// Opportunities); or `custom` (a HubSpot custom object, a Salesforce
+    /// custom object `X__c`: name them in `object_a` / `object_b`).
+    /// Companies, deals and custom objects are matched by `match` on first
+    /// sight, then by the stored link of both ids.
     pub object: SyncObject,
+    /// The vendor object of system `a` for `object = "custom"` (a HubSpot
+    /// custom object's name or type id such as `p_projects` or `2-123`; a
+    /// Salesforce custom object such as `Project__c`). Only for `custom`.
+    #[serde(default)]
+    pub object_a: Option<String>,
+    /// The same for system `b`.
+    #[serde(default)]
+    pub object_b: Option<String>,
+    /// How records of a `company`, `deal` or `custom` sync are first
+    /// matched across the systems: a field of each (a company domain, a
+    /// leadrelay key field) whose values, compared without case, scheme,
+    /// `www.` or trailing `/`, name the same record. Once matched (or
+    /// created by the sync) the two ids are linked for good, so a later
+    /// change of the key does not split them. A record with no key value
+    /// is linked only through the record the sync creates for it.
+    /// Contacts are always matched by email.
+    #[serde(default, rename = "match")]
+    pub match_key: Option<MatchKey>,
     /// The first system: the name of a CRM destination (`hubspot`,
     /// `pipedrive`, `salesforce`).
     pub a: String,
@@ -36,6 +63,20 @@ pub struct SyncConfig {
     /// the tie goes to system `a`.
     #[serde(default = "default_clock_skew")]
     pub clock_skew: HumanDuration,
+    /// Change webhooks that start a round at once: names of `[sources.X]`
+    /// of kind `hubspot`, `pipedrive` or `salesforce_outbound_message`
+    /// (the CRMs' change notifications, verified as those sources verify
+    /// them). Each webhook leadrelay accepts from one of them wakes the
+    /// sync, whose round then polls from its cursors and finds the change;
+    /// the `poll_interval` stays as the safety net for missed webhooks.
+    #[serde(default)]
+    pub change_sources: Vec<String>,
+    /// How often fields that no change feed shows are read for every
+    /// record the sync has linked: HubSpot associations
+    /// (`associations.TYPE` fields) move no modification time, so polling
+    /// by time never sees them change. `0s`: every round.
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: HumanDuration,
     /// The share of each destination's `rate_limit` the sync may use for
     /// its polls and writes (0 < share ≤ 1; deliveries keep the rest).
     #[serde(default = "default_rate_share")]
@@ -55,6 +96,18 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
+    /// What `side` reads and writes.
+    pub fn spec(&self, side: Side) -> ObjectSpec {
+        ObjectSpec {
+            object: self.object,
+            vendor_object: match side {
+                Side::A => self.object_a.clone(),
+                Side::B => self.object_b.clone(),
+            },
+            match_field: self.match_key.as_ref().map(|m| m.side(side).to_string()),
+        }
+    }
+
     /// The origin marker field of `side`, if any.
     pub fn origin(&self, side: Side) -> Option<&str> {
         match side {
@@ -64,19 +117,55 @@ impl SyncConfig {
     }
 }
 
+/// `match = { a = "FIELD", b = "FIELD" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchKey {
+    /// The key field in system `a`.
+    pub a: String,
+    /// The key field in system `b`.
+    pub b: String,
+}
+
+impl MatchKey {
+    pub fn side(&self, side: Side) -> &str {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+}
+
 /// The objects a sync handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncObject {
     Contact,
+    Company,
+    Deal,
+    Custom,
 }
 
 impl SyncObject {
     pub fn as_str(self) -> &'static str {
         match self {
             SyncObject::Contact => "contact",
+            SyncObject::Company => "company",
+            SyncObject::Deal => "deal",
+            SyncObject::Custom => "custom",
         }
     }
+}
+
+/// What one system of a sync reads and writes: the object, the vendor's
+/// name for it (custom objects) and the field that matches records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSpec {
+    pub object: SyncObject,
+    /// `object_a` / `object_b` (custom objects).
+    pub vendor_object: Option<String>,
+    /// The match key field (None for contacts: the email).
+    pub match_field: Option<String>,
 }
 
 /// Which way changes flow.
@@ -179,6 +268,14 @@ pub struct SyncFieldConfig {
     /// to one. Values not listed pass unchanged.
     #[serde(default)]
     pub map: BTreeMap<String, String>,
+    /// An association: the field holds the id of a record that another
+    /// sync (named here, between the same two systems) keeps in sync — a
+    /// deal's or a contact's company (`a = "associations.companies"` in
+    /// HubSpot, `b = "AccountId"` in Salesforce). Ids are translated
+    /// through that sync's links, so each system gets its own record's
+    /// id; a record not linked yet is written once it is.
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 impl SyncFieldConfig {
@@ -194,6 +291,9 @@ impl SyncFieldConfig {
 
 fn default_poll_interval() -> HumanDuration {
     HumanDuration::secs(30)
+}
+fn default_sweep_interval() -> HumanDuration {
+    HumanDuration::secs(300)
 }
 fn default_clock_skew() -> HumanDuration {
     HumanDuration::secs(2)
@@ -235,6 +335,26 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 Some(_) => {}
             }
         }
+        check_object(config, name, s, p);
+        for (n, source) in s.change_sources.iter().enumerate() {
+            match config.sources.get(source) {
+                None => p.push(Problem::error(
+                    at(&format!("change_sources[{n}]")),
+                    format!("no source named {source:?} is configured"),
+                )),
+                Some(c) if !CHANGE_SOURCE_KINDS.contains(&c.kind.as_str()) => {
+                    p.push(Problem::error(
+                        at(&format!("change_sources[{n}]")),
+                        format!(
+                            "source {source:?} is a {} source; change webhooks come from {}",
+                            c.kind,
+                            CHANGE_SOURCE_KINDS.join(", ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         if s.a == s.b {
             p.push(Problem::error(
                 at("b"),
@@ -269,7 +389,7 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 .destinations
                 .get(if i == 0 { &s.a } else { &s.b })
                 .map(|d| d.connector.as_str());
-            if let Err(m) = check_vendor_field(connector, origin) {
+            if let Err(m) = check_vendor_field(connector, origin, s.object) {
                 p.push(Problem::error(at(key), m));
             }
             seen[i].insert(origin.as_str());
@@ -281,8 +401,26 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                     .destinations
                     .get(if i == 0 { &s.a } else { &s.b })
                     .map(|d| d.connector.as_str());
-                if let Err(m) = check_vendor_field(connector, vendor) {
-                    p.push(Problem::error(fat(key), m));
+                let association = vendor.strip_prefix("associations.");
+                match (association, connector, &f.link) {
+                    (Some(t), Some("hubspot"), Some(_))
+                        if !t.is_empty()
+                            && t.chars().all(|c| {
+                                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                            }) => {}
+                    (Some(_), Some("hubspot"), Some(_)) => p.push(Problem::error(
+                        fat(key),
+                        "write associations.TYPE with HubSpot's object type (companies, contacts, deals, p_NAME)",
+                    )),
+                    (Some(_), Some("hubspot"), None) => p.push(Problem::error(
+                        fat(key),
+                        "an association names the sync of the associated records in link",
+                    )),
+                    _ => {
+                        if let Err(m) = check_vendor_field(connector, vendor, s.object) {
+                            p.push(Problem::error(fat(key), m));
+                        }
+                    }
                 }
                 if !seen[i].insert(vendor.as_str()) {
                     p.push(Problem::error(
@@ -323,6 +461,40 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                     "the field has one owner, so it never conflicts: this strategy is not used",
                 ));
             }
+            if let Some(other) = &f.link {
+                match config.syncs.get(other) {
+                    None => p.push(Problem::error(
+                        fat("link"),
+                        format!("no sync named {other:?}"),
+                    )),
+                    Some(o) if other == name || o.object == SyncObject::Contact && s.object == SyncObject::Contact => {
+                        p.push(Problem::error(
+                            fat("link"),
+                            "an association links to a sync of another object",
+                        ))
+                    }
+                    Some(o) if (&o.a, &o.b) != (&s.a, &s.b) => p.push(Problem::error(
+                        fat("link"),
+                        format!(
+                            "sync {other:?} is between {} and {}: an association's sync must have the same a and b",
+                            o.a, o.b
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+                if !f.map.is_empty() {
+                    p.push(Problem::error(
+                        fat("map"),
+                        "an association's values are record ids: no value map",
+                    ));
+                }
+                if f.conflict == ConflictStrategy::FieldMerge {
+                    p.push(Problem::error(
+                        fat("conflict"),
+                        "an association holds one record: field_merge cannot merge two",
+                    ));
+                }
+            }
             let mut back: BTreeMap<&str, &str> = BTreeMap::new();
             for (from, to) in &f.map {
                 if let Some(prev) = back.insert(to.as_str(), from.as_str()) {
@@ -336,14 +508,121 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
     }
 }
 
+/// The object settings: `object_a`/`object_b` only (and both) for custom
+/// objects, each system able to hold the object, `match` for every object
+/// but contacts.
+fn check_object(config: &Config, name: &str, s: &SyncConfig, p: &mut Vec<Problem>) {
+    let at = |k: &str| format!("syncs.{name}.{k}");
+    for (side, key) in [(Side::A, "object_a"), (Side::B, "object_b")] {
+        let dest = if side == Side::A { &s.a } else { &s.b };
+        let connector = config.destinations.get(dest).map(|d| d.connector.as_str());
+        let vendor = s.spec(side).vendor_object;
+        match (s.object, vendor) {
+            (SyncObject::Custom, None) => p.push(Problem::error(
+                at(key),
+                "a custom object sync names the vendor object of each system",
+            )),
+            (SyncObject::Custom, Some(v)) => {
+                if let Err(m) = check_custom_object(connector, &v) {
+                    p.push(Problem::error(at(key), m));
+                }
+            }
+            (_, Some(_)) => p.push(Problem::error(
+                at(key),
+                "only used with object = \"custom\"",
+            )),
+            (_, None) => {}
+        }
+        if connector == Some("pipedrive") && s.object != SyncObject::Contact {
+            p.push(Problem::error(
+                at(if side == Side::A { "a" } else { "b" }),
+                format!(
+                    "leadrelay syncs Pipedrive persons only; a {} sync needs HubSpot or Salesforce on both sides",
+                    s.object.as_str()
+                ),
+            ));
+        }
+    }
+    match (&s.match_key, s.object) {
+        (Some(_), SyncObject::Contact) => p.push(Problem::error(
+            at("match"),
+            "contacts are matched by email: remove match",
+        )),
+        (None, SyncObject::Company | SyncObject::Deal | SyncObject::Custom) => {
+            p.push(Problem::error(
+                at("match"),
+                format!(
+                    "name the field of each system that matches a {} on first sight, e.g. match = {{ a = \"domain\", b = \"Website\" }}",
+                    s.object.as_str()
+                ),
+            ))
+        }
+        (Some(m), _) => {
+            for (side, vendor) in [(Side::A, &m.a), (Side::B, &m.b)] {
+                let dest = if side == Side::A { &s.a } else { &s.b };
+                let connector = config.destinations.get(dest).map(|d| d.connector.as_str());
+                if let Err(e) = check_vendor_field(connector, vendor, s.object) {
+                    p.push(Problem::error(format!("syncs.{name}.match.{}", side.as_str()), e));
+                }
+            }
+        }
+        (None, SyncObject::Contact) => {}
+    }
+}
+
+/// Whether `object` names a custom object of `connector`.
+fn check_custom_object(connector: Option<&str>, object: &str) -> Result<(), String> {
+    match connector {
+        Some("hubspot") => {
+            let type_id = object.split_once('-').is_some_and(|(a, b)| {
+                a == "2" && !b.is_empty() && b.chars().all(|c| c.is_ascii_digit())
+            });
+            let name = object.starts_with("p_")
+                || object
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if type_id || (name && !object.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{object:?} is not a HubSpot custom object name or type id (e.g. p_projects, 2-123456)"
+                ))
+            }
+        }
+        Some("salesforce") => {
+            let ok = object.ends_with("__c")
+                && object.len() > 3
+                && object
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic())
+                && object
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{object:?} is not a Salesforce custom object API name (e.g. Project__c)"
+                ))
+            }
+        }
+        _ => Err("only HubSpot and Salesforce have custom objects".into()),
+    }
+}
+
 /// Whether `field` can be read and written on a `connector` record.
-fn check_vendor_field(connector: Option<&str>, field: &str) -> Result<(), String> {
+fn check_vendor_field(
+    connector: Option<&str>,
+    field: &str,
+    object: SyncObject,
+) -> Result<(), String> {
     if field.trim().is_empty() {
         return Err("name the vendor field".into());
     }
     match connector {
         Some("hubspot") => {
-            if field == "email" {
+            if field == "email" && object == SyncObject::Contact {
                 return Err("email matches the records and cannot be synced as a field".into());
             }
             if field.starts_with("hs_") || ["lastmodifieddate", "createdate"].contains(&field) {
@@ -378,13 +657,15 @@ fn check_vendor_field(connector: Option<&str>, field: &str) -> Result<(), String
                     "{field:?} is not a Salesforce field API name (e.g. Title, Lead_Status__c)"
                 ));
             }
-            if field.eq_ignore_ascii_case("Email") {
+            let person = object == SyncObject::Contact;
+            if person && field.eq_ignore_ascii_case("Email") {
                 return Err("Email matches the records and cannot be synced as a field".into());
             }
-            if SALESFORCE_READ_ONLY
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(field))
-            {
+            // `Name` is compound (read-only) on Leads and Contacts, a plain
+            // required field on Accounts, Opportunities and custom objects.
+            if SALESFORCE_READ_ONLY.iter().any(|r| {
+                r.eq_ignore_ascii_case(field) && (person || !r.eq_ignore_ascii_case("Name"))
+            }) {
                 return Err(format!("{field:?} is a read-only Salesforce field"));
             }
             Ok(())

@@ -165,6 +165,11 @@ async fn receive_inner(
                 stored,
                 "webhook stored"
             );
+            // After the commit: a CRM change notification starts the
+            // rounds of the syncs that listen to this source.
+            if stored > 0 {
+                app.sync_wakers.wake(name);
+            }
             Outcome::Answered {
                 response,
                 outcome: if stored == 0 { "duplicate" } else { "accepted" },

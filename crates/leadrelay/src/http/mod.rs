@@ -49,6 +49,8 @@ pub struct AppState {
     /// The Slack app's signing secret (`feedback.slack_signing_secret_env`):
     /// the rating buttons' interactions are refused without it.
     pub slack_signing_secret: Option<Arc<str>>,
+    /// Syncs woken by the change webhooks of their `change_sources`.
+    pub sync_wakers: crate::sync::Wakers,
 }
 
 /// Beyond the body's deadline and the store's long deadline: a request

@@ -1,18 +1,24 @@
-//! Record sync between two CRMs (`[syncs.NAME]`): changes are taken in by
-//! polling each system with a durable cursor, each record is decided by
-//! [`engine::decide`] (echo recognition through the write ledger, field
-//! ownership, conflict strategies), and the writes go to the systems under
-//! a share of their destination's rate limit.
+//! Record sync between two CRMs (`[syncs.NAME]`): contacts, companies,
+//! deals and custom objects. Changes are taken in by polling each system
+//! with a durable cursor, each record is decided by [`engine::decide`]
+//! (echo recognition through the write ledger, field ownership, conflict
+//! strategies), and the writes go to the systems under a share of their
+//! destination's rate limit.
 //!
 //! Everything the sync knows lives in the store's key-value table, under
-//! `sync:NAME:`: per record (`record:EMAIL`) its ids, seen and agreed
-//! values and write ledger, per system its poll cursor (`cursor:a|b`) and
-//! the latest health figures (`health:`). Records are saved by
-//! compare-and-set, so a person's decision made during a round is never
-//! lost. A crash loses nothing: a round's records are saved (with the
-//! writes they are about to make in the ledger) before the writes, and the
-//! cursors only after them, so a restarted round sees the same changes
-//! again and finds them settled.
+//! `sync:NAME:`: per record (`record:KEY`) its ids in both systems, seen
+//! and agreed values and write ledger; per system and vendor id the
+//! durable link to the record (`link:a|b:ID`); per system its poll cursor
+//! (`cursor:a|b`) and the latest health figures (`health:`). A record's
+//! KEY is its match value when first seen (a contact's email, a company's
+//! normalised domain …) or `#a:ID` / `#b:ID` without one; once both ids
+//! are linked the key no longer matters, so an edited domain or email
+//! does not split a record. Records are saved by compare-and-set, so a
+//! person's decision made during a round is never lost. A crash loses
+//! nothing: a round's records are saved (with the writes they are about
+//! to make in the ledger) before the writes, and the cursors only after
+//! them, so a restarted round sees the same changes again and finds them
+//! settled.
 
 pub mod engine;
 mod worker;
@@ -23,8 +29,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use worker::{
-    Choice, DecideError, Health, SyncRunner, decide_conflict, health, plain_close_refused,
-    start_all,
+    Choice, DecideError, Health, SyncRunner, Wakers, decide_conflict, health, normalise_key,
+    plain_close_refused, start_all,
 };
 
 use crate::connectors::Outcome;
@@ -53,8 +59,9 @@ pub const SYNC_CONFLICT: &str = "sync_conflict";
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteRecord {
     pub id: String,
-    /// Lower-cased email: what matches records across systems.
-    pub email: Option<String>,
+    /// The match key's value: a contact's lower-cased email, else the
+    /// `match` field's value as the system holds it.
+    pub key: Option<String>,
     /// The vendor's modification time of the record's data (what `latest`
     /// compares).
     pub modified_at: DateTime<Utc>,
@@ -76,8 +83,13 @@ pub struct Page {
 /// One write into a system.
 #[derive(Debug, Clone)]
 pub struct WriteOp {
-    pub email: String,
-    /// The record's id when known (else found by email or created).
+    /// The record's key in the sync's state.
+    pub record: String,
+    /// The match key's value (a contact's email): a record without an id
+    /// is looked up by it (contacts: upserted by email) and, when none is
+    /// found, created with it.
+    pub key: Option<String>,
+    /// The record's id when known (else found by key or created).
     pub id: Option<String>,
     /// Vendor field → value (None: clear it).
     pub fields: BTreeMap<String, Val>,
@@ -114,4 +126,23 @@ pub trait SyncSystem: Send + Sync {
 
     /// Applies writes; one result per op, in order: the record's id.
     async fn write(&self, ops: &[WriteOp]) -> Vec<Result<String, SyncError>>;
+
+    /// Whether some of `fields` change without moving the record's
+    /// modification time (HubSpot associations), so
+    /// [`SyncSystem::changes`] cannot show their changes and the sync
+    /// reads its linked records with [`SyncSystem::read`] now and then.
+    fn swept(&self, fields: &[String]) -> bool {
+        let _ = fields;
+        false
+    }
+
+    /// The current state of these records (those that still exist).
+    async fn read(
+        &self,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
+        let _ = (ids, fields);
+        Ok(Vec::new())
+    }
 }

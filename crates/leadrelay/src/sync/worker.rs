@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::engine::{self, Observed, RecordState, Val};
 use super::{Page, RemoteRecord, SYNC_CONFLICT, SyncError, SyncSystem, WriteOp};
-use crate::config::sync::{Side, SyncConfig};
+use crate::config::sync::{Side, SyncConfig, SyncObject};
 use crate::config::{Config, Problem, Rate};
 use crate::connectors::BuildContext;
 use crate::connectors::pace::{self, Hold, Pacer, RateGate};
@@ -64,10 +64,50 @@ pub struct Health {
     pub in_sync: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Records of the last round left out because another record of the
+    /// same system already holds their match value (duplicates in one
+    /// CRM are not guessed between; link or merge them there).
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 fn key(sync: &str, kind: &str, rest: &str) -> String {
     format!("sync:{sync}:{kind}:{rest}")
+}
+
+/// Which record of the sync a polled record is.
+enum Resolved {
+    Record(String),
+    /// A contact without an email and without a link.
+    Unmatched,
+    /// Another record of the same system holds the match value.
+    Duplicate,
+}
+
+/// A match value as compared across systems: trimmed, lower-case,
+/// without a URL scheme, `www.` or trailing `/` (a domain in one CRM
+/// matches a website in the other).
+pub fn normalise_key(v: &str) -> Option<String> {
+    let mut s = v.trim().to_lowercase();
+    for scheme in ["https://", "http://"] {
+        if let Some(rest) = s.strip_prefix(scheme) {
+            s = rest.to_string();
+        }
+    }
+    if let Some(rest) = s.strip_prefix("www.") {
+        s = rest.to_string();
+    }
+    while s.ends_with('/') {
+        s.pop();
+    }
+    (!s.is_empty()).then_some(s)
+}
+
+/// The record a sync conflict holds (`email` in items of older versions).
+fn record_of(item: &ReviewItem) -> Option<&str> {
+    item.details["record"]
+        .as_str()
+        .or_else(|| item.details["email"].as_str())
 }
 
 /// A running sync.
@@ -111,7 +151,8 @@ impl SyncRunner {
             .clone();
         let mut systems = Vec::new();
         let mut pacers = Vec::new();
-        for dest in [&cfg.a, &cfg.b] {
+        for (side, dest) in [(Side::A, &cfg.a), (Side::B, &cfg.b)] {
+            let spec = cfg.spec(side);
             let d = config.destinations.get(dest).ok_or_else(|| {
                 vec![Problem::error(
                     format!("syncs.{name}"),
@@ -134,12 +175,14 @@ impl SyncRunner {
                     .collect::<Vec<_>>()
             };
             let system = match d.connector.as_str() {
-                "hubspot" => crate::connectors::hubspot::sync::system(&ctx).map_err(with_path)?,
-                "pipedrive" => {
+                "hubspot" => {
+                    crate::connectors::hubspot::sync::system(&ctx, &spec).map_err(with_path)?
+                }
+                "pipedrive" if spec.object == SyncObject::Contact => {
                     crate::connectors::pipedrive::sync::system(&ctx).map_err(with_path)?
                 }
                 "salesforce" => {
-                    crate::connectors::salesforce::sync::system(&ctx).map_err(with_path)?
+                    crate::connectors::salesforce::sync::system(&ctx, &spec).map_err(with_path)?
                 }
                 other => {
                     return Err(vec![Problem::error(
@@ -265,22 +308,62 @@ impl SyncRunner {
         h.last_error = None;
         let now = Utc::now();
         let mut seen: [BTreeMap<String, Observed>; 2] = [BTreeMap::new(), BTreeMap::new()];
+        // Per record: the match value each system showed (what a record
+        // created in the other system gets).
+        let mut keys: BTreeMap<String, [Option<String>; 2]> = BTreeMap::new();
         let mut reached = [None, None];
+        h.duplicates = 0;
+        h.pending = 0;
         for side in [Side::A, Side::B] {
             let i = side as usize;
-            match self.poll(side, cursors[i]).await {
+            let polled = match self.poll(side, cursors[i]).await {
+                Ok((mut records, r, more)) => match self.sweep(side, &records, now).await {
+                    Ok(swept) => {
+                        records.extend(swept);
+                        Ok((records, r, more))
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match polled {
                 Ok((records, r, more)) => {
                     reached[i] = r;
                     more_left |= more;
                     for rec in records {
-                        let Some(email) = rec.email.clone() else {
-                            continue;
+                        let record = match self.resolve(side, &rec).await {
+                            Ok(Resolved::Record(k)) => k,
+                            Ok(Resolved::Unmatched) => continue,
+                            Ok(Resolved::Duplicate) => {
+                                h.duplicates += 1;
+                                continue;
+                            }
+                            Err(e) => {
+                                h.errors += 1;
+                                h.last_error = Some(format!("reading the sync state: {e}"));
+                                continue;
+                            }
                         };
-                        let obs = self.observed(side, rec);
-                        let slot = seen[i].entry(email).or_insert_with(|| obs.clone());
+                        let raw_key = rec.key.clone();
+                        let obs = match self.observed(side, rec).await {
+                            Ok(obs) => obs,
+                            Err(e) => {
+                                h.errors += 1;
+                                h.last_error = Some(format!("reading the sync state: {e}"));
+                                continue;
+                            }
+                        };
+                        let slot = seen[i].entry(record.clone()).or_insert_with(|| obs.clone());
+                        if slot.id != obs.id {
+                            // Two records of one system with one match
+                            // value in one round: the first keeps it.
+                            h.duplicates += 1;
+                            continue;
+                        }
                         if obs.modified_at >= slot.modified_at {
                             *slot = obs;
                         }
+                        keys.entry(record).or_default()[i] = raw_key;
                     }
                 }
                 Err(e) => {
@@ -290,12 +373,16 @@ impl SyncRunner {
                 }
             }
         }
-        let emails: BTreeSet<String> = seen.iter().flat_map(|m| m.keys().cloned()).collect();
-        h.last_round_records = emails.len() as u64;
+        let records: BTreeSet<String> = seen.iter().flat_map(|m| m.keys().cloned()).collect();
+        h.last_round_records = records.len() as u64;
         let mut ops: [Vec<WriteOp>; 2] = [Vec::new(), Vec::new()];
-        for email in &emails {
-            let observed = [seen[0].get(email), seen[1].get(email)];
-            match self.decide_record(email, observed, now, &mut h).await {
+        for record in &records {
+            let observed = [seen[0].get(record), seen[1].get(record)];
+            let shown = keys.get(record).cloned().unwrap_or_default();
+            match self
+                .decide_record(record, observed, shown, now, &mut h)
+                .await
+            {
                 Ok(writes) => {
                     for (i, op) in writes.into_iter().enumerate() {
                         if let Some(op) = op {
@@ -309,7 +396,6 @@ impl SyncRunner {
                 }
             }
         }
-        h.pending = 0;
         for side in [Side::A, Side::B] {
             let i = side as usize;
             if ops[i].is_empty() {
@@ -332,8 +418,9 @@ impl SyncRunner {
                         }
                         if op.id.is_none() {
                             let _ = self
-                                .update(&op.email, |st| st.ids[i] = Some(id.clone()))
+                                .update(&op.record, |st| st.ids[i] = Some(id.clone()))
                                 .await;
+                            let _ = self.link(side, &id, &op.record).await;
                         }
                     }
                     Err(e) => {
@@ -344,7 +431,7 @@ impl SyncRunner {
                         // Forget the write so the next round tries again.
                         let fields: Vec<String> = self.sync_fields(side, &op.fields);
                         let _ = self
-                            .update(&op.email, |st| {
+                            .update(&op.record, |st| {
                                 for f in &fields {
                                     if let Some(fs) = st.fields.get_mut(f) {
                                         fs.ledger[i].pop();
@@ -379,6 +466,85 @@ impl SyncRunner {
         (h, more_left)
     }
 
+    /// Which record a system's record is: its durable link, else its
+    /// match value (a contact's email, another object's normalised key),
+    /// else a record of its own (`#a:ID`); contacts without an email are
+    /// left out (nothing to match or upsert them by).
+    async fn resolve(&self, side: Side, rec: &RemoteRecord) -> Result<Resolved, StoreError> {
+        let i = side as usize;
+        let link = key(&self.name, "link", &format!("{}:{}", side.as_str(), rec.id));
+        if let Some(record) = self.store.kv_get(&link).await? {
+            return Ok(Resolved::Record(record));
+        }
+        let matched = match self.cfg.object {
+            SyncObject::Contact => rec
+                .key
+                .as_deref()
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty()),
+            _ => rec.key.as_deref().and_then(normalise_key),
+        };
+        let Some(record) = matched else {
+            return Ok(if self.cfg.object == SyncObject::Contact {
+                Resolved::Unmatched
+            } else {
+                Resolved::Record(format!("#{}:{}", side.as_str(), rec.id))
+            });
+        };
+        let held = self
+            .store
+            .kv_get(&key(&self.name, "record", &record))
+            .await?
+            .and_then(|v| serde_json::from_str::<RecordState>(&v).ok())
+            .and_then(|st| st.ids[i].clone());
+        match held {
+            // Another record of this system holds the match value and
+            // is still linked to it.
+            Some(other) if other != rec.id => {
+                let other_link = key(&self.name, "link", &format!("{}:{other}", side.as_str()));
+                if self.store.kv_get(&other_link).await?.as_deref() == Some(record.as_str()) {
+                    return Ok(Resolved::Duplicate);
+                }
+                Ok(Resolved::Record(record))
+            }
+            _ => Ok(Resolved::Record(record)),
+        }
+    }
+
+    /// Remembers for good that `side`'s record `id` is `record`.
+    async fn link(&self, side: Side, id: &str, record: &str) -> Result<(), StoreError> {
+        self.store
+            .kv_set(
+                &key(&self.name, "link", &format!("{}:{id}", side.as_str())),
+                record,
+            )
+            .await?;
+        if !self.systems[side as usize].swept(&self.vendor_fields(side)) {
+            return Ok(());
+        }
+        // The sweep's list of ids (only kept where a sweep reads them).
+        let k = key(&self.name, "index", side.as_str());
+        loop {
+            let old = self.store.kv_get(&k).await?;
+            let mut ids: BTreeSet<String> = old
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+            if !ids.insert(id.to_string()) {
+                return Ok(());
+            }
+            let new =
+                serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if self
+                .store
+                .kv_compare_and_set(&k, old.as_deref(), &new)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+    }
+
     /// Sync field names of vendor fields of `side`.
     fn sync_fields(&self, side: Side, vendor: &BTreeMap<String, Val>) -> Vec<String> {
         self.cfg
@@ -394,53 +560,141 @@ impl SyncRunner {
             .collect()
     }
 
-    fn observed(&self, side: Side, rec: RemoteRecord) -> Observed {
-        let values = self
-            .cfg
-            .fields
-            .iter()
-            .map(|(name, f)| {
-                let vendor = match side {
-                    Side::A => &f.a,
-                    Side::B => &f.b,
-                };
-                (
-                    name.clone(),
-                    rec.fields.get(vendor).cloned().unwrap_or(None),
-                )
-            })
-            .collect();
-        Observed {
+    /// A polled record in the sync's terms: values by sync field, an
+    /// association's vendor id as the key of the linked sync's record
+    /// (`?a:ID` / `?b:ID` while that record is not linked yet).
+    async fn observed(&self, side: Side, rec: RemoteRecord) -> Result<Observed, StoreError> {
+        let mut values = BTreeMap::new();
+        for (name, f) in &self.cfg.fields {
+            let vendor = match side {
+                Side::A => &f.a,
+                Side::B => &f.b,
+            };
+            let mut v = rec.fields.get(vendor).cloned().unwrap_or(None);
+            if let (Some(other), Some(id)) = (&f.link, &v) {
+                let link = key(other, "link", &format!("{}:{id}", side.as_str()));
+                v = Some(match self.store.kv_get(&link).await? {
+                    Some(record) => record,
+                    None => format!("?{}:{id}", side.as_str()),
+                });
+            }
+            values.insert(name.clone(), v);
+        }
+        Ok(Observed {
             id: rec.id,
             modified_at: rec.modified_at,
             values,
             consistent: self.systems[side as usize].consistent(),
+        })
+    }
+
+    /// An association's value for `side`: the id `side` holds for the
+    /// linked sync's record `record` (None: not linked there yet).
+    async fn linked_id(
+        &self,
+        other: &str,
+        side: Side,
+        record: &str,
+    ) -> Result<Option<String>, StoreError> {
+        for s in [Side::A, Side::B] {
+            if let Some(id) = record.strip_prefix(&format!("?{}:", s.as_str())) {
+                return Ok((s == side).then(|| id.to_string()));
+            }
         }
+        Ok(self
+            .store
+            .kv_get(&key(other, "record", record))
+            .await?
+            .and_then(|v| serde_json::from_str::<RecordState>(&v).ok())
+            .and_then(|st| st.ids[side as usize].clone()))
+    }
+
+    /// The records of `side` read again because some synced fields move no
+    /// modification time (HubSpot associations): every linked record not
+    /// in this round's poll, once per `sweep_interval`.
+    async fn sweep(
+        &self,
+        side: Side,
+        polled: &[RemoteRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
+        let i = side as usize;
+        let fields = self.vendor_fields(side);
+        if !self.systems[i].swept(&fields) {
+            return Ok(Vec::new());
+        }
+        let internal = |e: StoreError| {
+            SyncError(crate::connectors::Outcome::retry(
+                crate::connectors::ErrorClass::Internal,
+                e.to_string(),
+            ))
+        };
+        let last = key(&self.name, "sweep", side.as_str());
+        let due = match self.store.kv_get(&last).await.map_err(internal)? {
+            Some(t) => DateTime::parse_from_rfc3339(&t).map_or(true, |t| {
+                now - t.with_timezone(&Utc)
+                    >= chrono::Duration::from_std(self.cfg.sweep_interval.get()).unwrap_or_default()
+            }),
+            None => true,
+        };
+        if !due {
+            return Ok(Vec::new());
+        }
+        let polled: BTreeSet<&str> = polled.iter().map(|r| r.id.as_str()).collect();
+        let ids: Vec<String> = self
+            .index(side)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .filter(|id| !polled.contains(id.as_str()))
+            .collect();
+        let records = pace::scope(
+            Some(self.pacers[i].clone()),
+            self.systems[i].read(&ids, &fields),
+        )
+        .await?;
+        self.store
+            .kv_set(&last, &now.to_rfc3339())
+            .await
+            .map_err(internal)?;
+        Ok(records)
+    }
+
+    /// The ids of `side` the sync has linked.
+    async fn index(&self, side: Side) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .kv_get(&key(&self.name, "index", side.as_str()))
+            .await?
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default())
     }
 
     /// Read-modify-write of one record's state (compare-and-set, retried).
     async fn update(
         &self,
-        email: &str,
+        record: &str,
         f: impl Fn(&mut RecordState),
     ) -> Result<RecordState, StoreError> {
-        update_record(&self.store, &self.name, email, f).await
+        update_record(&self.store, &self.name, record, f).await
     }
 
     async fn decide_record(
         &self,
-        email: &str,
+        record: &str,
         observed: [Option<&Observed>; 2],
+        shown: [Option<String>; 2],
         now: DateTime<Utc>,
         h: &mut Health,
     ) -> Result<[Option<WriteOp>; 2], StoreError> {
-        let k = key(&self.name, "record", email);
+        let k = key(&self.name, "record", record);
         loop {
             let old = self.store.kv_get(&k).await?;
             let mut st: RecordState = old
                 .as_deref()
                 .and_then(|v| serde_json::from_str(v).ok())
                 .unwrap_or_default();
+            let linked = st.ids.clone();
             let d = engine::decide(&self.cfg, &mut st, observed, now);
             let mut items = Vec::new();
             for c in &d.conflicts {
@@ -448,7 +702,7 @@ impl SyncRunner {
                 if let Some(fs) = st.fields.get_mut(&c.field) {
                     fs.review = Some(id);
                 }
-                items.push(self.conflict_item(id, email, c, now));
+                items.push(self.conflict_item(id, record, c, now));
             }
             let new = serde_json::to_string(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if !self
@@ -461,6 +715,14 @@ impl SyncRunner {
             for item in items {
                 self.store.add_review_item(item).await?;
             }
+            for side in [Side::A, Side::B] {
+                let i = side as usize;
+                if let Some(id) = &st.ids[i]
+                    && linked[i].as_ref() != Some(id)
+                {
+                    self.link(side, id, record).await?;
+                }
+            }
             if old.is_none() {
                 h.records += 1;
             }
@@ -470,22 +732,40 @@ impl SyncRunner {
             h.conflicts_settled += d.settled as u64;
             h.conflicts_for_review += d.conflicts.len() as u64;
             let mut out = [None, None];
+            let mut unlinked: Vec<(usize, String)> = Vec::new();
             for side in [Side::A, Side::B] {
                 let i = side as usize;
                 if d.writes[i].is_empty() {
                     continue;
                 }
-                let mut fields: BTreeMap<String, Val> = d.writes[i]
-                    .iter()
-                    .filter_map(|(name, v)| {
-                        let f = self.cfg.fields.get(name)?;
-                        let vendor = match side {
-                            Side::A => f.a.clone(),
-                            Side::B => f.b.clone(),
-                        };
-                        Some((vendor, v.clone()))
-                    })
-                    .collect();
+                let mut fields: BTreeMap<String, Val> = BTreeMap::new();
+                for (name, v) in &d.writes[i] {
+                    let Some(f) = self.cfg.fields.get(name) else {
+                        continue;
+                    };
+                    let vendor = match side {
+                        Side::A => f.a.clone(),
+                        Side::B => f.b.clone(),
+                    };
+                    let v = match (&f.link, v) {
+                        (Some(other), Some(record)) => {
+                            match self.linked_id(other, side, record).await? {
+                                Some(id) => Some(id),
+                                None => {
+                                    // The associated record is not in this
+                                    // system yet: written once it is.
+                                    unlinked.push((i, name.clone()));
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => v.clone(),
+                    };
+                    fields.insert(vendor, v);
+                }
+                if fields.is_empty() {
+                    continue;
+                }
                 if let Some(origin) = self.cfg.origin(side) {
                     fields.insert(
                         origin.to_string(),
@@ -496,11 +776,33 @@ impl SyncRunner {
                         )),
                     );
                 }
+                // The match value a lookup or create uses: what the other
+                // system shows, else what this one showed, else (a
+                // contact) the email the record was first matched by.
+                let match_value = shown[1 - i]
+                    .clone()
+                    .or_else(|| shown[i].clone())
+                    .or_else(|| {
+                        (self.cfg.object == SyncObject::Contact && !record.starts_with('#'))
+                            .then(|| record.to_string())
+                    });
                 out[i] = Some(WriteOp {
-                    email: email.to_string(),
+                    record: record.to_string(),
+                    key: match_value,
                     id: st.ids[i].clone(),
                     fields,
                 });
+            }
+            if !unlinked.is_empty() {
+                h.pending += unlinked.len() as u64;
+                self.update(record, |st| {
+                    for (i, name) in &unlinked {
+                        if let Some(fs) = st.fields.get_mut(name) {
+                            fs.ledger[*i].pop();
+                        }
+                    }
+                })
+                .await?;
             }
             return Ok(out);
         }
@@ -509,7 +811,7 @@ impl SyncRunner {
     fn conflict_item(
         &self,
         id: Uuid,
-        email: &str,
+        record: &str,
         c: &engine::Conflict,
         now: DateTime<Utc>,
     ) -> ReviewItem {
@@ -525,7 +827,9 @@ impl SyncRunner {
             destination: None,
             details: json!({
                 "sync": self.name,
-                "email": email,
+                "object": self.cfg.object.as_str(),
+                "record": record,
+                "email": (self.cfg.object == SyncObject::Contact).then_some(record),
                 "field": c.field,
                 "a": {"system": self.dest[0], "value": c.values[0], "modified_at": c.times[0]},
                 "b": {"system": self.dest[1], "value": c.values[1], "modified_at": c.times[1]},
@@ -537,12 +841,16 @@ impl SyncRunner {
         }
     }
 
-    /// Rounds every `poll_interval` until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Rounds every `poll_interval`, and at once when `wake` is notified
+    /// (a change webhook), until `shutdown`.
+    pub async fn run(self, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
         loop {
             self.round().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.poll_interval.get()) => {}
+                _ = wake.notified() => {
+                    tracing::debug!(sync = %self.name, "change webhook: round now");
+                }
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -552,10 +860,10 @@ impl SyncRunner {
 async fn update_record(
     store: &Arc<dyn Store>,
     sync: &str,
-    email: &str,
+    record: &str,
     f: impl Fn(&mut RecordState),
 ) -> Result<RecordState, StoreError> {
-    let k = key(sync, "record", email);
+    let k = key(sync, "record", record);
     loop {
         let old = store.kv_get(&k).await?;
         let mut st: RecordState = old
@@ -570,17 +878,56 @@ async fn update_record(
     }
 }
 
-/// Starts every configured sync; each stops with `shutdown`.
+/// Wakes syncs when their change webhooks arrive: per source name, the
+/// syncs that listen to it (`change_sources`).
+#[derive(Debug, Clone, Default)]
+pub struct Wakers {
+    by_source: Arc<BTreeMap<String, Vec<Arc<tokio::sync::Notify>>>>,
+    by_sync: Arc<BTreeMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+impl Wakers {
+    pub fn new(config: &Config) -> Self {
+        let mut by_source: BTreeMap<String, Vec<Arc<tokio::sync::Notify>>> = BTreeMap::new();
+        let mut by_sync = BTreeMap::new();
+        for (name, s) in &config.syncs {
+            let n = Arc::new(tokio::sync::Notify::new());
+            for source in &s.change_sources {
+                by_source.entry(source.clone()).or_default().push(n.clone());
+            }
+            by_sync.insert(name.clone(), n);
+        }
+        Self {
+            by_source: Arc::new(by_source),
+            by_sync: Arc::new(by_sync),
+        }
+    }
+
+    /// A change webhook of `source` was accepted: its syncs run a round
+    /// now (or right after the one running). Returns how many were woken.
+    pub fn wake(&self, source: &str) -> usize {
+        let list = self.by_source.get(source).map(Vec::as_slice).unwrap_or(&[]);
+        for n in list {
+            n.notify_one();
+        }
+        list.len()
+    }
+}
+
+/// Starts every configured sync; each stops with `shutdown` and runs a
+/// round early when `wakers` wakes it.
 pub fn start_all(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
     store: &Arc<dyn Store>,
+    wakers: &Wakers,
     shutdown: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, Vec<Problem>> {
     let mut out = Vec::new();
     for name in config.syncs.keys() {
         let runner = SyncRunner::build(name, config, env, store.clone())?;
-        out.push(tokio::spawn(runner.run(shutdown.clone())));
+        let wake = wakers.by_sync.get(name).cloned().unwrap_or_default();
+        out.push(tokio::spawn(runner.run(wake, shutdown.clone())));
     }
     Ok(out)
 }
@@ -597,15 +944,13 @@ async fn conflicts_waiting(
             .list_review_items(Some(ReviewStatus::Open), before, PAGE)
             .await?;
         for item in items.iter().filter(|i| i.kind == SYNC_CONFLICT) {
-            let (Some(sync), Some(email)) = (
-                item.details["sync"].as_str(),
-                item.details["email"].as_str(),
-            ) else {
+            let (Some(sync), Some(record)) = (item.details["sync"].as_str(), record_of(item))
+            else {
                 continue;
             };
             let entry = out.entry(sync.to_string()).or_default();
             entry.0 += 1;
-            entry.1.insert(email.to_string());
+            entry.1.insert(record.to_string());
         }
         match items.last() {
             Some(last) if items.len() == PAGE => before = Some(last.id),
@@ -689,8 +1034,8 @@ pub async fn decide_conflict(
         )));
     }
     let d = &item.details;
-    let (Some(sync), Some(email), Some(field)) =
-        (d["sync"].as_str(), d["email"].as_str(), d["field"].as_str())
+    let (Some(sync), Some(record), Some(field)) =
+        (d["sync"].as_str(), record_of(&item), d["field"].as_str())
     else {
         return Err(DecideError::Conflict(format!(
             "review item {id} does not name its sync, record and field"
@@ -704,7 +1049,7 @@ pub async fn decide_conflict(
         }
         Choice::Value(v) => (v.clone(), "set an edited value".to_string()),
     };
-    update_record(store, sync, email, |st| {
+    update_record(store, sync, record, |st| {
         if st.fields.get(field).and_then(|f| f.review) == Some(id) {
             engine::apply_decision(st, field, value.clone());
         }
@@ -723,9 +1068,8 @@ pub fn plain_close_refused(item: &ReviewItem) -> Option<String> {
     let d = &item.details;
     let holds_a_field = item.kind == SYNC_CONFLICT
         && item.status == ReviewStatus::Open
-        && ["sync", "email", "field"]
-            .iter()
-            .all(|k| d[*k].as_str().is_some());
+        && record_of(item).is_some()
+        && ["sync", "field"].iter().all(|k| d[*k].as_str().is_some());
     holds_a_field.then(|| {
         format!(
             "review item {} is a sync conflict: decide it (keep a side's value or set one) with POST /api/v1/review/{}/decide",

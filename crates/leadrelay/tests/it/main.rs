@@ -51,5 +51,7 @@ mod store;
 mod support;
 mod sync;
 mod sync_binary;
+mod sync_objects;
 mod sync_salesforce;
+mod sync_webhooks;
 mod viewer_masking;

@@ -87,6 +87,9 @@ pub enum Family {
     Objects,
     /// Batch associations (v4 in the numbered scheme).
     Associations,
+    /// One record's associations (`/crm/v4/objects/…` in the numbered
+    /// scheme, beside the records in a dated one).
+    RecordAssociations,
     Properties,
     Pipelines,
     AccountInfo,
@@ -127,11 +130,13 @@ impl ApiVersion {
         let prefix = match (self, family) {
             (Self::V3, Family::Objects) => "/crm/v3/objects".to_string(),
             (Self::V3, Family::Associations) => "/crm/v4/associations".to_string(),
+            (Self::V3, Family::RecordAssociations) => "/crm/v4/objects".to_string(),
             (Self::V3, Family::Properties) => "/crm/v3/properties".to_string(),
             (Self::V3, Family::Pipelines) => "/crm/v3/pipelines".to_string(),
             (Self::V3, Family::AccountInfo) => "/account-info/v3".to_string(),
             (Self::Dated(d), Family::Objects) => format!("/crm/objects/{d}"),
             (Self::Dated(d), Family::Associations) => format!("/crm/associations/{d}"),
+            (Self::Dated(d), Family::RecordAssociations) => format!("/crm/objects/{d}"),
             (Self::Dated(d), Family::Properties) => format!("/crm/properties/{d}"),
             (Self::Dated(d), Family::Pipelines) => format!("/crm/pipelines/{d}"),
             (Self::Dated(d), Family::AccountInfo) => format!("/account-info/{d}"),

@@ -119,18 +119,22 @@ impl PipedriveSync {
     }
 
     async fn write_one(&self, op: &WriteOp) -> Result<String, SyncError> {
+        let email = op.key.as_deref().unwrap_or_default();
         let id = match &op.id {
             Some(id) => Some(id.clone()),
-            None => self.find_by_email(&op.email).await?,
+            None if email.is_empty() => {
+                return Err(failed("the person has no email to find or create it by"));
+            }
+            None => self.find_by_email(email).await?,
         };
         let mut b = body(op);
         let (method, path) = match &id {
             Some(id) => (Method::PATCH, format!("/api/v2/persons/{id}")),
             None => {
                 if b.get("name").is_none_or(Value::is_null) {
-                    b["name"] = json!(op.email);
+                    b["name"] = json!(email);
                 }
-                b["emails"] = json!([{"value": op.email, "primary": true, "label": "work"}]);
+                b["emails"] = json!([{"value": email, "primary": true, "label": "work"}]);
                 (Method::POST, "/api/v2/persons".to_string())
             }
         };
@@ -181,7 +185,7 @@ impl SyncSystem for PipedriveSync {
                 .unwrap_or_else(Utc::now);
             records.push(RemoteRecord {
                 id,
-                email: primary(&p["emails"]).map(|e| e.trim().to_lowercase()),
+                key: primary(&p["emails"]).map(|e| e.trim().to_lowercase()),
                 modified_at,
                 cursor_at: None,
                 fields: fields

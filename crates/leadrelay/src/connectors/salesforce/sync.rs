@@ -1,11 +1,12 @@
 //! Salesforce as a sync system: the destination's `person_object` (Leads by
-//! default, or Contacts) changed since a time through SOQL on
-//! `SystemModstamp` (`WHERE SystemModstamp >= T ORDER BY SystemModstamp`,
-//! the rest of a large result through `nextRecordsUrl`), and field writes
-//! through sObject Collections: `PATCH composite/sobjects` for known ids,
-//! up to 200 a request; records not seen yet are looked up by email (one
-//! SOQL `Email IN (...)` per 100), else created with `POST
-//! composite/sobjects`.
+//! default, or Contacts) for contacts, Accounts for companies,
+//! Opportunities for deals, or a custom object `X__c`, changed since a
+//! time through SOQL on `SystemModstamp` (`WHERE SystemModstamp >= T ORDER
+//! BY SystemModstamp`, the rest of a large result through
+//! `nextRecordsUrl`), and field writes through sObject Collections: `PATCH
+//! composite/sobjects` for known ids, up to 200 a request; records not
+//! seen yet are looked up by their match field (Email for people; one SOQL
+//! `IN (...)` per 100 values), else created with `POST composite/sobjects`.
 //!
 //! `latest` compares `LastModifiedDate` (changes made by people and
 //! automation); the cursor moves by `SystemModstamp`, which system jobs
@@ -24,6 +25,7 @@ use serde_json::{Map, Value, json};
 use super::api::{Failure, Rest, soql_quote};
 use super::{PersonObject, Settings};
 use crate::config::Problem;
+use crate::config::sync::{ObjectSpec, SyncObject};
 use crate::connectors::crm::{self, CommonSettings};
 use crate::connectors::{BuildContext, ErrorClass, Outcome};
 use crate::sync::engine::Val;
@@ -36,17 +38,42 @@ const LOOKUP: usize = 100;
 
 struct SalesforceSync {
     rest: Rest,
-    object: PersonObject,
+    /// The sObject's API name.
+    object: String,
+    /// The person object when syncing contacts (creates get a last name
+    /// and, for a Lead, a company).
+    person: Option<PersonObject>,
+    /// The field that matches records (`Email` for people).
+    key: String,
 }
 
-/// The sync system of a `salesforce` destination's settings.
-pub fn system(ctx: &BuildContext<'_>) -> Result<Arc<dyn SyncSystem>, Vec<Problem>> {
+/// The sync system of a `salesforce` destination's settings, for `spec`'s
+/// object.
+pub fn system(
+    ctx: &BuildContext<'_>,
+    spec: &ObjectSpec,
+) -> Result<Arc<dyn SyncSystem>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
     let mut problems = Vec::new();
+    let (object, person) = match spec.object {
+        SyncObject::Contact => (
+            s.person_object.api_name().to_string(),
+            Some(s.person_object),
+        ),
+        SyncObject::Company => ("Account".to_string(), None),
+        SyncObject::Deal => ("Opportunity".to_string(), None),
+        SyncObject::Custom => (spec.vendor_object.clone().unwrap_or_default(), None),
+    };
+    let key = match person {
+        Some(_) => "Email".to_string(),
+        None => spec.match_field.clone().unwrap_or_default(),
+    };
     match super::rest(ctx, &common, &s, &mut problems) {
         Some(rest) if problems.is_empty() => Ok(Arc::new(SalesforceSync {
             rest,
-            object: s.person_object,
+            object,
+            person,
+            key,
         })),
         _ => Err(problems),
     }
@@ -99,13 +126,13 @@ fn record_error(r: &Value) -> SyncError {
 }
 
 impl SalesforceSync {
-    fn api_name(&self) -> &'static str {
-        self.object.api_name()
+    fn api_name(&self) -> &str {
+        &self.object
     }
 
     /// `WHERE` conditions every read of the object carries.
     fn base_filter(&self) -> Option<&'static str> {
-        (self.object == PersonObject::Lead).then_some("IsConverted = false")
+        (self.person == Some(PersonObject::Lead)).then_some("IsConverted = false")
     }
 
     /// Runs a query or reads its next batch; returns the records and the
@@ -152,15 +179,17 @@ impl SalesforceSync {
         Ok((records, next))
     }
 
-    /// Ids of records with these emails (lower-cased email → oldest id).
-    async fn find_by_email(&self, emails: &[&str]) -> Result<BTreeMap<String, String>, SyncError> {
+    /// Ids of records with these match values (lower-cased value →
+    /// oldest id).
+    async fn find_by_key(&self, keys: &[&str]) -> Result<BTreeMap<String, String>, SyncError> {
         let mut out = BTreeMap::new();
-        for chunk in emails.chunks(LOOKUP) {
+        for chunk in keys.chunks(LOOKUP) {
             let list: Vec<String> = chunk.iter().map(|e| soql_quote(e)).collect();
             let mut soql = format!(
-                "SELECT Id, Email FROM {} WHERE Email IN ({})",
+                "SELECT Id, {key} FROM {} WHERE {key} IN ({})",
                 self.api_name(),
-                list.join(", ")
+                list.join(", "),
+                key = self.key,
             );
             if let Some(f) = self.base_filter() {
                 soql.push_str(&format!(" AND {f}"));
@@ -170,7 +199,7 @@ impl SalesforceSync {
             loop {
                 let (records, more) = self.query_page(Some(&soql), next.as_deref()).await?;
                 for r in records {
-                    if let (Some(e), Some(id)) = (text(r.get("Email")), text(r.get("Id"))) {
+                    if let (Some(e), Some(id)) = (text(r.get(&self.key)), text(r.get("Id"))) {
                         out.entry(e.trim().to_lowercase()).or_insert(id);
                     }
                 }
@@ -195,16 +224,27 @@ impl SalesforceSync {
                 m.insert("id".into(), json!(id));
             }
             None => {
-                m.insert("Email".into(), json!(op.email));
+                if let Some(k) = &op.key
+                    && m.get(&self.key).is_none_or(Value::is_null)
+                {
+                    m.insert(self.key.clone(), json!(k));
+                }
+                let Some(person) = self.person else {
+                    // Accounts, Opportunities and custom objects get what
+                    // the sync maps: their required fields (Name, StageName,
+                    // CloseDate …) must be among the synced fields, else
+                    // Salesforce refuses the record with its reason.
+                    return Value::Object(m);
+                };
                 // Required on create: a last name (the address's local
                 // part until someone knows better) and, for a Lead, a
                 // company ("[not provided]", Salesforce's own convention).
+                let email = op.key.as_deref().unwrap_or_default();
                 if m.get("LastName").is_none_or(Value::is_null) {
-                    let local = op.email.split('@').next().unwrap_or(&op.email);
+                    let local = email.split('@').next().unwrap_or(email);
                     m.insert("LastName".into(), json!(local));
                 }
-                if self.object == PersonObject::Lead && m.get("Company").is_none_or(Value::is_null)
-                {
+                if person == PersonObject::Lead && m.get("Company").is_none_or(Value::is_null) {
                     m.insert("Company".into(), json!("[not provided]"));
                 }
             }
@@ -264,7 +304,7 @@ impl SyncSystem for SalesforceSync {
         page: Option<&str>,
         fields: &[String],
     ) -> Result<Page, SyncError> {
-        let mut select: Vec<&str> = vec!["Id", "Email", "LastModifiedDate", "SystemModstamp"];
+        let mut select: Vec<&str> = vec!["Id", &self.key, "LastModifiedDate", "SystemModstamp"];
         for f in fields {
             if !select.iter().any(|s| s.eq_ignore_ascii_case(f)) {
                 select.push(f);
@@ -295,7 +335,13 @@ impl SyncSystem for SalesforceSync {
                 .unwrap_or_else(Utc::now);
             records.push(RemoteRecord {
                 id,
-                email: text(r.get("Email")).map(|e| e.trim().to_lowercase()),
+                key: text(r.get(&self.key)).map(|k| {
+                    if self.person.is_some() {
+                        k.trim().to_lowercase()
+                    } else {
+                        k
+                    }
+                }),
                 modified_at,
                 cursor_at: stamp,
                 fields: fields.iter().map(|f| (f.clone(), text(r.get(f)))).collect(),
@@ -309,12 +355,12 @@ impl SyncSystem for SalesforceSync {
         let unknown: Vec<&str> = ops
             .iter()
             .filter(|o| o.id.is_none())
-            .map(|o| o.email.as_str())
+            .filter_map(|o| o.key.as_deref())
             .collect();
         let found = if unknown.is_empty() {
             Ok(BTreeMap::new())
         } else {
-            self.find_by_email(&unknown).await
+            self.find_by_key(&unknown).await
         };
         let found = match found {
             Ok(f) => f,
@@ -335,11 +381,12 @@ impl SyncSystem for SalesforceSync {
             if out[i].is_some() {
                 continue;
             }
-            match op
-                .id
-                .as_deref()
-                .or(found.get(&op.email).map(String::as_str))
-            {
+            let by_key = op
+                .key
+                .as_ref()
+                .and_then(|k| found.get(&k.to_lowercase()))
+                .map(String::as_str);
+            match op.id.as_deref().or(by_key) {
                 Some(id) => updates.push((i, self.body(op, Some(id)))),
                 None => creates.push((i, self.body(op, None))),
             }
