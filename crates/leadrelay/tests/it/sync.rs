@@ -20,24 +20,56 @@ use crate::support::TestApp;
 pub(crate) const PEOPLE: usize = 40;
 const EDITS: usize = 1000;
 
-fn toml(hs: &str, pd: &str, fields: &str) -> String {
+/// The `hubspot` destination of the sync tests, at the fake's `base`.
+pub(crate) fn hubspot_toml(base: &str) -> String {
     format!(
         r#"
 [destinations.hubspot]
 connector = "hubspot"
-base_url = "{hs}"
+base_url = "{base}"
 allow_private_networks = true
 token_env = "HUBSPOT_ACCESS_TOKEN"
 rate_limit = "off"
 purposes = ["crm"]
+"#
+    )
+}
 
+/// The `salesforce` destination of the sync tests (refresh-token login).
+pub(crate) fn salesforce_toml(login_url: &str) -> String {
+    format!(
+        r#"
+[destinations.salesforce]
+connector = "salesforce"
+login_url = "{login_url}"
+allow_private_networks = true
+client_id_env = "SF_CLIENT_ID"
+client_secret_env = "SF_CLIENT_SECRET"
+refresh_token_env = "SF_REFRESH_TOKEN"
+rate_limit = "off"
+purposes = ["crm"]
+"#
+    )
+}
+
+/// The `pipedrive` destination of the sync tests.
+pub(crate) fn pipedrive_toml(base: &str) -> String {
+    format!(
+        r#"
 [destinations.pipedrive]
 connector = "pipedrive"
-base_url = "{pd}"
+base_url = "{base}"
 allow_private_networks = true
 token_env = "PIPEDRIVE_API_TOKEN"
 rate_limit = "off"
 purposes = ["crm"]
+"#
+    )
+}
+
+fn toml(hs: &str, pd: &str, fields: &str) -> String {
+    let rest = format!(
+        r#"
 
 [syncs.crm]
 object = "contact"
@@ -47,7 +79,8 @@ poll_interval = "1h"
 clock_skew = "1s"
 {fields}
 "#
-    )
+    );
+    [hubspot_toml(hs), pipedrive_toml(pd), rest].concat()
 }
 
 const FIELDS: &str = r#"

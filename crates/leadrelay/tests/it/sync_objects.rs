@@ -15,28 +15,13 @@ use leadrelay_fakes::salesforce::{FakeSalesforce, SalesforceConfig, SalesforceCo
 use serde_json::json;
 
 use crate::support::TestApp;
-use crate::sync::{app_and_runner, health, roomy_hubspot, settle_rounds};
+use crate::sync::{
+    app_and_runner, health, hubspot_toml, roomy_hubspot, salesforce_toml, settle_rounds,
+};
 
 fn toml(hs: &str, sf: &str, sync: &str) -> String {
-    format!(
+    let rest = format!(
         r#"
-[destinations.hubspot]
-connector = "hubspot"
-base_url = "{hs}"
-allow_private_networks = true
-token_env = "HUBSPOT_ACCESS_TOKEN"
-rate_limit = "off"
-purposes = ["crm"]
-
-[destinations.salesforce]
-connector = "salesforce"
-login_url = "{sf}"
-allow_private_networks = true
-client_id_env = "SF_CLIENT_ID"
-client_secret_env = "SF_CLIENT_SECRET"
-refresh_token_env = "SF_REFRESH_TOKEN"
-rate_limit = "off"
-purposes = ["crm"]
 
 [syncs.crm]
 a = "hubspot"
@@ -45,7 +30,8 @@ poll_interval = "1h"
 clock_skew = "1s"
 {sync}
 "#
-    )
+    );
+    [hubspot_toml(hs), salesforce_toml(sf), rest].concat()
 }
 
 const COMPANIES: &str = r#"

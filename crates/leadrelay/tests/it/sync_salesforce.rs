@@ -17,32 +17,15 @@ use serde_json::json;
 use crate::support::TestApp;
 use crate::sync::{
     PEOPLE, app_and_runner, assert_settled_without_echo_writes, edit_while_syncing, email, health,
-    roomy_hubspot, settle_rounds,
+    hubspot_toml, roomy_hubspot, salesforce_toml, settle_rounds,
 };
 
 /// Small query batches, so every poll pages through `nextRecordsUrl`.
 const BATCH: usize = 7;
 
 fn toml(hs: &str, sf: &str, fields: &str) -> String {
-    format!(
+    let rest = format!(
         r#"
-[destinations.hubspot]
-connector = "hubspot"
-base_url = "{hs}"
-allow_private_networks = true
-token_env = "HUBSPOT_ACCESS_TOKEN"
-rate_limit = "off"
-purposes = ["crm"]
-
-[destinations.salesforce]
-connector = "salesforce"
-login_url = "{sf}"
-allow_private_networks = true
-client_id_env = "SF_CLIENT_ID"
-client_secret_env = "SF_CLIENT_SECRET"
-refresh_token_env = "SF_REFRESH_TOKEN"
-rate_limit = "off"
-purposes = ["crm"]
 
 [syncs.crm]
 object = "contact"
@@ -52,7 +35,8 @@ poll_interval = "1h"
 clock_skew = "1s"
 {fields}
 "#
-    )
+    );
+    [hubspot_toml(hs), salesforce_toml(sf), rest].concat()
 }
 
 /// HubSpot's lifecycle stage owned by HubSpot and mapped to the Lead

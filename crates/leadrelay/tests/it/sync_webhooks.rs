@@ -10,13 +10,15 @@ use leadrelay_fakes::hubspot::{HubSpotConfig, WebhookTarget};
 use leadrelay_fakes::pipedrive::PipedriveConfig;
 use serde_json::Value;
 
-use crate::sync::{app_and_runner, health, roomy_hubspot, roomy_pipedrive};
+use crate::sync::{
+    app_and_runner, health, hubspot_toml, pipedrive_toml, roomy_hubspot, roomy_pipedrive,
+};
 
 const PUBLIC: &str = "https://leadrelay.example";
 const SECRET: &str = "hubspot-app-client-secret";
 
 fn toml(hs: &str, pd: &str) -> String {
-    format!(
+    let rest = format!(
         r#"
 [server]
 public_url = "{PUBLIC}"
@@ -24,22 +26,6 @@ public_url = "{PUBLIC}"
 [sources.hs_changes]
 kind = "hubspot"
 client_secret_env = "HUBSPOT_CLIENT_SECRET"
-
-[destinations.hubspot]
-connector = "hubspot"
-base_url = "{hs}"
-allow_private_networks = true
-token_env = "HUBSPOT_ACCESS_TOKEN"
-rate_limit = "off"
-purposes = ["crm"]
-
-[destinations.pipedrive]
-connector = "pipedrive"
-base_url = "{pd}"
-allow_private_networks = true
-token_env = "PIPEDRIVE_API_TOKEN"
-rate_limit = "off"
-purposes = ["crm"]
 
 [syncs.crm]
 object = "contact"
@@ -52,7 +38,8 @@ change_sources = ["hs_changes"]
 a = "jobtitle"
 b = "custom_fields.title"
 "#
-    )
+    );
+    [rest, hubspot_toml(hs), pipedrive_toml(pd)].concat()
 }
 
 #[tokio::test]
