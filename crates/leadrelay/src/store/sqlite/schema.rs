@@ -349,7 +349,7 @@ CREATE TABLE sequence_memberships (
     PRIMARY KEY (contact_key, destination)
 );
 "#,
-    // 14: sales feedback rollups: each person's feedback row (dimensions,
+    // 10: sales feedback rollups: each person's feedback row (dimensions,
     // score, latest rating, deal outcomes) and daily counters by those
     // dimensions and score bucket, kept by the feedback pass.
     r#"
