@@ -672,7 +672,7 @@ fn main() -> anyhow::Result<()> {
             }) => enroll::enroll(&cli, *leads, *woodpecker_ms).await,
             Some(Cmd::Pace { sustain }) => pace::pace(&cli, *sustain).await,
             Some(Cmd::Reports { events, contacts }) => {
-                reports::run(*events, (*contacts).max(1)).await
+                reports::run(&cli, *events, (*contacts).max(1)).await
             }
             Some(Cmd::All) | None => {
                 ingest(&cli).await?;

@@ -101,6 +101,26 @@ pub async fn leadrelay_with_env(
     Ok(p)
 }
 
+/// An admin API key (`leadrelay keys create`) for the configuration at
+/// `config`.
+pub fn admin_key(bin: &Path, config: &Path, env: &[(&str, &str)]) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .envs(env.iter().copied())
+        .arg("--config")
+        .arg(config)
+        .args(["keys", "create", "--name", "bench", "--role", "admin"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "leadrelay keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let key = text.trim();
+    anyhow::ensure!(!key.is_empty(), "leadrelay keys create printed no key");
+    Ok(key.to_string())
+}
+
 /// Starts this benchmark binary as the bare 202 server (the ceiling).
 pub async fn bare_server() -> anyhow::Result<Proc> {
     let port = free_port();

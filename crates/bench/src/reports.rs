@@ -3,9 +3,19 @@
 //! arrive), with touches, leads and deals moving through stages; then runs
 //! the rollup pass over all of them and times every report.
 //!
-//! The rollup's cost is reported as its time per event against ingest's
-//! time per event for the same events (the share of ingest throughput it
-//! would take if run beside it).
+//! The rollup's cost is reported twice:
+//! - in process, as its time per event against the store's own batched
+//!   insert of the same events (the strictest comparison: ingest with no
+//!   HTTP, validation or delivery);
+//! - where it runs in production, beside HTTP ingest: the release binary
+//!   with the default configuration (SQLite and the backup) takes the same
+//!   flat-out form posts (each with UTM fields, so each is a touch) once
+//!   with the rollups at their default interval and once with them held off
+//!   (`rollup_interval = "24h"`). CPU per lead is counted until the backup
+//!   holds every lead and, with the rollups on, until they have read every
+//!   event (a KPI request makes them catch up); the difference is the
+//!   rollups' share of ingest's CPU, and the leads/s of the two runs their
+//!   effect on throughput.
 
 use std::time::{Duration, Instant};
 
@@ -83,7 +93,8 @@ fn event(n: u64, contacts: u64, now: chrono::DateTime<Utc>) -> Event {
     e
 }
 
-pub async fn run(events: u64, contacts: u64) -> anyhow::Result<()> {
+pub async fn run(cli: &crate::Cli, events: u64, contacts: u64) -> anyhow::Result<()> {
+    http_cost(cli).await?;
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("reports.db").display());
     let store = leadrelay::store::open(&url, &OpenOptions::default()).await?;
@@ -160,5 +171,77 @@ pub async fn run(events: u64, contacts: u64) -> anyhow::Result<()> {
     ]);
     println!("{t}");
     store.close().await;
+    Ok(())
+}
+
+/// The rollups beside HTTP ingest: CPU per lead and leads/s with the
+/// rollups on (default interval) and held off, in one run.
+async fn http_cost(cli: &crate::Cli) -> anyhow::Result<()> {
+    println!(
+        "\n## Rollups beside HTTP ingest ({} connections, {:?} per run, default configuration, form posts with UTM fields)\n",
+        cli.connections, cli.duration
+    );
+    let mut t = crate::table(&[
+        "rollups",
+        "leads/s",
+        "p99",
+        "CPU µs/lead",
+        "events the rollups read",
+    ]);
+    let mut cpu = Vec::new();
+    let mut rates = Vec::new();
+    for (name, extra) in [
+        ("held off (rollup_interval = 24h)", "[reports]\nrollup_interval = \"24h\"\n"),
+        ("on (default: every 5 s)", ""),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let config = crate::base_config(
+            dir.path(),
+            &format!("{extra}{}", crate::backup_destination(dir.path())),
+        );
+        let lr = crate::procs::leadrelay(&cli.bin, dir.path(), &config, "all").await?;
+        let key = crate::procs::admin_key(&cli.bin, &dir.path().join("bench.toml"), &[])?;
+        let pid = lr.child.id();
+        let cpu0 = crate::cpu::cpu_secs(pid);
+        let load = crate::load::closed_loop(
+            &lr.addr,
+            "/v1/forms/contact",
+            cli.connections,
+            cli.duration,
+            None,
+            1_000_000,
+        )
+        .await;
+        let mut backup = crate::cpu::BackupLines::new(&dir.path().join("backup"));
+        let done = backup.wait_for(load.ok, Duration::from_secs(300)).await;
+        anyhow::ensure!(done.is_some(), "the backup did not get every lead within 300 s");
+        // Past the rollups' lag, so one catch-up reads every event.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let read = if extra.is_empty() {
+            let (status, _) = crate::load::get_json(&lr.addr, "/api/v1/kpis", &key).await?;
+            anyhow::ensure!(status == 200, "GET /api/v1/kpis answered {status}");
+            "every one".to_string()
+        } else {
+            "none".to_string()
+        };
+        let us = crate::cpu::us_per(pid, cpu0, load.ok);
+        lr.stop();
+        t.add_row([
+            name.to_string(),
+            format!("{:.0}", load.rate()),
+            format!("{:.2} ms", load.p(0.99)),
+            format!("{us:.1}"),
+            read,
+        ]);
+        cpu.push(us);
+        rates.push(load.rate());
+    }
+    println!("{t}");
+    println!(
+        "rollup cost beside HTTP ingest: {:+.1} µs per lead = {:.1} % of ingest's CPU per lead; leads/s {:.1} % of the run without rollups (target: under 10 %)",
+        cpu[1] - cpu[0],
+        100.0 * (cpu[1] - cpu[0]) / cpu[0],
+        100.0 * rates[1] / rates[0],
+    );
     Ok(())
 }

@@ -42,7 +42,7 @@
 //! campaign on their own ([`WoodpeckerState::set_campaign_status`] does it).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -119,6 +119,9 @@ struct Inner {
     waiting: AtomicUsize,
     overlapping: AtomicUsize,
     dropped: AtomicUsize,
+    /// Time spent processing requests (the one-at-a-time turn held), in
+    /// nanoseconds: the busy share of a run is what a client can use.
+    busy_nanos: AtomicU64,
     faults: Faults,
     requests: RequestLog,
 }
@@ -139,6 +142,7 @@ impl WoodpeckerState {
                 waiting: AtomicUsize::new(0),
                 overlapping: AtomicUsize::new(0),
                 dropped: AtomicUsize::new(0),
+                busy_nanos: AtomicU64::new(0),
                 faults: Faults::default(),
                 requests: RequestLog::default(),
             }),
@@ -168,6 +172,13 @@ impl WoodpeckerState {
     /// Requests dropped with `E_TOO_MANY_REQUESTS`.
     pub fn dropped(&self) -> usize {
         self.inner.dropped.load(Ordering::SeqCst)
+    }
+
+    /// How long the fake has spent processing requests, one at a time (the
+    /// processing time and the handler's own work). A client that keeps
+    /// Woodpecker busy all the time has this equal to the wall time.
+    pub fn busy_time(&self) -> Duration {
+        Duration::from_nanos(self.inner.busy_nanos.load(Ordering::SeqCst))
     }
 
     pub fn prospects(&self) -> Vec<WoodpeckerProspect> {
@@ -271,10 +282,13 @@ async fn one_at_a_time(
             }
         }
     };
+    let started = std::time::Instant::now();
     if !inner.config.processing_time.is_zero() {
         tokio::time::sleep(inner.config.processing_time).await;
     }
     let response = handle.await;
+    let busy = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    inner.busy_nanos.fetch_add(busy, Ordering::SeqCst);
     drop(permit);
     response
 }
