@@ -322,6 +322,11 @@ async fn a_won_deal_writes_its_attribution_and_campaign_influence_to_salesforce_
         "CampaignInfluenceModel",
         json!({"DeveloperName": "leadrelay_w_shaped", "MasterLabel": "leadrelay W-shaped"}),
     );
+    // Pat is a member of the nurture campaign already (sent the emails).
+    fake.seed(
+        "CampaignMember",
+        json!({"CampaignId": nurture, "ContactId": contact, "Status": "Sent"}),
+    );
     let config = format!(
         r#"{CRM_FORM}
 [destinations.crm]
@@ -344,6 +349,8 @@ LR_Attributed_Revenue__c = "attributed_revenue"
 LR_Model__c = "attribution_model"
 [destinations.crm.attribution.campaign_influence]
 model_id = "{model}"
+[destinations.crm.attribution.campaign_members]
+status = "Responded"
 {REPORTS}"#,
         fake.base_url()
     );
@@ -417,6 +424,25 @@ model_id = "{model}"
     ];
     want.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(influence(), want);
+    // Pat joined the spring campaign; the nurture membership is kept as it was.
+    let members = || {
+        let mut v: Vec<(String, String, String)> = fake
+            .records("CampaignMember")
+            .into_iter()
+            .map(|r| {
+                let t = |f: &str| r.text(f).unwrap_or_default().to_string();
+                (t("CampaignId"), t("ContactId"), t("Status"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want_members = vec![
+        (spring.clone(), contact.clone(), "Responded".to_string()),
+        (nurture.clone(), contact.clone(), "Sent".to_string()),
+    ];
+    want_members.sort();
+    assert_eq!(members(), want_members);
 
     later_passes_store_nothing(&app).await;
     // Delivered again: the records are found, none is added or changed.
@@ -430,6 +456,7 @@ model_id = "{model}"
     let before = posts(&fake);
     send_again(&app).await;
     assert_eq!(influence(), want);
+    assert_eq!(members(), want_members);
     assert_eq!(posts(&fake), before);
     assert_eq!(fake.contacts().len(), 1);
     app.stop().await;
@@ -525,6 +552,11 @@ async fn attribution_sections_are_checked_per_crm() {
             "attribution.campaign_influence.model_id",
         ),
         (
+            "salesforce",
+            "[destinations.crm.attribution.campaign_members]\nstatus = \"\"",
+            "attribution.campaign_members.status",
+        ),
+        (
             "pipedrive",
             "[destinations.crm.attribution.person]\nlr_channel = \"first_touch_channel\"",
             "attribution.person.lr_channel",
@@ -555,4 +587,116 @@ async fn attribution_sections_are_checked_per_crm() {
             "{connector} {extra}: {path_} in {err}"
         );
     }
+}
+
+/// `leadrelay check` (online) against a fake org: the attribution fields and
+/// the Campaign Influence model must exist.
+fn check_salesforce(
+    fake: &FakeSalesforce,
+    db: &crate::support::TestDb,
+    model: &str,
+) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::binary::write_config(
+        dir.path(),
+        db,
+        &format!(
+            r#"{CRM_FORM}
+[destinations.crm]
+connector = "salesforce"
+login_url = "{}"
+allow_private_networks = true
+person_object = "Contact"
+purposes = ["crm"]
+timeout = "2s"
+[destinations.crm.attribution.contact]
+LR_First_Channel__c = "first_touch_channel"
+[destinations.crm.attribution.opportunity]
+LR_Model__c = "attribution_model"
+[destinations.crm.attribution.campaign_influence]
+model_id = "{model}"
+"#,
+            fake.base_url()
+        ),
+    );
+    let out = std::process::Command::new(crate::binary::bin())
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env_remove("LEADRELAY_CONFIG")
+        .env_remove("DATABASE_URL")
+        .env(
+            "SALESFORCE_CLIENT_ID",
+            SalesforceConnectedApp::DEFAULT_CLIENT_ID,
+        )
+        .env(
+            "SALESFORCE_CLIENT_SECRET",
+            SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
+        )
+        .env(
+            "SALESFORCE_REFRESH_TOKEN",
+            SalesforceConfig::DEFAULT_REFRESH_TOKEN,
+        )
+        .output()
+        .expect("run leadrelay");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_missing_salesforce_attribution_fields_and_influence_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::create(dir.path()).await;
+    // The org has neither the fields nor the model.
+    let bare = FakeSalesforce::start(SalesforceConfig::default())
+        .await
+        .unwrap();
+    let (code, out) =
+        tokio::task::block_in_place(|| check_salesforce(&bare, &db, "03V5e000000NoneEAA"));
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "Contact.LR_First_Channel__c",
+        "Opportunity.LR_Model__c",
+        "CampaignInfluenceModel 03V5e000000NoneEAA",
+    ] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+
+    // Without Customizable Campaign Influence the model cannot be read.
+    let off = FakeSalesforce::start(SalesforceConfig {
+        campaign_influence: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (code, out) =
+        tokio::task::block_in_place(|| check_salesforce(&off, &db, "03V5e000000NoneEAA"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is Customizable Campaign Influence enabled?"),
+        "{out}"
+    );
+
+    // All there: ok.
+    let mut sf = SalesforceConfig::default();
+    sf.custom_fields.push((
+        "Contact".into(),
+        SalesforceFieldDef::text("LR_First_Channel__c", "LR First Channel", 255),
+    ));
+    sf.custom_fields.push((
+        "Opportunity".into(),
+        SalesforceFieldDef::text("LR_Model__c", "LR Model", 255),
+    ));
+    let full = FakeSalesforce::start(sf).await.unwrap();
+    let model = full.seed(
+        "CampaignInfluenceModel",
+        json!({"DeveloperName": "leadrelay", "MasterLabel": "leadrelay"}),
+    );
+    let (code, out) = tokio::task::block_in_place(|| check_salesforce(&full, &db, &model));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("WARNING: CampaignInfluenceModel"), "{out}");
 }

@@ -15,6 +15,12 @@
 //! OpportunityId = … AND ModelId = …`): one that exists for the campaign
 //! (and contact) is updated, so a retry or a second writeback never adds a
 //! second record. Campaigns Salesforce does not have are left out.
+//!
+//! With `[destinations.NAME.attribution.campaign_members] status = …`, the
+//! person also becomes a member of each credited campaign they are not a
+//! member of yet (the kept member id, else `SELECT Id FROM CampaignMember
+//! WHERE CampaignId = … AND LeadId|ContactId = …`); an existing membership
+//! keeps its status.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +36,41 @@ use crate::connectors::{DeliveryJob, ErrorClass, Outcome};
 /// The `attribution` entry that configures Campaign Influence (not an
 /// object's fields).
 pub(super) const SECTION: &str = "campaign_influence";
+/// The one that configures Campaign Members.
+pub(super) const MEMBERS: &str = "campaign_members";
+
+/// `[destinations.NAME.attribution.campaign_members]`: the `Status` of the
+/// memberships attribution adds.
+pub(super) fn parse_members(
+    section: Option<BTreeMap<String, String>>,
+) -> Result<Option<String>, Vec<Problem>> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let path = format!("attribution.{MEMBERS}");
+    let mut problems: Vec<Problem> = section
+        .keys()
+        .filter(|k| *k != "status")
+        .map(|k| {
+            Problem::error(
+                format!("{path}.{k}"),
+                "not a setting of campaign_members (status)",
+            )
+        })
+        .collect();
+    let status = section.get("status").map(|s| s.trim().to_string());
+    if status.as_deref().is_none_or(str::is_empty) {
+        problems.push(Problem::error(
+            format!("{path}.status"),
+            "the member Status to give (one of the campaigns' member statuses, e.g. \"Responded\")",
+        ));
+    }
+    if problems.is_empty() {
+        Ok(status)
+    } else {
+        Err(problems)
+    }
+}
 
 /// `[destinations.NAME.attribution.campaign_influence]`
 #[derive(Debug, Clone)]
@@ -127,21 +168,27 @@ fn percent(credit: f64) -> f64 {
 }
 
 impl Salesforce {
-    /// The opportunity's Campaign Influence records of the configured model
-    /// (see the module's documentation).
-    pub(super) async fn campaign_influence(&self, run: &mut Run<'_>) -> Result<(), Stop> {
-        let Some(settings) = &self.influence else {
+    /// An attribution writeback's campaigns: Campaign Members and the
+    /// opportunity's Campaign Influence records (see the module's
+    /// documentation).
+    pub(super) async fn attribution_campaigns(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        if !AttributionFields::applies(&run.job.event)
+            || (self.influence.is_none() && self.attribution_members.is_none())
+        {
             return Ok(());
-        };
-        let Some(opportunity) = opportunity_of(run.job) else {
-            return Ok(());
-        };
-        if !is_record_id(opportunity) {
+        }
+        let opportunity = opportunity_of(run.job).filter(|_| self.influence.is_some());
+        if let Some(o) = opportunity
+            && !is_record_id(o)
+        {
             return Err(Outcome::permanent(
                 ErrorClass::Mapping,
-                format!("{opportunity:?} is not a Salesforce Opportunity id"),
+                format!("{o:?} is not a Salesforce Opportunity id"),
             )
             .into());
+        }
+        if opportunity.is_none() && self.attribution_members.is_none() {
+            return Ok(());
         }
         let credits = campaign_credits(&run.job.event.data);
         // Resolved campaigns; two names of one campaign add up.
@@ -158,6 +205,14 @@ impl Salesforce {
         if wanted.is_empty() {
             return Ok(());
         }
+        if let Some(status) = &self.attribution_members {
+            for (campaign, _) in &wanted {
+                self.attribution_member(run, campaign, status).await?;
+            }
+        }
+        let (Some(settings), Some(opportunity)) = (&self.influence, opportunity) else {
+            return Ok(());
+        };
         let key = run.job.delivery.contact_key.clone();
         // ContactId takes Contacts only: the person in Contact mode, or the
         // Contact a Lead became.
@@ -225,6 +280,62 @@ impl Salesforce {
             res.map_err(|f| stop(f, report))?;
         }
         Ok(())
+    }
+}
+
+impl Salesforce {
+    /// Makes the person a member of `campaign` unless they are one already
+    /// (an existing membership keeps its status).
+    async fn attribution_member(
+        &self,
+        run: &mut Run<'_>,
+        campaign: &str,
+        status: &str,
+    ) -> Result<(), Stop> {
+        let key = run.job.delivery.contact_key.clone();
+        // A converted Lead's memberships go on its Contact.
+        let (field, person) = match self.known(run.job, &key, PersonObject::Contact.key()) {
+            Some(c) => ("ContactId", c),
+            None => match self.known(run.job, &key, PersonObject::Lead.key()) {
+                Some(l) if self.s.person_object == PersonObject::Lead => ("LeadId", l),
+                _ => return Ok(()),
+            },
+        };
+        let slot = format!("campaign_member:{campaign}");
+        if self.known(run.job, &key, &slot).is_some() {
+            return Ok(());
+        }
+        let soql = format!(
+            "SELECT Id FROM CampaignMember WHERE CampaignId = {} AND {field} = {} LIMIT 1",
+            soql_quote(campaign),
+            soql_quote(&person)
+        );
+        let (res, report) = self.rest.query(&soql).await;
+        run.report = report.clone();
+        let rows = res.map_err(|f| stop(f, report))?;
+        if let Some(id) = rows.first().and_then(|r| r["Id"].as_str()) {
+            let id = id.to_string();
+            self.learn(run, &slot, &key, &id);
+            return Ok(());
+        }
+        let body = json!({"CampaignId": campaign, field: person, "Status": status});
+        let (res, report) = self
+            .rest
+            .call(Method::POST, "/sobjects/CampaignMember", &[], Some(&body))
+            .await;
+        run.report = report.clone();
+        match res {
+            Ok(v) => {
+                if let Some(id) = v["id"].as_str() {
+                    let id = id.to_string();
+                    self.learn(run, &slot, &key, &id);
+                }
+                Ok(())
+            }
+            // A member created meanwhile: they are one.
+            Err(f) if f.errors.iter().any(|e| e.code == "DUPLICATE_VALUE") => Ok(()),
+            Err(f) => Err(stop(f, report)),
+        }
     }
 }
 

@@ -232,6 +232,8 @@ struct Salesforce {
     /// `attribution.campaign_influence`: Campaign Influence records of this
     /// model for attribution writebacks (see [`influence`]).
     influence: Option<influence::InfluenceSettings>,
+    /// `attribution.campaign_members.status`: credited campaigns' members.
+    attribution_members: Option<String>,
 }
 
 fn custom_name(object: &str) -> String {
@@ -376,6 +378,11 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
             .map_err(|ps| problems.extend(ps))
             .ok()
             .flatten();
+    let attribution_members =
+        influence::parse_members(common.attribution.0.remove(influence::MEMBERS))
+            .map_err(|ps| problems.extend(ps))
+            .ok()
+            .flatten();
     problems.extend(
         common
             .attribution
@@ -485,6 +492,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         opportunity_key_missing: AtomicBool::new(false),
         task_key_missing: AtomicBool::new(false),
         influence,
+        attribution_members,
     }))
 }
 
@@ -682,7 +690,7 @@ impl Salesforce {
             let (f, report) = match self.write(run, &write).await {
                 Ok(()) => {
                     self.campaign_member(run).await?;
-                    self.campaign_influence(run).await?;
+                    self.attribution_campaigns(run).await?;
                     return self.convert_lead(run).await;
                 }
                 Err(e) => e,
