@@ -12,7 +12,7 @@ use chrono::Utc;
 use leadrelay::store::{DeliveryState, IngestItem};
 use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig, HubSpotProperty};
-use leadrelay_fakes::pipedrive::{FakePipedrive, PipedriveConfig};
+use leadrelay_fakes::pipedrive::{FakePipedrive, PipedriveConfig, PipedriveCustomField};
 use leadrelay_fakes::salesforce::{
     FakeSalesforce, SalesforceConfig, SalesforceConnectedApp, SalesforceFieldDef,
     SalesforceFieldType,
@@ -699,4 +699,77 @@ async fn check_names_missing_salesforce_attribution_fields_and_influence_model()
     let (code, out) = tokio::task::block_in_place(|| check_salesforce(&full, &db, &model));
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("WARNING: CampaignInfluenceModel"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_pipedrive_attribution_keys_the_company_lacks() {
+    const CHANNEL: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
+    const CAMPAIGN: &str = "abcdefabcdefabcdefabcdefabcdefabcdefabcd";
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::TestDb::create(dir.path()).await;
+    let field = |object: &str, key: &str| PipedriveCustomField {
+        object: object.into(),
+        key: key.into(),
+        name: format!("LR {key}"),
+        field_type: "varchar".into(),
+    };
+    let run = |fake: &FakePipedrive| {
+        let path = crate::binary::write_config(
+            dir.path(),
+            &db,
+            &format!(
+                r#"{CRM_FORM}
+[destinations.crm]
+connector = "pipedrive"
+base_url = "{}"
+allow_private_networks = true
+purposes = ["crm"]
+timeout = "2s"
+[destinations.crm.attribution.person]
+{CHANNEL} = "first_touch_channel"
+[destinations.crm.attribution.deal]
+"custom_fields.{CAMPAIGN}" = "attributed_campaign"
+"#,
+                fake.base_url()
+            ),
+        );
+        let out = std::process::Command::new(crate::binary::bin())
+            .args(["check", "--config", path.to_str().unwrap()])
+            .env_remove("LEADRELAY_CONFIG")
+            .env_remove("DATABASE_URL")
+            .env("PIPEDRIVE_API_TOKEN", PipedriveConfig::DEFAULT_TOKEN)
+            .output()
+            .expect("run leadrelay");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // The person field exists; the deal's key is a person field's, not a deal's.
+    let partial = FakePipedrive::start(PipedriveConfig {
+        custom_fields: vec![field("person", CHANNEL), field("person", CAMPAIGN)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (code, out) = tokio::task::block_in_place(|| run(&partial));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "no such custom field in the company: attribution.deal.custom_fields.{CAMPAIGN}"
+        )),
+        "{out}"
+    );
+    let full = FakePipedrive::start(PipedriveConfig {
+        custom_fields: vec![field("person", CHANNEL), field("deal", CAMPAIGN)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (code, out) = tokio::task::block_in_place(|| run(&full));
+    assert_eq!(code, 0, "{out}");
 }

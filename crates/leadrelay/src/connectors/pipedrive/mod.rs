@@ -816,6 +816,43 @@ impl Pipedrive {
         (!custom.is_empty()).then_some(Value::Object(custom))
     }
 
+    /// The keys of the company's `object` fields (`GET /v1/{object}Fields`,
+    /// every page).
+    async fn field_keys(&self, object: &str) -> Result<Vec<String>, String> {
+        let path = format!("/api/v1/{object}Fields");
+        let mut keys = Vec::new();
+        let mut start = 0u64;
+        // Bounded: 20 pages of 500 fields.
+        for _ in 0..20 {
+            let start_text = start.to_string();
+            let (res, _) = self
+                .api
+                .call_enveloped(
+                    Method::GET,
+                    &path,
+                    &[("start", start_text.as_str()), ("limit", "500")],
+                    None,
+                )
+                .await;
+            let v = res.map_err(|f| crm::outcome_text(&f.outcome))?;
+            keys.extend(
+                v["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["key"].as_str().map(str::to_string)),
+            );
+            let pagination = &v["additional_data"]["pagination"];
+            match pagination["next_start"].as_u64() {
+                Some(next) if pagination["more_items_in_collection"] == true && next > start => {
+                    start = next
+                }
+                _ => break,
+            }
+        }
+        Ok(keys)
+    }
+
     /// An attribution writeback's deal fields, on the deal the event names
     /// (a deal Pipedrive does not know, e.g. another CRM's, is left out).
     async fn attribution_deal(&self, run: &mut Run<'_>) -> Result<(), Stop> {
@@ -1282,6 +1319,30 @@ impl Connector for Pipedrive {
                     ));
                 }
             }
+        }
+        // The attribution's custom fields exist in the company.
+        let mut missing = Vec::new();
+        for (object, fields) in &self.common.attribution.0 {
+            let keys = match self.field_keys(object).await {
+                Ok(k) => k,
+                Err(e) => {
+                    return CheckReport::failed(format!(
+                        "{message}; reading the {object} fields failed: {e}"
+                    ));
+                }
+            };
+            for field in fields.keys() {
+                let key = custom_key(field).unwrap_or(field);
+                if !keys.iter().any(|k| k == key) {
+                    missing.push(format!("attribution.{object}.{field}"));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return CheckReport::failed(format!(
+                "{message}; no such custom field in the company: {}",
+                missing.join(", ")
+            ));
         }
         CheckReport::ok(message)
     }
