@@ -79,6 +79,19 @@ pub struct PipedriveStage {
     pub probability: u8,
 }
 
+/// A custom field of the company (`personFields` / `dealFields` list it
+/// beside the standard fields), referenced in the API by its `key`: a
+/// 40-character hash.
+#[derive(Debug, Clone)]
+pub struct PipedriveCustomField {
+    /// `person` or `deal`.
+    pub object: String,
+    pub key: String,
+    pub name: String,
+    /// `varchar`, `double`, `monetary`, `date`, …
+    pub field_type: String,
+}
+
 /// A deal pipeline.
 #[derive(Debug, Clone)]
 pub struct PipedrivePipeline {
@@ -130,6 +143,8 @@ pub struct PipedriveConfig {
     pub activity_types: Vec<String>,
     /// Records become findable by search only this long after a write. Zero: immediately.
     pub search_index_delay: Duration,
+    /// The company's custom person and deal fields (none by default).
+    pub custom_fields: Vec<PipedriveCustomField>,
 }
 
 impl PipedriveConfig {
@@ -187,6 +202,7 @@ impl Default for PipedriveConfig {
                 .map(|s| s.to_string())
                 .collect(),
             search_index_delay: Duration::ZERO,
+            custom_fields: Vec::new(),
         }
     }
 }
@@ -816,6 +832,8 @@ pub fn router(state: PipedriveState) -> Router {
         .route("/api/v1/leads/{id}", get(v1::get_lead))
         .route("/api/v1/notes", post(v1::create_note).get(v1::list_notes))
         .route("/api/v1/users/me", get(v1::users_me))
+        .route("/api/v1/personFields", get(v1::person_fields))
+        .route("/api/v1/dealFields", get(v1::deal_fields))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -785,3 +785,79 @@ async fn notes_are_listed_by_person_newest_first() {
     .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn field_lists_page_standard_then_custom_fields() {
+    let key = "dcf558aac1ae4e8c4f849ba5e668430d8df9be12";
+    let (fake, client) = start(PipedriveConfig {
+        custom_fields: vec![PipedriveCustomField {
+            object: "person".into(),
+            key: key.into(),
+            name: "First channel".into(),
+            field_type: "varchar".into(),
+        }],
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            "/api/v1/personFields?start=0&limit=4",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 4);
+    let p = &body["additional_data"]["pagination"];
+    assert_eq!(p["more_items_in_collection"], true);
+    assert_eq!(p["next_start"], 4);
+    let (_, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            "/api/v1/personFields?start=4&limit=4",
+            None,
+        )
+        .await,
+    )
+    .await;
+    let keys: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["key"].as_str())
+        .collect();
+    assert_eq!(keys, vec!["owner_id", key]);
+    assert_eq!(
+        body["additional_data"]["pagination"]["more_items_in_collection"],
+        false
+    );
+    // The person's custom field is not a deal field.
+    let (_, body) =
+        json_of(call(&fake, &client, Method::GET, "/api/v1/dealFields", None).await).await;
+    assert!(
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["key"] != key),
+        "{body}"
+    );
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            "/api/v1/dealFields?limit=501",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+}

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
@@ -467,4 +467,97 @@ pub(crate) async fn users_me(State(state): State<PipedriveState>) -> Response {
             "language": {"language_code": "en", "country_code": "US"},
         }),
     )
+}
+
+/// The standard fields the fake lists before the custom ones (key, name,
+/// type): a subset of Pipedrive's.
+const PERSON_FIELDS: &[(&str, &str, &str)] = &[
+    ("name", "Name", "varchar"),
+    ("email", "Email", "varchar"),
+    ("phone", "Phone", "phone"),
+    ("org_id", "Organization", "org"),
+    ("owner_id", "Owner", "user"),
+];
+const DEAL_FIELDS: &[(&str, &str, &str)] = &[
+    ("title", "Title", "varchar"),
+    ("value", "Value", "monetary"),
+    ("stage_id", "Stage", "stage"),
+    ("person_id", "Contact person", "people"),
+    ("owner_id", "Owner", "user"),
+];
+
+/// `GET /v1/personFields` / `dealFields`: every field, `start`/`limit`
+/// paginated (limit at most 500), as Pipedrive lists them.
+fn fields(state: &PipedriveState, object: &str, query: Option<&str>) -> Response {
+    let pairs: Vec<(String, String)> = query
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let num = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.parse::<usize>())
+    };
+    let start = match num("start") {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return errors::bad_request("start must be a number").into_response(),
+    };
+    let limit = match num("limit") {
+        None => 100,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            return errors::bad_request("limit must be a number from 1 to 500").into_response();
+        }
+    };
+    let standard = if object == "person" {
+        PERSON_FIELDS
+    } else {
+        DEAL_FIELDS
+    };
+    let all: Vec<Value> = standard
+        .iter()
+        .map(|(k, n, t)| (k.to_string(), n.to_string(), t.to_string(), false))
+        .chain(
+            state
+                .inner
+                .config
+                .custom_fields
+                .iter()
+                .filter(|f| f.object == object)
+                .map(|f| (f.key.clone(), f.name.clone(), f.field_type.clone(), true)),
+        )
+        .enumerate()
+        .map(|(i, (key, name, t, custom))| {
+            json!({
+                "id": i + 1, "key": key, "name": name, "field_type": t,
+                "edit_flag": custom, "active_flag": true, "add_visible_flag": true,
+                "mandatory_flag": false, "order_nr": i,
+            })
+        })
+        .collect();
+    let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+    let more = start + page.len() < all.len();
+    errors::ok_with(
+        StatusCode::OK,
+        Value::Array(page),
+        json!({"pagination": {
+            "start": start, "limit": limit, "more_items_in_collection": more,
+            "next_start": if more { json!(start + limit) } else { Value::Null },
+        }}),
+    )
+}
+
+pub(crate) async fn person_fields(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    fields(&state, "person", query.as_deref())
+}
+
+pub(crate) async fn deal_fields(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    fields(&state, "deal", query.as_deref())
 }

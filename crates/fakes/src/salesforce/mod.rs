@@ -228,6 +228,10 @@ pub struct SalesforceConfig {
     /// Lead statuses whose `IsConverted` is true: the `convertedStatus`
     /// values `convertLead()` accepts (default: `Closed - Converted`).
     pub converted_lead_statuses: Vec<String>,
+    /// Customizable Campaign Influence is enabled: the org has
+    /// `CampaignInfluenceModel` and `CampaignInfluence` (without it,
+    /// Salesforce does not know those objects).
+    pub campaign_influence: bool,
 }
 
 impl SalesforceConfig {
@@ -314,6 +318,7 @@ impl Default for SalesforceConfig {
             validation_rules: Vec::new(),
             query_batch_size: 2000,
             converted_lead_statuses: vec!["Closed - Converted".into()],
+            campaign_influence: true,
         }
     }
 }
@@ -395,6 +400,9 @@ pub struct SalesforceState {
 impl SalesforceState {
     pub fn new(config: SalesforceConfig) -> Self {
         let mut objects = schema::standard_objects();
+        if config.campaign_influence {
+            objects.extend(schema::campaign_influence_objects());
+        }
         objects.extend(config.custom_objects.iter().cloned());
         for obj in &mut objects {
             let mut fields = schema::system_fields();

@@ -74,6 +74,12 @@ impl SalesforceFieldDef {
         self
     }
 
+    /// Set on create only (Salesforce's "Create" without "Update").
+    pub fn create_only(mut self) -> Self {
+        self.updateable = false;
+        self
+    }
+
     pub fn read_only(mut self) -> Self {
         self.createable = false;
         self.updateable = false;
@@ -358,6 +364,64 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
         obj("Task", "Task", "00T", task),
         obj("Campaign", "Campaign", "701", campaign),
         obj("CampaignMember", "Campaign Member", "00v", campaign_member),
+    ]
+}
+
+/// Customizable Campaign Influence (when the org has it enabled): the
+/// models (read-only through the API: describe, query, retrieve) and the
+/// influence records. A record names its campaign, opportunity and model on
+/// create only (they cannot be changed); `Influence` (percent) can be
+/// updated; `RevenueShare` is calculated.
+pub fn campaign_influence_objects() -> Vec<SalesforceObjectDef> {
+    let model = vec![
+        F::text("DeveloperName", "Unique Name", 80).read_only(),
+        F::text("MasterLabel", "Model Name", 80).read_only(),
+        F::text("ModelDescription", "Model Description", 255).read_only(),
+        F::new("IsActive", "Active", T::Boolean)
+            .read_only()
+            .default_value(json!(true)),
+        F::new("IsDefaultModel", "Default Model", T::Boolean)
+            .read_only()
+            .default_value(json!(false)),
+        F::new("IsModelLocked", "Locked", T::Boolean)
+            .read_only()
+            .default_value(json!(false)),
+    ];
+    let influence = vec![
+        F::reference("CampaignId", "Campaign ID", &["Campaign"])
+            .required()
+            .create_only(),
+        F::reference("OpportunityId", "Opportunity ID", &["Opportunity"])
+            .required()
+            .create_only(),
+        F::reference("ModelId", "Model ID", &["CampaignInfluenceModel"])
+            .required()
+            .create_only(),
+        F::reference("ContactId", "Contact ID", &["Contact"]).create_only(),
+        F::reference(
+            "CampaignMemberId",
+            "Campaign Member ID",
+            &["CampaignMember"],
+        )
+        .create_only(),
+        F::new("Influence", "Influence (%)", T::Percent).default_value(json!(0)),
+        F::new("RevenueShare", "Revenue Share", T::Currency).read_only(),
+    ];
+    vec![
+        SalesforceObjectDef {
+            name: "CampaignInfluenceModel".into(),
+            label: "Campaign Influence Model".into(),
+            key_prefix: "03V".into(),
+            custom: false,
+            fields: model,
+        },
+        SalesforceObjectDef {
+            name: "CampaignInfluence".into(),
+            label: "Campaign Influence".into(),
+            key_prefix: "0Ci".into(),
+            custom: false,
+            fields: influence,
+        },
     ]
 }
 

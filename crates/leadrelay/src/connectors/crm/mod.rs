@@ -233,18 +233,6 @@ impl AttributionFields {
             .collect()
     }
 
-    /// For a CRM that does not write attribution back yet: a problem when
-    /// the section is set, rather than silently writing nothing.
-    pub fn unsupported(&self, crm: &str) -> Vec<Problem> {
-        if self.0.is_empty() {
-            return Vec::new();
-        }
-        vec![Problem::error(
-            "attribution",
-            format!("writing attribution back is not built for {crm} yet (HubSpot only)"),
-        )]
-    }
-
     /// Whether `event` is an attribution writeback.
     pub fn applies(event: &Event) -> bool {
         event.event_type.as_str() == crate::reports::writeback::EVENT_TYPE

@@ -24,6 +24,11 @@
 //!    attempt) the person's open deal from `GET /api/v2/deals?person_id=`,
 //!    else opened; or moved to another stage;
 //! 5. note (v1), task or meeting (v2 activities), once per event.
+//!
+//! An attribution writeback (`attribution.updated`) sets the custom fields
+//! of `[destinations.NAME.attribution.person]` on the person (with the
+//! person's write) and those of `attribution.deal` on the deal the event
+//! names (its `pipedrive` / `deal` vendor reference; no other deal).
 
 mod api;
 pub mod sync;
@@ -126,7 +131,17 @@ struct Pipedrive {
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
-    let mut problems = common.attribution.unsupported("Pipedrive");
+    let mut problems = common.attribution.problems(&["person", "deal"]);
+    for (object, fields) in &common.attribution.0 {
+        for field in fields.keys() {
+            if custom_key(field).is_none() {
+                problems.push(Problem::error(
+                    format!("attribution.{object}.{field}"),
+                    "not a Pipedrive custom field key: the field's 40-character API key (Settings > Data fields), optionally as \"custom_fields.<key>\"",
+                ));
+            }
+        }
+    }
     let token = ctx
         .secret("token_env", &s.token_env)
         .map_err(|p| problems.push(p))
@@ -248,6 +263,13 @@ fn changed_fields(current: &Value, body: &Map<String, Value>) -> Map<String, Val
         .filter(|(k, v)| !current_value(current, k).is_some_and(|have| same_value(have, v)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// A custom field's key as `attribution` names it (`<key>` or
+/// `custom_fields.<key>`): Pipedrive's keys are 40-character hex hashes.
+fn custom_key(field: &str) -> Option<&str> {
+    let key = field.strip_prefix("custom_fields.").unwrap_or(field);
+    (key.len() == 40 && key.bytes().all(|b| b.is_ascii_hexdigit())).then_some(key)
 }
 
 /// One step's failure, with the report of the request that failed.
@@ -425,6 +447,7 @@ impl Pipedrive {
             self.organization(run).await?;
         }
         self.person(run).await?;
+        self.attribution_deal(run).await?;
         self.deal(run, &plan).await?;
         if plan.kind == EventKind::NewLead && self.s.leads && run.deal.is_none() {
             self.lead(run).await?;
@@ -597,6 +620,10 @@ impl Pipedrive {
         if let Some(org) = run.org {
             body.insert("org_id".into(), json!(org));
             update.insert("org_id".into(), json!(org));
+        }
+        if let Some(custom) = self.attribution("person", run.job) {
+            body.insert("custom_fields".into(), custom.clone());
+            update.insert("custom_fields".into(), custom);
         }
         ids_as_numbers(&mut body);
         ids_as_numbers(&mut update);
@@ -775,6 +802,81 @@ impl Pipedrive {
             Value::Object(u) => self.written.merge(id, &u),
             _ => self.written.merge(id, &body),
         }
+        Ok(())
+    }
+
+    /// The `custom_fields` object of an attribution writeback for `object`
+    /// (None for other events, or nothing to write).
+    fn attribution(&self, object: &str, job: &DeliveryJob) -> Option<Value> {
+        let values = self.common.attribution.values(object, &job.event);
+        let custom: Map<String, Value> = values
+            .into_iter()
+            .filter_map(|(field, v)| Some((custom_key(&field)?.to_string(), v)))
+            .collect();
+        (!custom.is_empty()).then_some(Value::Object(custom))
+    }
+
+    /// The keys of the company's `object` fields (`GET /v1/{object}Fields`,
+    /// every page).
+    async fn field_keys(&self, object: &str) -> Result<Vec<String>, String> {
+        let path = format!("/api/v1/{object}Fields");
+        let mut keys = Vec::new();
+        let mut start = 0u64;
+        // Bounded: 20 pages of 500 fields.
+        for _ in 0..20 {
+            let start_text = start.to_string();
+            let (res, _) = self
+                .api
+                .call_enveloped(
+                    Method::GET,
+                    &path,
+                    &[("start", start_text.as_str()), ("limit", "500")],
+                    None,
+                )
+                .await;
+            let v = res.map_err(|f| crm::outcome_text(&f.outcome))?;
+            keys.extend(
+                v["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["key"].as_str().map(str::to_string)),
+            );
+            let pagination = &v["additional_data"]["pagination"];
+            match pagination["next_start"].as_u64() {
+                Some(next) if pagination["more_items_in_collection"] == true && next > start => {
+                    start = next
+                }
+                _ => break,
+            }
+        }
+        Ok(keys)
+    }
+
+    /// An attribution writeback's deal fields, on the deal the event names
+    /// (a deal Pipedrive does not know, e.g. another CRM's, is left out).
+    async fn attribution_deal(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        let Some(custom) = self.attribution("deal", run.job) else {
+            return Ok(());
+        };
+        let Some(deal) = crm::vendor_ref(run.job, "pipedrive", "deal") else {
+            return Ok(());
+        };
+        let id: u64 = deal.trim().parse().map_err(|_| {
+            Stop::from(Outcome::permanent(
+                ErrorClass::Mapping,
+                format!("Pipedrive deal id {deal:?} is not a number"),
+            ))
+        })?;
+        self.call(
+            run,
+            Method::PATCH,
+            &format!("/api/v2/deals/{id}"),
+            &[],
+            Some(&json!({ "custom_fields": custom })),
+        )
+        .await
+        .map_err(|(f, r)| Self::fail(f, r))?;
         Ok(())
     }
 
@@ -1217,6 +1319,30 @@ impl Connector for Pipedrive {
                     ));
                 }
             }
+        }
+        // The attribution's custom fields exist in the company.
+        let mut missing = Vec::new();
+        for (object, fields) in &self.common.attribution.0 {
+            let keys = match self.field_keys(object).await {
+                Ok(k) => k,
+                Err(e) => {
+                    return CheckReport::failed(format!(
+                        "{message}; reading the {object} fields failed: {e}"
+                    ));
+                }
+            };
+            for field in fields.keys() {
+                let key = custom_key(field).unwrap_or(field);
+                if !keys.iter().any(|k| k == key) {
+                    missing.push(format!("attribution.{object}.{field}"));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return CheckReport::failed(format!(
+                "{message}; no such custom field in the company: {}",
+                missing.join(", ")
+            ));
         }
         CheckReport::ok(message)
     }

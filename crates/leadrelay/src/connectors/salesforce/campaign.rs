@@ -66,18 +66,30 @@ impl Salesforce {
         None
     }
 
-    /// The campaign's id: the configured id, the kept one, or the active
-    /// Campaign of that name.
-    async fn campaign_id(&self, run: &mut Run<'_>, named: &str) -> Result<Option<String>, Stop> {
+    /// The campaign's id: the configured id, the kept one, or the (active,
+    /// with `active_only`) Campaign of that name.
+    pub(super) async fn campaign_id(
+        &self,
+        run: &mut Run<'_>,
+        named: &str,
+        active_only: bool,
+    ) -> Result<Option<String>, Stop> {
         if is_record_id(named) && named.starts_with("701") {
             return Ok(Some(named.to_string()));
         }
-        let key = format!("campaign:{}", named.to_lowercase());
+        let (key, filter) = if active_only {
+            (
+                format!("campaign:{}", named.to_lowercase()),
+                " AND IsActive = true",
+            )
+        } else {
+            (format!("campaign_any:{}", named.to_lowercase()), "")
+        };
         if let Some(id) = self.cache.get(&key, "campaign") {
             return Ok(Some(id));
         }
         let soql = format!(
-            "SELECT Id FROM Campaign WHERE Name = {} AND IsActive = true ORDER BY CreatedDate LIMIT 1",
+            "SELECT Id FROM Campaign WHERE Name = {}{filter} ORDER BY CreatedDate LIMIT 1",
             soql_quote(named)
         );
         let (res, report) = self.rest.query(&soql).await;
@@ -99,7 +111,7 @@ impl Salesforce {
         let Some((named, configured)) = self.campaign_of(run) else {
             return Ok(());
         };
-        let Some(campaign) = self.campaign_id(run, &named).await? else {
+        let Some(campaign) = self.campaign_id(run, &named, true).await? else {
             if configured {
                 return Err(Outcome::permanent(
                     ErrorClass::Http4xx,

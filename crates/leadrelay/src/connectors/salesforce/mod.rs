@@ -26,6 +26,7 @@ mod api;
 mod auth;
 mod campaign;
 mod convert;
+mod influence;
 pub mod sync;
 
 use std::collections::BTreeSet;
@@ -228,6 +229,11 @@ struct Salesforce {
     /// from a refused upsert): those records are created, as before.
     opportunity_key_missing: AtomicBool,
     task_key_missing: AtomicBool,
+    /// `attribution.campaign_influence`: Campaign Influence records of this
+    /// model for attribution writebacks (see [`influence`]).
+    influence: Option<influence::InfluenceSettings>,
+    /// `attribution.campaign_members.status`: credited campaigns' members.
+    attribution_members: Option<String>,
 }
 
 fn custom_name(object: &str) -> String {
@@ -365,8 +371,23 @@ fn rest(
 }
 
 fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
-    let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
-    let mut problems = common.attribution.unsupported("Salesforce");
+    let (mut common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
+    let mut problems = Vec::new();
+    let influence =
+        influence::InfluenceSettings::parse(common.attribution.0.remove(influence::SECTION))
+            .map_err(|ps| problems.extend(ps))
+            .ok()
+            .flatten();
+    let attribution_members =
+        influence::parse_members(common.attribution.0.remove(influence::MEMBERS))
+            .map_err(|ps| problems.extend(ps))
+            .ok()
+            .flatten();
+    problems.extend(
+        common
+            .attribution
+            .problems(&[s.person_object.key(), "opportunity"]),
+    );
     let rest = rest(ctx, &common, &s, &mut problems);
     for (setting, f) in [
         ("opportunity_key_field", &s.opportunity_key_field),
@@ -470,6 +491,8 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         account_locks: KeyedLocks::default(),
         opportunity_key_missing: AtomicBool::new(false),
         task_key_missing: AtomicBool::new(false),
+        influence,
+        attribution_members,
     }))
 }
 
@@ -667,6 +690,7 @@ impl Salesforce {
             let (f, report) = match self.write(run, &write).await {
                 Ok(()) => {
                     self.campaign_member(run).await?;
+                    self.attribution_campaigns(run).await?;
                     return self.convert_lead(run).await;
                 }
                 Err(e) => e,
@@ -988,6 +1012,7 @@ impl Salesforce {
                 _ => self.mapping.apply(object.key(), &ctx),
             }
             .map_err(mapping_fail)?;
+            fields.extend(self.common.attribution.values(object.key(), &run.job.event));
             let (method, path) = match person {
                 PersonWrite::Update(id) => ("PATCH", format!("/sobjects/{api}/{id}")),
                 PersonWrite::Upsert(field, value) => {
@@ -1062,6 +1087,31 @@ impl Salesforce {
         }
         if let Some(o) = &opp_ref {
             mapping::set(&mut ctx, "ids", "opportunity", o.clone());
+        }
+
+        // Attribution written back to the Opportunity the event names (one
+        // Salesforce does not know, e.g. another CRM's deal, is left out).
+        let attribution = self
+            .common
+            .attribution
+            .values("opportunity", &run.job.event);
+        if !attribution.is_empty()
+            && let Some(id) = influence::opportunity_of(run.job)
+        {
+            if !is_record_id(id) {
+                return Err(mapping_fail(mapping::MappingError {
+                    object: "opportunity".into(),
+                    field: "Id".into(),
+                    message: format!("{id:?} is not a Salesforce Opportunity id"),
+                }));
+            }
+            subs.push(Sub {
+                method: "PATCH",
+                path: format!("/sobjects/Opportunity/{id}"),
+                reference_id: "attribution".into(),
+                body: Some(Value::Object(attribution)),
+                allow_save: false,
+            });
         }
 
         // Tasks: the message or reply (logged, completed), a follow-up, a meeting.
@@ -1321,6 +1371,13 @@ impl Connector for Salesforce {
                 objects.push(("Opportunity".into(), "opportunity".into()));
             }
         }
+        // Attribution written back to opportunities (Lead mode too: the
+        // writeback names opportunities Salesforce made).
+        if self.common.attribution.0.contains_key("opportunity")
+            && !objects.iter().any(|(api, _)| api == "Opportunity")
+        {
+            objects.push(("Opportunity".into(), "opportunity".into()));
+        }
         objects.push(("Task".into(), "task".into()));
         for c in &self.s.custom_objects {
             objects.push((c.object.clone(), custom_name(&c.object)));
@@ -1350,6 +1407,14 @@ impl Connector for Salesforce {
                 .filter_map(|f| f["name"].as_str().map(str::to_lowercase))
                 .collect();
             let mut wanted: Vec<String> = m.field_names().map(str::to_string).collect();
+            wanted.extend(
+                self.common
+                    .attribution
+                    .0
+                    .get(name.as_str())
+                    .into_iter()
+                    .flat_map(|f| f.keys().cloned()),
+            );
             if name == self.s.person_object.key()
                 && let Some(ext) = &self.s.external_id_field
             {
@@ -1376,6 +1441,35 @@ impl Connector for Salesforce {
                 warnings.push(format!(
                     "WARNING: {api} has no External ID field {key:?}, so a crash between creating a record and keeping its id can create it twice; create it (text, External ID, unique) or set {setting} = \"\""
                 ));
+            }
+        }
+        if let Some(inf) = &self.influence {
+            // The org has Customizable Campaign Influence and the model.
+            let soql = format!(
+                "SELECT Id, MasterLabel, IsDefaultModel FROM CampaignInfluenceModel WHERE Id = {}",
+                soql_quote(&inf.model_id)
+            );
+            match self.rest.query(&soql).await {
+                (Ok(rows), _) if rows.is_empty() => unknown.push(format!(
+                    "CampaignInfluenceModel {} (attribution.campaign_influence.model_id)",
+                    inf.model_id
+                )),
+                (Ok(rows), _) => {
+                    if rows[0]["IsDefaultModel"] == true {
+                        warnings.push(format!(
+                            "WARNING: CampaignInfluenceModel {} is the org's default model; if it is Primary Campaign Source, Salesforce deletes the records the API adds to it when it recalculates: use a custom model",
+                            inf.model_id
+                        ));
+                    }
+                }
+                (Err(f), _) => {
+                    return CheckReport::failed(format!(
+                        "logged in ({}); reading CampaignInfluenceModel {} failed (is Customizable Campaign Influence enabled?): {}",
+                        self.rest.auth.flow_name(),
+                        inf.model_id,
+                        crm::outcome_text(&f.outcome)
+                    ));
+                }
             }
         }
         let mut message = format!(
