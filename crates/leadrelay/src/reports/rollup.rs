@@ -31,8 +31,8 @@ pub struct PassReport {
     pub batches: u64,
 }
 
-/// Serialises passes in this process (the background loop and report
-/// requests); across nodes the store's cursor check does.
+/// Serialises rollup batches in this process (the background loop and
+/// report requests); across nodes the store's cursor check does.
 static PASS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The attribution window of a configuration.
@@ -52,11 +52,31 @@ pub async fn catch_up(
     cfg: &ReportsConfig,
     now: DateTime<Utc>,
 ) -> StoreResult<PassReport> {
-    let _one = PASS.lock().await;
+    pass(store, cfg, now, false).await
+}
+
+/// The longest pause between two batches of a background pass.
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// [`catch_up`]; when `paced` (the background pass), it pauses after each
+/// full batch for as long as the batch took (at most [`MAX_PAUSE`]), so a
+/// backlog never takes more than about half a core and ingest's group
+/// commits get the writer between rollup transactions. Rollups still read
+/// several times faster than ingest can store. One batch runs at a time
+/// in this process; a report's own catch-up takes its turn between the
+/// background pass's batches.
+async fn pass(
+    store: &dyn Store,
+    cfg: &ReportsConfig,
+    now: DateTime<Utc>,
+    paced: bool,
+) -> StoreResult<PassReport> {
     let lag = Duration::from_std(cfg.rollup_lag.get()).unwrap_or_default();
     let until = uuid_v7_floor_id(now - lag);
     let mut report = PassReport::default();
     loop {
+        let batch_started = Instant::now();
+        let one = PASS.lock().await;
         let from = store
             .kv_get(ROLLUP_CURSOR_KEY)
             .await?
@@ -83,6 +103,10 @@ pub async fn catch_up(
         report.batches += 1;
         if n < cfg.rollup_batch.max(1) {
             return Ok(report);
+        }
+        drop(one);
+        if paced {
+            tokio::time::sleep(batch_started.elapsed().min(MAX_PAUSE)).await;
         }
     }
 }
@@ -477,7 +501,7 @@ pub async fn run(store: Arc<dyn Store>, cfg: ReportsConfig, shutdown: Cancellati
         .max(std::time::Duration::from_millis(50));
     loop {
         let started = Instant::now();
-        match catch_up(store.as_ref(), &cfg, Utc::now()).await {
+        match pass(store.as_ref(), &cfg, Utc::now(), true).await {
             Ok(r) if r.events > 0 => tracing::debug!(
                 events = r.events,
                 batches = r.batches,
