@@ -3,11 +3,14 @@
 //! `completed` after a refresh round, and their enrollment queued behind
 //! it (`already_enrolled = "queue"`, rechecked only hourly) goes out at
 //! once; a person stopped there becomes `exited`. A Smartlead 500 during a
-//! round changes nothing until a later round succeeds.
+//! round changes nothing until a later round succeeds. Woodpecker the
+//! same, its rounds waiting their turn with the deliveries (one request
+//! at a time).
 
 use leadrelay::store::{DeliveryState, MEMBERSHIP_ACTIVE, MEMBERSHIP_COMPLETED, Role};
 use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::smartlead::{FakeSmartlead, SmartleadConfig};
+use leadrelay_fakes::woodpecker::{FakeWoodpecker, WoodpeckerConfig};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -16,10 +19,30 @@ use crate::notify_support::{WAIT, config, post, settled};
 use crate::support::{TestApp, eventually};
 
 async fn app(smartlead: &FakeSmartlead) -> TestApp {
+    tool_app(
+        "smartlead",
+        &smartlead.base_url(),
+        (
+            SmartleadConfig::DEFAULT_CAMPAIGN,
+            SmartleadConfig::OTHER_CAMPAIGN,
+        ),
+        ("SMARTLEAD_API_KEY", SmartleadConfig::DEFAULT_API_KEY),
+    )
+    .await
+}
+
+/// `outbound` (refreshed every second) and `nurture` (queues people who
+/// are in another campaign; not refreshed) in two campaigns of `tool`.
+async fn tool_app(
+    tool: &str,
+    base: &str,
+    (first, second): (u64, u64),
+    (key_env, key): (&str, &str),
+) -> TestApp {
     let rest = format!(
         r#"
 [destinations.outbound]
-connector = "smartlead"
+connector = "{tool}"
 campaign_id = {first}
 base_url = "{base}"
 allow_private_networks = true
@@ -29,7 +52,7 @@ rate_limit = "8/1s"
 refresh = "1s"
 
 [destinations.nurture]
-connector = "smartlead"
+connector = "{tool}"
 campaign_id = {second}
 base_url = "{base}"
 allow_private_networks = true
@@ -50,12 +73,9 @@ name = "nurture"
 forms = ["demo"]
 destinations = ["nurture"]
 "#,
-        first = SmartleadConfig::DEFAULT_CAMPAIGN,
-        second = SmartleadConfig::OTHER_CAMPAIGN,
-        base = smartlead.base_url()
     );
     TestApp::builder(&config(&[], &rest))
-        .env("SMARTLEAD_API_KEY", SmartleadConfig::DEFAULT_API_KEY)
+        .env(key_env, key)
         .start()
         .await
 }
@@ -245,4 +265,60 @@ async fn a_vendor_error_leaves_memberships_unchanged_until_a_round_succeeds() {
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn woodpecker_finished_prospects_complete_and_release_the_queue() {
+    let woodpecker = FakeWoodpecker::start(WoodpeckerConfig::default())
+        .await
+        .unwrap();
+    let app = tool_app(
+        "woodpecker",
+        &woodpecker.base_url(),
+        (
+            WoodpeckerConfig::DEFAULT_CAMPAIGN,
+            WoodpeckerConfig::OTHER_CAMPAIGN,
+        ),
+        ("WOODPECKER_API_KEY", WoodpeckerConfig::DEFAULT_API_KEY),
+    )
+    .await;
+    let admin = crate::admin::key(&app, "ops", Role::Admin).await;
+    let (fay, gil) = ("fay@example.com", "gil@example.com");
+    for email in [fay, gil] {
+        let lead = post(&app, "contact", &json!({"email": email, "consent": "yes"})).await;
+        let d = settled(&app, lead, "outbound").await;
+        assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
+    }
+    let second = post(&app, "demo", &json!({"email": fay, "consent": "yes"})).await;
+    eventually("Fay waits in the overflow queue", WAIT, || async {
+        let d = app
+            .store
+            .deliveries_for_event(second)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.destination == "nurture")?;
+        (d.state == DeliveryState::Scheduled).then_some(d)
+    })
+    .await;
+
+    woodpecker.set_campaign_status(WoodpeckerConfig::DEFAULT_CAMPAIGN, fay, "FINISHED");
+    woodpecker.set_campaign_status(WoodpeckerConfig::DEFAULT_CAMPAIGN, gil, "STOPPED");
+    eventually("Fay completes", WAIT, || async {
+        (state_in(&app, &admin, fay, "outbound").await.as_deref() == Some(MEMBERSHIP_COMPLETED))
+            .then_some(())
+    })
+    .await;
+    let d = settled(&app, second, "nurture").await;
+    assert_eq!(d.state, DeliveryState::Delivered, "{:?}", d.reason);
+    assert!(
+        woodpecker
+            .active_in(WoodpeckerConfig::OTHER_CAMPAIGN)
+            .contains(&fay.to_string())
+    );
+    eventually("Gil exits", WAIT, || async {
+        (state_in(&app, &admin, gil, "outbound").await.as_deref() == Some("exited")).then_some(())
+    })
+    .await;
+    assert_eq!(woodpecker.overlapping(), 0, "one request at a time");
 }

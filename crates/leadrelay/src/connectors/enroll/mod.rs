@@ -906,6 +906,38 @@ mod tests {
     }
 
     #[test]
+    fn refresh_defaults_to_hourly_for_tools_without_a_finished_webhook() {
+        let settings = |t: &str| -> Settings { toml::from_str(t).unwrap() };
+        let hourly = Some(DEFAULT_REFRESH);
+        assert_eq!(
+            Policy::new("smartlead", &settings(""), true)
+                .unwrap()
+                .refresh,
+            hourly
+        );
+        assert_eq!(
+            Policy::new("lemlist", &settings(""), false)
+                .unwrap()
+                .refresh,
+            None
+        );
+        let off = settings("refresh = \"off\"");
+        assert_eq!(Policy::new("smartlead", &off, true).unwrap().refresh, None);
+        assert_eq!(Policy::new("lemlist", &off, false).unwrap().refresh, None);
+        let every = settings("refresh = \"15m\"");
+        assert_eq!(
+            Policy::new("smartlead", &every, true).unwrap().refresh,
+            Some(Duration::from_secs(900))
+        );
+        // A tool that sends webhooks has nothing to refresh.
+        let p = Policy::new("lemlist", &every, false).unwrap_err();
+        assert_eq!(p.path, "enrollment.refresh");
+        let p = Policy::new("smartlead", &settings("refresh = \"200ms\""), true).unwrap_err();
+        assert_eq!(p.path, "enrollment.refresh");
+        assert!(toml::from_str::<Settings>("refresh = \"soon\"").is_err());
+    }
+
+    #[test]
     fn move_is_refused_for_tools_that_cannot() {
         let s = Settings {
             already_enrolled: AlreadyEnrolled::Move,

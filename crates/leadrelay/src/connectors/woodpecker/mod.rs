@@ -169,6 +169,22 @@ fn parse_prospect(body: &Value) -> Option<Prospect> {
     })
 }
 
+/// Prospects per page of the refresh's list.
+const LIST_PAGE: usize = 500;
+
+/// A campaign prospect status, as the refresh reads it: the sequence went
+/// through (`FINISHED`) or ended with a reply (`REPLIED`); the prospect was
+/// stopped or dropped (`STOPPED`, `BOUNCED`, `BLACKLIST`, `INVALID`);
+/// anything else (`ACTIVE`, `PAUSED`, `TO-CHECK`, `AUTOREPLIED`, an unknown
+/// word) is still in the sequence.
+fn standing(status: &str) -> enroll::Standing {
+    match status {
+        "FINISHED" | "REPLIED" => enroll::Standing::Finished,
+        "STOPPED" | "BOUNCED" | "BLACKLIST" | "INVALID" => enroll::Standing::Stopped,
+        _ => enroll::Standing::Active,
+    }
+}
+
 /// Woodpecker's error code (`status.code`) of an answer.
 fn error_code(resp: &HttpResponse) -> String {
     vendor::json(resp)["status"]["code"]
@@ -249,6 +265,73 @@ impl Woodpecker {
         Ok(parse_prospect(&vendor::json(&r)))
     }
 
+    /// The refresh: every prospect of the campaign ("Get a list of
+    /// prospects" with `campaigns_id`, `campaigns_details=true`, `page` from
+    /// 1 and `per_page` [`LIST_PAGE`]; an empty page is `204`), each with
+    /// its status in this campaign. Through the same one-at-a-time client
+    /// as the deliveries.
+    async fn list_people(&self) -> Result<Vec<enroll::Listed>, String> {
+        let campaign = self.campaign_id.to_string();
+        let per_page = LIST_PAGE.to_string();
+        let mut out = Vec::new();
+        for page in 1.. {
+            let page_no = format!("{page}");
+            let query = [
+                ("campaigns_id", campaign.as_str()),
+                ("campaigns_details", "true"),
+                ("page", page_no.as_str()),
+                ("per_page", per_page.as_str()),
+            ];
+            let resp = match self
+                .http
+                .call(reqwest::Method::GET, "/rest/v1/prospects", &query, None)
+                .await
+                .0
+            {
+                Err(o) => return Err(crm::outcome_text(&o)),
+                Ok(r) => r,
+            };
+            if resp.status == 204 {
+                break;
+            }
+            match classify(&resp) {
+                Outcome::Delivered { .. } => {}
+                o => {
+                    return Err(format!(
+                        "Woodpecker answered HTTP {} ({})",
+                        resp.status,
+                        crm::outcome_text(&o)
+                    ));
+                }
+            }
+            let Value::Array(items) = vendor::json(&resp) else {
+                return Err("Woodpecker's prospect list is not a JSON array".into());
+            };
+            for p in &items {
+                let Some(email) = p["email"].as_str().filter(|e| !e.is_empty()) else {
+                    continue;
+                };
+                let status = parse_prospect(p)
+                    .and_then(|pr| {
+                        pr.campaigns
+                            .into_iter()
+                            .find(|(c, _)| *c == self.campaign_id)
+                            .map(|(_, s)| s)
+                    })
+                    .unwrap_or_default();
+                out.push(enroll::Listed {
+                    email: email.trim().to_lowercase(),
+                    standing: standing(&status),
+                    status,
+                });
+            }
+            if items.len() < LIST_PAGE {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes the prospect from `campaign` (gone already is fine).
     async fn leave(&self, prospect: &str, campaign: u64) -> Result<(), Box<JobResult>> {
         let c = campaign.to_string();
@@ -275,6 +358,10 @@ impl PerPerson for Woodpecker {
                 "prospect": prospect,
             })
         })
+    }
+
+    async fn sequence_people(&self) -> Option<Result<Vec<enroll::Listed>, String>> {
+        Some(self.list_people().await)
     }
 
     async fn check(&self) -> CheckReport {
