@@ -302,13 +302,22 @@ impl Engine {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for d in &self.destinations {
             // The dispatcher and the sequence refresh share the
-            // destination's rate gate and throttling hold.
+            // destination's throttling hold (a 429 to either pauses both).
+            // The refresh paces itself at the destination's rate with a
+            // gate of its own: the dispatcher takes a cell before every
+            // claim, also when nothing is due, so a shared gate would leave
+            // the refresh waiting for ever.
             let gate = Arc::new(connectors::pace::RateGate::new(
                 &d.name,
                 d.rate,
                 &self.store,
             ));
             let hold = Arc::new(connectors::pace::Hold::default());
+            let refresh_gate = Arc::new(connectors::pace::RateGate::new(
+                &format!("{}#refresh", d.name),
+                d.rate,
+                &self.store,
+            ));
             if let Some(every) = d.connector.enrollment().and_then(|p| p.refresh) {
                 let tool_destinations = self
                     .destinations
@@ -321,7 +330,7 @@ impl Engine {
                     d.clone(),
                     tool_destinations,
                     every,
-                    connectors::pace::Pacer::new(&gate, &hold),
+                    connectors::pace::Pacer::new(&refresh_gate, &hold),
                     self.shutdown.clone(),
                 )));
             }

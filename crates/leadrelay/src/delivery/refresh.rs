@@ -2,10 +2,12 @@
 //! (Smartlead, Woodpecker: [`enroll::REFRESHED`]) are read back every
 //! `[destinations.NAME.enrollment] refresh` (default 1 hour), on worker
 //! nodes. Each round lists the people of the destination's sequence from
-//! the tool, page by page, through the connector's own HTTP client and the
-//! destination's rate gate and throttling hold (the same ones its
-//! deliveries use), so a round never pushes the destination over its
-//! limits. A person the tool lists as finished whom leadrelay has `active`
+//! the tool, page by page, through the connector's own HTTP client (for
+//! Woodpecker: the same one-request-at-a-time turn as the deliveries), at
+//! the destination's `rate_limit` on its own, and under the destination's
+//! throttling hold (a 429 to a round or a delivery pauses both). The
+//! round's requests come on top of the deliveries' (one per page: 100
+//! Smartlead leads, 500 Woodpecker prospects). A person the tool lists as finished whom leadrelay has `active`
 //! in this destination becomes `completed`, one stopped or removed there
 //! `exited`; either way the person's enrollments queued behind it — in
 //! every destination of the same tool, since that is where "active in
@@ -59,7 +61,13 @@ pub async fn run(
             continue;
         }
         let tool = dest.connector_kind;
-        match round(&store, &dest, &tool_destinations, &pacer).await {
+        // A round that hangs (a stalled wait for the rate gate or the
+        // vendor) is given up, so the next one still runs.
+        let limit = every.max(dest.timeout * 2);
+        let result = tokio::time::timeout(limit, round(&store, &dest, &tool_destinations, &pacer))
+            .await
+            .unwrap_or_else(|_| Err(format!("the round took longer than {limit:?}")));
+        match result {
             Ok(Some(r)) => tracing::info!(
                 destination = %dest.name,
                 tool,

@@ -48,6 +48,7 @@ base_url = "{base}"
 allow_private_networks = true
 purposes = ["crm"]
 rate_limit = "8/1s"
+timeout = "2s"
 [destinations.outbound.enrollment]
 refresh = "1s"
 
