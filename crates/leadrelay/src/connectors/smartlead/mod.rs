@@ -11,7 +11,9 @@
 //!   fields go into `custom_fields`.
 //! - `[destinations.NAME.enrollment]`: `already_enrolled` (`skip`, `queue`
 //!   or `move`: Smartlead can delete a lead from a campaign), `add_limit`,
-//!   `queue_recheck`.
+//!   `queue_recheck`, `refresh` (default `"1h"`: the campaign's leads are
+//!   read back, `COMPLETED` and `STOPPED` ones end their memberships; see
+//!   `delivery::refresh`).
 //! - `base_url` (default `https://server.smartlead.ai`), `allow_private_networks`.
 //!
 //! One request adds a batch ("Add leads to a campaign", settings

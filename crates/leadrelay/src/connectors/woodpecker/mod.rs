@@ -9,7 +9,9 @@
 //!   (defaults in `defaults.toml`; `email` required).
 //! - `[destinations.NAME.enrollment]`: `already_enrolled` (`skip`, `queue`
 //!   or `move`: Woodpecker can delete a prospect from one campaign),
-//!   `add_limit`, `queue_recheck`, `exit_on`.
+//!   `add_limit`, `queue_recheck`, `exit_on`, `refresh` (default `"1h"`:
+//!   the campaign's prospects are read back, finished and stopped ones end
+//!   their memberships; see `delivery::refresh`).
 //! - `base_url` (default `https://api.woodpecker.co`), `allow_private_networks`.
 //!
 //! Woodpecker processes one request at a time per API key (six more may
