@@ -191,10 +191,7 @@ async fn http_cost(cli: &crate::Cli) -> anyhow::Result<()> {
     let mut cpu = Vec::new();
     let mut rates = Vec::new();
     for (name, extra) in [
-        (
-            "held off (rollup_interval = 24h)",
-            "[reports]\nrollup_interval = \"24h\"\n",
-        ),
+        ("held off (rollup_interval = 24h)", "[reports]\nrollup_interval = \"24h\"\n"),
         ("on (default: every 5 s)", ""),
     ] {
         let dir = tempfile::tempdir()?;
@@ -217,10 +214,7 @@ async fn http_cost(cli: &crate::Cli) -> anyhow::Result<()> {
         .await;
         let mut backup = crate::cpu::BackupLines::new(&dir.path().join("backup"));
         let done = backup.wait_for(load.ok, Duration::from_secs(300)).await;
-        anyhow::ensure!(
-            done.is_some(),
-            "the backup did not get every lead within 300 s"
-        );
+        anyhow::ensure!(done.is_some(), "the backup did not get every lead within 300 s");
         // Past the rollups' lag, so one catch-up reads every event.
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         let read = if extra.is_empty() {
