@@ -508,6 +508,23 @@ mod tests {
     }
 
     #[test]
+    fn campaign_statuses_read_as_standings() {
+        use enroll::Standing;
+        for (status, want) in [
+            ("ACTIVE", Standing::Active),
+            ("PAUSED", Standing::Active),
+            ("TO-CHECK", Standing::Active),
+            ("FINISHED", Standing::Finished),
+            ("REPLIED", Standing::Finished),
+            ("STOPPED", Standing::Stopped),
+            ("BOUNCED", Standing::Stopped),
+            ("SOMETHING-NEW", Standing::Active),
+        ] {
+            assert_eq!(standing(status), want, "{status}");
+        }
+    }
+
+    #[test]
     fn woodpecker_codes_are_classified() {
         let e =
             |code: &str| format!(r#"{{"status":{{"status":"ERROR","code":"{code}","msg":"x"}}}}"#);
