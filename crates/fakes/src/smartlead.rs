@@ -23,6 +23,12 @@
 //! - "Fetch lead by email": `GET /leads/?email=` answers the lead with
 //!   `id` and `lead_campaign_data` (one entry per campaign: `campaign_id`,
 //!   `campaign_name`, `campaign_lead_map_id`, `status`).
+//! - "Fetch leads by campaign": `GET /campaigns/{campaign_id}/leads` with
+//!   `offset` (default 0) and `limit` (default 100, at most 100) answers
+//!   `total_leads`, `offset`, `limit` and `data`: one item per lead of the
+//!   campaign, in the order they were added, with `campaign_lead_map_id`,
+//!   `status` (`STARTED`, `INPROGRESS`, `COMPLETED`, `PAUSED`, `STOPPED`),
+//!   `created_at` and `lead` (`id`, `email`, `first_name`, …).
 //! - "Delete lead by campaign": `DELETE /campaigns/{campaign_id}/leads/{lead_id}`.
 //! - "Pause lead by campaign": `POST /campaigns/{campaign_id}/leads/{lead_id}/pause`.
 //! - "Get campaign by id": `GET /campaigns/{campaign_id}`.
@@ -116,7 +122,8 @@ pub struct SmartleadLead {
     pub id: u64,
     pub email: String,
     pub fields: Map<String, Value>,
-    /// (campaign id, status: `STARTED`, `PAUSED`)
+    /// (campaign id, status: `STARTED`, `INPROGRESS`, `COMPLETED`,
+    /// `PAUSED`, `STOPPED`)
     pub campaigns: Vec<(u64, String)>,
 }
 
@@ -187,6 +194,23 @@ impl SmartleadState {
             fields: Map::new(),
             campaigns: vec![(campaign, "STARTED".into())],
         });
+    }
+
+    /// Sets a person's status in a campaign, as Smartlead does when they
+    /// finish it (`COMPLETED`) or a user stops them (`STOPPED`). Returns
+    /// whether they are in it.
+    pub fn set_status(&self, campaign: u64, email: &str, status: &str) -> bool {
+        let mut leads = self.leads_mut();
+        let Some(m) = leads
+            .iter_mut()
+            .filter(|l| l.email.eq_ignore_ascii_case(email))
+            .flat_map(|l| l.campaigns.iter_mut())
+            .find(|(c, _)| *c == campaign)
+        else {
+            return false;
+        };
+        m.1 = status.to_string();
+        true
     }
 
     /// Takes a person out of a campaign (as if their sequence ended).
@@ -368,7 +392,9 @@ async fn add_leads(
                 already += 1;
                 continue;
             }
-            if !ignore_dupes && !l.campaigns.is_empty() {
+            // A campaign the lead finished or was stopped in does not hold
+            // them back (it is over for them).
+            if !ignore_dupes && l.campaigns.iter().any(|(_, s)| is_live(s)) {
                 dupes += 1;
                 continue;
             }
@@ -405,6 +431,64 @@ async fn add_leads(
         "lead_import_stopped_count": stopped,
         "bounce_count": 0,
         "block_count": 0,
+    }))
+}
+
+/// Whether a lead's status in a campaign means it is still under way.
+fn is_live(status: &str) -> bool {
+    !matches!(status, "COMPLETED" | "STOPPED")
+}
+
+async fn campaign_leads(
+    State(state): State<SmartleadState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(campaign) = id.parse().ok().and_then(|id| campaign_of(&state, id)) else {
+        return error(StatusCode::NOT_FOUND, "Campaign not found");
+    };
+    let number = |k: &str, default: usize| match q.get(k) {
+        None => Ok(default),
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("\"{k}\" must be a number"),
+            )
+        }),
+    };
+    let (offset, limit) = match (number("offset", 0), number("limit", 100)) {
+        (Ok(o), Ok(l)) => (o, l),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if limit == 0 || limit > 100 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "\"limit\" must be between 1 and 100",
+        );
+    }
+    let leads = state.leads_mut();
+    let members: Vec<Value> = leads
+        .iter()
+        .filter_map(|l| {
+            let (c, status) = l.campaigns.iter().find(|(c, _)| *c == campaign.id)?;
+            let mut lead = l.fields.clone();
+            lead.insert("id".into(), json!(l.id));
+            lead.insert("email".into(), json!(l.email));
+            Some(json!({
+                "campaign_lead_map_id": l.id * 10 + c % 10,
+                "status": status,
+                "created_at": "2026-03-04T17:05:09.000Z",
+                "lead": lead,
+            }))
+        })
+        .collect();
+    let total = members.len();
+    let data: Vec<Value> = members.into_iter().skip(offset).take(limit).collect();
+    ok_json(json!({
+        "total_leads": total.to_string(),
+        "offset": offset,
+        "limit": limit,
+        "data": data,
     }))
 }
 
@@ -498,7 +582,10 @@ async fn not_found() -> Response {
 pub fn router(state: SmartleadState) -> Router {
     Router::new()
         .route("/api/v1/campaigns/{id}", get(get_campaign))
-        .route("/api/v1/campaigns/{id}/leads", post(add_leads))
+        .route(
+            "/api/v1/campaigns/{id}/leads",
+            post(add_leads).get(campaign_leads),
+        )
         .route("/api/v1/campaigns/{id}/leads/{lead}", delete(delete_lead))
         .route(
             "/api/v1/campaigns/{id}/leads/{lead}/pause",

@@ -21,8 +21,9 @@
 //!   prospect with its `id` and a `status` (`OK`, `DUPLICATE` when it is
 //!   already in the campaign, `ERROR` with a `code`).
 //! - "Get a list of prospects": `GET /prospects?email=…` (`campaigns_details=true`
-//!   adds each campaign with its `campaign_prospect_status`); an empty
-//!   result is `204 No Content`.
+//!   adds each campaign with its `campaign_prospect_status`; `campaigns_id`
+//!   keeps the prospects of that campaign; `page`, from 1, and `per_page`,
+//!   at most 500, page the list); an empty result is `204 No Content`.
 //! - "Delete prospects": `DELETE /prospects?id=…` (with `campaigns_id=…`
 //!   only from that campaign).
 //! - "Get campaigns": `GET /campaign_list?id=…`.
@@ -429,6 +430,25 @@ async fn list_prospects(State(state): State<WoodpeckerState>, req: Request) -> R
     let email = query_param(q, "email");
     let id = query_param(q, "id").and_then(|v| v.parse::<u64>().ok());
     let details = query_param(q, "campaigns_details").as_deref() == Some("true");
+    let campaign = match query_param(q, "campaigns_id").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => return error(400, "E_INV_PARAM", "campaigns_id must be a number"),
+    };
+    let number = |k: &str, default: usize| match query_param(q, k).map(|v| v.parse::<usize>()) {
+        None => Ok(default),
+        Some(Ok(n)) if n >= 1 => Ok(n),
+        _ => Err(error(
+            400,
+            "E_INV_PARAM",
+            &format!("{k} must be a number from 1"),
+        )),
+    };
+    let (page, per_page) = match (number("page", 1), number("per_page", 100)) {
+        (Ok(p), Ok(n)) if n <= 500 => (p, n),
+        (Ok(_), Ok(_)) => return error(400, "E_INV_PARAM", "per_page must be at most 500"),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
     let ps = state.prospects_mut();
     let found: Vec<Value> = ps
         .iter()
@@ -438,6 +458,9 @@ async fn list_prospects(State(state): State<WoodpeckerState>, req: Request) -> R
                 .is_none_or(|e| p.email.eq_ignore_ascii_case(e))
         })
         .filter(|p| id.is_none_or(|i| p.id == i))
+        .filter(|p| campaign.is_none_or(|c| p.campaigns.iter().any(|(pc, _)| *pc == c)))
+        .skip((page - 1) * per_page)
+        .take(per_page)
         .map(|p| {
             let mut v = json!({"id": p.id, "email": p.email, "status": p.status});
             if let (Value::Object(o), true) = (&mut v, details) {

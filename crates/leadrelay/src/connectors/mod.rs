@@ -300,6 +300,14 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// The people in the destination's sequence, read page by page from
+    /// the tool (the refresh of tools that send no "sequence finished"
+    /// webhook, see `delivery::refresh`). `None`: the connector cannot
+    /// list them; `Err`: the tool's answer, for the warning.
+    async fn sequence_people(&self) -> Option<Result<Vec<enroll::Listed>, String>> {
+        None
+    }
+
     /// The store, handed over once by the engine (and `leadrelay check`)
     /// to connectors that keep state of their own in it (Salesloft's
     /// rotated OAuth refresh token). Default: not needed.

@@ -31,6 +31,9 @@ use crate::connectors::{
 use crate::store::{Attempt, ClaimedDelivery, Completion, Store, Transition};
 
 pub struct Context {
+    /// The destination's rate gate and throttling hold, when shared with
+    /// another task (the sequence refresh); else the dispatcher makes its own.
+    pub pace: Option<(Arc<RateGate>, Arc<Hold>)>,
     pub store: Arc<dyn Store>,
     pub shutdown: CancellationToken,
     pub poll: Duration,
@@ -52,10 +55,14 @@ pub async fn run(dest: Arc<Destination>, ctx: Context) {
     let slots = Arc::new(Semaphore::new(dest.concurrency));
     // One cell is taken per batch here; further requests of the same batch
     // wait inside the connector (see `connectors::pace`).
-    let gate = Arc::new(RateGate::new(&dest.name, dest.rate, &ctx.store));
     // A throttling answer holds every request of the destination at once,
     // also those of batches already under way (see `connectors::pace`).
-    let hold = Arc::new(Hold::default());
+    let (gate, hold) = ctx.pace.clone().unwrap_or_else(|| {
+        (
+            Arc::new(RateGate::new(&dest.name, dest.rate, &ctx.store)),
+            Arc::new(Hold::default()),
+        )
+    });
     let circuit = Arc::new(Mutex::new(CircuitBreaker::new(dest.circuit.clone())));
     let tracker = TaskTracker::new();
     let in_flight: InFlight = Arc::default();
@@ -1040,6 +1047,7 @@ mod tests {
         store.ingest(items).await.unwrap();
         let shutdown = CancellationToken::new();
         let ctx = Context {
+            pace: None,
             store: store.clone(),
             shutdown: shutdown.clone(),
             poll: Duration::from_millis(20),

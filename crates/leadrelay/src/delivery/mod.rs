@@ -16,6 +16,7 @@ mod dispatcher;
 pub mod fixable;
 pub mod issues;
 pub mod policy;
+pub mod refresh;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -300,7 +301,41 @@ impl Engine {
     pub fn start(self: &Arc<Self>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for d in &self.destinations {
+            // The dispatcher and the sequence refresh share the
+            // destination's throttling hold (a 429 to either pauses both).
+            // The refresh paces itself at the destination's rate with a
+            // gate of its own: the dispatcher takes a cell before every
+            // claim, also when nothing is due, so a shared gate would leave
+            // the refresh waiting for ever.
+            let gate = Arc::new(connectors::pace::RateGate::new(
+                &d.name,
+                d.rate,
+                &self.store,
+            ));
+            let hold = Arc::new(connectors::pace::Hold::default());
+            let refresh_gate = Arc::new(connectors::pace::RateGate::new(
+                &format!("{}#refresh", d.name),
+                d.rate,
+                &self.store,
+            ));
+            if let Some(every) = d.connector.enrollment().and_then(|p| p.refresh) {
+                let tool_destinations = self
+                    .destinations
+                    .iter()
+                    .filter(|o| o.connector_kind == d.connector_kind)
+                    .map(|o| o.name.clone())
+                    .collect();
+                tasks.push(tokio::spawn(refresh::run(
+                    self.store.clone(),
+                    d.clone(),
+                    tool_destinations,
+                    every,
+                    connectors::pace::Pacer::new(&refresh_gate, &hold),
+                    self.shutdown.clone(),
+                )));
+            }
             let ctx = dispatcher::Context {
+                pace: Some((gate, hold)),
                 store: self.store.clone(),
                 shutdown: self.shutdown.clone(),
                 poll: self.settings.poll_interval,

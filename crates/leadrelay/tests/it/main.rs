@@ -19,6 +19,7 @@ mod delivery;
 mod email;
 mod enroll_binary;
 mod enroll_ended;
+mod enroll_refresh;
 mod enroll_support;
 mod enroll_tools;
 mod feedback;

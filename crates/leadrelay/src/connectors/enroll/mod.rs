@@ -168,7 +168,26 @@ pub struct Settings {
     /// `["meeting.booked", "reply.received"]`.
     #[serde(default = "default_exit_on")]
     pub exit_on: Vec<String>,
+    /// How often the destination's sequence is read back from tools that
+    /// send no "sequence finished" webhook ([`REFRESHED`]), to mark people
+    /// who finished or were stopped there: a duration or `"off"`. Absent:
+    /// [`DEFAULT_REFRESH`] for those tools, off for the others.
+    #[serde(default, deserialize_with = "refresh_setting")]
+    pub refresh: Option<Option<HumanDuration>>,
 }
+
+fn refresh_setting<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<HumanDuration>>, D::Error> {
+    crate::config::units::duration_or_off(d).map(Some)
+}
+
+/// The tools whose sequences leadrelay reads back every `refresh` (they
+/// send no webhook when a person finishes or is stopped).
+pub const REFRESHED: [&str; 2] = ["smartlead", "woodpecker"];
+
+/// `refresh` when the setting is absent, for the tools in [`REFRESHED`].
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -177,6 +196,7 @@ impl Default for Settings {
             add_limit: None,
             queue_recheck: default_recheck(),
             exit_on: default_exit_on(),
+            refresh: None,
         }
     }
 }
@@ -192,6 +212,9 @@ pub struct Policy {
     pub add_limit: Option<Rate>,
     pub queue_recheck: Duration,
     pub exit_on: Vec<String>,
+    /// How often the destination's sequence is read back from the tool
+    /// (`None`: never; see [`Settings::refresh`]).
+    pub refresh: Option<Duration>,
 }
 
 impl Policy {
@@ -212,7 +235,29 @@ impl Policy {
                 "must be at least 1s",
             ));
         }
+        let refresh = match s.refresh {
+            None if REFRESHED.contains(&tool) => Some(DEFAULT_REFRESH),
+            None | Some(None) => None,
+            Some(Some(_)) if !REFRESHED.contains(&tool) => {
+                return Err(Problem::error(
+                    "enrollment.refresh",
+                    format!(
+                        "{tool} reports finished sequences itself (sequence.completed webhooks): \
+                         refresh is only for {}; remove it or write \"off\"",
+                        REFRESHED.join(", ")
+                    ),
+                ));
+            }
+            Some(Some(d)) if d.get() < Duration::from_secs(1) => {
+                return Err(Problem::error(
+                    "enrollment.refresh",
+                    "must be at least 1s (or \"off\")",
+                ));
+            }
+            Some(Some(d)) => Some(d.get()),
+        };
         Ok(Self {
+            refresh,
             tool,
             sequence: String::new(),
             already_enrolled: s.already_enrolled,
@@ -296,6 +341,27 @@ impl Policy {
             Verdict::Failed(outcome) => outcome,
         }
     }
+}
+
+/// Where the tool says a person stands in the destination's sequence, as
+/// a refresh reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Still in the sequence (started, in progress, paused, …).
+    Active,
+    /// Went through the whole sequence.
+    Finished,
+    /// Stopped or removed in the tool (by a user, a reply rule, a bounce).
+    Stopped,
+}
+
+/// One person of the destination's sequence, as the tool lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub email: String,
+    pub standing: Standing,
+    /// The tool's own status word, for the membership's last change.
+    pub status: String,
 }
 
 /// A sequence tool's answer to one enrollment, in the shared vocabulary.
@@ -756,6 +822,7 @@ mod tests {
             add_limit: limit.map(rate),
             queue_recheck: Duration::from_secs(60),
             exit_on: default_exit_on(),
+            refresh: None,
         }
     }
 
@@ -836,6 +903,38 @@ mod tests {
             p.ended(&ended("other", "seq-1"))
                 .is_some_and(|e| !e.concerns("tool"))
         );
+    }
+
+    #[test]
+    fn refresh_defaults_to_hourly_for_tools_without_a_finished_webhook() {
+        let settings = |t: &str| -> Settings { toml::from_str(t).unwrap() };
+        let hourly = Some(DEFAULT_REFRESH);
+        assert_eq!(
+            Policy::new("smartlead", &settings(""), true)
+                .unwrap()
+                .refresh,
+            hourly
+        );
+        assert_eq!(
+            Policy::new("lemlist", &settings(""), false)
+                .unwrap()
+                .refresh,
+            None
+        );
+        let off = settings("refresh = \"off\"");
+        assert_eq!(Policy::new("smartlead", &off, true).unwrap().refresh, None);
+        assert_eq!(Policy::new("lemlist", &off, false).unwrap().refresh, None);
+        let every = settings("refresh = \"15m\"");
+        assert_eq!(
+            Policy::new("smartlead", &every, true).unwrap().refresh,
+            Some(Duration::from_secs(900))
+        );
+        // A tool that sends webhooks has nothing to refresh.
+        let p = Policy::new("lemlist", &every, false).unwrap_err();
+        assert_eq!(p.path, "enrollment.refresh");
+        let p = Policy::new("smartlead", &settings("refresh = \"200ms\""), true).unwrap_err();
+        assert_eq!(p.path, "enrollment.refresh");
+        assert!(toml::from_str::<Settings>("refresh = \"soon\"").is_err());
     }
 
     #[test]

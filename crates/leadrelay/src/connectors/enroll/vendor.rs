@@ -282,6 +282,11 @@ pub trait PerPerson: Send + Sync {
     async fn exit(&self, job: &DeliveryJob, email: &str) -> JobResult;
     /// Find-or-create and enroll.
     async fn enroll(&self, job: &DeliveryJob) -> JobResult;
+    /// The people in the sequence, for the refresh (tools that send no
+    /// "sequence finished" webhook). Default: cannot list.
+    async fn sequence_people(&self) -> Option<Result<Vec<super::Listed>, String>> {
+        None
+    }
 }
 
 #[async_trait]
@@ -304,6 +309,10 @@ impl<T: PerPerson> crate::connectors::Connector for T {
 
     async fn check(&self) -> crate::connectors::CheckReport {
         PerPerson::check(self).await
+    }
+
+    async fn sequence_people(&self) -> Option<Result<Vec<super::Listed>, String>> {
+        PerPerson::sequence_people(self).await
     }
 }
 

@@ -11,7 +11,9 @@
 //!   fields go into `custom_fields`.
 //! - `[destinations.NAME.enrollment]`: `already_enrolled` (`skip`, `queue`
 //!   or `move`: Smartlead can delete a lead from a campaign), `add_limit`,
-//!   `queue_recheck`.
+//!   `queue_recheck`, `refresh` (default `"1h"`: the campaign's leads are
+//!   read back, `COMPLETED` and `STOPPED` ones end their memberships; see
+//!   `delivery::refresh`).
 //! - `base_url` (default `https://server.smartlead.ai`), `allow_private_networks`.
 //!
 //! One request adds a batch ("Add leads to a campaign", settings
@@ -334,6 +336,60 @@ impl Smartlead {
         })
     }
 
+    /// The refresh: every lead of the campaign, 100 per page ("Fetch leads
+    /// by campaign": `GET /campaigns/{id}/leads?offset=&limit=`, each item
+    /// with the campaign `status` and the `lead`'s `email`).
+    async fn list_people(&self) -> Result<Vec<enroll::Listed>, String> {
+        use enroll::{Listed, Standing};
+        let path = format!("/campaigns/{}/leads", self.campaign_id);
+        let mut out = Vec::new();
+        let mut offset: u64 = 0;
+        loop {
+            let off = offset.to_string();
+            let query = [("offset", off.as_str()), ("limit", "100")];
+            let resp = match self.send(reqwest::Method::GET, &path, &query, None).await.0 {
+                Err(o) => return Err(crm::outcome_text(&o)),
+                Ok(r) => r,
+            };
+            match classify(&resp) {
+                Outcome::Delivered { .. } => {}
+                o => {
+                    return Err(format!(
+                        "Smartlead answered HTTP {} ({})",
+                        resp.status,
+                        crm::outcome_text(&o)
+                    ));
+                }
+            }
+            let v: Value = serde_json::from_str(&resp.body)
+                .map_err(|e| format!("Smartlead's lead list is not JSON: {e}"))?;
+            let Some(page) = v["data"].as_array() else {
+                return Err("Smartlead's lead list has no \"data\" array".into());
+            };
+            for item in page {
+                let Some(email) = item["lead"]["email"].as_str().filter(|e| !e.is_empty()) else {
+                    continue;
+                };
+                let status = item["status"].as_str().unwrap_or_default().to_string();
+                let standing = match status.as_str() {
+                    "COMPLETED" => Standing::Finished,
+                    "STOPPED" => Standing::Stopped,
+                    _ => Standing::Active,
+                };
+                out.push(Listed {
+                    email: email.trim().to_lowercase(),
+                    standing,
+                    status,
+                });
+            }
+            offset += page.len() as u64;
+            let total = mapping::as_text(&v["total_leads"]).and_then(|t| t.parse::<u64>().ok());
+            if page.len() < 100 || total.is_some_and(|t| offset >= t) {
+                return Ok(out);
+            }
+        }
+    }
+
     /// `move`: takes the person out of their other campaigns.
     async fn move_out(&self, email: &str) -> Result<(), Outcome> {
         if let Found::Lead { id, campaigns } = self.find(email).await? {
@@ -553,6 +609,10 @@ impl Connector for Smartlead {
 
     fn enrollment(&self) -> Option<&enroll::Policy> {
         Some(&self.policy)
+    }
+
+    async fn sequence_people(&self) -> Option<Result<Vec<enroll::Listed>, String>> {
+        Some(self.list_people().await)
     }
 
     fn preview(&self, job: &DeliveryJob) -> Option<Result<Value, String>> {

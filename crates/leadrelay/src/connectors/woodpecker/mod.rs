@@ -9,7 +9,9 @@
 //!   (defaults in `defaults.toml`; `email` required).
 //! - `[destinations.NAME.enrollment]`: `already_enrolled` (`skip`, `queue`
 //!   or `move`: Woodpecker can delete a prospect from one campaign),
-//!   `add_limit`, `queue_recheck`, `exit_on`.
+//!   `add_limit`, `queue_recheck`, `exit_on`, `refresh` (default `"1h"`:
+//!   the campaign's prospects are read back, finished and stopped ones end
+//!   their memberships; see `delivery::refresh`).
 //! - `base_url` (default `https://api.woodpecker.co`), `allow_private_networks`.
 //!
 //! Woodpecker processes one request at a time per API key (six more may
@@ -169,6 +171,22 @@ fn parse_prospect(body: &Value) -> Option<Prospect> {
     })
 }
 
+/// Prospects per page of the refresh's list.
+const LIST_PAGE: usize = 500;
+
+/// A campaign prospect status, as the refresh reads it: the sequence went
+/// through (`FINISHED`) or ended with a reply (`REPLIED`); the prospect was
+/// stopped or dropped (`STOPPED`, `BOUNCED`, `BLACKLIST`, `INVALID`);
+/// anything else (`ACTIVE`, `PAUSED`, `TO-CHECK`, `AUTOREPLIED`, an unknown
+/// word) is still in the sequence.
+fn standing(status: &str) -> enroll::Standing {
+    match status {
+        "FINISHED" | "REPLIED" => enroll::Standing::Finished,
+        "STOPPED" | "BOUNCED" | "BLACKLIST" | "INVALID" => enroll::Standing::Stopped,
+        _ => enroll::Standing::Active,
+    }
+}
+
 /// Woodpecker's error code (`status.code`) of an answer.
 fn error_code(resp: &HttpResponse) -> String {
     vendor::json(resp)["status"]["code"]
@@ -249,6 +267,73 @@ impl Woodpecker {
         Ok(parse_prospect(&vendor::json(&r)))
     }
 
+    /// The refresh: every prospect of the campaign ("Get a list of
+    /// prospects" with `campaigns_id`, `campaigns_details=true`, `page` from
+    /// 1 and `per_page` [`LIST_PAGE`]; an empty page is `204`), each with
+    /// its status in this campaign. Through the same one-at-a-time client
+    /// as the deliveries.
+    async fn list_people(&self) -> Result<Vec<enroll::Listed>, String> {
+        let campaign = self.campaign_id.to_string();
+        let per_page = LIST_PAGE.to_string();
+        let mut out = Vec::new();
+        for page in 1.. {
+            let page_no = format!("{page}");
+            let query = [
+                ("campaigns_id", campaign.as_str()),
+                ("campaigns_details", "true"),
+                ("page", page_no.as_str()),
+                ("per_page", per_page.as_str()),
+            ];
+            let resp = match self
+                .http
+                .call(reqwest::Method::GET, "/rest/v1/prospects", &query, None)
+                .await
+                .0
+            {
+                Err(o) => return Err(crm::outcome_text(&o)),
+                Ok(r) => r,
+            };
+            if resp.status == 204 {
+                break;
+            }
+            match classify(&resp) {
+                Outcome::Delivered { .. } => {}
+                o => {
+                    return Err(format!(
+                        "Woodpecker answered HTTP {} ({})",
+                        resp.status,
+                        crm::outcome_text(&o)
+                    ));
+                }
+            }
+            let Value::Array(items) = vendor::json(&resp) else {
+                return Err("Woodpecker's prospect list is not a JSON array".into());
+            };
+            for p in &items {
+                let Some(email) = p["email"].as_str().filter(|e| !e.is_empty()) else {
+                    continue;
+                };
+                let status = parse_prospect(p)
+                    .and_then(|pr| {
+                        pr.campaigns
+                            .into_iter()
+                            .find(|(c, _)| *c == self.campaign_id)
+                            .map(|(_, s)| s)
+                    })
+                    .unwrap_or_default();
+                out.push(enroll::Listed {
+                    email: email.trim().to_lowercase(),
+                    standing: standing(&status),
+                    status,
+                });
+            }
+            if items.len() < LIST_PAGE {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes the prospect from `campaign` (gone already is fine).
     async fn leave(&self, prospect: &str, campaign: u64) -> Result<(), Box<JobResult>> {
         let c = campaign.to_string();
@@ -275,6 +360,10 @@ impl PerPerson for Woodpecker {
                 "prospect": prospect,
             })
         })
+    }
+
+    async fn sequence_people(&self) -> Option<Result<Vec<enroll::Listed>, String>> {
+        Some(self.list_people().await)
     }
 
     async fn check(&self) -> CheckReport {
@@ -416,6 +505,23 @@ mod tests {
 
     fn resp(status: u16, body: &str) -> HttpResponse {
         HttpResponse::canned(status, &[], body)
+    }
+
+    #[test]
+    fn campaign_statuses_read_as_standings() {
+        use enroll::Standing;
+        for (status, want) in [
+            ("ACTIVE", Standing::Active),
+            ("PAUSED", Standing::Active),
+            ("TO-CHECK", Standing::Active),
+            ("FINISHED", Standing::Finished),
+            ("REPLIED", Standing::Finished),
+            ("STOPPED", Standing::Stopped),
+            ("BOUNCED", Standing::Stopped),
+            ("SOMETHING-NEW", Standing::Active),
+        ] {
+            assert_eq!(standing(status), want, "{status}");
+        }
     }
 
     #[test]
