@@ -4,7 +4,7 @@
 //! the campaign cost import and precise errors — on SQLite and, with
 //! `LEADRELAY_TEST_BACKEND=postgres`, on PostgreSQL.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use leadrelay::auth::generate_key;
 use leadrelay::store::Role;
 use serde_json::{Value, json};
@@ -460,6 +460,18 @@ fn kpi_of(kpis: &[leadrelay::reports::kpi::Kpi], name: &str) -> leadrelay::repor
 
 #[tokio::test]
 async fn lead_response_data_quality_handoffs_uptime_and_kpi_alerts() {
+    // Data quality is counted by the hour the leads are received in, and
+    // the KPIs below are computed at the start of the minute the test
+    // starts in: in the first minute of an hour (or just before one) the
+    // leads' hour would begin at or after that moment and hold nothing yet.
+    // Start clear of it.
+    let clock = Utc::now();
+    let wait = match (clock.minute(), clock.second()) {
+        (0, s) => 61 - s,
+        (59, s) if s >= 30 => 121 - s,
+        _ => 0,
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(u64::from(wait))).await;
     let receiver = Receiver::start().await;
     let app = TestApp::spawn(&webhook_config(
         &receiver.url(),
