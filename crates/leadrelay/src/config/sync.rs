@@ -276,9 +276,59 @@ pub struct SyncFieldConfig {
     /// id; a record not linked yet is written once it is.
     #[serde(default)]
     pub link: Option<String>,
+    /// Transforms applied to every value the sync writes into system `a`
+    /// (one name or a list, as in a destination's mapping: `trim`,
+    /// `lower`, `e164:DE`, `truncate:80`, `date` …), after the value map.
+    /// Values are still compared as each system holds them, so a value
+    /// changed by the transform is written once and its echo recognised.
+    #[serde(default)]
+    pub transform_a: Transforms,
+    /// The same for values written into system `b`.
+    #[serde(default)]
+    pub transform_b: Transforms,
+}
+
+/// One transform name or a list of them (`"e164:US"`, `["trim", "upper"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "OneOrList")]
+pub struct Transforms(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrList {
+    One(String),
+    List(Vec<String>),
+}
+
+impl From<OneOrList> for Transforms {
+    fn from(v: OneOrList) -> Self {
+        match v {
+            OneOrList::One(s) => Transforms(vec![s]),
+            OneOrList::List(l) => Transforms(l),
+        }
+    }
+}
+
+impl Transforms {
+    /// The parsed transforms (names `leadrelay check` has refused are left
+    /// out).
+    pub fn parsed(&self) -> Vec<crate::mapping::Transform> {
+        self.0
+            .iter()
+            .filter_map(|t| crate::mapping::Transform::parse(t).ok())
+            .collect()
+    }
 }
 
 impl SyncFieldConfig {
+    /// The transforms of values written into `side`.
+    pub fn transforms(&self, side: Side) -> &Transforms {
+        match side {
+            Side::A => &self.transform_a,
+            Side::B => &self.transform_b,
+        }
+    }
+
     /// The owner, with the direction's default.
     pub fn owner(&self, direction: SyncDirection) -> FieldOwner {
         self.owner.unwrap_or(match direction {
@@ -493,6 +543,26 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                         fat("conflict"),
                         "an association holds one record: field_merge cannot merge two",
                     ));
+                }
+            }
+            for side in [Side::A, Side::B] {
+                let key = format!("transform_{}", side.as_str());
+                let ts = f.transforms(side);
+                if f.link.is_some() && !ts.0.is_empty() {
+                    p.push(Problem::error(
+                        fat(&key),
+                        "an association's values are record ids: no transform",
+                    ));
+                }
+                for (n, t) in ts.0.iter().enumerate() {
+                    if let Err(m) = crate::mapping::Transform::parse(t) {
+                        let at = if ts.0.len() == 1 {
+                            fat(&key)
+                        } else {
+                            format!("syncs.{name}.fields.{fname}.{key}[{n}]")
+                        };
+                        p.push(Problem::error(at, m));
+                    }
                 }
             }
             let mut back: BTreeMap<&str, &str> = BTreeMap::new();

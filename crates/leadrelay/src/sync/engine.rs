@@ -92,6 +92,9 @@ pub struct Decision {
     /// New conflicts for the review queue (the caller records the item's id
     /// in `FieldState::review`).
     pub conflicts: Vec<Conflict>,
+    /// Values a field's transform refused for a system: not written (the
+    /// write stays pending until the value or the transform changes).
+    pub refused: Vec<String>,
 }
 
 /// The hash the write ledger keeps of a value.
@@ -128,14 +131,22 @@ pub fn to_canonical(f: &SyncFieldConfig, side: Side, v: &Val) -> Val {
     }
 }
 
-/// A canonical value in `side`'s vocabulary.
-pub fn from_canonical(f: &SyncFieldConfig, side: Side, v: &Val) -> Val {
-    match side {
+/// A canonical value as it is written into `side`: through the value map
+/// (into `b`), then the field's transforms for that side. An empty result
+/// clears the field; a value a transform refuses is an error naming it.
+pub fn from_canonical(f: &SyncFieldConfig, side: Side, v: &Val) -> Result<Val, String> {
+    let mut out = match side {
         Side::A => v.clone(),
         Side::B => v
             .as_ref()
             .map(|v| f.map.get(v).cloned().unwrap_or_else(|| v.clone())),
+    };
+    for t in f.transforms(side).parsed() {
+        let Some(text) = out else { break };
+        let value = t.apply(&serde_json::Value::String(text))?;
+        out = crate::mapping::as_text(&value).filter(|s| !s.is_empty());
     }
+    Ok(out)
 }
 
 /// `a ∪ b` of `;`-separated values, `a`'s order first.
@@ -229,7 +240,28 @@ pub fn decide(
         };
         for side in [Side::A, Side::B] {
             let i = ix(side);
-            let target = from_canonical(f, side, &agreed);
+            // A system already holding the agreed value (in its own
+            // vocabulary) keeps its own spelling: transforms shape values
+            // carried from the other system.
+            if fs.seen[i]
+                .as_ref()
+                .is_some_and(|s| to_canonical(f, side, s) == agreed)
+            {
+                continue;
+            }
+            let target = match from_canonical(f, side, &agreed) {
+                Ok(t) => t,
+                Err(m) => {
+                    if may_write(sync, f, side) {
+                        d.refused.push(format!(
+                            "field {name} into {}: transform_{}: {m}",
+                            side.as_str(),
+                            side.as_str()
+                        ));
+                    }
+                    continue;
+                }
+            };
             let up_to_date = fs.seen[i].as_ref() == Some(&target);
             // A record leadrelay has no id for yet is written by email
             // (an upsert), so a create that may have been cut short by a

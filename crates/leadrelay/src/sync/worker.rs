@@ -731,6 +731,20 @@ impl SyncRunner {
             h.restores += d.restores as u64;
             h.conflicts_settled += d.settled as u64;
             h.conflicts_for_review += d.conflicts.len() as u64;
+            if let Some(last) = d.refused.last() {
+                h.errors += d.refused.len() as u64;
+                h.pending += d.refused.len() as u64;
+                // Named by its vendor ids, not its key (an email).
+                let ids: Vec<String> = [Side::A, Side::B]
+                    .into_iter()
+                    .filter_map(|s| {
+                        st.ids[s as usize]
+                            .as_ref()
+                            .map(|id| format!("{} {id}", self.dest[s as usize]))
+                    })
+                    .collect();
+                h.last_error = Some(format!("record {}: {last}", ids.join(", ")));
+            }
             let mut out = [None, None];
             let mut unlinked: Vec<(usize, String)> = Vec::new();
             for side in [Side::A, Side::B] {

@@ -554,6 +554,85 @@ async fn a_review_conflict_waits_then_the_decision_reaches_both_systems() {
     assert_eq!(syncs["syncs"][0]["writes_b"], 1);
 }
 
+/// `transform_a` / `transform_b` shape every value carried into a system
+/// (after the value map): the system a value came from keeps its own
+/// spelling, the transformed writes come back as echoes and nothing
+/// ping-pongs; a value a transform refuses is not written and the health
+/// names the reason.
+#[tokio::test]
+async fn transforms_shape_the_values_written_each_way_without_echo_writes() {
+    let w = world(
+        r#"
+[syncs.crm.fields.phone]
+a = "phone"
+b = "phone"
+transform_b = "e164:US"
+
+[syncs.crm.fields.title]
+a = "jobtitle"
+b = "custom_fields.title"
+transform_a = ["trim", "title"]
+transform_b = ["trim", "upper"]
+"#,
+    )
+    .await;
+    const ADA: &str = "ada@example.com";
+    let hs_id = w.hs.seed(
+        "contacts",
+        &[
+            ("email", ADA),
+            ("phone", "(415) 555-0100"),
+            ("jobtitle", "head of data"),
+        ],
+    );
+    settle(&w, 5).await;
+    let [hs, pd] = views(&w);
+    assert_eq!(pd[ADA][0].as_deref(), Some("+14155550100"));
+    assert_eq!(pd[ADA][2].as_deref(), Some("HEAD OF DATA"));
+    // HubSpot keeps its own spelling: its values were not written back.
+    assert_eq!(hs[ADA][0].as_deref(), Some("(415) 555-0100"));
+    assert_eq!(hs[ADA][2].as_deref(), Some("head of data"));
+    let h = health(&w.app).await;
+    assert_eq!((h.writes_a, h.writes_b), (0, 1), "{h:?}");
+
+    // A Pipedrive edit reaches HubSpot through a's transforms; Pipedrive
+    // keeps what was typed there.
+    let pd_id =
+        w.pd.persons()
+            .into_iter()
+            .find(|p| p.primary_email() == Some(ADA))
+            .unwrap()
+            .id;
+    w.pd.edit_person(pd_id, &[("custom_fields.title", "  chief of staff ")]);
+    settle(&w, 5).await;
+    let [hs, pd] = views(&w);
+    assert_eq!(hs[ADA][2].as_deref(), Some("Chief Of Staff"));
+    assert_eq!(pd[ADA][2].as_deref(), Some("  chief of staff "));
+    let h = health(&w.app).await;
+    assert_eq!((h.writes_a, h.writes_b), (1, 1), "{h:?}");
+    assert!(h.echoes_dropped >= 2, "{h:?}");
+    for _ in 0..2 {
+        let r = w.runner.round().await;
+        assert_eq!((r.writes_a, r.writes_b), (1, 1), "ping-pong: {r:?}");
+    }
+
+    // A phone the transform cannot read is not written; the health says why.
+    w.hs.edit("contacts", &hs_id, &[("phone", "call me maybe")]);
+    let r = w.runner.round().await;
+    assert_eq!((r.writes_a, r.writes_b), (1, 1), "{r:?}");
+    let err = r.last_error.unwrap_or_default();
+    assert!(
+        err.contains("transform_b") && err.contains("phone"),
+        "{err}"
+    );
+    assert!(!err.contains(ADA), "the error names no email: {err}");
+    assert_eq!(views(&w)[1][ADA][0].as_deref(), Some("+14155550100"));
+    // Once it is a number again, it is written.
+    w.hs.edit("contacts", &hs_id, &[("phone", "415.555.0199")]);
+    settle(&w, 5).await;
+    assert_eq!(views(&w)[1][ADA][0].as_deref(), Some("+14155550199"));
+}
+
 #[tokio::test]
 async fn sync_definitions_are_checked() {
     let text = r#"
@@ -572,6 +651,10 @@ a = "email"
 b = "x"
 owner = "b"
 map = { lead = "Lead", mql = "Lead" }
+[syncs.bad.fields.phone]
+a = "phone"
+b = "phone"
+transform_b = ["trim", "sparkle"]
 "#;
     let env = |_: &str| Some("x".to_string());
     let err = match config::load_str(text, "t.toml", &env) {
@@ -584,6 +667,8 @@ map = { lead = "Lead", mql = "Lead" }
         "syncs.bad.fields.stage.a",
         "syncs.bad.fields.stage.owner",
         "syncs.bad.fields.stage.map.mql",
+        "syncs.bad.fields.phone.transform_b[1]",
+        "unknown transform \"sparkle\"",
     ] {
         assert!(err.contains(needle), "{needle} in {err}");
     }

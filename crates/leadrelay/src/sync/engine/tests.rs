@@ -289,3 +289,105 @@ fn a_revert_to_an_older_written_value_is_a_change_in_a_consistent_system() {
     assert_eq!(d.writes[1].get("stage"), Some(&s("l")));
     assert_eq!(d.restores, 1);
 }
+
+const PHONE: &str = r#"
+[fields.phone]
+a = "phone"
+b = "phone"
+transform_b = "e164:DE"
+transform_a = ["trim", "lower"]
+"#;
+
+#[test]
+fn a_transform_shapes_the_value_written_and_its_echo_is_still_dropped() {
+    let cfg = sync(PHONE);
+    let mut st = RecordState::default();
+    // First sight: a has a local number, b nothing yet.
+    let d = decide(
+        &cfg,
+        &mut st,
+        [Some(&obs("1", 0, &[("phone", Some("030 1234567"))])), None],
+        t(1),
+    );
+    assert_eq!(d.writes[1].get("phone"), Some(&s("+49301234567")));
+    assert!(d.writes[0].is_empty());
+    // The write comes back in b's poll: an echo, and nothing goes to a
+    // although a still holds the untransformed spelling.
+    let d = decide(
+        &cfg,
+        &mut st,
+        [
+            Some(&obs("1", 0, &[("phone", Some("030 1234567"))])),
+            Some(&obs("9", 2, &[("phone", Some("+49301234567"))])),
+        ],
+        t(3),
+    );
+    assert_eq!(d.echoes, 1);
+    assert_eq!(d.writes, [BTreeMap::new(), BTreeMap::new()]);
+    // A change in b reaches a through a's transforms, and b is not
+    // written again (its value is already what the transform makes).
+    let d = decide(
+        &cfg,
+        &mut st,
+        [
+            None,
+            Some(&obs("9", 10, &[("phone", Some("+49405551234"))])),
+        ],
+        t(11),
+    );
+    assert_eq!(d.changes, 1);
+    assert_eq!(d.writes[0].get("phone"), Some(&s("+49405551234")));
+    assert!(d.writes[1].is_empty(), "{:?}", d.writes[1]);
+}
+
+#[test]
+fn a_value_the_transform_refuses_is_not_written_and_is_reported() {
+    let cfg = sync(PHONE);
+    let mut st = RecordState::default();
+    let d = decide(
+        &cfg,
+        &mut st,
+        [
+            Some(&obs("1", 0, &[("phone", Some("call me maybe"))])),
+            None,
+        ],
+        t(1),
+    );
+    assert!(d.writes[1].is_empty());
+    assert_eq!(d.refused.len(), 1);
+    assert!(d.refused[0].contains("phone"), "{:?}", d.refused);
+    assert!(d.refused[0].contains("transform_b"), "{:?}", d.refused);
+    // Once the value is one the transform takes, it is written.
+    let d = decide(
+        &cfg,
+        &mut st,
+        [
+            Some(&obs("1", 5, &[("phone", Some("+1 415 555 0100"))])),
+            None,
+        ],
+        t(6),
+    );
+    assert!(d.refused.is_empty());
+    assert_eq!(d.writes[1].get("phone"), Some(&s("+14155550100")));
+}
+
+#[test]
+fn transforms_apply_after_the_value_map() {
+    let cfg = sync(
+        r#"
+[fields.stage]
+a = "lifecyclestage"
+b = "custom_fields.stage"
+map = { lead = "Lead Open" }
+transform_b = "upper"
+"#,
+    );
+    let mut st = RecordState::default();
+    let d = decide(
+        &cfg,
+        &mut st,
+        [Some(&obs("1", 0, &[("stage", Some("lead"))])), None],
+        t(1),
+    );
+    assert_eq!(d.writes[1].get("stage"), Some(&s("LEAD OPEN")));
+}
