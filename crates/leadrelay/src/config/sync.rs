@@ -26,7 +26,9 @@ pub struct SyncConfig {
     /// Opportunities); or `custom` (a HubSpot custom object, a Salesforce
     /// custom object `X__c`: name them in `object_a` / `object_b`).
     /// Companies, deals and custom objects are matched by `match` on first
-    /// sight, then by the stored link of both ids.
+    /// sight, then by the stored link of both ids. `task`: HubSpot tasks ↔
+    /// Salesforce Tasks, `match` optional (without it a task is linked
+    /// through the one the sync creates for it).
     pub object: SyncObject,
     /// The vendor object of system `a` for `object = "custom"` (a HubSpot
     /// custom object's name or type id such as `p_projects` or `2-123`; a
@@ -144,6 +146,8 @@ pub enum SyncObject {
     Company,
     Deal,
     Custom,
+    /// HubSpot tasks (engagements) ↔ Salesforce Tasks.
+    Task,
 }
 
 impl SyncObject {
@@ -153,6 +157,7 @@ impl SyncObject {
             SyncObject::Company => "company",
             SyncObject::Deal => "deal",
             SyncObject::Custom => "custom",
+            SyncObject::Task => "task",
         }
     }
 }
@@ -636,7 +641,7 @@ fn check_object(config: &Config, name: &str, s: &SyncConfig, p: &mut Vec<Problem
                 }
             }
         }
-        (None, SyncObject::Contact) => {}
+        (None, SyncObject::Contact | SyncObject::Task) => {}
     }
 }
 
@@ -695,7 +700,13 @@ fn check_vendor_field(
             if field == "email" && object == SyncObject::Contact {
                 return Err("email matches the records and cannot be synced as a field".into());
             }
-            if field.starts_with("hs_") || ["lastmodifieddate", "createdate"].contains(&field) {
+            // A task's own properties (`hs_task_subject`, `hs_timestamp` …)
+            // are written like any other; other `hs_` ones are HubSpot's.
+            let task_property = object == SyncObject::Task
+                && (field.starts_with("hs_task_") || field == "hs_timestamp");
+            if (field.starts_with("hs_") && !task_property)
+                || ["lastmodifieddate", "createdate"].contains(&field)
+            {
                 return Err(format!("{field:?} is a read-only HubSpot property"));
             }
             if !field

@@ -54,5 +54,6 @@ mod sync;
 mod sync_binary;
 mod sync_objects;
 mod sync_salesforce;
+mod sync_tasks;
 mod sync_webhooks;
 mod viewer_masking;

@@ -19,7 +19,7 @@ use crate::sync::{
     app_and_runner, health, hubspot_toml, roomy_hubspot, salesforce_toml, settle_rounds,
 };
 
-fn toml(hs: &str, sf: &str, sync: &str) -> String {
+pub(crate) fn toml(hs: &str, sf: &str, sync: &str) -> String {
     let rest = format!(
         r#"
 
@@ -92,32 +92,46 @@ b = "Status__c"
 map = { planned = "Planned", active = "Active", done = "Done" }
 "#;
 
-struct World {
-    hs: FakeHubSpot,
-    sf: FakeSalesforce,
-    app: TestApp,
-    runner: Arc<SyncRunner>,
+pub(crate) struct World {
+    pub(crate) hs: FakeHubSpot,
+    pub(crate) sf: FakeSalesforce,
+    pub(crate) app: TestApp,
+    pub(crate) runner: Arc<SyncRunner>,
 }
 
-async fn world(sync: &str) -> World {
+/// The fakes' credentials, by env var.
+const CREDENTIALS: [(&str, &str); 4] = [
+    ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
+    ("SF_CLIENT_ID", SalesforceConnectedApp::DEFAULT_CLIENT_ID),
+    (
+        "SF_CLIENT_SECRET",
+        SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
+    ),
+    ("SF_REFRESH_TOKEN", SalesforceConfig::DEFAULT_REFRESH_TOKEN),
+];
+
+fn env(k: &str) -> Option<String> {
+    CREDENTIALS
+        .iter()
+        .find(|(name, _)| *name == k)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A runner of another sync `name` of the world's config (built from
+/// `sync`, as [`world`] was), on the app's store.
+pub(crate) fn runner_of(w: &World, sync: &str, name: &str) -> SyncRunner {
+    let text = toml(&w.hs.base_url(), &w.sf.base_url(), sync);
+    let cfg = config::load_str(&text, "test.toml", &env).unwrap().config;
+    SyncRunner::build(name, &cfg, &env, w.app.store.clone()).unwrap()
+}
+
+pub(crate) async fn world(sync: &str) -> World {
     let hs = roomy_hubspot().await;
     let sf = FakeSalesforce::start(SalesforceConfig::default())
         .await
         .unwrap();
     let text = toml(&hs.base_url(), &sf.base_url(), sync);
-    let (app, runner) = app_and_runner(
-        &text,
-        &[
-            ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
-            ("SF_CLIENT_ID", SalesforceConnectedApp::DEFAULT_CLIENT_ID),
-            (
-                "SF_CLIENT_SECRET",
-                SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
-            ),
-            ("SF_REFRESH_TOKEN", SalesforceConfig::DEFAULT_REFRESH_TOKEN),
-        ],
-    )
-    .await;
+    let (app, runner) = app_and_runner(&text, &CREDENTIALS).await;
     World {
         hs,
         sf,
@@ -496,16 +510,7 @@ b = "Name"
 #[tokio::test]
 async fn a_deals_company_is_associated_alike_on_both_sides() {
     let w = world(DEALS_WITH_COMPANIES).await;
-    let env = |k: &str| match k {
-        "HUBSPOT_ACCESS_TOKEN" => Some(HubSpotConfig::DEFAULT_TOKEN.to_string()),
-        "SF_CLIENT_ID" => Some(SalesforceConnectedApp::DEFAULT_CLIENT_ID.to_string()),
-        "SF_CLIENT_SECRET" => Some(SalesforceConnectedApp::DEFAULT_CLIENT_SECRET.to_string()),
-        "SF_REFRESH_TOKEN" => Some(SalesforceConfig::DEFAULT_REFRESH_TOKEN.to_string()),
-        _ => None,
-    };
-    let text = toml(&w.hs.base_url(), &w.sf.base_url(), DEALS_WITH_COMPANIES);
-    let cfg = config::load_str(&text, "test.toml", &env).unwrap().config;
-    let companies = SyncRunner::build("companies", &cfg, &env, w.app.store.clone()).unwrap();
+    let companies = runner_of(&w, DEALS_WITH_COMPANIES, "companies");
 
     let hs_acme =
         w.hs.seed("companies", &[("name", "Acme"), ("domain", "acme.test")]);

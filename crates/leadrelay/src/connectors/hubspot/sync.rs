@@ -62,6 +62,7 @@ pub fn system(
         SyncObject::Company => "companies".to_string(),
         SyncObject::Deal => "deals".to_string(),
         SyncObject::Custom => spec.vendor_object.clone().unwrap_or_default(),
+        SyncObject::Task => "tasks".to_string(),
     };
     let contacts = spec.object == SyncObject::Contact;
     Ok(Arc::new(HubSpotSync {
@@ -118,7 +119,11 @@ impl HubSpotSync {
     /// The properties to read: the match key, the modification time and
     /// the synced properties (association fields are read apart).
     fn properties<'a>(&'a self, fields: &'a [String]) -> Vec<&'a str> {
-        let mut properties: Vec<&str> = vec![self.key.as_str(), self.modified];
+        // (A task sync may have no match key.)
+        let mut properties: Vec<&str> = [self.key.as_str(), self.modified]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
         properties.extend(
             fields
                 .iter()

@@ -63,6 +63,7 @@ pub fn system(
         SyncObject::Company => ("Account".to_string(), None),
         SyncObject::Deal => ("Opportunity".to_string(), None),
         SyncObject::Custom => (spec.vendor_object.clone().unwrap_or_default(), None),
+        SyncObject::Task => ("Task".to_string(), None),
     };
     let key = match person {
         Some(_) => "Email".to_string(),
@@ -304,7 +305,11 @@ impl SyncSystem for SalesforceSync {
         page: Option<&str>,
         fields: &[String],
     ) -> Result<Page, SyncError> {
-        let mut select: Vec<&str> = vec!["Id", &self.key, "LastModifiedDate", "SystemModstamp"];
+        // (A task sync may have no match key.)
+        let mut select: Vec<&str> = ["Id", &self.key, "LastModifiedDate", "SystemModstamp"]
+            .into_iter()
+            .filter(|f| !f.is_empty())
+            .collect();
         for f in fields {
             if !select.iter().any(|s| s.eq_ignore_ascii_case(f)) {
                 select.push(f);
