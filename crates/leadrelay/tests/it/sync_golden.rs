@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use leadrelay::config;
 use leadrelay::privacy::Privacy;
+use leadrelay::store::GoldenStore;
 use leadrelay::sync::SyncRunner;
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig, HubSpotProperty};
 use serde_json::json;
@@ -50,7 +51,8 @@ struct World {
     config: config::Config,
 }
 
-fn toml(hs: &str, sales: &str) -> String {
+/// The test's configuration, with `extra` TOML.
+fn toml(hs: &str, sales: &str, extra: &str) -> String {
     format!(
         r#"{CRM_FORM}
 {hubspot}
@@ -73,16 +75,21 @@ b = "hubspot"
 poll_interval = "1h"
 clock_skew = "1s"
 {FIELDS}
+{extra}
 "#,
         hubspot = hubspot_toml(hs)
     )
 }
 
 async fn world() -> World {
+    world_with("").await
+}
+
+async fn world_with(extra: &str) -> World {
     let hs = roomy_hubspot().await;
     assert!(hs.add_property(HubSpotProperty::text("contacts", CONSENT_PROPERTY)));
     let sales = roomy_hubspot().await;
-    let text = toml(&hs.base_url(), &sales.base_url());
+    let text = toml(&hs.base_url(), &sales.base_url(), extra);
     let env = [("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN)];
     let (app, runner) = app_and_runner(&text, &env).await;
     let lookup = |k: &str| (k == env[0].0).then(|| env[0].1.to_string());
@@ -340,6 +347,129 @@ async fn a_person_who_withdrew_the_crm_consent_is_no_longer_written_to_the_crm()
     let c = golden(&w, "jane@example.com").await.unwrap();
     assert_eq!(c.data.title.as_deref(), Some("CTO"));
     assert_eq!(after.errors, 0, "{after:?}");
+}
+
+/// `n` people stored in one batch (one transaction: one update time),
+/// with the `crm` consent.
+async fn many_people(store: &Arc<dyn leadrelay::store::Store>, n: usize) -> Vec<String> {
+    use leadrelay_model::{
+        ConsentPurpose, ConsentRecord, ContactData, EmailAddress, Event, EventType, Origin,
+    };
+    let now = chrono::Utc::now();
+    let emails: Vec<String> = (0..n).map(|i| format!("p{i:04}@example.com")).collect();
+    let items = emails
+        .iter()
+        .map(|e| {
+            let mut event = Event::internal(
+                EventType::LeadCreated,
+                Origin::form("contact"),
+                ContactData {
+                    email: Some(EmailAddress::parse(e).unwrap()),
+                    first_name: Some(format!("First {e}")),
+                    ..Default::default()
+                },
+                Default::default(),
+                now,
+            );
+            event.consent.push(ConsentRecord {
+                purpose: ConsentPurpose::parse("crm").unwrap(),
+                granted: true,
+                text_version: Some("v1".into()),
+                recorded_at: now,
+            });
+            leadrelay::store::IngestItem {
+                event,
+                destinations: Vec::new(),
+                idempotency: None,
+            }
+        })
+        .collect();
+    store.ingest(items).await.unwrap();
+    emails
+}
+
+#[tokio::test]
+async fn changed_contacts_page_through_ties_in_order() {
+    let w = world().await;
+    let emails = many_people(&w.app.store, 450).await;
+    // Every contact once, in (updated_at, id) order, though all 450 share
+    // one update time.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = w
+            .app
+            .store
+            .contacts_changed(None, after, 200)
+            .await
+            .unwrap();
+        assert!(page.len() <= 200);
+        let Some(last) = page.last() else { break };
+        after = Some((last.updated_at, last.id));
+        seen.extend(page.iter().map(|c| (c.updated_at, c.id)));
+    }
+    assert_eq!(seen.len(), emails.len());
+    assert!(seen.windows(2).all(|p| p[0] < p[1]), "not in order");
+    // `since` leaves out what changed before it.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert!(
+        w.app
+            .store
+            .contacts_changed(Some(later), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // One round takes them all to HubSpot (three pages of changes).
+    let h = w.runner.round().await;
+    assert_eq!(h.errors, 0, "{h:?}");
+    for e in &emails {
+        assert_eq!(
+            hs_value(&w, e, "firstname").as_deref(),
+            Some(format!("First {e}").as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_value_the_contact_rules_keep_out_is_reported_not_written_again_and_again() {
+    let rule = "[contacts.fields.title]\nstrategy = \"never_overwrite\"\n";
+    let w = world_with(rule).await;
+    // `check` warns: the rule may keep the golden value against HubSpot's.
+    let text = toml(&w.hs.base_url(), &w.sales.base_url(), rule);
+    let env = |_: &str| Some(HubSpotConfig::DEFAULT_TOKEN.to_string());
+    let loaded = config::load_str(&text, "t.toml", &env).unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|p| p.path == "syncs.crm.fields.title.owner"),
+        "{:?}",
+        loaded.warnings
+    );
+    let hs_id = jane_in_hubspot(&w).await;
+    // The first title fills the empty field; the second is kept out.
+    assert!(w.hs.edit("contacts", &hs_id, &[("jobtitle", "CTO")]));
+    settle_rounds(&w.runner, &w.app, 5).await;
+    assert!(w.hs.edit("contacts", &hs_id, &[("jobtitle", "CEO")]));
+    let before = health(&w.app).await;
+    for _ in 0..3 {
+        w.runner.round().await;
+    }
+    let after = health(&w.app).await;
+    let c = golden(&w, "jane@example.com").await.unwrap();
+    assert_eq!(c.data.title.as_deref(), Some("CTO"));
+    assert!(
+        after
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("title") && e.contains("[contacts.fields]")),
+        "{after:?}"
+    );
+    // Nothing stored, nothing written back and forth.
+    assert_eq!(after.writes_a, before.writes_a, "{after:?}");
+    assert_eq!(after.writes_b, before.writes_b, "{after:?}");
+    assert_eq!(c.provenance["title"].source, "system:sync-crm-hubspot");
 }
 
 #[tokio::test]
