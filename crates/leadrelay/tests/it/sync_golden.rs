@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use leadrelay::config;
 use leadrelay::privacy::Privacy;
-use leadrelay::store::GoldenStore;
 use leadrelay::sync::SyncRunner;
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig, HubSpotProperty};
 use serde_json::json;
