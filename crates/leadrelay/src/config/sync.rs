@@ -267,7 +267,10 @@ impl ConflictStrategy {
 #[serde(deny_unknown_fields)]
 pub struct SyncFieldConfig {
     /// The field in system `a` (HubSpot: a property name; Pipedrive:
-    /// `name`, `phone`, `marketing_status` or `custom_fields.KEY`).
+    /// `name`, `phone`, `marketing_status` or `custom_fields.KEY`; the
+    /// golden record, `leadrelay`: `phone`, `first_name`, … as `contact.*`
+    /// in mappings, a custom field, or `consent.PURPOSE`, which only the
+    /// golden side may own).
     pub a: String,
     /// The field in system `b`.
     pub b: String,

@@ -12,6 +12,10 @@ use super::rows::*;
 use crate::store::common::decode_doc;
 use crate::store::*;
 
+/// A page of changed contacts, on the `contacts_updated` index.
+pub(super) const CHANGED: &str = "SELECT doc FROM contacts WHERE (updated_at, id) > (?1, ?2) \
+     ORDER BY updated_at, id LIMIT ?3";
+
 #[async_trait]
 impl GoldenStore for SqliteStore {
     async fn contacts_changed(
@@ -22,12 +26,7 @@ impl GoldenStore for SqliteStore {
     ) -> StoreResult<Vec<Contact>> {
         let (ms, id) = page_floor(since, after);
         self.read(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT doc FROM contacts WHERE (updated_at, id) > (?1, ?2) \
-                     ORDER BY updated_at, id LIMIT ?3",
-                )
-                .map_err(map_err)?;
+            let mut stmt = c.prepare_cached(CHANGED).map_err(map_err)?;
             let docs = stmt
                 .query_map(params![ms, id.to_string(), limit as i64], |r| {
                     r.get::<_, String>(0)
@@ -53,5 +52,35 @@ impl GoldenStore for SqliteStore {
             .is_some())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::super::schema::MIGRATIONS;
+
+    #[test]
+    fn changed_contacts_are_read_from_the_index() {
+        let c = Connection::open_in_memory().unwrap();
+        for m in MIGRATIONS {
+            c.execute_batch(m).unwrap();
+        }
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::CHANGED))
+            .unwrap()
+            .query_map(rusqlite::params![0i64, "x", 10i64], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX contacts_updated"))
+                && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
     }
 }
