@@ -14,6 +14,22 @@ pub const CHANGE_SOURCE_KINDS: [&str; 3] = ["hubspot", "pipedrive", "salesforce_
 /// Connectors a sync can read changes from and write to.
 pub const SYNC_CONNECTORS: [&str; 3] = ["hubspot", "pipedrive", "salesforce"];
 
+/// The name that makes a side of a contact sync leadrelay's own golden
+/// record (`a = "leadrelay"`); no destination a sync could mean may take it.
+pub const GOLDEN: &str = "leadrelay";
+
+/// The prefix of a golden-record consent field (`consent.PURPOSE`).
+pub const CONSENT_PREFIX: &str = "consent.";
+
+/// The system `dest` names in a sync: `leadrelay` (the golden record) or a
+/// destination's connector.
+fn connector_of<'a>(config: &'a Config, dest: &str) -> Option<&'a str> {
+    if dest == GOLDEN {
+        return Some(GOLDEN);
+    }
+    config.destinations.get(dest).map(|d| d.connector.as_str())
+}
+
 /// `[syncs.NAME]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +65,10 @@ pub struct SyncConfig {
     #[serde(default, rename = "match")]
     pub match_key: Option<MatchKey>,
     /// The first system: the name of a CRM destination (`hubspot`,
-    /// `pipedrive`, `salesforce`).
+    /// `pipedrive`, `salesforce`), or `leadrelay` for leadrelay's own golden
+    /// record (contacts only: the merged record forms, webhooks and the API
+    /// build, with its field names `phone`, `first_name`, `consent.PURPOSE`
+    /// …).
     pub a: String,
     /// The second system: another CRM destination.
     pub b: String,
@@ -253,7 +272,10 @@ impl ConflictStrategy {
 #[serde(deny_unknown_fields)]
 pub struct SyncFieldConfig {
     /// The field in system `a` (HubSpot: a property name; Pipedrive:
-    /// `name`, `phone`, `marketing_status` or `custom_fields.KEY`).
+    /// `name`, `phone`, `marketing_status` or `custom_fields.KEY`; the
+    /// golden record, `leadrelay`: `phone`, `first_name`, … as `contact.*`
+    /// in mappings, a custom field, or `consent.PURPOSE`, which only the
+    /// golden side may own).
     pub a: String,
     /// The field in system `b`.
     pub b: String,
@@ -372,6 +394,17 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             ));
         }
         for (key, dest) in [("a", &s.a), ("b", &s.b)] {
+            if dest == GOLDEN {
+                if config.destinations.contains_key(GOLDEN) {
+                    p.push(Problem::error(
+                        format!("destinations.{GOLDEN}"),
+                        format!(
+                            "the name {GOLDEN:?} is reserved for the golden record in syncs (syncs.{name}.{key}): rename the destination"
+                        ),
+                    ));
+                }
+                continue;
+            }
             match config.destinations.get(dest) {
                 None => p.push(Problem::error(
                     at(key),
@@ -440,11 +473,13 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             .enumerate()
         {
             let Some(origin) = origin else { continue };
-            let connector = config
-                .destinations
-                .get(if i == 0 { &s.a } else { &s.b })
-                .map(|d| d.connector.as_str());
-            if let Err(m) = check_vendor_field(connector, origin, s.object) {
+            let connector = connector_of(config, if i == 0 { &s.a } else { &s.b });
+            if connector == Some(GOLDEN) {
+                p.push(Problem::error(
+                    at(key),
+                    "the golden record keeps each field's source itself: no origin marker",
+                ));
+            } else if let Err(m) = check_vendor_field(connector, origin, s.object) {
                 p.push(Problem::error(at(key), m));
             }
             seen[i].insert(origin.as_str());
@@ -452,10 +487,7 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
         for (fname, f) in &s.fields {
             let fat = |k: &str| format!("syncs.{name}.fields.{fname}.{k}");
             for (i, (key, vendor)) in [("a", &f.a), ("b", &f.b)].into_iter().enumerate() {
-                let connector = config
-                    .destinations
-                    .get(if i == 0 { &s.a } else { &s.b })
-                    .map(|d| d.connector.as_str());
+                let connector = connector_of(config, if i == 0 { &s.a } else { &s.b });
                 let association = vendor.strip_prefix("associations.");
                 match (association, connector, &f.link) {
                     (Some(t), Some("hubspot"), Some(_))
@@ -485,6 +517,14 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 }
             }
             let owner = f.owner(s.direction);
+            check_consent_owner(name, s, fname, f, owner, p);
+            check_golden_rule(config, name, s, fname, f, owner, p);
+            if f.link.is_some() && (s.a == GOLDEN || s.b == GOLDEN) {
+                p.push(Problem::error(
+                    fat("link"),
+                    "the golden record is a contact sync's side: it holds no associations",
+                ));
+            }
             let against = match (s.direction, owner) {
                 (SyncDirection::AToB, FieldOwner::B | FieldOwner::Both) => Some("a_to_b"),
                 (SyncDirection::BToA, FieldOwner::A | FieldOwner::Both) => Some("b_to_a"),
@@ -590,7 +630,17 @@ fn check_object(config: &Config, name: &str, s: &SyncConfig, p: &mut Vec<Problem
     let at = |k: &str| format!("syncs.{name}.{k}");
     for (side, key) in [(Side::A, "object_a"), (Side::B, "object_b")] {
         let dest = if side == Side::A { &s.a } else { &s.b };
-        let connector = config.destinations.get(dest).map(|d| d.connector.as_str());
+        let connector = connector_of(config, dest);
+        if connector == Some(GOLDEN) && s.object != SyncObject::Contact {
+            p.push(Problem::error(
+                at(side.as_str()),
+                format!(
+                    "the golden record holds contacts: a {} sync needs HubSpot or Salesforce on both sides",
+                    s.object.as_str()
+                ),
+            ));
+            continue;
+        }
         let vendor = s.spec(side).vendor_object;
         match (s.object, vendor) {
             (SyncObject::Custom, None) => p.push(Problem::error(
@@ -635,7 +685,7 @@ fn check_object(config: &Config, name: &str, s: &SyncConfig, p: &mut Vec<Problem
         (Some(m), _) => {
             for (side, vendor) in [(Side::A, &m.a), (Side::B, &m.b)] {
                 let dest = if side == Side::A { &s.a } else { &s.b };
-                let connector = config.destinations.get(dest).map(|d| d.connector.as_str());
+                let connector = connector_of(config, dest);
                 if let Err(e) = check_vendor_field(connector, vendor, s.object) {
                     p.push(Problem::error(format!("syncs.{name}.match.{}", side.as_str()), e));
                 }
@@ -696,6 +746,7 @@ fn check_vendor_field(
         return Err("name the vendor field".into());
     }
     match connector {
+        Some(GOLDEN) => check_golden_field(field),
         Some("hubspot") => {
             if field == "email" && object == SyncObject::Contact {
                 return Err("email matches the records and cannot be synced as a field".into());
@@ -752,6 +803,109 @@ fn check_vendor_field(
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// Whether `field` names a field of the golden contact: a standard one
+/// (`phone`, `first_name`, …, as `contact.*` in mappings), `consent.PURPOSE`,
+/// or a custom field.
+fn check_golden_field(field: &str) -> Result<(), String> {
+    if field == "email" {
+        return Err("email matches the records and cannot be synced as a field".into());
+    }
+    if field == "full_name" {
+        return Err("the golden record keeps first_name and last_name: sync those".into());
+    }
+    if let Some(purpose) = field.strip_prefix(CONSENT_PREFIX) {
+        return leadrelay_model::ConsentPurpose::parse(purpose)
+            .map(|_| ())
+            .map_err(|_| {
+                format!(
+                    "{purpose:?} is not a consent purpose (lower-case letters, digits, '_', e.g. consent.marketing_email)"
+                )
+            });
+    }
+    let custom = field
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if crate::contacts::rule_fields().any(|f| f == field) || custom {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field:?} is not a golden contact field: {}, consent.PURPOSE or a custom field name (a-z, 0-9, '_')",
+            crate::contacts::rule_fields()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// Consent is leadrelay's (forms and unsubscribes record it, with the text
+/// the person saw): a golden-record consent field flows only from
+/// leadrelay to the CRM, so the golden side must own it alone.
+fn check_consent_owner(
+    name: &str,
+    s: &SyncConfig,
+    fname: &str,
+    f: &SyncFieldConfig,
+    owner: FieldOwner,
+    p: &mut Vec<Problem>,
+) {
+    for side in [Side::A, Side::B] {
+        let (dest, vendor) = match side {
+            Side::A => (&s.a, &f.a),
+            Side::B => (&s.b, &f.b),
+        };
+        if dest != GOLDEN || !vendor.starts_with(CONSENT_PREFIX) {
+            continue;
+        }
+        let golden_owner = match side {
+            Side::A => FieldOwner::A,
+            Side::B => FieldOwner::B,
+        };
+        if owner != golden_owner {
+            p.push(Problem::error(
+                format!("syncs.{name}.fields.{fname}.owner"),
+                format!(
+                    "{vendor} is consent: it is synced only from leadrelay to the CRM, never written from the CRM; set owner = \"{}\"",
+                    side.as_str()
+                ),
+            ));
+        }
+    }
+}
+
+/// A golden field the CRM may change, under a `[contacts.fields]` rule
+/// other than "latest from any source": the rule may keep the golden value
+/// against the sync's, and each such write is then reported as an error.
+fn check_golden_rule(
+    config: &Config,
+    name: &str,
+    s: &SyncConfig,
+    fname: &str,
+    f: &SyncFieldConfig,
+    owner: FieldOwner,
+    p: &mut Vec<Problem>,
+) {
+    let (field, golden_owner) = match (s.a == GOLDEN, s.b == GOLDEN) {
+        (true, _) => (&f.a, FieldOwner::A),
+        (_, true) => (&f.b, FieldOwner::B),
+        _ => return,
+    };
+    let Some(rule) = config.contacts.fields.get(field) else {
+        return;
+    };
+    let strict = !rule.sources.is_empty()
+        || rule
+            .strategy
+            .is_some_and(|st| st != crate::contacts::Strategy::Latest);
+    if strict && owner != golden_owner {
+        p.push(Problem::warning(
+            format!("syncs.{name}.fields.{fname}.owner"),
+            format!(
+                "contacts.fields.{field} has a rule that may keep the golden value against the sync's (its writes are then reported as errors); own the field on the leadrelay side"
+            ),
+        ));
     }
 }
 

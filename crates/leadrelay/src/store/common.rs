@@ -314,6 +314,13 @@ pub fn check_idle(req: &PrivacyRequest, contact: Option<&Contact>) -> StoreResul
     }
 }
 
+/// The end of the key under which a contact sync keeps the state of the
+/// person with this (normalised) email: `sync:NAME:record:EMAIL`. An erase
+/// deletes those, and the links naming the email, on both backends.
+pub fn sync_record_suffix(email: &str) -> String {
+    format!(":record:{}", email.trim().to_lowercase())
+}
+
 /// The audit record of an erase: ids and counts, never personal data.
 pub fn erase_audit(req: &PrivacyRequest, report: &EraseReport, at: DateTime<Utc>) -> AuditRecord {
     AuditRecord {

@@ -903,3 +903,24 @@ impl Store for Deadline {
         }
     }
 }
+
+#[async_trait]
+impl GoldenStore for Deadline {
+    async fn contacts_changed(
+        &self,
+        since: Option<DateTime<Utc>>,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Contact>> {
+        self.call(
+            "contacts_changed",
+            Limit::Quick,
+            self.inner.contacts_changed(since, after, limit),
+        )
+        .await
+    }
+    async fn erased(&self, subject_hash: &str) -> StoreResult<bool> {
+        self.call("erased", Limit::Quick, self.inner.erased(subject_hash))
+            .await
+    }
+}

@@ -13,6 +13,7 @@ mod common;
 mod deadline;
 mod feedback;
 mod fixable;
+mod golden;
 mod lead;
 mod membership;
 mod ops;
@@ -34,6 +35,7 @@ pub use admin::*;
 pub use common::uuid_v7_floor_id;
 pub use feedback::*;
 pub use fixable::*;
+pub use golden::*;
 pub use lead::*;
 pub use membership::*;
 pub use ops::*;
@@ -73,6 +75,7 @@ pub trait Store:
     + FeedbackStore
     + OpsStore
     + MembershipStore
+    + GoldenStore
     + Send
     + Sync
     + 'static

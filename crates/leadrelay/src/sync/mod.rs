@@ -21,6 +21,7 @@
 //! settled.
 
 pub mod engine;
+pub mod golden;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -134,6 +135,14 @@ pub trait SyncSystem: Send + Sync {
     fn swept(&self, fields: &[String]) -> bool {
         let _ = fields;
         false
+    }
+
+    /// Of these writes into the *other* system, those that must not go:
+    /// their record's data may not leave this system (the golden record:
+    /// a person without the consent the other destination needs, or no
+    /// longer held). One answer per op, in order.
+    async fn withheld(&self, ops: &[WriteOp]) -> Result<Vec<bool>, SyncError> {
+        Ok(vec![false; ops.len()])
     }
 
     /// The current state of these records (those that still exist).

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::engine::{self, Observed, RecordState, Val};
 use super::{Page, RemoteRecord, SYNC_CONFLICT, SyncError, SyncSystem, WriteOp};
-use crate::config::sync::{Side, SyncConfig, SyncObject};
+use crate::config::sync::{GOLDEN, Side, SyncConfig, SyncObject};
 use crate::config::{Config, Problem, Rate};
 use crate::connectors::BuildContext;
 use crate::connectors::pace::{self, Hold, Pacer, RateGate};
@@ -69,6 +69,11 @@ pub struct Health {
     /// CRM are not guessed between; link or merge them there).
     #[serde(default)]
     pub duplicates: u64,
+    /// Writes into a CRM held back in the last round because the golden
+    /// record may not share the person with it (no consent for the
+    /// destination's purposes, or erased); written once it may.
+    #[serde(default)]
+    pub withheld: u64,
 }
 
 fn key(sync: &str, kind: &str, rest: &str) -> String {
@@ -152,6 +157,13 @@ impl SyncRunner {
         let mut systems = Vec::new();
         let mut pacers = Vec::new();
         for (side, dest) in [(Side::A, &cfg.a), (Side::B, &cfg.b)] {
+            if dest == GOLDEN {
+                let peer = if side == Side::A { &cfg.b } else { &cfg.a };
+                systems.push(super::golden::system(name, peer, config, store.clone()));
+                let gate = Arc::new(RateGate::new(dest, None, &store));
+                pacers.push(Pacer::new(&gate, &Arc::new(Hold::default())));
+                continue;
+            }
             let spec = cfg.spec(side);
             let d = config.destinations.get(dest).ok_or_else(|| {
                 vec![Problem::error(
@@ -314,6 +326,7 @@ impl SyncRunner {
         let mut reached = [None, None];
         h.duplicates = 0;
         h.pending = 0;
+        h.withheld = 0;
         for side in [Side::A, Side::B] {
             let i = side as usize;
             let polled = match self.poll(side, cursors[i]).await {
@@ -401,6 +414,10 @@ impl SyncRunner {
             if ops[i].is_empty() {
                 continue;
             }
+            self.withhold(side, &mut ops[i], &mut h).await;
+            if ops[i].is_empty() {
+                continue;
+            }
             let results =
                 pace::scope(Some(self.pacers[i].clone()), self.systems[i].write(&ops[i])).await;
             for (op, r) in ops[i].iter().zip(results) {
@@ -464,6 +481,41 @@ impl SyncRunner {
             let _ = self.store.kv_set(&key(&self.name, "health", ""), &v).await;
         }
         (h, more_left)
+    }
+
+    /// Takes out of `ops` (writes into `side`) those the other system
+    /// withholds, forgetting them in the ledger so they are written once
+    /// they may be (like a failed write, but not an error).
+    async fn withhold(&self, side: Side, ops: &mut Vec<WriteOp>, h: &mut Health) {
+        let i = side as usize;
+        let held = match self.systems[1 - i].withheld(ops).await {
+            Ok(held) => held,
+            Err(e) => {
+                // Nothing is written that may have to be withheld.
+                h.errors += 1;
+                h.last_error = Some(format!("reading {}: {e}", self.dest[1 - i]));
+                vec![true; ops.len()]
+            }
+        };
+        let mut kept = Vec::with_capacity(ops.len());
+        for (op, held) in ops.drain(..).zip(held) {
+            if !held {
+                kept.push(op);
+                continue;
+            }
+            h.withheld += 1;
+            let fields: Vec<String> = self.sync_fields(side, &op.fields);
+            let _ = self
+                .update(&op.record, |st| {
+                    for f in &fields {
+                        if let Some(fs) = st.fields.get_mut(f) {
+                            fs.ledger[i].pop();
+                        }
+                    }
+                })
+                .await;
+        }
+        *ops = kept;
     }
 
     /// Which record a system's record is: its durable link, else its

@@ -52,6 +52,7 @@ mod store;
 mod support;
 mod sync;
 mod sync_binary;
+mod sync_golden;
 mod sync_objects;
 mod sync_salesforce;
 mod sync_tasks;

@@ -14,7 +14,7 @@ use super::rows::*;
 use super::{PgError, PgFilter, PostgresStore, contact_from_doc, exec, map_err, query, query_opt};
 use crate::store::common::{
     ERASED_REASON, bucket, check_idle, erase_audit, escape_like, event_doc, export_audit, from_ms,
-    person_keys, scrub, skip_unreadable, stand_in_event, uuid_v7_floor_id,
+    person_keys, scrub, skip_unreadable, stand_in_event, sync_record_suffix, uuid_v7_floor_id,
 };
 use crate::store::*;
 
@@ -657,6 +657,15 @@ impl PostgresStore {
                 .map_err(map_err)?;
             super::lead::forget(&tx, ct.id).await.map_err(map_err)?;
         }
+        // What the contact syncs know of the person (seen values, links).
+        exec(
+            &tx,
+            "DELETE FROM kv WHERE key LIKE 'sync:%' AND (substr(key, length(key) - length($1::text) + 1) = $1::text \
+             OR (key LIKE 'sync:%:link:%' AND value = $2::text))",
+            &[&sync_record_suffix(&req.email), &req.email],
+        )
+        .await
+        .map_err(map_err)?;
         let report = EraseReport {
             audit_id: new_id(),
             contact_id: contact.as_ref().map(|c| c.id),

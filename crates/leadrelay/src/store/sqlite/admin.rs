@@ -14,7 +14,7 @@ use super::SqliteStore;
 use super::rows::*;
 use crate::store::common::{
     ERASED_REASON, bucket, check_idle, erase_audit, export_audit, person_keys, scrub,
-    skip_unreadable, stand_in_event,
+    skip_unreadable, stand_in_event, sync_record_suffix,
 };
 use crate::store::*;
 
@@ -271,6 +271,14 @@ fn erase_tx(
             .map_err(map_err)?;
         super::lead::forget(c, ct.id)?;
     }
+    // What the contact syncs know of the person (seen values, links).
+    c.prepare_cached(
+        "DELETE FROM kv WHERE key LIKE 'sync:%' AND (substr(key, length(key) - length(?1) + 1) = ?1 \
+         OR (key LIKE 'sync:%:link:%' AND value = ?2))",
+    )
+    .map_err(map_err)?
+    .execute(params![sync_record_suffix(&req.email), req.email])
+    .map_err(map_err)?;
     let report = EraseReport {
         audit_id: new_id(),
         contact_id: contact.as_ref().map(|c| c.id),

@@ -11,6 +11,7 @@
 mod admin;
 mod feedback;
 mod fixable;
+mod golden;
 mod lead;
 mod membership;
 mod ops;

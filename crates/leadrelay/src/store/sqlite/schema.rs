@@ -375,6 +375,11 @@ CREATE TABLE feedback_counts (
     won INTEGER NOT NULL,
     PRIMARY KEY (day, origin, channel, source, campaign, owner, score_bucket)
 );
+"#, // 11: the golden record as a sync system reads the contacts changed
+    // since a time, oldest first (`(updated_at, id)` pages); the retention
+    // job's idle contacts use it too.
+    r#"
+CREATE INDEX contacts_updated ON contacts(updated_at, id);
 "#,
 ];
 
