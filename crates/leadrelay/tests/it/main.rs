@@ -53,6 +53,7 @@ mod support;
 mod sync;
 mod sync_binary;
 mod sync_objects;
+mod sync_quota;
 mod sync_salesforce;
 mod sync_tasks;
 mod sync_webhooks;
