@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::StorageArgs;
 use super::inspect::{fail, open_with_config};
 use super::output::outln;
-use crate::sync::SyncRunner;
+use crate::sync::{BackfillEnd, SyncRunner};
 
 #[derive(Debug, Subcommand)]
 pub enum SyncCommand {
@@ -25,6 +25,14 @@ pub enum SyncCommand {
 pub struct BackfillArgs {
     /// The sync's name (`[syncs.NAME]`).
     pub sync: String,
+    /// The share of each system's daily API quota the backfill may spend
+    /// in a day (default: the sync's `backfill_quota_share`, 0.25)
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    pub quota_share: Option<f64>,
+    /// When the day's share is spent, exit (status 75) instead of waiting
+    /// for the next UTC day; run it again then to go on
+    #[arg(long)]
+    pub no_wait: bool,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -34,6 +42,19 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
 }
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a share: a number more than 0 and at most 1, such as 0.25"
+        )),
+    }
+}
+
+/// The exit status of a backfill that stopped for the day (`--no-wait`):
+/// EX_TEMPFAIL, try again later.
+const PAUSED: u8 = 75;
 
 pub async fn sync(config: Option<&PathBuf>, cmd: SyncCommand) -> ExitCode {
     match cmd {
@@ -73,7 +94,44 @@ async fn backfill(config: Option<&PathBuf>, a: BackfillArgs) -> ExitCode {
         ProgressStyle::with_template("{spinner} {pos} records settled ({elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let h = runner.backfill(|n| bar.inc(n)).await;
+    let share = a
+        .quota_share
+        .or_else(|| cfg.syncs.get(&a.sync).map(|s| s.backfill_quota_share))
+        .unwrap_or(0.25);
+    let h = loop {
+        let (h, end) = runner.backfill_sharing(share, |n| bar.inc(n)).await;
+        let BackfillEnd::QuotaSpent {
+            system,
+            spent,
+            budget,
+            until,
+        } = end
+        else {
+            break h;
+        };
+        let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+        let message = format!(
+            "the backfill's share of {system}'s daily API quota is spent ({spent} of {budget})"
+        );
+        if a.no_wait {
+            bar.finish_and_clear();
+            store.close().await;
+            outln!(
+                "sync {}: {message}; run it again after {} to go on",
+                a.sync,
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            return ExitCode::from(PAUSED);
+        }
+        bar.suspend(|| {
+            outln!(
+                "sync {}: {message}; waiting until {} (Ctrl-C stops; running it again goes on)",
+                a.sync,
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        });
+        tokio::time::sleep(wait + std::time::Duration::from_secs(1)).await;
+    };
     bar.finish_and_clear();
     store.close().await;
     outln!(

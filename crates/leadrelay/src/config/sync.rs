@@ -102,6 +102,13 @@ pub struct SyncConfig {
     /// its polls and writes (0 < share ≤ 1; deliveries keep the rest).
     #[serde(default = "default_rate_share")]
     pub rate_share: f64,
+    /// The share of each system's daily API quota a backfill may spend in
+    /// a day (0 < share ≤ 1): its own requests are counted against this
+    /// share of the quota the vendor reports (HubSpot, Salesforce; for
+    /// Pipedrive, of what was left when the backfill's day began), and the
+    /// backfill waits for the next UTC day when it is spent.
+    #[serde(default = "default_backfill_quota_share")]
+    pub backfill_quota_share: f64,
     /// An origin marker: a field of system `a` (a HubSpot property, a
     /// Pipedrive `custom_fields.KEY`, a Salesforce custom field) that every
     /// sync write into `a` also sets, to `leadrelay sync NAME at TIME`, so
@@ -375,6 +382,9 @@ fn default_sweep_interval() -> HumanDuration {
 fn default_clock_skew() -> HumanDuration {
     HumanDuration::secs(2)
 }
+fn default_backfill_quota_share() -> f64 {
+    0.25
+}
 fn default_rate_share() -> f64 {
     0.5
 }
@@ -455,11 +465,13 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 "must be at least 100ms",
             ));
         }
-        if !(s.rate_share > 0.0 && s.rate_share <= 1.0) {
-            p.push(Problem::error(
-                at("rate_share"),
-                "must be more than 0 and at most 1",
-            ));
+        for (key, share) in [
+            ("rate_share", s.rate_share),
+            ("backfill_quota_share", s.backfill_quota_share),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                p.push(Problem::error(at(key), "must be more than 0 and at most 1"));
+            }
         }
         if s.fields.is_empty() {
             p.push(Problem::error(

@@ -167,6 +167,7 @@ async fn send_inner(
         Ok(resp) => {
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
+            super::pace::observe(&headers);
             if status == 429 {
                 // Hold the destination's other requests at once; connectors
                 // that know a longer pause (a daily limit) extend it.

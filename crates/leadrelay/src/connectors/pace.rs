@@ -21,7 +21,7 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -172,6 +172,108 @@ pub struct Pacer {
     gate: Arc<RateGate>,
     hold: Arc<Hold>,
     prepaid: Arc<AtomicBool>,
+    meter: Arc<Meter>,
+}
+
+/// A vendor's daily API quota as its last answer reported it (HubSpot's
+/// `X-HubSpot-RateLimit-Daily` / `-Daily-Remaining`, Salesforce's
+/// `Sforce-Limit-Info: api-usage=USED/LIMIT`, Pipedrive's
+/// `x-daily-requests-left`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DailyQuota {
+    /// The day's quota, when the vendor says it.
+    pub limit: Option<u64>,
+    /// What is left of it.
+    pub remaining: Option<u64>,
+}
+
+impl DailyQuota {
+    /// The quota reported by a vendor answer's headers, if any.
+    pub fn from_headers(h: &reqwest::header::HeaderMap) -> Option<Self> {
+        let num = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(info) = h.get("sforce-limit-info").and_then(|v| v.to_str().ok()) {
+            // `api-usage=25/15000` (other limits may follow, comma-separated).
+            let usage = info
+                .split(',')
+                .find_map(|p| p.trim().strip_prefix("api-usage="))?;
+            let (used, limit) = usage.split_once('/')?;
+            let (used, limit) = (
+                used.trim().parse::<u64>().ok()?,
+                limit.trim().parse::<u64>().ok()?,
+            );
+            return Some(Self {
+                limit: Some(limit),
+                remaining: Some(limit.saturating_sub(used)),
+            });
+        }
+        let hubspot = (
+            num("x-hubspot-ratelimit-daily"),
+            num("x-hubspot-ratelimit-daily-remaining"),
+        );
+        if hubspot.0.is_some() || hubspot.1.is_some() {
+            return Some(Self {
+                limit: hubspot.0,
+                remaining: hubspot.1,
+            });
+        }
+        num("x-daily-requests-left").map(|left| Self {
+            limit: None,
+            remaining: Some(left),
+        })
+    }
+}
+
+/// What a pacer's requests have used: how many were sent, and the
+/// vendor's latest report of its daily quota; and the ceiling on that use
+/// a backfill sets.
+#[derive(Debug, Default)]
+struct Meter {
+    sent: AtomicU64,
+    /// Requests the ceiling kept from being sent.
+    refused: AtomicU64,
+    quota: Mutex<Option<DailyQuota>>,
+    ceiling: Mutex<Option<Ceiling>>,
+}
+
+/// A ceiling on a pacer's spending of its vendor's daily quota: a
+/// backfill's share of the day.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ceiling {
+    /// The share of the day's quota (0 < share ≤ 1).
+    pub share: f64,
+    /// What the day had spent before this pacer's count (`sent`) reached
+    /// `sent_at`.
+    pub spent_before: u64,
+    pub sent_at: u64,
+    /// The day's quota when the vendor reports only what is left
+    /// (Pipedrive): what was left when the day's spending began. Learnt
+    /// from the first report when unknown.
+    pub base: Option<u64>,
+}
+
+impl Ceiling {
+    /// The day's spending now and its budget, from the pacer's count and
+    /// the vendor's latest report (None: no report yet, nothing known).
+    pub fn spending(&mut self, sent: u64, quota: Option<DailyQuota>) -> Option<(u64, u64)> {
+        let q = quota?;
+        let own = self.spent_before + sent.saturating_sub(self.sent_at);
+        let budget = |total: u64| (self.share * total as f64).floor() as u64;
+        match (q.limit, q.remaining) {
+            // The vendor counts requests and says its quota: ours are exact.
+            (Some(limit), _) => Some((own, budget(limit))),
+            // Only what is left is known (a token budget): the drop since
+            // the day's spending began.
+            (None, Some(left)) => {
+                let base = *self.base.get_or_insert(left + own);
+                Some((base.saturating_sub(left).max(own), budget(base)))
+            }
+            (None, None) => None,
+        }
+    }
 }
 
 impl Pacer {
@@ -181,6 +283,7 @@ impl Pacer {
             gate: gate.clone(),
             hold: hold.clone(),
             prepaid: Arc::new(AtomicBool::new(true)),
+            meter: Arc::default(),
         }
     }
 
@@ -191,7 +294,47 @@ impl Pacer {
             gate: gate.clone(),
             hold: hold.clone(),
             prepaid: Arc::new(AtomicBool::new(false)),
+            meter: Arc::default(),
         }
+    }
+
+    /// Requests sent under this pacer (and its clones) so far.
+    pub fn sent(&self) -> u64 {
+        self.meter.sent.load(Ordering::Acquire)
+    }
+
+    /// Requests its ceiling kept from being sent so far.
+    pub fn refused(&self) -> u64 {
+        self.meter.refused.load(Ordering::Acquire)
+    }
+
+    /// The vendor's latest report of its daily quota, if any answer had one.
+    pub fn daily_quota(&self) -> Option<DailyQuota> {
+        *self.meter.quota.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets (or lifts) the ceiling on this pacer's share of the daily
+    /// quota: once the share is spent, no further request is sent (as
+    /// under a hold) until the next UTC day.
+    pub fn set_ceiling(&self, c: Option<Ceiling>) {
+        *self.meter.ceiling.lock().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+
+    /// The ceiling's day spending and budget now (None: no ceiling, or no
+    /// quota report yet).
+    pub fn spending(&self) -> Option<(u64, u64)> {
+        let quota = self.daily_quota();
+        let mut c = self.meter.ceiling.lock().unwrap_or_else(|p| p.into_inner());
+        c.as_mut()?.spending(self.sent(), quota)
+    }
+
+    /// The ceiling's base (see [`Ceiling::base`]), once known.
+    pub fn ceiling_base(&self) -> Option<u64> {
+        self.meter
+            .ceiling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .and_then(|c| c.base)
     }
 
     /// The destination's hold.
@@ -219,14 +362,44 @@ pub async fn before_request() -> Result<(), Held> {
     if let Some(left) = p.hold.remaining() {
         return Err(left);
     }
+    if let Some((spent, budget)) = p.spending()
+        && spent >= budget
+    {
+        p.meter.refused.fetch_add(1, Ordering::AcqRel);
+        let now = chrono::Utc::now();
+        let midnight = (now.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or(now);
+        return Err(Held {
+            left: (midnight - now).to_std().unwrap_or_default(),
+            reason: format!(
+                "the day's share of the daily API quota is spent ({spent} of {budget})"
+            ),
+        });
+    }
     if !p.prepaid.swap(false, Ordering::AcqRel) && !p.gate.is_open() {
         p.gate.acquire().await;
     }
     // A throttling answer may have come while this request waited.
     match p.hold.remaining() {
         Some(left) => Err(left),
-        None => Ok(()),
+        None => {
+            p.meter.sent.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        }
     }
+}
+
+/// Notes a vendor answer's report of its daily quota (a no-op outside a
+/// paced scope or when the answer has none).
+pub fn observe(headers: &reqwest::header::HeaderMap) {
+    let Some(q) = DailyQuota::from_headers(headers) else {
+        return;
+    };
+    let _ = PACER.try_with(|p| {
+        *p.meter.quota.lock().unwrap_or_else(|e| e.into_inner()) = Some(q);
+    });
 }
 
 /// The destination was throttled (`reason`): hold its requests for `d` (a
@@ -294,5 +467,73 @@ mod tests {
         held.recorded();
         held.release_if_recorded();
         assert!(held.remaining().is_none());
+    }
+
+    #[test]
+    fn daily_quotas_are_read_from_each_vendors_headers() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let of = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            DailyQuota::from_headers(&h)
+        };
+        let q = |limit, remaining| Some(DailyQuota { limit, remaining });
+        assert_eq!(
+            of(&[("sforce-limit-info", "api-usage=25/15000")]),
+            q(Some(15000), Some(14975))
+        );
+        assert_eq!(
+            of(&[(
+                "sforce-limit-info",
+                "per-app-api-usage=3/100, api-usage=18/50"
+            )]),
+            q(Some(50), Some(32))
+        );
+        assert_eq!(
+            of(&[
+                ("x-hubspot-ratelimit-daily", "500000"),
+                ("x-hubspot-ratelimit-daily-remaining", "499990")
+            ]),
+            q(Some(500_000), Some(499_990))
+        );
+        assert_eq!(
+            of(&[("x-daily-requests-left", "7990")]),
+            q(None, Some(7990))
+        );
+        // Garbage or none: nothing known.
+        assert_eq!(of(&[("sforce-limit-info", "api-usage=lots")]), None);
+        assert_eq!(of(&[("x-daily-requests-left", "-3")]), None);
+        assert_eq!(of(&[("content-type", "application/json")]), None);
+    }
+
+    #[tokio::test]
+    async fn a_pacer_counts_its_requests_and_keeps_the_latest_quota() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let gate = Arc::new(RateGate::Open);
+        let p = Pacer::new(&gate, &Arc::new(Hold::default()));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "sforce-limit-info",
+            HeaderValue::from_static("api-usage=7/100"),
+        );
+        scope(Some(p.clone()), async {
+            before_request().await.unwrap();
+            before_request().await.unwrap();
+            observe(&h);
+        })
+        .await;
+        // Outside the scope: neither counted nor noted.
+        before_request().await.unwrap();
+        observe(&HeaderMap::new());
+        assert_eq!(p.sent(), 2);
+        assert_eq!(
+            p.daily_quota(),
+            Some(DailyQuota {
+                limit: Some(100),
+                remaining: Some(93)
+            })
+        );
     }
 }

@@ -30,8 +30,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use worker::{
-    Choice, DecideError, Health, SyncRunner, Wakers, decide_conflict, health, normalise_key,
-    plain_close_refused, start_all,
+    BackfillEnd, Choice, DecideError, Health, SyncRunner, Wakers, decide_conflict, health,
+    normalise_key, plain_close_refused, start_all,
 };
 
 use crate::connectors::Outcome;

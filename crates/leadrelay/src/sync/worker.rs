@@ -17,7 +17,7 @@ use super::{Page, RemoteRecord, SYNC_CONFLICT, SyncError, SyncSystem, WriteOp};
 use crate::config::sync::{GOLDEN, Side, SyncConfig, SyncObject};
 use crate::config::{Config, Problem, Rate};
 use crate::connectors::BuildContext;
-use crate::connectors::pace::{self, Hold, Pacer, RateGate};
+use crate::connectors::pace::{self, Ceiling, DailyQuota, Hold, Pacer, RateGate};
 use crate::store::{ReviewItem, ReviewStatus, Store, StoreError};
 
 /// How far back each poll reaches before its cursor: vendor search indexes
@@ -74,6 +74,36 @@ pub struct Health {
     /// destination's purposes, or erased); written once it may.
     #[serde(default)]
     pub withheld: u64,
+}
+
+/// How a backfill ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackfillEnd {
+    /// Every page of both systems was read (or an error stopped it: the
+    /// health's `last_error` says which).
+    Done,
+    /// The day's share of `system`'s daily API quota is spent: run the
+    /// backfill again after `until` to go on.
+    QuotaSpent {
+        system: String,
+        spent: u64,
+        budget: u64,
+        until: DateTime<Utc>,
+    },
+}
+
+/// A backfill's spending of one system's daily quota, per UTC day.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct QuotaDay {
+    day: String,
+    /// Requests (Pipedrive: tokens) the backfill spent that day.
+    spent: u64,
+    /// The day's quota: as the vendor reports it, or (only what is left
+    /// known) what was left when the backfill's day began.
+    quota: Option<u64>,
+    /// `quota` is the vendor's own figure.
+    #[serde(default)]
+    reported: bool,
 }
 
 fn key(sync: &str, kind: &str, rest: &str) -> String {
@@ -304,14 +334,106 @@ impl SyncRunner {
     /// the beginning), round after round until no pages are left, calling
     /// `progress` with the records decided in each round. Resumable: the
     /// backfill cursors are saved after every round.
-    pub async fn backfill(&self, mut progress: impl FnMut(u64)) -> Health {
-        loop {
-            let (h, more) = self.round_from(["backfill_a", "backfill_b"]).await;
-            progress(h.last_round_records);
-            if !more || h.last_error.is_some() && h.last_round_records == 0 {
-                return h;
+    ///
+    /// Each system's requests are counted against `quota_share` of the
+    /// daily API quota its vendor reports, per UTC day and in the store
+    /// (so a restarted backfill knows what the day has spent). Once a
+    /// system's share is spent its pacer sends nothing more (the round's
+    /// remaining requests fail as under a hold and are tried again) and
+    /// the backfill ends with [`BackfillEnd::QuotaSpent`]; run again the
+    /// next day, it goes on from its cursors.
+    pub async fn backfill(&self, progress: impl FnMut(u64)) -> (Health, BackfillEnd) {
+        self.backfill_sharing(self.cfg.backfill_quota_share, progress)
+            .await
+    }
+
+    /// [`SyncRunner::backfill`] under another share of the daily quotas
+    /// than the sync's `backfill_quota_share`.
+    pub async fn backfill_sharing(
+        &self,
+        quota_share: f64,
+        mut progress: impl FnMut(u64),
+    ) -> (Health, BackfillEnd) {
+        let today = Utc::now().date_naive().to_string();
+        let mut days = [QuotaDay::default(), QuotaDay::default()];
+        for side in [Side::A, Side::B] {
+            let i = side as usize;
+            days[i] = match self.store.kv_get(&self.quota_key(side)).await {
+                Ok(Some(v)) => serde_json::from_str(&v).unwrap_or_default(),
+                _ => QuotaDay::default(),
+            };
+            if days[i].day != today {
+                days[i] = QuotaDay {
+                    day: today.clone(),
+                    ..QuotaDay::default()
+                };
             }
+            self.pacers[i].set_ceiling(Some(Ceiling {
+                share: quota_share,
+                spent_before: days[i].spent,
+                sent_at: self.pacers[i].sent(),
+                base: days[i].quota.filter(|_| !days[i].reported),
+            }));
         }
+        let result = loop {
+            // What the store knows already may end it without a request.
+            if let Some(end) = self.share_spent(quota_share, &days) {
+                break (self.health().await, end);
+            }
+            let refused = [0, 1].map(|i| self.pacers[i].refused());
+            let (h, more) = self.round_from(["backfill_a", "backfill_b"]).await;
+            for side in [Side::A, Side::B] {
+                let i = side as usize;
+                let p = &self.pacers[i];
+                if let Some((spent, _)) = p.spending() {
+                    days[i].spent = spent;
+                }
+                match p.daily_quota() {
+                    Some(DailyQuota { limit: Some(l), .. }) => {
+                        days[i].quota = Some(l);
+                        days[i].reported = true;
+                    }
+                    _ => days[i].quota = days[i].quota.or(p.ceiling_base()),
+                }
+                if let Ok(v) = serde_json::to_string(&days[i]) {
+                    let _ = self.store.kv_set(&self.quota_key(side), &v).await;
+                }
+            }
+            progress(h.last_round_records);
+            let cut = (0..2).any(|i| self.pacers[i].refused() > refused[i]);
+            if cut && let Some(end) = self.share_spent(quota_share, &days) {
+                break (h, end);
+            }
+            if !more || h.last_error.is_some() && h.last_round_records == 0 {
+                break (h, BackfillEnd::Done);
+            }
+        };
+        for p in &self.pacers {
+            p.set_ceiling(None);
+        }
+        result
+    }
+
+    fn quota_key(&self, side: Side) -> String {
+        key(&self.name, "backfill_quota", side.as_str())
+    }
+
+    /// The first system whose day's share is spent, by the days' figures.
+    fn share_spent(&self, share: f64, days: &[QuotaDay; 2]) -> Option<BackfillEnd> {
+        let now = Utc::now();
+        let until = (now.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or(now);
+        (0..2).find_map(|i| {
+            let budget = (share * days[i].quota? as f64).floor() as u64;
+            (days[i].spent >= budget).then(|| BackfillEnd::QuotaSpent {
+                system: self.dest[i].clone(),
+                spent: days[i].spent,
+                budget,
+                until,
+            })
+        })
     }
 
     async fn round_from(&self, cursors: [&str; 2]) -> (Health, bool) {

@@ -712,7 +712,8 @@ async fn a_backfill_cut_short_resumes_without_duplicates() {
     let cfg = config::load_str(&text, "test.toml", &env).unwrap().config;
     let runner = SyncRunner::build("crm", &cfg, &env, w.app.store.clone()).unwrap();
     let mut progress = 0;
-    let h = runner.backfill(|n| progress += n).await;
+    let (h, end) = runner.backfill(|n| progress += n).await;
+    assert_eq!(end, leadrelay::sync::BackfillEnd::Done);
     assert!(progress >= (N - cut) as u64, "{progress}");
     assert_eq!(h.last_error, None);
     let persons = w.pd.persons();

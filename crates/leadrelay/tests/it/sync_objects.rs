@@ -126,10 +126,13 @@ pub(crate) fn runner_of(w: &World, sync: &str, name: &str) -> SyncRunner {
 }
 
 pub(crate) async fn world(sync: &str) -> World {
+    world_with(sync, SalesforceConfig::default()).await
+}
+
+/// [`world`] with a fake Salesforce org of `org`'s settings.
+pub(crate) async fn world_with(sync: &str, org: SalesforceConfig) -> World {
     let hs = roomy_hubspot().await;
-    let sf = FakeSalesforce::start(SalesforceConfig::default())
-        .await
-        .unwrap();
+    let sf = FakeSalesforce::start(org).await.unwrap();
     let text = toml(&hs.base_url(), &sf.base_url(), sync);
     let (app, runner) = app_and_runner(&text, &CREDENTIALS).await;
     World {
