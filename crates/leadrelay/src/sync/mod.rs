@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 
 pub use worker::{
     Choice, DecideError, Health, SyncRunner, Wakers, decide_conflict, health, normalise_key,
-    plain_close_refused, start_all,
+    plain_close_refused, share_pacer, start_all,
 };
 
 use crate::connectors::Outcome;
