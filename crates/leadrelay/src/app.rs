@@ -149,7 +149,7 @@ pub async fn start(
         Vec::new(),
         enabled.clone(),
     );
-    let routes = RouteTable::compile(&config.routes, enabled).map_err(|ps| {
+    let routes = RouteTable::compile(&config.routes, enabled.clone()).map_err(|ps| {
         anyhow::anyhow!(
             ps.into_iter()
                 .map(|(p, m)| format!("{p}: {m}"))
@@ -187,6 +187,12 @@ pub async fn start(
         engine.start();
         syncs = crate::sync::start_all(&config, env, &store, &sync_wakers, &shutdown)
             .map_err(problems_error)?;
+        syncs.extend(
+            crate::connectors::hubspot::read::start_all(
+                &config, env, &enabled, &store, &ingestor, &shutdown,
+            )
+            .map_err(problems_error)?,
+        );
         syncs.extend(crate::thin_push::start(
             store.clone(),
             &config,

@@ -1,6 +1,7 @@
 //! Fake HubSpot: the CRM v3 objects API (contacts, companies, deals, notes,
-//! tasks, meetings, custom objects), the v4 associations API, properties, deal pipelines
-//! and account info, behind a private-app token — under both path schemes:
+//! tasks, meetings, custom objects), the v4 associations API, properties, deal pipelines,
+//! account info and the Lists API (lists and their memberships, see `lists`),
+//! behind a private-app token — under both path schemes:
 //! the numbered (legacy) `/crm/v3/objects/…`, `/crm/v4/associations/…` and
 //! the date-versioned `/crm/objects/2026-03/…`, `/crm/associations/2026-03/…`,
 //! `/crm/properties/2026-03/…`, `/crm/pipelines/2026-03/…`,
@@ -70,7 +71,10 @@ mod changes;
 
 pub use changes::{WebhookSent, WebhookTarget};
 mod errors;
+mod lists;
 mod objects;
+
+pub use lists::HubSpotList;
 mod schema;
 
 #[cfg(test)]
@@ -361,6 +365,8 @@ pub(crate) struct Store {
     pub records: BTreeMap<(String, u64), StoredRecord>,
     pub associations: Vec<HubSpotAssociation>,
     pub gdpr_deleted: Vec<String>,
+    /// List id → list.
+    pub lists: BTreeMap<String, HubSpotList>,
 }
 
 impl Store {
@@ -421,6 +427,7 @@ impl Store {
     pub(crate) fn remove(&mut self, object_type: &str, id: &str) -> Option<HubSpotRecord> {
         let num: u64 = id.parse().ok()?;
         let removed = self.records.remove(&(object_type.to_string(), num))?;
+        self.drop_memberships(object_type, num);
         self.associations.retain(|a| {
             !((a.from_type == object_type && a.from_id == id)
                 || (a.to_type == object_type && a.to_id == id))
@@ -807,6 +814,7 @@ struct Prefixes {
     properties: String,
     pipelines: String,
     account_info: String,
+    lists: String,
 }
 
 impl Prefixes {
@@ -819,6 +827,7 @@ impl Prefixes {
             properties: "/crm/v3/properties".into(),
             pipelines: "/crm/v3/pipelines".into(),
             account_info: "/account-info/v3".into(),
+            lists: "/crm/v3/lists".into(),
         }
     }
 
@@ -831,6 +840,7 @@ impl Prefixes {
             properties: format!("/crm/properties/{version}"),
             pipelines: format!("/crm/pipelines/{version}"),
             account_info: format!("/account-info/{version}"),
+            lists: format!("/crm/lists/{version}"),
         }
     }
 
@@ -843,8 +853,25 @@ impl Prefixes {
             properties: p,
             pipelines: pl,
             account_info: ai,
+            lists: l,
         } = self;
         r.route(&format!("{ai}/details"), get(account_details))
+            .route(l, post(lists::create))
+            .route(&format!("{l}/search"), post(lists::search))
+            .route(&format!("{l}/{{list_id}}"), get(lists::read))
+            .route(
+                &format!("{l}/{{list_id}}/memberships"),
+                get(lists::memberships),
+            )
+            .route(
+                &format!("{l}/{{list_id}}/memberships/join-order"),
+                get(lists::join_order),
+            )
+            .route(&format!("{l}/{{list_id}}/memberships/add"), put(lists::add))
+            .route(
+                &format!("{l}/{{list_id}}/memberships/remove"),
+                put(lists::remove),
+            )
             .route(
                 &format!("{p}/{{object_type}}"),
                 get(objects::list_properties),

@@ -1281,3 +1281,195 @@ async fn dated_and_numbered_paths_share_one_portal() {
     .await;
     assert_eq!(r.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn lists_are_created_searched_and_their_memberships_paged_and_changed() {
+    let (fake, client) = start(HubSpotConfig::default()).await;
+    // The token is checked here too.
+    let unauth = client
+        .get(format!("{}/crm/v3/lists/1", fake.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status().as_u16(), 401);
+
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/lists",
+            Some(json!({"name": "Webinar"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["category"], "VALIDATION_ERROR");
+    assert!(
+        body["message"].as_str().unwrap().contains("objectTypeId"),
+        "{body}"
+    );
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/lists",
+            Some(json!({"name": "Webinar", "objectTypeId": "0-1", "processingType": "MANUAL"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let list = body["list"]["listId"].as_str().unwrap().to_string();
+    assert_eq!(body["list"]["processingStatus"], "COMPLETE");
+    // Names are unique.
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/lists",
+            Some(json!({"name": "webinar", "objectTypeId": "0-1", "processingType": "MANUAL"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let ids: Vec<String> = (0..5)
+        .map(|i| fake.seed("contacts", &[("email", &format!("p{i}@acme.io"))]))
+        .collect();
+    let mut body: Vec<Value> = ids.iter().map(|i| json!(i)).collect();
+    body.push(json!("999999"));
+    let (status, added) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::PUT,
+            &format!("/crm/v3/lists/{list}/memberships/add"),
+            Some(Value::Array(body)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["recordIdsAdded"].as_array().unwrap().len(), 5);
+    assert_eq!(added["recordIdsMissing"], json!(["999999"]));
+
+    // Paged two at a time, in both orders, under both path schemes.
+    for path in [
+        format!("/crm/v3/lists/{list}/memberships"),
+        format!("/crm/v3/lists/{list}/memberships/join-order"),
+        format!("/crm/lists/2026-03/{list}/memberships"),
+    ] {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let q = match &after {
+                Some(a) => format!("{path}?limit=2&after={a}"),
+                None => format!("{path}?limit=2"),
+            };
+            let (status, page) = json_of(call(&fake, &client, Method::GET, &q, None).await).await;
+            assert_eq!(status, 200, "{page}");
+            assert_eq!(page["total"], 5);
+            for r in page["results"].as_array().unwrap() {
+                assert!(r["membershipTimestamp"].is_string());
+                seen.push(r["recordId"].as_str().unwrap().to_string());
+            }
+            match page["paging"]["next"]["after"].as_str() {
+                Some(a) => after = Some(a.to_string()),
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort_by_key(|s| s.parse::<u64>().unwrap());
+        assert_eq!(seen, sorted, "{path}");
+        assert_eq!(seen.len(), 5, "{path}");
+    }
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            &format!("/crm/v3/lists/{list}/memberships?limit=251"),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Removed; a deleted contact leaves the list too.
+    let (status, removed) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::PUT,
+            &format!("/crm/v3/lists/{list}/memberships/remove"),
+            Some(json!([ids[0]])),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(removed["recordIdsRemoved"], json!([ids[0]]));
+    call(
+        &fake,
+        &client,
+        Method::DELETE,
+        &format!("/crm/v3/objects/contacts/{}", ids[1]),
+        None,
+    )
+    .await;
+    assert_eq!(fake.list(&list).unwrap().members.len(), 3);
+
+    // A dynamic list's memberships follow its filters, not these calls.
+    let dynamic = fake.create_list("Hot leads", "DYNAMIC");
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::PUT,
+            &format!("/crm/v3/lists/{dynamic}/memberships/add"),
+            Some(json!([ids[2]])),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, found) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/lists/search",
+            Some(json!({"query": "hot", "offset": 0})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(found["total"], 1);
+    assert_eq!(found["lists"][0]["listId"], json!(dynamic));
+    assert_eq!(found["hasMore"], false);
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/crm/v3/lists/search",
+            Some(json!({"count": 501, "offset": 0})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let (status, body) =
+        json_of(call(&fake, &client, Method::GET, "/crm/v3/lists/424242", None).await).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["category"], "OBJECT_NOT_FOUND");
+}

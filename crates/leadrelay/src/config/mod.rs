@@ -623,7 +623,9 @@ pub struct RouteConfig {
     /// Only events from these forms (empty: any).
     #[serde(default)]
     pub forms: Vec<String>,
-    /// Only events from these sources (empty: any).
+    /// Only events from these sources (empty: any): `[sources.X]` names, or
+    /// HubSpot destinations that read lists (their events come from
+    /// `source:NAME`).
     #[serde(default)]
     pub sources: Vec<String>,
     /// A condition (minijinja expression) over `event`, `contact`,

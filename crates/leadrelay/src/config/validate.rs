@@ -256,7 +256,9 @@ pub fn validate(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Pr
             }
         }
         for (j, s) in r.sources.iter().enumerate() {
-            if !config.sources.contains_key(s) {
+            if !config.sources.contains_key(s)
+                && !crate::connectors::hubspot::read::reads(config, s)
+            {
                 p.push(Problem::error(
                     format!("{path}.sources[{j}]"),
                     format!("no source named {s:?}"),

@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 
 pub use worker::{
     BackfillEnd, Choice, DecideError, Health, SyncRunner, Wakers, decide_conflict, health,
-    normalise_key, plain_close_refused, start_all,
+    normalise_key, plain_close_refused, share_pacer, start_all,
 };
 
 use crate::connectors::Outcome;

@@ -171,6 +171,22 @@ fn scaled(rate: Option<Rate>, share: f64) -> Option<Rate> {
     })
 }
 
+/// A pacer for background work (a sync, a HubSpot read) on `share` of
+/// destination `name`'s rate limit (its own, or its connector's default).
+pub fn share_pacer(
+    name: &str,
+    d: &crate::config::DestinationConfig,
+    share: f64,
+    store: &Arc<dyn Store>,
+) -> Pacer {
+    let rate = match d.rate_limit {
+        Some(r) => r.rate(),
+        None => crate::connectors::kind(&d.connector).and_then(|k| k.defaults.rate_limit),
+    };
+    let gate = Arc::new(RateGate::new(name, scaled(rate, share), store));
+    Pacer::new(&gate, &Arc::new(Hold::default()))
+}
+
 impl SyncRunner {
     /// Builds `[syncs.NAME]` against the configured destinations.
     pub fn build(
@@ -233,13 +249,8 @@ impl SyncRunner {
                     )]);
                 }
             };
-            let rate = match d.rate_limit {
-                Some(r) => r.rate(),
-                None => crate::connectors::kind(&d.connector).and_then(|k| k.defaults.rate_limit),
-            };
-            let gate = Arc::new(RateGate::new(dest, scaled(rate, cfg.rate_share), &store));
             systems.push(system);
-            pacers.push(Pacer::new(&gate, &Arc::new(Hold::default())));
+            pacers.push(share_pacer(dest, d, cfg.rate_share, &store));
         }
         Ok(Self {
             name: name.to_string(),

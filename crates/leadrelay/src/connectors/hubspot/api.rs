@@ -93,6 +93,8 @@ pub enum Family {
     Properties,
     Pipelines,
     AccountInfo,
+    /// Lists and their memberships (`/crm/v3/lists`, `/crm/lists/{date}`).
+    Lists,
 }
 
 impl ApiVersion {
@@ -134,12 +136,14 @@ impl ApiVersion {
             (Self::V3, Family::Properties) => "/crm/v3/properties".to_string(),
             (Self::V3, Family::Pipelines) => "/crm/v3/pipelines".to_string(),
             (Self::V3, Family::AccountInfo) => "/account-info/v3".to_string(),
+            (Self::V3, Family::Lists) => "/crm/v3/lists".to_string(),
             (Self::Dated(d), Family::Objects) => format!("/crm/objects/{d}"),
             (Self::Dated(d), Family::Associations) => format!("/crm/associations/{d}"),
             (Self::Dated(d), Family::RecordAssociations) => format!("/crm/objects/{d}"),
             (Self::Dated(d), Family::Properties) => format!("/crm/properties/{d}"),
             (Self::Dated(d), Family::Pipelines) => format!("/crm/pipelines/{d}"),
             (Self::Dated(d), Family::AccountInfo) => format!("/account-info/{d}"),
+            (Self::Dated(d), Family::Lists) => format!("/crm/lists/{d}"),
         };
         format!("{prefix}{rest}")
     }

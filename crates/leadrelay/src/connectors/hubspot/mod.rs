@@ -26,6 +26,7 @@
 //! again; an unexplained 400 is narrowed down by halving the batch.
 
 mod api;
+pub mod read;
 pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -152,6 +153,9 @@ struct Settings {
     /// it; `false`: both are logged as notes.
     #[serde(default = "yes")]
     meetings: bool,
+    /// Lists read from HubSpot into leadrelay as events (see [`read`]).
+    #[serde(default)]
+    read: Option<read::ReadSettings>,
 }
 
 /// `[[destinations.NAME.custom_objects]]`
@@ -219,6 +223,9 @@ fn build(ctx: &BuildContext<'_>) -> Result<Arc<dyn Connector>, Vec<Problem>> {
         .ok();
     let version = api_version(&s).map_err(|p| problems.push(p)).ok();
     problems.extend(common.attribution.problems(&["contact", "deal"]));
+    if let Some(r) = &s.read {
+        problems.extend(r.problems());
+    }
     let mut extra = Vec::new();
     for (i, c) in s.custom_objects.iter().enumerate() {
         let path = format!("custom_objects[{i}]");

@@ -10,6 +10,13 @@
 //! person who is not a member yet gets a new `CampaignMember`. A create that
 //! races another (`DUPLICATE_VALUE`, "Already a campaign member") reads the
 //! member again and updates it. So a retry never adds a second membership.
+//!
+//! HubSpot list memberships (`list.joined` / `list.left`, read by a HubSpot
+//! destination's `read` block) follow `campaign_members.lists`: a join makes
+//! the person a member of the list's campaign as above; a leave deletes the
+//! member (Salesforce keeps no history of a deleted member) or, with
+//! `left_status`, sets that status instead. A leave never creates a lead:
+//! a person or member Salesforce does not have leaves nothing to do.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +47,30 @@ pub(super) struct CampaignSettings {
     /// Forms without one: the campaign named by the lead's `utm_campaign`.
     #[serde(default)]
     pub utm_campaign: bool,
+    /// The campaign of each HubSpot list (list id → Campaign id or name):
+    /// a contact added to the list joins the campaign, one taken out of it
+    /// leaves (`list.joined` / `list.left` events).
+    #[serde(default)]
+    pub lists: BTreeMap<String, String>,
+    /// The member's `Status` when the person leaves the list (one of the
+    /// campaign's member statuses); unset: the member is deleted.
+    #[serde(default)]
+    pub left_status: Option<String>,
+}
+
+/// Whether `job`'s event is a HubSpot list leave.
+pub(super) fn is_list_left(event_type: &leadrelay_model::EventType) -> bool {
+    event_type.as_str() == crate::connectors::hubspot::read::LIST_LEFT
+}
+
+/// The list id of a `list.joined` / `list.left` event.
+fn list_of(run: &Run<'_>) -> Option<String> {
+    run.job
+        .event
+        .data
+        .get("list_id")
+        .and_then(mapping::as_text)
+        .map(|s| s.trim().to_string())
 }
 
 impl Salesforce {
@@ -47,6 +78,11 @@ impl Salesforce {
     /// name comes from the configuration).
     fn campaign_of(&self, run: &Run<'_>) -> Option<(String, bool)> {
         let c = self.s.campaign_members.as_ref()?;
+        if run.job.event.event_type.as_str() == crate::connectors::hubspot::read::LIST_JOINED {
+            return list_of(run)
+                .and_then(|l| c.lists.get(&l).cloned())
+                .map(|campaign| (campaign, true));
+        }
         if EventKind::of(&run.job.event.event_type) != EventKind::NewLead {
             return None;
         }
@@ -214,5 +250,89 @@ impl Salesforce {
             }
         }
         Ok(())
+    }
+
+    /// A `list.left` event: the person leaves the list's campaign (see the
+    /// module's documentation). Nothing else is written.
+    pub(super) async fn leave_campaign(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        let Some(c) = self.s.campaign_members.as_ref() else {
+            return Ok(());
+        };
+        let Some(named) = list_of(run).and_then(|l| c.lists.get(&l).cloned()) else {
+            return Ok(());
+        };
+        let Some(campaign) = self.campaign_id(run, &named, false).await? else {
+            return Ok(());
+        };
+        let job = run.job;
+        let key = job.delivery.contact_key.clone();
+        let object = self.s.person_object;
+        let person = match self.known(job, &key, "contact") {
+            Some(id) if object == PersonObject::Lead => Some(("ContactId", id)),
+            _ => match self.known(job, &key, object.key()) {
+                Some(id) => Some((field_of(object), id)),
+                None => self
+                    .find_person(run)
+                    .await?
+                    .map(|id| (field_of(object), id)),
+            },
+        };
+        let Some((field, person)) = person else {
+            return Ok(());
+        };
+        let slot = format!("campaign_member:{campaign}");
+        for attempt in 0..2 {
+            let member = match self.known(job, &key, &slot) {
+                Some(id) if attempt == 0 => Some(id),
+                _ => {
+                    let soql = format!(
+                        "SELECT Id FROM CampaignMember WHERE CampaignId = {} AND {field} = {} LIMIT 1",
+                        soql_quote(&campaign),
+                        soql_quote(&person)
+                    );
+                    let (res, report) = self.rest.query(&soql).await;
+                    let rows = res.map_err(|f| stop(f, report.clone()))?;
+                    run.report = report;
+                    rows.first()
+                        .and_then(|r| r["Id"].as_str())
+                        .map(str::to_string)
+                }
+            };
+            let Some(member) = member else {
+                return Ok(());
+            };
+            let path = format!("/sobjects/CampaignMember/{}", crm::path_segment(&member));
+            let (res, report) = match &c.left_status {
+                Some(status) => {
+                    self.rest
+                        .call(Method::PATCH, &path, &[], Some(&json!({"Status": status})))
+                        .await
+                }
+                None => self.rest.call(Method::DELETE, &path, &[], None).await,
+            };
+            run.report = report.clone();
+            match res {
+                Ok(_) => {
+                    if c.left_status.is_none() {
+                        self.cache.forget(&key, &slot);
+                    }
+                    return Ok(());
+                }
+                // The kept member is gone already: look for another.
+                Err(f) if attempt == 0 && f.status == Some(404) => {
+                    self.cache.forget(&key, &slot);
+                    continue;
+                }
+                Err(f) => return Err(stop(f, report)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn field_of(object: PersonObject) -> &'static str {
+    match object {
+        PersonObject::Lead => "LeadId",
+        PersonObject::Contact => "ContactId",
     }
 }

@@ -636,6 +636,10 @@ impl Salesforce {
 
     async fn steps(&self, run: &mut Run<'_>) -> Result<(), Stop> {
         let job = run.job;
+        // Leaving a HubSpot list only ever changes a campaign membership.
+        if campaign::is_list_left(&job.event.event_type) {
+            return self.leave_campaign(run).await;
+        }
         if self.s.person_object == PersonObject::Lead && run.plan.deal != DealStep::None {
             return Err(Outcome::permanent(
                 ErrorClass::Mapping,
