@@ -350,11 +350,7 @@ pub(crate) fn collections(
 /// records of any objects; one `{id, success, errors}` per id, in order.
 /// An id that names no record answers `ENTITY_IS_DELETED` (the fake has
 /// no recycle bin: deleted records are gone).
-pub(crate) fn delete_collection(
-    state: &SalesforceState,
-    store: &mut Store,
-    req: &SubRequest,
-) -> Outcome {
+pub(crate) fn delete_collection(store: &mut Store, req: &SubRequest) -> Outcome {
     let Some(ids) = query_param(req.query.as_deref(), "ids") else {
         return RestError::bad(SfError::new(
             "MISSING_ARGUMENT",
@@ -376,7 +372,6 @@ pub(crate) fn delete_collection(
     }
     let all_or_none = query_param(req.query.as_deref(), "allOrNone").is_some_and(|v| v == "true");
     let snapshot = all_or_none.then(|| store.clone());
-    let _ = state;
     let results: Vec<(String, Result<(), SfError>)> = ids
         .iter()
         .map(|raw| {

@@ -249,7 +249,7 @@ pub(crate) fn dispatch(state: &SalesforceState, store: &mut Store, req: &SubRequ
             Ok(composite::collections(state, store, req, &version))
         }
         ["composite", "sobjects"] if m == Method::DELETE => {
-            Ok(composite::delete_collection(state, store, req))
+            Ok(composite::delete_collection(store, req))
         }
         _ => Err(errors::not_found()),
     };
