@@ -1,6 +1,6 @@
 //! `composite` (subrequests with `referenceId` and `@{ref.field}`
 //! references, `allOrNone` rollback) and `composite/sobjects` (sObject
-//! Collections create and update).
+//! Collections create, update and delete).
 
 use std::collections::HashMap;
 
@@ -8,8 +8,9 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::errors::{self, RestError, SfError};
-use super::rest::{Outcome, SubRequest, create, dispatch, update};
+use super::rest::{Outcome, SubRequest, create, dispatch, remove, update};
 use super::{SalesforceState, Store};
+use crate::common::query_param;
 
 const MAX_SUBREQUESTS: usize = 25;
 const MAX_COLLECTION_RECORDS: usize = 200;
@@ -340,6 +341,70 @@ pub(crate) fn collections(
             }]}),
             Ok(id) => json!({"id": id, "success": true, "errors": []}),
             Err(errs) => json!({"success": false, "errors": errs.iter().map(SfError::collection_json).collect::<Vec<_>>()}),
+        })
+        .collect();
+    Outcome::json(StatusCode::OK, Value::Array(list))
+}
+
+/// `DELETE composite/sobjects?ids=ID,ID&allOrNone=BOOL`: up to 200
+/// records of any objects; one `{id, success, errors}` per id, in order.
+/// An id that names no record answers `ENTITY_IS_DELETED` (the fake has
+/// no recycle bin: deleted records are gone).
+pub(crate) fn delete_collection(store: &mut Store, req: &SubRequest) -> Outcome {
+    let Some(ids) = query_param(req.query.as_deref(), "ids") else {
+        return RestError::bad(SfError::new(
+            "MISSING_ARGUMENT",
+            "ids parameter not specified",
+        ))
+        .into();
+    };
+    let ids: Vec<&str> = ids
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .collect();
+    if ids.len() > MAX_COLLECTION_RECORDS {
+        return RestError::bad(SfError::new(
+            "EXCEEDED_ID_LIMIT",
+            format!("record limit reached. cannot submit more than {MAX_COLLECTION_RECORDS} records into this call"),
+        ))
+        .into();
+    }
+    let all_or_none = query_param(req.query.as_deref(), "allOrNone").is_some_and(|v| v == "true");
+    let snapshot = all_or_none.then(|| store.clone());
+    let results: Vec<(String, Result<(), SfError>)> = ids
+        .iter()
+        .map(|raw| {
+            if !super::schema::looks_like_id(raw) {
+                return (
+                    raw.to_string(),
+                    Err(SfError::new("MALFORMED_ID", format!("malformed id {raw}"))),
+                );
+            }
+            let id = super::schema::id18(raw);
+            match remove(store, &id) {
+                Some(_) => (id, Ok(())),
+                None => (
+                    id,
+                    Err(SfError::new("ENTITY_IS_DELETED", "entity is deleted")),
+                ),
+            }
+        })
+        .collect();
+    let any_failed = results.iter().any(|(_, r)| r.is_err());
+    if any_failed && let Some(snapshot) = snapshot {
+        *store = snapshot;
+    }
+    let list: Vec<Value> = results
+        .into_iter()
+        .map(|(id, r)| match r {
+            Ok(()) if any_failed && all_or_none => json!({"id": id, "success": false, "errors": [{
+                "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
+                "fields": [],
+            }]}),
+            Ok(()) => json!({"id": id, "success": true, "errors": []}),
+            Err(e) => json!({"id": id, "success": false, "errors": [e.collection_json()]}),
         })
         .collect();
     Outcome::json(StatusCode::OK, Value::Array(list))

@@ -52,12 +52,23 @@
 //!
 //! # What it simplifies
 //! - One org and its users; no sharing, profiles or field-level security
-//!   beyond read-only system fields; no triggers, workflow or relationship
-//!   queries. A converted lead cannot be updated
+//!   beyond read-only system fields; no triggers or relationship queries;
+//!   workflow is outbound messages only (`outbound.rs`, sent on every save
+//!   of their object). A converted lead cannot be updated
 //!   (`CANNOT_UPDATE_CONVERTED_LEAD`). Deleted records are gone (no recycle bin).
 //! - SOQL: `SELECT fields|COUNT() FROM obj [WHERE ...] [ORDER BY f [ASC|DESC]]
 //!   [LIMIT n] [OFFSET n]` with `=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`, `LIKE`,
 //!   `IN`, `NOT IN`, `AND`, `OR`, `NOT`, parentheses; all results in one page.
+//! - `OpportunityContactRole` (object reference: a Contact's role on an
+//!   Opportunity): `ContactId` must name a Contact (a Lead's id is
+//!   `MALFORMED_ID`), the opportunity is set on create only, "each
+//!   Opportunity has only one primary contact" (the fake keeps it so by
+//!   clearing the earlier primary when another is saved as primary), the
+//!   same contact may be named twice (possible, not recommended); a role
+//!   deleted directly is gone (its `IsDeleted` only serves a deleted
+//!   parent); deleting an Opportunity or a Contact deletes its contact
+//!   roles. Adding or removing a role moves no Opportunity's modification
+//!   time.
 //! - The standard matching rules match on the same Email, or on the same
 //!   first name, last name and company (case-insensitive; Salesforce's are
 //!   fuzzier still), so a match is not always the same person.
@@ -68,6 +79,7 @@
 mod composite;
 mod errors;
 mod oauth;
+mod outbound;
 mod rest;
 mod schema;
 mod soap;
@@ -91,6 +103,7 @@ use tokio::net::TcpListener;
 
 use crate::common::{FakeServer, Faults, RequestLog};
 
+pub use outbound::{OutboundMessageDef, OutboundRetry, OutboundSent};
 pub use schema::{SalesforceFieldDef, SalesforceFieldType, SalesforceObjectDef};
 
 /// A connected app (OAuth client).
@@ -387,6 +400,9 @@ pub(crate) struct Inner {
     pub sessions: Mutex<HashMap<String, Session>>,
     pub api: Mutex<ApiUsage>,
     pub lock_failures: Mutex<usize>,
+    /// Outbound messages: definitions, queue, what was sent.
+    pub outbound: Mutex<outbound::Outbound>,
+    pub outbound_wake: tokio::sync::Notify,
     faults: Faults,
     requests: RequestLog,
 }
@@ -436,6 +452,8 @@ impl SalesforceState {
                     used: 0,
                 }),
                 lock_failures: Mutex::new(0),
+                outbound: Mutex::new(outbound::Outbound::default()),
+                outbound_wake: tokio::sync::Notify::new(),
                 faults: Faults::default(),
                 requests: RequestLog::default(),
                 config,
@@ -506,7 +524,21 @@ impl SalesforceState {
             .object(object)
             .map(|o| o.name.clone())
             .unwrap_or_else(|| object.to_string());
-        rest::insert(self, &name, map)
+        let id = rest::insert(self, &name, map);
+        self.record_saved(&name, &id);
+        id
+    }
+
+    /// The org's 18-character id (`00D…`).
+    pub fn org_id(&self) -> String {
+        self.inner.config.org_id.clone()
+    }
+
+    /// Deletes a record as a person would in Salesforce (with what is
+    /// deleted with it: an Opportunity's or a Contact's contact roles).
+    /// False when there is no such record.
+    pub fn delete(&self, id: &str) -> bool {
+        rest::remove(&mut self.store(), &schema::id18(id)).is_some()
     }
 
     /// Changes a record as a person editing it in Salesforce would (no
@@ -523,6 +555,9 @@ impl SalesforceState {
         let now = Value::String(rest::sf_time(chrono::Utc::now()));
         record.fields.insert("LastModifiedDate".into(), now.clone());
         record.fields.insert("SystemModstamp".into(), now);
+        let (object, id) = (record.object.clone(), record.id.clone());
+        drop(store);
+        self.record_saved(&object, &id);
         true
     }
 
@@ -659,6 +694,7 @@ impl FakeSalesforce {
     pub async fn start_on(config: SalesforceConfig, listen: &str) -> std::io::Result<Self> {
         let state = SalesforceState::new(config);
         let server = FakeServer::start(router(state.clone()), listen).await?;
+        state.outbound_lock().instance = server.base_url();
         Ok(Self { server, state })
     }
 
@@ -686,6 +722,7 @@ pub async fn serve(listen: &str, config: SalesforceConfig) -> std::io::Result<()
     let state = SalesforceState::new(config);
     let listener = TcpListener::bind(listen).await?;
     let base = format!("http://{}", listener.local_addr()?);
+    state.outbound_lock().instance = base.clone();
     println!("{}", state.credentials_banner(&base));
     axum::serve(listener, router(state)).await
 }

@@ -248,6 +248,9 @@ pub(crate) fn dispatch(state: &SalesforceState, store: &mut Store, req: &SubRequ
         ["composite", "sobjects"] if m == Method::POST || m == Method::PATCH => {
             Ok(composite::collections(state, store, req, &version))
         }
+        ["composite", "sobjects"] if m == Method::DELETE => {
+            Ok(composite::delete_collection(store, req))
+        }
         _ => Err(errors::not_found()),
     };
     result.unwrap_or_else(Outcome::from)
@@ -832,6 +835,44 @@ fn campaign_member_check(
     Ok(())
 }
 
+/// Deletes a record and what Salesforce deletes with it: an
+/// Opportunity's or a Contact's contact roles.
+pub(crate) fn remove(store: &mut Store, id: &str) -> Option<SalesforceRecord> {
+    let record = store.records.remove(id)?;
+    if matches!(record.object.as_str(), "Opportunity" | "Contact") {
+        store.records.retain(|_, r| {
+            r.object != "OpportunityContactRole"
+                || (r.text("OpportunityId") != Some(id) && r.text("ContactId") != Some(id))
+        });
+    }
+    Some(record)
+}
+
+/// An Opportunity has one primary contact: a contact role saved as
+/// primary makes the opportunity's others not primary.
+fn one_primary(store: &mut Store, id: &str) {
+    let Some(record) = store.records.get(id) else {
+        return;
+    };
+    if record.object != "OpportunityContactRole"
+        || record.get("IsPrimary") != Some(&Value::Bool(true))
+    {
+        return;
+    }
+    let opportunity = record.text("OpportunityId").map(str::to_string);
+    let now = json!(sf_time(Utc::now()));
+    for r in store.records.values_mut() {
+        if r.id != id
+            && r.object == "OpportunityContactRole"
+            && r.text("OpportunityId") == opportunity.as_deref()
+            && r.get("IsPrimary") == Some(&Value::Bool(true))
+        {
+            r.fields.insert("IsPrimary".into(), json!(false));
+            r.fields.insert("SystemModstamp".into(), now.clone());
+        }
+    }
+}
+
 /// Creates a record after every check.
 pub(crate) fn create(
     state: &SalesforceState,
@@ -853,7 +894,10 @@ pub(crate) fn create(
         version,
     )?;
     lock_failure(state, None)?;
-    Ok(insert_into(state, store, &def.name, changes, &req.user_id))
+    let id = insert_into(state, store, &def.name, changes, &req.user_id);
+    one_primary(store, &id);
+    state.record_saved(&def.name, &id);
+    Ok(id)
 }
 
 /// Updates a record after every check.
@@ -904,6 +948,8 @@ pub(crate) fn update(
         let name = full_name(&record.fields);
         record.fields.insert("Name".into(), name);
     }
+    one_primary(store, id);
+    state.record_saved(&def.name, id);
     Ok(())
 }
 
@@ -1007,7 +1053,7 @@ fn by_id(
                 .map(|r| r.id.clone())
                 .ok_or_else(errors::not_found)?;
             lock_failure(state, Some(&id))?;
-            store.records.remove(&id);
+            remove(store, &id);
             Ok(Outcome::empty(StatusCode::NO_CONTENT))
         }
         _ => Err(errors::method_not_allowed(

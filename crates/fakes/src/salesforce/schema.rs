@@ -200,6 +200,20 @@ fn address(prefix: &str) -> Vec<F> {
 /// The default member statuses of a campaign.
 pub const CAMPAIGN_MEMBER_STATUSES: &[&str] = &["Sent", "Responded"];
 
+/// The standard values of `OpportunityContactRole.Role` (not a restricted
+/// picklist: an org adds its own).
+pub const CONTACT_ROLE_VALUES: &[&str] = &[
+    "Business User",
+    "Decision Maker",
+    "Economic Buyer",
+    "Economic Decision Maker",
+    "Evaluator",
+    "Executive Sponsor",
+    "Influencer",
+    "Technical Buyer",
+    "Other",
+];
+
 pub fn standard_objects() -> Vec<SalesforceObjectDef> {
     let mut lead = vec![
         F::text("FirstName", "First Name", 40),
@@ -349,6 +363,17 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
             .read_only()
             .default_value(json!(false)),
     ];
+    // The role a Contact (never a Lead) plays on an Opportunity: the
+    // opportunity is set on create only; one primary per opportunity; the
+    // same contact may hold several roles (allowed, not recommended).
+    let contact_role = vec![
+        F::reference("OpportunityId", "Opportunity ID", &["Opportunity"])
+            .required()
+            .create_only(),
+        F::reference("ContactId", "Contact ID", &["Contact"]).required(),
+        F::open_picklist("Role", "Role", CONTACT_ROLE_VALUES),
+        F::new("IsPrimary", "Primary", T::Boolean).default_value(json!(false)),
+    ];
     let obj = |name: &str, label: &str, prefix: &str, fields: Vec<F>| SalesforceObjectDef {
         name: name.into(),
         label: label.into(),
@@ -364,6 +389,12 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
         obj("Task", "Task", "00T", task),
         obj("Campaign", "Campaign", "701", campaign),
         obj("CampaignMember", "Campaign Member", "00v", campaign_member),
+        obj(
+            "OpportunityContactRole",
+            "Opportunity Contact Role",
+            "00K",
+            contact_role,
+        ),
     ]
 }
 

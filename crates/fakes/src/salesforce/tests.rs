@@ -1286,3 +1286,217 @@ async fn sobject_collections_update_each_record_by_id() {
         Some("Open - Not Contacted")
     );
 }
+
+#[tokio::test]
+async fn contact_roles_name_contacts_keep_one_primary_and_go_with_their_opportunity() {
+    let (fake, client) = start(SalesforceConfig::default()).await;
+    let t = SalesforceConfig::DEFAULT_STATIC_TOKEN;
+    let opp = fake.seed(
+        "Opportunity",
+        json!({"Name": "Deal", "StageName": "Prospecting", "CloseDate": "2027-01-01"}),
+    );
+    let ada = fake.seed("Contact", json!({"LastName": "Ada"}));
+    let bo = fake.seed("Contact", json!({"LastName": "Bo"}));
+    let lead = fake.seed("Lead", json!({"LastName": "Lee", "Company": "L"}));
+    let role = |contact: &str, primary: bool| {
+        json!({"attributes": {"type": "OpportunityContactRole"}, "OpportunityId": opp,
+               "ContactId": contact, "Role": "Decision Maker", "IsPrimary": primary})
+    };
+    let create = |records: Value| {
+        let client = client.clone();
+        let fake = &fake;
+        async move {
+            json_of(
+                call(
+                    fake,
+                    &client,
+                    t,
+                    Method::POST,
+                    &format!("{V}/composite/sobjects"),
+                    Some(json!({"allOrNone": false, "records": records})),
+                )
+                .await,
+            )
+            .await
+            .1
+        }
+    };
+    // A Lead is no Contact; the opportunity is required; the same contact
+    // twice is allowed.
+    let out = create(json!([
+        role(&ada, true),
+        role(&lead, false),
+        {"attributes": {"type": "OpportunityContactRole"}, "ContactId": bo},
+        role(&ada, false),
+    ]))
+    .await;
+    assert_eq!(out[0]["success"], true, "{out}");
+    assert_eq!(out[1]["errors"][0]["statusCode"], "MALFORMED_ID", "{out}");
+    assert_eq!(
+        out[2]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING",
+        "{out}"
+    );
+    assert_eq!(out[3]["success"], true, "{out}");
+    // One primary per opportunity: a new primary clears the first.
+    let out = create(json!([role(&bo, true)])).await;
+    let bo_role = out[0]["id"].as_str().unwrap().to_string();
+    let primaries: Vec<String> = fake
+        .records("OpportunityContactRole")
+        .into_iter()
+        .filter(|r| r.get("IsPrimary") == Some(&json!(true)))
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(primaries, vec![bo_role.clone()]);
+    // The opportunity cannot be moved.
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            t,
+            Method::PATCH,
+            &format!("{V}/sobjects/OpportunityContactRole/{bo_role}"),
+            Some(json!({"OpportunityId": opp})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // sObject Collections delete: one result per id, a gone id refused.
+    let (status, out) = json_of(
+        call(
+            &fake,
+            &client,
+            t,
+            Method::DELETE,
+            &format!("{V}/composite/sobjects?ids={bo_role},{bo_role}&allOrNone=false"),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(out[0]["success"], true, "{out}");
+    assert_eq!(
+        out[1]["errors"][0]["statusCode"], "ENTITY_IS_DELETED",
+        "{out}"
+    );
+    assert_eq!(fake.records("OpportunityContactRole").len(), 2);
+    // Deleting the opportunity deletes its contact roles.
+    assert!(fake.delete(&opp));
+    assert!(fake.records("OpportunityContactRole").is_empty());
+}
+
+/// A receiver of outbound messages: refuses the first `refuse` messages
+/// (503), then acknowledges; returns its URL and the bodies it got.
+async fn outbound_receiver(
+    refuse: usize,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use axum::http::HeaderMap;
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/om",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let ct = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let n = {
+                    let mut g = seen.lock().unwrap();
+                    g.push((ct, body));
+                    g.len()
+                };
+                if n <= refuse {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new())
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body><notificationsResponse xmlns=\"http://soap.sforce.com/2005/09/outbound\"><Ack>true</Ack></notificationsResponse></soapenv:Body></soapenv:Envelope>".to_string(),
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/om", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn outbound_messages_carry_the_latest_fields_and_are_retried_until_acknowledged() {
+    let (fake, client) = start(SalesforceConfig::default()).await;
+    let t = SalesforceConfig::DEFAULT_STATIC_TOKEN;
+    let (url, got) = outbound_receiver(2).await;
+    fake.set_outbound_retry(OutboundRetry {
+        first: Duration::from_millis(20),
+        max_interval: Duration::from_millis(40),
+        max_age: Duration::from_secs(60),
+        timeout: Duration::from_secs(5),
+    });
+    let action = fake.add_outbound_message(OutboundMessageDef {
+        object: "Lead".into(),
+        fields: vec!["Id".into(), "Email".into(), "Title".into(), "Phone".into()],
+        endpoint_url: url,
+        send_session_id: false,
+    });
+    // A change made through the API sends it, like a person's edit.
+    let (status, out) = json_of(
+        call(
+            &fake,
+            &client,
+            t,
+            Method::POST,
+            &format!("{V}/sobjects/Lead"),
+            Some(json!({"LastName": "Ada", "Company": "A & B", "Email": "ada@x.test", "Title": "R&D <lead>"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.outbound_sent().iter().all(|s| !s.acked) {
+        assert!(std::time::Instant::now() < deadline, "never acknowledged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = fake.outbound_sent();
+    assert_eq!(sent.len(), 3, "two refusals, then the ack");
+    assert_eq!(
+        sent.iter().map(|s| s.status).collect::<Vec<_>>(),
+        vec![Some(503), Some(503), Some(200)]
+    );
+    // The same notification each time, until acknowledged.
+    assert!(
+        sent.windows(2)
+            .all(|w| w[0].notifications == w[1].notifications)
+    );
+    assert_eq!(fake.outbound_queued(), 0);
+    let (ct, body) = got.lock().unwrap()[2].clone();
+    assert!(ct.starts_with("text/xml"), "{ct}");
+    let org = &fake.state().inner.config.org_id;
+    for part in [
+        format!("<OrganizationId>{org}</OrganizationId>"),
+        format!("<ActionId>{action}</ActionId>"),
+        "<SessionId xsi:nil=\"true\"/>".to_string(),
+        format!("<EnterpriseUrl>{}/services/Soap/c/", fake.base_url()),
+        format!("<sf:Id>{id}</sf:Id>"),
+        "<sf:Email>ada@x.test</sf:Email>".to_string(),
+        "<sf:Title>R&amp;D &lt;lead&gt;</sf:Title>".to_string(),
+        "<sf:Phone xsi:nil=\"true\"/>".to_string(),
+        "xsi:type=\"sf:Lead\"".to_string(),
+    ] {
+        assert!(body.contains(&part), "{part} in {body}");
+    }
+    assert!(!body.contains("Company"), "only the message's fields");
+    // Other objects' saves send nothing.
+    fake.seed("Contact", json!({"LastName": "Bo"}));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fake.outbound_sent().len(), 3);
+}

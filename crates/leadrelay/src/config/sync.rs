@@ -133,6 +133,11 @@ impl SyncConfig {
                 Side::B => self.object_b.clone(),
             },
             match_field: self.match_key.as_ref().map(|m| m.side(side).to_string()),
+            contact_role: self
+                .fields
+                .values()
+                .find(|f| f.side(side) == CONTACT_ROLES)
+                .and_then(|f| f.role.clone()),
         }
     }
 
@@ -197,6 +202,9 @@ pub struct ObjectSpec {
     pub vendor_object: Option<String>,
     /// The match key field (None for contacts: the email).
     pub match_field: Option<String>,
+    /// The `role` of the field that syncs `OpportunityContactRole` (None:
+    /// every contact role counts).
+    pub contact_role: Option<String>,
 }
 
 /// Which way changes flow.
@@ -310,6 +318,13 @@ pub struct SyncFieldConfig {
     /// id; a record not linked yet is written once it is.
     #[serde(default)]
     pub link: Option<String>,
+    /// For `b = "OpportunityContactRole"` (a deal's contacts in
+    /// Salesforce): the contact role this field keeps, e.g. `"Decision
+    /// Maker"`. Only roles with this `Role` are read, created (with it) and
+    /// deleted; without it every contact role of the opportunity counts and
+    /// the roles the sync creates have no `Role`.
+    #[serde(default)]
+    pub role: Option<String>,
     /// Transforms applied to every value the sync writes into system `a`
     /// (one name or a list, as in a destination's mapping: `trim`,
     /// `lower`, `e164:DE`, `truncate:80`, `date` …), after the value map.
@@ -354,6 +369,17 @@ impl Transforms {
     }
 }
 
+/// The Salesforce object that holds an Opportunity's contacts: one
+/// `OpportunityContactRole` record per contact (and role).
+pub const CONTACT_ROLES: &str = "OpportunityContactRole";
+
+/// Whether a vendor field can hold several associated records: a HubSpot
+/// association (`associations.TYPE`) or a Salesforce Opportunity's contact
+/// roles.
+pub fn holds_several(vendor: &str) -> bool {
+    vendor.starts_with("associations.") || vendor == CONTACT_ROLES
+}
+
 impl SyncFieldConfig {
     /// The transforms of values written into `side`.
     pub fn transforms(&self, side: Side) -> &Transforms {
@@ -361,6 +387,20 @@ impl SyncFieldConfig {
             Side::A => &self.transform_a,
             Side::B => &self.transform_b,
         }
+    }
+
+    /// The vendor field of `side`.
+    pub fn side(&self, side: Side) -> &str {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    /// An association whose both sides can hold several records: its value
+    /// is a set of records (compared without order), not one record.
+    pub fn many(&self) -> bool {
+        self.link.is_some() && holds_several(&self.a) && holds_several(&self.b)
     }
 
     /// The owner, with the direction's default.
@@ -501,6 +541,16 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
             for (i, (key, vendor)) in [("a", &f.a), ("b", &f.b)].into_iter().enumerate() {
                 let connector = connector_of(config, if i == 0 { &s.a } else { &s.b });
                 let association = vendor.strip_prefix("associations.");
+                if vendor == CONTACT_ROLES {
+                    check_contact_roles(config, s, f, connector, &fat(key), p);
+                    if !seen[i].insert(vendor.as_str()) {
+                        p.push(Problem::error(
+                            fat(key),
+                            "the contact roles are already synced by another field of this sync",
+                        ));
+                    }
+                    continue;
+                }
                 match (association, connector, &f.link) {
                     (Some(t), Some("hubspot"), Some(_))
                         if !t.is_empty()
@@ -595,10 +645,10 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                         "an association's values are record ids: no value map",
                     ));
                 }
-                if f.conflict == ConflictStrategy::FieldMerge {
+                if f.conflict == ConflictStrategy::FieldMerge && !f.many() {
                     p.push(Problem::error(
                         fat("conflict"),
-                        "an association holds one record: field_merge cannot merge two",
+                        "this association holds one record (one side cannot hold several): field_merge cannot merge two",
                     ));
                 }
             }
@@ -622,6 +672,12 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                     }
                 }
             }
+            if f.role.is_some() && f.a != CONTACT_ROLES && f.b != CONTACT_ROLES {
+                p.push(Problem::error(
+                    fat("role"),
+                    format!("only used with a = or b = \"{CONTACT_ROLES}\" (a Salesforce deal's contacts)"),
+                ));
+            }
             let mut back: BTreeMap<&str, &str> = BTreeMap::new();
             for (from, to) in &f.map {
                 if let Some(prev) = back.insert(to.as_str(), from.as_str()) {
@@ -632,6 +688,73 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                 }
             }
         }
+    }
+}
+
+/// `OpportunityContactRole` as a field: a Salesforce deal's contacts,
+/// linked through a contact sync whose Salesforce records are Contacts
+/// (a contact role names a Contact, never a Lead), against a field of the
+/// other system that holds several records.
+fn check_contact_roles(
+    config: &Config,
+    s: &SyncConfig,
+    f: &SyncFieldConfig,
+    connector: Option<&str>,
+    at: &str,
+    p: &mut Vec<Problem>,
+) {
+    let mut fail = |m: String| p.push(Problem::error(at, m));
+    if connector != Some("salesforce") {
+        fail(format!(
+            "{CONTACT_ROLES} is a Salesforce object: name it on the Salesforce side"
+        ));
+        return;
+    }
+    if s.object != SyncObject::Deal {
+        fail(format!(
+            "{CONTACT_ROLES} holds an Opportunity's contacts: only in an object = \"deal\" sync"
+        ));
+    }
+    let other = if f.a == CONTACT_ROLES { &f.b } else { &f.a };
+    if !holds_several(other) || other == CONTACT_ROLES {
+        fail(format!(
+            "the contact roles hold several contacts: the other side must hold several too (HubSpot: associations.contacts), not {other:?}"
+        ));
+    }
+    let Some(link) = &f.link else {
+        fail("name the contact sync whose links translate the contacts in link".into());
+        return;
+    };
+    let Some(linked) = config.syncs.get(link) else {
+        return; // reported at link
+    };
+    if linked.object != SyncObject::Contact {
+        fail(format!(
+            "a contact role names a Contact: link must name a contact sync, and {link:?} syncs {}s",
+            linked.object.as_str()
+        ));
+        return;
+    }
+    let dest = if f.a == CONTACT_ROLES { &s.a } else { &s.b };
+    let person = config
+        .destinations
+        .get(dest)
+        .and_then(|d| d.settings.get("person_object"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("Lead");
+    if person != "Contact" {
+        fail(format!(
+            "a contact role names a Contact, never a Lead: destination {dest:?} syncs {person}s (set person_object = \"Contact\")"
+        ));
+    }
+    if let Some(role) = &f.role
+        && (role.trim().is_empty() || role.chars().count() > 255)
+    {
+        p.push(Problem::error(
+            at.rsplit_once('.')
+                .map_or(at.to_string(), |(head, _)| format!("{head}.role")),
+            "a Role picklist value: 1 to 255 characters",
+        ));
     }
 }
 

@@ -162,6 +162,44 @@ pub fn merge_values(a: &Val, b: &Val) -> Val {
     (!out.is_empty()).then(|| out.join(";"))
 }
 
+/// The members of a set value (an association to several records):
+/// `;`-separated record keys.
+pub fn set_members(v: &Val) -> std::collections::BTreeSet<&str> {
+    v.as_deref()
+        .into_iter()
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+/// A set value from its members: sorted, each once, `;`-separated; the
+/// empty set is empty.
+pub fn set_value<'a>(members: impl IntoIterator<Item = &'a str>) -> Val {
+    let members: std::collections::BTreeSet<&str> = members.into_iter().collect();
+    (!members.is_empty()).then(|| members.into_iter().collect::<Vec<_>>().join(";"))
+}
+
+/// Two concurrent changes of a set merged against what both agreed
+/// before (`base`): every member either side added is in, every member
+/// either side removed is out; without a base, the union.
+pub fn merge_sets(base: Option<&Val>, a: &Val, b: &Val) -> Val {
+    let (sa, sb) = (set_members(a), set_members(b));
+    let base = base.map(set_members).unwrap_or_default();
+    let removed = |side: &std::collections::BTreeSet<&str>| {
+        base.iter()
+            .filter(|m| !side.contains(*m))
+            .copied()
+            .collect::<std::collections::BTreeSet<&str>>()
+    };
+    let (ra, rb) = (removed(&sa), removed(&sb));
+    set_value(
+        sa.union(&sb)
+            .copied()
+            .filter(|m| !ra.contains(m) && !rb.contains(m)),
+    )
+}
+
 /// Decides one record. `observed[i]` is system i's current view (None: not
 /// in this round's poll). Updates `state` (seen values, agreed values,
 /// ledger entries for the writes it asks for) and returns the decision.
@@ -361,6 +399,9 @@ fn settle(
                         Side::A => a,
                         Side::B => b,
                     },
+                    ConflictStrategy::FieldMerge if f.many() => {
+                        merge_sets(fs.agreed.as_ref(), &a, &b)
+                    }
                     ConflictStrategy::FieldMerge => merge_values(&a, &b),
                     ConflictStrategy::Review => {
                         d.settled -= 1;

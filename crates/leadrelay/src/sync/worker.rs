@@ -756,12 +756,26 @@ impl SyncRunner {
                 Side::B => &f.b,
             };
             let mut v = rec.fields.get(vendor).cloned().unwrap_or(None);
-            if let (Some(other), Some(id)) = (&f.link, &v) {
-                let link = key(other, "link", &format!("{}:{id}", side.as_str()));
-                v = Some(match self.store.kv_get(&link).await? {
-                    Some(record) => record,
-                    None => format!("?{}:{id}", side.as_str()),
-                });
+            if let Some(other) = &f.link {
+                // The system shows every associated id (`;`-separated,
+                // the oldest first where it knows): one record keeps the
+                // first, a set all of them.
+                let ids = v.as_deref().unwrap_or_default().split(';');
+                let ids: Vec<&str> = ids.map(str::trim).filter(|i| !i.is_empty()).collect();
+                let ids = if f.many() {
+                    &ids[..]
+                } else {
+                    &ids[..ids.len().min(1)]
+                };
+                let mut records = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let link = key(other, "link", &format!("{}:{id}", side.as_str()));
+                    records.push(match self.store.kv_get(&link).await? {
+                        Some(record) => record,
+                        None => format!("?{}:{id}", side.as_str()),
+                    });
+                }
+                v = engine::set_value(records.iter().map(String::as_str));
             }
             values.insert(name.clone(), v);
         }
@@ -947,16 +961,28 @@ impl SyncRunner {
                         Side::B => f.b.clone(),
                     };
                     let v = match (&f.link, v) {
-                        (Some(other), Some(record)) => {
-                            match self.linked_id(other, side, record).await? {
-                                Some(id) => Some(id),
-                                None => {
-                                    // The associated record is not in this
-                                    // system yet: written once it is.
-                                    unlinked.push((i, name.clone()));
-                                    continue;
+                        (Some(other), Some(records)) => {
+                            let members: Vec<&str> = if f.many() {
+                                engine::set_members(v).into_iter().collect()
+                            } else {
+                                vec![records.as_str()]
+                            };
+                            let mut ids = Vec::with_capacity(members.len());
+                            for m in members {
+                                match self.linked_id(other, side, m).await? {
+                                    Some(id) => ids.push(id),
+                                    None => break,
                                 }
                             }
+                            if ids.len() < engine::set_members(v).len().max(1) {
+                                // An associated record is not in this
+                                // system yet: the value is written once
+                                // every one is (a part would read back
+                                // as a removal).
+                                unlinked.push((i, name.clone()));
+                                continue;
+                            }
+                            Some(ids.join(";"))
                         }
                         _ => v.clone(),
                     };

@@ -12,6 +12,7 @@ use leadrelay::store::Role;
 use leadrelay::sync::{Health, SyncRunner};
 use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
 use leadrelay_fakes::pipedrive::{FakePipedrive, PipedriveConfig};
+use leadrelay_fakes::salesforce::{SalesforceConfig, SalesforceConnectedApp};
 use serde_json::{Value, json};
 
 use crate::admin::key;
@@ -35,8 +36,15 @@ purposes = ["crm"]
     )
 }
 
-/// The `salesforce` destination of the sync tests (refresh-token login).
+/// The `salesforce` destination of the sync tests (refresh-token login),
+/// whose people are Leads.
 pub(crate) fn salesforce_toml(login_url: &str) -> String {
+    salesforce_toml_as(login_url, "Lead")
+}
+
+/// The `salesforce` destination of the sync tests whose people are
+/// `person_object` (`Lead` or `Contact`).
+pub(crate) fn salesforce_toml_as(login_url: &str, person_object: &str) -> String {
     format!(
         r#"
 [destinations.salesforce]
@@ -46,10 +54,34 @@ allow_private_networks = true
 client_id_env = "SF_CLIENT_ID"
 client_secret_env = "SF_CLIENT_SECRET"
 refresh_token_env = "SF_REFRESH_TOKEN"
+person_object = "{person_object}"
 rate_limit = "off"
 purposes = ["crm"]
 "#
     )
+}
+
+/// The env of a HubSpot + Salesforce sync test: the fakes' credentials.
+pub(crate) const HS_SF_ENV: [(&str, &str); 4] = [
+    ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
+    ("SF_CLIENT_ID", SalesforceConnectedApp::DEFAULT_CLIENT_ID),
+    (
+        "SF_CLIENT_SECRET",
+        SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
+    ),
+    ("SF_REFRESH_TOKEN", SalesforceConfig::DEFAULT_REFRESH_TOKEN),
+];
+
+/// Another sync of the config `text` (run by the test, on the app's
+/// store), beside the `crm` runner of [`app_and_runner`].
+pub(crate) fn runner_of(text: &str, name: &str, env: &[(&str, &str)], app: &TestApp) -> SyncRunner {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |k: &str| env.get(k).cloned();
+    let cfg = config::load_str(text, "test.toml", &lookup).unwrap().config;
+    SyncRunner::build(name, &cfg, &lookup, app.store.clone()).unwrap()
 }
 
 /// The `pipedrive` destination of the sync tests.

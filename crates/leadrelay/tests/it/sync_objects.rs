@@ -10,16 +10,18 @@ use std::sync::Arc;
 
 use leadrelay::config;
 use leadrelay::sync::SyncRunner;
-use leadrelay_fakes::hubspot::{FakeHubSpot, HubSpotConfig};
-use leadrelay_fakes::salesforce::{FakeSalesforce, SalesforceConfig, SalesforceConnectedApp};
+use leadrelay_fakes::hubspot::FakeHubSpot;
+use leadrelay_fakes::salesforce::{FakeSalesforce, SalesforceConfig};
 use serde_json::json;
 
 use crate::support::TestApp;
 use crate::sync::{
-    app_and_runner, health, hubspot_toml, roomy_hubspot, salesforce_toml, settle_rounds,
+    HS_SF_ENV, app_and_runner, health, hubspot_toml, roomy_hubspot, runner_of, salesforce_toml_as,
+    settle_rounds,
 };
 
-pub(crate) fn toml(hs: &str, sf: &str, sync: &str) -> String {
+/// The config of a test whose Salesforce people are `person_object`.
+fn toml_as(hs: &str, sf: &str, person_object: &str, sync: &str) -> String {
     let rest = format!(
         r#"
 
@@ -31,7 +33,12 @@ clock_skew = "1s"
 {sync}
 "#
     );
-    [hubspot_toml(hs), salesforce_toml(sf), rest].concat()
+    [
+        hubspot_toml(hs),
+        salesforce_toml_as(sf, person_object),
+        rest,
+    ]
+    .concat()
 }
 
 const COMPANIES: &str = r#"
@@ -97,49 +104,49 @@ pub(crate) struct World {
     pub(crate) sf: FakeSalesforce,
     pub(crate) app: TestApp,
     pub(crate) runner: Arc<SyncRunner>,
+    /// The whole config (for the other syncs' runners).
+    text: String,
 }
 
-/// The fakes' credentials, by env var.
-const CREDENTIALS: [(&str, &str); 4] = [
-    ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
-    ("SF_CLIENT_ID", SalesforceConnectedApp::DEFAULT_CLIENT_ID),
-    (
-        "SF_CLIENT_SECRET",
-        SalesforceConnectedApp::DEFAULT_CLIENT_SECRET,
-    ),
-    ("SF_REFRESH_TOKEN", SalesforceConfig::DEFAULT_REFRESH_TOKEN),
-];
+impl World {
+    /// The runner of another sync of the config.
+    pub(crate) fn runner(&self, name: &str) -> SyncRunner {
+        runner_of(&self.text, name, &HS_SF_ENV, &self.app)
+    }
 
-fn env(k: &str) -> Option<String> {
-    CREDENTIALS
-        .iter()
-        .find(|(name, _)| *name == k)
-        .map(|(_, v)| v.to_string())
-}
-
-/// A runner of another sync `name` of the world's config (built from
-/// `sync`, as [`world`] was), on the app's store.
-pub(crate) fn runner_of(w: &World, sync: &str, name: &str) -> SyncRunner {
-    let text = toml(&w.hs.base_url(), &w.sf.base_url(), sync);
-    let cfg = config::load_str(&text, "test.toml", &env).unwrap().config;
-    SyncRunner::build(name, &cfg, &env, w.app.store.clone()).unwrap()
+    /// A runner of sync `name` of this world's config with `[syncs.crm]`
+    /// given by `sync` instead (a changed setting, as after an edit).
+    pub(crate) fn runner_with(&self, sync: &str, name: &str) -> SyncRunner {
+        let text = toml_as(&self.hs.base_url(), &self.sf.base_url(), "Lead", sync);
+        runner_of(&text, name, &HS_SF_ENV, &self.app)
+    }
 }
 
 pub(crate) async fn world(sync: &str) -> World {
-    world_with(sync, SalesforceConfig::default()).await
+    world_as("Lead", sync).await
+}
+
+/// The world of a test whose Salesforce people are `person_object`.
+async fn world_as(person_object: &str, sync: &str) -> World {
+    world_of(person_object, sync, SalesforceConfig::default()).await
 }
 
 /// [`world`] with a fake Salesforce org of `org`'s settings.
 pub(crate) async fn world_with(sync: &str, org: SalesforceConfig) -> World {
+    world_of("Lead", sync, org).await
+}
+
+async fn world_of(person_object: &str, sync: &str, org: SalesforceConfig) -> World {
     let hs = roomy_hubspot().await;
     let sf = FakeSalesforce::start(org).await.unwrap();
-    let text = toml(&hs.base_url(), &sf.base_url(), sync);
-    let (app, runner) = app_and_runner(&text, &CREDENTIALS).await;
+    let text = toml_as(&hs.base_url(), &sf.base_url(), person_object, sync);
+    let (app, runner) = app_and_runner(&text, &HS_SF_ENV).await;
     World {
         hs,
         sf,
         app,
         runner,
+        text,
     }
 }
 
@@ -513,7 +520,7 @@ b = "Name"
 #[tokio::test]
 async fn a_deals_company_is_associated_alike_on_both_sides() {
     let w = world(DEALS_WITH_COMPANIES).await;
-    let companies = runner_of(&w, DEALS_WITH_COMPANIES, "companies");
+    let companies = w.runner("companies");
 
     let hs_acme =
         w.hs.seed("companies", &[("name", "Acme"), ("domain", "acme.test")]);
@@ -597,4 +604,304 @@ async fn a_deals_company_is_associated_alike_on_both_sides() {
         let r = w.runner.round().await;
         assert_eq!((r.writes_a, r.writes_b), (h.writes_a, h.writes_b));
     }
+}
+
+/// People kept in sync by `people` (HubSpot contacts, Salesforce
+/// Contacts); deals by `crm`, whose contacts are the Opportunity's
+/// Decision Makers, translated through the people's links.
+const DEALS_WITH_CONTACTS: &str = r#"
+object = "deal"
+match = { a = "leadrelay_deal_key", b = "LeadRelay_Key__c" }
+sweep_interval = "0s"
+
+[syncs.crm.fields.name]
+a = "dealname"
+b = "Name"
+
+[syncs.crm.fields.stage]
+a = "dealstage"
+b = "StageName"
+map = { appointmentscheduled = "Prospecting", qualifiedtobuy = "Qualification" }
+
+[syncs.crm.fields.close]
+a = "closedate"
+b = "CloseDate"
+
+[syncs.crm.fields.contacts]
+a = "associations.contacts"
+b = "OpportunityContactRole"
+link = "people"
+role = "Decision Maker"
+conflict = "field_merge"
+
+[syncs.people]
+object = "contact"
+a = "hubspot"
+b = "salesforce"
+poll_interval = "1h"
+
+[syncs.people.fields.title]
+a = "jobtitle"
+b = "Title"
+"#;
+
+#[tokio::test]
+async fn a_deals_contacts_are_kept_as_a_set_against_the_opportunitys_contact_roles() {
+    let w = world_as("Contact", DEALS_WITH_CONTACTS).await;
+    let people = w.runner("people");
+    let person = |email: &str| {
+        w.hs.seed(
+            "contacts",
+            &[("email", email), ("firstname", "P"), ("jobtitle", "Buyer")],
+        )
+    };
+    let (hs_ada, hs_bo, hs_cy) = (
+        person("ada@x.test"),
+        person("bo@x.test"),
+        person("cy@x.test"),
+    );
+    let sf_ada = w.sf.seed(
+        "Contact",
+        json!({"LastName": "Ada", "Email": "ada@x.test", "Title": "Buyer"}),
+    );
+    let sf_di = w.sf.seed(
+        "Contact",
+        json!({"LastName": "Di", "Email": "di@x.test", "Title": "CFO"}),
+    );
+    let big = w.hs.seed(
+        "deals",
+        &[
+            ("dealname", "Big deal"),
+            ("leadrelay_deal_key", "deal-1"),
+            ("dealstage", "qualifiedtobuy"),
+            ("closedate", "2027-03-31"),
+        ],
+    );
+    for c in [&hs_ada, &hs_bo] {
+        assert!(w.hs.associate_records(("deals", &big), ("contacts", c)));
+    }
+    let small = w.sf.seed(
+        "Opportunity",
+        json!({"Name": "Small deal", "LeadRelay_Key__c": "deal-2", "StageName": "Prospecting",
+               "CloseDate": "2027-01-15"}),
+    );
+    let role = |opp: &str, contact: &str, role: &str| {
+        w.sf.seed(
+            "OpportunityContactRole",
+            json!({"OpportunityId": opp, "ContactId": contact, "Role": role}),
+        )
+    };
+    let di_on_small = role(&small, &sf_di, "Decision Maker");
+    // Another role than the field's: neither synced nor ever deleted.
+    let influencer = role(&small, &sf_ada, "Influencer");
+    people.round().await;
+    people.round().await;
+    settle_rounds(&w.runner, &w.app, 6).await;
+
+    let sf_contact = |email: &str| {
+        w.sf.contacts()
+            .into_iter()
+            .find(|c| c.text("Email") == Some(email))
+            .map(|c| c.id)
+            .unwrap()
+    };
+    let hs_contact = |email: &str| {
+        w.hs.contacts()
+            .into_iter()
+            .find(|c| c.get("email") == Some(email))
+            .map(|c| c.id)
+            .unwrap()
+    };
+    let opp = |key: &str| {
+        w.sf.opportunities()
+            .into_iter()
+            .find(|o| o.text("LeadRelay_Key__c") == Some(key))
+            .unwrap()
+            .id
+    };
+    // The contacts of each side's deal, as the other side's ids.
+    let roles_of = |opp: &str| {
+        let mut ids: Vec<String> =
+            w.sf.records("OpportunityContactRole")
+                .into_iter()
+                .filter(|r| {
+                    r.text("OpportunityId") == Some(opp) && r.text("Role") == Some("Decision Maker")
+                })
+                .map(|r| r.text("ContactId").unwrap().to_string())
+                .collect();
+        ids.sort();
+        ids
+    };
+    let contacts_of = |deal: &str| {
+        let mut ids = w.hs.associated_ids("deals", deal, "contacts");
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let (big_sf, small_hs) = (opp("deal-1"), {
+        w.hs.deals()
+            .into_iter()
+            .find(|d| d.get("leadrelay_deal_key") == Some("deal-2"))
+            .unwrap()
+            .id
+    });
+    assert_eq!(
+        roles_of(&big_sf),
+        sorted(vec![sf_ada.clone(), sf_contact("bo@x.test")])
+    );
+    // Created roles carry the field's role.
+    assert_eq!(w.sf.records("OpportunityContactRole").len(), 4);
+    assert_eq!(contacts_of(&small_hs), vec![hs_contact("di@x.test")]);
+    assert!(w.sf.record(&influencer).is_some());
+
+    // Removed in HubSpot (no modification time moves: the sweep sees it)
+    // and in Salesforce (deleted: the sweep sees it); added in Salesforce
+    // (the roles' own poll sees it).
+    w.hs.dissociate_records(("deals", &big), ("contacts", &hs_bo));
+    assert!(w.sf.delete(&di_on_small));
+    role(&small, &sf_contact("bo@x.test"), "Decision Maker");
+    let sf_log0 = w.sf.requests().count();
+    settle_rounds(&w.runner, &w.app, 6).await;
+    assert_eq!(roles_of(&big_sf), vec![sf_ada.clone()]);
+    assert_eq!(contacts_of(&small_hs), vec![hs_bo.clone()]);
+    let log = w.sf.requests().entries();
+    let deletes = log[sf_log0..]
+        .iter()
+        .filter(|r| {
+            r.method == "DELETE" && r.path.ends_with("/composite/sobjects") && r.status < 300
+        })
+        .count();
+    assert_eq!(deletes, 1, "one sObject Collections delete");
+    assert!(w.sf.record(&influencer).is_some());
+
+    // A contact the people sync has not seen yet: the set waits (pending)
+    // until the contact is in Salesforce, then follows whole.
+    let hs_eve = person("eve@x.test");
+    assert!(w.hs.associate_records(("deals", &big), ("contacts", &hs_eve)));
+    let h = w.runner.round().await;
+    assert_eq!(h.pending, 1, "{h:?}");
+    assert_eq!(roles_of(&big_sf), vec![sf_ada.clone()]);
+    people.round().await;
+    settle_rounds(&w.runner, &w.app, 6).await;
+    let sf_eve = sf_contact("eve@x.test");
+    assert_eq!(
+        roles_of(&big_sf),
+        sorted(vec![sf_ada.clone(), sf_eve.clone()])
+    );
+
+    // Changed on both sides at once (Cy added in HubSpot, Ada removed in
+    // Salesforce): field_merge keeps both changes.
+    assert!(w.hs.associate_records(("deals", &big), ("contacts", &hs_cy)));
+    let ada_on_big =
+        w.sf.records("OpportunityContactRole")
+            .into_iter()
+            .find(|r| {
+                r.text("OpportunityId") == Some(big_sf.as_str())
+                    && r.text("ContactId") == Some(sf_ada.as_str())
+            })
+            .unwrap()
+            .id;
+    assert!(w.sf.delete(&ada_on_big));
+    let settled0 = health(&w.app).await.conflicts_settled;
+    settle_rounds(&w.runner, &w.app, 6).await;
+    let sf_cy = sf_contact("cy@x.test");
+    assert_eq!(roles_of(&big_sf), sorted(vec![sf_cy, sf_eve]));
+    assert_eq!(contacts_of(&big), sorted(vec![hs_cy, hs_eve]));
+    let h = health(&w.app).await;
+    assert_eq!(h.conflicts_settled - settled0, 1, "{h:?}");
+    assert_eq!((h.errors, h.pending), (0, 0), "{h:?}");
+
+    // Settled: further rounds write nothing into either system.
+    let sf_log1 = w.sf.requests().count();
+    for _ in 0..2 {
+        let r = w.runner.round().await;
+        assert_eq!((r.writes_a, r.writes_b), (h.writes_a, h.writes_b));
+    }
+    let log = w.sf.requests().entries();
+    assert!(
+        log[sf_log1..].iter().all(|r| r.method == "GET"),
+        "only reads once settled"
+    );
+}
+
+#[tokio::test]
+async fn contact_role_fields_are_checked() {
+    let text = r#"
+[destinations.hs]
+connector = "hubspot"
+[destinations.sf]
+connector = "salesforce"
+[syncs.people]
+object = "contact"
+a = "hs"
+b = "sf"
+[syncs.people.fields.title]
+a = "jobtitle"
+b = "Title"
+[syncs.people.fields.deals]
+a = "associations.deals"
+b = "OpportunityContactRole"
+link = "deals"
+[syncs.deals]
+object = "deal"
+a = "hs"
+b = "sf"
+match = { a = "leadrelay_deal_key", b = "LeadRelay_Key__c" }
+[syncs.deals.fields.contacts]
+a = "associations.contacts"
+b = "OpportunityContactRole"
+link = "people"
+role = " "
+conflict = "field_merge"
+[syncs.deals.fields.name]
+a = "dealname"
+b = "Name"
+role = "Decision Maker"
+[syncs.deals.fields.company]
+a = "associations.companies"
+b = "AccountId"
+link = "people"
+conflict = "field_merge"
+[syncs.back]
+object = "deal"
+a = "sf"
+b = "hs"
+match = { a = "LeadRelay_Key__c", b = "leadrelay_deal_key" }
+[syncs.back.fields.contacts]
+a = "Name"
+b = "OpportunityContactRole"
+link = "people"
+"#;
+    let env = |_: &str| Some("x".to_string());
+    let err = match config::load_str(text, "t.toml", &env) {
+        Ok(_) => panic!("the bad contact roles were accepted"),
+        Err(e) => e.to_string(),
+    };
+    for needle in [
+        // A contact role names a Contact, never a Lead.
+        "syncs.deals.fields.contacts.b",
+        "set person_object = \"Contact\"",
+        "syncs.deals.fields.contacts.role",
+        // Only deals have contact roles.
+        "syncs.people.fields.deals.b",
+        "only in an object = \"deal\" sync",
+        // A role only means something for contact roles.
+        "syncs.deals.fields.name.role",
+        // One record on one side: nothing to merge.
+        "syncs.deals.fields.company.conflict",
+        // The Salesforce object on the HubSpot side; a single field
+        // against a set.
+        "syncs.back.fields.contacts.b",
+        "is a Salesforce object",
+    ] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+    // A set against a set merges.
+    assert!(
+        !err.contains("syncs.deals.fields.contacts.conflict"),
+        "{err}"
+    );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use leadrelay::sync::BackfillEnd;
 use leadrelay_fakes::salesforce::SalesforceConfig;
 
-use crate::sync_objects::{runner_of, world_with};
+use crate::sync_objects::world_with;
 
 fn contacts(share: f64) -> String {
     format!(
@@ -70,7 +70,7 @@ async fn a_backfill_stops_at_its_share_of_the_daily_quota_and_goes_on_later() {
 
     // Started again the same day (a new process): it stops at once,
     // without a request.
-    let again = runner_of(&w, &contacts(0.1), "crm");
+    let again = w.runner_with(&contacts(0.1), "crm");
     let (_, end) = again.backfill(|_| {}).await;
     assert!(matches!(end, BackfillEnd::QuotaSpent { .. }), "{end:?}");
     assert_eq!(
@@ -80,7 +80,7 @@ async fn a_backfill_stops_at_its_share_of_the_daily_quota_and_goes_on_later() {
     );
 
     // A larger share: it goes on from its cursors and finishes, once each.
-    let larger = runner_of(&w, &contacts(0.9), "crm");
+    let larger = w.runner_with(&contacts(0.9), "crm");
     let (h, end) = larger.backfill(|_| {}).await;
     assert_eq!(end, BackfillEnd::Done, "{h:?}");
     assert_eq!(h.last_error, None);

@@ -10,7 +10,7 @@ use leadrelay::config;
 use serde_json::json;
 
 use crate::sync::{health, settle_rounds};
-use crate::sync_objects::{runner_of, world};
+use crate::sync_objects::world;
 
 const TASKS: &str = r#"
 object = "task"
@@ -54,7 +54,7 @@ b = "Title"
 #[tokio::test]
 async fn tasks_sync_both_ways_with_their_person_status_and_due_date() {
     let w = world(TASKS).await;
-    let people = runner_of(&w, TASKS, "people");
+    let people = w.runner("people");
 
     let ada = w.hs.seed(
         "contacts",

@@ -3,15 +3,23 @@
 //! `hubspot` source verifies it and wakes the sync named in
 //! `change_sources`, whose round (the poll interval being an hour) carries
 //! the change to Pipedrive. A webhook with a bad signature is refused.
+//! The fake Salesforce sends outbound messages (SOAP `notifications`) for
+//! every save of a Lead, retried until acknowledged: a person's edit
+//! reaches HubSpot at once, the echo of the sync's own write wakes a round
+//! that writes nothing, and another org's message is refused.
 
 use std::time::Duration;
 
 use leadrelay_fakes::hubspot::{HubSpotConfig, WebhookTarget};
 use leadrelay_fakes::pipedrive::PipedriveConfig;
-use serde_json::Value;
+use leadrelay_fakes::salesforce::{
+    FakeSalesforce, OutboundMessageDef, OutboundRetry, OutboundSent, SalesforceConfig,
+};
+use serde_json::{Value, json};
 
 use crate::sync::{
-    app_and_runner, health, hubspot_toml, pipedrive_toml, roomy_hubspot, roomy_pipedrive,
+    HS_SF_ENV, app_and_runner, health, hubspot_toml, pipedrive_toml, roomy_hubspot,
+    roomy_pipedrive, salesforce_toml,
 };
 
 const PUBLIC: &str = "https://leadrelay.example";
@@ -124,4 +132,251 @@ async fn a_hubspot_change_webhook_starts_the_sync_round_at_once() {
     )
     .await;
     assert_eq!(hs.state().webhooks_sent()[1].status, Some(401));
+}
+
+const OM_TOKEN: &str = "outbound-message-token";
+
+fn salesforce_changes_toml(hs: &str, sf: &str, org: &str) -> String {
+    let rest = format!(
+        r#"
+[server]
+public_url = "{PUBLIC}"
+
+[sources.sf_changes]
+kind = "salesforce_outbound_message"
+organization_id = "{org}"
+token_env = "SF_OM_TOKEN"
+
+[sources.hs_changes]
+kind = "hubspot"
+client_secret_env = "HUBSPOT_CLIENT_SECRET"
+
+[syncs.crm]
+object = "contact"
+a = "hubspot"
+b = "salesforce"
+poll_interval = "1h"
+change_sources = ["sf_changes", "hs_changes"]
+
+[syncs.crm.fields.title]
+a = "jobtitle"
+b = "Title"
+
+[syncs.crm.fields.phone]
+a = "phone"
+b = "Phone"
+"#
+    );
+    [rest, hubspot_toml(hs), salesforce_toml(sf)].concat()
+}
+
+/// A fake org that retries unacknowledged outbound messages within
+/// milliseconds, with an outbound message on Leads to `url`.
+async fn org_sending_lead_changes(org_id: Option<&str>, url: &str) -> FakeSalesforce {
+    let mut config = SalesforceConfig::default();
+    if let Some(id) = org_id {
+        config.org_id = id.to_string();
+    }
+    let sf = FakeSalesforce::start(config).await.unwrap();
+    sf.set_outbound_retry(OutboundRetry {
+        first: Duration::from_millis(50),
+        max_interval: Duration::from_millis(200),
+        max_age: Duration::from_secs(120),
+        timeout: Duration::from_secs(10),
+    });
+    sf.add_outbound_message(OutboundMessageDef {
+        object: "Lead".into(),
+        fields: ["Id", "Email", "Title", "Phone", "LastModifiedDate"]
+            .map(String::from)
+            .to_vec(),
+        endpoint_url: url.to_string(),
+        send_session_id: false,
+    });
+    sf
+}
+
+/// Waits until every notification the org queued is acknowledged.
+async fn all_acknowledged(sf: &FakeSalesforce) -> Vec<OutboundSent> {
+    crate::support::eventually(
+        "Salesforce's outbound messages acknowledged",
+        Duration::from_secs(30),
+        || async { (sf.outbound_queued() == 0).then(|| sf.outbound_sent()) },
+    )
+    .await
+}
+
+fn successful(
+    log: &[leadrelay_fakes::common::LoggedRequest],
+    method: &str,
+    path_end: &str,
+) -> usize {
+    log.iter()
+        .filter(|r| r.method == method && r.path.ends_with(path_end) && r.status < 300)
+        .count()
+}
+
+#[tokio::test]
+async fn salesforce_outbound_messages_start_the_sync_round_and_echoes_write_nothing() {
+    let hs = roomy_hubspot().await;
+    // The endpoint is wrong at first (nothing listens there): Salesforce
+    // keeps the message and retries it.
+    let sf = org_sending_lead_changes(None, "http://127.0.0.1:9/nowhere").await;
+    let org = sf.state().org_id();
+    let mut env = HS_SF_ENV.to_vec();
+    env.extend([("SF_OM_TOKEN", OM_TOKEN), ("HUBSPOT_CLIENT_SECRET", SECRET)]);
+    let text = salesforce_changes_toml(&hs.base_url(), &sf.base_url(), &org);
+    let (app, _runner) = app_and_runner(&text, &env).await;
+    let hs_id = hs.seed(
+        "contacts",
+        &[("email", "ada@example.com"), ("jobtitle", "Engineer")],
+    );
+    let lead = sf.seed(
+        "Lead",
+        json!({"LastName": "Ada", "Company": "Acme", "Email": "ada@example.com", "Title": "Engineer"}),
+    );
+    // The seed's own message is retried until the endpoint is right, then
+    // delivered: its round links the two records.
+    crate::support::eventually("failed deliveries", Duration::from_secs(30), || async {
+        (sf.outbound_sent()
+            .iter()
+            .filter(|s| s.status.is_none())
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    let initial = health(&app).await;
+    sf.set_outbound_endpoint(&app.url(&format!("/v1/hooks/sf_changes?token={OM_TOKEN}")));
+    let sent = all_acknowledged(&sf).await;
+    assert!(
+        sent.windows(2)
+            .all(|w| w[0].notifications == w[1].notifications),
+        "one notification, retried"
+    );
+    let before = crate::support::eventually("the first round", Duration::from_secs(30), || async {
+        let h = health(&app).await;
+        (h.last_round_at != initial.last_round_at).then_some(h)
+    })
+    .await;
+    assert_eq!(before.records, 1, "{before:?}");
+
+    // A person's edit in Salesforce reaches HubSpot at once.
+    let (hs0, sf0) = (hs.requests().count(), sf.requests().count());
+    assert!(sf.edit(&lead, json!({"Title": "CTO"})));
+    let title = || {
+        hs.contacts()
+            .into_iter()
+            .find(|c| c.id == hs_id)
+            .and_then(|c| c.get("jobtitle").map(str::to_string))
+    };
+    crate::support::eventually(
+        "the outbound message's round writes the title to HubSpot",
+        Duration::from_secs(30),
+        || async { (title().as_deref() == Some("CTO")).then_some(()) },
+    )
+    .await;
+    let sent = all_acknowledged(&sf).await;
+    let last = sent.last().unwrap();
+    assert!(last.acked && last.status == Some(200), "{last:?}");
+    assert!(last.body.contains(&format!("<sf:Id>{lead}</sf:Id>")));
+    crate::support::eventually(
+        "the round saved its figures",
+        Duration::from_secs(30),
+        || async {
+            let h = health(&app).await;
+            (h.last_round_at != before.last_round_at && h.writes_a == before.writes_a + 1)
+                .then_some(h)
+        },
+    )
+    .await;
+    let hs_log = hs.requests().entries();
+    assert_eq!(successful(&hs_log[hs0..], "POST", "/batch/update"), 1);
+    let sf_log = sf.requests().entries();
+    assert_eq!(
+        successful(&sf_log[sf0..], "PATCH", "/composite/sobjects"),
+        0
+    );
+
+    // The sync's own write into Salesforce (a HubSpot edit, its webhook
+    // waking the round) sends a message too: changes made through the API
+    // do. Held back until the write's round is over (the endpoint is down
+    // meanwhile), its round finds the echo and writes nothing anywhere.
+    let om_url = app.url(&format!("/v1/hooks/sf_changes?token={OM_TOKEN}"));
+    sf.set_outbound_endpoint("http://127.0.0.1:9/nowhere");
+    hs.state().subscribe_webhooks(WebhookTarget {
+        url: app.url("/v1/hooks/hs_changes"),
+        signed_url: format!("{PUBLIC}/v1/hooks/hs_changes"),
+        client_secret: SECRET.into(),
+    });
+    let (hs1, sf1) = (hs.requests().count(), sf.requests().count());
+    assert!(hs.edit("contacts", &hs_id, &[("phone", "+15550100")]));
+    let wrote = crate::support::eventually(
+        "the webhook's round writes to Salesforce",
+        Duration::from_secs(30),
+        || async {
+            let h = health(&app).await;
+            (h.writes_b == before.writes_b + 1).then_some(h)
+        },
+    )
+    .await;
+    crate::support::eventually(
+        "the echo's message waits",
+        Duration::from_secs(30),
+        || async {
+            (sf.outbound_sent()
+                .last()
+                .is_some_and(|s| s.status.is_none()))
+            .then_some(())
+        },
+    )
+    .await;
+    sf.set_outbound_endpoint(&om_url);
+    let sent = all_acknowledged(&sf).await;
+    assert!(
+        sent.last()
+            .unwrap()
+            .body
+            .contains("<sf:Phone>+15550100</sf:Phone>")
+    );
+    let h = crate::support::eventually("the echo's round", Duration::from_secs(30), || async {
+        let h = health(&app).await;
+        (h.last_round_at != wrote.last_round_at).then_some(h)
+    })
+    .await;
+    assert_eq!(
+        (h.writes_a, h.writes_b),
+        (wrote.writes_a, wrote.writes_b),
+        "{h:?}"
+    );
+    assert!(h.echoes_dropped > wrote.echoes_dropped, "{h:?}");
+    let hs_log = hs.requests().entries();
+    assert_eq!(successful(&hs_log[hs1..], "POST", "/batch/update"), 0);
+    let sf_log = sf.requests().entries();
+    assert_eq!(
+        successful(&sf_log[sf1..], "PATCH", "/composite/sobjects"),
+        1
+    );
+
+    // Another org's message (the right token, the wrong OrganizationId)
+    // is refused every time it is retried, and wakes nothing.
+    let other = org_sending_lead_changes(Some("00D5e000000OTHRAAA"), &om_url).await;
+    let quiet = health(&app).await;
+    other.seed(
+        "Lead",
+        json!({"LastName": "Eve", "Company": "Evil", "Email": "eve@example.com"}),
+    );
+    let refused = crate::support::eventually(
+        "the forged message retried",
+        Duration::from_secs(30),
+        || async {
+            let sent = other.outbound_sent();
+            (sent.len() >= 3).then_some(sent)
+        },
+    )
+    .await;
+    assert!(
+        refused.iter().all(|s| s.status == Some(401) && !s.acked),
+        "{refused:?}"
+    );
+    assert_eq!(health(&app).await.last_round_at, quiet.last_round_at);
 }

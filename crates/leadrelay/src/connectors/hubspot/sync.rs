@@ -217,8 +217,8 @@ impl HubSpotSync {
         Ok(out)
     }
 
-    /// Fills the association fields: the associated record of each type
-    /// (the oldest when several are).
+    /// Fills the association fields: the associated records of each type,
+    /// `;`-separated, the oldest first.
     async fn with_associations(
         &self,
         records: &mut [RemoteRecord],
@@ -238,17 +238,17 @@ impl HubSpotSync {
             for r in records.iter_mut() {
                 let v = found
                     .get(&r.id)
-                    .and_then(|to| to.first())
-                    .map(u64::to_string);
+                    .filter(|to| !to.is_empty())
+                    .map(|to| to.iter().map(u64::to_string).collect::<Vec<_>>().join(";"));
                 r.fields.insert(field.clone(), v);
             }
         }
         Ok(())
     }
 
-    /// Makes the record's associations of each association field the one
-    /// the op names: the others removed (v4 DELETE), it added (default
-    /// association) unless there.
+    /// Makes the record's associations of each association field the ones
+    /// the op names (`;`-separated ids): the others removed (v4 DELETE),
+    /// the missing ones added (default association).
     async fn write_associations(&self, id: &str, op: &WriteOp) -> Result<(), SyncError> {
         for (field, value) in &op.fields {
             let Some(to_type) = association(field) else {
@@ -259,13 +259,17 @@ impl HubSpotSync {
                 .await?
                 .remove(id)
                 .unwrap_or_default();
-            let wanted: Option<u64> = match value {
-                None => None,
-                Some(v) => Some(v.parse().map_err(|_| {
+            let mut wanted: Vec<u64> = Vec::new();
+            for v in value.as_deref().unwrap_or_default().split(';') {
+                let v = v.trim();
+                if v.is_empty() {
+                    continue;
+                }
+                wanted.push(v.parse().map_err(|_| {
                     failed(format!("{v:?} is not a HubSpot record id for {field}"))
-                })?),
-            };
-            for other in current.iter().filter(|c| Some(**c) != wanted) {
+                })?);
+            }
+            for other in current.iter().filter(|c| !wanted.contains(c)) {
                 let path = self.api.path(
                     Family::RecordAssociations,
                     &format!("/{}/{id}/associations/{to_type}/{other}", self.object_type),
@@ -273,9 +277,7 @@ impl HubSpotSync {
                 let (res, _) = self.api.call(Method::DELETE, &path, None).await;
                 res.map_err(|f| SyncError(f.outcome))?;
             }
-            if let Some(w) = wanted
-                && !current.contains(&w)
-            {
+            for w in wanted.iter().filter(|w| !current.contains(w)) {
                 let path = self.api.path(
                     Family::RecordAssociations,
                     &format!(

@@ -8,6 +8,17 @@
 //! seen yet are looked up by their match field (Email for people; one SOQL
 //! `IN (...)` per 100 values), else created with `POST composite/sobjects`.
 //!
+//! A deal's contacts (`OpportunityContactRole` as a field) are the
+//! Opportunity's contact roles (of the field's `role`, when it names one):
+//! read for every Opportunity a poll returns, and — since adding or
+//! removing a role moves no Opportunity's modification time — polled
+//! apart by their own `SystemModstamp` after the Opportunities (a last
+//! page: the Opportunities whose roles changed) and read again for every
+//! linked Opportunity by the sweep, which is what sees a role deleted.
+//! Written by comparing with the roles the Opportunity has: the missing
+//! ones created, the others deleted, through sObject Collections. A
+//! contact named twice (Salesforce allows it) counts once.
+//!
 //! `latest` compares `LastModifiedDate` (changes made by people and
 //! automation); the cursor moves by `SystemModstamp`, which system jobs
 //! move too, so nothing changed is missed. Converted Leads are read-only
@@ -25,7 +36,7 @@ use serde_json::{Map, Value, json};
 use super::api::{Failure, Rest, soql_quote};
 use super::{PersonObject, Settings};
 use crate::config::Problem;
-use crate::config::sync::{ObjectSpec, SyncObject};
+use crate::config::sync::{CONTACT_ROLES, ObjectSpec, SyncObject};
 use crate::connectors::crm::{self, CommonSettings};
 use crate::connectors::{BuildContext, ErrorClass, Outcome};
 use crate::sync::engine::Val;
@@ -35,6 +46,9 @@ use crate::sync::{Page, RemoteRecord, SyncError, SyncSystem, WriteOp};
 const COLLECTION: usize = 200;
 /// Emails per `Email IN (...)` lookup (well inside SOQL's length limit).
 const LOOKUP: usize = 100;
+/// The page token of the last page of a poll: Opportunities whose contact
+/// roles changed (a query locator path starts with `/query/`).
+const ROLES_PAGE: &str = "contact-roles";
 
 struct SalesforceSync {
     rest: Rest,
@@ -45,6 +59,38 @@ struct SalesforceSync {
     person: Option<PersonObject>,
     /// The field that matches records (`Email` for people).
     key: String,
+    /// The `Role` the deal's contacts field keeps (None: every role).
+    role: Option<String>,
+}
+
+/// An Opportunity's contact roles as one value: the Contact ids,
+/// `;`-separated, each once.
+#[derive(Debug, Default)]
+struct Roles {
+    contacts: std::collections::BTreeSet<String>,
+    /// The latest `LastModifiedDate` and `SystemModstamp` among them.
+    modified: Option<DateTime<Utc>>,
+    stamp: Option<DateTime<Utc>>,
+}
+
+impl Roles {
+    fn value(&self) -> Val {
+        (!self.contacts.is_empty()).then(|| {
+            self.contacts
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+    }
+}
+
+/// The latest of two times.
+fn later(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The sync system of a `salesforce` destination's settings, for `spec`'s
@@ -75,6 +121,7 @@ pub fn system(
             object,
             person,
             key,
+            role: spec.contact_role.clone(),
         })),
         _ => Err(problems),
     }
@@ -217,7 +264,7 @@ impl SalesforceSync {
     fn body(&self, op: &WriteOp, id: Option<&str>) -> Value {
         let mut m = Map::new();
         m.insert("attributes".into(), json!({"type": self.api_name()}));
-        for (k, v) in &op.fields {
+        for (k, v) in op.fields.iter().filter(|(k, _)| *k != CONTACT_ROLES) {
             m.insert(k.clone(), json!(v));
         }
         match id {
@@ -293,42 +340,84 @@ impl SalesforceSync {
     }
 }
 
-#[async_trait]
-impl SyncSystem for SalesforceSync {
-    fn consistent(&self) -> bool {
-        true
+impl SalesforceSync {
+    /// Every page of a query's records.
+    async fn query_all(&self, soql: &str) -> Result<Vec<Value>, SyncError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let (records, more) = self.query_page(Some(soql), next.as_deref()).await?;
+            out.extend(records);
+            match more {
+                Some(n) => next = Some(n),
+                None => return Ok(out),
+            }
+        }
     }
 
-    async fn changes(
-        &self,
-        since: Option<DateTime<Utc>>,
-        page: Option<&str>,
-        fields: &[String],
-    ) -> Result<Page, SyncError> {
+    /// The `AND Role = '…'` of the field's role, if any.
+    fn role_filter(&self) -> String {
+        self.role
+            .as_deref()
+            .map(|r| format!(" AND Role = {}", soql_quote(r)))
+            .unwrap_or_default()
+    }
+
+    /// The contact roles (`Id`, `ContactId`, times) of these Opportunities.
+    async fn contact_roles(&self, opportunities: &[&str]) -> Result<Vec<Value>, SyncError> {
+        let mut out = Vec::new();
+        for chunk in opportunities.chunks(LOOKUP) {
+            let list: Vec<String> = chunk.iter().map(|id| soql_quote(id)).collect();
+            let soql = format!(
+                "SELECT Id, OpportunityId, ContactId, LastModifiedDate, SystemModstamp FROM {CONTACT_ROLES} WHERE OpportunityId IN ({}){} ORDER BY Id ASC",
+                list.join(", "),
+                self.role_filter(),
+            );
+            out.extend(self.query_all(&soql).await?);
+        }
+        Ok(out)
+    }
+
+    /// Each Opportunity's contact roles as a value.
+    async fn roles_of(&self, opportunities: &[&str]) -> Result<BTreeMap<String, Roles>, SyncError> {
+        let mut out: BTreeMap<String, Roles> = BTreeMap::new();
+        for r in self.contact_roles(opportunities).await? {
+            let (Some(opp), Some(contact)) =
+                (text(r.get("OpportunityId")), text(r.get("ContactId")))
+            else {
+                continue;
+            };
+            let roles = out.entry(opp).or_default();
+            roles.contacts.insert(contact);
+            roles.modified = later(roles.modified, parse_time(&r["LastModifiedDate"]));
+            roles.stamp = later(roles.stamp, parse_time(&r["SystemModstamp"]));
+        }
+        Ok(out)
+    }
+
+    /// The SELECT list of a read: the key, the times and the synced fields
+    /// (the contact roles are read apart).
+    fn select<'a>(&'a self, fields: &'a [String]) -> Vec<&'a str> {
         // (A task sync may have no match key.)
         let mut select: Vec<&str> = ["Id", &self.key, "LastModifiedDate", "SystemModstamp"]
             .into_iter()
             .filter(|f| !f.is_empty())
             .collect();
-        for f in fields {
+        for f in fields.iter().filter(|f| *f != CONTACT_ROLES) {
             if !select.iter().any(|s| s.eq_ignore_ascii_case(f)) {
                 select.push(f);
             }
         }
-        let mut filters: Vec<String> = self.base_filter().map(str::to_string).into_iter().collect();
-        if let Some(t) = since {
-            // Second precision, `>=`: the overlap re-reads the boundary.
-            filters.push(format!(
-                "SystemModstamp >= {}",
-                t.format("%Y-%m-%dT%H:%M:%SZ")
-            ));
-        }
-        let mut soql = format!("SELECT {} FROM {}", select.join(", "), self.api_name());
-        if !filters.is_empty() {
-            soql.push_str(&format!(" WHERE {}", filters.join(" AND ")));
-        }
-        soql.push_str(" ORDER BY SystemModstamp ASC");
-        let (rows, next) = self.query_page(Some(&soql), page).await?;
+        select
+    }
+
+    /// Rows of the object as records, with their contact roles when the
+    /// sync keeps them.
+    async fn records(
+        &self,
+        rows: Vec<Value>,
+        fields: &[String],
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
         let mut records = Vec::new();
         for r in rows {
             let Some(id) = text(r.get("Id")) else {
@@ -349,10 +438,232 @@ impl SyncSystem for SalesforceSync {
                 }),
                 modified_at,
                 cursor_at: stamp,
-                fields: fields.iter().map(|f| (f.clone(), text(r.get(f)))).collect(),
+                fields: fields
+                    .iter()
+                    .filter(|f| *f != CONTACT_ROLES)
+                    .map(|f| (f.clone(), text(r.get(f))))
+                    .collect(),
             });
         }
+        if fields.iter().any(|f| f == CONTACT_ROLES) {
+            let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+            let mut roles = if ids.is_empty() {
+                BTreeMap::new()
+            } else {
+                self.roles_of(&ids).await?
+            };
+            for r in &mut records {
+                let of = roles.remove(&r.id).unwrap_or_default();
+                r.fields.insert(CONTACT_ROLES.to_string(), of.value());
+                if let Some(m) = of.modified {
+                    r.modified_at = r.modified_at.max(m);
+                }
+                r.cursor_at = later(r.cursor_at, of.stamp);
+            }
+        }
+        Ok(records)
+    }
+
+    /// The records with these ids (those that exist).
+    async fn by_ids(
+        &self,
+        ids: &[&str],
+        fields: &[String],
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(LOOKUP) {
+            let list: Vec<String> = chunk.iter().map(|id| soql_quote(id)).collect();
+            let mut soql = format!(
+                "SELECT {} FROM {} WHERE Id IN ({})",
+                self.select(fields).join(", "),
+                self.api_name(),
+                list.join(", ")
+            );
+            if let Some(f) = self.base_filter() {
+                soql.push_str(&format!(" AND {f}"));
+            }
+            let rows = self.query_all(&soql).await?;
+            out.extend(self.records(rows, fields).await?);
+        }
+        Ok(out)
+    }
+
+    /// The last page of a poll: the Opportunities whose contact roles were
+    /// created or edited since `since`.
+    async fn role_changes(
+        &self,
+        since: DateTime<Utc>,
+        fields: &[String],
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
+        let soql = format!(
+            "SELECT OpportunityId FROM {CONTACT_ROLES} WHERE SystemModstamp >= {}{} ORDER BY SystemModstamp ASC",
+            since.format("%Y-%m-%dT%H:%M:%SZ"),
+            self.role_filter(),
+        );
+        let mut ids: Vec<String> = self
+            .query_all(&soql)
+            .await?
+            .iter()
+            .filter_map(|r| text(r.get("OpportunityId")))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.by_ids(&ids, fields).await
+    }
+
+    /// Makes each Opportunity's contact roles the Contacts named (`;`-
+    /// separated ids): the missing ones created (with the field's role),
+    /// the others deleted. Per op index, the error that stopped it.
+    async fn write_roles(&self, wanted: &[(usize, String, Val)]) -> BTreeMap<usize, SyncError> {
+        let mut errors: BTreeMap<usize, SyncError> = BTreeMap::new();
+        let opps: Vec<&str> = wanted.iter().map(|(_, id, _)| id.as_str()).collect();
+        let current = match self.contact_roles(&opps).await {
+            Ok(c) => c,
+            Err(e) => return wanted.iter().map(|(i, _, _)| (*i, e.clone())).collect(),
+        };
+        let mut deletes: Vec<(usize, String)> = Vec::new();
+        let mut creates: Vec<(usize, Value)> = Vec::new();
+        for (i, opp, value) in wanted {
+            let want: std::collections::BTreeSet<&str> = value
+                .as_deref()
+                .unwrap_or_default()
+                .split(';')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            let mut have: std::collections::BTreeSet<String> = Default::default();
+            for r in current
+                .iter()
+                .filter(|r| text(r.get("OpportunityId")).as_deref() == Some(opp))
+            {
+                let (Some(role), Some(contact)) = (text(r.get("Id")), text(r.get("ContactId")))
+                else {
+                    continue;
+                };
+                if want.contains(contact.as_str()) {
+                    have.insert(contact);
+                } else {
+                    deletes.push((*i, role));
+                }
+            }
+            for c in want.iter().filter(|c| !have.contains(**c)) {
+                let mut body = json!({
+                    "attributes": {"type": CONTACT_ROLES},
+                    "OpportunityId": opp,
+                    "ContactId": c,
+                });
+                if let Some(r) = &self.role {
+                    body["Role"] = json!(r);
+                }
+                creates.push((*i, body));
+            }
+        }
+        for chunk in deletes.chunks(COLLECTION) {
+            let ids: Vec<&str> = chunk.iter().map(|(_, id)| id.as_str()).collect();
+            let joined = ids.join(",");
+            let (res, _) = self
+                .rest
+                .call(
+                    Method::DELETE,
+                    "/composite/sobjects",
+                    &[("ids", joined.as_str()), ("allOrNone", "false")],
+                    None,
+                )
+                .await;
+            match res {
+                Err(f) => {
+                    for (i, _) in chunk {
+                        errors.entry(*i).or_insert_with(|| failed(f.clone()));
+                    }
+                }
+                Ok(v) => {
+                    let results = v.as_array().cloned().unwrap_or_default();
+                    for (n, (i, _)) in chunk.iter().enumerate() {
+                        let Some(r) = results.get(n) else { continue };
+                        // A role deleted meanwhile is as wanted.
+                        let gone = super::api::parse_errors(&r["errors"]).iter().all(|e| {
+                            e.code == "ENTITY_IS_DELETED" || e.code == "INVALID_CROSS_REFERENCE_KEY"
+                        });
+                        if r["success"].as_bool() != Some(true) && !gone {
+                            errors.entry(*i).or_insert_with(|| record_error(r));
+                        }
+                    }
+                }
+            }
+        }
+        for chunk in creates.chunks(COLLECTION) {
+            let bodies = chunk.iter().map(|(_, b)| b.clone()).collect();
+            let results = self.collection(Method::POST, bodies).await;
+            for ((i, _), r) in chunk.iter().zip(results) {
+                if let Err(e) = r {
+                    errors.entry(*i).or_insert(e);
+                }
+            }
+        }
+        errors
+    }
+}
+
+#[async_trait]
+impl SyncSystem for SalesforceSync {
+    fn consistent(&self) -> bool {
+        true
+    }
+
+    async fn changes(
+        &self,
+        since: Option<DateTime<Utc>>,
+        page: Option<&str>,
+        fields: &[String],
+    ) -> Result<Page, SyncError> {
+        let roles = fields.iter().any(|f| f == CONTACT_ROLES);
+        if page == Some(ROLES_PAGE) {
+            let records = match since {
+                Some(t) => self.role_changes(t, fields).await?,
+                None => Vec::new(),
+            };
+            return Ok(Page {
+                records,
+                next: None,
+            });
+        }
+        let mut filters: Vec<String> = self.base_filter().map(str::to_string).into_iter().collect();
+        if let Some(t) = since {
+            // Second precision, `>=`: the overlap re-reads the boundary.
+            filters.push(format!(
+                "SystemModstamp >= {}",
+                t.format("%Y-%m-%dT%H:%M:%SZ")
+            ));
+        }
+        let mut soql = format!(
+            "SELECT {} FROM {}",
+            self.select(fields).join(", "),
+            self.api_name()
+        );
+        if !filters.is_empty() {
+            soql.push_str(&format!(" WHERE {}", filters.join(" AND ")));
+        }
+        soql.push_str(" ORDER BY SystemModstamp ASC");
+        let (rows, next) = self.query_page(Some(&soql), page).await?;
+        let records = self.records(rows, fields).await?;
+        // After the last page of records, the records whose contact roles
+        // changed (a first poll reads every record, roles and all).
+        let next = next.or_else(|| (roles && since.is_some()).then(|| ROLES_PAGE.to_string()));
         Ok(Page { records, next })
+    }
+
+    fn swept(&self, fields: &[String]) -> bool {
+        fields.iter().any(|f| f == CONTACT_ROLES)
+    }
+
+    async fn read(
+        &self,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<RemoteRecord>, SyncError> {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.by_ids(&ids, fields).await
     }
 
     async fn write(&self, ops: &[WriteOp]) -> Vec<Result<String, SyncError>> {
@@ -392,6 +703,10 @@ impl SyncSystem for SalesforceSync {
                 .and_then(|k| found.get(&k.to_lowercase()))
                 .map(String::as_str);
             match op.id.as_deref().or(by_key) {
+                // Only contact roles to write: the record stays as it is.
+                Some(id) if op.fields.keys().all(|k| k == CONTACT_ROLES) => {
+                    out[i] = Some(Ok(id.to_string()));
+                }
                 Some(id) => updates.push((i, self.body(op, Some(id)))),
                 None => creates.push((i, self.body(op, None))),
             }
@@ -403,6 +718,20 @@ impl SyncSystem for SalesforceSync {
                 for ((i, _), r) in chunk.iter().zip(results) {
                     out[*i] = Some(r);
                 }
+            }
+        }
+        let roles: Vec<(usize, String, Val)> = ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, op)| {
+                let value = op.fields.get(CONTACT_ROLES)?;
+                let Some(Ok(id)) = &out[i] else { return None };
+                Some((i, id.clone(), value.clone()))
+            })
+            .collect();
+        if !roles.is_empty() {
+            for (i, e) in self.write_roles(&roles).await {
+                out[i] = Some(Err(e));
             }
         }
         out.into_iter()

@@ -390,4 +390,50 @@ transform_b = "upper"
         t(1),
     );
     assert_eq!(d.writes[1].get("stage"), Some(&s("LEAD OPEN")));
+
+#[test]
+fn a_set_of_associated_records_merges_additions_and_removals_of_both_sides() {
+    let cfg = sync(
+        r#"
+[fields.contacts]
+a = "associations.contacts"
+b = "associations.contacts"
+link = "people"
+conflict = "field_merge"
+"#,
+    );
+    assert!(cfg.fields["contacts"].many());
+    let mut st = RecordState::default();
+    let both = obs("1", 0, &[("contacts", Some("ada@x.test;bo@x.test"))]);
+    decide(
+        &cfg,
+        &mut st,
+        [
+            Some(&both),
+            Some(&obs("9", 0, &[("contacts", Some("ada@x.test;bo@x.test"))])),
+        ],
+        t(0),
+    );
+    // a removes Bo and adds Cy; b adds Di at the same time.
+    let d = decide(
+        &cfg,
+        &mut st,
+        [
+            Some(&obs("1", 50, &[("contacts", Some("ada@x.test;cy@x.test"))])),
+            Some(&obs(
+                "9",
+                40,
+                &[("contacts", Some("ada@x.test;bo@x.test;di@x.test"))],
+            )),
+        ],
+        t(60),
+    );
+    let merged = s("ada@x.test;cy@x.test;di@x.test");
+    assert_eq!(d.writes[0].get("contacts"), Some(&merged));
+    assert_eq!(d.writes[1].get("contacts"), Some(&merged));
+    assert_eq!(d.settled, 1);
+    // Without an agreed set before: the union.
+    assert_eq!(merge_sets(None, &s("b;a"), &s("c;a")), s("a;b;c"));
+    assert_eq!(merge_sets(Some(&s("a")), &None, &s("a")), None);
+    assert_eq!(set_value(["b", "a", "b"]), s("a;b"));
 }
