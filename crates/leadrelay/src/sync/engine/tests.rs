@@ -390,6 +390,7 @@ transform_b = "upper"
         t(1),
     );
     assert_eq!(d.writes[1].get("stage"), Some(&s("LEAD OPEN")));
+}
 
 #[test]
 fn a_set_of_associated_records_merges_additions_and_removals_of_both_sides() {
