@@ -53,6 +53,7 @@ mod support;
 mod sync;
 mod sync_binary;
 mod sync_objects;
+mod sync_pipedrive;
 mod sync_salesforce;
 mod sync_webhooks;
 mod viewer_masking;
