@@ -11,7 +11,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::errors::{self, PdError};
-use super::v2::{PdResult, finish, person_json};
+use super::v2::{
+    PdResult, apply_deal, apply_org, deal_json, finish, org_json, person_json, resolve_stage,
+};
+use super::webhooks::ChangeSource;
 use super::{PipedriveContactPoint, PipedriveState};
 
 fn params(query: Option<&str>) -> Result<Vec<(String, String)>, PdError> {
@@ -134,6 +137,7 @@ impl PipedriveState {
         let Some(p) = store.persons.get_mut(&id) else {
             return false;
         };
+        let before = person_json(p);
         for (field, value) in changes {
             match field.strip_prefix("custom_fields.") {
                 Some(key) if value.is_empty() => {
@@ -158,7 +162,61 @@ impl PipedriveState {
             }
         }
         p.update_time = Utc::now();
+        let after = person_json(p);
+        self.changed("person", id, Some(before), Some(after), ChangeSource::App);
         true
+    }
+
+    /// Edits an organization as someone in Pipedrive would (no API call,
+    /// no validation beyond the body's shape): `changes` is a v2 PATCH body
+    /// (`{"name": …, "address": {"value": …}, "custom_fields": {…}}`).
+    /// Bumps `update_time`. False if there is no such organization.
+    pub fn edit_organization(&self, id: u64, changes: Value) -> bool {
+        let Value::Object(body) = changes else {
+            return false;
+        };
+        let mut store = self.store();
+        let Some(o) = store.organizations.get_mut(&id) else {
+            return false;
+        };
+        let before = org_json(o);
+        apply_org(o, &body);
+        let after = org_json(o);
+        self.changed(
+            "organization",
+            id,
+            Some(before),
+            Some(after),
+            ChangeSource::App,
+        );
+        true
+    }
+
+    /// Edits a deal as someone in Pipedrive would: `changes` is a v2 PATCH
+    /// body (`{"title": …, "stage_id": 3, "org_id": 12, "value": 500}`); a
+    /// stage must exist. Bumps `update_time`. False if there is no such
+    /// deal or stage.
+    pub fn edit_deal(&self, id: u64, changes: Value) -> bool {
+        let Value::Object(body) = changes else {
+            return false;
+        };
+        let mut store = self.store();
+        let Some(current) = store.deals.get(&id).map(|d| (d.pipeline_id, d.stage_id)) else {
+            return false;
+        };
+        let Ok(stage) = resolve_stage(self, &body, Some(current)) else {
+            return false;
+        };
+        match store.deals.get_mut(&id) {
+            Some(d) => {
+                let before = deal_json(d);
+                apply_deal(d, &body, stage);
+                let after = deal_json(d);
+                self.changed("deal", id, Some(before), Some(after), ChangeSource::App);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A person's custom fields.

@@ -10,6 +10,9 @@
 //!   required, `pipeline_id`/`stage_id`), activities (`subject`, `type`,
 //!   `due_date`, `due_time`, `duration`, `person_id`/`deal_id`/`org_id`/`lead_id`,
 //!   `participants`), pipelines and stages. v2 creates answer 200.
+//!   `GET /api/v2/organizations` and `/api/v2/deals` (`updated_since`,
+//!   `sort_by=update_time`, cursor paging), `GET /api/v2/deals/search`
+//!   (fields `custom_fields`, `notes`, `title`; `exact_match`).
 //! - API v1: `POST /api/v1/leads` (`title` required, `person_id` or
 //!   `organization_id` required; `value` needs `amount` and `currency`; 201),
 //!   `POST /api/v1/notes` (`content` plus one of `lead_id`, `deal_id`,
@@ -18,6 +21,11 @@
 //!   `api_token` query parameter; responses `{"success","data","additional_data"}`
 //!   and errors `{"success":false,"error","error_info","data":null,"additional_data":null}`;
 //!   status codes 400/401/402/403/404/429.
+//! - "Guide for Webhooks v2": `POST /v1/webhooks` (`subscription_url`,
+//!   `event_action`, `event_object`, `http_auth_user`, `http_auth_password`,
+//!   `version`), bodies `{meta, data, previous}`, sent for changes made in
+//!   the app and through the API (`meta.change_source`), 40 webhooks per
+//!   user, retries of failed deliveries (see `webhooks`).
 //! - "Rate limiting" (token-based): a daily token budget per company
 //!   (30 000 × plan multiplier × seats), a token cost per request type (get one 2,
 //!   list 20, update 10, delete 6, search 40 on v1; v2 "up to half"), burst
@@ -31,14 +39,20 @@
 //!   values, email/phone objects without `value`, dates as `YYYY-MM-DD`,
 //!   times as `HH:MM` (400 `ERR_SCHEMA_VALIDATION_FAILED`).
 //! - Required fields (organization `name`, deal `title`, lead `title`, note
-//!   `content`), lead/note links, linked records must exist, deal
-//!   `pipeline_id`/`stage_id` must exist and match, activity `type` must be an
-//!   active activity type, deal `status` ∈ open/won/lost.
+//!   `content`; not cleared by a PATCH either), lead/note links, linked
+//!   records must exist, deal `pipeline_id`/`stage_id` must exist and match,
+//!   activity `type` must be an active activity type, deal `status` ∈
+//!   open/won/lost.
+//! - Organization and deal `custom_fields` keys must be custom fields of
+//!   that object (`organizationFields` / `dealFields`): an unknown key is
+//!   refused (400).
+//! - Deleted organizations and deals (`DELETE /api/v2/…/{id}`) answer 404
+//!   and are gone from lists and search.
 //! - Burst and daily-budget limits with `Retry-After` on 429.
 //!
 //! # What it simplifies
-//! - One company and one user; no custom field definitions (any
-//!   `custom_fields` object is stored as given); no followers, products,
+//! - One company and one user; person `custom_fields` are stored as given
+//!   (keys not checked); no followers, products,
 //!   files, filters. Deleted records are gone from reads and search.
 //! - Search is consistent unless [`PipedriveConfig::search_index_delay`] is set
 //!   (the real index lags); `cursor` is an offset.
@@ -50,9 +64,12 @@ mod changes;
 mod errors;
 mod v1;
 mod v2;
+mod webhooks;
 
 #[cfg(test)]
 mod tests;
+
+pub use webhooks::{PipedriveWebhook, PipedriveWebhookSent};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -79,12 +96,12 @@ pub struct PipedriveStage {
     pub probability: u8,
 }
 
-/// A custom field of the company (`personFields` / `dealFields` list it
-/// beside the standard fields), referenced in the API by its `key`: a
-/// 40-character hash.
+/// A custom field of the company (`personFields` / `organizationFields` /
+/// `dealFields` list it beside the standard fields), referenced in the API
+/// by its `key`: a 40-character hash.
 #[derive(Debug, Clone)]
 pub struct PipedriveCustomField {
-    /// `person` or `deal`.
+    /// `person`, `organization` or `deal`.
     pub object: String,
     pub key: String,
     pub name: String,
@@ -143,8 +160,12 @@ pub struct PipedriveConfig {
     pub activity_types: Vec<String>,
     /// Records become findable by search only this long after a write. Zero: immediately.
     pub search_index_delay: Duration,
-    /// The company's custom person and deal fields (none by default).
+    /// The company's custom person, organization and deal fields (none by
+    /// default).
     pub custom_fields: Vec<PipedriveCustomField>,
+    /// The waits before each retry of a webhook delivery that got no 2xx
+    /// (Pipedrive: 3 s, 30 s, 150 s).
+    pub webhook_retry_delays: Vec<Duration>,
 }
 
 impl PipedriveConfig {
@@ -203,6 +224,7 @@ impl Default for PipedriveConfig {
                 .collect(),
             search_index_delay: Duration::ZERO,
             custom_fields: Vec::new(),
+            webhook_retry_delays: [3, 30, 150].map(Duration::from_secs).to_vec(),
         }
     }
 }
@@ -377,6 +399,8 @@ pub(crate) struct Inner {
     bursts: Mutex<HashMap<(String, bool), RollingWindow>>,
     faults: Faults,
     requests: RequestLog,
+    pub webhooks: Mutex<Vec<PipedriveWebhook>>,
+    pub webhook_log: Mutex<Vec<PipedriveWebhookSent>>,
 }
 
 /// The fake company's state, shared by the router and the test that inspects it.
@@ -397,6 +421,8 @@ impl PipedriveState {
                 bursts: Mutex::new(HashMap::new()),
                 faults: Faults::default(),
                 requests: RequestLog::default(),
+                webhooks: Mutex::new(Vec::new()),
+                webhook_log: Mutex::new(Vec::new()),
                 config,
             }),
         }
@@ -814,12 +840,17 @@ pub fn router(state: PipedriveState) -> Router {
         )
         .route(
             "/api/v2/organizations/{id}",
-            get(v2::get_organization).patch(v2::update_organization),
+            get(v2::get_organization)
+                .patch(v2::update_organization)
+                .delete(v2::delete_organization),
         )
         .route("/api/v2/deals", post(v2::create_deal).get(v2::list_deals))
+        .route("/api/v2/deals/search", get(v2::search_deals))
         .route(
             "/api/v2/deals/{id}",
-            get(v2::get_deal).patch(v2::update_deal),
+            get(v2::get_deal)
+                .patch(v2::update_deal)
+                .delete(v2::delete_deal),
         )
         .route(
             "/api/v2/activities",
@@ -832,8 +863,17 @@ pub fn router(state: PipedriveState) -> Router {
         .route("/api/v1/leads/{id}", get(v1::get_lead))
         .route("/api/v1/notes", post(v1::create_note).get(v1::list_notes))
         .route("/api/v1/users/me", get(v1::users_me))
+        .route(
+            "/api/v1/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            axum::routing::delete(webhooks::delete_webhook),
+        )
         .route("/api/v1/personFields", get(v1::person_fields))
         .route("/api/v1/dealFields", get(v1::deal_fields))
+        .route("/api/v1/organizationFields", get(v1::organization_fields))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -861,3 +861,145 @@ async fn field_lists_page_standard_then_custom_fields() {
     .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn deals_refuse_unknown_custom_fields_are_found_by_exact_search_and_gone_when_deleted() {
+    let key = "dededededededededededededededededededede";
+    let (fake, client) = start(PipedriveConfig {
+        custom_fields: vec![PipedriveCustomField {
+            object: "deal".into(),
+            key: key.into(),
+            name: "Key".into(),
+            field_type: "varchar".into(),
+        }],
+        ..Default::default()
+    })
+    .await;
+    // An organization custom field key is not a deal's.
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/api/v2/deals",
+            Some(json!({"title": "Big", "custom_fields": {"abc": "x"}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
+    let (status, body) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::POST,
+            "/api/v2/deals",
+            Some(json!({"title": "Big", "value": 5000, "custom_fields": {key: "deal-1"}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["id"].as_u64().unwrap();
+    // A title cannot be cleared.
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::PATCH,
+            &format!("/api/v2/deals/{id}"),
+            Some(json!({"title": null})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let search = |term: &'static str| {
+        call(
+            &fake,
+            &client,
+            Method::GET,
+            match term {
+                "deal" => "/api/v2/deals/search?term=deal&fields=custom_fields&exact_match=true",
+                _ => "/api/v2/deals/search?term=DEAL-1&fields=custom_fields&exact_match=true",
+            },
+            None,
+        )
+    };
+    let (_, body) = json_of(search("deal").await).await;
+    assert_eq!(body["data"]["items"].as_array().unwrap().len(), 0, "{body}");
+    let (_, body) = json_of(search("DEAL-1").await).await;
+    assert_eq!(body["data"]["items"][0]["item"]["id"], id, "{body}");
+    let (status, _) = json_of(
+        call(
+            &fake,
+            &client,
+            Method::DELETE,
+            &format!("/api/v2/deals/{id}"),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for method in [Method::GET, Method::PATCH] {
+        let (status, body) = json_of(
+            call(
+                &fake,
+                &client,
+                method,
+                &format!("/api/v2/deals/{id}"),
+                Some(json!({"value": 1})),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"], "Deal not found");
+    }
+}
+
+#[tokio::test]
+async fn webhook_subscriptions_are_validated_and_limited() {
+    let (fake, client) = start(PipedriveConfig {
+        burst_limit: 1000,
+        ..Default::default()
+    })
+    .await;
+    let create = |body: Value| call(&fake, &client, Method::POST, "/api/v1/webhooks", Some(body));
+    let (status, _) = json_of(
+        create(
+            json!({"subscription_url": "not a url", "event_action": "*", "event_object": "deal"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = json_of(
+        create(json!({"subscription_url": "http://127.0.0.1:9/x", "event_action": "updated.x", "event_object": "deal"}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    for n in 0..40 {
+        let (status, body) = json_of(
+            create(
+                json!({"subscription_url": format!("http://127.0.0.1:9/{n}"),
+                          "event_action": "change", "event_object": "deal", "version": "2.0"}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["data"]["version"], "2.0");
+    }
+    let (status, _) = json_of(
+        create(json!({"subscription_url": "http://127.0.0.1:9/41", "event_action": "*", "event_object": "*"}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "40 webhooks a user");
+    assert_eq!(fake.webhooks().len(), 40);
+}

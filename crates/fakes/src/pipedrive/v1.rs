@@ -478,6 +478,12 @@ const PERSON_FIELDS: &[(&str, &str, &str)] = &[
     ("org_id", "Organization", "org"),
     ("owner_id", "Owner", "user"),
 ];
+const ORGANIZATION_FIELDS: &[(&str, &str, &str)] = &[
+    ("name", "Name", "varchar"),
+    ("address", "Address", "address"),
+    ("owner_id", "Owner", "user"),
+];
+
 const DEAL_FIELDS: &[(&str, &str, &str)] = &[
     ("title", "Title", "varchar"),
     ("value", "Value", "monetary"),
@@ -510,10 +516,10 @@ fn fields(state: &PipedriveState, object: &str, query: Option<&str>) -> Response
             return errors::bad_request("limit must be a number from 1 to 500").into_response();
         }
     };
-    let standard = if object == "person" {
-        PERSON_FIELDS
-    } else {
-        DEAL_FIELDS
+    let standard = match object {
+        "person" => PERSON_FIELDS,
+        "organization" => ORGANIZATION_FIELDS,
+        _ => DEAL_FIELDS,
     };
     let all: Vec<Value> = standard
         .iter()
@@ -553,6 +559,13 @@ pub(crate) async fn person_fields(
     RawQuery(query): RawQuery,
 ) -> Response {
     fields(&state, "person", query.as_deref())
+}
+
+pub(crate) async fn organization_fields(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    fields(&state, "organization", query.as_deref())
 }
 
 pub(crate) async fn deal_fields(

@@ -12,6 +12,7 @@ use chrono::{NaiveDate, NaiveTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::errors::{self, PdError};
+use super::webhooks::ChangeSource;
 use super::{
     PipedriveActivity, PipedriveContactPoint, PipedriveDeal, PipedriveOrganization,
     PipedrivePerson, PipedriveState, Store, rfc3339,
@@ -359,6 +360,7 @@ pub(crate) async fn create_person(State(state): State<PipedriveState>, body: Byt
         let out = person_json(&p);
         store.persons.insert(id, p);
         index(&state, &mut store, "person", id);
+        state.changed("person", id, None, Some(out.clone()), ChangeSource::Api);
         Ok(errors::ok(StatusCode::OK, out))
     })())
 }
@@ -393,15 +395,23 @@ pub(crate) async fn update_person(
             return Err(errors::not_found("Person"));
         }
         check_person(&store, &body)?;
-        let out = {
+        let (before, out) = {
             let p = store
                 .persons
                 .get_mut(&id)
                 .ok_or_else(|| errors::not_found("Person"))?;
+            let before = person_json(p);
             apply_person(p, &body);
-            person_json(p)
+            (before, person_json(p))
         };
         index(&state, &mut store, "person", id);
+        state.changed(
+            "person",
+            id,
+            Some(before),
+            Some(out.clone()),
+            ChangeSource::Api,
+        );
         Ok(errors::ok(StatusCode::OK, out))
     })())
 }
@@ -414,10 +424,17 @@ pub(crate) async fn delete_person(
     finish((|| -> PdResult {
         let id = path_id(&id, "person")?;
         let mut store = state.store();
-        store
+        let gone = store
             .persons
             .remove(&id)
             .ok_or_else(|| errors::not_found("Person"))?;
+        state.changed(
+            "person",
+            id,
+            Some(person_json(&gone)),
+            None,
+            ChangeSource::Api,
+        );
         Ok(errors::ok(StatusCode::OK, json!({ "id": id })))
     })())
 }
@@ -637,7 +654,7 @@ pub(crate) fn org_json(o: &PipedriveOrganization) -> Value {
     })
 }
 
-fn apply_org(o: &mut PipedriveOrganization, body: &Map<String, Value>) {
+pub(crate) fn apply_org(o: &mut PipedriveOrganization, body: &Map<String, Value>) {
     if let Some(n) = opt_str(body, "name") {
         o.name = n;
     }
@@ -665,9 +682,36 @@ fn apply_org(o: &mut PipedriveOrganization, body: &Map<String, Value>) {
     o.update_time = Utc::now();
 }
 
+/// Each `custom_fields` key must be a custom field of `object` in the
+/// company (Pipedrive refuses unknown keys).
+fn check_custom_keys(
+    state: &PipedriveState,
+    object: &str,
+    body: &Map<String, Value>,
+) -> Result<(), PdError> {
+    let Some(Value::Object(cf)) = body.get("custom_fields") else {
+        return Ok(());
+    };
+    for key in cf.keys() {
+        let known = state
+            .inner
+            .config
+            .custom_fields
+            .iter()
+            .any(|f| f.object == object && &f.key == key);
+        if !known {
+            return Err(errors::schema(format!(
+                "custom_fields: '{key}' is not a custom field of {object}s"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_org_name(body: &Map<String, Value>, creating: bool) -> Result<(), PdError> {
     let name = body.get("name").and_then(Value::as_str);
-    if (creating && name.is_none()) || name.is_some_and(|n| n.trim().is_empty()) {
+    let cleared = body.get("name").is_some_and(Value::is_null);
+    if (creating && name.is_none()) || cleared || name.is_some_and(|n| n.trim().is_empty()) {
         return Err(errors::schema("name: Parameter 'name' is required"));
     }
     Ok(())
@@ -681,6 +725,7 @@ pub(crate) async fn create_organization(
     finish((|| -> PdResult {
         let body = check_body(&body, ORG_FIELDS)?;
         check_org_name(&body, true)?;
+        check_custom_keys(&state, "organization", &body)?;
         let mut store = state.store();
         let id = store.next_id();
         let now = Utc::now();
@@ -699,6 +744,13 @@ pub(crate) async fn create_organization(
         let out = org_json(&o);
         store.organizations.insert(id, o);
         index(&state, &mut store, "organization", id);
+        state.changed(
+            "organization",
+            id,
+            None,
+            Some(out.clone()),
+            ChangeSource::Api,
+        );
         Ok(errors::ok(StatusCode::OK, out))
     })())
 }
@@ -729,16 +781,25 @@ pub(crate) async fn update_organization(
         let id = path_id(&id, "organization")?;
         let body = check_body(&body, ORG_FIELDS)?;
         check_org_name(&body, false)?;
+        check_custom_keys(&state, "organization", &body)?;
         let mut store = state.store();
-        let out = {
+        let (before, out) = {
             let o = store
                 .organizations
                 .get_mut(&id)
                 .ok_or_else(|| errors::not_found("Organization"))?;
+            let before = org_json(o);
             apply_org(o, &body);
-            org_json(o)
+            (before, org_json(o))
         };
         index(&state, &mut store, "organization", id);
+        state.changed(
+            "organization",
+            id,
+            Some(before),
+            Some(out.clone()),
+            ChangeSource::Api,
+        );
         Ok(errors::ok(StatusCode::OK, out))
     })())
 }
@@ -860,7 +921,7 @@ pub(crate) fn deal_json(d: &PipedriveDeal) -> Value {
 }
 
 /// Resolves (pipeline, stage) from the body and the deal's current values.
-fn resolve_stage(
+pub(crate) fn resolve_stage(
     state: &PipedriveState,
     body: &Map<String, Value>,
     current: Option<(u64, u64)>,
@@ -915,8 +976,16 @@ fn resolve_stage(
 
 fn check_deal(store: &Store, body: &Map<String, Value>, creating: bool) -> Result<(), PdError> {
     let title = body.get("title").and_then(Value::as_str);
-    if (creating && title.is_none()) || title.is_some_and(|t| t.trim().is_empty()) {
+    let cleared = body.get("title").is_some_and(Value::is_null);
+    if (creating && title.is_none()) || cleared || title.is_some_and(|t| t.trim().is_empty()) {
         return Err(errors::schema("title: Parameter 'title' is required"));
+    }
+    for k in ["currency", "status", "stage_id", "pipeline_id"] {
+        if body.get(k).is_some_and(Value::is_null) {
+            return Err(errors::schema(format!(
+                "{k}: Parameter '{k}' cannot be null"
+            )));
+        }
     }
     if let Some(status) = opt_str(body, "status") {
         if !matches!(status.as_str(), "open" | "won" | "lost") {
@@ -948,7 +1017,7 @@ fn check_deal(store: &Store, body: &Map<String, Value>, creating: bool) -> Resul
     require_org(store, opt_u64(body, "org_id"))
 }
 
-fn apply_deal(d: &mut PipedriveDeal, body: &Map<String, Value>, stage: (u64, u64)) {
+pub(crate) fn apply_deal(d: &mut PipedriveDeal, body: &Map<String, Value>, stage: (u64, u64)) {
     if let Some(t) = opt_str(body, "title") {
         d.title = t;
     }
@@ -1000,6 +1069,7 @@ pub(crate) async fn create_deal(State(state): State<PipedriveState>, body: Bytes
         let body = check_body(&body, DEAL_FIELDS)?;
         let mut store = state.store();
         check_deal(&store, &body, true)?;
+        check_custom_keys(&state, "deal", &body)?;
         let stage = resolve_stage(&state, &body, None)?;
         let id = store.next_id();
         let now = Utc::now();
@@ -1026,6 +1096,8 @@ pub(crate) async fn create_deal(State(state): State<PipedriveState>, body: Bytes
         apply_deal(&mut d, &body, stage);
         let out = deal_json(&d);
         store.deals.insert(id, d);
+        index(&state, &mut store, "deal", id);
+        state.changed("deal", id, None, Some(out.clone()), ChangeSource::Api);
         Ok(errors::ok(StatusCode::OK, out))
     })())
 }
@@ -1185,13 +1257,136 @@ pub(crate) async fn update_deal(
             .map(|d| (d.pipeline_id, d.stage_id))
             .ok_or_else(|| errors::not_found("Deal"))?;
         check_deal(&store, &body, false)?;
+        check_custom_keys(&state, "deal", &body)?;
         let stage = resolve_stage(&state, &body, Some(current))?;
-        let d = store
+        let (before, out) = {
+            let d = store
+                .deals
+                .get_mut(&id)
+                .ok_or_else(|| errors::not_found("Deal"))?;
+            let before = deal_json(d);
+            apply_deal(d, &body, stage);
+            (before, deal_json(d))
+        };
+        index(&state, &mut store, "deal", id);
+        state.changed(
+            "deal",
+            id,
+            Some(before),
+            Some(out.clone()),
+            ChangeSource::Api,
+        );
+        Ok(errors::ok(StatusCode::OK, out))
+    })())
+}
+
+/// `DELETE /api/v2/deals/{id}`
+pub(crate) async fn delete_deal(
+    State(state): State<PipedriveState>,
+    Path(id): Path<String>,
+) -> Response {
+    finish((|| -> PdResult {
+        let id = path_id(&id, "deal")?;
+        let mut store = state.store();
+        let gone = store
             .deals
-            .get_mut(&id)
+            .remove(&id)
             .ok_or_else(|| errors::not_found("Deal"))?;
-        apply_deal(d, &body, stage);
-        Ok(errors::ok(StatusCode::OK, deal_json(d)))
+        state.changed("deal", id, Some(deal_json(&gone)), None, ChangeSource::Api);
+        Ok(errors::ok(StatusCode::OK, json!({ "id": id })))
+    })())
+}
+
+/// `DELETE /api/v2/organizations/{id}`: the organization's deals and
+/// persons lose it.
+pub(crate) async fn delete_organization(
+    State(state): State<PipedriveState>,
+    Path(id): Path<String>,
+) -> Response {
+    finish((|| -> PdResult {
+        let id = path_id(&id, "organization")?;
+        let mut store = state.store();
+        let gone = store
+            .organizations
+            .remove(&id)
+            .ok_or_else(|| errors::not_found("Organization"))?;
+        state.changed(
+            "organization",
+            id,
+            Some(org_json(&gone)),
+            None,
+            ChangeSource::Api,
+        );
+        for d in store.deals.values_mut().filter(|d| d.org_id == Some(id)) {
+            d.org_id = None;
+        }
+        for p in store.persons.values_mut().filter(|p| p.org_id == Some(id)) {
+            p.org_id = None;
+        }
+        Ok(errors::ok(StatusCode::OK, json!({ "id": id })))
+    })())
+}
+
+/// `GET /api/v2/deals/search?term=&fields=&exact_match=&organization_id=`
+/// (fields `custom_fields`, `notes`, `title`).
+pub(crate) async fn search_deals(
+    State(state): State<PipedriveState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    finish((|| -> PdResult {
+        let params = search_params(query.as_deref(), &["custom_fields", "notes", "title"])?;
+        let now = Instant::now();
+        let store = state.store();
+        let mut hits = Vec::new();
+        for d in store.deals.values() {
+            if !store.searchable("deal", d.id, now)
+                || params.organization_id.is_some_and(|o| d.org_id != Some(o))
+            {
+                continue;
+            }
+            let mut best: Option<f64> = None;
+            for f in &params.fields {
+                let values: Vec<String> = match f.as_str() {
+                    "title" => vec![d.title.clone()],
+                    "custom_fields" => custom_values(&d.custom_fields),
+                    _ => Vec::new(),
+                };
+                for v in values {
+                    if let Some(s) = score(&v, &params.term, params.exact) {
+                        best = Some(best.map_or(s, |b: f64| b.max(s)));
+                    }
+                }
+            }
+            if let Some(s) = best {
+                let stage_name = state
+                    .inner
+                    .config
+                    .pipelines
+                    .iter()
+                    .flat_map(|p| &p.stages)
+                    .find(|st| st.id == d.stage_id)
+                    .map(|st| st.name.clone());
+                hits.push((
+                    s,
+                    json!({
+                        "id": d.id,
+                        "type": "deal",
+                        "title": d.title,
+                        "value": d.value,
+                        "currency": d.currency,
+                        "status": d.status,
+                        "visible_to": d.visible_to,
+                        "owner": {"id": d.owner_id},
+                        "stage": {"id": d.stage_id, "name": stage_name},
+                        "person": d.person_id.map(|id| json!({"id": id})),
+                        "organization": d.org_id.map(|id| json!({"id": id})),
+                        "custom_fields": custom_values(&d.custom_fields),
+                        "notes": [],
+                    }),
+                ));
+            }
+        }
+        Ok(page(hits, &params))
     })())
 }
 

@@ -286,11 +286,14 @@ impl ConflictStrategy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncFieldConfig {
-    /// The field in system `a` (HubSpot: a property name; Pipedrive:
-    /// `name`, `phone`, `marketing_status` or `custom_fields.KEY`; the
-    /// golden record, `leadrelay`: `phone`, `first_name`, … as `contact.*`
-    /// in mappings, a custom field, or `consent.PURPOSE`, which only the
-    /// golden side may own).
+    /// The field in system `a` (HubSpot: a property name; Pipedrive: a
+    /// standard field of the object — a person's `name`, `phone`,
+    /// `marketing_status`, an organization's `name`, `address`, a deal's
+    /// `title`, `value`, `currency`, `status`, `stage_id`,
+    /// `expected_close_date` … — or `custom_fields.KEY`; Salesforce: a
+    /// field API name; the golden record, `leadrelay`: `phone`,
+    /// `first_name`, … as `contact.*` in mappings, a custom field, or
+    /// `consent.PURPOSE`, which only the golden side may own).
     pub a: String,
     /// The field in system `b`.
     pub b: String,
@@ -566,7 +569,9 @@ pub fn validate_syncs(config: &Config, p: &mut Vec<Problem>) {
                         "an association names the sync of the associated records in link",
                     )),
                     _ => {
-                        if let Err(m) = check_vendor_field(connector, vendor, s.object) {
+                        if let Err(m) = check_vendor_field(connector, vendor, s.object)
+                            .and_then(|()| check_pipedrive_link(config, connector, vendor, f))
+                        {
                             p.push(Problem::error(fat(key), m));
                         }
                     }
@@ -758,6 +763,46 @@ fn check_contact_roles(
     }
 }
 
+/// A Pipedrive id field (`org_id`, `person_id`) is synced only through
+/// `link` to a sync of the record it names (a raw id means nothing in the
+/// other CRM); `link` on another Pipedrive field is refused.
+fn check_pipedrive_link(
+    config: &Config,
+    connector: Option<&str>,
+    field: &str,
+    f: &SyncFieldConfig,
+) -> Result<(), String> {
+    if connector != Some("pipedrive") {
+        return Ok(());
+    }
+    let association = PIPEDRIVE_ASSOCIATIONS.iter().find(|(n, _)| *n == field);
+    match (association, &f.link) {
+        (Some((_, object)), None) => Err(format!(
+            "{field:?} holds a Pipedrive record id: name the {} sync that links those records in link",
+            object.as_str()
+        )),
+        (Some((_, object)), Some(other)) => match config.syncs.get(other) {
+            Some(o) if o.object != *object => Err(format!(
+                "{field:?} holds a Pipedrive {}: link names a {} sync, not a {} one",
+                pipedrive_object(*object).0,
+                object.as_str(),
+                o.object.as_str()
+            )),
+            // A missing sync is reported on `link`.
+            _ => Ok(()),
+        },
+        (None, Some(_)) => Err(format!(
+            "{field:?} is not a Pipedrive association: an association is {}",
+            PIPEDRIVE_ASSOCIATIONS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )),
+        (None, None) => Ok(()),
+    }
+}
+
 /// The object settings: `object_a`/`object_b` only (and both) for custom
 /// objects, each system able to hold the object, `match` for every object
 /// but contacts.
@@ -793,15 +838,6 @@ fn check_object(config: &Config, name: &str, s: &SyncConfig, p: &mut Vec<Problem
             )),
             (_, None) => {}
         }
-        if connector == Some("pipedrive") && s.object != SyncObject::Contact {
-            p.push(Problem::error(
-                at(if side == Side::A { "a" } else { "b" }),
-                format!(
-                    "leadrelay syncs Pipedrive persons only; a {} sync needs HubSpot or Salesforce on both sides",
-                    s.object.as_str()
-                ),
-            ));
-        }
     }
     match (&s.match_key, s.object) {
         (Some(_), SyncObject::Contact) => p.push(Problem::error(
@@ -821,7 +857,9 @@ fn check_object(config: &Config, name: &str, s: &SyncConfig, p: &mut Vec<Problem
             for (side, vendor) in [(Side::A, &m.a), (Side::B, &m.b)] {
                 let dest = if side == Side::A { &s.a } else { &s.b };
                 let connector = connector_of(config, dest);
-                if let Err(e) = check_vendor_field(connector, vendor, s.object) {
+                let checked = check_vendor_field(connector, vendor, s.object)
+                    .and_then(|()| check_pipedrive_match(connector, vendor, s.object));
+                if let Err(e) = checked {
                     p.push(Problem::error(format!("syncs.{name}.match.{}", side.as_str()), e));
                 }
             }
@@ -908,10 +946,14 @@ fn check_vendor_field(
         Some("pipedrive") => match field.strip_prefix("custom_fields.") {
             Some(key) if !key.is_empty() && !key.contains('.') => Ok(()),
             Some(_) => Err("write custom_fields.KEY with the field's key".into()),
-            None if ["name", "phone", "marketing_status"].contains(&field) => Ok(()),
-            None => Err(format!(
-                "{field:?}: a Pipedrive person field the sync handles is name, phone, marketing_status or custom_fields.KEY"
-            )),
+            None if pipedrive_fields(object).contains(&field) => Ok(()),
+            None => {
+                let (noun, _) = pipedrive_object(object);
+                Err(format!(
+                    "{field:?}: a Pipedrive {noun} field the sync handles is {} or custom_fields.KEY",
+                    pipedrive_fields(object).join(", ")
+                ))
+            }
         },
         Some("salesforce") => {
             if !field
@@ -1042,6 +1084,72 @@ fn check_golden_rule(
             ),
         ));
     }
+}
+
+/// Pipedrive's standard fields a sync reads and writes, per object (API
+/// v2 names; `phone` is a person's primary phone, `address` an
+/// organization's full address). Ids of other records (`org_id`,
+/// `person_id`) are synced with `link`. Read-only fields (`id`,
+/// `add_time`, `update_time`, a person's `emails`) are not among them.
+pub fn pipedrive_fields(object: SyncObject) -> &'static [&'static str] {
+    match object {
+        SyncObject::Contact => &["name", "phone", "marketing_status", "org_id", "owner_id"],
+        SyncObject::Company => &["name", "address", "owner_id"],
+        SyncObject::Deal => &[
+            "title",
+            "value",
+            "currency",
+            "status",
+            "stage_id",
+            "pipeline_id",
+            "expected_close_date",
+            "probability",
+            "lost_reason",
+            "org_id",
+            "person_id",
+            "owner_id",
+        ],
+        SyncObject::Custom => &[],
+    }
+}
+
+/// Pipedrive fields holding another record's id, and the object of the
+/// sync whose links translate them.
+pub const PIPEDRIVE_ASSOCIATIONS: [(&str, SyncObject); 2] = [
+    ("org_id", SyncObject::Company),
+    ("person_id", SyncObject::Contact),
+];
+
+/// A sync object's Pipedrive name and the fields its search finds records
+/// by (besides `custom_fields.KEY`).
+fn pipedrive_object(object: SyncObject) -> (&'static str, &'static [&'static str]) {
+    match object {
+        SyncObject::Contact => ("person", &[]),
+        SyncObject::Company => ("organization", &["name", "address"]),
+        SyncObject::Deal => ("deal", &["title"]),
+        SyncObject::Custom => ("custom object", &[]),
+    }
+}
+
+/// Whether Pipedrive's search can find a record by `field` (the `match`
+/// key): organizations by `name`, `address` or a custom field, deals by
+/// `title` or a custom field.
+fn check_pipedrive_match(
+    connector: Option<&str>,
+    field: &str,
+    object: SyncObject,
+) -> Result<(), String> {
+    if connector != Some("pipedrive") || field.starts_with("custom_fields.") {
+        return Ok(());
+    }
+    let (noun, searchable) = pipedrive_object(object);
+    if searchable.contains(&field) {
+        return Ok(());
+    }
+    Err(format!(
+        "Pipedrive's {noun} search finds records by {} or custom_fields.KEY, not by {field:?}",
+        searchable.join(", ")
+    ))
 }
 
 /// Salesforce person fields nobody writes (system fields, the compound

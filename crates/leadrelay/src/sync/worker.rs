@@ -232,23 +232,22 @@ impl SyncRunner {
                     })
                     .collect::<Vec<_>>()
             };
-            let system = match d.connector.as_str() {
-                "hubspot" => {
-                    crate::connectors::hubspot::sync::system(&ctx, &spec).map_err(with_path)?
-                }
-                "pipedrive" if spec.object == SyncObject::Contact => {
-                    crate::connectors::pipedrive::sync::system(&ctx).map_err(with_path)?
-                }
-                "salesforce" => {
-                    crate::connectors::salesforce::sync::system(&ctx, &spec).map_err(with_path)?
-                }
-                other => {
-                    return Err(vec![Problem::error(
-                        format!("syncs.{name}"),
-                        format!("the {other} connector cannot be synced"),
-                    )]);
-                }
-            };
+            let system =
+                match d.connector.as_str() {
+                    "hubspot" => {
+                        crate::connectors::hubspot::sync::system(&ctx, &spec).map_err(with_path)?
+                    }
+                    "pipedrive" => crate::connectors::pipedrive::sync::system(&ctx, &spec)
+                        .map_err(with_path)?,
+                    "salesforce" => crate::connectors::salesforce::sync::system(&ctx, &spec)
+                        .map_err(with_path)?,
+                    other => {
+                        return Err(vec![Problem::error(
+                            format!("syncs.{name}"),
+                            format!("the {other} connector cannot be synced"),
+                        )]);
+                    }
+                };
             systems.push(system);
             pacers.push(share_pacer(dest, d, cfg.rate_share, &store));
         }
@@ -1022,8 +1021,20 @@ impl SyncRunner {
                 h.pending += unlinked.len() as u64;
                 self.update(record, |st| {
                     for (i, name) in &unlinked {
+                        let new_record = st.ids[*i].is_none();
                         if let Some(fs) = st.fields.get_mut(name) {
                             fs.ledger[*i].pop();
+                            // A record this round creates there holds no
+                            // association: seeing it empty next round is
+                            // the sync's own doing, not a change made
+                            // there (which could win over the association
+                            // once it is linked).
+                            if new_record && fs.seen[*i].is_none() {
+                                fs.ledger[*i].push(engine::Written {
+                                    hash: engine::value_hash(&None),
+                                    at: now,
+                                });
+                            }
                         }
                     }
                 })

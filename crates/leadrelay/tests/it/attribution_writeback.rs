@@ -468,10 +468,21 @@ async fn a_won_deal_writes_its_attribution_to_the_pipedrive_person_and_deal_once
     const LAST_CAMPAIGN: &str = "1111111111222222222233333333334444444444";
     const DEAL_CAMPAIGN: &str = "abcdefabcdefabcdefabcdefabcdefabcdefabcd";
     const DEAL_REVENUE: &str = "9999999999888888888877777777776666666666";
+    // Pipedrive refuses deal custom field keys the company does not have.
+    let deal_field = |key: &str, field_type: &str| PipedriveCustomField {
+        object: "deal".into(),
+        key: key.into(),
+        name: format!("LR {key}"),
+        field_type: field_type.into(),
+    };
     let fake = FakePipedrive::start(PipedriveConfig {
         burst_limit: 10_000,
         search_burst_limit: 10_000,
         daily_token_budget: 10_000_000,
+        custom_fields: vec![
+            deal_field(DEAL_CAMPAIGN, "varchar"),
+            deal_field(DEAL_REVENUE, "double"),
+        ],
         ..Default::default()
     })
     .await

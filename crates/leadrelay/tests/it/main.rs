@@ -55,6 +55,7 @@ mod sync;
 mod sync_binary;
 mod sync_golden;
 mod sync_objects;
+mod sync_pipedrive;
 mod sync_quota;
 mod sync_salesforce;
 mod sync_tasks;

@@ -181,10 +181,22 @@ pub(crate) async fn app_and_runner(text: &str, env: &[(&str, &str)]) -> (TestApp
         || async { health(&app).await.last_round_at.map(|_| ()) },
     )
     .await;
-    let lookup = move |k: &str| env.get(k).cloned();
-    let cfg = config::load_str(text, "test.toml", &lookup).unwrap().config;
-    let runner = Arc::new(SyncRunner::build("crm", &cfg, &lookup, app.store.clone()).unwrap());
+    let runner = runner_of("crm", text, &env, &app);
     (app, runner)
+}
+
+/// The test's own runner of sync `name` of config `text` with `env`, on the
+/// app's store (a second sync of the app, e.g. the one an association's
+/// `link` names).
+pub(crate) fn runner_of(
+    name: &str,
+    text: &str,
+    env: &HashMap<String, String>,
+    app: &TestApp,
+) -> Arc<SyncRunner> {
+    let lookup = |k: &str| env.get(k).cloned();
+    let cfg = config::load_str(text, "test.toml", &lookup).unwrap().config;
+    Arc::new(SyncRunner::build(name, &cfg, &lookup, app.store.clone()).unwrap())
 }
 
 async fn world(fields: &str) -> World {
@@ -209,7 +221,16 @@ async fn world(fields: &str) -> World {
 
 /// The stored health of sync `crm`.
 pub(crate) async fn health(app: &TestApp) -> Health {
-    let v = app.store.kv_get("sync:crm:health:").await.unwrap();
+    health_of(app, "crm").await
+}
+
+/// The stored health of sync `name`.
+pub(crate) async fn health_of(app: &TestApp, name: &str) -> Health {
+    let v = app
+        .store
+        .kv_get(&format!("sync:{name}:health:"))
+        .await
+        .unwrap();
     v.map(|v| serde_json::from_str(&v).unwrap())
         .unwrap_or_default()
 }

@@ -448,10 +448,34 @@ b = "Title"
 object = "deal"
 a = "hs"
 b = "pd"
-match = { a = "leadrelay_deal_key", b = "custom_fields.key" }
+match = { a = "leadrelay_deal_key", b = "owner_id" }
 [syncs.pd.fields.name]
 a = "dealname"
-b = "custom_fields.title"
+b = "add_time"
+[syncs.pd.fields.company]
+a = "associations.companies"
+b = "org_id"
+link = "pd"
+[syncs.pd.fields.person]
+a = "hubspot_owner_id"
+b = "person_id"
+[syncs.pd.fields.title]
+a = "description"
+b = "title"
+link = "people"
+[syncs.pd.fields.amount]
+a = "amount"
+b = "value"
+[syncs.pdcustom]
+object = "custom"
+a = "hs"
+b = "pd"
+object_a = "p_projects"
+object_b = "projects"
+match = { a = "project_code", b = "custom_fields.code" }
+[syncs.pdcustom.fields.name]
+a = "project_name"
+b = "custom_fields.name"
 "#;
     let env = |_: &str| Some("x".to_string());
     let err = match config::load_str(text, "t.toml", &env) {
@@ -465,8 +489,18 @@ b = "custom_fields.title"
         "not a Salesforce custom object",
         "syncs.people.object_a",
         "syncs.people.match",
-        "syncs.pd.b",
-        "Pipedrive persons only",
+        "syncs.pd.match.b",
+        "Pipedrive's deal search finds records by title or custom_fields.KEY",
+        "syncs.pd.fields.name.b",
+        "a Pipedrive deal field the sync handles is title, value",
+        "syncs.pd.fields.person.b",
+        "\"person_id\" holds a Pipedrive record id: name the contact sync",
+        "syncs.pd.fields.company.b",
+        "link names a company sync, not a deal one",
+        "syncs.pd.fields.title.b",
+        "\"title\" is not a Pipedrive association",
+        "syncs.pdcustom.object_b",
+        "only HubSpot and Salesforce have custom objects",
         "syncs.nokey.fields.parent.a",
         "an association names the sync",
         "syncs.nokey.fields.owner.link",
@@ -478,6 +512,8 @@ b = "custom_fields.title"
     // A company's Name is a plain field in Salesforce (read-only only on
     // Leads and Contacts).
     assert!(!err.contains("syncs.nokey.fields.name.b"), "{err}");
+    // A deal's value is a Pipedrive deal field.
+    assert!(!err.contains("syncs.pd.fields.amount"), "{err}");
 }
 
 /// Companies kept in sync by `companies`; deals by `crm`, whose company

@@ -3,6 +3,10 @@
 //! `hubspot` source verifies it and wakes the sync named in
 //! `change_sources`, whose round (the poll interval being an hour) carries
 //! the change to Pipedrive. A webhook with a bad signature is refused.
+//! The same with the fake Pipedrive's webhooks (subscribed through its
+//! API, HTTP Basic credentials, sent for changes made in the app and
+//! through the API, retried when refused): the sync's own writes come back
+//! as `change_source = "api"` webhooks and cause no further writes.
 //! The fake Salesforce sends outbound messages (SOAP `notifications`) for
 //! every save of a Lead, retried until acknowledged: a person's edit
 //! reaches HubSpot at once, the echo of the sync's own write wakes a round
@@ -11,7 +15,7 @@
 use std::time::Duration;
 
 use leadrelay_fakes::hubspot::{HubSpotConfig, WebhookTarget};
-use leadrelay_fakes::pipedrive::PipedriveConfig;
+use leadrelay_fakes::pipedrive::{FakePipedrive, PipedriveConfig};
 use leadrelay_fakes::salesforce::{
     FakeSalesforce, OutboundMessageDef, OutboundRetry, OutboundSent, SalesforceConfig,
 };
@@ -19,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::sync::{
     HS_SF_ENV, app_and_runner, health, hubspot_toml, pipedrive_toml, roomy_hubspot,
-    roomy_pipedrive, salesforce_toml,
+    roomy_pipedrive, salesforce_toml, settle_rounds,
 };
 
 const PUBLIC: &str = "https://leadrelay.example";
@@ -134,6 +138,189 @@ async fn a_hubspot_change_webhook_starts_the_sync_round_at_once() {
     assert_eq!(hs.state().webhooks_sent()[1].status, Some(401));
 }
 
+const PD_HOOK_USER: &str = "leadrelay";
+const PD_HOOK_PASSWORD: &str = "pipedrive-hook-password";
+
+fn pipedrive_changes_toml(hs: &str, pd: &str) -> String {
+    let rest = r#"
+[sources.pd_changes]
+kind = "pipedrive"
+http_auth_user = "leadrelay"
+http_auth_password_env = "PD_HOOK_PASSWORD"
+
+[syncs.crm]
+object = "company"
+a = "hubspot"
+b = "pipedrive"
+poll_interval = "1h"
+change_sources = ["pd_changes"]
+match = { a = "name", b = "name" }
+
+[syncs.crm.fields.address]
+a = "address"
+b = "address"
+"#;
+    [rest.to_string(), hubspot_toml(hs), pipedrive_toml(pd)].concat()
+}
+
+/// Subscribes a webhook for organization changes through Pipedrive's API.
+async fn subscribe(pd: &FakePipedrive, url: &str, password: &str) -> u64 {
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/webhooks", pd.base_url()))
+        .header("x-api-token", PipedriveConfig::DEFAULT_TOKEN)
+        .json(&json!({
+            "subscription_url": url,
+            "event_action": "*",
+            "event_object": "organization",
+            "http_auth_user": PD_HOOK_USER,
+            "http_auth_password": password,
+            "version": "2.0",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.unwrap();
+    v["data"]["id"].as_u64().unwrap()
+}
+
+fn successful(log: &[leadrelay_fakes::common::LoggedRequest], method: &str, path: &str) -> usize {
+    log.iter()
+        .filter(|r| r.method == method && r.path.contains(path) && r.status < 300)
+        .count()
+}
+
+#[tokio::test]
+async fn pipedrive_change_webhooks_wake_the_sync_and_its_own_writes_echo_back_harmlessly() {
+    let hs = roomy_hubspot().await;
+    let pd = FakePipedrive::start(PipedriveConfig {
+        burst_limit: 100_000,
+        search_burst_limit: 100_000,
+        daily_token_budget: 100_000_000,
+        webhook_retry_delays: vec![Duration::from_millis(100), Duration::from_millis(200)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (app, runner) = app_and_runner(
+        &pipedrive_changes_toml(&hs.base_url(), &pd.base_url()),
+        &[
+            ("HUBSPOT_ACCESS_TOKEN", HubSpotConfig::DEFAULT_TOKEN),
+            ("PIPEDRIVE_API_TOKEN", PipedriveConfig::DEFAULT_TOKEN),
+            ("PD_HOOK_PASSWORD", PD_HOOK_PASSWORD),
+        ],
+    )
+    .await;
+    let hs_id = hs.seed("companies", &[("name", "Acme"), ("address", "1 Main St")]);
+    let pd_id = pd.seed_organization("Acme");
+    // Matched and settled by the test's own rounds; the app's sync then
+    // sleeps for its hour.
+    settle_rounds(&runner, &app, 5).await;
+    assert_eq!(pd.organizations()[0].address.as_deref(), Some("1 Main St"));
+    let hook_url = app.url("/v1/hooks/pd_changes");
+    let good = subscribe(&pd, &hook_url, PD_HOOK_PASSWORD).await;
+
+    // A person's edit in Pipedrive reaches HubSpot at once.
+    assert!(pd.edit_organization(pd_id, json!({"address": {"value": "2 High St"}})));
+    let address = || {
+        hs.companies()
+            .into_iter()
+            .find(|c| c.id == hs_id)
+            .and_then(|c| c.get("address").map(str::to_string))
+    };
+    crate::support::eventually(
+        "the webhook's round writes the address to HubSpot",
+        Duration::from_secs(30),
+        || async { (address().as_deref() == Some("2 High St")).then_some(()) },
+    )
+    .await;
+    let sent = pd.webhooks_sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].status, Some(200), "{sent:?}");
+    assert_eq!(sent[0].body["meta"]["change_source"], "app");
+    assert_eq!(sent[0].body["meta"]["entity"], "organization");
+    assert_eq!(
+        sent[0].body["previous"]["address"]["value"],
+        json!("1 Main St")
+    );
+
+    // The sync's own write into Pipedrive comes back as an API change
+    // webhook: the round it starts writes nothing anywhere.
+    // Let the app's round finish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hs.edit("companies", &hs_id, &[("address", "3 Low St")]));
+    let (hs_log, pd_log) = (hs.requests().count(), pd.requests().count());
+    let r = runner.round().await;
+    assert_eq!(r.last_error, None, "{r:?}");
+    crate::support::eventually(
+        "the echo webhook was delivered and its round ran",
+        Duration::from_secs(30),
+        || async {
+            let echoed = pd
+                .webhooks_sent()
+                .iter()
+                .any(|s| s.body["meta"]["change_source"] == "api" && s.status == Some(200));
+            let later = health(&app).await.last_round_at > r.last_round_at;
+            (echoed && later).then_some(())
+        },
+    )
+    .await;
+    // Let any round still running finish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pd_requests = pd.requests().entries();
+    let hs_requests = hs.requests().entries();
+    assert_eq!(
+        successful(&pd_requests[pd_log..], "PATCH", "/api/v2/organizations"),
+        1
+    );
+    assert_eq!(
+        successful(&hs_requests[hs_log..], "POST", "companies/batch/"),
+        0
+    );
+    assert_eq!(pd.organizations()[0].address.as_deref(), Some("3 Low St"));
+    assert_eq!(address().as_deref(), Some("3 Low St"));
+
+    // A webhook with wrong credentials is refused (401), retried as
+    // Pipedrive retries, and wakes nothing.
+    let res = reqwest::Client::new()
+        .delete(format!("{}/api/v1/webhooks/{good}", pd.base_url()))
+        .header("x-api-token", PipedriveConfig::DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let bad = subscribe(&pd, &hook_url, "not the password").await;
+    let rounds_before = health(&app).await.last_round_at;
+    assert!(pd.edit_organization(pd_id, json!({"address": {"value": "4 Far St"}})));
+    let tries = || {
+        pd.webhooks_sent()
+            .into_iter()
+            .filter(|s| s.webhook_id == bad)
+            .collect::<Vec<_>>()
+    };
+    crate::support::eventually(
+        "the refused webhook was tried three times",
+        Duration::from_secs(30),
+        || async { (tries().len() == 3).then_some(()) },
+    )
+    .await;
+    let tries = tries();
+    assert!(tries.iter().all(|t| t.status == Some(401)), "{tries:?}");
+    assert_eq!(
+        tries.iter().map(|t| t.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(
+        tries
+            .iter()
+            .all(|t| t.body["meta"]["id"] == tries[0].body["meta"]["id"]),
+        "a retry is the same event"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(health(&app).await.last_round_at, rounds_before);
+    assert_eq!(address().as_deref(), Some("3 Low St"));
+}
+
 const OM_TOKEN: &str = "outbound-message-token";
 
 fn salesforce_changes_toml(hs: &str, sf: &str, org: &str) -> String {
@@ -203,16 +390,6 @@ async fn all_acknowledged(sf: &FakeSalesforce) -> Vec<OutboundSent> {
         || async { (sf.outbound_queued() == 0).then(|| sf.outbound_sent()) },
     )
     .await
-}
-
-fn successful(
-    log: &[leadrelay_fakes::common::LoggedRequest],
-    method: &str,
-    path_end: &str,
-) -> usize {
-    log.iter()
-        .filter(|r| r.method == method && r.path.ends_with(path_end) && r.status < 300)
-        .count()
 }
 
 #[tokio::test]
