@@ -838,6 +838,12 @@ fn check_object(config: &Config, name: &str, s: &SyncConfig, p: &mut Vec<Problem
             )),
             (_, None) => {}
         }
+        if s.object == SyncObject::Task && connector == Some("pipedrive") {
+            p.push(Problem::error(
+                at(side.as_str()),
+                "tasks sync between HubSpot and Salesforce: Pipedrive activities are not synced yet",
+            ));
+        }
     }
     match (&s.match_key, s.object) {
         (Some(_), SyncObject::Contact) => p.push(Problem::error(
@@ -1109,7 +1115,7 @@ pub fn pipedrive_fields(object: SyncObject) -> &'static [&'static str] {
             "person_id",
             "owner_id",
         ],
-        SyncObject::Custom => &[],
+        SyncObject::Custom | SyncObject::Task => &[],
     }
 }
 
@@ -1128,6 +1134,7 @@ fn pipedrive_object(object: SyncObject) -> (&'static str, &'static [&'static str
         SyncObject::Company => ("organization", &["name", "address"]),
         SyncObject::Deal => ("deal", &["title"]),
         SyncObject::Custom => ("custom object", &[]),
+        SyncObject::Task => ("activity", &[]),
     }
 }
 

@@ -166,12 +166,8 @@ pub(crate) async fn roomy_pipedrive() -> FakePipedrive {
 /// (nothing to see yet; it then sleeps for the hour), and the test's own
 /// runner of sync `crm` on the app's store: the test drives the rounds.
 pub(crate) async fn app_and_runner(text: &str, env: &[(&str, &str)]) -> (TestApp, Arc<SyncRunner>) {
-    let env: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
     let mut builder = TestApp::builder(text);
-    for (k, v) in &env {
+    for (k, v) in env {
         builder = builder.env(k, v);
     }
     let app = builder.start().await;
@@ -181,22 +177,8 @@ pub(crate) async fn app_and_runner(text: &str, env: &[(&str, &str)]) -> (TestApp
         || async { health(&app).await.last_round_at.map(|_| ()) },
     )
     .await;
-    let runner = runner_of("crm", text, &env, &app);
+    let runner = Arc::new(runner_of(text, "crm", env, &app));
     (app, runner)
-}
-
-/// The test's own runner of sync `name` of config `text` with `env`, on the
-/// app's store (a second sync of the app, e.g. the one an association's
-/// `link` names).
-pub(crate) fn runner_of(
-    name: &str,
-    text: &str,
-    env: &HashMap<String, String>,
-    app: &TestApp,
-) -> Arc<SyncRunner> {
-    let lookup = |k: &str| env.get(k).cloned();
-    let cfg = config::load_str(text, "test.toml", &lookup).unwrap().config;
-    Arc::new(SyncRunner::build(name, &cfg, &lookup, app.store.clone()).unwrap())
 }
 
 async fn world(fields: &str) -> World {

@@ -325,11 +325,7 @@ async fn deals_world() -> DealsWorld {
         ("SF_REFRESH_TOKEN", SalesforceConfig::DEFAULT_REFRESH_TOKEN),
     ];
     let (app, runner) = app_and_runner(&text, &env).await;
-    let env: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let companies = runner_of("companies", &text, &env, &app);
+    let companies = Arc::new(runner_of(&text, "companies", &env, &app));
     DealsWorld {
         pd,
         sf,

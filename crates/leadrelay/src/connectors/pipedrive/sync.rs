@@ -130,6 +130,12 @@ pub fn system(
                 "Pipedrive has no custom objects to sync",
             )]);
         }
+        SyncObject::Task => {
+            return Err(vec![Problem::error(
+                "",
+                "Pipedrive activities are not synced yet",
+            )]);
+        }
     };
     let (client, base, token) =
         crate::sync::client_parts(ctx, &common, &s.token_env, DEFAULT_BASE_URL)?;
