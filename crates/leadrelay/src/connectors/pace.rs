@@ -323,9 +323,11 @@ impl Pacer {
     /// The ceiling's day spending and budget now (None: no ceiling, or no
     /// quota report yet).
     pub fn spending(&self) -> Option<(u64, u64)> {
-        let quota = self.daily_quota();
+        // Every request of every destination asks: without a ceiling (all
+        // but a backfill's) nothing else is read.
         let mut c = self.meter.ceiling.lock().unwrap_or_else(|p| p.into_inner());
-        c.as_mut()?.spending(self.sent(), quota)
+        let ceiling = c.as_mut()?;
+        ceiling.spending(self.sent(), self.daily_quota())
     }
 
     /// The ceiling's base (see [`Ceiling::base`]), once known.
