@@ -40,6 +40,7 @@ mod calendly;
 mod generic;
 mod groove;
 mod hubspot;
+pub use hubspot::contact_from_properties as hubspot_contact;
 mod lemlist;
 mod mailshake;
 mod mixmax;

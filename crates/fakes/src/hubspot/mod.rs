@@ -1,6 +1,8 @@
 //! Fake HubSpot: the CRM v3 objects API (contacts, companies, deals, notes,
 //! tasks, meetings, custom objects), the v4 associations API, properties, deal pipelines,
-//! account info and the Lists API (lists and their memberships, see `lists`),
+//! account info, the Lists API (lists and their memberships, see `lists`),
+//! forms with their submissions and marketing events with their
+//! participations (see `marketing`),
 //! behind a private-app token — under both path schemes:
 //! the numbered (legacy) `/crm/v3/objects/…`, `/crm/v4/associations/…` and
 //! the date-versioned `/crm/objects/2026-03/…`, `/crm/associations/2026-03/…`,
@@ -72,9 +74,11 @@ mod changes;
 pub use changes::{WebhookSent, WebhookTarget};
 mod errors;
 mod lists;
+mod marketing;
 mod objects;
 
 pub use lists::HubSpotList;
+pub use marketing::{FormSubmission, HubSpotForm, MarketingEvent, Participation};
 mod schema;
 
 #[cfg(test)]
@@ -367,6 +371,10 @@ pub(crate) struct Store {
     pub gdpr_deleted: Vec<String>,
     /// List id → list.
     pub lists: BTreeMap<String, HubSpotList>,
+    /// Form GUID → form and its submissions.
+    pub forms: BTreeMap<String, HubSpotForm>,
+    /// `marketingEventId` → event and its participations.
+    pub marketing_events: BTreeMap<String, MarketingEvent>,
 }
 
 impl Store {
@@ -815,6 +823,8 @@ struct Prefixes {
     pipelines: String,
     account_info: String,
     lists: String,
+    forms: String,
+    marketing_events: String,
 }
 
 impl Prefixes {
@@ -828,6 +838,8 @@ impl Prefixes {
             pipelines: "/crm/v3/pipelines".into(),
             account_info: "/account-info/v3".into(),
             lists: "/crm/v3/lists".into(),
+            forms: "/marketing/v3/forms".into(),
+            marketing_events: "/marketing/v3/marketing-events".into(),
         }
     }
 
@@ -841,6 +853,8 @@ impl Prefixes {
             pipelines: format!("/crm/pipelines/{version}"),
             account_info: format!("/account-info/{version}"),
             lists: format!("/crm/lists/{version}"),
+            forms: format!("/marketing/forms/{version}"),
+            marketing_events: format!("/marketing/marketing-events/{version}"),
         }
     }
 
@@ -854,8 +868,15 @@ impl Prefixes {
             pipelines: pl,
             account_info: ai,
             lists: l,
+            forms: f,
+            marketing_events: me,
         } = self;
         r.route(&format!("{ai}/details"), get(account_details))
+            .route(&format!("{f}/{{form_id}}"), get(marketing::read_form))
+            .route(
+                &format!("{me}/participations/{{event_id}}/breakdown"),
+                get(marketing::participations),
+            )
             .route(l, post(lists::create))
             .route(&format!("{l}/search"), post(lists::search))
             .route(&format!("{l}/{{list_id}}"), get(lists::read))
@@ -949,7 +970,11 @@ impl Prefixes {
 /// and every dated version in [`HubSpotConfig::dated_versions`], all on the
 /// same state.
 pub fn router(state: HubSpotState) -> Router {
-    let mut r = Prefixes::numbered().routes(Router::new());
+    // Form submissions have one (v1) path in every scheme.
+    let mut r = Prefixes::numbered().routes(Router::new()).route(
+        "/form-integrations/v1/submissions/forms/{form_id}",
+        get(marketing::submissions),
+    );
     for v in &state.inner.config.dated_versions {
         r = Prefixes::dated(v).routes(r);
     }

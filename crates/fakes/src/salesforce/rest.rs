@@ -794,6 +794,38 @@ pub(crate) fn insert_into(
     id
 }
 
+/// A member's `Status` is one of its campaign's member statuses: the
+/// defaults every campaign starts with (Sent, Responded) and the
+/// `CampaignMemberStatus` records an admin added to that campaign.
+fn member_status_check(
+    store: &Store,
+    def: &SalesforceObjectDef,
+    fields: &Map<String, Value>,
+) -> Result<(), RestError> {
+    if def.name != "CampaignMember" {
+        return Ok(());
+    }
+    let Some(status) = fields.get("Status").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let campaign = fields
+        .get("CampaignId")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let known = super::schema::CAMPAIGN_MEMBER_STATUSES.contains(&status)
+        || store
+            .of("CampaignMemberStatus")
+            .any(|s| s.text("CampaignId") == Some(campaign) && s.text("Label") == Some(status));
+    if known {
+        return Ok(());
+    }
+    Err(RestError::bad(SfError::with_fields(
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+        format!("Status: bad value for restricted picklist field: {status}"),
+        vec!["Status".into()],
+    )))
+}
+
 /// A person is a member of a campaign once; a member names a lead or a
 /// contact (DUPLICATE_VALUE / REQUIRED_FIELD_MISSING as Salesforce answers).
 fn campaign_member_check(
@@ -820,6 +852,7 @@ fn campaign_member_check(
             vec!["LeadId".into(), "ContactId".into()],
         )));
     }
+    member_status_check(store, def, fields)?;
     let taken = store.of("CampaignMember").any(|m| {
         Some(m.id.as_str()) != own_id
             && m.text("CampaignId") == Some(campaign.as_str())
@@ -925,6 +958,7 @@ pub(crate) fn update(
     let changes = prepare(state, store, def, body, Some(&existing))?;
     let mut merged = existing.fields.clone();
     merged.extend(changes.clone());
+    member_status_check(store, def, &merged)?;
     duplicate_check(
         state,
         store,

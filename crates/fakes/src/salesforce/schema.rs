@@ -358,10 +358,23 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
         F::reference("CampaignId", "Campaign ID", &["Campaign"]).required(),
         F::reference("LeadId", "Lead ID", &["Lead"]),
         F::reference("ContactId", "Contact ID", &["Contact"]),
-        F::picklist("Status", "Status", CAMPAIGN_MEMBER_STATUSES).default_value(json!("Sent")),
+        // Restricted to the campaign's member statuses (checked per
+        // campaign on every write, see `rest::member_status_check`).
+        F::open_picklist("Status", "Status", CAMPAIGN_MEMBER_STATUSES).default_value(json!("Sent")),
         F::new("HasResponded", "Responded", T::Boolean)
             .read_only()
             .default_value(json!(false)),
+    ];
+    // A member status an admin added to one campaign (beside the
+    // defaults, Sent and Responded).
+    let member_status = vec![
+        F::reference("CampaignId", "Campaign ID", &["Campaign"])
+            .required()
+            .create_only(),
+        F::text("Label", "Member Status", 765).required(),
+        F::new("HasResponded", "Responded", T::Boolean).default_value(json!(false)),
+        F::new("IsDefault", "Is Default", T::Boolean).default_value(json!(false)),
+        F::new("SortOrder", "Sort Order", T::Int),
     ];
     // The role a Contact (never a Lead) plays on an Opportunity: the
     // opportunity is set on create only; one primary per opportunity; the
@@ -389,6 +402,12 @@ pub fn standard_objects() -> Vec<SalesforceObjectDef> {
         obj("Task", "Task", "00T", task),
         obj("Campaign", "Campaign", "701", campaign),
         obj("CampaignMember", "Campaign Member", "00v", campaign_member),
+        obj(
+            "CampaignMemberStatus",
+            "Campaign Member Status",
+            "01Y",
+            member_status,
+        ),
         obj(
             "OpportunityContactRole",
             "Opportunity Contact Role",

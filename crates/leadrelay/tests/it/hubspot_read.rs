@@ -46,7 +46,7 @@ destinations = ["salesforce"]
     [hubspot_toml(&hs.base_url()), sf_toml, rest].concat()
 }
 
-async fn start(config: &str, resume: Option<crate::support::Stopped>) -> TestApp {
+pub(crate) async fn start(config: &str, resume: Option<crate::support::Stopped>) -> TestApp {
     let mut b = TestApp::builder(config)
         .env(
             "HUBSPOT_ACCESS_TOKEN",
@@ -102,7 +102,7 @@ async fn lists_of(app: &TestApp, email: &str) -> Option<Value> {
         .and_then(|c| c.data.custom.get(read::LISTS_FIELD).cloned())
 }
 
-fn members(sf: &FakeSalesforce) -> Vec<(String, String)> {
+pub(crate) fn members(sf: &FakeSalesforce) -> Vec<(String, String)> {
     sf.records("CampaignMember")
         .into_iter()
         .map(|m| {
@@ -114,7 +114,7 @@ fn members(sf: &FakeSalesforce) -> Vec<(String, String)> {
         .collect()
 }
 
-fn lead_id(sf: &FakeSalesforce, email: &str) -> String {
+pub(crate) fn lead_id(sf: &FakeSalesforce, email: &str) -> String {
     sf.leads()
         .into_iter()
         .find(|l| l.text("Email") == Some(email))

@@ -26,6 +26,7 @@ mod feedback;
 mod first_run;
 mod fixable;
 mod hooks;
+mod hubspot_forms;
 mod hubspot_read;
 mod ingest;
 mod lemlist;

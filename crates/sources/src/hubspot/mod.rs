@@ -207,6 +207,24 @@ const CONTACT_PROPERTIES: [(&str, &str); 11] = [
     ("country", "country"),
 ];
 
+/// A contact from HubSpot contact property values (a form submission's
+/// `values`, a record's properties): the standard properties fill the
+/// contact's fields (the first value of each wins), the rest are left out.
+/// The data holds what could not be read (`invalid_email`,
+/// `invalid_phone`).
+pub fn contact_from_properties<'a>(
+    props: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> (leadrelay_model::ContactData, serde_json::Map<String, Value>) {
+    let mut d = EventDraft::mapped("hubspot", "properties", None);
+    for (name, value) in props {
+        if let Some((_, field)) = CONTACT_PROPERTIES.iter().find(|(p, _)| *p == name) {
+            d.contact_field(field, value);
+        }
+    }
+    let e = d.finish();
+    (e.contact, e.data)
+}
+
 fn map_event(item: &Value) -> crate::InboundEvent {
     let subscription = text(item, "subscriptionType").unwrap_or_else(|| "unknown".into());
     let object = object_kind(&subscription, item);

@@ -95,6 +95,11 @@ pub enum Family {
     AccountInfo,
     /// Lists and their memberships (`/crm/v3/lists`, `/crm/lists/{date}`).
     Lists,
+    /// Form definitions (`/marketing/v3/forms`, `/marketing/forms/{date}`).
+    Forms,
+    /// Marketing events and their participations
+    /// (`/marketing/v3/marketing-events`, `/marketing/marketing-events/{date}`).
+    MarketingEvents,
 }
 
 impl ApiVersion {
@@ -144,6 +149,12 @@ impl ApiVersion {
             (Self::Dated(d), Family::Pipelines) => format!("/crm/pipelines/{d}"),
             (Self::Dated(d), Family::AccountInfo) => format!("/account-info/{d}"),
             (Self::Dated(d), Family::Lists) => format!("/crm/lists/{d}"),
+            (Self::V3, Family::Forms) => "/marketing/v3/forms".to_string(),
+            (Self::Dated(d), Family::Forms) => format!("/marketing/forms/{d}"),
+            (Self::V3, Family::MarketingEvents) => "/marketing/v3/marketing-events".to_string(),
+            (Self::Dated(d), Family::MarketingEvents) => {
+                format!("/marketing/marketing-events/{d}")
+            }
         };
         format!("{prefix}{rest}")
     }

@@ -1,9 +1,16 @@
-//! HubSpot read into leadrelay (`[destinations.NAME.read]`): the
-//! memberships of the configured contact lists become `list.joined` and
-//! `list.left` events about the contact, stored and routed like any
-//! vendor event (origin `source:NAME`), so the golden contact, routing,
-//! consent and deliveries do the rest — a Salesforce destination's
-//! `campaign_members.lists` turns them into Campaign Members.
+//! HubSpot read into leadrelay (`[destinations.NAME.read]`): what happens
+//! in HubSpot to a contact becomes events about the contact, stored and
+//! routed like any vendor event (origin `source:NAME`), so the golden
+//! contact, routing, consent and deliveries do the rest:
+//!
+//! - the memberships of the configured contact lists become `list.joined`
+//!   and `list.left` events (a Salesforce destination's
+//!   `campaign_members.lists` turns them into Campaign Members);
+//! - the submissions of the configured forms become `form.submitted`
+//!   events (see [`forms`]);
+//! - the participations in the configured marketing events become
+//!   `marketing_event.registered` / `.attended` / `.cancelled` /
+//!   `.no_show` events (see [`events`]).
 //!
 //! Each round reads every list whole (`GET …/lists/{id}`, then its
 //! memberships 250 a page) under a `rate_share` of the destination's rate
@@ -21,6 +28,11 @@
 //! stored, 100 at a time, so a crash or a failed request (429, 5xx) part
 //! way leaves the next round to find the same changes again and store
 //! only what is missing.
+
+mod events;
+mod forms;
+
+pub use events::{MARKETING_EVENT_PREFIX, event_type_of as marketing_event_type};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -63,6 +75,14 @@ fn default_share() -> f64 {
     0.2
 }
 
+fn default_form_history() -> HumanDuration {
+    HumanDuration::secs(30 * 86_400)
+}
+
+fn default_form_lookback() -> HumanDuration {
+    HumanDuration::secs(86_400)
+}
+
 /// `[destinations.NAME.read]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +92,21 @@ pub(super) struct ReadSettings {
     /// events.
     #[serde(default)]
     pub lists: Vec<String>,
-    /// How often the lists are read.
+    /// HubSpot form GUIDs whose submissions become `form.submitted` events.
+    #[serde(default)]
+    pub forms: Vec<String>,
+    /// How far back the first round reads a form's submissions.
+    #[serde(default = "default_form_history")]
+    pub form_history: HumanDuration,
+    /// How far behind the newest submission seen each round reads again,
+    /// for submissions HubSpot stores late or backdated.
+    #[serde(default = "default_form_lookback")]
+    pub form_lookback: HumanDuration,
+    /// HubSpot marketing event ids (`marketingEventId`) whose
+    /// participations become `marketing_event.*` events.
+    #[serde(default)]
+    pub marketing_events: Vec<String>,
+    /// How often the lists, forms and events are read.
     #[serde(default = "default_interval")]
     pub interval: HumanDuration,
     /// The share of the destination's `rate_limit` the reads may use
@@ -84,23 +118,66 @@ pub(super) struct ReadSettings {
 impl ReadSettings {
     pub(super) fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        if self.lists.is_empty() {
+        if self.lists.is_empty() && self.forms.is_empty() && self.marketing_events.is_empty() {
             p.push(Problem::error(
-                "read.lists",
-                "name at least one HubSpot list id to read",
+                "read",
+                "name at least one HubSpot list, form or marketing event to read (lists, forms, marketing_events)",
             ));
         }
-        let mut seen = BTreeSet::new();
-        for (i, l) in self.lists.iter().enumerate() {
-            if l.is_empty() || !l.chars().all(|c| c.is_ascii_digit()) {
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 20 && s.chars().all(|c| c.is_ascii_digit());
+        let guid = |s: &str| {
+            s.len() == 36
+                && s.chars().enumerate().all(|(i, c)| match i {
+                    8 | 13 | 18 | 23 => c == '-',
+                    _ => c.is_ascii_hexdigit(),
+                })
+        };
+        type Ids<'a> = (&'a str, &'a Vec<String>, &'a dyn Fn(&str) -> bool, &'a str);
+        let ids: [Ids<'_>; 3] = [
+            (
+                "lists",
+                &self.lists,
+                &digits,
+                "a HubSpot list id (the digits in the list's URL)",
+            ),
+            (
+                "forms",
+                &self.forms,
+                &guid,
+                "a HubSpot form GUID (like 0a1b2c3d-0000-4000-8000-00000000abcd, in the form's URL)",
+            ),
+            (
+                "marketing_events",
+                &self.marketing_events,
+                &digits,
+                "a HubSpot marketing event id (digits)",
+            ),
+        ];
+        for (key, list, valid, what) in ids {
+            let mut seen = BTreeSet::new();
+            for (i, l) in list.iter().enumerate() {
+                if !valid(l) {
+                    p.push(Problem::error(
+                        format!("read.{key}[{i}]"),
+                        format!("{l:?} is not {what}"),
+                    ));
+                } else if !seen.insert(l.to_ascii_lowercase()) {
+                    p.push(Problem::error(
+                        format!("read.{key}[{i}]"),
+                        format!("{l} is named twice"),
+                    ));
+                }
+            }
+        }
+        for (key, d) in [
+            ("form_history", &self.form_history),
+            ("form_lookback", &self.form_lookback),
+        ] {
+            if d.get().is_zero() {
                 p.push(Problem::error(
-                    format!("read.lists[{i}]"),
-                    format!("{l:?} is not a HubSpot list id (the digits in the list's URL)"),
-                ));
-            } else if !seen.insert(l) {
-                p.push(Problem::error(
-                    format!("read.lists[{i}]"),
-                    format!("list {l} is named twice"),
+                    format!("read.{key}"),
+                    "must be longer than 0s",
                 ));
             }
         }
@@ -143,7 +220,11 @@ pub struct ReadHealth {
     pub last_round_events: u64,
     /// Members seen without an email (not recorded until they have one).
     pub without_email: u64,
-    /// Per list id, why it could not be read in the latest round.
+    /// Form submissions seen without a usable email (not recorded).
+    #[serde(default)]
+    pub submissions_without_email: u64,
+    /// Per list id (`form:GUID`, `marketing_event:ID`), why it could not
+    /// be read in the latest round.
     pub errors: BTreeMap<String, String>,
 }
 
@@ -167,8 +248,8 @@ struct ReadList {
     members: BTreeMap<String, String>,
 }
 
-/// The lists reader of one HubSpot destination.
-pub struct ListReader {
+/// The reader of one HubSpot destination.
+pub struct Reader {
     dest: String,
     api: Api,
     settings: ReadSettings,
@@ -183,7 +264,7 @@ pub fn reader(
     pacer: impl FnOnce(f64) -> Pacer,
     store: Arc<dyn Store>,
     ingestor: Arc<Ingestor>,
-) -> Result<Option<ListReader>, Vec<Problem>> {
+) -> Result<Option<Reader>, Vec<Problem>> {
     let (common, s): (CommonSettings, Settings) = crm::parse_split(ctx.settings)?;
     let Some(read) = s.read.clone() else {
         return Ok(None);
@@ -191,7 +272,7 @@ pub fn reader(
     let version = super::api_version(&s).map_err(|p| vec![p])?;
     let (client, base, token) =
         crate::sync::client_parts(ctx, &common, &s.token_env, DEFAULT_BASE_URL)?;
-    Ok(Some(ListReader {
+    Ok(Some(Reader {
         dest: ctx.destination.to_string(),
         api: Api::new(client, base, token, version, common.allow_private_networks),
         pacer: pacer(read.rate_share),
@@ -204,7 +285,7 @@ pub fn reader(
 /// A failed read: its text, for the health figures and the log.
 type ReadError = String;
 
-impl ListReader {
+impl Reader {
     async fn get(&self, path: &str) -> Result<Value, ReadError> {
         self.call(Method::GET, path, None).await
     }
@@ -317,10 +398,15 @@ impl ListReader {
         Ok(out)
     }
 
-    async fn load(&self, id: &str) -> Result<ListState, ReadError> {
+    /// What the reader recorded under `hubspot_read:NAME:{rest}` (the
+    /// default when nothing is, or what is cannot be read).
+    async fn load<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        rest: &str,
+    ) -> Result<T, ReadError> {
         let raw = self
             .store
-            .kv_get(&key(&self.dest, &format!("list:{id}")))
+            .kv_get(&key(&self.dest, rest))
             .await
             .map_err(|e| e.to_string())?;
         Ok(raw
@@ -328,10 +414,10 @@ impl ListReader {
             .unwrap_or_default())
     }
 
-    async fn save(&self, id: &str, st: &ListState) -> Result<(), ReadError> {
+    async fn save<T: Serialize>(&self, rest: &str, st: &T) -> Result<(), ReadError> {
         let v = serde_json::to_string(st).map_err(|e| e.to_string())?;
         self.store
-            .kv_set(&key(&self.dest, &format!("list:{id}")), &v)
+            .kv_set(&key(&self.dest, rest), &v)
             .await
             .map_err(|e| e.to_string())
     }
@@ -346,7 +432,7 @@ impl ListReader {
         let mut read = Vec::new();
         let mut states = BTreeMap::new();
         for id in &self.settings.lists {
-            match self.load(id).await {
+            match self.load::<ListState>(&format!("list:{id}")).await {
                 Ok(st) => {
                     states.insert(id.clone(), st);
                 }
@@ -391,6 +477,18 @@ impl ListReader {
             if let Err(e) = self.apply(l, st, &lists_of, &mut health).await {
                 tracing::warn!(destination = %self.dest, list = %l.id, error = %e, "HubSpot list changes not stored");
                 health.errors.insert(l.id.clone(), e);
+            }
+        }
+        for id in &self.settings.forms {
+            if let Err(e) = self.read_form(id, &mut health).await {
+                tracing::warn!(destination = %self.dest, form = %id, error = %e, "HubSpot form submissions not read");
+                health.errors.insert(format!("form:{id}"), e);
+            }
+        }
+        for id in &self.settings.marketing_events {
+            if let Err(e) = self.read_marketing_event(id, &mut health).await {
+                tracing::warn!(destination = %self.dest, marketing_event = %id, error = %e, "HubSpot marketing event not read");
+                health.errors.insert(format!("marketing_event:{id}"), e);
             }
         }
         if let Ok(v) = serde_json::to_string(&health) {
@@ -473,7 +571,7 @@ impl ListReader {
                 );
             }
             health.last_round_events += self.store_events(events, &raws).await?;
-            self.save(&l.id, &st).await?;
+            self.save(&format!("list:{}", l.id), &st).await?;
         }
         for chunk in left.chunks(BATCH) {
             let mut events = Vec::new();
@@ -509,10 +607,10 @@ impl ListReader {
                 });
             }
             health.last_round_events += self.store_events(events, &raws).await?;
-            self.save(&l.id, &st).await?;
+            self.save(&format!("list:{}", l.id), &st).await?;
         }
         if renamed && joined.is_empty() && left.is_empty() {
-            self.save(&l.id, &st).await?;
+            self.save(&format!("list:{}", l.id), &st).await?;
         }
         Ok(())
     }
@@ -624,4 +722,51 @@ pub fn reads(config: &Config, name: &str) -> bool {
         .destinations
         .get(name)
         .is_some_and(|d| d.connector == "hubspot" && d.settings.contains_key("read"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(toml_text: &str) -> Vec<(String, String)> {
+        let s: ReadSettings = toml::from_str(toml_text).expect("settings");
+        s.problems()
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn the_check_names_each_bad_id_by_its_path() {
+        assert!(problems(r#"forms = ["0a1b2c3d-0000-4000-8000-00000000abcd"]"#).is_empty());
+        assert!(problems(r#"marketing_events = ["123"]"#).is_empty());
+        let p = problems("");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0, "read");
+        let p = problems(
+            r#"
+lists = ["12", "x1", "12"]
+forms = ["0A1B2C3D-0000-4000-8000-00000000ABCD", "0a1b2c3d-0000-4000-8000-00000000abcd", "not-a-guid", "0a1b2c3d_0000_4000_8000_00000000abcd"]
+marketing_events = ["", "99999999999999999999999"]
+form_lookback = "0s"
+"#,
+        );
+        let paths: Vec<&str> = p.iter().map(|(path, _)| path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "read.lists[1]",
+                "read.lists[2]",
+                "read.forms[1]",
+                "read.forms[2]",
+                "read.forms[3]",
+                "read.marketing_events[0]",
+                "read.marketing_events[1]",
+                "read.form_lookback",
+            ],
+            "{p:?}"
+        );
+        assert!(p[3].1.contains("GUID"), "{p:?}");
+        assert!(p[1].1.contains("twice"), "{p:?}");
+    }
 }

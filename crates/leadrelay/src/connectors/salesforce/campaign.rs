@@ -2,7 +2,9 @@
 //! member of a Sales Cloud campaign, with a status.
 //!
 //! The campaign is the form's in `campaign_members.forms` (a Campaign id,
-//! or a name), else — with `campaign_members.utm_campaign = true` — the
+//! or a name; the key is a leadrelay form's name, or for a form submission
+//! a source read — a HubSpot destination's `read.forms`, Typeform — the
+//! vendor's form id or the form's name), else — with `campaign_members.utm_campaign = true` — the
 //! active Campaign whose `Name` is the lead's `utm_campaign` (none: no
 //! membership, the delivery is not failed for it). The member is found
 //! before it is written — the kept id, else `SELECT Id FROM CampaignMember
@@ -17,6 +19,12 @@
 //! member (Salesforce keeps no history of a deleted member) or, with
 //! `left_status`, sets that status instead. A leave never creates a lead:
 //! a person or member Salesforce does not have leaves nothing to do.
+//!
+//! HubSpot marketing event participations (`marketing_event.*` events, read
+//! by `read.marketing_events`) follow `campaign_members.marketing_events`:
+//! the person becomes a member of the event's campaign with the status
+//! `marketing_event_statuses` names for the attendance state (else
+//! `status`), and a later state updates the member's status.
 
 use std::collections::BTreeMap;
 
@@ -56,11 +64,31 @@ pub(super) struct CampaignSettings {
     /// campaign's member statuses); unset: the member is deleted.
     #[serde(default)]
     pub left_status: Option<String>,
+    /// The campaign of each HubSpot marketing event (`marketingEventId` →
+    /// Campaign id or name): a contact's participation read by a HubSpot
+    /// destination (`marketing_event.*` events) makes them a member.
+    #[serde(default)]
+    pub marketing_events: BTreeMap<String, String>,
+    /// The member's `Status` per attendance state (`REGISTERED`,
+    /// `ATTENDED`, `CANCELLED`, `NO_SHOW`); a state not named: `status`.
+    #[serde(default)]
+    pub marketing_event_statuses: BTreeMap<String, String>,
 }
 
 /// Whether `job`'s event is a HubSpot list leave.
 pub(super) fn is_list_left(event_type: &leadrelay_model::EventType) -> bool {
     event_type.as_str() == crate::connectors::hubspot::read::LIST_LEFT
+}
+
+/// A `data` value of the delivery's event, as trimmed text.
+fn data_text(run: &Run<'_>, key: &str) -> Option<String> {
+    run.job
+        .event
+        .data
+        .get(key)
+        .and_then(mapping::as_text)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// The list id of a `list.joined` / `list.left` event.
@@ -75,29 +103,54 @@ fn list_of(run: &Run<'_>) -> Option<String> {
 
 impl Salesforce {
     /// The campaign a delivery's lead joins: (how it is named, whether the
-    /// name comes from the configuration).
-    fn campaign_of(&self, run: &Run<'_>) -> Option<(String, bool)> {
+    /// name comes from the configuration, the member's status).
+    fn campaign_of(&self, run: &Run<'_>) -> Option<(String, bool, String)> {
         let c = self.s.campaign_members.as_ref()?;
-        if run.job.event.event_type.as_str() == crate::connectors::hubspot::read::LIST_JOINED {
+        let event_type = run.job.event.event_type.as_str();
+        if event_type == crate::connectors::hubspot::read::LIST_JOINED {
             return list_of(run)
                 .and_then(|l| c.lists.get(&l).cloned())
-                .map(|campaign| (campaign, true));
+                .map(|campaign| (campaign, true, c.status.clone()));
+        }
+        if event_type.starts_with(crate::connectors::hubspot::read::MARKETING_EVENT_PREFIX) {
+            let campaign = data_text(run, "marketing_event_id")
+                .and_then(|id| c.marketing_events.get(&id).cloned())?;
+            let status = data_text(run, "state")
+                .and_then(|s| {
+                    c.marketing_event_statuses
+                        .get(&s.to_ascii_uppercase())
+                        .cloned()
+                })
+                .unwrap_or_else(|| c.status.clone());
+            return Some((campaign, true, status));
         }
         if EventKind::of(&run.job.event.event_type) != EventKind::NewLead {
             return None;
         }
-        let form = mapping::lookup(&run.ctx, "event.form").and_then(|v| v.as_str());
+        // A leadrelay form by its name; a form submission a source read
+        // (HubSpot, Typeform) by the vendor's form id, then its name.
+        let form = mapping::lookup(&run.ctx, "event.form")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let vendor_form = || {
+            ["form_id", "form_name"]
+                .iter()
+                .filter_map(|k| data_text(run, k))
+                .find(|f| c.forms.contains_key(f))
+        };
         if let Some(f) = form
-            && let Some(campaign) = c.forms.get(f)
+            .filter(|f| c.forms.contains_key(f))
+            .or_else(vendor_form)
+            && let Some(campaign) = c.forms.get(&f)
         {
-            return Some((campaign.clone(), true));
+            return Some((campaign.clone(), true, c.status.clone()));
         }
         if c.utm_campaign {
             return mapping::lookup(&run.ctx, "attribution.utm_campaign")
                 .and_then(mapping::as_text)
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
-                .map(|s| (s, false));
+                .map(|s| (s, false, c.status.clone()));
         }
         None
     }
@@ -144,7 +197,7 @@ impl Salesforce {
     /// Makes the written person a member of the delivery's campaign (see
     /// the module's documentation).
     pub(super) async fn campaign_member(&self, run: &mut Run<'_>) -> Result<(), Stop> {
-        let Some((named, configured)) = self.campaign_of(run) else {
+        let Some((named, configured, status)) = self.campaign_of(run) else {
             return Ok(());
         };
         let Some(campaign) = self.campaign_id(run, &named, true).await? else {
@@ -164,13 +217,13 @@ impl Salesforce {
         if object == PersonObject::Lead
             && let Some(id) = self.known(job, &key, "contact")
         {
-            return self.member(run, &campaign, "ContactId", &id).await;
+            return self.member(run, &campaign, "ContactId", &id, &status).await;
         }
         let Some(person) = self.known(job, &key, object.key()) else {
             // In Lead mode the person may be a Contact (a duplicate rule
             // found them): the membership goes on the Contact.
             return match self.known(job, &key, "contact") {
-                Some(id) => self.member(run, &campaign, "ContactId", &id).await,
+                Some(id) => self.member(run, &campaign, "ContactId", &id, &status).await,
                 None => Ok(()),
             };
         };
@@ -178,7 +231,7 @@ impl Salesforce {
             PersonObject::Lead => "LeadId",
             PersonObject::Contact => "ContactId",
         };
-        self.member(run, &campaign, field, &person).await
+        self.member(run, &campaign, field, &person, &status).await
     }
 
     async fn member(
@@ -187,13 +240,8 @@ impl Salesforce {
         campaign: &str,
         field: &str,
         person: &str,
+        status: &str,
     ) -> Result<(), Stop> {
-        let status = self
-            .s
-            .campaign_members
-            .as_ref()
-            .map(|c| c.status.clone())
-            .unwrap_or_else(default_member_status);
         let key = run.job.delivery.contact_key.clone();
         let slot = format!("campaign_member:{campaign}");
         for attempt in 0..2 {
