@@ -17,7 +17,7 @@ pub enum SyncCommand {
     /// Pull every existing record of both systems of a sync and settle
     /// them (resumable: run it again after a crash to continue).
     Backfill(BackfillArgs),
-    /// Each sync's health: records, cursors, writes, echoes, conflicts, errors.
+    /// Each sync's health (records, cursors, writes, echoes, conflicts, errors), then each HubSpot read's
     Status(StatusArgs),
 }
 
@@ -159,11 +159,15 @@ async fn status(config: Option<&PathBuf>, a: StatusArgs) -> ExitCode {
         Err(c) => return c,
     };
     let result = crate::sync::health(&cfg, &store).await;
+    let reads = crate::connectors::hubspot::read::statuses(&cfg, &store).await;
     store.close().await;
     match result {
         Ok(list) => {
             for h in list {
                 outln!("{}", serde_json::to_string(&h).unwrap_or_default());
+            }
+            for r in reads {
+                outln!("{}", serde_json::to_string(&r).unwrap_or_default());
             }
             ExitCode::SUCCESS
         }

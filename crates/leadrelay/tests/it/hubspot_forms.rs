@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use leadrelay::connectors::hubspot::read;
-use leadrelay::store::{DeliveryState, EventFilter};
+use leadrelay::store::{DeliveryState, EventFilter, Role};
 use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::hubspot::FakeHubSpot;
 use leadrelay_fakes::salesforce::{FakeSalesforce, SalesforceConfig};
 use leadrelay_model::Event;
 use serde_json::json;
 
+use crate::admin::key;
 use crate::hubspot_read::{lead_id, members, start};
 use crate::support::{TestApp, eventually};
 use crate::sync::{hubspot_toml, roomy_hubspot, salesforce_toml};
@@ -280,6 +281,33 @@ async fn many_submissions_are_paged_stored_once_and_survive_failures_and_lost_st
     })
     .await;
     assert_eq!(h.errors.len(), 1, "{h:?}");
+    // The API and the dashboard show it (errors by what failed, no email).
+    let admin = key(&app, "ops", Role::Admin).await;
+    let syncs: serde_json::Value = app
+        .client
+        .get(app.url("/api/v1/syncs"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reads = &syncs["reads"][0];
+    assert_eq!(reads["destination"], "hubspot");
+    assert_eq!(reads["forms"], 1);
+    let why = reads["health"]["errors"][format!("form:{form}")]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("404"), "{syncs}");
+    let viewer = crate::dashboard::Ui::new(&app, Role::Viewer, "look").await;
+    let (status, page) = viewer.get("/ui/syncs").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Read from HubSpot") && page.contains(&format!("form:{form}")),
+        "{page}"
+    );
+    assert!(!page.contains("@acme.io"), "{page}");
     app.stop().await;
 }
 

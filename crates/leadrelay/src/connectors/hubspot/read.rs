@@ -213,7 +213,7 @@ struct Member {
 }
 
 /// The latest round's figures (`hubspot_read:NAME:health`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReadHealth {
     pub last_round_at: Option<DateTime<Utc>>,
     /// Events stored in the latest round (duplicates not counted).
@@ -236,6 +236,44 @@ fn key(dest: &str, rest: &str) -> String {
 pub async fn health(store: &Arc<dyn Store>, dest: &str) -> Option<ReadHealth> {
     let raw = store.kv_get(&key(dest, "health")).await.ok()??;
     serde_json::from_str(&raw).ok()
+}
+
+/// What one HubSpot destination reads, and its latest round.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReadStatus {
+    /// The destination (its events come from `source:NAME`).
+    pub destination: String,
+    pub lists: usize,
+    pub forms: usize,
+    pub marketing_events: usize,
+    /// None before the first round.
+    pub health: Option<ReadHealth>,
+}
+
+/// Every HubSpot destination's reads (those with a `read` block), in
+/// name order.
+pub async fn statuses(config: &Config, store: &Arc<dyn Store>) -> Vec<ReadStatus> {
+    let mut out = Vec::new();
+    for (name, d) in &config.destinations {
+        if d.connector != "hubspot" {
+            continue;
+        }
+        let Some(read) = d
+            .settings
+            .get("read")
+            .and_then(|r| ReadSettings::deserialize(r.clone()).ok())
+        else {
+            continue;
+        };
+        out.push(ReadStatus {
+            destination: name.clone(),
+            lists: read.lists.len(),
+            forms: read.forms.len(),
+            marketing_events: read.marketing_events.len(),
+            health: health(store, name).await,
+        });
+    }
+    out
 }
 
 /// A list as one round read it.

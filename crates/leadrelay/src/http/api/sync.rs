@@ -12,14 +12,17 @@ use super::extract::{ApiJson, ApiPath, Auth};
 use super::views::ReviewItemView;
 use super::{ReadErrors, WriteErrors};
 use crate::config::sync::Side;
+use crate::connectors::hubspot::read::{self, ReadStatus};
 use crate::error::{ApiError, FieldError};
 use crate::http::AppState;
 use crate::sync::{Choice, DecideError, Health};
 
-/// The configured syncs and their health.
+/// The configured syncs and their health, and what the HubSpot
+/// destinations read into leadrelay (lists, forms, marketing events).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SyncList {
     pub syncs: Vec<Health>,
+    pub reads: Vec<ReadStatus>,
 }
 
 /// The decision on a sync conflict: `take` one side, or a `value` (in
@@ -49,7 +52,9 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// Each sync: records, cursors, writes, echoes dropped, conflicts, errors.
+/// Each sync: records, cursors, writes, echoes dropped, conflicts, errors;
+/// and each HubSpot destination's reads: the latest round's events and
+/// errors.
 #[utoipa::path(get, path = "/api/v1/syncs", tag = "syncs",
     responses((status = 200, description = "The configured syncs", body = SyncList), ReadErrors))]
 pub async fn list_syncs(
@@ -57,7 +62,8 @@ pub async fn list_syncs(
     _auth: Auth,
 ) -> Result<Json<SyncList>, ApiError> {
     let syncs = crate::sync::health(&app.config, &app.store).await?;
-    Ok(Json(SyncList { syncs }))
+    let reads = read::statuses(&app.config, &app.store).await;
+    Ok(Json(SyncList { syncs, reads }))
 }
 
 /// Decides a sync conflict; the sync writes the value to both systems in

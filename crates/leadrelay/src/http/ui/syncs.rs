@@ -22,10 +22,11 @@ const MAX_VALUE: usize = 10_000;
 
 pub async fn page(State(app): State<AppState>, session: UiSession) -> Response {
     let me = session.me();
+    let reads = crate::connectors::hubspot::read::statuses(&app.config, &app.store).await;
     match crate::sync::health(&app.config, &app.store).await {
         Ok(syncs) => render(
             "syncs.html",
-            context! { me => ser(&me), csrf => session.csrf.clone(), nav => "syncs", syncs => ser(&syncs) },
+            context! { me => ser(&me), csrf => session.csrf.clone(), nav => "syncs", syncs => ser(&syncs), reads => ser(&reads) },
         ),
         Err(e) => failed(e.into(), &me),
     }
