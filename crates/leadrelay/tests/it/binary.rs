@@ -375,17 +375,22 @@ async fn kill_9_while_backing_up_writes_each_lead_once() {
         r#"{FORM}
 [delivery]
 poll_interval = "20ms"
+# A lease is at least six timeouts: the 1 s timeouts below keep it at 6 s,
+# so the batches the killed process held are sent again soon on
+# PostgreSQL (SQLite takes every lease back at start).
 lease = "2s"
 [destinations.backup]
 connector = "file"
 path = "{jsonl}"
 legal_basis = "legitimate_interest"
 batch_size = 5
+timeout = "1s"
 [destinations.backup_csv]
 connector = "csv"
 path = "{csv}"
 legal_basis = "legitimate_interest"
 batch_size = 5
+timeout = "1s"
 [[routes]]
 name = "all"
 destinations = ["backup", "backup_csv"]

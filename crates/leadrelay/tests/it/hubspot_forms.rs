@@ -18,7 +18,7 @@ use leadrelay_model::Event;
 use serde_json::json;
 
 use crate::admin::key;
-use crate::hubspot_read::{lead_id, members, start};
+use crate::hubspot_read::{lead_id, members, rounds_of, start};
 use crate::support::{TestApp, eventually};
 use crate::sync::{hubspot_toml, roomy_hubspot, salesforce_toml};
 
@@ -50,22 +50,9 @@ fn email(e: &Event) -> String {
         .unwrap_or_default()
 }
 
-/// Whole rounds the reader made: one GET of the form's definition each.
-fn form_reads(hs: &FakeHubSpot, form: &str) -> usize {
-    let path = format!("/marketing/v3/forms/{form}");
-    hs.requests()
-        .entries()
-        .iter()
-        .filter(|r| r.method == "GET" && r.path == path && r.status == 200)
-        .count()
-}
-
+/// Waits for `n` more whole rounds: one GET of the form's definition each.
 async fn form_rounds(hs: &FakeHubSpot, form: &str, n: usize) {
-    let start = form_reads(hs, form);
-    eventually(&format!("{n} more rounds"), WAIT, || async {
-        (form_reads(hs, form) >= start + n).then_some(())
-    })
-    .await;
+    rounds_of(hs, &format!("/marketing/v3/forms/{form}"), n).await;
 }
 
 /// HubSpot reading `read` every 100 ms; what it reads routed to Salesforce,
@@ -283,16 +270,7 @@ async fn many_submissions_are_paged_stored_once_and_survive_failures_and_lost_st
     assert_eq!(h.errors.len(), 1, "{h:?}");
     // The API and the dashboard show it (errors by what failed, no email).
     let admin = key(&app, "ops", Role::Admin).await;
-    let syncs: serde_json::Value = app
-        .client
-        .get(app.url("/api/v1/syncs"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let syncs = app.get_json("/api/v1/syncs", &admin).await;
     let reads = &syncs["reads"][0];
     assert_eq!(reads["destination"], "hubspot");
     assert_eq!(reads["forms"], 1);

@@ -122,9 +122,9 @@ pub(crate) fn lead_id(sf: &FakeSalesforce, email: &str) -> String {
         .unwrap_or_else(|| panic!("no lead {email}"))
 }
 
-/// Rounds the reader makes: one GET of the list each.
-fn list_reads(hs: &FakeHubSpot, list: &str) -> usize {
-    let path = format!("/crm/v3/lists/{list}");
+/// Successful GETs of `path`: the reader's rounds, one GET of each list
+/// (form, marketing event) a round.
+fn gets(hs: &FakeHubSpot, path: &str) -> usize {
     hs.requests()
         .entries()
         .iter()
@@ -132,13 +132,18 @@ fn list_reads(hs: &FakeHubSpot, list: &str) -> usize {
         .count()
 }
 
-/// Waits until the reader has finished `n` more whole rounds.
-async fn rounds(hs: &FakeHubSpot, list: &str, n: usize) {
-    let start = list_reads(hs, list);
+/// Waits until the reader has made `n` more successful GETs of `path`.
+pub(crate) async fn rounds_of(hs: &FakeHubSpot, path: &str, n: usize) {
+    let start = gets(hs, path);
     eventually(&format!("{n} more rounds"), WAIT, || async {
-        (list_reads(hs, list) >= start + n).then_some(())
+        (gets(hs, path) >= start + n).then_some(())
     })
     .await;
+}
+
+/// Waits until the reader has finished `n` more whole rounds of `list`.
+async fn rounds(hs: &FakeHubSpot, list: &str, n: usize) {
+    rounds_of(hs, &format!("/crm/v3/lists/{list}"), n).await;
 }
 
 #[tokio::test]

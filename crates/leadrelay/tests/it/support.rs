@@ -276,6 +276,19 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `GET path` with the API key `key`: the JSON body of a 200.
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        let res = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.json().await.expect("a JSON body")
+    }
+
     /// Stops the app and returns its data (for a restart).
     pub async fn stop(mut self) -> Stopped {
         if let Some(r) = self.running.take() {

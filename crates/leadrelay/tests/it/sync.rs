@@ -574,17 +574,7 @@ async fn a_review_conflict_waits_then_the_decision_reaches_both_systems() {
         "{h:?}"
     );
 
-    let syncs: Value = w
-        .app
-        .client
-        .get(w.app.url("/api/v1/syncs"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let syncs = w.app.get_json("/api/v1/syncs", &admin).await;
     assert_eq!(syncs["syncs"][0]["sync"], "crm");
     assert_eq!(syncs["syncs"][0]["writes_b"], 1);
 }
