@@ -13,12 +13,12 @@ use leadrelay::connectors::hubspot::read;
 use leadrelay::store::{DeliveryState, EventFilter, Role};
 use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::hubspot::FakeHubSpot;
-use leadrelay_fakes::salesforce::{FakeSalesforce, SalesforceConfig};
+use leadrelay_fakes::salesforce::FakeSalesforce;
 use leadrelay_model::Event;
 use serde_json::json;
 
 use crate::admin::key;
-use crate::hubspot_read::{lead_id, members, rounds_of, start};
+use crate::hubspot_read::{fakes_with_campaign, lead_id, members, rounds_of, start};
 use crate::support::{TestApp, eventually};
 use crate::sync::{hubspot_toml, roomy_hubspot, salesforce_toml};
 
@@ -83,14 +83,7 @@ destinations = ["salesforce"]
 
 #[tokio::test]
 async fn form_submissions_become_events_and_salesforce_campaign_members() {
-    let hs = roomy_hubspot().await;
-    let sf = FakeSalesforce::start(SalesforceConfig::default())
-        .await
-        .unwrap();
-    let campaign = sf.seed(
-        "Campaign",
-        json!({"Name": "Spring Webinar", "IsActive": true}),
-    );
+    let (hs, sf, campaign) = fakes_with_campaign("Spring Webinar").await;
     let form = hs.create_form("Webinar signup");
     let days = |n: i64| Utc::now() - chrono::Duration::days(n);
     // Older than `form_history` (30 days): not read.
@@ -291,14 +284,7 @@ async fn many_submissions_are_paged_stored_once_and_survive_failures_and_lost_st
 
 #[tokio::test]
 async fn marketing_event_participations_become_events_and_member_statuses() {
-    let hs = roomy_hubspot().await;
-    let sf = FakeSalesforce::start(SalesforceConfig::default())
-        .await
-        .unwrap();
-    let campaign = sf.seed(
-        "Campaign",
-        json!({"Name": "Launch Webinar", "IsActive": true}),
-    );
+    let (hs, sf, campaign) = fakes_with_campaign("Launch Webinar").await;
     // The campaign's own member statuses, as an admin adds them.
     for label in ["Registered", "Attended"] {
         sf.seed(

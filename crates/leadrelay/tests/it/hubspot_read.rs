@@ -64,6 +64,17 @@ pub(crate) async fn start(config: &str, resume: Option<crate::support::Stopped>)
     b.start().await
 }
 
+/// A fake HubSpot, a fake Salesforce org and the id of its active
+/// campaign `name`.
+pub(crate) async fn fakes_with_campaign(name: &str) -> (FakeHubSpot, FakeSalesforce, String) {
+    let hs = roomy_hubspot().await;
+    let sf = FakeSalesforce::start(SalesforceConfig::default())
+        .await
+        .unwrap();
+    let campaign = sf.seed("Campaign", json!({"Name": name, "IsActive": true}));
+    (hs, sf, campaign)
+}
+
 /// The list events stored, oldest first: (type, email, list id).
 async fn list_events(app: &TestApp) -> Vec<(String, String, String)> {
     let f = EventFilter {
@@ -148,14 +159,7 @@ async fn rounds(hs: &FakeHubSpot, list: &str, n: usize) {
 
 #[tokio::test]
 async fn list_memberships_become_events_and_salesforce_campaign_members() {
-    let hs = roomy_hubspot().await;
-    let sf = FakeSalesforce::start(SalesforceConfig::default())
-        .await
-        .unwrap();
-    let campaign = sf.seed(
-        "Campaign",
-        json!({"Name": "Spring Webinar", "IsActive": true}),
-    );
+    let (hs, sf, campaign) = fakes_with_campaign("Spring Webinar").await;
     let ann = hs.seed("contacts", &[("email", "ann@acme.io"), ("lastname", "Ann")]);
     let bob = hs.seed("contacts", &[("email", "bob@acme.io"), ("lastname", "Bob")]);
     // A contact without an email is not recorded (nobody to name).
@@ -232,14 +236,7 @@ async fn list_memberships_become_events_and_salesforce_campaign_members() {
 
 #[tokio::test]
 async fn a_failing_hubspot_changes_nothing_and_is_read_again() {
-    let hs = roomy_hubspot().await;
-    let sf = FakeSalesforce::start(SalesforceConfig::default())
-        .await
-        .unwrap();
-    let campaign = sf.seed(
-        "Campaign",
-        json!({"Name": "Spring Webinar", "IsActive": true}),
-    );
+    let (hs, sf, campaign) = fakes_with_campaign("Spring Webinar").await;
     let ann = hs.seed("contacts", &[("email", "ann@acme.io"), ("lastname", "Ann")]);
     let list = hs.create_list("Webinar attendees", "MANUAL");
     assert!(hs.add_to_list(&list, &[&ann]));
@@ -298,14 +295,7 @@ async fn a_failing_hubspot_changes_nothing_and_is_read_again() {
 /// lists; `leadrelay check` refuses a read block without lists.
 #[tokio::test]
 async fn a_list_in_processing_or_deleted_makes_nobody_leave() {
-    let hs = roomy_hubspot().await;
-    let sf = FakeSalesforce::start(SalesforceConfig::default())
-        .await
-        .unwrap();
-    let campaign = sf.seed(
-        "Campaign",
-        json!({"Name": "Spring Webinar", "IsActive": true}),
-    );
+    let (hs, sf, campaign) = fakes_with_campaign("Spring Webinar").await;
     let ann = hs.seed("contacts", &[("email", "ann@acme.io"), ("lastname", "Ann")]);
     let list = hs.create_list("Dynamic", "DYNAMIC");
     assert!(hs.add_to_list(&list, &[&ann]));
