@@ -264,8 +264,7 @@ fn open_connections(
     }
     let conn = Connection::open(path).map_err(map_err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(map_err)?;
+    retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(map_err)?;
     conn.pragma_update(
         None,
         "synchronous",
@@ -326,18 +325,44 @@ fn grow_in_chunks(conn: &Connection) {
     }
 }
 
+/// Runs `f` again, for up to 10 s, while SQLite answers "database is
+/// locked" without waiting out the busy timeout: it does so when waiting
+/// could deadlock, as when processes opening the same fresh file at once
+/// (a server and a CLI command, several nodes' first start) each switch it
+/// to WAL, or a statement's read snapshot went stale before its write.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match f() {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Applies pending migrations, each in its own transaction.
 fn migrate(conn: &Connection) -> StoreResult<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )
+    retry_busy(|| {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+    })
     .map_err(map_err)?;
     // Each step reads the applied version inside its own write lock (BEGIN
     // IMMEDIATE), so processes opening a fresh file at the same moment (the
     // server and a CLI command started beside it) apply each migration once:
     // the others wait on the lock and then see it applied.
     loop {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+        retry_busy(|| conn.execute_batch("BEGIN IMMEDIATE")).map_err(map_err)?;
         let step = (|| {
             let applied: u32 = conn
                 .query_row(
@@ -1820,4 +1845,57 @@ fn stats(c: &Connection, since: DateTime<Utc>) -> StoreResult<Vec<DestinationSta
         s.latency_p99_ms = percentile(&lat, 0.99);
     }
     Ok(by.into_values().collect())
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_busy_answer_is_tried_again_and_another_error_is_not() {
+        let mut calls = 0;
+        let r = retry_busy(|| {
+            calls += 1;
+            match calls {
+                1 => Err(failure(rusqlite::ffi::SQLITE_BUSY)),
+                // SQLITE_BUSY_SNAPSHOT: a read snapshot gone stale.
+                2 => Err(failure(rusqlite::ffi::SQLITE_BUSY | (2 << 8))),
+                3 => Err(failure(rusqlite::ffi::SQLITE_LOCKED)),
+                _ => Ok(calls),
+            }
+        });
+        assert_eq!(r.ok(), Some(4));
+        let mut calls = 0;
+        let r: rusqlite::Result<()> = retry_busy(|| {
+            calls += 1;
+            Err(failure(rusqlite::ffi::SQLITE_CORRUPT))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn processes_opening_one_fresh_file_at_once_all_open_it() {
+        // Eight threads each open their own connections on one new file,
+        // as eight processes would, and switch it to WAL and migrate it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.db");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    open_connections(&path, &OpenOptions::default()).map(|_| ())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .unwrap()
+                .expect("every opener gets a migrated database");
+        }
+    }
 }
