@@ -154,6 +154,18 @@ fn after_token(offset: usize) -> String {
     format!("Pg{}", digits.into_iter().collect::<String>())
 }
 
+/// A page's body: the `results` from offset `start` of `total`, and
+/// `paging.next` (an `after` token and its link) while more remain.
+fn page_body(results: Vec<Value>, start: usize, total: usize) -> Value {
+    let next = start + results.len();
+    let mut body = json!({"results": results});
+    if next < total {
+        let after = after_token(next);
+        body["paging"] = json!({"next": {"after": after, "link": format!("?after={after}")}});
+    }
+    body
+}
+
 impl HubSpotState {
     /// Creates a form as a person would in HubSpot; returns its GUID.
     pub fn create_form(&self, name: &str) -> String {
@@ -329,9 +341,11 @@ fn submissions_inner(state: &HubSpotState, form_id: &str, q: Option<&str>) -> Hs
     let Some(form) = store.forms.get(form_id) else {
         return Err(not_found("Form", form_id));
     };
-    let newest_first: Vec<&FormSubmission> = form.submissions.iter().rev().collect();
-    let results: Vec<Value> = newest_first
+    let total = form.submissions.len();
+    let results = form
+        .submissions
         .iter()
+        .rev()
         .skip(start)
         .take(limit)
         .map(|s| {
@@ -343,16 +357,7 @@ fn submissions_inner(state: &HubSpotState, form_id: &str, q: Option<&str>) -> Hs
             })
         })
         .collect();
-    let next = start + results.len();
-    let mut body = json!({"results": results});
-    if next < newest_first.len() {
-        let after = after_token(next);
-        body["paging"] = json!({"next": {
-            "after": after,
-            "link": format!("?after={after}"),
-        }});
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(page_body(results, start, total)).into_response())
 }
 
 /// `GET /marketing/v3/marketing-events/participations/{marketingEventId}/breakdown`
@@ -422,13 +427,9 @@ fn participations_inner(state: &HubSpotState, event_id: &str, q: Option<&str>) -
         })
         .collect();
     let total = matching.len();
-    let page: Vec<Value> = matching.into_iter().skip(start).take(limit).collect();
-    let next = start + page.len();
-    let mut body = json!({"total": total, "results": page});
-    if next < total {
-        let after = after_token(next);
-        body["paging"] = json!({"next": {"after": after, "link": format!("?after={after}")}});
-    }
+    let page = matching.into_iter().skip(start).take(limit).collect();
+    let mut body = page_body(page, start, total);
+    body["total"] = json!(total);
     Ok(Json(body).into_response())
 }
 

@@ -11,14 +11,15 @@ use std::time::Duration;
 use chrono::Utc;
 use leadrelay::connectors::hubspot::read;
 use leadrelay::store::{DeliveryState, EventFilter, Role};
-use leadrelay_fakes::common::Fault;
 use leadrelay_fakes::hubspot::FakeHubSpot;
 use leadrelay_fakes::salesforce::FakeSalesforce;
 use leadrelay_model::Event;
 use serde_json::json;
 
 use crate::admin::key;
-use crate::hubspot_read::{fakes_with_campaign, lead_id, members, rounds_of, start};
+use crate::hubspot_read::{
+    fakes_with_campaign, internal_error, lead_id, members, rounds_of, start,
+};
 use crate::support::{TestApp, eventually};
 use crate::sync::{hubspot_toml, roomy_hubspot, salesforce_toml};
 
@@ -208,16 +209,10 @@ async fn many_submissions_are_paged_stored_once_and_survive_failures_and_lost_st
             >= 3
     );
 
-    // HubSpot fails (a 503, then the form read by a bad token would be a
-    // 401: here a 500) while a submission arrives: the round records the
-    // error and stores nothing; the next one stores it once.
-    let broken = Fault::Status {
-        status: 500,
-        body: json!({"status": "error", "message": "internal error", "category": "INTERNAL_ERROR"})
-            .to_string(),
-        headers: vec![],
-    };
-    hs.faults().push(broken, 3);
+    // HubSpot answers three requests with a 500 while a submission
+    // arrives: the round records the error and stores nothing; the next one
+    // stores it once.
+    hs.faults().push(internal_error(), 3);
     hs.submit_form(&form, &[("email", "late@acme.io")], "https://acme.io/c")
         .unwrap();
     let h = eventually("a failed round is recorded", WAIT, || async {

@@ -64,6 +64,16 @@ pub(crate) async fn start(config: &str, resume: Option<crate::support::Stopped>)
     b.start().await
 }
 
+/// HubSpot's answer to a request that failed on its side (a 500).
+pub(crate) fn internal_error() -> Fault {
+    Fault::Status {
+        status: 500,
+        body: json!({"status": "error", "message": "internal error", "category": "INTERNAL_ERROR"})
+            .to_string(),
+        headers: vec![],
+    }
+}
+
 /// A fake HubSpot, a fake Salesforce org and the id of its active
 /// campaign `name`.
 pub(crate) async fn fakes_with_campaign(name: &str) -> (FakeHubSpot, FakeSalesforce, String) {
@@ -250,14 +260,8 @@ async fn a_failing_hubspot_changes_nothing_and_is_read_again() {
         body: json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "category": "RATE_LIMITS", "policyName": "TEN_SECONDLY_ROLLING"}).to_string(),
         headers: vec![],
     };
-    let broken = Fault::Status {
-        status: 500,
-        body: json!({"status": "error", "message": "internal error", "category": "INTERNAL_ERROR"})
-            .to_string(),
-        headers: vec![],
-    };
     hs.faults().push(throttled, 1);
-    hs.faults().push(broken, 5);
+    hs.faults().push(internal_error(), 5);
     assert!(hs.remove_from_list(&list, &[&ann]));
     let h = eventually("a failed round is recorded", WAIT, || async {
         read::health(&app.store, "hubspot")

@@ -339,6 +339,31 @@ impl Reader {
         res.map_err(|f| outcome_text(&f.outcome))
     }
 
+    /// One page of a HubSpot collection: `path` (which has its query
+    /// already) at the page token `after`. Its `results`, and the next
+    /// page's token: None on the last page, or when HubSpot hands back the
+    /// token it was asked with (which would read the same page forever).
+    async fn page(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        what: &str,
+    ) -> Result<(Vec<Value>, Option<String>), ReadError> {
+        let path = match after {
+            Some(a) => format!("{path}&after={}", urlencoding(a)),
+            None => path.to_string(),
+        };
+        let mut page = self.get(&path).await?;
+        let next = page["paging"]["next"]["after"]
+            .as_str()
+            .filter(|a| !a.is_empty() && Some(*a) != after)
+            .map(str::to_string);
+        match page.get_mut("results").map(Value::take) {
+            Some(Value::Array(results)) => Ok((results, next)),
+            _ => Err(format!("a {what} page without results")),
+        }
+    }
+
     /// The list's name and every member, page after page.
     async fn read_list(&self, id: &str) -> Result<ReadList, ReadError> {
         let seg = crm::path_segment(id);
@@ -355,20 +380,17 @@ impl Reader {
         let name = list["name"].as_str().unwrap_or_default().to_string();
         let complete = list["processingStatus"].as_str() == Some("COMPLETE");
         let mut members = BTreeMap::new();
+        let path = self.api.path(
+            Family::Lists,
+            &format!("/{seg}/memberships?limit={MEMBERSHIPS_PAGE}"),
+        );
         let mut after: Option<String> = None;
         loop {
-            let mut path = self.api.path(
-                Family::Lists,
-                &format!("/{seg}/memberships?limit={MEMBERSHIPS_PAGE}"),
-            );
-            if let Some(a) = &after {
-                path.push_str(&format!("&after={}", urlencoding(a)));
-            }
-            let page = self.get(&path).await?;
-            let Some(results) = page["results"].as_array() else {
-                return Err(format!("list {id}: a memberships page without results"));
-            };
-            for r in results {
+            let (results, next) = self
+                .page(&path, after.as_deref(), "memberships")
+                .await
+                .map_err(|e| format!("list {id}: {e}"))?;
+            for r in &results {
                 let record = match &r["recordId"] {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
@@ -377,11 +399,9 @@ impl Reader {
                 let at = r["membershipTimestamp"].as_str().unwrap_or_default();
                 members.insert(record, at.to_string());
             }
-            match page["paging"]["next"]["after"].as_str() {
-                Some(a) if !a.is_empty() && after.as_deref() != Some(a) => {
-                    after = Some(a.to_string())
-                }
-                _ => break,
+            match next {
+                Some(a) => after = Some(a),
+                None => break,
             }
         }
         Ok(ReadList {

@@ -80,7 +80,8 @@ pub(super) fn is_list_left(event_type: &leadrelay_model::EventType) -> bool {
     event_type.as_str() == crate::connectors::hubspot::read::LIST_LEFT
 }
 
-/// A `data` value of the delivery's event, as trimmed text.
+/// A `data` value of the delivery's event, as trimmed text (`list_id` of a
+/// `list.joined` / `list.left` event, a read form's `form_id` …).
 fn data_text(run: &Run<'_>, key: &str) -> Option<String> {
     run.job
         .event
@@ -91,16 +92,6 @@ fn data_text(run: &Run<'_>, key: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The list id of a `list.joined` / `list.left` event.
-fn list_of(run: &Run<'_>) -> Option<String> {
-    run.job
-        .event
-        .data
-        .get("list_id")
-        .and_then(mapping::as_text)
-        .map(|s| s.trim().to_string())
-}
-
 impl Salesforce {
     /// The campaign a delivery's lead joins: (how it is named, whether the
     /// name comes from the configuration, the member's status).
@@ -108,7 +99,7 @@ impl Salesforce {
         let c = self.s.campaign_members.as_ref()?;
         let event_type = run.job.event.event_type.as_str();
         if event_type == crate::connectors::hubspot::read::LIST_JOINED {
-            return list_of(run)
+            return data_text(run, "list_id")
                 .and_then(|l| c.lists.get(&l).cloned())
                 .map(|campaign| (campaign, true, c.status.clone()));
         }
@@ -132,16 +123,13 @@ impl Salesforce {
         let form = mapping::lookup(&run.ctx, "event.form")
             .and_then(|v| v.as_str())
             .map(str::to_string);
-        let vendor_form = || {
-            ["form_id", "form_name"]
-                .iter()
-                .filter_map(|k| data_text(run, k))
-                .find(|f| c.forms.contains_key(f))
-        };
-        if let Some(f) = form
-            .filter(|f| c.forms.contains_key(f))
-            .or_else(vendor_form)
-            && let Some(campaign) = c.forms.get(&f)
+        let vendor_form = ["form_id", "form_name"]
+            .iter()
+            .filter_map(|k| data_text(run, k));
+        if let Some(campaign) = form
+            .into_iter()
+            .chain(vendor_form)
+            .find_map(|f| c.forms.get(&f))
         {
             return Some((campaign.clone(), true, c.status.clone()));
         }
@@ -306,7 +294,7 @@ impl Salesforce {
         let Some(c) = self.s.campaign_members.as_ref() else {
             return Ok(());
         };
-        let Some(named) = list_of(run).and_then(|l| c.lists.get(&l).cloned()) else {
+        let Some(named) = data_text(run, "list_id").and_then(|l| c.lists.get(&l).cloned()) else {
             return Ok(());
         };
         let Some(campaign) = self.campaign_id(run, &named, false).await? else {

@@ -19,7 +19,7 @@ use leadrelay_sources::InboundEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{ReadError, ReadHealth, Reader, urlencoding};
+use super::{ReadError, ReadHealth, Reader};
 use crate::connectors::crm;
 use crate::connectors::hubspot::api::Family;
 
@@ -71,28 +71,20 @@ impl Reader {
         let rest = format!("marketing_event:{id}");
         let mut st: EventState = self.load(&rest).await?;
         let seg = crm::path_segment(id);
+        let path = self.api.path(
+            Family::MarketingEvents,
+            &format!("/participations/{seg}/breakdown?limit={PAGE}"),
+        );
         let mut after: Option<String> = None;
         loop {
-            let mut path = self.api.path(
-                Family::MarketingEvents,
-                &format!("/participations/{seg}/breakdown?limit={PAGE}"),
-            );
-            if let Some(a) = &after {
-                path.push_str(&format!("&after={}", urlencoding(a)));
-            }
-            let page = self
-                .get(&path)
+            let (results, next) = self
+                .page(&path, after.as_deref(), "participations")
                 .await
                 .map_err(|e| format!("marketing event {id}: {e}"))?;
-            let Some(results) = page["results"].as_array() else {
-                return Err(format!(
-                    "marketing event {id}: a participations page without results"
-                ));
-            };
             let mut events = Vec::new();
             let mut raws = Vec::new();
             let mut changed = Vec::new();
-            for r in results {
+            for r in &results {
                 let contact = &r["associations"]["contact"];
                 let Some(contact_id) = text(&contact["contactId"]) else {
                     continue;
@@ -177,11 +169,9 @@ impl Reader {
             health.last_round_events += self.store_events(events, &raws).await?;
             st.states.extend(changed);
             self.save(&rest, &st).await?;
-            match page["paging"]["next"]["after"].as_str() {
-                Some(a) if !a.is_empty() && after.as_deref() != Some(a) => {
-                    after = Some(a.to_string())
-                }
-                _ => break,
+            match next {
+                Some(a) => after = Some(a),
+                None => break,
             }
         }
         Ok(())

@@ -21,7 +21,7 @@ use leadrelay_sources::InboundEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{ReadError, ReadHealth, Reader, urlencoding};
+use super::{ReadError, ReadHealth, Reader};
 use crate::connectors::crm;
 use crate::connectors::hubspot::api::Family;
 
@@ -101,25 +101,19 @@ impl Reader {
             .await
             .map_err(|e| format!("form {guid}: {e}"))?;
         let name = form["name"].as_str().unwrap_or_default().to_string();
+        let path =
+            format!("/form-integrations/v1/submissions/forms/{seg}?limit={SUBMISSIONS_PAGE}");
         let mut after: Option<String> = None;
         loop {
-            let mut path =
-                format!("/form-integrations/v1/submissions/forms/{seg}?limit={SUBMISSIONS_PAGE}");
-            if let Some(a) = &after {
-                path.push_str(&format!("&after={}", urlencoding(a)));
-            }
-            let page = self
-                .get(&path)
+            let (results, next) = self
+                .page(&path, after.as_deref(), "submissions")
                 .await
                 .map_err(|e| format!("form {guid} submissions: {e}"))?;
-            let Some(results) = page["results"].as_array() else {
-                return Err(format!("form {guid}: a submissions page without results"));
-            };
             let mut passed_floor = false;
             let mut events = Vec::new();
             let mut raws = Vec::new();
             let mut stored = Vec::new();
-            for r in results {
+            for r in &results {
                 let (Some(submitted), Some(conversion)) =
                     (millis(&r["submittedAt"]), r["conversionId"].as_str())
                 else {
@@ -145,10 +139,8 @@ impl Reader {
             health.last_round_events += self.store_events(events, &raws).await?;
             st.seen.extend(stored);
             self.save(&rest, &st).await?;
-            match page["paging"]["next"]["after"].as_str() {
-                Some(a) if !passed_floor && !a.is_empty() && after.as_deref() != Some(a) => {
-                    after = Some(a.to_string())
-                }
+            match next {
+                Some(a) if !passed_floor => after = Some(a),
                 _ => break,
             }
         }
